@@ -1,0 +1,326 @@
+#!/usr/bin/env bash
+# TCP port-forwarding benchmark on loopback: direct (no proxy), gost-rs,
+# haproxy and socat, measured in ONE run with interleaved rounds, reported
+# as medians with ratios to direct and to haproxy. See bench/README.md.
+#
+#   bench/forward.sh            full run (3 rounds, 9,000 idle conns, ~6-8 min)
+#   bench/forward.sh --quick    smoke run (2 rounds, 2 s per metric, 1,000 idle)
+#
+# The proxy runs pinned to core 0, the load generator and the target
+# servers to core 1, so the proxy never competes with its own load.
+
+set -uo pipefail
+
+usage() {
+    cat <<'EOF'
+usage: bench/forward.sh [options]
+  --quick            short smoke run (2 rounds, 2 s per metric, 1,000 idle connections)
+  --rounds N         repetitions; every round runs every system in turn (default 3)
+  --systems "LIST"   subset/order of: direct gost haproxy socat (default: all)
+  --idle-conns N     idle connections held for the memory metric (default 9000)
+  --seconds S        measured window of keep-alive and connection-rate tests (default 8)
+  --no-build         use the existing release binaries
+  -h, --help         this text
+environment:
+  CARGO_TARGET_DIR   where the release binaries are (default: <repo>/target)
+  GOST_BIN           gost binary to test (default: $CARGO_TARGET_DIR/release/gost)
+  GOST_EXTRA_ARGS    extra arguments for gost, e.g. "-C bench.yaml" (default: none)
+EOF
+}
+
+QUICK=0
+ROUNDS=""
+SYSTEMS="direct gost haproxy socat"
+IDLE_N=""
+WINDOW=""
+BUILD=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --rounds) ROUNDS="$2"; shift ;;
+        --systems) SYSTEMS="$2"; shift ;;
+        --idle-conns) IDLE_N="$2"; shift ;;
+        --seconds) WINDOW="$2"; shift ;;
+        --no-build) BUILD=0 ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
+    esac
+    shift
+done
+
+if [ "$QUICK" = 1 ]; then
+    ROUNDS=${ROUNDS:-2}; IDLE_N=${IDLE_N:-1000}; WINDOW=${WINDOW:-2}
+    BULK_S=2; WARMUP=0.3; SETTLE=0.5; HOLD=1.0
+else
+    ROUNDS=${ROUNDS:-3}; IDLE_N=${IDLE_N:-9000}; WINDOW=${WINDOW:-8}
+    BULK_S=5; WARMUP=0.5; SETTLE=1.0; HOLD=1.5
+fi
+KA_CONNS=50     # keep-alive connections, one request outstanding each
+CR_WORKERS=32   # concurrent connect/request/close loops
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+LG=$TARGET_DIR/release/loadgen
+GOST=${GOST_BIN:-$TARGET_DIR/release/gost}
+STAMP=$(date +%Y%m%d-%H%M%S)
+RESULTS_DIR=$ROOT/bench/results
+OUT=$RESULTS_DIR/forward-$STAMP.txt
+
+log() { printf '%s\n' "$*" >&2; }
+has() { case " $SYSTEMS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+drop_system() { SYSTEMS=$(printf '%s\n' $SYSTEMS | grep -vx "$1" | tr '\n' ' '); }
+
+# ---------------------------------------------------------------- build ---
+cd "$ROOT" || exit 1
+if [ "$BUILD" = 1 ]; then
+    if has gost; then
+        if ! cargo build --release -p gost-host -p gost-loadgen; then
+            log "WARNING: gost-host does not build; running without the gost-rs column"
+            drop_system gost
+            cargo build --release -p gost-loadgen || exit 1
+        fi
+    else
+        cargo build --release -p gost-loadgen || exit 1
+    fi
+fi
+[ -x "$LG" ] || { log "no load generator at $LG (build failed?)"; exit 1; }
+if has gost && [ ! -x "$GOST" ]; then
+    log "WARNING: no gost binary at $GOST; running without the gost-rs column"
+    drop_system gost
+fi
+
+# ------------------------------------------------------------- peer tools ---
+missing=""
+for tool in haproxy socat; do
+    if has "$tool" && ! command -v "$tool" >/dev/null; then missing="$missing $tool"; fi
+done
+if [ -n "$missing" ] && [ "$(id -u)" = 0 ]; then
+    log "installing:$missing"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null 2>&1 ||
+        { apt-get update -qq >/dev/null 2>&1 &&
+          DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null 2>&1; }
+fi
+for tool in haproxy socat; do
+    if has "$tool" && ! command -v "$tool" >/dev/null; then
+        log "WARNING: $tool not available; skipping it"
+        drop_system "$tool"
+    fi
+done
+
+# --------------------------------------------------- limits and pinning ---
+HARD=$(ulimit -Hn)
+[ "$HARD" = unlimited ] && HARD=1048576
+ulimit -n "$HARD" || log "WARNING: could not raise ulimit -n to $HARD"
+SOFT=$(ulimit -n)
+# The proxy holds two sockets per idle connection (client side and server side).
+MAX_IDLE=$(( (SOFT - 300) / 2 ))
+if [ "$IDLE_N" -gt "$MAX_IDLE" ]; then
+    log "WARNING: ulimit -n $SOFT allows only $MAX_IDLE idle connections through a proxy"
+    IDLE_N=$MAX_IDLE
+fi
+HAPROXY_MAXCONN=$(( IDLE_N + 500 ))
+[ "$HAPROXY_MAXCONN" -gt "$MAX_IDLE" ] && HAPROXY_MAXCONN=$MAX_IDLE
+
+if [ "$(nproc)" -ge 2 ]; then
+    PROXY_CPU=0; LOAD_CPU=1
+else
+    PROXY_CPU=0; LOAD_CPU=0
+    log "WARNING: one core only: proxy and load generator share it"
+fi
+
+TMP=$(mktemp -d /tmp/gost-bench.XXXXXX)
+PIDS=()   # every long-running process this script started
+
+# Stops one process we started (and, for socat, its per-connection children).
+stop_pid() {
+    local pid=$1 kids i
+    kill -0 "$pid" 2>/dev/null || return 0
+    kids=$(pgrep -P "$pid" 2>/dev/null || true)
+    kill -TERM "$pid" 2>/dev/null
+    [ -n "$kids" ] && kill -TERM $kids 2>/dev/null
+    for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    return 0
+}
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do stop_pid "$p"; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Runs a load-generator client pinned to the load core, bounded by timeout;
+# JSON result lines go to the results file, human text to the log.
+client() {
+    timeout 300 taskset -c "$LOAD_CPU" "$LG" "$@" 2>"$TMP/client.err" |
+        grep '^{' >>"$TMP/results.jsonl"
+    local rc=${PIPESTATUS[0]}
+    sed 's/^/  /' "$TMP/client.err" | tee -a "$TMP/human.log" >&2
+    return "$rc"
+}
+
+# ------------------------------------------------------------ targets ---
+read -r HTTP_PORT SINK_PORT < <("$LG" freeport --count 2 | tr '\n' ' ')
+taskset -c "$LOAD_CPU" "$LG" server --listen "127.0.0.1:$HTTP_PORT" --mode http \
+    --max-seconds 3600 2>>"$TMP/servers.log" &
+PIDS+=($!)
+taskset -c "$LOAD_CPU" "$LG" server --listen "127.0.0.1:$SINK_PORT" --mode sink \
+    --max-seconds 3600 2>>"$TMP/servers.log" &
+PIDS+=($!)
+for p in $HTTP_PORT $SINK_PORT; do
+    "$LG" waitport --target "127.0.0.1:$p" || { cat "$TMP/servers.log" >&2; exit 1; }
+done
+
+# -------------------------------------------------------------- proxies ---
+# start_proxy SYSTEM TARGET_PORT: starts the proxy pinned to the proxy core
+# on a fresh port; sets PROXY_PID and PROXY_PORT. direct: the target itself.
+start_proxy() {
+    local sys=$1 tport=$2
+    PROXY_PID=""
+    if [ "$sys" = direct ]; then
+        PROXY_PORT=$tport
+        return 0
+    fi
+    PROXY_PORT=$("$LG" freeport) || return 1
+    case "$sys" in
+        gost)
+            # shellcheck disable=SC2086
+            taskset -c "$PROXY_CPU" "$GOST" -L "tcp://127.0.0.1:$PROXY_PORT/127.0.0.1:$tport" \
+                ${GOST_EXTRA_ARGS:-} >"$TMP/gost.log" 2>&1 & ;;
+        haproxy)
+            cat >"$TMP/haproxy.cfg" <<EOF
+global
+    maxconn $HAPROXY_MAXCONN
+    nbthread 1
+defaults
+    mode tcp
+    maxconn $HAPROXY_MAXCONN
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+frontend fwd
+    bind 127.0.0.1:$PROXY_PORT backlog 4096
+    default_backend target
+backend target
+    server t1 127.0.0.1:$tport
+EOF
+            taskset -c "$PROXY_CPU" haproxy -db -f "$TMP/haproxy.cfg" >"$TMP/haproxy.log" 2>&1 & ;;
+        socat)
+            taskset -c "$PROXY_CPU" socat \
+                "TCP-LISTEN:$PROXY_PORT,bind=127.0.0.1,reuseaddr,fork,backlog=4096" \
+                "TCP:127.0.0.1:$tport" >"$TMP/socat.log" 2>&1 & ;;
+        *) log "unknown system $sys"; return 1 ;;
+    esac
+    PROXY_PID=$!
+    PIDS+=("$PROXY_PID")
+    if ! "$LG" waitport --target "127.0.0.1:$PROXY_PORT" --timeout 15; then
+        log "$sys did not start; its log:"
+        tail -n 20 "$TMP/$sys.log" >&2
+        stop_pid "$PROXY_PID"
+        return 1
+    fi
+    # Let the connection made by waitport finish before any baseline.
+    sleep 0.3
+    return 0
+}
+
+stop_proxy() {
+    [ -n "$PROXY_PID" ] && stop_pid "$PROXY_PID"
+    PROXY_PID=""
+}
+
+PINNING_SHOWN=""
+show_pinning() {
+    local sys=$1
+    case " $PINNING_SHOWN " in *" $sys "*) return ;; esac
+    PINNING_SHOWN="$PINNING_SHOWN $sys"
+    [ -n "$PROXY_PID" ] && log "  pinning: $sys $(taskset -cp "$PROXY_PID" 2>&1 | sed 's/.*current //')"
+}
+
+# run_system SYSTEM ROUND: every metric for one system.
+run_system() {
+    local sys=$1 round=$2 watch=() label
+    label=$sys; [ "$sys" = gost ] && label=gost-rs
+    log "== round $round: $label"
+
+    # Request tests against the HTTP target, on a fresh proxy so that the
+    # idle-memory baseline is the proxy's footprint right after start-up.
+    if start_proxy "$sys" "$HTTP_PORT"; then
+        show_pinning "$label"
+        [ -n "$PROXY_PID" ] && watch=(--watch-pid "$PROXY_PID")
+        local common=(--target "127.0.0.1:$PROXY_PORT" --label "$label" --round "$round" "${watch[@]}")
+        if [ -n "$PROXY_PID" ]; then
+            client idle "${common[@]}" --conns "$IDLE_N" --settle "$SETTLE" \
+                --hold "$HOLD" || log "  idle failed"
+            sleep 0.5
+        fi
+        client keepalive "${common[@]}" --conns "$KA_CONNS" --seconds "$WINDOW" \
+            --warmup "$WARMUP" || log "  keepalive failed"
+        client connrate "${common[@]}" --concurrency "$CR_WORKERS" --seconds "$WINDOW" \
+            --warmup "$WARMUP" || log "  connrate failed"
+        stop_proxy
+    fi
+
+    # Bulk upload against the sink target.
+    if start_proxy "$sys" "$SINK_PORT"; then
+        watch=()
+        [ -n "$PROXY_PID" ] && watch=(--watch-pid "$PROXY_PID")
+        client bulk --target "127.0.0.1:$PROXY_PORT" --label "$label" --round "$round" \
+            "${watch[@]}" --seconds "$BULK_S" || log "  bulk failed"
+        stop_proxy
+    fi
+}
+
+# -------------------------------------------------------------- header ---
+mkdir -p "$RESULTS_DIR"
+{
+    echo "# gost-rs forwarding benchmark, $STAMP"
+    echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (dirty)')"
+    echo "kernel: $(uname -r); cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'); cores: $(nproc)"
+    echo "pinning: proxy on core $PROXY_CPU; load generator + target servers on core $LOAD_CPU (taskset)"
+    echo "ulimit -n: $SOFT; net.ipv4.tcp_tw_reuse=$(cat /proc/sys/net/ipv4/tcp_tw_reuse 2>/dev/null); ephemeral ports: $(tr '\t' - </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null)"
+    echo "systems: $SYSTEMS; rounds: $ROUNDS (interleaved, order rotated each round)"
+    echo "bulk: 1 stream upload for ${BULK_S} s; keep-alive: $KA_CONNS conns, ${WINDOW} s; new connections: $CR_WORKERS workers, ${WINDOW} s; idle: $IDLE_N conns"
+    has haproxy && echo "haproxy: $(haproxy -v 2>/dev/null | head -n 1)"
+    has socat && echo "socat: $(socat -V 2>/dev/null | grep -m1 'socat version')"
+    has gost && echo "gost: $GOST ${GOST_EXTRA_ARGS:-}"
+    # Other work on the machine (e.g. compiles) is the main source of noise.
+    echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+} >"$TMP/header.txt"
+cat "$TMP/header.txt" >&2
+: >"$TMP/results.jsonl"
+
+# --------------------------------------------------------------- rounds ---
+read -r -a ORDER <<<"$SYSTEMS"
+START=$(date +%s)
+for round in $(seq "$ROUNDS"); do
+    n=${#ORDER[@]}
+    for i in $(seq 0 $((n - 1))); do
+        # Rotate the order each round so no system always runs first or
+        # right after the noisiest one.
+        run_system "${ORDER[$(( (i + round - 1) % n ))]}" "$round"
+    done
+done
+END_NOTE="measured in $(( $(date +%s) - START )) s; load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+log "$END_NOTE"
+
+# --------------------------------------------------------------- report ---
+TABLE=$("$LG" report "$TMP/results.jsonl" --baseline direct --reference haproxy) || TABLE="(no results)"
+{
+    cat "$TMP/header.txt"
+    echo "$END_NOTE"
+    echo
+    echo "$TABLE"
+    echo
+    echo "## Per-run output"
+    cat "$TMP/human.log"
+    echo
+    echo "## Result lines (JSON)"
+    cat "$TMP/results.jsonl"
+} >"$OUT"
+echo
+echo "$TABLE"
+echo
+echo "Full results: $OUT"

@@ -1,0 +1,377 @@
+//! Builds the running program from a config (GOST's loader + program):
+//! every service is bound before any starts, then all run until shutdown.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::chain::selector::{Selector, Strategy};
+use crate::chain::{Hop, Node};
+use crate::config::{Config, ForwardNodeConfig, SelectorConfig, ServiceConfig};
+use crate::handler::forward::{ForwardHandler, ForwardOptions};
+use crate::handler::Handler;
+use crate::listener::tcp::TcpListen;
+use crate::listener::udp::{UdpListen, UdpOptions};
+use crate::listener::{resolve_bind_addr, Listener};
+use crate::metadata::MetadataError;
+use crate::router::Router;
+use crate::service::{Hooks, Service, Status};
+
+/// Listener types this build can run; anything else GOST knows is refused
+/// by name instead of being ignored.
+pub const LISTENERS: &[&str] = &["tcp", "udp"];
+/// Handler types this build can run.
+pub const HANDLERS: &[&str] = &["tcp", "udp", "forward"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("service \"{service}\": {msg}")]
+    Service { service: String, msg: String },
+    #[error("service \"{service}\": cannot listen on {addr}: {source}")]
+    Bind {
+        service: String,
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn svc_err(cfg: &ServiceConfig, msg: impl Into<String>) -> BuildError {
+    BuildError::Service {
+        service: cfg.name.clone(),
+        msg: msg.into(),
+    }
+}
+
+fn md_err(cfg: &ServiceConfig, what: &str, e: MetadataError) -> BuildError {
+    svc_err(cfg, format!("{what}: {e}"))
+}
+
+/// The running program: the effective config and each service's status,
+/// which the web API reads.
+pub struct App {
+    config: Config,
+    statuses: HashMap<String, Arc<Status>>,
+}
+
+impl App {
+    /// The config as GOST's `GET /config` shows it: each service with its
+    /// live status.
+    pub fn config_with_status(&self) -> Config {
+        let mut cfg = self.config.clone();
+        for svc in &mut cfg.services {
+            if let Some(st) = self.statuses.get(&svc.name) {
+                svc.status = Some(st.snapshot());
+            }
+        }
+        cfg
+    }
+}
+
+/// Services built and bound, ready to run.
+pub struct Built {
+    pub app: Arc<App>,
+    services: Vec<Service>,
+}
+
+/// Checks the config and binds every service. Nothing runs yet: a port in
+/// use or an unsupported type stops start-up before any hook has run.
+pub fn build(config: Config) -> Result<Built, Vec<BuildError>> {
+    let mut errors: Vec<BuildError> = Vec::new();
+    if let Err(errs) = config.validate() {
+        errors.extend(errs.into_iter().map(|e| BuildError::Invalid(e.to_string())));
+    }
+    errors.extend(
+        unsupported(&config)
+            .into_iter()
+            .map(BuildError::Unsupported),
+    );
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let mut services = Vec::new();
+    let mut statuses = HashMap::new();
+    for cfg in &config.services {
+        match build_service(&config, cfg) {
+            Ok(svc) => {
+                statuses.insert(cfg.name.clone(), svc.status.clone());
+                services.push(svc);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Built {
+        app: Arc::new(App { config, statuses }),
+        services,
+    })
+}
+
+impl Built {
+    /// Runs every service until `shutdown` fires and all have drained.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for svc in self.services {
+            tasks.spawn(svc.run(shutdown.clone()));
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+/// What this build cannot run yet, each named as the config names it.
+fn unsupported(cfg: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for svc in &cfg.services {
+        let name = &svc.name;
+        let lt = svc
+            .listener
+            .as_ref()
+            .map(|l| l.r#type.as_str())
+            .unwrap_or("tcp");
+        let lt = if lt.is_empty() { "tcp" } else { lt };
+        if !LISTENERS.contains(&lt) {
+            out.push(format!(
+                "service \"{name}\": listener type '{lt}' is not supported"
+            ));
+        }
+        let ht = svc
+            .handler
+            .as_ref()
+            .map(|h| h.r#type.as_str())
+            .unwrap_or("auto");
+        let ht = if ht.is_empty() { "auto" } else { ht };
+        if !HANDLERS.contains(&ht) {
+            out.push(format!(
+                "service \"{name}\": handler type '{ht}' is not supported"
+            ));
+        }
+        if let Some(h) = &svc.handler {
+            if !h.chain.is_empty() || h.chain_group.is_some() {
+                out.push(format!(
+                    "service \"{name}\": handler chains are not supported yet"
+                ));
+            }
+            for (what, set) in [
+                ("auther", !h.auther.is_empty() || !h.authers.is_empty()),
+                ("limiter", !h.limiter.is_empty()),
+                ("observer", !h.observer.is_empty()),
+                ("tls", h.tls.is_some()),
+            ] {
+                if set {
+                    out.push(format!(
+                        "service \"{name}\": handler.{what} is not supported yet"
+                    ));
+                }
+            }
+        }
+        if let Some(l) = &svc.listener {
+            if !l.chain.is_empty() || l.chain_group.is_some() {
+                out.push(format!(
+                    "service \"{name}\": listener chains are not supported yet"
+                ));
+            }
+            if !l.auther.is_empty() || !l.authers.is_empty() || l.auth.is_some() || l.tls.is_some()
+            {
+                out.push(format!(
+                    "service \"{name}\": listener auth/tls is not supported yet"
+                ));
+            }
+        }
+        for (what, set) in [
+            (
+                "admission",
+                !svc.admission.is_empty() || !svc.admissions.is_empty(),
+            ),
+            ("bypass", !svc.bypass.is_empty() || !svc.bypasses.is_empty()),
+            ("resolver", !svc.resolver.is_empty()),
+            ("hosts", !svc.hosts.is_empty()),
+            ("limiter", !svc.limiter.is_empty()),
+            ("climiter", !svc.climiter.is_empty()),
+            ("rlimiter", !svc.rlimiter.is_empty()),
+            ("observer", !svc.observer.is_empty()),
+            ("recorders", !svc.recorders.is_empty()),
+            ("logger", !svc.logger.is_empty() || !svc.loggers.is_empty()),
+        ] {
+            if set {
+                out.push(format!("service \"{name}\": {what} is not supported yet"));
+            }
+        }
+    }
+    for section in cfg.non_empty_sections() {
+        if !matches!(section, "services" | "hops" | "api" | "log") {
+            out.push(format!("config section '{section}' is not supported yet"));
+        }
+    }
+    if cfg.log.as_ref().is_some_and(|l| l.rotation.is_some()) {
+        out.push("log.rotation is not supported yet".into());
+    }
+    out
+}
+
+fn build_service(root: &Config, cfg: &ServiceConfig) -> Result<Service, BuildError> {
+    let md = &cfg.metadata;
+    let enable_stats = md
+        .get_bool("enableStats")
+        .map_err(|e| md_err(cfg, "metadata", e))?
+        .unwrap_or(false);
+    let hooks = Hooks::from_metadata(md).map_err(|e| md_err(cfg, "metadata", e))?;
+    let status = Arc::new(Status::new(&cfg.name, enable_stats));
+
+    let handler_type = cfg
+        .handler
+        .as_ref()
+        .map(|h| h.r#type.as_str())
+        .unwrap_or_default();
+    let listener_type = cfg
+        .listener
+        .as_ref()
+        .map(|l| l.r#type.as_str())
+        .unwrap_or_default();
+    let handler: Arc<dyn Handler> = match handler_type {
+        "tcp" | "udp" | "forward" => Arc::new(build_forward_handler(root, cfg)?),
+        other => {
+            return Err(svc_err(
+                cfg,
+                format!("handler type '{other}' is not supported"),
+            ))
+        }
+    };
+
+    let addr = resolve_bind_addr(&cfg.addr)
+        .map_err(|e| svc_err(cfg, format!("addr \"{}\": {e}", cfg.addr)))?;
+    let lmd = cfg.listener.as_ref().map(|l| &l.metadata);
+    let bind_err = |source| BuildError::Bind {
+        service: cfg.name.clone(),
+        addr: cfg.addr.clone(),
+        source,
+    };
+    let listener: Box<dyn Listener> = match listener_type {
+        "" | "tcp" => {
+            let backlog = match lmd {
+                Some(m) => m
+                    .get_int("backlog")
+                    .map_err(|e| md_err(cfg, "listener.metadata", e))?,
+                None => None,
+            };
+            Box::new(
+                TcpListen::bind(addr, backlog.filter(|b| *b > 0).unwrap_or(1024) as u32)
+                    .map_err(bind_err)?,
+            )
+        }
+        "udp" => {
+            let opts = match lmd {
+                Some(m) => udp_options(m).map_err(|e| md_err(cfg, "listener.metadata", e))?,
+                None => UdpOptions::default(),
+            };
+            Box::new(UdpListen::bind(addr, opts).map_err(bind_err)?)
+        }
+        other => {
+            return Err(svc_err(
+                cfg,
+                format!("listener type '{other}' is not supported"),
+            ))
+        }
+    };
+    Ok(Service::new(&cfg.name, status, listener, handler, hooks))
+}
+
+fn udp_options(md: &crate::metadata::Metadata) -> Result<UdpOptions, MetadataError> {
+    let d = UdpOptions::default();
+    let pos =
+        |v: Option<i64>, dflt: usize| v.filter(|v| *v > 0).map(|v| v as usize).unwrap_or(dflt);
+    Ok(UdpOptions {
+        read_buffer_size: pos(md.get_int("readBufferSize")?, d.read_buffer_size).min(65535),
+        read_queue_size: pos(md.get_int("readQueueSize")?, d.read_queue_size),
+        backlog: pos(md.get_int("backlog")?, d.backlog),
+        keepalive: md.get_bool("keepalive")?.unwrap_or(false),
+        ttl: md
+            .get_duration("ttl")?
+            .filter(|t| !t.is_zero())
+            .unwrap_or(d.ttl),
+    })
+}
+
+fn build_selector(
+    cfg: &ServiceConfig,
+    sel: Option<&SelectorConfig>,
+) -> Result<Selector, BuildError> {
+    let Some(sel) = sel else {
+        return Ok(Selector::new(Strategy::Round, 0, Duration::ZERO));
+    };
+    let strategy = Strategy::parse(&sel.strategy).ok_or_else(|| {
+        svc_err(
+            cfg,
+            format!(
+                "selector strategy '{}' is not supported (round, rand, fifo, hash)",
+                sel.strategy
+            ),
+        )
+    })?;
+    Ok(Selector::new(
+        strategy,
+        sel.max_fails.max(0) as u64,
+        sel.fail_timeout.0,
+    ))
+}
+
+fn build_forward_handler(root: &Config, cfg: &ServiceConfig) -> Result<ForwardHandler, BuildError> {
+    let fwd = cfg.forwarder.as_ref().ok_or_else(|| {
+        svc_err(
+            cfg,
+            "port forwarding needs a forwarder with at least one node",
+        )
+    })?;
+    let (hop_name, node_cfgs, selector_cfg): (
+        String,
+        Vec<ForwardNodeConfig>,
+        Option<&SelectorConfig>,
+    ) = if !fwd.hop.is_empty() {
+        let hop = root
+            .hops
+            .iter()
+            .find(|h| h.name == fwd.hop)
+            .ok_or_else(|| svc_err(cfg, format!("forwarder.hop \"{}\" not found", fwd.hop)))?;
+        let nodes = hop.nodes.iter().map(ForwardNodeConfig::from).collect();
+        (
+            hop.name.clone(),
+            nodes,
+            hop.selector.as_ref().or(fwd.selector.as_ref()),
+        )
+    } else {
+        (cfg.name.clone(), fwd.nodes.clone(), fwd.selector.as_ref())
+    };
+    if node_cfgs.is_empty() {
+        return Err(svc_err(cfg, "forwarder has no nodes"));
+    }
+    let mut nodes = Vec::with_capacity(node_cfgs.len());
+    for n in &node_cfgs {
+        if n.addr.is_empty() {
+            return Err(svc_err(
+                cfg,
+                format!("forwarder node \"{}\" has no addr", n.name),
+            ));
+        }
+        nodes.push(Arc::new(Node::from_forward_config(n).map_err(|e| {
+            md_err(cfg, &format!("node \"{}\" metadata", n.name), e)
+        })?));
+    }
+    let hop = Hop {
+        name: hop_name,
+        nodes,
+        selector: build_selector(cfg, selector_cfg)?,
+    };
+    let h = cfg.handler.as_ref();
+    let opts = ForwardOptions::from_metadata(
+        h.map(|h| &h.metadata).unwrap_or(&Default::default()),
+        h.map(|h| h.retries).unwrap_or(0),
+    )
+    .map_err(|e| md_err(cfg, "handler.metadata", e))?;
+    Ok(ForwardHandler::new(Arc::new(hop), Router::default(), opts))
+}

@@ -1,0 +1,198 @@
+//! Port forwarding handlers `tcp`, `udp` and `forward` (GOST's
+//! handler/forward/local): every connection goes to a node of the
+//! forwarder's hop.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpStream, UdpSocket};
+
+use super::{ConnContext, HandleFuture, Handler, HandlerError};
+use crate::chain::{Hop, Node, SelectContext};
+use crate::listener::{Conn, UdpConn};
+use crate::metadata::{Metadata, MetadataError};
+use crate::relay::{self, RelayOptions};
+use crate::router::Router;
+
+/// Typed handler metadata, parsed once at start-up.
+#[derive(Debug, Clone, Default)]
+pub struct ForwardOptions {
+    /// `idleTimeout`: close a TCP relay with no traffic for this long.
+    pub idle_timeout: Option<Duration>,
+    /// `retries` (handler field): extra nodes tried when a dial fails.
+    /// Forwarding has not sent any byte yet when the dial fails, so trying
+    /// the next node is always safe.
+    pub retries: usize,
+}
+
+impl ForwardOptions {
+    pub fn from_metadata(md: &Metadata, retries: i64) -> Result<Self, MetadataError> {
+        Ok(ForwardOptions {
+            idle_timeout: md.get_duration("idleTimeout")?.filter(|d| !d.is_zero()),
+            retries: retries.max(0) as usize,
+        })
+    }
+}
+
+pub struct ForwardHandler {
+    hop: Arc<Hop>,
+    router: Router,
+    opts: ForwardOptions,
+}
+
+impl ForwardHandler {
+    pub fn new(hop: Arc<Hop>, router: Router, opts: ForwardOptions) -> Self {
+        ForwardHandler { hop, router, opts }
+    }
+
+    /// Picks nodes until one answers. Each failure marks the node so the
+    /// selector skips it for `failTimeout`; the connection itself moves on
+    /// to another node, up to every node of the hop once.
+    async fn dial<T, F, Fut>(
+        &self,
+        ctx: &ConnContext,
+        network: &str,
+        dial: F,
+    ) -> Result<(T, Arc<Node>), HandlerError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, crate::router::DialError>>,
+    {
+        let ip = ctx.peer.ip().to_string();
+        let sel = SelectContext {
+            hash_key: Some(&ip),
+        };
+        let attempts = self.hop.nodes.len().max(1 + self.opts.retries);
+        let mut tried: Vec<Arc<Node>> = Vec::new();
+        let mut last_err = None;
+        for _ in 0..attempts {
+            let Some(node) = self.hop.select(&sel, &tried) else {
+                break;
+            };
+            if node.network.as_deref().is_some_and(|n| n != network) {
+                tried.push(node);
+                continue;
+            }
+            let addr = with_default_port(&node.addr);
+            match dial(addr).await {
+                Ok(c) => {
+                    node.marker.reset();
+                    tracing::debug!(service = %ctx.service, client = %ctx.peer, node = %node.name, dst = %node.addr, network, "forward");
+                    return Ok((c, node));
+                }
+                Err(e) => {
+                    node.marker.mark();
+                    tracing::warn!(service = %ctx.service, node = %node.name, error = %e, "dial failed");
+                    last_err = Some(e);
+                    tried.push(node);
+                }
+            }
+        }
+        Err(last_err
+            .map(HandlerError::from)
+            .unwrap_or(HandlerError::NoNode))
+    }
+
+    async fn handle_tcp(&self, client: TcpStream, ctx: ConnContext) -> Result<(), HandlerError> {
+        let (upstream, node) = self
+            .dial(
+                &ctx,
+                "tcp",
+                |a| async move { self.router.dial_tcp(&a).await },
+            )
+            .await?;
+        let opts = RelayOptions {
+            idle_timeout: self.opts.idle_timeout,
+        };
+        let start = Instant::now();
+        let res = relay::relay_tcp(&client, &upstream, ctx.stats.as_ref(), &opts).await;
+        match &res {
+            Ok(t) => tracing::debug!(service = %ctx.service, client = %ctx.peer, node = %node.name,
+                input = t.input, output = t.output, duration = ?start.elapsed(), "relay done"),
+            Err(e) => {
+                tracing::debug!(service = %ctx.service, client = %ctx.peer, node = %node.name, error = %e, "relay ended")
+            }
+        }
+        res.map(|_| ()).map_err(Into::into)
+    }
+
+    async fn handle_udp(&self, mut client: UdpConn, ctx: ConnContext) -> Result<(), HandlerError> {
+        let (upstream, node) = self
+            .dial(
+                &ctx,
+                "udp",
+                |a| async move { self.router.dial_udp(&a).await },
+            )
+            .await?;
+        tracing::debug!(service = %ctx.service, client = %ctx.peer, node = %node.name, "udp session");
+        relay_udp(&mut client, &upstream, &ctx).await
+    }
+}
+
+/// Relays one client's datagrams to the target and its replies back,
+/// until the session idles for its TTL, or, without keepalive, until the
+/// first reply has been delivered (GOST's one-shot UDP exchange).
+async fn relay_udp(
+    client: &mut UdpConn,
+    upstream: &UdpSocket,
+    ctx: &ConnContext,
+) -> Result<(), HandlerError> {
+    let mut buf = vec![0u8; client.max_datagram.max(1)];
+    let ttl = client.ttl;
+    let mut deadline = tokio::time::Instant::now() + ttl;
+    loop {
+        tokio::select! {
+            dgram = client.recv() => {
+                let Some(dgram) = dgram else { return Ok(()) };
+                if let Some(s) = &ctx.stats {
+                    s.add_input(dgram.len() as u64);
+                }
+                match upstream.send(&dgram).await {
+                    Ok(_) => {}
+                    // A closed port answers with ICMP; the datagram is lost
+                    // as it would be without a proxy.
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                    Err(e) => return Err(e.into()),
+                }
+                deadline = tokio::time::Instant::now() + ttl;
+            }
+            r = upstream.recv(&mut buf) => {
+                let n = match r {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                client.send(&buf[..n]).await?;
+                if let Some(s) = &ctx.stats {
+                    s.add_output(n as u64);
+                }
+                if !client.keepalive {
+                    return Ok(());
+                }
+                deadline = tokio::time::Instant::now() + ttl;
+            }
+            _ = tokio::time::sleep_until(deadline) => return Ok(()),
+        }
+    }
+}
+
+/// GOST forwards to `host` alone as `host:0`; keep the same rule so a
+/// missing port fails at dial time with the address shown.
+fn with_default_port(addr: &str) -> String {
+    if crate::listener::split_host_port(addr).is_ok() {
+        addr.to_string()
+    } else {
+        format!("{addr}:0")
+    }
+}
+
+impl Handler for ForwardHandler {
+    fn handle(&self, conn: Conn, ctx: ConnContext) -> HandleFuture<'_> {
+        Box::pin(async move {
+            match conn {
+                Conn::Tcp(s) => self.handle_tcp(s, ctx).await,
+                Conn::Udp(u) => self.handle_udp(u, ctx).await,
+            }
+        })
+    }
+}

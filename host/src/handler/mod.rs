@@ -1,0 +1,52 @@
+//! Handlers: the protocol side of a service. A handler gets an accepted
+//! connection, works out the target and relays.
+
+pub mod forward;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::listener::Conn;
+use crate::service::stats::Stats;
+
+/// What a handler knows about the connection besides its bytes.
+#[derive(Debug, Clone)]
+pub struct ConnContext {
+    pub service: Arc<str>,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    /// The service's counters, when `enableStats` is on.
+    pub stats: Option<Arc<Stats>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error("no node available")]
+    NoNode,
+    #[error(transparent)]
+    Dial(#[from] crate::router::DialError),
+    #[error(transparent)]
+    Relay(#[from] crate::relay::RelayError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl HandlerError {
+    /// GOST counts only server-side failures in totalErrs: a client that
+    /// goes away or a connection that idles out is not an error.
+    pub fn is_server_error(&self) -> bool {
+        match self {
+            HandlerError::Relay(e) => e.is_server_error(),
+            HandlerError::Io(e) => !crate::relay::is_disconnect(e),
+            HandlerError::NoNode | HandlerError::Dial(_) => true,
+        }
+    }
+}
+
+pub type HandleFuture<'a> = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>>;
+
+pub trait Handler: Send + Sync {
+    fn handle(&self, conn: Conn, ctx: ConnContext) -> HandleFuture<'_>;
+}

@@ -1,0 +1,102 @@
+//! Listeners: the data channel of a service. A listener accepts client
+//! connections and hands them to the service, which passes them on to the
+//! handler.
+
+pub mod tcp;
+pub mod udp;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+
+use tokio::net::TcpStream;
+
+pub use udp::UdpConn;
+
+/// One accepted client connection.
+#[derive(Debug)]
+pub enum Conn {
+    Tcp(TcpStream),
+    /// A UDP "connection": the datagrams of one client address.
+    Udp(UdpConn),
+}
+
+impl Conn {
+    /// The network name GOST uses for this kind of connection.
+    pub fn network(&self) -> &'static str {
+        match self {
+            Conn::Tcp(_) => "tcp",
+            Conn::Udp(_) => "udp",
+        }
+    }
+}
+
+/// An accepted connection with its addresses.
+#[derive(Debug)]
+pub struct Accepted {
+    pub conn: Conn,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+}
+
+pub type AcceptFuture<'a> = Pin<Box<dyn Future<Output = io::Result<Accepted>> + Send + 'a>>;
+
+pub trait Listener: Send + Sync {
+    /// The address as the OS reports it, e.g. `[::]:8080`.
+    fn local_addr(&self) -> SocketAddr;
+
+    /// Waits for the next client. An error is either temporary (the service
+    /// marks itself failed and retries with back-off) or final.
+    fn accept(&self) -> AcceptFuture<'_>;
+}
+
+/// GOST binds `:port` on all interfaces, IPv6 and IPv4 (dual stack).
+pub fn resolve_bind_addr(addr: &str) -> io::Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let (host, port) = split_host_port(addr)?;
+    let host = if host.is_empty() { "::" } else { host };
+    let port: u16 = port.parse().map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("invalid port in address '{addr}'"),
+        )
+    })?;
+    (host, port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no address for '{addr}'")))
+}
+
+/// Splits `host:port`, `[v6]:port` or `:port`.
+pub fn split_host_port(addr: &str) -> io::Result<(&str, &str)> {
+    let bad = || {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("address '{addr}' is not host:port"),
+        )
+    };
+    if let Some(rest) = addr.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+        let port = after.strip_prefix(':').ok_or_else(bad)?;
+        return Ok((host, port));
+    }
+    addr.rsplit_once(':').ok_or_else(bad)
+}
+
+/// A socket bound to `::` accepts IPv4 too only with IPV6_V6ONLY off, which
+/// is Linux's default but not guaranteed; set it explicitly like Go does.
+pub(crate) fn new_socket(addr: SocketAddr, ty: socket2::Type) -> io::Result<socket2::Socket> {
+    let domain = socket2::Domain::for_address(addr);
+    let proto = if ty == socket2::Type::STREAM {
+        socket2::Protocol::TCP
+    } else {
+        socket2::Protocol::UDP
+    };
+    let s = socket2::Socket::new(domain, ty, Some(proto))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(false)?;
+    }
+    s.set_nonblocking(true)?;
+    Ok(s)
+}

@@ -1,0 +1,46 @@
+//! Plain TCP listener.
+
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+
+use super::{AcceptFuture, Accepted, Conn, Listener};
+
+pub struct TcpListen {
+    inner: TcpListener,
+    addr: SocketAddr,
+}
+
+impl TcpListen {
+    pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<Self> {
+        let s = super::new_socket(addr, socket2::Type::STREAM)?;
+        s.set_reuse_address(true)?;
+        s.bind(&addr.into())?;
+        s.listen(backlog as i32)?;
+        let inner = TcpListener::from_std(s.into())?;
+        let addr = inner.local_addr()?;
+        Ok(TcpListen { inner, addr })
+    }
+}
+
+impl Listener for TcpListen {
+    fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn accept(&self) -> AcceptFuture<'_> {
+        Box::pin(async move {
+            let (stream, peer) = self.inner.accept().await?;
+            // Forwarded traffic is latency sensitive (request/response);
+            // Nagle would add delays on small writes.
+            let _ = stream.set_nodelay(true);
+            let local = stream.local_addr().unwrap_or(self.addr);
+            Ok(Accepted {
+                conn: Conn::Tcp(stream),
+                peer,
+                local,
+            })
+        })
+    }
+}

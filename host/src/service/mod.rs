@@ -1,0 +1,168 @@
+//! A service = listener + handler (+ forwarder inside the handler), with
+//! its status, events, stats and hooks (GOST's `service` package).
+
+pub mod hooks;
+pub mod stats;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::handler::{ConnContext, Handler};
+use crate::listener::Listener;
+
+pub use hooks::Hooks;
+pub use status::{State, Status};
+
+/// How long live connections may take to finish after a stop was asked for.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+
+/// GOST's accept back-off: 1s, doubling, at most 5s.
+const MAX_ACCEPT_DELAY: Duration = Duration::from_secs(5);
+
+pub struct Service {
+    pub name: Arc<str>,
+    pub status: Arc<Status>,
+    listener: Box<dyn Listener>,
+    handler: Arc<dyn Handler>,
+    hooks: Hooks,
+    grace: Duration,
+}
+
+impl Service {
+    /// The listener is already bound: GOST binds every service before any
+    /// starts, so a port in use stops start-up as a whole.
+    pub fn new(
+        name: &str,
+        status: Arc<Status>,
+        listener: Box<dyn Listener>,
+        handler: Arc<dyn Handler>,
+        hooks: Hooks,
+    ) -> Self {
+        Service {
+            name: name.into(),
+            status,
+            listener,
+            handler,
+            hooks,
+            grace: DEFAULT_GRACE,
+        }
+    }
+
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Runs the service until `shutdown` fires, then drains: stops
+    /// accepting, lets live connections finish for the grace period, and
+    /// closes the rest. Hooks run around it; a failing `preUp` keeps the
+    /// service from serving at all and leaves it `failed`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let name = self.name.clone();
+        if let Err(e) = hooks::run(&name, "preUp", &self.hooks.pre_up).await {
+            tracing::error!(service = %name, error = %e, "preUp failed, service not started");
+            self.status.add_event(format!("service {name}: {e}"));
+            self.status.set_state(State::Failed);
+            return;
+        }
+        if let Err(e) = hooks::run(&name, "postUp", &self.hooks.post_up).await {
+            tracing::warn!(service = %name, error = %e, "postUp failed");
+            self.status.add_event(format!("service {name}: {e}"));
+        }
+        self.status.set_state(State::Ready);
+        let addr = self.listener.local_addr();
+        self.status
+            .add_event(format!("service {name} is listening on {addr}"));
+        tracing::info!(service = %name, %addr, "listening");
+
+        let conns = TaskTracker::new();
+        let conn_cancel = CancellationToken::new();
+        self.accept_loop(&shutdown, &conns, &conn_cancel).await;
+
+        if let Err(e) = hooks::run(&name, "preDown", &self.hooks.pre_down).await {
+            tracing::warn!(service = %name, error = %e, "preDown failed");
+        }
+        let Service {
+            listener,
+            hooks: h,
+            grace,
+            status,
+            ..
+        } = self;
+        drop(listener);
+        conns.close();
+        if tokio::time::timeout(grace, conns.wait()).await.is_err() {
+            tracing::info!(service = %name, open = conns.len(), "grace period over, closing connections");
+            conn_cancel.cancel();
+            conns.wait().await;
+        }
+        status.set_state(State::Closed);
+        if let Err(e) = hooks::run(&name, "postDown", &h.post_down).await {
+            tracing::warn!(service = %name, error = %e, "postDown failed");
+        }
+    }
+
+    async fn accept_loop(
+        &self,
+        shutdown: &CancellationToken,
+        conns: &TaskTracker,
+        conn_cancel: &CancellationToken,
+    ) {
+        let mut delay = Duration::ZERO;
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = self.listener.accept() => r,
+            };
+            let accepted = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    delay = (delay * 2).clamp(Duration::from_secs(1), MAX_ACCEPT_DELAY);
+                    tracing::warn!(service = %self.name, error = %e, retry_in = ?delay, "accept failed");
+                    self.status.set_state(State::Failed);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    if self.status.state() == State::Failed {
+                        self.status.set_state(State::Ready);
+                    }
+                    continue;
+                }
+            };
+            delay = Duration::ZERO;
+            let ctx = ConnContext {
+                service: self.name.clone(),
+                peer: accepted.peer,
+                local: accepted.local,
+                stats: self.status.stats().cloned(),
+            };
+            let handler = self.handler.clone();
+            let cancel = conn_cancel.clone();
+            conns.spawn(async move {
+                let stats = ctx.stats.clone();
+                let _guard = stats.as_ref().map(|s| s.open_conn());
+                let service = ctx.service.clone();
+                let peer = ctx.peer;
+                let result = tokio::select! {
+                    r = handler.handle(accepted.conn, ctx) => r,
+                    _ = cancel.cancelled() => return,
+                };
+                if let Err(e) = result {
+                    if e.is_server_error() {
+                        tracing::error!(service = %service, client = %peer, error = %e, "handler");
+                        if let Some(s) = &stats {
+                            s.add_error();
+                        }
+                    } else {
+                        tracing::debug!(service = %service, client = %peer, error = %e, "handler");
+                    }
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Per-service traffic counters (GOST's `observer/stats`).
+//!
+//! Counters are plain atomics so the relay can add to them on its hot path
+//! without locks, and the API, metrics and observers read them at any time.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::config::ServiceStats;
+
+/// Live counters of one service; enabled by `metadata.enableStats`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    total_conns: AtomicU64,
+    current_conns: AtomicU64,
+    total_errs: AtomicU64,
+    input_bytes: AtomicU64,
+    output_bytes: AtomicU64,
+    /// Set on every change, cleared when an observer takes a report, so that
+    /// unchanged stats are not reported again (GOST's `IsUpdated`).
+    updated: AtomicBool,
+}
+
+impl Stats {
+    /// Counts a new connection and returns a guard that counts it closed
+    /// when dropped, so no exit path of a handler can leak `currentConns`.
+    pub fn open_conn(&self) -> ConnGuard<'_> {
+        self.total_conns.fetch_add(1, Ordering::Relaxed);
+        self.current_conns.fetch_add(1, Ordering::Relaxed);
+        self.updated.store(true, Ordering::Relaxed);
+        ConnGuard { stats: self }
+    }
+
+    pub fn add_error(&self) {
+        self.total_errs.fetch_add(1, Ordering::Relaxed);
+        self.updated.store(true, Ordering::Relaxed);
+    }
+
+    /// Bytes read from the client.
+    pub fn add_input(&self, n: u64) {
+        self.input_bytes.fetch_add(n, Ordering::Relaxed);
+        self.updated.store(true, Ordering::Relaxed);
+    }
+
+    /// Bytes written to the client.
+    pub fn add_output(&self, n: u64) {
+        self.output_bytes.fetch_add(n, Ordering::Relaxed);
+        self.updated.store(true, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> ServiceStats {
+        ServiceStats {
+            total_conns: self.total_conns.load(Ordering::Relaxed),
+            current_conns: self.current_conns.load(Ordering::Relaxed),
+            total_errs: self.total_errs.load(Ordering::Relaxed),
+            input_bytes: self.input_bytes.load(Ordering::Relaxed),
+            output_bytes: self.output_bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Decrements `currentConns` when the connection it stands for ends.
+#[derive(Debug)]
+pub struct ConnGuard<'a> {
+    stats: &'a Stats,
+}
+
+impl Drop for ConnGuard<'_> {
+    fn drop(&mut self) {
+        self.stats.current_conns.fetch_sub(1, Ordering::Relaxed);
+        self.stats.updated.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_tracks_current_connections() {
+        let stats = Stats::default();
+        {
+            let _a = stats.open_conn();
+            let _b = stats.open_conn();
+            assert_eq!(stats.snapshot().current_conns, 2);
+        }
+        let s = stats.snapshot();
+        assert_eq!((s.total_conns, s.current_conns), (2, 0));
+    }
+
+    #[test]
+    fn byte_counters_add_up() {
+        let stats = Stats::default();
+        stats.add_input(10);
+        stats.add_input(5);
+        stats.add_output(7);
+        stats.add_error();
+        let s = stats.snapshot();
+        assert_eq!((s.input_bytes, s.output_bytes, s.total_errs), (15, 7, 1));
+    }
+}

@@ -1,0 +1,361 @@
+//! Helpers for end-to-end tests: build and spawn the real `gost` binary,
+//! talk to it over loopback sockets, read its web API.
+//!
+//! Everything here uses blocking std sockets and threads: the tests act as
+//! ordinary clients would, and a bug in the async host cannot hide behind
+//! the test's own runtime.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, Once};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long any wait in a test may take before the test fails.
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Path of the `gost` binary, built once per test process with the same
+/// profile as the tests, so `cargo test --workspace` alone is enough.
+pub fn gost_bin() -> PathBuf {
+    static BUILD: Once = Once::new();
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>
+    let profile_dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .to_path_buf();
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    BUILD.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", "gost-host", "--bin", "gost"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "building gost failed");
+    });
+    profile_dir.join("gost")
+}
+
+/// A port that was free a moment ago. The OS may hand it out again before
+/// gost binds it, but only to another process binding port 0 at that
+/// instant; tests needing a fixed address have no better option.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running gost process; killed when dropped.
+pub struct Gost {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Gost {
+    pub fn start(args: &[&str]) -> Gost {
+        Self::start_with(Command::new(gost_bin()).args(args))
+    }
+
+    pub fn start_with(cmd: &mut Command) -> Gost {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn gost");
+        let log = Arc::new(Mutex::new(String::new()));
+        for out in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let log = log.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(out).lines() {
+                    let Ok(line) = line else { break };
+                    let mut l = log.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            });
+        }
+        Gost { child, log }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until `needle` appears in the output.
+    pub fn wait_log(&self, needle: &str) {
+        let start = Instant::now();
+        while !self.log().contains(needle) {
+            assert!(
+                start.elapsed() < TIMEOUT,
+                "timed out waiting for {needle:?}; log:\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until a TCP port accepts connections.
+    pub fn wait_tcp(&self, port: u16) {
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < TIMEOUT,
+                "port {port} never opened; log:\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child process.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    /// Waits for the process to exit on its own.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                // Let the reader threads drain the pipes.
+                thread::sleep(Duration::from_millis(50));
+                return s;
+            }
+            assert!(
+                start.elapsed() < TIMEOUT,
+                "gost did not exit; log:\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then wait for a graceful exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait_exit()
+    }
+}
+
+impl Drop for Gost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs gost to completion (for -V, -O and start-up errors).
+pub fn run_gost(args: &[&str]) -> (ExitStatus, String, String) {
+    let out = Command::new(gost_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run gost");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A TCP server on loopback that echoes each connection, half-close aware:
+/// after the client's EOF it finishes echoing and then closes.
+pub fn tcp_echo_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { break };
+            thread::spawn(move || {
+                let mut buf = [0u8; 32 * 1024];
+                loop {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if c.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                let _ = c.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
+/// A TCP server that answers every connection with a fixed greeting, then
+/// closes; tells which backend a connection reached.
+pub fn tcp_greeter(greeting: &'static str) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { break };
+            let _ = c.write_all(greeting.as_bytes());
+        }
+    });
+    addr
+}
+
+/// A UDP server echoing every datagram back to its sender.
+pub fn udp_echo_server() -> SocketAddr {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = s.local_addr().unwrap();
+    thread::spawn(move || {
+        let mut buf = [0u8; 65536];
+        while let Ok((n, peer)) = s.recv_from(&mut buf) {
+            let _ = s.send_to(&buf[..n], peer);
+        }
+    });
+    addr
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so a failure reproduces.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A plain HTTP/1.1 GET on loopback; returns (status, body).
+pub fn http_get(port: u16, path: &str, auth: Option<(&str, &str)>) -> (u16, String) {
+    use base64::Engine;
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    if let Some((u, p)) = auth {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+        req.push_str(&format!("Authorization: Basic {token}\r\n"));
+    }
+    req.push_str("\r\n");
+    c.write_all(req.as_bytes()).unwrap();
+    let mut resp = Vec::new();
+    c.read_to_end(&mut resp).unwrap();
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// `GET /config` as JSON.
+pub fn api_config(port: u16) -> serde_json::Value {
+    let (status, body) = http_get(port, "/config", None);
+    assert_eq!(status, 200, "GET /config: {body}");
+    serde_json::from_str(&body).expect("config JSON")
+}
+
+/// Polls `GET /config` until `pred` holds for the named service.
+pub fn wait_service(
+    port: u16,
+    name: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let cfg = api_config(port);
+        if let Some(svc) = cfg["services"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["name"] == name))
+        {
+            if pred(svc) {
+                return svc.clone();
+            }
+        }
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "service {name} never matched; config: {cfg}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A directory under the system temp dir, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "gost-e2e-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> String {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_string_lossy().into_owned()
+    }
+
+    pub fn path(&self, name: &str) -> String {
+        self.0.join(name).to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,0 +1,242 @@
+//! TCP and UDP port forwarding through the real binary.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream, UdpSocket};
+use std::thread;
+use std::time::Duration;
+
+use gost_e2e::*;
+
+const MIB: usize = 1024 * 1024;
+
+fn config_tcp(port: u16, api: u16, nodes: &[String], extra: &str) -> String {
+    let nodes: String = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("    - name: target-{i}\n      addr: {a}\n"))
+        .collect();
+    format!(
+        "services:\n- name: fwd\n  addr: 127.0.0.1:{port}\n  handler:\n    type: tcp\n  listener:\n    type: tcp\n  metadata:\n    enableStats: true\n  forwarder:\n{extra}    nodes:\n{nodes}api:\n  addr: 127.0.0.1:{api}\n"
+    )
+}
+
+#[test]
+fn tcp_forward_carries_a_mebibyte_intact_with_half_close_and_exact_stats() {
+    let echo = tcp_echo_server();
+    let (port, api) = (free_port(), free_port());
+    let dir = TempDir::new("tcpfwd");
+    let cfg = dir.write("gost.yaml", &config_tcp(port, api, &[echo.to_string()], ""));
+    let g = Gost::start(&["-C", &cfg]);
+    g.wait_tcp(port);
+    g.wait_tcp(api);
+    // wait_tcp itself opened (and closed) one connection.
+    let before = wait_service(api, "fwd", |s| s["status"]["stats"]["currentConns"] == 0);
+    let conns_before = before["status"]["stats"]["totalConns"].as_u64().unwrap();
+
+    let payload = random_bytes(MIB + 123, 7);
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut writer = c.try_clone().unwrap();
+    let data = payload.clone();
+    let w = thread::spawn(move || {
+        writer.write_all(&data).unwrap();
+        // Half-close: the echo server only finishes after our EOF arrives.
+        writer.shutdown(Shutdown::Write).unwrap();
+    });
+    let mut back = Vec::new();
+    c.read_to_end(&mut back).unwrap();
+    w.join().unwrap();
+    assert_eq!(back.len(), payload.len());
+    assert!(back == payload, "echoed data differs");
+    drop(c);
+
+    let svc = wait_service(api, "fwd", |s| s["status"]["stats"]["currentConns"] == 0);
+    let st = &svc["status"]["stats"];
+    assert_eq!(
+        st["totalConns"].as_u64().unwrap(),
+        conns_before + 1,
+        "{svc}"
+    );
+    assert_eq!(
+        st["inputBytes"].as_u64().unwrap(),
+        payload.len() as u64,
+        "{svc}"
+    );
+    assert_eq!(
+        st["outputBytes"].as_u64().unwrap(),
+        payload.len() as u64,
+        "{svc}"
+    );
+    assert_eq!(st["totalErrs"], 0, "{svc}");
+}
+
+#[test]
+fn half_close_lets_the_server_answer_after_client_eof() {
+    // The server reads to EOF, then replies with the byte count.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = l.local_addr().unwrap();
+    thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        let mut all = Vec::new();
+        c.read_to_end(&mut all).unwrap();
+        c.write_all(format!("got {}", all.len()).as_bytes())
+            .unwrap();
+    });
+    let port = free_port();
+    let g = Gost::start(&["-L", &format!("tcp://127.0.0.1:{port}/{server}")]);
+    g.wait_log("listening");
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    c.write_all(&[1u8; 5000]).unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut reply = String::new();
+    c.read_to_string(&mut reply).unwrap();
+    assert_eq!(reply, "got 5000");
+}
+
+#[test]
+fn udp_forward_carries_a_mebibyte_intact_and_counts_it() {
+    let echo = udp_echo_server();
+    let (port, api) = (free_udp_port(), free_port());
+    let g = Gost::start(&[
+        "-L",
+        &format!("udp://127.0.0.1:{port}/{echo}?keepalive=true&ttl=10s&enableStats=true"),
+        "-api",
+        &format!("127.0.0.1:{api}"),
+    ]);
+    g.wait_tcp(api);
+    wait_service(api, "service-0", |s| s["status"]["state"] == "ready");
+
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let payload = random_bytes(MIB, 11);
+    let mut back = Vec::with_capacity(MIB);
+    let mut buf = [0u8; 2048];
+    // Stop-and-wait keeps loopback from dropping datagrams under load, so
+    // the comparison checks the proxy, not the kernel's queue sizes.
+    for chunk in payload.chunks(1024) {
+        c.send(chunk).unwrap();
+        let n = c.recv(&mut buf).expect("datagram echoed");
+        back.extend_from_slice(&buf[..n]);
+    }
+    assert!(back == payload, "echoed datagrams differ");
+
+    let svc = wait_service(api, "service-0", |s| {
+        s["status"]["stats"]["outputBytes"] == MIB as u64
+    });
+    let st = &svc["status"]["stats"];
+    assert_eq!(st["inputBytes"], MIB as u64, "{svc}");
+    assert_eq!(
+        st["totalConns"], 1,
+        "one client address is one session: {svc}"
+    );
+}
+
+#[test]
+fn udp_session_without_keepalive_ends_after_first_reply() {
+    let echo = udp_echo_server();
+    let (port, api) = (free_udp_port(), free_port());
+    let g = Gost::start(&[
+        "-L",
+        &format!("udp://127.0.0.1:{port}/{echo}?enableStats=true"),
+        "-api",
+        &format!("127.0.0.1:{api}"),
+    ]);
+    g.wait_tcp(api);
+    wait_service(api, "service-0", |s| s["status"]["state"] == "ready");
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = [0u8; 64];
+    for i in 0..3u8 {
+        c.send(&[i; 10]).unwrap();
+        let n = c.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &[i; 10]);
+        // Each exchange is its own session once the previous one answered.
+        wait_service(api, "service-0", |s| {
+            s["status"]["stats"]["currentConns"] == 0
+        });
+    }
+    let svc = wait_service(api, "service-0", |s| {
+        s["status"]["stats"]["totalConns"] == 3
+    });
+    assert_eq!(svc["status"]["stats"]["outputBytes"], 30);
+}
+
+fn read_greeting(port: u16) -> String {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut s = String::new();
+    let _ = c.read_to_string(&mut s);
+    s
+}
+
+#[test]
+fn failover_skips_a_dead_node_without_failing_the_client() {
+    let dead = format!("127.0.0.1:{}", free_port());
+    let alive = tcp_greeter("alive");
+    let (port, api) = (free_port(), free_port());
+    let dir = TempDir::new("failover");
+    let extra = "    selector:\n      strategy: fifo\n      maxFails: 1\n      failTimeout: 30s\n";
+    let cfg = dir.write(
+        "gost.yaml",
+        &config_tcp(port, api, &[dead, alive.to_string()], extra),
+    );
+    let g = Gost::start(&["-C", &cfg]);
+    g.wait_tcp(api);
+    for _ in 0..5 {
+        assert_eq!(read_greeting(port), "alive");
+    }
+    // Only the first connection met the dead node; it is skipped afterwards.
+    let fails = g.log().matches("dial failed").count();
+    assert_eq!(fails, 1, "log:\n{}", g.log());
+    let svc = wait_service(api, "fwd", |s| s["status"]["stats"]["currentConns"] == 0);
+    assert_eq!(svc["status"]["stats"]["totalErrs"], 0, "{svc}");
+}
+
+#[test]
+fn round_robin_alternates_and_hash_sticks_to_one_node() {
+    let a = tcp_greeter("A");
+    let b = tcp_greeter("B");
+    let port = free_port();
+    let g = Gost::start(&["-L", &format!("tcp://127.0.0.1:{port}/{a},{b}")]);
+    g.wait_log("listening");
+    let got: Vec<String> = (0..4).map(|_| read_greeting(port)).collect();
+    assert_eq!(got, ["A", "B", "A", "B"]);
+
+    let port2 = free_port();
+    let g2 = Gost::start(&[
+        "-L",
+        &format!("tcp://127.0.0.1:{port2}/{a},{b}?strategy=hash"),
+    ]);
+    g2.wait_log("listening");
+    let first = read_greeting(port2);
+    for _ in 0..5 {
+        assert_eq!(read_greeting(port2), first);
+    }
+}
+
+#[test]
+fn unreachable_target_closes_the_client_and_counts_an_error() {
+    let dead = format!("127.0.0.1:{}", free_port());
+    let (port, api) = (free_port(), free_port());
+    let g = Gost::start(&[
+        "-L",
+        &format!("tcp://127.0.0.1:{port}/{dead}?enableStats=true"),
+        "-api",
+        &format!("127.0.0.1:{api}"),
+    ]);
+    g.wait_tcp(api);
+    wait_service(api, "service-0", |s| s["status"]["state"] == "ready");
+    for _ in 0..2 {
+        assert_eq!(read_greeting(port), "", "client is closed without data");
+    }
+    let svc = wait_service(api, "service-0", |s| s["status"]["stats"]["totalErrs"] == 2);
+    assert_eq!(svc["status"]["state"], "ready");
+    assert!(
+        g.log().contains("connection refused") || g.log().contains("Connection refused"),
+        "{}",
+        g.log()
+    );
+}
