@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chain::selector::{Selector, Strategy};
 use crate::chain::{Hop, Node};
-use crate::config::{Config, ForwardNodeConfig, SelectorConfig, ServiceConfig};
+use crate::config::{Config, ForwardNodeConfig, Kind, SelectorConfig, ServiceConfig};
 use crate::handler::forward::{ForwardHandler, ForwardOptions};
 use crate::handler::Handler;
 use crate::listener::tcp::TcpListen;
@@ -127,33 +127,27 @@ impl Built {
 
 /// What this build cannot run yet, each named as the config names it.
 fn unsupported(cfg: &Config) -> Vec<String> {
-    let mut out = Vec::new();
+    let mut out = cfg.unsupported(|kind, ty| match kind {
+        Kind::Listener => LISTENERS.contains(&ty),
+        Kind::Handler => HANDLERS.contains(&ty),
+        // Connectors matter only in chains, and a service that uses a chain
+        // is refused below; a forwarder's hop dials its nodes' addresses
+        // directly, as in GOST.
+        Kind::Connector | Kind::Dialer => true,
+        Kind::Plugin => false,
+    });
     for svc in &cfg.services {
         let name = &svc.name;
-        let lt = svc
-            .listener
-            .as_ref()
-            .map(|l| l.r#type.as_str())
-            .unwrap_or("tcp");
-        let lt = if lt.is_empty() { "tcp" } else { lt };
-        if !LISTENERS.contains(&lt) {
-            out.push(format!(
-                "service \"{name}\": listener type '{lt}' is not supported"
-            ));
-        }
-        let ht = svc
-            .handler
-            .as_ref()
-            .map(|h| h.r#type.as_str())
-            .unwrap_or("auto");
-        let ht = if ht.is_empty() { "auto" } else { ht };
-        if !HANDLERS.contains(&ht) {
-            out.push(format!(
-                "service \"{name}\": handler type '{ht}' is not supported"
-            ));
-        }
+        // With ignoreChain the CLI's chain-0 stays unused, as in GOST; a
+        // malformed value is reported when the service is built.
+        let uses_chain = !svc
+            .metadata
+            .get_bool("ignoreChain")
+            .ok()
+            .flatten()
+            .unwrap_or(false);
         if let Some(h) = &svc.handler {
-            if !h.chain.is_empty() || h.chain_group.is_some() {
+            if uses_chain && (!h.chain.is_empty() || h.chain_group.is_some()) {
                 out.push(format!(
                     "service \"{name}\": handler chains are not supported yet"
                 ));
@@ -172,7 +166,7 @@ fn unsupported(cfg: &Config) -> Vec<String> {
             }
         }
         if let Some(l) = &svc.listener {
-            if !l.chain.is_empty() || l.chain_group.is_some() {
+            if uses_chain && (!l.chain.is_empty() || l.chain_group.is_some()) {
                 out.push(format!(
                     "service \"{name}\": listener chains are not supported yet"
                 ));
@@ -205,7 +199,8 @@ fn unsupported(cfg: &Config) -> Vec<String> {
         }
     }
     for section in cfg.non_empty_sections() {
-        if !matches!(section, "services" | "hops" | "api" | "log") {
+        // Chains are refused where a service uses one (above).
+        if !matches!(section, "services" | "hops" | "chains" | "api" | "log") {
             out.push(format!("config section '{section}' is not supported yet"));
         }
     }
@@ -222,6 +217,17 @@ fn build_service(root: &Config, cfg: &ServiceConfig) -> Result<Service, BuildErr
         .map_err(|e| md_err(cfg, "metadata", e))?
         .unwrap_or(false);
     let hooks = Hooks::from_metadata(md).map_err(|e| md_err(cfg, "metadata", e))?;
+    md.get_bool("ignoreChain")
+        .map_err(|e| md_err(cfg, "metadata", e))?;
+    let mut router = Router::default();
+    if let Some(t) = md
+        .get_duration("dialTimeout")
+        .map_err(|e| md_err(cfg, "metadata", e))?
+    {
+        if !t.is_zero() {
+            router.dial_timeout = t;
+        }
+    }
     let status = Arc::new(Status::new(&cfg.name, enable_stats));
 
     let handler_type = cfg
@@ -235,7 +241,7 @@ fn build_service(root: &Config, cfg: &ServiceConfig) -> Result<Service, BuildErr
         .map(|l| l.r#type.as_str())
         .unwrap_or_default();
     let handler: Arc<dyn Handler> = match handler_type {
-        "tcp" | "udp" | "forward" => Arc::new(build_forward_handler(root, cfg)?),
+        "tcp" | "udp" | "forward" => Arc::new(build_forward_handler(root, cfg, router)?),
         other => {
             return Err(svc_err(
                 cfg,
@@ -321,7 +327,11 @@ fn build_selector(
     ))
 }
 
-fn build_forward_handler(root: &Config, cfg: &ServiceConfig) -> Result<ForwardHandler, BuildError> {
+fn build_forward_handler(
+    root: &Config,
+    cfg: &ServiceConfig,
+    router: Router,
+) -> Result<ForwardHandler, BuildError> {
     let fwd = cfg.forwarder.as_ref().ok_or_else(|| {
         svc_err(
             cfg,
@@ -373,5 +383,5 @@ fn build_forward_handler(root: &Config, cfg: &ServiceConfig) -> Result<ForwardHa
         h.map(|h| h.retries).unwrap_or(0),
     )
     .map_err(|e| md_err(cfg, "handler.metadata", e))?;
-    Ok(ForwardHandler::new(Arc::new(hop), Router::default(), opts))
+    Ok(ForwardHandler::new(Arc::new(hop), router, opts))
 }

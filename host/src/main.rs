@@ -91,19 +91,7 @@ async fn run(args: &[String]) -> anyhow::Result<ExitCode> {
 
     let shutdown = CancellationToken::new();
     if let Some(api_cfg) = api_cfg {
-        let router = api::router(built.app.clone(), &api_cfg);
-        let listener = tokio::net::TcpListener::bind(api_addr(&api_cfg.addr))
-            .await
-            .with_context(|| format!("api: cannot listen on {}", api_cfg.addr))?;
-        tracing::info!(addr = %listener.local_addr()?, "api listening");
-        let token = shutdown.clone();
-        tokio::spawn(async move {
-            let serve = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { token.cancelled().await });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "api server");
-            }
-        });
+        serve_api(built.app.clone(), &api_cfg, shutdown.clone()).await?;
     }
 
     let token = shutdown.clone();
@@ -119,13 +107,55 @@ async fn run(args: &[String]) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `:8080` means all interfaces, as in Go.
-fn api_addr(addr: &str) -> String {
-    if addr.starts_with(':') {
-        format!("[::]{addr}")
+/// Binds the API (TCP, or a unix socket for `unix:///path`) and serves it
+/// until shutdown. Binding happens before the services start, so a bad
+/// address stops start-up.
+async fn serve_api(
+    app: std::sync::Arc<app::App>,
+    cfg: &gost::config::APIConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let router = api::router(app, cfg);
+    let stop = async move { shutdown.cancelled().await };
+    if let Some(path) = cfg.addr.strip_prefix("unix://") {
+        // A socket file left by an earlier run would make bind fail.
+        let _ = std::fs::remove_file(path);
+        let listener = tokio::net::UnixListener::bind(path)
+            .with_context(|| format!("api: cannot listen on {}", cfg.addr))?;
+        tracing::info!(addr = %cfg.addr, "api listening");
+        spawn_api(listener, router, stop);
     } else {
-        addr.to_string()
+        // `:8080` means all interfaces, as in Go.
+        let addr = if cfg.addr.starts_with(':') {
+            format!("[::]{}", cfg.addr)
+        } else {
+            cfg.addr.clone()
+        };
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("api: cannot listen on {}", cfg.addr))?;
+        tracing::info!(addr = %listener.local_addr()?, "api listening");
+        spawn_api(listener, router, stop);
     }
+    Ok(())
+}
+
+fn spawn_api<L>(
+    listener: L,
+    router: axum::Router,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::error!(error = %e, "api server");
+        }
+    });
 }
 
 async fn wait_for_signal() {

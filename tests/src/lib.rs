@@ -252,9 +252,24 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
 
 /// A plain HTTP/1.1 GET on loopback; returns (status, body).
 pub fn http_get(port: u16, path: &str, auth: Option<(&str, &str)>) -> (u16, String) {
-    use base64::Engine;
-    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
     c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    http_exchange(c, path, auth)
+}
+
+/// The same GET over a unix socket (the API's `unix://` address).
+pub fn http_get_unix(socket: &str, path: &str) -> (u16, String) {
+    let c = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    http_exchange(c, path, None)
+}
+
+fn http_exchange(
+    mut c: impl Read + Write,
+    path: &str,
+    auth: Option<(&str, &str)>,
+) -> (u16, String) {
+    use base64::Engine;
     let mut req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
     if let Some((u, p)) = auth {
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));

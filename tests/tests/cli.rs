@@ -141,3 +141,35 @@ fn port_in_use_stops_start_up_naming_the_service() {
         &["service-0", &format!("127.0.0.1:{port}"), "in use"],
     );
 }
+
+#[test]
+fn unknown_keys_are_warned_about_with_their_path() {
+    let dir = TempDir::new("unknown");
+    let p = free_port();
+    let cfg = dir.write(
+        "gost.yaml",
+        &format!("services:\n- name: s\n  addr: 127.0.0.1:{p}\n  listner: {{type: tcp}}\n  handler: {{type: tcp}}\n  forwarder: {{nodes: [{{name: t, addr: \"127.0.0.1:1\"}}]}}\n"),
+    );
+    let mut g = Gost::start(&["-C", &cfg]);
+    g.wait_log("listening");
+    assert!(
+        g.log().contains("unknown key services.0.listner"),
+        "{}",
+        g.log()
+    );
+    assert!(g.stop().success());
+}
+
+#[test]
+fn chains_are_refused_until_connectors_exist() {
+    let p = free_port();
+    fails_with(
+        &[
+            "-L",
+            &format!("tcp://127.0.0.1:{p}/127.0.0.1:1"),
+            "-F",
+            "socks5://127.0.0.1:1080",
+        ],
+        &["chains are not supported yet"],
+    );
+}

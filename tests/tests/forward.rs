@@ -240,3 +240,34 @@ fn unreachable_target_closes_the_client_and_counts_an_error() {
         g.log()
     );
 }
+
+#[test]
+fn forwarder_can_name_a_top_level_hop() {
+    let a = tcp_greeter("from-hop");
+    let port = free_port();
+    let dir = TempDir::new("hopref");
+    let cfg = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:\n- name: s\n  addr: 127.0.0.1:{port}\n  handler: {{type: tcp}}\n  listener: {{type: tcp}}\n  forwarder: {{hop: targets}}\nhops:\n- name: targets\n  selector: {{strategy: fifo}}\n  nodes:\n  - name: n0\n    addr: \"{a}\"\n"
+        ),
+    );
+    let g = Gost::start(&["-C", &cfg]);
+    g.wait_log("listening");
+    assert_eq!(read_greeting(port), "from-hop");
+}
+
+#[test]
+fn ignore_chain_keeps_a_service_off_the_cli_chain() {
+    let a = tcp_greeter("direct");
+    let port = free_port();
+    // The chain's node does not exist: the service must not use it.
+    let g = Gost::start(&[
+        "-L",
+        &format!("tcp://127.0.0.1:{port}/{a}?ignoreChain=true"),
+        "-F",
+        &format!("socks5://127.0.0.1:{}", free_port()),
+    ]);
+    g.wait_log("listening");
+    assert_eq!(read_greeting(port), "direct");
+}

@@ -227,3 +227,22 @@ fn double_dash_exits_non_zero_when_a_child_fails() {
     assert!(!status.success(), "{}", g.log());
     assert!(g.log().contains("cannot listen"), "{}", g.log());
 }
+
+#[test]
+fn api_listens_on_a_unix_socket() {
+    let echo = tcp_echo_server();
+    let port = free_port();
+    let dir = TempDir::new("apiunix");
+    let sock = dir.path("api.sock");
+    let g = Gost::start(&[
+        "-L",
+        &format!("tcp://127.0.0.1:{port}/{echo}"),
+        "-api",
+        &format!("unix://{sock}"),
+    ]);
+    g.wait_log("api listening");
+    let (code, body) = http_get_unix(&sock, "/config");
+    assert_eq!(code, 200, "{body}");
+    let cfg: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(cfg["api"]["addr"], format!("unix://{sock}"));
+}
