@@ -48,6 +48,13 @@ while [ $# -gt 0 ]; do
     shift
 done
 
+for sys in $SYSTEMS; do
+    case "$sys" in
+        direct|gost|haproxy|socat) ;;
+        *) echo "unknown system '$sys' in --systems (direct gost haproxy socat)" >&2; exit 2 ;;
+    esac
+done
+
 if [ "$QUICK" = 1 ]; then
     ROUNDS=${ROUNDS:-2}; IDLE_N=${IDLE_N:-1000}; WINDOW=${WINDOW:-2}
     BULK_S=2; WARMUP=0.3; SETTLE=0.5; HOLD=1.0

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{Auther, StaticAuther};
 use crate::chain::selector::{Selector, Strategy};
 use crate::chain::{Hop, Node};
 use crate::config::{Config, ForwardNodeConfig, Kind, SelectorConfig, ServiceConfig};
 use crate::handler::forward::{ForwardHandler, ForwardOptions};
-use crate::handler::Handler;
+use crate::handler::{Handler, HandlerDeps};
 use crate::listener::tcp::TcpListen;
 use crate::listener::udp::{UdpListen, UdpOptions};
 use crate::listener::{resolve_bind_addr, Listener};
@@ -240,8 +241,12 @@ fn build_service(root: &Config, cfg: &ServiceConfig) -> Result<Service, BuildErr
         .as_ref()
         .map(|l| l.r#type.as_str())
         .unwrap_or_default();
+    let deps = HandlerDeps {
+        router,
+        auther: build_auther(cfg),
+    };
     let handler: Arc<dyn Handler> = match handler_type {
-        "tcp" | "udp" | "forward" => Arc::new(build_forward_handler(root, cfg, router)?),
+        "tcp" | "udp" | "forward" => Arc::new(build_forward_handler(root, cfg, deps.router)?),
         other => {
             return Err(svc_err(
                 cfg,
@@ -286,6 +291,18 @@ fn build_service(root: &Config, cfg: &ServiceConfig) -> Result<Service, BuildErr
         }
     };
     Ok(Service::new(&cfg.name, status, listener, handler, hooks))
+}
+
+/// The service's auther: `handler.auth` (`user:pass@` on `-L`).
+fn build_auther(cfg: &ServiceConfig) -> Option<Arc<dyn Auther>> {
+    let auth = cfg.handler.as_ref()?.auth.as_ref()?;
+    if auth.username.is_empty() && auth.password.is_empty() {
+        return None;
+    }
+    Some(Arc::new(StaticAuther::new([(
+        auth.username.clone(),
+        auth.password.clone(),
+    )])))
 }
 
 fn udp_options(md: &crate::metadata::Metadata) -> Result<UdpOptions, MetadataError> {

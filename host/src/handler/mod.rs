@@ -2,6 +2,7 @@
 //! connection, works out the target and relays.
 
 pub mod forward;
+pub mod stream;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,10 +22,23 @@ pub struct ConnContext {
     pub stats: Option<Arc<Stats>>,
 }
 
+/// What a protocol handler is built with besides its own options.
+#[derive(Clone, Default)]
+pub struct HandlerDeps {
+    /// Dials targets (direct today; chains, hosts, resolver later).
+    pub router: crate::router::Router,
+    /// Checks client credentials; `None` means no authentication.
+    pub auther: Option<Arc<dyn crate::auth::Auther>>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
     #[error("no node available")]
     NoNode,
+    /// The client broke the protocol (malformed request, wrong version,
+    /// failed authentication); it got the protocol's error reply.
+    #[error("{0}")]
+    Protocol(String),
     #[error(transparent)]
     Dial(#[from] crate::router::DialError),
     #[error(transparent)]
@@ -40,7 +54,7 @@ impl HandlerError {
         match self {
             HandlerError::Relay(e) => e.is_server_error(),
             HandlerError::Io(e) => !crate::relay::is_disconnect(e),
-            HandlerError::NoNode | HandlerError::Dial(_) => true,
+            HandlerError::NoNode | HandlerError::Dial(_) | HandlerError::Protocol(_) => true,
         }
     }
 }
