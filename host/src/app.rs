@@ -7,11 +7,14 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Auther, StaticAuther};
+use crate::auth::{Auther, AutherGroup, StaticAuther, TableAuther};
 use crate::chain::selector::{Selector, Strategy};
 use crate::chain::{Hop, Node};
 use crate::config::{Config, ForwardNodeConfig, Kind, SelectorConfig, ServiceConfig};
+use crate::handler::auto::AutoHandler;
 use crate::handler::forward::{ForwardHandler, ForwardOptions};
+use crate::handler::http::{HttpHandler, HttpOptions};
+use crate::handler::socks::{Socks4Handler, Socks4Options, Socks5Handler, Socks5Options};
 use crate::handler::{Handler, HandlerDeps};
 use crate::listener::tcp::TcpListen;
 use crate::listener::udp::{UdpListen, UdpOptions};
@@ -24,7 +27,9 @@ use crate::service::{Hooks, Service, Status};
 /// by name instead of being ignored.
 pub const LISTENERS: &[&str] = &["tcp", "udp"];
 /// Handler types this build can run.
-pub const HANDLERS: &[&str] = &["tcp", "udp", "forward"];
+pub const HANDLERS: &[&str] = &[
+    "tcp", "udp", "forward", "http", "auto", "socks4", "socks4a", "socks5", "socks",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -154,7 +159,6 @@ fn unsupported(cfg: &Config) -> Vec<String> {
                 ));
             }
             for (what, set) in [
-                ("auther", !h.auther.is_empty() || !h.authers.is_empty()),
                 ("limiter", !h.limiter.is_empty()),
                 ("observer", !h.observer.is_empty()),
                 ("tls", h.tls.is_some()),
@@ -201,9 +205,29 @@ fn unsupported(cfg: &Config) -> Vec<String> {
     }
     for section in cfg.non_empty_sections() {
         // Chains are refused where a service uses one (above).
-        if !matches!(section, "services" | "hops" | "chains" | "api" | "log") {
+        if !matches!(
+            section,
+            "services" | "hops" | "chains" | "api" | "log" | "authers"
+        ) {
             out.push(format!("config section '{section}' is not supported yet"));
         }
+    }
+    for a in &cfg.authers {
+        for (what, set) in [
+            ("redis", a.redis.is_some()),
+            ("http", a.http.is_some()),
+            ("plugin", a.plugin.is_some()),
+        ] {
+            if set {
+                out.push(format!(
+                    "auther \"{}\": {what} loader is not supported yet",
+                    a.name
+                ));
+            }
+        }
+    }
+    if cfg.api.as_ref().is_some_and(|a| !a.auther.is_empty()) {
+        out.push("api.auther is not supported yet (use api.auth)".into());
     }
     if cfg.log.as_ref().is_some_and(|l| l.rotation.is_some()) {
         out.push("log.rotation is not supported yet".into());
@@ -243,10 +267,51 @@ fn build_service(root: &Config, cfg: &ServiceConfig) -> Result<Service, BuildErr
         .unwrap_or_default();
     let deps = HandlerDeps {
         router,
-        auther: build_auther(cfg),
+        auther: build_auther(root, cfg),
     };
     let handler: Arc<dyn Handler> = match handler_type {
         "tcp" | "udp" | "forward" => Arc::new(build_forward_handler(root, cfg, deps.router)?),
+        "socks4" | "socks4a" => Arc::new(Socks4Handler::new(
+            deps.router,
+            deps.auther,
+            Socks4Options::from_metadata(
+                cfg.handler
+                    .as_ref()
+                    .map(|h| &h.metadata)
+                    .unwrap_or(&Default::default()),
+            )
+            .map_err(|e| md_err(cfg, "handler.metadata", e))?,
+        )),
+        "socks5" | "socks" => Arc::new(Socks5Handler::new(
+            deps.router,
+            deps.auther,
+            Socks5Options::from_metadata(
+                cfg.handler
+                    .as_ref()
+                    .map(|h| &h.metadata)
+                    .unwrap_or(&Default::default()),
+            )
+            .map_err(|e| md_err(cfg, "handler.metadata", e))?,
+        )),
+        "http" => Arc::new(build_http_handler(cfg, deps)?),
+        // As GOST's auto: all three handlers get the same metadata.
+        "auto" => {
+            let md = cfg.handler.as_ref().map(|h| &h.metadata);
+            let md = md.unwrap_or(&Default::default()).clone();
+            let socks4 = Socks4Options::from_metadata(&md)
+                .map_err(|e| md_err(cfg, "handler.metadata", e))?;
+            let socks5 = Socks5Options::from_metadata(&md)
+                .map_err(|e| md_err(cfg, "handler.metadata", e))?;
+            Arc::new(AutoHandler::new(
+                build_http_handler(cfg, deps.clone())?,
+                Arc::new(Socks4Handler::new(
+                    deps.router.clone(),
+                    deps.auther.clone(),
+                    socks4,
+                )),
+                Arc::new(Socks5Handler::new(deps.router, deps.auther, socks5)),
+            ))
+        }
         other => {
             return Err(svc_err(
                 cfg,
@@ -293,9 +358,34 @@ fn build_service(root: &Config, cfg: &ServiceConfig) -> Result<Service, BuildErr
     Ok(Service::new(&cfg.name, status, listener, handler, hooks))
 }
 
-/// The service's auther: `handler.auth` (`user:pass@` on `-L`).
-fn build_auther(cfg: &ServiceConfig) -> Option<Arc<dyn Auther>> {
-    let auth = cfg.handler.as_ref()?.auth.as_ref()?;
+/// The service's auther, as GOST picks it: the named `handler.auther` and
+/// `handler.authers` (tried in order), or else `handler.auth`
+/// (`user:pass@` on `-L`). Names were checked by `Config::validate`.
+fn build_auther(root: &Config, cfg: &ServiceConfig) -> Option<Arc<dyn Auther>> {
+    let h = cfg.handler.as_ref()?;
+    let named: Vec<Arc<dyn Auther>> = std::iter::once(&h.auther)
+        .chain(&h.authers)
+        .filter(|n| !n.is_empty())
+        .filter_map(|n| root.authers.iter().find(|a| &a.name == n))
+        .map(|a| {
+            let users = a
+                .auths
+                .iter()
+                .filter(|u| !u.username.is_empty())
+                .map(|u| (u.username.clone(), u.password.clone()));
+            let file = a
+                .file
+                .as_ref()
+                .filter(|f| !f.path.is_empty())
+                .map(|f| f.path.clone().into());
+            let reload = Some(a.reload.0).filter(|r| !r.is_zero());
+            Arc::new(TableAuther::new(&a.name, users, file, reload)) as Arc<dyn Auther>
+        })
+        .collect();
+    if !named.is_empty() {
+        return Some(Arc::new(AutherGroup(named)));
+    }
+    let auth = h.auth.as_ref()?;
     if auth.username.is_empty() && auth.password.is_empty() {
         return None;
     }
@@ -303,6 +393,13 @@ fn build_auther(cfg: &ServiceConfig) -> Option<Arc<dyn Auther>> {
         auth.username.clone(),
         auth.password.clone(),
     )])))
+}
+
+fn build_http_handler(cfg: &ServiceConfig, deps: HandlerDeps) -> Result<HttpHandler, BuildError> {
+    let md = cfg.handler.as_ref().map(|h| &h.metadata);
+    let opts = HttpOptions::from_metadata(md.unwrap_or(&Default::default()))
+        .map_err(|e| md_err(cfg, "handler.metadata", e))?;
+    Ok(HttpHandler::new(deps.router, deps.auther, opts))
 }
 
 fn udp_options(md: &crate::metadata::Metadata) -> Result<UdpOptions, MetadataError> {

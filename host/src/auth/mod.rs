@@ -1,6 +1,11 @@
 //! Authentication (GOST's `auth` module): checks a user name and password
 //! and names the client, so handlers and observers can tell clients apart.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
 /// What a handler asks when a client presents credentials. `Some(id)` lets
 /// the client in; the id is what GOST's handler-level observers report
 /// per client (GOST uses the user name when the auther has no other id).
@@ -25,5 +30,170 @@ impl StaticAuther {
 impl Auther for StaticAuther {
     fn authenticate(&self, user: &str, password: &str) -> Option<String> {
         (self.users.get(user)? == password).then(|| user.to_string())
+    }
+}
+
+/// A named auther from the top-level `authers` section (GOST's
+/// x/auth): users from `auths` plus those of a `file`, which is read again
+/// every `reload` period. A user listed with an empty password accepts any
+/// password, and an auther with no users at all lets nobody in, as in
+/// GOST.
+#[derive(Debug)]
+pub struct TableAuther {
+    name: String,
+    fixed: HashMap<String, String>,
+    file: Option<PathBuf>,
+    reload: Option<Duration>,
+    state: RwLock<Table>,
+}
+
+#[derive(Debug)]
+struct Table {
+    users: HashMap<String, String>,
+    loaded: Instant,
+}
+
+impl TableAuther {
+    /// Loads the file once; a file that cannot be read is logged and its
+    /// users are missing until a reload succeeds (GOST starts the same way).
+    pub fn new(
+        name: &str,
+        fixed: impl IntoIterator<Item = (String, String)>,
+        file: Option<PathBuf>,
+        reload: Option<Duration>,
+    ) -> Self {
+        let fixed: HashMap<String, String> = fixed.into_iter().collect();
+        let a = TableAuther {
+            name: name.to_string(),
+            fixed: fixed.clone(),
+            file,
+            // GOST reloads at most once a second.
+            reload: reload.map(|r| r.max(Duration::from_secs(1))),
+            state: RwLock::new(Table {
+                users: fixed,
+                loaded: Instant::now(),
+            }),
+        };
+        a.reload_now();
+        a
+    }
+
+    /// Re-reads the file; on failure the previous users stay, so a file
+    /// caught mid-rewrite does not lock everyone out.
+    fn reload_now(&self) {
+        let mut users = self.fixed.clone();
+        if let Some(path) = &self.file {
+            match std::fs::read_to_string(path) {
+                Ok(text) => users.extend(parse_users(&text)),
+                Err(e) => {
+                    tracing::warn!(auther = %self.name, path = %path.display(), error = %e, "auther file");
+                    if let Ok(mut t) = self.state.write() {
+                        t.loaded = Instant::now();
+                    }
+                    return;
+                }
+            }
+        }
+        if let Ok(mut t) = self.state.write() {
+            t.users = users;
+            t.loaded = Instant::now();
+        }
+    }
+
+    /// Reloading on use instead of on a timer needs no background task,
+    /// and a lookup never sees a table older than the period.
+    fn reload_if_due(&self) {
+        let (Some(period), Some(_)) = (self.reload, &self.file) else {
+            return;
+        };
+        let due = self
+            .state
+            .read()
+            .map(|t| t.loaded.elapsed() >= period)
+            .unwrap_or(false);
+        if due {
+            self.reload_now();
+        }
+    }
+}
+
+impl Auther for TableAuther {
+    fn authenticate(&self, user: &str, password: &str) -> Option<String> {
+        self.reload_if_due();
+        let t = self.state.read().ok()?;
+        let want = t.users.get(user)?;
+        (want.is_empty() || want == password).then(|| user.to_string())
+    }
+}
+
+/// GOST's auth file: one `user password` per line (tabs count as spaces),
+/// `#` starts a comment line, a lone user name has an empty password.
+pub fn parse_users(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.replace('\t', " ");
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                return None;
+            }
+            let (user, pass) = line.split_once(' ').unwrap_or((line, ""));
+            Some((user.trim().to_string(), pass.trim().to_string()))
+        })
+        .collect()
+}
+
+/// Several authers (`handler.authers`): the first that accepts decides.
+pub struct AutherGroup(pub Vec<Arc<dyn Auther>>);
+
+impl Auther for AutherGroup {
+    fn authenticate(&self, user: &str, password: &str) -> Option<String> {
+        self.0.iter().find_map(|a| a.authenticate(user, password))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_format_and_empty_password_rule() {
+        let users = parse_users("# comment\nalice  secret one\n\tbob\t pw\ncarol\n\n");
+        assert_eq!(
+            users,
+            vec![
+                ("alice".into(), "secret one".into()),
+                ("bob".into(), "pw".into()),
+                ("carol".into(), "".into())
+            ]
+        );
+        let a = TableAuther::new("a", users, None, None);
+        assert_eq!(
+            a.authenticate("alice", "secret one").as_deref(),
+            Some("alice")
+        );
+        assert_eq!(a.authenticate("alice", "secret"), None);
+        assert_eq!(
+            a.authenticate("carol", "anything").as_deref(),
+            Some("carol")
+        );
+        assert_eq!(a.authenticate("dave", ""), None);
+        let empty = TableAuther::new("e", [], None, None);
+        assert_eq!(empty.authenticate("", ""), None);
+    }
+
+    #[test]
+    fn file_is_reloaded_after_the_period() {
+        let path = std::env::temp_dir().join(format!("gost-auther-{}", std::process::id()));
+        std::fs::write(&path, "u old\n").unwrap();
+        let a = TableAuther::new("f", [], Some(path.clone()), Some(Duration::from_secs(1)));
+        assert!(a.authenticate("u", "old").is_some());
+        std::fs::write(&path, "u new\n").unwrap();
+        assert!(a.authenticate("u", "old").is_some(), "not due yet");
+        std::thread::sleep(Duration::from_millis(1100));
+        assert!(a.authenticate("u", "new").is_some());
+        assert!(a.authenticate("u", "old").is_none());
+        std::fs::remove_file(&path).unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+        assert!(a.authenticate("u", "new").is_some(), "kept when unreadable");
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpStream, UdpSocket};
 
 use super::{ConnContext, HandleFuture, Handler, HandlerError};
-use crate::chain::{Hop, Node, SelectContext};
+use crate::chain::{Hop, Node, SelectContext, Strategy};
 use crate::listener::{Conn, UdpConn};
 use crate::metadata::{Metadata, MetadataError};
 use crate::relay::{self, RelayOptions};
@@ -58,9 +58,10 @@ impl ForwardHandler {
         F: Fn(String) -> Fut,
         Fut: std::future::Future<Output = Result<T, crate::router::DialError>>,
     {
-        let ip = ctx.peer.ip().to_string();
+        // Only the hash strategy reads the key; skip the allocation otherwise.
+        let ip = (self.hop.selector.strategy == Strategy::Hash).then(|| ctx.peer.ip().to_string());
         let sel = SelectContext {
-            hash_key: Some(&ip),
+            hash_key: ip.as_deref(),
         };
         let attempts = self.hop.nodes.len().max(1 + self.opts.retries);
         let mut tried: Vec<Arc<Node>> = Vec::new();

@@ -1,7 +1,10 @@
 //! Handlers: the protocol side of a service. A handler gets an accepted
 //! connection, works out the target and relays.
 
+pub mod auto;
 pub mod forward;
+pub mod http;
+pub mod socks;
 pub mod stream;
 
 use std::future::Future;

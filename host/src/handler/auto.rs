@@ -1,0 +1,69 @@
+//! The `auto` handler (GOST's handler/auto and the default of `gost -L
+//! :8080`): one port serving SOCKS4, SOCKS5 and HTTP proxy clients, told
+//! apart by the first byte each protocol sends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::http::HttpHandler;
+use super::{ConnContext, HandleFuture, Handler, HandlerError};
+use crate::listener::Conn;
+
+/// First byte of a SOCKS4 request (its version).
+const SOCKS4: u8 = 0x04;
+/// First byte of a SOCKS5 greeting.
+const SOCKS5: u8 = 0x05;
+
+pub struct AutoHandler {
+    http: HttpHandler,
+    socks4: Arc<dyn Handler>,
+    socks5: Arc<dyn Handler>,
+    /// How long a client may stay silent before its first byte; the http
+    /// handler's `readTimeout`, since the same options configure all three.
+    first_byte_timeout: Duration,
+}
+
+impl AutoHandler {
+    pub fn new(http: HttpHandler, socks4: Arc<dyn Handler>, socks5: Arc<dyn Handler>) -> Self {
+        let first_byte_timeout = http.read_timeout();
+        AutoHandler {
+            http,
+            socks4,
+            socks5,
+            first_byte_timeout,
+        }
+    }
+}
+
+impl Handler for AutoHandler {
+    fn handle(&self, conn: Conn, ctx: ConnContext) -> HandleFuture<'_> {
+        Box::pin(async move {
+            let stream = match conn {
+                Conn::Tcp(s) => s,
+                Conn::Udp(_) => {
+                    return Err(HandlerError::Protocol(
+                        "the auto handler serves TCP connections only".into(),
+                    ))
+                }
+            };
+            // Peeking leaves the byte in the socket for the chosen handler,
+            // which then reads (and counts) the whole handshake itself.
+            let mut first = [0u8; 1];
+            let n = match tokio::time::timeout(self.first_byte_timeout, stream.peek(&mut first))
+                .await
+            {
+                Ok(r) => r?,
+                // Silent clients are not errors, as for the http handler.
+                Err(_) => return Ok(()),
+            };
+            if n == 0 {
+                return Ok(());
+            }
+            match first[0] {
+                SOCKS4 => self.socks4.handle(Conn::Tcp(stream), ctx).await,
+                SOCKS5 => self.socks5.handle(Conn::Tcp(stream), ctx).await,
+                _ => self.http.serve(stream, ctx).await,
+            }
+        })
+    }
+}

@@ -1,0 +1,278 @@
+//! SOCKS5 UDP ASSOCIATE (RFC 1928 §7): a UDP socket per association,
+//! relaying datagrams between the client and any target until the TCP
+//! control connection closes.
+//!
+//! Like GOST, the relay socket is bound on the IP the client reached the
+//! TCP listener on (the address reported as BND.ADDR, so replies carry the
+//! source IP the client expects), accepts datagrams only from the control
+//! connection's client IP, and replies to the UDP address the client last
+//! sent from. Fragmented datagrams (FRAG != 0) are dropped, as RFC 1928
+//! allows for servers without reassembly. GOST's UDP-over-TCP command
+//! (0xF3) is not implemented.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::UdpSocket;
+
+use super::v5::{
+    put_addr, reply, ATYP_DOMAIN, ATYP_IPV4, ATYP_IPV6, REP_GENERAL_FAILURE, REP_SUCCEEDED,
+};
+use super::{Handshake, TargetAddr};
+use crate::handler::{ConnContext, HandlerError};
+
+/// Longest header the relay puts before a reply: RSV FRAG ATYP, an IPv6
+/// address and a port. Replies never carry a domain name.
+const REPLY_HEADER_MAX: usize = 3 + 1 + 16 + 2;
+/// Longest header a client may send: RSV FRAG ATYP LEN, a 255-byte domain
+/// name and a port.
+const REQUEST_HEADER_MAX: usize = 3 + 2 + 255 + 2;
+
+/// Runs one association: replies with the relay address, then relays until
+/// the client closes the control connection.
+pub(super) async fn associate(
+    mut hs: Handshake,
+    ctx: &ConnContext,
+    buffer_size: usize,
+    resolve_timeout: Duration,
+) -> Result<(), HandlerError> {
+    let control = hs.io.get_ref();
+    let local_ip = control.local_addr()?.ip().to_canonical();
+    let client_ip = control.peer_addr()?.ip().to_canonical();
+    let relay = match UdpSocket::bind((local_ip, 0)).await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = hs.write(&reply(REP_GENERAL_FAILURE, None)).await;
+            return Err(e.into());
+        }
+    };
+    let relay_addr = relay.local_addr()?;
+    hs.write(&reply(REP_SUCCEEDED, Some(relay_addr))).await?;
+    tracing::debug!(service = %ctx.service, client = %ctx.peer, relay = %relay_addr, "socks5 udp associate");
+
+    let mut assoc = Association {
+        relay,
+        client_ip,
+        client_addr: None,
+        out_v4: None,
+        out_v6: None,
+        resolve_timeout,
+        ctx,
+    };
+    let mut from_client = vec![0u8; REQUEST_HEADER_MAX + buffer_size];
+    let mut from_v4 = vec![0u8; REPLY_HEADER_MAX + buffer_size];
+    let mut from_v6 = vec![0u8; REPLY_HEADER_MAX + buffer_size];
+    let mut control_buf = [0u8; 256];
+    loop {
+        tokio::select! {
+            // The association lives as long as the control connection;
+            // anything the client sends there is read and discarded, as
+            // GOST does.
+            r = hs.io.read(&mut control_buf) => match r {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if crate::relay::is_disconnect(&e) => break,
+                Err(e) => return Err(e.into()),
+            },
+            r = assoc.relay.recv_from(&mut from_client) => match r {
+                Ok((n, from)) => assoc.on_client_datagram(&from_client[..n], from).await,
+                Err(e) => tracing::trace!(error = %e, "socks5 udp relay receive"),
+            },
+            r = recv_from(assoc.out_v4.as_ref(), &mut from_v4[REPLY_HEADER_MAX..]) => {
+                assoc.on_target_datagram(r, &mut from_v4).await
+            }
+            r = recv_from(assoc.out_v6.as_ref(), &mut from_v6[REPLY_HEADER_MAX..]) => {
+                assoc.on_target_datagram(r, &mut from_v6).await
+            }
+        }
+    }
+    tracing::debug!(service = %ctx.service, client = %ctx.peer, relay = %relay_addr, "socks5 udp association closed");
+    Ok(())
+}
+
+/// Receives on a target-side socket that may not exist yet.
+async fn recv_from(sock: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+    match sock {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+struct Association<'a> {
+    /// Faces the client.
+    relay: UdpSocket,
+    client_ip: IpAddr,
+    /// Where replies go: the source of the client's latest datagram.
+    client_addr: Option<SocketAddr>,
+    /// Face the targets, one per address family, opened on first use.
+    out_v4: Option<UdpSocket>,
+    out_v6: Option<UdpSocket>,
+    resolve_timeout: Duration,
+    ctx: &'a ConnContext,
+}
+
+impl Association<'_> {
+    /// A datagram from the client: unwrap it and send the payload on.
+    /// Failures drop the datagram, as a lost datagram would be; they do not
+    /// end the association.
+    async fn on_client_datagram(&mut self, dgram: &[u8], from: SocketAddr) {
+        if from.ip().to_canonical() != self.client_ip {
+            tracing::trace!(from = %from, "socks5 udp: datagram from a stranger dropped");
+            return;
+        }
+        if let Some(s) = &self.ctx.stats {
+            s.add_input(dgram.len() as u64);
+        }
+        self.client_addr = Some(from);
+        let Some((target, header_len)) = parse_header(dgram) else {
+            tracing::trace!(from = %from, "socks5 udp: malformed or fragmented datagram dropped");
+            return;
+        };
+        let dst = match target {
+            TargetAddr::Ip(a) => a,
+            TargetAddr::Domain(host, port) => match self.resolve(&host, port).await {
+                Some(a) => a,
+                None => {
+                    tracing::debug!(host, "socks5 udp: cannot resolve target");
+                    return;
+                }
+            },
+        };
+        let sock = match self.out_socket(dst.is_ipv4()).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "socks5 udp: cannot open a target socket");
+                return;
+            }
+        };
+        if let Err(e) = sock.send_to(&dgram[header_len..], dst).await {
+            tracing::debug!(dst = %dst, error = %e, "socks5 udp: send to target");
+        }
+    }
+
+    /// A datagram from a target, received at `buf[REPLY_HEADER_MAX..]`:
+    /// the header is written just before the payload so the reply goes out
+    /// without a copy.
+    async fn on_target_datagram(&mut self, r: io::Result<(usize, SocketAddr)>, buf: &mut [u8]) {
+        let (n, from) = match r {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::trace!(error = %e, "socks5 udp: target receive");
+                return;
+            }
+        };
+        let Some(to) = self.client_addr else { return };
+        let mut header = Vec::with_capacity(REPLY_HEADER_MAX);
+        header.extend_from_slice(&[0, 0, 0]);
+        put_addr(&mut header, from);
+        let start = REPLY_HEADER_MAX - header.len();
+        buf[start..REPLY_HEADER_MAX].copy_from_slice(&header);
+        let dgram = &buf[start..REPLY_HEADER_MAX + n];
+        match self.relay.send_to(dgram, to).await {
+            Ok(sent) => {
+                if let Some(s) = &self.ctx.stats {
+                    s.add_output(sent as u64);
+                }
+            }
+            Err(e) => tracing::debug!(to = %to, error = %e, "socks5 udp: send to client"),
+        }
+    }
+
+    async fn out_socket(&mut self, v4: bool) -> io::Result<&UdpSocket> {
+        let slot = if v4 {
+            &mut self.out_v4
+        } else {
+            &mut self.out_v6
+        };
+        if slot.is_none() {
+            let any: IpAddr = if v4 {
+                Ipv4Addr::UNSPECIFIED.into()
+            } else {
+                Ipv6Addr::UNSPECIFIED.into()
+            };
+            *slot = Some(UdpSocket::bind((any, 0)).await?);
+        }
+        slot.as_ref()
+            .ok_or_else(|| io::Error::other("target socket missing"))
+    }
+
+    /// A domain target, preferring IPv4 as GOST does.
+    async fn resolve(&self, host: &str, port: u16) -> Option<SocketAddr> {
+        let addrs: Vec<SocketAddr> =
+            tokio::time::timeout(self.resolve_timeout, tokio::net::lookup_host((host, port)))
+                .await
+                .ok()?
+                .ok()?
+                .collect();
+        addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or_else(|| addrs.first())
+            .copied()
+    }
+}
+
+/// `RSV(2) FRAG ATYP DST.ADDR DST.PORT`: the target and the header length,
+/// or `None` for a malformed or fragmented datagram.
+fn parse_header(d: &[u8]) -> Option<(TargetAddr, usize)> {
+    if d.len() < 4 || d[2] != 0 {
+        return None;
+    }
+    let (target, len) = match d[3] {
+        ATYP_IPV4 => {
+            let b: [u8; 4] = d.get(4..8)?.try_into().ok()?;
+            let port = u16::from_be_bytes(d.get(8..10)?.try_into().ok()?);
+            (TargetAddr::Ip(SocketAddr::from((b, port))), 10)
+        }
+        ATYP_IPV6 => {
+            let b: [u8; 16] = d.get(4..20)?.try_into().ok()?;
+            let port = u16::from_be_bytes(d.get(20..22)?.try_into().ok()?);
+            (TargetAddr::Ip(SocketAddr::from((b, port))), 22)
+        }
+        ATYP_DOMAIN => {
+            let n = *d.get(4)? as usize;
+            let name = std::str::from_utf8(d.get(5..5 + n)?).ok()?;
+            if name.is_empty() {
+                return None;
+            }
+            let port = u16::from_be_bytes(d.get(5 + n..7 + n)?.try_into().ok()?);
+            (TargetAddr::Domain(name.to_string(), port), 7 + n)
+        }
+        _ => return None,
+    };
+    Some((target, len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datagram_headers() {
+        let d = [0, 0, 0, 1, 127, 0, 0, 1, 0, 53, b'x'];
+        assert_eq!(
+            parse_header(&d),
+            Some((TargetAddr::Ip("127.0.0.1:53".parse().unwrap()), 10))
+        );
+        let mut d6 = vec![0, 0, 0, 4];
+        d6.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());
+        d6.extend_from_slice(&[0, 80]);
+        assert_eq!(
+            parse_header(&d6),
+            Some((TargetAddr::Ip("[::1]:80".parse().unwrap()), 22))
+        );
+        let dn = [0, 0, 0, 3, 2, b'h', b'o', 1, 0, b'p'];
+        assert_eq!(
+            parse_header(&dn),
+            Some((TargetAddr::Domain("ho".into(), 256), 9))
+        );
+        // Fragmented, truncated, unknown type, empty name.
+        assert_eq!(parse_header(&[0, 0, 1, 1, 127, 0, 0, 1, 0, 53]), None);
+        assert_eq!(parse_header(&[0, 0, 0, 1, 127, 0, 0]), None);
+        assert_eq!(parse_header(&[0, 0, 0, 9, 1, 2, 3, 4, 0, 1]), None);
+        assert_eq!(parse_header(&[0, 0, 0, 3, 0, 0, 1]), None);
+        assert_eq!(parse_header(&[0, 0, 0, 3, 200, b'a']), None);
+    }
+}

@@ -1,0 +1,410 @@
+//! SOCKS5 (`socks5`, `socks`; GOST's handler/socks/v5): RFC 1928 with the
+//! user/password method of RFC 1929, CONNECT and UDP ASSOCIATE.
+//!
+//! As in GOST, a service with an auther accepts only user/password, and
+//! UDP ASSOCIATE and BIND are off unless enabled (`udp=true`, `bind=true`);
+//! a disabled command is answered "not allowed" (0x02). BIND itself is not
+//! implemented yet, so `bind=true` is refused at start-up rather than
+//! silently ignored. GOST's extensions (TLS methods 0x80/0x82, the
+//! multiplexed BIND and UDP-over-TCP commands 0xF2/0xF3, Tor's resolve
+//! commands) are answered "command not supported" like any unknown
+//! command.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use super::{finish_silent, protocol, relay_connect, Handshake, ReadError, TargetAddr};
+use crate::auth::Auther;
+use crate::handler::{ConnContext, HandleFuture, Handler, HandlerError};
+use crate::listener::Conn;
+use crate::metadata::{Metadata, MetadataError};
+use crate::router::{DialError, Router};
+
+pub(super) const VERSION: u8 = 5;
+const METHOD_NO_AUTH: u8 = 0x00;
+const METHOD_USER_PASS: u8 = 0x02;
+const METHOD_NONE_ACCEPTABLE: u8 = 0xFF;
+/// RFC 1929 sub-negotiation version and status codes.
+const USER_PASS_VERSION: u8 = 1;
+const USER_PASS_OK: u8 = 0;
+const USER_PASS_FAILURE: u8 = 1;
+
+const CMD_CONNECT: u8 = 1;
+const CMD_BIND: u8 = 2;
+const CMD_UDP_ASSOCIATE: u8 = 3;
+
+pub(super) const ATYP_IPV4: u8 = 1;
+pub(super) const ATYP_DOMAIN: u8 = 3;
+pub(super) const ATYP_IPV6: u8 = 4;
+
+pub(super) const REP_SUCCEEDED: u8 = 0x00;
+pub(super) const REP_GENERAL_FAILURE: u8 = 0x01;
+const REP_NOT_ALLOWED: u8 = 0x02;
+const REP_NET_UNREACHABLE: u8 = 0x03;
+const REP_HOST_UNREACHABLE: u8 = 0x04;
+const REP_CONN_REFUSED: u8 = 0x05;
+const REP_CMD_NOT_SUPPORTED: u8 = 0x07;
+const REP_ATYP_NOT_SUPPORTED: u8 = 0x08;
+
+/// GOST's UDP relay buffer when `udp.bufferSize` is not set.
+const DEFAULT_UDP_BUFFER: usize = 4096;
+/// The largest UDP payload there is.
+const MAX_UDP_BUFFER: usize = 65535;
+
+/// Typed handler metadata, parsed once at start-up.
+#[derive(Debug, Clone)]
+pub struct Socks5Options {
+    /// `readTimeout`: the whole handshake (greeting, authentication and
+    /// request) must arrive within this.
+    pub read_timeout: Duration,
+    /// `idleTimeout`: close a CONNECT relay with no traffic for this long.
+    pub idle_timeout: Option<Duration>,
+    /// `udp`: allow UDP ASSOCIATE (off by default, as in GOST).
+    pub udp: bool,
+    /// `udp.bufferSize` (or `udpBufferSize`): largest datagram relayed;
+    /// longer ones are truncated, as GOST's fixed buffer does.
+    pub udp_buffer_size: usize,
+}
+
+impl Default for Socks5Options {
+    fn default() -> Self {
+        Socks5Options {
+            read_timeout: super::DEFAULT_READ_TIMEOUT,
+            idle_timeout: None,
+            udp: false,
+            udp_buffer_size: DEFAULT_UDP_BUFFER,
+        }
+    }
+}
+
+impl Socks5Options {
+    pub fn from_metadata(md: &Metadata) -> Result<Self, MetadataError> {
+        if md.get_bool("bind")? == Some(true) {
+            return Err(MetadataError {
+                key: "bind".into(),
+                value: "true".into(),
+                expected: "false: SOCKS5 BIND is not supported yet",
+            });
+        }
+        let buffer = match md.get_int("udp.bufferSize")? {
+            Some(v) => Some(v),
+            None => md.get_int("udpBufferSize")?,
+        };
+        Ok(Socks5Options {
+            read_timeout: super::read_timeout(md)?,
+            idle_timeout: super::idle_timeout(md)?,
+            udp: md.get_bool("udp")?.unwrap_or(false),
+            udp_buffer_size: buffer
+                .filter(|b| *b > 0)
+                .map(|b| (b as usize).min(MAX_UDP_BUFFER))
+                .unwrap_or(DEFAULT_UDP_BUFFER),
+        })
+    }
+}
+
+/// A request after the method negotiation.
+#[derive(Debug)]
+struct Request {
+    cmd: u8,
+    target: TargetAddr,
+}
+
+pub struct Socks5Handler {
+    router: Router,
+    auther: Option<Arc<dyn Auther>>,
+    opts: Socks5Options,
+}
+
+impl Socks5Handler {
+    pub fn new(router: Router, auther: Option<Arc<dyn Auther>>, opts: Socks5Options) -> Self {
+        Socks5Handler {
+            router,
+            auther,
+            opts,
+        }
+    }
+
+    /// Serves one client connection. Works on a stream whose first byte was
+    /// only peeked (the `auto` handler), since the whole greeting is read
+    /// here.
+    pub async fn serve(&self, stream: TcpStream, ctx: ConnContext) -> Result<(), HandlerError> {
+        let mut hs = Handshake::new(stream, &ctx, self.opts.read_timeout);
+        let user = match self.negotiate(&mut hs).await {
+            Ok(u) => u,
+            Err(e) => return finish_silent(Err(e)),
+        };
+        let req = match read_request(&mut hs).await {
+            Ok(r) => r,
+            Err((code, e)) => {
+                let _ = hs.write(&reply(code, None)).await;
+                return finish_silent(Err(e));
+            }
+        };
+        tracing::debug!(service = %ctx.service, client = %ctx.peer, cmd = req.cmd, dst = %req.target, user = user.as_deref().unwrap_or(""), "socks5 request");
+        match req.cmd {
+            CMD_CONNECT => self.connect(hs, &ctx, req.target).await,
+            CMD_UDP_ASSOCIATE if self.opts.udp => {
+                super::udp::associate(
+                    hs,
+                    &ctx,
+                    self.opts.udp_buffer_size,
+                    self.router.dial_timeout,
+                )
+                .await
+            }
+            // GOST answers disabled commands and counts no error.
+            CMD_UDP_ASSOCIATE | CMD_BIND => {
+                hs.write(&reply(REP_NOT_ALLOWED, None)).await?;
+                tracing::debug!(service = %ctx.service, client = %ctx.peer, cmd = req.cmd, "socks5 command not allowed");
+                Ok(())
+            }
+            other => {
+                let _ = hs.write(&reply(REP_CMD_NOT_SUPPORTED, None)).await;
+                Err(protocol(format!("socks5: unsupported command {other}")))
+            }
+        }
+    }
+
+    /// Method selection and, with an auther, RFC 1929 user/password.
+    /// Returns the client id the auther gave, if any.
+    async fn negotiate(&self, hs: &mut Handshake) -> Result<Option<String>, ReadError> {
+        let version = hs.u8().await?;
+        if version != VERSION {
+            // Not SOCKS5: no reply the client could read.
+            return Err(protocol(format!("socks5: unsupported version {version}")).into());
+        }
+        let n = hs.u8().await? as usize;
+        let methods = hs.bytes(n).await?;
+        let wanted = if self.auther.is_some() {
+            METHOD_USER_PASS
+        } else {
+            METHOD_NO_AUTH
+        };
+        let method = if methods.contains(&wanted) {
+            wanted
+        } else {
+            METHOD_NONE_ACCEPTABLE
+        };
+        hs.write(&[VERSION, method]).await?;
+        let Some(auther) = &self.auther else {
+            return if method == METHOD_NO_AUTH {
+                Ok(None)
+            } else {
+                Err(protocol("socks5: client offers no acceptable method").into())
+            };
+        };
+        if method != METHOD_USER_PASS {
+            return Err(protocol("socks5: client offers no user/password method").into());
+        }
+        let version = hs.u8().await?;
+        if version != USER_PASS_VERSION {
+            let _ = hs.write(&[USER_PASS_VERSION, USER_PASS_FAILURE]).await;
+            return Err(protocol(format!(
+                "socks5: unsupported user/password version {version}"
+            ))
+            .into());
+        }
+        let n = hs.u8().await? as usize;
+        let user = String::from_utf8_lossy(hs.bytes(n).await?).into_owned();
+        let n = hs.u8().await? as usize;
+        let pass = String::from_utf8_lossy(hs.bytes(n).await?).into_owned();
+        match auther.authenticate(&user, &pass) {
+            Some(id) => {
+                hs.write(&[USER_PASS_VERSION, USER_PASS_OK]).await?;
+                Ok(Some(id))
+            }
+            None => {
+                let _ = hs.write(&[USER_PASS_VERSION, USER_PASS_FAILURE]).await;
+                Err(protocol(format!("socks5: authentication failed for user {user:?}")).into())
+            }
+        }
+    }
+
+    async fn connect(
+        &self,
+        mut hs: Handshake,
+        ctx: &ConnContext,
+        target: TargetAddr,
+    ) -> Result<(), HandlerError> {
+        let upstream = match self.router.dial_tcp(&target.to_string()).await {
+            Ok(u) => u,
+            Err(e) => {
+                let _ = hs.write(&reply(dial_reply_code(&e), None)).await;
+                return Err(e.into());
+            }
+        };
+        // RFC 1928 §6: BND is the address the proxy connected from.
+        hs.write(&reply(REP_SUCCEEDED, upstream.local_addr().ok()))
+            .await?;
+        relay_connect(hs, upstream, ctx, &target, self.opts.idle_timeout).await
+    }
+}
+
+/// Reads `VER CMD RSV ATYP DST.ADDR DST.PORT`; an error carries the reply
+/// code the client gets before the connection is closed.
+async fn read_request(hs: &mut Handshake) -> Result<Request, (u8, ReadError)> {
+    let fail = |e: ReadError| (REP_GENERAL_FAILURE, e);
+    let head = hs.bytes(4).await.map_err(fail)?;
+    let (version, cmd, atyp) = (head[0], head[1], head[3]);
+    if version != VERSION {
+        return Err(fail(
+            protocol(format!("socks5: unsupported request version {version}")).into(),
+        ));
+    }
+    let target = match atyp {
+        ATYP_IPV4 => {
+            let b = hs.bytes(4).await.map_err(fail)?;
+            let ip = Ipv4Addr::new(b[0], b[1], b[2], b[3]);
+            TargetAddr::Ip(SocketAddr::from((ip, hs.u16().await.map_err(fail)?)))
+        }
+        ATYP_IPV6 => {
+            let mut o = [0u8; 16];
+            o.copy_from_slice(hs.bytes(16).await.map_err(fail)?);
+            let ip = Ipv6Addr::from(o);
+            TargetAddr::Ip(SocketAddr::from((ip, hs.u16().await.map_err(fail)?)))
+        }
+        ATYP_DOMAIN => {
+            let n = hs.u8().await.map_err(fail)? as usize;
+            let name = hs.bytes(n).await.map_err(fail)?.to_vec();
+            let port = hs.u16().await.map_err(fail)?;
+            match String::from_utf8(name) {
+                Ok(h) if !h.is_empty() => TargetAddr::Domain(h, port),
+                _ => {
+                    return Err((
+                        REP_HOST_UNREACHABLE,
+                        protocol("socks5: invalid domain name").into(),
+                    ))
+                }
+            }
+        }
+        other => {
+            return Err((
+                REP_ATYP_NOT_SUPPORTED,
+                protocol(format!("socks5: unsupported address type {other}")).into(),
+            ))
+        }
+    };
+    Ok(Request { cmd, target })
+}
+
+/// The reply code for a failed dial, from what the OS reported.
+fn dial_reply_code(e: &DialError) -> u8 {
+    match e {
+        DialError::Timeout { .. } => REP_HOST_UNREACHABLE,
+        DialError::Io { source, .. } => match source.kind() {
+            io::ErrorKind::ConnectionRefused => REP_CONN_REFUSED,
+            io::ErrorKind::NetworkUnreachable => REP_NET_UNREACHABLE,
+            io::ErrorKind::HostUnreachable
+            | io::ErrorKind::TimedOut
+            | io::ErrorKind::NotFound
+            | io::ErrorKind::AddrNotAvailable => REP_HOST_UNREACHABLE,
+            _ => REP_GENERAL_FAILURE,
+        },
+    }
+}
+
+/// Appends `ATYP ADDR PORT` for a socket address.
+pub(super) fn put_addr(out: &mut Vec<u8>, addr: SocketAddr) {
+    match addr.ip().to_canonical() {
+        IpAddr::V4(ip) => {
+            out.push(ATYP_IPV4);
+            out.extend_from_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            out.push(ATYP_IPV6);
+            out.extend_from_slice(&ip.octets());
+        }
+    }
+    out.extend_from_slice(&addr.port().to_be_bytes());
+}
+
+/// `VER REP RSV ATYP BND.ADDR BND.PORT`; 0.0.0.0:0 when there is no
+/// bound address to report.
+pub(super) fn reply(code: u8, bound: Option<SocketAddr>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(22);
+    out.extend_from_slice(&[VERSION, code, 0]);
+    put_addr(
+        &mut out,
+        bound.unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))),
+    );
+    out
+}
+
+impl Handler for Socks5Handler {
+    fn handle(&self, conn: Conn, ctx: ConnContext) -> HandleFuture<'_> {
+        Box::pin(async move {
+            match conn {
+                Conn::Tcp(s) => self.serve(s, ctx).await,
+                Conn::Udp(_) => Err(protocol("the socks5 handler serves TCP connections only")),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_encode_both_families() {
+        assert_eq!(
+            reply(REP_SUCCEEDED, Some("1.2.3.4:258".parse().unwrap())),
+            [5, 0, 0, 1, 1, 2, 3, 4, 1, 2]
+        );
+        let r = reply(REP_GENERAL_FAILURE, Some("[::1]:80".parse().unwrap()));
+        assert_eq!(&r[..4], &[5, 1, 0, 4]);
+        assert_eq!(r.len(), 22);
+        // A v4-mapped address is reported as the IPv4 it is.
+        let r = reply(REP_SUCCEEDED, Some("[::ffff:10.0.0.1]:1".parse().unwrap()));
+        assert_eq!(r, [5, 0, 0, 1, 10, 0, 0, 1, 0, 1]);
+        assert_eq!(
+            reply(REP_CMD_NOT_SUPPORTED, None),
+            [5, 7, 0, 1, 0, 0, 0, 0, 0, 0]
+        );
+    }
+
+    #[test]
+    fn dial_errors_map_to_reply_codes() {
+        let io_err = |kind| DialError::Io {
+            network: "tcp",
+            addr: "x:1".into(),
+            source: io::Error::from(kind),
+        };
+        assert_eq!(
+            dial_reply_code(&io_err(io::ErrorKind::ConnectionRefused)),
+            REP_CONN_REFUSED
+        );
+        assert_eq!(
+            dial_reply_code(&io_err(io::ErrorKind::NetworkUnreachable)),
+            REP_NET_UNREACHABLE
+        );
+        assert_eq!(
+            dial_reply_code(&io_err(io::ErrorKind::HostUnreachable)),
+            REP_HOST_UNREACHABLE
+        );
+        assert_eq!(
+            dial_reply_code(&io_err(io::ErrorKind::PermissionDenied)),
+            REP_GENERAL_FAILURE
+        );
+    }
+
+    #[test]
+    fn options_from_metadata() {
+        let md: Metadata =
+            serde_json::from_str(r#"{"readTimeout":"2s","udp":true,"udp.bufferSize":100000}"#)
+                .unwrap();
+        let o = Socks5Options::from_metadata(&md).unwrap();
+        assert_eq!(o.read_timeout, Duration::from_secs(2));
+        assert!(o.udp);
+        assert_eq!(o.udp_buffer_size, MAX_UDP_BUFFER);
+        let d = Socks5Options::from_metadata(&Metadata::new()).unwrap();
+        assert_eq!(d.read_timeout, Duration::from_secs(15));
+        assert!(!d.udp);
+        let bind: Metadata = serde_json::from_str(r#"{"bind":true}"#).unwrap();
+        assert!(Socks5Options::from_metadata(&bind).is_err());
+    }
+}

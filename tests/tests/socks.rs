@@ -1,0 +1,443 @@
+//! The `socks4`/`socks4a` and `socks5`/`socks` handlers through the real
+//! binary: curl for the common client paths, a hand-written SOCKS5 client
+//! for UDP ASSOCIATE, malformed input, timeouts and exact stats.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use gost_e2e::*;
+
+const CURL: &str = "/usr/bin/curl";
+const BODY: &str = "hello from origin";
+
+/// An HTTP origin answering every request with `BODY`, then closing.
+fn origin(bind: &str) -> SocketAddr {
+    let l = TcpListener::bind(bind).unwrap();
+    let addr = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { break };
+            thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut b) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&b[..n]),
+                    }
+                }
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{BODY}",
+                    BODY.len()
+                );
+                let _ = c.write_all(resp.as_bytes());
+            });
+        }
+    });
+    addr
+}
+
+/// curl's exit status and body.
+fn curl(args: &[&str]) -> (bool, String) {
+    let out = Command::new(CURL)
+        .args(["-s", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("run curl (install it: apt-get install curl)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn curl_through_socks4_socks4a_and_socks5() {
+    let http = origin("127.0.0.1:0");
+    let (p4, p4a, p5, ps) = (free_port(), free_port(), free_port(), free_port());
+    let g = Gost::start(&[
+        "-L",
+        &format!("socks4://127.0.0.1:{p4}"),
+        "-L",
+        &format!("socks4a://127.0.0.1:{p4a}"),
+        "-L",
+        &format!("socks5://127.0.0.1:{p5}"),
+        "-L",
+        &format!("socks://127.0.0.1:{ps}"),
+    ]);
+    for p in [p4, p4a, p5, ps] {
+        g.wait_tcp(p);
+    }
+    let by_ip = format!("http://127.0.0.1:{}/", http.port());
+    let by_name = format!("http://localhost:{}/", http.port());
+    let cases = [
+        ("--socks4", p4, &by_ip),
+        ("--socks4a", p4a, &by_name),
+        // Both SOCKS4 types serve 4 and 4a, as in GOST.
+        ("--socks4a", p4, &by_name),
+        ("--socks5", p5, &by_ip),
+        ("--socks5-hostname", p5, &by_name),
+        ("--socks5-hostname", ps, &by_name),
+    ];
+    for (flag, port, url) in cases {
+        let (ok, body) = curl(&[flag, &format!("127.0.0.1:{port}"), url]);
+        assert!(
+            ok && body == BODY,
+            "{flag} :{port} {url}: {body:?}\n{}",
+            g.log()
+        );
+    }
+}
+
+#[test]
+fn socks5_user_password_is_required_and_checked() {
+    let http = origin("127.0.0.1:0");
+    let (p, p4) = (free_port(), free_port());
+    let g = Gost::start(&[
+        "-L",
+        &format!("socks5://user:pass@127.0.0.1:{p}"),
+        "-L",
+        &format!("socks4://user@127.0.0.1:{p4}"),
+    ]);
+    g.wait_tcp(p);
+    g.wait_tcp(p4);
+    let url = format!("http://127.0.0.1:{}/", http.port());
+    let (ok, body) = curl(&["-x", &format!("socks5://user:pass@127.0.0.1:{p}"), &url]);
+    assert!(ok && body == BODY, "{body:?}\n{}", g.log());
+    let (ok, body) = curl(&[
+        "--socks5",
+        &format!("127.0.0.1:{p}"),
+        "--proxy-user",
+        "user:pass",
+        &url,
+    ]);
+    assert!(ok && body == BODY, "{body:?}");
+    for proxy in [
+        format!("socks5://user:wrong@127.0.0.1:{p}"),
+        format!("socks5h://127.0.0.1:{p}"),
+    ] {
+        let (ok, body) = curl(&["-x", &proxy, &url]);
+        assert!(!ok && body.is_empty(), "{proxy} got through: {body:?}");
+    }
+    // SOCKS4 checks the user id alone (with an empty password, as GOST).
+    let (ok, _) = curl(&["-x", &format!("socks4://user@127.0.0.1:{p4}"), &url]);
+    assert!(ok);
+    let (ok, _) = curl(&["-x", &format!("socks4://nobody@127.0.0.1:{p4}"), &url]);
+    assert!(!ok);
+
+    // By hand: the wrong password gets RFC 1929's failure, then EOF.
+    let mut c = connect(p);
+    c.write_all(&[5, 1, 2]).unwrap();
+    assert_eq!(read_n(&mut c, 2), [5, 2]);
+    c.write_all(&[1, 4, b'u', b's', b'e', b'r', 1, b'x'])
+        .unwrap();
+    assert_eq!(read_n(&mut c, 2), [1, 1]);
+    assert_closed(&mut c);
+    // Offering only "no auth" to a service with users: no acceptable method.
+    let mut c = connect(p);
+    c.write_all(&[5, 1, 0]).unwrap();
+    assert_eq!(read_n(&mut c, 2), [5, 0xFF]);
+    assert_closed(&mut c);
+}
+
+#[test]
+fn ipv6_loopback() {
+    let Ok(probe) = TcpListener::bind("[::1]:0") else {
+        eprintln!("no IPv6 loopback here; skipped");
+        return;
+    };
+    let p = probe.local_addr().unwrap().port();
+    drop(probe);
+    let http = origin("[::1]:0");
+    let g = Gost::start(&["-L", &format!("socks5://[::1]:{p}")]);
+    let start = Instant::now();
+    while TcpStream::connect(("::1", p)).is_err() {
+        assert!(start.elapsed() < TIMEOUT, "{}", g.log());
+        thread::sleep(Duration::from_millis(20));
+    }
+    let (ok, body) = curl(&[
+        "--socks5",
+        &format!("[::1]:{p}"),
+        &format!("http://[::1]:{}/", http.port()),
+    ]);
+    assert!(ok && body == BODY, "{body:?}\n{}", g.log());
+}
+
+fn connect(port: u16) -> TcpStream {
+    let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    c
+}
+
+fn read_n(c: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut b = vec![0u8; n];
+    c.read_exact(&mut b).unwrap();
+    b
+}
+
+/// The server closes: EOF (or a reset) with nothing more sent.
+fn assert_closed(c: &mut TcpStream) {
+    let mut b = [0u8; 64];
+    match c.read(&mut b) {
+        Ok(0) => {}
+        Ok(n) => panic!("expected close, got {:?}", &b[..n]),
+        Err(e) => assert!(
+            matches!(e.kind(), std::io::ErrorKind::ConnectionReset),
+            "expected close, got {e}"
+        ),
+    }
+}
+
+/// Greeting and a request with an IPv4 target; returns the reply.
+fn socks5_request(c: &mut TcpStream, cmd: u8, target: SocketAddr) -> Vec<u8> {
+    c.write_all(&[5, 1, 0]).unwrap();
+    assert_eq!(read_n(c, 2), [5, 0]);
+    let mut req = vec![5, cmd, 0];
+    push_addr(&mut req, target);
+    c.write_all(&req).unwrap();
+    read_n(c, 10)
+}
+
+fn push_addr(out: &mut Vec<u8>, a: SocketAddr) {
+    let SocketAddr::V4(a) = a else {
+        panic!("IPv4 only")
+    };
+    out.push(1);
+    out.extend_from_slice(&a.ip().octets());
+    out.extend_from_slice(&a.port().to_be_bytes());
+}
+
+fn stats(api: u16, svc: &str) -> serde_json::Value {
+    let s = wait_service(api, svc, |s| s["status"]["stats"]["currentConns"] == 0);
+    s["status"]["stats"].clone()
+}
+
+#[test]
+fn udp_associate_relays_datagrams_until_the_control_connection_closes() {
+    let echo = udp_echo_server();
+    let (p, api) = (free_port(), free_port());
+    let g = Gost::start(&[
+        "-L",
+        &format!("socks5://127.0.0.1:{p}?udp=true&enableStats=true"),
+        "-api",
+        &format!("127.0.0.1:{api}"),
+    ]);
+    g.wait_tcp(p);
+    g.wait_tcp(api);
+    let base = stats(api, "service-0");
+
+    let mut c = connect(p);
+    let reply = socks5_request(&mut c, 3, SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+    assert_eq!(&reply[..4], &[5, 0, 0, 1], "{reply:?}");
+    let relay = SocketAddr::from((
+        Ipv4Addr::new(reply[4], reply[5], reply[6], reply[7]),
+        u16::from_be_bytes([reply[8], reply[9]]),
+    ));
+    assert_eq!(
+        relay.ip(),
+        Ipv4Addr::LOCALHOST,
+        "bound on the listener's IP"
+    );
+
+    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+    u.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut sent = 0u64;
+    let mut received = 0u64;
+    for (i, len) in [1usize, 1000, 4000].into_iter().enumerate() {
+        let payload = random_bytes(len, i as u64 + 1);
+        let mut d = vec![0, 0, 0];
+        push_addr(&mut d, echo);
+        let header = d.len();
+        d.extend_from_slice(&payload);
+        u.send_to(&d, relay).unwrap();
+        sent += d.len() as u64;
+        let mut b = [0u8; 8192];
+        let (n, from) = u.recv_from(&mut b).unwrap();
+        assert_eq!(from, relay);
+        assert_eq!(&b[..header], &d[..header], "reply names the echo server");
+        assert!(
+            b[header..n] == payload[..],
+            "payload of {len} bytes differs"
+        );
+        received += n as u64;
+    }
+    // A fragment is dropped, and the association goes on.
+    let mut frag = vec![0, 0, 1];
+    push_addr(&mut frag, echo);
+    frag.extend_from_slice(b"fragment");
+    u.send_to(&frag, relay).unwrap();
+    sent += frag.len() as u64;
+    u.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(u.recv_from(&mut [0u8; 64]).is_err(), "fragment relayed");
+
+    // Closing the control connection ends the association.
+    drop(c);
+    let st = stats(api, "service-0");
+    let mut d = vec![0, 0, 0];
+    push_addr(&mut d, echo);
+    d.extend_from_slice(b"late");
+    let _ = u.send_to(&d, relay);
+    assert!(
+        u.recv_from(&mut [0u8; 64]).is_err(),
+        "relay outlived its TCP"
+    );
+
+    // Handshake (3 + 10 in, 2 + 10 out) plus every datagram as sent.
+    let delta = |k: &str| st[k].as_u64().unwrap() - base[k].as_u64().unwrap();
+    assert_eq!(delta("inputBytes"), 13 + sent, "{st}");
+    assert_eq!(delta("outputBytes"), 12 + received, "{st}");
+    assert_eq!(st["totalErrs"], 0, "{st}");
+}
+
+#[test]
+fn udp_associate_is_not_allowed_unless_enabled() {
+    let p = free_port();
+    let g = Gost::start(&["-L", &format!("socks5://127.0.0.1:{p}")]);
+    g.wait_tcp(p);
+    let mut c = connect(p);
+    let reply = socks5_request(&mut c, 3, SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+    assert_eq!(reply[1], 2, "not allowed: {reply:?}");
+    assert_closed(&mut c);
+}
+
+#[test]
+fn connect_counts_handshake_and_payload_and_maps_dial_errors() {
+    let echo = tcp_echo_server();
+    let (p, api) = (free_port(), free_port());
+    let g = Gost::start(&[
+        "-L",
+        &format!("socks5://127.0.0.1:{p}?enableStats=true"),
+        "-api",
+        &format!("127.0.0.1:{api}"),
+    ]);
+    g.wait_tcp(p);
+    g.wait_tcp(api);
+    let base = stats(api, "service-0");
+
+    let mut c = connect(p);
+    let reply = socks5_request(&mut c, 1, echo);
+    assert_eq!(&reply[..4], &[5, 0, 0, 1], "{reply:?}");
+    let payload = random_bytes(100_000, 3);
+    let mut w = c.try_clone().unwrap();
+    let data = payload.clone();
+    let t = thread::spawn(move || {
+        w.write_all(&data).unwrap();
+        w.shutdown(Shutdown::Write).unwrap();
+    });
+    let mut back = Vec::new();
+    c.read_to_end(&mut back).unwrap();
+    t.join().unwrap();
+    assert!(back == payload, "echo differs");
+    drop(c);
+
+    // A closed port: "connection refused".
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut c = connect(p);
+    let reply = socks5_request(&mut c, 1, closed);
+    assert_eq!(reply[1], 5, "{reply:?}");
+    assert_closed(&mut c);
+
+    let st = stats(api, "service-0");
+    let delta = |k: &str| st[k].as_u64().unwrap() - base[k].as_u64().unwrap();
+    let n = payload.len() as u64;
+    assert_eq!(delta("inputBytes"), 2 * 13 + n, "{st}");
+    assert_eq!(delta("outputBytes"), 2 * 12 + n, "{st}");
+    assert_eq!(delta("totalErrs"), 1, "the failed dial: {st}");
+}
+
+#[test]
+fn malformed_and_slow_handshakes_are_answered_closed_and_counted() {
+    let echo = tcp_echo_server();
+    let (p, p4, api) = (free_port(), free_port(), free_port());
+    let g = Gost::start(&[
+        "-L",
+        &format!("socks5://127.0.0.1:{p}?enableStats=true&readTimeout=1s"),
+        "-L",
+        &format!("socks4://127.0.0.1:{p4}?enableStats=true&readTimeout=1s"),
+        "-api",
+        &format!("127.0.0.1:{api}"),
+    ]);
+    g.wait_tcp(p);
+    g.wait_tcp(p4);
+    g.wait_tcp(api);
+    let base = stats(api, "service-0");
+    let base4 = stats(api, "service-1");
+
+    // Unknown command: 0x07.
+    let mut c = connect(p);
+    assert_eq!(socks5_request(&mut c, 9, echo)[1], 7);
+    assert_closed(&mut c);
+    // Unknown address type: 0x08.
+    let mut c = connect(p);
+    c.write_all(&[5, 1, 0, 5, 1, 0, 9, 1, 2, 3, 4, 0, 80])
+        .unwrap();
+    assert_eq!(read_n(&mut c, 2), [5, 0]);
+    assert_eq!(read_n(&mut c, 10)[1], 8);
+    assert_closed(&mut c);
+    // Wrong version: closed without a word.
+    let mut c = connect(p);
+    c.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    assert_closed(&mut c);
+    // Truncated greeting: the client gives up half-way.
+    let mut c = connect(p);
+    c.write_all(&[5, 3, 0]).unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    assert_closed(&mut c);
+    // Too slow: part of a request, then silence past readTimeout.
+    let mut c = connect(p);
+    let start = Instant::now();
+    c.write_all(&[5, 1, 0, 5]).unwrap();
+    assert_eq!(read_n(&mut c, 2), [5, 0]);
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest[1], 1, "general failure before close: {rest:?}");
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    let st = stats(api, "service-0");
+    let errs = st["totalErrs"].as_u64().unwrap() - base["totalErrs"].as_u64().unwrap();
+    assert_eq!(errs, 5, "{st}");
+
+    // SOCKS4: an over-long user id is rejected (0x5B), BIND too.
+    let mut c = connect(p4);
+    let mut req = vec![4, 1, 0, 80, 127, 0, 0, 1];
+    req.extend(std::iter::repeat_n(b'u', 300));
+    c.write_all(&req).unwrap();
+    assert_eq!(read_n(&mut c, 8)[..2], [0, 0x5B]);
+    assert_closed(&mut c);
+    let mut c = connect(p4);
+    c.write_all(&[4, 2, 0, 80, 127, 0, 0, 1, 0]).unwrap();
+    assert_eq!(read_n(&mut c, 8)[..2], [0, 0x5B]);
+    assert_closed(&mut c);
+    // A granted SOCKS4 CONNECT with data pipelined after the request.
+    let mut c = connect(p4);
+    let mut req = vec![4, 1];
+    req.extend_from_slice(&echo.port().to_be_bytes());
+    req.extend_from_slice(&[127, 0, 0, 1, b'i', b'd', 0]);
+    req.extend_from_slice(b"early");
+    c.write_all(&req).unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_n(&mut c, 8)[..2], [0, 0x5A]);
+    let mut back = Vec::new();
+    c.read_to_end(&mut back).unwrap();
+    assert_eq!(back, b"early");
+    let st4 = stats(api, "service-1");
+    let errs = st4["totalErrs"].as_u64().unwrap() - base4["totalErrs"].as_u64().unwrap();
+    assert_eq!(errs, 2, "{st4}");
+    assert!(!g.log().contains("panicked"), "{}", g.log());
+}
+
+#[test]
+fn bind_is_refused_at_start_up() {
+    let (status, _, err) = run_gost(&["-L", "socks5://127.0.0.1:0?bind=true"]);
+    assert!(!status.success());
+    assert!(err.contains("bind"), "{err}");
+}
