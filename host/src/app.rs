@@ -271,47 +271,15 @@ fn build_service(root: &Config, cfg: &ServiceConfig) -> Result<Service, BuildErr
     };
     let handler: Arc<dyn Handler> = match handler_type {
         "tcp" | "udp" | "forward" => Arc::new(build_forward_handler(root, cfg, deps.router)?),
-        "socks4" | "socks4a" => Arc::new(Socks4Handler::new(
-            deps.router,
-            deps.auther,
-            Socks4Options::from_metadata(
-                cfg.handler
-                    .as_ref()
-                    .map(|h| &h.metadata)
-                    .unwrap_or(&Default::default()),
-            )
-            .map_err(|e| md_err(cfg, "handler.metadata", e))?,
-        )),
-        "socks5" | "socks" => Arc::new(Socks5Handler::new(
-            deps.router,
-            deps.auther,
-            Socks5Options::from_metadata(
-                cfg.handler
-                    .as_ref()
-                    .map(|h| &h.metadata)
-                    .unwrap_or(&Default::default()),
-            )
-            .map_err(|e| md_err(cfg, "handler.metadata", e))?,
-        )),
+        "socks4" | "socks4a" => Arc::new(build_socks4(cfg, deps)?),
+        "socks5" | "socks" => Arc::new(build_socks5(cfg, deps)?),
         "http" => Arc::new(build_http_handler(cfg, deps)?),
         // As GOST's auto: all three handlers get the same metadata.
-        "auto" => {
-            let md = cfg.handler.as_ref().map(|h| &h.metadata);
-            let md = md.unwrap_or(&Default::default()).clone();
-            let socks4 = Socks4Options::from_metadata(&md)
-                .map_err(|e| md_err(cfg, "handler.metadata", e))?;
-            let socks5 = Socks5Options::from_metadata(&md)
-                .map_err(|e| md_err(cfg, "handler.metadata", e))?;
-            Arc::new(AutoHandler::new(
-                build_http_handler(cfg, deps.clone())?,
-                Arc::new(Socks4Handler::new(
-                    deps.router.clone(),
-                    deps.auther.clone(),
-                    socks4,
-                )),
-                Arc::new(Socks5Handler::new(deps.router, deps.auther, socks5)),
-            ))
-        }
+        "auto" => Arc::new(AutoHandler::new(
+            build_http_handler(cfg, deps.clone())?,
+            Arc::new(build_socks4(cfg, deps.clone())?),
+            Arc::new(build_socks5(cfg, deps)?),
+        )),
         other => {
             return Err(svc_err(
                 cfg,
@@ -395,11 +363,29 @@ fn build_auther(root: &Config, cfg: &ServiceConfig) -> Option<Arc<dyn Auther>> {
     )])))
 }
 
+/// Parses the handler's metadata into a handler's typed options.
+fn handler_options<T>(
+    cfg: &ServiceConfig,
+    parse: impl FnOnce(&crate::metadata::Metadata) -> Result<T, MetadataError>,
+) -> Result<T, BuildError> {
+    let empty = crate::metadata::Metadata::default();
+    let md = cfg.handler.as_ref().map(|h| &h.metadata).unwrap_or(&empty);
+    parse(md).map_err(|e| md_err(cfg, "handler.metadata", e))
+}
+
 fn build_http_handler(cfg: &ServiceConfig, deps: HandlerDeps) -> Result<HttpHandler, BuildError> {
-    let md = cfg.handler.as_ref().map(|h| &h.metadata);
-    let opts = HttpOptions::from_metadata(md.unwrap_or(&Default::default()))
-        .map_err(|e| md_err(cfg, "handler.metadata", e))?;
+    let opts = handler_options(cfg, HttpOptions::from_metadata)?;
     Ok(HttpHandler::new(deps.router, deps.auther, opts))
+}
+
+fn build_socks4(cfg: &ServiceConfig, deps: HandlerDeps) -> Result<Socks4Handler, BuildError> {
+    let opts = handler_options(cfg, Socks4Options::from_metadata)?;
+    Ok(Socks4Handler::new(deps.router, deps.auther, opts))
+}
+
+fn build_socks5(cfg: &ServiceConfig, deps: HandlerDeps) -> Result<Socks5Handler, BuildError> {
+    let opts = handler_options(cfg, Socks5Options::from_metadata)?;
+    Ok(Socks5Handler::new(deps.router, deps.auther, opts))
 }
 
 fn udp_options(md: &crate::metadata::Metadata) -> Result<UdpOptions, MetadataError> {
