@@ -18,14 +18,26 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
+use crate::proxy::Dialer;
 use crate::{http, procstat, server::CHUNK};
 
 /// Options shared by every client subcommand.
 #[derive(clap::Args, Clone, Debug)]
 pub struct Common {
-    /// Address to connect to: the proxy, or the target server for "direct".
+    /// Address to connect to: the target server, or a port forwarder in
+    /// front of it. With --socks5 / --http-proxy: the address the proxy is
+    /// asked to reach.
     #[arg(long)]
     pub target: SocketAddr,
+    /// Go through this SOCKS5 proxy (no authentication): CONNECT to
+    /// --target on every new connection, then the same traffic.
+    #[arg(long, conflicts_with = "http_proxy")]
+    pub socks5: Option<SocketAddr>,
+    /// Go through this HTTP proxy: `keepalive` sends absolute-URI requests
+    /// (`GET http://TARGET/`) to it on kept-alive connections; the other
+    /// subcommands open a `CONNECT TARGET` tunnel per connection.
+    #[arg(long)]
+    pub http_proxy: Option<SocketAddr>,
     /// Name of the system under test, copied into the result line.
     #[arg(long, default_value = "")]
     pub label: String,
@@ -120,6 +132,25 @@ fn emit(result: &Value, human: &str) {
     eprintln!("{human}");
 }
 
+/// The dialer for a client subcommand; `forward_http` selects absolute-URI
+/// requests instead of a CONNECT tunnel when an HTTP proxy is given.
+fn dialer(c: &Common, forward_http: bool) -> Result<Arc<Dialer>> {
+    Ok(Arc::new(Dialer::new(
+        c.target,
+        c.socks5,
+        c.http_proxy,
+        forward_http,
+    )?))
+}
+
+/// Text for the human line: how the target was reached.
+fn via_text(d: &Dialer) -> String {
+    match d.via {
+        crate::proxy::Via::Direct => String::new(),
+        _ => format!(" via {} {}", d.via_name(), d.connect_to),
+    }
+}
+
 fn secs(s: f64) -> Result<Duration> {
     Duration::try_from_secs_f64(s).with_context(|| format!("invalid duration {s}"))
 }
@@ -152,11 +183,16 @@ fn cpu_text(used: &Value, per: &Value, unit: &str) -> String {
     }
 }
 
-/// Reads one response (framed by Content-Length) into `buf`; returns how
-/// many bytes arrived beyond it.
-async fn read_response(s: &mut TcpStream, buf: &mut [u8]) -> Result<usize> {
-    let mut filled = 0;
+/// Reads one response (framed by Content-Length) into `buf`, of which the
+/// first `filled` bytes already arrived; returns how many bytes arrived
+/// beyond it.
+async fn read_response(s: &mut TcpStream, buf: &mut [u8], mut filled: usize) -> Result<usize> {
     loop {
+        if let Some(total) = http::response_len(&buf[..filled])? {
+            if filled >= total {
+                return Ok(filled - total);
+            }
+        }
         if filled == buf.len() {
             bail!("response larger than {} bytes", buf.len());
         }
@@ -165,22 +201,52 @@ async fn read_response(s: &mut TcpStream, buf: &mut [u8]) -> Result<usize> {
             bail!("connection closed before the response was complete");
         }
         filled += n;
-        if let Some(total) = http::response_len(&buf[..filled])? {
-            if filled >= total {
-                return Ok(filled - total);
-            }
-        }
     }
 }
 
+/// What one request on a kept-alive connection found.
+#[derive(Debug, PartialEq, Eq)]
+enum Exchange {
+    /// Answered; the connection stays open.
+    Open,
+    /// Answered with `Connection: close` (an HTTP proxy that does not keep
+    /// client connections alive): reconnect for the next request.
+    Closing,
+    /// The peer had closed the connection before this request (EOF or reset
+    /// before any byte of the answer): not answered, reconnect and retry.
+    /// tinyproxy does this without announcing `Connection: close`.
+    Stale,
+}
+
+fn is_reset(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+    matches!(e.kind(), ConnectionReset | BrokenPipe | ConnectionAborted)
+}
+
 /// One request on a kept-alive connection. Extra bytes after the response
-/// would mean the stream is out of step, so they are an error.
-async fn exchange(s: &mut TcpStream, buf: &mut [u8]) -> Result<()> {
-    s.write_all(http::REQUEST_KEEPALIVE).await?;
-    if read_response(s, buf).await? != 0 {
+/// would mean the stream is out of step, so they are an error. Returns
+/// true when the response announced `Connection: close` (an HTTP proxy
+/// that does not keep client connections alive): the caller reconnects.
+async fn exchange(s: &mut TcpStream, request: &[u8], buf: &mut [u8]) -> Result<Exchange> {
+    match s.write_all(request).await {
+        Err(e) if is_reset(&e) => return Ok(Exchange::Stale),
+        r => r?,
+    }
+    let first = match s.read(buf).await {
+        Ok(0) => return Ok(Exchange::Stale),
+        Err(e) if is_reset(&e) => return Ok(Exchange::Stale),
+        r => r?,
+    };
+    let extra = read_response(s, buf, first).await?;
+    if extra != 0 {
         bail!("unexpected bytes after the response");
     }
-    Ok(())
+    let head = http::head_end(buf).map_or(&buf[..0], |e| &buf[..e]);
+    Ok(if http::response_closes(head) {
+        Exchange::Closing
+    } else {
+        Exchange::Open
+    })
 }
 
 /// Waits for worker tasks after the stop flag is set; any still stuck after
@@ -199,12 +265,12 @@ pub async fn bulk(a: BulkArgs) -> Result<()> {
     let c = &a.common;
     let bound = secs(a.timeout)?;
     let limit = secs(a.seconds)?;
+    let d = dialer(c, false)?;
     let cpu0 = cpu(c.watch_pid)?;
     let t0 = Instant::now();
     let total = tokio::time::timeout(bound, async {
-        let mut s = TcpStream::connect(c.target)
-            .await
-            .with_context(|| format!("connect {}", c.target))?;
+        let mut hs = [0u8; 512];
+        let mut s = d.connect(&mut hs).await?;
         let mut total: u64 = 0;
         if a.download {
             let mut buf = vec![0u8; CHUNK.len()];
@@ -253,13 +319,15 @@ pub async fn bulk(a: BulkArgs) -> Result<()> {
     emit(
         &json!({
             "test": "bulk", "label": c.label, "round": c.round, "direction": dir,
+            "via": d.via_name(),
             "bytes": total, "seconds": dt, "mib_per_s": rate,
             "proxy_cpu_s": used, "mib_per_cpu_s": per,
         }),
         &format!(
-            "bulk {} r{} {dir}: {} MiB/s ({mib:.0} MiB in {dt:.2} s){}",
+            "bulk {} r{} {dir}{}: {} MiB/s ({mib:.0} MiB in {dt:.2} s){}",
             c.label,
             c.round,
+            via_text(&d),
             crate::fmt_num(rate),
             cpu_text(&used, &per, "MiB")
         ),
@@ -272,42 +340,63 @@ pub async fn keepalive(a: KeepaliveArgs) -> Result<()> {
     anyhow::ensure!(a.conns > 0, "--conns must be positive");
     let window = secs(a.seconds)?;
     let warmup = secs(a.warmup)?;
-    // Connect everything before the clock starts.
+    let d = dialer(c, true)?;
+    // Connect everything (and do the SOCKS5 handshakes) before the clock
+    // starts.
     let mut streams = Vec::with_capacity(a.conns);
+    let mut hs = [0u8; 512];
     for _ in 0..a.conns {
-        let s = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(c.target))
+        let s = tokio::time::timeout(Duration::from_secs(10), d.connect(&mut hs))
             .await
-            .context("connect timed out")?
-            .with_context(|| format!("connect {}", c.target))?;
+            .context("connect timed out")??;
         s.set_nodelay(true)?;
         streams.push(s);
     }
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
-    let target = c.target;
+    // Connections the proxy closed after a complete answer (announced with
+    // `Connection: close` or not): not errors, but the rate then includes a
+    // new connection per request, so they are reported.
+    let reconnects = Arc::new(AtomicU64::new(0));
     let handles: Vec<JoinHandle<()>> = streams
         .into_iter()
         .map(|mut s| {
             let (stop, done, errors) = (stop.clone(), done.clone(), errors.clone());
+            let (reconnects, d) = (reconnects.clone(), d.clone());
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
                 while !stop.load(Relaxed) {
-                    if exchange(&mut s, &mut buf).await.is_ok() {
-                        done.fetch_add(1, Relaxed);
-                        continue;
+                    match exchange(&mut s, d.keepalive_request(), &mut buf).await {
+                        Ok(Exchange::Open) => {
+                            done.fetch_add(1, Relaxed);
+                            continue;
+                        }
+                        Ok(Exchange::Closing) => {
+                            done.fetch_add(1, Relaxed);
+                            reconnects.fetch_add(1, Relaxed);
+                        }
+                        // Closed by the proxy after the previous answer:
+                        // reconnect at once and send the request again.
+                        Ok(Exchange::Stale) => {
+                            reconnects.fetch_add(1, Relaxed);
+                        }
+                        Err(_) => {
+                            // Broken connection: count it and reconnect,
+                            // slowly enough that a dead proxy does not
+                            // become a busy loop.
+                            errors.fetch_add(1, Relaxed);
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
                     }
-                    // Broken connection: count it and reconnect, slowly
-                    // enough that a dead proxy does not become a busy loop.
-                    errors.fetch_add(1, Relaxed);
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    match TcpStream::connect(target).await {
+                    match d.connect(&mut buf).await {
                         Ok(n) => {
                             let _ = n.set_nodelay(true);
                             s = n;
                         }
                         Err(_) => {
                             errors.fetch_add(1, Relaxed);
+                            tokio::time::sleep(Duration::from_millis(10)).await;
                         }
                     }
                 }
@@ -315,10 +404,20 @@ pub async fn keepalive(a: KeepaliveArgs) -> Result<()> {
         })
         .collect();
     tokio::time::sleep(warmup).await;
-    let (n0, e0, t0) = (done.load(Relaxed), errors.load(Relaxed), Instant::now());
+    let (n0, e0, r0, t0) = (
+        done.load(Relaxed),
+        errors.load(Relaxed),
+        reconnects.load(Relaxed),
+        Instant::now(),
+    );
     let cpu0 = cpu(c.watch_pid)?;
     tokio::time::sleep(window).await;
-    let (n1, e1, dt) = (done.load(Relaxed), errors.load(Relaxed), t0.elapsed());
+    let (n1, e1, r1, dt) = (
+        done.load(Relaxed),
+        errors.load(Relaxed),
+        reconnects.load(Relaxed),
+        t0.elapsed(),
+    );
     let cpu1 = cpu(c.watch_pid)?;
     stop.store(true, Relaxed);
     join_all(handles, Duration::from_secs(5)).await;
@@ -329,16 +428,23 @@ pub async fn keepalive(a: KeepaliveArgs) -> Result<()> {
     emit(
         &json!({
             "test": "keepalive", "label": c.label, "round": c.round, "conns": a.conns,
-            "seconds": dt, "requests": requests, "errors": e1 - e0, "rps": rps,
+            "via": d.via_name(), "seconds": dt, "requests": requests, "errors": e1 - e0,
+            "proxy_closed": r1 - r0, "rps": rps,
             "proxy_cpu_s": used, "requests_per_cpu_s": per,
         }),
         &format!(
-            "keepalive {} r{}: {} req/s ({} conns, {requests} requests in {dt:.2} s, {} errors){}",
+            "keepalive {} r{}{}: {} req/s ({} conns, {requests} requests in {dt:.2} s, {} errors{}){}",
             c.label,
             c.round,
+            via_text(&d),
             crate::fmt_num(rps),
             a.conns,
             e1 - e0,
+            if r1 > r0 {
+                format!(", {} reconnects: proxy closed after the answer", r1 - r0)
+            } else {
+                String::new()
+            },
             cpu_text(&used, &per, "req")
         ),
     );
@@ -351,9 +457,11 @@ pub async fn keepalive(a: KeepaliveArgs) -> Result<()> {
 /// client's final packet is a RST: neither the client nor the proxy keeps
 /// a TIME_WAIT socket, and loopback's ~28k ephemeral ports do not run out
 /// at 15k+ connections per second.
-async fn one_connection(target: SocketAddr, buf: &mut [u8], wait_eof: bool) -> Result<()> {
-    let mut s = TcpStream::connect(target).await?;
+/// Through a proxy the tunnel handshake comes first, on the same buffer.
+async fn one_connection(d: &Dialer, buf: &mut [u8], wait_eof: bool) -> Result<()> {
+    let mut s = TcpStream::connect(d.connect_to).await?;
     SockRef::from(&s).set_linger(Some(Duration::ZERO))?;
+    d.handshake(&mut s, buf).await?;
     s.write_all(http::REQUEST_CLOSE).await?;
     let mut filled = 0;
     loop {
@@ -384,16 +492,16 @@ pub async fn connrate(a: ConnrateArgs) -> Result<()> {
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let first_error: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
-    let target = c.target;
+    let d = dialer(c, false)?;
     let wait_eof = !a.no_wait_eof;
     let handles: Vec<JoinHandle<()>> = (0..a.concurrency)
         .map(|_| {
             let (stop, done, errors) = (stop.clone(), done.clone(), errors.clone());
-            let first_error = first_error.clone();
+            let (first_error, d) = (first_error.clone(), d.clone());
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
                 while !stop.load(Relaxed) {
-                    match one_connection(target, &mut buf, wait_eof).await {
+                    match one_connection(&d, &mut buf, wait_eof).await {
                         Ok(()) => {
                             done.fetch_add(1, Relaxed);
                         }
@@ -426,14 +534,15 @@ pub async fn connrate(a: ConnrateArgs) -> Result<()> {
     emit(
         &json!({
             "test": "connrate", "label": c.label, "round": c.round,
-            "concurrency": a.concurrency, "seconds": dt, "connections": conns,
+            "via": d.via_name(), "concurrency": a.concurrency, "seconds": dt, "connections": conns,
             "errors": e1 - e0, "first_error": first, "cps": cps,
             "proxy_cpu_s": used, "conns_per_cpu_s": per,
         }),
         &format!(
-            "connrate {} r{}: {} conn/s ({} workers, {conns} connections in {dt:.2} s, {} errors{}){}",
+            "connrate {} r{}{}: {} conn/s ({} workers, {conns} connections in {dt:.2} s, {} errors{}){}",
             c.label,
             c.round,
+            via_text(&d),
             crate::fmt_num(cps),
             a.concurrency,
             e1 - e0,
@@ -446,11 +555,14 @@ pub async fn connrate(a: ConnrateArgs) -> Result<()> {
 
 /// Opens one connection and proves it is forwarded end to end by a full
 /// request/response, then hands the idle stream back.
-async fn open_idle(target: SocketAddr) -> Result<TcpStream> {
-    let mut s = TcpStream::connect(target).await?;
+async fn open_idle(d: &Dialer) -> Result<TcpStream> {
     let mut buf = [0u8; 512];
-    exchange(&mut s, &mut buf).await?;
-    Ok(s)
+    let mut s = d.connect(&mut buf).await?;
+    match exchange(&mut s, d.keepalive_request(), &mut buf).await? {
+        Exchange::Open => Ok(s),
+        Exchange::Closing => bail!("the answer closed the connection"),
+        Exchange::Stale => bail!("connection closed before the response"),
+    }
 }
 
 fn per_conn(base: u64, held: u64, conns: usize) -> Value {
@@ -465,16 +577,17 @@ pub async fn idle(a: IdleArgs) -> Result<()> {
     anyhow::ensure!(a.concurrency > 0, "--concurrency must be positive");
     let hold = secs(a.hold)?;
     let settle = secs(a.settle)?.min(hold);
+    let d = dialer(c, false)?;
     let base = c.watch_pid.map(procstat::memory).transpose()?;
     let sem = Arc::new(tokio::sync::Semaphore::new(a.concurrency));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<TcpStream>>();
     for _ in 0..a.conns {
-        let (sem, tx, target) = (sem.clone(), tx.clone(), c.target);
+        let (sem, tx, d) = (sem.clone(), tx.clone(), d.clone());
         tokio::spawn(async move {
             let Ok(_permit) = sem.acquire_owned().await else {
                 return;
             };
-            let r = tokio::time::timeout(Duration::from_secs(10), open_idle(target))
+            let r = tokio::time::timeout(Duration::from_secs(10), open_idle(&d))
                 .await
                 .unwrap_or_else(|_| Err(anyhow::anyhow!("open timed out")));
             let _ = tx.send(r);
@@ -504,9 +617,10 @@ pub async fn idle(a: IdleArgs) -> Result<()> {
     // The script (or a person) watching stdout measures the proxy now.
     println!("ready {} {errors}", held.len());
     eprintln!(
-        "idle {} r{}: {} of {} connections open in {open_s:.2} s, holding {:.1} s",
+        "idle {} r{}{}: {} of {} connections open in {open_s:.2} s, holding {:.1} s",
         c.label,
         c.round,
+        via_text(&d),
         held.len(),
         a.conns,
         a.hold
@@ -548,6 +662,7 @@ pub async fn idle(a: IdleArgs) -> Result<()> {
     emit(
         &json!({
             "test": "idle", "label": c.label, "round": c.round, "conns": a.conns,
+            "via": d.via_name(),
             "opened": opened, "errors": errors, "first_error": first_error,
             "open_seconds": open_s, "drain_seconds": drain_s,
             "base_pss_kib": base.map(|m| m.pss_kib), "held_pss_kib": at_hold.map(|m| m.pss_kib),

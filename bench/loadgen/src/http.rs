@@ -128,6 +128,31 @@ pub fn response_len(buf: &[u8]) -> Result<Option<usize>, Malformed> {
     Err(Malformed("response without Content-Length"))
 }
 
+/// Whether a response head announces that the sender closes the
+/// connection after it (`Connection: close`, or HTTP/1.0 without
+/// `keep-alive`). Through a forwarding HTTP proxy this tells the client to
+/// reconnect instead of counting a broken connection.
+pub fn response_closes(head: &[u8]) -> bool {
+    let mut close = head.starts_with(b"HTTP/1.0");
+    for line in header_lines(head) {
+        if let Some((name, value)) = split_header(line) {
+            if name.eq_ignore_ascii_case(b"connection")
+                || name.eq_ignore_ascii_case(b"proxy-connection")
+            {
+                for token in value.split(|&b| b == b',') {
+                    let token = token.trim_ascii();
+                    if token.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        close = false;
+                    }
+                }
+            }
+        }
+    }
+    close
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,5 +221,20 @@ mod tests {
         assert_eq!(response_len(&RESPONSE_CLOSE[..20]), Ok(None));
         assert!(response_len(b"HTTP/1.1 200 OK\r\n\r\n").is_err());
         assert!(response_len(b"SSH-2.0\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn response_close_detection() {
+        assert!(!response_closes(RESPONSE_KEEPALIVE));
+        assert!(response_closes(RESPONSE_CLOSE));
+        assert!(response_closes(
+            b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"
+        ));
+        assert!(!response_closes(
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\n"
+        ));
+        assert!(response_closes(
+            b"HTTP/1.1 200 OK\r\nProxy-Connection: close\r\n\r\n"
+        ));
     }
 }

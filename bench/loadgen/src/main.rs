@@ -1,5 +1,6 @@
 //! `loadgen`: target servers, load generators and the report for the
-//! TCP-forwarding benchmark in bench/forward.sh. See bench/README.md.
+//! TCP-forwarding and proxy-protocol benchmarks (bench/forward.sh,
+//! bench/proxy.sh). See bench/README.md.
 //!
 //! Everything runs on a current-thread tokio runtime by default: the script
 //! pins the load generator and the target server to one core, where a
@@ -8,6 +9,7 @@
 mod client;
 mod http;
 mod procstat;
+mod proxy;
 mod report;
 mod server;
 

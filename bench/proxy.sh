@@ -1,0 +1,366 @@
+#!/usr/bin/env bash
+# Proxy-protocol benchmark on loopback: SOCKS5 (gost-rs, microsocks, dante)
+# and HTTP proxy (gost-rs, tinyproxy), against the same traffic sent directly
+# (no proxy), measured in ONE run with interleaved rounds and reported as
+# medians with ratios to direct and to a peer. See bench/README.md.
+#
+#   bench/proxy.sh            full run (3 rounds, 9,000 idle conns)
+#   bench/proxy.sh --quick    smoke run (2 rounds, 2 s per metric, 1,000 idle)
+#
+# The proxy runs pinned to core 0, the load generator and the target
+# servers to core 1, so the proxy never competes with its own load.
+
+set -uo pipefail
+
+ALL_SYSTEMS="direct gost-socks5 microsocks dante gost-http tinyproxy"
+
+usage() {
+    cat <<EOF2
+usage: bench/proxy.sh [options]
+  --quick            short smoke run (2 rounds, 2 s per metric, 1,000 idle connections)
+  --rounds N         repetitions; every round runs every system in turn (default 3)
+  --systems "LIST"   subset/order of: $ALL_SYSTEMS (default: all)
+  --idle-conns N     idle connections held for the memory metric (default 9000)
+  --seconds S        measured window of keep-alive and connection-rate tests (default 8)
+  --no-build         use the existing release binaries
+  -h, --help         this text
+environment:
+  CARGO_TARGET_DIR   where the release binaries are (default: <repo>/target)
+  GOST_BIN           gost binary to test (default: \$CARGO_TARGET_DIR/release/gost)
+  GOST_EXTRA_ARGS    extra arguments for gost, e.g. "-C bench.yaml" (default: none)
+EOF2
+}
+
+QUICK=0
+ROUNDS=""
+SYSTEMS=$ALL_SYSTEMS
+IDLE_N=""
+WINDOW=""
+BUILD=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --rounds) ROUNDS="$2"; shift ;;
+        --systems) SYSTEMS="$2"; shift ;;
+        --idle-conns) IDLE_N="$2"; shift ;;
+        --seconds) WINDOW="$2"; shift ;;
+        --no-build) BUILD=0 ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
+    esac
+    shift
+done
+
+for sys in $SYSTEMS; do
+    case " $ALL_SYSTEMS " in
+        *" $sys "*) ;;
+        *) echo "unknown system '$sys' in --systems ($ALL_SYSTEMS)" >&2; exit 2 ;;
+    esac
+done
+
+if [ "$QUICK" = 1 ]; then
+    ROUNDS=${ROUNDS:-2}; IDLE_N=${IDLE_N:-1000}; WINDOW=${WINDOW:-2}
+    BULK_S=2; WARMUP=0.3; SETTLE=0.5; HOLD=1.0
+else
+    ROUNDS=${ROUNDS:-3}; IDLE_N=${IDLE_N:-9000}; WINDOW=${WINDOW:-8}
+    BULK_S=5; WARMUP=0.5; SETTLE=1.0; HOLD=1.5
+fi
+KA_CONNS=50     # keep-alive connections, one request outstanding each
+CR_WORKERS=32   # concurrent connect/handshake/request/close loops
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+LG=$TARGET_DIR/release/loadgen
+GOST=${GOST_BIN:-$TARGET_DIR/release/gost}
+STAMP=$(date +%Y%m%d-%H%M%S)
+RESULTS_DIR=$ROOT/bench/results
+OUT=$RESULTS_DIR/proxy-$STAMP.txt
+
+# log, has, drop_system, stop_pid, cleanup, client
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+
+# Protocol family of a system: which table it is in and how the client talks.
+family() {
+    case "$1" in
+        direct) echo direct ;;
+        gost-socks5|microsocks|dante) echo socks5 ;;
+        gost-http|tinyproxy) echo http ;;
+    esac
+}
+uses_gost() { has gost-socks5 || has gost-http; }
+
+# ---------------------------------------------------------------- build ---
+cd "$ROOT" || exit 1
+if [ "$BUILD" = 1 ]; then
+    if uses_gost; then
+        if ! cargo build --release -p gost-host -p gost-loadgen; then
+            log "WARNING: gost-host does not build; running without the gost-rs columns"
+            drop_system gost-socks5; drop_system gost-http
+            cargo build --release -p gost-loadgen || exit 1
+        fi
+    else
+        cargo build --release -p gost-loadgen || exit 1
+    fi
+fi
+[ -x "$LG" ] || { log "no load generator at $LG (build failed?)"; exit 1; }
+if uses_gost && [ ! -x "$GOST" ]; then
+    log "WARNING: no gost binary at $GOST; running without the gost-rs columns"
+    drop_system gost-socks5; drop_system gost-http
+fi
+
+# ------------------------------------------------------------- peer tools ---
+# system -> command it needs -> Debian package
+peer_cmd() { case "$1" in microsocks) echo microsocks ;; dante) echo danted ;; tinyproxy) echo tinyproxy ;; esac; }
+peer_pkg() { case "$1" in microsocks) echo microsocks ;; dante) echo dante-server ;; tinyproxy) echo tinyproxy ;; esac; }
+PEERS="microsocks dante tinyproxy"
+missing=""
+for p in $PEERS; do
+    if has "$p" && ! command -v "$(peer_cmd "$p")" >/dev/null; then missing="$missing $(peer_pkg "$p")"; fi
+done
+if [ -n "$missing" ] && [ "$(id -u)" = 0 ]; then
+    log "installing:$missing"
+    # One at a time, so that one unavailable package does not block the others.
+    for pkg in $missing; do
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null 2>&1 ||
+            { apt-get update -qq >/dev/null 2>&1 &&
+              DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null 2>&1; } ||
+            log "WARNING: apt-get install $pkg failed"
+    done
+fi
+for p in $PEERS; do
+    if has "$p" && ! command -v "$(peer_cmd "$p")" >/dev/null; then
+        log "WARNING: $(peer_cmd "$p") (package $(peer_pkg "$p")) not available; skipping $p"
+        drop_system "$p"
+    fi
+done
+# Reference column of each table: the first peer present.
+SOCKS_REF=none
+for p in microsocks dante gost-socks5; do has "$p" && { SOCKS_REF=$p; break; }; done
+HTTP_REF=none
+for p in tinyproxy gost-http; do has "$p" && { HTTP_REF=$p; break; }; done
+
+# --------------------------------------------------- limits and pinning ---
+HARD=$(ulimit -Hn)
+[ "$HARD" = unlimited ] && HARD=1048576
+ulimit -n "$HARD" || log "WARNING: could not raise ulimit -n to $HARD"
+SOFT=$(ulimit -n)
+# The proxy holds two sockets per idle connection (client side and server side).
+MAX_IDLE=$(( (SOFT - 300) / 2 ))
+if [ "$IDLE_N" -gt "$MAX_IDLE" ]; then
+    log "WARNING: ulimit -n $SOFT allows only $MAX_IDLE idle connections through a proxy"
+    IDLE_N=$MAX_IDLE
+fi
+PEER_MAXCONN=$(( IDLE_N + 500 ))
+
+if [ "$(nproc)" -ge 2 ]; then
+    PROXY_CPU=0; LOAD_CPU=1
+else
+    PROXY_CPU=0; LOAD_CPU=0
+    log "WARNING: one core only: proxy and load generator share it"
+fi
+
+TMP=$(mktemp -d /tmp/gost-bench-proxy.XXXXXX)
+# Peers that drop privileges to nobody must be able to reach their log file.
+chmod 755 "$TMP"
+PIDS=()   # every long-running process this script started
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ------------------------------------------------------------ targets ---
+read -r HTTP_PORT SINK_PORT < <("$LG" freeport --count 2 | tr '\n' ' ')
+taskset -c "$LOAD_CPU" "$LG" server --listen "127.0.0.1:$HTTP_PORT" --mode http \
+    --max-seconds 3600 2>>"$TMP/servers.log" &
+PIDS+=($!)
+taskset -c "$LOAD_CPU" "$LG" server --listen "127.0.0.1:$SINK_PORT" --mode sink \
+    --max-seconds 3600 2>>"$TMP/servers.log" &
+PIDS+=($!)
+for p in $HTTP_PORT $SINK_PORT; do
+    "$LG" waitport --target "127.0.0.1:$p" || { cat "$TMP/servers.log" >&2; exit 1; }
+done
+
+# -------------------------------------------------------------- proxies ---
+# start_proxy SYSTEM: starts the proxy pinned to the proxy core on a fresh
+# port; sets PROXY_PID and PROXY_PORT. direct: nothing to start.
+start_proxy() {
+    local sys=$1
+    PROXY_PID=""; PROXY_PORT=""
+    [ "$sys" = direct ] && return 0
+    PROXY_PORT=$("$LG" freeport) || return 1
+    case "$sys" in
+        gost-socks5|gost-http)
+            local scheme=socks5
+            [ "$sys" = gost-http ] && scheme=http
+            # shellcheck disable=SC2086
+            taskset -c "$PROXY_CPU" "$GOST" -L "$scheme://127.0.0.1:$PROXY_PORT" \
+                ${GOST_EXTRA_ARGS:-} >"$TMP/$sys.log" 2>&1 & ;;
+        microsocks)
+            taskset -c "$PROXY_CPU" microsocks -i 127.0.0.1 -p "$PROXY_PORT" \
+                >"$TMP/$sys.log" 2>&1 & ;;
+        dante)
+            cat >"$TMP/danted.conf" <<EOF2
+logoutput: $TMP/dante-run.log
+internal: 127.0.0.1 port = $PROXY_PORT
+external: 127.0.0.1
+clientmethod: none
+socksmethod: none
+user.privileged: root
+user.unprivileged: nobody
+client pass {
+    from: 127.0.0.0/8 to: 0.0.0.0/0
+}
+socks pass {
+    from: 127.0.0.0/8 to: 0.0.0.0/0
+    command: connect
+}
+EOF2
+            : >"$TMP/dante-run.log"; chmod 666 "$TMP/dante-run.log"
+            # Foreground (no -D), one mother process.
+            taskset -c "$PROXY_CPU" danted -f "$TMP/danted.conf" -N 1 \
+                >"$TMP/$sys.log" 2>&1 & ;;
+        tinyproxy)
+            : >"$TMP/tinyproxy-run.log"; chmod 666 "$TMP/tinyproxy-run.log"
+            cat >"$TMP/tinyproxy.conf" <<EOF2
+User nobody
+Group nogroup
+Port $PROXY_PORT
+Listen 127.0.0.1
+Timeout 600
+MaxClients $PEER_MAXCONN
+Allow 127.0.0.1
+LogFile "$TMP/tinyproxy-run.log"
+LogLevel Critical
+DisableViaHeader Yes
+EOF2
+            # -d: foreground. No ConnectPort line: CONNECT to any port.
+            taskset -c "$PROXY_CPU" tinyproxy -d -c "$TMP/tinyproxy.conf" \
+                >"$TMP/$sys.log" 2>&1 & ;;
+        *) log "unknown system $sys"; return 1 ;;
+    esac
+    PROXY_PID=$!
+    PIDS+=("$PROXY_PID")
+    if ! "$LG" waitport --target "127.0.0.1:$PROXY_PORT" --timeout 15; then
+        log "$sys did not start; its log:"
+        tail -n 20 "$TMP/$sys.log" >&2
+        stop_pid "$PROXY_PID"
+        return 1
+    fi
+    # Let the connection made by waitport finish before any baseline.
+    sleep 0.3
+    return 0
+}
+
+stop_proxy() {
+    [ -n "$PROXY_PID" ] && stop_pid "$PROXY_PID"
+    PROXY_PID=""
+}
+
+PINNING_SHOWN=""
+show_pinning() {
+    local sys=$1
+    case " $PINNING_SHOWN " in *" $sys "*) return ;; esac
+    PINNING_SHOWN="$PINNING_SHOWN $sys"
+    [ -n "$PROXY_PID" ] && log "  pinning: $sys $(taskset -cp "$PROXY_PID" 2>&1 | sed 's/.*current //')"
+}
+
+# run_system SYSTEM ROUND: every metric for one system, on one fresh proxy
+# (so that the idle-memory baseline is its footprint right after start-up).
+run_system() {
+    local sys=$1 round=$2 via=() watch=()
+    log "== round $round: $sys"
+    start_proxy "$sys" || return 0
+    show_pinning "$sys"
+    case "$(family "$sys")" in
+        socks5) via=(--socks5 "127.0.0.1:$PROXY_PORT") ;;
+        http) via=(--http-proxy "127.0.0.1:$PROXY_PORT") ;;
+    esac
+    [ -n "$PROXY_PID" ] && watch=(--watch-pid "$PROXY_PID")
+    local common=(--label "$sys" --round "$round" "${via[@]}" "${watch[@]}")
+    local http=(--target "127.0.0.1:$HTTP_PORT" "${common[@]}")
+    if [ -n "$PROXY_PID" ]; then
+        client idle "${http[@]}" --conns "$IDLE_N" --settle "$SETTLE" \
+            --hold "$HOLD" || log "  idle failed"
+        sleep 0.5
+    fi
+    # HTTP proxies: absolute-URI requests on kept-alive client connections.
+    client keepalive "${http[@]}" --conns "$KA_CONNS" --seconds "$WINDOW" \
+        --warmup "$WARMUP" || log "  keepalive failed"
+    # New connection + handshake (SOCKS5 or CONNECT) + one request each.
+    client connrate "${http[@]}" --concurrency "$CR_WORKERS" --seconds "$WINDOW" \
+        --warmup "$WARMUP" || log "  connrate failed"
+    client bulk --target "127.0.0.1:$SINK_PORT" "${common[@]}" \
+        --seconds "$BULK_S" || log "  bulk failed"
+    stop_proxy
+}
+
+pkg_version() { dpkg-query -W -f '${Version}' "$1" 2>/dev/null || echo '?'; }
+
+# -------------------------------------------------------------- header ---
+mkdir -p "$RESULTS_DIR"
+{
+    echo "# gost-rs proxy-protocol benchmark, $STAMP"
+    echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (dirty)')"
+    echo "kernel: $(uname -r); cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'); cores: $(nproc)"
+    echo "pinning: proxy on core $PROXY_CPU; load generator + target servers on core $LOAD_CPU (taskset)"
+    echo "ulimit -n: $SOFT; net.ipv4.tcp_tw_reuse=$(cat /proc/sys/net/ipv4/tcp_tw_reuse 2>/dev/null); ephemeral ports: $(tr '\t' - </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null)"
+    echo "systems: $SYSTEMS; rounds: $ROUNDS (interleaved, order rotated each round)"
+    echo "bulk: CONNECT + 1 stream upload for ${BULK_S} s; keep-alive: $KA_CONNS conns, ${WINDOW} s; new connections: $CR_WORKERS workers, ${WINDOW} s; idle: $IDLE_N conns"
+    has microsocks && echo "microsocks: $(pkg_version microsocks)"
+    has dante && echo "dante: $(pkg_version dante-server) (danted -N 1)"
+    has tinyproxy && echo "tinyproxy: $(pkg_version tinyproxy-bin) (MaxClients $PEER_MAXCONN)"
+    uses_gost && echo "gost: $GOST ${GOST_EXTRA_ARGS:-}"
+    echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+} >"$TMP/header.txt"
+cat "$TMP/header.txt" >&2
+: >"$TMP/results.jsonl"
+
+# --------------------------------------------------------------- rounds ---
+read -r -a ORDER <<<"$SYSTEMS"
+START=$(date +%s)
+for round in $(seq "$ROUNDS"); do
+    n=${#ORDER[@]}
+    for i in $(seq 0 $((n - 1))); do
+        run_system "${ORDER[$(( (i + round - 1) % n ))]}" "$round"
+    done
+done
+END_NOTE="measured in $(( $(date +%s) - START )) s; load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+log "$END_NOTE"
+
+# --------------------------------------------------------------- report ---
+# table FAMILY REFERENCE: direct's lines plus the family's systems.
+table() {
+    local fam=$1 ref=$2 labels="direct" s
+    for s in $SYSTEMS; do [ "$(family "$s")" = "$fam" ] && labels="$labels|$s"; done
+    grep -E "\"label\":\"($labels)\"" "$TMP/results.jsonl" >"$TMP/$fam.jsonl"
+    "$LG" report "$TMP/$fam.jsonl" --baseline direct --reference "$ref" 2>/dev/null ||
+        echo "(no results)"
+}
+TABLES=$(
+    echo "### SOCKS5 (reference: $SOCKS_REF)"
+    echo
+    echo "Keep-alive = requests in a SOCKS5 tunnel; new connections = connect + SOCKS5 handshake + 1 request; idle = SOCKS5 tunnels."
+    echo
+    table socks5 "$SOCKS_REF"
+    echo
+    echo "### HTTP proxy (reference: $HTTP_REF)"
+    echo
+    echo "Keep-alive = absolute-URI GETs to the proxy; new connections = connect + CONNECT + 1 request; bulk and idle = CONNECT tunnels."
+    echo
+    table http "$HTTP_REF"
+)
+{
+    cat "$TMP/header.txt"
+    echo "$END_NOTE"
+    echo
+    echo "$TABLES"
+    echo
+    echo "## Per-run output"
+    cat "$TMP/human.log"
+    echo
+    echo "## Result lines (JSON)"
+    cat "$TMP/results.jsonl"
+} >"$OUT"
+echo
+echo "$TABLES"
+echo
+echo "Full results: $OUT"
