@@ -15,10 +15,13 @@ const CURL: &str = "/usr/bin/curl";
 /// A small HTTP/1.1 origin with keep-alive. It answers
 /// `<METHOD> <path> len=<body length> sum=<byte sum>` with a
 /// Content-Length, except `/chunked` (chunked reply) and `/close` (no
-/// length, closes), and records every request head it receives.
+/// length, closes) and `/bye` (a keep-alive reply, then the origin closes
+/// the idle connection anyway), and records every request head it receives
+/// and how many connections it accepted.
 struct Origin {
     addr: std::net::SocketAddr,
     heads: Arc<Mutex<Vec<String>>>,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Origin {
@@ -26,15 +29,25 @@ impl Origin {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let heads = Arc::new(Mutex::new(Vec::new()));
-        let h = heads.clone();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (h, n) = (heads.clone(), accepted.clone());
         thread::spawn(move || {
             for c in l.incoming() {
                 let Ok(c) = c else { break };
+                n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let h = h.clone();
                 thread::spawn(move || serve_origin(c, h));
             }
         });
-        Origin { addr, heads }
+        Origin {
+            addr,
+            heads,
+            accepted,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn url(&self, path: &str) -> String {
@@ -140,7 +153,7 @@ fn serve_origin(mut c: TcpStream, heads: Arc<Mutex<Vec<String>>>) {
                 .as_bytes(),
             ),
         };
-        if ok.is_err() || lower.contains("connection: close") {
+        if ok.is_err() || lower.contains("connection: close") || path == "/bye" {
             return;
         }
     }
@@ -603,4 +616,60 @@ fn pipelined_requests_and_http10_clients() {
     let resp = raw(port, format!("GET {a} HTTP/1.0\r\n\r\n").as_bytes());
     assert!(resp.starts_with("HTTP/1.0 200 OK\r\n"), "{resp}");
     assert!(resp.ends_with("GET /p1 len=0 sum=0"), "{resp}");
+}
+
+#[test]
+fn origin_connection_is_reused_by_the_same_client_unless_keepalive_is_off() {
+    let proxy_port = free_port();
+    let _g = start_proxy(&format!("http://127.0.0.1:{proxy_port}"));
+    let proxy = format!("http://127.0.0.1:{proxy_port}");
+    let (a, b) = (Origin::start(), Origin::start());
+    // Same origin three times (with another origin between): one origin
+    // connection each, and no `Connection: close` sent to the origin.
+    let (code, out, err) = curl(&[
+        "-x",
+        &proxy,
+        &a.url("/1"),
+        &a.url("/2"),
+        &b.url("/x"),
+        &a.url("/3"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "GET /1 len=0 sum=0GET /2 len=0 sum=0GET /x len=0 sum=0GET /3 len=0 sum=0"
+    );
+    // a's connection was dropped when the client moved on to b.
+    assert_eq!(a.accepted(), 2);
+    assert_eq!(b.accepted(), 1);
+    assert!(a
+        .heads()
+        .iter()
+        .all(|h| !h.to_ascii_lowercase().contains("connection:")));
+
+    // The origin closes an idle kept connection: the next request goes out
+    // again on a new one, unseen by the client.
+    let c = Origin::start();
+    let (code, out, err) = curl(&["-x", &proxy, &c.url("/bye"), &c.url("/after")]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "GET /bye len=0 sum=0GET /after len=0 sum=0");
+    assert_eq!(c.accepted(), 2);
+
+    // keepalive=false: one origin connection per request, as GOST's default.
+    let off_port = free_port();
+    let _off = start_proxy(&format!("http://127.0.0.1:{off_port}?keepalive=false"));
+    let d = Origin::start();
+    let (code, out, err) = curl(&[
+        "-x",
+        &format!("http://127.0.0.1:{off_port}"),
+        &d.url("/1"),
+        &d.url("/2"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "GET /1 len=0 sum=0GET /2 len=0 sum=0");
+    assert_eq!(d.accepted(), 2);
+    assert!(d
+        .heads()
+        .iter()
+        .all(|h| h.to_ascii_lowercase().contains("connection: close")));
 }

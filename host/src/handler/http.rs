@@ -4,10 +4,12 @@
 //!
 //! Heads are parsed with `httparse`; bodies are passed through in their
 //! original framing (Content-Length or chunked), so the proxy never has to
-//! buffer a body or re-encode it. Each plain request gets its own upstream
-//! connection, sent with `Connection: close` as GOST's default transport
-//! does (`keepalive` off), while the client connection stays open for the
-//! next request whenever the framing allows it.
+//! buffer a body or re-encode it. The client connection stays open for the
+//! next request whenever the framing allows it, and so does the origin
+//! connection: the next request of the same client for the same origin
+//! reuses it (GOST opens one per request unless `keepalive` is on; an
+//! origin connection is never shared between clients, so reuse cannot mix
+//! their traffic). `keepalive: false` restores one connection per request.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -76,6 +78,9 @@ pub struct HttpOptions {
     /// `knock`: host names (comma separated) for which a failed
     /// authentication gets the real 407 despite `probeResist`.
     pub knock: Vec<String>,
+    /// `keepalive`: keep the origin connection for the client's next
+    /// request to the same origin.
+    pub keepalive: bool,
 }
 
 impl Default for HttpOptions {
@@ -88,6 +93,7 @@ impl Default for HttpOptions {
             realm: DEFAULT_REALM.into(),
             probe_resist: None,
             knock: Vec::new(),
+            keepalive: true,
         }
     }
 }
@@ -129,6 +135,7 @@ impl HttpOptions {
                         .collect()
                 })
                 .unwrap_or_default(),
+            keepalive: md.get_bool("keepalive")?.unwrap_or(d.keepalive),
         })
     }
 }
@@ -209,6 +216,7 @@ impl HttpHandler {
             io: ClientStream::new(stream, ctx.stats.clone()),
             buf: Vec::new(),
         };
+        let mut origin: Option<Origin> = None;
         loop {
             let head = match self.read_request(&mut client).await? {
                 Some(h) => h,
@@ -232,10 +240,16 @@ impl HttpHandler {
             let step = if req.method == "CONNECT" {
                 self.connect(&mut client, &req).await?
             } else {
-                self.forward(&mut client, req).await?
+                self.forward(&mut client, req, &mut origin).await?
             };
             match step {
-                Next::KeepAlive => continue,
+                Next::KeepAlive => {
+                    // An idle keep-alive connection holds no read buffer.
+                    if client.buf.is_empty() {
+                        client.buf = Vec::new();
+                    }
+                    continue;
+                }
                 Next::Close => return Ok(()),
                 Next::Tunnel(upstream) => return self.tunnel(client, upstream, &ctx).await,
             }
@@ -390,10 +404,14 @@ impl HttpHandler {
         ctx: &ConnContext,
     ) -> Result<(), HandlerError> {
         let mut upstream = upstream;
-        if !client.buf.is_empty() {
-            upstream.write_all(&client.buf).await?;
+        let Buffered { io, buf } = client;
+        if !buf.is_empty() {
+            upstream.write_all(&buf).await?;
         }
-        let client = client.io.into_inner();
+        // The read buffer would otherwise stay allocated for the tunnel's
+        // whole life.
+        drop(buf);
+        let client = io.into_inner();
         let opts = RelayOptions {
             idle_timeout: self.opts.idle_timeout,
         };
@@ -408,24 +426,79 @@ impl HttpHandler {
     /// all race in one `select!`, so an origin that answers before taking
     /// the whole body (a 413, or `Expect: 100-continue`) is heard at once
     /// instead of dead-locking against a full socket buffer.
-    async fn forward(&self, client: &mut Buffered, req: RequestHead) -> Result<Next, HandlerError> {
-        let prepared = match prepare_forward(&req) {
+    async fn forward(
+        &self,
+        client: &mut Buffered,
+        req: RequestHead,
+        origin: &mut Option<Origin>,
+    ) -> Result<Next, HandlerError> {
+        let prepared = match prepare_forward(&req, self.opts.keepalive) {
             Ok(p) => p,
             Err(e) => {
                 self.reply_error(client, e.status()).await;
                 return Err(HandlerError::Protocol(e.to_string()));
             }
         };
-        let mut upstream = match self.router.dial_tcp(&prepared.addr).await {
+        client.buf.drain(..req.len);
+        let kept = origin
+            .take()
+            .filter(|o| o.addr == prepared.addr && o.is_alive());
+        if let Some(o) = kept {
+            // Only a request without a body can be sent again: its bytes
+            // are all still at hand.
+            let retryable = prepared.body == Framing::Length(0);
+            match self
+                .exchange(client, &req, &prepared, o.stream, retryable)
+                .await?
+            {
+                Exchanged::Done { next, keep } => {
+                    *origin = keep.map(|stream| Origin {
+                        addr: prepared.addr.clone(),
+                        stream,
+                    });
+                    return Ok(next);
+                }
+                Exchanged::Stale => {
+                    tracing::debug!(addr = %prepared.addr, "kept origin connection was closed by the origin; dialing again");
+                }
+            }
+        }
+        let upstream = match self.router.dial_tcp(&prepared.addr).await {
             Ok(s) => s,
             Err(e) => {
                 self.reply_error(client, 503).await;
                 return Err(e.into());
             }
         };
-        client.buf.drain(..req.len);
+        match self
+            .exchange(client, &req, &prepared, upstream, false)
+            .await?
+        {
+            Exchanged::Done { next, keep } => {
+                *origin = keep.map(|stream| Origin {
+                    addr: prepared.addr.clone(),
+                    stream,
+                });
+                Ok(next)
+            }
+            Exchanged::Stale => Err(bad_upstream("closed before its response")),
+        }
+    }
+
+    /// Sends one prepared request over `upstream` and passes the response
+    /// back. With `retryable`, an origin that closes before sending a byte
+    /// yields `Stale` (nothing was written to the client) so the request
+    /// can go out again on a fresh connection.
+    async fn exchange(
+        &self,
+        client: &mut Buffered,
+        req: &RequestHead,
+        prepared: &Forward,
+        mut upstream: TcpStream,
+        retryable: bool,
+    ) -> Result<Exchanged, HandlerError> {
         // Bytes for the origin not written yet: the head, then body bytes.
-        let mut out: Vec<u8> = prepared.head.into_bytes();
+        let mut out: Vec<u8> = prepared.head.as_bytes().to_vec();
         let mut up_buf: Vec<u8> = Vec::new();
         let mut exchange = Exchange {
             req_body: Decoder::new(prepared.body),
@@ -433,9 +506,13 @@ impl HttpHandler {
             client_keep_alive: prepared.keep_alive,
             http10: req.minor == 0,
             head_request: req.method == "HEAD",
-            upgrade: prepared.upgrade,
+            upgrade: prepared.upgrade.clone(),
             keep_alive: false,
+            origin_persistent: prepared.origin_persistent,
+            origin_keep_alive: false,
         };
+        // Whether the origin has sent anything at all on this connection.
+        let mut heard = false;
         let mut deadline = Instant::now() + self.opts.read_timeout;
         // Set when the origin stops taking the request: it may still
         // answer (say 413 before closing), so the response is awaited, but
@@ -506,7 +583,10 @@ impl HttpHandler {
                     if !out.is_empty() {
                         upstream.write_all(&out).await?;
                     }
-                    return Ok(Next::Tunnel(upstream));
+                    return Ok(Exchanged::Done {
+                        next: Next::Tunnel(upstream),
+                        keep: None,
+                    });
                 }
             }
             if progress {
@@ -535,6 +615,7 @@ impl HttpHandler {
                 r = up_read.read_buf(&mut up_buf) => {
                     let n = match r {
                         Ok(n) => n,
+                        Err(_) if retryable && !heard => return Ok(Exchanged::Stale),
                         Err(e) => {
                             if waiting_head {
                                 self.reply_error(client, 503).await;
@@ -543,11 +624,13 @@ impl HttpHandler {
                         }
                     };
                     if n > 0 {
+                        heard = true;
                         deadline = Instant::now() + self.opts.read_timeout;
                         continue;
                     }
                     match &mut exchange.resp {
                         RespState::Body(dec) if dec.ends_at_eof() => exchange.resp = RespState::Done,
+                        RespState::Head if retryable && !heard => return Ok(Exchanged::Stale),
                         RespState::Head => {
                             self.reply_error(client, 503).await;
                             return Err(bad_upstream("closed before its response"));
@@ -563,10 +646,16 @@ impl HttpHandler {
         }
         // A request body still unread would be taken for the next request.
         let reusable = exchange.keep_alive && exchange.req_body.done() && !body_refused;
-        Ok(if reusable {
-            Next::KeepAlive
-        } else {
-            Next::Close
+        // Bytes past the response would be taken for the next one.
+        let keep =
+            (reusable && exchange.origin_keep_alive && up_buf.is_empty()).then_some(upstream);
+        Ok(Exchanged::Done {
+            next: if reusable {
+                Next::KeepAlive
+            } else {
+                Next::Close
+            },
+            keep,
         })
     }
 
@@ -623,6 +712,34 @@ fn bad_upstream(msg: impl std::fmt::Display) -> HandlerError {
         std::io::ErrorKind::InvalidData,
         format!("upstream: {msg}"),
     ))
+}
+
+/// An origin connection kept for the client's next request.
+struct Origin {
+    addr: String,
+    stream: TcpStream,
+}
+
+impl Origin {
+    /// An idle origin connection must have nothing to read: anything there
+    /// is a close (or stray bytes) that would break the next exchange.
+    fn is_alive(&self) -> bool {
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit()];
+        match socket2::SockRef::from(&self.stream).peek(&mut probe) {
+            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+            Ok(_) => false,
+        }
+    }
+}
+
+enum Exchanged {
+    Done {
+        next: Next,
+        /// The origin connection, when it may carry the next request.
+        keep: Option<TcpStream>,
+    },
+    /// A kept connection the origin had closed; nothing reached the client.
+    Stale,
 }
 
 /// What the connection does after a request.
@@ -688,6 +805,7 @@ impl RequestHead {
 #[derive(Debug)]
 struct ResponseHead {
     status: u16,
+    minor: u8,
     reason: String,
     headers: Vec<(String, Vec<u8>)>,
     len: usize,
@@ -731,6 +849,7 @@ fn parse_response(buf: &[u8]) -> Result<Option<ResponseHead>, String> {
     match resp.parse(buf) {
         Ok(httparse::Status::Complete(len)) => Ok(Some(ResponseHead {
             status: resp.code.unwrap_or_default(),
+            minor: resp.version.unwrap_or(0),
             reason: resp.reason.unwrap_or_default().to_string(),
             headers: owned_headers(resp.headers),
             len,
@@ -832,6 +951,8 @@ struct Forward {
     head: String,
     body: Framing,
     keep_alive: bool,
+    /// Sent without `Connection: close`, so the origin may keep it open.
+    origin_persistent: bool,
     /// The `Upgrade` value when the client asked for a protocol switch.
     upgrade: Option<String>,
 }
@@ -923,7 +1044,10 @@ fn body_framing(headers: &[(String, Vec<u8>)]) -> Result<Option<Framing>, String
     Ok(length.map(Framing::Length))
 }
 
-fn prepare_forward(req: &RequestHead) -> Result<Forward, BadRequest> {
+/// `reuse`: ask the origin to keep the connection open when the client
+/// keeps its own (HTTP/1.1 only; 1.0 persistence is too loosely defined to
+/// rely on).
+fn prepare_forward(req: &RequestHead, reuse: bool) -> Result<Forward, BadRequest> {
     let invalid = |m: String| BadRequest::Invalid(m);
     // GOST refuses non-proxy requests too; it forwards origin-form requests
     // with a Host, but a request for the proxy's own address would then
@@ -977,12 +1101,14 @@ fn prepare_forward(req: &RequestHead) -> Result<Forward, BadRequest> {
         }
         push_field(&mut head, name, value);
     }
+    let origin_persistent = reuse && keep_alive && req.minor == 1 && upgrade.is_none();
     match &upgrade {
         Some(u) => {
             head.push_str("Connection: Upgrade\r\nUpgrade: ");
             head.push_str(u);
             head.push_str("\r\n\r\n");
         }
+        None if origin_persistent => head.push_str("\r\n"),
         None => head.push_str("Connection: close\r\n\r\n"),
     }
     Ok(Forward {
@@ -990,6 +1116,7 @@ fn prepare_forward(req: &RequestHead) -> Result<Forward, BadRequest> {
         head,
         body,
         keep_alive,
+        origin_persistent,
         upgrade,
     })
 }
@@ -1020,6 +1147,9 @@ struct Exchange {
     upgrade: Option<String>,
     /// Decided when the final response head is written.
     keep_alive: bool,
+    origin_persistent: bool,
+    /// Whether the origin lets its connection carry another request.
+    origin_keep_alive: bool,
 }
 
 impl Exchange {
@@ -1068,6 +1198,10 @@ impl Exchange {
         };
         self.keep_alive =
             self.client_keep_alive && framing != Framing::UntilClose && self.req_body.done();
+        self.origin_keep_alive = self.origin_persistent
+            && resp.minor == 1
+            && framing != Framing::UntilClose
+            && !tokens.iter().any(|t| t == "close");
         let chunked = body_framing(&resp.headers) == Ok(Some(Framing::Chunked));
         // The proxy speaks its own version to the client (RFC 9110 6.2):
         // an HTTP/1.0 origin must not make a 1.1 client drop keep-alive.
@@ -1290,7 +1424,7 @@ mod tests {
     fn request_is_rewritten_to_origin_form_without_hop_by_hop_fields() {
         let raw = b"GET http://u:p@example.com:8080/a/../b?q=1#frag HTTP/1.1\r\nHost: other\r\nProxy-Authorization: Basic eA==\r\nProxy-Connection: keep-alive\r\nConnection: X-Secret, keep-alive\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nAccept: */*\r\n\r\n";
         let req = parse_request(raw).unwrap().unwrap();
-        let f = prepare_forward(&req).unwrap();
+        let f = prepare_forward(&req, false).unwrap();
         assert_eq!(f.addr, "example.com:8080");
         assert_eq!(
             f.head,
