@@ -1,6 +1,7 @@
 //! The `socks4`/`socks4a` and `socks5`/`socks` handlers through the real
 //! binary: curl for the common client paths, a hand-written SOCKS5 client
-//! for UDP ASSOCIATE, malformed input, timeouts and exact stats.
+//! for UDP ASSOCIATE, BIND and UDP-over-TCP, malformed input, timeouts and
+//! exact stats.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -436,8 +437,145 @@ fn malformed_and_slow_handshakes_are_answered_closed_and_counted() {
 }
 
 #[test]
-fn bind_is_refused_at_start_up() {
-    let (status, _, err) = run_gost(&["-L", "socks5://127.0.0.1:0?bind=true"]);
-    assert!(!status.success());
-    assert!(err.contains("bind"), "{err}");
+fn bind_accepts_one_peer_and_relays_both_ways() {
+    let p = free_port();
+    let g = Gost::start(&["-L", &format!("socks5://127.0.0.1:{p}?bind=true")]);
+    g.wait_tcp(p);
+    let mut c = connect(p);
+    let first = socks5_request(&mut c, 2, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    assert_eq!(&first[..8], &[5, 0, 0, 1, 127, 0, 0, 1], "{first:?}");
+    let port = u16::from_be_bytes([first[8], first[9]]);
+    assert_ne!(port, 0);
+
+    let mut peer = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    peer.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let second = read_n(&mut c, 10);
+    let peer_addr = peer.local_addr().unwrap();
+    let mut want = vec![5, 0, 0];
+    push_addr(&mut want, peer_addr);
+    assert_eq!(second, want, "second reply names the peer");
+    // The listener served its one peer and is gone.
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+
+    let data = random_bytes(100_000, 7);
+    c.write_all(&data).unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    peer.read_to_end(&mut got).unwrap();
+    assert!(got == data, "client to peer");
+    peer.write_all(b"from the peer").unwrap();
+    drop(peer);
+    let mut back = Vec::new();
+    c.read_to_end(&mut back).unwrap();
+    assert_eq!(back, b"from the peer");
+
+    // A client that leaves before any peer connects frees the port.
+    let mut c = connect(p);
+    let first = socks5_request(&mut c, 2, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    let port = u16::from_be_bytes([first[8], first[9]]);
+    drop(c);
+    let deadline = Instant::now() + TIMEOUT;
+    while TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "bind listener outlived its client"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn bind_and_udp_over_tcp_are_not_allowed_unless_enabled() {
+    let p = free_port();
+    let g = Gost::start(&["-L", &format!("socks5://127.0.0.1:{p}")]);
+    g.wait_tcp(p);
+    for (cmd, port) in [(2u8, 0u16), (0xF3, 0), (0xF3, 5000)] {
+        let mut c = connect(p);
+        let reply = socks5_request(&mut c, cmd, SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+        assert_eq!(reply[1], 2, "cmd {cmd} port {port}: {reply:?}");
+        assert_closed(&mut c);
+    }
+    // udp=true allows the relay form only; bind=true the bound form.
+    let q = free_port();
+    let g2 = Gost::start(&["-L", &format!("socks5://127.0.0.1:{q}?udp=true")]);
+    g2.wait_tcp(q);
+    let mut c = connect(q);
+    let port = free_udp_port();
+    let reply = socks5_request(&mut c, 0xF3, SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    assert_eq!(reply[1], 2, "{reply:?}");
+}
+
+/// One UDP-over-TCP frame: length, FRAG, address, payload.
+fn tun_frame(frag: u8, to: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u16).to_be_bytes().to_vec();
+    f.push(frag);
+    push_addr(&mut f, to);
+    f.extend_from_slice(payload);
+    f
+}
+
+#[test]
+fn udp_over_tcp_carries_datagrams_as_frames() {
+    let echo = udp_echo_server();
+    let (p, api) = (free_port(), free_port());
+    let g = Gost::start(&[
+        "-L",
+        &format!("socks5://127.0.0.1:{p}?udp=true&bind=true&enableStats=true"),
+        "-api",
+        &format!("127.0.0.1:{api}"),
+    ]);
+    g.wait_tcp(p);
+    g.wait_tcp(api);
+    let base = stats(api, "service-0");
+
+    let mut c = connect(p);
+    let reply = socks5_request(&mut c, 0xF3, SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+    assert_eq!(&reply[..2], &[5, 0], "{reply:?}");
+    let mut sent = 0u64;
+    let mut received = 0u64;
+    // Frames written in one go (and one split across writes) each become
+    // one datagram; GOST clients send FRAG 0xFF.
+    let payloads: Vec<Vec<u8>> = [1usize, 1400, 4000]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| random_bytes(*n, 40 + i as u64))
+        .collect();
+    let mut all = Vec::new();
+    for pl in &payloads {
+        all.extend(tun_frame(0xFF, echo, pl));
+    }
+    c.write_all(&all[..7]).unwrap();
+    thread::sleep(Duration::from_millis(50));
+    c.write_all(&all[7..]).unwrap();
+    sent += all.len() as u64;
+    for pl in &payloads {
+        let head = read_n(&mut c, 10);
+        let want = tun_frame(0xFF, echo, pl);
+        assert_eq!(head, want[..10], "frame header names the echo server");
+        assert!(read_n(&mut c, pl.len()) == *pl);
+        received += want.len() as u64;
+    }
+    drop(c);
+    let st = stats(api, "service-0");
+    let delta = |k: &str| st[k].as_u64().unwrap() - base[k].as_u64().unwrap();
+    assert_eq!(delta("inputBytes"), 13 + sent, "{st}");
+    assert_eq!(delta("outputBytes"), 12 + received, "{st}");
+    assert_eq!(st["totalErrs"], 0, "{st}");
+
+    // The bound form: a socket at the asked port, reachable from outside.
+    let mut c = connect(p);
+    let port = free_udp_port();
+    let reply = socks5_request(&mut c, 0xF3, SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    assert_eq!(reply[1], 0, "{reply:?}");
+    assert_eq!(u16::from_be_bytes([reply[8], reply[9]]), port);
+    let outside = UdpSocket::bind("127.0.0.1:0").unwrap();
+    outside.send_to(b"knock", ("127.0.0.1", port)).unwrap();
+    let head = read_n(&mut c, 10);
+    let want = tun_frame(0xFF, outside.local_addr().unwrap(), b"knock");
+    assert_eq!(head, want[..10]);
+    assert_eq!(read_n(&mut c, 5), b"knock");
+
+    // A frame with an unknown address type ends the tunnel.
+    c.write_all(&[0, 1, 0, 9, 0]).unwrap();
+    assert_closed(&mut c);
 }

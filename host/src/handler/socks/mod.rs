@@ -7,7 +7,9 @@
 //! request (optimistic clients send data before the reply) are kept and
 //! passed to the target ahead of the relay instead of being lost.
 
+mod bind;
 pub mod udp;
+mod udptun;
 pub mod v4;
 pub mod v5;
 

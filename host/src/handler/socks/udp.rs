@@ -7,8 +7,8 @@
 //! source IP the client expects), accepts datagrams only from the control
 //! connection's client IP, and replies to the UDP address the client last
 //! sent from. Fragmented datagrams (FRAG != 0) are dropped, as RFC 1928
-//! allows for servers without reassembly. GOST's UDP-over-TCP command
-//! (0xF3) is not implemented.
+//! allows for servers without reassembly. The target side ([`Targets`]) is
+//! shared with GOST's UDP-over-TCP command (`udptun`).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -56,9 +56,7 @@ pub(super) async fn associate(
         relay,
         client_ip,
         client_addr: None,
-        out_v4: None,
-        out_v6: None,
-        resolve_timeout,
+        targets: Targets::new(resolve_timeout),
         ctx,
     };
     let mut from_client = vec![0u8; REQUEST_HEADER_MAX + buffer_size];
@@ -80,10 +78,10 @@ pub(super) async fn associate(
                 Ok((n, from)) => assoc.on_client_datagram(&from_client[..n], from).await,
                 Err(e) => tracing::trace!(error = %e, "socks5 udp relay receive"),
             },
-            r = recv_from(assoc.out_v4.as_ref(), &mut from_v4[REPLY_HEADER_MAX..]) => {
+            r = recv_from(assoc.targets.v4.as_ref(), &mut from_v4[REPLY_HEADER_MAX..]) => {
                 assoc.on_target_datagram(r, &mut from_v4).await
             }
-            r = recv_from(assoc.out_v6.as_ref(), &mut from_v6[REPLY_HEADER_MAX..]) => {
+            r = recv_from(assoc.targets.v6.as_ref(), &mut from_v6[REPLY_HEADER_MAX..]) => {
                 assoc.on_target_datagram(r, &mut from_v6).await
             }
         }
@@ -93,7 +91,10 @@ pub(super) async fn associate(
 }
 
 /// Receives on a target-side socket that may not exist yet.
-async fn recv_from(sock: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+pub(super) async fn recv_from(
+    sock: Option<&UdpSocket>,
+    buf: &mut [u8],
+) -> io::Result<(usize, SocketAddr)> {
     match sock {
         Some(s) => s.recv_from(buf).await,
         None => std::future::pending().await,
@@ -106,11 +107,80 @@ struct Association<'a> {
     client_ip: IpAddr,
     /// Where replies go: the source of the client's latest datagram.
     client_addr: Option<SocketAddr>,
-    /// Face the targets, one per address family, opened on first use.
-    out_v4: Option<UdpSocket>,
-    out_v6: Option<UdpSocket>,
-    resolve_timeout: Duration,
+    targets: Targets,
     ctx: &'a ConnContext,
+}
+
+/// The sockets facing the targets, one per address family, opened on
+/// first use.
+pub(super) struct Targets {
+    pub(super) v4: Option<UdpSocket>,
+    pub(super) v6: Option<UdpSocket>,
+    resolve_timeout: Duration,
+}
+
+impl Targets {
+    pub(super) fn new(resolve_timeout: Duration) -> Self {
+        Targets {
+            v4: None,
+            v6: None,
+            resolve_timeout,
+        }
+    }
+
+    /// Sends a payload to a target. Failures drop the datagram, as a lost
+    /// datagram would be.
+    pub(super) async fn send(&mut self, target: TargetAddr, payload: &[u8]) {
+        let dst = match target {
+            TargetAddr::Ip(a) => a,
+            TargetAddr::Domain(host, port) => match self.resolve(&host, port).await {
+                Some(a) => a,
+                None => {
+                    tracing::debug!(host, "socks5 udp: cannot resolve target");
+                    return;
+                }
+            },
+        };
+        let sock = match self.socket(dst.is_ipv4()).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "socks5 udp: cannot open a target socket");
+                return;
+            }
+        };
+        if let Err(e) = sock.send_to(payload, dst).await {
+            tracing::debug!(dst = %dst, error = %e, "socks5 udp: send to target");
+        }
+    }
+
+    async fn socket(&mut self, v4: bool) -> io::Result<&UdpSocket> {
+        let slot = if v4 { &mut self.v4 } else { &mut self.v6 };
+        if slot.is_none() {
+            let any: IpAddr = if v4 {
+                Ipv4Addr::UNSPECIFIED.into()
+            } else {
+                Ipv6Addr::UNSPECIFIED.into()
+            };
+            *slot = Some(UdpSocket::bind((any, 0)).await?);
+        }
+        slot.as_ref()
+            .ok_or_else(|| io::Error::other("target socket missing"))
+    }
+
+    /// A domain target, preferring IPv4 as GOST does.
+    async fn resolve(&self, host: &str, port: u16) -> Option<SocketAddr> {
+        let addrs: Vec<SocketAddr> =
+            tokio::time::timeout(self.resolve_timeout, tokio::net::lookup_host((host, port)))
+                .await
+                .ok()?
+                .ok()?
+                .collect();
+        addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or_else(|| addrs.first())
+            .copied()
+    }
 }
 
 impl Association<'_> {
@@ -130,26 +200,7 @@ impl Association<'_> {
             tracing::trace!(from = %from, "socks5 udp: malformed or fragmented datagram dropped");
             return;
         };
-        let dst = match target {
-            TargetAddr::Ip(a) => a,
-            TargetAddr::Domain(host, port) => match self.resolve(&host, port).await {
-                Some(a) => a,
-                None => {
-                    tracing::debug!(host, "socks5 udp: cannot resolve target");
-                    return;
-                }
-            },
-        };
-        let sock = match self.out_socket(dst.is_ipv4()).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "socks5 udp: cannot open a target socket");
-                return;
-            }
-        };
-        if let Err(e) = sock.send_to(&dgram[header_len..], dst).await {
-            tracing::debug!(dst = %dst, error = %e, "socks5 udp: send to target");
-        }
+        self.targets.send(target, &dgram[header_len..]).await;
     }
 
     /// A datagram from a target, received at `buf[REPLY_HEADER_MAX..]`:
@@ -179,39 +230,6 @@ impl Association<'_> {
             Err(e) => tracing::debug!(to = %to, error = %e, "socks5 udp: send to client"),
         }
     }
-
-    async fn out_socket(&mut self, v4: bool) -> io::Result<&UdpSocket> {
-        let slot = if v4 {
-            &mut self.out_v4
-        } else {
-            &mut self.out_v6
-        };
-        if slot.is_none() {
-            let any: IpAddr = if v4 {
-                Ipv4Addr::UNSPECIFIED.into()
-            } else {
-                Ipv6Addr::UNSPECIFIED.into()
-            };
-            *slot = Some(UdpSocket::bind((any, 0)).await?);
-        }
-        slot.as_ref()
-            .ok_or_else(|| io::Error::other("target socket missing"))
-    }
-
-    /// A domain target, preferring IPv4 as GOST does.
-    async fn resolve(&self, host: &str, port: u16) -> Option<SocketAddr> {
-        let addrs: Vec<SocketAddr> =
-            tokio::time::timeout(self.resolve_timeout, tokio::net::lookup_host((host, port)))
-                .await
-                .ok()?
-                .ok()?
-                .collect();
-        addrs
-            .iter()
-            .find(|a| a.is_ipv4())
-            .or_else(|| addrs.first())
-            .copied()
-    }
 }
 
 /// `RSV(2) FRAG ATYP DST.ADDR DST.PORT`: the target and the header length,
@@ -220,29 +238,35 @@ fn parse_header(d: &[u8]) -> Option<(TargetAddr, usize)> {
     if d.len() < 4 || d[2] != 0 {
         return None;
     }
-    let (target, len) = match d[3] {
+    parse_addr(d, 3)
+}
+
+/// `ATYP ADDR PORT` starting at `d[at]`: the address and where it ends;
+/// `None` when incomplete or malformed.
+pub(super) fn parse_addr(d: &[u8], at: usize) -> Option<(TargetAddr, usize)> {
+    let a = at + 1;
+    match *d.get(at)? {
         ATYP_IPV4 => {
-            let b: [u8; 4] = d.get(4..8)?.try_into().ok()?;
-            let port = u16::from_be_bytes(d.get(8..10)?.try_into().ok()?);
-            (TargetAddr::Ip(SocketAddr::from((b, port))), 10)
+            let b: [u8; 4] = d.get(a..a + 4)?.try_into().ok()?;
+            let port = u16::from_be_bytes(d.get(a + 4..a + 6)?.try_into().ok()?);
+            Some((TargetAddr::Ip(SocketAddr::from((b, port))), a + 6))
         }
         ATYP_IPV6 => {
-            let b: [u8; 16] = d.get(4..20)?.try_into().ok()?;
-            let port = u16::from_be_bytes(d.get(20..22)?.try_into().ok()?);
-            (TargetAddr::Ip(SocketAddr::from((b, port))), 22)
+            let b: [u8; 16] = d.get(a..a + 16)?.try_into().ok()?;
+            let port = u16::from_be_bytes(d.get(a + 16..a + 18)?.try_into().ok()?);
+            Some((TargetAddr::Ip(SocketAddr::from((b, port))), a + 18))
         }
         ATYP_DOMAIN => {
-            let n = *d.get(4)? as usize;
-            let name = std::str::from_utf8(d.get(5..5 + n)?).ok()?;
+            let n = *d.get(a)? as usize;
+            let name = std::str::from_utf8(d.get(a + 1..a + 1 + n)?).ok()?;
             if name.is_empty() {
                 return None;
             }
-            let port = u16::from_be_bytes(d.get(5 + n..7 + n)?.try_into().ok()?);
-            (TargetAddr::Domain(name.to_string(), port), 7 + n)
+            let port = u16::from_be_bytes(d.get(a + 1 + n..a + 3 + n)?.try_into().ok()?);
+            Some((TargetAddr::Domain(name.to_string(), port), a + 3 + n))
         }
-        _ => return None,
-    };
-    Some((target, len))
+        _ => None,
+    }
 }
 
 #[cfg(test)]

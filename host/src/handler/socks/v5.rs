@@ -1,14 +1,14 @@
 //! SOCKS5 (`socks5`, `socks`; GOST's handler/socks/v5): RFC 1928 with the
-//! user/password method of RFC 1929, CONNECT and UDP ASSOCIATE.
+//! user/password method of RFC 1929, CONNECT, BIND, UDP ASSOCIATE and
+//! GOST's UDP-over-TCP command (0xF3).
 //!
 //! As in GOST, a service with an auther accepts only user/password, and
-//! UDP ASSOCIATE and BIND are off unless enabled (`udp=true`, `bind=true`);
-//! a disabled command is answered "not allowed" (0x02). BIND itself is not
-//! implemented yet, so `bind=true` is refused at start-up rather than
-//! silently ignored. GOST's extensions (TLS methods 0x80/0x82, the
-//! multiplexed BIND and UDP-over-TCP commands 0xF2/0xF3, Tor's resolve
-//! commands) are answered "command not supported" like any unknown
-//! command.
+//! UDP (ASSOCIATE, and UDP-over-TCP with port 0) and BIND (and
+//! UDP-over-TCP with a port) are off unless enabled (`udp=true`,
+//! `bind=true`); a disabled command is answered "not allowed" (0x02).
+//! GOST's other extensions (TLS methods 0x80/0x82, the multiplexed BIND
+//! 0xF2, Tor's resolve commands) are answered "command not supported" like
+//! any unknown command.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -36,6 +36,8 @@ const USER_PASS_FAILURE: u8 = 1;
 const CMD_CONNECT: u8 = 1;
 const CMD_BIND: u8 = 2;
 const CMD_UDP_ASSOCIATE: u8 = 3;
+/// GOST's UDP-over-TCP extension.
+const CMD_UDP_TUN: u8 = 0xF3;
 
 pub(super) const ATYP_IPV4: u8 = 1;
 pub(super) const ATYP_DOMAIN: u8 = 3;
@@ -68,6 +70,11 @@ pub struct Socks5Options {
     /// `udp.bufferSize` (or `udpBufferSize`): largest datagram relayed;
     /// longer ones are truncated, as GOST's fixed buffer does.
     pub udp_buffer_size: usize,
+    /// `bind`: allow BIND (off by default, as in GOST).
+    pub bind: bool,
+    /// `publicAddr` (or `socks.publicAddr`): the host BIND reports instead
+    /// of the control connection's local IP, for a server behind NAT.
+    pub public_addr: Option<String>,
 }
 
 impl Default for Socks5Options {
@@ -77,19 +84,14 @@ impl Default for Socks5Options {
             idle_timeout: None,
             udp: false,
             udp_buffer_size: DEFAULT_UDP_BUFFER,
+            bind: false,
+            public_addr: None,
         }
     }
 }
 
 impl Socks5Options {
     pub fn from_metadata(md: &Metadata) -> Result<Self, MetadataError> {
-        if md.get_bool("bind")? == Some(true) {
-            return Err(MetadataError {
-                key: "bind".into(),
-                value: "true".into(),
-                expected: "false: SOCKS5 BIND is not supported yet",
-            });
-        }
         let buffer = match md.get_int("udp.bufferSize")? {
             Some(v) => Some(v),
             None => md.get_int("udpBufferSize")?,
@@ -102,6 +104,11 @@ impl Socks5Options {
                 .filter(|b| *b > 0)
                 .map(|b| (b as usize).min(MAX_UDP_BUFFER))
                 .unwrap_or(DEFAULT_UDP_BUFFER),
+            bind: md.get_bool("bind")?.unwrap_or(false),
+            public_addr: match md.get_string("socks.publicAddr")? {
+                Some(v) if !v.is_empty() => Some(v),
+                _ => md.get_string("publicAddr")?.filter(|v| !v.is_empty()),
+            },
         })
     }
 }
@@ -156,8 +163,28 @@ impl Socks5Handler {
                 )
                 .await
             }
+            CMD_BIND if self.opts.bind => {
+                super::bind::bind(
+                    hs,
+                    &ctx,
+                    &req.target,
+                    self.opts.public_addr.as_deref(),
+                    self.opts.idle_timeout,
+                )
+                .await
+            }
+            CMD_UDP_TUN if self.udp_tun_allowed(&req.target) => {
+                super::udptun::serve(
+                    hs,
+                    &ctx,
+                    &req.target,
+                    &self.router,
+                    self.opts.udp_buffer_size,
+                )
+                .await
+            }
             // GOST answers disabled commands and counts no error.
-            CMD_UDP_ASSOCIATE | CMD_BIND => {
+            CMD_UDP_ASSOCIATE | CMD_BIND | CMD_UDP_TUN => {
                 hs.write(&reply(REP_NOT_ALLOWED, None)).await?;
                 tracing::debug!(service = %ctx.service, client = %ctx.peer, cmd = req.cmd, "socks5 command not allowed");
                 Ok(())
@@ -166,6 +193,20 @@ impl Socks5Handler {
                 let _ = hs.write(&reply(REP_CMD_NOT_SUPPORTED, None)).await;
                 Err(protocol(format!("socks5: unsupported command {other}")))
             }
+        }
+    }
+
+    /// GOST's UDP-over-TCP: port 0 asks for a relay (needs `udp`), a port
+    /// for a socket bound there (needs `bind`).
+    fn udp_tun_allowed(&self, target: &TargetAddr) -> bool {
+        let port = match target {
+            TargetAddr::Ip(a) => a.port(),
+            TargetAddr::Domain(_, p) => *p,
+        };
+        if port == 0 {
+            self.opts.udp
+        } else {
+            self.opts.bind
         }
     }
 
@@ -322,6 +363,21 @@ pub(super) fn put_addr(out: &mut Vec<u8>, addr: SocketAddr) {
     out.extend_from_slice(&addr.port().to_be_bytes());
 }
 
+/// Appends `ATYP ADDR PORT` for a host given as text: an IP when it is
+/// one, else a domain name (cut to the 255 bytes SOCKS allows).
+pub(super) fn put_host(out: &mut Vec<u8>, host: &str, port: u16) {
+    match host.trim_matches(['[', ']']).parse::<IpAddr>() {
+        Ok(ip) => put_addr(out, SocketAddr::new(ip, port)),
+        Err(_) => {
+            let name = &host.as_bytes()[..host.len().min(255)];
+            out.push(ATYP_DOMAIN);
+            out.push(name.len() as u8);
+            out.extend_from_slice(name);
+            out.extend_from_slice(&port.to_be_bytes());
+        }
+    }
+}
+
 /// `VER REP RSV ATYP BND.ADDR BND.PORT`; 0.0.0.0:0 when there is no
 /// bound address to report.
 pub(super) fn reply(code: u8, bound: Option<SocketAddr>) -> Vec<u8> {
@@ -404,7 +460,10 @@ mod tests {
         let d = Socks5Options::from_metadata(&Metadata::new()).unwrap();
         assert_eq!(d.read_timeout, Duration::from_secs(15));
         assert!(!d.udp);
-        let bind: Metadata = serde_json::from_str(r#"{"bind":true}"#).unwrap();
-        assert!(Socks5Options::from_metadata(&bind).is_err());
+        let bind: Metadata =
+            serde_json::from_str(r#"{"bind":true,"publicAddr":"example.net"}"#).unwrap();
+        let o = Socks5Options::from_metadata(&bind).unwrap();
+        assert!(o.bind && !o.udp);
+        assert_eq!(o.public_addr.as_deref(), Some("example.net"));
     }
 }

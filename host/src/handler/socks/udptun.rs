@@ -1,0 +1,169 @@
+//! GOST's UDP-over-TCP (SOCKS5 command 0xF3): datagrams travel as frames
+//! on the SOCKS connection itself, for clients that cannot reach the
+//! proxy over UDP (GOST's socks5 connector uses it to carry UDP through
+//! a chain).
+//!
+//! A frame is a SOCKS5 UDP header whose RSV field holds the payload length:
+//! `LEN(2) FRAG ATYP ADDR PORT PAYLOAD`; the relay sends FRAG 0xFF, as GOST
+//! does. A request for port 0 gets a relay socket (needs `udp=true`); a
+//! request for a port gets a socket bound there (needs `bind=true`).
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UdpSocket;
+
+use super::udp::{parse_addr, recv_from, Targets};
+use super::v5::{
+    put_addr, reply, ATYP_DOMAIN, ATYP_IPV4, ATYP_IPV6, REP_GENERAL_FAILURE, REP_SUCCEEDED,
+};
+use super::{protocol, Handshake, TargetAddr};
+use crate::handler::{ConnContext, HandlerError};
+use crate::router::Router;
+
+/// Room before a received payload for the frame header: LEN FRAG, then an
+/// IPv6 address and port at most (sources are never domain names).
+const HEADER_ROOM: usize = 3 + 1 + 16 + 2;
+/// GOST marks relayed frames with this FRAG value.
+const FRAG_TUN: u8 = 0xFF;
+
+pub(super) async fn serve(
+    mut hs: Handshake,
+    ctx: &ConnContext,
+    target: &TargetAddr,
+    router: &Router,
+    buffer_size: usize,
+) -> Result<(), HandlerError> {
+    let mut targets = Targets::new(router.dial_timeout);
+    let bound = match open(target, &mut targets).await {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = hs.write(&reply(REP_GENERAL_FAILURE, None)).await;
+            return Err(e.into());
+        }
+    };
+    hs.write(&reply(REP_SUCCEEDED, Some(bound))).await?;
+    tracing::debug!(service = %ctx.service, client = %ctx.peer, bind = %bound, "socks5 udp-over-tcp");
+
+    let (mut stream, mut inbuf) = hs.finish();
+    let (mut rd, mut wr) = stream.split();
+    let mut from_v4 = vec![0u8; HEADER_ROOM + buffer_size];
+    let mut from_v6 = vec![0u8; HEADER_ROOM + buffer_size];
+    loop {
+        while let Some((dst, start, end)) = next_frame(&inbuf).map_err(protocol)? {
+            targets.send(dst, &inbuf[start..end]).await;
+            inbuf.drain(..end);
+        }
+        inbuf.reserve(buffer_size);
+        let (r, buf) = tokio::select! {
+            r = rd.read_buf(&mut inbuf) => {
+                match r {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if let Some(s) = &ctx.stats {
+                            s.add_input(n as u64);
+                        }
+                        continue;
+                    }
+                    Err(e) if crate::relay::is_disconnect(&e) => break,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            r = recv_from(targets.v4.as_ref(), &mut from_v4[HEADER_ROOM..]) => (r, &mut from_v4),
+            r = recv_from(targets.v6.as_ref(), &mut from_v6[HEADER_ROOM..]) => (r, &mut from_v6),
+        };
+        let (n, from) = match r {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::trace!(error = %e, "socks5 udp-over-tcp: target receive");
+                continue;
+            }
+        };
+        // An empty payload would read as GOST's length-less form.
+        if n == 0 {
+            continue;
+        }
+        let mut header = Vec::with_capacity(HEADER_ROOM);
+        header.extend_from_slice(&(n as u16).to_be_bytes());
+        header.push(FRAG_TUN);
+        put_addr(&mut header, from);
+        let start = HEADER_ROOM - header.len();
+        buf[start..HEADER_ROOM].copy_from_slice(&header);
+        let frame = &buf[start..HEADER_ROOM + n];
+        wr.write_all(frame).await?;
+        if let Some(s) = &ctx.stats {
+            s.add_output(frame.len() as u64);
+        }
+    }
+    tracing::debug!(service = %ctx.service, client = %ctx.peer, "socks5 udp-over-tcp closed");
+    Ok(())
+}
+
+/// Opens the socket the request asks for and returns the address to report.
+async fn open(target: &TargetAddr, targets: &mut Targets) -> std::io::Result<SocketAddr> {
+    let port = match target {
+        TargetAddr::Ip(a) => a.port(),
+        TargetAddr::Domain(_, p) => *p,
+    };
+    let sock = if port == 0 {
+        UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await?
+    } else {
+        UdpSocket::bind(target.to_string()).await?
+    };
+    let bound = sock.local_addr()?;
+    if bound.is_ipv4() {
+        targets.v4 = Some(sock);
+    } else {
+        targets.v6 = Some(sock);
+    }
+    Ok(bound)
+}
+
+/// The first complete frame in `buf`: its target and the payload's range.
+/// `Ok(None)` while incomplete; an error for a frame that cannot be read.
+fn next_frame(buf: &[u8]) -> Result<Option<(TargetAddr, usize, usize)>, String> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = u16::from_be_bytes([buf[0], buf[1]]) as usize;
+    let header = match buf[3] {
+        ATYP_IPV4 => 3 + 1 + 4 + 2,
+        ATYP_IPV6 => 3 + 1 + 16 + 2,
+        ATYP_DOMAIN => match buf.get(4) {
+            Some(n) => 3 + 2 + *n as usize + 2,
+            None => return Ok(None),
+        },
+        other => return Err(format!("socks5 udp-over-tcp: unknown address type {other}")),
+    };
+    if buf.len() < header + len {
+        return Ok(None);
+    }
+    let (dst, end) =
+        parse_addr(buf, 3).ok_or("socks5 udp-over-tcp: malformed address in a frame")?;
+    debug_assert_eq!(end, header);
+    Ok(Some((dst, header, header + len)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames() {
+        let mut f = vec![0, 2, 0xFF, ATYP_IPV4, 127, 0, 0, 1, 0, 53, b'h', b'i', 9];
+        assert_eq!(
+            next_frame(&f).unwrap(),
+            Some((TargetAddr::Ip("127.0.0.1:53".parse().unwrap()), 10, 12))
+        );
+        f.truncate(11);
+        assert_eq!(next_frame(&f).unwrap(), None);
+        let d = [0, 1, 0, ATYP_DOMAIN, 1, b'h', 0, 7, b'x'];
+        assert_eq!(
+            next_frame(&d).unwrap(),
+            Some((TargetAddr::Domain("h".into(), 7), 8, 9))
+        );
+        assert!(next_frame(&[0, 1, 0, 9, 0]).is_err());
+        assert!(next_frame(&[0, 0, 0, ATYP_DOMAIN, 0, 0, 7]).is_err());
+        assert_eq!(next_frame(&[0, 0, 0]).unwrap(), None);
+    }
+}
