@@ -269,6 +269,12 @@ fn build_service(root: &Config, cfg: &ServiceConfig) -> Result<Service, BuildErr
         router,
         auther: build_auther(root, cfg),
     };
+    if cfg.forwarder.is_some() && !matches!(handler_type, "tcp" | "udp" | "forward") {
+        // GOST hands a forwarder only to handlers that forward (tcp, udp,
+        // relay, ...) and ignores it elsewhere; say so instead of ignoring
+        // it silently.
+        tracing::warn!(service = %cfg.name, handler = handler_type, "the handler does not use a forwarder; forwarder ignored (as GOST does)");
+    }
     let handler: Arc<dyn Handler> = match handler_type {
         "tcp" | "udp" | "forward" => Arc::new(build_forward_handler(root, cfg, deps.router)?),
         "socks4" | "socks4a" => Arc::new(build_socks4(cfg, deps)?),

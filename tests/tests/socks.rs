@@ -579,3 +579,27 @@ fn udp_over_tcp_carries_datagrams_as_frames() {
     c.write_all(&[0, 1, 0, 9, 0]).unwrap();
     assert_closed(&mut c);
 }
+
+#[test]
+fn a_forwarder_on_a_socks5_service_is_ignored_with_a_warning() {
+    let http = origin("127.0.0.1:0");
+    let decoy = tcp_greeter("decoy");
+    let p = free_port();
+    let dir = TempDir::new("socks-fwd");
+    let cfg = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:\n- name: s5\n  addr: 127.0.0.1:{p}\n  handler: {{type: socks5}}\n  listener: {{type: tcp}}\n  forwarder:\n    nodes: [{{name: n0, addr: \"{decoy}\"}}]\n"
+        ),
+    );
+    let g = Gost::start(&["-C", &cfg]);
+    g.wait_tcp(p);
+    let (ok, body) = curl(&[
+        "--socks5",
+        &format!("127.0.0.1:{p}"),
+        &format!("http://127.0.0.1:{}/", http.port()),
+    ]);
+    assert!(ok && body == BODY, "{body:?}\n{}", g.log());
+    g.wait_log("forwarder ignored");
+    assert!(g.log().contains("s5"), "{}", g.log());
+}
