@@ -237,30 +237,7 @@ EOF2
                 >"$TMP/$sys.log" 2>&1 & ;;
         *) log "unknown system $sys"; return 1 ;;
     esac
-    PROXY_PID=$!
-    PIDS+=("$PROXY_PID")
-    if ! "$LG" waitport --target "127.0.0.1:$PROXY_PORT" --timeout 15; then
-        log "$sys did not start; its log:"
-        tail -n 20 "$TMP/$sys.log" >&2
-        stop_pid "$PROXY_PID"
-        return 1
-    fi
-    # Let the connection made by waitport finish before any baseline.
-    sleep 0.3
-    return 0
-}
-
-stop_proxy() {
-    [ -n "$PROXY_PID" ] && stop_pid "$PROXY_PID"
-    PROXY_PID=""
-}
-
-PINNING_SHOWN=""
-show_pinning() {
-    local sys=$1
-    case " $PINNING_SHOWN " in *" $sys "*) return ;; esac
-    PINNING_SHOWN="$PINNING_SHOWN $sys"
-    [ -n "$PROXY_PID" ] && log "  pinning: $sys $(taskset -cp "$PROXY_PID" 2>&1 | sed 's/.*current //')"
+    await_proxy "$sys" $!
 }
 
 # run_system SYSTEM ROUND: every metric for one system, on one fresh proxy

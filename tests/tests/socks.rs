@@ -210,6 +210,23 @@ fn push_addr(out: &mut Vec<u8>, a: SocketAddr) {
     out.extend_from_slice(&a.port().to_be_bytes());
 }
 
+/// A socks5 service on 127.0.0.1 with `query` (ending in `&` when not
+/// empty) and stats on, and the API: the process, the service port, the
+/// API port and the stats before any traffic.
+fn socks5_with_stats(query: &str) -> (Gost, u16, u16, serde_json::Value) {
+    let (p, api) = (free_port(), free_port());
+    let g = Gost::start(&[
+        "-L",
+        &format!("socks5://127.0.0.1:{p}?{query}enableStats=true"),
+        "-api",
+        &format!("127.0.0.1:{api}"),
+    ]);
+    g.wait_tcp(p);
+    g.wait_tcp(api);
+    let base = stats(api, "service-0");
+    (g, p, api, base)
+}
+
 fn stats(api: u16, svc: &str) -> serde_json::Value {
     let s = wait_service(api, svc, |s| s["status"]["stats"]["currentConns"] == 0);
     s["status"]["stats"].clone()
@@ -218,16 +235,7 @@ fn stats(api: u16, svc: &str) -> serde_json::Value {
 #[test]
 fn udp_associate_relays_datagrams_until_the_control_connection_closes() {
     let echo = udp_echo_server();
-    let (p, api) = (free_port(), free_port());
-    let g = Gost::start(&[
-        "-L",
-        &format!("socks5://127.0.0.1:{p}?udp=true&enableStats=true"),
-        "-api",
-        &format!("127.0.0.1:{api}"),
-    ]);
-    g.wait_tcp(p);
-    g.wait_tcp(api);
-    let base = stats(api, "service-0");
+    let (_g, p, api, base) = socks5_with_stats("udp=true&");
 
     let mut c = connect(p);
     let reply = socks5_request(&mut c, 3, SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
@@ -307,16 +315,7 @@ fn udp_associate_is_not_allowed_unless_enabled() {
 #[test]
 fn connect_counts_handshake_and_payload_and_maps_dial_errors() {
     let echo = tcp_echo_server();
-    let (p, api) = (free_port(), free_port());
-    let g = Gost::start(&[
-        "-L",
-        &format!("socks5://127.0.0.1:{p}?enableStats=true"),
-        "-api",
-        &format!("127.0.0.1:{api}"),
-    ]);
-    g.wait_tcp(p);
-    g.wait_tcp(api);
-    let base = stats(api, "service-0");
+    let (_g, p, api, base) = socks5_with_stats("");
 
     let mut c = connect(p);
     let reply = socks5_request(&mut c, 1, echo);
@@ -517,16 +516,7 @@ fn tun_frame(frag: u8, to: SocketAddr, payload: &[u8]) -> Vec<u8> {
 #[test]
 fn udp_over_tcp_carries_datagrams_as_frames() {
     let echo = udp_echo_server();
-    let (p, api) = (free_port(), free_port());
-    let g = Gost::start(&[
-        "-L",
-        &format!("socks5://127.0.0.1:{p}?udp=true&bind=true&enableStats=true"),
-        "-api",
-        &format!("127.0.0.1:{api}"),
-    ]);
-    g.wait_tcp(p);
-    g.wait_tcp(api);
-    let base = stats(api, "service-0");
+    let (_g, p, api, base) = socks5_with_stats("udp=true&bind=true&");
 
     let mut c = connect(p);
     let reply = socks5_request(&mut c, 0xF3, SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
