@@ -14,6 +14,7 @@ use crate::config::{Config, ForwardNodeConfig, Kind, SelectorConfig, ServiceConf
 use crate::handler::auto::AutoHandler;
 use crate::handler::forward::{ForwardHandler, ForwardOptions};
 use crate::handler::http::{HttpHandler, HttpOptions};
+use crate::handler::relay::{RelayHandler, RelayHandlerOptions};
 use crate::handler::socks::{Socks4Handler, Socks4Options, Socks5Handler, Socks5Options};
 use crate::handler::{Handler, HandlerDeps};
 use crate::listener::tcp::TcpListen;
@@ -28,7 +29,7 @@ use crate::service::{Hooks, Service, Status};
 pub const LISTENERS: &[&str] = &["tcp", "udp"];
 /// Handler types this build can run.
 pub const HANDLERS: &[&str] = &[
-    "tcp", "udp", "forward", "http", "auto", "socks4", "socks4a", "socks5", "socks",
+    "tcp", "udp", "forward", "http", "auto", "socks4", "socks4a", "socks5", "socks", "relay",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -269,7 +270,7 @@ fn build_service(root: &Config, cfg: &ServiceConfig) -> Result<Service, BuildErr
         router,
         auther: build_auther(root, cfg),
     };
-    if cfg.forwarder.is_some() && !matches!(handler_type, "tcp" | "udp" | "forward") {
+    if cfg.forwarder.is_some() && !matches!(handler_type, "tcp" | "udp" | "forward" | "relay") {
         // GOST hands a forwarder only to handlers that forward (tcp, udp,
         // relay, ...) and ignores it elsewhere; say so instead of ignoring
         // it silently.
@@ -280,6 +281,7 @@ fn build_service(root: &Config, cfg: &ServiceConfig) -> Result<Service, BuildErr
         "socks4" | "socks4a" => Arc::new(build_socks4(cfg, deps)?),
         "socks5" | "socks" => Arc::new(build_socks5(cfg, deps)?),
         "http" => Arc::new(build_http_handler(cfg, deps)?),
+        "relay" => Arc::new(build_relay(root, cfg, deps)?),
         // As GOST's auto: all three handlers get the same metadata.
         "auto" => Arc::new(AutoHandler::new(
             build_http_handler(cfg, deps.clone())?,
@@ -392,6 +394,20 @@ fn build_socks4(cfg: &ServiceConfig, deps: HandlerDeps) -> Result<Socks4Handler,
 fn build_socks5(cfg: &ServiceConfig, deps: HandlerDeps) -> Result<Socks5Handler, BuildError> {
     let opts = handler_options(cfg, Socks5Options::from_metadata)?;
     Ok(Socks5Handler::new(deps.router, deps.auther, opts))
+}
+
+/// With a forwarder, relay sends every request to the forwarder's nodes.
+fn build_relay(
+    root: &Config,
+    cfg: &ServiceConfig,
+    deps: HandlerDeps,
+) -> Result<RelayHandler, BuildError> {
+    let opts = handler_options(cfg, RelayHandlerOptions::from_metadata)?;
+    let forward = match &cfg.forwarder {
+        Some(_) => Some(build_forward_handler(root, cfg, deps.router.clone())?),
+        None => None,
+    };
+    Ok(RelayHandler::new(deps.router, deps.auther, forward, opts))
 }
 
 fn udp_options(md: &crate::metadata::Metadata) -> Result<UdpOptions, MetadataError> {

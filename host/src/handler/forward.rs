@@ -48,7 +48,7 @@ impl ForwardHandler {
     /// Picks nodes until one answers. Each failure marks the node so the
     /// selector skips it for `failTimeout`; the connection itself moves on
     /// to another node, up to every node of the hop once.
-    async fn dial<T, F, Fut>(
+    pub(super) async fn dial<T, F, Fut>(
         &self,
         ctx: &ConnContext,
         network: &str,

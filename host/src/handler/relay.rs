@@ -1,0 +1,514 @@
+//! GOST's `relay` handler (handler/relay, protocol go-gost/relay): a small
+//! binary request naming the target (and credentials), then raw bytes, or
+//! length-prefixed datagrams for UDP. With a forwarder the request's
+//! target is ignored and a forwarder node is used instead, which makes
+//! relay a port-forwarding endpoint that clients reach through a chain.
+//!
+//! Request: `VER(1)=1 CMD(1) FLEN(2) FEATURES`; each feature is
+//! `TYPE(1) LEN(2) DATA` (1 user/pass, 2 address, 4 network). Response:
+//! `VER STATUS FLEN(2)=0`. CMD 0 or 1 is CONNECT; the 0x80 bit asks for
+//! UDP, as does the network feature. A UDP datagram travels as
+//! `LEN(2) DATA` on the connection.
+//!
+//! GOST delays the success response until the first bytes come back from
+//! the target unless `nodelay` is set; GOST's connector reads the response
+//! lazily either way, so gost-rs always answers at once (one packet more,
+//! no behaviour change for clients).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+use super::forward::ForwardHandler;
+use super::stream::ClientStream;
+use super::{ConnContext, HandleFuture, Handler, HandlerError};
+use crate::auth::Auther;
+use crate::listener::Conn;
+use crate::metadata::{Metadata, MetadataError};
+use crate::relay::{self, RelayOptions};
+use crate::router::Router;
+
+const VERSION: u8 = 1;
+const CMD_CONNECT: u8 = 0x01;
+const CMD_BIND: u8 = 0x02;
+const CMD_MASK: u8 = 0x0F;
+const FLAG_UDP: u8 = 0x80;
+
+const FEATURE_USER_AUTH: u8 = 0x01;
+const FEATURE_ADDR: u8 = 0x02;
+const FEATURE_TUNNEL: u8 = 0x03;
+const FEATURE_NETWORK: u8 = 0x04;
+
+const NETWORK_TCP: u16 = 0x00;
+const NETWORK_UDP: u16 = 0x01;
+
+const STATUS_OK: u8 = 0x00;
+const STATUS_BAD_REQUEST: u8 = 0x01;
+const STATUS_UNAUTHORIZED: u8 = 0x02;
+const STATUS_FORBIDDEN: u8 = 0x03;
+const STATUS_SERVICE_UNAVAILABLE: u8 = 0x05;
+const STATUS_HOST_UNREACHABLE: u8 = 0x06;
+const STATUS_NETWORK_UNREACHABLE: u8 = 0x07;
+
+const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(15);
+const DEFAULT_UDP_BUFFER: usize = 4096;
+
+#[derive(Debug, Clone)]
+pub struct RelayHandlerOptions {
+    /// `readTimeout`: the request must arrive within this (GOST: 15s).
+    pub read_timeout: Duration,
+    /// `idleTimeout`: close a TCP relay with no traffic for this long.
+    pub idle_timeout: Option<Duration>,
+    /// `udp.bufferSize` (or `udpBufferSize`): largest datagram relayed.
+    pub udp_buffer_size: usize,
+}
+
+impl RelayHandlerOptions {
+    pub fn from_metadata(md: &Metadata) -> Result<Self, MetadataError> {
+        if md.get_bool("bind")? == Some(true) {
+            return Err(MetadataError {
+                key: "bind".into(),
+                value: "true".into(),
+                expected: "false: relay BIND is not supported yet",
+            });
+        }
+        let buffer = match md.get_int("udp.bufferSize")? {
+            Some(v) => Some(v),
+            None => md.get_int("udpBufferSize")?,
+        };
+        Ok(RelayHandlerOptions {
+            read_timeout: md
+                .get_duration("readTimeout")?
+                .filter(|t| !t.is_zero())
+                .unwrap_or(DEFAULT_READ_TIMEOUT),
+            idle_timeout: md.get_duration("idleTimeout")?.filter(|t| !t.is_zero()),
+            udp_buffer_size: buffer
+                .filter(|b| *b > 0)
+                .map(|b| (b as usize).min(u16::MAX as usize))
+                .unwrap_or(DEFAULT_UDP_BUFFER),
+        })
+    }
+}
+
+pub struct RelayHandler {
+    router: Router,
+    auther: Option<Arc<dyn Auther>>,
+    /// The forwarder: when set, every request goes to one of its nodes.
+    forward: Option<ForwardHandler>,
+    opts: RelayHandlerOptions,
+}
+
+/// A parsed request.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Request {
+    cmd: u8,
+    user: Option<(String, String)>,
+    /// `host:port`, IPv6 in brackets; empty when the request names none.
+    addr: String,
+    udp: bool,
+}
+
+impl RelayHandler {
+    pub fn new(
+        router: Router,
+        auther: Option<Arc<dyn Auther>>,
+        forward: Option<ForwardHandler>,
+        opts: RelayHandlerOptions,
+    ) -> Self {
+        RelayHandler {
+            router,
+            auther,
+            forward,
+            opts,
+        }
+    }
+
+    async fn serve(&self, stream: TcpStream, ctx: ConnContext) -> Result<(), HandlerError> {
+        let mut client = ClientStream::new(stream, ctx.stats.clone());
+        let req =
+            match tokio::time::timeout(self.opts.read_timeout, read_request(&mut client)).await {
+                Ok(Ok(r)) => r,
+                // GOST closes without a response when the request cannot be
+                // read: there is no version to answer in.
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    return Err(HandlerError::Protocol(format!(
+                        "relay: request not complete within {:?}",
+                        self.opts.read_timeout
+                    )))
+                }
+            };
+        if let Some(auther) = &self.auther {
+            let (user, pass) = req.user.clone().unwrap_or_default();
+            match auther.authenticate(&user, &pass) {
+                Some(id) => {
+                    tracing::debug!(service = %ctx.service, client = %ctx.peer, client_id = id, "relay: authenticated")
+                }
+                None => {
+                    let _ = client.write_all(&response(STATUS_UNAUTHORIZED)).await;
+                    return Err(HandlerError::Protocol(format!(
+                        "relay: authentication failed for user {user:?}"
+                    )));
+                }
+            }
+        }
+        let network = if req.udp { "udp" } else { "tcp" };
+        tracing::debug!(service = %ctx.service, client = %ctx.peer, cmd = req.cmd, dst = %req.addr, network, "relay request");
+        if let Some(fwd) = &self.forward {
+            return self.forward(client, fwd, &ctx, network).await;
+        }
+        match req.cmd & CMD_MASK {
+            0 | CMD_CONNECT => self.connect(client, &ctx, &req, network).await,
+            CMD_BIND => {
+                // As GOST without `bind=true`.
+                let _ = client.write_all(&response(STATUS_FORBIDDEN)).await;
+                tracing::debug!(service = %ctx.service, client = %ctx.peer, "relay: BIND not allowed");
+                Ok(())
+            }
+            other => {
+                let _ = client.write_all(&response(STATUS_BAD_REQUEST)).await;
+                Err(HandlerError::Protocol(format!(
+                    "relay: unknown command {other}"
+                )))
+            }
+        }
+    }
+
+    async fn connect(
+        &self,
+        mut client: ClientStream,
+        ctx: &ConnContext,
+        req: &Request,
+        network: &str,
+    ) -> Result<(), HandlerError> {
+        if req.addr.is_empty() {
+            let _ = client.write_all(&response(STATUS_BAD_REQUEST)).await;
+            return Err(HandlerError::Protocol("relay: target not specified".into()));
+        }
+        if req.udp {
+            let sock = match self.router.dial_udp(&req.addr).await {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = client
+                        .write_all(&response(STATUS_NETWORK_UNREACHABLE))
+                        .await;
+                    return Err(e.into());
+                }
+            };
+            client.write_all(&response(STATUS_OK)).await?;
+            return relay_datagrams(client.into_inner(), &sock, ctx, self.opts.udp_buffer_size)
+                .await;
+        }
+        let upstream = match self.router.dial_tcp(&req.addr).await {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = client
+                    .write_all(&response(STATUS_NETWORK_UNREACHABLE))
+                    .await;
+                return Err(e.into());
+            }
+        };
+        client.write_all(&response(STATUS_OK)).await?;
+        tracing::debug!(service = %ctx.service, client = %ctx.peer, dst = %req.addr, network, "relay connect");
+        self.relay_stream(client, upstream, ctx).await
+    }
+
+    /// Forwarder mode: the node the hop picks, whatever the request named.
+    async fn forward(
+        &self,
+        mut client: ClientStream,
+        fwd: &ForwardHandler,
+        ctx: &ConnContext,
+        network: &str,
+    ) -> Result<(), HandlerError> {
+        if network == "udp" {
+            let (sock, _node) = match fwd
+                .dial(
+                    ctx,
+                    "udp",
+                    |a| async move { self.router.dial_udp(&a).await },
+                )
+                .await
+            {
+                Ok(x) => x,
+                Err(e) => {
+                    let _ = client.write_all(&response(forward_failure(&e))).await;
+                    return Err(e);
+                }
+            };
+            client.write_all(&response(STATUS_OK)).await?;
+            return relay_datagrams(client.into_inner(), &sock, ctx, self.opts.udp_buffer_size)
+                .await;
+        }
+        let (upstream, _node) = match fwd
+            .dial(
+                ctx,
+                "tcp",
+                |a| async move { self.router.dial_tcp(&a).await },
+            )
+            .await
+        {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = client.write_all(&response(forward_failure(&e))).await;
+                return Err(e);
+            }
+        };
+        client.write_all(&response(STATUS_OK)).await?;
+        self.relay_stream(client, upstream, ctx).await
+    }
+
+    async fn relay_stream(
+        &self,
+        client: ClientStream,
+        upstream: TcpStream,
+        ctx: &ConnContext,
+    ) -> Result<(), HandlerError> {
+        let client = client.into_inner();
+        let opts = RelayOptions {
+            idle_timeout: self.opts.idle_timeout,
+        };
+        relay::relay_tcp(&client, &upstream, ctx.stats.as_ref(), &opts).await?;
+        Ok(())
+    }
+}
+
+/// GOST answers "service unavailable" when the hop has no node left and
+/// "host unreachable" when the node's dial failed.
+fn forward_failure(e: &HandlerError) -> u8 {
+    match e {
+        HandlerError::NoNode => STATUS_SERVICE_UNAVAILABLE,
+        _ => STATUS_HOST_UNREACHABLE,
+    }
+}
+
+fn response(status: u8) -> [u8; 4] {
+    [VERSION, status, 0, 0]
+}
+
+/// Reads the request with exact reads, so no byte past it is consumed.
+async fn read_request(client: &mut ClientStream) -> Result<Request, HandlerError> {
+    let mut head = [0u8; 4];
+    client.read_exact(&mut head).await?;
+    if head[0] != VERSION {
+        return Err(HandlerError::Protocol(format!(
+            "relay: unsupported version {}",
+            head[0]
+        )));
+    }
+    let flen = u16::from_be_bytes([head[2], head[3]]) as usize;
+    let mut features = vec![0u8; flen];
+    client.read_exact(&mut features).await?;
+    parse_request(head[1], &features).map_err(HandlerError::Protocol)
+}
+
+fn parse_request(cmd: u8, mut features: &[u8]) -> Result<Request, String> {
+    let mut req = Request {
+        cmd,
+        udp: cmd & FLAG_UDP != 0,
+        ..Request::default()
+    };
+    while !features.is_empty() {
+        if features.len() < 3 {
+            return Err("relay: truncated feature header".into());
+        }
+        let kind = features[0];
+        let len = u16::from_be_bytes([features[1], features[2]]) as usize;
+        let data = features.get(3..3 + len).ok_or("relay: truncated feature")?;
+        features = &features[3 + len..];
+        match kind {
+            FEATURE_USER_AUTH => req.user = Some(parse_user(data)?),
+            FEATURE_ADDR => req.addr = parse_addr(data)?,
+            FEATURE_NETWORK => {
+                let id = data
+                    .get(..2)
+                    .map(|b| u16::from_be_bytes([b[0], b[1]]))
+                    .ok_or("relay: truncated network feature")?;
+                match id {
+                    NETWORK_TCP => {}
+                    NETWORK_UDP => req.udp = true,
+                    other => return Err(format!("relay: network {other:#x} is not supported")),
+                }
+            }
+            // Tunnel ids belong to GOST's tunnel handler; a plain relay
+            // ignores them, as GOST's does.
+            FEATURE_TUNNEL => {}
+            other => return Err(format!("relay: unknown feature {other}")),
+        }
+    }
+    Ok(req)
+}
+
+fn parse_user(b: &[u8]) -> Result<(String, String), String> {
+    let short = || "relay: truncated user/password feature".to_string();
+    let ulen = *b.first().ok_or_else(short)? as usize;
+    let user = b.get(1..1 + ulen).ok_or_else(short)?;
+    let plen = *b.get(1 + ulen).ok_or_else(short)? as usize;
+    let pass = b.get(2 + ulen..2 + ulen + plen).ok_or_else(short)?;
+    Ok((
+        String::from_utf8_lossy(user).into_owned(),
+        String::from_utf8_lossy(pass).into_owned(),
+    ))
+}
+
+fn parse_addr(b: &[u8]) -> Result<String, String> {
+    let short = || "relay: truncated address feature".to_string();
+    let port_at = |at: usize| -> Result<u16, String> {
+        b.get(at..at + 2)
+            .map(|p| u16::from_be_bytes([p[0], p[1]]))
+            .ok_or_else(short)
+    };
+    match *b.first().ok_or_else(short)? {
+        1 => {
+            let o: [u8; 4] = b
+                .get(1..5)
+                .ok_or_else(short)?
+                .try_into()
+                .map_err(|_| short())?;
+            Ok(std::net::SocketAddr::new(IpAddr::V4(Ipv4Addr::from(o)), port_at(5)?).to_string())
+        }
+        4 => {
+            let o: [u8; 16] = b
+                .get(1..17)
+                .ok_or_else(short)?
+                .try_into()
+                .map_err(|_| short())?;
+            Ok(std::net::SocketAddr::new(IpAddr::V6(Ipv6Addr::from(o)), port_at(17)?).to_string())
+        }
+        3 => {
+            let n = *b.get(1).ok_or_else(short)? as usize;
+            let host = std::str::from_utf8(b.get(2..2 + n).ok_or_else(short)?)
+                .map_err(|_| "relay: host name is not UTF-8".to_string())?;
+            Ok(format!("{host}:{}", port_at(2 + n)?))
+        }
+        other => Err(format!("relay: unknown address type {other}")),
+    }
+}
+
+/// UDP over the relay connection: `LEN(2) DATA` frames each way, until the
+/// client closes.
+async fn relay_datagrams(
+    mut client: TcpStream,
+    sock: &UdpSocket,
+    ctx: &ConnContext,
+    buffer_size: usize,
+) -> Result<(), HandlerError> {
+    let (mut rd, mut wr) = client.split();
+    let mut inbuf: Vec<u8> = Vec::new();
+    let mut out = vec![0u8; 2 + buffer_size];
+    loop {
+        while inbuf.len() >= 2 {
+            let len = u16::from_be_bytes([inbuf[0], inbuf[1]]) as usize;
+            if inbuf.len() < 2 + len {
+                break;
+            }
+            match sock.send(&inbuf[2..2 + len]).await {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                Err(e) => return Err(e.into()),
+            }
+            inbuf.drain(..2 + len);
+        }
+        inbuf.reserve(buffer_size + 2);
+        tokio::select! {
+            r = rd.read_buf(&mut inbuf) => match r {
+                Ok(0) => return Ok(()),
+                Ok(n) => {
+                    if let Some(s) = &ctx.stats {
+                        s.add_input(n as u64);
+                    }
+                }
+                Err(e) if crate::relay::is_disconnect(&e) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            },
+            r = sock.recv(&mut out[2..]) => {
+                let n = match r {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                out[..2].copy_from_slice(&(n as u16).to_be_bytes());
+                wr.write_all(&out[..2 + n]).await?;
+                if let Some(s) = &ctx.stats {
+                    s.add_output(2 + n as u64);
+                }
+            }
+        }
+    }
+}
+
+impl Handler for RelayHandler {
+    fn handle(&self, conn: Conn, ctx: ConnContext) -> HandleFuture<'_> {
+        Box::pin(async move {
+            match conn {
+                Conn::Tcp(s) => self.serve(s, ctx).await,
+                Conn::Udp(_) => Err(HandlerError::Protocol(
+                    "the relay handler serves TCP connections only".into(),
+                )),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feature(kind: u8, data: &[u8]) -> Vec<u8> {
+        let mut f = vec![kind];
+        f.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        f.extend_from_slice(data);
+        f
+    }
+
+    #[test]
+    fn requests() {
+        let mut f = feature(FEATURE_USER_AUTH, &[1, b'u', 2, b'p', b'w']);
+        f.extend(feature(
+            FEATURE_ADDR,
+            &[3, 4, b'h', b'o', b's', b't', 0, 80],
+        ));
+        let r = parse_request(CMD_CONNECT, &f).unwrap();
+        assert_eq!(r.user, Some(("u".into(), "pw".into())));
+        assert_eq!(r.addr, "host:80");
+        assert!(!r.udp);
+
+        let mut f = feature(
+            FEATURE_ADDR,
+            &[4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 53],
+        );
+        f.extend(feature(FEATURE_NETWORK, &[0, 1]));
+        let r = parse_request(0, &f).unwrap();
+        assert_eq!(r.addr, "[::1]:53");
+        assert!(r.udp);
+        assert!(parse_request(CMD_CONNECT | FLAG_UDP, &[]).unwrap().udp);
+
+        let v4 = feature(FEATURE_ADDR, &[1, 127, 0, 0, 1, 0x1f, 0x90]);
+        assert_eq!(parse_request(1, &v4).unwrap().addr, "127.0.0.1:8080");
+
+        for bad in [
+            vec![FEATURE_ADDR, 0],
+            feature(FEATURE_ADDR, &[9, 1, 2]),
+            feature(FEATURE_ADDR, &[1, 127, 0]),
+            feature(FEATURE_USER_AUTH, &[5, b'u']),
+            feature(FEATURE_NETWORK, &[0, 2]),
+            feature(0x77, &[]),
+        ] {
+            assert!(parse_request(1, &bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn options() {
+        let md: Metadata =
+            serde_json::from_str(r#"{"readTimeout":"2s","udp.bufferSize":70000}"#).unwrap();
+        let o = RelayHandlerOptions::from_metadata(&md).unwrap();
+        assert_eq!(o.read_timeout, Duration::from_secs(2));
+        assert_eq!(o.udp_buffer_size, 65535);
+        let bind: Metadata = serde_json::from_str(r#"{"bind":true}"#).unwrap();
+        assert!(RelayHandlerOptions::from_metadata(&bind).is_err());
+    }
+}
