@@ -575,9 +575,6 @@ fn unsupported(cfg: &Config) -> Vec<String> {
             }
         }
     }
-    if cfg.log.as_ref().is_some_and(|l| l.rotation.is_some()) {
-        out.push("log.rotation is not supported yet".into());
-    }
     out
 }
 
