@@ -512,3 +512,34 @@ fn api_auther_protects_every_route_and_follows_changes() {
         200
     );
 }
+
+#[test]
+fn sighup_and_periodic_reload_apply_the_file() {
+    let dir = TempDir::new("sighup");
+    let echo = tcp_echo_server();
+    let (a, b, c) = (free_port(), free_port(), free_port());
+    let svc = |name: &str, port: u16| {
+        format!("- name: {name}\n  addr: 127.0.0.1:{port}\n  handler: {{type: tcp}}\n  forwarder: {{nodes: [{{name: t, addr: \"{echo}\"}}]}}\n")
+    };
+    let file = dir.write("gost.yaml", &format!("services:\n{}", svc("a", a)));
+    let g = Gost::start(&["-C", &file]);
+    g.wait_tcp(a);
+    let mut live = Live::open(a);
+    std::fs::write(&file, format!("services:\n{}{}", svc("a", a), svc("b", b))).unwrap();
+    g.signal(libc::SIGHUP);
+    g.wait_tcp(b);
+    live.check(b"unchanged service kept its connection");
+    // A broken file is logged and the running config kept.
+    std::fs::write(&file, "services: [{name: x, addr: 'bad'}]\n").unwrap();
+    g.signal(libc::SIGHUP);
+    g.wait_log("config reload failed");
+    live.check(b"still");
+    drop(g);
+
+    std::fs::write(&file, format!("services:\n{}", svc("a", a))).unwrap();
+    let g = Gost::start(&["-C", &file, "-R", "200ms"]);
+    g.wait_tcp(a);
+    std::fs::write(&file, format!("services:\n{}", svc("c", c))).unwrap();
+    g.wait_tcp(c);
+    wait_closed(a);
+}
