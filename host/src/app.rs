@@ -249,6 +249,8 @@ impl App {
             }
             swaps.push((svc.name.clone(), build_parts(&new, svc).map_err(apply_err)?));
         }
+        let loggers =
+            crate::logger::prepare(&new).map_err(|e| ApplyError::Invalid(e.to_string()))?;
         let stops: Vec<&str> = old
             .services
             .iter()
@@ -256,6 +258,9 @@ impl App {
             .map(|s| s.name.as_str())
             .collect();
 
+        // Lines of restarted and new services go to their loggers from the
+        // first one on.
+        loggers.install();
         // Services that keep their address must let it go first; if it
         // cannot be bound again, the old service comes back.
         let mut restarted = Vec::new();
@@ -270,10 +275,16 @@ impl App {
                             if let Ok(back) = build_service(&old, prev) {
                                 self.spawn(back);
                             }
-                            for (_, old_cfg) in restarted {
+                            for (service, old_cfg) in restarted {
+                                // Its listener must go before the old
+                                // service binds the address again.
+                                drop(service);
                                 if let Ok(back) = build_service(&old, old_cfg) {
                                     self.spawn(back);
                                 }
+                            }
+                            if let Ok(l) = crate::logger::prepare(&old) {
+                                l.install();
                             }
                             return Err(apply_err(e));
                         }
@@ -444,6 +455,11 @@ pub fn build(config: Config) -> Result<Built, Vec<BuildError>> {
             Err(e) => errors.push(e),
         }
     }
+    match crate::logger::prepare(&config) {
+        Ok(loggers) if errors.is_empty() => loggers.install(),
+        Ok(_) => {}
+        Err(e) => errors.push(BuildError::Invalid(e.to_string())),
+    }
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -545,7 +561,6 @@ fn unsupported(cfg: &Config) -> Vec<String> {
             ("rlimiter", !svc.rlimiter.is_empty()),
             ("observer", !svc.observer.is_empty()),
             ("recorders", !svc.recorders.is_empty()),
-            ("logger", !svc.logger.is_empty() || !svc.loggers.is_empty()),
         ] {
             if set {
                 out.push(format!("service \"{name}\": {what} is not supported yet"));
@@ -556,7 +571,7 @@ fn unsupported(cfg: &Config) -> Vec<String> {
         // Chains are refused where a service uses one (above).
         if !matches!(
             section,
-            "services" | "hops" | "chains" | "api" | "metrics" | "log" | "authers"
+            "services" | "hops" | "chains" | "api" | "metrics" | "log" | "loggers" | "authers"
         ) {
             out.push(format!("config section '{section}' is not supported yet"));
         }

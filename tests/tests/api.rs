@@ -279,7 +279,6 @@ fn kinds_this_build_cannot_run_are_refused_and_change_nothing() {
         "climiters",
         "rlimiters",
         "caches",
-        "loggers",
     ] {
         let msg = refused(
             api,

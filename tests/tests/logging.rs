@@ -118,3 +118,80 @@ fn unsupported_rotation_options_stop_start_up() {
     assert!(!status.success());
     assert!(err.contains("log.rotation needs log.output"), "{err}");
 }
+
+fn json_lines(path: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn wait_line(path: &str, pred: impl Fn(&serde_json::Value) -> bool) {
+    let start = std::time::Instant::now();
+    while !json_lines(path).iter().any(&pred) {
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "no such line in {path}: {:?}",
+            json_lines(path)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_service_with_loggers_writes_there_instead_of_the_main_log() {
+    let dir = TempDir::new("loggers");
+    let echo = tcp_echo_server();
+    let (a, b, api) = (free_port(), free_port(), free_port());
+    let (main, own) = (dir.path("main.log"), dir.path("own.log"));
+    let svc = |name: &str, port: u16, logger: &str| {
+        format!("- name: {name}\n  addr: 127.0.0.1:{port}\n  handler: {{type: tcp}}\n  forwarder: {{nodes: [{{name: t, addr: \"{echo}\"}}]}}\n{logger}")
+    };
+    let file = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:\n{}{}loggers:\n- name: own\n  log: {{output: {own}, format: json, level: debug}}\napi: {{addr: 127.0.0.1:{api}}}\nlog: {{output: {main}, format: json}}\n",
+            svc("a", a, "  logger: own\n"),
+            svc("b", b, ""),
+        ),
+    );
+    let g = Gost::start(&["-C", &file]);
+    g.wait_tcp(api);
+    g.wait_tcp(a);
+    let listening = |name: &'static str| {
+        move |v: &serde_json::Value| v["service"] == name && v["message"] == "listening"
+    };
+    wait_line(&own, listening("a"));
+    wait_line(&main, listening("b"));
+    assert!(!json_lines(&main).iter().any(|v| v["service"] == "a"));
+    assert!(json_lines(&own)
+        .iter()
+        .all(|v| v["service"] == "a" && v["logger"] == "own"));
+
+    // Through the API: b takes the logger; the logger cannot go while used.
+    let body = format!("{{\"addr\":\"127.0.0.1:{b}\",\"handler\":{{\"type\":\"tcp\"}},\"logger\":\"own\",\"forwarder\":{{\"nodes\":[{{\"name\":\"t\",\"addr\":\"{echo}\"}}]}}}}");
+    assert_eq!(
+        http_request(api, "PUT", "/config/services/b", Some(&body), None).0,
+        200
+    );
+    wait_line(&own, |v| {
+        v["service"] == "b" && v["message"] == "handler replaced for new connections"
+    });
+    assert_eq!(
+        http_request(api, "DELETE", "/config/loggers/own", None, None).0,
+        400
+    );
+    let (code, body) = http_request(
+        api,
+        "POST",
+        "/config/loggers",
+        Some("{\"name\":\"bad\",\"log\":{\"format\":\"xml\"}}"),
+        None,
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("xml"), "{body}");
+    let (code, body) = http_request(api, "GET", "/config/loggers", None, None);
+    assert_eq!(code, 200);
+    assert!(body.contains("\"count\":1"), "{body}");
+}

@@ -137,8 +137,8 @@ impl Write for RotatingFile {
     }
 }
 
-/// `2006-01-02T15-04-05.000` in UTC or local time.
-fn timestamp(t: SystemTime, local: bool) -> String {
+/// The calendar fields of `t`, in UTC or local time.
+fn civil(t: SystemTime, local: bool) -> (libc::tm, Duration) {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs() as libc::time_t;
     // SAFETY: an all-zero `tm` is a valid value; gmtime_r/localtime_r fill
@@ -151,6 +151,27 @@ fn timestamp(t: SystemTime, local: bool) -> String {
             libc::gmtime_r(&secs, &mut tm);
         }
     }
+    (tm, d)
+}
+
+/// `2006-01-02T15:04:05.000000Z`, for log lines.
+pub fn rfc3339(t: SystemTime) -> String {
+    let (tm, d) = civil(t, false);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+        d.subsec_micros()
+    )
+}
+
+/// `2006-01-02T15-04-05.000` in UTC or local time.
+fn timestamp(t: SystemTime, local: bool) -> String {
+    let (tm, d) = civil(t, local);
     format!(
         "{:04}-{:02}-{:02}T{:02}-{:02}-{:02}.{:03}",
         tm.tm_year + 1900,
@@ -177,6 +198,7 @@ mod tests {
     fn timestamp_layout_is_lumberjack_s() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_136_214_245_123);
         assert_eq!(timestamp(t, false), "2006-01-02T15-04-05.123");
+        assert_eq!(rfc3339(t), "2006-01-02T15:04:05.123000Z");
     }
 
     #[test]
