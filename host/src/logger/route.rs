@@ -111,8 +111,12 @@ impl ServiceLoggers {
             .min()
             .unwrap_or(5);
         ACTIVE.store(!self.services.is_empty(), Ordering::Relaxed);
-        MAX_LEVEL.store(max, Ordering::Relaxed);
+        let changed = MAX_LEVEL.swap(max, Ordering::Relaxed) != max;
         *ROUTES.write().unwrap_or_else(|p| p.into_inner()) = Some(self);
+        if changed {
+            // Call sites cache whether anyone listens at their level.
+            tracing::callsite::rebuild_interest_cache();
+        }
     }
 }
 
@@ -212,9 +216,25 @@ impl<S: Subscriber> Filter<S> for RouteFilter {
         level_rank(meta.level()) >= MAX_LEVEL.load(Ordering::Relaxed)
     }
 
-    /// Loggers come and go at run time, so no call site is ruled out once.
-    fn callsite_enabled(&self, _: &'static Metadata<'static>) -> tracing::subscriber::Interest {
-        tracing::subscriber::Interest::sometimes()
+    /// Rebuilt whenever the most verbose logger level changes.
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> tracing::subscriber::Interest {
+        if level_rank(meta.level()) >= MAX_LEVEL.load(Ordering::Relaxed) {
+            tracing::subscriber::Interest::sometimes()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        use tracing::level_filters::LevelFilter;
+        Some(match MAX_LEVEL.load(Ordering::Relaxed) {
+            0 => LevelFilter::TRACE,
+            1 => LevelFilter::DEBUG,
+            2 => LevelFilter::INFO,
+            3 => LevelFilter::WARN,
+            4 => LevelFilter::ERROR,
+            _ => LevelFilter::OFF,
+        })
     }
 }
 
