@@ -224,7 +224,14 @@ impl App {
         let mut restarts = Vec::new();
         for svc in &new.services {
             let Some(prev) = old.services.iter().find(|s| s.name == svc.name) else {
-                starts.push(build_service(&new, svc).map_err(apply_err)?);
+                // An address a removed service holds (a reload that
+                // renames a service) is bound once that service is gone.
+                let start = if old.services.iter().any(|o| o.addr == svc.addr) {
+                    Start::Later(svc, build_parts(&new, svc).map_err(apply_err)?)
+                } else {
+                    Start::Now(build_service(&new, svc).map_err(apply_err)?)
+                };
+                starts.push(start);
                 continue;
             };
             let (a, b) = (to_value(prev), to_value(svc));
@@ -299,8 +306,40 @@ impl App {
             self.stop(&service.name).await;
             self.spawn(service);
         }
-        for name in stops {
+        for name in &stops {
             self.stop(name).await;
+        }
+        let mut ready = Vec::new();
+        for start in starts {
+            match start {
+                Start::Now(service) => ready.push(service),
+                Start::Later(svc, parts) => match bind_listener(svc) {
+                    Ok(listener) => {
+                        let status = Arc::new(Status::new(&svc.name, parts.enable_stats));
+                        ready.push(Service::new(
+                            &svc.name,
+                            status,
+                            listener,
+                            parts.handler,
+                            parts.hooks,
+                        ));
+                    }
+                    Err(e) => {
+                        // Bring back what this change stopped.
+                        drop(ready);
+                        for cfg in old
+                            .services
+                            .iter()
+                            .filter(|o| stops.contains(&o.name.as_str()))
+                        {
+                            if let Ok(back) = build_service(&old, cfg) {
+                                self.spawn(back);
+                            }
+                        }
+                        return Err(apply_err(e));
+                    }
+                },
+            }
         }
         {
             let services = lock(&self.services);
@@ -311,7 +350,7 @@ impl App {
                 }
             }
         }
-        for service in starts {
+        for service in ready {
             self.spawn(service);
         }
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = new;
@@ -345,6 +384,13 @@ impl App {
             tracing::warn!(service = %name, "service did not release its address in time");
         }
     }
+}
+
+/// A service to create: bound while the change is checked, or, when a
+/// service that goes away holds its address, after that one has stopped.
+enum Start<'a> {
+    Now(Service),
+    Later(&'a ServiceConfig, Parts),
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
