@@ -918,3 +918,30 @@ fn build_forward_handler(
     .map_err(|e| md_err(cfg, "handler.metadata", e))?;
     Ok(ForwardHandler::new(Arc::new(hop), router, opts))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn dependencies_follow_references_through_other_objects() {
+        let root = json!({
+            "services": [{"name": "s", "handler": {"auther": "users"}, "forwarder": {"hop": "h"}}],
+            "hops": [{"name": "h", "nodes": [{"name": "n", "bypass": "b"}]}, {"name": "other"}],
+            "bypasses": [{"name": "b", "matchers": ["x"]}],
+            "authers": [{"name": "users"}],
+        });
+        let deps = dependencies(&root, &root["services"][0]);
+        let keys: Vec<_> = deps.keys().map(|(k, n)| format!("{k}/{n}")).collect();
+        assert_eq!(keys, ["authers/users", "bypasses/b", "hops/h"]);
+
+        // A change two steps away is seen; one to an unused object is not.
+        let mut changed = root.clone();
+        changed["bypasses"][0]["matchers"] = json!(["y"]);
+        assert_ne!(dependencies(&changed, &changed["services"][0]), deps);
+        let mut unrelated = root.clone();
+        unrelated["hops"][1]["nodes"] = json!([{"name": "z"}]);
+        assert_eq!(dependencies(&unrelated, &unrelated["services"][0]), deps);
+    }
+}
