@@ -1,16 +1,18 @@
 //! Builds the running program from a config (GOST's loader + program):
 //! every service is bound before any starts, then all run until shutdown.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::auth::{Auther, AutherGroup, StaticAuther, TableAuther};
 use crate::chain::selector::{Selector, Strategy};
 use crate::chain::{Hop, Node};
-use crate::config::{Config, ForwardNodeConfig, Kind, SelectorConfig, ServiceConfig};
+use crate::config::{AutherConfig, Config, ForwardNodeConfig, Kind, SelectorConfig, ServiceConfig};
 use crate::handler::auto::AutoHandler;
 use crate::handler::forward::{ForwardHandler, ForwardOptions};
 use crate::handler::http::{HttpHandler, HttpOptions};
@@ -22,7 +24,7 @@ use crate::listener::udp::{UdpListen, UdpOptions};
 use crate::listener::{resolve_bind_addr, Listener};
 use crate::metadata::MetadataError;
 use crate::router::Router;
-use crate::service::{Hooks, Service, Status};
+use crate::service::{HandlerSlot, Hooks, Service, State, Status};
 
 /// Listener types this build can run; anything else GOST knows is refused
 /// by name instead of being ignored.
@@ -59,24 +61,401 @@ fn md_err(cfg: &ServiceConfig, what: &str, e: MetadataError) -> BuildError {
     svc_err(cfg, format!("{what}: {e}"))
 }
 
-/// The running program: the effective config and each service's status,
-/// which the web API reads.
+/// The running program: the effective config and the running services,
+/// which the web API reads and changes.
 pub struct App {
-    config: Config,
-    statuses: HashMap<String, Arc<Status>>,
+    config: RwLock<Config>,
+    services: Mutex<HashMap<String, Running>>,
+    /// Serializes changes: each one diffs against the config the previous
+    /// one left.
+    writer: tokio::sync::Mutex<()>,
+    root: CancellationToken,
+    tasks: TaskTracker,
+    /// Where `POST /config` saves by default: the loaded config file.
+    config_file: OnceLock<PathBuf>,
+    reloader: OnceLock<Reloader>,
+    /// Authers used outside services (`api.auther`, `metrics.auther`),
+    /// each with the config it was built from.
+    authers: Mutex<HashMap<String, BuiltAuther>>,
 }
+
+type BuiltAuther = (AutherConfig, Arc<dyn Auther>);
+
+/// Reads the configuration again from where it came from (`-C` files and
+/// flags), for `POST /config/reload`, SIGHUP and `-R`.
+pub type Reloader = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
+
+/// One running service as the app controls it.
+struct Running {
+    status: Arc<Status>,
+    handler: Arc<HandlerSlot>,
+    cancel: CancellationToken,
+    listener_closed: CancellationToken,
+}
+
+/// Why a change was refused or failed; in every case nothing changed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The candidate config is inconsistent or unsupported.
+    #[error("{0}")]
+    Invalid(String),
+    /// An object of that kind and name exists already.
+    #[error("{0}")]
+    Duplicate(String),
+    /// No object of that kind and name exists.
+    #[error("{0}")]
+    NotFound(String),
+    /// A service could not be started (e.g. its address is in use).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// How long a stop may take to release a service's address before an
+/// update gives up on it (preDown hooks run first).
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl App {
     /// The config as GOST's `GET /config` shows it: each service with its
     /// live status.
     pub fn config_with_status(&self) -> Config {
-        let mut cfg = self.config.clone();
+        let mut cfg = self.config();
+        let services = lock(&self.services);
         for svc in &mut cfg.services {
-            if let Some(st) = self.statuses.get(&svc.name) {
-                svc.status = Some(st.snapshot());
+            if let Some(r) = services.get(&svc.name) {
+                svc.status = Some(r.status.snapshot());
             }
         }
         cfg
+    }
+
+    /// The config as configured, without live status.
+    pub fn config(&self) -> Config {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The state of every running service, for the metrics gauges.
+    pub fn service_states(&self) -> Vec<State> {
+        lock(&self.services)
+            .values()
+            .map(|r| r.status.state())
+            .collect()
+    }
+
+    /// The named auther as currently configured: a change made through
+    /// the API applies to the next request, as GOST's registry lookups do.
+    pub fn auther(&self, name: &str) -> Option<Arc<dyn Auther>> {
+        let cfg = self
+            .config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .authers
+            .iter()
+            .find(|a| a.name == name)
+            .cloned()?;
+        let mut cache = lock(&self.authers);
+        if let Some((built_from, a)) = cache.get(name) {
+            if *built_from == cfg {
+                return Some(a.clone());
+            }
+        }
+        let a = named_auther(&cfg);
+        cache.insert(name.to_string(), (cfg, a.clone()));
+        Some(a)
+    }
+
+    pub fn set_config_file(&self, path: PathBuf) {
+        let _ = self.config_file.set(path);
+    }
+
+    pub fn config_file(&self) -> Option<&PathBuf> {
+        self.config_file.get()
+    }
+
+    pub fn set_reloader(&self, reloader: Reloader) {
+        let _ = self.reloader.set(reloader);
+    }
+
+    /// Reads the config again and applies it (GOST's reload).
+    pub async fn reload(&self) -> Result<(), ApplyError> {
+        let reloader = self
+            .reloader
+            .get()
+            .ok_or_else(|| ApplyError::Invalid("no config source to reload from".into()))?;
+        self.apply(reloader().map_err(ApplyError::Invalid)?).await
+    }
+
+    /// Applies the config `change` makes from the current one. Changes are
+    /// serialized, so two requests editing the same object cannot lose one
+    /// another's edit.
+    pub async fn update(
+        &self,
+        change: impl FnOnce(&Config) -> Result<Config, ApplyError>,
+    ) -> Result<(), ApplyError> {
+        let _writer = self.writer.lock().await;
+        let new = change(&self.config())?;
+        self.apply_locked(new).await
+    }
+
+    /// Makes `new` the running config, touching only what changed: a new
+    /// service starts, a removed one stops, a service whose address,
+    /// listener or service metadata changed restarts, and a service whose
+    /// handler or any object it refers to (chain, hop, auther, ...) changed
+    /// gets a new handler for new connections while its listener, status
+    /// and live connections carry on. Everything is checked and built
+    /// before anything changes, so a refused change leaves all as it was.
+    pub async fn apply(&self, new: Config) -> Result<(), ApplyError> {
+        let _writer = self.writer.lock().await;
+        self.apply_locked(new).await
+    }
+
+    async fn apply_locked(&self, mut new: Config) -> Result<(), ApplyError> {
+        for svc in &mut new.services {
+            svc.status = None;
+        }
+        check(&new).map_err(|errs| ApplyError::Invalid(errs.join("; ")))?;
+        let old = self.config();
+        let old_v = to_value(&old);
+        let new_v = to_value(&new);
+
+        let mut swaps = Vec::new();
+        let mut starts = Vec::new();
+        let mut restarts = Vec::new();
+        for svc in &new.services {
+            let Some(prev) = old.services.iter().find(|s| s.name == svc.name) else {
+                // An address a removed service holds (a reload that
+                // renames a service) is bound once that service is gone.
+                let start = if old.services.iter().any(|o| o.addr == svc.addr) {
+                    Start::Later(svc, build_parts(&new, svc).map_err(apply_err)?)
+                } else {
+                    Start::Now(build_service(&new, svc).map_err(apply_err)?)
+                };
+                starts.push(start);
+                continue;
+            };
+            let (a, b) = (to_value(prev), to_value(svc));
+            if a != b {
+                let rebind = ["addr", "listener", "metadata"]
+                    .iter()
+                    .any(|k| a.get(k) != b.get(k));
+                if rebind {
+                    let parts = build_parts(&new, svc).map_err(apply_err)?;
+                    // A new address can be bound before the old one is
+                    // released, so a failure leaves the old service running.
+                    let listener = if prev.addr == svc.addr {
+                        None
+                    } else {
+                        Some(bind_listener(svc).map_err(apply_err)?)
+                    };
+                    restarts.push((prev, svc, parts, listener));
+                    continue;
+                }
+            } else if dependencies(&old_v, &a) == dependencies(&new_v, &b) {
+                continue;
+            }
+            swaps.push((svc.name.clone(), build_parts(&new, svc).map_err(apply_err)?));
+        }
+        let loggers =
+            crate::logger::prepare(&new).map_err(|e| ApplyError::Invalid(e.to_string()))?;
+        let stops: Vec<&str> = old
+            .services
+            .iter()
+            .filter(|s| !new.services.iter().any(|n| n.name == s.name))
+            .map(|s| s.name.as_str())
+            .collect();
+
+        // Lines of restarted and new services go to their loggers from the
+        // first one on.
+        loggers.install();
+        // Services that keep their address must let it go first; if it
+        // cannot be bound again, the old service comes back.
+        let mut restarted = Vec::new();
+        for (prev, svc, parts, listener) in restarts {
+            let listener = match listener {
+                Some(l) => l,
+                None => {
+                    self.stop(&svc.name).await;
+                    match bind_listener(svc) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            if let Ok(back) = build_service(&old, prev) {
+                                self.spawn(back);
+                            }
+                            for (service, old_cfg) in restarted {
+                                // Its listener must go before the old
+                                // service binds the address again.
+                                drop(service);
+                                if let Ok(back) = build_service(&old, old_cfg) {
+                                    self.spawn(back);
+                                }
+                            }
+                            if let Ok(l) = crate::logger::prepare(&old) {
+                                l.install();
+                            }
+                            return Err(apply_err(e));
+                        }
+                    }
+                }
+            };
+            let status = Arc::new(Status::new(&svc.name, parts.enable_stats));
+            let service = Service::new(&svc.name, status, listener, parts.handler, parts.hooks);
+            restarted.push((service, prev));
+        }
+        for (service, _) in restarted {
+            self.stop(&service.name).await;
+            self.spawn(service);
+        }
+        for name in &stops {
+            self.stop(name).await;
+        }
+        let mut ready = Vec::new();
+        for start in starts {
+            match start {
+                Start::Now(service) => ready.push(service),
+                Start::Later(svc, parts) => match bind_listener(svc) {
+                    Ok(listener) => {
+                        let status = Arc::new(Status::new(&svc.name, parts.enable_stats));
+                        ready.push(Service::new(
+                            &svc.name,
+                            status,
+                            listener,
+                            parts.handler,
+                            parts.hooks,
+                        ));
+                    }
+                    Err(e) => {
+                        // Bring back what this change stopped.
+                        drop(ready);
+                        for cfg in old
+                            .services
+                            .iter()
+                            .filter(|o| stops.contains(&o.name.as_str()))
+                        {
+                            if let Ok(back) = build_service(&old, cfg) {
+                                self.spawn(back);
+                            }
+                        }
+                        return Err(apply_err(e));
+                    }
+                },
+            }
+        }
+        {
+            let services = lock(&self.services);
+            for (name, parts) in swaps {
+                if let Some(r) = services.get(&name) {
+                    tracing::info!(service = %name, "handler replaced for new connections");
+                    r.handler.set(parts.handler);
+                }
+            }
+        }
+        for service in ready {
+            self.spawn(service);
+        }
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = new;
+        Ok(())
+    }
+
+    fn spawn(&self, service: Service) {
+        let cancel = self.root.child_token();
+        let name = service.name.to_string();
+        let running = Running {
+            status: service.status.clone(),
+            handler: service.handler_slot(),
+            cancel: cancel.clone(),
+            listener_closed: service.listener_closed(),
+        };
+        self.tasks.spawn(service.run(cancel));
+        lock(&self.services).insert(name, running);
+    }
+
+    /// Stops a service and waits until its address is free; its live
+    /// connections drain in the background as on shutdown.
+    async fn stop(&self, name: &str) {
+        let Some(r) = lock(&self.services).remove(name) else {
+            return;
+        };
+        r.cancel.cancel();
+        if tokio::time::timeout(STOP_TIMEOUT, r.listener_closed.cancelled())
+            .await
+            .is_err()
+        {
+            tracing::warn!(service = %name, "service did not release its address in time");
+        }
+    }
+}
+
+/// A service to create: bound while the change is checked, or, when a
+/// service that goes away holds its address, after that one has stopped.
+enum Start<'a> {
+    Now(Service),
+    Later(&'a ServiceConfig, Parts),
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Each update under this lock is a single insert or removal.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn to_value<T: serde::Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or_default()
+}
+
+fn apply_err(e: BuildError) -> ApplyError {
+    match e {
+        BuildError::Bind { .. } => ApplyError::Failed(e.to_string()),
+        _ => ApplyError::Invalid(e.to_string()),
+    }
+}
+
+/// The named objects a service may use, directly or through other objects
+/// (a chain's hops, a hop's bypass, ...), with their config. Any string in
+/// the service that equals an object's name counts as a reference: a false
+/// match only costs an unneeded handler rebuild, and no kind of reference
+/// (today's or one added later) can be missed.
+fn dependencies(
+    root: &serde_json::Value,
+    service: &serde_json::Value,
+) -> BTreeMap<(String, String), serde_json::Value> {
+    let mut names = BTreeSet::new();
+    collect_strings(service, &mut names);
+    let mut deps = BTreeMap::new();
+    let Some(sections) = root.as_object() else {
+        return deps;
+    };
+    loop {
+        let mut found = Vec::new();
+        for (section, list) in sections.iter().filter(|(k, _)| *k != "services") {
+            for obj in list.as_array().into_iter().flatten() {
+                let Some(name) = obj.get("name").and_then(|n| n.as_str()) else {
+                    continue;
+                };
+                let key = (section.clone(), name.to_string());
+                if names.contains(name) && !deps.contains_key(&key) {
+                    found.push((key, obj.clone()));
+                }
+            }
+        }
+        if found.is_empty() {
+            return deps;
+        }
+        for (key, obj) in found {
+            collect_strings(&obj, &mut names);
+            deps.insert(key, obj);
+        }
+    }
+}
+
+fn collect_strings(v: &serde_json::Value, out: &mut BTreeSet<String>) {
+    match v {
+        serde_json::Value::String(s) => {
+            out.insert(s.clone());
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_strings(x, out)),
+        serde_json::Value::Object(o) => o.values().for_each(|x| collect_strings(x, out)),
+        _ => {}
     }
 }
 
@@ -84,6 +463,21 @@ impl App {
 pub struct Built {
     pub app: Arc<App>,
     services: Vec<Service>,
+}
+
+/// Everything that makes a config unusable here: GOST-level mistakes
+/// (`Config::validate`) and features this build refuses.
+pub fn check(config: &Config) -> Result<(), Vec<String>> {
+    let mut errors: Vec<String> = Vec::new();
+    if let Err(errs) = config.validate() {
+        errors.extend(errs.into_iter().map(|e| e.to_string()));
+    }
+    errors.extend(unsupported(config));
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }
 
 /// Checks the config and binds every service. Nothing runs yet: a port in
@@ -102,33 +496,50 @@ pub fn build(config: Config) -> Result<Built, Vec<BuildError>> {
         return Err(errors);
     }
     let mut services = Vec::new();
-    let mut statuses = HashMap::new();
     for cfg in &config.services {
         match build_service(&config, cfg) {
-            Ok(svc) => {
-                statuses.insert(cfg.name.clone(), svc.status.clone());
-                services.push(svc);
-            }
+            Ok(svc) => services.push(svc),
             Err(e) => errors.push(e),
         }
+    }
+    match crate::logger::prepare(&config) {
+        Ok(loggers) if errors.is_empty() => loggers.install(),
+        Ok(_) => {}
+        Err(e) => errors.push(BuildError::Invalid(e.to_string())),
     }
     if !errors.is_empty() {
         return Err(errors);
     }
+    let app = App {
+        config: RwLock::new(config),
+        services: Mutex::default(),
+        writer: tokio::sync::Mutex::new(()),
+        root: CancellationToken::new(),
+        tasks: TaskTracker::new(),
+        config_file: OnceLock::new(),
+        reloader: OnceLock::new(),
+        authers: Mutex::default(),
+    };
     Ok(Built {
-        app: Arc::new(App { config, statuses }),
+        app: Arc::new(app),
         services,
     })
 }
 
 impl Built {
-    /// Runs every service until `shutdown` fires and all have drained.
+    /// Starts every service and runs until `shutdown` fires and all
+    /// services, including those created later through the API, have
+    /// drained.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut tasks = tokio::task::JoinSet::new();
         for svc in self.services {
-            tasks.spawn(svc.run(shutdown.clone()));
+            self.app.spawn(svc);
         }
-        while tasks.join_next().await.is_some() {}
+        shutdown.cancelled().await;
+        // No change may start a service once the stop has begun.
+        let _writer = self.app.writer.lock().await;
+        self.app.root.cancel();
+        self.app.tasks.close();
+        self.app.tasks.wait().await;
     }
 }
 
@@ -197,7 +608,6 @@ fn unsupported(cfg: &Config) -> Vec<String> {
             ("rlimiter", !svc.rlimiter.is_empty()),
             ("observer", !svc.observer.is_empty()),
             ("recorders", !svc.recorders.is_empty()),
-            ("logger", !svc.logger.is_empty() || !svc.loggers.is_empty()),
         ] {
             if set {
                 out.push(format!("service \"{name}\": {what} is not supported yet"));
@@ -208,7 +618,7 @@ fn unsupported(cfg: &Config) -> Vec<String> {
         // Chains are refused where a service uses one (above).
         if !matches!(
             section,
-            "services" | "hops" | "chains" | "api" | "log" | "authers"
+            "services" | "hops" | "chains" | "api" | "metrics" | "log" | "loggers" | "authers"
         ) {
             out.push(format!("config section '{section}' is not supported yet"));
         }
@@ -227,16 +637,31 @@ fn unsupported(cfg: &Config) -> Vec<String> {
             }
         }
     }
-    if cfg.api.as_ref().is_some_and(|a| !a.auther.is_empty()) {
-        out.push("api.auther is not supported yet (use api.auth)".into());
-    }
-    if cfg.log.as_ref().is_some_and(|l| l.rotation.is_some()) {
-        out.push("log.rotation is not supported yet".into());
-    }
     out
 }
 
+/// What a service is made of besides its listener and status: all that a
+/// change to its handler or the objects it uses rebuilds.
+struct Parts {
+    handler: Arc<dyn Handler>,
+    hooks: Hooks,
+    enable_stats: bool,
+}
+
 fn build_service(root: &Config, cfg: &ServiceConfig) -> Result<Service, BuildError> {
+    let parts = build_parts(root, cfg)?;
+    let listener = bind_listener(cfg)?;
+    let status = Arc::new(Status::new(&cfg.name, parts.enable_stats));
+    Ok(Service::new(
+        &cfg.name,
+        status,
+        listener,
+        parts.handler,
+        parts.hooks,
+    ))
+}
+
+fn build_parts(root: &Config, cfg: &ServiceConfig) -> Result<Parts, BuildError> {
     let md = &cfg.metadata;
     let enable_stats = md
         .get_bool("enableStats")
@@ -254,17 +679,10 @@ fn build_service(root: &Config, cfg: &ServiceConfig) -> Result<Service, BuildErr
             router.dial_timeout = t;
         }
     }
-    let status = Arc::new(Status::new(&cfg.name, enable_stats));
-
     let handler_type = cfg
         .handler
         .as_ref()
         .map(|h| h.r#type.as_str())
-        .unwrap_or_default();
-    let listener_type = cfg
-        .listener
-        .as_ref()
-        .map(|l| l.r#type.as_str())
         .unwrap_or_default();
     let deps = HandlerDeps {
         router,
@@ -295,7 +713,19 @@ fn build_service(root: &Config, cfg: &ServiceConfig) -> Result<Service, BuildErr
             ))
         }
     };
+    Ok(Parts {
+        handler,
+        hooks,
+        enable_stats,
+    })
+}
 
+fn bind_listener(cfg: &ServiceConfig) -> Result<Box<dyn Listener>, BuildError> {
+    let listener_type = cfg
+        .listener
+        .as_ref()
+        .map(|l| l.r#type.as_str())
+        .unwrap_or_default();
     let addr = resolve_bind_addr(&cfg.addr)
         .map_err(|e| svc_err(cfg, format!("addr \"{}\": {e}", cfg.addr)))?;
     let lmd = cfg.listener.as_ref().map(|l| &l.metadata);
@@ -331,7 +761,7 @@ fn build_service(root: &Config, cfg: &ServiceConfig) -> Result<Service, BuildErr
             ))
         }
     };
-    Ok(Service::new(&cfg.name, status, listener, handler, hooks))
+    Ok(listener)
 }
 
 /// The service's auther, as GOST picks it: the named `handler.auther` and
@@ -343,20 +773,7 @@ fn build_auther(root: &Config, cfg: &ServiceConfig) -> Option<Arc<dyn Auther>> {
         .chain(&h.authers)
         .filter(|n| !n.is_empty())
         .filter_map(|n| root.authers.iter().find(|a| &a.name == n))
-        .map(|a| {
-            let users = a
-                .auths
-                .iter()
-                .filter(|u| !u.username.is_empty())
-                .map(|u| (u.username.clone(), u.password.clone()));
-            let file = a
-                .file
-                .as_ref()
-                .filter(|f| !f.path.is_empty())
-                .map(|f| f.path.clone().into());
-            let reload = Some(a.reload.0).filter(|r| !r.is_zero());
-            Arc::new(TableAuther::new(&a.name, users, file, reload)) as Arc<dyn Auther>
-        })
+        .map(named_auther)
         .collect();
     if !named.is_empty() {
         return Some(Arc::new(AutherGroup(named)));
@@ -369,6 +786,22 @@ fn build_auther(root: &Config, cfg: &ServiceConfig) -> Option<Arc<dyn Auther>> {
         auth.username.clone(),
         auth.password.clone(),
     )])))
+}
+
+/// An auther of the top-level `authers` section.
+pub fn named_auther(a: &AutherConfig) -> Arc<dyn Auther> {
+    let users = a
+        .auths
+        .iter()
+        .filter(|u| !u.username.is_empty())
+        .map(|u| (u.username.clone(), u.password.clone()));
+    let file = a
+        .file
+        .as_ref()
+        .filter(|f| !f.path.is_empty())
+        .map(|f| f.path.clone().into());
+    let reload = Some(a.reload.0).filter(|r| !r.is_zero());
+    Arc::new(TableAuther::new(&a.name, users, file, reload))
 }
 
 /// Parses the handler's metadata into a handler's typed options.
@@ -506,4 +939,31 @@ fn build_forward_handler(
     )
     .map_err(|e| md_err(cfg, "handler.metadata", e))?;
     Ok(ForwardHandler::new(Arc::new(hop), router, opts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn dependencies_follow_references_through_other_objects() {
+        let root = json!({
+            "services": [{"name": "s", "handler": {"auther": "users"}, "forwarder": {"hop": "h"}}],
+            "hops": [{"name": "h", "nodes": [{"name": "n", "bypass": "b"}]}, {"name": "other"}],
+            "bypasses": [{"name": "b", "matchers": ["x"]}],
+            "authers": [{"name": "users"}],
+        });
+        let deps = dependencies(&root, &root["services"][0]);
+        let keys: Vec<_> = deps.keys().map(|(k, n)| format!("{k}/{n}")).collect();
+        assert_eq!(keys, ["authers/users", "bypasses/b", "hops/h"]);
+
+        // A change two steps away is seen; one to an unused object is not.
+        let mut changed = root.clone();
+        changed["bypasses"][0]["matchers"] = json!(["y"]);
+        assert_ne!(dependencies(&changed, &changed["services"][0]), deps);
+        let mut unrelated = root.clone();
+        unrelated["hops"][1]["nodes"] = json!([{"name": "z"}]);
+        assert_eq!(dependencies(&unrelated, &unrelated["services"][0]), deps);
+    }
 }

@@ -13,6 +13,7 @@ pub mod handler;
 pub mod listener;
 pub mod logger;
 pub mod metadata;
+pub mod metrics;
 pub mod multiprocess;
 pub mod relay;
 pub mod router;

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use gost::{api, app, cli, logger, multiprocess};
+use std::sync::Arc;
+
+use gost::{api, app, cli, config, logger, metrics, multiprocess};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -73,11 +75,8 @@ async fn run(args: &[String]) -> anyhow::Result<ExitCode> {
     for w in &warnings {
         tracing::warn!("{w}");
     }
-    if parsed.reload.is_some() {
-        anyhow::bail!("-R (periodic reload) is not supported yet");
-    }
-
     let api_cfg = config.api.clone().filter(|a| !a.addr.is_empty());
+    let metrics_cfg = config.metrics.clone().filter(|m| !m.addr.is_empty());
     let built = match app::build(config) {
         Ok(b) => b,
         Err(errors) => {
@@ -89,10 +88,37 @@ async fn run(args: &[String]) -> anyhow::Result<ExitCode> {
         }
     };
 
+    let app = built.app.clone();
+    if let Some(path) =
+        parsed
+            .configs
+            .iter()
+            .rev()
+            .find_map(|c| match config::Source::classify(c) {
+                config::Source::File(p) => Some(p),
+                _ => None,
+            })
+    {
+        app.set_config_file(path);
+    }
+    let args = parsed.clone();
+    app.set_reloader(Box::new(move || {
+        cli::load_config_and_warnings(&args)
+            .map(|(cfg, _)| cfg)
+            .map_err(|e| e.to_string())
+    }));
+
     let shutdown = CancellationToken::new();
     if let Some(api_cfg) = api_cfg {
-        serve_api(built.app.clone(), &api_cfg, shutdown.clone()).await?;
+        let router = api::router(app.clone(), &api_cfg);
+        serve_http("api", &api_cfg.addr, router, shutdown.clone()).await?;
     }
+    if let Some(m) = metrics_cfg {
+        metrics::enable();
+        let router = metrics::http::router(app.clone(), &m);
+        serve_http("metrics", &m.addr, router, shutdown.clone()).await?;
+    }
+    tokio::spawn(reload_on_signal(app.clone(), parsed.reload));
 
     let token = shutdown.clone();
     tokio::spawn(async move {
@@ -107,40 +133,68 @@ async fn run(args: &[String]) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Binds the API (TCP, or a unix socket for `unix:///path`) and serves it
-/// until shutdown. Binding happens before the services start, so a bad
-/// address stops start-up.
-async fn serve_api(
-    app: std::sync::Arc<app::App>,
-    cfg: &gost::config::APIConfig,
+/// SIGHUP, and every `-R` period when given, reads the config again and
+/// applies the difference, as GOST does; a bad config is logged and the
+/// running one kept.
+async fn reload_on_signal(app: Arc<app::App>, period: Option<std::time::Duration>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload by signal is off");
+        return;
+    };
+    let mut tick = period.map(tokio::time::interval);
+    if let Some(t) = &mut tick {
+        t.tick().await;
+    }
+    loop {
+        let by = tokio::select! {
+            _ = hup.recv() => "SIGHUP",
+            _ = async { match &mut tick { Some(t) => { t.tick().await; } None => std::future::pending().await } } => "-R",
+        };
+        match app.reload().await {
+            Ok(()) => tracing::info!(by, "config reloaded"),
+            Err(e) => {
+                tracing::error!(by, error = %e, "config reload failed, keeping the running config")
+            }
+        }
+    }
+}
+
+/// Binds an HTTP endpoint (TCP, or a unix socket for `unix:///path`) and
+/// serves it until shutdown. Binding happens before the services start,
+/// so a bad address stops start-up.
+async fn serve_http(
+    what: &'static str,
+    addr: &str,
+    router: axum::Router,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let router = api::router(app, cfg);
     let stop = async move { shutdown.cancelled().await };
-    if let Some(path) = cfg.addr.strip_prefix("unix://") {
+    if let Some(path) = addr.strip_prefix("unix://") {
         // A socket file left by an earlier run would make bind fail.
         let _ = std::fs::remove_file(path);
         let listener = tokio::net::UnixListener::bind(path)
-            .with_context(|| format!("api: cannot listen on {}", cfg.addr))?;
-        tracing::info!(addr = %cfg.addr, "api listening");
-        spawn_api(listener, router, stop);
+            .with_context(|| format!("{what}: cannot listen on {addr}"))?;
+        tracing::info!(%addr, "{what} listening");
+        spawn_http(what, listener, router, stop);
     } else {
         // `:8080` means all interfaces, as in Go.
-        let addr = if cfg.addr.starts_with(':') {
-            format!("[::]{}", cfg.addr)
+        let bind = if addr.starts_with(':') {
+            format!("[::]{addr}")
         } else {
-            cfg.addr.clone()
+            addr.to_string()
         };
-        let listener = tokio::net::TcpListener::bind(&addr)
+        let listener = tokio::net::TcpListener::bind(&bind)
             .await
-            .with_context(|| format!("api: cannot listen on {}", cfg.addr))?;
-        tracing::info!(addr = %listener.local_addr()?, "api listening");
-        spawn_api(listener, router, stop);
+            .with_context(|| format!("{what}: cannot listen on {addr}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "{what} listening");
+        spawn_http(what, listener, router, stop);
     }
     Ok(())
 }
 
-fn spawn_api<L>(
+fn spawn_http<L>(
+    what: &'static str,
     listener: L,
     router: axum::Router,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
@@ -153,7 +207,7 @@ fn spawn_api<L>(
             .with_graceful_shutdown(stop)
             .await
         {
-            tracing::error!(error = %e, "api server");
+            tracing::error!(error = %e, "{what} server");
         }
     });
 }

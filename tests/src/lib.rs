@@ -264,21 +264,49 @@ pub fn http_get_unix(socket: &str, path: &str) -> (u16, String) {
     http_exchange(c, path, None)
 }
 
-fn http_exchange(
-    mut c: impl Read + Write,
+/// Any HTTP/1.1 request with an optional JSON body; returns (status, body).
+pub fn http_request(
+    port: u16,
+    method: &str,
     path: &str,
+    body: Option<&str>,
+    auth: Option<(&str, &str)>,
+) -> (u16, String) {
+    let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    http_send(c, method, path, body, auth)
+}
+
+fn http_exchange(c: impl Read + Write, path: &str, auth: Option<(&str, &str)>) -> (u16, String) {
+    http_send(c, "GET", path, None, auth)
+}
+
+fn http_send(
+    mut c: impl Read + Write,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
     auth: Option<(&str, &str)>,
 ) -> (u16, String) {
     use base64::Engine;
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
     if let Some((u, p)) = auth {
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
         req.push_str(&format!("Authorization: Basic {token}\r\n"));
     }
+    let body = body.unwrap_or("");
+    if !body.is_empty() || method != "GET" {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
     req.push_str("\r\n");
-    c.write_all(req.as_bytes()).unwrap();
+    req.push_str(body);
+    // A server may answer (413) and close before reading a large body.
+    let _ = c.write_all(req.as_bytes());
     let mut resp = Vec::new();
-    c.read_to_end(&mut resp).unwrap();
+    let _ = c.read_to_end(&mut resp);
     let text = String::from_utf8_lossy(&resp).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head

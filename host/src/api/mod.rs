@@ -1,53 +1,92 @@
-//! GOST's web API (read-only so far): `GET <pathPrefix>/config` returns the
-//! running configuration with each service's live `status`.
+//! GOST's web API (go-gost/x `api`): the running configuration under
+//! `<pathPrefix>/config`, read and changed live.
+
+mod config;
+mod error;
+mod objects;
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
-use serde::{Deserialize, Serialize};
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
 use crate::app::App;
-use crate::config::APIConfig;
+use crate::auth::Auther;
+use crate::config::{APIConfig, AuthConfig};
 
-/// GOST's error body.
-#[derive(Debug, Serialize)]
-struct ErrorBody {
-    code: u16,
-    msg: String,
+pub use error::ApiError;
+
+/// Who may call: a named auther (looked up live, so changing it through
+/// the API applies at once), else fixed credentials, else anyone.
+#[derive(Clone)]
+pub enum Access {
+    Open,
+    Basic(String, String),
+    Auther(String),
+}
+
+impl Access {
+    /// GOST's choice: `auther` wins over `auth`.
+    pub fn new(auther: &str, auth: Option<&AuthConfig>) -> Access {
+        if !auther.is_empty() {
+            return Access::Auther(auther.to_string());
+        }
+        match auth {
+            Some(a) if !a.username.is_empty() || !a.password.is_empty() => {
+                Access::Basic(a.username.clone(), a.password.clone())
+            }
+            _ => Access::Open,
+        }
+    }
+
+    /// Checks the request's basic credentials.
+    pub fn allows(&self, app: &App, headers: &HeaderMap) -> bool {
+        let creds = basic_credentials(headers);
+        match self {
+            Access::Open => true,
+            Access::Basic(user, pass) => creds.is_some_and(|(u, p)| {
+                constant_time_eq(u.as_bytes(), user.as_bytes())
+                    & constant_time_eq(p.as_bytes(), pass.as_bytes())
+            }),
+            Access::Auther(name) => {
+                let (u, p) = creds.unwrap_or_default();
+                app.auther(name)
+                    .is_some_and(|a: Arc<dyn Auther>| a.authenticate(&u, &p).is_some())
+            }
+        }
+    }
 }
 
 #[derive(Clone)]
-struct ApiState {
+pub struct ApiState {
     app: Arc<App>,
-    auth: Option<(String, String)>,
+    access: Access,
     access_log: bool,
-}
-
-#[derive(Debug, Deserialize)]
-struct FormatQuery {
-    format: Option<String>,
 }
 
 /// Builds the API router for `cfg`, routes mounted under its `pathPrefix`.
 pub fn router(app: Arc<App>, cfg: &APIConfig) -> Router {
-    let auth = cfg
-        .auth
-        .as_ref()
-        .filter(|a| !a.username.is_empty() || !a.password.is_empty())
-        .map(|a| (a.username.clone(), a.password.clone()));
     let state = ApiState {
         app,
-        auth,
+        access: Access::new(&cfg.auther, cfg.auth.as_ref()),
         access_log: cfg.accesslog,
     };
     let routes = Router::new()
-        .route("/config", get(get_config))
+        .route("/config", get(config::get).post(config::save))
+        .route("/config/reload", post(config::reload))
+        .route("/config/{kind}", get(objects::list).post(objects::create))
+        .route(
+            "/config/{kind}/{name}",
+            get(objects::get)
+                .put(objects::update)
+                .delete(objects::delete),
+        )
+        .layer(DefaultBodyLimit::max(objects::BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware,
@@ -78,6 +117,11 @@ pub fn router(app: Arc<App>, cfg: &APIConfig) -> Router {
     )
 }
 
+/// GOST's success body.
+fn ok() -> Response {
+    Json(serde_json::json!({"msg": "OK"})).into_response()
+}
+
 async fn middleware(
     State(st): State<ApiState>,
     req: axum::extract::Request,
@@ -86,20 +130,10 @@ async fn middleware(
     let start = std::time::Instant::now();
     let method = req.method().clone();
     let uri = req.uri().clone();
-    let resp = if authorized(&st, req.headers()) {
+    let resp = if st.access.allows(&st.app, req.headers()) {
         next.run(req).await
     } else {
-        let mut r = (
-            StatusCode::UNAUTHORIZED,
-            Json(ErrorBody {
-                code: 401,
-                msg: "Unauthorized".into(),
-            }),
-        )
-            .into_response();
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));
-        r
+        unauthorized()
     };
     if st.access_log {
         tracing::info!(kind = "api", %method, %uri, code = resp.status().as_u16(), duration = ?start.elapsed(), "api request");
@@ -107,30 +141,23 @@ async fn middleware(
     resp
 }
 
-fn authorized(st: &ApiState, headers: &HeaderMap) -> bool {
-    let Some((user, pass)) = &st.auth else {
-        return true;
-    };
-    let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let Some(b64) = value.strip_prefix("Basic ") else {
-        return false;
-    };
-    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(b64.trim()) else {
-        return false;
-    };
-    let Ok(text) = String::from_utf8(decoded) else {
-        return false;
-    };
-    let Some((u, p)) = text.split_once(':') else {
-        return false;
-    };
-    constant_time_eq(u.as_bytes(), user.as_bytes())
-        & constant_time_eq(p.as_bytes(), pass.as_bytes())
+/// 401 with GOST's body and a basic-auth challenge.
+pub fn unauthorized() -> Response {
+    let mut r = ApiError::unauthorized().into_response();
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));
+    r
+}
+
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let b64 = value.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some((u.to_string(), p.to_string()))
 }
 
 /// Avoids leaking how much of a guessed credential was right through timing.
@@ -139,23 +166,4 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-async fn get_config(State(st): State<ApiState>, Query(q): Query<FormatQuery>) -> Response {
-    let cfg = st.app.config_with_status();
-    let (body, content_type) = match q.format.as_deref() {
-        Some("yaml") => (cfg.to_yaml(), "text/x-yaml"),
-        _ => (cfg.to_json(), "application/json"),
-    };
-    match body {
-        Ok(text) => ([(header::CONTENT_TYPE, content_type)], text).into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Json(ErrorBody {
-                code: 500,
-                msg: e.to_string(),
-            }),
-        )
-            .into_response(),
-    }
 }

@@ -5,8 +5,8 @@ pub mod hooks;
 pub mod stats;
 pub mod status;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,13 +23,33 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 /// GOST's accept back-off: 1s, doubling, at most 5s.
 const MAX_ACCEPT_DELAY: Duration = Duration::from_secs(5);
 
+/// The handler a running service passes new connections to. Replacing it
+/// (a chain, auther or handler option changed through the API) affects new
+/// connections only: live ones keep the handler they started with.
+pub struct HandlerSlot(RwLock<Arc<dyn Handler>>);
+
+impl HandlerSlot {
+    pub fn new(handler: Arc<dyn Handler>) -> Self {
+        HandlerSlot(RwLock::new(handler))
+    }
+
+    pub fn set(&self, handler: Arc<dyn Handler>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = handler;
+    }
+
+    fn get(&self) -> Arc<dyn Handler> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 pub struct Service {
     pub name: Arc<str>,
     pub status: Arc<Status>,
     listener: Box<dyn Listener>,
-    handler: Arc<dyn Handler>,
+    handler: Arc<HandlerSlot>,
     hooks: Hooks,
     grace: Duration,
+    listener_closed: CancellationToken,
 }
 
 impl Service {
@@ -46,10 +66,22 @@ impl Service {
             name: name.into(),
             status,
             listener,
-            handler,
+            handler: Arc::new(HandlerSlot::new(handler)),
             hooks,
             grace: DEFAULT_GRACE,
+            listener_closed: CancellationToken::new(),
         }
+    }
+
+    /// Where to put a replacement handler while the service runs.
+    pub fn handler_slot(&self) -> Arc<HandlerSlot> {
+        self.handler.clone()
+    }
+
+    /// Fires once the service has stopped listening after a stop, so its
+    /// address can be bound again (while its connections may still drain).
+    pub fn listener_closed(&self) -> CancellationToken {
+        self.listener_closed.clone()
     }
 
     pub fn with_grace(mut self, grace: Duration) -> Self {
@@ -67,6 +99,7 @@ impl Service {
             tracing::error!(service = %name, error = %e, "preUp failed, service not started");
             self.status.add_event(format!("service {name}: {e}"));
             self.status.set_state(State::Failed);
+            self.listener_closed.cancel();
             return;
         }
         if let Err(e) = hooks::run(&name, "postUp", &self.hooks.post_up).await {
@@ -91,9 +124,11 @@ impl Service {
             hooks: h,
             grace,
             status,
+            listener_closed,
             ..
         } = self;
         drop(listener);
+        listener_closed.cancel();
         conns.close();
         if tokio::time::timeout(grace, conns.wait()).await.is_err() {
             tracing::info!(service = %name, open = conns.len(), "grace period over, closing connections");
@@ -135,15 +170,24 @@ impl Service {
                 }
             };
             delay = Duration::ZERO;
+            let handler = self.handler.get();
+            let mut stats = self.status.stats().cloned();
+            let mut duration = None;
+            if let Some(m) = crate::metrics::global() {
+                let client = m.client(&self.name, accepted.peer.ip());
+                let links = stats.into_iter().chain([client]).collect();
+                stats = Some(Arc::new(stats::Stats::linked(links)));
+                duration = Some(m.request_duration(&self.name));
+            }
             let ctx = ConnContext {
                 service: self.name.clone(),
                 peer: accepted.peer,
                 local: accepted.local,
-                stats: self.status.stats().cloned(),
+                stats,
             };
-            let handler = self.handler.clone();
             let cancel = conn_cancel.clone();
             conns.spawn(async move {
+                let start = Instant::now();
                 let stats = ctx.stats.clone();
                 let _guard = stats.as_ref().map(|s| s.open_conn());
                 let service = ctx.service.clone();
@@ -152,6 +196,9 @@ impl Service {
                     r = handler.handle(accepted.conn, ctx) => r,
                     _ = cancel.cancelled() => return,
                 };
+                if let Some(h) = duration {
+                    h.observe(start.elapsed());
+                }
                 if let Err(e) = result {
                     if e.is_server_error() {
                         tracing::error!(service = %service, client = %peer, error = %e, "handler");

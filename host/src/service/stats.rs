@@ -18,33 +18,60 @@ pub struct Stats {
     /// Set on every change, cleared when an observer takes a report, so that
     /// unchanged stats are not reported again (GOST's `IsUpdated`).
     updated: AtomicBool,
+    /// Counters that see every change made here too: one connection counts
+    /// into its service's stats and its client's metrics series at once,
+    /// while handlers keep a single `Stats` to add to.
+    links: Vec<std::sync::Arc<Stats>>,
 }
 
 impl Stats {
+    /// Counters of one connection that add into each of `links`.
+    pub fn linked(links: Vec<std::sync::Arc<Stats>>) -> Self {
+        Stats {
+            links,
+            ..Default::default()
+        }
+    }
+
     /// Counts a new connection and returns a guard that counts it closed
     /// when dropped, so no exit path of a handler can leak `currentConns`.
     pub fn open_conn(&self) -> ConnGuard<'_> {
+        self.open();
+        ConnGuard { stats: self }
+    }
+
+    fn open(&self) {
         self.total_conns.fetch_add(1, Ordering::Relaxed);
         self.current_conns.fetch_add(1, Ordering::Relaxed);
         self.updated.store(true, Ordering::Relaxed);
-        ConnGuard { stats: self }
+        self.links.iter().for_each(|l| l.open());
     }
 
     pub fn add_error(&self) {
         self.total_errs.fetch_add(1, Ordering::Relaxed);
         self.updated.store(true, Ordering::Relaxed);
+        self.links.iter().for_each(|l| l.add_error());
     }
 
     /// Bytes read from the client.
     pub fn add_input(&self, n: u64) {
         self.input_bytes.fetch_add(n, Ordering::Relaxed);
         self.updated.store(true, Ordering::Relaxed);
+        self.links.iter().for_each(|l| l.add_input(n));
     }
 
     /// Bytes written to the client.
     pub fn add_output(&self, n: u64) {
         self.output_bytes.fetch_add(n, Ordering::Relaxed);
         self.updated.store(true, Ordering::Relaxed);
+        self.links.iter().for_each(|l| l.add_output(n));
+    }
+
+    /// The other half of [`Stats::open`], run by the guard.
+    fn close_conn(&self) {
+        self.current_conns.fetch_sub(1, Ordering::Relaxed);
+        self.updated.store(true, Ordering::Relaxed);
+        self.links.iter().for_each(|l| l.close_conn());
     }
 
     pub fn snapshot(&self) -> ServiceStats {
@@ -66,8 +93,7 @@ pub struct ConnGuard<'a> {
 
 impl Drop for ConnGuard<'_> {
     fn drop(&mut self) {
-        self.stats.current_conns.fetch_sub(1, Ordering::Relaxed);
-        self.stats.updated.store(true, Ordering::Relaxed);
+        self.stats.close_conn();
     }
 }
 
@@ -85,6 +111,33 @@ mod tests {
         }
         let s = stats.snapshot();
         assert_eq!((s.total_conns, s.current_conns), (2, 0));
+    }
+
+    #[test]
+    fn linked_counters_see_every_change() {
+        let service = std::sync::Arc::new(Stats::default());
+        let client = std::sync::Arc::new(Stats::default());
+        let conn = Stats::linked(vec![service.clone(), client.clone()]);
+        {
+            let _g = conn.open_conn();
+            conn.add_input(3);
+            conn.add_output(4);
+            conn.add_error();
+            assert_eq!(service.snapshot().current_conns, 1);
+        }
+        for s in [&service, &client] {
+            let s = s.snapshot();
+            assert_eq!(
+                (
+                    s.total_conns,
+                    s.current_conns,
+                    s.input_bytes,
+                    s.output_bytes,
+                    s.total_errs
+                ),
+                (1, 0, 3, 4, 1)
+            );
+        }
     }
 
     #[test]

@@ -1,0 +1,287 @@
+//! Create, read, update and delete of every named object kind, as GOST's
+//! `/config/<kind>` routes. The objects are handled as JSON against the
+//! config document, so each kind needs one line in [`KINDS`]; every change
+//! goes through `App::update`, which checks the whole resulting config and
+//! applies it live.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+use super::error::{ApiError, INVALID};
+use super::{ok, ApiState};
+use crate::app::ApplyError;
+use crate::config::Config;
+
+/// Route segment and the singular GOST uses in messages.
+const KINDS: &[(&str, &str)] = &[
+    ("services", "service"),
+    ("chains", "chain"),
+    ("hops", "hop"),
+    ("authers", "auther"),
+    ("admissions", "admission"),
+    ("bypasses", "bypass"),
+    ("resolvers", "resolver"),
+    ("hosts", "hosts"),
+    ("ingresses", "ingress"),
+    ("routers", "router"),
+    ("observers", "observer"),
+    ("recorders", "recorder"),
+    ("sds", "sd"),
+    ("limiters", "limiter"),
+    ("quotas", "quota"),
+    ("climiters", "limiter"),
+    ("rlimiters", "limiter"),
+    ("caches", "cache"),
+    ("loggers", "logger"),
+];
+
+/// Larger request bodies are refused before they are read in full.
+pub const BODY_LIMIT: usize = 1 << 20;
+
+fn kind(segment: &str) -> Option<&'static str> {
+    KINDS
+        .iter()
+        .find(|(k, _)| *k == segment)
+        .map(|(_, singular)| *singular)
+}
+
+fn unknown_kind() -> Response {
+    StatusCode::NOT_FOUND.into_response()
+}
+
+pub async fn list(State(st): State<ApiState>, Path(segment): Path<String>) -> Response {
+    if kind(&segment).is_none() {
+        return unknown_kind();
+    }
+    let list = section(&st, &segment);
+    Json(json!({"data": {"count": list.len(), "list": list}})).into_response()
+}
+
+/// An unknown name gives an empty body with 200, as in GOST.
+pub async fn get(
+    State(st): State<ApiState>,
+    Path((segment, name)): Path<(String, String)>,
+) -> Response {
+    if kind(&segment).is_none() {
+        return unknown_kind();
+    }
+    let name = name.trim();
+    match section(&st, &segment)
+        .into_iter()
+        .find(|o| o.get("name").and_then(Value::as_str) == Some(name))
+    {
+        Some(obj) => Json(json!({ "data": obj })).into_response(),
+        None => Json(json!({})).into_response(),
+    }
+}
+
+pub async fn create(
+    State(st): State<ApiState>,
+    Path(segment): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let Some(singular) = kind(&segment) else {
+        return unknown_kind();
+    };
+    let result = async {
+        let mut obj = object(body)?;
+        let name = obj
+            .get("name")
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_string();
+        if name.is_empty() {
+            return Err(ApiError::invalid(format!("{singular} name is required")));
+        }
+        check_name(singular, &name)?;
+        obj.insert("name".into(), Value::String(name.clone()));
+        st.app
+            .update(|cfg| {
+                let mut doc = document(cfg);
+                let list = list_mut(&mut doc, &segment);
+                if position(list, &name).is_some() {
+                    return Err(ApplyError::Duplicate(format!(
+                        "{singular} {name} already exists"
+                    )));
+                }
+                list.push(Value::Object(obj));
+                candidate(doc, singular)
+            })
+            .await?;
+        tracing::info!(kind = %singular, name = %name, "created through the API");
+        Ok(())
+    }
+    .await;
+    respond(result)
+}
+
+pub async fn update(
+    State(st): State<ApiState>,
+    Path((segment, name)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let Some(singular) = kind(&segment) else {
+        return unknown_kind();
+    };
+    let name = name.trim().to_string();
+    let result = async {
+        let mut obj = object(body)?;
+        check_name(singular, &name)?;
+        obj.insert("name".into(), Value::String(name.clone()));
+        st.app
+            .update(|cfg| {
+                let mut doc = document(cfg);
+                let list = list_mut(&mut doc, &segment);
+                let i = position(list, &name).ok_or_else(|| not_found(singular, &name))?;
+                list[i] = Value::Object(obj);
+                candidate(doc, singular)
+            })
+            .await?;
+        tracing::info!(kind = %singular, name = %name, "updated through the API");
+        Ok(())
+    }
+    .await;
+    respond(result)
+}
+
+pub async fn delete(
+    State(st): State<ApiState>,
+    Path((segment, name)): Path<(String, String)>,
+) -> Response {
+    let Some(singular) = kind(&segment) else {
+        return unknown_kind();
+    };
+    let name = name.trim().to_string();
+    let result = st
+        .app
+        .update(|cfg| {
+            let mut doc = document(cfg);
+            let list = list_mut(&mut doc, &segment);
+            let i = position(list, &name).ok_or_else(|| not_found(singular, &name))?;
+            list.remove(i);
+            candidate(doc, singular)
+        })
+        .await
+        .map_err(ApiError::from);
+    if result.is_ok() {
+        tracing::info!(kind = %singular, name = %name, "deleted through the API");
+    }
+    respond(result)
+}
+
+fn respond(result: Result<(), ApiError>) -> Response {
+    match result {
+        Ok(()) => ok(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn not_found(singular: &str, name: &str) -> ApplyError {
+    ApplyError::NotFound(format!("{singular} {name} not found"))
+}
+
+/// The objects of one section, services with their live status.
+fn section(st: &ApiState, segment: &str) -> Vec<Value> {
+    let cfg = if segment == "services" {
+        st.app.config_with_status()
+    } else {
+        st.app.config()
+    };
+    match document(&cfg).remove(segment) {
+        Some(Value::Array(list)) => list,
+        _ => Vec::new(),
+    }
+}
+
+fn document(cfg: &Config) -> Map<String, Value> {
+    match serde_json::to_value(cfg) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    }
+}
+
+fn list_mut<'a>(doc: &'a mut Map<String, Value>, segment: &str) -> &'a mut Vec<Value> {
+    let v = doc
+        .entry(segment.to_string())
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if !v.is_array() {
+        *v = Value::Array(Vec::new());
+    }
+    match v {
+        Value::Array(list) => list,
+        _ => unreachable!("replaced by an array above"),
+    }
+}
+
+fn position(list: &[Value], name: &str) -> Option<usize> {
+    list.iter()
+        .position(|o| o.get("name").and_then(Value::as_str) == Some(name))
+}
+
+fn candidate(doc: Map<String, Value>, singular: &str) -> Result<Config, ApplyError> {
+    serde_json::from_value(Value::Object(doc))
+        .map_err(|e| ApplyError::Invalid(format!("invalid {singular}: {e}")))
+}
+
+/// The request body as a JSON object. GOST's Go decoder ignores unknown
+/// fields, and so do we; anything that is not an object is refused.
+fn object(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>, ApiError> {
+    let body = body.map_err(|e| ApiError::new(e.status(), INVALID, e.body_text()))?;
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::invalid("request body must be a JSON object")),
+        Err(e) => Err(ApiError::invalid(format!("invalid JSON: {e}"))),
+    }
+}
+
+/// Names end up in URL paths, file names of saved configs and log fields;
+/// path separators and control characters would make them ambiguous.
+fn check_name(singular: &str, name: &str) -> Result<(), ApiError> {
+    if name
+        .chars()
+        .any(|c| c == '/' || c == '\\' || c.is_control())
+    {
+        return Err(ApiError::invalid(format!(
+            "{singular} name {name:?} must not contain '/', '\\' or control characters"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_with_path_characters_are_refused() {
+        assert!(check_name("service", "web-1").is_ok());
+        for bad in ["a/b", "a\\b", "a\nb", "../x"] {
+            assert!(check_name("service", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn non_objects_and_bad_json_are_refused() {
+        assert!(object(Ok(Bytes::from_static(b"[1]"))).is_err());
+        assert!(object(Ok(Bytes::from_static(b"{\"name\":"))).is_err());
+        let m = object(Ok(Bytes::from_static(b"{\"name\":\"x\",\"extra\":1}"))).unwrap();
+        assert_eq!(m["name"], "x");
+    }
+
+    #[test]
+    fn candidate_reports_wrong_types() {
+        let mut doc = Map::new();
+        doc.insert(
+            "services".into(),
+            json!([{"name": "x", "addr": 5, "handler": {"type": "tcp"}}]),
+        );
+        let err = candidate(doc, "service").unwrap_err().to_string();
+        assert!(err.starts_with("invalid service:"), "{err}");
+    }
+}

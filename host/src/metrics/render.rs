@@ -1,0 +1,179 @@
+//! The Prometheus text exposition format (version 0.0.4): `# HELP`, `#
+//! TYPE`, then one line per series, labels sorted by name as GOST's Go
+//! client writes them.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use super::*;
+
+/// `states`: the state of each running service, for the service gauges.
+pub fn render(m: &Metrics, states: &[&str]) -> String {
+    let mut out = String::new();
+    let host = m.host();
+
+    header(&mut out, SERVICES, "gauge", "Current number of services");
+    // GOST counts a service from the start of its serve loop to its end.
+    let live = states.iter().filter(|s| **s != "closed").count();
+    series(&mut out, SERVICES, &[("host", host)], live as f64);
+
+    header(
+        &mut out,
+        SERVICE_STATUS,
+        "gauge",
+        "Number of services in each state",
+    );
+    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+    for s in states {
+        *counts.entry(s).or_default() += 1;
+    }
+    for (state, n) in counts {
+        series(
+            &mut out,
+            SERVICE_STATUS,
+            &[("host", host), ("state", state)],
+            n as f64,
+        );
+    }
+
+    let clients = m.client_series();
+    type Pick = fn(&crate::config::ServiceStats) -> u64;
+    let families: [(&str, &str, &str, Pick); 5] = [
+        (REQUESTS, "counter", "Total number of requests", |s| {
+            s.total_conns
+        }),
+        (IN_FLIGHT, "gauge", "Current in-flight requests", |s| {
+            s.current_conns
+        }),
+        (
+            INPUT_BYTES,
+            "counter",
+            "Total service input data transfer size in bytes",
+            |s| s.input_bytes,
+        ),
+        (
+            OUTPUT_BYTES,
+            "counter",
+            "Total service output data transfer size in bytes",
+            |s| s.output_bytes,
+        ),
+        (
+            HANDLER_ERRORS,
+            "counter",
+            "Total service handler errors",
+            |s| s.total_errs,
+        ),
+    ];
+    let snaps: Vec<_> = clients
+        .iter()
+        .map(|((svc, ip), st)| (svc.clone(), ip.to_string(), st.snapshot()))
+        .collect();
+    for (name, kind, help, pick) in families {
+        header(&mut out, name, kind, help);
+        for (svc, ip, snap) in &snaps {
+            series(
+                &mut out,
+                name,
+                &[("client", ip), ("host", host), ("service", svc)],
+                pick(snap) as f64,
+            );
+        }
+    }
+
+    header(
+        &mut out,
+        DURATION,
+        "histogram",
+        "Distribution of request latencies",
+    );
+    for (svc, h) in m.duration_series() {
+        let snap = h.snapshot();
+        let bucket = format!("{DURATION}_bucket");
+        for (le, n) in &snap.buckets {
+            series(
+                &mut out,
+                &bucket,
+                &[("host", host), ("service", &svc), ("le", &le.to_string())],
+                *n as f64,
+            );
+        }
+        series(
+            &mut out,
+            &bucket,
+            &[("host", host), ("service", &svc), ("le", "+Inf")],
+            snap.count as f64,
+        );
+        let labels = [("host", host), ("service", &*svc)];
+        series(
+            &mut out,
+            &format!("{DURATION}_sum"),
+            &labels,
+            snap.sum_seconds,
+        );
+        series(
+            &mut out,
+            &format!("{DURATION}_count"),
+            &labels,
+            snap.count as f64,
+        );
+    }
+    out
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn series(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
+    out.push_str(name);
+    out.push('{');
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{k}=\"{}\"", escape(v));
+    }
+    let _ = writeln!(out, "}} {value}");
+}
+
+/// Label values escape backslash, double quote and newline.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn renders_gost_names_and_labels() {
+        let m = Metrics::new("h\"1".into());
+        let svc: Arc<str> = "web".into();
+        let c = m.client(&svc, "::ffff:127.0.0.1".parse().unwrap());
+        {
+            let _g = c.open_conn();
+            c.add_input(10);
+            c.add_output(20);
+        }
+        m.request_duration(&svc).observe(Duration::from_millis(20));
+        let text = render(&m, &["ready"]);
+        for line in [
+            "gost_services{host=\"h\\\"1\"} 1",
+            "gost_service_status{host=\"h\\\"1\",state=\"ready\"} 1",
+            "gost_service_requests_total{client=\"127.0.0.1\",host=\"h\\\"1\",service=\"web\"} 1",
+            "gost_service_requests_in_flight{client=\"127.0.0.1\",host=\"h\\\"1\",service=\"web\"} 0",
+            "gost_service_transfer_input_bytes_total{client=\"127.0.0.1\",host=\"h\\\"1\",service=\"web\"} 10",
+            "gost_service_transfer_output_bytes_total{client=\"127.0.0.1\",host=\"h\\\"1\",service=\"web\"} 20",
+            "gost_service_request_duration_seconds_bucket{host=\"h\\\"1\",service=\"web\",le=\"0.025\"} 1",
+            "gost_service_request_duration_seconds_bucket{host=\"h\\\"1\",service=\"web\",le=\"0.01\"} 0",
+            "gost_service_request_duration_seconds_count{host=\"h\\\"1\",service=\"web\"} 1",
+            "# TYPE gost_service_handler_errors_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+        }
+    }
+}

@@ -1,0 +1,549 @@
+//! The web API's live configuration: create, read, update and delete of
+//! each object kind while an unrelated connection keeps flowing, errors in
+//! GOST's shape, saving and reloading, authentication.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use gost_e2e::*;
+
+fn call(api: u16, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let text = body.map(|b| b.to_string());
+    let (code, body) = http_request(api, method, path, text.as_deref(), None);
+    let v = serde_json::from_str(&body).unwrap_or(Value::String(body));
+    (code, v)
+}
+
+fn ok(api: u16, method: &str, path: &str, body: Option<Value>) {
+    let (code, v) = call(api, method, path, body);
+    assert_eq!((code, &v), (200, &json!({"msg": "OK"})), "{method} {path}");
+}
+
+fn refused(api: u16, method: &str, path: &str, body: Option<Value>, code: u64) -> String {
+    let (status, v) = call(api, method, path, body);
+    assert_eq!(status, 400, "{method} {path}: {v}");
+    assert_eq!(v["code"], code, "{method} {path}: {v}");
+    v["msg"].as_str().unwrap().to_string()
+}
+
+/// A client connection that must survive everything the test does.
+struct Live(TcpStream);
+
+impl Live {
+    fn open(port: u16) -> Live {
+        let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut l = Live(c);
+        l.check(b"hello");
+        l
+    }
+
+    fn check(&mut self, msg: &[u8]) {
+        self.0.write_all(msg).unwrap();
+        let mut buf = vec![0; msg.len()];
+        self.0.read_exact(&mut buf).unwrap();
+        assert_eq!(buf, msg);
+    }
+}
+
+fn greeting(port: u16) -> String {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut s = String::new();
+    c.read_to_string(&mut s).unwrap();
+    s
+}
+
+fn wait_closed(port: u16) {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(start.elapsed() < TIMEOUT, "port {port} still open");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn forward(name: &str, port: u16, target: &str) -> Value {
+    json!({
+        "name": name,
+        "addr": format!("127.0.0.1:{port}"),
+        "handler": {"type": "tcp"},
+        "listener": {"type": "tcp"},
+        "forwarder": {"nodes": [{"name": "t", "addr": target}]},
+    })
+}
+
+/// gost with one service `keep` forwarding to an echo server, and the API.
+fn start() -> (Gost, u16, u16) {
+    let echo = tcp_echo_server();
+    let (keep, api) = (free_port(), free_port());
+    let g = Gost::start(&[
+        "-L",
+        &format!("tcp://127.0.0.1:{keep}/{echo}?enableStats=true"),
+        "-api",
+        &format!("127.0.0.1:{api}"),
+    ]);
+    g.wait_tcp(api);
+    g.wait_tcp(keep);
+    (g, keep, api)
+}
+
+fn service(api: u16, name: &str) -> Value {
+    let (code, v) = call(api, "GET", &format!("/config/services/{name}"), None);
+    assert_eq!(code, 200);
+    v["data"].clone()
+}
+
+#[test]
+fn services_are_created_updated_and_deleted_live() {
+    let (g, keep, api) = start();
+    let mut live = Live::open(keep);
+    let created = service(api, "service-0")["status"]["createTime"].clone();
+
+    let (a, b) = (tcp_greeter("A"), tcp_greeter("B"));
+    let port = free_port();
+    ok(
+        api,
+        "POST",
+        "/config/services",
+        Some(forward("web", port, &a.to_string())),
+    );
+    g.wait_tcp(port);
+    assert_eq!(greeting(port), "A");
+    let web = service(api, "web");
+    assert_eq!(web["addr"], format!("127.0.0.1:{port}"));
+    assert_eq!(web["status"]["state"], "ready", "{web}");
+    let (_, list) = call(api, "GET", "/config/services", None);
+    assert_eq!(list["data"]["count"], 2, "{list}");
+
+    // Same address, new target: the handler is swapped, the listener and
+    // the status stay, and a connection already open keeps working.
+    let echo = tcp_echo_server();
+    ok(
+        api,
+        "PUT",
+        "/config/services/web",
+        Some(forward("web", port, &echo.to_string())),
+    );
+    let mut on_web = Live::open(port);
+    ok(
+        api,
+        "PUT",
+        "/config/services/web",
+        Some(forward("ignored", port, &b.to_string())),
+    );
+    assert_eq!(greeting(port), "B");
+    on_web.check(b"still here");
+    assert_eq!(
+        service(api, "web")["forwarder"]["nodes"][0]["addr"],
+        b.to_string()
+    );
+    assert_eq!(service(api, "web")["name"], "web");
+
+    // A new address restarts the service there.
+    let port2 = free_port();
+    ok(
+        api,
+        "PUT",
+        "/config/services/web",
+        Some(forward("web", port2, &a.to_string())),
+    );
+    wait_closed(port);
+    assert_eq!(greeting(port2), "A");
+
+    ok(api, "DELETE", "/config/services/web", None);
+    wait_closed(port2);
+    let (code, v) = call(api, "GET", "/config/services/web", None);
+    assert_eq!((code, v), (200, json!({})));
+    refused(api, "DELETE", "/config/services/web", None, 40004);
+
+    live.check(b"after all that");
+    let keep_svc = service(api, "service-0");
+    assert_eq!(keep_svc["status"]["createTime"], created);
+    assert_eq!(keep_svc["status"]["stats"]["currentConns"], 1, "{keep_svc}");
+    assert_eq!(keep_svc["status"]["state"], "ready");
+}
+
+#[test]
+fn hops_and_authers_change_live_without_restarting_services() {
+    let (g, keep, api) = start();
+    let mut live = Live::open(keep);
+    let (a, b) = (tcp_greeter("A"), tcp_greeter("B"));
+    let hop = |target: &str| json!({"name": "h1", "nodes": [{"name": "n", "addr": target}]});
+    ok(api, "POST", "/config/hops", Some(hop(&a.to_string())));
+    let (_, v) = call(api, "GET", "/config/hops/h1", None);
+    assert_eq!(v["data"]["nodes"][0]["addr"], a.to_string());
+    let port = free_port();
+    ok(
+        api,
+        "POST",
+        "/config/services",
+        Some(json!({"name": "fw", "addr": format!("127.0.0.1:{port}"),
+            "handler": {"type": "tcp"}, "forwarder": {"hop": "h1"}})),
+    );
+    g.wait_tcp(port);
+    assert_eq!(greeting(port), "A");
+    let created = service(api, "fw")["status"]["createTime"].clone();
+    ok(api, "PUT", "/config/hops/h1", Some(hop(&b.to_string())));
+    assert_eq!(greeting(port), "B");
+    let events = service(api, "fw")["status"]["events"].to_string();
+    assert_eq!(service(api, "fw")["status"]["createTime"], created);
+    assert!(!events.contains("closed"), "{events}");
+    // A hop in use cannot go; one not in use can.
+    let msg = refused(api, "DELETE", "/config/hops/h1", None, 40001);
+    assert!(msg.contains("h1"), "{msg}");
+    ok(
+        api,
+        "POST",
+        "/config/hops",
+        Some(json!({"name": "spare", "nodes": [{"name": "n", "addr": a.to_string()}]})),
+    );
+    ok(api, "DELETE", "/config/hops/spare", None);
+
+    // Authers: a proxy's password changes for new connections.
+    ok(
+        api,
+        "POST",
+        "/config/authers",
+        Some(json!({"name": "users", "auths": [{"username": "u", "password": "one"}]})),
+    );
+    let proxy = free_port();
+    ok(
+        api,
+        "POST",
+        "/config/services",
+        Some(
+            json!({"name": "proxy", "addr": format!("127.0.0.1:{proxy}"),
+            "handler": {"type": "http", "auther": "users"}}),
+        ),
+    );
+    g.wait_tcp(proxy);
+    let target = tcp_echo_server();
+    let connect = |pass: &str| -> String {
+        use base64::Engine;
+        let mut c = TcpStream::connect(("127.0.0.1", proxy)).unwrap();
+        c.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("u:{pass}"));
+        write!(c, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: Basic {token}\r\n\r\n").unwrap();
+        let mut buf = [0u8; 12];
+        c.read_exact(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf).into_owned()
+    };
+    assert_eq!(connect("one"), "HTTP/1.1 200");
+    ok(
+        api,
+        "PUT",
+        "/config/authers/users",
+        Some(json!({"auths": [{"username": "u", "password": "two"}]})),
+    );
+    assert_eq!(connect("one"), "HTTP/1.1 407");
+    assert_eq!(connect("two"), "HTTP/1.1 200");
+    refused(api, "DELETE", "/config/authers/users", None, 40001);
+    ok(api, "DELETE", "/config/services/proxy", None);
+    ok(api, "DELETE", "/config/authers/users", None);
+
+    // Chains: stored and listed; no service may use one yet.
+    ok(
+        api,
+        "POST",
+        "/config/chains",
+        Some(json!({"name": "c1", "hops": [{"name": "h1"}]})),
+    );
+    let (_, v) = call(api, "GET", "/config/chains", None);
+    assert_eq!(v["data"]["count"], 1, "{v}");
+    ok(api, "PUT", "/config/chains/c1", Some(json!({"hops": []})));
+    ok(api, "DELETE", "/config/chains/c1", None);
+    live.check(b"still flowing");
+}
+
+#[test]
+fn kinds_this_build_cannot_run_are_refused_and_change_nothing() {
+    let (_g, keep, api) = start();
+    let mut live = Live::open(keep);
+    let before = api_config(api);
+    for kind in [
+        "admissions",
+        "bypasses",
+        "resolvers",
+        "hosts",
+        "ingresses",
+        "routers",
+        "observers",
+        "recorders",
+        "sds",
+        "limiters",
+        "quotas",
+        "climiters",
+        "rlimiters",
+        "caches",
+    ] {
+        let msg = refused(
+            api,
+            "POST",
+            &format!("/config/{kind}"),
+            Some(json!({"name": "x"})),
+            40001,
+        );
+        assert!(msg.contains(kind), "{kind}: {msg}");
+        let (code, v) = call(api, "GET", &format!("/config/{kind}"), None);
+        assert_eq!((code, &v["data"]["count"]), (200, &json!(0)), "{kind}");
+        refused(
+            api,
+            "PUT",
+            &format!("/config/{kind}/x"),
+            Some(json!({})),
+            40004,
+        );
+        refused(api, "DELETE", &format!("/config/{kind}/x"), None, 40004);
+    }
+    let mut after = api_config(api);
+    after["services"][0]["status"] = before["services"][0]["status"].clone();
+    assert_eq!(after, before);
+    live.check(b"ok");
+}
+
+#[test]
+fn bad_requests_get_gost_errors_and_change_nothing() {
+    let (_g, keep, api) = start();
+    let mut live = Live::open(keep);
+    let echo = tcp_echo_server().to_string();
+    let port = free_port();
+
+    let (code, body) = http_request(api, "POST", "/config/services", Some("{\"name\":"), None);
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("40001") && body.contains("invalid JSON"),
+        "{body}"
+    );
+    refused(api, "POST", "/config/services", Some(json!([1, 2])), 40001);
+    let msg = refused(
+        api,
+        "POST",
+        "/config/services",
+        Some(json!({"addr": ":1"})),
+        40001,
+    );
+    assert_eq!(msg, "service name is required");
+    let msg = refused(
+        api,
+        "POST",
+        "/config/services",
+        Some(json!({"name": "x", "addr": 5})),
+        40001,
+    );
+    assert!(msg.contains("invalid service"), "{msg}");
+    let msg = refused(
+        api,
+        "POST",
+        "/config/services",
+        Some(forward("a/b", port, &echo)),
+        40001,
+    );
+    assert!(msg.contains("must not contain"), "{msg}");
+    let msg = refused(
+        api,
+        "POST",
+        "/config/services",
+        Some(forward("service-0", port, &echo)),
+        40002,
+    );
+    assert_eq!(msg, "service service-0 already exists");
+    let msg = refused(
+        api,
+        "PUT",
+        "/config/services/nope",
+        Some(forward("nope", port, &echo)),
+        40004,
+    );
+    assert_eq!(msg, "service nope not found");
+    let mut svc = forward("x", port, &echo);
+    svc["forwarder"] = json!({"hop": "missing"});
+    let msg = refused(api, "POST", "/config/services", Some(svc), 40001);
+    assert!(msg.contains("missing"), "{msg}");
+    let mut svc = forward("x", port, &echo);
+    svc["handler"] = json!({"type": "relay"});
+    let msg = refused(api, "POST", "/config/services", Some(svc), 40001);
+    assert!(msg.contains("relay"), "{msg}");
+    // Unknown fields are ignored, as GOST's decoder does.
+    let mut svc = forward("extra", port, &echo);
+    svc["whatever"] = json!(1);
+    ok(api, "POST", "/config/services", Some(svc));
+
+    // A port in use: creation fails, and nothing is half-created.
+    let msg = {
+        let (code, v) = call(
+            api,
+            "POST",
+            "/config/services",
+            Some(forward("clash", keep, &echo)),
+        );
+        assert_eq!((code, &v["code"]), (500, &json!(40003)), "{v}");
+        v["msg"].as_str().unwrap().to_string()
+    };
+    assert!(msg.contains("clash"), "{msg}");
+    assert_eq!(service(api, "clash"), Value::Null);
+
+    let huge = format!("{{\"name\":\"big\",\"x\":\"{}\"}}", "a".repeat(2 << 20));
+    let (code, _) = http_request(api, "POST", "/config/services", Some(&huge), None);
+    assert_eq!(code, 413);
+    assert_eq!(call(api, "GET", "/config/nothing", None).0, 404);
+
+    // Concurrent creations of one name: exactly one wins.
+    let results: Vec<u16> = (0..6)
+        .map(|_| {
+            let body = forward("race", free_port(), &echo).to_string();
+            thread::spawn(move || {
+                http_request(api, "POST", "/config/services", Some(&body), None).0
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    assert_eq!(
+        results.iter().filter(|c| **c == 200).count(),
+        1,
+        "{results:?}"
+    );
+    assert_eq!(
+        results.iter().filter(|c| **c == 400).count(),
+        5,
+        "{results:?}"
+    );
+    live.check(b"ok");
+}
+
+#[test]
+fn save_writes_the_running_config_and_it_loads_back() {
+    let dir = TempDir::new("save");
+    let echo = tcp_echo_server();
+    let (keep, api) = (free_port(), free_port());
+    let file = dir.write(
+        "gost.yaml",
+        &format!("services:\n- name: keep\n  addr: 127.0.0.1:{keep}\n  handler: {{type: tcp}}\n  forwarder: {{nodes: [{{name: t, addr: \"{echo}\"}}]}}\napi: {{addr: \"127.0.0.1:{api}\"}}\n"),
+    );
+    let mut g = Gost::start(&["-C", &file]);
+    g.wait_tcp(api);
+    let port = free_port();
+    ok(
+        api,
+        "POST",
+        "/config/services",
+        Some(forward("added", port, &echo.to_string())),
+    );
+    ok(api, "POST", "/config", None);
+    let saved: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(saved["services"][1]["name"].as_str(), Some("added"));
+    assert!(
+        saved["services"][0].get("status").is_none(),
+        "status is not saved"
+    );
+    let json_path = dir.path("copy.json");
+    ok(api, "POST", &format!("/config?path={json_path}"), None);
+    let copy: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    assert_eq!(copy["services"][1]["addr"], format!("127.0.0.1:{port}"));
+    let names: Vec<_> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "no temporary files left: {names:?}");
+    let (code, v) = call(api, "POST", "/config?path=/nonexistent-dir/x.yaml", None);
+    assert_eq!((code, &v["code"]), (500, &json!(40005)), "{v}");
+    assert!(g.stop().success());
+
+    // The saved file starts the same services.
+    let g = Gost::start(&["-C", &file]);
+    g.wait_tcp(api);
+    g.wait_tcp(port);
+    let mut c = Live::open(port);
+    c.check(b"round trip");
+
+    // Reload: the file changes, POST /config/reload applies the difference.
+    let port3 = free_port();
+    let text = std::fs::read_to_string(&file).unwrap();
+    let text = text.replace(&format!("127.0.0.1:{port}"), &format!("127.0.0.1:{port3}"));
+    std::fs::write(&file, text).unwrap();
+    ok(api, "POST", "/config/reload", None);
+    g.wait_tcp(port3);
+    wait_closed(port);
+    std::fs::write(&file, "services: [{name: bad, addr: 'nope'}]\n").unwrap();
+    refused(api, "POST", "/config/reload", None, 40001);
+    g.wait_tcp(port3);
+}
+
+#[test]
+fn api_auther_protects_every_route_and_follows_changes() {
+    let dir = TempDir::new("apiauth");
+    let api = free_port();
+    let file = dir.write(
+        "gost.yaml",
+        &format!("authers:\n- name: admins\n  auths: [{{username: root, password: pw}}]\napi:\n  addr: 127.0.0.1:{api}\n  auther: admins\n"),
+    );
+    let g = Gost::start(&["-C", &file]);
+    g.wait_tcp(api);
+    for (method, path) in [
+        ("GET", "/config"),
+        ("POST", "/config"),
+        ("GET", "/config/services"),
+        ("DELETE", "/config/authers/admins"),
+    ] {
+        let (code, body) = http_request(api, method, path, None, None);
+        assert_eq!(code, 401, "{method} {path}: {body}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).unwrap(),
+            json!({"code": 401, "msg": "Unauthorized"})
+        );
+    }
+    let root = Some(("root", "pw"));
+    assert_eq!(http_request(api, "GET", "/config", None, root).0, 200);
+    let body = json!({"auths": [{"username": "root", "password": "new"}]}).to_string();
+    assert_eq!(
+        http_request(api, "PUT", "/config/authers/admins", Some(&body), root).0,
+        200
+    );
+    assert_eq!(http_request(api, "GET", "/config", None, root).0, 401);
+    assert_eq!(
+        http_request(api, "GET", "/config", None, Some(("root", "new"))).0,
+        200
+    );
+}
+
+#[test]
+fn sighup_and_periodic_reload_apply_the_file() {
+    let dir = TempDir::new("sighup");
+    let echo = tcp_echo_server();
+    let (a, b, c) = (free_port(), free_port(), free_port());
+    let svc = |name: &str, port: u16| {
+        format!("- name: {name}\n  addr: 127.0.0.1:{port}\n  handler: {{type: tcp}}\n  forwarder: {{nodes: [{{name: t, addr: \"{echo}\"}}]}}\n")
+    };
+    let file = dir.write("gost.yaml", &format!("services:\n{}", svc("a", a)));
+    let g = Gost::start(&["-C", &file]);
+    g.wait_tcp(a);
+    let mut live = Live::open(a);
+    std::fs::write(&file, format!("services:\n{}{}", svc("a", a), svc("b", b))).unwrap();
+    g.signal(libc::SIGHUP);
+    g.wait_tcp(b);
+    live.check(b"unchanged service kept its connection");
+    // Renamed on the same address: the old one goes, the new one binds.
+    std::fs::write(&file, format!("services:\n{}{}", svc("a", a), svc("b2", b))).unwrap();
+    g.signal(libc::SIGHUP);
+    g.wait_log("service=b2");
+    Live::open(b).check(b"renamed");
+    // A broken file is logged and the running config kept.
+    std::fs::write(&file, "services: [{name: x, addr: 'bad'}]\n").unwrap();
+    g.signal(libc::SIGHUP);
+    g.wait_log("config reload failed");
+    live.check(b"still");
+    drop(g);
+
+    std::fs::write(&file, format!("services:\n{}", svc("a", a))).unwrap();
+    let g = Gost::start(&["-C", &file, "-R", "200ms"]);
+    g.wait_tcp(a);
+    std::fs::write(&file, format!("services:\n{}", svc("c", c))).unwrap();
+    g.wait_tcp(c);
+    wait_closed(a);
+}
