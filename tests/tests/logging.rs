@@ -23,7 +23,7 @@ fn json_lines_go_to_the_file_at_the_configured_level() {
     g.wait_tcp(api);
     // An info line (the access log) is below `warn`: nothing is written.
     assert_eq!(http_get(api, "/config", None).0, 200);
-    let body = "{\"name\":\"x\",\"addr\":\"127.0.0.1:1\",\"handler\":{\"type\":\"relay\"}}";
+    let body = "{\"name\":\"x\",\"addr\":\"127.0.0.1:1\",\"handler\":{\"type\":\"ss\"}}";
     assert_eq!(
         http_request(api, "POST", "/config/services", Some(body), None).0,
         400
