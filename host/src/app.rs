@@ -136,28 +136,13 @@ fn unsupported(cfg: &Config) -> Vec<String> {
     let mut out = cfg.unsupported(|kind, ty| match kind {
         Kind::Listener => LISTENERS.contains(&ty),
         Kind::Handler => HANDLERS.contains(&ty),
-        // Connectors matter only in chains, and a service that uses a chain
-        // is refused below; a forwarder's hop dials its nodes' addresses
-        // directly, as in GOST.
-        Kind::Connector | Kind::Dialer => true,
+        Kind::Connector => crate::connector::CONNECTORS.contains(&ty),
+        Kind::Dialer => crate::dialer::DIALERS.contains(&ty),
         Kind::Plugin => false,
     });
     for svc in &cfg.services {
         let name = &svc.name;
-        // With ignoreChain the CLI's chain-0 stays unused, as in GOST; a
-        // malformed value is reported when the service is built.
-        let uses_chain = !svc
-            .metadata
-            .get_bool("ignoreChain")
-            .ok()
-            .flatten()
-            .unwrap_or(false);
         if let Some(h) = &svc.handler {
-            if uses_chain && (!h.chain.is_empty() || h.chain_group.is_some()) {
-                out.push(format!(
-                    "service \"{name}\": handler chains are not supported yet"
-                ));
-            }
             for (what, set) in [
                 ("limiter", !h.limiter.is_empty()),
                 ("observer", !h.observer.is_empty()),
@@ -171,11 +156,6 @@ fn unsupported(cfg: &Config) -> Vec<String> {
             }
         }
         if let Some(l) = &svc.listener {
-            if uses_chain && (!l.chain.is_empty() || l.chain_group.is_some()) {
-                out.push(format!(
-                    "service \"{name}\": listener chains are not supported yet"
-                ));
-            }
             if !l.auther.is_empty() || !l.authers.is_empty() || l.auth.is_some() || l.tls.is_some()
             {
                 out.push(format!(
@@ -203,8 +183,8 @@ fn unsupported(cfg: &Config) -> Vec<String> {
             }
         }
     }
+    out.extend(crate::router::unsupported(cfg));
     for section in cfg.non_empty_sections() {
-        // Chains are refused where a service uses one (above).
         if !matches!(
             section,
             "services" | "hops" | "chains" | "api" | "log" | "authers"
@@ -242,17 +222,7 @@ fn build_service(root: &Config, cfg: &ServiceConfig) -> Result<Service, BuildErr
         .map_err(|e| md_err(cfg, "metadata", e))?
         .unwrap_or(false);
     let hooks = Hooks::from_metadata(md).map_err(|e| md_err(cfg, "metadata", e))?;
-    md.get_bool("ignoreChain")
-        .map_err(|e| md_err(cfg, "metadata", e))?;
-    let mut router = Router::default();
-    if let Some(t) = md
-        .get_duration("dialTimeout")
-        .map_err(|e| md_err(cfg, "metadata", e))?
-    {
-        if !t.is_zero() {
-            router.dial_timeout = t;
-        }
-    }
+    let router = crate::router::build(root, cfg).map_err(|e| svc_err(cfg, e.to_string()))?;
     let status = Arc::new(Status::new(&cfg.name, enable_stats));
 
     let handler_type = cfg

@@ -9,6 +9,8 @@ pub mod auth;
 pub mod chain;
 pub mod cli;
 pub mod config;
+pub mod connector;
+pub mod dialer;
 pub mod handler;
 pub mod listener;
 pub mod logger;

@@ -1,25 +1,39 @@
-//! The router: how a handler reaches a target. GOST's router combines the
-//! chain, hosts, resolver and bypass; so far it dials directly, resolving
-//! names with the system resolver.
+//! The router: how a handler reaches a target (GOST's `chain.Router`). It
+//! dials through the service's chain or chain group when it has one, and
+//! directly otherwise.
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpStream, UdpSocket};
+
+use crate::chain::build::ChainBuildError;
+use crate::chain::{route, Chainer};
+use crate::config::{Config, ServiceConfig};
+use crate::metadata::MetadataError;
 
 /// GOST's default dial timeout.
 pub const DEFAULT_DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct Router {
+    /// Bounds each attempt: the whole route, handshakes included.
     pub dial_timeout: Duration,
+    /// The service's chain or chain group; `None` dials directly.
+    pub chain: Option<Arc<Chainer>>,
+    /// Extra attempts after a failed one (handler `retries`); each attempt
+    /// picks its route afresh, so a node that just failed is passed over.
+    pub retries: usize,
 }
 
 impl Default for Router {
     fn default() -> Self {
         Router {
             dial_timeout: DEFAULT_DIAL_TIMEOUT,
+            chain: None,
+            retries: 0,
         }
     }
 }
@@ -40,32 +54,119 @@ pub enum DialError {
     },
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum RouterBuildError {
+    #[error("metadata: {0}")]
+    Metadata(#[from] MetadataError),
+    #[error("{0}")]
+    Chain(#[from] ChainBuildError),
+}
+
+/// The router of one service: its `dialTimeout`, and its handler's chain
+/// or chain group and `retries` unless metadata `ignoreChain` is set.
+pub fn build(root: &Config, svc: &ServiceConfig) -> Result<Router, RouterBuildError> {
+    let md = &svc.metadata;
+    let mut router = Router::default();
+    if let Some(t) = md.get_duration("dialTimeout")?.filter(|t| !t.is_zero()) {
+        router.dial_timeout = t;
+    }
+    let ignore_chain = md.get_bool("ignoreChain")?.unwrap_or(false);
+    if let Some(h) = &svc.handler {
+        router.retries = h.retries.max(0) as usize;
+        if !ignore_chain {
+            router.chain = crate::chain::build::chainer(root, h)?.map(Arc::new);
+        }
+    }
+    Ok(router)
+}
+
+/// The host part of `host:port`, for node filters and hashing.
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
 impl Router {
+    /// A TCP stream to `addr`. Through a chain, the stream is the first
+    /// node's connection with every handshake done, so the caller relays
+    /// on it exactly as on a direct connection.
     pub async fn dial_tcp(&self, addr: &str) -> Result<TcpStream, DialError> {
-        let io_err = |source| DialError::Io {
-            network: "tcp",
-            addr: addr.to_string(),
-            source,
-        };
-        let stream = tokio::time::timeout(self.dial_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| DialError::Timeout {
-                network: "tcp",
-                addr: addr.to_string(),
-                timeout: self.dial_timeout,
-            })?
-            .map_err(io_err)?;
-        let _ = stream.set_nodelay(true);
-        Ok(stream)
+        let mut last = None;
+        for attempt in 0..=self.retries {
+            match tokio::time::timeout(self.dial_timeout, self.try_dial_tcp(addr)).await {
+                Ok(Ok(s)) => return Ok(s),
+                Ok(Err(source)) => {
+                    tracing::debug!(addr, attempt, error = %source, "dial failed");
+                    last = Some(DialError::Io {
+                        network: "tcp",
+                        addr: addr.to_string(),
+                        source,
+                    });
+                }
+                Err(_) => {
+                    tracing::debug!(addr, attempt, "dial timed out");
+                    last = Some(DialError::Timeout {
+                        network: "tcp",
+                        addr: addr.to_string(),
+                        timeout: self.dial_timeout,
+                    });
+                }
+            }
+        }
+        Err(last.expect("at least one attempt"))
     }
 
-    /// A UDP socket connected to `addr`, so only the target's replies reach it.
+    async fn try_dial_tcp(&self, addr: &str) -> io::Result<TcpStream> {
+        let host = host_of(addr);
+        let Some(chain) = self.chain.as_ref().and_then(|c| c.pick(host)) else {
+            return crate::dialer::dial_tcp(addr).await;
+        };
+        let nodes = chain.route(host);
+        if nodes.is_empty() {
+            tracing::debug!(chain = %chain.name, addr, "route: direct");
+            return crate::dialer::dial_tcp(addr).await;
+        }
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let path: Vec<String> = nodes
+                .iter()
+                .map(|n| format!("{}@{}", n.name, n.addr))
+                .collect();
+            tracing::debug!(chain = %chain.name, "route {} > {addr}", path.join(" > "));
+        }
+        match route::dial(&nodes, addr).await {
+            Ok(s) => {
+                chain.marker.reset();
+                Ok(s)
+            }
+            Err(e) => {
+                chain.marker.mark();
+                let e = e.into_io();
+                tracing::warn!(chain = %chain.name, addr, error = %e, "route failed");
+                Err(io::Error::new(
+                    e.kind(),
+                    format!("chain {}: {e}", chain.name),
+                ))
+            }
+        }
+    }
+
+    /// A UDP socket connected to `addr`, so only the target's replies reach
+    /// it. UDP is never carried through a chain: services that would need
+    /// it are refused at start-up (see [`unsupported`]).
     pub async fn dial_udp(&self, addr: &str) -> Result<UdpSocket, DialError> {
         let io_err = |source| DialError::Io {
             network: "udp",
             addr: addr.to_string(),
             source,
         };
+        if self.chain.is_some() {
+            return Err(io_err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "UDP through a chain is not supported yet",
+            )));
+        }
         let target: SocketAddr = tokio::net::lookup_host(addr)
             .await
             .map_err(io_err)?
@@ -79,5 +180,100 @@ impl Router {
         let socket = UdpSocket::bind(bind).await.map_err(io_err)?;
         socket.connect(target).await.map_err(io_err)?;
         Ok(socket)
+    }
+}
+
+/// What the routing side of a config asks for that this build cannot do,
+/// each named as the config names it.
+pub fn unsupported(cfg: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for svc in &cfg.services {
+        let name = &svc.name;
+        let ignore_chain = svc
+            .metadata
+            .get_bool("ignoreChain")
+            .ok()
+            .flatten()
+            .unwrap_or(false);
+        if let Some(l) = &svc.listener {
+            if !ignore_chain && (!l.chain.is_empty() || l.chain_group.is_some()) {
+                out.push(format!(
+                    "service \"{name}\": listener chains are not supported yet"
+                ));
+            }
+        }
+        let Some(h) = &svc.handler else { continue };
+        let chained = !ignore_chain && (!h.chain.is_empty() || h.chain_group.is_some());
+        let udp = h.r#type == "udp" || svc.listener.as_ref().is_some_and(|l| l.r#type == "udp");
+        if chained && udp {
+            out.push(format!(
+                "service \"{name}\": UDP through a chain is not supported yet"
+            ));
+        }
+        let socks_udp = matches!(h.r#type.as_str(), "socks5" | "socks" | "auto")
+            && h.metadata.get_bool("udp").ok().flatten().unwrap_or(false);
+        if chained && socks_udp {
+            out.push(format!(
+                "service \"{name}\": SOCKS5 UDP ASSOCIATE through a chain is not supported yet"
+            ));
+        }
+    }
+    for (owner, hop) in cfg
+        .chains
+        .iter()
+        .flat_map(|c| {
+            c.hops
+                .iter()
+                .map(move |h| (format!("chain \"{}\": ", c.name), h))
+        })
+        .chain(cfg.hops.iter().map(|h| (String::new(), h)))
+    {
+        let hop_name = &hop.name;
+        for (what, set) in [
+            ("file", hop.file.is_some()),
+            ("reload", !hop.reload.0.is_zero()),
+            ("redis", hop.redis.is_some()),
+            ("http", hop.http.is_some()),
+            ("plugin", hop.plugin.is_some()),
+            ("bypass", !hop.bypass.is_empty() || !hop.bypasses.is_empty()),
+            ("resolver", !hop.resolver.is_empty()),
+            ("hosts", !hop.hosts.is_empty()),
+        ] {
+            if set {
+                out.push(format!(
+                    "{owner}hop \"{hop_name}\": {what} is not supported yet"
+                ));
+            }
+        }
+        for node in &hop.nodes {
+            for (what, set) in [
+                (
+                    "bypass",
+                    !node.bypass.is_empty() || !node.bypasses.is_empty(),
+                ),
+                ("resolver", !node.resolver.is_empty()),
+                ("hosts", !node.hosts.is_empty()),
+            ] {
+                if set {
+                    out.push(format!(
+                        "{owner}hop \"{hop_name}\": node \"{}\": {what} is not supported yet",
+                        node.name
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_of_strips_port_and_brackets() {
+        assert_eq!(host_of("example.com:80"), "example.com");
+        assert_eq!(host_of("[::1]:80"), "::1");
+        assert_eq!(host_of("noport"), "noport");
     }
 }

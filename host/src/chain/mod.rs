@@ -1,12 +1,16 @@
 //! Chains, hops and nodes (GOST's `chain`, `hop` and `selector` packages).
 //!
-//! A hop is a set of nodes plus a selector; a forwarder is a hop whose nodes
-//! are the forwarding targets. Only the forwarder's use of hops is wired so
-//! far; chains of proxies come with the connectors.
+//! A hop is a set of nodes plus a selector. A forwarder is a hop whose nodes
+//! are the forwarding targets; a chain is a list of hops through which the
+//! router reaches a target, one node picked from each hop.
 
+pub mod build;
+pub mod group;
 pub mod node;
+pub mod route;
 pub mod selector;
 
+pub use group::{Chain, Chainer};
 pub use node::{Marker, Node};
 pub use selector::{Selector, Strategy};
 
@@ -15,7 +19,8 @@ use std::sync::Arc;
 /// What a selector may use to pick a node for one connection.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SelectContext<'a> {
-    /// Hash source for the `hash` strategy: the client's IP, as GOST uses.
+    /// Hash source for the `hash` strategy: the client's IP for a
+    /// forwarder, the target host for a chain hop.
     pub hash_key: Option<&'a str>,
 }
 
@@ -37,5 +42,23 @@ impl Hop {
             .filter(|n| !exclude.iter().any(|e| Arc::ptr_eq(e, n)))
             .collect();
         self.selector.select(ctx, &candidates).cloned()
+    }
+
+    /// Picks the node of this hop that carries a connection to `host`, as
+    /// GOST's chain hop does: only nodes whose filter accepts the host are
+    /// candidates; when every candidate has failed recently the first one is
+    /// still tried as a last resort, so a hop is never skipped just because
+    /// its nodes were down a moment ago. `None` means no node takes this
+    /// host, and the route ends before this hop.
+    pub fn select_for(&self, host: &str) -> Option<Arc<Node>> {
+        let candidates: Vec<&Arc<Node>> =
+            self.nodes.iter().filter(|n| n.accepts_host(host)).collect();
+        let ctx = SelectContext {
+            hash_key: Some(host),
+        };
+        self.selector
+            .select(&ctx, &candidates)
+            .or_else(|| candidates.first().copied())
+            .cloned()
     }
 }
