@@ -168,7 +168,6 @@ fn unsupported(cfg: &Config) -> Vec<String> {
                 "admission",
                 !svc.admission.is_empty() || !svc.admissions.is_empty(),
             ),
-            ("bypass", !svc.bypass.is_empty() || !svc.bypasses.is_empty()),
             ("resolver", !svc.resolver.is_empty()),
             ("hosts", !svc.hosts.is_empty()),
             ("limiter", !svc.limiter.is_empty()),
@@ -187,7 +186,7 @@ fn unsupported(cfg: &Config) -> Vec<String> {
     for section in cfg.non_empty_sections() {
         if !matches!(
             section,
-            "services" | "hops" | "chains" | "api" | "log" | "authers"
+            "services" | "hops" | "chains" | "api" | "log" | "authers" | "bypasses"
         ) {
             out.push(format!("config section '{section}' is not supported yet"));
         }
@@ -446,6 +445,7 @@ fn build_forward_handler(
         name: hop_name,
         nodes,
         selector: build_selector(cfg, selector_cfg)?,
+        bypass: None,
     };
     let h = cfg.handler.as_ref();
     let opts = ForwardOptions::from_metadata(

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::net::{TcpStream, UdpSocket};
 
+use crate::bypass::{BypassError, BypassGroup};
 use crate::chain::build::ChainBuildError;
 use crate::chain::{route, Chainer};
 use crate::config::{Config, ServiceConfig};
@@ -26,6 +27,8 @@ pub struct Router {
     /// Extra attempts after a failed one (handler `retries`); each attempt
     /// picks its route afresh, so a node that just failed is passed over.
     pub retries: usize,
+    /// The service's bypass: targets it matches are refused.
+    pub bypass: Option<Arc<BypassGroup>>,
 }
 
 impl Default for Router {
@@ -34,6 +37,7 @@ impl Default for Router {
             dial_timeout: DEFAULT_DIAL_TIMEOUT,
             chain: None,
             retries: 0,
+            bypass: None,
         }
     }
 }
@@ -60,6 +64,8 @@ pub enum RouterBuildError {
     Metadata(#[from] MetadataError),
     #[error("{0}")]
     Chain(#[from] ChainBuildError),
+    #[error("{0}")]
+    Bypass(#[from] BypassError),
 }
 
 /// The router of one service: its `dialTimeout`, and its handler's chain
@@ -70,6 +76,7 @@ pub fn build(root: &Config, svc: &ServiceConfig) -> Result<Router, RouterBuildEr
     if let Some(t) = md.get_duration("dialTimeout")?.filter(|t| !t.is_zero()) {
         router.dial_timeout = t;
     }
+    router.bypass = crate::bypass::group(root, &svc.bypass, &svc.bypasses)?;
     let ignore_chain = md.get_bool("ignoreChain")?.unwrap_or(false);
     if let Some(h) = &svc.handler {
         router.retries = h.retries.max(0) as usize;
@@ -93,6 +100,20 @@ impl Router {
     /// node's connection with every handshake done, so the caller relays
     /// on it exactly as on a direct connection.
     pub async fn dial_tcp(&self, addr: &str) -> Result<TcpStream, DialError> {
+        if self
+            .bypass
+            .as_ref()
+            .is_some_and(|b| b.contains("tcp", addr))
+        {
+            return Err(DialError::Io {
+                network: "tcp",
+                addr: addr.to_string(),
+                source: io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "refused by the service's bypass",
+                ),
+            });
+        }
         let mut last = None;
         for attempt in 0..=self.retries {
             match tokio::time::timeout(self.dial_timeout, self.try_dial_tcp(addr)).await {
@@ -123,7 +144,7 @@ impl Router {
         let Some(chain) = self.chain.as_ref().and_then(|c| c.pick(host)) else {
             return crate::dialer::dial_tcp(addr).await;
         };
-        let nodes = chain.route(host);
+        let nodes = chain.route(addr, host);
         if nodes.is_empty() {
             tracing::debug!(chain = %chain.name, addr, "route: direct");
             return crate::dialer::dial_tcp(addr).await;
@@ -235,7 +256,6 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
             ("redis", hop.redis.is_some()),
             ("http", hop.http.is_some()),
             ("plugin", hop.plugin.is_some()),
-            ("bypass", !hop.bypass.is_empty() || !hop.bypasses.is_empty()),
             ("resolver", !hop.resolver.is_empty()),
             ("hosts", !hop.hosts.is_empty()),
         ] {
@@ -247,10 +267,6 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
         }
         for node in &hop.nodes {
             for (what, set) in [
-                (
-                    "bypass",
-                    !node.bypass.is_empty() || !node.bypasses.is_empty(),
-                ),
                 ("resolver", !node.resolver.is_empty()),
                 ("hosts", !node.hosts.is_empty()),
             ] {

@@ -18,6 +18,11 @@ pub enum ChainBuildError {
     Strategy { owner: String, strategy: String },
     #[error("{owner}: {msg}")]
     Invalid { owner: String, msg: String },
+    #[error("{owner}: {source}")]
+    Bypass {
+        owner: String,
+        source: crate::bypass::BypassError,
+    },
 }
 
 /// The selector a `selector:` block describes; GOST's default is round
@@ -90,7 +95,7 @@ fn chain(root: &Config, name: &str) -> Result<Chain, ChainBuildError> {
         } else {
             hop_cfg
         };
-        hops.push(Arc::new(hop(&owner, hop_cfg)?));
+        hops.push(Arc::new(hop(root, &owner, hop_cfg)?));
     }
     if hops.is_empty() {
         return Err(ChainBuildError::Invalid {
@@ -116,8 +121,14 @@ fn chain(root: &Config, name: &str) -> Result<Chain, ChainBuildError> {
     })
 }
 
-fn hop(chain_owner: &str, cfg: &HopConfig) -> Result<Hop, ChainBuildError> {
+fn hop(root: &Config, chain_owner: &str, cfg: &HopConfig) -> Result<Hop, ChainBuildError> {
     let owner = format!("{chain_owner}: hop \"{}\"", cfg.name);
+    let bypass = |owner: &str, one: &str, many: &[String]| {
+        crate::bypass::group(root, one, many).map_err(|source| ChainBuildError::Bypass {
+            owner: owner.to_string(),
+            source,
+        })
+    };
     if cfg.nodes.is_empty() {
         return Err(ChainBuildError::Invalid {
             owner,
@@ -126,16 +137,22 @@ fn hop(chain_owner: &str, cfg: &HopConfig) -> Result<Hop, ChainBuildError> {
     }
     let mut nodes = Vec::with_capacity(cfg.nodes.len());
     for n in &cfg.nodes {
-        let node = Node::from_node_config(n).map_err(|source| ChainBuildError::Node {
+        let mut node = Node::from_node_config(n).map_err(|source| ChainBuildError::Node {
             owner: owner.clone(),
             source,
         })?;
+        node.bypass = bypass(
+            &format!("{owner}: node \"{}\"", n.name),
+            &n.bypass,
+            &n.bypasses,
+        )?;
         nodes.push(Arc::new(node));
     }
     Ok(Hop {
         name: cfg.name.clone(),
         nodes,
         selector: selector(&owner, cfg.selector.as_ref())?,
+        bypass: bypass(&owner, &cfg.bypass, &cfg.bypasses)?,
     })
 }
 
@@ -170,8 +187,12 @@ hops:
             .unwrap()
             .unwrap();
         let Chainer::Chain(c) = ch else { panic!() };
-        let names =
-            |host: &str| -> Vec<String> { c.route(host).iter().map(|n| n.name.clone()).collect() };
+        let names = |host: &str| -> Vec<String> {
+            c.route(&format!("{host}:80"), host)
+                .iter()
+                .map(|n| n.name.clone())
+                .collect()
+        };
         assert_eq!(names("www.example.com"), ["a", "b"]);
         assert_eq!(names("other.org"), ["a", "c"]);
         assert_eq!(
@@ -232,10 +253,10 @@ chains:
         };
         c.hops[0].nodes[0].marker.mark();
         for _ in 0..4 {
-            assert_eq!(c.route("t")[0].name, "b");
+            assert_eq!(c.route("t:1", "t")[0].name, "b");
         }
         // Every node failed: the hop still yields one (last resort).
         c.hops[0].nodes[1].marker.mark();
-        assert_eq!(c.route("t").len(), 1);
+        assert_eq!(c.route("t:1", "t").len(), 1);
     }
 }

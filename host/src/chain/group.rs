@@ -31,13 +31,14 @@ impl Selectable for Chain {
 }
 
 impl Chain {
-    /// One node from each hop, in order, for a connection to `host`. The
-    /// route stops at the first hop that has no node for the host (GOST
-    /// truncates it the same way), so an empty route means "dial directly".
-    pub fn route(&self, host: &str) -> Vec<Arc<Node>> {
+    /// One node from each hop, in order, for a connection to `addr`
+    /// (`host:port`). The route stops at the first hop that has no node for
+    /// it (GOST truncates it the same way), so an empty route means "dial
+    /// directly".
+    pub fn route(&self, addr: &str, host: &str) -> Vec<Arc<Node>> {
         let mut nodes = Vec::with_capacity(self.hops.len());
         for hop in &self.hops {
-            match hop.select_for(host) {
+            match hop.select_for(addr, host) {
                 Some(n) => nodes.push(n),
                 None => break,
             }

@@ -16,6 +16,8 @@ pub use selector::{Selector, Strategy};
 
 use std::sync::Arc;
 
+use crate::bypass::BypassGroup;
+
 /// What a selector may use to pick a node for one connection.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SelectContext<'a> {
@@ -30,6 +32,8 @@ pub struct Hop {
     pub name: String,
     pub nodes: Vec<Arc<Node>>,
     pub selector: Selector,
+    /// Targets this hop (and every later one) leaves alone.
+    pub bypass: Option<Arc<BypassGroup>>,
 }
 
 impl Hop {
@@ -44,15 +48,27 @@ impl Hop {
         self.selector.select(ctx, &candidates).cloned()
     }
 
-    /// Picks the node of this hop that carries a connection to `host`, as
-    /// GOST's chain hop does: only nodes whose filter accepts the host are
-    /// candidates; when every candidate has failed recently the first one is
-    /// still tried as a last resort, so a hop is never skipped just because
-    /// its nodes were down a moment ago. `None` means no node takes this
-    /// host, and the route ends before this hop.
-    pub fn select_for(&self, host: &str) -> Option<Arc<Node>> {
-        let candidates: Vec<&Arc<Node>> =
-            self.nodes.iter().filter(|n| n.accepts_host(host)).collect();
+    /// Picks the node of this hop that carries a connection to `addr`
+    /// (`host:port`), as GOST's chain hop does: a hop bypass that matches
+    /// takes no node; otherwise nodes whose bypass matches or whose filter
+    /// refuses the host are left out; when every candidate has failed
+    /// recently the first is still tried as a last resort, so a hop is never
+    /// skipped just because its nodes were down a moment ago. `None` ends
+    /// the route before this hop.
+    pub fn select_for(&self, addr: &str, host: &str) -> Option<Arc<Node>> {
+        if self
+            .bypass
+            .as_ref()
+            .is_some_and(|b| b.contains("tcp", addr))
+        {
+            return None;
+        }
+        let candidates: Vec<&Arc<Node>> = self
+            .nodes
+            .iter()
+            .filter(|n| n.accepts_host(host))
+            .filter(|n| !n.bypass.as_ref().is_some_and(|b| b.contains("tcp", addr)))
+            .collect();
         let ctx = SelectContext {
             hash_key: Some(host),
         };

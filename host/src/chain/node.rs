@@ -75,6 +75,8 @@ pub struct Node {
     /// GOST's node `filter.host`: only targets with this host (or, when it
     /// starts with a dot, under this domain) go through the node.
     pub filter_host: String,
+    /// Targets this node does not carry.
+    pub bypass: Option<std::sync::Arc<crate::bypass::BypassGroup>>,
 }
 
 impl Selectable for Node {
