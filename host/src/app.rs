@@ -164,10 +164,6 @@ fn unsupported(cfg: &Config) -> Vec<String> {
             }
         }
         for (what, set) in [
-            (
-                "admission",
-                !svc.admission.is_empty() || !svc.admissions.is_empty(),
-            ),
             ("resolver", !svc.resolver.is_empty()),
             ("hosts", !svc.hosts.is_empty()),
             ("limiter", !svc.limiter.is_empty()),
@@ -186,7 +182,7 @@ fn unsupported(cfg: &Config) -> Vec<String> {
     for section in cfg.non_empty_sections() {
         if !matches!(
             section,
-            "services" | "hops" | "chains" | "api" | "log" | "authers" | "bypasses"
+            "services" | "hops" | "chains" | "api" | "log" | "authers" | "bypasses" | "admissions"
         ) {
             out.push(format!("config section '{section}' is not supported yet"));
         }
@@ -292,7 +288,9 @@ fn build_service(root: &Config, cfg: &ServiceConfig) -> Result<Service, BuildErr
             ))
         }
     };
-    Ok(Service::new(&cfg.name, status, listener, handler, hooks))
+    let admission = crate::admission::group(root, &cfg.admission, &cfg.admissions)
+        .map_err(|e| svc_err(cfg, e.to_string()))?;
+    Ok(Service::new(&cfg.name, status, listener, handler, hooks).with_admission(admission))
 }
 
 /// The service's auther, as GOST picks it: the named `handler.auther` and

@@ -3,6 +3,7 @@
 //! Each module is named after the GOST concept it implements so that a
 //! reader who knows go-gost/x finds the same thing in the same place.
 
+pub mod admission;
 pub mod api;
 pub mod app;
 pub mod auth;

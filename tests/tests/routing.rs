@@ -141,3 +141,31 @@ fn service_bypass_refuses_matching_targets() {
     assert!(!works(pa, blocked));
     assert!(works(pa, open));
 }
+
+#[test]
+fn admission_refuses_a_denied_client_address() {
+    let echo = tcp_echo_server();
+    let (denied, allowed, white) = (free_port(), free_port(), free_port());
+    let g = start(
+        &[
+            "-D",
+            "-L",
+            &format!("tcp://127.0.0.1:{denied}/{echo}?admission=127.0.0.0/8"),
+            "-L",
+            &format!("tcp://127.0.0.1:{allowed}/{echo}?admission=10.0.0.1"),
+            "-L",
+            &format!("tcp://127.0.0.1:{white}/{echo}?admission=~127.0.0.1"),
+        ],
+        allowed,
+    );
+    let mut c = connect(denied);
+    let _ = c.write_all(b"hello");
+    let mut b = [0u8; 5];
+    assert!(
+        matches!(c.read(&mut b), Ok(0) | Err(_)),
+        "denied client got data"
+    );
+    g.wait_log("rule=127.0.0.0/8");
+    assert_echo(&mut connect(allowed), b"allowed");
+    assert_echo(&mut connect(white), b"whitelisted");
+}

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::AdmissionGroup;
 use crate::handler::{ConnContext, Handler};
 use crate::listener::Listener;
 
@@ -30,6 +31,7 @@ pub struct Service {
     handler: Arc<dyn Handler>,
     hooks: Hooks,
     grace: Duration,
+    admission: Option<Arc<AdmissionGroup>>,
 }
 
 impl Service {
@@ -49,7 +51,15 @@ impl Service {
             handler,
             hooks,
             grace: DEFAULT_GRACE,
+            admission: None,
         }
+    }
+
+    /// Clients the admission group refuses are closed right after accept,
+    /// before the handler sees a byte.
+    pub fn with_admission(mut self, admission: Option<Arc<AdmissionGroup>>) -> Self {
+        self.admission = admission;
+        self
     }
 
     pub fn with_grace(mut self, grace: Duration) -> Self {
@@ -135,6 +145,12 @@ impl Service {
                 }
             };
             delay = Duration::ZERO;
+            if let Some(adm) = &self.admission {
+                if !adm.admit(accepted.peer.ip()) {
+                    tracing::debug!(service = %self.name, client = %accepted.peer, "refused by admission");
+                    continue;
+                }
+            }
             let ctx = ConnContext {
                 service: self.name.clone(),
                 peer: accepted.peer,
