@@ -164,8 +164,6 @@ fn unsupported(cfg: &Config) -> Vec<String> {
             }
         }
         for (what, set) in [
-            ("resolver", !svc.resolver.is_empty()),
-            ("hosts", !svc.hosts.is_empty()),
             ("limiter", !svc.limiter.is_empty()),
             ("climiter", !svc.climiter.is_empty()),
             ("rlimiter", !svc.rlimiter.is_empty()),
@@ -182,7 +180,16 @@ fn unsupported(cfg: &Config) -> Vec<String> {
     for section in cfg.non_empty_sections() {
         if !matches!(
             section,
-            "services" | "hops" | "chains" | "api" | "log" | "authers" | "bypasses" | "admissions"
+            "services"
+                | "hops"
+                | "chains"
+                | "api"
+                | "log"
+                | "authers"
+                | "bypasses"
+                | "admissions"
+                | "hosts"
+                | "resolvers"
         ) {
             out.push(format!("config section '{section}' is not supported yet"));
         }

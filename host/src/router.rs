@@ -13,7 +13,9 @@ use crate::bypass::{BypassError, BypassGroup};
 use crate::chain::build::ChainBuildError;
 use crate::chain::{route, Chainer};
 use crate::config::{Config, ServiceConfig};
+use crate::hosts::{Hosts, HostsError};
 use crate::metadata::MetadataError;
+use crate::resolver::{Resolver, ResolverError};
 
 /// GOST's default dial timeout.
 pub const DEFAULT_DIAL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,6 +31,10 @@ pub struct Router {
     pub retries: usize,
     /// The service's bypass: targets it matches are refused.
     pub bypass: Option<Arc<BypassGroup>>,
+    /// Static mappings consulted first, then the resolver; with neither,
+    /// names go unresolved to the chain or to the system resolver.
+    pub hosts: Option<Arc<Hosts>>,
+    pub resolver: Option<Arc<Resolver>>,
 }
 
 impl Default for Router {
@@ -38,6 +44,8 @@ impl Default for Router {
             chain: None,
             retries: 0,
             bypass: None,
+            hosts: None,
+            resolver: None,
         }
     }
 }
@@ -66,6 +74,10 @@ pub enum RouterBuildError {
     Chain(#[from] ChainBuildError),
     #[error("{0}")]
     Bypass(#[from] BypassError),
+    #[error("{0}")]
+    Hosts(#[from] HostsError),
+    #[error("{0}")]
+    Resolver(#[from] ResolverError),
 }
 
 /// The router of one service: its `dialTimeout`, and its handler's chain
@@ -77,6 +89,8 @@ pub fn build(root: &Config, svc: &ServiceConfig) -> Result<Router, RouterBuildEr
         router.dial_timeout = t;
     }
     router.bypass = crate::bypass::group(root, &svc.bypass, &svc.bypasses)?;
+    router.hosts = crate::hosts::find(root, &svc.hosts)?;
+    router.resolver = crate::resolver::find(root, &svc.resolver)?;
     let ignore_chain = md.get_bool("ignoreChain")?.unwrap_or(false);
     if let Some(h) = &svc.handler {
         router.retries = h.retries.max(0) as usize;
@@ -85,6 +99,39 @@ pub fn build(root: &Config, svc: &ServiceConfig) -> Result<Router, RouterBuildEr
         }
     }
     Ok(router)
+}
+
+/// GOST's `Resolve`: `host:port` with the host replaced by its first
+/// address from `hosts`, else from `resolver`; unchanged when neither is
+/// set or the host is already an IP. A name neither knows is an error.
+pub async fn resolve_addr(
+    addr: &str,
+    hosts: Option<&Hosts>,
+    resolver: Option<&Resolver>,
+) -> io::Result<String> {
+    if hosts.is_none() && resolver.is_none() {
+        return Ok(addr.to_string());
+    }
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Ok(addr.to_string());
+    };
+    if host.is_empty() || host.starts_with('[') || host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(addr.to_string());
+    }
+    let with_port = |ip: std::net::IpAddr| match ip {
+        std::net::IpAddr::V4(v4) => format!("{v4}:{port}"),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+    };
+    if let Some(ip) = hosts.and_then(|h| h.lookup("ip", host).first().copied()) {
+        return Ok(with_port(ip));
+    }
+    if let Some(r) = resolver {
+        return match r.resolve("ip", host).await {
+            Ok(ips) => Ok(with_port(ips[0])),
+            Err(e) => Err(io::Error::new(io::ErrorKind::NotFound, e)),
+        };
+    }
+    Ok(addr.to_string())
 }
 
 /// The host part of `host:port`, for node filters and hashing.
@@ -116,7 +163,12 @@ impl Router {
         }
         let mut last = None;
         for attempt in 0..=self.retries {
-            match tokio::time::timeout(self.dial_timeout, self.try_dial_tcp(addr)).await {
+            let work = async {
+                let resolved =
+                    resolve_addr(addr, self.hosts.as_deref(), self.resolver.as_deref()).await?;
+                self.try_dial_tcp(&resolved, host_of(addr)).await
+            };
+            match tokio::time::timeout(self.dial_timeout, work).await {
                 Ok(Ok(s)) => return Ok(s),
                 Ok(Err(source)) => {
                     tracing::debug!(addr, attempt, error = %source, "dial failed");
@@ -139,8 +191,9 @@ impl Router {
         Err(last.expect("at least one attempt"))
     }
 
-    async fn try_dial_tcp(&self, addr: &str) -> io::Result<TcpStream> {
-        let host = host_of(addr);
+    /// `addr` is the target after hosts and resolver; `host` is the name
+    /// the client asked for, which node filters and hashing use.
+    async fn try_dial_tcp(&self, addr: &str, host: &str) -> io::Result<TcpStream> {
         let Some(chain) = self.chain.as_ref().and_then(|c| c.pick(host)) else {
             return crate::dialer::dial_tcp(addr).await;
         };
@@ -188,7 +241,10 @@ impl Router {
                 "UDP through a chain is not supported yet",
             )));
         }
-        let target: SocketAddr = tokio::net::lookup_host(addr)
+        let resolved = resolve_addr(addr, self.hosts.as_deref(), self.resolver.as_deref())
+            .await
+            .map_err(io_err)?;
+        let target: SocketAddr = tokio::net::lookup_host(&resolved)
             .await
             .map_err(io_err)?
             .next()
@@ -256,26 +312,11 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
             ("redis", hop.redis.is_some()),
             ("http", hop.http.is_some()),
             ("plugin", hop.plugin.is_some()),
-            ("resolver", !hop.resolver.is_empty()),
-            ("hosts", !hop.hosts.is_empty()),
         ] {
             if set {
                 out.push(format!(
                     "{owner}hop \"{hop_name}\": {what} is not supported yet"
                 ));
-            }
-        }
-        for node in &hop.nodes {
-            for (what, set) in [
-                ("resolver", !node.resolver.is_empty()),
-                ("hosts", !node.hosts.is_empty()),
-            ] {
-                if set {
-                    out.push(format!(
-                        "{owner}hop \"{hop_name}\": node \"{}\": {what} is not supported yet",
-                        node.name
-                    ));
-                }
             }
         }
     }

@@ -169,3 +169,122 @@ fn admission_refuses_a_denied_client_address() {
     assert_echo(&mut connect(allowed), b"allowed");
     assert_echo(&mut connect(white), b"whitelisted");
 }
+
+/// A minimal DNS server on loopback (UDP and TCP on the same port) that
+/// answers A queries for names ending in `.test` with 127.0.0.1 and
+/// everything else with NXDOMAIN.
+fn dns_server() -> SocketAddr {
+    use std::net::{TcpListener, UdpSocket};
+    fn answer(q: &[u8]) -> Option<Vec<u8>> {
+        let mut i = 12;
+        let mut name = Vec::new();
+        while *q.get(i)? != 0 {
+            let len = q[i] as usize;
+            name.push(String::from_utf8_lossy(q.get(i + 1..i + 1 + len)?).to_string());
+            i += 1 + len;
+        }
+        let qend = i + 5;
+        let qtype = u16::from_be_bytes([q[i + 1], q[i + 2]]);
+        let known = name.last().is_some_and(|l| l == "test");
+        let mut r = q[..2].to_vec();
+        r.extend_from_slice(if known { &[0x81, 0x80] } else { &[0x81, 0x83] });
+        let an = u16::from(known && qtype == 1);
+        r.extend_from_slice(&[0, 1, 0, an as u8, 0, 0, 0, 0]);
+        r.extend_from_slice(&q[12..qend]);
+        if an == 1 {
+            r.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 1]);
+        }
+        Some(r)
+    }
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = udp.local_addr().unwrap();
+    let tcp = TcpListener::bind(addr).unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, peer)) = udp.recv_from(&mut buf) {
+            if let Some(r) = answer(&buf[..n]) {
+                let _ = udp.send_to(&r, peer);
+            }
+        }
+    });
+    std::thread::spawn(move || {
+        for c in tcp.incoming() {
+            let Ok(mut c) = c else { break };
+            let mut len = [0u8; 2];
+            if c.read_exact(&mut len).is_err() {
+                continue;
+            }
+            let mut q = vec![0u8; u16::from_be_bytes(len) as usize];
+            if c.read_exact(&mut q).is_err() {
+                continue;
+            }
+            if let Some(r) = answer(&q) {
+                let mut out = (r.len() as u16).to_be_bytes().to_vec();
+                out.extend_from_slice(&r);
+                let _ = c.write_all(&out);
+            }
+        }
+    });
+    addr
+}
+
+#[test]
+fn hosts_map_names_for_direct_and_chained_dials() {
+    let echo = tcp_echo_server();
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let _b = start(&["-L", &format!("socks5://127.0.0.1:{pb}")], pb);
+    // The name exists only in A's hosts: through the chain, A must send the
+    // mapped IP, since B cannot resolve it.
+    let _a = start(
+        &[
+            "-L",
+            &format!("http://127.0.0.1:{pa}?hosts=echo.internal:127.0.0.1"),
+            "-L",
+            &format!("http://127.0.0.1:{pc}?hosts=echo.internal:127.0.0.1&ignoreChain=true"),
+            "-F",
+            &format!("socks5://127.0.0.1:{pb}"),
+        ],
+        pa,
+    );
+    for port in [pa, pc] {
+        let (code, mut c) = http_connect(port, &format!("echo.internal:{}", echo.port()));
+        assert_eq!(code, 200);
+        assert_echo(&mut c, b"mapped");
+    }
+}
+
+#[test]
+fn resolver_falls_back_from_a_silent_server_and_uses_tcp() {
+    let echo = tcp_echo_server();
+    let dns = dns_server();
+    // A UDP socket that never answers: the first nameserver times out.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let pa = free_port();
+    let dir = TempDir::new("resolver");
+    let cfg = dir.write(
+        "gost.yaml",
+        &format!(
+            r#"
+services:
+- name: front
+  addr: 127.0.0.1:{pa}
+  resolver: r
+  handler: {{type: http}}
+  listener: {{type: tcp}}
+resolvers:
+- name: r
+  nameservers:
+  - {{addr: "udp://{silent}", timeout: 300ms}}
+  - {{addr: "tcp://{dns}", timeout: 2s}}
+"#,
+            silent = silent.local_addr().unwrap()
+        ),
+    );
+    let a = start(&["-D", "-C", &cfg], pa);
+    let (code, mut c) = http_connect(pa, &format!("echo.test:{}", echo.port()));
+    assert_eq!(code, 200, "log:\n{}", a.log());
+    assert_echo(&mut c, b"resolved");
+    a.wait_log("nameserver failed, trying the next");
+    let (code, _) = http_connect(pa, &format!("nothing.invalid:{}", echo.port()));
+    assert_eq!(code, 503);
+}

@@ -65,7 +65,14 @@ impl Admission {
         Ok(Admission {
             name: cfg.name.clone(),
             whitelist: cfg.whitelist || cfg.reverse,
-            rules: Rules::new(&owner, &cfg.matchers, file, cfg.reload.0, parse_ip_rules)?,
+            rules: Rules::new(
+                &owner,
+                "matchers",
+                &cfg.matchers,
+                file,
+                cfg.reload.0,
+                parse_ip_rules,
+            )?,
         })
     }
 

@@ -52,7 +52,14 @@ impl Bypass {
             name: cfg.name.clone(),
             whitelist: cfg.whitelist || cfg.reverse,
             network: cfg.network.clone(),
-            rules: Rules::new(&owner, &cfg.matchers, file, cfg.reload.0, PatternSet::parse)?,
+            rules: Rules::new(
+                &owner,
+                "matchers",
+                &cfg.matchers,
+                file,
+                cfg.reload.0,
+                PatternSet::parse,
+            )?,
         })
     }
 

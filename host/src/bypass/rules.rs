@@ -61,6 +61,7 @@ impl<T> Rules<T> {
     /// error, so a typo stops start-up instead of silently matching nothing.
     pub fn new(
         owner: &str,
+        field: &str,
         matchers: &[String],
         file: Option<&str>,
         reload: Duration,
@@ -70,7 +71,7 @@ impl<T> Rules<T> {
             .iter()
             .enumerate()
             .map(|(i, m)| Line {
-                at: format!("{owner}: matchers[{i}]"),
+                at: format!("{owner}: {field}[{i}]"),
                 text: m.trim().to_string(),
             })
             .filter(|l| !l.text.is_empty())

@@ -23,6 +23,8 @@ pub enum ChainBuildError {
         owner: String,
         source: crate::bypass::BypassError,
     },
+    #[error("{owner}: {msg}")]
+    Lookup { owner: String, msg: String },
 }
 
 /// The selector a `selector:` block describes; GOST's default is round
@@ -141,11 +143,25 @@ fn hop(root: &Config, chain_owner: &str, cfg: &HopConfig) -> Result<Hop, ChainBu
             owner: owner.clone(),
             source,
         })?;
-        node.bypass = bypass(
-            &format!("{owner}: node \"{}\"", n.name),
-            &n.bypass,
-            &n.bypasses,
-        )?;
+        let node_owner = format!("{owner}: node \"{}\"", n.name);
+        node.bypass = bypass(&node_owner, &n.bypass, &n.bypasses)?;
+        let lookup = |msg: String| ChainBuildError::Lookup {
+            owner: node_owner.clone(),
+            msg,
+        };
+        let hosts_name = if n.hosts.is_empty() {
+            &cfg.hosts
+        } else {
+            &n.hosts
+        };
+        node.hosts = crate::hosts::find(root, hosts_name).map_err(|e| lookup(e.to_string()))?;
+        let resolver_name = if n.resolver.is_empty() {
+            &cfg.resolver
+        } else {
+            &n.resolver
+        };
+        node.resolver =
+            crate::resolver::find(root, resolver_name).map_err(|e| lookup(e.to_string()))?;
         nodes.push(Arc::new(node));
     }
     Ok(Hop {

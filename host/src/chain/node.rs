@@ -77,6 +77,9 @@ pub struct Node {
     pub filter_host: String,
     /// Targets this node does not carry.
     pub bypass: Option<std::sync::Arc<crate::bypass::BypassGroup>>,
+    /// Resolve the node's own address (the node's, else its hop's).
+    pub hosts: Option<std::sync::Arc<crate::hosts::Hosts>>,
+    pub resolver: Option<std::sync::Arc<crate::resolver::Resolver>>,
 }
 
 impl Selectable for Node {

@@ -53,7 +53,11 @@ impl RouteError {
 /// target itself marks nothing: the target may be down, not the node.
 pub async fn dial(nodes: &[Arc<Node>], target: &str) -> Result<TcpStream, RouteError> {
     let first = &nodes[0];
-    let mut stream = match crate::dialer::dial_tcp(&first.addr).await {
+    let dialed = async {
+        let addr = node_addr(first).await?;
+        crate::dialer::dial_tcp(&addr).await
+    };
+    let mut stream = match dialed.await {
         Ok(s) => s,
         Err(source) => {
             first.marker.mark();
@@ -67,7 +71,18 @@ pub async fn dial(nodes: &[Arc<Node>], target: &str) -> Result<TcpStream, RouteE
     first.marker.reset();
     for pair in nodes.windows(2) {
         let (prev, next) = (&pair[0], &pair[1]);
-        if let Err(source) = connect(prev, &mut stream, &next.addr).await {
+        let next_addr = match node_addr(next).await {
+            Ok(a) => a,
+            Err(source) => {
+                next.marker.mark();
+                return Err(RouteError::Dial {
+                    node: next.name.clone(),
+                    addr: next.addr.clone(),
+                    source,
+                });
+            }
+        };
+        if let Err(source) = connect(prev, &mut stream, &next_addr).await {
             next.marker.mark();
             return Err(RouteError::Connect {
                 node: prev.name.clone(),
@@ -88,6 +103,11 @@ pub async fn dial(nodes: &[Arc<Node>], target: &str) -> Result<TcpStream, RouteE
             source,
         })?;
     Ok(stream)
+}
+
+/// The node's address after its hosts and resolver.
+async fn node_addr(node: &Node) -> io::Result<String> {
+    crate::router::resolve_addr(&node.addr, node.hosts.as_deref(), node.resolver.as_deref()).await
 }
 
 async fn connect(node: &Node, stream: &mut TcpStream, addr: &str) -> Result<(), ConnectError> {
