@@ -165,8 +165,6 @@ fn unsupported(cfg: &Config) -> Vec<String> {
         }
         for (what, set) in [
             ("limiter", !svc.limiter.is_empty()),
-            ("climiter", !svc.climiter.is_empty()),
-            ("rlimiter", !svc.rlimiter.is_empty()),
             ("observer", !svc.observer.is_empty()),
             ("recorders", !svc.recorders.is_empty()),
             ("logger", !svc.logger.is_empty() || !svc.loggers.is_empty()),
@@ -190,6 +188,8 @@ fn unsupported(cfg: &Config) -> Vec<String> {
                 | "admissions"
                 | "hosts"
                 | "resolvers"
+                | "climiters"
+                | "rlimiters"
         ) {
             out.push(format!("config section '{section}' is not supported yet"));
         }
@@ -297,7 +297,11 @@ fn build_service(root: &Config, cfg: &ServiceConfig) -> Result<Service, BuildErr
     };
     let admission = crate::admission::group(root, &cfg.admission, &cfg.admissions)
         .map_err(|e| svc_err(cfg, e.to_string()))?;
-    Ok(Service::new(&cfg.name, status, listener, handler, hooks).with_admission(admission))
+    let limiters =
+        crate::limiter::service_limiters(root, cfg).map_err(|e| svc_err(cfg, e.to_string()))?;
+    Ok(Service::new(&cfg.name, status, listener, handler, hooks)
+        .with_admission(admission)
+        .with_limiters(limiters))
 }
 
 /// The service's auther, as GOST picks it: the named `handler.auther` and

@@ -15,6 +15,7 @@ pub mod connector;
 pub mod dialer;
 pub mod handler;
 pub mod hosts;
+pub mod limiter;
 pub mod listener;
 pub mod logger;
 pub mod metadata;

@@ -288,3 +288,74 @@ resolvers:
     let (code, _) = http_connect(pa, &format!("nothing.invalid:{}", echo.port()));
     assert_eq!(code, 503);
 }
+
+/// Whether the service on `port` relays for a new connection (a refused
+/// one is closed before any byte comes back).
+fn relays(port: u16) -> Option<TcpStream> {
+    let mut c = connect(port);
+    c.write_all(b"x").ok()?;
+    let mut b = [0u8; 1];
+    match c.read(&mut b) {
+        Ok(1) => Some(c),
+        _ => None,
+    }
+}
+
+#[test]
+fn climiter_caps_open_connections_and_frees_places() {
+    let echo = tcp_echo_server();
+    let p = free_port();
+    let _g = start(
+        &["-L", &format!("tcp://127.0.0.1:{p}/{echo}?climiter=2")],
+        p,
+    );
+    // wait_tcp's probe holds a place until its relay has wound down, so
+    // a place may take a moment to come free.
+    let eventually = || {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(c) = relays(p) {
+                return c;
+            }
+            assert!(start.elapsed() < TIMEOUT, "place never freed");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let first = eventually();
+    let _second = eventually();
+    for _ in 0..3 {
+        assert!(relays(p).is_none(), "connection over climiter 2");
+    }
+    drop(first);
+    eventually();
+}
+
+#[test]
+fn rlimiter_caps_new_connections_per_second_per_client() {
+    let echo = tcp_echo_server();
+    let p = free_port();
+    let dir = TempDir::new("rlimiter");
+    let cfg = dir.write(
+        "gost.yaml",
+        &format!(
+            r#"
+services:
+- name: fwd
+  addr: 127.0.0.1:{p}
+  rlimiter: r
+  handler: {{type: tcp}}
+  listener: {{type: tcp}}
+  forwarder: {{nodes: [{{name: echo, addr: "{echo}"}}]}}
+rlimiters:
+- name: r
+  limits: ["$$ 3"]
+"#
+        ),
+    );
+    let _g = start(&["-C", &cfg], p);
+    // wait_tcp's probe connection took one token already.
+    let ok = (0..6).filter(|_| relays(p).is_some()).count();
+    assert!((2..=3).contains(&ok), "{ok} of 6 got through at 3/s");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert!(relays(p).is_some(), "bucket refilled after a second");
+}

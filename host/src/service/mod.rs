@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admission::AdmissionGroup;
 use crate::handler::{ConnContext, Handler};
+use crate::limiter::ServiceLimiters;
 use crate::listener::Listener;
 
 pub use hooks::Hooks;
@@ -32,6 +33,7 @@ pub struct Service {
     hooks: Hooks,
     grace: Duration,
     admission: Option<Arc<AdmissionGroup>>,
+    limiters: ServiceLimiters,
 }
 
 impl Service {
@@ -52,7 +54,15 @@ impl Service {
             hooks,
             grace: DEFAULT_GRACE,
             admission: None,
+            limiters: ServiceLimiters::default(),
         }
+    }
+
+    /// Connections over the `rlimiter` rate or the `climiter` count are
+    /// closed right after accept.
+    pub fn with_limiters(mut self, limiters: ServiceLimiters) -> Self {
+        self.limiters = limiters;
+        self
     }
 
     /// Clients the admission group refuses are closed right after accept,
@@ -151,6 +161,18 @@ impl Service {
                     continue;
                 }
             }
+            if let Some(r) = &self.limiters.rate {
+                if !r.allow(accepted.peer.ip()) {
+                    continue;
+                }
+            }
+            let permit = match &self.limiters.conn {
+                Some(c) => match c.acquire(accepted.peer.ip()) {
+                    Some(p) => Some(p),
+                    None => continue,
+                },
+                None => None,
+            };
             let ctx = ConnContext {
                 service: self.name.clone(),
                 peer: accepted.peer,
@@ -160,6 +182,7 @@ impl Service {
             let handler = self.handler.clone();
             let cancel = conn_cancel.clone();
             conns.spawn(async move {
+                let _permit = permit;
                 let stats = ctx.stats.clone();
                 let _guard = stats.as_ref().map(|s| s.open_conn());
                 let service = ctx.service.clone();
