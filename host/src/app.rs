@@ -164,7 +164,6 @@ fn unsupported(cfg: &Config) -> Vec<String> {
             }
         }
         for (what, set) in [
-            ("limiter", !svc.limiter.is_empty()),
             ("observer", !svc.observer.is_empty()),
             ("recorders", !svc.recorders.is_empty()),
             ("logger", !svc.logger.is_empty() || !svc.loggers.is_empty()),
@@ -190,6 +189,7 @@ fn unsupported(cfg: &Config) -> Vec<String> {
                 | "resolvers"
                 | "climiters"
                 | "rlimiters"
+                | "limiters"
         ) {
             out.push(format!("config section '{section}' is not supported yet"));
         }

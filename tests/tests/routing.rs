@@ -359,3 +359,50 @@ rlimiters:
     std::thread::sleep(std::time::Duration::from_millis(1100));
     assert!(relays(p).is_some(), "bucket refilled after a second");
 }
+
+/// Sends `len` bytes through the echo service on `port` and returns the
+/// rate (bytes/s) at which they came back.
+fn echo_rate(port: u16, len: usize) -> f64 {
+    let mut c = connect(port);
+    let data = random_bytes(len, 3);
+    let mut w = c.try_clone().unwrap();
+    let start = std::time::Instant::now();
+    let writer = std::thread::spawn(move || w.write_all(&data).unwrap());
+    let mut got = vec![0u8; len];
+    c.read_exact(&mut got).unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    writer.join().unwrap();
+    len as f64 / secs
+}
+
+#[test]
+fn traffic_limiter_holds_the_rate_in_each_direction() {
+    let echo = tcp_echo_server();
+    let (pin, pout, pfree) = (free_port(), free_port(), free_port());
+    let dir = TempDir::new("limiter");
+    let cfg = dir.write(
+        "gost.yaml",
+        &format!(
+            r#"
+services:
+- {{name: in, addr: "127.0.0.1:{pin}", limiter: in-1m, handler: {{type: tcp}}, listener: {{type: tcp}}, forwarder: {{nodes: [{{name: e, addr: "{echo}"}}]}}}}
+- {{name: out, addr: "127.0.0.1:{pout}", limiter: out-1m, handler: {{type: tcp}}, listener: {{type: tcp}}, forwarder: {{nodes: [{{name: e, addr: "{echo}"}}]}}}}
+- {{name: free, addr: "127.0.0.1:{pfree}", handler: {{type: tcp}}, listener: {{type: tcp}}, forwarder: {{nodes: [{{name: e, addr: "{echo}"}}]}}}}
+limiters:
+- {{name: in-1m, limits: ["$$ 1MB"]}}
+- {{name: out-1m, limits: ["$$ 64MB 1MB"]}}
+"#
+        ),
+    );
+    let _g = start(&["-C", &cfg], pin);
+    let mib = (1u64 << 20) as f64;
+    for port in [pin, pout] {
+        let rate = echo_rate(port, 2 << 20) / mib;
+        assert!(
+            (0.9..=1.1).contains(&rate),
+            "port {port}: {rate:.3} MiB/s, limit 1 MiB/s"
+        );
+    }
+    let free = echo_rate(pfree, 2 << 20) / mib;
+    assert!(free > 2.0, "unlimited service moved only {free:.3} MiB/s");
+}

@@ -7,6 +7,7 @@
 
 pub mod conn;
 pub mod rate;
+pub mod traffic;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use crate::bypass::rules::{Line, RuleError};
 use crate::config::{Config, LimiterConfig, ServiceConfig};
 use conn::ConnLimiter;
 use rate::RateLimiter;
+use traffic::TrafficLimiter;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LimiterError {
@@ -60,11 +62,13 @@ fn find<'a>(
     Ok(Some(cfg))
 }
 
-/// A service's `climiter` and `rlimiter`, checked at accept.
+/// A service's `climiter` and `rlimiter`, checked at accept, and its
+/// traffic `limiter`, attached to each connection.
 #[derive(Debug, Default, Clone)]
 pub struct ServiceLimiters {
     pub conn: Option<Arc<ConnLimiter>>,
     pub rate: Option<Arc<RateLimiter>>,
+    pub traffic: Option<Arc<TrafficLimiter>>,
 }
 
 pub fn service_limiters(
@@ -79,7 +83,15 @@ pub fn service_limiters(
         Some(cfg) => Some(Arc::new(RateLimiter::from_config(cfg)?)),
         None => None,
     };
-    Ok(ServiceLimiters { conn, rate })
+    let traffic = match find(&root.limiters, "limiter", &svc.limiter)? {
+        Some(cfg) => Some(Arc::new(TrafficLimiter::from_config(cfg)?)),
+        None => None,
+    };
+    Ok(ServiceLimiters {
+        conn,
+        rate,
+        traffic,
+    })
 }
 
 /// Parsed limit lines.

@@ -181,6 +181,11 @@ impl Service {
             };
             let handler = self.handler.clone();
             let cancel = conn_cancel.clone();
+            let traffic = self
+                .limiters
+                .traffic
+                .as_ref()
+                .map(|t| Arc::new(t.for_conn(accepted.peer.ip())));
             conns.spawn(async move {
                 let _permit = permit;
                 let stats = ctx.stats.clone();
@@ -188,7 +193,7 @@ impl Service {
                 let service = ctx.service.clone();
                 let peer = ctx.peer;
                 let result = tokio::select! {
-                    r = handler.handle(accepted.conn, ctx) => r,
+                    r = crate::limiter::traffic::scope(traffic, handler.handle(accepted.conn, ctx)) => r,
                     _ = cancel.cancelled() => return,
                 };
                 if let Err(e) = result {
