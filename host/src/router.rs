@@ -289,6 +289,11 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
         }
         let socks_udp = matches!(h.r#type.as_str(), "socks5" | "socks" | "auto")
             && h.metadata.get_bool("udp").ok().flatten().unwrap_or(false);
+        if !svc.limiter.is_empty() && (udp || socks_udp) {
+            out.push(format!(
+                "service \"{name}\": the traffic limiter does not cover UDP yet"
+            ));
+        }
         if chained && socks_udp {
             out.push(format!(
                 "service \"{name}\": SOCKS5 UDP ASSOCIATE through a chain is not supported yet"
@@ -326,6 +331,30 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_routing_cannot_do_is_named() {
+        let cfg: Config = serde_yaml::from_str(
+            r#"
+services:
+- {name: u, addr: ":1", handler: {type: udp, chain: c}, listener: {type: udp}}
+- {name: s, addr: ":2", limiter: l, handler: {type: socks5, chain: c, metadata: {udp: true}}}
+- {name: i, addr: ":3", handler: {type: udp, chain: c}, metadata: {ignoreChain: true}}
+chains:
+- {name: c, hops: [{name: h, file: {path: nodes.json}, nodes: [{name: n, addr: "x:1"}]}]}
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            unsupported(&cfg),
+            [
+                "service \"u\": UDP through a chain is not supported yet",
+                "service \"s\": the traffic limiter does not cover UDP yet",
+                "service \"s\": SOCKS5 UDP ASSOCIATE through a chain is not supported yet",
+                "chain \"c\": hop \"h\": file is not supported yet",
+            ]
+        );
+    }
 
     #[test]
     fn host_of_strips_port_and_brackets() {
