@@ -455,6 +455,7 @@ fn build_forward_handler(
         nodes,
         selector: build_selector(cfg, selector_cfg)?,
         bypass: None,
+        file: None,
     };
     let h = cfg.handler.as_ref();
     let opts = ForwardOptions::from_metadata(

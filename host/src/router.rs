@@ -312,8 +312,6 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
     {
         let hop_name = &hop.name;
         for (what, set) in [
-            ("file", hop.file.is_some()),
-            ("reload", !hop.reload.0.is_zero()),
             ("redis", hop.redis.is_some()),
             ("http", hop.http.is_some()),
             ("plugin", hop.plugin.is_some()),
@@ -341,7 +339,7 @@ services:
 - {name: s, addr: ":2", limiter: l, handler: {type: socks5, chain: c, metadata: {udp: true}}}
 - {name: i, addr: ":3", handler: {type: udp, chain: c}, metadata: {ignoreChain: true}}
 chains:
-- {name: c, hops: [{name: h, file: {path: nodes.json}, nodes: [{name: n, addr: "x:1"}]}]}
+- {name: c, hops: [{name: h, redis: {addr: "r:6379"}, nodes: [{name: n, addr: "x:1"}]}]}
 "#,
         )
         .unwrap();
@@ -351,7 +349,7 @@ chains:
                 "service \"u\": UDP through a chain is not supported yet",
                 "service \"s\": the traffic limiter does not cover UDP yet",
                 "service \"s\": SOCKS5 UDP ASSOCIATE through a chain is not supported yet",
-                "chain \"c\": hop \"h\": file is not supported yet",
+                "chain \"c\": hop \"h\": redis is not supported yet",
             ]
         );
     }

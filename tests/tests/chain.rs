@@ -279,3 +279,46 @@ fn udp_through_a_chain_is_refused_at_start_up() {
         "{err}"
     );
 }
+
+#[test]
+fn hop_nodes_from_a_reloaded_file() {
+    let echo = tcp_echo_server();
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let b = start(&["-D", "-L", &format!("socks5://127.0.0.1:{pb}")], pb);
+    let c = start(&["-D", "-L", &format!("http://127.0.0.1:{pc}")], pc);
+    let dir = TempDir::new("hop-file");
+    let nodes = |port: u16, ty: &str| {
+        format!(r#"[{{"name": "n", "addr": "127.0.0.1:{port}", "connector": {{"type": "{ty}"}}}}]"#)
+    };
+    let file = dir.write("nodes.json", &nodes(pb, "socks5"));
+    let cfg = dir.write(
+        "gost.yaml",
+        &format!(
+            r#"
+services:
+- {{name: front, addr: "127.0.0.1:{pa}", handler: {{type: http, chain: c}}, listener: {{type: tcp}}}}
+chains:
+- {{name: c, hops: [{{name: from-file}}]}}
+hops:
+- {{name: from-file, reload: 1s, file: {{path: "{file}"}}}}
+"#
+        ),
+    );
+    let a = start(&["-C", &cfg], pa);
+    let (code, mut conn) = http_connect(pa, echo);
+    assert_eq!(code, 200, "{}", a.log());
+    assert_echo(&mut conn, b"via b");
+    b.wait_log(&format!("dst={echo}"));
+
+    dir.write("nodes.json", &nodes(pc, "http"));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (code, mut conn) = http_connect(pa, echo);
+    assert_eq!(code, 200);
+    assert_echo(&mut conn, b"via c");
+    c.wait_log(&echo.to_string());
+
+    dir.write("nodes.json", "[{\"name\": \"n\", \"addr\": ");
+    let (status, _, err) = run_gost(&["-C", &cfg]);
+    assert!(!status.success());
+    assert!(err.contains("nodes.json"), "{err}");
+}

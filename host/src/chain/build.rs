@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::loader::NodeFile;
 use super::node::NodeError;
 use super::{Chain, Chainer, Hop, Node, Selector, Strategy};
-use crate::config::{ChainConfig, Config, HandlerConfig, HopConfig, SelectorConfig};
+use crate::config::{ChainConfig, Config, HandlerConfig, HopConfig, NodeConfig, SelectorConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChainBuildError {
@@ -123,15 +124,32 @@ fn chain(root: &Config, name: &str) -> Result<Chain, ChainBuildError> {
     })
 }
 
+fn bypass(
+    root: &Config,
+    owner: &str,
+    one: &str,
+    many: &[String],
+) -> Result<Option<Arc<crate::bypass::BypassGroup>>, ChainBuildError> {
+    crate::bypass::group(root, one, many).map_err(|source| ChainBuildError::Bypass {
+        owner: owner.to_string(),
+        source,
+    })
+}
+
 fn hop(root: &Config, chain_owner: &str, cfg: &HopConfig) -> Result<Hop, ChainBuildError> {
     let owner = format!("{chain_owner}: hop \"{}\"", cfg.name);
-    let bypass = |owner: &str, one: &str, many: &[String]| {
-        crate::bypass::group(root, one, many).map_err(|source| ChainBuildError::Bypass {
-            owner: owner.to_string(),
-            source,
-        })
+    let file = match cfg.file.as_ref().filter(|f| !f.path.is_empty()) {
+        Some(f) => Some(
+            NodeFile::new(root, cfg, &owner, &f.path, cfg.reload.0).map_err(|msg| {
+                ChainBuildError::Invalid {
+                    owner: owner.clone(),
+                    msg,
+                }
+            })?,
+        ),
+        None => None,
     };
-    if cfg.nodes.is_empty() {
+    if cfg.nodes.is_empty() && file.is_none() {
         return Err(ChainBuildError::Invalid {
             owner,
             msg: "no nodes".into(),
@@ -139,37 +157,49 @@ fn hop(root: &Config, chain_owner: &str, cfg: &HopConfig) -> Result<Hop, ChainBu
     }
     let mut nodes = Vec::with_capacity(cfg.nodes.len());
     for n in &cfg.nodes {
-        let mut node = Node::from_node_config(n).map_err(|source| ChainBuildError::Node {
-            owner: owner.clone(),
-            source,
-        })?;
-        let node_owner = format!("{owner}: node \"{}\"", n.name);
-        node.bypass = bypass(&node_owner, &n.bypass, &n.bypasses)?;
-        let lookup = |msg: String| ChainBuildError::Lookup {
-            owner: node_owner.clone(),
-            msg,
-        };
-        let hosts_name = if n.hosts.is_empty() {
-            &cfg.hosts
-        } else {
-            &n.hosts
-        };
-        node.hosts = crate::hosts::find(root, hosts_name).map_err(|e| lookup(e.to_string()))?;
-        let resolver_name = if n.resolver.is_empty() {
-            &cfg.resolver
-        } else {
-            &n.resolver
-        };
-        node.resolver =
-            crate::resolver::find(root, resolver_name).map_err(|e| lookup(e.to_string()))?;
-        nodes.push(Arc::new(node));
+        nodes.push(Arc::new(node(root, cfg, &owner, n)?));
     }
     Ok(Hop {
         name: cfg.name.clone(),
         nodes,
         selector: selector(&owner, cfg.selector.as_ref())?,
-        bypass: bypass(&owner, &cfg.bypass, &cfg.bypasses)?,
+        bypass: bypass(root, &owner, &cfg.bypass, &cfg.bypasses)?,
+        file,
     })
+}
+
+/// One chain node with its bypass, and its hosts and resolver (the
+/// node's own, else the hop's).
+pub(super) fn node(
+    root: &Config,
+    cfg: &HopConfig,
+    owner: &str,
+    n: &NodeConfig,
+) -> Result<Node, ChainBuildError> {
+    let mut node = Node::from_node_config(n).map_err(|source| ChainBuildError::Node {
+        owner: owner.to_string(),
+        source,
+    })?;
+    let node_owner = format!("{owner}: node \"{}\"", n.name);
+    node.bypass = bypass(root, &node_owner, &n.bypass, &n.bypasses)?;
+    let lookup = |msg: String| ChainBuildError::Lookup {
+        owner: node_owner.clone(),
+        msg,
+    };
+    let hosts_name = if n.hosts.is_empty() {
+        &cfg.hosts
+    } else {
+        &n.hosts
+    };
+    node.hosts = crate::hosts::find(root, hosts_name).map_err(|e| lookup(e.to_string()))?;
+    let resolver_name = if n.resolver.is_empty() {
+        &cfg.resolver
+    } else {
+        &n.resolver
+    };
+    node.resolver =
+        crate::resolver::find(root, resolver_name).map_err(|e| lookup(e.to_string()))?;
+    Ok(node)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 
 pub mod build;
 pub mod group;
+pub mod loader;
 pub mod node;
 pub mod route;
 pub mod selector;
@@ -34,6 +35,8 @@ pub struct Hop {
     pub selector: Selector,
     /// Targets this hop (and every later one) leaves alone.
     pub bypass: Option<Arc<BypassGroup>>,
+    /// More nodes from the hop's `file`, re-read every `reload` period.
+    pub file: Option<loader::NodeFile>,
 }
 
 impl Hop {
@@ -63,9 +66,11 @@ impl Hop {
         {
             return None;
         }
+        let loaded = self.file.as_ref().map(|f| f.nodes()).unwrap_or_default();
         let candidates: Vec<&Arc<Node>> = self
             .nodes
             .iter()
+            .chain(loaded.iter())
             .filter(|n| n.accepts_host(host))
             .filter(|n| !n.bypass.as_ref().is_some_and(|b| b.contains("tcp", addr)))
             .collect();
