@@ -35,6 +35,9 @@ pub struct Router {
     /// names go unresolved to the chain or to the system resolver.
     pub hosts: Option<Arc<Hosts>>,
     pub resolver: Option<Arc<Resolver>>,
+    /// Handler metadata `hash: host`: the `hash` strategy keys on the
+    /// target address instead of the client's IP.
+    pub hash_by_target: bool,
 }
 
 impl Default for Router {
@@ -46,6 +49,7 @@ impl Default for Router {
             bypass: None,
             hosts: None,
             resolver: None,
+            hash_by_target: false,
         }
     }
 }
@@ -94,6 +98,7 @@ pub fn build(root: &Config, svc: &ServiceConfig) -> Result<Router, RouterBuildEr
     let ignore_chain = md.get_bool("ignoreChain")?.unwrap_or(false);
     if let Some(h) = &svc.handler {
         router.retries = h.retries.max(0) as usize;
+        router.hash_by_target = h.metadata.get_string("hash")?.as_deref() == Some("host");
         if !ignore_chain {
             router.chain = crate::chain::build::chainer(root, h)?.map(Arc::new);
         }
@@ -134,7 +139,22 @@ pub async fn resolve_addr(
     Ok(addr.to_string())
 }
 
-/// The host part of `host:port`, for node filters and hashing.
+tokio::task_local! {
+    static CLIENT_IP: std::net::IpAddr;
+}
+
+/// Runs `f` (a connection's handler) with the client's IP known to the
+/// router, which the `hash` strategy keys on, without every handler
+/// passing it to each dial.
+pub async fn with_client<F: std::future::Future>(ip: std::net::IpAddr, f: F) -> F::Output {
+    CLIENT_IP.scope(ip, f).await
+}
+
+fn client_ip() -> Option<std::net::IpAddr> {
+    CLIENT_IP.try_with(|ip| *ip).ok()
+}
+
+/// The host part of `host:port`, for node filters.
 fn host_of(addr: &str) -> &str {
     let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
     host.strip_prefix('[')
@@ -194,10 +214,16 @@ impl Router {
     /// `addr` is the target after hosts and resolver; `host` is the name
     /// the client asked for, which node filters and hashing use.
     async fn try_dial_tcp(&self, addr: &str, host: &str) -> io::Result<TcpStream> {
-        let Some(chain) = self.chain.as_ref().and_then(|c| c.pick(host)) else {
+        let client = client_ip().map(|ip| ip.to_string());
+        let hash_key = if self.hash_by_target {
+            Some(addr)
+        } else {
+            client.as_deref()
+        };
+        let Some(chain) = self.chain.as_ref().and_then(|c| c.pick(hash_key)) else {
             return crate::dialer::dial_tcp(addr).await;
         };
-        let nodes = chain.route(addr, host);
+        let nodes = chain.route(addr, host, hash_key);
         if nodes.is_empty() {
             tracing::debug!(chain = %chain.name, addr, "route: direct");
             return crate::dialer::dial_tcp(addr).await;

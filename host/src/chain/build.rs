@@ -234,7 +234,7 @@ hops:
             .unwrap();
         let Chainer::Chain(c) = ch else { panic!() };
         let names = |host: &str| -> Vec<String> {
-            c.route(&format!("{host}:80"), host)
+            c.route(&format!("{host}:80"), host, None)
                 .iter()
                 .map(|n| n.name.clone())
                 .collect()
@@ -279,6 +279,32 @@ chains:
     }
 
     #[test]
+    fn hash_strategy_keeps_a_key_on_one_node() {
+        let cfg = load(
+            r#"
+chains:
+- name: c
+  hops:
+  - name: h
+    selector: {strategy: hash}
+    nodes: [{name: a, addr: "127.0.0.1:1"}, {name: b, addr: "127.0.0.1:2"}, {name: c, addr: "127.0.0.1:3"}]
+"#,
+        );
+        let h = HandlerConfig {
+            chain: "c".into(),
+            ..Default::default()
+        };
+        let Some(Chainer::Chain(c)) = chainer(&cfg, &h).unwrap() else {
+            panic!()
+        };
+        let pick = |key: &str| c.route("t:1", "t", Some(key))[0].name.clone();
+        for key in ["10.0.0.1", "10.0.0.2", "example.com:443"] {
+            let first = pick(key);
+            assert!((0..5).all(|_| pick(key) == first), "{key}");
+        }
+    }
+
+    #[test]
     fn dead_node_is_skipped_until_fail_timeout() {
         let cfg = load(
             r#"
@@ -299,10 +325,10 @@ chains:
         };
         c.hops[0].nodes[0].marker.mark();
         for _ in 0..4 {
-            assert_eq!(c.route("t:1", "t")[0].name, "b");
+            assert_eq!(c.route("t:1", "t", None)[0].name, "b");
         }
         // Every node failed: the hop still yields one (last resort).
         c.hops[0].nodes[1].marker.mark();
-        assert_eq!(c.route("t:1", "t").len(), 1);
+        assert_eq!(c.route("t:1", "t", None).len(), 1);
     }
 }

@@ -35,10 +35,10 @@ impl Chain {
     /// (`host:port`). The route stops at the first hop that has no node for
     /// it (GOST truncates it the same way), so an empty route means "dial
     /// directly".
-    pub fn route(&self, addr: &str, host: &str) -> Vec<Arc<Node>> {
+    pub fn route(&self, addr: &str, host: &str, hash_key: Option<&str>) -> Vec<Arc<Node>> {
         let mut nodes = Vec::with_capacity(self.hops.len());
         for hop in &self.hops {
-            match hop.select_for(addr, host) {
+            match hop.select_for(addr, host, hash_key) {
                 Some(n) => nodes.push(n),
                 None => break,
             }
@@ -60,14 +60,12 @@ pub enum Chainer {
 impl Chainer {
     /// The chain to use for one connection; a group skips chains that
     /// failed recently, like a hop skips nodes.
-    pub fn pick(&self, host: &str) -> Option<Arc<Chain>> {
+    pub fn pick(&self, hash_key: Option<&str>) -> Option<Arc<Chain>> {
         match self {
             Chainer::Chain(c) => Some(c.clone()),
             Chainer::Group { chains, selector } => {
                 let refs: Vec<&Arc<Chain>> = chains.iter().collect();
-                let ctx = SelectContext {
-                    hash_key: Some(host),
-                };
+                let ctx = SelectContext { hash_key };
                 selector
                     .select(&ctx, &refs)
                     .or_else(|| chains.first())

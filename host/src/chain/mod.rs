@@ -22,8 +22,8 @@ use crate::bypass::BypassGroup;
 /// What a selector may use to pick a node for one connection.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SelectContext<'a> {
-    /// Hash source for the `hash` strategy: the client's IP for a
-    /// forwarder, the target host for a chain hop.
+    /// Hash source for the `hash` strategy: the client's IP, or with
+    /// handler metadata `hash: host` the target address, as in GOST.
     pub hash_key: Option<&'a str>,
 }
 
@@ -58,7 +58,7 @@ impl Hop {
     /// recently the first is still tried as a last resort, so a hop is never
     /// skipped just because its nodes were down a moment ago. `None` ends
     /// the route before this hop.
-    pub fn select_for(&self, addr: &str, host: &str) -> Option<Arc<Node>> {
+    pub fn select_for(&self, addr: &str, host: &str, hash_key: Option<&str>) -> Option<Arc<Node>> {
         if self
             .bypass
             .as_ref()
@@ -74,9 +74,7 @@ impl Hop {
             .filter(|n| n.accepts_host(host))
             .filter(|n| !n.bypass.as_ref().is_some_and(|b| b.contains("tcp", addr)))
             .collect();
-        let ctx = SelectContext {
-            hash_key: Some(host),
-        };
+        let ctx = SelectContext { hash_key };
         self.selector
             .select(&ctx, &candidates)
             .or_else(|| candidates.first().copied())

@@ -193,7 +193,10 @@ impl Service {
                 let service = ctx.service.clone();
                 let peer = ctx.peer;
                 let result = tokio::select! {
-                    r = crate::limiter::traffic::scope(traffic, handler.handle(accepted.conn, ctx)) => r,
+                    r = crate::router::with_client(
+                        peer.ip(),
+                        crate::limiter::traffic::scope(traffic, handler.handle(accepted.conn, ctx)),
+                    ) => r,
                     _ = cancel.cancelled() => return,
                 };
                 if let Err(e) = result {
