@@ -169,6 +169,7 @@ mkdir -p "$RESULTS_DIR"
     echo "systems: $SYSTEMS; rounds: $ROUNDS (interleaved, order rotated each round)"
     echo "gost-1hop: client -> gost http -> target; gost-2hop: client -> gost http -F socks5 -> gost socks5 -> target"
     echo "bulk: CONNECT + 1 stream upload for ${BULK_S} s; new connections: $CR_WORKERS workers, ${WINDOW} s"
+    echo "per proxy CPU-s rows count the front gost only (for gost-2hop the back hop's CPU is not included)"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$TMP/header.txt"
 cat "$TMP/header.txt" >&2
