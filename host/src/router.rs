@@ -320,6 +320,13 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
                 "service \"{name}\": the traffic limiter does not cover UDP yet"
             ));
         }
+        // The limiter paces the relay, which carries CONNECT tunnels but
+        // not the HTTP proxy's plain (absolute-URI) requests.
+        if !svc.limiter.is_empty() && matches!(h.r#type.as_str(), "http" | "auto") {
+            out.push(format!(
+                "service \"{name}\": the traffic limiter does not cover plain HTTP proxy requests yet (use it with tcp, socks4 or socks5 handlers)"
+            ));
+        }
         if chained && socks_udp {
             out.push(format!(
                 "service \"{name}\": SOCKS5 UDP ASSOCIATE through a chain is not supported yet"
