@@ -90,6 +90,9 @@ impl Nameserver {
         if !cfg.client_ip.is_empty() {
             return Err("clientIP is not supported yet".into());
         }
+        if cfg.r#async {
+            return Err("async is not supported yet".into());
+        }
         let (transport, rest) = match cfg.addr.split_once("://") {
             None => (Transport::Udp, cfg.addr.as_str()),
             Some(("udp", r)) => (Transport::Udp, r),
