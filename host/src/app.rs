@@ -24,7 +24,7 @@ use crate::listener::udp::{UdpListen, UdpOptions};
 use crate::listener::{resolve_bind_addr, Listener};
 use crate::metadata::MetadataError;
 use crate::router::Router;
-use crate::service::{HandlerSlot, Hooks, Service, State, Status};
+use crate::service::{HandlerSlot, Hooks, Pipeline, Service, State, Status};
 
 /// Listener types this build can run; anything else GOST knows is refused
 /// by name instead of being ignored.
@@ -300,7 +300,7 @@ impl App {
                 }
             };
             let status = Arc::new(Status::new(&svc.name, parts.enable_stats));
-            let service = Service::new(&svc.name, status, listener, parts.handler, parts.hooks);
+            let service = Service::new(&svc.name, status, listener, parts.pipeline, parts.hooks);
             restarted.push((service, prev));
         }
         for (service, _) in restarted {
@@ -321,7 +321,7 @@ impl App {
                             &svc.name,
                             status,
                             listener,
-                            parts.handler,
+                            parts.pipeline,
                             parts.hooks,
                         ));
                     }
@@ -347,7 +347,7 @@ impl App {
             for (name, parts) in swaps {
                 if let Some(r) = services.get(&name) {
                     tracing::info!(service = %name, "handler replaced for new connections");
-                    r.handler.set(parts.handler);
+                    r.handler.set(parts.pipeline);
                 }
             }
         }
@@ -548,28 +548,13 @@ fn unsupported(cfg: &Config) -> Vec<String> {
     let mut out = cfg.unsupported(|kind, ty| match kind {
         Kind::Listener => LISTENERS.contains(&ty),
         Kind::Handler => HANDLERS.contains(&ty),
-        // Connectors matter only in chains, and a service that uses a chain
-        // is refused below; a forwarder's hop dials its nodes' addresses
-        // directly, as in GOST.
-        Kind::Connector | Kind::Dialer => true,
+        Kind::Connector => crate::connector::CONNECTORS.contains(&ty),
+        Kind::Dialer => crate::dialer::DIALERS.contains(&ty),
         Kind::Plugin => false,
     });
     for svc in &cfg.services {
         let name = &svc.name;
-        // With ignoreChain the CLI's chain-0 stays unused, as in GOST; a
-        // malformed value is reported when the service is built.
-        let uses_chain = !svc
-            .metadata
-            .get_bool("ignoreChain")
-            .ok()
-            .flatten()
-            .unwrap_or(false);
         if let Some(h) = &svc.handler {
-            if uses_chain && (!h.chain.is_empty() || h.chain_group.is_some()) {
-                out.push(format!(
-                    "service \"{name}\": handler chains are not supported yet"
-                ));
-            }
             for (what, set) in [
                 ("limiter", !h.limiter.is_empty()),
                 ("observer", !h.observer.is_empty()),
@@ -583,11 +568,6 @@ fn unsupported(cfg: &Config) -> Vec<String> {
             }
         }
         if let Some(l) = &svc.listener {
-            if uses_chain && (!l.chain.is_empty() || l.chain_group.is_some()) {
-                out.push(format!(
-                    "service \"{name}\": listener chains are not supported yet"
-                ));
-            }
             if !l.auther.is_empty() || !l.authers.is_empty() || l.auth.is_some() || l.tls.is_some()
             {
                 out.push(format!(
@@ -596,16 +576,6 @@ fn unsupported(cfg: &Config) -> Vec<String> {
             }
         }
         for (what, set) in [
-            (
-                "admission",
-                !svc.admission.is_empty() || !svc.admissions.is_empty(),
-            ),
-            ("bypass", !svc.bypass.is_empty() || !svc.bypasses.is_empty()),
-            ("resolver", !svc.resolver.is_empty()),
-            ("hosts", !svc.hosts.is_empty()),
-            ("limiter", !svc.limiter.is_empty()),
-            ("climiter", !svc.climiter.is_empty()),
-            ("rlimiter", !svc.rlimiter.is_empty()),
             ("observer", !svc.observer.is_empty()),
             ("recorders", !svc.recorders.is_empty()),
         ] {
@@ -614,11 +584,25 @@ fn unsupported(cfg: &Config) -> Vec<String> {
             }
         }
     }
+    out.extend(crate::router::unsupported(cfg));
     for section in cfg.non_empty_sections() {
-        // Chains are refused where a service uses one (above).
         if !matches!(
             section,
-            "services" | "hops" | "chains" | "api" | "metrics" | "log" | "loggers" | "authers"
+            "services"
+                | "hops"
+                | "chains"
+                | "api"
+                | "metrics"
+                | "log"
+                | "loggers"
+                | "authers"
+                | "bypasses"
+                | "admissions"
+                | "hosts"
+                | "resolvers"
+                | "climiters"
+                | "rlimiters"
+                | "limiters"
         ) {
             out.push(format!("config section '{section}' is not supported yet"));
         }
@@ -643,7 +627,7 @@ fn unsupported(cfg: &Config) -> Vec<String> {
 /// What a service is made of besides its listener and status: all that a
 /// change to its handler or the objects it uses rebuilds.
 struct Parts {
-    handler: Arc<dyn Handler>,
+    pipeline: Pipeline,
     hooks: Hooks,
     enable_stats: bool,
 }
@@ -656,7 +640,7 @@ fn build_service(root: &Config, cfg: &ServiceConfig) -> Result<Service, BuildErr
         &cfg.name,
         status,
         listener,
-        parts.handler,
+        parts.pipeline,
         parts.hooks,
     ))
 }
@@ -668,17 +652,11 @@ fn build_parts(root: &Config, cfg: &ServiceConfig) -> Result<Parts, BuildError> 
         .map_err(|e| md_err(cfg, "metadata", e))?
         .unwrap_or(false);
     let hooks = Hooks::from_metadata(md).map_err(|e| md_err(cfg, "metadata", e))?;
-    md.get_bool("ignoreChain")
-        .map_err(|e| md_err(cfg, "metadata", e))?;
-    let mut router = Router::default();
-    if let Some(t) = md
-        .get_duration("dialTimeout")
-        .map_err(|e| md_err(cfg, "metadata", e))?
-    {
-        if !t.is_zero() {
-            router.dial_timeout = t;
-        }
-    }
+    let router = crate::router::build(root, cfg).map_err(|e| svc_err(cfg, e.to_string()))?;
+    let admission = crate::admission::group(root, &cfg.admission, &cfg.admissions)
+        .map_err(|e| svc_err(cfg, e.to_string()))?;
+    let limiters =
+        crate::limiter::service_limiters(root, cfg).map_err(|e| svc_err(cfg, e.to_string()))?;
     let handler_type = cfg
         .handler
         .as_ref()
@@ -714,7 +692,11 @@ fn build_parts(root: &Config, cfg: &ServiceConfig) -> Result<Parts, BuildError> 
         }
     };
     Ok(Parts {
-        handler,
+        pipeline: Pipeline {
+            handler,
+            admission,
+            limiters,
+        },
         hooks,
         enable_stats,
     })
@@ -931,6 +913,8 @@ fn build_forward_handler(
         name: hop_name,
         nodes,
         selector: build_selector(cfg, selector_cfg)?,
+        bypass: None,
+        file: None,
     };
     let h = cfg.handler.as_ref();
     let opts = ForwardOptions::from_metadata(

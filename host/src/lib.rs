@@ -3,18 +3,25 @@
 //! Each module is named after the GOST concept it implements so that a
 //! reader who knows go-gost/x finds the same thing in the same place.
 
+pub mod admission;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod bypass;
 pub mod chain;
 pub mod cli;
 pub mod config;
+pub mod connector;
+pub mod dialer;
 pub mod handler;
+pub mod hosts;
+pub mod limiter;
 pub mod listener;
 pub mod logger;
 pub mod metadata;
 pub mod metrics;
 pub mod multiprocess;
 pub mod relay;
+pub mod resolver;
 pub mod router;
 pub mod service;

@@ -143,8 +143,28 @@ pub async fn relay_tcp(
         start: Instant::now(),
         last_ms: AtomicU64::new(0),
     };
-    let up = copy_one_way(client, upstream, stats, Dir::FromClient, opts, &activity);
-    let down = copy_one_way(upstream, client, stats, Dir::ToClient, opts, &activity);
+    // The service's traffic limiter, if any, rides along as a task-local
+    // value so that no handler has to pass it.
+    let traffic = crate::limiter::traffic::current();
+    let traffic = traffic.as_deref();
+    let up = copy_one_way(
+        client,
+        upstream,
+        stats,
+        Dir::FromClient,
+        opts,
+        &activity,
+        traffic,
+    );
+    let down = copy_one_way(
+        upstream,
+        client,
+        stats,
+        Dir::ToClient,
+        opts,
+        &activity,
+        traffic,
+    );
     let (input, output) = tokio::try_join!(up, down)?;
     Ok(Transferred { input, output })
 }
@@ -156,6 +176,7 @@ async fn copy_one_way(
     dir: Dir,
     opts: &RelayOptions,
     activity: &Activity,
+    traffic: Option<&crate::limiter::traffic::ConnTraffic>,
 ) -> Result<u64, RelayError> {
     let mut total = 0u64;
     loop {
@@ -173,6 +194,9 @@ async fn copy_one_way(
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(e.into()),
             };
+            if let Some(t) = traffic {
+                t.pace(matches!(dir, Dir::FromClient), n).await;
+            }
             write_all(dst, &buf.as_mut()[..n]).await?;
             total += n as u64;
             if opts.idle_timeout.is_some() {

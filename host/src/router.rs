@@ -1,25 +1,55 @@
-//! The router: how a handler reaches a target. GOST's router combines the
-//! chain, hosts, resolver and bypass; so far it dials directly, resolving
-//! names with the system resolver.
+//! The router: how a handler reaches a target (GOST's `chain.Router`). It
+//! dials through the service's chain or chain group when it has one, and
+//! directly otherwise.
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpStream, UdpSocket};
+
+use crate::bypass::{BypassError, BypassGroup};
+use crate::chain::build::ChainBuildError;
+use crate::chain::{route, Chainer};
+use crate::config::{Config, ServiceConfig};
+use crate::hosts::{Hosts, HostsError};
+use crate::metadata::MetadataError;
+use crate::resolver::{Resolver, ResolverError};
 
 /// GOST's default dial timeout.
 pub const DEFAULT_DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct Router {
+    /// Bounds each attempt: the whole route, handshakes included.
     pub dial_timeout: Duration,
+    /// The service's chain or chain group; `None` dials directly.
+    pub chain: Option<Arc<Chainer>>,
+    /// Extra attempts after a failed one (handler `retries`); each attempt
+    /// picks its route afresh, so a node that just failed is passed over.
+    pub retries: usize,
+    /// The service's bypass: targets it matches are refused.
+    pub bypass: Option<Arc<BypassGroup>>,
+    /// Static mappings consulted first, then the resolver; with neither,
+    /// names go unresolved to the chain or to the system resolver.
+    pub hosts: Option<Arc<Hosts>>,
+    pub resolver: Option<Arc<Resolver>>,
+    /// Handler metadata `hash: host`: the `hash` strategy keys on the
+    /// target address instead of the client's IP.
+    pub hash_by_target: bool,
 }
 
 impl Default for Router {
     fn default() -> Self {
         Router {
             dial_timeout: DEFAULT_DIAL_TIMEOUT,
+            chain: None,
+            retries: 0,
+            bypass: None,
+            hosts: None,
+            resolver: None,
+            hash_by_target: false,
         }
     }
 }
@@ -40,33 +70,207 @@ pub enum DialError {
     },
 }
 
-impl Router {
-    pub async fn dial_tcp(&self, addr: &str) -> Result<TcpStream, DialError> {
-        let io_err = |source| DialError::Io {
-            network: "tcp",
-            addr: addr.to_string(),
-            source,
+#[derive(Debug, thiserror::Error)]
+pub enum RouterBuildError {
+    #[error("metadata: {0}")]
+    Metadata(#[from] MetadataError),
+    #[error("{0}")]
+    Chain(#[from] ChainBuildError),
+    #[error("{0}")]
+    Bypass(#[from] BypassError),
+    #[error("{0}")]
+    Hosts(#[from] HostsError),
+    #[error("{0}")]
+    Resolver(#[from] ResolverError),
+}
+
+/// The router of one service: its `dialTimeout`, and its handler's chain
+/// or chain group and `retries` unless metadata `ignoreChain` is set.
+pub fn build(root: &Config, svc: &ServiceConfig) -> Result<Router, RouterBuildError> {
+    let md = &svc.metadata;
+    let mut router = Router::default();
+    if let Some(t) = md.get_duration("dialTimeout")?.filter(|t| !t.is_zero()) {
+        router.dial_timeout = t;
+    }
+    router.bypass = crate::bypass::group(root, &svc.bypass, &svc.bypasses)?;
+    router.hosts = crate::hosts::find(root, &svc.hosts)?;
+    router.resolver = crate::resolver::find(root, &svc.resolver)?;
+    let ignore_chain = md.get_bool("ignoreChain")?.unwrap_or(false);
+    if let Some(h) = &svc.handler {
+        router.retries = h.retries.max(0) as usize;
+        router.hash_by_target = h.metadata.get_string("hash")?.as_deref() == Some("host");
+        if !ignore_chain {
+            router.chain = crate::chain::build::chainer(root, h)?.map(Arc::new);
+        }
+    }
+    Ok(router)
+}
+
+/// GOST's `Resolve`: `host:port` with the host replaced by its first
+/// address from `hosts`, else from `resolver`; unchanged when neither is
+/// set or the host is already an IP. A name neither knows is an error.
+pub async fn resolve_addr(
+    addr: &str,
+    hosts: Option<&Hosts>,
+    resolver: Option<&Resolver>,
+) -> io::Result<String> {
+    if hosts.is_none() && resolver.is_none() {
+        return Ok(addr.to_string());
+    }
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Ok(addr.to_string());
+    };
+    if host.is_empty() || host.starts_with('[') || host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(addr.to_string());
+    }
+    let with_port = |ip: std::net::IpAddr| match ip {
+        std::net::IpAddr::V4(v4) => format!("{v4}:{port}"),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+    };
+    if let Some(ip) = hosts.and_then(|h| h.lookup("ip", host).first().copied()) {
+        return Ok(with_port(ip));
+    }
+    if let Some(r) = resolver {
+        return match r.resolve("ip", host).await {
+            Ok(ips) => Ok(with_port(ips[0])),
+            Err(e) => Err(io::Error::new(io::ErrorKind::NotFound, e)),
         };
-        let stream = tokio::time::timeout(self.dial_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| DialError::Timeout {
+    }
+    Ok(addr.to_string())
+}
+
+tokio::task_local! {
+    static CLIENT_IP: std::net::IpAddr;
+}
+
+/// Runs `f` (a connection's handler) with the client's IP known to the
+/// router, which the `hash` strategy keys on, without every handler
+/// passing it to each dial.
+pub async fn with_client<F: std::future::Future>(ip: std::net::IpAddr, f: F) -> F::Output {
+    CLIENT_IP.scope(ip, f).await
+}
+
+fn client_ip() -> Option<std::net::IpAddr> {
+    CLIENT_IP.try_with(|ip| *ip).ok()
+}
+
+/// The host part of `host:port`, for node filters.
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+impl Router {
+    /// A TCP stream to `addr`. Through a chain, the stream is the first
+    /// node's connection with every handshake done, so the caller relays
+    /// on it exactly as on a direct connection.
+    pub async fn dial_tcp(&self, addr: &str) -> Result<TcpStream, DialError> {
+        if self
+            .bypass
+            .as_ref()
+            .is_some_and(|b| b.contains("tcp", addr))
+        {
+            return Err(DialError::Io {
                 network: "tcp",
                 addr: addr.to_string(),
-                timeout: self.dial_timeout,
-            })?
-            .map_err(io_err)?;
-        let _ = stream.set_nodelay(true);
-        Ok(stream)
+                source: io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "refused by the service's bypass",
+                ),
+            });
+        }
+        let mut last = None;
+        for attempt in 0..=self.retries {
+            let work = async {
+                let resolved =
+                    resolve_addr(addr, self.hosts.as_deref(), self.resolver.as_deref()).await?;
+                self.try_dial_tcp(&resolved, host_of(addr)).await
+            };
+            match tokio::time::timeout(self.dial_timeout, work).await {
+                Ok(Ok(s)) => return Ok(s),
+                Ok(Err(source)) => {
+                    tracing::debug!(addr, attempt, error = %source, "dial failed");
+                    last = Some(DialError::Io {
+                        network: "tcp",
+                        addr: addr.to_string(),
+                        source,
+                    });
+                }
+                Err(_) => {
+                    tracing::debug!(addr, attempt, "dial timed out");
+                    last = Some(DialError::Timeout {
+                        network: "tcp",
+                        addr: addr.to_string(),
+                        timeout: self.dial_timeout,
+                    });
+                }
+            }
+        }
+        Err(last.expect("at least one attempt"))
     }
 
-    /// A UDP socket connected to `addr`, so only the target's replies reach it.
+    /// `addr` is the target after hosts and resolver; `host` is the name
+    /// the client asked for, which node filters and hashing use.
+    async fn try_dial_tcp(&self, addr: &str, host: &str) -> io::Result<TcpStream> {
+        let client = client_ip().map(|ip| ip.to_string());
+        let hash_key = if self.hash_by_target {
+            Some(addr)
+        } else {
+            client.as_deref()
+        };
+        let Some(chain) = self.chain.as_ref().and_then(|c| c.pick(hash_key)) else {
+            return crate::dialer::dial_tcp(addr).await;
+        };
+        let nodes = chain.route(addr, host, hash_key);
+        if nodes.is_empty() {
+            tracing::debug!(chain = %chain.name, addr, "route: direct");
+            return crate::dialer::dial_tcp(addr).await;
+        }
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let path: Vec<String> = nodes
+                .iter()
+                .map(|n| format!("{}@{}", n.name, n.addr))
+                .collect();
+            tracing::debug!(chain = %chain.name, "route {} > {addr}", path.join(" > "));
+        }
+        match route::dial(&nodes, addr).await {
+            Ok(s) => {
+                chain.marker.reset();
+                Ok(s)
+            }
+            Err(e) => {
+                chain.marker.mark();
+                let e = e.into_io();
+                tracing::warn!(chain = %chain.name, addr, error = %e, "route failed");
+                Err(io::Error::new(
+                    e.kind(),
+                    format!("chain {}: {e}", chain.name),
+                ))
+            }
+        }
+    }
+
+    /// A UDP socket connected to `addr`, so only the target's replies reach
+    /// it. UDP is never carried through a chain: services that would need
+    /// it are refused at start-up (see [`unsupported`]).
     pub async fn dial_udp(&self, addr: &str) -> Result<UdpSocket, DialError> {
         let io_err = |source| DialError::Io {
             network: "udp",
             addr: addr.to_string(),
             source,
         };
-        let target: SocketAddr = tokio::net::lookup_host(addr)
+        if self.chain.is_some() {
+            return Err(io_err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "UDP through a chain is not supported yet",
+            )));
+        }
+        let resolved = resolve_addr(addr, self.hosts.as_deref(), self.resolver.as_deref())
+            .await
+            .map_err(io_err)?;
+        let target: SocketAddr = tokio::net::lookup_host(&resolved)
             .await
             .map_err(io_err)?
             .next()
@@ -79,5 +283,128 @@ impl Router {
         let socket = UdpSocket::bind(bind).await.map_err(io_err)?;
         socket.connect(target).await.map_err(io_err)?;
         Ok(socket)
+    }
+}
+
+/// What the routing side of a config asks for that this build cannot do,
+/// each named as the config names it.
+pub fn unsupported(cfg: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for svc in &cfg.services {
+        let name = &svc.name;
+        let ignore_chain = svc
+            .metadata
+            .get_bool("ignoreChain")
+            .ok()
+            .flatten()
+            .unwrap_or(false);
+        if let Some(l) = &svc.listener {
+            if !ignore_chain && (!l.chain.is_empty() || l.chain_group.is_some()) {
+                out.push(format!(
+                    "service \"{name}\": listener chains are not supported yet"
+                ));
+            }
+        }
+        let Some(h) = &svc.handler else { continue };
+        let chained = !ignore_chain && (!h.chain.is_empty() || h.chain_group.is_some());
+        let udp = h.r#type == "udp" || svc.listener.as_ref().is_some_and(|l| l.r#type == "udp");
+        if chained && udp {
+            out.push(format!(
+                "service \"{name}\": UDP through a chain is not supported yet"
+            ));
+        }
+        let socks_udp = matches!(h.r#type.as_str(), "socks5" | "socks" | "auto")
+            && h.metadata.get_bool("udp").ok().flatten().unwrap_or(false);
+        if !svc.limiter.is_empty() && (udp || socks_udp) {
+            out.push(format!(
+                "service \"{name}\": the traffic limiter does not cover UDP yet"
+            ));
+        }
+        // The limiter paces the relay, which carries CONNECT tunnels but
+        // not the HTTP proxy's plain (absolute-URI) requests.
+        if !svc.limiter.is_empty() && matches!(h.r#type.as_str(), "http" | "auto") {
+            out.push(format!(
+                "service \"{name}\": the traffic limiter does not cover plain HTTP proxy requests yet (use it with tcp, socks4 or socks5 handlers)"
+            ));
+        }
+        let socks_bind = matches!(h.r#type.as_str(), "socks5" | "socks" | "auto")
+            && h.metadata.get_bool("bind").ok().flatten().unwrap_or(false);
+        // BIND listens (and UDP-over-TCP with a port binds) on this host,
+        // where GOST would bind on the chain's last node.
+        if chained && socks_bind {
+            out.push(format!(
+                "service \"{name}\": SOCKS5 BIND through a chain is not supported yet"
+            ));
+        }
+        if !svc.limiter.is_empty() && socks_bind {
+            out.push(format!(
+                "service \"{name}\": the traffic limiter does not cover SOCKS5 UDP-over-TCP yet (bind=true)"
+            ));
+        }
+        if chained && socks_udp {
+            out.push(format!(
+                "service \"{name}\": SOCKS5 UDP ASSOCIATE through a chain is not supported yet"
+            ));
+        }
+    }
+    for (owner, hop) in cfg
+        .chains
+        .iter()
+        .flat_map(|c| {
+            c.hops
+                .iter()
+                .map(move |h| (format!("chain \"{}\": ", c.name), h))
+        })
+        .chain(cfg.hops.iter().map(|h| (String::new(), h)))
+    {
+        let hop_name = &hop.name;
+        for (what, set) in [
+            ("redis", hop.redis.is_some()),
+            ("http", hop.http.is_some()),
+            ("plugin", hop.plugin.is_some()),
+        ] {
+            if set {
+                out.push(format!(
+                    "{owner}hop \"{hop_name}\": {what} is not supported yet"
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_routing_cannot_do_is_named() {
+        let cfg: Config = serde_yaml::from_str(
+            r#"
+services:
+- {name: u, addr: ":1", handler: {type: udp, chain: c}, listener: {type: udp}}
+- {name: s, addr: ":2", limiter: l, handler: {type: socks5, chain: c, metadata: {udp: true}}}
+- {name: i, addr: ":3", handler: {type: udp, chain: c}, metadata: {ignoreChain: true}}
+chains:
+- {name: c, hops: [{name: h, redis: {addr: "r:6379"}, nodes: [{name: n, addr: "x:1"}]}]}
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            unsupported(&cfg),
+            [
+                "service \"u\": UDP through a chain is not supported yet",
+                "service \"s\": the traffic limiter does not cover UDP yet",
+                "service \"s\": SOCKS5 UDP ASSOCIATE through a chain is not supported yet",
+                "chain \"c\": hop \"h\": redis is not supported yet",
+            ]
+        );
+    }
+
+    #[test]
+    fn host_of_strips_port_and_brackets() {
+        assert_eq!(host_of("example.com:80"), "example.com");
+        assert_eq!(host_of("[::1]:80"), "::1");
+        assert_eq!(host_of("noport"), "noport");
     }
 }

@@ -345,6 +345,15 @@ pub fn api_config(port: u16) -> serde_json::Value {
     serde_json::from_str(&body).expect("config JSON")
 }
 
+/// A service's entry once it is idle and has counted the probe connection
+/// `Gost::wait_tcp` made, so that stats read now are a stable baseline.
+pub fn wait_settled(api: u16, name: &str) -> serde_json::Value {
+    wait_service(api, name, |s| {
+        let st = &s["status"]["stats"];
+        st["currentConns"] == 0 && st["totalConns"].as_u64().unwrap_or(0) >= 1
+    })
+}
+
 /// Polls `GET /config` until `pred` holds for the named service.
 pub fn wait_service(
     port: u16,

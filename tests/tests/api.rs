@@ -245,7 +245,32 @@ fn hops_and_authers_change_live_without_restarting_services() {
     ok(api, "DELETE", "/config/services/proxy", None);
     ok(api, "DELETE", "/config/authers/users", None);
 
-    // Chains: stored and listed; no service may use one yet.
+    // Admissions: refusing and then admitting the client again, for new
+    // connections only, with no restart.
+    ok(
+        api,
+        "POST",
+        "/config/admissions",
+        Some(json!({"name": "adm", "matchers": ["127.0.0.1"]})),
+    );
+    ok(
+        api,
+        "PUT",
+        "/config/services/fw",
+        Some(json!({"name": "fw", "addr": format!("127.0.0.1:{port}"),
+            "handler": {"type": "tcp"}, "forwarder": {"hop": "h1"}, "admission": "adm"})),
+    );
+    assert_eq!(greeting(port), "", "denied by the admission");
+    ok(
+        api,
+        "PUT",
+        "/config/admissions/adm",
+        Some(json!({"matchers": ["10.0.0.0/8"]})),
+    );
+    assert_eq!(greeting(port), "B");
+    assert_eq!(service(api, "fw")["status"]["createTime"], created);
+
+    // Chains: stored and listed.
     ok(
         api,
         "POST",
@@ -265,19 +290,12 @@ fn kinds_this_build_cannot_run_are_refused_and_change_nothing() {
     let mut live = Live::open(keep);
     let before = api_config(api);
     for kind in [
-        "admissions",
-        "bypasses",
-        "resolvers",
-        "hosts",
         "ingresses",
         "routers",
         "observers",
         "recorders",
         "sds",
-        "limiters",
         "quotas",
-        "climiters",
-        "rlimiters",
         "caches",
     ] {
         let msg = refused(

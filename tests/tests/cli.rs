@@ -161,15 +161,15 @@ fn unknown_keys_are_warned_about_with_their_path() {
 }
 
 #[test]
-fn chains_are_refused_until_connectors_exist() {
+fn chain_nodes_with_missing_dialers_are_refused() {
     let p = free_port();
     fails_with(
         &[
             "-L",
             &format!("tcp://127.0.0.1:{p}/127.0.0.1:1"),
             "-F",
-            "socks5://127.0.0.1:1080",
+            "socks5+tls://127.0.0.1:1080",
         ],
-        &["chains are not supported yet"],
+        &["dialer type 'tls' is not supported"],
     );
 }

@@ -30,7 +30,7 @@ fn tcp_forward_carries_a_mebibyte_intact_with_half_close_and_exact_stats() {
     g.wait_tcp(port);
     g.wait_tcp(api);
     // wait_tcp itself opened (and closed) one connection.
-    let before = wait_service(api, "fwd", |s| s["status"]["stats"]["currentConns"] == 0);
+    let before = wait_settled(api, "fwd");
     let conns_before = before["status"]["stats"]["totalConns"].as_u64().unwrap();
 
     let payload = random_bytes(MIB + 123, 7);

@@ -137,9 +137,7 @@ fn bad_requests_get_their_status_or_a_close() {
     ]);
     g.wait_tcp(p);
     g.wait_tcp(api);
-    let base = wait_service(api, "service-0", |s| {
-        s["status"]["stats"]["currentConns"] == 0
-    });
+    let base = wait_settled(api, "service-0");
     let base_conns = base["status"]["stats"]["totalConns"].as_u64().unwrap();
 
     let (mut c, status) = request(p, 1, &[addr_feature(dead)]);

@@ -228,7 +228,7 @@ fn socks5_with_stats(query: &str) -> (Gost, u16, u16, serde_json::Value) {
 }
 
 fn stats(api: u16, svc: &str) -> serde_json::Value {
-    let s = wait_service(api, svc, |s| s["status"]["stats"]["currentConns"] == 0);
+    let s = wait_settled(api, svc);
     s["status"]["stats"].clone()
 }
 

@@ -1,21 +1,29 @@
 //! Chains, hops and nodes (GOST's `chain`, `hop` and `selector` packages).
 //!
-//! A hop is a set of nodes plus a selector; a forwarder is a hop whose nodes
-//! are the forwarding targets. Only the forwarder's use of hops is wired so
-//! far; chains of proxies come with the connectors.
+//! A hop is a set of nodes plus a selector. A forwarder is a hop whose nodes
+//! are the forwarding targets; a chain is a list of hops through which the
+//! router reaches a target, one node picked from each hop.
 
+pub mod build;
+pub mod group;
+pub mod loader;
 pub mod node;
+pub mod route;
 pub mod selector;
 
+pub use group::{Chain, Chainer};
 pub use node::{Marker, Node};
 pub use selector::{Selector, Strategy};
 
 use std::sync::Arc;
 
+use crate::bypass::BypassGroup;
+
 /// What a selector may use to pick a node for one connection.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SelectContext<'a> {
-    /// Hash source for the `hash` strategy: the client's IP, as GOST uses.
+    /// Hash source for the `hash` strategy: the client's IP, or with
+    /// handler metadata `hash: host` the target address, as in GOST.
     pub hash_key: Option<&'a str>,
 }
 
@@ -25,6 +33,10 @@ pub struct Hop {
     pub name: String,
     pub nodes: Vec<Arc<Node>>,
     pub selector: Selector,
+    /// Targets this hop (and every later one) leaves alone.
+    pub bypass: Option<Arc<BypassGroup>>,
+    /// More nodes from the hop's `file`, re-read every `reload` period.
+    pub file: Option<loader::NodeFile>,
 }
 
 impl Hop {
@@ -37,5 +49,35 @@ impl Hop {
             .filter(|n| !exclude.iter().any(|e| Arc::ptr_eq(e, n)))
             .collect();
         self.selector.select(ctx, &candidates).cloned()
+    }
+
+    /// Picks the node of this hop that carries a connection to `addr`
+    /// (`host:port`), as GOST's chain hop does: a hop bypass that matches
+    /// takes no node; otherwise nodes whose bypass matches or whose filter
+    /// refuses the host are left out; when every candidate has failed
+    /// recently the first is still tried as a last resort, so a hop is never
+    /// skipped just because its nodes were down a moment ago. `None` ends
+    /// the route before this hop.
+    pub fn select_for(&self, addr: &str, host: &str, hash_key: Option<&str>) -> Option<Arc<Node>> {
+        if self
+            .bypass
+            .as_ref()
+            .is_some_and(|b| b.contains("tcp", addr))
+        {
+            return None;
+        }
+        let loaded = self.file.as_ref().map(|f| f.nodes()).unwrap_or_default();
+        let candidates: Vec<&Arc<Node>> = self
+            .nodes
+            .iter()
+            .chain(loaded.iter())
+            .filter(|n| n.accepts_host(host))
+            .filter(|n| !n.bypass.as_ref().is_some_and(|b| b.contains("tcp", addr)))
+            .collect();
+        let ctx = SelectContext { hash_key };
+        self.selector
+            .select(&ctx, &candidates)
+            .or_else(|| candidates.first().copied())
+            .cloned()
     }
 }

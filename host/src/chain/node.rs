@@ -4,7 +4,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::config::ForwardNodeConfig;
+use super::selector::Selectable;
+use crate::config::{ForwardNodeConfig, NodeConfig};
+use crate::connector::Connector;
 use crate::metadata::{Metadata, MetadataError};
 
 /// Counts consecutive failures of a node and when the last one happened,
@@ -54,7 +56,7 @@ impl Marker {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Node {
     pub name: String,
     pub addr: String,
@@ -68,15 +70,117 @@ pub struct Node {
     pub max_fails: Option<u64>,
     pub fail_timeout: Option<Duration>,
     pub marker: Marker,
+    /// How a chain speaks to this node; forwarder nodes have none.
+    pub connector: Option<Connector>,
+    /// GOST's node `filter.host`: only targets with this host (or, when it
+    /// starts with a dot, under this domain) go through the node.
+    pub filter_host: String,
+    /// Targets this node does not carry.
+    pub bypass: Option<std::sync::Arc<crate::bypass::BypassGroup>>,
+    /// Resolve the node's own address (the node's, else its hop's).
+    pub hosts: Option<std::sync::Arc<crate::hosts::Hosts>>,
+    pub resolver: Option<std::sync::Arc<crate::resolver::Resolver>>,
+}
+
+impl Selectable for Node {
+    fn marker(&self) -> &Marker {
+        &self.marker
+    }
+    fn weight(&self) -> u32 {
+        self.weight
+    }
+    fn backup(&self) -> bool {
+        self.backup
+    }
+    fn fail_settings(&self) -> (Option<u64>, Option<Duration>) {
+        (self.max_fails, self.fail_timeout)
+    }
+}
+
+/// Why a chain node cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("node \"{node}\": {source}")]
+    Metadata { node: String, source: MetadataError },
+    #[error("node \"{node}\": {source}")]
+    Connector {
+        node: String,
+        source: crate::connector::ConnectorBuildError,
+    },
+    #[error("node \"{node}\": {msg}")]
+    Unsupported { node: String, msg: String },
 }
 
 impl Node {
     pub fn from_forward_config(cfg: &ForwardNodeConfig) -> Result<Self, MetadataError> {
-        let md: &Metadata = &cfg.metadata;
+        Self::common(&cfg.name, &cfg.addr, &cfg.network, &cfg.metadata)
+    }
+
+    /// A chain node: its connector (GOST's default `http`) over the tcp
+    /// dialer, the only dialer this build has.
+    pub fn from_node_config(cfg: &NodeConfig) -> Result<Self, NodeError> {
+        let unsupported = |msg: String| NodeError::Unsupported {
+            node: cfg.name.clone(),
+            msg,
+        };
+        if cfg.addr.is_empty() {
+            return Err(unsupported("addr is required".into()));
+        }
+        let dialer = cfg
+            .dialer
+            .as_ref()
+            .map(|d| d.r#type.trim())
+            .filter(|t| !t.is_empty())
+            .unwrap_or(crate::config::DEFAULT_DIALER);
+        if !crate::dialer::DIALERS.contains(&dialer) {
+            return Err(unsupported(format!(
+                "dialer type '{dialer}' is not supported (tcp)"
+            )));
+        }
+        if cfg.matcher.is_some() {
+            return Err(unsupported("node matcher is not supported yet".into()));
+        }
+        let filter = cfg.filter.clone().unwrap_or_default();
+        if !filter.protocol.is_empty() || !filter.path.is_empty() {
+            return Err(unsupported(
+                "filter.protocol and filter.path are not supported yet (filter.host is)".into(),
+            ));
+        }
+        let mut node =
+            Self::common(&cfg.name, &cfg.addr, &cfg.network, &cfg.metadata).map_err(|source| {
+                NodeError::Metadata {
+                    node: cfg.name.clone(),
+                    source,
+                }
+            })?;
+        node.connector = Some(Connector::from_config(cfg.connector.as_ref()).map_err(
+            |source| NodeError::Connector {
+                node: cfg.name.clone(),
+                source,
+            },
+        )?);
+        node.filter_host = filter.host;
+        Ok(node)
+    }
+
+    /// GOST's host filter (`checkHost`): a node without one takes every
+    /// target.
+    pub fn accepts_host(&self, host: &str) -> bool {
+        let want = self.filter_host.as_str();
+        if want.is_empty() {
+            return true;
+        }
+        match want.strip_prefix('.') {
+            Some(domain) => host == want || host.ends_with(domain),
+            None => host == want,
+        }
+    }
+
+    fn common(name: &str, addr: &str, network: &str, md: &Metadata) -> Result<Self, MetadataError> {
         Ok(Node {
-            name: cfg.name.clone(),
-            addr: cfg.addr.clone(),
-            network: (!cfg.network.is_empty()).then(|| cfg.network.clone()),
+            name: name.to_string(),
+            addr: addr.to_string(),
+            network: (!network.is_empty()).then(|| network.to_string()),
             weight: md
                 .get_int("weight")?
                 .map(|w| w.clamp(1, u32::MAX as i64) as u32)
@@ -84,7 +188,7 @@ impl Node {
             backup: md.get_bool("backup")?.unwrap_or(false),
             max_fails: md.get_int("maxFails")?.map(|v| v.max(0) as u64),
             fail_timeout: md.get_duration("failTimeout")?,
-            marker: Marker::default(),
+            ..Default::default()
         })
     }
 }

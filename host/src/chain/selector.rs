@@ -7,7 +7,21 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use super::{Node, SelectContext};
+use super::{Marker, SelectContext};
+
+/// What a selector needs to know about a candidate: nodes of a hop, and
+/// chains of a chain group.
+pub trait Selectable {
+    fn marker(&self) -> &Marker;
+    /// Relative weight for the `rand` strategy.
+    fn weight(&self) -> u32;
+    /// Used only when no primary candidate is left.
+    fn backup(&self) -> bool;
+    /// Per-candidate `maxFails`/`failTimeout` overriding the selector's.
+    fn fail_settings(&self) -> (Option<u64>, Option<Duration>) {
+        (None, None)
+    }
+}
 
 pub const DEFAULT_MAX_FAILS: u64 = 1;
 pub const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -59,31 +73,32 @@ impl Selector {
         }
     }
 
-    fn is_failed(&self, n: &Node) -> bool {
-        n.marker.is_failed(
-            n.max_fails.unwrap_or(self.max_fails),
-            n.fail_timeout.unwrap_or(self.fail_timeout),
+    pub fn is_failed<T: Selectable + ?Sized>(&self, n: &T) -> bool {
+        let (max_fails, fail_timeout) = n.fail_settings();
+        n.marker().is_failed(
+            max_fails.unwrap_or(self.max_fails),
+            fail_timeout.unwrap_or(self.fail_timeout),
         )
     }
 
-    pub fn select<'a>(
+    pub fn select<'a, T: Selectable>(
         &self,
         ctx: &SelectContext<'_>,
-        nodes: &[&'a Arc<Node>],
-    ) -> Option<&'a Arc<Node>> {
+        nodes: &[&'a Arc<T>],
+    ) -> Option<&'a Arc<T>> {
         // Fail filter: like GOST, a single candidate is never filtered, so a
         // one-node forwarder keeps trying its only target.
-        let healthy: Vec<&'a Arc<Node>> = if nodes.len() <= 1 {
+        let healthy: Vec<&'a Arc<T>> = if nodes.len() <= 1 {
             nodes.to_vec()
         } else {
             nodes
                 .iter()
                 .copied()
-                .filter(|n| !self.is_failed(n))
+                .filter(|n| !self.is_failed(n.as_ref()))
                 .collect()
         };
         // Backup filter: backups only when no primary is left.
-        let primaries: Vec<&'a Arc<Node>> = healthy.iter().copied().filter(|n| !n.backup).collect();
+        let primaries: Vec<&'a Arc<T>> = healthy.iter().copied().filter(|n| !n.backup()).collect();
         let pool = if primaries.is_empty() {
             healthy
         } else {
@@ -107,11 +122,11 @@ impl Selector {
     }
 }
 
-fn weighted_random(pool: &[&Arc<Node>]) -> usize {
-    let total: u64 = pool.iter().map(|n| n.weight.max(1) as u64).sum();
+fn weighted_random<T: Selectable>(pool: &[&Arc<T>]) -> usize {
+    let total: u64 = pool.iter().map(|n| n.weight().max(1) as u64).sum();
     let mut pick = rand::rng().random_range(0..total);
     for (i, n) in pool.iter().enumerate() {
-        let w = n.weight.max(1) as u64;
+        let w = n.weight().max(1) as u64;
         if pick < w {
             return i;
         }
@@ -137,18 +152,14 @@ fn crc32(data: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::Marker;
+    use crate::chain::Node;
 
     fn node(name: &str) -> Arc<Node> {
         Arc::new(Node {
             name: name.into(),
             addr: format!("{name}:1"),
-            network: None,
             weight: 1,
-            backup: false,
-            max_fails: None,
-            fail_timeout: None,
-            marker: Marker::default(),
+            ..Default::default()
         })
     }
 

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::AdmissionGroup;
 use crate::handler::{ConnContext, Handler};
+use crate::limiter::ServiceLimiters;
 use crate::listener::Listener;
 
 pub use hooks::Hooks;
@@ -23,21 +25,28 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 /// GOST's accept back-off: 1s, doubling, at most 5s.
 const MAX_ACCEPT_DELAY: Duration = Duration::from_secs(5);
 
-/// The handler a running service passes new connections to. Replacing it
-/// (a chain, auther or handler option changed through the API) affects new
-/// connections only: live ones keep the handler they started with.
-pub struct HandlerSlot(RwLock<Arc<dyn Handler>>);
+/// What a running service applies to each new connection: admission,
+/// connection limiters and the handler. Replacing it (a chain, auther,
+/// admission or handler option changed through the API) affects new
+/// connections only: live ones keep what they started with.
+pub struct Pipeline {
+    pub handler: Arc<dyn Handler>,
+    pub admission: Option<Arc<AdmissionGroup>>,
+    pub limiters: ServiceLimiters,
+}
+
+pub struct HandlerSlot(RwLock<Arc<Pipeline>>);
 
 impl HandlerSlot {
-    pub fn new(handler: Arc<dyn Handler>) -> Self {
-        HandlerSlot(RwLock::new(handler))
+    pub fn new(pipeline: Pipeline) -> Self {
+        HandlerSlot(RwLock::new(Arc::new(pipeline)))
     }
 
-    pub fn set(&self, handler: Arc<dyn Handler>) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = handler;
+    pub fn set(&self, pipeline: Pipeline) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(pipeline);
     }
 
-    fn get(&self) -> Arc<dyn Handler> {
+    fn get(&self) -> Arc<Pipeline> {
         self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
@@ -59,14 +68,14 @@ impl Service {
         name: &str,
         status: Arc<Status>,
         listener: Box<dyn Listener>,
-        handler: Arc<dyn Handler>,
+        pipeline: Pipeline,
         hooks: Hooks,
     ) -> Self {
         Service {
             name: name.into(),
             status,
             listener,
-            handler: Arc::new(HandlerSlot::new(handler)),
+            handler: Arc::new(HandlerSlot::new(pipeline)),
             hooks,
             grace: DEFAULT_GRACE,
             listener_closed: CancellationToken::new(),
@@ -170,7 +179,26 @@ impl Service {
                 }
             };
             delay = Duration::ZERO;
-            let handler = self.handler.get();
+            let active = self.handler.get();
+            if let Some(adm) = &active.admission {
+                if !adm.admit(accepted.peer.ip()) {
+                    tracing::debug!(service = %self.name, client = %accepted.peer, "refused by admission");
+                    continue;
+                }
+            }
+            if let Some(r) = &active.limiters.rate {
+                if !r.allow(accepted.peer.ip()) {
+                    continue;
+                }
+            }
+            let permit = match &active.limiters.conn {
+                Some(c) => match c.acquire(accepted.peer.ip()) {
+                    Some(p) => Some(p),
+                    None => continue,
+                },
+                None => None,
+            };
+            let handler = active.handler.clone();
             let mut stats = self.status.stats().cloned();
             let mut duration = None;
             if let Some(m) = crate::metrics::global() {
@@ -186,14 +214,23 @@ impl Service {
                 stats,
             };
             let cancel = conn_cancel.clone();
+            let traffic = active
+                .limiters
+                .traffic
+                .as_ref()
+                .map(|t| Arc::new(t.for_conn(accepted.peer.ip())));
             conns.spawn(async move {
                 let start = Instant::now();
+                let _permit = permit;
                 let stats = ctx.stats.clone();
                 let _guard = stats.as_ref().map(|s| s.open_conn());
                 let service = ctx.service.clone();
                 let peer = ctx.peer;
                 let result = tokio::select! {
-                    r = handler.handle(accepted.conn, ctx) => r,
+                    r = crate::router::with_client(
+                        peer.ip(),
+                        crate::limiter::traffic::scope(traffic, handler.handle(accepted.conn, ctx)),
+                    ) => r,
                     _ = cancel.cancelled() => return,
                 };
                 if let Some(h) = duration {

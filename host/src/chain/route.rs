@@ -1,0 +1,118 @@
+//! Dialing along a route: the first node is dialed, every later node and
+//! finally the target are reached through the previous node's connector
+//! (GOST's `chainRoute.connect` and `Dial`).
+
+use std::io;
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+
+use super::Node;
+use crate::connector::ConnectError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("node {node} ({addr}): {source}")]
+    Dial {
+        node: String,
+        addr: String,
+        source: io::Error,
+    },
+    #[error("node {node} ({addr}) -> {next}: {source}")]
+    Connect {
+        node: String,
+        addr: String,
+        next: String,
+        source: ConnectError,
+    },
+}
+
+impl RouteError {
+    /// The error as an `io::Error` for the router's callers: a node that
+    /// refused the TCP connection stays "connection refused", anything a
+    /// proxy on the way refused is "host unreachable" (SOCKS 0x04), which is
+    /// what GOST's handlers tell their clients.
+    pub fn into_io(self) -> io::Error {
+        let kind = match &self {
+            RouteError::Dial { source, .. } => source.kind(),
+            RouteError::Connect {
+                source: ConnectError::Io { source, .. },
+                ..
+            } if source.kind() == io::ErrorKind::ConnectionRefused => {
+                io::ErrorKind::ConnectionRefused
+            }
+            RouteError::Connect { .. } => io::ErrorKind::HostUnreachable,
+        };
+        io::Error::new(kind, self.to_string())
+    }
+}
+
+/// Dials `target` through `nodes` (at least one). A node that cannot be
+/// reached, or whose predecessor could not reach it, is marked failed; a
+/// node that worked is reset. A failure of the last connector to reach the
+/// target itself marks nothing: the target may be down, not the node.
+pub async fn dial(nodes: &[Arc<Node>], target: &str) -> Result<TcpStream, RouteError> {
+    let first = &nodes[0];
+    let dialed = async {
+        let addr = node_addr(first).await?;
+        crate::dialer::dial_tcp(&addr).await
+    };
+    let mut stream = match dialed.await {
+        Ok(s) => s,
+        Err(source) => {
+            first.marker.mark();
+            return Err(RouteError::Dial {
+                node: first.name.clone(),
+                addr: first.addr.clone(),
+                source,
+            });
+        }
+    };
+    first.marker.reset();
+    for pair in nodes.windows(2) {
+        let (prev, next) = (&pair[0], &pair[1]);
+        let next_addr = match node_addr(next).await {
+            Ok(a) => a,
+            Err(source) => {
+                next.marker.mark();
+                return Err(RouteError::Dial {
+                    node: next.name.clone(),
+                    addr: next.addr.clone(),
+                    source,
+                });
+            }
+        };
+        if let Err(source) = connect(prev, &mut stream, &next_addr).await {
+            next.marker.mark();
+            return Err(RouteError::Connect {
+                node: prev.name.clone(),
+                addr: prev.addr.clone(),
+                next: format!("node {} ({})", next.name, next.addr),
+                source,
+            });
+        }
+        next.marker.reset();
+    }
+    let last = &nodes[nodes.len() - 1];
+    connect(last, &mut stream, target)
+        .await
+        .map_err(|source| RouteError::Connect {
+            node: last.name.clone(),
+            addr: last.addr.clone(),
+            next: target.to_string(),
+            source,
+        })?;
+    Ok(stream)
+}
+
+/// The node's address after its hosts and resolver.
+async fn node_addr(node: &Node) -> io::Result<String> {
+    crate::router::resolve_addr(&node.addr, node.hosts.as_deref(), node.resolver.as_deref()).await
+}
+
+async fn connect(node: &Node, stream: &mut TcpStream, addr: &str) -> Result<(), ConnectError> {
+    match &node.connector {
+        Some(c) => c.connect(stream, addr).await,
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,189 @@
+//! Connectors: the client side of a proxy protocol, spoken over a stream a
+//! dialer opened to a chain node (GOST's `connector` packages). A connector
+//! asks its node to connect on to the next node or to the target; once it
+//! returns, the stream carries the tunnelled bytes and nothing else, because
+//! each connector reads exactly its protocol's reply and not one byte more.
+
+pub mod http;
+pub mod socks4;
+pub mod socks5;
+
+use std::io;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use crate::config::ConnectorConfig;
+use crate::metadata::MetadataError;
+
+/// Connector types this build implements, as GOST names them.
+pub const CONNECTORS: &[&str] = &["http", "socks4", "socks4a", "socks5", "socks", "forward"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{connector} connector: {source}")]
+    Io {
+        connector: &'static str,
+        source: io::Error,
+    },
+    /// The node answered but refused the request.
+    #[error("{connector} connector: node refused: {reply}")]
+    Refused {
+        connector: &'static str,
+        reply: String,
+    },
+    /// The node's reply broke the protocol.
+    #[error("{connector} connector: bad reply: {msg}")]
+    BadReply {
+        connector: &'static str,
+        msg: String,
+    },
+    #[error("{connector} connector: cannot address {addr:?}: {msg}")]
+    Address {
+        connector: &'static str,
+        addr: String,
+        msg: String,
+    },
+    #[error("{connector} connector: no reply within {timeout:?}")]
+    Timeout {
+        connector: &'static str,
+        timeout: Duration,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorBuildError {
+    #[error("connector type '{0}' is not supported")]
+    Unsupported(String),
+    #[error("connector metadata: {0}")]
+    Metadata(#[from] MetadataError),
+}
+
+/// Username and password a connector presents to its node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug)]
+pub enum Connector {
+    Http(http::HttpConnector),
+    Socks4(socks4::Socks4Connector),
+    Socks5(socks5::Socks5Connector),
+    /// GOST's `forward`: the node is itself the destination, so nothing is
+    /// said; the stream is used as it is.
+    Forward,
+}
+
+impl Connector {
+    /// The connector named by a node's `connector` block; GOST's default
+    /// is `http`.
+    pub fn from_config(cfg: Option<&ConnectorConfig>) -> Result<Self, ConnectorBuildError> {
+        let default = ConnectorConfig::default();
+        let cfg = cfg.unwrap_or(&default);
+        let auth = cfg
+            .auth
+            .as_ref()
+            .filter(|a| !a.username.is_empty() || !a.password.is_empty())
+            .map(|a| Credentials {
+                username: a.username.clone(),
+                password: a.password.clone(),
+            });
+        let md = &cfg.metadata;
+        let timeout = md.get_duration("timeout")?.filter(|t| !t.is_zero());
+        Ok(match cfg.r#type.trim() {
+            "" | "http" => Connector::Http(http::HttpConnector::new(auth, md, timeout)?),
+            "socks4" | "socks4a" => Connector::Socks4(socks4::Socks4Connector {
+                user_id: auth.map(|a| a.username).unwrap_or_default(),
+                disable_4a: md.get_bool("disable4a")?.unwrap_or(false),
+                timeout,
+            }),
+            "socks5" | "socks" => Connector::Socks5(socks5::Socks5Connector { auth, timeout }),
+            "forward" => Connector::Forward,
+            other => return Err(ConnectorBuildError::Unsupported(other.to_string())),
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Connector::Http(_) => "http",
+            Connector::Socks4(_) => "socks4",
+            Connector::Socks5(_) => "socks5",
+            Connector::Forward => "forward",
+        }
+    }
+
+    /// Asks the node at the other end of `stream` to connect to `addr`
+    /// (`host:port`) over TCP.
+    pub async fn connect(&self, stream: &mut TcpStream, addr: &str) -> Result<(), ConnectError> {
+        let (timeout, name) = match self {
+            Connector::Http(c) => (c.timeout, "http"),
+            Connector::Socks4(c) => (c.timeout, "socks4"),
+            Connector::Socks5(c) => (c.timeout, "socks5"),
+            Connector::Forward => return Ok(()),
+        };
+        let work = async {
+            match self {
+                Connector::Http(c) => c.connect(stream, addr).await,
+                Connector::Socks4(c) => c.connect(stream, addr).await,
+                Connector::Socks5(c) => c.connect(stream, addr).await,
+                Connector::Forward => Ok(()),
+            }
+        };
+        match timeout {
+            Some(t) => tokio::time::timeout(t, work)
+                .await
+                .map_err(|_| ConnectError::Timeout {
+                    connector: name,
+                    timeout: t,
+                })?,
+            None => work.await,
+        }
+    }
+}
+
+/// Splits `host:port` (IPv6 hosts in brackets) into host and port.
+pub(crate) fn split_addr(
+    connector: &'static str,
+    addr: &str,
+) -> Result<(String, u16), ConnectError> {
+    let bad = |msg: &str| ConnectError::Address {
+        connector,
+        addr: addr.to_string(),
+        msg: msg.to_string(),
+    };
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| bad("missing port"))?;
+    let port: u16 = port.parse().map_err(|_| bad("invalid port"))?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    Ok((host.to_string(), port))
+}
+
+/// Reads exactly `buf.len()` bytes, naming the connector on failure.
+pub(crate) async fn read_exact(
+    connector: &'static str,
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+) -> Result<(), ConnectError> {
+    use tokio::io::AsyncReadExt;
+    stream
+        .read_exact(buf)
+        .await
+        .map(|_| ())
+        .map_err(|source| ConnectError::Io { connector, source })
+}
+
+pub(crate) async fn write_all(
+    connector: &'static str,
+    stream: &mut TcpStream,
+    buf: &[u8],
+) -> Result<(), ConnectError> {
+    use tokio::io::AsyncWriteExt;
+    stream
+        .write_all(buf)
+        .await
+        .map_err(|source| ConnectError::Io { connector, source })
+}

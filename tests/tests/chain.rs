@@ -1,0 +1,324 @@
+//! Chains through the real binary: `-F` and `chains:` with http, socks4,
+//! socks5 and forward connectors, across two and three gost processes, and
+//! failover when a chain node is dead.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+
+use gost_e2e::*;
+
+fn connect(port: u16) -> TcpStream {
+    let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    c
+}
+
+/// Sends `data` over `c` and checks it comes back from the echo server.
+fn assert_echo(c: &mut TcpStream, data: &[u8]) {
+    c.write_all(data).unwrap();
+    let mut got = vec![0u8; data.len()];
+    c.read_exact(&mut got).unwrap();
+    assert_eq!(got, data);
+}
+
+/// An HTTP CONNECT through the proxy on `port`; returns the status code and
+/// the open stream.
+fn http_connect(port: u16, target: SocketAddr) -> (u16, TcpStream) {
+    let mut c = connect(port);
+    write!(c, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(c.read(&mut b).unwrap(), 1, "proxy closed mid-reply");
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, c)
+}
+
+/// A SOCKS5 no-auth CONNECT through the proxy on `port`; returns the reply
+/// code and the open stream.
+fn socks5_connect(port: u16, target: SocketAddr) -> (u8, TcpStream) {
+    let mut c = connect(port);
+    c.write_all(&[5, 1, 0]).unwrap();
+    let mut sel = [0u8; 2];
+    c.read_exact(&mut sel).unwrap();
+    assert_eq!(sel, [5, 0]);
+    let SocketAddr::V4(t) = target else { panic!() };
+    let mut req = vec![5, 1, 0, 1];
+    req.extend_from_slice(&t.ip().octets());
+    req.extend_from_slice(&t.port().to_be_bytes());
+    c.write_all(&req).unwrap();
+    let mut reply = [0u8; 10];
+    c.read_exact(&mut reply).unwrap();
+    (reply[1], c)
+}
+
+fn start(args: &[&str], port: u16) -> Gost {
+    let g = Gost::start(args);
+    g.wait_tcp(port);
+    g
+}
+
+#[test]
+fn http_to_socks5_two_processes() {
+    let echo = tcp_echo_server();
+    let (pa, pb) = (free_port(), free_port());
+    let _b = start(&["-L", &format!("socks5://127.0.0.1:{pb}")], pb);
+    let _a = start(
+        &[
+            "-L",
+            &format!("http://127.0.0.1:{pa}"),
+            "-F",
+            &format!("socks5://127.0.0.1:{pb}"),
+        ],
+        pa,
+    );
+    let (code, mut c) = http_connect(pa, echo);
+    assert_eq!(code, 200);
+    assert_echo(&mut c, &random_bytes(256 * 1024, 7));
+}
+
+#[test]
+fn three_processes_socks5_http_auth_socks4() {
+    let echo = tcp_echo_server();
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let _c = start(&["-L", &format!("socks4://127.0.0.1:{pc}")], pc);
+    let _b = start(&["-L", &format!("http://user:pass@127.0.0.1:{pb}")], pb);
+    // Client -> A (socks5) -> B (http, with auth) -> C (socks4) -> echo:
+    // A's chain has two hops, so A speaks to C through B.
+    let _a = start(
+        &[
+            "-L",
+            &format!("socks5://127.0.0.1:{pa}"),
+            "-F",
+            &format!("http://user:pass@127.0.0.1:{pb}"),
+            "-F",
+            &format!("socks4://127.0.0.1:{pc}"),
+        ],
+        pa,
+    );
+    for seed in 1..=3 {
+        let (rep, mut c) = socks5_connect(pa, echo);
+        assert_eq!(rep, 0);
+        assert_echo(&mut c, &random_bytes(64 * 1024, seed));
+    }
+}
+
+#[test]
+fn chain_hop_with_wrong_credentials_gives_503() {
+    let echo = tcp_echo_server();
+    let (pa, pb) = (free_port(), free_port());
+    let _b = start(&["-L", &format!("http://user:pass@127.0.0.1:{pb}")], pb);
+    let a = start(
+        &[
+            "-L",
+            &format!("http://127.0.0.1:{pa}"),
+            "-F",
+            &format!("http://user:wrong@127.0.0.1:{pb}"),
+        ],
+        pa,
+    );
+    let (code, _) = http_connect(pa, echo);
+    assert_eq!(code, 503);
+    a.wait_log("407");
+}
+
+#[test]
+fn port_forward_through_socks5_and_forward_connector() {
+    let echo = tcp_echo_server();
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    // B forwards everything it gets to the echo server; A reaches B through
+    // C (socks5) and B's node uses the forward connector: the node itself
+    // is the destination.
+    let _b = start(&["-L", &format!("tcp://127.0.0.1:{pb}/{echo}")], pb);
+    let _c = start(&["-L", &format!("socks5://127.0.0.1:{pc}")], pc);
+    let _a = start(
+        &[
+            "-L",
+            &format!("tcp://127.0.0.1:{pa}/192.0.2.1:9"),
+            "-F",
+            &format!("socks5://127.0.0.1:{pc}"),
+            "-F",
+            &format!("forward://127.0.0.1:{pb}"),
+        ],
+        pa,
+    );
+    let mut c = connect(pa);
+    assert_echo(&mut c, b"through a forward node");
+}
+
+#[test]
+fn dead_node_fails_at_most_one_request_then_is_skipped() {
+    let echo = tcp_echo_server();
+    let (pa, pb, dead) = (free_port(), free_port(), free_port());
+    let _b = start(&["-L", &format!("http://127.0.0.1:{pb}")], pb);
+    let a = start(
+        &[
+            "-L",
+            &format!("http://127.0.0.1:{pa}"),
+            "-F",
+            &format!(
+                "http://127.0.0.1:{dead},127.0.0.1:{pb}?strategy=round&maxFails=1&failTimeout=60s"
+            ),
+        ],
+        pa,
+    );
+    let mut failed = 0;
+    for i in 0..10 {
+        let (code, mut c) = http_connect(pa, echo);
+        if code == 200 {
+            assert_echo(&mut c, format!("request {i}").as_bytes());
+        } else {
+            assert_eq!(code, 503);
+            failed += 1;
+        }
+    }
+    assert!(failed <= 1, "{failed} requests failed; log:\n{}", a.log());
+}
+
+#[test]
+fn unreachable_chain_gives_503_and_socks_connection_refused() {
+    let echo = tcp_echo_server();
+    let (ph, ps, dead) = (free_port(), free_port(), free_port());
+    let node = format!("socks5://127.0.0.1:{dead}");
+    let _h = start(&["-L", &format!("http://127.0.0.1:{ph}"), "-F", &node], ph);
+    let _s = start(
+        &["-L", &format!("socks5://127.0.0.1:{ps}"), "-F", &node],
+        ps,
+    );
+    let (code, _) = http_connect(ph, echo);
+    assert_eq!(code, 503);
+    let (rep, _) = socks5_connect(ps, echo);
+    assert_eq!(rep, 0x05);
+}
+
+#[test]
+fn config_file_chains_named_hops_and_chain_group() {
+    let echo = tcp_echo_server();
+    let (pa, pb, pc, dead) = (free_port(), free_port(), free_port(), free_port());
+    let _b = start(&["-L", &format!("socks5://u:p@127.0.0.1:{pb}")], pb);
+    let _c = start(&["-L", &format!("socks4://127.0.0.1:{pc}")], pc);
+    let dir = TempDir::new("chain-cfg");
+    let cfg = dir.write(
+        "gost.yaml",
+        &format!(
+            r#"
+services:
+- name: grouped
+  addr: 127.0.0.1:{pa}
+  handler:
+    type: http
+    chainGroup:
+      chains: [broken, good]
+      selector: {{strategy: fifo, maxFails: 1, failTimeout: 60s}}
+  listener: {{type: tcp}}
+chains:
+- name: broken
+  hops:
+  - name: dead-hop
+    nodes: [{{name: dead, addr: "127.0.0.1:{dead}", connector: {{type: socks5}}}}]
+- name: good
+  hops:
+  - name: via-b
+    nodes:
+    - name: b
+      addr: 127.0.0.1:{pb}
+      connector: {{type: socks5, auth: {{username: u, password: p}}}}
+  - name: shared
+hops:
+- name: shared
+  nodes: [{{name: c, addr: "127.0.0.1:{pc}", connector: {{type: socks4}}}}]
+"#
+        ),
+    );
+    let a = start(&["-C", &cfg], pa);
+    // fifo picks the broken chain first; it fails once and is passed over.
+    let mut failed = 0;
+    for i in 0..5 {
+        let (code, mut c) = http_connect(pa, echo);
+        if code == 200 {
+            assert_echo(&mut c, format!("grouped {i}").as_bytes());
+        } else {
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 1, "log:\n{}", a.log());
+}
+
+#[test]
+fn ignore_chain_dials_directly() {
+    let echo = tcp_echo_server();
+    let (pa, dead) = (free_port(), free_port());
+    let _a = start(
+        &[
+            "-L",
+            &format!("http://127.0.0.1:{pa}?ignoreChain=true"),
+            "-F",
+            &format!("http://127.0.0.1:{dead}"),
+        ],
+        pa,
+    );
+    let (code, mut c) = http_connect(pa, echo);
+    assert_eq!(code, 200);
+    assert_echo(&mut c, b"direct");
+}
+
+#[test]
+fn udp_through_a_chain_is_refused_at_start_up() {
+    let (status, _, err) = run_gost(&[
+        "-L",
+        "udp://127.0.0.1:0/127.0.0.1:53",
+        "-F",
+        "socks5://127.0.0.1:1080",
+    ]);
+    assert!(!status.success());
+    assert!(
+        err.contains("UDP through a chain is not supported yet"),
+        "{err}"
+    );
+}
+
+#[test]
+fn hop_nodes_from_a_reloaded_file() {
+    let echo = tcp_echo_server();
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let b = start(&["-D", "-L", &format!("socks5://127.0.0.1:{pb}")], pb);
+    let c = start(&["-D", "-L", &format!("http://127.0.0.1:{pc}")], pc);
+    let dir = TempDir::new("hop-file");
+    let nodes = |port: u16, ty: &str| {
+        format!(r#"[{{"name": "n", "addr": "127.0.0.1:{port}", "connector": {{"type": "{ty}"}}}}]"#)
+    };
+    let file = dir.write("nodes.json", &nodes(pb, "socks5"));
+    let cfg = dir.write(
+        "gost.yaml",
+        &format!(
+            r#"
+services:
+- {{name: front, addr: "127.0.0.1:{pa}", handler: {{type: http, chain: c}}, listener: {{type: tcp}}}}
+chains:
+- {{name: c, hops: [{{name: from-file}}]}}
+hops:
+- {{name: from-file, reload: 1s, file: {{path: "{file}"}}}}
+"#
+        ),
+    );
+    let a = start(&["-C", &cfg], pa);
+    let (code, mut conn) = http_connect(pa, echo);
+    assert_eq!(code, 200, "{}", a.log());
+    assert_echo(&mut conn, b"via b");
+    b.wait_log(&format!("dst={echo}"));
+
+    dir.write("nodes.json", &nodes(pc, "http"));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (code, mut conn) = http_connect(pa, echo);
+    assert_eq!(code, 200);
+    assert_echo(&mut conn, b"via c");
+    c.wait_log(&echo.to_string());
+
+    dir.write("nodes.json", "[{\"name\": \"n\", \"addr\": ");
+    let (status, _, err) = run_gost(&["-C", &cfg]);
+    assert!(!status.success());
+    assert!(err.contains("nodes.json"), "{err}");
+}

@@ -1,0 +1,408 @@
+//! Routing modules through the real binary: bypass on hops and services
+//! (inline, whitelist, file with line-numbered errors), admission, hosts,
+//! resolver and limiters.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+
+use gost_e2e::*;
+
+fn connect(port: u16) -> TcpStream {
+    let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    c
+}
+
+fn assert_echo(c: &mut TcpStream, data: &[u8]) {
+    c.write_all(data).unwrap();
+    let mut got = vec![0u8; data.len()];
+    c.read_exact(&mut got).unwrap();
+    assert_eq!(got, data);
+}
+
+/// HTTP CONNECT to `target` (an address or `host:port`) through `port`.
+fn http_connect(port: u16, target: &str) -> (u16, TcpStream) {
+    let mut c = connect(port);
+    write!(c, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if c.read(&mut b).unwrap_or(0) == 0 {
+            return (0, c);
+        }
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, c)
+}
+
+fn start(args: &[&str], port: u16) -> Gost {
+    let g = Gost::start(args);
+    g.wait_tcp(port);
+    g
+}
+
+fn works(port: u16, target: SocketAddr) -> bool {
+    let (code, mut c) = http_connect(port, &target.to_string());
+    if code != 200 {
+        return false;
+    }
+    assert_echo(&mut c, b"ping");
+    true
+}
+
+#[test]
+fn hop_bypass_sends_matching_targets_direct_and_others_through_the_chain() {
+    let (direct, chained) = (tcp_echo_server(), tcp_echo_server());
+    let (pa, dead) = (free_port(), free_port());
+    // The chain's only node is dead: a target that works went direct.
+    let a = start(
+        &[
+            "-D",
+            "-L",
+            &format!("http://127.0.0.1:{pa}"),
+            "-F",
+            &format!("http://127.0.0.1:{dead}?bypass=127.0.0.1:{}", direct.port()),
+        ],
+        pa,
+    );
+    assert!(works(pa, direct));
+    assert!(!works(pa, chained));
+    a.wait_log(&format!("rule=127.0.0.1:{}", direct.port()));
+}
+
+#[test]
+fn whitelist_bypass_from_file_and_bad_line_refused() {
+    let (via_chain, direct) = (tcp_echo_server(), tcp_echo_server());
+    let (pa, pb) = (free_port(), free_port());
+    let dir = TempDir::new("bypass");
+    // Whitelist: only the listed target goes through the chain (node B);
+    // everything else bypasses it and is dialed directly.
+    let rules = dir.write(
+        "rules.txt",
+        &format!("# chained targets\n127.0.0.1:{}\n", via_chain.port()),
+    );
+    let cfg = format!(
+        r#"
+services:
+- name: front
+  addr: 127.0.0.1:{pa}
+  handler: {{type: http, chain: c}}
+  listener: {{type: tcp}}
+chains:
+- name: c
+  hops:
+  - name: h
+    bypass: wl
+    nodes: [{{name: b, addr: "127.0.0.1:{pb}", connector: {{type: socks5}}}}]
+bypasses:
+- name: wl
+  whitelist: true
+  file: {{path: "{rules}"}}
+"#
+    );
+    let path = dir.write("gost.yaml", &cfg);
+    let b = start(
+        &[
+            "-D",
+            "-L",
+            &format!("socks5://127.0.0.1:{pb}?bypass=127.0.0.1:{}", direct.port()),
+        ],
+        pb,
+    );
+    let _a = start(&["-C", &path], pa);
+    assert!(works(pa, via_chain));
+    b.wait_log(&format!("dst={via_chain}"));
+    // B refuses `direct` (its service bypass), so reaching it proves the
+    // whitelist sent it around the chain.
+    assert!(works(pa, direct));
+
+    dir.write("rules.txt", "127.0.0.1\n10.0.0.0/33\n");
+    let (status, _, err) = run_gost(&["-C", &path]);
+    assert!(!status.success());
+    assert!(
+        err.contains("rules.txt:2: invalid CIDR \"10.0.0.0/33\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn service_bypass_refuses_matching_targets() {
+    let (blocked, open) = (tcp_echo_server(), tcp_echo_server());
+    let pa = free_port();
+    let _a = start(
+        &[
+            "-L",
+            &format!("http://127.0.0.1:{pa}?bypass=127.0.0.1:{}", blocked.port()),
+        ],
+        pa,
+    );
+    assert!(!works(pa, blocked));
+    assert!(works(pa, open));
+}
+
+#[test]
+fn admission_refuses_a_denied_client_address() {
+    let echo = tcp_echo_server();
+    let (denied, allowed, white) = (free_port(), free_port(), free_port());
+    let g = start(
+        &[
+            "-D",
+            "-L",
+            &format!("tcp://127.0.0.1:{denied}/{echo}?admission=127.0.0.0/8"),
+            "-L",
+            &format!("tcp://127.0.0.1:{allowed}/{echo}?admission=10.0.0.1"),
+            "-L",
+            &format!("tcp://127.0.0.1:{white}/{echo}?admission=~127.0.0.1"),
+        ],
+        allowed,
+    );
+    let mut c = connect(denied);
+    let _ = c.write_all(b"hello");
+    let mut b = [0u8; 5];
+    assert!(
+        matches!(c.read(&mut b), Ok(0) | Err(_)),
+        "denied client got data"
+    );
+    g.wait_log("rule=127.0.0.0/8");
+    assert_echo(&mut connect(allowed), b"allowed");
+    assert_echo(&mut connect(white), b"whitelisted");
+}
+
+/// A minimal DNS server on loopback (UDP and TCP on the same port) that
+/// answers A queries for names ending in `.test` with 127.0.0.1 and
+/// everything else with NXDOMAIN.
+fn dns_server() -> SocketAddr {
+    use std::net::{TcpListener, UdpSocket};
+    fn answer(q: &[u8]) -> Option<Vec<u8>> {
+        let mut i = 12;
+        let mut name = Vec::new();
+        while *q.get(i)? != 0 {
+            let len = q[i] as usize;
+            name.push(String::from_utf8_lossy(q.get(i + 1..i + 1 + len)?).to_string());
+            i += 1 + len;
+        }
+        let qend = i + 5;
+        let qtype = u16::from_be_bytes([q[i + 1], q[i + 2]]);
+        let known = name.last().is_some_and(|l| l == "test");
+        let mut r = q[..2].to_vec();
+        r.extend_from_slice(if known { &[0x81, 0x80] } else { &[0x81, 0x83] });
+        let an = u16::from(known && qtype == 1);
+        r.extend_from_slice(&[0, 1, 0, an as u8, 0, 0, 0, 0]);
+        r.extend_from_slice(&q[12..qend]);
+        if an == 1 {
+            r.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 1]);
+        }
+        Some(r)
+    }
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = udp.local_addr().unwrap();
+    let tcp = TcpListener::bind(addr).unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, peer)) = udp.recv_from(&mut buf) {
+            if let Some(r) = answer(&buf[..n]) {
+                let _ = udp.send_to(&r, peer);
+            }
+        }
+    });
+    std::thread::spawn(move || {
+        for c in tcp.incoming() {
+            let Ok(mut c) = c else { break };
+            let mut len = [0u8; 2];
+            if c.read_exact(&mut len).is_err() {
+                continue;
+            }
+            let mut q = vec![0u8; u16::from_be_bytes(len) as usize];
+            if c.read_exact(&mut q).is_err() {
+                continue;
+            }
+            if let Some(r) = answer(&q) {
+                let mut out = (r.len() as u16).to_be_bytes().to_vec();
+                out.extend_from_slice(&r);
+                let _ = c.write_all(&out);
+            }
+        }
+    });
+    addr
+}
+
+#[test]
+fn hosts_map_names_for_direct_and_chained_dials() {
+    let echo = tcp_echo_server();
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let _b = start(&["-L", &format!("socks5://127.0.0.1:{pb}")], pb);
+    // The name exists only in A's hosts: through the chain, A must send the
+    // mapped IP, since B cannot resolve it.
+    let _a = start(
+        &[
+            "-L",
+            &format!("http://127.0.0.1:{pa}?hosts=echo.internal:127.0.0.1"),
+            "-L",
+            &format!("http://127.0.0.1:{pc}?hosts=echo.internal:127.0.0.1&ignoreChain=true"),
+            "-F",
+            &format!("socks5://127.0.0.1:{pb}"),
+        ],
+        pa,
+    );
+    for port in [pa, pc] {
+        let (code, mut c) = http_connect(port, &format!("echo.internal:{}", echo.port()));
+        assert_eq!(code, 200);
+        assert_echo(&mut c, b"mapped");
+    }
+}
+
+#[test]
+fn resolver_falls_back_from_a_silent_server_and_uses_tcp() {
+    let echo = tcp_echo_server();
+    let dns = dns_server();
+    // A UDP socket that never answers: the first nameserver times out.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let pa = free_port();
+    let dir = TempDir::new("resolver");
+    let cfg = dir.write(
+        "gost.yaml",
+        &format!(
+            r#"
+services:
+- name: front
+  addr: 127.0.0.1:{pa}
+  resolver: r
+  handler: {{type: http}}
+  listener: {{type: tcp}}
+resolvers:
+- name: r
+  nameservers:
+  - {{addr: "udp://{silent}", timeout: 300ms}}
+  - {{addr: "tcp://{dns}", timeout: 2s}}
+"#,
+            silent = silent.local_addr().unwrap()
+        ),
+    );
+    let a = start(&["-D", "-C", &cfg], pa);
+    let (code, mut c) = http_connect(pa, &format!("echo.test:{}", echo.port()));
+    assert_eq!(code, 200, "log:\n{}", a.log());
+    assert_echo(&mut c, b"resolved");
+    a.wait_log("nameserver failed, trying the next");
+    let (code, _) = http_connect(pa, &format!("nothing.invalid:{}", echo.port()));
+    assert_eq!(code, 503);
+}
+
+/// Whether the service on `port` relays for a new connection (a refused
+/// one is closed before any byte comes back).
+fn relays(port: u16) -> Option<TcpStream> {
+    let mut c = connect(port);
+    c.write_all(b"x").ok()?;
+    let mut b = [0u8; 1];
+    match c.read(&mut b) {
+        Ok(1) => Some(c),
+        _ => None,
+    }
+}
+
+#[test]
+fn climiter_caps_open_connections_and_frees_places() {
+    let echo = tcp_echo_server();
+    let p = free_port();
+    let _g = start(
+        &["-L", &format!("tcp://127.0.0.1:{p}/{echo}?climiter=2")],
+        p,
+    );
+    // wait_tcp's probe holds a place until its relay has wound down, so
+    // a place may take a moment to come free.
+    let eventually = || {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(c) = relays(p) {
+                return c;
+            }
+            assert!(start.elapsed() < TIMEOUT, "place never freed");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let first = eventually();
+    let _second = eventually();
+    for _ in 0..3 {
+        assert!(relays(p).is_none(), "connection over climiter 2");
+    }
+    drop(first);
+    eventually();
+}
+
+#[test]
+fn rlimiter_caps_new_connections_per_second_per_client() {
+    let echo = tcp_echo_server();
+    let p = free_port();
+    let dir = TempDir::new("rlimiter");
+    let cfg = dir.write(
+        "gost.yaml",
+        &format!(
+            r#"
+services:
+- name: fwd
+  addr: 127.0.0.1:{p}
+  rlimiter: r
+  handler: {{type: tcp}}
+  listener: {{type: tcp}}
+  forwarder: {{nodes: [{{name: echo, addr: "{echo}"}}]}}
+rlimiters:
+- name: r
+  limits: ["$$ 3"]
+"#
+        ),
+    );
+    let _g = start(&["-C", &cfg], p);
+    // wait_tcp's probe connection took one token already.
+    let ok = (0..6).filter(|_| relays(p).is_some()).count();
+    assert!((2..=3).contains(&ok), "{ok} of 6 got through at 3/s");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert!(relays(p).is_some(), "bucket refilled after a second");
+}
+
+/// Sends `len` bytes through the echo service on `port` and returns the
+/// rate (bytes/s) at which they came back.
+fn echo_rate(port: u16, len: usize) -> f64 {
+    let mut c = connect(port);
+    let data = random_bytes(len, 3);
+    let mut w = c.try_clone().unwrap();
+    let start = std::time::Instant::now();
+    let writer = std::thread::spawn(move || w.write_all(&data).unwrap());
+    let mut got = vec![0u8; len];
+    c.read_exact(&mut got).unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    writer.join().unwrap();
+    len as f64 / secs
+}
+
+#[test]
+fn traffic_limiter_holds_the_rate_in_each_direction() {
+    let echo = tcp_echo_server();
+    let (pin, pout, pfree) = (free_port(), free_port(), free_port());
+    let dir = TempDir::new("limiter");
+    let cfg = dir.write(
+        "gost.yaml",
+        &format!(
+            r#"
+services:
+- {{name: in, addr: "127.0.0.1:{pin}", limiter: in-1m, handler: {{type: tcp}}, listener: {{type: tcp}}, forwarder: {{nodes: [{{name: e, addr: "{echo}"}}]}}}}
+- {{name: out, addr: "127.0.0.1:{pout}", limiter: out-1m, handler: {{type: tcp}}, listener: {{type: tcp}}, forwarder: {{nodes: [{{name: e, addr: "{echo}"}}]}}}}
+- {{name: free, addr: "127.0.0.1:{pfree}", handler: {{type: tcp}}, listener: {{type: tcp}}, forwarder: {{nodes: [{{name: e, addr: "{echo}"}}]}}}}
+limiters:
+- {{name: in-1m, limits: ["$$ 1MB"]}}
+- {{name: out-1m, limits: ["$$ 64MB 1MB"]}}
+"#
+        ),
+    );
+    let _g = start(&["-C", &cfg], pin);
+    let mib = (1u64 << 20) as f64;
+    for port in [pin, pout] {
+        let rate = echo_rate(port, 2 << 20) / mib;
+        assert!(
+            (0.9..=1.1).contains(&rate),
+            "port {port}: {rate:.3} MiB/s, limit 1 MiB/s"
+        );
+    }
+    let free = echo_rate(pfree, 2 << 20) / mib;
+    assert!(free > 2.0, "unlimited service moved only {free:.3} MiB/s");
+}
