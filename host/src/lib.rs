@@ -14,6 +14,8 @@ pub mod listener;
 pub mod logger;
 pub mod metadata;
 pub mod multiprocess;
+pub mod observer;
+pub mod plugin;
 pub mod relay;
 pub mod router;
 pub mod service;

@@ -1,0 +1,230 @@
+//! A forwarder whose hop picks nodes with a plugin of the `forwarder`
+//! world: `hops: [{name, plugin: {type: wasm, path}}]` referenced by
+//! `forwarder: {hop: NAME}`.
+//!
+//! Before asking the plugin, the host peeks at the client's first bytes
+//! (without consuming them) for a TLS SNI or HTTP `Host`, so a plugin can
+//! route by name. After dialing the chosen node it reports the outcome and
+//! the dial latency through `feedback`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+use wasmtime::Store;
+
+use super::bindings::forwarder::{
+    Forwarder as ForwarderWorld, ForwarderPre, Node as WitNode, RequestInfo, Selection,
+};
+use super::load::{self, World};
+use super::spec::PluginSpec;
+use super::state::{Identity, PluginState};
+use super::{describe_error, runtime, sniff, PluginError};
+use crate::chain::Node;
+use crate::handler::{ConnContext, HandleFuture, Handler, HandlerError};
+use crate::listener::Conn;
+use crate::relay::{self, RelayOptions};
+use crate::router::Router;
+
+/// How long the host waits for the client's first bytes before asking the
+/// plugin without a host name (clients of server-first protocols send
+/// nothing).
+const SNIFF_WAIT: Duration = Duration::from_millis(300);
+const SNIFF_BYTES: usize = 4096;
+
+pub struct WasmForwardHandler {
+    hop: String,
+    spec: PluginSpec,
+    id: Identity,
+    pre: ForwarderPre<PluginState>,
+    nodes: Vec<Arc<Node>>,
+    wit_nodes: Vec<WitNode>,
+    router: Router,
+    idle_timeout: Option<Duration>,
+    instance: tokio::sync::Mutex<Option<(Store<PluginState>, ForwarderWorld)>>,
+}
+
+/// Where the plugin sent a connection.
+enum Target {
+    Node(usize),
+    Address(String),
+}
+
+impl WasmForwardHandler {
+    pub fn new(
+        hop: &str,
+        service: &str,
+        spec: PluginSpec,
+        nodes: Vec<Arc<Node>>,
+        router: Router,
+        idle_timeout: Option<Duration>,
+    ) -> Result<Self, PluginError> {
+        let rt = runtime()?;
+        let component = load::load(rt, &spec, World::Forwarder)?;
+        let err = |e: wasmtime::Error| PluginError::Load {
+            path: spec.name.to_string(),
+            msg: format!("{e:#}"),
+        };
+        let pre = rt
+            .forwarder_linker
+            .instantiate_pre(&component)
+            .map_err(err)?;
+        let pre = ForwarderPre::new(pre).map_err(err)?;
+        let wit_nodes = nodes
+            .iter()
+            .map(|n| WitNode {
+                name: n.name.clone(),
+                addr: n.addr.clone(),
+            })
+            .collect();
+        Ok(WasmForwardHandler {
+            hop: hop.into(),
+            id: Identity {
+                plugin: spec.name.clone(),
+                owner: service.into(),
+                config: spec.config.clone(),
+            },
+            spec,
+            pre,
+            nodes,
+            wit_nodes,
+            router,
+            idle_timeout,
+            instance: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    fn err(&self, msg: impl std::fmt::Display) -> HandlerError {
+        HandlerError::Plugin(format!(
+            "plugin {} (hop {}): {msg}",
+            self.spec.name, self.hop
+        ))
+    }
+
+    /// Runs `f` on the hop's instance, creating it on first use and
+    /// dropping it after a trap.
+    async fn with_instance<R>(
+        &self,
+        f: impl AsyncFnOnce(&mut Store<PluginState>, &ForwarderWorld) -> wasmtime::Result<R>,
+    ) -> Result<R, HandlerError> {
+        let mut slot = self.instance.lock().await;
+        if slot.is_none() {
+            let rt = runtime().map_err(|e| self.err(e))?;
+            let mut store = load::new_store(&rt.engine, &self.spec, self.id.clone(), None)
+                .map_err(|e| self.err(e))?;
+            let inst = self
+                .pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| self.err(describe_error(&e)))?;
+            *slot = Some((store, inst));
+        }
+        let Some((store, inst)) = slot.as_mut() else {
+            return Err(self.err("no instance"));
+        };
+        store.data_mut().resumed_at = Instant::now();
+        store.set_epoch_deadline(1);
+        match f(store, inst).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                let what = if store.data().limits.hit {
+                    format!("out of memory (limit {} bytes)", self.spec.memory)
+                } else {
+                    describe_error(&e)
+                };
+                *slot = None;
+                Err(self.err(what))
+            }
+        }
+    }
+
+    async fn select(&self, req: RequestInfo) -> Result<Target, HandlerError> {
+        let nodes = &self.wit_nodes;
+        let sel = self
+            .with_instance(async |store, inst| inst.call_select(store, &req, nodes).await)
+            .await?;
+        match sel {
+            Selection::Node(i) if (i as usize) < self.nodes.len() => Ok(Target::Node(i as usize)),
+            Selection::Node(i) => Err(self.err(format!(
+                "selected node {i}, but the hop has {} nodes",
+                self.nodes.len()
+            ))),
+            Selection::Address(a) if crate::listener::split_host_port(&a).is_ok() => {
+                Ok(Target::Address(a))
+            }
+            Selection::Address(a) => {
+                Err(self.err(format!("selected address {a:?}, not host:port")))
+            }
+            Selection::Reject(why) => Err(self.err(format!("rejected: {why}"))),
+        }
+    }
+
+    async fn serve(&self, conn: Conn, ctx: ConnContext) -> Result<(), HandlerError> {
+        let Conn::Tcp(client) = conn else {
+            return Err(self.err("wasm forwarders serve TCP connections only"));
+        };
+        let host = peek_host(&client).await;
+        let req = RequestInfo {
+            service: ctx.service.to_string(),
+            network: "tcp".into(),
+            client_addr: ctx.peer.to_string(),
+            host: host.unwrap_or_default(),
+        };
+        let target = self.select(req).await?;
+        let (addr, node) = match &target {
+            Target::Node(i) => (self.nodes[*i].addr.clone(), Some(*i)),
+            Target::Address(a) => (a.clone(), None),
+        };
+        let start = Instant::now();
+        let dialed = self.router.dial_tcp(&addr).await;
+        if let Some(i) = node {
+            let (ok, us) = (dialed.is_ok(), start.elapsed().as_micros() as u64);
+            let fb = self
+                .with_instance(async |store, inst| {
+                    inst.call_feedback(store, i as u32, ok, us).await
+                })
+                .await;
+            if let Err(e) = fb {
+                tracing::warn!(service = %ctx.service, error = %e, "forwarder feedback failed");
+            }
+        }
+        let upstream: TcpStream = dialed?;
+        tracing::debug!(service = %ctx.service, client = %ctx.peer, dst = %addr, "forward (wasm)");
+        let opts = RelayOptions {
+            idle_timeout: self.idle_timeout,
+        };
+        relay::relay_tcp(&client, &upstream, ctx.stats.as_ref(), &opts).await?;
+        Ok(())
+    }
+}
+
+/// The host name in the client's first bytes, waiting briefly for the
+/// rest of a ClientHello or request head that arrives in pieces.
+async fn peek_host(client: &TcpStream) -> Option<String> {
+    let mut buf = vec![0u8; SNIFF_BYTES];
+    let deadline = tokio::time::Instant::now() + SNIFF_WAIT;
+    loop {
+        let n = tokio::time::timeout_at(deadline, client.peek(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        let seen = &buf[..n];
+        if let Some(h) = sniff::host(seen) {
+            return Some(h);
+        }
+        if n == 0 || n == buf.len() || !sniff::may_name_host(seen) {
+            return None;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        // Peek returns at once while bytes are buffered: poll for more.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+impl Handler for WasmForwardHandler {
+    fn handle(&self, conn: Conn, ctx: ConnContext) -> HandleFuture<'_> {
+        Box::pin(self.serve(conn, ctx))
+    }
+}
