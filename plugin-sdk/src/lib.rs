@@ -78,6 +78,7 @@ pub mod handler {
     //! The `handler` world: one call per accepted connection.
 
     #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)] // generated export shims
     pub mod bindings {
         wit_bindgen::generate!({
             world: "handler",
@@ -130,6 +131,7 @@ pub mod forwarder {
     //! The `forwarder` world: picks a node for each connection.
 
     #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)] // generated export shims
     pub mod bindings {
         wit_bindgen::generate!({
             world: "forwarder",
@@ -184,6 +186,7 @@ pub mod observer {
     //! The `observer` world: receives GOST's status and stats events.
 
     #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)] // generated export shims
     pub mod bindings {
         wit_bindgen::generate!({
             world: "observer",

@@ -87,10 +87,11 @@ observers:
             .map(|l| serde_json::from_str(l).expect("a JSON line"))
             .collect()
     };
-    wait_for("stats with 3 connections", || {
+    // Three clients and the probe of wait_tcp.
+    wait_for("stats with 4 connections", || {
         read()
             .iter()
-            .any(|e| e["type"] == "stats" && stats_of(e) == Some((3, 0, 3000, 3000, 0)))
+            .any(|e| e["type"] == "stats" && stats_of(e) == Some((4, 0, 3000, 3000, 0)))
             .then_some(())
     });
     let lines = read();
@@ -126,8 +127,7 @@ fn observer_server(fail: usize) -> (u16, Arc<Mutex<Vec<Value>>>) {
     let got = Arc::new(Mutex::new(Vec::new()));
     let seen = got.clone();
     thread::spawn(move || {
-        let mut served = 0;
-        for c in l.incoming() {
+        for (served, c) in l.incoming().enumerate() {
             let Ok(c) = c else { break };
             let mut r = BufReader::new(c);
             let mut len = 0usize;
@@ -152,7 +152,6 @@ fn observer_server(fail: usize) -> (u16, Arc<Mutex<Vec<Value>>>) {
             let mut body = vec![0u8; len];
             r.read_exact(&mut body).unwrap();
             let ok = served >= fail;
-            served += 1;
             seen.lock()
                 .unwrap()
                 .push(serde_json::from_slice(&body).unwrap());
@@ -194,6 +193,7 @@ observers:
         ),
     );
     let g = Gost::start(&["-C", &file]);
+    // wait_tcp's probe is the first of the connections counted below.
     g.wait_tcp(port);
     echo_through(port, 500);
     let stats_batches = || -> Vec<Value> {
@@ -206,13 +206,13 @@ observers:
     };
     let first = wait_for("the retried stats report", || {
         let b = stats_batches();
-        (b.len() >= 2).then(|| b)
+        (b.len() >= 2).then_some(b)
     });
     assert_eq!(first[0], first[1], "a retry sends the same batch");
     assert_eq!(
         first[0],
         json!({"events": [{"kind": "service", "service": "fwd", "type": "stats",
-            "stats": {"totalConns": 1, "currentConns": 0, "inputBytes": 500,
+            "stats": {"totalConns": 2, "currentConns": 0, "inputBytes": 500,
                       "outputBytes": 500, "totalErrs": 0}}]}),
         "{}",
         g.log()
@@ -225,7 +225,7 @@ observers:
     });
     assert_eq!(
         stats_of(&next["events"][0]),
-        Some((2, 0, 200, 200, 0)),
+        Some((3, 0, 200, 200, 0)),
         "{next}"
     );
     let all = got.lock().unwrap().clone();

@@ -101,8 +101,9 @@ api: {{addr: 127.0.0.1:{api}}}
     let bad = format!("socks5://alice:wrong@127.0.0.1:{port}");
     assert!(!curl(&["-x", &bad, &url]).0);
     assert!(!curl(&["--socks5", &format!("127.0.0.1:{port}"), &url]).0);
+    // Six clients and the probe of wait_tcp, which is not an error.
     let svc = wait_service(api, "wasm-socks", |s| {
-        s["status"]["stats"]["totalConns"] == 6 && s["status"]["stats"]["currentConns"] == 0
+        s["status"]["stats"]["totalConns"] == 7 && s["status"]["stats"]["currentConns"] == 0
     });
     // The two refused clients count as errors, as the native handler's do.
     assert_eq!(svc["status"]["stats"]["totalErrs"], 2, "{svc}");
@@ -192,8 +193,9 @@ api: {{addr: 127.0.0.1:{api}}}
     idle.set_read_timeout(Some(TIMEOUT)).unwrap();
     idle.read_exact(&mut b).unwrap();
     assert_eq!(&b, b"e");
+    // Nine clients and the probe of wait_tcp.
     let svc = wait_service(api, "faulty-svc", |s| {
-        s["status"]["stats"]["totalConns"] == 9 && s["status"]["stats"]["currentConns"] == 0
+        s["status"]["stats"]["totalConns"] == 10 && s["status"]["stats"]["currentConns"] == 0
     });
     assert_eq!(svc["status"]["stats"]["totalErrs"], 4, "{svc}\n{}", g.log());
     let log = g.log();
@@ -356,8 +358,9 @@ api: {{addr: 127.0.0.1:{api}}}
     assert_eq!(exchange(port, &client_hello("c.example")), "");
     assert_eq!(exchange(port, b"hello"), "");
     g.wait_log("rejected: no rule for host");
+    // Six clients and the probe of wait_tcp, which sends nothing.
     let svc = wait_service(api, "sni", |s| {
-        s["status"]["stats"]["totalConns"] == 6 && s["status"]["stats"]["currentConns"] == 0
+        s["status"]["stats"]["totalConns"] == 7 && s["status"]["stats"]["currentConns"] == 0
     });
     assert_eq!(svc["status"]["stats"]["totalErrs"], 2, "{svc}");
 }

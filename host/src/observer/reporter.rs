@@ -47,13 +47,15 @@ impl Reporter {
         })
     }
 
-    /// Reports the state the service is in (`running`), then every change,
+    /// Reports `first`, the state the service was in when watching began
+    /// (`running`), then every change,
     /// until `stop`; then reports what is still queued and the last
     /// change of the counters, so the final numbers are not lost.
     pub async fn run(
         self,
         service: Arc<str>,
         status: Arc<Status>,
+        first: State,
         mut changes: UnboundedReceiver<(State, String)>,
         stop: CancellationToken,
     ) {
@@ -61,8 +63,7 @@ impl Reporter {
             tokio::time::interval_at(tokio::time::Instant::now() + self.period, self.period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut pending: Vec<Event> = Vec::new();
-        let now = status.state();
-        self.send_status(&service, now, &format!("service {service} is {now}"))
+        self.send_status(&service, first, &format!("service {service} is {first}"))
             .await;
         loop {
             tokio::select! {
@@ -167,7 +168,7 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn stats_only_when_changed_retried_and_deltas() {
         let sink = Arc::new(Sink::default());
         let r = reporter(&sink, &[("observer.resetTraffic", true.into())]);

@@ -163,12 +163,17 @@ impl WasmForwardHandler {
         let Conn::Tcp(client) = conn else {
             return Err(self.err("wasm forwarders serve TCP connections only"));
         };
-        let host = peek_host(&client).await;
+        let host = match peek_host(&client).await {
+            Peeked::Host(h) => h,
+            Peeked::NoHost => String::new(),
+            // Nothing to route: the client left before sending anything.
+            Peeked::Closed => return Ok(()),
+        };
         let req = RequestInfo {
             service: ctx.service.to_string(),
             network: "tcp".into(),
             client_addr: ctx.peer.to_string(),
-            host: host.unwrap_or_default(),
+            host,
         };
         let target = self.select(req).await?;
         let (addr, node) = match &target {
@@ -198,25 +203,30 @@ impl WasmForwardHandler {
     }
 }
 
+enum Peeked {
+    Host(String),
+    NoHost,
+    Closed,
+}
+
 /// The host name in the client's first bytes, waiting briefly for the
 /// rest of a ClientHello or request head that arrives in pieces.
-async fn peek_host(client: &TcpStream) -> Option<String> {
+async fn peek_host(client: &TcpStream) -> Peeked {
     let mut buf = vec![0u8; SNIFF_BYTES];
     let deadline = tokio::time::Instant::now() + SNIFF_WAIT;
     loop {
-        let n = tokio::time::timeout_at(deadline, client.peek(&mut buf))
-            .await
-            .ok()?
-            .ok()?;
+        let n = match tokio::time::timeout_at(deadline, client.peek(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Peeked::Closed,
+            Ok(Ok(n)) => n,
+            Err(_) => return Peeked::NoHost,
+        };
         let seen = &buf[..n];
         if let Some(h) = sniff::host(seen) {
-            return Some(h);
+            return Peeked::Host(h);
         }
-        if n == 0 || n == buf.len() || !sniff::may_name_host(seen) {
-            return None;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return None;
+        if n == buf.len() || !sniff::may_name_host(seen) || tokio::time::Instant::now() >= deadline
+        {
+            return Peeked::NoHost;
         }
         // Peek returns at once while bytes are buffered: poll for more.
         tokio::time::sleep(Duration::from_millis(5)).await;

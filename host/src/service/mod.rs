@@ -126,6 +126,7 @@ impl Service {
         let task = tokio::spawn(reporter.run(
             self.name.clone(),
             self.status.clone(),
+            self.status.state(),
             changes,
             stop.clone(),
         ));

@@ -16,7 +16,6 @@ const CMD_CONNECT: u8 = 1;
 
 // Reply codes.
 const SUCCEEDED: u8 = 0;
-const GENERAL_FAILURE: u8 = 1;
 const HOST_UNREACHABLE: u8 = 4;
 const CONNECTION_REFUSED: u8 = 5;
 const COMMAND_NOT_SUPPORTED: u8 = 7;
@@ -32,6 +31,8 @@ impl Handler for Socks5 {
         let target = match handshake(&mut r) {
             Ok(Step::Target(t)) => t,
             Ok(Step::Refused(why)) => return Outcome::Fail(why),
+            // The client went away: not the server's failure.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Outcome::Done,
             Err(e) => return Outcome::Fail(format!("socks5 handshake: {e}")),
         };
         // Bytes the client sent after its request belong to the target.
@@ -49,10 +50,7 @@ impl Handler for Socks5 {
                 return Outcome::Fail(format!("connect {target}: {e}"));
             }
         };
-        log(
-            Level::Debug,
-            &format!("{} -> {target}", info.client_addr),
-        );
+        log(Level::Debug, &format!("{} -> {target}", info.client_addr));
         if client.write_all(&reply(SUCCEEDED)).is_err() {
             return Outcome::Done;
         }
@@ -95,7 +93,9 @@ fn handshake(r: &mut BufReader<&mut Conn>) -> std::io::Result<Step> {
             let pass = read_string(r, plen as usize)?;
             if authenticate(&user, &pass).is_none() {
                 r.get_mut().write_all(&[1, 1])?;
-                return Ok(Step::Refused(format!("user {user:?}: authentication failed")));
+                return Ok(Step::Refused(format!(
+                    "user {user:?}: authentication failed"
+                )));
             }
             r.get_mut().write_all(&[1, 0])?;
         }
@@ -146,7 +146,6 @@ fn read_string(r: &mut impl BufRead, len: usize) -> std::io::Result<String> {
 /// A reply with the bound address left as 0.0.0.0:0, which clients ignore
 /// for CONNECT.
 fn reply(code: u8) -> [u8; 10] {
-    let _ = GENERAL_FAILURE;
     [VERSION, code, 0, 1, 0, 0, 0, 0, 0, 0]
 }
 
