@@ -264,3 +264,61 @@ observers:
         "{msg}"
     );
 }
+
+#[test]
+fn webhook_plugin_reaches_only_granted_addresses() {
+    let echo = tcp_echo_server();
+    let (port, denied_port) = (free_port(), free_port());
+    let (obs_port, got) = observer_server(0);
+    let (other_port, other) = observer_server(0);
+    let dir = TempDir::new("obs-webhook");
+    let webhook = plugin_wasm("webhook");
+    let file = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:
+- name: fwd
+  addr: 127.0.0.1:{port}
+  handler: {{type: tcp}}
+  forwarder: {{nodes: [{{name: echo, addr: {echo}}}]}}
+  observer: hook
+  metadata: {{enableStats: true, observer.period: 1s}}
+- name: denied
+  addr: 127.0.0.1:{denied_port}
+  handler: {{type: tcp}}
+  forwarder: {{nodes: [{{name: echo, addr: {echo}}}]}}
+  observer: hook-denied
+observers:
+- name: hook
+  plugin:
+    type: wasm
+    path: {webhook}
+    connect: [127.0.0.1:{obs_port}]
+    config: {{url: http://127.0.0.1:{obs_port}/observe}}
+- name: hook-denied
+  plugin:
+    type: wasm
+    path: {webhook}
+    connect: [127.0.0.1:{obs_port}]
+    config: {{url: http://127.0.0.1:{other_port}/observe}}
+",
+        ),
+    );
+    let g = Gost::start(&["-C", &file]);
+    g.wait_tcp(port);
+    echo_through(port, 300);
+    wait_for("stats through the webhook", || {
+        got.lock()
+            .unwrap()
+            .iter()
+            .any(|b| stats_of(&b["events"][0]) == Some((2, 0, 300, 300, 0)))
+            .then_some(())
+    });
+    assert_eq!(
+        got.lock().unwrap()[0]["events"][0]["status"]["state"],
+        "running"
+    );
+    // The second observer's URL is not in its `connect` list.
+    g.wait_log("observer hook-denied: plugin");
+    assert!(other.lock().unwrap().is_empty());
+}

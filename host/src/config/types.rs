@@ -231,6 +231,10 @@ pub struct PluginConfig {
     /// plugin as `/data`. No other file is reachable.
     #[serde(skip_serializing_if = "is_default")]
     pub dir: String,
+    /// (`wasm`) `ip:port` addresses the plugin may open TCP connections
+    /// to. No other network access is possible.
+    #[serde(skip_serializing_if = "is_default")]
+    pub connect: Vec<String>,
 }
 
 /// Limits of a `wasm` plugin instance; zero values take the defaults.

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::Component;
 use wasmtime::{Engine, Store};
+use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use super::spec::PluginSpec;
@@ -169,7 +170,8 @@ fn cache_dir() -> Option<PathBuf> {
 }
 
 /// A store with the plugin's limits and capabilities: no files, env,
-/// sockets or arguments, except the directory the config grants.
+/// sockets or arguments, except the directory and the addresses the config
+/// grants.
 pub fn new_store(
     engine: &Engine,
     spec: &PluginSpec,
@@ -177,9 +179,21 @@ pub fn new_store(
     net: Option<NetCtx>,
 ) -> Result<Store<PluginState>, PluginError> {
     let mut wasi = WasiCtxBuilder::new();
-    wasi.allow_tcp(false)
+    wasi.allow_tcp(!spec.connect.is_empty())
         .allow_udp(false)
         .allow_ip_name_lookup(false);
+    if !spec.connect.is_empty() {
+        let allowed = spec.connect.clone();
+        wasi.socket_addr_check(move |addr, usage| {
+            // Connecting binds implicitly to the wildcard address first.
+            let ok = match usage {
+                SocketAddrUse::TcpConnect => allowed.contains(&addr),
+                SocketAddrUse::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
+                _ => false,
+            };
+            Box::pin(async move { ok })
+        });
+    }
     if let Some(dir) = &spec.dir {
         wasi.preopened_dir(dir, "/data", FsPerms::ReadWrite)
             .map_err(|e| PluginError::Config {

@@ -1,6 +1,7 @@
 //! A plugin's configuration (`plugin: {type: wasm, ...}`) checked and
 //! turned into typed settings with defaults.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +42,8 @@ pub struct PluginSpec {
     pub isolation: Isolation,
     /// Host directory preopened as `/data`.
     pub dir: Option<PathBuf>,
+    /// Addresses the plugin may connect to.
+    pub connect: Vec<SocketAddr>,
 }
 
 impl PluginSpec {
@@ -94,6 +97,14 @@ impl PluginSpec {
             Some(v) => v.to_string(),
         };
         let dir = Some(&p.dir).filter(|d| !d.is_empty()).map(PathBuf::from);
+        let connect = p
+            .connect
+            .iter()
+            .map(|a| {
+                a.parse::<SocketAddr>()
+                    .map_err(|_| err(format!("connect: \"{a}\" is not ip:port")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(PluginSpec {
             path: PathBuf::from(&p.path),
             name: p.path.as_str().into(),
@@ -103,6 +114,7 @@ impl PluginSpec {
             instances,
             isolation,
             dir,
+            connect,
         })
     }
 }
@@ -193,5 +205,9 @@ mod tests {
         assert!(e.contains("isolation 'shared'"), "{e}");
         let e = PluginSpec::from_config(&wasm("")).unwrap_err().to_string();
         assert!(e.contains("needs `path`"), "{e}");
+        let mut p = wasm("p.wasm");
+        p.connect = vec!["example.com:80".into()];
+        let e = PluginSpec::from_config(&p).unwrap_err().to_string();
+        assert!(e.contains("not ip:port"), "{e}");
     }
 }
