@@ -521,6 +521,14 @@ fn build_forwarding(
     let Some((hop, plugin)) = hop.and_then(|h| Some((h, h.plugin.as_ref()?))) else {
         return Ok(Arc::new(build_forward_handler(root, cfg, router)?));
     };
+    let udp = cfg.listener.as_ref().is_some_and(|l| l.r#type == "udp")
+        || cfg.handler.as_ref().is_some_and(|h| h.r#type == "udp");
+    if udp {
+        return Err(BuildError::Unsupported(format!(
+            "service \"{}\": hop \"{}\": wasm forwarders for UDP are not supported yet",
+            cfg.name, hop.name
+        )));
+    }
     let mut nodes = Vec::with_capacity(hop.nodes.len());
     for n in hop.nodes.iter().map(ForwardNodeConfig::from) {
         nodes.push(Arc::new(Node::from_forward_config(&n).map_err(|e| {
