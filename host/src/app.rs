@@ -164,6 +164,12 @@ fn unsupported(cfg: &Config) -> Vec<String> {
             .flatten()
             .unwrap_or(false);
         if let Some(h) = &svc.handler {
+            if h.plugin.is_some() && h.r#type != "wasm" {
+                out.push(format!(
+                    "service \"{name}\": handler.plugin is only used by handler type wasm, not '{}'",
+                    h.r#type
+                ));
+            }
             if uses_chain && (!h.chain.is_empty() || h.chain_group.is_some()) {
                 out.push(format!(
                     "service \"{name}\": handler chains are not supported yet"

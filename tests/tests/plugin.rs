@@ -278,6 +278,25 @@ fn bad_plugin_files_are_refused_with_reasons() {
     );
     let e = refused("{type: grpc, addr: 127.0.0.1:1}");
     assert!(e.contains("plugin type 'grpc'"), "{e}");
+    // A plugin on a native handler would be ignored: refused instead.
+    let file = dir.write(
+        "native.yaml",
+        &format!(
+            "services:
+- name: native
+  addr: 127.0.0.1:{}
+  handler: {{type: socks5, plugin: {{type: wasm, path: {}}}}}
+",
+            free_port(),
+            plugin_wasm("socks5")
+        ),
+    );
+    let (status, out, err) = run_gost(&["-C", &file]);
+    assert!(!status.success());
+    assert!(
+        format!("{out}{err}").contains("handler.plugin is only used by handler type wasm"),
+        "{out}{err}"
+    );
 }
 
 /// A minimal TLS ClientHello carrying `name` as SNI.
