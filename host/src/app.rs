@@ -270,8 +270,12 @@ fn build_observers(
                 .map(|h| Arc::new(h) as _)
                 .map_err(BuildError::Invalid),
             "wasm" => crate::plugin::PluginSpec::from_config(p)
-                .and_then(|spec| crate::plugin::observer::WasmObserver::new(&o.name, spec))
-                .map(|w| Arc::new(w) as _)
+                .and_then(|spec| {
+                    let path = spec.path.clone();
+                    crate::plugin::observer::WasmObserver::new(&o.name, spec)
+                        .map(|w| crate::plugin::reload::watched(w, path))
+                })
+                .map(|w| w as _)
                 .map_err(|e| err(e.to_string())),
             other => Err(err(format!("plugin type '{other}' is not supported"))),
         };
@@ -549,6 +553,7 @@ fn build_forwarding(
     .map_err(|e| md_err(cfg, "handler.metadata", e))?;
     let err = |e: crate::plugin::PluginError| svc_err(cfg, format!("hop \"{}\": {e}", hop.name));
     let spec = crate::plugin::PluginSpec::from_config(plugin).map_err(err)?;
+    let path = spec.path.clone();
     let fwd = crate::plugin::forwarder::WasmForwardHandler::new(
         &hop.name,
         &cfg.name,
@@ -558,7 +563,7 @@ fn build_forwarding(
         opts.idle_timeout,
     )
     .map_err(err)?;
-    Ok(Arc::new(fwd))
+    Ok(crate::plugin::reload::watched(fwd, path))
 }
 
 fn build_forward_handler(

@@ -515,3 +515,35 @@ fn token_tunnel_plugin_with_its_client() {
         g.log()
     );
 }
+
+#[test]
+fn forwarder_plugin_is_reloaded_when_its_file_changes() {
+    let (a, b) = (tcp_greeter("A"), tcp_greeter("B"));
+    let port = free_port();
+    let dir = TempDir::new("wasm-fwd-reload");
+    let file = dir.path("selector.wasm");
+    std::fs::copy(plugin_wasm("sni-router"), &file).unwrap();
+    let g = start_config(
+        &dir,
+        &format!(
+            "services:
+- name: pick
+  addr: 127.0.0.1:{port}
+  handler: {{type: tcp}}
+  forwarder: {{hop: h}}
+hops:
+- name: h
+  nodes: [{{name: a, addr: {a}}}, {{name: b, addr: {b}}}]
+  plugin: {{type: wasm, path: {file}, config: {{default: b}}}}
+"
+        ),
+    );
+    g.wait_tcp(port);
+    assert_eq!(exchange(port, b"x"), "B");
+    // least-latency tries the unmeasured first node first.
+    let tmp = dir.path("next.wasm");
+    std::fs::copy(plugin_wasm("least-latency"), &tmp).unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    g.wait_log("plugin reloaded");
+    assert_eq!(exchange(port, b"x"), "A", "{}", g.log());
+}

@@ -36,12 +36,19 @@ pub struct WasmForwardHandler {
     hop: String,
     spec: PluginSpec,
     id: Identity,
-    pre: ForwarderPre<PluginState>,
+    /// The module and its generation; replaced on reload.
+    pre: std::sync::RwLock<(ForwarderPre<PluginState>, u64)>,
     nodes: Vec<Arc<Node>>,
     wit_nodes: Vec<WitNode>,
     router: Router,
     idle_timeout: Option<Duration>,
-    instance: tokio::sync::Mutex<Option<(Store<PluginState>, ForwarderWorld)>>,
+    instance: tokio::sync::Mutex<Option<Instance>>,
+}
+
+struct Instance {
+    store: Store<PluginState>,
+    world: ForwarderWorld,
+    generation: u64,
 }
 
 /// Where the plugin sent a connection.
@@ -59,17 +66,7 @@ impl WasmForwardHandler {
         router: Router,
         idle_timeout: Option<Duration>,
     ) -> Result<Self, PluginError> {
-        let rt = runtime()?;
-        let component = load::load(rt, &spec, World::Forwarder)?;
-        let err = |e: wasmtime::Error| PluginError::Load {
-            path: spec.name.to_string(),
-            msg: format!("{e:#}"),
-        };
-        let pre = rt
-            .forwarder_linker
-            .instantiate_pre(&component)
-            .map_err(err)?;
-        let pre = ForwarderPre::new(pre).map_err(err)?;
+        let pre = compile(&spec)?;
         let wit_nodes = nodes
             .iter()
             .map(|n| WitNode {
@@ -85,7 +82,7 @@ impl WasmForwardHandler {
                 config: spec.config.clone(),
             },
             spec,
-            pre,
+            pre: std::sync::RwLock::new((pre, 0)),
             nodes,
             wit_nodes,
             router,
@@ -108,23 +105,31 @@ impl WasmForwardHandler {
         f: impl AsyncFnOnce(&mut Store<PluginState>, &ForwarderWorld) -> wasmtime::Result<R>,
     ) -> Result<R, HandlerError> {
         let mut slot = self.instance.lock().await;
-        if slot.is_none() {
+        let (pre, generation) = self
+            .pre
+            .read()
+            .map(|p| p.clone())
+            .unwrap_or_else(|p| p.into_inner().clone());
+        if slot.as_ref().is_none_or(|i| i.generation != generation) {
             let rt = runtime().map_err(|e| self.err(e))?;
             let mut store = load::new_store(&rt.engine, &self.spec, self.id.clone(), None)
                 .map_err(|e| self.err(e))?;
-            let inst = self
-                .pre
+            let world = pre
                 .instantiate_async(&mut store)
                 .await
                 .map_err(|e| self.err(describe_error(&e)))?;
-            *slot = Some((store, inst));
+            *slot = Some(Instance {
+                store,
+                world,
+                generation,
+            });
         }
-        let Some((store, inst)) = slot.as_mut() else {
+        let Some(Instance { store, world, .. }) = slot.as_mut() else {
             return Err(self.err("no instance"));
         };
         store.data_mut().resumed_at = Instant::now();
         store.set_epoch_deadline(1);
-        match f(store, inst).await {
+        match f(store, world).await {
             Ok(r) => Ok(r),
             Err(e) => {
                 let what = if store.data().limits.hit {
@@ -230,6 +235,36 @@ async fn peek_host(client: &TcpStream) -> Peeked {
         }
         // Peek returns at once while bytes are buffered: poll for more.
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn compile(spec: &PluginSpec) -> Result<ForwarderPre<PluginState>, PluginError> {
+    let rt = runtime()?;
+    let component = load::load(rt, spec, World::Forwarder)?;
+    let err = |e: wasmtime::Error| PluginError::Load {
+        path: spec.name.to_string(),
+        msg: format!("{e:#}"),
+    };
+    let pre = rt
+        .forwarder_linker
+        .instantiate_pre(&component)
+        .map_err(err)?;
+    ForwarderPre::new(pre).map_err(err)
+}
+
+/// A new module starts with a fresh instance: what the old one learned
+/// from feedback is not carried over.
+impl super::reload::Reload for WasmForwardHandler {
+    fn plugin(&self) -> &str {
+        &self.spec.name
+    }
+
+    fn reload(&self) -> Result<(), PluginError> {
+        let pre = compile(&self.spec)?;
+        let mut cur = self.pre.write().unwrap_or_else(|p| p.into_inner());
+        let generation = cur.1 + 1;
+        *cur = (pre, generation);
+        Ok(())
     }
 }
 

@@ -220,6 +220,16 @@ fn compile(spec: &PluginSpec) -> Result<HandlerPre<PluginState>, PluginError> {
     HandlerPre::new(pre).map_err(err)
 }
 
+impl super::reload::Reload for WasmHandler {
+    fn plugin(&self) -> &str {
+        &self.spec.name
+    }
+
+    fn reload(&self) -> Result<(), PluginError> {
+        WasmHandler::reload(self)
+    }
+}
+
 impl Handler for WasmHandler {
     fn handle(&self, conn: Conn, ctx: ConnContext) -> HandleFuture<'_> {
         Box::pin(self.serve(conn, ctx))
@@ -233,7 +243,8 @@ pub fn build(
     deps: HandlerDeps,
 ) -> Result<Arc<WasmHandler>, PluginError> {
     let path = spec.path.clone();
-    let h = Arc::new(WasmHandler::new(spec, service, deps)?);
-    super::reload::watch(Arc::downgrade(&h), path);
-    Ok(h)
+    Ok(super::reload::watched(
+        WasmHandler::new(spec, service, deps)?,
+        path,
+    ))
 }

@@ -17,31 +17,29 @@ pub struct WasmObserver {
     name: String,
     spec: PluginSpec,
     id: Identity,
-    pre: ObserverPre<PluginState>,
-    instance: tokio::sync::Mutex<Option<(Store<PluginState>, ObserverWorld)>>,
+    /// The module and its generation; replaced on reload.
+    pre: std::sync::RwLock<(ObserverPre<PluginState>, u64)>,
+    instance: tokio::sync::Mutex<Option<Instance>>,
+}
+
+struct Instance {
+    store: Store<PluginState>,
+    world: ObserverWorld,
+    generation: u64,
 }
 
 impl WasmObserver {
     /// Loads the plugin now, so a bad file stops start-up with its reason.
     pub fn new(name: &str, spec: PluginSpec) -> Result<Self, PluginError> {
         let rt = runtime()?;
-        let component = load::load(rt, &spec, World::Observer)?;
-        let err = |e: wasmtime::Error| PluginError::Load {
-            path: spec.name.to_string(),
-            msg: format!("{e:#}"),
-        };
-        let pre = rt
-            .observer_linker
-            .instantiate_pre(&component)
-            .map_err(err)?;
-        let pre = ObserverPre::new(pre).map_err(err)?;
+        let pre = compile(&spec)?;
         // Opening the granted directory now reports a missing one at start.
         load::new_store(&rt.engine, &spec, identity(name, &spec), None)?;
         Ok(WasmObserver {
             name: name.into(),
             id: identity(name, &spec),
             spec,
-            pre,
+            pre: std::sync::RwLock::new((pre, 0)),
             instance: tokio::sync::Mutex::new(None),
         })
     }
@@ -55,18 +53,29 @@ impl WasmObserver {
 
     async fn call(&self, events: &[Event]) -> Result<(), ObserverError> {
         let mut slot = self.instance.lock().await;
-        if slot.is_none() {
+        let (pre, generation) = self
+            .pre
+            .read()
+            .map(|p| p.clone())
+            .unwrap_or_else(|p| p.into_inner().clone());
+        if slot.as_ref().is_none_or(|i| i.generation != generation) {
             let rt = runtime().map_err(|e| self.err(e.to_string()))?;
             let mut store = load::new_store(&rt.engine, &self.spec, self.id.clone(), None)
                 .map_err(|e| self.err(e.to_string()))?;
-            let inst = self
-                .pre
+            let world = pre
                 .instantiate_async(&mut store)
                 .await
                 .map_err(|e| self.err(describe_error(&e)))?;
-            *slot = Some((store, inst));
+            *slot = Some(Instance {
+                store,
+                world,
+                generation,
+            });
         }
-        let Some((store, inst)) = slot.as_mut() else {
+        let Some(Instance {
+            store, world: inst, ..
+        }) = slot.as_mut()
+        else {
             return Err(self.err("no instance".into()));
         };
         let batch: Vec<WitEvent> = events.iter().map(to_wit).collect();
@@ -85,6 +94,34 @@ impl WasmObserver {
                 Err(self.err(what))
             }
         }
+    }
+}
+
+fn compile(spec: &PluginSpec) -> Result<ObserverPre<PluginState>, PluginError> {
+    let rt = runtime()?;
+    let component = load::load(rt, spec, World::Observer)?;
+    let err = |e: wasmtime::Error| PluginError::Load {
+        path: spec.name.to_string(),
+        msg: format!("{e:#}"),
+    };
+    let pre = rt
+        .observer_linker
+        .instantiate_pre(&component)
+        .map_err(err)?;
+    ObserverPre::new(pre).map_err(err)
+}
+
+impl super::reload::Reload for WasmObserver {
+    fn plugin(&self) -> &str {
+        &self.spec.name
+    }
+
+    fn reload(&self) -> Result<(), PluginError> {
+        let pre = compile(&self.spec)?;
+        let mut cur = self.pre.write().unwrap_or_else(|p| p.into_inner());
+        let generation = cur.1 + 1;
+        *cur = (pre, generation);
+        Ok(())
     }
 }
 

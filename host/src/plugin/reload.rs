@@ -1,31 +1,47 @@
-//! Hot reload: a handler plugin's file is checked for changes (time and
-//! size) twice a second; a changed file that loads replaces the module for
-//! new connections, while live ones finish on the old one. A file that does
-//! not load leaves the running module in place and the reason is logged.
+//! Hot reload: a plugin's file is checked for changes (time and size)
+//! twice a second; a changed file that loads replaces the module for new
+//! connections and calls, while live connections finish on the old one. A
+//! file that does not load leaves the running module in place and the
+//! reason is logged.
 
 use std::path::{Path, PathBuf};
 use std::sync::Weak;
 use std::time::{Duration, SystemTime};
 
-use super::handler::WasmHandler;
+use super::PluginError;
+
+/// A plugin user that can swap in a new module.
+pub trait Reload: Send + Sync {
+    /// The plugin's file as configured, for the log.
+    fn plugin(&self) -> &str;
+    fn reload(&self) -> Result<(), PluginError>;
+}
 
 const POLL: Duration = Duration::from_millis(500);
 
-/// Watches until the handler is dropped.
-pub fn watch(handler: Weak<WasmHandler>, path: PathBuf) {
+/// Shares `user` and watches its plugin file until it is dropped.
+pub fn watched<T: Reload + 'static>(user: T, path: PathBuf) -> std::sync::Arc<T> {
+    let user = std::sync::Arc::new(user);
+    let dyn_user: std::sync::Arc<dyn Reload> = user.clone();
+    watch(std::sync::Arc::downgrade(&dyn_user), path);
+    user
+}
+
+/// Watches until the plugin's user is dropped.
+pub fn watch(user: Weak<dyn Reload>, path: PathBuf) {
     let mut last = stamp(&path);
     let shown = path.display().to_string();
     let spawned = std::thread::Builder::new()
         .name("wasm-reload".into())
         .spawn(move || loop {
             std::thread::sleep(POLL);
-            let Some(h) = handler.upgrade() else { return };
+            let Some(h) = user.upgrade() else { return };
             let now = stamp(&path);
             if now == last || now.is_none() {
                 continue;
             }
             last = now;
-            let plugin = &*h.spec().name;
+            let plugin = h.plugin();
             match h.reload() {
                 Ok(()) => tracing::info!(plugin, "plugin reloaded"),
                 Err(e) => {
