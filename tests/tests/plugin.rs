@@ -278,6 +278,30 @@ fn bad_plugin_files_are_refused_with_reasons() {
     );
     let e = refused("{type: grpc, addr: 127.0.0.1:1}");
     assert!(e.contains("plugin type 'grpc'"), "{e}");
+    // A plugin built against another WIT version: the same component with
+    // its `gost:plugin/...@0.1.0` names rewritten to 0.9.0.
+    let mut bytes = std::fs::read(plugin_wasm("socks5")).unwrap();
+    let (from, to) = (b"@0.1.0", b"@0.9.0");
+    let mut patched = 0;
+    for i in 0..bytes.len().saturating_sub(from.len()) {
+        if &bytes[i..i + from.len()] == from
+            && bytes[..i].ends_with(b"network")
+                | bytes[..i].ends_with(b"runtime")
+                | bytes[..i].ends_with(b"types")
+        {
+            bytes[i..i + to.len()].copy_from_slice(to);
+            patched += 1;
+        }
+    }
+    assert!(patched > 0);
+    let old = dir.0.join("old.wasm");
+    std::fs::write(&old, bytes).unwrap();
+    let old = old.to_string_lossy().into_owned();
+    let e = refused(&format!("{{type: wasm, path: {old}}}"));
+    assert!(
+        e.contains(&old) && e.contains("built for gost:plugin@0.9.0"),
+        "{e}"
+    );
     // A plugin on a native handler would be ignored: refused instead.
     let file = dir.write(
         "native.yaml",
