@@ -21,6 +21,8 @@ pub mod logger;
 pub mod metadata;
 pub mod metrics;
 pub mod multiprocess;
+pub mod observer;
+pub mod plugin;
 pub mod relay;
 pub mod resolver;
 pub mod router;

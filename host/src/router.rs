@@ -358,10 +358,17 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
         .chain(cfg.hops.iter().map(|h| (String::new(), h)))
     {
         let hop_name = &hop.name;
+        // A wasm selector serves forwarders (`forwarder.hop`); a chain does
+        // not consult one yet, whether the hop is inline or named.
+        let in_chain = !owner.is_empty()
+            || cfg
+                .chains
+                .iter()
+                .any(|c| c.hops.iter().any(|h| &h.name == hop_name));
         for (what, set) in [
             ("redis", hop.redis.is_some()),
             ("http", hop.http.is_some()),
-            ("plugin", hop.plugin.is_some()),
+            ("plugin in a chain", hop.plugin.is_some() && in_chain),
         ] {
             if set {
                 out.push(format!(

@@ -41,6 +41,55 @@ pub fn gost_bin() -> PathBuf {
     profile_dir.join("gost")
 }
 
+/// Path of an example plugin's component (`plugins/<crate>`), building
+/// the plugins workspace for wasm32-wasip2 once per test process with the
+/// same cargo, so `cargo test --workspace` on a fresh clone is enough.
+pub fn plugin_wasm(crate_name: &str) -> String {
+    static BUILD: Once = Once::new();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf();
+    let target_dir = root.join("plugins").join("target");
+    BUILD.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        ensure_wasm_target();
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2"])
+            .arg("--manifest-path")
+            .arg(root.join("plugins").join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .status()
+            .expect("run cargo build for plugins");
+        assert!(status.success(), "building the example plugins failed");
+    });
+    target_dir
+        .join("wasm32-wasip2")
+        .join("release")
+        .join(format!("{}.wasm", crate_name.replace('-', "_")))
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// rustup does not add a toolchain file's target to an installed
+/// toolchain, so add it here when it is missing.
+fn ensure_wasm_target() {
+    let out = Command::new("rustc")
+        .args(["--print", "target-libdir", "--target", "wasm32-wasip2"])
+        .output();
+    let present = out
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()).is_dir())
+        .unwrap_or(false);
+    if !present {
+        let _ = Command::new("rustup")
+            .args(["target", "add", "wasm32-wasip2"])
+            .status();
+    }
+}
+
 /// A port that was free a moment ago. The OS may hand it out again before
 /// gost binds it, but only to another process binding port 0 at that
 /// instant; tests needing a fixed address have no better option.

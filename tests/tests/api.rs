@@ -292,7 +292,6 @@ fn kinds_this_build_cannot_run_are_refused_and_change_nothing() {
     for kind in [
         "ingresses",
         "routers",
-        "observers",
         "recorders",
         "sds",
         "quotas",

@@ -20,7 +20,8 @@ use crate::config::{
     parse_port_range, split_host_port, AdmissionConfig, AuthConfig, BypassConfig, ChainConfig,
     Config, ConnectorConfig, DialerConfig, Duration, ForwardNodeConfig, ForwarderConfig,
     HandlerConfig, HopConfig, HostMappingConfig, HostsConfig, LimiterConfig, ListenerConfig,
-    NameserverConfig, NodeConfig, ResolverConfig, SelectorConfig, ServiceConfig, TLSConfig,
+    NameserverConfig, NodeConfig, PluginConfig, ResolverConfig, SelectorConfig, ServiceConfig,
+    TLSConfig,
 };
 use crate::metadata::{Metadata, MetadataError};
 
@@ -680,6 +681,9 @@ fn build_services(ctx: &ArgCtx, url: &GoUrl, prefix: &str) -> Result<Vec<Service
         metadata: Metadata::from(handler_md),
         ..Default::default()
     };
+    if handler_cfg.r#type == "wasm" {
+        handler_cfg.plugin = Some(wasm_plugin(ctx, &mut handler_cfg.metadata)?);
+    }
     let mut listener_cfg = ListenerConfig {
         r#type: listener,
         tls,
@@ -698,6 +702,29 @@ fn build_services(ctx: &ArgCtx, url: &GoUrl, prefix: &str) -> Result<Vec<Service
         svc.metadata = Metadata::from(service_md.clone());
     }
     Ok(services)
+}
+
+/// (gost-rs) `-L wasm://:1080?plugin=FILE&isolation=per-connection`: the
+/// handler's component and its isolation, taken out of the metadata.
+fn wasm_plugin(ctx: &ArgCtx, md: &mut Metadata) -> Result<PluginConfig, CliError> {
+    let mut take = |key: &str| -> Result<String, CliError> {
+        let v = md
+            .get_string(key)
+            .map_err(|e| ctx.md(e))?
+            .unwrap_or_default();
+        md.remove(key);
+        Ok(v)
+    };
+    let path = take("plugin")?;
+    if path.is_empty() {
+        return Err(ctx.err("the wasm handler needs plugin=FILE (a component)".to_string()));
+    }
+    Ok(PluginConfig {
+        r#type: "wasm".into(),
+        path,
+        isolation: take("isolation")?,
+        ..Default::default()
+    })
 }
 
 /// `interface`, `so_mark` and `proxyProtocol` move under `prefix` (the

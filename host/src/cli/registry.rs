@@ -11,7 +11,7 @@ pub const HANDLERS: &[&str] = &[
     "api", "auto", "dns", "file", "forward", "http", "http2", "http3", "masque", "metrics", "red",
     "redir", "redirect", "redu", "relay", "router", "rtcp", "rudp", "runix", "serial", "sni",
     "socks", "socks4", "socks4a", "socks5", "ss", "sshd", "ssu", "tap", "tcp", "tun", "tungo",
-    "tunnel", "udp", "unix",
+    "tunnel", "udp", "unix", "wasm",
 ];
 
 pub const LISTENERS: &[&str] = &[

@@ -214,6 +214,42 @@ pub struct PluginConfig {
     pub timeout: Duration,
     #[serde(skip_serializing_if = "is_default")]
     pub token: String,
+    /// (`wasm`) The component file.
+    #[serde(skip_serializing_if = "is_default")]
+    pub path: String,
+    /// (`wasm`) Free-form settings the plugin reads as JSON.
+    #[serde(skip_serializing_if = "is_default")]
+    pub config: Option<serde_json::Value>,
+    /// (`wasm`) Resource limits of each instance.
+    #[serde(skip_serializing_if = "is_default")]
+    pub limits: Option<PluginLimits>,
+    /// (`wasm` handlers) `pooled` (default) reuses warm instances one
+    /// connection at a time; `per-connection` gives each a fresh instance.
+    #[serde(skip_serializing_if = "is_default")]
+    pub isolation: String,
+    /// (`wasm`) A host directory the plugin may read and write, seen by the
+    /// plugin as `/data`. No other file is reachable.
+    #[serde(skip_serializing_if = "is_default")]
+    pub dir: String,
+    /// (`wasm`) `ip:port` addresses the plugin may open TCP connections
+    /// to. No other network access is possible.
+    #[serde(skip_serializing_if = "is_default")]
+    pub connect: Vec<String>,
+}
+
+/// Limits of a `wasm` plugin instance; zero values take the defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PluginLimits {
+    /// Linear memory: bytes, or a size such as `64MiB`.
+    #[serde(skip_serializing_if = "is_default")]
+    pub memory: Option<serde_json::Value>,
+    /// How long the plugin may compute without waiting on I/O or the host.
+    #[serde(skip_serializing_if = "is_default")]
+    pub deadline: Duration,
+    /// Warm instances kept idle per service.
+    #[serde(skip_serializing_if = "is_default")]
+    pub instances: i64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -675,6 +711,9 @@ pub struct HandlerConfig {
     pub limiter: String,
     #[serde(skip_serializing_if = "is_default")]
     pub observer: String,
+    /// (gost-rs) The component of a `wasm` handler.
+    #[serde(skip_serializing_if = "is_default")]
+    pub plugin: Option<PluginConfig>,
     #[serde(skip_serializing_if = "is_default")]
     pub metadata: Metadata,
 }

@@ -49,6 +49,10 @@ pub enum HandlerError {
     Relay(#[from] crate::relay::RelayError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// A wasm plugin trapped, ran out of time or memory, or reported a
+    /// failure; the message names the plugin.
+    #[error("{0}")]
+    Plugin(String),
 }
 
 impl HandlerError {
@@ -58,7 +62,10 @@ impl HandlerError {
         match self {
             HandlerError::Relay(e) => e.is_server_error(),
             HandlerError::Io(e) => !crate::relay::is_disconnect(e),
-            HandlerError::NoNode | HandlerError::Dial(_) | HandlerError::Protocol(_) => true,
+            HandlerError::NoNode
+            | HandlerError::Dial(_)
+            | HandlerError::Protocol(_)
+            | HandlerError::Plugin(_) => true,
         }
     }
 }

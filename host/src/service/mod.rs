@@ -59,6 +59,7 @@ pub struct Service {
     hooks: Hooks,
     grace: Duration,
     listener_closed: CancellationToken,
+    observer: Option<crate::observer::reporter::Reporter>,
 }
 
 impl Service {
@@ -79,6 +80,7 @@ impl Service {
             hooks,
             grace: DEFAULT_GRACE,
             listener_closed: CancellationToken::new(),
+            observer: None,
         }
     }
 
@@ -93,6 +95,12 @@ impl Service {
         self.listener_closed.clone()
     }
 
+    /// Reports status changes and stats to an observer (`observer:`).
+    pub fn with_observer(mut self, reporter: crate::observer::reporter::Reporter) -> Self {
+        self.observer = Some(reporter);
+        self
+    }
+
     pub fn with_grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
         self
@@ -102,13 +110,15 @@ impl Service {
     /// accepting, lets live connections finish for the grace period, and
     /// closes the rest. Hooks run around it; a failing `preUp` keeps the
     /// service from serving at all and leaves it `failed`.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         let name = self.name.clone();
+        let observing = self.start_observer();
         if let Err(e) = hooks::run(&name, "preUp", &self.hooks.pre_up).await {
             tracing::error!(service = %name, error = %e, "preUp failed, service not started");
             self.status.add_event(format!("service {name}: {e}"));
             self.status.set_state(State::Failed);
             self.listener_closed.cancel();
+            stop_observer(observing).await;
             return;
         }
         if let Err(e) = hooks::run(&name, "postUp", &self.hooks.post_up).await {
@@ -145,9 +155,26 @@ impl Service {
             conns.wait().await;
         }
         status.set_state(State::Closed);
+        stop_observer(observing).await;
         if let Err(e) = hooks::run(&name, "postDown", &h.post_down).await {
             tracing::warn!(service = %name, error = %e, "postDown failed");
         }
+    }
+
+    /// The observer first hears the state the service is in now
+    /// (`running`), then every change.
+    fn start_observer(&mut self) -> Option<(tokio::task::JoinHandle<()>, CancellationToken)> {
+        let reporter = self.observer.take()?;
+        let changes = self.status.watch()?;
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(reporter.run(
+            self.name.clone(),
+            self.status.clone(),
+            self.status.state(),
+            changes,
+            stop.clone(),
+        ));
+        Some((task, stop))
     }
 
     async fn accept_loop(
@@ -248,5 +275,13 @@ impl Service {
                 }
             });
         }
+    }
+}
+
+/// Lets the observer send what is queued, for at most the grace period.
+async fn stop_observer(observing: Option<(tokio::task::JoinHandle<()>, CancellationToken)>) {
+    if let Some((task, stop)) = observing {
+        stop.cancel();
+        let _ = tokio::time::timeout(DEFAULT_GRACE, task).await;
     }
 }

@@ -74,6 +74,20 @@ impl Stats {
         self.links.iter().for_each(|l| l.close_conn());
     }
 
+    /// Whether anything changed since the last call (GOST's `IsUpdated`).
+    pub fn take_updated(&self) -> bool {
+        self.updated.swap(false, Ordering::Relaxed)
+    }
+
+    /// Bytes in and out since the last call, resetting both (GOST's
+    /// `observer.resetTraffic`).
+    pub fn take_traffic(&self) -> (u64, u64) {
+        (
+            self.input_bytes.swap(0, Ordering::Relaxed),
+            self.output_bytes.swap(0, Ordering::Relaxed),
+        )
+    }
+
     pub fn snapshot(&self) -> ServiceStats {
         ServiceStats {
             total_conns: self.total_conns.load(Ordering::Relaxed),

@@ -3,8 +3,10 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+
 use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::config::{ServiceEvent, ServiceStatus};
 
@@ -50,6 +52,8 @@ pub struct Status {
     create_time: i64,
     inner: Mutex<Inner>,
     stats: Option<Arc<Stats>>,
+    /// Where state changes go when an observer watches the service.
+    watcher: OnceLock<UnboundedSender<(State, String)>>,
 }
 
 pub fn unix_now() -> i64 {
@@ -71,6 +75,7 @@ impl Status {
                 events: VecDeque::with_capacity(MAX_EVENTS),
             }),
             stats: enable_stats.then(Arc::default),
+            watcher: OnceLock::new(),
         };
         status.add_event(format!("service {name} is running"));
         status
@@ -87,7 +92,18 @@ impl Status {
     /// Changes the state and records GOST's `service <name> is <state>` event.
     pub fn set_state(&self, state: State) {
         self.lock().state = state;
-        self.add_event(format!("service {} is {}", self.name, state));
+        let msg = format!("service {} is {}", self.name, state);
+        if let Some(w) = self.watcher.get() {
+            let _ = w.send((state, msg.clone()));
+        }
+        self.add_event(msg);
+    }
+
+    /// State changes from now on, for the service's observer. Only the
+    /// first caller gets them.
+    pub fn watch(&self) -> Option<UnboundedReceiver<(State, String)>> {
+        let (tx, rx) = unbounded_channel();
+        self.watcher.set(tx).ok().map(|_| rx)
     }
 
     pub fn add_event(&self, msg: String) {

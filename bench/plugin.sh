@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# WebAssembly handler benchmark on loopback: the example SOCKS5 plugin
+# (plugins/socks5, a `wasm` handler) against gost-rs's native `socks5`
+# handler and against direct traffic, in ONE run with interleaved rounds,
+# reported as medians with ratios to direct and to the native handler.
+#
+#   bench/plugin.sh            full run (3 rounds, 8 s windows)
+#   bench/plugin.sh --quick    smoke run (2 rounds, 2 s windows)
+#
+# The proxy runs pinned to core 0, the load generator and the target
+# servers to core 1. See bench/README.md ("Plugins").
+
+set -uo pipefail
+
+ALL_SYSTEMS="direct native wasm wasm-isolated"
+
+usage() {
+    cat <<EOF2
+usage: bench/plugin.sh [options]
+  --quick            short smoke run (2 rounds, 2 s per metric)
+  --rounds N         repetitions; every round runs every system in turn (default 3)
+  --systems "LIST"   subset/order of: $ALL_SYSTEMS (default: all)
+  --seconds S        measured window of keep-alive and connection-rate tests (default 8)
+  --no-build         use the existing release binaries and plugins
+  -h, --help         this text
+systems:
+  native          gost -L socks5://...
+  wasm            gost -L wasm://...?plugin=socks5.wasm (warm instances, the default)
+  wasm-isolated   the same with isolation=per-connection (a fresh instance each)
+EOF2
+}
+
+QUICK=0
+ROUNDS=""
+SYSTEMS=$ALL_SYSTEMS
+WINDOW=""
+BUILD=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --rounds) ROUNDS="$2"; shift ;;
+        --systems) SYSTEMS="$2"; shift ;;
+        --seconds) WINDOW="$2"; shift ;;
+        --no-build) BUILD=0 ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
+    esac
+    shift
+done
+for sys in $SYSTEMS; do
+    case " $ALL_SYSTEMS " in
+        *" $sys "*) ;;
+        *) echo "unknown system '$sys' in --systems ($ALL_SYSTEMS)" >&2; exit 2 ;;
+    esac
+done
+if [ "$QUICK" = 1 ]; then
+    ROUNDS=${ROUNDS:-2}; WINDOW=${WINDOW:-2}; BULK_S=2; WARMUP=0.3
+else
+    ROUNDS=${ROUNDS:-3}; WINDOW=${WINDOW:-8}; BULK_S=5; WARMUP=0.5
+fi
+KA_CONNS=50
+CR_WORKERS=32
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+LG=$TARGET_DIR/release/loadgen
+GOST=${GOST_BIN:-$TARGET_DIR/release/gost}
+PLUGIN=$ROOT/plugins/target/wasm32-wasip2/release/socks5.wasm
+STAMP=$(date +%Y%m%d-%H%M%S)
+RESULTS_DIR=$ROOT/bench/results
+OUT=$RESULTS_DIR/plugin-$STAMP.txt
+
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+
+cd "$ROOT" || exit 1
+if [ "$BUILD" = 1 ]; then
+    cargo build --release -p gost-host -p gost-loadgen || exit 1
+    if ! rustc --print target-libdir --target wasm32-wasip2 >/dev/null 2>&1 ||
+        [ ! -d "$(rustc --print target-libdir --target wasm32-wasip2)" ]; then
+        rustup target add wasm32-wasip2 || exit 1
+    fi
+    cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml || exit 1
+fi
+for f in "$LG" "$GOST" "$PLUGIN"; do
+    [ -e "$f" ] || { log "missing $f (build failed?)"; exit 1; }
+done
+
+if [ "$(nproc)" -ge 2 ]; then PROXY_CPU=0; LOAD_CPU=1; else PROXY_CPU=0; LOAD_CPU=0; fi
+TMP=$(mktemp -d /tmp/gost-bench-plugin.XXXXXX)
+PIDS=()
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+read -r HTTP_PORT SINK_PORT < <("$LG" freeport --count 2 | tr '\n' ' ')
+taskset -c "$LOAD_CPU" "$LG" server --listen "127.0.0.1:$HTTP_PORT" --mode http \
+    --max-seconds 3600 2>>"$TMP/servers.log" &
+PIDS+=($!)
+taskset -c "$LOAD_CPU" "$LG" server --listen "127.0.0.1:$SINK_PORT" --mode sink \
+    --max-seconds 3600 2>>"$TMP/servers.log" &
+PIDS+=($!)
+for p in $HTTP_PORT $SINK_PORT; do
+    "$LG" waitport --target "127.0.0.1:$p" || { cat "$TMP/servers.log" >&2; exit 1; }
+done
+
+start_proxy() {
+    local sys=$1 url
+    PROXY_PID=""; PROXY_PORT=""
+    [ "$sys" = direct ] && return 0
+    PROXY_PORT=$("$LG" freeport) || return 1
+    case "$sys" in
+        native) url="socks5://127.0.0.1:$PROXY_PORT" ;;
+        wasm) url="wasm://127.0.0.1:$PROXY_PORT?plugin=$PLUGIN" ;;
+        wasm-isolated) url="wasm://127.0.0.1:$PROXY_PORT?plugin=$PLUGIN&isolation=per-connection" ;;
+    esac
+    taskset -c "$PROXY_CPU" "$GOST" -L "$url" >"$TMP/$sys.log" 2>&1 &
+    PROXY_PID=$!
+    PIDS+=("$PROXY_PID")
+    if ! "$LG" waitport --target "127.0.0.1:$PROXY_PORT" --timeout 15; then
+        log "$sys did not start; its log:"; tail -n 20 "$TMP/$sys.log" >&2
+        stop_pid "$PROXY_PID"; return 1
+    fi
+    sleep 0.3
+}
+
+run_system() {
+    local sys=$1 round=$2 via=() watch=()
+    log "== round $round: $sys"
+    start_proxy "$sys" || return 0
+    [ -n "$PROXY_PID" ] && via=(--socks5 "127.0.0.1:$PROXY_PORT") && watch=(--watch-pid "$PROXY_PID")
+    local common=(--label "$sys" --round "$round" "${via[@]}" "${watch[@]}")
+    local http=(--target "127.0.0.1:$HTTP_PORT" "${common[@]}")
+    client keepalive "${http[@]}" --conns "$KA_CONNS" --seconds "$WINDOW" \
+        --warmup "$WARMUP" || log "  keepalive failed"
+    client connrate "${http[@]}" --concurrency "$CR_WORKERS" --seconds "$WINDOW" \
+        --warmup "$WARMUP" || log "  connrate failed"
+    client bulk --target "127.0.0.1:$SINK_PORT" "${common[@]}" \
+        --seconds "$BULK_S" || log "  bulk failed"
+    [ -n "$PROXY_PID" ] && stop_pid "$PROXY_PID"
+    PROXY_PID=""
+}
+
+mkdir -p "$RESULTS_DIR"
+{
+    echo "# gost-rs wasm handler benchmark, $STAMP"
+    echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)"
+    echo "kernel: $(uname -r); cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'); cores: $(nproc)"
+    echo "pinning: proxy on core $PROXY_CPU; load generator + target servers on core $LOAD_CPU"
+    echo "systems: $SYSTEMS; rounds: $ROUNDS (interleaved, order rotated each round)"
+    echo "plugin: $PLUGIN ($(stat -c %s "$PLUGIN") bytes)"
+    echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+} >"$TMP/header.txt"
+cat "$TMP/header.txt" >&2
+: >"$TMP/results.jsonl"
+
+read -r -a ORDER <<<"$SYSTEMS"
+for round in $(seq "$ROUNDS"); do
+    n=${#ORDER[@]}
+    for i in $(seq 0 $((n - 1))); do
+        run_system "${ORDER[$(( (i + round - 1) % n ))]}" "$round"
+    done
+done
+
+REF=native
+has native || REF=none
+TABLE=$("$LG" report "$TMP/results.jsonl" --baseline direct --reference "$REF" 2>/dev/null || echo "(no results)")
+{
+    cat "$TMP/header.txt"
+    echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo
+    echo "$TABLE"
+    echo
+    echo "## Per-run output"
+    cat "$TMP/human.log"
+    echo
+    echo "## Result lines (JSON)"
+    cat "$TMP/results.jsonl"
+} >"$OUT"
+echo
+echo "$TABLE"
+echo
+echo "Full results: $OUT"

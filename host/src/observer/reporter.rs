@@ -1,0 +1,193 @@
+//! The schedule of a service's observer, as GOST's service runs it:
+//! every status change is reported at once; with `enableStats`, the
+//! counters are reported every `observer.period` (default 5s, at least 1s)
+//! but only when they changed since the last report; a report that fails
+//! is sent again next period before anything new; `observer.resetTraffic`
+//! reports byte counts since the previous report instead of totals.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_util::sync::CancellationToken;
+
+use super::{Event, Observer, StatsEvent};
+use crate::metadata::{Metadata, MetadataError};
+use crate::service::{State, Status};
+
+pub const DEFAULT_PERIOD: Duration = Duration::from_secs(5);
+pub const MIN_PERIOD: Duration = Duration::from_secs(1);
+
+pub struct Reporter {
+    observer: Arc<dyn Observer>,
+    period: Duration,
+    reset_traffic: bool,
+}
+
+impl Reporter {
+    /// Reads `observer.period` (or GOST's older `observePeriod`) and
+    /// `observer.resetTraffic` from the service's metadata.
+    pub fn from_metadata(
+        observer: Arc<dyn Observer>,
+        md: &Metadata,
+    ) -> Result<Self, MetadataError> {
+        let period = match md.get_duration("observer.period")? {
+            Some(p) => Some(p),
+            None => md.get_duration("observePeriod")?,
+        };
+        let period = match period {
+            None => DEFAULT_PERIOD,
+            Some(p) if p.is_zero() => DEFAULT_PERIOD,
+            Some(p) => p.max(MIN_PERIOD),
+        };
+        Ok(Reporter {
+            observer,
+            period,
+            reset_traffic: md.get_bool("observer.resetTraffic")?.unwrap_or(false),
+        })
+    }
+
+    /// Reports `first`, the state the service was in when watching began
+    /// (`running`), then every change,
+    /// until `stop`; then reports what is still queued and the last
+    /// change of the counters, so the final numbers are not lost.
+    pub async fn run(
+        self,
+        service: Arc<str>,
+        status: Arc<Status>,
+        first: State,
+        mut changes: UnboundedReceiver<(State, String)>,
+        stop: CancellationToken,
+    ) {
+        let mut ticker =
+            tokio::time::interval_at(tokio::time::Instant::now() + self.period, self.period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pending: Vec<Event> = Vec::new();
+        self.send_status(&service, first, &format!("service {service} is {first}"))
+            .await;
+        loop {
+            tokio::select! {
+                Some((state, msg)) = changes.recv() => {
+                    self.send_status(&service, state, &msg).await;
+                }
+                _ = ticker.tick() => {
+                    self.stats_tick(&service, &status, &mut pending).await;
+                }
+                _ = stop.cancelled() => break,
+            }
+        }
+        while let Ok((state, msg)) = changes.try_recv() {
+            self.send_status(&service, state, &msg).await;
+        }
+        self.stats_tick(&service, &status, &mut pending).await;
+    }
+
+    /// GOST sends status events once and does not retry them.
+    async fn send_status(&self, service: &str, state: State, msg: &str) {
+        let ev = [Event::status(service, state.as_str(), msg)];
+        if let Err(e) = self.observer.observe(&ev).await {
+            tracing::warn!(service, error = %e, "status event not observed");
+        }
+    }
+
+    async fn stats_tick(&self, service: &str, status: &Status, pending: &mut Vec<Event>) {
+        if !pending.is_empty() {
+            match self.observer.observe(pending).await {
+                Ok(()) => pending.clear(),
+                Err(e) => tracing::warn!(service, error = %e, "stats retry failed"),
+            }
+            return;
+        }
+        let Some(stats) = status.stats() else { return };
+        if !stats.take_updated() {
+            return;
+        }
+        let mut snap = stats.snapshot();
+        if self.reset_traffic {
+            let (input, output) = stats.take_traffic();
+            snap.input_bytes = input;
+            snap.output_bytes = output;
+        }
+        let ev = vec![Event::stats(service, StatsEvent::from(snap))];
+        if let Err(e) = self.observer.observe(&ev).await {
+            tracing::warn!(service, error = %e, "stats not observed, will retry");
+            *pending = ev;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observer::{ObserveFuture, ObserverError};
+    use std::sync::Mutex;
+
+    /// Records batches; fails the first `fail` calls.
+    #[derive(Default)]
+    struct Sink {
+        got: Mutex<Vec<Event>>,
+        fail: Mutex<u32>,
+    }
+
+    impl Observer for Sink {
+        fn observe<'a>(&'a self, events: &'a [Event]) -> ObserveFuture<'a> {
+            Box::pin(async move {
+                let mut f = self.fail.lock().unwrap();
+                if *f > 0 {
+                    *f -= 1;
+                    return Err(ObserverError {
+                        observer: "sink".into(),
+                        msg: "down".into(),
+                    });
+                }
+                self.got.lock().unwrap().extend_from_slice(events);
+                Ok(())
+            })
+        }
+    }
+
+    fn reporter(sink: &Arc<Sink>, md: &[(&str, serde_json::Value)]) -> Reporter {
+        let mut m = Metadata::new();
+        for (k, v) in md {
+            m.insert(*k, v.clone());
+        }
+        Reporter::from_metadata(sink.clone(), &m).unwrap()
+    }
+
+    #[test]
+    fn period_defaults_and_minimum() {
+        let sink = Arc::new(Sink::default());
+        assert_eq!(reporter(&sink, &[]).period, DEFAULT_PERIOD);
+        assert_eq!(
+            reporter(&sink, &[("observer.period", "100ms".into())]).period,
+            MIN_PERIOD
+        );
+        assert_eq!(
+            reporter(&sink, &[("observePeriod", "3s".into())]).period,
+            Duration::from_secs(3)
+        );
+    }
+
+    #[tokio::test]
+    async fn stats_only_when_changed_retried_and_deltas() {
+        let sink = Arc::new(Sink::default());
+        let r = reporter(&sink, &[("observer.resetTraffic", true.into())]);
+        let status = Status::new("svc", true);
+        let stats = status.stats().unwrap().clone();
+        let mut pending = Vec::new();
+        stats.add_input(10);
+        *sink.fail.lock().unwrap() = 1;
+        r.stats_tick("svc", &status, &mut pending).await;
+        assert_eq!(pending.len(), 1, "failed report kept for retry");
+        stats.add_input(5);
+        // The retry sends the old batch and nothing new.
+        r.stats_tick("svc", &status, &mut pending).await;
+        assert!(pending.is_empty());
+        r.stats_tick("svc", &status, &mut pending).await;
+        // Unchanged since: nothing more.
+        r.stats_tick("svc", &status, &mut pending).await;
+        let got = sink.got.lock().unwrap().clone();
+        let inputs: Vec<u64> = got.iter().map(|e| e.stats.unwrap().input_bytes).collect();
+        assert_eq!(inputs, vec![10, 5]);
+    }
+}

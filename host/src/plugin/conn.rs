@@ -1,0 +1,102 @@
+//! The host side of the WIT `conn` resource: a TCP stream the plugin reads
+//! and writes through host calls. The socket never leaves the host, so when
+//! a handler hands its streams back the host relays them natively.
+
+use std::io;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::handler::stream::ClientStream;
+
+/// Largest chunk one `read` returns, whatever the plugin asks for: bounds
+/// the copy into guest memory.
+const MAX_READ: usize = 64 * 1024;
+
+#[derive(Debug)]
+enum Inner {
+    /// The accepted client: counts into the service's stats.
+    Client(ClientStream),
+    /// A connection the plugin dialed.
+    Upstream(TcpStream),
+}
+
+#[derive(Debug)]
+pub struct ConnRes {
+    inner: Inner,
+    peer: String,
+    write_closed: bool,
+}
+
+impl ConnRes {
+    pub fn client(stream: ClientStream) -> Self {
+        let peer = peer_of(stream.get_ref());
+        ConnRes {
+            inner: Inner::Client(stream),
+            peer,
+            write_closed: false,
+        }
+    }
+
+    pub fn upstream(stream: TcpStream) -> Self {
+        let peer = peer_of(&stream);
+        ConnRes {
+            inner: Inner::Upstream(stream),
+            peer,
+            write_closed: false,
+        }
+    }
+
+    /// The socket, for the native relay.
+    pub fn into_tcp(self) -> TcpStream {
+        match self.inner {
+            Inner::Client(c) => c.into_inner(),
+            Inner::Upstream(u) => u,
+        }
+    }
+
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    pub async fn read(&mut self, max: u32) -> io::Result<Vec<u8>> {
+        let n = (max as usize).min(MAX_READ);
+        let mut buf = Vec::with_capacity(n);
+        if n == 0 {
+            return Ok(buf);
+        }
+        match &mut self.inner {
+            Inner::Client(c) => c.read_buf(&mut buf).await?,
+            Inner::Upstream(u) => u.read_buf(&mut buf).await?,
+        };
+        Ok(buf)
+    }
+
+    pub async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        if self.write_closed {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "write after shutdown-write",
+            ));
+        }
+        match &mut self.inner {
+            Inner::Client(c) => c.write_all(data).await,
+            Inner::Upstream(u) => u.write_all(data).await,
+        }
+    }
+
+    pub async fn shutdown_write(&mut self) -> io::Result<()> {
+        if self.write_closed {
+            return Ok(());
+        }
+        self.write_closed = true;
+        match &mut self.inner {
+            Inner::Client(c) => c.shutdown().await,
+            Inner::Upstream(u) => u.shutdown().await,
+        }
+    }
+}
+
+fn peer_of(s: &TcpStream) -> String {
+    s.peer_addr().map(|a| a.to_string()).unwrap_or_default()
+}

@@ -1,0 +1,275 @@
+//! A forwarder whose hop picks nodes with a plugin of the `forwarder`
+//! world: `hops: [{name, plugin: {type: wasm, path}}]` referenced by
+//! `forwarder: {hop: NAME}`.
+//!
+//! Before asking the plugin, the host peeks at the client's first bytes
+//! (without consuming them) for a TLS SNI or HTTP `Host`, so a plugin can
+//! route by name. After dialing the chosen node it reports the outcome and
+//! the dial latency through `feedback`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+use wasmtime::Store;
+
+use super::bindings::forwarder::{
+    Forwarder as ForwarderWorld, ForwarderPre, Node as WitNode, RequestInfo, Selection,
+};
+use super::load::{self, World};
+use super::spec::PluginSpec;
+use super::state::{Identity, PluginState};
+use super::{describe_error, runtime, sniff, PluginError};
+use crate::chain::Node;
+use crate::handler::{ConnContext, HandleFuture, Handler, HandlerError};
+use crate::listener::Conn;
+use crate::relay::{self, RelayOptions};
+use crate::router::Router;
+
+/// How long the host waits for the client's first bytes before asking the
+/// plugin without a host name (clients of server-first protocols send
+/// nothing).
+const SNIFF_WAIT: Duration = Duration::from_millis(300);
+const SNIFF_BYTES: usize = 4096;
+
+pub struct WasmForwardHandler {
+    hop: String,
+    spec: PluginSpec,
+    id: Identity,
+    /// The module and its generation; replaced on reload.
+    pre: std::sync::RwLock<(ForwarderPre<PluginState>, u64)>,
+    nodes: Vec<Arc<Node>>,
+    wit_nodes: Vec<WitNode>,
+    router: Router,
+    idle_timeout: Option<Duration>,
+    instance: tokio::sync::Mutex<Option<Instance>>,
+}
+
+struct Instance {
+    store: Store<PluginState>,
+    world: ForwarderWorld,
+    generation: u64,
+}
+
+/// Where the plugin sent a connection.
+enum Target {
+    Node(usize),
+    Address(String),
+}
+
+impl WasmForwardHandler {
+    pub fn new(
+        hop: &str,
+        service: &str,
+        spec: PluginSpec,
+        nodes: Vec<Arc<Node>>,
+        router: Router,
+        idle_timeout: Option<Duration>,
+    ) -> Result<Self, PluginError> {
+        let pre = compile(&spec)?;
+        let wit_nodes = nodes
+            .iter()
+            .map(|n| WitNode {
+                name: n.name.clone(),
+                addr: n.addr.clone(),
+            })
+            .collect();
+        Ok(WasmForwardHandler {
+            hop: hop.into(),
+            id: Identity {
+                plugin: spec.name.clone(),
+                owner: service.into(),
+                config: spec.config.clone(),
+            },
+            spec,
+            pre: std::sync::RwLock::new((pre, 0)),
+            nodes,
+            wit_nodes,
+            router,
+            idle_timeout,
+            instance: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    fn err(&self, msg: impl std::fmt::Display) -> HandlerError {
+        HandlerError::Plugin(format!(
+            "plugin {} (hop {}): {msg}",
+            self.spec.name, self.hop
+        ))
+    }
+
+    /// Runs `f` on the hop's instance, creating it on first use and
+    /// dropping it after a trap.
+    async fn with_instance<R>(
+        &self,
+        f: impl AsyncFnOnce(&mut Store<PluginState>, &ForwarderWorld) -> wasmtime::Result<R>,
+    ) -> Result<R, HandlerError> {
+        let mut slot = self.instance.lock().await;
+        let (pre, generation) = self
+            .pre
+            .read()
+            .map(|p| p.clone())
+            .unwrap_or_else(|p| p.into_inner().clone());
+        if slot.as_ref().is_none_or(|i| i.generation != generation) {
+            let rt = runtime().map_err(|e| self.err(e))?;
+            let mut store = load::new_store(&rt.engine, &self.spec, self.id.clone(), None)
+                .map_err(|e| self.err(e))?;
+            let world = pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| self.err(describe_error(&e)))?;
+            *slot = Some(Instance {
+                store,
+                world,
+                generation,
+            });
+        }
+        let Some(Instance { store, world, .. }) = slot.as_mut() else {
+            return Err(self.err("no instance"));
+        };
+        store.data_mut().resumed_at = Instant::now();
+        store.set_epoch_deadline(1);
+        match f(store, world).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                let what = if store.data().limits.hit {
+                    format!("out of memory (limit {} bytes)", self.spec.memory)
+                } else {
+                    describe_error(&e)
+                };
+                *slot = None;
+                Err(self.err(what))
+            }
+        }
+    }
+
+    async fn select(&self, req: RequestInfo) -> Result<Target, HandlerError> {
+        let nodes = &self.wit_nodes;
+        let sel = self
+            .with_instance(async |store, inst| inst.call_select(store, &req, nodes).await)
+            .await?;
+        match sel {
+            Selection::Node(i) if (i as usize) < self.nodes.len() => Ok(Target::Node(i as usize)),
+            Selection::Node(i) => Err(self.err(format!(
+                "selected node {i}, but the hop has {} nodes",
+                self.nodes.len()
+            ))),
+            Selection::Address(a) if crate::listener::split_host_port(&a).is_ok() => {
+                Ok(Target::Address(a))
+            }
+            Selection::Address(a) => {
+                Err(self.err(format!("selected address {a:?}, not host:port")))
+            }
+            Selection::Reject(why) => Err(self.err(format!("rejected: {why}"))),
+        }
+    }
+
+    async fn serve(&self, conn: Conn, ctx: ConnContext) -> Result<(), HandlerError> {
+        let Conn::Tcp(client) = conn else {
+            return Err(self.err("wasm forwarders serve TCP connections only"));
+        };
+        let host = match peek_host(&client).await {
+            Peeked::Host(h) => h,
+            Peeked::NoHost => String::new(),
+            // Nothing to route: the client left before sending anything.
+            Peeked::Closed => return Ok(()),
+        };
+        let req = RequestInfo {
+            service: ctx.service.to_string(),
+            network: "tcp".into(),
+            client_addr: ctx.peer.to_string(),
+            host,
+        };
+        let target = self.select(req).await?;
+        let (addr, node) = match &target {
+            Target::Node(i) => (self.nodes[*i].addr.clone(), Some(*i)),
+            Target::Address(a) => (a.clone(), None),
+        };
+        let start = Instant::now();
+        let dialed = self.router.dial_tcp(&addr).await;
+        if let Some(i) = node {
+            let (ok, us) = (dialed.is_ok(), start.elapsed().as_micros() as u64);
+            let fb = self
+                .with_instance(async |store, inst| {
+                    inst.call_feedback(store, i as u32, ok, us).await
+                })
+                .await;
+            if let Err(e) = fb {
+                tracing::warn!(service = %ctx.service, error = %e, "forwarder feedback failed");
+            }
+        }
+        let upstream: TcpStream = dialed?;
+        tracing::debug!(service = %ctx.service, client = %ctx.peer, dst = %addr, "forward (wasm)");
+        let opts = RelayOptions {
+            idle_timeout: self.idle_timeout,
+        };
+        relay::relay_tcp(&client, &upstream, ctx.stats.as_ref(), &opts).await?;
+        Ok(())
+    }
+}
+
+enum Peeked {
+    Host(String),
+    NoHost,
+    Closed,
+}
+
+/// The host name in the client's first bytes, waiting briefly for the
+/// rest of a ClientHello or request head that arrives in pieces.
+async fn peek_host(client: &TcpStream) -> Peeked {
+    let mut buf = vec![0u8; SNIFF_BYTES];
+    let deadline = tokio::time::Instant::now() + SNIFF_WAIT;
+    loop {
+        let n = match tokio::time::timeout_at(deadline, client.peek(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Peeked::Closed,
+            Ok(Ok(n)) => n,
+            Err(_) => return Peeked::NoHost,
+        };
+        let seen = &buf[..n];
+        if let Some(h) = sniff::host(seen) {
+            return Peeked::Host(h);
+        }
+        if n == buf.len() || !sniff::may_name_host(seen) || tokio::time::Instant::now() >= deadline
+        {
+            return Peeked::NoHost;
+        }
+        // Peek returns at once while bytes are buffered: poll for more.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn compile(spec: &PluginSpec) -> Result<ForwarderPre<PluginState>, PluginError> {
+    let rt = runtime()?;
+    let component = load::load(rt, spec, World::Forwarder)?;
+    let err = |e: wasmtime::Error| PluginError::Load {
+        path: spec.name.to_string(),
+        msg: format!("{e:#}"),
+    };
+    let pre = rt
+        .forwarder_linker
+        .instantiate_pre(&component)
+        .map_err(err)?;
+    ForwarderPre::new(pre).map_err(err)
+}
+
+/// A new module starts with a fresh instance: what the old one learned
+/// from feedback is not carried over.
+impl super::reload::Reload for WasmForwardHandler {
+    fn plugin(&self) -> &str {
+        &self.spec.name
+    }
+
+    fn reload(&self) -> Result<(), PluginError> {
+        let pre = compile(&self.spec)?;
+        let mut cur = self.pre.write().unwrap_or_else(|p| p.into_inner());
+        let generation = cur.1 + 1;
+        *cur = (pre, generation);
+        Ok(())
+    }
+}
+
+impl Handler for WasmForwardHandler {
+    fn handle(&self, conn: Conn, ctx: ConnContext) -> HandleFuture<'_> {
+        Box::pin(self.serve(conn, ctx))
+    }
+}

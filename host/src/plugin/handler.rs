@@ -1,0 +1,250 @@
+//! The `wasm` handler: a protocol handler implemented by a plugin of the
+//! `handler` world.
+//!
+//! Instances are kept warm: each serves one connection at a time and goes
+//! back to an idle list when `handle` returns, because creating one per
+//! connection costs more than the handshake itself. An instance that
+//! trapped, or kept a connection after returning, is dropped instead.
+//! `isolation: per-connection` uses a fresh instance every time.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use wasmtime::Store;
+
+use super::bindings::common::gost::plugin::types::ConnInfo;
+use super::bindings::handler::{Handler as HandlerWorld, HandlerPre, Outcome};
+use super::conn::ConnRes;
+use super::load::{self, World};
+use super::spec::{Isolation, PluginSpec};
+use super::state::{Identity, NetCtx, PluginState};
+use super::{describe_error, runtime, PluginError};
+use crate::handler::stream::ClientStream;
+use crate::handler::{ConnContext, HandleFuture, Handler, HandlerDeps, HandlerError};
+use crate::listener::Conn;
+use crate::relay::{self, RelayOptions};
+
+/// A compiled plugin ready to instantiate, with a generation number so
+/// instances of a replaced module are not reused.
+struct Module {
+    pre: HandlerPre<PluginState>,
+    generation: u64,
+}
+
+struct Warm {
+    store: Store<PluginState>,
+    bindings: HandlerWorld,
+    generation: u64,
+}
+
+pub struct WasmHandler {
+    spec: PluginSpec,
+    id: Identity,
+    net: NetCtx,
+    module: RwLock<Arc<Module>>,
+    idle: Mutex<Vec<Warm>>,
+}
+
+impl WasmHandler {
+    /// Loads the plugin now, so a bad file stops start-up with its reason.
+    pub fn new(spec: PluginSpec, service: &str, deps: HandlerDeps) -> Result<Self, PluginError> {
+        let pre = compile(&spec)?;
+        let id = Identity {
+            plugin: spec.name.clone(),
+            owner: service.into(),
+            config: spec.config.clone(),
+        };
+        Ok(WasmHandler {
+            id,
+            net: NetCtx {
+                router: deps.router,
+                auther: deps.auther,
+            },
+            module: RwLock::new(Arc::new(Module { pre, generation: 0 })),
+            idle: Mutex::new(Vec::new()),
+            spec,
+        })
+    }
+
+    pub fn spec(&self) -> &PluginSpec {
+        &self.spec
+    }
+
+    /// Compiles the file again and, if it loads, serves new connections
+    /// with it; live ones finish on the module they started with. A file
+    /// that does not load leaves the current module in place.
+    pub fn reload(&self) -> Result<(), PluginError> {
+        let pre = compile(&self.spec)?;
+        let mut m = self.module.write().unwrap_or_else(|p| p.into_inner());
+        *m = Arc::new(Module {
+            pre,
+            generation: m.generation + 1,
+        });
+        drop(m);
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        Ok(())
+    }
+
+    fn current(&self) -> Arc<Module> {
+        self.module
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    async fn acquire(&self) -> Result<Warm, HandlerError> {
+        let module = self.current();
+        if self.spec.isolation == Isolation::Pooled {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            while let Some(w) = idle.pop() {
+                if w.generation == module.generation {
+                    return Ok(w);
+                }
+            }
+        }
+        let rt = runtime().map_err(|e| HandlerError::Plugin(e.to_string()))?;
+        let mut store = load::new_store(
+            &rt.engine,
+            &self.spec,
+            self.id.clone(),
+            Some(self.net.clone()),
+        )
+        .map_err(|e| HandlerError::Plugin(e.to_string()))?;
+        let bindings = module
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| self.plugin_error(&store, &e))?;
+        Ok(Warm {
+            store,
+            bindings,
+            generation: module.generation,
+        })
+    }
+
+    fn release(&self, w: Warm) {
+        if self.spec.isolation != Isolation::Pooled || w.store.data().live_conns != 0 {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < self.spec.instances {
+            idle.push(w);
+        }
+    }
+
+    fn plugin_error(&self, store: &Store<PluginState>, e: &wasmtime::Error) -> HandlerError {
+        let what = if store.data().limits.hit {
+            format!("out of memory (limit {} bytes)", self.spec.memory)
+        } else {
+            describe_error(e)
+        };
+        HandlerError::Plugin(format!("plugin {}: {what}", self.spec.name))
+    }
+
+    async fn serve(&self, conn: Conn, ctx: ConnContext) -> Result<(), HandlerError> {
+        let Conn::Tcp(tcp) = conn else {
+            return Err(HandlerError::Protocol(
+                "the wasm handler serves TCP connections only".into(),
+            ));
+        };
+        let mut w = self.acquire().await?;
+        let info = ConnInfo {
+            service: ctx.service.to_string(),
+            network: "tcp".into(),
+            client_addr: ctx.peer.to_string(),
+            local_addr: ctx.local.to_string(),
+        };
+        let client = w
+            .store
+            .data_mut()
+            .push_conn(ConnRes::client(ClientStream::new(tcp, ctx.stats.clone())))
+            .map_err(|e| HandlerError::Plugin(format!("plugin {}: {e}", self.spec.name)))?;
+        w.store.data_mut().resumed_at = Instant::now();
+        w.store.set_epoch_deadline(1);
+        let outcome = match w.bindings.call_handle(&mut w.store, &info, client).await {
+            Ok(o) => o,
+            // The instance may be in any state after a trap: drop it.
+            Err(e) => return Err(self.plugin_error(&w.store, &e)),
+        };
+        match outcome {
+            Outcome::Done => {
+                self.release(w);
+                Ok(())
+            }
+            Outcome::Fail(msg) => {
+                self.release(w);
+                Err(HandlerError::Plugin(format!(
+                    "plugin {}: {msg}",
+                    self.spec.name
+                )))
+            }
+            Outcome::Relay(streams) => {
+                let data = w.store.data_mut();
+                let taken = data
+                    .take_conn(streams.client)
+                    .and_then(|c| Ok((c, data.take_conn(streams.upstream)?)));
+                let (client, upstream) = match taken {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        return Err(HandlerError::Plugin(format!(
+                            "plugin {}: invalid relay outcome: {e}",
+                            self.spec.name
+                        )))
+                    }
+                };
+                // The handshake is over: the instance can serve the next
+                // client while this one relays.
+                self.release(w);
+                let (client, upstream) = (client.into_tcp(), upstream.into_tcp());
+                relay::relay_tcp(
+                    &client,
+                    &upstream,
+                    ctx.stats.as_ref(),
+                    &RelayOptions::default(),
+                )
+                .await?;
+                Ok(())
+            }
+        }
+    }
+}
+
+fn compile(spec: &PluginSpec) -> Result<HandlerPre<PluginState>, PluginError> {
+    let rt = runtime()?;
+    let component = load::load(rt, spec, World::Handler)?;
+    let err = |e: wasmtime::Error| PluginError::Load {
+        path: spec.name.to_string(),
+        msg: format!("{e:#}"),
+    };
+    let pre = rt.handler_linker.instantiate_pre(&component).map_err(err)?;
+    HandlerPre::new(pre).map_err(err)
+}
+
+impl super::reload::Reload for WasmHandler {
+    fn plugin(&self) -> &str {
+        &self.spec.name
+    }
+
+    fn reload(&self) -> Result<(), PluginError> {
+        WasmHandler::reload(self)
+    }
+}
+
+impl Handler for WasmHandler {
+    fn handle(&self, conn: Conn, ctx: ConnContext) -> HandleFuture<'_> {
+        Box::pin(self.serve(conn, ctx))
+    }
+}
+
+/// Builds the handler and watches its file for changes.
+pub fn build(
+    spec: PluginSpec,
+    service: &str,
+    deps: HandlerDeps,
+) -> Result<Arc<WasmHandler>, PluginError> {
+    let path = spec.path.clone();
+    Ok(super::reload::watched(
+        WasmHandler::new(spec, service, deps)?,
+        path,
+    ))
+}

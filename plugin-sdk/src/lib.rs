@@ -1,0 +1,230 @@
+//! Write gost-rs plugins in Rust.
+//!
+//! A plugin is a WebAssembly component built for `wasm32-wasip2`. It
+//! implements one of the traits [`Handler`], [`Forwarder`] or [`Observer`]
+//! and exports it with the matching macro. Enable only that world's cargo
+//! feature (`handler`, `forwarder` or `observer`) so the component declares
+//! nothing else.
+//!
+//! A handler that answers every client with a greeting and then relays it to
+//! a backend named in the plugin's config:
+//!
+//! ```no_run
+//! use std::io::Write;
+//! use gost_plugin_sdk::handler::{dial, ConnInfo, Outcome, RelayStreams};
+//! use gost_plugin_sdk::{log, Conn, Handler, Level};
+//!
+//! struct Greeter;
+//!
+//! impl Handler for Greeter {
+//!     fn handle(info: ConnInfo, mut client: Conn) -> Outcome {
+//!         log(Level::Info, &format!("client {}", info.client_addr));
+//!         let backend = gost_plugin_sdk::config_json();
+//!         let addr = backend.trim_matches(|c| "{}\"".contains(c));
+//!         if client.write_all(b"hello\n").is_err() {
+//!             return Outcome::Done;
+//!         }
+//!         match dial("tcp", addr) {
+//!             Ok(upstream) => Outcome::Relay(RelayStreams { client, upstream }),
+//!             Err(e) => Outcome::Fail(e),
+//!         }
+//!     }
+//! }
+//!
+//! gost_plugin_sdk::export_handler!(Greeter);
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2` and point a
+//! service at the `.wasm` file: `handler: {type: wasm, plugin: {type: wasm,
+//! path: greeter.wasm}}`.
+
+#[doc(hidden)]
+pub mod common {
+    wit_bindgen::generate!({
+        world: "common",
+        path: "../wit",
+    });
+}
+
+pub use common::gost::plugin::runtime::config as config_json;
+pub use common::gost::plugin::runtime::log;
+pub use common::gost::plugin::types::{Conn, Level};
+
+/// The stream a handler reads and writes; the host owns the socket.
+pub type Stream = Conn;
+
+impl std::io::Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let max = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+        let data = Conn::read(self, max).map_err(std::io::Error::other)?;
+        buf[..data.len()].copy_from_slice(&data);
+        Ok(data.len())
+    }
+}
+
+impl std::io::Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Conn::write(self, buf).map_err(std::io::Error::other)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(feature = "handler")]
+pub mod handler {
+    //! The `handler` world: one call per accepted connection.
+
+    #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)] // generated export shims
+    pub mod bindings {
+        wit_bindgen::generate!({
+            world: "handler",
+            path: "../wit",
+            with: {
+                "gost:plugin/types@0.1.0": crate::common::gost::plugin::types,
+                "gost:plugin/runtime@0.1.0": crate::common::gost::plugin::runtime,
+                "gost:plugin/network@0.1.0": generate,
+            },
+            pub_export_macro: true,
+            default_bindings_module: "gost_plugin_sdk::handler::bindings",
+            export_macro_name: "export_handler_world",
+        });
+    }
+
+    pub use crate::common::gost::plugin::types::ConnInfo;
+    pub use bindings::gost::plugin::network::{authenticate, dial};
+    pub use bindings::{Outcome, RelayStreams};
+
+    /// A protocol handler. `handle` runs once per connection; the instance
+    /// may serve many connections one after another, so keep per-client
+    /// state on the stack.
+    pub trait Handler {
+        fn handle(info: ConnInfo, client: crate::Conn) -> Outcome;
+    }
+}
+
+#[cfg(feature = "handler")]
+pub use handler::Handler;
+
+/// Exports a [`Handler`] implementation as the plugin's `handle` function.
+#[cfg(feature = "handler")]
+#[macro_export]
+macro_rules! export_handler {
+    ($ty:ident) => {
+        impl $crate::handler::bindings::Guest for $ty {
+            fn handle(
+                info: $crate::handler::ConnInfo,
+                client: $crate::Conn,
+            ) -> $crate::handler::Outcome {
+                <$ty as $crate::handler::Handler>::handle(info, client)
+            }
+        }
+        $crate::handler::bindings::export_handler_world!($ty);
+    };
+}
+
+#[cfg(feature = "forwarder")]
+pub mod forwarder {
+    //! The `forwarder` world: picks a node for each connection.
+
+    #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)] // generated export shims
+    pub mod bindings {
+        wit_bindgen::generate!({
+            world: "forwarder",
+            path: "../wit",
+            with: {
+                "gost:plugin/types@0.1.0": crate::common::gost::plugin::types,
+                "gost:plugin/runtime@0.1.0": crate::common::gost::plugin::runtime,
+            },
+            pub_export_macro: true,
+            default_bindings_module: "gost_plugin_sdk::forwarder::bindings",
+            export_macro_name: "export_forwarder_world",
+        });
+    }
+
+    pub use bindings::{Node, RequestInfo, Selection};
+
+    /// A node selector. The instance lives as long as the hop, so it can
+    /// keep what it learns from [`Forwarder::feedback`] in statics.
+    pub trait Forwarder {
+        fn select(req: RequestInfo, nodes: Vec<Node>) -> Selection;
+        /// How a dial to the node `select` picked went. Ignored by default.
+        fn feedback(_node: u32, _ok: bool, _latency_us: u64) {}
+    }
+}
+
+#[cfg(feature = "forwarder")]
+pub use forwarder::Forwarder;
+
+/// Exports a [`Forwarder`] implementation as the plugin's `select` and
+/// `feedback` functions.
+#[cfg(feature = "forwarder")]
+#[macro_export]
+macro_rules! export_forwarder {
+    ($ty:ident) => {
+        impl $crate::forwarder::bindings::Guest for $ty {
+            fn select(
+                req: $crate::forwarder::RequestInfo,
+                nodes: ::std::vec::Vec<$crate::forwarder::Node>,
+            ) -> $crate::forwarder::Selection {
+                <$ty as $crate::forwarder::Forwarder>::select(req, nodes)
+            }
+            fn feedback(node: u32, ok: bool, latency_us: u64) {
+                <$ty as $crate::forwarder::Forwarder>::feedback(node, ok, latency_us)
+            }
+        }
+        $crate::forwarder::bindings::export_forwarder_world!($ty);
+    };
+}
+
+#[cfg(feature = "observer")]
+pub mod observer {
+    //! The `observer` world: receives GOST's status and stats events.
+
+    #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)] // generated export shims
+    pub mod bindings {
+        wit_bindgen::generate!({
+            world: "observer",
+            path: "../wit",
+            with: {
+                "gost:plugin/types@0.1.0": crate::common::gost::plugin::types,
+                "gost:plugin/runtime@0.1.0": crate::common::gost::plugin::runtime,
+            },
+            pub_export_macro: true,
+            default_bindings_module: "gost_plugin_sdk::observer::bindings",
+            export_macro_name: "export_observer_world",
+        });
+    }
+
+    pub use bindings::{Event, EventData, Stats, Status};
+
+    /// An event sink. Returning `Err` makes the host send the same batch
+    /// again next period.
+    pub trait Observer {
+        fn observe(events: Vec<Event>) -> Result<(), String>;
+    }
+}
+
+#[cfg(feature = "observer")]
+pub use observer::Observer;
+
+/// Exports an [`Observer`] implementation as the plugin's `observe` function.
+#[cfg(feature = "observer")]
+#[macro_export]
+macro_rules! export_observer {
+    ($ty:ident) => {
+        impl $crate::observer::bindings::Guest for $ty {
+            fn observe(
+                events: ::std::vec::Vec<$crate::observer::Event>,
+            ) -> ::std::result::Result<(), ::std::string::String> {
+                <$ty as $crate::observer::Observer>::observe(events)
+            }
+        }
+        $crate::observer::bindings::export_observer_world!($ty);
+    };
+}

@@ -1,0 +1,50 @@
+//! A handler that misbehaves on purpose, chosen by the first byte the client
+//! sends, so one service can show that a bad connection ends alone:
+//! `t` traps, `l` loops forever, `m` allocates until memory runs out,
+//! `w` writes after shutting its write side, anything else is echoed back
+//! and the connection is done.
+
+use std::io::{Read, Write};
+
+use gost_plugin_sdk::handler::{ConnInfo, Outcome};
+use gost_plugin_sdk::{Conn, Handler};
+
+struct Faulty;
+
+impl Handler for Faulty {
+    fn handle(_info: ConnInfo, mut client: Conn) -> Outcome {
+        let mut b = [0u8; 1];
+        if client.read_exact(&mut b).is_err() {
+            return Outcome::Done;
+        }
+        match b[0] {
+            b't' => panic!("asked to trap"),
+            b'l' => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            b'm' => {
+                let mut hog: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hog.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hog);
+                }
+            }
+            b'w' => {
+                let _ = client.shutdown_write();
+                match client.write(b"late") {
+                    Ok(()) => Outcome::Fail("write after shutdown succeeded".into()),
+                    Err(e) => Outcome::Fail(e),
+                }
+            }
+            other => {
+                let _ = client.write_all(&[other]);
+                Outcome::Done
+            }
+        }
+    }
+}
+
+gost_plugin_sdk::export_handler!(Faulty);

@@ -1,0 +1,62 @@
+//! Appends each observer event as one JSON line, in the shape GOST's HTTP
+//! observer plugin sends, to `/data/<file>`. The host maps `/data` to the
+//! directory given as the plugin's `dir`; `config: {file: NAME}` names the
+//! file (default `stats.jsonl`).
+
+use std::fs::OpenOptions;
+use std::io::Write;
+
+use gost_plugin_sdk::observer::{Event, EventData};
+use gost_plugin_sdk::Observer;
+use serde_json::{json, Value};
+
+struct StatsJsonl;
+
+impl Observer for StatsJsonl {
+    fn observe(events: Vec<Event>) -> Result<(), String> {
+        let config: Value = serde_json::from_str(&gost_plugin_sdk::config_json())
+            .map_err(|e| format!("config: {e}"))?;
+        let name = config["file"].as_str().unwrap_or("stats.jsonl");
+        if name.contains('/') {
+            return Err(format!("config.file {name:?} must be a plain file name"));
+        }
+        let path = format!("/data/{name}");
+        let mut out = String::new();
+        for e in &events {
+            out.push_str(&line(e).to_string());
+            out.push('\n');
+        }
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(out.as_bytes()))
+            .map_err(|e| format!("{path}: {e}"))
+    }
+}
+
+fn line(e: &Event) -> Value {
+    let mut v = json!({"kind": e.kind, "service": e.service});
+    if !e.client.is_empty() {
+        v["client"] = json!(e.client);
+    }
+    match &e.data {
+        EventData::Status(s) => {
+            v["type"] = json!("status");
+            v["status"] = json!({"state": s.state, "msg": s.msg});
+        }
+        EventData::Stats(s) => {
+            v["type"] = json!("stats");
+            v["stats"] = json!({
+                "totalConns": s.total_conns,
+                "currentConns": s.current_conns,
+                "inputBytes": s.input_bytes,
+                "outputBytes": s.output_bytes,
+                "totalErrs": s.total_errs,
+            });
+        }
+    }
+    v
+}
+
+gost_plugin_sdk::export_observer!(StatsJsonl);

@@ -1,0 +1,324 @@
+//! Service observers through the real binary: the example wasm observer
+//! writing JSON lines to its granted directory, and GOST's HTTP observer
+//! protocol against a small server written as a GOST user would.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use gost_e2e::*;
+use serde_json::{json, Value};
+
+/// Sends `n` bytes through the forwarder and reads the echo back.
+fn echo_through(port: u16, n: usize) {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let data = random_bytes(n, n as u64);
+    c.write_all(&data).unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    c.read_to_end(&mut back).unwrap();
+    assert_eq!(back, data);
+}
+
+fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < TIMEOUT, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn stats_of(ev: &Value) -> Option<(u64, u64, u64, u64, u64)> {
+    let s = &ev["stats"];
+    Some((
+        s["totalConns"].as_u64()?,
+        s["currentConns"].as_u64()?,
+        s["inputBytes"].as_u64()?,
+        s["outputBytes"].as_u64()?,
+        s["totalErrs"].as_u64()?,
+    ))
+}
+
+#[test]
+fn wasm_observer_writes_status_and_stats_lines() {
+    let echo = tcp_echo_server();
+    let port = free_port();
+    let dir = TempDir::new("obs-wasm");
+    let data = TempDir::new("obs-data");
+    let file = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:
+- name: fwd
+  addr: 127.0.0.1:{port}
+  handler: {{type: tcp}}
+  listener: {{type: tcp}}
+  forwarder: {{nodes: [{{name: echo, addr: {echo}}}]}}
+  observer: jsonl
+  metadata: {{enableStats: true, observer.period: 1s}}
+observers:
+- name: jsonl
+  plugin:
+    type: wasm
+    path: {}
+    dir: {}
+    config: {{file: events.jsonl}}
+",
+            plugin_wasm("stats-jsonl"),
+            data.0.display()
+        ),
+    );
+    let mut g = Gost::start(&["-C", &file]);
+    g.wait_tcp(port);
+    for _ in 0..3 {
+        echo_through(port, 1000);
+    }
+    let out = data.path("events.jsonl");
+    let read = || -> Vec<Value> {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    };
+    // Three clients and the probe of wait_tcp.
+    wait_for("stats with 4 connections", || {
+        read()
+            .iter()
+            .any(|e| e["type"] == "stats" && stats_of(e) == Some((4, 0, 3000, 3000, 0)))
+            .then_some(())
+    });
+    let lines = read();
+    let states: Vec<&str> = lines
+        .iter()
+        .filter(|e| e["type"] == "status")
+        .map(|e| e["status"]["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["running", "ready"], "{lines:?}");
+    assert_eq!(
+        lines[1],
+        json!({"kind": "service", "service": "fwd", "type": "status",
+               "status": {"state": "ready", "msg": "service fwd is ready"}})
+    );
+    // Nothing changed since: no further stats lines.
+    let n = read().len();
+    thread::sleep(Duration::from_millis(2500));
+    assert_eq!(read().len(), n, "unchanged stats were reported again");
+    assert!(g.stop().success());
+    let last = read();
+    assert_eq!(
+        last.last().unwrap()["status"]["state"],
+        "closed",
+        "{last:?}"
+    );
+}
+
+/// A GOST observer server: collects each POSTed body and answers
+/// `{"ok":false}` to the first `fail` requests, `{"ok":true}` afterwards.
+fn observer_server(fail: usize) -> (u16, Arc<Mutex<Vec<Value>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let seen = got.clone();
+    thread::spawn(move || {
+        for (served, c) in l.incoming().enumerate() {
+            let Ok(c) = c else { break };
+            let mut r = BufReader::new(c);
+            let mut len = 0usize;
+            let mut line = String::new();
+            let mut first = true;
+            loop {
+                line.clear();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if first {
+                    assert!(line.starts_with("POST /observe "), "{line}");
+                    first = false;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0u8; len];
+            r.read_exact(&mut body).unwrap();
+            let ok = served >= fail;
+            seen.lock()
+                .unwrap()
+                .push(serde_json::from_slice(&body).unwrap());
+            let reply = format!("{{\"ok\":{ok}}}");
+            let _ = r.get_mut().write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{reply}",
+                    reply.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    (port, got)
+}
+
+#[test]
+fn http_observer_gets_gost_json_with_retries_and_deltas() {
+    let echo = tcp_echo_server();
+    let port = free_port();
+    // The first three requests fail: the two status events (not retried,
+    // as in GOST) and the first stats report (retried next period).
+    let (obs_port, got) = observer_server(3);
+    let dir = TempDir::new("obs-http");
+    let file = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:
+- name: fwd
+  addr: 127.0.0.1:{port}
+  handler: {{type: tcp}}
+  forwarder: {{nodes: [{{name: echo, addr: {echo}}}]}}
+  observer: web
+  metadata: {{enableStats: true, observer.period: 1s, observer.resetTraffic: true}}
+observers:
+- name: web
+  plugin: {{type: http, addr: 127.0.0.1:{obs_port}/observe}}
+",
+        ),
+    );
+    let g = Gost::start(&["-C", &file]);
+    // wait_tcp's probe is the first of the connections counted below.
+    g.wait_tcp(port);
+    echo_through(port, 500);
+    let stats_batches = || -> Vec<Value> {
+        got.lock()
+            .unwrap()
+            .iter()
+            .filter(|b| b["events"][0]["type"] == "stats")
+            .cloned()
+            .collect()
+    };
+    let first = wait_for("the retried stats report", || {
+        let b = stats_batches();
+        (b.len() >= 2).then_some(b)
+    });
+    assert_eq!(first[0], first[1], "a retry sends the same batch");
+    assert_eq!(
+        first[0],
+        json!({"events": [{"kind": "service", "service": "fwd", "type": "stats",
+            "stats": {"totalConns": 2, "currentConns": 0, "inputBytes": 500,
+                      "outputBytes": 500, "totalErrs": 0}}]}),
+        "{}",
+        g.log()
+    );
+    // resetTraffic: the next report carries only the new bytes.
+    echo_through(port, 200);
+    let next = wait_for("the next stats report", || {
+        let b = stats_batches();
+        (b.len() >= 3).then(|| b[2].clone())
+    });
+    assert_eq!(
+        stats_of(&next["events"][0]),
+        Some((3, 0, 200, 200, 0)),
+        "{next}"
+    );
+    let all = got.lock().unwrap().clone();
+    assert_eq!(
+        all[0],
+        json!({"events": [{"kind": "service", "service": "fwd", "type": "status",
+            "status": {"state": "running", "msg": "service fwd is running"}}]})
+    );
+}
+
+#[test]
+fn observer_errors_are_named() {
+    let dir = TempDir::new("obs-bad");
+    let file = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:
+- name: s
+  addr: 127.0.0.1:{}
+  handler: {{type: tcp}}
+  forwarder: {{nodes: [{{name: n, addr: 127.0.0.1:1}}]}}
+  observer: o
+observers:
+- name: o
+  plugin: {{type: wasm, path: {}}}
+",
+            free_port(),
+            plugin_wasm("socks5")
+        ),
+    );
+    let (status, out, err) = run_gost(&["-C", &file]);
+    assert!(!status.success());
+    let msg = format!("{out}{err}");
+    assert!(
+        msg.contains("observer \"o\"") && msg.contains("does not export `observe`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn webhook_plugin_reaches_only_granted_addresses() {
+    let echo = tcp_echo_server();
+    let (port, denied_port) = (free_port(), free_port());
+    let (obs_port, got) = observer_server(0);
+    let (other_port, other) = observer_server(0);
+    let dir = TempDir::new("obs-webhook");
+    let webhook = plugin_wasm("webhook");
+    let file = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:
+- name: fwd
+  addr: 127.0.0.1:{port}
+  handler: {{type: tcp}}
+  forwarder: {{nodes: [{{name: echo, addr: {echo}}}]}}
+  observer: hook
+  metadata: {{enableStats: true, observer.period: 1s}}
+- name: denied
+  addr: 127.0.0.1:{denied_port}
+  handler: {{type: tcp}}
+  forwarder: {{nodes: [{{name: echo, addr: {echo}}}]}}
+  observer: hook-denied
+observers:
+- name: hook
+  plugin:
+    type: wasm
+    path: {webhook}
+    connect: [127.0.0.1:{obs_port}]
+    config: {{url: http://127.0.0.1:{obs_port}/observe}}
+- name: hook-denied
+  plugin:
+    type: wasm
+    path: {webhook}
+    connect: [127.0.0.1:{obs_port}]
+    config: {{url: http://127.0.0.1:{other_port}/observe}}
+",
+        ),
+    );
+    let g = Gost::start(&["-C", &file]);
+    g.wait_tcp(port);
+    echo_through(port, 300);
+    wait_for("stats through the webhook", || {
+        got.lock()
+            .unwrap()
+            .iter()
+            .any(|b| stats_of(&b["events"][0]) == Some((2, 0, 300, 300, 0)))
+            .then_some(())
+    });
+    assert_eq!(
+        got.lock().unwrap()[0]["events"][0]["status"]["state"],
+        "running"
+    );
+    // The second observer's URL is not in its `connect` list.
+    g.wait_log("observer hook-denied: plugin");
+    assert!(other.lock().unwrap().is_empty());
+}

@@ -1,0 +1,573 @@
+//! WebAssembly handler plugins through the real binary: curl through the
+//! example SOCKS5 plugin, faulty plugins that must not take the service
+//! down, and clear start-up errors for bad plugin files.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use gost_e2e::*;
+
+const CURL: &str = "/usr/bin/curl";
+const BODY: &str = "hello through wasm";
+
+/// An HTTP origin answering every request with `BODY`.
+fn origin() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { break };
+            thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut b) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&b[..n]),
+                    }
+                }
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{BODY}",
+                    BODY.len()
+                );
+                let _ = c.write_all(resp.as_bytes());
+            });
+        }
+    });
+    addr
+}
+
+fn curl(args: &[&str]) -> (bool, String) {
+    let out = Command::new(CURL)
+        .args(["-s", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("run curl (install it: apt-get install curl)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn start_config(dir: &TempDir, yaml: &str) -> Gost {
+    let file = dir.write("gost.yaml", yaml);
+    Gost::start(&["-C", &file])
+}
+
+#[test]
+fn curl_through_wasm_socks5_with_auth() {
+    let http = origin();
+    let (port, api) = (free_port(), free_port());
+    let dir = TempDir::new("wasm-socks");
+    let g = start_config(
+        &dir,
+        &format!(
+            "services:
+- name: wasm-socks
+  addr: 127.0.0.1:{port}
+  handler:
+    type: wasm
+    auther: users
+    plugin: {{type: wasm, path: {}}}
+  listener: {{type: tcp}}
+  metadata: {{enableStats: true}}
+authers:
+- name: users
+  auths: [{{username: alice, password: secret}}]
+api: {{addr: 127.0.0.1:{api}}}
+",
+            plugin_wasm("socks5")
+        ),
+    );
+    g.wait_tcp(port);
+    let url = format!("http://127.0.0.1:{}/", http.port());
+    let proxy = format!("socks5://alice:secret@127.0.0.1:{port}");
+    for _ in 0..3 {
+        assert_eq!(
+            curl(&["-x", &proxy, &url]),
+            (true, BODY.to_string()),
+            "{}",
+            g.log()
+        );
+    }
+    // Host names are resolved by the host's router (socks5h sends them).
+    let proxy_h = format!("socks5h://alice:secret@127.0.0.1:{port}");
+    let by_name = format!("http://localhost:{}/", http.port());
+    assert_eq!(curl(&["-x", &proxy_h, &by_name]), (true, BODY.to_string()));
+    // Wrong password and no credentials are both refused.
+    let bad = format!("socks5://alice:wrong@127.0.0.1:{port}");
+    assert!(!curl(&["-x", &bad, &url]).0);
+    assert!(!curl(&["--socks5", &format!("127.0.0.1:{port}"), &url]).0);
+    // Six clients and the probe of wait_tcp, which is not an error.
+    let svc = wait_service(api, "wasm-socks", |s| {
+        s["status"]["stats"]["totalConns"] == 7 && s["status"]["stats"]["currentConns"] == 0
+    });
+    // The two refused clients count as errors, as the native handler's do.
+    assert_eq!(svc["status"]["stats"]["totalErrs"], 2, "{svc}");
+    assert!(svc["status"]["stats"]["inputBytes"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn cli_form_runs_a_wasm_handler() {
+    let http = origin();
+    let port = free_port();
+    let g = Gost::start(&[
+        "-L",
+        &format!("wasm://127.0.0.1:{port}?plugin={}", plugin_wasm("socks5")),
+    ]);
+    g.wait_tcp(port);
+    let url = format!("http://127.0.0.1:{}/", http.port());
+    let (ok, body) = curl(&["--socks5", &format!("127.0.0.1:{port}"), &url]);
+    assert!(ok, "{}", g.log());
+    assert_eq!(body, BODY);
+}
+
+/// Sends one command byte to the faulty plugin and waits until the server
+/// closes the connection; returns what it sent back.
+fn poke(port: u16, cmd: u8) -> Vec<u8> {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    c.write_all(&[cmd]).unwrap();
+    let mut out = Vec::new();
+    let start = Instant::now();
+    let mut b = [0u8; 64];
+    loop {
+        match c.read(&mut b) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&b[..n]),
+            // A reset is a close too.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("poke {}: {e} after {:?}", cmd as char, start.elapsed()),
+        }
+    }
+    let _ = c.shutdown(Shutdown::Both);
+    out
+}
+
+#[test]
+fn faulty_plugins_end_only_their_connection() {
+    let (port, api) = (free_port(), free_port());
+    let dir = TempDir::new("wasm-faulty");
+    let g = start_config(
+        &dir,
+        &format!(
+            "services:
+- name: faulty-svc
+  addr: 127.0.0.1:{port}
+  handler:
+    type: wasm
+    plugin:
+      type: wasm
+      path: {}
+      limits: {{memory: 16MiB, deadline: 200ms}}
+  metadata: {{enableStats: true}}
+api: {{addr: 127.0.0.1:{api}}}
+",
+            plugin_wasm("faulty")
+        ),
+    );
+    g.wait_tcp(port);
+    // A connection left in the middle of a handshake keeps its instance
+    // busy; the others must be served meanwhile.
+    let mut idle = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    assert_eq!(poke(port, b'e'), b"e");
+    let start = Instant::now();
+    assert_eq!(
+        poke(port, b'l'),
+        b"",
+        "the loop must be cut by the deadline"
+    );
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert_eq!(poke(port, b't'), b"");
+    assert_eq!(poke(port, b'm'), b"");
+    assert_eq!(poke(port, b'w'), b"");
+    // Served by an instance that never failed, or by a fresh one.
+    for _ in 0..3 {
+        assert_eq!(poke(port, b'e'), b"e");
+    }
+    idle.write_all(b"e").unwrap();
+    let mut b = [0u8; 1];
+    idle.set_read_timeout(Some(TIMEOUT)).unwrap();
+    idle.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"e");
+    // Nine clients and the probe of wait_tcp.
+    let svc = wait_service(api, "faulty-svc", |s| {
+        s["status"]["stats"]["totalConns"] == 10 && s["status"]["stats"]["currentConns"] == 0
+    });
+    assert_eq!(svc["status"]["stats"]["totalErrs"], 4, "{svc}\n{}", g.log());
+    let log = g.log();
+    let plugin = plugin_wasm("faulty");
+    for what in [
+        "deadline exceeded",
+        "trapped",
+        "out of memory (limit 16777216 bytes)",
+        "write after shutdown-write",
+    ] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(what) && l.contains(&plugin) && l.contains("faulty-svc")),
+            "no log line with {what:?}, plugin and service:\n{log}"
+        );
+    }
+}
+
+#[test]
+fn per_connection_isolation_serves_each_client_fresh() {
+    let port = free_port();
+    let g = Gost::start(&[
+        "-L",
+        &format!(
+            "wasm://127.0.0.1:{port}?plugin={}&isolation=per-connection",
+            plugin_wasm("faulty")
+        ),
+    ]);
+    g.wait_tcp(port);
+    for _ in 0..3 {
+        assert_eq!(poke(port, b'e'), b"e");
+        assert_eq!(poke(port, b't'), b"");
+    }
+}
+
+fn refused(yaml_handler_plugin: &str) -> String {
+    let dir = TempDir::new("wasm-bad");
+    let file = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:
+- name: bad
+  addr: 127.0.0.1:{}
+  handler: {{type: wasm, plugin: {yaml_handler_plugin}}}
+",
+            free_port()
+        ),
+    );
+    let (status, out, err) = run_gost(&["-C", &file]);
+    assert!(!status.success(), "started with a bad plugin: {out}{err}");
+    format!("{out}{err}")
+}
+
+#[test]
+fn bad_plugin_files_are_refused_with_reasons() {
+    let dir = TempDir::new("wasm-files");
+    let missing = dir.path("missing.wasm");
+    let text = dir.write("text.wasm", "not wasm at all");
+    let core = dir.0.join("core.wasm");
+    // The smallest valid core module: header only.
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let core = core.to_string_lossy().into_owned();
+
+    let e = refused(&format!("{{type: wasm, path: {missing}}}"));
+    assert!(e.contains(&missing) && e.contains("cannot read"), "{e}");
+    let e = refused(&format!("{{type: wasm, path: {text}}}"));
+    assert!(
+        e.contains(&text) && e.contains("not a WebAssembly file"),
+        "{e}"
+    );
+    let e = refused(&format!("{{type: wasm, path: {core}}}"));
+    assert!(e.contains(&core) && e.contains("not a component"), "{e}");
+    let e = refused(&format!(
+        "{{type: wasm, path: {}, limits: {{memory: 10XB}}}}",
+        plugin_wasm("socks5")
+    ));
+    assert!(
+        e.contains("limits.memory") && e.contains("unknown unit"),
+        "{e}"
+    );
+    let e = refused("{type: grpc, addr: 127.0.0.1:1}");
+    assert!(e.contains("plugin type 'grpc'"), "{e}");
+    // A plugin built against another WIT version: the same component with
+    // its `gost:plugin/...@0.1.0` names rewritten to 0.9.0.
+    let mut bytes = std::fs::read(plugin_wasm("socks5")).unwrap();
+    let (from, to) = (b"@0.1.0", b"@0.9.0");
+    let mut patched = 0;
+    for i in 0..bytes.len().saturating_sub(from.len()) {
+        if &bytes[i..i + from.len()] == from
+            && bytes[..i].ends_with(b"network")
+                | bytes[..i].ends_with(b"runtime")
+                | bytes[..i].ends_with(b"types")
+        {
+            bytes[i..i + to.len()].copy_from_slice(to);
+            patched += 1;
+        }
+    }
+    assert!(patched > 0);
+    let old = dir.0.join("old.wasm");
+    std::fs::write(&old, bytes).unwrap();
+    let old = old.to_string_lossy().into_owned();
+    let e = refused(&format!("{{type: wasm, path: {old}}}"));
+    assert!(
+        e.contains(&old) && e.contains("built for gost:plugin@0.9.0"),
+        "{e}"
+    );
+    // A plugin on a native handler would be ignored: refused instead.
+    let file = dir.write(
+        "native.yaml",
+        &format!(
+            "services:
+- name: native
+  addr: 127.0.0.1:{}
+  handler: {{type: socks5, plugin: {{type: wasm, path: {}}}}}
+",
+            free_port(),
+            plugin_wasm("socks5")
+        ),
+    );
+    let (status, out, err) = run_gost(&["-C", &file]);
+    assert!(!status.success());
+    assert!(
+        format!("{out}{err}").contains("handler.plugin is only used by handler type wasm"),
+        "{out}{err}"
+    );
+}
+
+/// A minimal TLS ClientHello carrying `name` as SNI.
+fn client_hello(name: &str) -> Vec<u8> {
+    let n = name.as_bytes();
+    let mut sni = vec![];
+    sni.extend_from_slice(&((n.len() + 3) as u16).to_be_bytes());
+    sni.push(0);
+    sni.extend_from_slice(&(n.len() as u16).to_be_bytes());
+    sni.extend_from_slice(n);
+    let mut ext = vec![0, 0];
+    ext.extend_from_slice(&(sni.len() as u16).to_be_bytes());
+    ext.extend_from_slice(&sni);
+    let mut hello = vec![3, 3];
+    hello.extend_from_slice(&[0u8; 32]);
+    hello.push(0);
+    hello.extend_from_slice(&[0, 2, 0x13, 0x01, 1, 0]);
+    hello.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    hello.extend_from_slice(&ext);
+    let mut hs = vec![1];
+    hs.extend_from_slice(&(hello.len() as u32).to_be_bytes()[1..]);
+    hs.extend_from_slice(&hello);
+    let mut rec = vec![0x16, 3, 1];
+    rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+    rec.extend_from_slice(&hs);
+    rec
+}
+
+/// Sends `first` and returns everything the server sends back before it
+/// closes (empty when the proxy refused the connection).
+fn exchange(port: u16, first: &[u8]) -> String {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    c.write_all(first).unwrap();
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn sni_router_sends_each_name_to_its_backend() {
+    let (a, b) = (tcp_greeter("A"), tcp_greeter("B"));
+    let (port, api) = (free_port(), free_port());
+    let dir = TempDir::new("wasm-sni");
+    let g = start_config(
+        &dir,
+        &format!(
+            "services:
+- name: sni
+  addr: 127.0.0.1:{port}
+  handler: {{type: tcp}}
+  forwarder: {{hop: by-name}}
+  metadata: {{enableStats: true}}
+hops:
+- name: by-name
+  nodes:
+  - {{name: a, addr: {a}}}
+  - {{name: b, addr: {b}}}
+  plugin:
+    type: wasm
+    path: {}
+    config:
+      rules:
+      - {{host: a.example, node: a}}
+      - {{host: '*.b.example', node: b}}
+api: {{addr: 127.0.0.1:{api}}}
+",
+            plugin_wasm("sni-router")
+        ),
+    );
+    g.wait_tcp(port);
+    let http = |host: &str| format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes();
+    assert_eq!(exchange(port, &http("a.example")), "A", "{}", g.log());
+    assert_eq!(exchange(port, &http("x.B.example:8443")), "B");
+    assert_eq!(exchange(port, &client_hello("a.example")), "A");
+    assert_eq!(exchange(port, &client_hello("www.b.example")), "B");
+    // No rule and no default: refused, logged with the plugin's reason.
+    assert_eq!(exchange(port, &client_hello("c.example")), "");
+    assert_eq!(exchange(port, b"hello"), "");
+    g.wait_log("rejected: no rule for host");
+    // Six clients and the probe of wait_tcp, which sends nothing.
+    let svc = wait_service(api, "sni", |s| {
+        s["status"]["stats"]["totalConns"] == 7 && s["status"]["stats"]["currentConns"] == 0
+    });
+    assert_eq!(svc["status"]["stats"]["totalErrs"], 2, "{svc}");
+}
+
+#[test]
+fn least_latency_forwarder_learns_from_feedback() {
+    let live = tcp_greeter("L");
+    let dead = free_port();
+    let port = free_port();
+    let dir = TempDir::new("wasm-ll");
+    let g = start_config(
+        &dir,
+        &format!(
+            "services:
+- name: ll
+  addr: 127.0.0.1:{port}
+  handler: {{type: tcp}}
+  forwarder: {{hop: fastest}}
+hops:
+- name: fastest
+  nodes:
+  - {{name: dead, addr: 127.0.0.1:{dead}}}
+  - {{name: live, addr: {live}}}
+  plugin: {{type: wasm, path: {}}}
+",
+            plugin_wasm("least-latency")
+        ),
+    );
+    g.wait_tcp(port);
+    // The first client goes to the unmeasured dead node and fails; the
+    // plugin learns and sends every later client to the live one.
+    assert_eq!(exchange(port, b"x"), "");
+    for _ in 0..5 {
+        assert_eq!(exchange(port, b"x"), "L", "{}", g.log());
+    }
+}
+
+#[test]
+fn changed_plugin_file_is_reloaded_and_a_broken_one_ignored() {
+    let port = free_port();
+    let dir = TempDir::new("wasm-reload");
+    let file = dir.path("handler.wasm");
+    std::fs::copy(plugin_wasm("faulty"), &file).unwrap();
+    let g = Gost::start(&["-L", &format!("wasm://127.0.0.1:{port}?plugin={file}")]);
+    g.wait_tcp(port);
+    assert_eq!(poke(port, b'e'), b"e");
+    // A connection that started on the old module.
+    let mut live = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    live.set_read_timeout(Some(TIMEOUT)).unwrap();
+    thread::sleep(Duration::from_millis(200));
+
+    // Replace the file atomically with the SOCKS5 plugin.
+    let tmp = dir.path("next.wasm");
+    std::fs::copy(plugin_wasm("socks5"), &tmp).unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    g.wait_log("plugin reloaded");
+    let socks_greeting = |port: u16| {
+        let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(TIMEOUT)).unwrap();
+        c.write_all(&[5, 1, 0]).unwrap();
+        let mut b = [0u8; 2];
+        c.read_exact(&mut b).unwrap();
+        b
+    };
+    assert_eq!(socks_greeting(port), [5, 0]);
+    // The live connection still talks to the old module.
+    live.write_all(b"e").unwrap();
+    let mut b = [0u8; 1];
+    live.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"e");
+
+    // A broken file keeps the running module.
+    std::fs::write(&tmp, b"garbage").unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    g.wait_log("plugin reload failed, keeping the running module");
+    assert_eq!(socks_greeting(port), [5, 0]);
+    assert!(g.log().contains("not a WebAssembly file"), "{}", g.log());
+}
+
+/// The token tunnel's client: one request line, then a byte pipe.
+fn tunnel(port: u16, token: &str, target: SocketAddr) -> Result<TcpStream, String> {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    c.write_all(format!("TUNNEL {token} {target}\n").as_bytes())
+        .unwrap();
+    let mut reply = Vec::new();
+    let mut b = [0u8; 1];
+    while c.read(&mut b).unwrap_or(0) == 1 && b[0] != b'\n' {
+        reply.push(b[0]);
+    }
+    match String::from_utf8_lossy(&reply).as_ref() {
+        "OK" => Ok(c),
+        other => Err(other.to_string()),
+    }
+}
+
+#[test]
+fn token_tunnel_plugin_with_its_client() {
+    let echo = tcp_echo_server();
+    let port = free_port();
+    let dir = TempDir::new("wasm-tunnel");
+    let g = start_config(
+        &dir,
+        &format!(
+            "services:
+- name: tunnel
+  addr: 127.0.0.1:{port}
+  handler:
+    type: wasm
+    plugin: {{type: wasm, path: {}, config: {{tokens: [s3cret]}}}}
+",
+            plugin_wasm("token-tunnel")
+        ),
+    );
+    g.wait_tcp(port);
+    let mut c = tunnel(port, "s3cret", echo).expect("tunnel open");
+    let data = random_bytes(256 * 1024, 7);
+    let reader = {
+        let mut c = c.try_clone().unwrap();
+        let n = data.len();
+        thread::spawn(move || {
+            let mut back = vec![0u8; n];
+            c.read_exact(&mut back).unwrap();
+            back
+        })
+    };
+    c.write_all(&data).unwrap();
+    assert_eq!(reader.join().unwrap(), data);
+    assert_eq!(
+        tunnel(port, "wrong", echo).unwrap_err(),
+        "ERR bad token",
+        "{}",
+        g.log()
+    );
+}
+
+#[test]
+fn forwarder_plugin_is_reloaded_when_its_file_changes() {
+    let (a, b) = (tcp_greeter("A"), tcp_greeter("B"));
+    let port = free_port();
+    let dir = TempDir::new("wasm-fwd-reload");
+    let file = dir.path("selector.wasm");
+    std::fs::copy(plugin_wasm("sni-router"), &file).unwrap();
+    let g = start_config(
+        &dir,
+        &format!(
+            "services:
+- name: pick
+  addr: 127.0.0.1:{port}
+  handler: {{type: tcp}}
+  forwarder: {{hop: h}}
+hops:
+- name: h
+  nodes: [{{name: a, addr: {a}}}, {{name: b, addr: {b}}}]
+  plugin: {{type: wasm, path: {file}, config: {{default: b}}}}
+"
+        ),
+    );
+    g.wait_tcp(port);
+    assert_eq!(exchange(port, b"x"), "B");
+    // least-latency tries the unmeasured first node first.
+    let tmp = dir.path("next.wasm");
+    std::fs::copy(plugin_wasm("least-latency"), &tmp).unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    g.wait_log("plugin reloaded");
+    assert_eq!(exchange(port, b"x"), "A", "{}", g.log());
+}
