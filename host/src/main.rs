@@ -12,10 +12,16 @@ use gost::{api, app, cli, config, logger, metrics, multiprocess};
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let groups = cli::split_groups(&args);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // With one CPU (a proxy pinned with taskset, or a container limited to
+    // one core) a current-thread runtime does the same work without the
+    // work-stealing scheduler's cross-thread wake-ups.
+    let single_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let mut builder = if single_cpu {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("gost: cannot start runtime: {e}");

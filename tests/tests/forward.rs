@@ -271,3 +271,46 @@ fn ignore_chain_keeps_a_service_off_the_cli_chain() {
     g.wait_log("listening");
     assert_eq!(read_greeting(port), "direct");
 }
+
+/// Pinned to one CPU (as the benchmarks run it), gost uses a
+/// current-thread runtime; everything must work the same there.
+#[test]
+fn a_process_pinned_to_one_cpu_forwards_tcp_and_udp() {
+    if !std::path::Path::new("/usr/bin/taskset").exists() {
+        eprintln!("taskset (util-linux) missing; skipped");
+        return;
+    }
+    let (echo, uecho) = (tcp_echo_server(), udp_echo_server());
+    let (port, uport) = (free_port(), free_udp_port());
+    let g = Gost::start_with(std::process::Command::new("/usr/bin/taskset").args([
+        "-c",
+        "0",
+        gost_bin().to_str().unwrap(),
+        "-L",
+        &format!("tcp://127.0.0.1:{port}/{echo}"),
+        "-L",
+        &format!("udp://127.0.0.1:{uport}/{uecho}"),
+    ]));
+    g.wait_tcp(port);
+    for _ in 0..3 {
+        let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let data = random_bytes(200_000, 9);
+        let mut w = c.try_clone().unwrap();
+        let d = data.clone();
+        let t = thread::spawn(move || {
+            w.write_all(&d).unwrap();
+            w.shutdown(Shutdown::Write).unwrap();
+        });
+        let mut back = Vec::new();
+        c.read_to_end(&mut back).unwrap();
+        t.join().unwrap();
+        assert!(back == data);
+    }
+    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+    u.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    u.send_to(b"ping", ("127.0.0.1", uport)).unwrap();
+    let mut b = [0u8; 16];
+    let (n, _) = u.recv_from(&mut b).unwrap();
+    assert_eq!(&b[..n], b"ping");
+}
