@@ -63,3 +63,19 @@ show_pinning() {
     PINNING_SHOWN="$PINNING_SHOWN $sys"
     [ -n "$PROXY_PID" ] && log "  pinning: $sys $(taskset -cp "$PROXY_PID" 2>&1 | sed 's/.*current //')"
 }
+
+# start_targets: the HTTP and sink target servers on the load core; sets
+# HTTP_PORT and SINK_PORT once both accept.
+start_targets() {
+    read -r HTTP_PORT SINK_PORT < <("$LG" freeport --count 2 | tr '\n' ' ')
+    taskset -c "$LOAD_CPU" "$LG" server --listen "127.0.0.1:$HTTP_PORT" --mode http \
+        --max-seconds 3600 2>>"$TMP/servers.log" &
+    PIDS+=($!)
+    taskset -c "$LOAD_CPU" "$LG" server --listen "127.0.0.1:$SINK_PORT" --mode sink \
+        --max-seconds 3600 2>>"$TMP/servers.log" &
+    PIDS+=($!)
+    local p
+    for p in $HTTP_PORT $SINK_PORT; do
+        "$LG" waitport --target "127.0.0.1:$p" || { cat "$TMP/servers.log" >&2; exit 1; }
+    done
+}

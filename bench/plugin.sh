@@ -92,16 +92,7 @@ PIDS=()
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-read -r HTTP_PORT SINK_PORT < <("$LG" freeport --count 2 | tr '\n' ' ')
-taskset -c "$LOAD_CPU" "$LG" server --listen "127.0.0.1:$HTTP_PORT" --mode http \
-    --max-seconds 3600 2>>"$TMP/servers.log" &
-PIDS+=($!)
-taskset -c "$LOAD_CPU" "$LG" server --listen "127.0.0.1:$SINK_PORT" --mode sink \
-    --max-seconds 3600 2>>"$TMP/servers.log" &
-PIDS+=($!)
-for p in $HTTP_PORT $SINK_PORT; do
-    "$LG" waitport --target "127.0.0.1:$p" || { cat "$TMP/servers.log" >&2; exit 1; }
-done
+start_targets
 
 start_proxy() {
     local sys=$1 url
