@@ -3,54 +3,13 @@
 //! down, and clear start-up errors for bad plugin files.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::process::Command;
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use gost_e2e::*;
 
-const CURL: &str = "/usr/bin/curl";
 const BODY: &str = "hello through wasm";
-
-/// An HTTP origin answering every request with `BODY`.
-fn origin() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    thread::spawn(move || {
-        for c in l.incoming() {
-            let Ok(mut c) = c else { break };
-            thread::spawn(move || {
-                let mut head = Vec::new();
-                let mut b = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match c.read(&mut b) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&b[..n]),
-                    }
-                }
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{BODY}",
-                    BODY.len()
-                );
-                let _ = c.write_all(resp.as_bytes());
-            });
-        }
-    });
-    addr
-}
-
-fn curl(args: &[&str]) -> (bool, String) {
-    let out = Command::new(CURL)
-        .args(["-s", "--max-time", "10"])
-        .args(args)
-        .output()
-        .expect("run curl (install it: apt-get install curl)");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
 
 fn start_config(dir: &TempDir, yaml: &str) -> Gost {
     let file = dir.write("gost.yaml", yaml);
@@ -59,7 +18,7 @@ fn start_config(dir: &TempDir, yaml: &str) -> Gost {
 
 #[test]
 fn curl_through_wasm_socks5_with_auth() {
-    let http = origin();
+    let http = http_origin("127.0.0.1:0", BODY);
     let (port, api) = (free_port(), free_port());
     let dir = TempDir::new("wasm-socks");
     let g = start_config(
@@ -87,7 +46,7 @@ api: {{addr: 127.0.0.1:{api}}}
     let proxy = format!("socks5://alice:secret@127.0.0.1:{port}");
     for _ in 0..3 {
         assert_eq!(
-            curl(&["-x", &proxy, &url]),
+            curl_body(&["-x", &proxy, &url]),
             (true, BODY.to_string()),
             "{}",
             g.log()
@@ -96,11 +55,14 @@ api: {{addr: 127.0.0.1:{api}}}
     // Host names are resolved by the host's router (socks5h sends them).
     let proxy_h = format!("socks5h://alice:secret@127.0.0.1:{port}");
     let by_name = format!("http://localhost:{}/", http.port());
-    assert_eq!(curl(&["-x", &proxy_h, &by_name]), (true, BODY.to_string()));
+    assert_eq!(
+        curl_body(&["-x", &proxy_h, &by_name]),
+        (true, BODY.to_string())
+    );
     // Wrong password and no credentials are both refused.
     let bad = format!("socks5://alice:wrong@127.0.0.1:{port}");
-    assert!(!curl(&["-x", &bad, &url]).0);
-    assert!(!curl(&["--socks5", &format!("127.0.0.1:{port}"), &url]).0);
+    assert!(!curl_body(&["-x", &bad, &url]).0);
+    assert!(!curl_body(&["--socks5", &format!("127.0.0.1:{port}"), &url]).0);
     // Six clients and the probe of wait_tcp, which is not an error.
     let svc = wait_service(api, "wasm-socks", |s| {
         s["status"]["stats"]["totalConns"] == 7 && s["status"]["stats"]["currentConns"] == 0
@@ -112,7 +74,7 @@ api: {{addr: 127.0.0.1:{api}}}
 
 #[test]
 fn cli_form_runs_a_wasm_handler() {
-    let http = origin();
+    let http = http_origin("127.0.0.1:0", BODY);
     let port = free_port();
     let g = Gost::start(&[
         "-L",
@@ -120,7 +82,7 @@ fn cli_form_runs_a_wasm_handler() {
     ]);
     g.wait_tcp(port);
     let url = format!("http://127.0.0.1:{}/", http.port());
-    let (ok, body) = curl(&["--socks5", &format!("127.0.0.1:{port}"), &url]);
+    let (ok, body) = curl_body(&["--socks5", &format!("127.0.0.1:{port}"), &url]);
     assert!(ok, "{}", g.log());
     assert_eq!(body, BODY);
 }

@@ -5,58 +5,16 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use gost_e2e::*;
 
-const CURL: &str = "/usr/bin/curl";
 const BODY: &str = "hello from origin";
-
-/// An HTTP origin answering every request with `BODY`, then closing.
-fn origin(bind: &str) -> SocketAddr {
-    let l = TcpListener::bind(bind).unwrap();
-    let addr = l.local_addr().unwrap();
-    thread::spawn(move || {
-        for c in l.incoming() {
-            let Ok(mut c) = c else { break };
-            thread::spawn(move || {
-                let mut head = Vec::new();
-                let mut b = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match c.read(&mut b) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&b[..n]),
-                    }
-                }
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{BODY}",
-                    BODY.len()
-                );
-                let _ = c.write_all(resp.as_bytes());
-            });
-        }
-    });
-    addr
-}
-
-/// curl's exit status and body.
-fn curl(args: &[&str]) -> (bool, String) {
-    let out = Command::new(CURL)
-        .args(["-s", "--max-time", "10"])
-        .args(args)
-        .output()
-        .expect("run curl (install it: apt-get install curl)");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
 
 #[test]
 fn curl_through_socks4_socks4a_and_socks5() {
-    let http = origin("127.0.0.1:0");
+    let http = http_origin("127.0.0.1:0", BODY);
     let (p4, p4a, p5, ps) = (free_port(), free_port(), free_port(), free_port());
     let g = Gost::start(&[
         "-L",
@@ -83,7 +41,7 @@ fn curl_through_socks4_socks4a_and_socks5() {
         ("--socks5-hostname", ps, &by_name),
     ];
     for (flag, port, url) in cases {
-        let (ok, body) = curl(&[flag, &format!("127.0.0.1:{port}"), url]);
+        let (ok, body) = curl_body(&[flag, &format!("127.0.0.1:{port}"), url]);
         assert!(
             ok && body == BODY,
             "{flag} :{port} {url}: {body:?}\n{}",
@@ -94,7 +52,7 @@ fn curl_through_socks4_socks4a_and_socks5() {
 
 #[test]
 fn socks5_user_password_is_required_and_checked() {
-    let http = origin("127.0.0.1:0");
+    let http = http_origin("127.0.0.1:0", BODY);
     let (p, p4) = (free_port(), free_port());
     let g = Gost::start(&[
         "-L",
@@ -105,9 +63,9 @@ fn socks5_user_password_is_required_and_checked() {
     g.wait_tcp(p);
     g.wait_tcp(p4);
     let url = format!("http://127.0.0.1:{}/", http.port());
-    let (ok, body) = curl(&["-x", &format!("socks5://user:pass@127.0.0.1:{p}"), &url]);
+    let (ok, body) = curl_body(&["-x", &format!("socks5://user:pass@127.0.0.1:{p}"), &url]);
     assert!(ok && body == BODY, "{body:?}\n{}", g.log());
-    let (ok, body) = curl(&[
+    let (ok, body) = curl_body(&[
         "--socks5",
         &format!("127.0.0.1:{p}"),
         "--proxy-user",
@@ -119,13 +77,13 @@ fn socks5_user_password_is_required_and_checked() {
         format!("socks5://user:wrong@127.0.0.1:{p}"),
         format!("socks5h://127.0.0.1:{p}"),
     ] {
-        let (ok, body) = curl(&["-x", &proxy, &url]);
+        let (ok, body) = curl_body(&["-x", &proxy, &url]);
         assert!(!ok && body.is_empty(), "{proxy} got through: {body:?}");
     }
     // SOCKS4 checks the user id alone (with an empty password, as GOST).
-    let (ok, _) = curl(&["-x", &format!("socks4://user@127.0.0.1:{p4}"), &url]);
+    let (ok, _) = curl_body(&["-x", &format!("socks4://user@127.0.0.1:{p4}"), &url]);
     assert!(ok);
-    let (ok, _) = curl(&["-x", &format!("socks4://nobody@127.0.0.1:{p4}"), &url]);
+    let (ok, _) = curl_body(&["-x", &format!("socks4://nobody@127.0.0.1:{p4}"), &url]);
     assert!(!ok);
 
     // By hand: the wrong password gets RFC 1929's failure, then EOF.
@@ -151,14 +109,14 @@ fn ipv6_loopback() {
     };
     let p = probe.local_addr().unwrap().port();
     drop(probe);
-    let http = origin("[::1]:0");
+    let http = http_origin("[::1]:0", BODY);
     let g = Gost::start(&["-L", &format!("socks5://[::1]:{p}")]);
     let start = Instant::now();
     while TcpStream::connect(("::1", p)).is_err() {
         assert!(start.elapsed() < TIMEOUT, "{}", g.log());
         thread::sleep(Duration::from_millis(20));
     }
-    let (ok, body) = curl(&[
+    let (ok, body) = curl_body(&[
         "--socks5",
         &format!("[::1]:{p}"),
         &format!("http://[::1]:{}/", http.port()),
@@ -572,7 +530,7 @@ fn udp_over_tcp_carries_datagrams_as_frames() {
 
 #[test]
 fn a_forwarder_on_a_socks5_service_is_ignored_with_a_warning() {
-    let http = origin("127.0.0.1:0");
+    let http = http_origin("127.0.0.1:0", BODY);
     let decoy = tcp_greeter("decoy");
     let p = free_port();
     let dir = TempDir::new("socks-fwd");
@@ -584,7 +542,7 @@ fn a_forwarder_on_a_socks5_service_is_ignored_with_a_warning() {
     );
     let g = Gost::start(&["-C", &cfg]);
     g.wait_tcp(p);
-    let (ok, body) = curl(&[
+    let (ok, body) = curl_body(&[
         "--socks5",
         &format!("127.0.0.1:{p}"),
         &format!("http://127.0.0.1:{}/", http.port()),
