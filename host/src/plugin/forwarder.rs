@@ -37,7 +37,7 @@ pub struct WasmForwardHandler {
     spec: PluginSpec,
     id: Identity,
     /// The module and its generation; replaced on reload.
-    pre: std::sync::RwLock<(ForwarderPre<PluginState>, u64)>,
+    pre: super::reload::Versioned<ForwarderPre<PluginState>>,
     nodes: Vec<Arc<Node>>,
     wit_nodes: Vec<WitNode>,
     router: Router,
@@ -82,7 +82,7 @@ impl WasmForwardHandler {
                 config: spec.config.clone(),
             },
             spec,
-            pre: std::sync::RwLock::new((pre, 0)),
+            pre: super::reload::Versioned::new(pre),
             nodes,
             wit_nodes,
             router,
@@ -105,11 +105,7 @@ impl WasmForwardHandler {
         f: impl AsyncFnOnce(&mut Store<PluginState>, &ForwarderWorld) -> wasmtime::Result<R>,
     ) -> Result<R, HandlerError> {
         let mut slot = self.instance.lock().await;
-        let (pre, generation) = self
-            .pre
-            .read()
-            .map(|p| p.clone())
-            .unwrap_or_else(|p| p.into_inner().clone());
+        let (pre, generation) = self.pre.get();
         if slot.as_ref().is_none_or(|i| i.generation != generation) {
             let rt = runtime().map_err(|e| self.err(e))?;
             let mut store = load::new_store(&rt.engine, &self.spec, self.id.clone(), None)
@@ -260,10 +256,7 @@ impl super::reload::Reload for WasmForwardHandler {
     }
 
     fn reload(&self) -> Result<(), PluginError> {
-        let pre = compile(&self.spec)?;
-        let mut cur = self.pre.write().unwrap_or_else(|p| p.into_inner());
-        let generation = cur.1 + 1;
-        *cur = (pre, generation);
+        self.pre.replace(compile(&self.spec)?);
         Ok(())
     }
 }

@@ -18,7 +18,7 @@ pub struct WasmObserver {
     spec: PluginSpec,
     id: Identity,
     /// The module and its generation; replaced on reload.
-    pre: std::sync::RwLock<(ObserverPre<PluginState>, u64)>,
+    pre: super::reload::Versioned<ObserverPre<PluginState>>,
     instance: tokio::sync::Mutex<Option<Instance>>,
 }
 
@@ -39,7 +39,7 @@ impl WasmObserver {
             name: name.into(),
             id: identity(name, &spec),
             spec,
-            pre: std::sync::RwLock::new((pre, 0)),
+            pre: super::reload::Versioned::new(pre),
             instance: tokio::sync::Mutex::new(None),
         })
     }
@@ -53,11 +53,7 @@ impl WasmObserver {
 
     async fn call(&self, events: &[Event]) -> Result<(), ObserverError> {
         let mut slot = self.instance.lock().await;
-        let (pre, generation) = self
-            .pre
-            .read()
-            .map(|p| p.clone())
-            .unwrap_or_else(|p| p.into_inner().clone());
+        let (pre, generation) = self.pre.get();
         if slot.as_ref().is_none_or(|i| i.generation != generation) {
             let rt = runtime().map_err(|e| self.err(e.to_string()))?;
             let mut store = load::new_store(&rt.engine, &self.spec, self.id.clone(), None)
@@ -117,10 +113,7 @@ impl super::reload::Reload for WasmObserver {
     }
 
     fn reload(&self) -> Result<(), PluginError> {
-        let pre = compile(&self.spec)?;
-        let mut cur = self.pre.write().unwrap_or_else(|p| p.into_inner());
-        let generation = cur.1 + 1;
-        *cur = (pre, generation);
+        self.pre.replace(compile(&self.spec)?);
         Ok(())
     }
 }

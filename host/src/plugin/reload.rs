@@ -19,6 +19,26 @@ pub trait Reload: Send + Sync {
 
 const POLL: Duration = Duration::from_millis(500);
 
+/// A compiled module and its generation: a reload bumps the generation so
+/// a long-lived instance made from the old module is replaced on next use.
+pub struct Versioned<T>(std::sync::RwLock<(T, u64)>);
+
+impl<T: Clone> Versioned<T> {
+    pub fn new(value: T) -> Self {
+        Versioned(std::sync::RwLock::new((value, 0)))
+    }
+
+    pub fn get(&self) -> (T, u64) {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn replace(&self, value: T) {
+        let mut cur = self.0.write().unwrap_or_else(|p| p.into_inner());
+        let generation = cur.1 + 1;
+        *cur = (value, generation);
+    }
+}
+
 /// Shares `user` and watches its plugin file until it is dropped.
 pub fn watched<T: Reload + 'static>(user: T, path: PathBuf) -> std::sync::Arc<T> {
     let user = std::sync::Arc::new(user);
