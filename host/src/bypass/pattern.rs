@@ -96,8 +96,10 @@ impl Pattern {
     pub fn matches(&self, host: &str, ip: Option<IpAddr>, port: Option<u16>) -> bool {
         let port_ok = |pr: &Option<PortRange>| pr.is_none_or(|pr| pr.contains(port));
         match &self.kind {
-            Kind::Cidr(net) => ip.is_some_and(|ip| net.contains(&canonical(ip))),
-            Kind::Range(a, b) => ip.map(canonical).is_some_and(|ip| *a <= ip && ip <= *b),
+            Kind::Cidr(net) => ip.is_some_and(|ip| net.contains(&ip.to_canonical())),
+            Kind::Range(a, b) => ip
+                .map(|ip| ip.to_canonical())
+                .is_some_and(|ip| *a <= ip && ip <= *b),
             Kind::Host(h, pr) => {
                 let hit = match h.strip_prefix('.') {
                     Some(domain) => host == domain || host.ends_with(h.as_str()),
@@ -109,14 +111,6 @@ impl Pattern {
             }
             Kind::Wildcard(globs, pr) => globs.iter().any(|g| g.matches(host)) && port_ok(pr),
         }
-    }
-}
-
-/// An IPv4-mapped IPv6 address as the IPv4 address it carries.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use super::{canonical, Limits};
+use super::Limits;
 use crate::bypass::rules::{RuleError, Rules};
 use crate::config::LimiterConfig;
 
@@ -64,7 +64,7 @@ impl ConnLimiter {
     /// A permit for one more connection from `ip`, or `None` when the
     /// service or that client is at its limit.
     pub fn acquire(&self, ip: IpAddr) -> Option<ConnPermit> {
-        let ip = canonical(ip);
+        let ip = ip.to_canonical();
         let limits = self.rules.current();
         let mut c = self.counts.lock().ok()?;
         if limits.service.is_some_and(|max| c.service as f64 >= max) {

@@ -168,14 +168,6 @@ impl Limits {
     }
 }
 
-/// An IPv4-mapped IPv6 client as the IPv4 address it carries.
-pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

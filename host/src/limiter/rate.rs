@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use super::{canonical, Limits};
+use super::Limits;
 use crate::bypass::rules::{RuleError, Rules};
 use crate::config::LimiterConfig;
 
@@ -63,7 +63,7 @@ impl RateLimiter {
     /// Whether a new connection from `ip` may go ahead now; takes a token
     /// from the service's and the client's bucket only when both have one.
     pub fn allow(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
+        let ip = ip.to_canonical();
         let limits = self.rules.current();
         let now = Instant::now();
         let Ok(mut b) = self.buckets.lock() else {

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
-use super::canonical;
 use crate::bypass::rules::{Line, RuleError, Rules};
 use crate::config::LimiterConfig;
 
@@ -219,7 +218,7 @@ impl TrafficLimiter {
 
     /// The buckets for a new connection from `ip`.
     pub fn for_conn(&self, ip: IpAddr) -> ConnTraffic {
-        let ip = canonical(ip);
+        let ip = ip.to_canonical();
         let limits = self.rules.current();
         let mut t = ConnTraffic::default();
         let mut add = |pair: BucketPair, rate: Rate| {
