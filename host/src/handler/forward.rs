@@ -189,11 +189,11 @@ fn with_default_port(addr: &str) -> String {
 
 impl Handler for ForwardHandler {
     fn handle(&self, conn: Conn, ctx: ConnContext) -> HandleFuture<'_> {
-        Box::pin(async move {
-            match conn {
-                Conn::Tcp(s) => self.handle_tcp(s, ctx).await,
-                Conn::Udp(u) => self.handle_udp(u, ctx).await,
-            }
-        })
+        // One box per kind: a shared one would size every TCP connection
+        // for the larger UDP session state.
+        match conn {
+            Conn::Tcp(s) => Box::pin(self.handle_tcp(s, ctx)),
+            Conn::Udp(u) => Box::pin(self.handle_udp(u, ctx)),
+        }
     }
 }

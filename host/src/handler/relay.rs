@@ -126,7 +126,11 @@ impl RelayHandler {
         }
     }
 
-    async fn serve(&self, stream: TcpStream, ctx: ConnContext) -> Result<(), HandlerError> {
+    pub(crate) async fn serve(
+        &self,
+        stream: TcpStream,
+        ctx: ConnContext,
+    ) -> Result<(), HandlerError> {
         let mut client = ClientStream::new(stream, ctx.stats.clone());
         let req =
             match tokio::time::timeout(self.opts.read_timeout, read_request(&mut client)).await {

@@ -152,35 +152,37 @@ impl Socks5Handler {
             }
         };
         tracing::debug!(service = %ctx.service, client = %ctx.peer, cmd = req.cmd, dst = %req.target, user = user.as_deref().unwrap_or(""), "socks5 request");
+        // The rare commands' state is boxed: inline, it would size every
+        // CONNECT relay's future.
         match req.cmd {
             CMD_CONNECT => self.connect(hs, &ctx, req.target).await,
             CMD_UDP_ASSOCIATE if self.opts.udp => {
-                super::udp::associate(
+                Box::pin(super::udp::associate(
                     hs,
                     &ctx,
                     self.opts.udp_buffer_size,
                     self.router.dial_timeout,
-                )
+                ))
                 .await
             }
             CMD_BIND if self.opts.bind => {
-                super::bind::bind(
+                Box::pin(super::bind::bind(
                     hs,
                     &ctx,
                     &req.target,
                     self.opts.public_addr.as_deref(),
                     self.opts.idle_timeout,
-                )
+                ))
                 .await
             }
             CMD_UDP_TUN if self.udp_tun_allowed(&req.target) => {
-                super::udptun::serve(
+                Box::pin(super::udptun::serve(
                     hs,
                     &ctx,
                     &req.target,
                     &self.router,
                     self.opts.udp_buffer_size,
-                )
+                ))
                 .await
             }
             // GOST answers disabled commands and counts no error.
