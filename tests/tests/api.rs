@@ -564,3 +564,88 @@ fn sighup_and_periodic_reload_apply_the_file() {
     g.wait_tcp(c);
     wait_closed(a);
 }
+
+/// A config file with two forwarding services, `s1` and `s2`.
+fn two_services(s1: (&str, &str), s2: (&str, &str), api: u16) -> String {
+    let svc = |name: &str, (addr, target): (&str, &str)| {
+        format!("- name: {name}\n  addr: \"{addr}\"\n  handler: {{type: tcp}}\n  forwarder: {{nodes: [{{name: t, addr: \"{target}\"}}]}}\n")
+    };
+    format!(
+        "services:\n{}{}api: {{addr: \"127.0.0.1:{api}\"}}\n",
+        svc("s1", s1),
+        svc("s2", s2)
+    )
+}
+
+#[test]
+fn a_reload_whose_second_service_cannot_bind_changes_nothing() {
+    let dir = TempDir::new("reload-bind");
+    let (a, b) = (tcp_greeter("A"), tcp_greeter("B"));
+    let (a, b) = (a.to_string(), b.to_string());
+    let (p1, p2, api) = (free_port(), free_port(), free_port());
+    let addr1 = format!("127.0.0.1:{p1}");
+    let addr2 = format!("127.0.0.1:{p2}");
+    let file = dir.write("gost.yaml", &two_services((&addr1, &a), (&addr2, &a), api));
+    let g = Gost::start(&["-C", &file]);
+    g.wait_tcp(api);
+    g.wait_tcp(p1);
+    g.wait_tcp(p2);
+    let created = service(api, "s1")["status"]["createTime"].clone();
+    let before = api_config(api);
+
+    // s1 gets a new target, s2 moves to a port someone else holds: s2
+    // cannot be bound, so s1 keeps its old target too.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    std::fs::write(&file, two_services((&addr1, &b), (&taken_addr, &a), api)).unwrap();
+    let (code, v) = call(api, "POST", "/config/reload", None);
+    assert_eq!((code, &v["code"]), (500, &json!(40003)), "{v}");
+    let msg = v["msg"].as_str().unwrap();
+    assert!(msg.contains("s2") && msg.contains(&taken_addr), "{msg}");
+    assert_eq!(greeting(p1), "A");
+    assert_eq!(greeting(p2), "A");
+    let mut after = api_config(api);
+    for i in 0..2 {
+        after["services"][i]["status"] = before["services"][i]["status"].clone();
+    }
+    assert_eq!(after, before);
+    assert_eq!(service(api, "s1")["status"]["createTime"], created);
+    // The same by SIGHUP: logged, and the running config kept.
+    g.signal(libc::SIGHUP);
+    g.wait_log("config reload failed");
+    assert_eq!(greeting(p1), "A");
+
+    // Now s1 restarts on its own address (new metadata) and s2 moves to
+    // all interfaces on its port, where [::1] is held by someone else.
+    // Both must stop before their ports can be bound again; s2's bind
+    // fails, and both come back on their previous config.
+    let v6 = std::net::TcpListener::bind(("::1", p2)).unwrap();
+    let text = two_services((&addr1, &b), (&format!(":{p2}"), &b), api).replacen(
+        "  handler:",
+        "  metadata: {enableStats: true}\n  handler:",
+        1,
+    );
+    std::fs::write(&file, text).unwrap();
+    let (code, v) = call(api, "POST", "/config/reload", None);
+    assert_eq!((code, &v["code"]), (500, &json!(40003)), "{v}");
+    assert!(v["msg"].as_str().unwrap().contains("s2"), "{v}");
+    g.wait_tcp(p1);
+    g.wait_tcp(p2);
+    assert_eq!(greeting(p1), "A");
+    assert_eq!(greeting(p2), "A");
+    let mut after = api_config(api);
+    for i in 0..2 {
+        assert_eq!(after["services"][i]["status"]["state"], "ready", "{after}");
+        after["services"][i]["status"] = before["services"][i]["status"].clone();
+    }
+    assert_eq!(after, before);
+    g.wait_log("restarted on its previous config");
+
+    // Once the port is free the same file applies.
+    drop(v6);
+    ok(api, "POST", "/config/reload", None);
+    assert_eq!(greeting(p1), "B");
+    assert_eq!(greeting(p2), "B");
+    assert!(service(api, "s1")["status"]["stats"].is_object());
+    drop(taken);
+}
