@@ -568,7 +568,8 @@ fn unsupported(cfg: &Config) -> Vec<String> {
         Kind::Plugin => matches!(ty, "wasm" | "http"),
     });
     for h in &cfg.hops {
-        if let Some(p) = h.plugin.as_ref().filter(|p| p.r#type != "wasm") {
+        // Other types than these two are refused as plugin types above.
+        if let Some(p) = h.plugin.as_ref().filter(|p| p.r#type == "http") {
             out.push(format!(
                 "hop \"{}\": plugin type '{}' is not supported yet",
                 h.name, p.r#type
@@ -611,6 +612,7 @@ fn unsupported(cfg: &Config) -> Vec<String> {
         }
     }
     out.extend(crate::router::unsupported(cfg));
+    out.extend(unbuildable_objects(cfg));
     for section in cfg.non_empty_sections() {
         if !matches!(
             section,
@@ -647,6 +649,54 @@ fn unsupported(cfg: &Config) -> Vec<String> {
                 ));
             }
         }
+    }
+    out
+}
+
+/// Named objects are built whether or not a service uses them yet, so one
+/// that could never run (created through the API for later use, or left in
+/// a file) is refused now rather than when a service first names it.
+fn unbuildable_objects(cfg: &Config) -> Vec<String> {
+    use crate::limiter::{conn::ConnLimiter, rate::RateLimiter, traffic::TrafficLimiter};
+    let mut out = Vec::new();
+    let mut note = |what: &str, name: &str, r: Result<(), String>| {
+        if let Err(e) = r {
+            // Most errors name their object already.
+            if e.contains(&format!("\"{name}\"")) {
+                out.push(e);
+            } else {
+                out.push(format!("{what} \"{name}\": {e}"));
+            }
+        }
+    };
+    let text = |e: &dyn std::fmt::Display| e.to_string();
+    for b in &cfg.bypasses {
+        let r = crate::bypass::Bypass::from_config(b);
+        note("bypass", &b.name, r.map(drop).map_err(|e| text(&e)));
+    }
+    for a in &cfg.admissions {
+        let r = crate::admission::Admission::from_config(a);
+        note("admission", &a.name, r.map(drop).map_err(|e| text(&e)));
+    }
+    for h in &cfg.hosts {
+        let r = crate::hosts::find(cfg, &h.name);
+        note("hosts", &h.name, r.map(drop).map_err(|e| text(&e)));
+    }
+    for r in &cfg.resolvers {
+        let res = crate::resolver::find(cfg, &r.name);
+        note("resolver", &r.name, res.map(drop).map_err(|e| text(&e)));
+    }
+    for l in &cfg.limiters {
+        let r = TrafficLimiter::from_config(l);
+        note("limiter", &l.name, r.map(drop).map_err(|e| text(&e)));
+    }
+    for l in &cfg.climiters {
+        let r = ConnLimiter::from_config(l);
+        note("climiter", &l.name, r.map(drop).map_err(|e| text(&e)));
+    }
+    for l in &cfg.rlimiters {
+        let r = RateLimiter::from_config(l);
+        note("rlimiter", &l.name, r.map(drop).map_err(|e| text(&e)));
     }
     out
 }
