@@ -111,6 +111,10 @@ pub enum ApplyError {
     Failed(String),
 }
 
+/// Sections read once at start-up (the API and metrics servers, the main
+/// log): a change would be silently ignored, so it is refused instead.
+const STARTUP_SECTIONS: &[&str] = &["api", "metrics", "log"];
+
 /// How long a stop may take to release a service's address before an
 /// update gives up on it (preDown hooks run first).
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -217,7 +221,20 @@ impl App {
         }
         check(&new).map_err(|errs| ApplyError::Invalid(errs.join("; ")))?;
         let old = self.config();
-        let plan = Plan::new(&old, &new)?;
+        let (old_v, new_v) = (to_value(&old), to_value(&new));
+        let fixed: Vec<&str> = STARTUP_SECTIONS
+            .iter()
+            .copied()
+            .filter(|k| old_v.get(k) != new_v.get(k))
+            .collect();
+        if !fixed.is_empty() {
+            return Err(ApplyError::Invalid(format!(
+                "changing the {} section{} at run time is not supported yet: restart gost",
+                fixed.join(", "),
+                if fixed.len() > 1 { "s" } else { "" }
+            )));
+        }
+        let plan = Plan::new(&old, &new, &old_v, &new_v)?;
         let loggers =
             crate::logger::prepare(&new).map_err(|e| ApplyError::Invalid(e.to_string()))?;
 
@@ -331,9 +348,13 @@ struct Start<'a> {
 }
 
 impl<'a> Plan<'a> {
-    fn new(old: &Config, new: &'a Config) -> Result<Plan<'a>, ApplyError> {
-        let old_v = to_value(old);
-        let new_v = to_value(new);
+    /// `old_v` and `new_v` are the two configs as JSON.
+    fn new(
+        old: &Config,
+        new: &'a Config,
+        old_v: &serde_json::Value,
+        new_v: &serde_json::Value,
+    ) -> Result<Plan<'a>, ApplyError> {
         let mut plan = Plan {
             swaps: Vec::new(),
             starts: Vec::new(),
@@ -358,7 +379,7 @@ impl<'a> Plan<'a> {
             if restart {
                 plan.stops.push(svc.name.clone());
                 to_start.push(svc);
-            } else if a != b || dependencies(&old_v, &a) != dependencies(&new_v, &b) {
+            } else if a != b || dependencies(old_v, &a) != dependencies(new_v, &b) {
                 let parts = build_parts(new, svc).map_err(apply_err)?;
                 plan.swaps.push((svc.name.clone(), parts.pipeline));
             }

@@ -935,3 +935,34 @@ fn concurrent_updates_of_one_service_leave_it_consistent() {
     assert_eq!(list["data"]["count"], 2, "{list}");
     live.check(b"ok");
 }
+
+#[test]
+fn a_reload_that_changes_the_api_or_log_section_is_refused() {
+    let dir = TempDir::new("reload-fixed");
+    let (a, b) = (tcp_greeter("A"), tcp_greeter("B"));
+    let (port, api) = (free_port(), free_port());
+    let addr = format!("127.0.0.1:{port}");
+    let text = |target: &str, extra: &str| {
+        format!(
+            "services:\n- {{name: s, addr: \"{addr}\", handler: {{type: tcp}}, forwarder: {{nodes: [{{name: t, addr: \"{target}\"}}]}}}}\napi: {{addr: \"127.0.0.1:{api}\"{extra}}}\n"
+        )
+    };
+    let file = dir.write("gost.yaml", &text(&a.to_string(), ""));
+    let g = Gost::start(&["-C", &file]);
+    g.wait_tcp(api);
+    g.wait_tcp(port);
+    std::fs::write(&file, text(&b.to_string(), ", accesslog: true")).unwrap();
+    let msg = refused(api, "POST", "/config/reload", None, 40001);
+    assert!(
+        msg.contains("api section") && msg.contains("restart"),
+        "{msg}"
+    );
+    assert_eq!(greeting(port), "A");
+    std::fs::write(&file, text(&b.to_string(), "") + "log: {level: debug}\n").unwrap();
+    let msg = refused(api, "POST", "/config/reload", None, 40001);
+    assert!(msg.contains("log section"), "{msg}");
+    assert_eq!(greeting(port), "A");
+    std::fs::write(&file, text(&b.to_string(), "")).unwrap();
+    ok(api, "POST", "/config/reload", None);
+    assert_eq!(greeting(port), "B");
+}
