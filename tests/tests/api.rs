@@ -360,6 +360,16 @@ fn bad_requests_get_gost_errors_and_change_nothing() {
         40001,
     );
     assert!(msg.contains("must not contain"), "{msg}");
+    // An escaped slash in the path is a slash in the name.
+    let msg = refused(
+        api,
+        "PUT",
+        "/config/hops/a%2Fb",
+        Some(json!({"nodes": [{"name": "n", "addr": echo}]})),
+        40001,
+    );
+    assert!(msg.contains("must not contain"), "{msg}");
+    refused(api, "DELETE", "/config/hops/..%2Fx", None, 40004);
     let msg = refused(
         api,
         "POST",
