@@ -1142,6 +1142,25 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn objects_no_service_uses_are_checked_too() {
+        let cfg: Config = serde_yaml::from_str(
+            r#"
+climiters: [{name: few, limits: ["$ -1"]}]
+resolvers: [{name: dns, nameservers: [{addr: "tls://127.0.0.1:853"}]}]
+bypasses: [{name: ok, matchers: [example.com]}]
+"#,
+        )
+        .unwrap();
+        let errs = check(&cfg).unwrap_err();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs[0].starts_with("resolver \"dns\""), "{errs:?}");
+        assert!(
+            errs[1].starts_with("climiter \"few\": limits[0]"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
     fn dependencies_follow_references_through_other_objects() {
         let root = json!({
             "services": [{"name": "s", "handler": {"auther": "users"}, "forwarder": {"hop": "h"}}],
