@@ -976,3 +976,54 @@ fn a_reload_that_changes_the_api_or_log_section_is_refused() {
     ok(api, "POST", "/config/reload", None);
     assert_eq!(greeting(port), "B");
 }
+
+#[test]
+fn a_chain_update_routes_new_connections_without_a_restart() {
+    let (g, keep, api) = start();
+    let mut unrelated = Live::open(keep);
+    let echo = tcp_echo_server();
+    let (up1, up2, fw) = (free_port(), free_port(), free_port());
+    for (name, port) in [("up1", up1), ("up2", up2)] {
+        ok(
+            api,
+            "POST",
+            "/config/services",
+            Some(json!({"name": name, "addr": format!("127.0.0.1:{port}"),
+                "handler": {"type": "http"}, "metadata": {"enableStats": true}})),
+        );
+        g.wait_tcp(port);
+    }
+    let chain = |port: u16| {
+        json!({"name": "c1", "hops": [{"name": "h", "nodes": [{"name": "n",
+            "addr": format!("127.0.0.1:{port}"), "connector": {"type": "http"}}]}]})
+    };
+    ok(api, "POST", "/config/chains", Some(chain(up1)));
+    ok(
+        api,
+        "POST",
+        "/config/services",
+        Some(json!({"name": "fw", "addr": format!("127.0.0.1:{fw}"),
+            "handler": {"type": "tcp", "chain": "c1"},
+            "forwarder": {"nodes": [{"name": "t", "addr": echo.to_string()}]}})),
+    );
+    g.wait_tcp(fw);
+    let created = service(api, "fw")["status"]["createTime"].clone();
+    let base = wait_settled(api, "up2")["status"]["stats"]["totalConns"]
+        .as_u64()
+        .unwrap();
+    let mut via_up1 = Live::open(fw);
+    wait_service(api, "up1", |s| s["status"]["stats"]["currentConns"] == 1);
+
+    ok(api, "PUT", "/config/chains/c1", Some(chain(up2)));
+    let mut via_up2 = Live::open(fw);
+    let up2 = wait_service(api, "up2", |s| s["status"]["stats"]["currentConns"] == 1);
+    assert_eq!(up2["status"]["stats"]["totalConns"], base + 1, "{up2}");
+    via_up1.check(b"old route still open");
+    via_up2.check(b"new route");
+    let status = service(api, "fw")["status"].clone();
+    assert_eq!(status["createTime"], created);
+    assert!(!status["events"].to_string().contains("closed"), "{status}");
+    let msg = refused(api, "DELETE", "/config/chains/c1", None, 40001);
+    assert!(msg.contains("c1"), "{msg}");
+    unrelated.check(b"unrelated");
+}
