@@ -609,7 +609,7 @@ fn a_reload_whose_second_service_cannot_bind_changes_nothing() {
     let taken_addr = taken.local_addr().unwrap().to_string();
     std::fs::write(&file, two_services((&addr1, &b), (&taken_addr, &a), api)).unwrap();
     let (code, v) = call(api, "POST", "/config/reload", None);
-    assert_eq!((code, &v["code"]), (500, &json!(40003)), "{v}");
+    assert_eq!((code, &v["code"]), (400, &json!(40001)), "{v}");
     let msg = v["msg"].as_str().unwrap();
     assert!(msg.contains("s2") && msg.contains(&taken_addr), "{msg}");
     assert_eq!(greeting(p1), "A");
@@ -637,7 +637,7 @@ fn a_reload_whose_second_service_cannot_bind_changes_nothing() {
     );
     std::fs::write(&file, text).unwrap();
     let (code, v) = call(api, "POST", "/config/reload", None);
-    assert_eq!((code, &v["code"]), (500, &json!(40003)), "{v}");
+    assert_eq!((code, &v["code"]), (400, &json!(40001)), "{v}");
     assert!(v["msg"].as_str().unwrap().contains("s2"), "{v}");
     g.wait_tcp(p1);
     g.wait_tcp(p2);
