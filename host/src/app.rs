@@ -111,6 +111,10 @@ pub enum ApplyError {
     Failed(String),
 }
 
+/// Sections read once at start-up (the API and metrics servers, the main
+/// log): a change would be silently ignored, so it is refused instead.
+const STARTUP_SECTIONS: &[&str] = &["api", "metrics", "log"];
+
 /// How long a stop may take to release a service's address before an
 /// update gives up on it (preDown hooks run first).
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -200,13 +204,12 @@ impl App {
         self.apply_locked(new).await
     }
 
-    /// Makes `new` the running config, touching only what changed: a new
-    /// service starts, a removed one stops, a service whose address,
-    /// listener or service metadata changed restarts, and a service whose
-    /// handler or any object it refers to (chain, hop, auther, ...) changed
-    /// gets a new handler for new connections while its listener, status
-    /// and live connections carry on. Everything is checked and built
-    /// before anything changes, so a refused change leaves all as it was.
+    /// Makes `new` the running config, touching only what changed (see
+    /// [`Plan`]). Everything is checked, built and, where the address is
+    /// free, bound before anything running changes, so a refused change
+    /// leaves all as it was. Addresses held by services that stop are bound
+    /// after they stop; if one of those fails, every stopped service is
+    /// restarted on its previous config and the config stays the old one.
     pub async fn apply(&self, new: Config) -> Result<(), ApplyError> {
         let _writer = self.writer.lock().await;
         self.apply_locked(new).await
@@ -218,131 +221,56 @@ impl App {
         }
         check(&new).map_err(|errs| ApplyError::Invalid(errs.join("; ")))?;
         let old = self.config();
-        let old_v = to_value(&old);
-        let new_v = to_value(&new);
-
-        let mut swaps = Vec::new();
-        let mut starts = Vec::new();
-        let mut restarts = Vec::new();
-        for svc in &new.services {
-            let Some(prev) = old.services.iter().find(|s| s.name == svc.name) else {
-                // An address a removed service holds (a reload that
-                // renames a service) is bound once that service is gone.
-                let start = if old.services.iter().any(|o| o.addr == svc.addr) {
-                    Start::Later(svc, build_parts(&new, svc).map_err(apply_err)?)
-                } else {
-                    Start::Now(build_service(&new, svc).map_err(apply_err)?)
-                };
-                starts.push(start);
-                continue;
-            };
-            let (a, b) = (to_value(prev), to_value(svc));
-            if a != b {
-                let rebind = ["addr", "listener", "metadata", "observer"]
-                    .iter()
-                    .any(|k| a.get(k) != b.get(k))
-                    || observer_changed(&old, &new, svc);
-                if rebind {
-                    let parts = build_parts(&new, svc).map_err(apply_err)?;
-                    // A new address can be bound before the old one is
-                    // released, so a failure leaves the old service running.
-                    let listener = if prev.addr == svc.addr {
-                        None
-                    } else {
-                        Some(bind_listener(svc).map_err(apply_err)?)
-                    };
-                    restarts.push((prev, svc, parts, listener));
-                    continue;
-                }
-            } else if observer_changed(&old, &new, svc) {
-                let parts = build_parts(&new, svc).map_err(apply_err)?;
-                restarts.push((prev, svc, parts, None));
-                continue;
-            } else if dependencies(&old_v, &a) == dependencies(&new_v, &b) {
-                continue;
-            }
-            swaps.push((svc.name.clone(), build_parts(&new, svc).map_err(apply_err)?));
+        let (old_v, new_v) = (to_value(&old), to_value(&new));
+        let fixed: Vec<&str> = STARTUP_SECTIONS
+            .iter()
+            .copied()
+            .filter(|k| old_v.get(k) != new_v.get(k))
+            .collect();
+        if !fixed.is_empty() {
+            return Err(ApplyError::Invalid(format!(
+                "changing the {} section{} at run time is not supported yet: restart gost",
+                fixed.join(", "),
+                if fixed.len() > 1 { "s" } else { "" }
+            )));
         }
+        let plan = Plan::new(&old, &new, &old_v, &new_v)?;
         let loggers =
             crate::logger::prepare(&new).map_err(|e| ApplyError::Invalid(e.to_string()))?;
-        let stops: Vec<&str> = old
-            .services
-            .iter()
-            .filter(|s| !new.services.iter().any(|n| n.name == s.name))
-            .map(|s| s.name.as_str())
-            .collect();
+
+        // Everything that could be built and bound is; what is left are the
+        // addresses that services going away (or restarting) still hold.
+        for name in &plan.stops {
+            self.stop(name).await;
+        }
+        let mut ready = Vec::with_capacity(plan.starts.len());
+        for start in plan.starts {
+            let listener = match start.listener {
+                Some(l) => l,
+                None => match bind_listener(start.cfg) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        // New listeners must go before the old services
+                        // bind their addresses again.
+                        drop(ready);
+                        self.restore(&old, &plan.stops);
+                        tracing::error!(error = %e, "change not applied: every service runs on its previous config");
+                        return Err(apply_err(e));
+                    }
+                },
+            };
+            ready.push(start.parts.into_service(&start.cfg.name, listener));
+        }
 
         // Lines of restarted and new services go to their loggers from the
         // first one on.
         loggers.install();
-        // Services that keep their address must let it go first; if it
-        // cannot be bound again, the old service comes back.
-        let mut restarted = Vec::new();
-        for (prev, svc, parts, listener) in restarts {
-            let listener = match listener {
-                Some(l) => l,
-                None => {
-                    self.stop(&svc.name).await;
-                    match bind_listener(svc) {
-                        Ok(l) => l,
-                        Err(e) => {
-                            if let Ok(back) = build_service(&old, prev) {
-                                self.spawn(back);
-                            }
-                            for (service, old_cfg) in restarted {
-                                // Its listener must go before the old
-                                // service binds the address again.
-                                drop(service);
-                                if let Ok(back) = build_service(&old, old_cfg) {
-                                    self.spawn(back);
-                                }
-                            }
-                            if let Ok(l) = crate::logger::prepare(&old) {
-                                l.install();
-                            }
-                            return Err(apply_err(e));
-                        }
-                    }
-                }
-            };
-            restarted.push((parts.into_service(&svc.name, listener), prev));
-        }
-        for (service, _) in restarted {
-            self.stop(&service.name).await;
-            self.spawn(service);
-        }
-        for name in &stops {
-            self.stop(name).await;
-        }
-        let mut ready = Vec::new();
-        for start in starts {
-            match start {
-                Start::Now(service) => ready.push(service),
-                Start::Later(svc, parts) => match bind_listener(svc) {
-                    Ok(listener) => ready.push(parts.into_service(&svc.name, listener)),
-                    Err(e) => {
-                        // Bring back what this change stopped.
-                        drop(ready);
-                        for cfg in old
-                            .services
-                            .iter()
-                            .filter(|o| stops.contains(&o.name.as_str()))
-                        {
-                            if let Ok(back) = build_service(&old, cfg) {
-                                self.spawn(back);
-                            }
-                        }
-                        return Err(apply_err(e));
-                    }
-                },
-            }
-        }
         {
             let services = lock(&self.services);
-            for (name, parts) in swaps {
+            for (name, pipeline) in plan.swaps {
                 if let Some(r) = services.get(&name) {
                     tracing::info!(service = %name, "handler replaced for new connections");
-                    r.handler.set(parts.pipeline);
+                    r.handler.set(pipeline);
                 }
             }
         }
@@ -351,6 +279,22 @@ impl App {
         }
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = new;
         Ok(())
+    }
+
+    /// Brings back, on their previous config, the services a failed change
+    /// stopped. They restart (new status), as after any stop.
+    fn restore(&self, old: &Config, stopped: &[String]) {
+        for cfg in old.services.iter().filter(|s| stopped.contains(&s.name)) {
+            match build_service(old, cfg) {
+                Ok(back) => {
+                    tracing::warn!(service = %cfg.name, "restarted on its previous config");
+                    self.spawn(back);
+                }
+                Err(e) => {
+                    tracing::error!(service = %cfg.name, error = %e, "cannot restart on its previous config")
+                }
+            }
+        }
     }
 
     fn spawn(&self, service: Service) {
@@ -382,11 +326,91 @@ impl App {
     }
 }
 
-/// A service to create: bound while the change is checked, or, when a
-/// service that goes away holds its address, after that one has stopped.
-enum Start<'a> {
-    Now(Service),
-    Later(&'a ServiceConfig, Parts),
+/// What a change does, worked out and built before anything running is
+/// touched: a new service starts, a removed one stops, a service whose
+/// address, listener, service metadata or observer changed restarts, and a
+/// service whose handler or any object it refers to (chain, hop, auther,
+/// ...) changed gets a new pipeline while its listener, status and live
+/// connections carry on.
+struct Plan<'a> {
+    swaps: Vec<(String, Pipeline)>,
+    starts: Vec<Start<'a>>,
+    /// Running services that go away: removed or restarted.
+    stops: Vec<String>,
+}
+
+/// A service to (re)start, bound while the change is planned unless a
+/// service that stops holds its port; then it is bound after that stop.
+struct Start<'a> {
+    cfg: &'a ServiceConfig,
+    parts: Parts,
+    listener: Option<Box<dyn Listener>>,
+}
+
+impl<'a> Plan<'a> {
+    /// `old_v` and `new_v` are the two configs as JSON.
+    fn new(
+        old: &Config,
+        new: &'a Config,
+        old_v: &serde_json::Value,
+        new_v: &serde_json::Value,
+    ) -> Result<Plan<'a>, ApplyError> {
+        let mut plan = Plan {
+            swaps: Vec::new(),
+            starts: Vec::new(),
+            stops: old
+                .services
+                .iter()
+                .filter(|s| !new.services.iter().any(|n| n.name == s.name))
+                .map(|s| s.name.clone())
+                .collect(),
+        };
+        let mut to_start = Vec::new();
+        for svc in &new.services {
+            let Some(prev) = old.services.iter().find(|s| s.name == svc.name) else {
+                to_start.push(svc);
+                continue;
+            };
+            let (a, b) = (to_value(prev), to_value(svc));
+            let restart = ["addr", "listener", "metadata", "observer"]
+                .iter()
+                .any(|k| a.get(k) != b.get(k))
+                || observer_changed(old, new, svc);
+            if restart {
+                plan.stops.push(svc.name.clone());
+                to_start.push(svc);
+            } else if a != b || dependencies(old_v, &a) != dependencies(new_v, &b) {
+                let parts = build_parts(new, svc).map_err(apply_err)?;
+                plan.swaps.push((svc.name.clone(), parts.pipeline));
+            }
+        }
+        let held: Vec<u16> = old
+            .services
+            .iter()
+            .filter(|s| plan.stops.contains(&s.name))
+            .filter_map(|s| port(&s.addr))
+            .collect();
+        for cfg in to_start {
+            let parts = build_parts(new, cfg).map_err(apply_err)?;
+            let listener = match port(&cfg.addr) {
+                Some(p) if held.contains(&p) => None,
+                _ => Some(bind_listener(cfg).map_err(apply_err)?),
+            };
+            plan.starts.push(Start {
+                cfg,
+                parts,
+                listener,
+            });
+        }
+        Ok(plan)
+    }
+}
+
+/// The fixed port of a service address (`None` for port 0 or a bad
+/// address, which bind reports).
+fn port(addr: &str) -> Option<u16> {
+    let (_, port) = crate::listener::split_host_port(addr).ok()?;
+    port.parse().ok().filter(|p| *p != 0)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -565,7 +589,8 @@ fn unsupported(cfg: &Config) -> Vec<String> {
         Kind::Plugin => matches!(ty, "wasm" | "http"),
     });
     for h in &cfg.hops {
-        if let Some(p) = h.plugin.as_ref().filter(|p| p.r#type != "wasm") {
+        // Other types than these two are refused as plugin types above.
+        if let Some(p) = h.plugin.as_ref().filter(|p| p.r#type == "http") {
             out.push(format!(
                 "hop \"{}\": plugin type '{}' is not supported yet",
                 h.name, p.r#type
@@ -608,6 +633,7 @@ fn unsupported(cfg: &Config) -> Vec<String> {
         }
     }
     out.extend(crate::router::unsupported(cfg));
+    out.extend(unbuildable_objects(cfg));
     for section in cfg.non_empty_sections() {
         if !matches!(
             section,
@@ -644,6 +670,54 @@ fn unsupported(cfg: &Config) -> Vec<String> {
                 ));
             }
         }
+    }
+    out
+}
+
+/// Named objects are built whether or not a service uses them yet, so one
+/// that could never run (created through the API for later use, or left in
+/// a file) is refused now rather than when a service first names it.
+fn unbuildable_objects(cfg: &Config) -> Vec<String> {
+    use crate::limiter::{conn::ConnLimiter, rate::RateLimiter, traffic::TrafficLimiter};
+    let mut out = Vec::new();
+    let mut note = |what: &str, name: &str, r: Result<(), String>| {
+        if let Err(e) = r {
+            // Most errors name their object already.
+            if e.contains(&format!("\"{name}\"")) {
+                out.push(e);
+            } else {
+                out.push(format!("{what} \"{name}\": {e}"));
+            }
+        }
+    };
+    let text = |e: &dyn std::fmt::Display| e.to_string();
+    for b in &cfg.bypasses {
+        let r = crate::bypass::Bypass::from_config(b);
+        note("bypass", &b.name, r.map(drop).map_err(|e| text(&e)));
+    }
+    for a in &cfg.admissions {
+        let r = crate::admission::Admission::from_config(a);
+        note("admission", &a.name, r.map(drop).map_err(|e| text(&e)));
+    }
+    for h in &cfg.hosts {
+        let r = crate::hosts::find(cfg, &h.name);
+        note("hosts", &h.name, r.map(drop).map_err(|e| text(&e)));
+    }
+    for r in &cfg.resolvers {
+        let res = crate::resolver::find(cfg, &r.name);
+        note("resolver", &r.name, res.map(drop).map_err(|e| text(&e)));
+    }
+    for l in &cfg.limiters {
+        let r = TrafficLimiter::from_config(l);
+        note("limiter", &l.name, r.map(drop).map_err(|e| text(&e)));
+    }
+    for l in &cfg.climiters {
+        let r = ConnLimiter::from_config(l);
+        note("climiter", &l.name, r.map(drop).map_err(|e| text(&e)));
+    }
+    for l in &cfg.rlimiters {
+        let r = RateLimiter::from_config(l);
+        note("rlimiter", &l.name, r.map(drop).map_err(|e| text(&e)));
     }
     out
 }
@@ -1066,6 +1140,25 @@ fn build_forward_handler(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn objects_no_service_uses_are_checked_too() {
+        let cfg: Config = serde_yaml::from_str(
+            r#"
+climiters: [{name: few, limits: ["$ -1"]}]
+resolvers: [{name: dns, nameservers: [{addr: "tls://127.0.0.1:853"}]}]
+bypasses: [{name: ok, matchers: [example.com]}]
+"#,
+        )
+        .unwrap();
+        let errs = check(&cfg).unwrap_err();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs[0].starts_with("resolver \"dns\""), "{errs:?}");
+        assert!(
+            errs[1].starts_with("climiter \"few\": limits[0]"),
+            "{errs:?}"
+        );
+    }
 
     #[test]
     fn dependencies_follow_references_through_other_objects() {

@@ -244,7 +244,7 @@ impl Router {
                 .collect();
             tracing::debug!(chain = %chain.name, "route {} > {addr}", path.join(" > "));
         }
-        match route::dial(&nodes, addr).await {
+        match route::dial(&chain.name, &nodes, addr).await {
             Ok(s) => {
                 chain.marker.reset();
                 Ok(s)

@@ -360,6 +360,16 @@ fn bad_requests_get_gost_errors_and_change_nothing() {
         40001,
     );
     assert!(msg.contains("must not contain"), "{msg}");
+    // An escaped slash in the path is a slash in the name.
+    let msg = refused(
+        api,
+        "PUT",
+        "/config/hops/a%2Fb",
+        Some(json!({"nodes": [{"name": "n", "addr": echo}]})),
+        40001,
+    );
+    assert!(msg.contains("must not contain"), "{msg}");
+    refused(api, "DELETE", "/config/hops/..%2Fx", None, 40004);
     let msg = refused(
         api,
         "POST",
@@ -563,4 +573,457 @@ fn sighup_and_periodic_reload_apply_the_file() {
     std::fs::write(&file, format!("services:\n{}", svc("c", c))).unwrap();
     g.wait_tcp(c);
     wait_closed(a);
+}
+
+/// A config file with two forwarding services, `s1` and `s2`.
+fn two_services(s1: (&str, &str), s2: (&str, &str), api: u16) -> String {
+    let svc = |name: &str, (addr, target): (&str, &str)| {
+        format!("- name: {name}\n  addr: \"{addr}\"\n  handler: {{type: tcp}}\n  forwarder: {{nodes: [{{name: t, addr: \"{target}\"}}]}}\n")
+    };
+    format!(
+        "services:\n{}{}api: {{addr: \"127.0.0.1:{api}\"}}\n",
+        svc("s1", s1),
+        svc("s2", s2)
+    )
+}
+
+#[test]
+fn a_reload_whose_second_service_cannot_bind_changes_nothing() {
+    let dir = TempDir::new("reload-bind");
+    let (a, b) = (tcp_greeter("A"), tcp_greeter("B"));
+    let (a, b) = (a.to_string(), b.to_string());
+    let (p1, p2, api) = (free_port(), free_port(), free_port());
+    let addr1 = format!("127.0.0.1:{p1}");
+    let addr2 = format!("127.0.0.1:{p2}");
+    let file = dir.write("gost.yaml", &two_services((&addr1, &a), (&addr2, &a), api));
+    let g = Gost::start(&["-C", &file]);
+    g.wait_tcp(api);
+    g.wait_tcp(p1);
+    g.wait_tcp(p2);
+    let created = service(api, "s1")["status"]["createTime"].clone();
+    let before = api_config(api);
+
+    // s1 gets a new target, s2 moves to a port someone else holds: s2
+    // cannot be bound, so s1 keeps its old target too.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    std::fs::write(&file, two_services((&addr1, &b), (&taken_addr, &a), api)).unwrap();
+    let (code, v) = call(api, "POST", "/config/reload", None);
+    assert_eq!((code, &v["code"]), (400, &json!(40001)), "{v}");
+    let msg = v["msg"].as_str().unwrap();
+    assert!(msg.contains("s2") && msg.contains(&taken_addr), "{msg}");
+    assert_eq!(greeting(p1), "A");
+    assert_eq!(greeting(p2), "A");
+    let mut after = api_config(api);
+    for i in 0..2 {
+        after["services"][i]["status"] = before["services"][i]["status"].clone();
+    }
+    assert_eq!(after, before);
+    assert_eq!(service(api, "s1")["status"]["createTime"], created);
+    // The same by SIGHUP: logged, and the running config kept.
+    g.signal(libc::SIGHUP);
+    g.wait_log("config reload failed");
+    assert_eq!(greeting(p1), "A");
+
+    // Now s1 restarts on its own address (new metadata) and s2 moves to
+    // all interfaces on its port, where [::1] is held by someone else.
+    // Both must stop before their ports can be bound again; s2's bind
+    // fails, and both come back on their previous config.
+    let v6 = std::net::TcpListener::bind(("::1", p2)).unwrap();
+    let text = two_services((&addr1, &b), (&format!(":{p2}"), &b), api).replacen(
+        "  handler:",
+        "  metadata: {enableStats: true}\n  handler:",
+        1,
+    );
+    std::fs::write(&file, text).unwrap();
+    let (code, v) = call(api, "POST", "/config/reload", None);
+    assert_eq!((code, &v["code"]), (400, &json!(40001)), "{v}");
+    assert!(v["msg"].as_str().unwrap().contains("s2"), "{v}");
+    g.wait_tcp(p1);
+    g.wait_tcp(p2);
+    assert_eq!(greeting(p1), "A");
+    assert_eq!(greeting(p2), "A");
+    let mut after = api_config(api);
+    for i in 0..2 {
+        assert_eq!(after["services"][i]["status"]["state"], "ready", "{after}");
+        after["services"][i]["status"] = before["services"][i]["status"].clone();
+    }
+    assert_eq!(after, before);
+    g.wait_log("restarted on its previous config");
+
+    // Once the port is free the same file applies.
+    drop(v6);
+    ok(api, "POST", "/config/reload", None);
+    assert_eq!(greeting(p1), "B");
+    assert_eq!(greeting(p2), "B");
+    assert!(service(api, "s1")["status"]["stats"].is_object());
+    drop(taken);
+}
+
+/// Every key of `want` is in `got` with the same value, recursively.
+fn assert_has(got: &Value, want: &Value, at: &str) {
+    match want {
+        Value::Object(m) => {
+            for (k, v) in m {
+                assert_has(&got[k], v, &format!("{at}.{k}"));
+            }
+        }
+        _ => assert_eq!(got, want, "{at}"),
+    }
+}
+
+#[test]
+fn every_kind_is_created_read_updated_and_deleted_while_traffic_flows() {
+    let (_g, keep, api) = start();
+    let mut live = Live::open(keep);
+    let mut sent = b"hello".len() as u64;
+    // The probe that waited for the port, and the live connection.
+    let before = wait_service(api, "service-0", |s| {
+        s["status"]["stats"]["totalConns"] == 2 && s["status"]["stats"]["currentConns"] == 1
+    })["status"]
+        .clone();
+    let node = |addr: &str| json!([{"name": "n", "addr": addr}]);
+    // kind, created, updated, a body with a field of the wrong type.
+    let kinds = [
+        (
+            "bypasses",
+            json!({"matchers": ["10.0.0.0/8"]}),
+            json!({"matchers": ["example.com"], "whitelist": true}),
+            json!({"matchers": 5}),
+        ),
+        (
+            "admissions",
+            json!({"matchers": ["10.0.0.0/8"]}),
+            json!({"matchers": ["192.168.0.0/16"]}),
+            json!({"whitelist": "yes"}),
+        ),
+        (
+            "resolvers",
+            json!({"nameservers": [{"addr": "127.0.0.1:5353"}]}),
+            json!({"nameservers": [{"addr": "udp://127.0.0.1:5354", "prefer": "ipv6"}]}),
+            json!({"nameservers": "127.0.0.1:53"}),
+        ),
+        (
+            "hosts",
+            json!({"mappings": [{"ip": "127.0.0.1", "hostname": "a.test"}]}),
+            json!({"mappings": [{"ip": "127.0.0.2", "hostname": "b.test", "aliases": ["c.test"]}]}),
+            json!({"mappings": {"ip": "127.0.0.1"}}),
+        ),
+        (
+            "limiters",
+            json!({"limits": ["$ 1MB 1MB"]}),
+            json!({"limits": ["$$ 10KB 10KB"]}),
+            json!({"limits": "$ 1MB"}),
+        ),
+        (
+            "climiters",
+            json!({"limits": ["$ 100"]}),
+            json!({"limits": ["$$ 5"]}),
+            json!({"limits": [1]}),
+        ),
+        (
+            "rlimiters",
+            json!({"limits": ["$ 10"]}),
+            json!({"limits": ["$ 20"]}),
+            json!({"limits": true}),
+        ),
+        (
+            "authers",
+            json!({"auths": [{"username": "u", "password": "p"}]}),
+            json!({"auths": [{"username": "u", "password": "q"}]}),
+            json!({"auths": [{"username": 1}]}),
+        ),
+        (
+            "hops",
+            json!({"nodes": node("127.0.0.1:1")}),
+            json!({"nodes": node("127.0.0.1:2"), "selector": {"strategy": "fifo"}}),
+            json!({"nodes": "127.0.0.1:1"}),
+        ),
+        (
+            "chains",
+            json!({"hops": [{"name": "h", "nodes": node("127.0.0.1:1")}]}),
+            json!({"hops": [{"name": "h", "nodes": node("127.0.0.1:3")}]}),
+            json!({"hops": {}}),
+        ),
+        (
+            "observers",
+            json!({"plugin": {"type": "http", "addr": "http://127.0.0.1:9/observe"}}),
+            json!({"plugin": {"type": "http", "addr": "http://127.0.0.1:10/observe"}}),
+            json!({"plugin": []}),
+        ),
+        (
+            "loggers",
+            json!({"log": {"output": "none"}}),
+            json!({"log": {"output": "none", "level": "debug", "format": "json"}}),
+            json!({"log": "stderr"}),
+        ),
+    ];
+    for (kind, created, updated, wrong) in kinds {
+        let path = format!("/config/{kind}");
+        let one = format!("{path}/x");
+        let named = |v: &Value| {
+            let mut v = v.clone();
+            v["name"] = json!("x");
+            v
+        };
+        let msg = refused(api, "POST", &path, Some(named(&wrong)), 40001);
+        let field = wrong.as_object().unwrap().keys().next().unwrap();
+        assert!(msg.contains(field.as_str()), "{kind}: {msg}");
+        ok(api, "POST", &path, Some(named(&created)));
+        let (_, v) = call(api, "GET", &one, None);
+        assert_has(&v["data"], &named(&created), kind);
+        let (_, list) = call(api, "GET", &path, None);
+        assert_eq!(list["data"]["count"], 1, "{kind}: {list}");
+        refused(api, "POST", &path, Some(named(&created)), 40002);
+        refused(api, "PUT", &one, Some(wrong.clone()), 40001);
+        ok(api, "PUT", &one, Some(updated.clone()));
+        let (_, v) = call(api, "GET", &one, None);
+        assert_has(&v["data"], &named(&updated), kind);
+        ok(api, "DELETE", &one, None);
+        assert_eq!(call(api, "GET", &one, None), (200, json!({})), "{kind}");
+        refused(api, "DELETE", &one, None, 40004);
+        live.check(kind.as_bytes());
+        sent += kind.len() as u64;
+    }
+    // Objects no service uses yet are checked all the same: features this
+    // build refuses and values that cannot work are refused at once.
+    for (kind, body) in [
+        (
+            "resolvers",
+            json!({"name": "r", "nameservers": [{"addr": "tls://127.0.0.1:853"}]}),
+        ),
+        (
+            "bypasses",
+            json!({"name": "b", "redis": {"addr": "127.0.0.1:6379"}}),
+        ),
+        (
+            "hops",
+            json!({"name": "h", "plugin": {"type": "grpc", "addr": "127.0.0.1:1"}}),
+        ),
+        ("limiters", json!({"name": "l", "limits": ["$ lots"]})),
+        ("climiters", json!({"name": "l", "limits": ["$ -1"]})),
+        (
+            "hosts",
+            json!({"name": "h", "mappings": [{"ip": "not-an-ip", "hostname": "a"}]}),
+        ),
+        (
+            "admissions",
+            json!({"name": "a", "plugin": {"type": "grpc", "addr": "127.0.0.1:1"}}),
+        ),
+        (
+            "authers",
+            json!({"name": "a", "http": {"url": "http://127.0.0.1:1"}}),
+        ),
+        (
+            "observers",
+            json!({"name": "o", "plugin": {"type": "grpc", "addr": "127.0.0.1:1"}}),
+        ),
+        ("loggers", json!({"name": "l", "log": {"level": "loud"}})),
+    ] {
+        let name = format!("\"{}\"", body["name"].as_str().unwrap());
+        let msg = refused(api, "POST", &format!("/config/{kind}"), Some(body), 40001);
+        assert!(msg.contains(&name), "{kind}: {msg}");
+        let (_, list) = call(api, "GET", &format!("/config/{kind}"), None);
+        assert_eq!(list["data"]["count"], 0, "{kind}: {list}");
+    }
+
+    // The unrelated service's status went on untouched: same createTime
+    // and events, its one connection still open, every byte counted.
+    let after = service(api, "service-0")["status"].clone();
+    assert_eq!(after["createTime"], before["createTime"]);
+    assert_eq!(after["events"], before["events"]);
+    let stats = &after["stats"];
+    assert_eq!(stats["totalConns"], 2, "{after}");
+    assert_eq!(stats["currentConns"], 1, "{after}");
+    assert_eq!(stats["inputBytes"], sent, "{after}");
+    assert_eq!(stats["outputBytes"], sent, "{after}");
+    assert_eq!(stats["totalErrs"], 0, "{after}");
+}
+
+#[test]
+fn bypass_and_hosts_changes_apply_to_a_proxy_without_a_restart() {
+    let (g, keep, api) = start();
+    let mut live = Live::open(keep);
+    let origin = http_origin("127.0.0.1:0", "hi");
+    let port = free_port();
+    ok(
+        api,
+        "POST",
+        "/config/hosts",
+        Some(
+            json!({"name": "names", "mappings": [{"ip": "127.0.0.1", "hostname": "origin.test"}]}),
+        ),
+    );
+    ok(
+        api,
+        "POST",
+        "/config/bypasses",
+        Some(json!({"name": "deny", "matchers": ["origin.test"]})),
+    );
+    ok(
+        api,
+        "POST",
+        "/config/services",
+        Some(json!({"name": "proxy", "addr": format!("127.0.0.1:{port}"),
+            "hosts": "names", "bypass": "deny", "handler": {"type": "http"}})),
+    );
+    g.wait_tcp(port);
+    let created = service(api, "proxy")["status"]["createTime"].clone();
+    let url = format!("http://origin.test:{}/", origin.port());
+    let get = || curl_body(&["-f", "-x", &format!("http://127.0.0.1:{port}"), &url]);
+    assert!(!get().0, "refused by the bypass");
+    ok(
+        api,
+        "PUT",
+        "/config/bypasses/deny",
+        Some(json!({"matchers": ["other.test"]})),
+    );
+    assert_eq!(get(), (true, "hi".to_string()));
+    // The name now maps to an address nothing listens on.
+    ok(
+        api,
+        "PUT",
+        "/config/hosts/names",
+        Some(json!({"mappings": [{"ip": "127.0.0.9", "hostname": "origin.test"}]})),
+    );
+    assert!(!get().0, "mapped elsewhere");
+    ok(
+        api,
+        "PUT",
+        "/config/hosts/names",
+        Some(json!({"mappings": [{"ip": "127.0.0.1", "hostname": "origin.test"}]})),
+    );
+    assert_eq!(get(), (true, "hi".to_string()));
+    let status = service(api, "proxy")["status"].clone();
+    assert_eq!(status["createTime"], created);
+    assert!(!status["events"].to_string().contains("closed"), "{status}");
+    live.check(b"unrelated");
+}
+
+#[test]
+fn concurrent_updates_of_one_service_leave_it_consistent() {
+    let (g, keep, api) = start();
+    let mut live = Live::open(keep);
+    let greeters = [
+        tcp_greeter("0"),
+        tcp_greeter("1"),
+        tcp_greeter("2"),
+        tcp_greeter("3"),
+    ];
+    let port = free_port();
+    ok(
+        api,
+        "POST",
+        "/config/services",
+        Some(forward("web", port, &greeters[0].to_string())),
+    );
+    g.wait_tcp(port);
+    let threads: Vec<_> = greeters
+        .iter()
+        .flat_map(|t| [t, t])
+        .map(|target| {
+            let body = forward("web", port, &target.to_string()).to_string();
+            thread::spawn(move || {
+                http_request(api, "PUT", "/config/services/web", Some(&body), None).0
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), 200);
+    }
+    // Whichever came last is both configured and running.
+    let target = service(api, "web")["forwarder"]["nodes"][0]["addr"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let i = greeters
+        .iter()
+        .position(|g| g.to_string() == target)
+        .unwrap();
+    assert_eq!(greeting(port), i.to_string());
+    let (_, list) = call(api, "GET", "/config/services", None);
+    assert_eq!(list["data"]["count"], 2, "{list}");
+    live.check(b"ok");
+}
+
+#[test]
+fn a_reload_that_changes_the_api_or_log_section_is_refused() {
+    let dir = TempDir::new("reload-fixed");
+    let (a, b) = (tcp_greeter("A"), tcp_greeter("B"));
+    let (port, api) = (free_port(), free_port());
+    let addr = format!("127.0.0.1:{port}");
+    let text = |target: &str, extra: &str| {
+        format!(
+            "services:\n- {{name: s, addr: \"{addr}\", handler: {{type: tcp}}, forwarder: {{nodes: [{{name: t, addr: \"{target}\"}}]}}}}\napi: {{addr: \"127.0.0.1:{api}\"{extra}}}\n"
+        )
+    };
+    let file = dir.write("gost.yaml", &text(&a.to_string(), ""));
+    let g = Gost::start(&["-C", &file]);
+    g.wait_tcp(api);
+    g.wait_tcp(port);
+    std::fs::write(&file, text(&b.to_string(), ", accesslog: true")).unwrap();
+    let msg = refused(api, "POST", "/config/reload", None, 40001);
+    assert!(
+        msg.contains("api section") && msg.contains("restart"),
+        "{msg}"
+    );
+    assert_eq!(greeting(port), "A");
+    std::fs::write(&file, text(&b.to_string(), "") + "log: {level: debug}\n").unwrap();
+    let msg = refused(api, "POST", "/config/reload", None, 40001);
+    assert!(msg.contains("log section"), "{msg}");
+    assert_eq!(greeting(port), "A");
+    std::fs::write(&file, text(&b.to_string(), "")).unwrap();
+    ok(api, "POST", "/config/reload", None);
+    assert_eq!(greeting(port), "B");
+}
+
+#[test]
+fn a_chain_update_routes_new_connections_without_a_restart() {
+    let (g, keep, api) = start();
+    let mut unrelated = Live::open(keep);
+    let echo = tcp_echo_server();
+    let (up1, up2, fw) = (free_port(), free_port(), free_port());
+    for (name, port) in [("up1", up1), ("up2", up2)] {
+        ok(
+            api,
+            "POST",
+            "/config/services",
+            Some(json!({"name": name, "addr": format!("127.0.0.1:{port}"),
+                "handler": {"type": "http"}, "metadata": {"enableStats": true}})),
+        );
+        g.wait_tcp(port);
+    }
+    let chain = |port: u16| {
+        json!({"name": "c1", "hops": [{"name": "h", "nodes": [{"name": "n",
+            "addr": format!("127.0.0.1:{port}"), "connector": {"type": "http"}}]}]})
+    };
+    ok(api, "POST", "/config/chains", Some(chain(up1)));
+    ok(
+        api,
+        "POST",
+        "/config/services",
+        Some(json!({"name": "fw", "addr": format!("127.0.0.1:{fw}"),
+            "handler": {"type": "tcp", "chain": "c1"},
+            "forwarder": {"nodes": [{"name": "t", "addr": echo.to_string()}]}})),
+    );
+    g.wait_tcp(fw);
+    let created = service(api, "fw")["status"]["createTime"].clone();
+    let base = wait_settled(api, "up2")["status"]["stats"]["totalConns"]
+        .as_u64()
+        .unwrap();
+    let mut via_up1 = Live::open(fw);
+    wait_service(api, "up1", |s| s["status"]["stats"]["currentConns"] == 1);
+
+    ok(api, "PUT", "/config/chains/c1", Some(chain(up2)));
+    let mut via_up2 = Live::open(fw);
+    let up2 = wait_service(api, "up2", |s| s["status"]["stats"]["currentConns"] == 1);
+    assert_eq!(up2["status"]["stats"]["totalConns"], base + 1, "{up2}");
+    via_up1.check(b"old route still open");
+    via_up2.check(b"new route");
+    let status = service(api, "fw")["status"].clone();
+    assert_eq!(status["createTime"], created);
+    assert!(!status["events"].to_string().contains("closed"), "{status}");
+    let msg = refused(api, "DELETE", "/config/chains/c1", None, 40001);
+    assert!(msg.contains("c1"), "{msg}");
+    unrelated.check(b"unrelated");
 }

@@ -142,3 +142,79 @@ fn path_and_auth_from_the_flag_and_the_config() {
 fn scrape_auth(port: u16, auth: (&str, &str)) -> HashMap<String, f64> {
     scrape(port, "/metrics", Some(auth))
 }
+
+#[test]
+fn chain_errors_and_node_connect_times_follow_the_routes_taken() {
+    let dir = TempDir::new("chain-metrics");
+    let origin = http_origin("127.0.0.1:0", "hi");
+    let (upstream, via_dead, via_live, dead, metrics) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    let chain = |name: &str, node: &str, port: u16| {
+        format!("- name: {name}\n  hops:\n  - name: {name}-hop\n    nodes: [{{name: {node}, addr: \"127.0.0.1:{port}\", connector: {{type: http}}}}]\n")
+    };
+    let file = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:\n\
+             - {{name: upstream, addr: \"127.0.0.1:{upstream}\", handler: {{type: http}}}}\n\
+             - {{name: via-dead, addr: \"127.0.0.1:{via_dead}\", handler: {{type: http, chain: dead}}}}\n\
+             - {{name: via-live, addr: \"127.0.0.1:{via_live}\", handler: {{type: http, chain: live}}}}\n\
+             chains:\n{}{}metrics: {{addr: \"127.0.0.1:{metrics}\"}}\n",
+            chain("dead", "n-dead", dead),
+            chain("live", "n-live", upstream)
+        ),
+    );
+    let g = Gost::start(&["-C", &file]);
+    g.wait_tcp(metrics);
+    let url = format!("http://{origin}/");
+    let proxy = |port: u16| format!("http://127.0.0.1:{port}");
+    for _ in 0..3 {
+        let (ok, _) = curl_body(&["-f", "-x", &proxy(via_dead), &url]);
+        assert!(!ok, "the chain's only node is dead");
+    }
+    for _ in 0..2 {
+        assert_eq!(
+            curl_body(&["-x", &proxy(via_live), &url]),
+            (true, "hi".into())
+        );
+    }
+    // The chain works but the target does not answer: no chain error.
+    let gone = format!("http://127.0.0.1:{dead}/");
+    assert!(!curl_body(&["-f", "-x", &proxy(via_live), &gone]).0);
+
+    let host = String::from_utf8(
+        std::process::Command::new("hostname")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    let labels =
+        |chain: &str, node: &str| format!("{{chain=\"{chain}\",host=\"{host}\",node=\"{node}\"}}");
+    let m = scrape(metrics, "/metrics", None);
+    let value = |name: &str, chain: &str, node: &str| {
+        m.get(&format!("{name}{}", labels(chain, node))).copied()
+    };
+    assert_eq!(
+        value("gost_chain_errors_total", "dead", "n-dead"),
+        Some(3.0)
+    );
+    assert_eq!(
+        value("gost_chain_errors_total", "live", "n-live"),
+        Some(0.0)
+    );
+    let count = "gost_chain_node_connect_duration_seconds_count";
+    assert_eq!(value(count, "live", "n-live"), Some(3.0), "{m:?}");
+    assert_eq!(value(count, "dead", "n-dead"), Some(0.0));
+    let inf = format!(
+        "gost_chain_node_connect_duration_seconds_bucket{{chain=\"live\",host=\"{host}\",node=\"n-live\",le=\"+Inf\"}}"
+    );
+    assert_eq!(m[&inf], 3.0);
+}

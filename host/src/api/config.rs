@@ -75,13 +75,18 @@ pub async fn save(State(st): State<ApiState>, Query(q): Query<SaveQuery>) -> Res
     }
 }
 
+/// GOST answers every failed reload, a port in use included, with 400
+/// and code 40001.
 pub async fn reload(State(st): State<ApiState>) -> Response {
     match st.app.reload().await {
         Ok(()) => {
             tracing::info!("config reloaded through the API");
             ok()
         }
-        Err(e) => ApiError::from(e).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "config reload through the API failed, keeping the running config");
+            ApiError::invalid(e.to_string()).into_response()
+        }
     }
 }
 

@@ -111,7 +111,7 @@ pub async fn create(
                     )));
                 }
                 list.push(Value::Object(obj));
-                candidate(doc, singular)
+                candidate(doc, &segment, singular)
             })
             .await?;
         tracing::info!(kind = %singular, name = %name, "created through the API");
@@ -140,7 +140,7 @@ pub async fn update(
                 let list = list_mut(&mut doc, &segment);
                 let i = position(list, &name).ok_or_else(|| not_found(singular, &name))?;
                 list[i] = Value::Object(obj);
-                candidate(doc, singular)
+                candidate(doc, &segment, singular)
             })
             .await?;
         tracing::info!(kind = %singular, name = %name, "updated through the API");
@@ -165,7 +165,7 @@ pub async fn delete(
             let list = list_mut(&mut doc, &segment);
             let i = position(list, &name).ok_or_else(|| not_found(singular, &name))?;
             list.remove(i);
-            candidate(doc, singular)
+            candidate(doc, &segment, singular)
         })
         .await
         .map_err(ApiError::from);
@@ -224,9 +224,25 @@ fn position(list: &[Value], name: &str) -> Option<usize> {
         .position(|o| o.get("name").and_then(Value::as_str) == Some(name))
 }
 
-fn candidate(doc: Map<String, Value>, singular: &str) -> Result<Config, ApplyError> {
-    serde_json::from_value(Value::Object(doc))
-        .map_err(|e| ApplyError::Invalid(format!("invalid {singular}: {e}")))
+/// The config the change makes, or where the changed object does not fit
+/// its type: `invalid bypass: matchers: invalid type: ...`.
+fn candidate(doc: Map<String, Value>, segment: &str, singular: &str) -> Result<Config, ApplyError> {
+    serde_path_to_error::deserialize(Value::Object(doc)).map_err(|e| {
+        let path = e.path().to_string();
+        // Only the changed object can be wrong; drop its index in the list.
+        let field = path
+            .strip_prefix(segment)
+            .and_then(|p| p.strip_prefix('['))
+            .and_then(|p| p.split_once(']'))
+            .map(|(_, rest)| rest.trim_start_matches('.'))
+            .unwrap_or(&path);
+        let inner = e.into_inner();
+        if field.is_empty() || field == "?" {
+            ApplyError::Invalid(format!("invalid {singular}: {inner}"))
+        } else {
+            ApplyError::Invalid(format!("invalid {singular}: {field}: {inner}"))
+        }
+    })
 }
 
 /// The request body as a JSON object. GOST's Go decoder ignores unknown
@@ -281,7 +297,12 @@ mod tests {
             "services".into(),
             json!([{"name": "x", "addr": 5, "handler": {"type": "tcp"}}]),
         );
-        let err = candidate(doc, "service").unwrap_err().to_string();
-        assert!(err.starts_with("invalid service:"), "{err}");
+        let err = candidate(doc, "services", "service")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("invalid service: addr: invalid type"),
+            "{err}"
+        );
     }
 }

@@ -80,6 +80,8 @@ pub struct Node {
     /// Resolve the node's own address (the node's, else its hop's).
     pub hosts: Option<std::sync::Arc<crate::hosts::Hosts>>,
     pub resolver: Option<std::sync::Arc<crate::resolver::Resolver>>,
+    /// This node's chain metrics, once a route through it was counted.
+    pub metrics: std::sync::OnceLock<std::sync::Arc<crate::metrics::NodeSeries>>,
 }
 
 impl Selectable for Node {

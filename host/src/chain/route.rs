@@ -4,6 +4,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::net::TcpStream;
 
@@ -47,15 +48,52 @@ impl RouteError {
     }
 }
 
-/// Dials `target` through `nodes` (at least one). A node that cannot be
-/// reached, or whose predecessor could not reach it, is marked failed; a
-/// node that worked is reset. A failure of the last connector to reach the
-/// target itself marks nothing: the target may be down, not the node.
-pub async fn dial(nodes: &[Arc<Node>], target: &str) -> Result<TcpStream, RouteError> {
+/// Dials `target` through `nodes` (at least one) of the chain named
+/// `chain`. A node that cannot be reached, or whose predecessor could not
+/// reach it, is marked failed; a node that worked is reset. A failure of
+/// the last connector to reach the target itself marks nothing: the target
+/// may be down, not the node. With metrics on, a route that fails before
+/// its last node counts a chain error, labelled as GOST does with the
+/// first node.
+pub async fn dial(chain: &str, nodes: &[Arc<Node>], target: &str) -> Result<TcpStream, RouteError> {
+    let first = &nodes[0];
+    let series = crate::metrics::chain_node(&first.metrics, chain, &first.name);
+    let mut stream = match reach_last(nodes, series).await {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(s) = series {
+                s.add_error();
+            }
+            return Err(e);
+        }
+    };
+    let last = &nodes[nodes.len() - 1];
+    connect(last, &mut stream, target)
+        .await
+        .map_err(|source| RouteError::Connect {
+            node: last.name.clone(),
+            addr: last.addr.clone(),
+            next: target.to_string(),
+            source,
+        })?;
+    Ok(stream)
+}
+
+/// A stream to the last node, every node before it having connected to
+/// the next (GOST's `chainRoute.connect`).
+async fn reach_last(
+    nodes: &[Arc<Node>],
+    series: Option<&crate::metrics::NodeSeries>,
+) -> Result<TcpStream, RouteError> {
     let first = &nodes[0];
     let dialed = async {
         let addr = node_addr(first).await?;
-        crate::dialer::dial_tcp(&addr).await
+        let start = Instant::now();
+        let s = crate::dialer::dial_tcp(&addr).await?;
+        if let Some(m) = series {
+            m.observe_connect(start.elapsed());
+        }
+        Ok::<_, io::Error>(s)
     };
     let mut stream = match dialed.await {
         Ok(s) => s,
@@ -93,15 +131,6 @@ pub async fn dial(nodes: &[Arc<Node>], target: &str) -> Result<TcpStream, RouteE
         }
         next.marker.reset();
     }
-    let last = &nodes[nodes.len() - 1];
-    connect(last, &mut stream, target)
-        .await
-        .map_err(|source| RouteError::Connect {
-            node: last.name.clone(),
-            addr: last.addr.clone(),
-            next: target.to_string(),
-            source,
-        })?;
     Ok(stream)
 }
 

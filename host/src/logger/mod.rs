@@ -32,8 +32,6 @@ pub enum LogError {
     },
     #[error("log.rotation needs log.output to be a file path, not '{0}'")]
     RotationOutput(String),
-    #[error("log.rotation.compress is not supported yet")]
-    Compress,
     #[error("logger \"{name}\": {source}")]
     Logger {
         name: String,
@@ -81,7 +79,7 @@ fn open_output(cfg: Option<&LogConfig>) -> Result<Box<dyn Write + Send>, LogErro
             };
             match rotation {
                 Some(r) => {
-                    Box::new(RotatingFile::open(path.as_ref(), rotation_of(r)?).map_err(err)?)
+                    Box::new(RotatingFile::open(path.as_ref(), rotation_of(r)).map_err(err)?)
                 }
                 None => {
                     // As GOST: the directory is created when missing.
@@ -145,15 +143,12 @@ pub fn init(cfg: Option<&LogConfig>, override_level: Option<&str>) -> Result<(),
 
 /// lumberjack's options: sizes in megabytes, ages in days, 0 for "no
 /// limit" (size: 100 MB).
-fn rotation_of(r: &crate::config::LogRotationConfig) -> Result<Rotation, LogError> {
-    if r.compress {
-        return Err(LogError::Compress);
-    }
+fn rotation_of(r: &crate::config::LogRotationConfig) -> Rotation {
     let mb = u64::try_from(r.max_size)
         .ok()
         .filter(|m| *m > 0)
         .unwrap_or(rotate::DEFAULT_MAX_SIZE_MB);
-    Ok(Rotation {
+    Rotation {
         max_size: mb.saturating_mul(1024 * 1024),
         max_backups: usize::try_from(r.max_backups).unwrap_or(0),
         max_age: u64::try_from(r.max_age)
@@ -161,5 +156,6 @@ fn rotation_of(r: &crate::config::LogRotationConfig) -> Result<Rotation, LogErro
             .filter(|d| *d > 0)
             .map(|d| Duration::from_secs(d * 24 * 3600)),
         local_time: r.local_time,
-    })
+        compress: r.compress,
+    }
 }

@@ -2,15 +2,19 @@
 //! GOST uses for `log.rotation`): when a write would take the file past
 //! `maxSize` megabytes, it is renamed to `<name>-<time>.<ext>` and a new
 //! one is started; then backups beyond `maxBackups` (0: all kept) or older
-//! than `maxAge` days (0: kept) are removed, oldest first.
+//! than `maxAge` days (0: kept) are removed, oldest first; with `compress`,
+//! the remaining backups are gzipped to `<backup>.gz` in the background.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
 
 /// lumberjack's default when `maxSize` is 0.
 pub const DEFAULT_MAX_SIZE_MB: u64 = 100;
+
+const GZ: &str = ".gz";
 
 #[derive(Debug, Clone)]
 pub struct Rotation {
@@ -18,6 +22,7 @@ pub struct Rotation {
     pub max_backups: usize,
     pub max_age: Option<Duration>,
     pub local_time: bool,
+    pub compress: bool,
 }
 
 pub struct RotatingFile {
@@ -25,6 +30,10 @@ pub struct RotatingFile {
     rotation: Rotation,
     file: File,
     size: u64,
+    backups: Backups,
+    /// Wakes the thread that gzips backups (with `compress`); it ends when
+    /// the file is dropped.
+    compressor: Option<mpsc::Sender<()>>,
 }
 
 impl RotatingFile {
@@ -34,18 +43,30 @@ impl RotatingFile {
         }
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let size = file.metadata()?.len();
+        let backups = Backups::of(path);
+        let compressor = if rotation.compress {
+            let tx = spawn_compressor(backups.clone())?;
+            // Backups an earlier run left uncompressed, as lumberjack does
+            // on open.
+            let _ = tx.send(());
+            Some(tx)
+        } else {
+            None
+        };
         Ok(RotatingFile {
             path: path.to_path_buf(),
             rotation,
             file,
             size,
+            backups,
+            compressor,
         })
     }
 
     fn rotate(&mut self) -> io::Result<()> {
         self.file.flush()?;
-        let backup = self.backup_name(SystemTime::now());
-        std::fs::rename(&self.path, &backup)?;
+        let stamp = timestamp(SystemTime::now(), self.rotation.local_time);
+        std::fs::rename(&self.path, self.backups.name(&stamp))?;
         self.file = OpenOptions::new()
             .create(true)
             .truncate(true)
@@ -53,51 +74,15 @@ impl RotatingFile {
             .open(&self.path)?;
         self.size = 0;
         self.remove_old_backups();
+        if let Some(tx) = &self.compressor {
+            let _ = tx.send(());
+        }
         Ok(())
     }
 
-    /// `dir/name-2006-01-02T15-04-05.000.ext`, lumberjack's layout.
-    fn backup_name(&self, t: SystemTime) -> PathBuf {
-        let (stem, ext) = self.stem_ext();
-        let stamp = timestamp(t, self.rotation.local_time);
-        self.path.with_file_name(format!("{stem}-{stamp}{ext}"))
-    }
-
-    fn stem_ext(&self) -> (String, String) {
-        let name = self
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        match name.rfind('.') {
-            Some(i) if i > 0 => (name[..i].to_string(), name[i..].to_string()),
-            _ => (name, String::new()),
-        }
-    }
-
-    /// Backups sorted newest first, by the time in their names.
+    #[cfg(test)]
     fn backups(&self) -> Vec<PathBuf> {
-        let (stem, ext) = self.stem_ext();
-        let prefix = format!("{stem}-");
-        let dir = match self.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return Vec::new();
-        };
-        let mut found: Vec<(String, PathBuf)> = entries
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let stamp = name.strip_prefix(&prefix)?.strip_suffix(&ext)?;
-                // 2006-01-02T15-04-05.000
-                (stamp.len() == 23 && stamp.as_bytes()[10] == b'T')
-                    .then(|| (stamp.to_string(), e.path()))
-            })
-            .collect();
-        found.sort_by(|a, b| b.0.cmp(&a.0));
-        found.into_iter().map(|(_, p)| p).collect()
+        self.backups.list().into_iter().map(|(_, p)| p).collect()
     }
 
     fn remove_old_backups(&self) {
@@ -105,8 +90,13 @@ impl RotatingFile {
             .rotation
             .max_age
             .and_then(|age| SystemTime::now().checked_sub(age));
-        for (i, path) in self.backups().into_iter().enumerate() {
-            let too_many = self.rotation.max_backups > 0 && i >= self.rotation.max_backups;
+        // A backup being compressed has two files; it counts once.
+        let mut kept: Vec<String> = Vec::new();
+        for (stamp, path) in self.backups.list() {
+            if kept.last() != Some(&stamp) {
+                kept.push(stamp);
+            }
+            let too_many = self.rotation.max_backups > 0 && kept.len() > self.rotation.max_backups;
             let too_old = cutoff.is_some_and(|c| {
                 std::fs::metadata(&path)
                     .and_then(|m| m.modified())
@@ -134,6 +124,110 @@ impl Write for RotatingFile {
 
     fn flush(&mut self) -> io::Result<()> {
         self.file.flush()
+    }
+}
+
+/// Where a log file's backups live and how they are named:
+/// `dir/name-2006-01-02T15-04-05.000.ext`, lumberjack's layout, plus `.gz`
+/// once compressed.
+#[derive(Debug, Clone)]
+struct Backups {
+    dir: PathBuf,
+    prefix: String,
+    ext: String,
+}
+
+impl Backups {
+    fn of(path: &Path) -> Backups {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let (stem, ext) = match name.rfind('.') {
+            Some(i) if i > 0 => (name[..i].to_string(), name[i..].to_string()),
+            _ => (name, String::new()),
+        };
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Backups {
+            dir,
+            prefix: format!("{stem}-"),
+            ext,
+        }
+    }
+
+    fn name(&self, stamp: &str) -> PathBuf {
+        self.dir.join(format!("{}{stamp}{}", self.prefix, self.ext))
+    }
+
+    /// Every backup file with its time stamp, newest first.
+    fn list(&self) -> Vec<(String, PathBuf)> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut found: Vec<(String, PathBuf)> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let rest = name.strip_prefix(&self.prefix)?;
+                let rest = rest.strip_suffix(GZ).unwrap_or(rest);
+                let stamp = rest.strip_suffix(&self.ext)?;
+                // 2006-01-02T15-04-05.000
+                (stamp.len() == 23 && stamp.as_bytes()[10] == b'T')
+                    .then(|| (stamp.to_string(), e.path()))
+            })
+            .collect();
+        found.sort_by(|a, b| b.cmp(a));
+        found
+    }
+}
+
+/// The thread that gzips backups, so a rotation never makes the logging
+/// caller wait for compression.
+fn spawn_compressor(backups: Backups) -> io::Result<mpsc::Sender<()>> {
+    let (tx, rx) = mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("gost-log-gzip".into())
+        .spawn(move || {
+            while rx.recv().is_ok() {
+                while rx.try_recv().is_ok() {}
+                let plain = backups
+                    .list()
+                    .into_iter()
+                    .filter(|(_, p)| !p.to_string_lossy().ends_with(GZ));
+                for (_, path) in plain {
+                    if let Err(e) = gzip(&path) {
+                        eprintln!("gost: cannot compress old log {}: {e}", path.display());
+                    }
+                }
+            }
+        })?;
+    Ok(tx)
+}
+
+/// Writes `path.gz` with `path`'s permissions, then removes `path`; on
+/// failure the partial `.gz` goes and `path` stays.
+fn gzip(path: &Path) -> io::Result<()> {
+    let mut gz_name = path.as_os_str().to_owned();
+    gz_name.push(GZ);
+    let gz_path = PathBuf::from(gz_name);
+    let written = (|| {
+        let mut src = File::open(path)?;
+        let perms = src.metadata()?.permissions();
+        let dst = File::create(&gz_path)?;
+        dst.set_permissions(perms)?;
+        let mut enc = flate2::write::GzEncoder::new(dst, flate2::Compression::default());
+        io::copy(&mut src, &mut enc)?;
+        enc.finish()?.sync_all()
+    })();
+    match written {
+        Ok(()) => std::fs::remove_file(path),
+        Err(e) => {
+            let _ = std::fs::remove_file(&gz_path);
+            Err(e)
+        }
     }
 }
 
@@ -210,6 +304,7 @@ mod tests {
             max_backups: 2,
             max_age: None,
             local_time: false,
+            compress: false,
         };
         let mut f = RotatingFile::open(&path, rotation).unwrap();
         for i in 0..5 {
@@ -234,12 +329,50 @@ mod tests {
             max_backups: 0,
             max_age: None,
             local_time: true,
+            compress: false,
         };
         let mut f = RotatingFile::open(&path, rotation).unwrap();
         f.write_all(&[1; 50]).unwrap();
         f.write_all(&[2; 50]).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), vec![2; 50]);
         assert_eq!(f.backups().len(), 1);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn compress_gzips_backups_and_counts_each_once() {
+        use std::io::Read;
+        let d = dir("gzip");
+        let path = d.join("gost.log");
+        let rotation = Rotation {
+            max_size: 100,
+            max_backups: 2,
+            max_age: None,
+            local_time: false,
+            compress: true,
+        };
+        let mut f = RotatingFile::open(&path, rotation).unwrap();
+        for i in 0..4 {
+            f.write_all(&[b'a' + i; 60]).unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let start = std::time::Instant::now();
+        let backups = loop {
+            let b = f.backups();
+            if b.len() == 2 && b.iter().all(|p| p.to_string_lossy().ends_with(".log.gz")) {
+                break b;
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "{b:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        for (p, want) in backups.iter().zip([b'c', b'b']) {
+            let mut text = Vec::new();
+            flate2::read::GzDecoder::new(File::open(p).unwrap())
+                .read_to_end(&mut text)
+                .unwrap();
+            assert_eq!(text, vec![want; 60], "{p:?}");
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), vec![b'd'; 60]);
         let _ = std::fs::remove_dir_all(&d);
     }
 }

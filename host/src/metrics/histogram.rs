@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+#[derive(Debug)]
 pub struct Histogram {
     bounds: &'static [f64],
     /// Per bucket (not cumulative); the last one is `+Inf`.

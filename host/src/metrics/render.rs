@@ -87,37 +87,53 @@ pub fn render(m: &Metrics, states: &[&str]) -> String {
         "Distribution of request latencies",
     );
     for (svc, h) in m.duration_series() {
-        let snap = h.snapshot();
-        let bucket = format!("{DURATION}_bucket");
-        for (le, n) in &snap.buckets {
-            series(
-                &mut out,
-                &bucket,
-                &[("host", host), ("service", &svc), ("le", &le.to_string())],
-                *n as f64,
-            );
-        }
+        histogram(&mut out, DURATION, &[("host", host), ("service", &svc)], &h);
+    }
+
+    let nodes = m.chain_node_series();
+    header(&mut out, CHAIN_ERRORS, "counter", "Total chain errors");
+    for ((chain, node), s) in &nodes {
+        let errors = s.errors.load(std::sync::atomic::Ordering::Relaxed);
         series(
             &mut out,
-            &bucket,
-            &[("host", host), ("service", &svc), ("le", "+Inf")],
-            snap.count as f64,
+            CHAIN_ERRORS,
+            &[("chain", chain), ("host", host), ("node", node)],
+            errors as f64,
         );
-        let labels = [("host", host), ("service", &*svc)];
-        series(
+    }
+    header(
+        &mut out,
+        NODE_CONNECT_DURATION,
+        "histogram",
+        "Distribution of chain node connect latencies",
+    );
+    for ((chain, node), s) in &nodes {
+        histogram(
             &mut out,
-            &format!("{DURATION}_sum"),
-            &labels,
-            snap.sum_seconds,
-        );
-        series(
-            &mut out,
-            &format!("{DURATION}_count"),
-            &labels,
-            snap.count as f64,
+            NODE_CONNECT_DURATION,
+            &[("chain", chain), ("host", host), ("node", node)],
+            &s.connect,
         );
     }
     out
+}
+
+/// A histogram's `_bucket` series (with `le` last), `_sum` and `_count`.
+fn histogram(out: &mut String, name: &str, labels: &[(&str, &str)], h: &Histogram) {
+    let snap = h.snapshot();
+    let bucket = format!("{name}_bucket");
+    let les = snap
+        .buckets
+        .iter()
+        .map(|(le, n)| (le.to_string(), *n))
+        .chain([("+Inf".to_string(), snap.count)]);
+    for (le, n) in les {
+        let mut with_le = labels.to_vec();
+        with_le.push(("le", &le));
+        series(out, &bucket, &with_le, n as f64);
+    }
+    series(out, &format!("{name}_sum"), labels, snap.sum_seconds);
+    series(out, &format!("{name}_count"), labels, snap.count as f64);
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -160,6 +176,9 @@ mod tests {
             c.add_output(20);
         }
         m.request_duration(&svc).observe(Duration::from_millis(20));
+        let node = m.chain_node("c", "n");
+        node.add_error();
+        node.observe_connect(Duration::from_millis(30));
         let text = render(&m, &["ready"]);
         for line in [
             "gost_services{host=\"h\\\"1\"} 1",
@@ -172,6 +191,10 @@ mod tests {
             "gost_service_request_duration_seconds_bucket{host=\"h\\\"1\",service=\"web\",le=\"0.01\"} 0",
             "gost_service_request_duration_seconds_count{host=\"h\\\"1\",service=\"web\"} 1",
             "# TYPE gost_service_handler_errors_total counter",
+            "gost_chain_errors_total{chain=\"c\",host=\"h\\\"1\",node=\"n\"} 1",
+            "gost_chain_node_connect_duration_seconds_bucket{chain=\"c\",host=\"h\\\"1\",node=\"n\",le=\"0.01\"} 0",
+            "gost_chain_node_connect_duration_seconds_bucket{chain=\"c\",host=\"h\\\"1\",node=\"n\",le=\"0.05\"} 1",
+            "gost_chain_node_connect_duration_seconds_count{chain=\"c\",host=\"h\\\"1\",node=\"n\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
         }
