@@ -189,6 +189,8 @@ fn failover_skips_a_dead_node_without_failing_the_client() {
         assert_eq!(read_greeting(port), "alive");
     }
     // Only the first connection met the dead node; it is skipped afterwards.
+    // The log is read by a thread: wait for the line before counting.
+    g.wait_log("dial failed");
     let fails = g.log().matches("dial failed").count();
     assert_eq!(fails, 1, "log:\n{}", g.log());
     let svc = wait_service(api, "fwd", |s| s["status"]["stats"]["currentConns"] == 0);
