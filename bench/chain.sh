@@ -29,29 +29,10 @@ environment:
 EOF2
 }
 
-QUICK=0
-ROUNDS=""
-SYSTEMS=$ALL_SYSTEMS
-WINDOW=""
-BUILD=1
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --quick) QUICK=1 ;;
-        --rounds) ROUNDS="$2"; shift ;;
-        --systems) SYSTEMS="$2"; shift ;;
-        --seconds) WINDOW="$2"; shift ;;
-        --no-build) BUILD=0 ;;
-        -h|--help) usage; exit 0 ;;
-        *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
-    esac
-    shift
-done
-for sys in $SYSTEMS; do
-    case " $ALL_SYSTEMS " in
-        *" $sys "*) ;;
-        *) echo "unknown system '$sys' in --systems ($ALL_SYSTEMS)" >&2; exit 2 ;;
-    esac
-done
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+parse_args "$@"
 
 if [ "$QUICK" = 1 ]; then
     ROUNDS=${ROUNDS:-2}; WINDOW=${WINDOW:-2}; BULK_S=2; WARMUP=0.3
@@ -60,36 +41,10 @@ else
 fi
 CR_WORKERS=32   # concurrent connect/CONNECT/request/close loops
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-LG=$TARGET_DIR/release/loadgen
-GOST=${GOST_BIN:-$TARGET_DIR/release/gost}
-STAMP=$(date +%Y%m%d-%H%M%S)
-RESULTS_DIR=$ROOT/bench/results
-OUT=$RESULTS_DIR/chain-$STAMP.txt
+bench_paths chain
+build_binaries gost-1hop gost-2hop
 
-# log, has, drop_system, stop_pid, cleanup, client
-# shellcheck source=bench/lib.sh
-. "$ROOT/bench/lib.sh"
-
-cd "$ROOT" || exit 1
-if [ "$BUILD" = 1 ]; then
-    cargo build --release -p gost-host -p gost-loadgen || exit 1
-fi
-[ -x "$LG" ] || { log "no load generator at $LG (build failed?)"; exit 1; }
-[ -x "$GOST" ] || { log "no gost binary at $GOST"; exit 1; }
-
-if [ "$(nproc)" -ge 2 ]; then
-    PROXY_CPU=0; LOAD_CPU=1
-else
-    PROXY_CPU=0; LOAD_CPU=0
-    log "WARNING: one core only: proxies and load generator share it"
-fi
-
-TMP=$(mktemp -d /tmp/gost-bench-chain.XXXXXX)
-PIDS=()
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+setup_run chain
 
 start_targets
 
@@ -151,11 +106,8 @@ run_system() {
     stop_system
 }
 
-mkdir -p "$RESULTS_DIR"
 {
-    echo "# gost-rs chain benchmark, $STAMP"
-    echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (dirty)')"
-    echo "kernel: $(uname -r); cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'); cores: $(nproc)"
+    header_common "gost-rs chain benchmark"
     echo "pinning: every gost on core $PROXY_CPU; load generator + target servers on core $LOAD_CPU (taskset)"
     echo "systems: $SYSTEMS; rounds: $ROUNDS (interleaved, order rotated each round)"
     echo "gost-1hop: client -> gost http -> target; gost-2hop: client -> gost http -F socks5 -> gost socks5 -> target"
@@ -166,34 +118,10 @@ mkdir -p "$RESULTS_DIR"
 cat "$TMP/header.txt" >&2
 : >"$TMP/results.jsonl"
 
-read -r -a ORDER <<<"$SYSTEMS"
-START=$(date +%s)
-for round in $(seq "$ROUNDS"); do
-    n=${#ORDER[@]}
-    for i in $(seq 0 $((n - 1))); do
-        run_system "${ORDER[$(( (i + round - 1) % n ))]}" "$round"
-    done
-done
-END_NOTE="measured in $(( $(date +%s) - START )) s; load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
-log "$END_NOTE"
+run_rounds
 
 REF=none
 has gost-1hop && REF=gost-1hop
 TABLE=$("$LG" report "$TMP/results.jsonl" --baseline direct --reference "$REF" 2>/dev/null ||
     echo "(no results)")
-{
-    cat "$TMP/header.txt"
-    echo "$END_NOTE"
-    echo
-    echo "$TABLE"
-    echo
-    echo "## Per-run output"
-    cat "$TMP/human.log"
-    echo
-    echo "## Result lines (JSON)"
-    cat "$TMP/results.jsonl"
-} >"$OUT"
-echo
-echo "$TABLE"
-echo
-echo "Full results: $OUT"
+write_report "$TABLE"

@@ -11,6 +11,8 @@
 
 set -uo pipefail
 
+ALL_SYSTEMS="direct gost haproxy socat"
+
 usage() {
     cat <<'EOF'
 usage: bench/forward.sh [options]
@@ -28,32 +30,11 @@ environment:
 EOF
 }
 
-QUICK=0
-ROUNDS=""
-SYSTEMS="direct gost haproxy socat"
-IDLE_N=""
-WINDOW=""
-BUILD=1
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --quick) QUICK=1 ;;
-        --rounds) ROUNDS="$2"; shift ;;
-        --systems) SYSTEMS="$2"; shift ;;
-        --idle-conns) IDLE_N="$2"; shift ;;
-        --seconds) WINDOW="$2"; shift ;;
-        --no-build) BUILD=0 ;;
-        -h|--help) usage; exit 0 ;;
-        *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
-    esac
-    shift
-done
-
-for sys in $SYSTEMS; do
-    case "$sys" in
-        direct|gost|haproxy|socat) ;;
-        *) echo "unknown system '$sys' in --systems (direct gost haproxy socat)" >&2; exit 2 ;;
-    esac
-done
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+IDLE_OPTION=1
+parse_args "$@"
 
 if [ "$QUICK" = 1 ]; then
     ROUNDS=${ROUNDS:-2}; IDLE_N=${IDLE_N:-1000}; WINDOW=${WINDOW:-2}
@@ -65,36 +46,8 @@ fi
 KA_CONNS=50     # keep-alive connections, one request outstanding each
 CR_WORKERS=32   # concurrent connect/request/close loops
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-LG=$TARGET_DIR/release/loadgen
-GOST=${GOST_BIN:-$TARGET_DIR/release/gost}
-STAMP=$(date +%Y%m%d-%H%M%S)
-RESULTS_DIR=$ROOT/bench/results
-OUT=$RESULTS_DIR/forward-$STAMP.txt
-
-# log, has, drop_system, stop_pid, cleanup, client
-# shellcheck source=bench/lib.sh
-. "$ROOT/bench/lib.sh"
-
-# ---------------------------------------------------------------- build ---
-cd "$ROOT" || exit 1
-if [ "$BUILD" = 1 ]; then
-    if has gost; then
-        if ! cargo build --release -p gost-host -p gost-loadgen; then
-            log "WARNING: gost-host does not build; running without the gost-rs column"
-            drop_system gost
-            cargo build --release -p gost-loadgen || exit 1
-        fi
-    else
-        cargo build --release -p gost-loadgen || exit 1
-    fi
-fi
-[ -x "$LG" ] || { log "no load generator at $LG (build failed?)"; exit 1; }
-if has gost && [ ! -x "$GOST" ]; then
-    log "WARNING: no gost binary at $GOST; running without the gost-rs column"
-    drop_system gost
-fi
+bench_paths forward
+build_binaries gost
 
 # ------------------------------------------------------------- peer tools ---
 missing=""
@@ -115,31 +68,11 @@ for tool in haproxy socat; do
 done
 
 # --------------------------------------------------- limits and pinning ---
-HARD=$(ulimit -Hn)
-[ "$HARD" = unlimited ] && HARD=1048576
-ulimit -n "$HARD" || log "WARNING: could not raise ulimit -n to $HARD"
-SOFT=$(ulimit -n)
-# The proxy holds two sockets per idle connection (client side and server side).
-MAX_IDLE=$(( (SOFT - 300) / 2 ))
-if [ "$IDLE_N" -gt "$MAX_IDLE" ]; then
-    log "WARNING: ulimit -n $SOFT allows only $MAX_IDLE idle connections through a proxy"
-    IDLE_N=$MAX_IDLE
-fi
+raise_fd_limit
 HAPROXY_MAXCONN=$(( IDLE_N + 500 ))
 [ "$HAPROXY_MAXCONN" -gt "$MAX_IDLE" ] && HAPROXY_MAXCONN=$MAX_IDLE
 
-if [ "$(nproc)" -ge 2 ]; then
-    PROXY_CPU=0; LOAD_CPU=1
-else
-    PROXY_CPU=0; LOAD_CPU=0
-    log "WARNING: one core only: proxy and load generator share it"
-fi
-
-TMP=$(mktemp -d /tmp/gost-bench.XXXXXX)
-PIDS=()   # every long-running process this script started
-
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+setup_run forward
 
 # ------------------------------------------------------------ targets ---
 start_targets
@@ -222,11 +155,8 @@ run_system() {
 }
 
 # -------------------------------------------------------------- header ---
-mkdir -p "$RESULTS_DIR"
 {
-    echo "# gost-rs forwarding benchmark, $STAMP"
-    echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (dirty)')"
-    echo "kernel: $(uname -r); cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'); cores: $(nproc)"
+    header_common "gost-rs forwarding benchmark"
     echo "pinning: proxy on core $PROXY_CPU; load generator + target servers on core $LOAD_CPU (taskset)"
     echo "ulimit -n: $SOFT; net.ipv4.tcp_tw_reuse=$(cat /proc/sys/net/ipv4/tcp_tw_reuse 2>/dev/null); ephemeral ports: $(tr '\t' - </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null)"
     echo "systems: $SYSTEMS; rounds: $ROUNDS (interleaved, order rotated each round)"
@@ -241,34 +171,8 @@ cat "$TMP/header.txt" >&2
 : >"$TMP/results.jsonl"
 
 # --------------------------------------------------------------- rounds ---
-read -r -a ORDER <<<"$SYSTEMS"
-START=$(date +%s)
-for round in $(seq "$ROUNDS"); do
-    n=${#ORDER[@]}
-    for i in $(seq 0 $((n - 1))); do
-        # Rotate the order each round so no system always runs first or
-        # right after the noisiest one.
-        run_system "${ORDER[$(( (i + round - 1) % n ))]}" "$round"
-    done
-done
-END_NOTE="measured in $(( $(date +%s) - START )) s; load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
-log "$END_NOTE"
+run_rounds
 
 # --------------------------------------------------------------- report ---
 TABLE=$("$LG" report "$TMP/results.jsonl" --baseline direct --reference haproxy) || TABLE="(no results)"
-{
-    cat "$TMP/header.txt"
-    echo "$END_NOTE"
-    echo
-    echo "$TABLE"
-    echo
-    echo "## Per-run output"
-    cat "$TMP/human.log"
-    echo
-    echo "## Result lines (JSON)"
-    cat "$TMP/results.jsonl"
-} >"$OUT"
-echo
-echo "$TABLE"
-echo
-echo "Full results: $OUT"
+write_report "$TABLE"

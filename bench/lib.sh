@@ -1,5 +1,6 @@
-# Helpers shared by bench/forward.sh and bench/proxy.sh (sourced, not run).
-# They use the caller's globals: SYSTEMS, TMP, LG, LOAD_CPU, PIDS.
+# Helpers shared by the bench/ scripts (sourced, not run). A script sets
+# ROOT and ALL_SYSTEMS and defines usage(), then calls parse_args,
+# bench_paths, build_binaries, setup_run, ... run_rounds and write_report.
 # shellcheck shell=bash
 
 log() { printf '%s\n' "$*" >&2; }
@@ -78,4 +79,150 @@ start_targets() {
     for p in $HTTP_PORT $SINK_PORT; do
         "$LG" waitport --target "127.0.0.1:$p" || { cat "$TMP/servers.log" >&2; exit 1; }
     done
+}
+
+# parse_args ARGS...: the options every script takes. --idle-conns only
+# where the script sets IDLE_OPTION=1 (it holds idle connections).
+parse_args() {
+    QUICK=0; ROUNDS=""; SYSTEMS=$ALL_SYSTEMS; IDLE_N=""; WINDOW=""; BUILD=1
+    local sys
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --rounds|--systems|--seconds|--idle-conns)
+                [ $# -ge 2 ] || { echo "$1 needs a value" >&2; usage >&2; exit 2; } ;;
+        esac
+        case "$1" in
+            --quick) QUICK=1 ;;
+            --rounds) ROUNDS="$2"; shift ;;
+            --systems) SYSTEMS="$2"; shift ;;
+            --seconds) WINDOW="$2"; shift ;;
+            --idle-conns)
+                if [ "${IDLE_OPTION:-0}" != 1 ]; then
+                    echo "unknown option: $1" >&2; usage >&2; exit 2
+                fi
+                IDLE_N="$2"; shift ;;
+            --no-build) BUILD=0 ;;
+            -h|--help) usage; exit 0 ;;
+            *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
+        esac
+        shift
+    done
+    for sys in $SYSTEMS; do
+        case " $ALL_SYSTEMS " in
+            *" $sys "*) ;;
+            *) echo "unknown system '$sys' in --systems ($ALL_SYSTEMS)" >&2; exit 2 ;;
+        esac
+    done
+}
+
+# bench_paths NAME: binaries, and the results file of this run of NAME.
+bench_paths() {
+    TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+    LG=$TARGET_DIR/release/loadgen
+    GOST=${GOST_BIN:-$TARGET_DIR/release/gost}
+    STAMP=$(date +%Y%m%d-%H%M%S)
+    RESULTS_DIR=$ROOT/bench/results
+    OUT=$RESULTS_DIR/$1-$STAMP.txt
+}
+
+# build_binaries GOST_SYSTEMS...: builds the load generator and, when one
+# of the given systems runs, gost; those systems are dropped (with a
+# warning) when gost does not build or is missing.
+build_binaries() {
+    local uses=0 s
+    for s in "$@"; do has "$s" && uses=1; done
+    cd "$ROOT" || exit 1
+    if [ "$BUILD" = 1 ]; then
+        if [ "$uses" = 1 ] && cargo build --release -p gost-host -p gost-loadgen; then
+            :
+        elif [ "$uses" = 1 ]; then
+            log "WARNING: gost-host does not build; running without: $*"
+            for s in "$@"; do drop_system "$s"; done
+            uses=0
+            cargo build --release -p gost-loadgen || exit 1
+        else
+            cargo build --release -p gost-loadgen || exit 1
+        fi
+    fi
+    [ -x "$LG" ] || { log "no load generator at $LG (build failed?)"; exit 1; }
+    if [ "$uses" = 1 ] && [ ! -x "$GOST" ]; then
+        log "WARNING: no gost binary at $GOST; running without: $*"
+        for s in "$@"; do drop_system "$s"; done
+    fi
+}
+
+# raise_fd_limit: the hard limit, and IDLE_N cut to what it allows (a
+# proxied connection holds two sockets in the proxy); sets SOFT, MAX_IDLE.
+raise_fd_limit() {
+    local hard
+    hard=$(ulimit -Hn)
+    [ "$hard" = unlimited ] && hard=1048576
+    ulimit -n "$hard" || log "WARNING: could not raise ulimit -n to $hard"
+    SOFT=$(ulimit -n)
+    MAX_IDLE=$(( (SOFT - 300) / 2 ))
+    if [ "$IDLE_N" -gt "$MAX_IDLE" ]; then
+        log "WARNING: ulimit -n $SOFT allows only $MAX_IDLE idle connections through a proxy"
+        IDLE_N=$MAX_IDLE
+    fi
+}
+
+# setup_run NAME: the proxy and load cores, a temp dir, and clean-up of
+# every process started (PIDS) on exit.
+setup_run() {
+    if [ "$(nproc)" -ge 2 ]; then
+        PROXY_CPU=0; LOAD_CPU=1
+    else
+        PROXY_CPU=0; LOAD_CPU=0
+        log "WARNING: one core only: proxy and load generator share it"
+    fi
+    TMP=$(mktemp -d "/tmp/gost-bench-$1.XXXXXX")
+    PIDS=()
+    trap cleanup EXIT
+    trap 'exit 130' INT TERM
+}
+
+# header_common TITLE: the first lines of every report header.
+header_common() {
+    echo "# $1, $STAMP"
+    echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (dirty)')"
+    echo "kernel: $(uname -r); cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'); cores: $(nproc)"
+}
+
+# run_rounds: every system once per round, calling run_system SYSTEM
+# ROUND; the order rotates each round so no system always runs first or
+# right after the noisiest one. Sets END_NOTE.
+run_rounds() {
+    local order n i round start
+    read -r -a order <<<"$SYSTEMS"
+    start=$(date +%s)
+    for round in $(seq "$ROUNDS"); do
+        n=${#order[@]}
+        for i in $(seq 0 $((n - 1))); do
+            run_system "${order[$(( (i + round - 1) % n ))]}" "$round"
+        done
+    done
+    END_NOTE="measured in $(( $(date +%s) - start )) s; load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+    log "$END_NOTE"
+}
+
+# write_report TABLES: the results file (header, tables, per-run output,
+# JSON lines), and the tables on stdout.
+write_report() {
+    mkdir -p "$RESULTS_DIR"
+    {
+        cat "$TMP/header.txt"
+        echo "$END_NOTE"
+        echo
+        echo "$1"
+        echo
+        echo "## Per-run output"
+        cat "$TMP/human.log"
+        echo
+        echo "## Result lines (JSON)"
+        cat "$TMP/results.jsonl"
+    } >"$OUT"
+    echo
+    echo "$1"
+    echo
+    echo "Full results: $OUT"
 }
