@@ -90,6 +90,8 @@ pub type Reloader = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
 struct Running {
     status: Arc<Status>,
     handler: Arc<HandlerSlot>,
+    /// Where the service's observer reports, when it has one.
+    sink: Option<Arc<crate::observer::SinkSlot>>,
     cancel: CancellationToken,
     listener_closed: CancellationToken,
 }
@@ -222,6 +224,7 @@ impl App {
         let new_v = to_value(&new);
 
         let mut swaps = Vec::new();
+        let mut sinks = Vec::new();
         let mut starts = Vec::new();
         let mut restarts = Vec::new();
         for svc in &new.services {
@@ -237,11 +240,15 @@ impl App {
                 continue;
             };
             let (a, b) = (to_value(prev), to_value(svc));
+            // A service that gains or loses its observer starts or stops
+            // reporting, which only a restart does; a changed or renamed
+            // observer is swapped in while the service runs.
+            let reporting = prev.observer.is_empty() != svc.observer.is_empty();
             if a != b {
-                let rebind = ["addr", "listener", "metadata", "observer"]
-                    .iter()
-                    .any(|k| a.get(k) != b.get(k))
-                    || observer_changed(&old, &new, svc);
+                let rebind = reporting
+                    || ["addr", "listener", "metadata"]
+                        .iter()
+                        .any(|k| a.get(k) != b.get(k));
                 if rebind {
                     let parts = build_parts(&new, svc).map_err(apply_err)?;
                     // A new address can be bound before the old one is
@@ -254,11 +261,13 @@ impl App {
                     restarts.push((prev, svc, parts, listener));
                     continue;
                 }
-            } else if observer_changed(&old, &new, svc) {
-                let parts = build_parts(&new, svc).map_err(apply_err)?;
-                restarts.push((prev, svc, parts, None));
-                continue;
-            } else if dependencies(&old_v, &a) == dependencies(&new_v, &b) {
+            }
+            if prev.observer != svc.observer || observer_changed(&old, &new, svc) {
+                sinks.push((svc.name.clone(), build_sink(&new, svc).map_err(apply_err)?));
+            }
+            if without_observer(&a) == without_observer(&b)
+                && handler_dependencies(&old_v, &a) == handler_dependencies(&new_v, &b)
+            {
                 continue;
             }
             swaps.push((svc.name.clone(), build_parts(&new, svc).map_err(apply_err)?));
@@ -345,7 +354,17 @@ impl App {
                     r.handler.set(parts.pipeline);
                 }
             }
+            for (name, sink) in sinks {
+                if let Some(slot) = services.get(&name).and_then(|r| r.sink.as_ref()) {
+                    tracing::info!(service = %name, "observer replaced");
+                    slot.set(sink);
+                }
+            }
         }
+        // Plugins are loaded from files the change may not mention: an API
+        // update of an object that names a plugin, or any other change,
+        // picks up a replaced file now rather than at the next poll.
+        crate::plugin::reload::refresh();
         for service in ready {
             self.spawn(service);
         }
@@ -359,6 +378,7 @@ impl App {
         let running = Running {
             status: service.status.clone(),
             handler: service.handler_slot(),
+            sink: service.observer_sink(),
             cancel: cancel.clone(),
             listener_closed: service.listener_closed(),
         };
@@ -398,8 +418,8 @@ fn to_value<T: serde::Serialize>(v: &T) -> serde_json::Value {
     serde_json::to_value(v).unwrap_or_default()
 }
 
-/// Whether the observer object a service names differs between configs:
-/// the reporter runs with the service, so such a change restarts it.
+/// Whether the observer object a service names differs between configs;
+/// its sink is then replaced in the running service.
 fn observer_changed(old: &Config, new: &Config, svc: &ServiceConfig) -> bool {
     if svc.observer.is_empty() {
         return false;
@@ -456,6 +476,34 @@ fn dependencies(
             deps.insert(key, obj);
         }
     }
+}
+
+/// A service's config but for the name of its observer, which the running
+/// service can swap without a new pipeline.
+fn without_observer(service: &serde_json::Value) -> serde_json::Value {
+    let mut v = service.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("observer");
+    }
+    v
+}
+
+/// The objects the service's pipeline is built from: all of its
+/// dependencies except the service's own observer, whose sink is swapped
+/// on its own (unless the handler names it too).
+fn handler_dependencies(
+    root: &serde_json::Value,
+    service: &serde_json::Value,
+) -> BTreeMap<(String, String), serde_json::Value> {
+    let mut deps = dependencies(root, service);
+    let observer = service.get("observer").and_then(|o| o.as_str());
+    let handler_observer = service
+        .pointer("/handler/observer")
+        .and_then(|o| o.as_str());
+    if let Some(o) = observer.filter(|o| Some(*o) != handler_observer) {
+        deps.remove(&("observers".to_string(), o.to_string()));
+    }
+    deps
 }
 
 fn collect_strings(v: &serde_json::Value, out: &mut BTreeSet<String>) {
@@ -676,7 +724,7 @@ fn build_service(root: &Config, cfg: &ServiceConfig) -> Result<Service, BuildErr
     Ok(parts.into_service(&cfg.name, listener))
 }
 
-/// The observer a service names, from the `observers` section.
+/// The reporter of the observer a service names.
 fn build_observer(
     root: &Config,
     cfg: &ServiceConfig,
@@ -684,11 +732,30 @@ fn build_observer(
     if cfg.observer.is_empty() {
         return Ok(None);
     }
+    crate::observer::reporter::Reporter::from_metadata(build_sink(root, cfg)?, &cfg.metadata)
+        .map(Some)
+        .map_err(|e| md_err(cfg, "metadata", e))
+}
+
+/// The sink of the observer a service names.
+fn build_sink(
+    root: &Config,
+    cfg: &ServiceConfig,
+) -> Result<Arc<dyn crate::observer::Observer>, BuildError> {
+    named_sink(root, cfg, &cfg.observer)
+}
+
+/// A sink from the `observers` section.
+fn named_sink(
+    root: &Config,
+    cfg: &ServiceConfig,
+    name: &str,
+) -> Result<Arc<dyn crate::observer::Observer>, BuildError> {
     let o = root
         .observers
         .iter()
-        .find(|o| o.name == cfg.observer)
-        .ok_or_else(|| svc_err(cfg, format!("observer \"{}\" not found", cfg.observer)))?;
+        .find(|o| o.name == name)
+        .ok_or_else(|| svc_err(cfg, format!("observer \"{name}\" not found")))?;
     let err = |msg: String| BuildError::Invalid(format!("observer \"{}\": {msg}", o.name));
     let p = o
         .plugin
@@ -708,9 +775,7 @@ fn build_observer(
         }
         other => return Err(err(format!("plugin type '{other}' is not supported"))),
     };
-    crate::observer::reporter::Reporter::from_metadata(observer, &cfg.metadata)
-        .map(Some)
-        .map_err(|e| md_err(cfg, "metadata", e))
+    Ok(observer)
 }
 
 fn build_parts(root: &Config, cfg: &ServiceConfig) -> Result<Parts, BuildError> {

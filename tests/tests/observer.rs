@@ -322,3 +322,72 @@ observers:
     g.wait_log("observer hook-denied: plugin");
     assert!(other.lock().unwrap().is_empty());
 }
+
+/// A web API update of the observer a service names replaces the sink
+/// while the service runs: no restart, so no new status events, and the
+/// counters go on from where they were.
+#[test]
+fn api_update_of_an_observer_swaps_the_sink_live() {
+    let echo = tcp_echo_server();
+    let (port, api) = (free_port(), free_port());
+    let (a_port, a) = observer_server(0);
+    let (b_port, b) = observer_server(0);
+    let dir = TempDir::new("obs-swap");
+    let file = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:
+- name: fwd
+  addr: 127.0.0.1:{port}
+  handler: {{type: tcp}}
+  forwarder: {{nodes: [{{name: echo, addr: {echo}}}]}}
+  observer: web
+  metadata: {{enableStats: true, observer.period: 1s}}
+observers:
+- name: web
+  plugin: {{type: http, addr: 127.0.0.1:{a_port}/observe}}
+api:
+  addr: 127.0.0.1:{api}
+",
+        ),
+    );
+    let g = Gost::start(&["-C", &file]);
+    g.wait_tcp(api);
+    g.wait_tcp(port);
+    echo_through(port, 100);
+    let has_stats = |got: &Arc<Mutex<Vec<Value>>>, conns: u64| {
+        got.lock()
+            .unwrap()
+            .iter()
+            .any(|b| stats_of(&b["events"][0]).is_some_and(|s| s.0 == conns && s.1 == 0))
+    };
+    wait_for("stats at the first sink", || has_stats(&a, 2).then_some(()));
+
+    let body = json!({"name": "web",
+        "plugin": {"type": "http", "addr": format!("127.0.0.1:{b_port}/observe")}});
+    let (code, resp) = http_request(
+        api,
+        "PUT",
+        "/config/observers/web",
+        Some(&body.to_string()),
+        None,
+    );
+    assert_eq!(code, 200, "{resp}");
+    echo_through(port, 100);
+    wait_for("stats at the new sink", || has_stats(&b, 3).then_some(()));
+    let at_b = b.lock().unwrap().clone();
+    assert!(
+        at_b.iter().all(|b| b["events"][0]["type"] == "stats"),
+        "the service was restarted: {at_b:?}"
+    );
+    assert!(!has_stats(&a, 3), "the old sink still gets reports");
+    let svc = wait_service(api, "fwd", |_| true);
+    assert_eq!(svc["status"]["state"], "ready", "{svc}");
+    let listening = svc["status"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["msg"].as_str().unwrap_or("").contains("listening"))
+        .count();
+    assert_eq!(listening, 1, "{svc}");
+}

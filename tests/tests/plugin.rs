@@ -533,3 +533,60 @@ hops:
     g.wait_log("plugin reloaded");
     assert_eq!(exchange(port, b"x"), "A", "{}", g.log());
 }
+
+/// A web API update of a service or hop that names a plugin loads what the
+/// plugin file holds before the request returns, without waiting for the
+/// file watcher's next look.
+#[test]
+fn api_update_loads_the_plugin_file_anew() {
+    let (a, b) = (tcp_greeter("A"), tcp_greeter("B"));
+    let (port, pick, api) = (free_port(), free_port(), free_port());
+    let dir = TempDir::new("wasm-api-reload");
+    let handler = dir.path("handler.wasm");
+    let selector = dir.path("selector.wasm");
+    std::fs::copy(plugin_wasm("faulty"), &handler).unwrap();
+    std::fs::copy(plugin_wasm("sni-router"), &selector).unwrap();
+    let service = serde_json::json!({"name": "h", "addr": format!("127.0.0.1:{port}"),
+        "handler": {"type": "wasm", "plugin": {"type": "wasm", "path": handler}}});
+    let hop = serde_json::json!({"name": "h",
+        "nodes": [{"name": "a", "addr": a.to_string()}, {"name": "b", "addr": b.to_string()}],
+        "plugin": {"type": "wasm", "path": selector, "config": {"default": "b"}}});
+    let g = start_config(
+        &dir,
+        &serde_json::json!({
+            "services": [service, {"name": "pick", "addr": format!("127.0.0.1:{pick}"),
+                "handler": {"type": "tcp"}, "forwarder": {"hop": "h"}}],
+            "hops": [hop],
+            "api": {"addr": format!("127.0.0.1:{api}")},
+        })
+        .to_string(),
+    );
+    g.wait_tcp(api);
+    g.wait_tcp(port);
+    g.wait_tcp(pick);
+    assert_eq!(poke(port, b'e'), b"e");
+    assert_eq!(exchange(pick, b"x"), "B");
+
+    let put = |path: &str, body: &serde_json::Value| {
+        let (code, resp) = http_request(api, "PUT", path, Some(&body.to_string()), None);
+        assert_eq!(code, 200, "PUT {path}: {resp}");
+    };
+    let replace = |file: &str, with: &str| {
+        let tmp = dir.path("next.wasm");
+        std::fs::copy(plugin_wasm(with), &tmp).unwrap();
+        std::fs::rename(&tmp, file).unwrap();
+    };
+    replace(&handler, "socks5");
+    put("/config/services/h", &service);
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    c.write_all(&[5, 1, 0]).unwrap();
+    let mut greeting = [0u8; 2];
+    c.read_exact(&mut greeting).unwrap();
+    assert_eq!(greeting, [5, 0], "{}", g.log());
+
+    // least-latency tries the unmeasured first node first.
+    replace(&selector, "least-latency");
+    put("/config/hops/h", &hop);
+    assert_eq!(exchange(pick, b"x"), "A", "{}", g.log());
+}

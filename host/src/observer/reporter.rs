@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 
-use super::{Event, Observer, StatsEvent};
+use super::{Event, Observer, SinkSlot, StatsEvent};
 use crate::metadata::{Metadata, MetadataError};
 use crate::service::{State, Status};
 
@@ -19,7 +19,7 @@ pub const DEFAULT_PERIOD: Duration = Duration::from_secs(5);
 pub const MIN_PERIOD: Duration = Duration::from_secs(1);
 
 pub struct Reporter {
-    observer: Arc<dyn Observer>,
+    observer: Arc<SinkSlot>,
     period: Duration,
     reset_traffic: bool,
 }
@@ -41,10 +41,15 @@ impl Reporter {
             Some(p) => p.max(MIN_PERIOD),
         };
         Ok(Reporter {
-            observer,
+            observer: Arc::new(SinkSlot::new(observer)),
             period,
             reset_traffic: md.get_bool("observer.resetTraffic")?.unwrap_or(false),
         })
+    }
+
+    /// Where the reports go; replaceable while the service runs.
+    pub fn sink(&self) -> Arc<SinkSlot> {
+        self.observer.clone()
     }
 
     /// Reports `first`, the state the service was in when watching began
