@@ -629,11 +629,16 @@ fn unsupported(cfg: &Config) -> Vec<String> {
                     h.r#type
                 ));
             }
-            for (what, set) in [
-                ("limiter", !h.limiter.is_empty()),
-                ("observer", !h.observer.is_empty()),
-                ("tls", h.tls.is_some()),
-            ] {
+            if !h.observer.is_empty()
+                && !crate::observer::clients::HANDLERS.contains(&h.r#type.as_str())
+            {
+                out.push(format!(
+                    "service \"{name}\": handler.observer is not used by handler type '{}' (only by {})",
+                    h.r#type,
+                    crate::observer::clients::HANDLERS.join(", ")
+                ));
+            }
+            for (what, set) in [("limiter", !h.limiter.is_empty()), ("tls", h.tls.is_some())] {
                 if set {
                     out.push(format!(
                         "service \"{name}\": handler.{what} is not supported yet"
@@ -795,10 +800,17 @@ fn build_parts(root: &Config, cfg: &ServiceConfig) -> Result<Parts, BuildError> 
         .as_ref()
         .map(|h| h.r#type.as_str())
         .unwrap_or_default();
-    let deps = HandlerDeps {
-        router,
-        auther: build_auther(root, cfg),
-    };
+    let handler_observer = cfg
+        .handler
+        .as_ref()
+        .map(|h| h.observer.as_str())
+        .filter(|o| !o.is_empty());
+    let mut auther = build_auther(root, cfg);
+    if handler_observer.is_some() {
+        auther = auther.map(crate::observer::clients::auther);
+    }
+    let anonymous = auther.is_none();
+    let deps = HandlerDeps { router, auther };
     if cfg.forwarder.is_some() && !matches!(handler_type, "tcp" | "udp" | "forward" | "relay") {
         // GOST hands a forwarder only to handlers that forward (tcp, udp,
         // relay, ...) and ignores it elsewhere; say so instead of ignoring
@@ -824,6 +836,16 @@ fn build_parts(root: &Config, cfg: &ServiceConfig) -> Result<Parts, BuildError> 
                 format!("handler type '{other}' is not supported"),
             ))
         }
+    };
+    let handler = match handler_observer {
+        Some(name) => {
+            let sink = named_sink(root, cfg, name)?;
+            let reporter = handler_options(cfg, |md| {
+                crate::observer::reporter::Reporter::from_metadata(sink, md)
+            })?;
+            crate::observer::clients::observed(handler, &cfg.name, reporter, anonymous)
+        }
+        None => handler,
     };
     Ok(Parts {
         pipeline: Pipeline {
@@ -1131,6 +1153,24 @@ fn build_forward_handler(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn handler_observer_only_where_gost_reports_per_client() {
+        let cfg: Config = serde_json::from_value(json!({
+            "services": [
+                {"name": "t", "addr": ":0", "handler": {"type": "tcp", "observer": "o"}},
+                {"name": "s", "addr": ":0", "handler": {"type": "socks5", "observer": "o"}},
+            ],
+            "observers": [{"name": "o", "plugin": {"type": "http", "addr": "127.0.0.1:1"}}],
+        }))
+        .unwrap();
+        let errs = unsupported(&cfg);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].contains("service \"t\": handler.observer is not used by handler type 'tcp'"),
+            "{errs:?}"
+        );
+    }
 
     #[test]
     fn dependencies_follow_references_through_other_objects() {

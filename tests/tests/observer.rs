@@ -391,3 +391,182 @@ api:
         .count();
     assert_eq!(listening, 1, "{svc}");
 }
+
+/// The latest `handler` stats event for each client, from all batches.
+fn client_stats(got: &Arc<Mutex<Vec<Value>>>, service: &str) -> Vec<(String, Value)> {
+    let mut latest: Vec<(String, Value)> = Vec::new();
+    for batch in got.lock().unwrap().iter() {
+        for ev in batch["events"].as_array().into_iter().flatten() {
+            if ev["kind"] != "handler" || ev["service"] != service {
+                continue;
+            }
+            let client = ev["client"].as_str().unwrap_or("").to_string();
+            latest.retain(|(c, _)| *c != client);
+            latest.push((client, ev["stats"].clone()));
+        }
+    }
+    latest.sort_by(|a, b| a.0.cmp(&b.0));
+    latest
+}
+
+fn conns(stats: &[(String, Value)]) -> Vec<(String, u64, u64, u64)> {
+    stats
+        .iter()
+        .map(|(c, s)| {
+            let n = |k: &str| s[k].as_u64().unwrap();
+            (
+                c.clone(),
+                n("totalConns"),
+                n("currentConns"),
+                n("totalErrs"),
+            )
+        })
+        .collect()
+}
+
+/// GOST's handler-level observer: each authenticated client's connections
+/// and bytes as `handler` events; without an auther, the anonymous client.
+#[test]
+fn handler_observer_reports_per_client() {
+    let body = "per-client body";
+    let origin = http_origin("127.0.0.1:0", "per-client body");
+    let (socks, http) = (free_port(), free_port());
+    let (obs_port, got) = observer_server(0);
+    let dir = TempDir::new("obs-handler");
+    let file = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:
+- name: s5
+  addr: 127.0.0.1:{socks}
+  handler:
+    type: socks5
+    auther: users
+    observer: web
+    metadata: {{observer.period: 1s}}
+- name: h
+  addr: 127.0.0.1:{http}
+  handler:
+    type: http
+    observer: web
+    metadata: {{observePeriod: 1s}}
+authers:
+- name: users
+  auths: [{{username: alice, password: a}}, {{username: bob, password: b}}]
+observers:
+- name: web
+  plugin: {{type: http, addr: 127.0.0.1:{obs_port}/observe}}
+",
+        ),
+    );
+    let g = Gost::start(&["-C", &file]);
+    g.wait_tcp(socks);
+    g.wait_tcp(http);
+    let url = format!("http://{origin}/");
+    for user in ["alice:a", "alice:a", "bob:b"] {
+        let proxy = format!("socks5://{user}@127.0.0.1:{socks}");
+        assert_eq!(curl_body(&["-x", &proxy, &url]), (true, body.into()));
+    }
+    let bad = format!("socks5://alice:wrong@127.0.0.1:{socks}");
+    assert!(!curl_body(&["-x", &bad, &url]).0);
+    for _ in 0..2 {
+        let proxy = format!("http://127.0.0.1:{http}");
+        assert_eq!(curl_body(&["-x", &proxy, &url]), (true, body.into()));
+    }
+    let socks_clients = wait_for("per-client stats of s5", || {
+        let s = client_stats(&got, "s5");
+        (conns(&s) == [("alice".to_string(), 2, 0, 0), ("bob".to_string(), 1, 0, 0)]).then_some(s)
+    });
+    for (client, s) in &socks_clients {
+        let per_conn = if client == "alice" { 2 } else { 1 };
+        assert!(
+            s["outputBytes"].as_u64().unwrap() > (per_conn * body.len()) as u64,
+            "{client}: {s}"
+        );
+        assert!(s["inputBytes"].as_u64().unwrap() > 0, "{client}: {s}");
+    }
+    // Without an auther every client is the anonymous one; the probes of
+    // wait_tcp count too, as they reach the handler.
+    wait_for("anonymous stats of h", || {
+        let s = conns(&client_stats(&got, "h"));
+        (s.len() == 1 && s[0].0.is_empty() && s[0].1 == 3 && s[0].2 == 0).then_some(())
+    });
+    let raw = got.lock().unwrap().clone();
+    let anon = raw
+        .iter()
+        .flat_map(|b| b["events"].as_array().cloned().unwrap_or_default())
+        .find(|e| e["service"] == "h")
+        .unwrap();
+    assert!(anon.get("client").is_none(), "empty client omitted: {anon}");
+    assert_eq!(anon["type"], "stats");
+}
+
+/// The same through wasm on both ends: the example SOCKS5 plugin
+/// authenticates through the host's auther, and the stats-jsonl plugin
+/// receives the per-client events.
+#[test]
+fn wasm_handler_clients_reach_a_wasm_observer() {
+    let origin = http_origin("127.0.0.1:0", "wasm clients");
+    let port = free_port();
+    let dir = TempDir::new("obs-wasm-handler");
+    let data = TempDir::new("obs-wasm-handler-data");
+    let file = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:
+- name: ws
+  addr: 127.0.0.1:{port}
+  handler:
+    type: wasm
+    auther: users
+    observer: jsonl
+    metadata: {{observer.period: 1s, observer.resetTraffic: true}}
+    plugin: {{type: wasm, path: {}}}
+authers:
+- name: users
+  auths: [{{username: carol, password: c}}]
+observers:
+- name: jsonl
+  plugin: {{type: wasm, path: {}, dir: {}, config: {{file: events.jsonl}}}}
+",
+            plugin_wasm("socks5"),
+            plugin_wasm("stats-jsonl"),
+            data.0.display()
+        ),
+    );
+    let g = Gost::start(&["-C", &file]);
+    g.wait_tcp(port);
+    let proxy = format!("socks5://carol:c@127.0.0.1:{port}");
+    let url = format!("http://{origin}/");
+    assert_eq!(
+        curl_body(&["-x", &proxy, &url]),
+        (true, "wasm clients".into()),
+        "{}",
+        g.log()
+    );
+    let out = data.path("events.jsonl");
+    let carol = || -> Vec<Value> {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line"))
+            .filter(|e| e["kind"] == "handler" && e["client"] == "carol")
+            .collect()
+    };
+    let events = wait_for("carol's connection reported closed", || {
+        let ev = carol();
+        ev.iter()
+            .any(|e| e["stats"]["currentConns"] == 0)
+            .then_some(ev)
+    });
+    let last = events.last().unwrap();
+    assert_eq!(last["service"], "ws");
+    let s = stats_of(last).unwrap();
+    assert_eq!((s.0, s.1, s.4), (1, 0, 0), "{last}");
+    // With resetTraffic each event carries the bytes since the last one.
+    let sum = |k: &str| -> u64 { events.iter().map(|e| e["stats"][k].as_u64().unwrap()).sum() };
+    assert!(
+        sum("inputBytes") > 0 && sum("outputBytes") > 0,
+        "{events:?}"
+    );
+}

@@ -6,6 +6,7 @@
 //! per-service schedule (period, change detection, `resetTraffic`, retries)
 //! lives in [`reporter`].
 
+pub mod clients;
 pub mod http;
 pub mod reporter;
 
