@@ -70,7 +70,7 @@ fn handler(path: &str, isolation: &str) -> WasmHandler {
         ..Default::default()
     })
     .unwrap();
-    WasmHandler::new(spec, "bench", HandlerDeps::default()).unwrap()
+    WasmHandler::new(spec, "bench", HandlerDeps::default(), Default::default()).unwrap()
 }
 
 fn main() {

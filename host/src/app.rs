@@ -994,7 +994,11 @@ fn build_wasm_handler(
         .ok_or_else(|| svc_err(cfg, "handler type 'wasm' needs handler.plugin"))?;
     let spec =
         crate::plugin::PluginSpec::from_config(plugin).map_err(|e| svc_err(cfg, e.to_string()))?;
-    let h = crate::plugin::handler::build(spec, &cfg.name, deps)
+    let opts = handler_options(
+        cfg,
+        crate::plugin::handler::WasmHandlerOptions::from_metadata,
+    )?;
+    let h = crate::plugin::handler::build(spec, &cfg.name, deps, opts)
         .map_err(|e| svc_err(cfg, e.to_string()))?;
     Ok(h)
 }

@@ -590,3 +590,54 @@ fn api_update_loads_the_plugin_file_anew() {
     put("/config/hops/h", &hop);
     assert_eq!(exchange(pick, b"x"), "A", "{}", g.log());
 }
+
+/// A client that connects and sends nothing is closed after the handler's
+/// `readTimeout`, and its instance is dropped rather than held: the
+/// service keeps serving, with a single warm instance allowed.
+#[test]
+fn idle_client_is_closed_after_read_timeout() {
+    let (port, api) = (free_port(), free_port());
+    let dir = TempDir::new("wasm-idle");
+    let g = start_config(
+        &dir,
+        &format!(
+            "services:
+- name: idle
+  addr: 127.0.0.1:{port}
+  handler:
+    type: wasm
+    metadata: {{readTimeout: 1s}}
+    plugin: {{type: wasm, path: {}, limits: {{instances: 1}}}}
+  metadata: {{enableStats: true}}
+api: {{addr: 127.0.0.1:{api}}}
+",
+            plugin_wasm("faulty")
+        ),
+    );
+    g.wait_tcp(api);
+    g.wait_tcp(port);
+    let idle: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            c.set_read_timeout(Some(TIMEOUT)).unwrap();
+            c
+        })
+        .collect();
+    let start = Instant::now();
+    for mut c in idle {
+        let mut b = [0u8; 1];
+        match c.read(&mut b) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("idle client not closed: {other:?}"),
+        }
+    }
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(10),
+        "closed after {waited:?}"
+    );
+    g.wait_log("handshake not done within readTimeout");
+    assert_eq!(poke(port, b'e'), b"e");
+    wait_service(api, "idle", |s| s["status"]["stats"]["currentConns"] == 0);
+}
