@@ -228,7 +228,11 @@ impl App {
         let mut starts = Vec::new();
         let mut restarts = Vec::new();
         for svc in &new.services {
-            let Some(prev) = old.services.iter().find(|s| s.name == svc.name) else {
+            let prev = old.services.iter().find(|s| s.name == svc.name);
+            if prev.is_none_or(|p| p != svc) {
+                warn_unused_forwarder(svc);
+            }
+            let Some(prev) = prev else {
                 // An address a removed service holds (a reload that
                 // renames a service) is bound once that service is gone.
                 let start = if old.services.iter().any(|o| o.addr == svc.addr) {
@@ -555,6 +559,7 @@ pub fn build(config: Config) -> Result<Built, Vec<BuildError>> {
     }
     let mut services = Vec::new();
     for cfg in &config.services {
+        warn_unused_forwarder(cfg);
         match build_service(&config, cfg) {
             Ok(svc) => services.push(svc),
             Err(e) => errors.push(e),
@@ -783,6 +788,20 @@ fn named_sink(
     Ok(observer)
 }
 
+/// GOST hands a forwarder only to handlers that forward (tcp, udp, relay,
+/// ...) and ignores it elsewhere; say so, once per start or change of the
+/// service, instead of ignoring it silently.
+fn warn_unused_forwarder(cfg: &ServiceConfig) {
+    let handler = cfg
+        .handler
+        .as_ref()
+        .map(|h| h.r#type.as_str())
+        .unwrap_or_default();
+    if cfg.forwarder.is_some() && !matches!(handler, "tcp" | "udp" | "forward" | "relay") {
+        tracing::warn!(service = %cfg.name, handler, "the handler does not use a forwarder; forwarder ignored (as GOST does)");
+    }
+}
+
 fn build_parts(root: &Config, cfg: &ServiceConfig) -> Result<Parts, BuildError> {
     let md = &cfg.metadata;
     let enable_stats = md
@@ -811,12 +830,6 @@ fn build_parts(root: &Config, cfg: &ServiceConfig) -> Result<Parts, BuildError> 
     }
     let anonymous = auther.is_none();
     let deps = HandlerDeps { router, auther };
-    if cfg.forwarder.is_some() && !matches!(handler_type, "tcp" | "udp" | "forward" | "relay") {
-        // GOST hands a forwarder only to handlers that forward (tcp, udp,
-        // relay, ...) and ignores it elsewhere; say so instead of ignoring
-        // it silently.
-        tracing::warn!(service = %cfg.name, handler = handler_type, "the handler does not use a forwarder; forwarder ignored (as GOST does)");
-    }
     let handler: Arc<dyn Handler> = match handler_type {
         "tcp" | "udp" | "forward" => build_forwarding(root, cfg, deps.router)?,
         "socks4" | "socks4a" => Arc::new(build_socks4(cfg, deps)?),

@@ -258,14 +258,7 @@ impl WasmHandler {
 }
 
 fn compile(spec: &PluginSpec) -> Result<HandlerPre<PluginState>, PluginError> {
-    let rt = runtime()?;
-    let component = load::load(rt, spec, World::Handler)?;
-    let err = |e: wasmtime::Error| PluginError::Load {
-        path: spec.name.to_string(),
-        msg: format!("{e:#}"),
-    };
-    let pre = rt.handler_linker.instantiate_pre(&component).map_err(err)?;
-    HandlerPre::new(pre).map_err(err)
+    load::prepare(spec, World::Handler, HandlerPre::new)
 }
 
 impl super::reload::Reload for WasmHandler {
