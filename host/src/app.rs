@@ -634,6 +634,17 @@ fn unsupported(cfg: &Config) -> Vec<String> {
                     h.r#type
                 ));
             }
+            let plugin_hop = svc
+                .forwarder
+                .as_ref()
+                .and_then(|f| cfg.hops.iter().find(|hop| hop.name == f.hop))
+                .filter(|hop| hop.plugin.is_some());
+            if let (Some(hop), "relay") = (plugin_hop, h.r#type.as_str()) {
+                out.push(format!(
+                    "service \"{name}\": hop \"{}\" with a plugin is not supported as the relay handler's forwarder yet (tcp, udp and forward handlers use it)",
+                    hop.name
+                ));
+            }
             if !h.observer.is_empty()
                 && !crate::observer::clients::HANDLERS.contains(&h.r#type.as_str())
             {
@@ -1070,14 +1081,6 @@ fn build_forwarding(
     let Some((hop, plugin)) = hop.and_then(|h| Some((h, h.plugin.as_ref()?))) else {
         return Ok(Arc::new(build_forward_handler(root, cfg, router)?));
     };
-    let udp = cfg.listener.as_ref().is_some_and(|l| l.r#type == "udp")
-        || cfg.handler.as_ref().is_some_and(|h| h.r#type == "udp");
-    if udp {
-        return Err(BuildError::Unsupported(format!(
-            "service \"{}\": hop \"{}\": wasm forwarders for UDP are not supported yet",
-            cfg.name, hop.name
-        )));
-    }
     let mut nodes = Vec::with_capacity(hop.nodes.len());
     for n in hop.nodes.iter().map(ForwardNodeConfig::from) {
         nodes.push(Arc::new(Node::from_forward_config(&n).map_err(|e| {
@@ -1185,6 +1188,18 @@ mod tests {
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert!(
             errs[0].contains("service \"t\": handler.observer is not used by handler type 'tcp'"),
+            "{errs:?}"
+        );
+        let relay: Config = serde_json::from_value(json!({
+            "services": [{"name": "r", "addr": ":0", "handler": {"type": "relay"},
+                          "forwarder": {"hop": "h"}}],
+            "hops": [{"name": "h", "plugin": {"type": "wasm", "path": "x.wasm"}}],
+        }))
+        .unwrap();
+        let errs = unsupported(&relay);
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("hop \"h\" with a plugin is not supported as the relay")),
             "{errs:?}"
         );
     }

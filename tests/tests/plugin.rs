@@ -641,3 +641,55 @@ api: {{addr: 127.0.0.1:{api}}}
     assert_eq!(poke(port, b'e'), b"e");
     wait_service(api, "idle", |s| s["status"]["stats"]["currentConns"] == 0);
 }
+
+/// A UDP server that answers every datagram with `tag`.
+fn udp_tagger(tag: &'static [u8]) -> SocketAddr {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = s.local_addr().unwrap();
+    thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((_, peer)) = s.recv_from(&mut buf) {
+            let _ = s.send_to(tag, peer);
+        }
+    });
+    addr
+}
+
+/// A hop with a wasm selector serves a UDP port forwarder too.
+#[test]
+fn forwarder_plugin_routes_udp() {
+    let (a, b) = (udp_tagger(b"A"), udp_tagger(b"B"));
+    let port = free_udp_port();
+    let dir = TempDir::new("wasm-fwd-udp");
+    let g = start_config(
+        &dir,
+        &format!(
+            "services:
+- name: pick
+  addr: 127.0.0.1:{port}
+  handler: {{type: udp}}
+  listener: {{type: udp}}
+  forwarder: {{hop: h}}
+hops:
+- name: h
+  nodes: [{{name: a, addr: {a}}}, {{name: b, addr: {b}}}]
+  plugin: {{type: wasm, path: {}, config: {{default: b}}}}
+",
+            plugin_wasm("sni-router")
+        ),
+    );
+    let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let start = Instant::now();
+    let mut buf = [0u8; 16];
+    // The service may still be starting: ask until it answers.
+    let n = loop {
+        c.send_to(b"hi", ("127.0.0.1", port)).unwrap();
+        if let Ok((n, _)) = c.recv_from(&mut buf) {
+            break n;
+        }
+        assert!(start.elapsed() < TIMEOUT, "no UDP reply; {}", g.log());
+    };
+    assert_eq!(&buf[..n], b"B", "{}", g.log());
+}

@@ -161,18 +161,19 @@ impl WasmForwardHandler {
     }
 
     async fn serve(&self, conn: Conn, ctx: ConnContext) -> Result<(), HandlerError> {
-        let Conn::Tcp(client) = conn else {
-            return Err(self.err("wasm forwarders serve TCP connections only"));
-        };
-        let host = match peek_host(&client).await {
-            Peeked::Host(h) => h,
-            Peeked::NoHost => String::new(),
-            // Nothing to route: the client left before sending anything.
-            Peeked::Closed => return Ok(()),
+        let host = match &conn {
+            Conn::Tcp(client) => match peek_host(client).await {
+                Peeked::Host(h) => h,
+                Peeked::NoHost => String::new(),
+                // Nothing to route: the client left before sending anything.
+                Peeked::Closed => return Ok(()),
+            },
+            // A datagram names no host the host could sniff.
+            Conn::Udp(_) => String::new(),
         };
         let req = RequestInfo {
             service: ctx.service.to_string(),
-            network: "tcp".into(),
+            network: conn.network().into(),
             client_addr: ctx.peer.to_string(),
             host,
         };
@@ -181,8 +182,33 @@ impl WasmForwardHandler {
             Target::Node(i) => (self.nodes[*i].addr.clone(), Some(*i)),
             Target::Address(a) => (a.clone(), None),
         };
+        match conn {
+            Conn::Tcp(client) => {
+                let upstream = self.dial(&ctx, node, self.router.dial_tcp(&addr)).await?;
+                tracing::debug!(service = %ctx.service, client = %ctx.peer, dst = %addr, "forward (wasm)");
+                let opts = RelayOptions {
+                    idle_timeout: self.idle_timeout,
+                };
+                relay::relay_tcp(&client, &upstream, ctx.stats.as_ref(), &opts).await?;
+                Ok(())
+            }
+            Conn::Udp(mut client) => {
+                let upstream = self.dial(&ctx, node, self.router.dial_udp(&addr)).await?;
+                tracing::debug!(service = %ctx.service, client = %ctx.peer, dst = %addr, "udp session (wasm)");
+                crate::handler::forward::relay_udp(&mut client, &upstream, &ctx).await
+            }
+        }
+    }
+
+    /// Dials the selected target and tells the plugin how a node did.
+    async fn dial<T>(
+        &self,
+        ctx: &ConnContext,
+        node: Option<usize>,
+        dial: impl std::future::Future<Output = Result<T, crate::router::DialError>>,
+    ) -> Result<T, HandlerError> {
         let start = Instant::now();
-        let dialed = self.router.dial_tcp(&addr).await;
+        let dialed = dial.await;
         if let Some(i) = node {
             let (ok, us) = (dialed.is_ok(), start.elapsed().as_micros() as u64);
             let fb = self
@@ -194,13 +220,7 @@ impl WasmForwardHandler {
                 tracing::warn!(service = %ctx.service, error = %e, "forwarder feedback failed");
             }
         }
-        let upstream: TcpStream = dialed?;
-        tracing::debug!(service = %ctx.service, client = %ctx.peer, dst = %addr, "forward (wasm)");
-        let opts = RelayOptions {
-            idle_timeout: self.idle_timeout,
-        };
-        relay::relay_tcp(&client, &upstream, ctx.stats.as_ref(), &opts).await?;
-        Ok(())
+        Ok(dialed?)
     }
 }
 
