@@ -570,3 +570,69 @@ observers:
         "{events:?}"
     );
 }
+
+/// The Python example observer (componentize-py), as a user would run it:
+/// status events and a running tally of stats reports in its file.
+#[test]
+fn python_observer_tallies_events() {
+    let plugin = python_plugin("tally", "observer");
+    let echo = tcp_echo_server();
+    let port = free_port();
+    let dir = TempDir::new("obs-python");
+    let data = TempDir::new("obs-python-data");
+    let file = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:
+- name: fwd
+  addr: 127.0.0.1:{port}
+  handler: {{type: tcp}}
+  forwarder: {{nodes: [{{name: echo, addr: {echo}}}]}}
+  observer: py
+  metadata: {{enableStats: true, observer.period: 1s}}
+observers:
+- name: py
+  plugin: {{type: wasm, path: {plugin}, dir: {}, config: {{file: tally.jsonl}}}}
+",
+            data.0.display()
+        ),
+    );
+    let g = Gost::start(&["-C", &file]);
+    // The interpreter inside the component is large: compiling it on the
+    // first run takes much longer than a Rust plugin.
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "never listened: {}",
+            g.log()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    echo_through(port, 700);
+    let out = data.path("tally.jsonl");
+    let read = || -> Vec<Value> {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    };
+    let line = wait_for("a stats line with both connections", || {
+        read()
+            .into_iter()
+            .find(|e| e["totalConns"] == 2 && e["currentConns"] == 0)
+    });
+    assert_eq!(line["inputBytes"], 700, "{line}");
+    assert_eq!(line["outputBytes"], 700, "{line}");
+    assert_eq!(line["kind"], "service");
+    let states: Vec<Value> = read()
+        .iter()
+        .filter_map(|e| e.get("state").cloned())
+        .collect();
+    assert_eq!(states, [json!("running"), json!("ready")]);
+    echo_through(port, 10);
+    wait_for("the tally to count a second report", || {
+        read().iter().any(|e| e["reports"] == 2).then_some(())
+    });
+}
