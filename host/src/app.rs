@@ -368,7 +368,8 @@ impl App {
         // Plugins are loaded from files the change may not mention: an API
         // update of an object that names a plugin, or any other change,
         // picks up a replaced file now rather than at the next poll.
-        crate::plugin::reload::refresh();
+        // Compiling may take a while: off the async workers.
+        let _ = tokio::task::spawn_blocking(crate::plugin::reload::refresh).await;
         for service in ready {
             self.spawn(service);
         }
