@@ -1,19 +1,20 @@
-//! Per-connection cost of a wasm handler: instance checkout plus the
-//! `handle` call, measured as the difference between serving a one-byte
-//! echo through the `faulty` example plugin (read a byte, write it back,
-//! done: two host calls) and the same echo done natively, over the same
-//! loopback socket pairs. Prints microseconds per connection.
+//! Per-connection cost of a wasm handler, with criterion: instance checkout
+//! plus the `handle` call, measured by serving a one-byte echo through the
+//! `faulty` example plugin (read a byte, write it back, done: two host
+//! calls), beside the same echo done natively over the same kind of
+//! loopback socket pair. The plugin's overhead is the difference.
 //!
 //!     cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml
 //!     cargo bench -p gost-host --bench plugin_overhead
 //!
-//! A plain timing loop rather than criterion, to keep criterion's
-//! dependencies out of the workspace build.
+//! Only the server side of each connection is timed; connecting and the
+//! client's read happen outside the measured span.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+use criterion::{criterion_group, criterion_main, Criterion};
 use gost::config::PluginConfig;
 use gost::handler::{ConnContext, Handler, HandlerDeps};
 use gost::listener::Conn;
@@ -21,8 +22,10 @@ use gost::plugin::handler::WasmHandler;
 use gost::plugin::PluginSpec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const ROUNDS: usize = 5;
-const PER_ROUND: usize = 4000;
+const PLUGIN: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../plugins/target/wasm32-wasip2/release/faulty.wasm"
+);
 
 /// One connection's server side, with the client's byte already sent.
 fn pair(l: &TcpListener, addr: SocketAddr) -> (TcpStream, tokio::net::TcpStream, SocketAddr) {
@@ -33,9 +36,15 @@ fn pair(l: &TcpListener, addr: SocketAddr) -> (TcpStream, tokio::net::TcpStream,
     (c, tokio::net::TcpStream::from_std(s).unwrap(), peer)
 }
 
-async fn run(l: &TcpListener, addr: SocketAddr, wasm: Option<&WasmHandler>) -> Duration {
+/// Serves `iters` connections and returns the time spent serving them.
+async fn serve(
+    l: &TcpListener,
+    addr: SocketAddr,
+    wasm: Option<&WasmHandler>,
+    iters: u64,
+) -> Duration {
     let mut total = Duration::ZERO;
-    for _ in 0..PER_ROUND {
+    for _ in 0..iters {
         let (mut c, s, peer) = pair(l, addr);
         let start = Instant::now();
         match wasm {
@@ -59,27 +68,23 @@ async fn run(l: &TcpListener, addr: SocketAddr, wasm: Option<&WasmHandler>) -> D
         let mut b = [0u8; 1];
         c.read_exact(&mut b).unwrap();
     }
-    total / PER_ROUND as u32
+    total
 }
 
-fn handler(path: &str, isolation: &str) -> WasmHandler {
+fn handler(isolation: &str) -> WasmHandler {
     let spec = PluginSpec::from_config(&PluginConfig {
         r#type: "wasm".into(),
-        path: path.into(),
+        path: PLUGIN.into(),
         isolation: isolation.into(),
         ..Default::default()
     })
     .unwrap();
-    WasmHandler::new(spec, "bench", HandlerDeps::default()).unwrap()
+    WasmHandler::new(spec, "bench", HandlerDeps::default(), Default::default()).unwrap()
 }
 
-fn main() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../plugins/target/wasm32-wasip2/release/faulty.wasm"
-    );
+fn per_connection(c: &mut Criterion) {
     assert!(
-        std::path::Path::new(path).exists(),
+        std::path::Path::new(PLUGIN).exists(),
         "build the plugins first: cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml"
     );
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -88,34 +93,20 @@ fn main() {
         .unwrap();
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
-    let warm = handler(path, "pooled");
-    let fresh = handler(path, "per-connection");
-    let us = |d: Duration| d.as_secs_f64() * 1e6;
-    let mut rows = Vec::new();
-    rt.block_on(async {
-        // Warm-up: compile caches, pool, socket paths.
-        run(&l, addr, Some(&warm)).await;
-        for _ in 0..ROUNDS {
-            let native = run(&l, addr, None).await;
-            let pooled = run(&l, addr, Some(&warm)).await;
-            let isolated = run(&l, addr, Some(&fresh)).await;
-            rows.push((us(native), us(pooled), us(isolated)));
-        }
-    });
-    let median = |f: fn(&(f64, f64, f64)) -> f64| {
-        let mut v: Vec<f64> = rows.iter().map(f).collect();
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
-    };
-    let (n, p, i) = (median(|r| r.0), median(|r| r.1), median(|r| r.2));
-    println!("per connection, median of {ROUNDS} rounds x {PER_ROUND} connections:");
-    println!("  native 1-byte echo:            {n:7.2} us");
-    println!(
-        "  wasm, warm instance:           {p:7.2} us  (plugin overhead {:5.2} us)",
-        p - n
-    );
-    println!(
-        "  wasm, fresh instance each:     {i:7.2} us  (plugin overhead {:5.2} us)",
-        i - n
-    );
+    let warm = handler("pooled");
+    let fresh = handler("per-connection");
+    let mut g = c.benchmark_group("connection");
+    for (name, wasm) in [
+        ("native echo", None),
+        ("wasm warm instance", Some(&warm)),
+        ("wasm fresh instance", Some(&fresh)),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| rt.block_on(serve(&l, addr, wasm, iters)))
+        });
+    }
+    g.finish();
 }
+
+criterion_group!(benches, per_connection);
+criterion_main!(benches);

@@ -90,6 +90,8 @@ pub type Reloader = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
 struct Running {
     status: Arc<Status>,
     handler: Arc<HandlerSlot>,
+    /// Where the service's observer reports, when it has one.
+    sink: Option<Arc<crate::observer::SinkSlot>>,
     cancel: CancellationToken,
     listener_closed: CancellationToken,
 }
@@ -273,7 +275,18 @@ impl App {
                     r.handler.set(pipeline);
                 }
             }
+            for (name, sink) in plan.sinks {
+                if let Some(slot) = services.get(&name).and_then(|r| r.sink.as_ref()) {
+                    tracing::info!(service = %name, "observer replaced");
+                    slot.set(sink);
+                }
+            }
         }
+        // Plugins are loaded from files the change may not mention: an API
+        // update of an object that names a plugin, or any other change,
+        // picks up a replaced file now rather than at the next poll.
+        // Compiling may take a while: off the async workers.
+        let _ = tokio::task::spawn_blocking(crate::plugin::reload::refresh).await;
         for service in ready {
             self.spawn(service);
         }
@@ -303,6 +316,7 @@ impl App {
         let running = Running {
             status: service.status.clone(),
             handler: service.handler_slot(),
+            sink: service.observer_sink(),
             cancel: cancel.clone(),
             listener_closed: service.listener_closed(),
         };
@@ -328,12 +342,15 @@ impl App {
 
 /// What a change does, worked out and built before anything running is
 /// touched: a new service starts, a removed one stops, a service whose
-/// address, listener, service metadata or observer changed restarts, and a
-/// service whose handler or any object it refers to (chain, hop, auther,
-/// ...) changed gets a new pipeline while its listener, status and live
-/// connections carry on.
+/// address, listener or service metadata changed, or that gains or loses
+/// its observer, restarts; a service whose observer object changed gets
+/// the new sink, and one whose handler or any object it refers to (chain,
+/// hop, auther, ...) changed gets a new pipeline, while its listener,
+/// status and live connections carry on.
 struct Plan<'a> {
     swaps: Vec<(String, Pipeline)>,
+    /// Services whose observer object changed: its new sink.
+    sinks: Vec<(String, Arc<dyn crate::observer::Observer>)>,
     starts: Vec<Start<'a>>,
     /// Running services that go away: removed or restarted.
     stops: Vec<String>,
@@ -357,6 +374,7 @@ impl<'a> Plan<'a> {
     ) -> Result<Plan<'a>, ApplyError> {
         let mut plan = Plan {
             swaps: Vec::new(),
+            sinks: Vec::new(),
             starts: Vec::new(),
             stops: old
                 .services
@@ -367,19 +385,35 @@ impl<'a> Plan<'a> {
         };
         let mut to_start = Vec::new();
         for svc in &new.services {
-            let Some(prev) = old.services.iter().find(|s| s.name == svc.name) else {
+            let prev = old.services.iter().find(|s| s.name == svc.name);
+            if prev.is_none_or(|p| p != svc) {
+                warn_unused_forwarder(svc);
+            }
+            let Some(prev) = prev else {
                 to_start.push(svc);
                 continue;
             };
             let (a, b) = (to_value(prev), to_value(svc));
-            let restart = ["addr", "listener", "metadata", "observer"]
-                .iter()
-                .any(|k| a.get(k) != b.get(k))
-                || observer_changed(old, new, svc);
+            // A service that gains or loses its observer starts or stops
+            // reporting, which only a restart does; a changed or renamed
+            // observer is swapped in while the service runs.
+            let reporting = prev.observer.is_empty() != svc.observer.is_empty();
+            let restart = reporting
+                || ["addr", "listener", "metadata"]
+                    .iter()
+                    .any(|k| a.get(k) != b.get(k));
             if restart {
                 plan.stops.push(svc.name.clone());
                 to_start.push(svc);
-            } else if a != b || dependencies(old_v, &a) != dependencies(new_v, &b) {
+                continue;
+            }
+            if prev.observer != svc.observer || observer_changed(old, new, svc) {
+                let sink = build_sink(new, svc).map_err(apply_err)?;
+                plan.sinks.push((svc.name.clone(), sink));
+            }
+            if without_observer(&a) != without_observer(&b)
+                || handler_dependencies(old_v, &a) != handler_dependencies(new_v, &b)
+            {
                 let parts = build_parts(new, svc).map_err(apply_err)?;
                 plan.swaps.push((svc.name.clone(), parts.pipeline));
             }
@@ -422,8 +456,8 @@ fn to_value<T: serde::Serialize>(v: &T) -> serde_json::Value {
     serde_json::to_value(v).unwrap_or_default()
 }
 
-/// Whether the observer object a service names differs between configs:
-/// the reporter runs with the service, so such a change restarts it.
+/// Whether the observer object a service names differs between configs;
+/// its sink is then replaced in the running service.
 fn observer_changed(old: &Config, new: &Config, svc: &ServiceConfig) -> bool {
     if svc.observer.is_empty() {
         return false;
@@ -482,6 +516,34 @@ fn dependencies(
     }
 }
 
+/// A service's config but for the name of its observer, which the running
+/// service can swap without a new pipeline.
+fn without_observer(service: &serde_json::Value) -> serde_json::Value {
+    let mut v = service.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("observer");
+    }
+    v
+}
+
+/// The objects the service's pipeline is built from: all of its
+/// dependencies except the service's own observer, whose sink is swapped
+/// on its own (unless the handler names it too).
+fn handler_dependencies(
+    root: &serde_json::Value,
+    service: &serde_json::Value,
+) -> BTreeMap<(String, String), serde_json::Value> {
+    let mut deps = dependencies(root, service);
+    let observer = service.get("observer").and_then(|o| o.as_str());
+    let handler_observer = service
+        .pointer("/handler/observer")
+        .and_then(|o| o.as_str());
+    if let Some(o) = observer.filter(|o| Some(*o) != handler_observer) {
+        deps.remove(&("observers".to_string(), o.to_string()));
+    }
+    deps
+}
+
 fn collect_strings(v: &serde_json::Value, out: &mut BTreeSet<String>) {
     match v {
         serde_json::Value::String(s) => {
@@ -531,6 +593,7 @@ pub fn build(config: Config) -> Result<Built, Vec<BuildError>> {
     }
     let mut services = Vec::new();
     for cfg in &config.services {
+        warn_unused_forwarder(cfg);
         match build_service(&config, cfg) {
             Ok(svc) => services.push(svc),
             Err(e) => errors.push(e),
@@ -606,11 +669,27 @@ fn unsupported(cfg: &Config) -> Vec<String> {
                     h.r#type
                 ));
             }
-            for (what, set) in [
-                ("limiter", !h.limiter.is_empty()),
-                ("observer", !h.observer.is_empty()),
-                ("tls", h.tls.is_some()),
-            ] {
+            let plugin_hop = svc
+                .forwarder
+                .as_ref()
+                .and_then(|f| cfg.hops.iter().find(|hop| hop.name == f.hop))
+                .filter(|hop| hop.plugin.is_some());
+            if let (Some(hop), "relay") = (plugin_hop, h.r#type.as_str()) {
+                out.push(format!(
+                    "service \"{name}\": hop \"{}\" with a plugin is not supported as the relay handler's forwarder yet (tcp, udp and forward handlers use it)",
+                    hop.name
+                ));
+            }
+            if !h.observer.is_empty()
+                && !crate::observer::clients::HANDLERS.contains(&h.r#type.as_str())
+            {
+                out.push(format!(
+                    "service \"{name}\": handler.observer is not used by handler type '{}' (only by {})",
+                    h.r#type,
+                    crate::observer::clients::HANDLERS.join(", ")
+                ));
+            }
+            for (what, set) in [("limiter", !h.limiter.is_empty()), ("tls", h.tls.is_some())] {
                 if set {
                     out.push(format!(
                         "service \"{name}\": handler.{what} is not supported yet"
@@ -750,7 +829,7 @@ fn build_service(root: &Config, cfg: &ServiceConfig) -> Result<Service, BuildErr
     Ok(parts.into_service(&cfg.name, listener))
 }
 
-/// The observer a service names, from the `observers` section.
+/// The reporter of the observer a service names.
 fn build_observer(
     root: &Config,
     cfg: &ServiceConfig,
@@ -758,11 +837,30 @@ fn build_observer(
     if cfg.observer.is_empty() {
         return Ok(None);
     }
+    crate::observer::reporter::Reporter::from_metadata(build_sink(root, cfg)?, &cfg.metadata)
+        .map(Some)
+        .map_err(|e| md_err(cfg, "metadata", e))
+}
+
+/// The sink of the observer a service names.
+fn build_sink(
+    root: &Config,
+    cfg: &ServiceConfig,
+) -> Result<Arc<dyn crate::observer::Observer>, BuildError> {
+    named_sink(root, cfg, &cfg.observer)
+}
+
+/// A sink from the `observers` section.
+fn named_sink(
+    root: &Config,
+    cfg: &ServiceConfig,
+    name: &str,
+) -> Result<Arc<dyn crate::observer::Observer>, BuildError> {
     let o = root
         .observers
         .iter()
-        .find(|o| o.name == cfg.observer)
-        .ok_or_else(|| svc_err(cfg, format!("observer \"{}\" not found", cfg.observer)))?;
+        .find(|o| o.name == name)
+        .ok_or_else(|| svc_err(cfg, format!("observer \"{name}\" not found")))?;
     let err = |msg: String| BuildError::Invalid(format!("observer \"{}\": {msg}", o.name));
     let p = o
         .plugin
@@ -782,9 +880,21 @@ fn build_observer(
         }
         other => return Err(err(format!("plugin type '{other}' is not supported"))),
     };
-    crate::observer::reporter::Reporter::from_metadata(observer, &cfg.metadata)
-        .map(Some)
-        .map_err(|e| md_err(cfg, "metadata", e))
+    Ok(observer)
+}
+
+/// GOST hands a forwarder only to handlers that forward (tcp, udp, relay,
+/// ...) and ignores it elsewhere; say so, once per start or change of the
+/// service, instead of ignoring it silently.
+fn warn_unused_forwarder(cfg: &ServiceConfig) {
+    let handler = cfg
+        .handler
+        .as_ref()
+        .map(|h| h.r#type.as_str())
+        .unwrap_or_default();
+    if cfg.forwarder.is_some() && !matches!(handler, "tcp" | "udp" | "forward" | "relay") {
+        tracing::warn!(service = %cfg.name, handler, "the handler does not use a forwarder; forwarder ignored (as GOST does)");
+    }
 }
 
 fn build_parts(root: &Config, cfg: &ServiceConfig) -> Result<Parts, BuildError> {
@@ -804,16 +914,17 @@ fn build_parts(root: &Config, cfg: &ServiceConfig) -> Result<Parts, BuildError> 
         .as_ref()
         .map(|h| h.r#type.as_str())
         .unwrap_or_default();
-    let deps = HandlerDeps {
-        router,
-        auther: build_auther(root, cfg),
-    };
-    if cfg.forwarder.is_some() && !matches!(handler_type, "tcp" | "udp" | "forward" | "relay") {
-        // GOST hands a forwarder only to handlers that forward (tcp, udp,
-        // relay, ...) and ignores it elsewhere; say so instead of ignoring
-        // it silently.
-        tracing::warn!(service = %cfg.name, handler = handler_type, "the handler does not use a forwarder; forwarder ignored (as GOST does)");
+    let handler_observer = cfg
+        .handler
+        .as_ref()
+        .map(|h| h.observer.as_str())
+        .filter(|o| !o.is_empty());
+    let mut auther = build_auther(root, cfg);
+    if handler_observer.is_some() {
+        auther = auther.map(crate::observer::clients::auther);
     }
+    let anonymous = auther.is_none();
+    let deps = HandlerDeps { router, auther };
     let handler: Arc<dyn Handler> = match handler_type {
         "tcp" | "udp" | "forward" => build_forwarding(root, cfg, deps.router)?,
         "socks4" | "socks4a" => Arc::new(build_socks4(cfg, deps)?),
@@ -833,6 +944,16 @@ fn build_parts(root: &Config, cfg: &ServiceConfig) -> Result<Parts, BuildError> 
                 format!("handler type '{other}' is not supported"),
             ))
         }
+    };
+    let handler = match handler_observer {
+        Some(name) => {
+            let sink = named_sink(root, cfg, name)?;
+            let reporter = handler_options(cfg, |md| {
+                crate::observer::reporter::Reporter::from_metadata(sink, md)
+            })?;
+            crate::observer::clients::observed(handler, &cfg.name, reporter, anonymous)
+        }
+        None => handler,
     };
     Ok(Parts {
         pipeline: Pipeline {
@@ -981,7 +1102,11 @@ fn build_wasm_handler(
         .ok_or_else(|| svc_err(cfg, "handler type 'wasm' needs handler.plugin"))?;
     let spec =
         crate::plugin::PluginSpec::from_config(plugin).map_err(|e| svc_err(cfg, e.to_string()))?;
-    let h = crate::plugin::handler::build(spec, &cfg.name, deps)
+    let opts = handler_options(
+        cfg,
+        crate::plugin::handler::WasmHandlerOptions::from_metadata,
+    )?;
+    let h = crate::plugin::handler::build(spec, &cfg.name, deps, opts)
         .map_err(|e| svc_err(cfg, e.to_string()))?;
     Ok(h)
 }
@@ -1040,14 +1165,6 @@ fn build_forwarding(
     let Some((hop, plugin)) = hop.and_then(|h| Some((h, h.plugin.as_ref()?))) else {
         return Ok(Arc::new(build_forward_handler(root, cfg, router)?));
     };
-    let udp = cfg.listener.as_ref().is_some_and(|l| l.r#type == "udp")
-        || cfg.handler.as_ref().is_some_and(|h| h.r#type == "udp");
-    if udp {
-        return Err(BuildError::Unsupported(format!(
-            "service \"{}\": hop \"{}\": wasm forwarders for UDP are not supported yet",
-            cfg.name, hop.name
-        )));
-    }
     let mut nodes = Vec::with_capacity(hop.nodes.len());
     for n in hop.nodes.iter().map(ForwardNodeConfig::from) {
         nodes.push(Arc::new(Node::from_forward_config(&n).map_err(|e| {
@@ -1156,6 +1273,36 @@ bypasses: [{name: ok, matchers: [example.com]}]
         assert!(errs[0].starts_with("resolver \"dns\""), "{errs:?}");
         assert!(
             errs[1].starts_with("climiter \"few\": limits[0]"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn handler_observer_only_where_gost_reports_per_client() {
+        let cfg: Config = serde_json::from_value(json!({
+            "services": [
+                {"name": "t", "addr": ":0", "handler": {"type": "tcp", "observer": "o"}},
+                {"name": "s", "addr": ":0", "handler": {"type": "socks5", "observer": "o"}},
+            ],
+            "observers": [{"name": "o", "plugin": {"type": "http", "addr": "127.0.0.1:1"}}],
+        }))
+        .unwrap();
+        let errs = unsupported(&cfg);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].contains("service \"t\": handler.observer is not used by handler type 'tcp'"),
+            "{errs:?}"
+        );
+        let relay: Config = serde_json::from_value(json!({
+            "services": [{"name": "r", "addr": ":0", "handler": {"type": "relay"},
+                          "forwarder": {"hop": "h"}}],
+            "hops": [{"name": "h", "plugin": {"type": "wasm", "path": "x.wasm"}}],
+        }))
+        .unwrap();
+        let errs = unsupported(&relay);
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("hop \"h\" with a plugin is not supported as the relay")),
             "{errs:?}"
         );
     }

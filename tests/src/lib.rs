@@ -72,6 +72,61 @@ pub fn plugin_wasm(crate_name: &str) -> String {
         .into_owned()
 }
 
+/// Path of the Python example plugin `name` (`plugins/python/<name>/app.py`)
+/// built as a component of `world` with componentize-py, which is installed
+/// first, at the version `plugins/python/requirements.txt` pins, into a
+/// virtual environment under `plugins/target` when it is not there yet.
+pub fn python_plugin(name: &str, world: &str) -> String {
+    static VENV: Once = Once::new();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf();
+    let py = root.join("plugins").join("python");
+    let venv = root.join("plugins").join("target").join("python-venv");
+    let tool = venv.join("bin").join("componentize-py");
+    VENV.call_once(|| {
+        if tool.exists() {
+            return;
+        }
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            made,
+            "python3 -m venv failed: install python3 and python3-venv"
+        );
+        let installed = Command::new(venv.join("bin").join("pip"))
+            .args(["install", "--quiet", "-r"])
+            .arg(py.join("requirements.txt"))
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(installed, "pip could not install componentize-py");
+    });
+    let out = root
+        .join("plugins")
+        .join("target")
+        .join("python")
+        .join(format!("{name}.wasm"));
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let built = Command::new(&tool)
+        .arg("-d")
+        .arg(root.join("wit"))
+        .args(["-w", world, "componentize", "app", "-o"])
+        .arg(&out)
+        .current_dir(py.join(name))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        built,
+        "componentize-py could not build plugins/python/{name}"
+    );
+    out.to_string_lossy().into_owned()
+}
+
 /// rustup does not add a toolchain file's target to an installed
 /// toolchain, so add it here when it is missing.
 fn ensure_wasm_target() {

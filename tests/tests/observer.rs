@@ -322,3 +322,317 @@ observers:
     g.wait_log("observer hook-denied: plugin");
     assert!(other.lock().unwrap().is_empty());
 }
+
+/// A web API update of the observer a service names replaces the sink
+/// while the service runs: no restart, so no new status events, and the
+/// counters go on from where they were.
+#[test]
+fn api_update_of_an_observer_swaps_the_sink_live() {
+    let echo = tcp_echo_server();
+    let (port, api) = (free_port(), free_port());
+    let (a_port, a) = observer_server(0);
+    let (b_port, b) = observer_server(0);
+    let dir = TempDir::new("obs-swap");
+    let file = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:
+- name: fwd
+  addr: 127.0.0.1:{port}
+  handler: {{type: tcp}}
+  forwarder: {{nodes: [{{name: echo, addr: {echo}}}]}}
+  observer: web
+  metadata: {{enableStats: true, observer.period: 1s}}
+observers:
+- name: web
+  plugin: {{type: http, addr: 127.0.0.1:{a_port}/observe}}
+api:
+  addr: 127.0.0.1:{api}
+",
+        ),
+    );
+    let g = Gost::start(&["-C", &file]);
+    g.wait_tcp(api);
+    g.wait_tcp(port);
+    echo_through(port, 100);
+    let has_stats = |got: &Arc<Mutex<Vec<Value>>>, conns: u64| {
+        got.lock()
+            .unwrap()
+            .iter()
+            .any(|b| stats_of(&b["events"][0]).is_some_and(|s| s.0 == conns && s.1 == 0))
+    };
+    wait_for("stats at the first sink", || has_stats(&a, 2).then_some(()));
+
+    let body = json!({"name": "web",
+        "plugin": {"type": "http", "addr": format!("127.0.0.1:{b_port}/observe")}});
+    let (code, resp) = http_request(
+        api,
+        "PUT",
+        "/config/observers/web",
+        Some(&body.to_string()),
+        None,
+    );
+    assert_eq!(code, 200, "{resp}");
+    echo_through(port, 100);
+    wait_for("stats at the new sink", || has_stats(&b, 3).then_some(()));
+    let at_b = b.lock().unwrap().clone();
+    assert!(
+        at_b.iter().all(|b| b["events"][0]["type"] == "stats"),
+        "the service was restarted: {at_b:?}"
+    );
+    assert!(!has_stats(&a, 3), "the old sink still gets reports");
+    let svc = wait_service(api, "fwd", |_| true);
+    assert_eq!(svc["status"]["state"], "ready", "{svc}");
+    let listening = svc["status"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["msg"].as_str().unwrap_or("").contains("listening"))
+        .count();
+    assert_eq!(listening, 1, "{svc}");
+}
+
+/// The latest `handler` stats event for each client, from all batches.
+fn client_stats(got: &Arc<Mutex<Vec<Value>>>, service: &str) -> Vec<(String, Value)> {
+    let mut latest: Vec<(String, Value)> = Vec::new();
+    for batch in got.lock().unwrap().iter() {
+        for ev in batch["events"].as_array().into_iter().flatten() {
+            if ev["kind"] != "handler" || ev["service"] != service {
+                continue;
+            }
+            let client = ev["client"].as_str().unwrap_or("").to_string();
+            latest.retain(|(c, _)| *c != client);
+            latest.push((client, ev["stats"].clone()));
+        }
+    }
+    latest.sort_by(|a, b| a.0.cmp(&b.0));
+    latest
+}
+
+fn conns(stats: &[(String, Value)]) -> Vec<(String, u64, u64, u64)> {
+    stats
+        .iter()
+        .map(|(c, s)| {
+            let n = |k: &str| s[k].as_u64().unwrap();
+            (
+                c.clone(),
+                n("totalConns"),
+                n("currentConns"),
+                n("totalErrs"),
+            )
+        })
+        .collect()
+}
+
+/// GOST's handler-level observer: each authenticated client's connections
+/// and bytes as `handler` events; without an auther, the anonymous client.
+#[test]
+fn handler_observer_reports_per_client() {
+    let body = "per-client body";
+    let origin = http_origin("127.0.0.1:0", "per-client body");
+    let (socks, http) = (free_port(), free_port());
+    let (obs_port, got) = observer_server(0);
+    let dir = TempDir::new("obs-handler");
+    let file = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:
+- name: s5
+  addr: 127.0.0.1:{socks}
+  handler:
+    type: socks5
+    auther: users
+    observer: web
+    metadata: {{observer.period: 1s}}
+- name: h
+  addr: 127.0.0.1:{http}
+  handler:
+    type: http
+    observer: web
+    metadata: {{observePeriod: 1s}}
+authers:
+- name: users
+  auths: [{{username: alice, password: a}}, {{username: bob, password: b}}]
+observers:
+- name: web
+  plugin: {{type: http, addr: 127.0.0.1:{obs_port}/observe}}
+",
+        ),
+    );
+    let g = Gost::start(&["-C", &file]);
+    g.wait_tcp(socks);
+    g.wait_tcp(http);
+    let url = format!("http://{origin}/");
+    for user in ["alice:a", "alice:a", "bob:b"] {
+        let proxy = format!("socks5://{user}@127.0.0.1:{socks}");
+        assert_eq!(curl_body(&["-x", &proxy, &url]), (true, body.into()));
+    }
+    let bad = format!("socks5://alice:wrong@127.0.0.1:{socks}");
+    assert!(!curl_body(&["-x", &bad, &url]).0);
+    for _ in 0..2 {
+        let proxy = format!("http://127.0.0.1:{http}");
+        assert_eq!(curl_body(&["-x", &proxy, &url]), (true, body.into()));
+    }
+    let socks_clients = wait_for("per-client stats of s5", || {
+        let s = client_stats(&got, "s5");
+        (conns(&s) == [("alice".to_string(), 2, 0, 0), ("bob".to_string(), 1, 0, 0)]).then_some(s)
+    });
+    for (client, s) in &socks_clients {
+        let per_conn = if client == "alice" { 2 } else { 1 };
+        assert!(
+            s["outputBytes"].as_u64().unwrap() > (per_conn * body.len()) as u64,
+            "{client}: {s}"
+        );
+        assert!(s["inputBytes"].as_u64().unwrap() > 0, "{client}: {s}");
+    }
+    // Without an auther every client is the anonymous one; the probes of
+    // wait_tcp count too, as they reach the handler.
+    wait_for("anonymous stats of h", || {
+        let s = conns(&client_stats(&got, "h"));
+        (s.len() == 1 && s[0].0.is_empty() && s[0].1 == 3 && s[0].2 == 0).then_some(())
+    });
+    let raw = got.lock().unwrap().clone();
+    let anon = raw
+        .iter()
+        .flat_map(|b| b["events"].as_array().cloned().unwrap_or_default())
+        .find(|e| e["service"] == "h")
+        .unwrap();
+    assert!(anon.get("client").is_none(), "empty client omitted: {anon}");
+    assert_eq!(anon["type"], "stats");
+}
+
+/// The same through wasm on both ends: the example SOCKS5 plugin
+/// authenticates through the host's auther, and the stats-jsonl plugin
+/// receives the per-client events.
+#[test]
+fn wasm_handler_clients_reach_a_wasm_observer() {
+    let origin = http_origin("127.0.0.1:0", "wasm clients");
+    let port = free_port();
+    let dir = TempDir::new("obs-wasm-handler");
+    let data = TempDir::new("obs-wasm-handler-data");
+    let file = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:
+- name: ws
+  addr: 127.0.0.1:{port}
+  handler:
+    type: wasm
+    auther: users
+    observer: jsonl
+    metadata: {{observer.period: 1s, observer.resetTraffic: true}}
+    plugin: {{type: wasm, path: {}}}
+authers:
+- name: users
+  auths: [{{username: carol, password: c}}]
+observers:
+- name: jsonl
+  plugin: {{type: wasm, path: {}, dir: {}, config: {{file: events.jsonl}}}}
+",
+            plugin_wasm("socks5"),
+            plugin_wasm("stats-jsonl"),
+            data.0.display()
+        ),
+    );
+    let g = Gost::start(&["-C", &file]);
+    g.wait_tcp(port);
+    let proxy = format!("socks5://carol:c@127.0.0.1:{port}");
+    let url = format!("http://{origin}/");
+    assert_eq!(
+        curl_body(&["-x", &proxy, &url]),
+        (true, "wasm clients".into()),
+        "{}",
+        g.log()
+    );
+    let out = data.path("events.jsonl");
+    let carol = || -> Vec<Value> {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line"))
+            .filter(|e| e["kind"] == "handler" && e["client"] == "carol")
+            .collect()
+    };
+    let events = wait_for("carol's connection reported closed", || {
+        let ev = carol();
+        ev.iter()
+            .any(|e| e["stats"]["currentConns"] == 0)
+            .then_some(ev)
+    });
+    let last = events.last().unwrap();
+    assert_eq!(last["service"], "ws");
+    let s = stats_of(last).unwrap();
+    assert_eq!((s.0, s.1, s.4), (1, 0, 0), "{last}");
+    // With resetTraffic each event carries the bytes since the last one.
+    let sum = |k: &str| -> u64 { events.iter().map(|e| e["stats"][k].as_u64().unwrap()).sum() };
+    assert!(
+        sum("inputBytes") > 0 && sum("outputBytes") > 0,
+        "{events:?}"
+    );
+}
+
+/// The Python example observer (componentize-py), as a user would run it:
+/// status events and a running tally of stats reports in its file.
+#[test]
+fn python_observer_tallies_events() {
+    let plugin = python_plugin("tally", "observer");
+    let echo = tcp_echo_server();
+    let port = free_port();
+    let dir = TempDir::new("obs-python");
+    let data = TempDir::new("obs-python-data");
+    let file = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:
+- name: fwd
+  addr: 127.0.0.1:{port}
+  handler: {{type: tcp}}
+  forwarder: {{nodes: [{{name: echo, addr: {echo}}}]}}
+  observer: py
+  metadata: {{enableStats: true, observer.period: 1s}}
+observers:
+- name: py
+  plugin: {{type: wasm, path: {plugin}, dir: {}, config: {{file: tally.jsonl}}}}
+",
+            data.0.display()
+        ),
+    );
+    let g = Gost::start(&["-C", &file]);
+    // The interpreter inside the component is large: compiling it on the
+    // first run takes much longer than a Rust plugin.
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "never listened: {}",
+            g.log()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    echo_through(port, 700);
+    let out = data.path("tally.jsonl");
+    let read = || -> Vec<Value> {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    };
+    let line = wait_for("a stats line with both connections", || {
+        read()
+            .into_iter()
+            .find(|e| e["totalConns"] == 2 && e["currentConns"] == 0)
+    });
+    assert_eq!(line["inputBytes"], 700, "{line}");
+    assert_eq!(line["outputBytes"], 700, "{line}");
+    assert_eq!(line["kind"], "service");
+    let states: Vec<Value> = read()
+        .iter()
+        .filter_map(|e| e.get("state").cloned())
+        .collect();
+    assert_eq!(states, [json!("running"), json!("ready")]);
+    echo_through(port, 10);
+    wait_for("the tally to count a second report", || {
+        read().iter().any(|e| e["reports"] == 2).then_some(())
+    });
+}

@@ -533,3 +533,163 @@ hops:
     g.wait_log("plugin reloaded");
     assert_eq!(exchange(port, b"x"), "A", "{}", g.log());
 }
+
+/// A web API update of a service or hop that names a plugin loads what the
+/// plugin file holds before the request returns, without waiting for the
+/// file watcher's next look.
+#[test]
+fn api_update_loads_the_plugin_file_anew() {
+    let (a, b) = (tcp_greeter("A"), tcp_greeter("B"));
+    let (port, pick, api) = (free_port(), free_port(), free_port());
+    let dir = TempDir::new("wasm-api-reload");
+    let handler = dir.path("handler.wasm");
+    let selector = dir.path("selector.wasm");
+    std::fs::copy(plugin_wasm("faulty"), &handler).unwrap();
+    std::fs::copy(plugin_wasm("sni-router"), &selector).unwrap();
+    let service = serde_json::json!({"name": "h", "addr": format!("127.0.0.1:{port}"),
+        "handler": {"type": "wasm", "plugin": {"type": "wasm", "path": handler}}});
+    let hop = serde_json::json!({"name": "h",
+        "nodes": [{"name": "a", "addr": a.to_string()}, {"name": "b", "addr": b.to_string()}],
+        "plugin": {"type": "wasm", "path": selector, "config": {"default": "b"}}});
+    let g = start_config(
+        &dir,
+        &serde_json::json!({
+            "services": [service, {"name": "pick", "addr": format!("127.0.0.1:{pick}"),
+                "handler": {"type": "tcp"}, "forwarder": {"hop": "h"}}],
+            "hops": [hop],
+            "api": {"addr": format!("127.0.0.1:{api}")},
+        })
+        .to_string(),
+    );
+    g.wait_tcp(api);
+    g.wait_tcp(port);
+    g.wait_tcp(pick);
+    assert_eq!(poke(port, b'e'), b"e");
+    assert_eq!(exchange(pick, b"x"), "B");
+
+    let put = |path: &str, body: &serde_json::Value| {
+        let (code, resp) = http_request(api, "PUT", path, Some(&body.to_string()), None);
+        assert_eq!(code, 200, "PUT {path}: {resp}");
+    };
+    let replace = |file: &str, with: &str| {
+        let tmp = dir.path("next.wasm");
+        std::fs::copy(plugin_wasm(with), &tmp).unwrap();
+        std::fs::rename(&tmp, file).unwrap();
+    };
+    replace(&handler, "socks5");
+    put("/config/services/h", &service);
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    c.write_all(&[5, 1, 0]).unwrap();
+    let mut greeting = [0u8; 2];
+    c.read_exact(&mut greeting).unwrap();
+    assert_eq!(greeting, [5, 0], "{}", g.log());
+
+    // least-latency tries the unmeasured first node first.
+    replace(&selector, "least-latency");
+    put("/config/hops/h", &hop);
+    assert_eq!(exchange(pick, b"x"), "A", "{}", g.log());
+}
+
+/// A client that connects and sends nothing is closed after the handler's
+/// `readTimeout`, and its instance is dropped rather than held: the
+/// service keeps serving, with a single warm instance allowed.
+#[test]
+fn idle_client_is_closed_after_read_timeout() {
+    let (port, api) = (free_port(), free_port());
+    let dir = TempDir::new("wasm-idle");
+    let g = start_config(
+        &dir,
+        &format!(
+            "services:
+- name: idle
+  addr: 127.0.0.1:{port}
+  handler:
+    type: wasm
+    metadata: {{readTimeout: 1s}}
+    plugin: {{type: wasm, path: {}, limits: {{instances: 1}}}}
+  metadata: {{enableStats: true}}
+api: {{addr: 127.0.0.1:{api}}}
+",
+            plugin_wasm("faulty")
+        ),
+    );
+    g.wait_tcp(api);
+    g.wait_tcp(port);
+    let idle: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            c.set_read_timeout(Some(TIMEOUT)).unwrap();
+            c
+        })
+        .collect();
+    let start = Instant::now();
+    for mut c in idle {
+        let mut b = [0u8; 1];
+        match c.read(&mut b) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("idle client not closed: {other:?}"),
+        }
+    }
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(10),
+        "closed after {waited:?}"
+    );
+    g.wait_log("handshake not done within readTimeout");
+    assert_eq!(poke(port, b'e'), b"e");
+    wait_service(api, "idle", |s| s["status"]["stats"]["currentConns"] == 0);
+}
+
+/// A UDP server that answers every datagram with `tag`.
+fn udp_tagger(tag: &'static [u8]) -> SocketAddr {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = s.local_addr().unwrap();
+    thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((_, peer)) = s.recv_from(&mut buf) {
+            let _ = s.send_to(tag, peer);
+        }
+    });
+    addr
+}
+
+/// A hop with a wasm selector serves a UDP port forwarder too.
+#[test]
+fn forwarder_plugin_routes_udp() {
+    let (a, b) = (udp_tagger(b"A"), udp_tagger(b"B"));
+    let port = free_udp_port();
+    let dir = TempDir::new("wasm-fwd-udp");
+    let g = start_config(
+        &dir,
+        &format!(
+            "services:
+- name: pick
+  addr: 127.0.0.1:{port}
+  handler: {{type: udp}}
+  listener: {{type: udp}}
+  forwarder: {{hop: h}}
+hops:
+- name: h
+  nodes: [{{name: a, addr: {a}}}, {{name: b, addr: {b}}}]
+  plugin: {{type: wasm, path: {}, config: {{default: b}}}}
+",
+            plugin_wasm("sni-router")
+        ),
+    );
+    let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let start = Instant::now();
+    let mut buf = [0u8; 16];
+    // The service may still be starting: ask until it answers.
+    let n = loop {
+        c.send_to(b"hi", ("127.0.0.1", port)).unwrap();
+        if let Ok((n, _)) = c.recv_from(&mut buf) {
+            break n;
+        }
+        assert!(start.elapsed() < TIMEOUT, "no UDP reply; {}", g.log());
+    };
+    assert_eq!(&buf[..n], b"B", "{}", g.log());
+}

@@ -133,7 +133,7 @@ impl ForwardHandler {
 /// Relays one client's datagrams to the target and its replies back,
 /// until the session idles for its TTL, or, without keepalive, until the
 /// first reply has been delivered (GOST's one-shot UDP exchange).
-async fn relay_udp(
+pub(crate) async fn relay_udp(
     client: &mut UdpConn,
     upstream: &UdpSocket,
     ctx: &ConnContext,

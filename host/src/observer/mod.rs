@@ -6,11 +6,13 @@
 //! per-service schedule (period, change detection, `resetTraffic`, retries)
 //! lives in [`reporter`].
 
+pub mod clients;
 pub mod http;
 pub mod reporter;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 
@@ -101,6 +103,30 @@ pub type ObserveFuture<'a> = Pin<Box<dyn Future<Output = Result<(), ObserverErro
 /// reporter sends stats again next period.
 pub trait Observer: Send + Sync {
     fn observe<'a>(&'a self, events: &'a [Event]) -> ObserveFuture<'a>;
+}
+
+/// The sink a running service reports to, replaceable while it runs: an
+/// API update of the `observers` entry swaps it in place, so the service
+/// keeps running with its status, events and counters.
+pub struct SinkSlot(RwLock<Arc<dyn Observer>>);
+
+impl SinkSlot {
+    pub fn new(sink: Arc<dyn Observer>) -> Self {
+        SinkSlot(RwLock::new(sink))
+    }
+
+    /// Later reports go to `sink`; one already under way finishes on the
+    /// old one.
+    pub fn set(&self, sink: Arc<dyn Observer>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = sink;
+    }
+}
+
+impl Observer for SinkSlot {
+    fn observe<'a>(&'a self, events: &'a [Event]) -> ObserveFuture<'a> {
+        let sink = self.0.read().unwrap_or_else(|p| p.into_inner()).clone();
+        Box::pin(async move { sink.observe(events).await })
+    }
 }
 
 #[cfg(test)]

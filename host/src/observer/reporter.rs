@@ -5,46 +5,56 @@
 //! is sent again next period before anything new; `observer.resetTraffic`
 //! reports byte counts since the previous report instead of totals.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 
-use super::{Event, Observer, StatsEvent};
+use super::clients::ClientTable;
+use super::{Event, Observer, SinkSlot, StatsEvent};
 use crate::metadata::{Metadata, MetadataError};
+use crate::service::stats::Stats;
 use crate::service::{State, Status};
 
 pub const DEFAULT_PERIOD: Duration = Duration::from_secs(5);
 pub const MIN_PERIOD: Duration = Duration::from_secs(1);
 
 pub struct Reporter {
-    observer: Arc<dyn Observer>,
+    observer: Arc<SinkSlot>,
     period: Duration,
     reset_traffic: bool,
 }
 
 impl Reporter {
-    /// Reads `observer.period` (or GOST's older `observePeriod`) and
+    /// Reads `observer.period` (or GOST's other spellings `observePeriod`,
+    /// `observer.observePeriod`) and
     /// `observer.resetTraffic` from the service's metadata.
     pub fn from_metadata(
         observer: Arc<dyn Observer>,
         md: &Metadata,
     ) -> Result<Self, MetadataError> {
-        let period = match md.get_duration("observer.period")? {
-            Some(p) => Some(p),
-            None => md.get_duration("observePeriod")?,
-        };
+        let mut period = None;
+        for key in ["observer.period", "observePeriod", "observer.observePeriod"] {
+            if period.is_none() {
+                period = md.get_duration(key)?;
+            }
+        }
         let period = match period {
             None => DEFAULT_PERIOD,
             Some(p) if p.is_zero() => DEFAULT_PERIOD,
             Some(p) => p.max(MIN_PERIOD),
         };
         Ok(Reporter {
-            observer,
+            observer: Arc::new(SinkSlot::new(observer)),
             period,
             reset_traffic: md.get_bool("observer.resetTraffic")?.unwrap_or(false),
         })
+    }
+
+    /// Where the reports go; replaceable while the service runs.
+    pub fn sink(&self) -> Arc<SinkSlot> {
+        self.observer.clone()
     }
 
     /// Reports `first`, the state the service was in when watching began
@@ -71,7 +81,7 @@ impl Reporter {
                     self.send_status(&service, state, &msg).await;
                 }
                 _ = ticker.tick() => {
-                    self.stats_tick(&service, &status, &mut pending).await;
+                    self.stats_tick(&service, || self.service_stats(&service, &status), &mut pending).await;
                 }
                 _ = stop.cancelled() => break,
             }
@@ -79,7 +89,39 @@ impl Reporter {
         while let Ok((state, msg)) = changes.try_recv() {
             self.send_status(&service, state, &msg).await;
         }
-        self.stats_tick(&service, &status, &mut pending).await;
+        self.stats_tick(
+            &service,
+            || self.service_stats(&service, &status),
+            &mut pending,
+        )
+        .await;
+    }
+
+    /// Reports a handler's per-client counters every period (GOST's
+    /// handler-level observer), until the handler is gone.
+    pub async fn run_clients(self, service: Arc<str>, clients: Weak<ClientTable>) {
+        let mut ticker =
+            tokio::time::interval_at(tokio::time::Instant::now() + self.period, self.period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pending: Vec<Event> = Vec::new();
+        loop {
+            ticker.tick().await;
+            let Some(table) = clients.upgrade() else {
+                return;
+            };
+            self.stats_tick(&service, || table.events(self.reset_traffic), &mut pending)
+                .await;
+        }
+    }
+
+    fn service_stats(&self, service: &str, status: &Status) -> Vec<Event> {
+        let Some(stats) = status.stats() else {
+            return Vec::new();
+        };
+        stats_event(stats, self.reset_traffic)
+            .map(|s| Event::stats(service, s))
+            .into_iter()
+            .collect()
     }
 
     /// GOST sends status events once and does not retry them.
@@ -90,7 +132,14 @@ impl Reporter {
         }
     }
 
-    async fn stats_tick(&self, service: &str, status: &Status, pending: &mut Vec<Event>) {
+    /// Sends again what failed last time, or else what `collect` finds
+    /// changed.
+    async fn stats_tick(
+        &self,
+        service: &str,
+        collect: impl FnOnce() -> Vec<Event>,
+        pending: &mut Vec<Event>,
+    ) {
         if !pending.is_empty() {
             match self.observer.observe(pending).await {
                 Ok(()) => pending.clear(),
@@ -98,22 +147,30 @@ impl Reporter {
             }
             return;
         }
-        let Some(stats) = status.stats() else { return };
-        if !stats.take_updated() {
+        let ev = collect();
+        if ev.is_empty() {
             return;
         }
-        let mut snap = stats.snapshot();
-        if self.reset_traffic {
-            let (input, output) = stats.take_traffic();
-            snap.input_bytes = input;
-            snap.output_bytes = output;
-        }
-        let ev = vec![Event::stats(service, StatsEvent::from(snap))];
         if let Err(e) = self.observer.observe(&ev).await {
             tracing::warn!(service, error = %e, "stats not observed, will retry");
             *pending = ev;
         }
     }
+}
+
+/// The counters as one stats event if they changed since the last one;
+/// with `reset_traffic`, bytes since the last one.
+pub fn stats_event(stats: &Stats, reset_traffic: bool) -> Option<StatsEvent> {
+    if !stats.take_updated() {
+        return None;
+    }
+    let mut snap = stats.snapshot();
+    if reset_traffic {
+        let (input, output) = stats.take_traffic();
+        snap.input_bytes = input;
+        snap.output_bytes = output;
+    }
+    Some(StatsEvent::from(snap))
 }
 
 #[cfg(test)]
@@ -168,6 +225,11 @@ mod tests {
         );
     }
 
+    async fn tick(r: &Reporter, status: &Status, pending: &mut Vec<Event>) {
+        r.stats_tick("svc", || r.service_stats("svc", status), pending)
+            .await;
+    }
+
     #[tokio::test]
     async fn stats_only_when_changed_retried_and_deltas() {
         let sink = Arc::new(Sink::default());
@@ -177,15 +239,15 @@ mod tests {
         let mut pending = Vec::new();
         stats.add_input(10);
         *sink.fail.lock().unwrap() = 1;
-        r.stats_tick("svc", &status, &mut pending).await;
+        tick(&r, &status, &mut pending).await;
         assert_eq!(pending.len(), 1, "failed report kept for retry");
         stats.add_input(5);
         // The retry sends the old batch and nothing new.
-        r.stats_tick("svc", &status, &mut pending).await;
+        tick(&r, &status, &mut pending).await;
         assert!(pending.is_empty());
-        r.stats_tick("svc", &status, &mut pending).await;
+        tick(&r, &status, &mut pending).await;
         // Unchanged since: nothing more.
-        r.stats_tick("svc", &status, &mut pending).await;
+        tick(&r, &status, &mut pending).await;
         let got = sink.got.lock().unwrap().clone();
         let inputs: Vec<u64> = got.iter().map(|e| e.stats.unwrap().input_bytes).collect();
         assert_eq!(inputs, vec![10, 5]);

@@ -161,18 +161,19 @@ impl WasmForwardHandler {
     }
 
     async fn serve(&self, conn: Conn, ctx: ConnContext) -> Result<(), HandlerError> {
-        let Conn::Tcp(client) = conn else {
-            return Err(self.err("wasm forwarders serve TCP connections only"));
-        };
-        let host = match peek_host(&client).await {
-            Peeked::Host(h) => h,
-            Peeked::NoHost => String::new(),
-            // Nothing to route: the client left before sending anything.
-            Peeked::Closed => return Ok(()),
+        let host = match &conn {
+            Conn::Tcp(client) => match peek_host(client).await {
+                Peeked::Host(h) => h,
+                Peeked::NoHost => String::new(),
+                // Nothing to route: the client left before sending anything.
+                Peeked::Closed => return Ok(()),
+            },
+            // A datagram names no host the host could sniff.
+            Conn::Udp(_) => String::new(),
         };
         let req = RequestInfo {
             service: ctx.service.to_string(),
-            network: "tcp".into(),
+            network: conn.network().into(),
             client_addr: ctx.peer.to_string(),
             host,
         };
@@ -181,8 +182,33 @@ impl WasmForwardHandler {
             Target::Node(i) => (self.nodes[*i].addr.clone(), Some(*i)),
             Target::Address(a) => (a.clone(), None),
         };
+        match conn {
+            Conn::Tcp(client) => {
+                let upstream = self.dial(&ctx, node, self.router.dial_tcp(&addr)).await?;
+                tracing::debug!(service = %ctx.service, client = %ctx.peer, dst = %addr, "forward (wasm)");
+                let opts = RelayOptions {
+                    idle_timeout: self.idle_timeout,
+                };
+                relay::relay_tcp(&client, &upstream, ctx.stats.as_ref(), &opts).await?;
+                Ok(())
+            }
+            Conn::Udp(mut client) => {
+                let upstream = self.dial(&ctx, node, self.router.dial_udp(&addr)).await?;
+                tracing::debug!(service = %ctx.service, client = %ctx.peer, dst = %addr, "udp session (wasm)");
+                crate::handler::forward::relay_udp(&mut client, &upstream, &ctx).await
+            }
+        }
+    }
+
+    /// Dials the selected target and tells the plugin how a node did.
+    async fn dial<T>(
+        &self,
+        ctx: &ConnContext,
+        node: Option<usize>,
+        dial: impl std::future::Future<Output = Result<T, crate::router::DialError>>,
+    ) -> Result<T, HandlerError> {
         let start = Instant::now();
-        let dialed = self.router.dial_tcp(&addr).await;
+        let dialed = dial.await;
         if let Some(i) = node {
             let (ok, us) = (dialed.is_ok(), start.elapsed().as_micros() as u64);
             let fb = self
@@ -194,13 +220,7 @@ impl WasmForwardHandler {
                 tracing::warn!(service = %ctx.service, error = %e, "forwarder feedback failed");
             }
         }
-        let upstream: TcpStream = dialed?;
-        tracing::debug!(service = %ctx.service, client = %ctx.peer, dst = %addr, "forward (wasm)");
-        let opts = RelayOptions {
-            idle_timeout: self.idle_timeout,
-        };
-        relay::relay_tcp(&client, &upstream, ctx.stats.as_ref(), &opts).await?;
-        Ok(())
+        Ok(dialed?)
     }
 }
 
@@ -213,39 +233,46 @@ enum Peeked {
 /// The host name in the client's first bytes, waiting briefly for the
 /// rest of a ClientHello or request head that arrives in pieces.
 async fn peek_host(client: &TcpStream) -> Peeked {
-    let mut buf = vec![0u8; SNIFF_BYTES];
+    let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); SNIFF_BYTES];
     let deadline = tokio::time::Instant::now() + SNIFF_WAIT;
+    let mut seen = 0;
     loop {
-        let n = match tokio::time::timeout_at(deadline, client.peek(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return Peeked::Closed,
-            Ok(Ok(n)) => n,
+        // Ready at once while unseen bytes are queued, else when more come.
+        match tokio::time::timeout_at(deadline, client.readable()).await {
             Err(_) => return Peeked::NoHost,
+            Ok(Err(_)) => return Peeked::Closed,
+            Ok(Ok(())) => {}
+        }
+        // A peek leaves the bytes queued, so the socket stays readable;
+        // answering WouldBlock when nothing new came clears tokio's
+        // readiness, and the next wait sleeps until more bytes arrive.
+        let peeked = client.try_io(
+            tokio::io::Interest::READABLE,
+            || match socket2::SockRef::from(client).peek(&mut buf)? {
+                n if n == seen && n != 0 => Err(std::io::ErrorKind::WouldBlock.into()),
+                n => Ok(n),
+            },
+        );
+        let n = match peeked {
+            Ok(0) => return Peeked::Closed,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return Peeked::Closed,
         };
-        let seen = &buf[..n];
-        if let Some(h) = sniff::host(seen) {
+        seen = n;
+        // SAFETY: `peek` initialised the first `n` bytes of `buf`.
+        let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
+        if let Some(h) = sniff::host(bytes) {
             return Peeked::Host(h);
         }
-        if n == buf.len() || !sniff::may_name_host(seen) || tokio::time::Instant::now() >= deadline
-        {
+        if n == buf.len() || !sniff::may_name_host(bytes) {
             return Peeked::NoHost;
         }
-        // Peek returns at once while bytes are buffered: poll for more.
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
 fn compile(spec: &PluginSpec) -> Result<ForwarderPre<PluginState>, PluginError> {
-    let rt = runtime()?;
-    let component = load::load(rt, spec, World::Forwarder)?;
-    let err = |e: wasmtime::Error| PluginError::Load {
-        path: spec.name.to_string(),
-        msg: format!("{e:#}"),
-    };
-    let pre = rt
-        .forwarder_linker
-        .instantiate_pre(&component)
-        .map_err(err)?;
-    ForwarderPre::new(pre).map_err(err)
+    load::prepare(spec, World::Forwarder, ForwarderPre::new)
 }
 
 /// A new module starts with a fresh instance: what the old one learned
@@ -264,5 +291,46 @@ impl super::reload::Reload for WasmForwardHandler {
 impl Handler for WasmForwardHandler {
     fn handle(&self, conn: Conn, ctx: ConnContext) -> HandleFuture<'_> {
         Box::pin(self.serve(conn, ctx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        (c, l.accept().await.unwrap().0)
+    }
+
+    #[tokio::test]
+    async fn host_sent_in_pieces_is_found_without_polling() {
+        let (mut c, s) = pair().await;
+        c.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+        let writer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            c.write_all(b"st: a.example\r\n\r\n").await.unwrap();
+            c
+        });
+        let start = Instant::now();
+        match peek_host(&s).await {
+            Peeked::Host(h) => assert_eq!(h, "a.example"),
+            _ => panic!("no host"),
+        }
+        assert!(start.elapsed() < SNIFF_WAIT);
+        drop(writer.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn silence_and_close_are_told_apart() {
+        let (c, s) = pair().await;
+        assert!(matches!(peek_host(&s).await, Peeked::NoHost));
+        drop(c);
+        assert!(matches!(peek_host(&s).await, Peeked::Closed));
+        let (mut c, s) = pair().await;
+        c.write_all(b"\x05\x01\x00").await.unwrap();
+        assert!(matches!(peek_host(&s).await, Peeked::NoHost));
     }
 }

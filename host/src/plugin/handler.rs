@@ -8,7 +8,7 @@
 //! `isolation: per-connection` uses a fresh instance every time.
 
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use wasmtime::Store;
 
@@ -22,6 +22,7 @@ use super::{describe_error, runtime, PluginError};
 use crate::handler::stream::ClientStream;
 use crate::handler::{ConnContext, HandleFuture, Handler, HandlerDeps, HandlerError};
 use crate::listener::Conn;
+use crate::metadata::{Metadata, MetadataError};
 use crate::relay::{self, RelayOptions};
 
 /// A compiled plugin ready to instantiate, with a generation number so
@@ -37,8 +38,43 @@ struct Warm {
     generation: u64,
 }
 
+/// Handler metadata the host applies around the plugin.
+#[derive(Debug, Clone, Copy)]
+pub struct WasmHandlerOptions {
+    /// `readTimeout` (default 15s, as GOST's handlers): the whole `handle`
+    /// call, i.e. the handshake, must end within this, so a client that
+    /// connects and stays silent does not hold an instance forever.
+    pub read_timeout: Duration,
+    /// `idleTimeout`: close a relay with no traffic for this long.
+    pub idle_timeout: Option<Duration>,
+}
+
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl Default for WasmHandlerOptions {
+    fn default() -> Self {
+        WasmHandlerOptions {
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            idle_timeout: None,
+        }
+    }
+}
+
+impl WasmHandlerOptions {
+    pub fn from_metadata(md: &Metadata) -> Result<Self, MetadataError> {
+        Ok(WasmHandlerOptions {
+            read_timeout: md
+                .get_duration("readTimeout")?
+                .filter(|t| !t.is_zero())
+                .unwrap_or(DEFAULT_READ_TIMEOUT),
+            idle_timeout: md.get_duration("idleTimeout")?.filter(|t| !t.is_zero()),
+        })
+    }
+}
+
 pub struct WasmHandler {
     spec: PluginSpec,
+    opts: WasmHandlerOptions,
     id: Identity,
     net: NetCtx,
     module: RwLock<Arc<Module>>,
@@ -47,7 +83,12 @@ pub struct WasmHandler {
 
 impl WasmHandler {
     /// Loads the plugin now, so a bad file stops start-up with its reason.
-    pub fn new(spec: PluginSpec, service: &str, deps: HandlerDeps) -> Result<Self, PluginError> {
+    pub fn new(
+        spec: PluginSpec,
+        service: &str,
+        deps: HandlerDeps,
+        opts: WasmHandlerOptions,
+    ) -> Result<Self, PluginError> {
         let pre = compile(&spec)?;
         let id = Identity {
             plugin: spec.name.clone(),
@@ -63,6 +104,7 @@ impl WasmHandler {
             module: RwLock::new(Arc::new(Module { pre, generation: 0 })),
             idle: Mutex::new(Vec::new()),
             spec,
+            opts,
         })
     }
 
@@ -161,10 +203,19 @@ impl WasmHandler {
             .map_err(|e| HandlerError::Plugin(format!("plugin {}: {e}", self.spec.name)))?;
         w.store.data_mut().resumed_at = Instant::now();
         w.store.set_epoch_deadline(1);
-        let outcome = match w.bindings.call_handle(&mut w.store, &info, client).await {
-            Ok(o) => o,
+        let call = w.bindings.call_handle(&mut w.store, &info, client);
+        let outcome = match tokio::time::timeout(self.opts.read_timeout, call).await {
+            Ok(Ok(o)) => o,
             // The instance may be in any state after a trap: drop it.
-            Err(e) => return Err(self.plugin_error(&w.store, &e)),
+            Ok(Err(e)) => return Err(self.plugin_error(&w.store, &e)),
+            // Dropping the call unwinds the guest; the instance, stopped
+            // mid-call, is dropped too, which frees its pool slot.
+            Err(_) => {
+                return Err(HandlerError::Protocol(format!(
+                    "plugin {}: handshake not done within readTimeout ({:?}), closed",
+                    self.spec.name, self.opts.read_timeout
+                )))
+            }
         };
         match outcome {
             Outcome::Done => {
@@ -196,13 +247,10 @@ impl WasmHandler {
                 // client while this one relays.
                 self.release(w);
                 let (client, upstream) = (client.into_tcp(), upstream.into_tcp());
-                relay::relay_tcp(
-                    &client,
-                    &upstream,
-                    ctx.stats.as_ref(),
-                    &RelayOptions::default(),
-                )
-                .await?;
+                let opts = RelayOptions {
+                    idle_timeout: self.opts.idle_timeout,
+                };
+                relay::relay_tcp(&client, &upstream, ctx.stats.as_ref(), &opts).await?;
                 Ok(())
             }
         }
@@ -210,14 +258,7 @@ impl WasmHandler {
 }
 
 fn compile(spec: &PluginSpec) -> Result<HandlerPre<PluginState>, PluginError> {
-    let rt = runtime()?;
-    let component = load::load(rt, spec, World::Handler)?;
-    let err = |e: wasmtime::Error| PluginError::Load {
-        path: spec.name.to_string(),
-        msg: format!("{e:#}"),
-    };
-    let pre = rt.handler_linker.instantiate_pre(&component).map_err(err)?;
-    HandlerPre::new(pre).map_err(err)
+    load::prepare(spec, World::Handler, HandlerPre::new)
 }
 
 impl super::reload::Reload for WasmHandler {
@@ -241,10 +282,11 @@ pub fn build(
     spec: PluginSpec,
     service: &str,
     deps: HandlerDeps,
+    opts: WasmHandlerOptions,
 ) -> Result<Arc<WasmHandler>, PluginError> {
     let path = spec.path.clone();
     Ok(super::reload::watched(
-        WasmHandler::new(spec, service, deps)?,
+        WasmHandler::new(spec, service, deps, opts)?,
         path,
     ))
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::Component;
+use wasmtime::component::{Component, InstancePre};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
@@ -53,6 +53,29 @@ pub fn load(rt: &Runtime, spec: &PluginSpec, world: World) -> Result<Component, 
     let component = compile(&rt.engine, &bytes).map_err(|e| err(format!("{e:#}")))?;
     check_world(&rt.engine, &component, world).map_err(err)?;
     Ok(component)
+}
+
+/// Loads the component at `spec.path` and links it against `world`'s
+/// imports; `typed` turns the result into that world's bindings.
+pub fn prepare<T>(
+    spec: &PluginSpec,
+    world: World,
+    typed: impl FnOnce(InstancePre<PluginState>) -> wasmtime::Result<T>,
+) -> Result<T, PluginError> {
+    let rt = super::runtime()?;
+    let component = load(rt, spec, world)?;
+    let linker = match world {
+        World::Handler => &rt.handler_linker,
+        World::Forwarder => &rt.forwarder_linker,
+        World::Observer => &rt.observer_linker,
+    };
+    linker
+        .instantiate_pre(&component)
+        .and_then(typed)
+        .map_err(|e| PluginError::Load {
+            path: spec.name.to_string(),
+            msg: format!("{e:#}"),
+        })
 }
 
 /// The file must be a component, not a core module or something else.

@@ -94,17 +94,7 @@ impl WasmObserver {
 }
 
 fn compile(spec: &PluginSpec) -> Result<ObserverPre<PluginState>, PluginError> {
-    let rt = runtime()?;
-    let component = load::load(rt, spec, World::Observer)?;
-    let err = |e: wasmtime::Error| PluginError::Load {
-        path: spec.name.to_string(),
-        msg: format!("{e:#}"),
-    };
-    let pre = rt
-        .observer_linker
-        .instantiate_pre(&component)
-        .map_err(err)?;
-    ObserverPre::new(pre).map_err(err)
+    load::prepare(spec, World::Observer, ObserverPre::new)
 }
 
 impl super::reload::Reload for WasmObserver {

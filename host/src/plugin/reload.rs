@@ -1,11 +1,12 @@
-//! Hot reload: a plugin's file is checked for changes (time and size)
-//! twice a second; a changed file that loads replaces the module for new
-//! connections and calls, while live connections finish on the old one. A
-//! file that does not load leaves the running module in place and the
-//! reason is logged.
+//! Hot reload: every plugin file in use is checked for changes (time and
+//! size) twice a second, and at once whenever the configuration changes
+//! through the web API or a reload ([`refresh`]). A changed file that loads
+//! replaces the module for new connections and calls, while live
+//! connections finish on the old one. A file that does not load leaves the
+//! running module in place and the reason is logged.
 
 use std::path::{Path, PathBuf};
-use std::sync::Weak;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use super::PluginError;
@@ -39,39 +40,74 @@ impl<T: Clone> Versioned<T> {
     }
 }
 
+/// One plugin user and the file state its module was loaded from.
+struct Watched {
+    user: Weak<dyn Reload>,
+    path: PathBuf,
+    last: Option<(SystemTime, u64)>,
+}
+
+/// Every live plugin user; entries go when their user is dropped. Created
+/// with the first plugin, so a config without plugins starts no watcher.
+static REGISTRY: OnceLock<Mutex<Vec<Watched>>> = OnceLock::new();
+
+fn registry() -> &'static Mutex<Vec<Watched>> {
+    REGISTRY.get_or_init(|| {
+        let spawned = std::thread::Builder::new()
+            .name("wasm-reload".into())
+            .spawn(|| loop {
+                std::thread::sleep(POLL);
+                refresh();
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "plugin reload watcher not started; files are checked on config changes only");
+        }
+        Mutex::default()
+    })
+}
+
 /// Shares `user` and watches its plugin file until it is dropped.
-pub fn watched<T: Reload + 'static>(user: T, path: PathBuf) -> std::sync::Arc<T> {
-    let user = std::sync::Arc::new(user);
-    let dyn_user: std::sync::Arc<dyn Reload> = user.clone();
-    watch(std::sync::Arc::downgrade(&dyn_user), path);
+pub fn watched<T: Reload + 'static>(user: T, path: PathBuf) -> Arc<T> {
+    let user = Arc::new(user);
+    let dyn_user: Arc<dyn Reload> = user.clone();
+    let last = stamp(&path);
+    registry()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(Watched {
+            user: Arc::downgrade(&dyn_user),
+            path,
+            last,
+        });
     user
 }
 
-/// Watches until the plugin's user is dropped.
-pub fn watch(user: Weak<dyn Reload>, path: PathBuf) {
-    let mut last = stamp(&path);
-    let shown = path.display().to_string();
-    let spawned = std::thread::Builder::new()
-        .name("wasm-reload".into())
-        .spawn(move || loop {
-            std::thread::sleep(POLL);
-            let Some(h) = user.upgrade() else { return };
-            let now = stamp(&path);
-            if now == last || now.is_none() {
-                continue;
+/// Reloads every plugin whose file changed since its module was loaded, and
+/// forgets users that are gone. Returns when done, so a caller knows that
+/// new connections from now on use what the files hold.
+pub fn refresh() {
+    let Some(registry) = REGISTRY.get() else {
+        return;
+    };
+    let mut all = registry.lock().unwrap_or_else(|p| p.into_inner());
+    all.retain_mut(|w| {
+        let Some(user) = w.user.upgrade() else {
+            return false;
+        };
+        let now = stamp(&w.path);
+        if now == w.last || now.is_none() {
+            return true;
+        }
+        w.last = now;
+        let plugin = user.plugin();
+        match user.reload() {
+            Ok(()) => tracing::info!(plugin, "plugin reloaded"),
+            Err(e) => {
+                tracing::error!(plugin, error = %e, "plugin reload failed, keeping the running module")
             }
-            last = now;
-            let plugin = h.plugin();
-            match h.reload() {
-                Ok(()) => tracing::info!(plugin, "plugin reloaded"),
-                Err(e) => {
-                    tracing::error!(plugin, error = %e, "plugin reload failed, keeping the running module")
-                }
-            }
-        });
-    if let Err(e) = spawned {
-        tracing::warn!(path = %shown, error = %e, "plugin reload watcher not started");
-    }
+        }
+        true
+    });
 }
 
 fn stamp(p: &Path) -> Option<(SystemTime, u64)> {

@@ -101,6 +101,11 @@ impl Service {
         self
     }
 
+    /// The sink of the service's observer, to replace while it runs.
+    pub fn observer_sink(&self) -> Option<Arc<crate::observer::SinkSlot>> {
+        self.observer.as_ref().map(|r| r.sink())
+    }
+
     pub fn with_grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
         self

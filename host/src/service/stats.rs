@@ -22,6 +22,10 @@ pub struct Stats {
     /// into its service's stats and its client's metrics series at once,
     /// while handlers keep a single `Stats` to add to.
     links: Vec<std::sync::Arc<Stats>>,
+    /// The counters of the client the connection authenticated as, for a
+    /// handler-level observer; set once the client is known, and counted
+    /// into from then on (as GOST counts per client from the request on).
+    client: std::sync::OnceLock<std::sync::Arc<Stats>>,
 }
 
 impl Stats {
@@ -30,6 +34,26 @@ impl Stats {
         Stats {
             links,
             ..Default::default()
+        }
+    }
+
+    /// Counts this connection for `client` from now on; the first client
+    /// named wins. The connection is counted closed for the client by
+    /// [`Stats::end_client`].
+    pub fn attach_client(&self, client: std::sync::Arc<Stats>) {
+        if self.client.set(client.clone()).is_ok() {
+            client.open();
+        }
+    }
+
+    /// The connection ended: counts it closed, and failed if `failed`, for
+    /// the client it was attached to.
+    pub fn end_client(&self, failed: bool) {
+        if let Some(c) = self.client.get() {
+            if failed {
+                c.add_error();
+            }
+            c.close_conn();
         }
     }
 
@@ -45,12 +69,18 @@ impl Stats {
         self.current_conns.fetch_add(1, Ordering::Relaxed);
         self.updated.store(true, Ordering::Relaxed);
         self.links.iter().for_each(|l| l.open());
+        if let Some(l) = self.client.get() {
+            l.open();
+        }
     }
 
     pub fn add_error(&self) {
         self.total_errs.fetch_add(1, Ordering::Relaxed);
         self.updated.store(true, Ordering::Relaxed);
         self.links.iter().for_each(|l| l.add_error());
+        if let Some(l) = self.client.get() {
+            l.add_error();
+        }
     }
 
     /// Bytes read from the client.
@@ -58,6 +88,9 @@ impl Stats {
         self.input_bytes.fetch_add(n, Ordering::Relaxed);
         self.updated.store(true, Ordering::Relaxed);
         self.links.iter().for_each(|l| l.add_input(n));
+        if let Some(l) = self.client.get() {
+            l.add_input(n);
+        }
     }
 
     /// Bytes written to the client.
@@ -65,6 +98,9 @@ impl Stats {
         self.output_bytes.fetch_add(n, Ordering::Relaxed);
         self.updated.store(true, Ordering::Relaxed);
         self.links.iter().for_each(|l| l.add_output(n));
+        if let Some(l) = self.client.get() {
+            l.add_output(n);
+        }
     }
 
     /// The other half of [`Stats::open`], run by the guard.
@@ -72,6 +108,9 @@ impl Stats {
         self.current_conns.fetch_sub(1, Ordering::Relaxed);
         self.updated.store(true, Ordering::Relaxed);
         self.links.iter().for_each(|l| l.close_conn());
+        if let Some(l) = self.client.get() {
+            l.close_conn();
+        }
     }
 
     /// Whether anything changed since the last call (GOST's `IsUpdated`).
@@ -152,6 +191,32 @@ mod tests {
                 (1, 0, 3, 4, 1)
             );
         }
+    }
+
+    #[test]
+    fn a_client_counts_from_when_it_is_attached() {
+        let service = std::sync::Arc::new(Stats::default());
+        let client = std::sync::Arc::new(Stats::default());
+        let conn = Stats::linked(vec![service.clone()]);
+        conn.add_input(5);
+        conn.attach_client(client.clone());
+        conn.attach_client(std::sync::Arc::new(Stats::default()));
+        conn.add_input(2);
+        conn.add_output(3);
+        assert_eq!(client.snapshot().current_conns, 1);
+        conn.end_client(true);
+        let c = client.snapshot();
+        assert_eq!(
+            (
+                c.total_conns,
+                c.current_conns,
+                c.input_bytes,
+                c.output_bytes,
+                c.total_errs
+            ),
+            (1, 0, 2, 3, 1)
+        );
+        assert_eq!(service.snapshot().input_bytes, 7);
     }
 
     #[test]
