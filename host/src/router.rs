@@ -11,8 +11,9 @@ use tokio::net::{TcpStream, UdpSocket};
 
 use crate::bypass::{BypassError, BypassGroup};
 use crate::chain::build::ChainBuildError;
-use crate::chain::{route, Chainer};
+use crate::chain::{route, Chain, Chainer, Node};
 use crate::config::{Config, ServiceConfig};
+use crate::connector::udp_tun::UdpTunnel;
 use crate::hosts::{Hosts, HostsError};
 use crate::metadata::MetadataError;
 use crate::resolver::{Resolver, ResolverError};
@@ -214,19 +215,26 @@ impl Router {
     /// `addr` is the target after hosts and resolver; `host` is the name
     /// the client asked for, which node filters and hashing use.
     async fn try_dial_tcp(&self, addr: &str, host: &str) -> io::Result<TcpStream> {
+        match self.route_for(addr, host) {
+            Some((chain, nodes)) => finish_route(&chain, addr, route::dial(&nodes, addr).await),
+            None => crate::dialer::dial_tcp(addr).await,
+        }
+    }
+
+    /// The chain and its nodes for a connection to `addr`, or `None` to go
+    /// directly (no chain, or every hop bypassed for this target).
+    fn route_for(&self, addr: &str, host: &str) -> Option<(Arc<Chain>, Vec<Arc<Node>>)> {
         let client = client_ip().map(|ip| ip.to_string());
         let hash_key = if self.hash_by_target {
             Some(addr)
         } else {
             client.as_deref()
         };
-        let Some(chain) = self.chain.as_ref().and_then(|c| c.pick(hash_key)) else {
-            return crate::dialer::dial_tcp(addr).await;
-        };
+        let chain = self.chain.as_ref().and_then(|c| c.pick(hash_key))?;
         let nodes = chain.route(addr, host, hash_key);
         if nodes.is_empty() {
             tracing::debug!(chain = %chain.name, addr, "route: direct");
-            return crate::dialer::dial_tcp(addr).await;
+            return None;
         }
         if tracing::enabled!(tracing::Level::DEBUG) {
             let path: Vec<String> = nodes
@@ -235,54 +243,114 @@ impl Router {
                 .collect();
             tracing::debug!(chain = %chain.name, "route {} > {addr}", path.join(" > "));
         }
-        match route::dial(&nodes, addr).await {
-            Ok(s) => {
-                chain.marker.reset();
-                Ok(s)
+        Some((chain, nodes))
+    }
+
+    /// Datagrams to `addr`: a UDP socket connected to it, so only the
+    /// target's replies reach it, or through the service's chain a tunnel
+    /// from the chain's last node (GOST's UDP-over-TCP).
+    pub async fn dial_udp(&self, addr: &str) -> Result<UdpUpstream, DialError> {
+        let work = async {
+            let resolved =
+                resolve_addr(addr, self.hosts.as_deref(), self.resolver.as_deref()).await?;
+            if let Some((chain, nodes)) = self.route_for(&resolved, host_of(addr)) {
+                let tunnel = finish_route(&chain, &resolved, route::dial_udp(&nodes).await)?;
+                return Ok(UdpUpstream::Tunnel {
+                    tunnel,
+                    target: resolved,
+                });
             }
-            Err(e) => {
-                chain.marker.mark();
-                let e = e.into_io();
-                tracing::warn!(chain = %chain.name, addr, error = %e, "route failed");
-                Err(io::Error::new(
-                    e.kind(),
-                    format!("chain {}: {e}", chain.name),
-                ))
+            let target: SocketAddr = tokio::net::lookup_host(&resolved)
+                .await?
+                .next()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))?;
+            let bind = if target.is_ipv4() {
+                SocketAddr::from(([0u8; 4], 0))
+            } else {
+                SocketAddr::from(([0u16; 8], 0))
+            };
+            let socket = UdpSocket::bind(bind).await?;
+            socket.connect(target).await?;
+            Ok(UdpUpstream::Direct(socket))
+        };
+        self.timed_udp(addr, work).await
+    }
+
+    /// A UDP association for datagrams to any target (SOCKS5 UDP): through
+    /// the service's chain a tunnel from its last node; `None` when the
+    /// datagrams go directly.
+    pub async fn dial_udp_association(&self) -> Result<Option<UdpTunnel>, DialError> {
+        let work = async {
+            match self.route_for("", "") {
+                Some((chain, nodes)) => {
+                    finish_route(&chain, "udp association", route::dial_udp(&nodes).await).map(Some)
+                }
+                None => Ok(None),
             }
+        };
+        self.timed_udp("", work).await
+    }
+
+    async fn timed_udp<T>(
+        &self,
+        addr: &str,
+        work: impl std::future::Future<Output = io::Result<T>>,
+    ) -> Result<T, DialError> {
+        match tokio::time::timeout(self.dial_timeout, work).await {
+            Ok(r) => r.map_err(|source| DialError::Io {
+                network: "udp",
+                addr: addr.to_string(),
+                source,
+            }),
+            Err(_) => Err(DialError::Timeout {
+                network: "udp",
+                addr: addr.to_string(),
+                timeout: self.dial_timeout,
+            }),
+        }
+    }
+}
+
+/// Marks the chain by the route's outcome and names it in the error.
+fn finish_route<T>(chain: &Chain, addr: &str, r: Result<T, route::RouteError>) -> io::Result<T> {
+    match r {
+        Ok(s) => {
+            chain.marker.reset();
+            Ok(s)
+        }
+        Err(e) => {
+            chain.marker.mark();
+            let e = e.into_io();
+            tracing::warn!(chain = %chain.name, addr, error = %e, "route failed");
+            Err(io::Error::new(
+                e.kind(),
+                format!("chain {}: {e}", chain.name),
+            ))
+        }
+    }
+}
+
+/// Where a UDP service's datagrams to one target go.
+#[derive(Debug)]
+pub enum UdpUpstream {
+    Direct(UdpSocket),
+    Tunnel { tunnel: UdpTunnel, target: String },
+}
+
+impl UdpUpstream {
+    pub async fn send(&mut self, payload: &[u8]) -> io::Result<()> {
+        match self {
+            UdpUpstream::Direct(s) => s.send(payload).await.map(|_| ()),
+            UdpUpstream::Tunnel { tunnel, target } => tunnel.send_to(payload, target).await,
         }
     }
 
-    /// A UDP socket connected to `addr`, so only the target's replies reach
-    /// it. UDP is never carried through a chain: services that would need
-    /// it are refused at start-up (see [`unsupported`]).
-    pub async fn dial_udp(&self, addr: &str) -> Result<UdpSocket, DialError> {
-        let io_err = |source| DialError::Io {
-            network: "udp",
-            addr: addr.to_string(),
-            source,
-        };
-        if self.chain.is_some() {
-            return Err(io_err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "UDP through a chain is not supported yet",
-            )));
+    /// The next reply. Cancel-safe, so it can wait in a `select!`.
+    pub async fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            UdpUpstream::Direct(s) => s.recv(buf).await,
+            UdpUpstream::Tunnel { tunnel, .. } => tunnel.recv_from(buf).await.map(|(n, _)| n),
         }
-        let resolved = resolve_addr(addr, self.hosts.as_deref(), self.resolver.as_deref())
-            .await
-            .map_err(io_err)?;
-        let target: SocketAddr = tokio::net::lookup_host(&resolved)
-            .await
-            .map_err(io_err)?
-            .next()
-            .ok_or_else(|| io_err(io::Error::new(io::ErrorKind::NotFound, "no address")))?;
-        let bind = if target.is_ipv4() {
-            SocketAddr::from(([0u8; 4], 0))
-        } else {
-            SocketAddr::from(([0u16; 8], 0))
-        };
-        let socket = UdpSocket::bind(bind).await.map_err(io_err)?;
-        socket.connect(target).await.map_err(io_err)?;
-        Ok(socket)
     }
 }
 
@@ -308,11 +376,6 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
         let Some(h) = &svc.handler else { continue };
         let chained = !ignore_chain && (!h.chain.is_empty() || h.chain_group.is_some());
         let udp = h.r#type == "udp" || svc.listener.as_ref().is_some_and(|l| l.r#type == "udp");
-        if chained && udp {
-            out.push(format!(
-                "service \"{name}\": UDP through a chain is not supported yet"
-            ));
-        }
         let socks_udp = matches!(h.r#type.as_str(), "socks5" | "socks" | "auto")
             && h.metadata.get_bool("udp").ok().flatten().unwrap_or(false);
         if !svc.limiter.is_empty() && (udp || socks_udp) {
@@ -400,7 +463,6 @@ chains:
         assert_eq!(
             unsupported(&cfg),
             [
-                "service \"u\": UDP through a chain is not supported yet",
                 "service \"s\": the traffic limiter does not cover UDP yet",
                 "service \"s\": SOCKS5 UDP ASSOCIATE through a chain is not supported yet",
                 "chain \"c\": hop \"h\": redis is not supported yet",

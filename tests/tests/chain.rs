@@ -3,7 +3,8 @@
 //! failover when a chain node is dead.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::Duration;
 
 use gost_e2e::*;
 
@@ -265,19 +266,109 @@ fn ignore_chain_dials_directly() {
     assert_echo(&mut c, b"direct");
 }
 
+/// Sends `payload` in datagrams of `chunk` bytes from a client connected
+/// to `port`, one at a time, and checks every one comes back intact. The
+/// first datagram is repeated until the service answers, as a UDP service
+/// has no port to wait for.
+fn assert_udp_echo(port: u16, payload: &[u8], chunk: usize) {
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = vec![0u8; 65536];
+    let first = &payload[..chunk.min(payload.len())];
+    // A refused send (nothing listening yet) fails at once; pace retries.
+    let answered = (0..60).any(|_| {
+        let _ = c.send(first);
+        let ok = matches!(c.recv(&mut buf), Ok(n) if &buf[..n] == first);
+        if !ok {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ok
+    });
+    assert!(answered, "no echo through the chain");
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    for (i, dgram) in payload.chunks(chunk).enumerate().skip(1) {
+        c.send(dgram).unwrap();
+        let n = c.recv(&mut buf).expect("datagram echoed");
+        assert!(&buf[..n] == dgram, "datagram {i} differs");
+    }
+}
+
 #[test]
-fn udp_through_a_chain_is_refused_at_start_up() {
-    let (status, _, err) = run_gost(&[
-        "-L",
-        "udp://127.0.0.1:0/127.0.0.1:53",
-        "-F",
-        "socks5://127.0.0.1:1080",
-    ]);
-    assert!(!status.success());
-    assert!(
-        err.contains("UDP through a chain is not supported yet"),
-        "{err}"
+fn udp_forward_through_a_socks5_node() {
+    let echo = udp_echo_server();
+    let (pa, pb) = (free_udp_port(), free_port());
+    let b = start(
+        &[
+            "-D",
+            "-L",
+            &format!("socks5://127.0.0.1:{pb}?udp=true&udp.bufferSize=65535"),
+        ],
+        pb,
     );
+    let _a = Gost::start(&[
+        "-L",
+        &format!("udp://127.0.0.1:{pa}/{echo}?keepalive=true&ttl=10s&readBufferSize=65535"),
+        "-F",
+        &format!("socks5://127.0.0.1:{pb}"),
+    ]);
+    // Sizes up to the largest datagram: each travels as one frame of
+    // GOST's UDP-over-TCP and must come out as one datagram.
+    let mut payload = random_bytes(64 * 1024, 21);
+    assert_udp_echo(pa, &payload, 1000);
+    payload.truncate(60_000);
+    assert_udp_echo(pa, &payload, 60_000);
+    b.wait_log("socks5 udp-over-tcp");
+}
+
+#[test]
+fn udp_forward_through_three_processes_with_auth() {
+    let echo = udp_echo_server();
+    let (pa, pb, pc) = (free_udp_port(), free_port(), free_port());
+    // b only carries a TCP connection on to c; c relays the datagrams.
+    let _b = start(&["-L", &format!("socks5://u:p@127.0.0.1:{pb}")], pb);
+    let c = start(
+        &["-D", "-L", &format!("socks5://v:q@127.0.0.1:{pc}?udp=true")],
+        pc,
+    );
+    let _a = Gost::start(&[
+        "-L",
+        &format!("udp://127.0.0.1:{pa}/{echo}?keepalive=true&ttl=10s"),
+        "-F",
+        &format!("socks5://u:p@127.0.0.1:{pb}"),
+        "-F",
+        &format!("socks5://v:q@127.0.0.1:{pc}"),
+    ]);
+    assert_udp_echo(pa, &random_bytes(100 * 1024, 22), 1400);
+    c.wait_log("socks5 udp-over-tcp");
+}
+
+#[test]
+fn udp_through_a_node_that_cannot_carry_it_is_an_error() {
+    let echo = udp_echo_server();
+    let (pa, pb) = (free_udp_port(), free_port());
+    let _b = start(&["-L", &format!("http://127.0.0.1:{pb}")], pb);
+    let a = Gost::start(&[
+        "-L",
+        &format!("udp://127.0.0.1:{pa}/{echo}"),
+        "-F",
+        &format!("http://127.0.0.1:{pb}"),
+    ]);
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.connect(("127.0.0.1", pa)).unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    for _ in 0..50 {
+        let _ = c.send(b"x");
+        assert!(c.recv(&mut buf).is_err(), "no datagram may come back");
+        std::thread::sleep(Duration::from_millis(100));
+        if a.log().contains("UDP is not supported") {
+            return;
+        }
+    }
+    panic!("no error logged: {}", a.log());
 }
 
 #[test]

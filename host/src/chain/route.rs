@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 
 use super::Node;
+use crate::connector::udp_tun::UdpTunnel;
 use crate::connector::ConnectError;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +53,46 @@ impl RouteError {
 /// node that worked is reset. A failure of the last connector to reach the
 /// target itself marks nothing: the target may be down, not the node.
 pub async fn dial(nodes: &[Arc<Node>], target: &str) -> Result<TcpStream, RouteError> {
+    let mut stream = reach_last(nodes).await?;
+    let last = &nodes[nodes.len() - 1];
+    connect(last, &mut stream, target)
+        .await
+        .map_err(|source| RouteError::Connect {
+            node: last.name.clone(),
+            addr: last.addr.clone(),
+            next: target.to_string(),
+            source,
+        })?;
+    Ok(stream)
+}
+
+/// A UDP tunnel through `nodes` (at least one) from the last node to any
+/// target (GOST's route `Dial` with network `udp`): the nodes are reached
+/// as for TCP, then the last node's connector asks for the tunnel.
+pub async fn dial_udp(nodes: &[Arc<Node>]) -> Result<UdpTunnel, RouteError> {
+    let stream = reach_last(nodes).await?;
+    let last = &nodes[nodes.len() - 1];
+    let connector = last.connector.as_ref().ok_or_else(|| RouteError::Connect {
+        node: last.name.clone(),
+        addr: last.addr.clone(),
+        next: "udp".into(),
+        source: ConnectError::NoUdp {
+            connector: "forward",
+        },
+    })?;
+    connector
+        .udp_tunnel(stream)
+        .await
+        .map_err(|source| RouteError::Connect {
+            node: last.name.clone(),
+            addr: last.addr.clone(),
+            next: "udp tunnel".into(),
+            source,
+        })
+}
+
+/// A stream to the last of `nodes`, every handshake before it done.
+async fn reach_last(nodes: &[Arc<Node>]) -> Result<TcpStream, RouteError> {
     let first = &nodes[0];
     let dialed = async {
         let addr = node_addr(first).await?;
@@ -93,15 +134,6 @@ pub async fn dial(nodes: &[Arc<Node>], target: &str) -> Result<TcpStream, RouteE
         }
         next.marker.reset();
     }
-    let last = &nodes[nodes.len() - 1];
-    connect(last, &mut stream, target)
-        .await
-        .map_err(|source| RouteError::Connect {
-            node: last.name.clone(),
-            addr: last.addr.clone(),
-            next: target.to_string(),
-            source,
-        })?;
     Ok(stream)
 }
 

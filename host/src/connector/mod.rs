@@ -7,6 +7,7 @@
 pub mod http;
 pub mod socks4;
 pub mod socks5;
+pub mod udp_tun;
 
 use std::io;
 use std::time::Duration;
@@ -44,6 +45,9 @@ pub enum ConnectError {
         addr: String,
         msg: String,
     },
+    /// GOST's connector of this type cannot carry UDP either.
+    #[error("{connector} connector: UDP is not supported (use a socks5 node as the last hop)")]
+    NoUdp { connector: &'static str },
     #[error("{connector} connector: no reply within {timeout:?}")]
     Timeout {
         connector: &'static str,
@@ -114,31 +118,53 @@ impl Connector {
         }
     }
 
+    fn timeout(&self) -> Option<Duration> {
+        match self {
+            Connector::Http(c) => c.timeout,
+            Connector::Socks4(c) => c.timeout,
+            Connector::Socks5(c) => c.timeout,
+            Connector::Forward => None,
+        }
+    }
+
+    /// Runs one handshake within the connector's `timeout`, if it has one.
+    async fn timed<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, ConnectError>>,
+    ) -> Result<T, ConnectError> {
+        match self.timeout() {
+            Some(t) => tokio::time::timeout(t, work)
+                .await
+                .map_err(|_| ConnectError::Timeout {
+                    connector: self.name(),
+                    timeout: t,
+                })?,
+            None => work.await,
+        }
+    }
+
     /// Asks the node at the other end of `stream` to connect to `addr`
     /// (`host:port`) over TCP.
     pub async fn connect(&self, stream: &mut TcpStream, addr: &str) -> Result<(), ConnectError> {
-        let (timeout, name) = match self {
-            Connector::Http(c) => (c.timeout, "http"),
-            Connector::Socks4(c) => (c.timeout, "socks4"),
-            Connector::Socks5(c) => (c.timeout, "socks5"),
-            Connector::Forward => return Ok(()),
-        };
-        let work = async {
+        self.timed(async {
             match self {
                 Connector::Http(c) => c.connect(stream, addr).await,
                 Connector::Socks4(c) => c.connect(stream, addr).await,
                 Connector::Socks5(c) => c.connect(stream, addr).await,
                 Connector::Forward => Ok(()),
             }
-        };
-        match timeout {
-            Some(t) => tokio::time::timeout(t, work)
-                .await
-                .map_err(|_| ConnectError::Timeout {
-                    connector: name,
-                    timeout: t,
-                })?,
-            None => work.await,
+        })
+        .await
+    }
+
+    /// Asks the node for a UDP tunnel to any target. As in GOST, only the
+    /// socks5 connector can.
+    pub async fn udp_tunnel(&self, stream: TcpStream) -> Result<udp_tun::UdpTunnel, ConnectError> {
+        match self {
+            Connector::Socks5(c) => self.timed(c.udp_tunnel(stream)).await,
+            other => Err(ConnectError::NoUdp {
+                connector: other.name(),
+            }),
         }
     }
 }

@@ -121,7 +121,7 @@ async fn open(target: &TargetAddr, targets: &mut Targets) -> std::io::Result<Soc
 
 /// The first complete frame in `buf`: its target and the payload's range.
 /// `Ok(None)` while incomplete; an error for a frame that cannot be read.
-fn next_frame(buf: &[u8]) -> Result<Option<(TargetAddr, usize, usize)>, String> {
+pub(crate) fn next_frame(buf: &[u8]) -> Result<Option<(TargetAddr, usize, usize)>, String> {
     if buf.len() < 4 {
         return Ok(None);
     }

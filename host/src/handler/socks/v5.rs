@@ -365,7 +365,7 @@ pub(super) fn put_addr(out: &mut Vec<u8>, addr: SocketAddr) {
 
 /// Appends `ATYP ADDR PORT` for a host given as text: an IP when it is
 /// one, else a domain name (cut to the 255 bytes SOCKS allows).
-pub(super) fn put_host(out: &mut Vec<u8>, host: &str, port: u16) {
+pub(crate) fn put_host(out: &mut Vec<u8>, host: &str, port: u16) {
     match host.trim_matches(['[', ']']).parse::<IpAddr>() {
         Ok(ip) => put_addr(out, SocketAddr::new(ip, port)),
         Err(_) => {
