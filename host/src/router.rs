@@ -404,11 +404,6 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
                 "service \"{name}\": the traffic limiter does not cover SOCKS5 UDP-over-TCP yet (bind=true)"
             ));
         }
-        if chained && socks_udp {
-            out.push(format!(
-                "service \"{name}\": SOCKS5 UDP ASSOCIATE through a chain is not supported yet"
-            ));
-        }
     }
     for (owner, hop) in cfg
         .chains
@@ -464,7 +459,6 @@ chains:
             unsupported(&cfg),
             [
                 "service \"s\": the traffic limiter does not cover UDP yet",
-                "service \"s\": SOCKS5 UDP ASSOCIATE through a chain is not supported yet",
                 "chain \"c\": hop \"h\": redis is not supported yet",
             ]
         );

@@ -41,19 +41,26 @@ fn http_connect(port: u16, target: SocketAddr) -> (u16, TcpStream) {
 /// A SOCKS5 no-auth CONNECT through the proxy on `port`; returns the reply
 /// code and the open stream.
 fn socks5_connect(port: u16, target: SocketAddr) -> (u8, TcpStream) {
+    let (reply, c) = socks5_request(port, 1, target);
+    (reply[1], c)
+}
+
+/// A SOCKS5 no-auth request `cmd` for an IPv4 target; returns the whole
+/// reply (IPv4 bound address) and the open stream.
+fn socks5_request(port: u16, cmd: u8, target: SocketAddr) -> ([u8; 10], TcpStream) {
     let mut c = connect(port);
     c.write_all(&[5, 1, 0]).unwrap();
     let mut sel = [0u8; 2];
     c.read_exact(&mut sel).unwrap();
     assert_eq!(sel, [5, 0]);
     let SocketAddr::V4(t) = target else { panic!() };
-    let mut req = vec![5, 1, 0, 1];
+    let mut req = vec![5, cmd, 0, 1];
     req.extend_from_slice(&t.ip().octets());
     req.extend_from_slice(&t.port().to_be_bytes());
     c.write_all(&req).unwrap();
     let mut reply = [0u8; 10];
     c.read_exact(&mut reply).unwrap();
-    (reply[1], c)
+    (reply, c)
 }
 
 fn start(args: &[&str], port: u16) -> Gost {
@@ -369,6 +376,75 @@ fn udp_through_a_node_that_cannot_carry_it_is_an_error() {
         }
     }
     panic!("no error logged: {}", a.log());
+}
+
+/// `RSV FRAG ATYP ADDR PORT` of a SOCKS5 UDP datagram to an IPv4 target.
+fn socks5_udp_header(target: SocketAddr) -> Vec<u8> {
+    let SocketAddr::V4(t) = target else { panic!() };
+    let mut d = vec![0, 0, 0, 1];
+    d.extend_from_slice(&t.ip().octets());
+    d.extend_from_slice(&t.port().to_be_bytes());
+    d
+}
+
+#[test]
+fn socks5_udp_associate_through_a_socks5_chain() {
+    let (echo1, echo2) = (udp_echo_server(), udp_echo_server());
+    let (pa, pb) = (free_port(), free_port());
+    let b = start(
+        &["-D", "-L", &format!("socks5://127.0.0.1:{pb}?udp=true")],
+        pb,
+    );
+    let _a = start(
+        &[
+            "-L",
+            &format!("socks5://127.0.0.1:{pa}?udp=true"),
+            "-F",
+            &format!("socks5://127.0.0.1:{pb}"),
+        ],
+        pa,
+    );
+    let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+    let (code, control) = socks5_request(pa, 3, unspecified);
+    assert_eq!(code[1], 0, "associate granted");
+    let relay = SocketAddr::from((
+        [code[4], code[5], code[6], code[7]],
+        u16::from_be_bytes([code[8], code[9]]),
+    ));
+    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+    u.set_read_timeout(Some(TIMEOUT)).unwrap();
+    // Two targets over one association: each reply names its source.
+    for (i, echo) in [echo1, echo2, echo1].into_iter().enumerate() {
+        let payload = random_bytes(1000 + i, i as u64 + 30);
+        let mut d = socks5_udp_header(echo);
+        let header = d.len();
+        d.extend_from_slice(&payload);
+        u.send_to(&d, relay).unwrap();
+        let mut buf = [0u8; 4096];
+        let (n, _) = u.recv_from(&mut buf).expect("reply through the chain");
+        assert_eq!(&buf[..header], &d[..header], "reply names {echo}");
+        assert!(buf[header..n] == payload[..], "payload {i} differs");
+    }
+    b.wait_log("socks5 udp-over-tcp");
+    drop(control);
+}
+
+#[test]
+fn socks5_udp_associate_fails_when_the_chain_cannot_carry_udp() {
+    let (pa, pb) = (free_port(), free_port());
+    // b refuses UDP (no udp=true), so a's chain has no tunnel to offer.
+    let _b = start(&["-L", &format!("socks5://127.0.0.1:{pb}")], pb);
+    let _a = start(
+        &[
+            "-L",
+            &format!("socks5://127.0.0.1:{pa}?udp=true"),
+            "-F",
+            &format!("socks5://127.0.0.1:{pb}"),
+        ],
+        pa,
+    );
+    let (reply, _c) = socks5_request(pa, 3, SocketAddr::from(([0, 0, 0, 0], 0)));
+    assert_eq!(reply[1], 1, "general failure: {reply:?}");
 }
 
 #[test]

@@ -155,13 +155,7 @@ impl Socks5Handler {
         match req.cmd {
             CMD_CONNECT => self.connect(hs, &ctx, req.target).await,
             CMD_UDP_ASSOCIATE if self.opts.udp => {
-                super::udp::associate(
-                    hs,
-                    &ctx,
-                    self.opts.udp_buffer_size,
-                    self.router.dial_timeout,
-                )
-                .await
+                super::udp::associate(hs, &ctx, self.opts.udp_buffer_size, &self.router).await
             }
             CMD_BIND if self.opts.bind => {
                 super::bind::bind(
