@@ -57,6 +57,10 @@ impl Default for Router {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DialError {
+    /// The service's bypass matched the target: a policy refusal, which
+    /// GOST answers "forbidden" and does not count as an error.
+    #[error("dial {network} {addr}: refused by the service's bypass")]
+    Bypassed { network: &'static str, addr: String },
     #[error("dial {network} {addr}: {source}")]
     Io {
         network: &'static str,
@@ -69,6 +73,12 @@ pub enum DialError {
         addr: String,
         timeout: Duration,
     },
+}
+
+impl DialError {
+    pub fn is_bypass(&self) -> bool {
+        matches!(self, DialError::Bypassed { .. })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -173,13 +183,9 @@ impl Router {
             .as_ref()
             .is_some_and(|b| b.contains("tcp", addr))
         {
-            return Err(DialError::Io {
+            return Err(DialError::Bypassed {
                 network: "tcp",
                 addr: addr.to_string(),
-                source: io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    "refused by the service's bypass",
-                ),
             });
         }
         let mut last = None;

@@ -128,18 +128,47 @@ bypasses:
 }
 
 #[test]
-fn service_bypass_refuses_matching_targets() {
+fn service_bypass_refuses_matching_targets_as_gost_answers() {
     let (blocked, open) = (tcp_echo_server(), tcp_echo_server());
-    let pa = free_port();
-    let _a = start(
+    let (pa, ps, api) = (free_port(), free_port(), free_port());
+    let bypass = format!("bypass=127.0.0.1:{}&enableStats=true", blocked.port());
+    let g = start(
         &[
             "-L",
-            &format!("http://127.0.0.1:{pa}?bypass=127.0.0.1:{}", blocked.port()),
+            &format!("http://127.0.0.1:{pa}?{bypass}"),
+            "-L",
+            &format!("socks5://127.0.0.1:{ps}?{bypass}"),
+            "-api",
+            &format!("127.0.0.1:{api}"),
         ],
         pa,
     );
-    assert!(!works(pa, blocked));
+    g.wait_tcp(ps);
+    g.wait_tcp(api);
+    // HTTP: 403 Forbidden; SOCKS5: 0x02 "not allowed by ruleset".
+    assert_eq!(http_connect(pa, &blocked.to_string()).0, 403);
     assert!(works(pa, open));
+    let mut c = connect(ps);
+    c.write_all(&[5, 1, 0]).unwrap();
+    let mut sel = [0u8; 2];
+    c.read_exact(&mut sel).unwrap();
+    let SocketAddr::V4(t) = blocked else { panic!() };
+    let mut req = vec![5, 1, 0, 1];
+    req.extend_from_slice(&t.ip().octets());
+    req.extend_from_slice(&t.port().to_be_bytes());
+    c.write_all(&req).unwrap();
+    let mut reply = [0u8; 10];
+    c.read_exact(&mut reply).unwrap();
+    assert_eq!(reply[1], 0x02, "{reply:?}");
+    drop(c);
+    // A policy refusal is not a server error.
+    for svc in ["service-0", "service-1"] {
+        let s = wait_service(api, svc, |s| {
+            let st = &s["status"]["stats"];
+            st["totalConns"] != 0 && st["currentConns"] == 0
+        });
+        assert_eq!(s["status"]["stats"]["totalErrs"], 0, "{s}");
+    }
 }
 
 #[test]

@@ -210,9 +210,13 @@ impl RelayHandler {
         let upstream = match self.router.dial_tcp(&req.addr).await {
             Ok(s) => s,
             Err(e) => {
-                let _ = client
-                    .write_all(&response(STATUS_NETWORK_UNREACHABLE))
-                    .await;
+                // GOST answers a target its bypass refuses "forbidden".
+                let status = if e.is_bypass() {
+                    STATUS_FORBIDDEN
+                } else {
+                    STATUS_NETWORK_UNREACHABLE
+                };
+                let _ = client.write_all(&response(status)).await;
                 return Err(e.into());
             }
         };

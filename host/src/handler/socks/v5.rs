@@ -329,6 +329,7 @@ async fn read_request(hs: &mut Handshake) -> Result<Request, (u8, ReadError)> {
 /// The reply code for a failed dial, from what the OS reported.
 fn dial_reply_code(e: &DialError) -> u8 {
     match e {
+        DialError::Bypassed { .. } => REP_NOT_ALLOWED,
         DialError::Timeout { .. } => REP_HOST_UNREACHABLE,
         DialError::Io { source, .. } => match source.kind() {
             io::ErrorKind::ConnectionRefused => REP_CONN_REFUSED,
@@ -440,6 +441,11 @@ mod tests {
             dial_reply_code(&io_err(io::ErrorKind::PermissionDenied)),
             REP_GENERAL_FAILURE
         );
+        let bypassed = DialError::Bypassed {
+            network: "tcp",
+            addr: "x:1".into(),
+        };
+        assert_eq!(dial_reply_code(&bypassed), REP_NOT_ALLOWED);
     }
 
     #[test]
