@@ -489,3 +489,22 @@ hops:
     assert!(!status.success());
     assert!(err.contains("nodes.json"), "{err}");
 }
+
+#[test]
+fn dangling_chain_and_hop_references_stop_start_up_with_their_names() {
+    let dir = TempDir::new("dangling");
+    let cfg = dir.write(
+        "gost.yaml",
+        r#"
+services:
+- {name: s, addr: "127.0.0.1:0", handler: {type: http, chain: nowhere}, listener: {type: tcp}}
+- {name: t, addr: "127.0.0.1:0", handler: {type: http, chainGroup: {chains: [c]}}, listener: {type: tcp}}
+chains:
+- {name: c, hops: [{name: missing-hop}]}
+"#,
+    );
+    let (status, _, err) = run_gost(&["-C", &cfg]);
+    assert!(!status.success());
+    assert!(err.contains("handler.chain \"nowhere\" not found"), "{err}");
+    assert!(err.contains("hop \"missing-hop\" not found"), "{err}");
+}

@@ -61,6 +61,11 @@ pub enum ConnectorBuildError {
     Unsupported(String),
     #[error("connector metadata: {0}")]
     Metadata(#[from] MetadataError),
+    #[error("{connector} connector: {what} is not supported yet")]
+    Option {
+        connector: &'static str,
+        what: String,
+    },
 }
 
 /// Username and password a connector presents to its node.
@@ -103,7 +108,17 @@ impl Connector {
                 disable_4a: md.get_bool("disable4a")?.unwrap_or(false),
                 timeout,
             }),
-            "socks5" | "socks" => Connector::Socks5(socks5::Socks5Connector { auth, timeout }),
+            "socks5" | "socks" => {
+                // GOST's `relay: udp` carries UDP by ASSOCIATE to the node
+                // instead of the UDP-over-TCP tunnel.
+                if let Some(mode) = md.get_string("relay")?.filter(|m| !m.is_empty()) {
+                    return Err(ConnectorBuildError::Option {
+                        connector: "socks5",
+                        what: format!("metadata relay={mode} (UDP over the node's UDP ASSOCIATE)"),
+                    });
+                }
+                Connector::Socks5(socks5::Socks5Connector { auth, timeout })
+            }
             "forward" => Connector::Forward,
             other => return Err(ConnectorBuildError::Unsupported(other.to_string())),
         })
@@ -212,4 +227,37 @@ pub(crate) async fn write_all(
         .write_all(buf)
         .await
         .map_err(|source| ConnectError::Io { connector, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(json: &str) -> Result<Connector, ConnectorBuildError> {
+        let cfg: ConnectorConfig = serde_json::from_str(json).unwrap();
+        Connector::from_config(Some(&cfg))
+    }
+
+    #[test]
+    fn only_socks5_carries_udp_and_its_associate_mode_is_refused() {
+        assert_eq!(build(r#"{"type": "socks"}"#).unwrap().name(), "socks5");
+        let err = build(r#"{"type": "socks5", "metadata": {"relay": "udp"}}"#).unwrap_err();
+        assert!(err.to_string().contains("relay=udp"), "{err}");
+        assert!(build(r#"{"type": "relay"}"#).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_connector_without_udp_says_so() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let s = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let err = build(r#"{"type": "http"}"#)
+            .unwrap()
+            .udp_tunnel(s)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "http connector: UDP is not supported (use a socks5 node as the last hop)"
+        );
+    }
 }

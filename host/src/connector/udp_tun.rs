@@ -97,3 +97,42 @@ impl UdpTunnel {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    #[tokio::test]
+    async fn frames_out_and_back_with_partial_reads() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut tun = UdpTunnel::new(c);
+        tun.send_to(b"hi", "a.b:53").await.unwrap();
+        let mut out = [0u8; 12];
+        s.read_exact(&mut out).await.unwrap();
+        assert_eq!(out, [0, 2, 0xFF, 3, 3, b'a', b'.', b'b', 0, 53, b'h', b'i']);
+
+        // A frame from a name (dropped), then one from an address, split
+        // across writes.
+        let server = tokio::spawn(async move {
+            s.write_all(&[0, 1, 0xFF, 3, 1, b'x', 0, 1, b'!'])
+                .await
+                .unwrap();
+            s.write_all(&[0, 3, 0xFF, 1, 127, 0]).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            s.write_all(&[0, 1, 0, 9, b'a', b'b', b'c']).await.unwrap();
+            s
+        });
+        let mut buf = [0u8; 8];
+        let (n, from) = tun.recv_from(&mut buf).await.unwrap();
+        assert_eq!(
+            (&buf[..n], from),
+            (&b"abc"[..], "127.0.0.1:9".parse().unwrap())
+        );
+        drop(server.await.unwrap());
+        let err = tun.recv_from(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+}
