@@ -411,6 +411,9 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
             ));
         }
     }
+    for svc in &cfg.services {
+        out.extend(forwarder_node_unsupported(cfg, svc));
+    }
     for (owner, hop) in cfg
         .chains
         .iter()
@@ -444,6 +447,44 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
     out
 }
 
+/// Forwarder node options that only take effect with GOST's protocol
+/// sniffing (`sniffing=true`) or health probes, neither of which this build
+/// has: a forwarder picks its node before any byte of the client is read.
+fn forwarder_node_unsupported(cfg: &Config, svc: &ServiceConfig) -> Vec<String> {
+    let Some(fwd) = &svc.forwarder else {
+        return Vec::new();
+    };
+    let from_hop = cfg
+        .hops
+        .iter()
+        .filter(|h| !fwd.hop.is_empty() && h.name == fwd.hop)
+        .flat_map(|h| h.nodes.iter().map(crate::config::ForwardNodeConfig::from));
+    let mut out = Vec::new();
+    for n in fwd.nodes.iter().cloned().chain(from_hop) {
+        let filter = n.filter.clone().unwrap_or_default();
+        for (what, set) in [
+            ("filter", filter != Default::default()),
+            ("matcher", n.matcher.is_some()),
+            (
+                "host/protocol/path",
+                !(n.host.is_empty() && n.protocol.is_empty() && n.path.is_empty()),
+            ),
+            ("http", n.http.is_some()),
+            ("tls", n.tls.is_some()),
+            ("probe", n.probe.is_some()),
+            ("bypass", !n.bypass.is_empty() || !n.bypasses.is_empty()),
+        ] {
+            if set {
+                out.push(format!(
+                    "service \"{}\": forwarder node \"{}\": {what} is not supported yet",
+                    svc.name, n.name
+                ));
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,6 +507,36 @@ chains:
             [
                 "service \"s\": the traffic limiter does not cover UDP yet",
                 "chain \"c\": hop \"h\": redis is not supported yet",
+            ]
+        );
+    }
+
+    #[test]
+    fn forwarder_node_options_without_sniffing_are_named() {
+        let cfg: Config = serde_yaml::from_str(
+            r#"
+services:
+- name: f
+  addr: ":1"
+  handler: {type: tcp}
+  forwarder:
+    nodes:
+    - {name: a, addr: "x:1", filter: {protocol: http}}
+    - {name: b, addr: "x:2", matcher: {rule: "Host(`x`)"}, bypass: by}
+    - {name: c, addr: "x:3"}
+- {name: g, addr: ":2", handler: {type: tcp}, forwarder: {hop: h}}
+hops:
+- {name: h, nodes: [{name: d, addr: "x:4", tls: {serverName: x}}]}
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            unsupported(&cfg),
+            [
+                "service \"f\": forwarder node \"a\": filter is not supported yet",
+                "service \"f\": forwarder node \"b\": matcher is not supported yet",
+                "service \"f\": forwarder node \"b\": bypass is not supported yet",
+                "service \"g\": forwarder node \"d\": tls is not supported yet",
             ]
         );
     }
