@@ -178,16 +178,7 @@ impl Router {
     /// node's connection with every handshake done, so the caller relays
     /// on it exactly as on a direct connection.
     pub async fn dial_tcp(&self, addr: &str) -> Result<TcpStream, DialError> {
-        if self
-            .bypass
-            .as_ref()
-            .is_some_and(|b| b.contains("tcp", addr))
-        {
-            return Err(DialError::Bypassed {
-                network: "tcp",
-                addr: addr.to_string(),
-            });
-        }
+        self.check_bypass("tcp", addr)?;
         let mut last = None;
         for attempt in 0..=self.retries {
             let work = async {
@@ -216,6 +207,21 @@ impl Router {
             }
         }
         Err(last.expect("at least one attempt"))
+    }
+
+    /// Refuses a target the service's bypass matches.
+    pub fn check_bypass(&self, network: &'static str, addr: &str) -> Result<(), DialError> {
+        if self
+            .bypass
+            .as_ref()
+            .is_some_and(|b| b.contains(network, addr))
+        {
+            return Err(DialError::Bypassed {
+                network,
+                addr: addr.to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// `addr` is the target after hosts and resolver; `host` is the name
@@ -256,6 +262,7 @@ impl Router {
     /// target's replies reach it, or through the service's chain a tunnel
     /// from the chain's last node (GOST's UDP-over-TCP).
     pub async fn dial_udp(&self, addr: &str) -> Result<UdpUpstream, DialError> {
+        self.check_bypass("udp", addr)?;
         let work = async {
             let resolved =
                 resolve_addr(addr, self.hosts.as_deref(), self.resolver.as_deref()).await?;

@@ -151,6 +151,9 @@ pub(super) struct Targets {
     pub(super) v6: Option<UdpSocket>,
     pub(super) tunnel: Option<UdpTunnel>,
     resolve_timeout: Duration,
+    /// The service's bypass: datagrams to targets it matches are dropped,
+    /// as GOST's UDP relay does.
+    bypass: Option<std::sync::Arc<crate::bypass::BypassGroup>>,
 }
 
 impl Targets {
@@ -160,6 +163,7 @@ impl Targets {
             v6: None,
             tunnel: None,
             resolve_timeout,
+            bypass: None,
         }
     }
 
@@ -168,12 +172,20 @@ impl Targets {
     pub(super) async fn through(router: &Router) -> Result<Self, DialError> {
         let mut t = Targets::new(router.dial_timeout);
         t.tunnel = router.dial_udp_association().await?;
+        t.bypass = router.bypass.clone();
         Ok(t)
     }
 
     /// Sends a payload to a target. Failures drop the datagram, as a lost
     /// datagram would be.
     pub(super) async fn send(&mut self, target: TargetAddr, payload: &[u8]) {
+        if let Some(b) = &self.bypass {
+            let dst = target.to_string();
+            if b.contains("udp", &dst) {
+                tracing::debug!(dst, "socks5 udp: datagram to a bypassed target dropped");
+                return;
+            }
+        }
         if let Some(t) = &mut self.tunnel {
             if let Err(e) = t.send_to(payload, &target.to_string()).await {
                 tracing::debug!(dst = %target, error = %e, "socks5 udp: send through the chain");
