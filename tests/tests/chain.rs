@@ -508,3 +508,46 @@ chains:
     assert!(err.contains("handler.chain \"nowhere\" not found"), "{err}");
     assert!(err.contains("hop \"missing-hop\" not found"), "{err}");
 }
+
+#[test]
+fn relay_connector_with_auth_in_a_three_process_chain() {
+    let echo = tcp_echo_server();
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let b = start(&["-D", "-L", &format!("relay://u:p@127.0.0.1:{pb}")], pb);
+    let _c = start(&["-L", &format!("socks5://127.0.0.1:{pc}")], pc);
+    let _a = start(
+        &[
+            "-L",
+            &format!("http://127.0.0.1:{pa}"),
+            "-F",
+            &format!("relay://u:p@127.0.0.1:{pb}?nodelay=true"),
+            "-F",
+            &format!("socks5://127.0.0.1:{pc}"),
+        ],
+        pa,
+    );
+    let (code, mut c) = http_connect(pa, echo);
+    assert_eq!(code, 200);
+    assert_echo(&mut c, &random_bytes(128 * 1024, 40));
+    b.wait_log("relay request");
+
+    // A wrong password is refused by the relay node: the client gets 503.
+    let pd = free_port();
+    let _d = start(
+        &[
+            "-L",
+            &format!("http://127.0.0.1:{pd}"),
+            "-F",
+            &format!("relay://u:wrong@127.0.0.1:{pb}?nodelay=true"),
+        ],
+        pd,
+    );
+    assert_eq!(http_connect(pd, echo).0, 503);
+}
+
+#[test]
+fn relay_connector_without_nodelay_is_refused_at_start_up() {
+    let (status, _, err) = run_gost(&["-L", "http://127.0.0.1:0", "-F", "relay://127.0.0.1:1"]);
+    assert!(!status.success());
+    assert!(err.contains("set nodelay=true"), "{err}");
+}

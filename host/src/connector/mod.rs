@@ -5,6 +5,7 @@
 //! each connector reads exactly its protocol's reply and not one byte more.
 
 pub mod http;
+pub mod relay;
 pub mod socks4;
 pub mod socks5;
 pub mod udp_tun;
@@ -18,7 +19,9 @@ use crate::config::ConnectorConfig;
 use crate::metadata::MetadataError;
 
 /// Connector types this build implements, as GOST names them.
-pub const CONNECTORS: &[&str] = &["http", "socks4", "socks4a", "socks5", "socks", "forward"];
+pub const CONNECTORS: &[&str] = &[
+    "http", "socks4", "socks4a", "socks5", "socks", "forward", "relay",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -80,6 +83,7 @@ pub enum Connector {
     Http(http::HttpConnector),
     Socks4(socks4::Socks4Connector),
     Socks5(socks5::Socks5Connector),
+    Relay(relay::RelayConnector),
     /// GOST's `forward`: the node is itself the destination, so nothing is
     /// said; the stream is used as it is.
     Forward,
@@ -119,6 +123,17 @@ impl Connector {
                 }
                 Connector::Socks5(socks5::Socks5Connector { auth, timeout })
             }
+            "relay" => {
+                // See the relay module: only GOST's nodelay mode reads the
+                // response before the stream is handed on.
+                if md.get_bool("nodelay")? != Some(true) {
+                    return Err(ConnectorBuildError::Option {
+                        connector: "relay",
+                        what: "the default lazy response mode (set nodelay=true)".into(),
+                    });
+                }
+                Connector::Relay(relay::RelayConnector { auth, timeout })
+            }
             "forward" => Connector::Forward,
             other => return Err(ConnectorBuildError::Unsupported(other.to_string())),
         })
@@ -129,6 +144,7 @@ impl Connector {
             Connector::Http(_) => "http",
             Connector::Socks4(_) => "socks4",
             Connector::Socks5(_) => "socks5",
+            Connector::Relay(_) => "relay",
             Connector::Forward => "forward",
         }
     }
@@ -138,6 +154,7 @@ impl Connector {
             Connector::Http(c) => c.timeout,
             Connector::Socks4(c) => c.timeout,
             Connector::Socks5(c) => c.timeout,
+            Connector::Relay(c) => c.timeout,
             Connector::Forward => None,
         }
     }
@@ -166,6 +183,7 @@ impl Connector {
                 Connector::Http(c) => c.connect(stream, addr).await,
                 Connector::Socks4(c) => c.connect(stream, addr).await,
                 Connector::Socks5(c) => c.connect(stream, addr).await,
+                Connector::Relay(c) => c.connect(stream, addr).await,
                 Connector::Forward => Ok(()),
             }
         })
@@ -243,7 +261,10 @@ mod tests {
         assert_eq!(build(r#"{"type": "socks"}"#).unwrap().name(), "socks5");
         let err = build(r#"{"type": "socks5", "metadata": {"relay": "udp"}}"#).unwrap_err();
         assert!(err.to_string().contains("relay=udp"), "{err}");
-        assert!(build(r#"{"type": "relay"}"#).is_err());
+        let err = build(r#"{"type": "relay"}"#).unwrap_err();
+        assert!(err.to_string().contains("nodelay=true"), "{err}");
+        let relay = build(r#"{"type": "relay", "metadata": {"nodelay": true}}"#).unwrap();
+        assert_eq!(relay.name(), "relay");
     }
 
     #[tokio::test]

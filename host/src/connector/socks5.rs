@@ -25,7 +25,7 @@ pub struct Socks5Connector {
 }
 
 /// `ATYP DST.ADDR DST.PORT` for `host:port`.
-fn encode_addr(addr: &str) -> Result<Vec<u8>, ConnectError> {
+pub(super) fn encode_addr(addr: &str) -> Result<Vec<u8>, ConnectError> {
     let (host, port) = split_addr(NAME, addr)?;
     let mut out = Vec::with_capacity(host.len() + 4);
     match host.parse::<IpAddr>() {
