@@ -1,6 +1,7 @@
 //! Chains through the real binary: `-F` and `chains:` with http, socks4,
-//! socks5 and forward connectors, across two and three gost processes, and
-//! failover when a chain node is dead.
+//! socks5, relay and forward connectors, across two and three gost
+//! processes; UDP (forwarding and SOCKS5 ASSOCIATE) through socks5 nodes;
+//! failover when a chain node is dead; bad references.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};

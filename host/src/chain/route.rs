@@ -72,23 +72,19 @@ pub async fn dial(nodes: &[Arc<Node>], target: &str) -> Result<TcpStream, RouteE
 pub async fn dial_udp(nodes: &[Arc<Node>]) -> Result<UdpTunnel, RouteError> {
     let stream = reach_last(nodes).await?;
     let last = &nodes[nodes.len() - 1];
-    let connector = last.connector.as_ref().ok_or_else(|| RouteError::Connect {
+    let tunnel = match &last.connector {
+        Some(c) => c.udp_tunnel(stream).await,
+        // Forwarder nodes have no connector; they are never in a route.
+        None => Err(ConnectError::NoUdp {
+            connector: "forward",
+        }),
+    };
+    tunnel.map_err(|source| RouteError::Connect {
         node: last.name.clone(),
         addr: last.addr.clone(),
-        next: "udp".into(),
-        source: ConnectError::NoUdp {
-            connector: "forward",
-        },
-    })?;
-    connector
-        .udp_tunnel(stream)
-        .await
-        .map_err(|source| RouteError::Connect {
-            node: last.name.clone(),
-            addr: last.addr.clone(),
-            next: "udp tunnel".into(),
-            source,
-        })
+        next: "udp tunnel".into(),
+        source,
+    })
 }
 
 /// A stream to the last of `nodes`, every handshake before it done.
