@@ -11,8 +11,9 @@ use tokio::net::{TcpStream, UdpSocket};
 
 use crate::bypass::{BypassError, BypassGroup};
 use crate::chain::build::ChainBuildError;
-use crate::chain::{route, Chainer};
+use crate::chain::{route, Chain, Chainer, Node};
 use crate::config::{Config, ServiceConfig};
+use crate::connector::udp_tun::UdpTunnel;
 use crate::hosts::{Hosts, HostsError};
 use crate::metadata::MetadataError;
 use crate::resolver::{Resolver, ResolverError};
@@ -56,6 +57,10 @@ impl Default for Router {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DialError {
+    /// The service's bypass matched the target: a policy refusal, which
+    /// GOST answers "forbidden" and does not count as an error.
+    #[error("dial {network} {addr}: refused by the service's bypass")]
+    Bypassed { network: &'static str, addr: String },
     #[error("dial {network} {addr}: {source}")]
     Io {
         network: &'static str,
@@ -68,6 +73,12 @@ pub enum DialError {
         addr: String,
         timeout: Duration,
     },
+}
+
+impl DialError {
+    pub fn is_bypass(&self) -> bool {
+        matches!(self, DialError::Bypassed { .. })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -176,20 +187,7 @@ impl Router {
     }
 
     async fn dial_tcp_unboxed(&self, addr: &str) -> Result<TcpStream, DialError> {
-        if self
-            .bypass
-            .as_ref()
-            .is_some_and(|b| b.contains("tcp", addr))
-        {
-            return Err(DialError::Io {
-                network: "tcp",
-                addr: addr.to_string(),
-                source: io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    "refused by the service's bypass",
-                ),
-            });
-        }
+        self.check_bypass("tcp", addr)?;
         let mut last = None;
         for attempt in 0..=self.retries {
             let work = async {
@@ -220,22 +218,46 @@ impl Router {
         Err(last.expect("at least one attempt"))
     }
 
+    /// Refuses a target the service's bypass matches.
+    pub fn check_bypass(&self, network: &'static str, addr: &str) -> Result<(), DialError> {
+        if self
+            .bypass
+            .as_ref()
+            .is_some_and(|b| b.contains(network, addr))
+        {
+            return Err(DialError::Bypassed {
+                network,
+                addr: addr.to_string(),
+            });
+        }
+        Ok(())
+    }
+
     /// `addr` is the target after hosts and resolver; `host` is the name
     /// the client asked for, which node filters and hashing use.
     async fn try_dial_tcp(&self, addr: &str, host: &str) -> io::Result<TcpStream> {
+        match self.route_for(addr, host) {
+            Some((chain, nodes)) => {
+                finish_route(&chain, addr, route::dial(&chain.name, &nodes, addr).await)
+            }
+            None => crate::dialer::dial_tcp(addr).await,
+        }
+    }
+
+    /// The chain and its nodes for a connection to `addr`, or `None` to go
+    /// directly (no chain, or every hop bypassed for this target).
+    fn route_for(&self, addr: &str, host: &str) -> Option<(Arc<Chain>, Vec<Arc<Node>>)> {
         let client = client_ip().map(|ip| ip.to_string());
         let hash_key = if self.hash_by_target {
             Some(addr)
         } else {
             client.as_deref()
         };
-        let Some(chain) = self.chain.as_ref().and_then(|c| c.pick(hash_key)) else {
-            return crate::dialer::dial_tcp(addr).await;
-        };
+        let chain = self.chain.as_ref().and_then(|c| c.pick(hash_key))?;
         let nodes = chain.route(addr, host, hash_key);
         if nodes.is_empty() {
             tracing::debug!(chain = %chain.name, addr, "route: direct");
-            return crate::dialer::dial_tcp(addr).await;
+            return None;
         }
         if tracing::enabled!(tracing::Level::DEBUG) {
             let path: Vec<String> = nodes
@@ -244,54 +266,122 @@ impl Router {
                 .collect();
             tracing::debug!(chain = %chain.name, "route {} > {addr}", path.join(" > "));
         }
-        match route::dial(&chain.name, &nodes, addr).await {
-            Ok(s) => {
-                chain.marker.reset();
-                Ok(s)
+        Some((chain, nodes))
+    }
+
+    /// Datagrams to `addr`: a UDP socket connected to it, so only the
+    /// target's replies reach it, or through the service's chain a tunnel
+    /// from the chain's last node (GOST's UDP-over-TCP).
+    pub async fn dial_udp(&self, addr: &str) -> Result<UdpUpstream, DialError> {
+        self.check_bypass("udp", addr)?;
+        let work = async {
+            let resolved =
+                resolve_addr(addr, self.hosts.as_deref(), self.resolver.as_deref()).await?;
+            if let Some((chain, nodes)) = self.route_for(&resolved, host_of(addr)) {
+                let tunnel = finish_route(
+                    &chain,
+                    &resolved,
+                    route::dial_udp(&chain.name, &nodes).await,
+                )?;
+                return Ok(UdpUpstream::Tunnel {
+                    tunnel,
+                    target: resolved,
+                });
             }
-            Err(e) => {
-                chain.marker.mark();
-                let e = e.into_io();
-                tracing::warn!(chain = %chain.name, addr, error = %e, "route failed");
-                Err(io::Error::new(
-                    e.kind(),
-                    format!("chain {}: {e}", chain.name),
-                ))
+            let target: SocketAddr = tokio::net::lookup_host(&resolved)
+                .await?
+                .next()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))?;
+            let bind = if target.is_ipv4() {
+                SocketAddr::from(([0u8; 4], 0))
+            } else {
+                SocketAddr::from(([0u16; 8], 0))
+            };
+            let socket = UdpSocket::bind(bind).await?;
+            socket.connect(target).await?;
+            Ok(UdpUpstream::Direct(socket))
+        };
+        self.timed_udp(addr, work).await
+    }
+
+    /// A UDP association for datagrams to any target (SOCKS5 UDP): through
+    /// the service's chain a tunnel from its last node; `None` when the
+    /// datagrams go directly.
+    pub async fn dial_udp_association(&self) -> Result<Option<UdpTunnel>, DialError> {
+        let work = async {
+            match self.route_for("", "") {
+                Some((chain, nodes)) => finish_route(
+                    &chain,
+                    "udp association",
+                    route::dial_udp(&chain.name, &nodes).await,
+                )
+                .map(Some),
+                None => Ok(None),
             }
+        };
+        self.timed_udp("", work).await
+    }
+
+    async fn timed_udp<T>(
+        &self,
+        addr: &str,
+        work: impl std::future::Future<Output = io::Result<T>>,
+    ) -> Result<T, DialError> {
+        match tokio::time::timeout(self.dial_timeout, work).await {
+            Ok(r) => r.map_err(|source| DialError::Io {
+                network: "udp",
+                addr: addr.to_string(),
+                source,
+            }),
+            Err(_) => Err(DialError::Timeout {
+                network: "udp",
+                addr: addr.to_string(),
+                timeout: self.dial_timeout,
+            }),
+        }
+    }
+}
+
+/// Marks the chain by the route's outcome and names it in the error.
+fn finish_route<T>(chain: &Chain, addr: &str, r: Result<T, route::RouteError>) -> io::Result<T> {
+    match r {
+        Ok(s) => {
+            chain.marker.reset();
+            Ok(s)
+        }
+        Err(e) => {
+            chain.marker.mark();
+            let e = e.into_io();
+            tracing::warn!(chain = %chain.name, addr, error = %e, "route failed");
+            Err(io::Error::new(
+                e.kind(),
+                format!("chain {}: {e}", chain.name),
+            ))
+        }
+    }
+}
+
+/// Where a UDP service's datagrams to one target go.
+#[derive(Debug)]
+pub enum UdpUpstream {
+    Direct(UdpSocket),
+    Tunnel { tunnel: UdpTunnel, target: String },
+}
+
+impl UdpUpstream {
+    pub async fn send(&mut self, payload: &[u8]) -> io::Result<()> {
+        match self {
+            UdpUpstream::Direct(s) => s.send(payload).await.map(|_| ()),
+            UdpUpstream::Tunnel { tunnel, target } => tunnel.send_to(payload, target).await,
         }
     }
 
-    /// A UDP socket connected to `addr`, so only the target's replies reach
-    /// it. UDP is never carried through a chain: services that would need
-    /// it are refused at start-up (see [`unsupported`]).
-    pub async fn dial_udp(&self, addr: &str) -> Result<UdpSocket, DialError> {
-        let io_err = |source| DialError::Io {
-            network: "udp",
-            addr: addr.to_string(),
-            source,
-        };
-        if self.chain.is_some() {
-            return Err(io_err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "UDP through a chain is not supported yet",
-            )));
+    /// The next reply. Cancel-safe, so it can wait in a `select!`.
+    pub async fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            UdpUpstream::Direct(s) => s.recv(buf).await,
+            UdpUpstream::Tunnel { tunnel, .. } => tunnel.recv_from(buf).await.map(|(n, _)| n),
         }
-        let resolved = resolve_addr(addr, self.hosts.as_deref(), self.resolver.as_deref())
-            .await
-            .map_err(io_err)?;
-        let target: SocketAddr = tokio::net::lookup_host(&resolved)
-            .await
-            .map_err(io_err)?
-            .next()
-            .ok_or_else(|| io_err(io::Error::new(io::ErrorKind::NotFound, "no address")))?;
-        let bind = if target.is_ipv4() {
-            SocketAddr::from(([0u8; 4], 0))
-        } else {
-            SocketAddr::from(([0u16; 8], 0))
-        };
-        let socket = UdpSocket::bind(bind).await.map_err(io_err)?;
-        socket.connect(target).await.map_err(io_err)?;
-        Ok(socket)
     }
 }
 
@@ -317,11 +407,6 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
         let Some(h) = &svc.handler else { continue };
         let chained = !ignore_chain && (!h.chain.is_empty() || h.chain_group.is_some());
         let udp = h.r#type == "udp" || svc.listener.as_ref().is_some_and(|l| l.r#type == "udp");
-        if chained && udp {
-            out.push(format!(
-                "service \"{name}\": UDP through a chain is not supported yet"
-            ));
-        }
         let socks_udp = matches!(h.r#type.as_str(), "socks5" | "socks" | "auto")
             && h.metadata.get_bool("udp").ok().flatten().unwrap_or(false);
         if !svc.limiter.is_empty() && (udp || socks_udp) {
@@ -350,11 +435,9 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
                 "service \"{name}\": the traffic limiter does not cover SOCKS5 UDP-over-TCP yet (bind=true)"
             ));
         }
-        if chained && socks_udp {
-            out.push(format!(
-                "service \"{name}\": SOCKS5 UDP ASSOCIATE through a chain is not supported yet"
-            ));
-        }
+    }
+    for svc in &cfg.services {
+        out.extend(forwarder_node_unsupported(cfg, svc));
     }
     for (owner, hop) in cfg
         .chains
@@ -389,6 +472,44 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
     out
 }
 
+/// Forwarder node options that only take effect with GOST's protocol
+/// sniffing (`sniffing=true`) or health probes, neither of which this build
+/// has: a forwarder picks its node before any byte of the client is read.
+fn forwarder_node_unsupported(cfg: &Config, svc: &ServiceConfig) -> Vec<String> {
+    let Some(fwd) = &svc.forwarder else {
+        return Vec::new();
+    };
+    let from_hop = cfg
+        .hops
+        .iter()
+        .filter(|h| !fwd.hop.is_empty() && h.name == fwd.hop)
+        .flat_map(|h| h.nodes.iter().map(crate::config::ForwardNodeConfig::from));
+    let mut out = Vec::new();
+    for n in fwd.nodes.iter().cloned().chain(from_hop) {
+        let filter = n.filter.clone().unwrap_or_default();
+        for (what, set) in [
+            ("filter", filter != Default::default()),
+            ("matcher", n.matcher.is_some()),
+            (
+                "host/protocol/path",
+                !(n.host.is_empty() && n.protocol.is_empty() && n.path.is_empty()),
+            ),
+            ("http", n.http.is_some()),
+            ("tls", n.tls.is_some()),
+            ("probe", n.probe.is_some()),
+            ("bypass", !n.bypass.is_empty() || !n.bypasses.is_empty()),
+        ] {
+            if set {
+                out.push(format!(
+                    "service \"{}\": forwarder node \"{}\": {what} is not supported yet",
+                    svc.name, n.name
+                ));
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,10 +530,38 @@ chains:
         assert_eq!(
             unsupported(&cfg),
             [
-                "service \"u\": UDP through a chain is not supported yet",
                 "service \"s\": the traffic limiter does not cover UDP yet",
-                "service \"s\": SOCKS5 UDP ASSOCIATE through a chain is not supported yet",
                 "chain \"c\": hop \"h\": redis is not supported yet",
+            ]
+        );
+    }
+
+    #[test]
+    fn forwarder_node_options_without_sniffing_are_named() {
+        let cfg: Config = serde_yaml::from_str(
+            r#"
+services:
+- name: f
+  addr: ":1"
+  handler: {type: tcp}
+  forwarder:
+    nodes:
+    - {name: a, addr: "x:1", filter: {protocol: http}}
+    - {name: b, addr: "x:2", matcher: {rule: "Host(`x`)"}, bypass: by}
+    - {name: c, addr: "x:3"}
+- {name: g, addr: ":2", handler: {type: tcp}, forwarder: {hop: h}}
+hops:
+- {name: h, nodes: [{name: d, addr: "x:4", tls: {serverName: x}}]}
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            unsupported(&cfg),
+            [
+                "service \"f\": forwarder node \"a\": filter is not supported yet",
+                "service \"f\": forwarder node \"b\": matcher is not supported yet",
+                "service \"f\": forwarder node \"b\": bypass is not supported yet",
+                "service \"g\": forwarder node \"d\": tls is not supported yet",
             ]
         );
     }

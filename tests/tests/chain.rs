@@ -1,9 +1,11 @@
 //! Chains through the real binary: `-F` and `chains:` with http, socks4,
-//! socks5 and forward connectors, across two and three gost processes, and
-//! failover when a chain node is dead.
+//! socks5, relay and forward connectors, across two and three gost
+//! processes; UDP (forwarding and SOCKS5 ASSOCIATE) through socks5 nodes;
+//! failover when a chain node is dead; bad references.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::Duration;
 
 use gost_e2e::*;
 
@@ -40,19 +42,26 @@ fn http_connect(port: u16, target: SocketAddr) -> (u16, TcpStream) {
 /// A SOCKS5 no-auth CONNECT through the proxy on `port`; returns the reply
 /// code and the open stream.
 fn socks5_connect(port: u16, target: SocketAddr) -> (u8, TcpStream) {
+    let (reply, c) = socks5_request(port, 1, target);
+    (reply[1], c)
+}
+
+/// A SOCKS5 no-auth request `cmd` for an IPv4 target; returns the whole
+/// reply (IPv4 bound address) and the open stream.
+fn socks5_request(port: u16, cmd: u8, target: SocketAddr) -> ([u8; 10], TcpStream) {
     let mut c = connect(port);
     c.write_all(&[5, 1, 0]).unwrap();
     let mut sel = [0u8; 2];
     c.read_exact(&mut sel).unwrap();
     assert_eq!(sel, [5, 0]);
     let SocketAddr::V4(t) = target else { panic!() };
-    let mut req = vec![5, 1, 0, 1];
+    let mut req = vec![5, cmd, 0, 1];
     req.extend_from_slice(&t.ip().octets());
     req.extend_from_slice(&t.port().to_be_bytes());
     c.write_all(&req).unwrap();
     let mut reply = [0u8; 10];
     c.read_exact(&mut reply).unwrap();
-    (reply[1], c)
+    (reply, c)
 }
 
 fn start(args: &[&str], port: u16) -> Gost {
@@ -265,19 +274,178 @@ fn ignore_chain_dials_directly() {
     assert_echo(&mut c, b"direct");
 }
 
+/// Sends `payload` in datagrams of `chunk` bytes from a client connected
+/// to `port`, one at a time, and checks every one comes back intact. The
+/// first datagram is repeated until the service answers, as a UDP service
+/// has no port to wait for.
+fn assert_udp_echo(port: u16, payload: &[u8], chunk: usize) {
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = vec![0u8; 65536];
+    let first = &payload[..chunk.min(payload.len())];
+    // A refused send (nothing listening yet) fails at once; pace retries.
+    let answered = (0..60).any(|_| {
+        let _ = c.send(first);
+        let ok = matches!(c.recv(&mut buf), Ok(n) if &buf[..n] == first);
+        if !ok {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ok
+    });
+    assert!(answered, "no echo through the chain");
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    for (i, dgram) in payload.chunks(chunk).enumerate().skip(1) {
+        c.send(dgram).unwrap();
+        let n = c.recv(&mut buf).expect("datagram echoed");
+        assert!(&buf[..n] == dgram, "datagram {i} differs");
+    }
+}
+
 #[test]
-fn udp_through_a_chain_is_refused_at_start_up() {
-    let (status, _, err) = run_gost(&[
-        "-L",
-        "udp://127.0.0.1:0/127.0.0.1:53",
-        "-F",
-        "socks5://127.0.0.1:1080",
-    ]);
-    assert!(!status.success());
-    assert!(
-        err.contains("UDP through a chain is not supported yet"),
-        "{err}"
+fn udp_forward_through_a_socks5_node() {
+    let echo = udp_echo_server();
+    let (pa, pb) = (free_udp_port(), free_port());
+    let b = start(
+        &[
+            "-D",
+            "-L",
+            &format!("socks5://127.0.0.1:{pb}?udp=true&udp.bufferSize=65535"),
+        ],
+        pb,
     );
+    let _a = Gost::start(&[
+        "-L",
+        &format!("udp://127.0.0.1:{pa}/{echo}?keepalive=true&ttl=10s&readBufferSize=65535"),
+        "-F",
+        &format!("socks5://127.0.0.1:{pb}"),
+    ]);
+    // Sizes up to the largest datagram: each travels as one frame of
+    // GOST's UDP-over-TCP and must come out as one datagram.
+    let mut payload = random_bytes(64 * 1024, 21);
+    assert_udp_echo(pa, &payload, 1000);
+    payload.truncate(60_000);
+    assert_udp_echo(pa, &payload, 60_000);
+    b.wait_log("socks5 udp-over-tcp");
+}
+
+#[test]
+fn udp_forward_through_three_processes_with_auth() {
+    let echo = udp_echo_server();
+    let (pa, pb, pc) = (free_udp_port(), free_port(), free_port());
+    // b only carries a TCP connection on to c; c relays the datagrams.
+    let _b = start(&["-L", &format!("socks5://u:p@127.0.0.1:{pb}")], pb);
+    let c = start(
+        &["-D", "-L", &format!("socks5://v:q@127.0.0.1:{pc}?udp=true")],
+        pc,
+    );
+    let _a = Gost::start(&[
+        "-L",
+        &format!("udp://127.0.0.1:{pa}/{echo}?keepalive=true&ttl=10s"),
+        "-F",
+        &format!("socks5://u:p@127.0.0.1:{pb}"),
+        "-F",
+        &format!("socks5://v:q@127.0.0.1:{pc}"),
+    ]);
+    assert_udp_echo(pa, &random_bytes(100 * 1024, 22), 1400);
+    c.wait_log("socks5 udp-over-tcp");
+}
+
+#[test]
+fn udp_through_a_node_that_cannot_carry_it_is_an_error() {
+    let echo = udp_echo_server();
+    let (pa, pb) = (free_udp_port(), free_port());
+    let _b = start(&["-L", &format!("http://127.0.0.1:{pb}")], pb);
+    let a = Gost::start(&[
+        "-L",
+        &format!("udp://127.0.0.1:{pa}/{echo}"),
+        "-F",
+        &format!("http://127.0.0.1:{pb}"),
+    ]);
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.connect(("127.0.0.1", pa)).unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    for _ in 0..50 {
+        let _ = c.send(b"x");
+        assert!(c.recv(&mut buf).is_err(), "no datagram may come back");
+        std::thread::sleep(Duration::from_millis(100));
+        if a.log().contains("UDP is not supported") {
+            return;
+        }
+    }
+    panic!("no error logged: {}", a.log());
+}
+
+/// `RSV FRAG ATYP ADDR PORT` of a SOCKS5 UDP datagram to an IPv4 target.
+fn socks5_udp_header(target: SocketAddr) -> Vec<u8> {
+    let SocketAddr::V4(t) = target else { panic!() };
+    let mut d = vec![0, 0, 0, 1];
+    d.extend_from_slice(&t.ip().octets());
+    d.extend_from_slice(&t.port().to_be_bytes());
+    d
+}
+
+#[test]
+fn socks5_udp_associate_through_a_socks5_chain() {
+    let (echo1, echo2) = (udp_echo_server(), udp_echo_server());
+    let (pa, pb) = (free_port(), free_port());
+    let b = start(
+        &["-D", "-L", &format!("socks5://127.0.0.1:{pb}?udp=true")],
+        pb,
+    );
+    let _a = start(
+        &[
+            "-L",
+            &format!("socks5://127.0.0.1:{pa}?udp=true"),
+            "-F",
+            &format!("socks5://127.0.0.1:{pb}"),
+        ],
+        pa,
+    );
+    let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+    let (code, control) = socks5_request(pa, 3, unspecified);
+    assert_eq!(code[1], 0, "associate granted");
+    let relay = SocketAddr::from((
+        [code[4], code[5], code[6], code[7]],
+        u16::from_be_bytes([code[8], code[9]]),
+    ));
+    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+    u.set_read_timeout(Some(TIMEOUT)).unwrap();
+    // Two targets over one association: each reply names its source.
+    for (i, echo) in [echo1, echo2, echo1].into_iter().enumerate() {
+        let payload = random_bytes(1000 + i, i as u64 + 30);
+        let mut d = socks5_udp_header(echo);
+        let header = d.len();
+        d.extend_from_slice(&payload);
+        u.send_to(&d, relay).unwrap();
+        let mut buf = [0u8; 4096];
+        let (n, _) = u.recv_from(&mut buf).expect("reply through the chain");
+        assert_eq!(&buf[..header], &d[..header], "reply names {echo}");
+        assert!(buf[header..n] == payload[..], "payload {i} differs");
+    }
+    b.wait_log("socks5 udp-over-tcp");
+    drop(control);
+}
+
+#[test]
+fn socks5_udp_associate_fails_when_the_chain_cannot_carry_udp() {
+    let (pa, pb) = (free_port(), free_port());
+    // b refuses UDP (no udp=true), so a's chain has no tunnel to offer.
+    let _b = start(&["-L", &format!("socks5://127.0.0.1:{pb}")], pb);
+    let _a = start(
+        &[
+            "-L",
+            &format!("socks5://127.0.0.1:{pa}?udp=true"),
+            "-F",
+            &format!("socks5://127.0.0.1:{pb}"),
+        ],
+        pa,
+    );
+    let (reply, _c) = socks5_request(pa, 3, SocketAddr::from(([0, 0, 0, 0], 0)));
+    assert_eq!(reply[1], 1, "general failure: {reply:?}");
 }
 
 #[test]
@@ -321,4 +489,66 @@ hops:
     let (status, _, err) = run_gost(&["-C", &cfg]);
     assert!(!status.success());
     assert!(err.contains("nodes.json"), "{err}");
+}
+
+#[test]
+fn dangling_chain_and_hop_references_stop_start_up_with_their_names() {
+    let dir = TempDir::new("dangling");
+    let cfg = dir.write(
+        "gost.yaml",
+        r#"
+services:
+- {name: s, addr: "127.0.0.1:0", handler: {type: http, chain: nowhere}, listener: {type: tcp}}
+- {name: t, addr: "127.0.0.1:0", handler: {type: http, chainGroup: {chains: [c]}}, listener: {type: tcp}}
+chains:
+- {name: c, hops: [{name: missing-hop}]}
+"#,
+    );
+    let (status, _, err) = run_gost(&["-C", &cfg]);
+    assert!(!status.success());
+    assert!(err.contains("handler.chain \"nowhere\" not found"), "{err}");
+    assert!(err.contains("hop \"missing-hop\" not found"), "{err}");
+}
+
+#[test]
+fn relay_connector_with_auth_in_a_three_process_chain() {
+    let echo = tcp_echo_server();
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let b = start(&["-D", "-L", &format!("relay://u:p@127.0.0.1:{pb}")], pb);
+    let _c = start(&["-L", &format!("socks5://127.0.0.1:{pc}")], pc);
+    let _a = start(
+        &[
+            "-L",
+            &format!("http://127.0.0.1:{pa}"),
+            "-F",
+            &format!("relay://u:p@127.0.0.1:{pb}?nodelay=true"),
+            "-F",
+            &format!("socks5://127.0.0.1:{pc}"),
+        ],
+        pa,
+    );
+    let (code, mut c) = http_connect(pa, echo);
+    assert_eq!(code, 200);
+    assert_echo(&mut c, &random_bytes(128 * 1024, 40));
+    b.wait_log("relay request");
+
+    // A wrong password is refused by the relay node: the client gets 503.
+    let pd = free_port();
+    let _d = start(
+        &[
+            "-L",
+            &format!("http://127.0.0.1:{pd}"),
+            "-F",
+            &format!("relay://u:wrong@127.0.0.1:{pb}?nodelay=true"),
+        ],
+        pd,
+    );
+    assert_eq!(http_connect(pd, echo).0, 503);
+}
+
+#[test]
+fn relay_connector_without_nodelay_is_refused_at_start_up() {
+    let (status, _, err) = run_gost(&["-L", "http://127.0.0.1:0", "-F", "relay://127.0.0.1:1"]);
+    assert!(!status.success());
+    assert!(err.contains("set nodelay=true"), "{err}");
 }

@@ -128,18 +128,121 @@ bypasses:
 }
 
 #[test]
-fn service_bypass_refuses_matching_targets() {
+fn service_bypass_refuses_matching_targets_as_gost_answers() {
     let (blocked, open) = (tcp_echo_server(), tcp_echo_server());
-    let pa = free_port();
-    let _a = start(
+    let (pa, ps, api) = (free_port(), free_port(), free_port());
+    let bypass = format!("bypass=127.0.0.1:{}&enableStats=true", blocked.port());
+    let g = start(
         &[
             "-L",
-            &format!("http://127.0.0.1:{pa}?bypass=127.0.0.1:{}", blocked.port()),
+            &format!("http://127.0.0.1:{pa}?{bypass}"),
+            "-L",
+            &format!("socks5://127.0.0.1:{ps}?{bypass}"),
+            "-api",
+            &format!("127.0.0.1:{api}"),
         ],
         pa,
     );
-    assert!(!works(pa, blocked));
+    g.wait_tcp(ps);
+    g.wait_tcp(api);
+    // HTTP: 403 Forbidden; SOCKS5: 0x02 "not allowed by ruleset".
+    assert_eq!(http_connect(pa, &blocked.to_string()).0, 403);
     assert!(works(pa, open));
+    let mut c = connect(ps);
+    c.write_all(&[5, 1, 0]).unwrap();
+    let mut sel = [0u8; 2];
+    c.read_exact(&mut sel).unwrap();
+    let SocketAddr::V4(t) = blocked else { panic!() };
+    let mut req = vec![5, 1, 0, 1];
+    req.extend_from_slice(&t.ip().octets());
+    req.extend_from_slice(&t.port().to_be_bytes());
+    c.write_all(&req).unwrap();
+    let mut reply = [0u8; 10];
+    c.read_exact(&mut reply).unwrap();
+    assert_eq!(reply[1], 0x02, "{reply:?}");
+    drop(c);
+    // A policy refusal is not a server error.
+    for svc in ["service-0", "service-1"] {
+        let s = wait_service(api, svc, |s| {
+            let st = &s["status"]["stats"];
+            st["totalConns"] != 0 && st["currentConns"] == 0
+        });
+        assert_eq!(s["status"]["stats"]["totalErrs"], 0, "{s}");
+    }
+}
+
+#[test]
+fn service_bypass_drops_udp_to_matching_targets() {
+    let (blocked, open) = (udp_echo_server(), udp_echo_server());
+    let (pb, po) = (free_udp_port(), free_udp_port());
+    let rule = format!("bypass=127.0.0.1:{}", blocked.port());
+    let g = Gost::start(&[
+        "-D",
+        "-L",
+        &format!("udp://127.0.0.1:{pb}/{blocked}?{rule}"),
+        "-L",
+        &format!("udp://127.0.0.1:{po}/{open}?{rule}"),
+    ]);
+    let echoed = |port: u16| {
+        let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        c.connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+            .unwrap();
+        (0..25).any(|_| {
+            let _ = c.send(b"ping");
+            let ok = c.recv(&mut [0u8; 8]).is_ok();
+            if !ok {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            ok
+        })
+    };
+    assert!(echoed(po), "the other target is reached");
+    assert!(!echoed(pb), "a bypassed target got a datagram through");
+    g.wait_log("refused by the service's bypass");
+}
+
+#[test]
+fn socks5_udp_drops_datagrams_to_bypassed_targets() {
+    let (blocked, open) = (udp_echo_server(), udp_echo_server());
+    let p = free_port();
+    let _g = start(
+        &[
+            "-L",
+            &format!(
+                "socks5://127.0.0.1:{p}?udp=true&bypass=127.0.0.1:{}",
+                blocked.port()
+            ),
+        ],
+        p,
+    );
+    let mut c = connect(p);
+    c.write_all(&[5, 1, 0]).unwrap();
+    c.read_exact(&mut [0u8; 2]).unwrap();
+    c.write_all(&[5, 3, 0, 1, 0, 0, 0, 0, 0, 0]).unwrap();
+    let mut r = [0u8; 10];
+    c.read_exact(&mut r).unwrap();
+    assert_eq!(r[1], 0, "associate granted");
+    let relay = SocketAddr::from(([r[4], r[5], r[6], r[7]], u16::from_be_bytes([r[8], r[9]])));
+    let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    u.set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .unwrap();
+    let dgram = |t: SocketAddr| {
+        let SocketAddr::V4(t) = t else { panic!() };
+        let mut d = vec![0, 0, 0, 1];
+        d.extend_from_slice(&t.ip().octets());
+        d.extend_from_slice(&t.port().to_be_bytes());
+        d.extend_from_slice(b"ping");
+        d
+    };
+    // The bypassed target first: if it were relayed, its echo would
+    // arrive before the open target's.
+    u.send_to(&dgram(blocked), relay).unwrap();
+    u.send_to(&dgram(open), relay).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, _) = u.recv_from(&mut buf).expect("the open target echoes");
+    assert_eq!(&buf[..n], &dgram(open)[..], "reply from the open target");
+    assert!(u.recv_from(&mut buf).is_err(), "bypassed target reached");
 }
 
 #[test]

@@ -9,6 +9,7 @@ use std::time::Instant;
 use tokio::net::TcpStream;
 
 use super::Node;
+use crate::connector::udp_tun::UdpTunnel;
 use crate::connector::ConnectError;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,21 +53,9 @@ impl RouteError {
 /// `chain`. A node that cannot be reached, or whose predecessor could not
 /// reach it, is marked failed; a node that worked is reset. A failure of
 /// the last connector to reach the target itself marks nothing: the target
-/// may be down, not the node. With metrics on, a route that fails before
-/// its last node counts a chain error, labelled as GOST does with the
-/// first node.
+/// may be down, not the node.
 pub async fn dial(chain: &str, nodes: &[Arc<Node>], target: &str) -> Result<TcpStream, RouteError> {
-    let first = &nodes[0];
-    let series = crate::metrics::chain_node(&first.metrics, chain, &first.name);
-    let mut stream = match reach_last(nodes, series).await {
-        Ok(s) => s,
-        Err(e) => {
-            if let Some(s) = series {
-                s.add_error();
-            }
-            return Err(e);
-        }
-    };
+    let mut stream = reach_last_counted(chain, nodes).await?;
     let last = &nodes[nodes.len() - 1];
     connect(last, &mut stream, target)
         .await
@@ -77,6 +66,40 @@ pub async fn dial(chain: &str, nodes: &[Arc<Node>], target: &str) -> Result<TcpS
             source,
         })?;
     Ok(stream)
+}
+
+/// A UDP tunnel through `nodes` (at least one) of the chain named `chain`
+/// from the last node to any target (GOST's route `Dial` with network
+/// `udp`): the nodes are reached as for TCP, then the last node's
+/// connector asks for the tunnel.
+pub async fn dial_udp(chain: &str, nodes: &[Arc<Node>]) -> Result<UdpTunnel, RouteError> {
+    let stream = reach_last_counted(chain, nodes).await?;
+    let last = &nodes[nodes.len() - 1];
+    let tunnel = match &last.connector {
+        Some(c) => c.udp_tunnel(stream).await,
+        // Forwarder nodes have no connector; they are never in a route.
+        None => Err(ConnectError::NoUdp {
+            connector: "forward",
+        }),
+    };
+    tunnel.map_err(|source| RouteError::Connect {
+        node: last.name.clone(),
+        addr: last.addr.clone(),
+        next: "udp tunnel".into(),
+        source,
+    })
+}
+
+/// [`reach_last`] with metrics on: a route that fails before its last
+/// node counts a chain error, labelled as GOST does with the first node.
+async fn reach_last_counted(chain: &str, nodes: &[Arc<Node>]) -> Result<TcpStream, RouteError> {
+    let first = &nodes[0];
+    let series = crate::metrics::chain_node(&first.metrics, chain, &first.name);
+    let reached = reach_last(nodes, series).await;
+    if let (Err(_), Some(s)) = (&reached, series) {
+        s.add_error();
+    }
+    reached
 }
 
 /// A stream to the last node, every node before it having connected to

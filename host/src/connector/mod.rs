@@ -5,8 +5,10 @@
 //! each connector reads exactly its protocol's reply and not one byte more.
 
 pub mod http;
+pub mod relay;
 pub mod socks4;
 pub mod socks5;
+pub mod udp_tun;
 
 use std::io;
 use std::time::Duration;
@@ -17,7 +19,9 @@ use crate::config::ConnectorConfig;
 use crate::metadata::MetadataError;
 
 /// Connector types this build implements, as GOST names them.
-pub const CONNECTORS: &[&str] = &["http", "socks4", "socks4a", "socks5", "socks", "forward"];
+pub const CONNECTORS: &[&str] = &[
+    "http", "socks4", "socks4a", "socks5", "socks", "forward", "relay",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -44,6 +48,9 @@ pub enum ConnectError {
         addr: String,
         msg: String,
     },
+    /// GOST's connector of this type cannot carry UDP either.
+    #[error("{connector} connector: UDP is not supported (use a socks5 node as the last hop)")]
+    NoUdp { connector: &'static str },
     #[error("{connector} connector: no reply within {timeout:?}")]
     Timeout {
         connector: &'static str,
@@ -57,6 +64,11 @@ pub enum ConnectorBuildError {
     Unsupported(String),
     #[error("connector metadata: {0}")]
     Metadata(#[from] MetadataError),
+    #[error("{connector} connector: {what} is not supported yet")]
+    Option {
+        connector: &'static str,
+        what: String,
+    },
 }
 
 /// Username and password a connector presents to its node.
@@ -71,6 +83,7 @@ pub enum Connector {
     Http(http::HttpConnector),
     Socks4(socks4::Socks4Connector),
     Socks5(socks5::Socks5Connector),
+    Relay(relay::RelayConnector),
     /// GOST's `forward`: the node is itself the destination, so nothing is
     /// said; the stream is used as it is.
     Forward,
@@ -99,7 +112,28 @@ impl Connector {
                 disable_4a: md.get_bool("disable4a")?.unwrap_or(false),
                 timeout,
             }),
-            "socks5" | "socks" => Connector::Socks5(socks5::Socks5Connector { auth, timeout }),
+            "socks5" | "socks" => {
+                // GOST's `relay: udp` carries UDP by ASSOCIATE to the node
+                // instead of the UDP-over-TCP tunnel.
+                if let Some(mode) = md.get_string("relay")?.filter(|m| !m.is_empty()) {
+                    return Err(ConnectorBuildError::Option {
+                        connector: "socks5",
+                        what: format!("metadata relay={mode} (UDP over the node's UDP ASSOCIATE)"),
+                    });
+                }
+                Connector::Socks5(socks5::Socks5Connector { auth, timeout })
+            }
+            "relay" => {
+                // See the relay module: only GOST's nodelay mode reads the
+                // response before the stream is handed on.
+                if md.get_bool("nodelay")? != Some(true) {
+                    return Err(ConnectorBuildError::Option {
+                        connector: "relay",
+                        what: "the default lazy response mode (set nodelay=true)".into(),
+                    });
+                }
+                Connector::Relay(relay::RelayConnector { auth, timeout })
+            }
             "forward" => Connector::Forward,
             other => return Err(ConnectorBuildError::Unsupported(other.to_string())),
         })
@@ -110,35 +144,60 @@ impl Connector {
             Connector::Http(_) => "http",
             Connector::Socks4(_) => "socks4",
             Connector::Socks5(_) => "socks5",
+            Connector::Relay(_) => "relay",
             Connector::Forward => "forward",
+        }
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        match self {
+            Connector::Http(c) => c.timeout,
+            Connector::Socks4(c) => c.timeout,
+            Connector::Socks5(c) => c.timeout,
+            Connector::Relay(c) => c.timeout,
+            Connector::Forward => None,
+        }
+    }
+
+    /// Runs one handshake within the connector's `timeout`, if it has one.
+    async fn timed<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, ConnectError>>,
+    ) -> Result<T, ConnectError> {
+        match self.timeout() {
+            Some(t) => tokio::time::timeout(t, work)
+                .await
+                .map_err(|_| ConnectError::Timeout {
+                    connector: self.name(),
+                    timeout: t,
+                })?,
+            None => work.await,
         }
     }
 
     /// Asks the node at the other end of `stream` to connect to `addr`
     /// (`host:port`) over TCP.
     pub async fn connect(&self, stream: &mut TcpStream, addr: &str) -> Result<(), ConnectError> {
-        let (timeout, name) = match self {
-            Connector::Http(c) => (c.timeout, "http"),
-            Connector::Socks4(c) => (c.timeout, "socks4"),
-            Connector::Socks5(c) => (c.timeout, "socks5"),
-            Connector::Forward => return Ok(()),
-        };
-        let work = async {
+        self.timed(async {
             match self {
                 Connector::Http(c) => c.connect(stream, addr).await,
                 Connector::Socks4(c) => c.connect(stream, addr).await,
                 Connector::Socks5(c) => c.connect(stream, addr).await,
+                Connector::Relay(c) => c.connect(stream, addr).await,
                 Connector::Forward => Ok(()),
             }
-        };
-        match timeout {
-            Some(t) => tokio::time::timeout(t, work)
-                .await
-                .map_err(|_| ConnectError::Timeout {
-                    connector: name,
-                    timeout: t,
-                })?,
-            None => work.await,
+        })
+        .await
+    }
+
+    /// Asks the node for a UDP tunnel to any target. As in GOST, only the
+    /// socks5 connector can.
+    pub async fn udp_tunnel(&self, stream: TcpStream) -> Result<udp_tun::UdpTunnel, ConnectError> {
+        match self {
+            Connector::Socks5(c) => self.timed(c.udp_tunnel(stream)).await,
+            other => Err(ConnectError::NoUdp {
+                connector: other.name(),
+            }),
         }
     }
 }
@@ -186,4 +245,40 @@ pub(crate) async fn write_all(
         .write_all(buf)
         .await
         .map_err(|source| ConnectError::Io { connector, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(json: &str) -> Result<Connector, ConnectorBuildError> {
+        let cfg: ConnectorConfig = serde_json::from_str(json).unwrap();
+        Connector::from_config(Some(&cfg))
+    }
+
+    #[test]
+    fn only_socks5_carries_udp_and_its_associate_mode_is_refused() {
+        assert_eq!(build(r#"{"type": "socks"}"#).unwrap().name(), "socks5");
+        let err = build(r#"{"type": "socks5", "metadata": {"relay": "udp"}}"#).unwrap_err();
+        assert!(err.to_string().contains("relay=udp"), "{err}");
+        let err = build(r#"{"type": "relay"}"#).unwrap_err();
+        assert!(err.to_string().contains("nodelay=true"), "{err}");
+        let relay = build(r#"{"type": "relay", "metadata": {"nodelay": true}}"#).unwrap();
+        assert_eq!(relay.name(), "relay");
+    }
+
+    #[tokio::test]
+    async fn a_connector_without_udp_says_so() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let s = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let err = build(r#"{"type": "http"}"#)
+            .unwrap()
+            .udp_tunnel(s)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "http connector: UDP is not supported (use a socks5 node as the last hop)"
+        );
+    }
 }

@@ -1,4 +1,5 @@
-//! SOCKS5 connector (GOST's `connector/socks/v5`), CONNECT only. GOST also
+//! SOCKS5 connector (GOST's `connector/socks/v5`): CONNECT, and UDP
+//! through GOST's UDP-over-TCP tunnel (see [`super::udp_tun`]). GOST also
 //! offers its TLS methods (0x80, 0x82) unless `notls` is set; this
 //! connector offers only no-auth and, with credentials, username/password.
 
@@ -7,11 +8,15 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
+use super::udp_tun::UdpTunnel;
 use super::{read_exact, split_addr, write_all, ConnectError, Credentials};
 
 const NAME: &str = "socks5";
 const METHOD_NO_AUTH: u8 = 0x00;
 const METHOD_USER_PASS: u8 = 0x02;
+const CMD_CONNECT: u8 = 1;
+/// GOST's UDP-over-TCP extension.
+const CMD_UDP_TUN: u8 = 0xF3;
 
 #[derive(Debug)]
 pub struct Socks5Connector {
@@ -20,7 +25,7 @@ pub struct Socks5Connector {
 }
 
 /// `ATYP DST.ADDR DST.PORT` for `host:port`.
-fn encode_addr(addr: &str) -> Result<Vec<u8>, ConnectError> {
+pub(super) fn encode_addr(addr: &str) -> Result<Vec<u8>, ConnectError> {
     let (host, port) = split_addr(NAME, addr)?;
     let mut out = Vec::with_capacity(host.len() + 4);
     match host.parse::<IpAddr>() {
@@ -104,8 +109,28 @@ impl Socks5Connector {
     }
 
     pub async fn connect(&self, stream: &mut TcpStream, addr: &str) -> Result<(), ConnectError> {
-        let mut req = vec![5, 1, 0];
-        req.extend_from_slice(&encode_addr(addr)?);
+        let dst = encode_addr(addr)?;
+        self.request(stream, CMD_CONNECT, &dst).await
+    }
+
+    /// Asks the node for GOST's UDP-over-TCP tunnel (command 0xF3 for
+    /// 0.0.0.0:0, as GOST's connector sends it); the node needs `udp=true`.
+    pub async fn udp_tunnel(&self, mut stream: TcpStream) -> Result<UdpTunnel, ConnectError> {
+        self.request(&mut stream, CMD_UDP_TUN, &[1, 0, 0, 0, 0, 0, 0])
+            .await?;
+        Ok(UdpTunnel::new(stream))
+    }
+
+    /// Negotiates, sends `cmd` for the encoded address and reads the whole
+    /// reply, so nothing of it is left on the stream.
+    async fn request(
+        &self,
+        stream: &mut TcpStream,
+        cmd: u8,
+        dst: &[u8],
+    ) -> Result<(), ConnectError> {
+        let mut req = vec![5, cmd, 0];
+        req.extend_from_slice(dst);
         self.negotiate(stream).await?;
         write_all(NAME, stream, &req).await?;
         // VER REP RSV ATYP, then the bound address, whose length ATYP gives.

@@ -5,14 +5,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::TcpStream;
 
 use super::{ConnContext, HandleFuture, Handler, HandlerError};
 use crate::chain::{Hop, Node, SelectContext, Strategy};
 use crate::listener::{Conn, UdpConn};
 use crate::metadata::{Metadata, MetadataError};
 use crate::relay::{self, RelayOptions};
-use crate::router::Router;
+use crate::router::{Router, UdpUpstream};
 
 /// Typed handler metadata, parsed once at start-up.
 #[derive(Debug, Clone, Default)]
@@ -118,7 +118,7 @@ impl ForwardHandler {
     }
 
     async fn handle_udp(&self, mut client: UdpConn, ctx: ConnContext) -> Result<(), HandlerError> {
-        let (upstream, node) = self
+        let (mut upstream, node) = self
             .dial(
                 &ctx,
                 "udp",
@@ -126,7 +126,7 @@ impl ForwardHandler {
             )
             .await?;
         tracing::debug!(service = %ctx.service, client = %ctx.peer, node = %node.name, "udp session");
-        relay_udp(&mut client, &upstream, &ctx).await
+        relay_udp(&mut client, &mut upstream, &ctx).await
     }
 }
 
@@ -135,7 +135,7 @@ impl ForwardHandler {
 /// first reply has been delivered (GOST's one-shot UDP exchange).
 pub(crate) async fn relay_udp(
     client: &mut UdpConn,
-    upstream: &UdpSocket,
+    upstream: &mut UdpUpstream,
     ctx: &ConnContext,
 ) -> Result<(), HandlerError> {
     let mut buf = vec![0u8; client.max_datagram.max(1)];
@@ -149,7 +149,7 @@ pub(crate) async fn relay_udp(
                     s.add_input(dgram.len() as u64);
                 }
                 match upstream.send(&dgram).await {
-                    Ok(_) => {}
+                    Ok(()) => {}
                     // A closed port answers with ICMP; the datagram is lost
                     // as it would be without a proxy.
                     Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}

@@ -383,7 +383,7 @@ impl HttpHandler {
         let upstream = match self.router.dial_tcp(&addr).await {
             Ok(s) => s,
             Err(e) => {
-                self.reply_error(client, 503).await;
+                self.reply_error(client, dial_status(&e)).await;
                 return Err(e.into());
             }
         };
@@ -466,7 +466,7 @@ impl HttpHandler {
         let upstream = match self.router.dial_tcp(&prepared.addr).await {
             Ok(s) => s,
             Err(e) => {
-                self.reply_error(client, 503).await;
+                self.reply_error(client, dial_status(&e)).await;
                 return Err(e.into());
             }
         };
@@ -1324,6 +1324,16 @@ impl Decoder {
                 },
             }
         }
+    }
+}
+
+/// The status for a target the router could not reach: GOST answers a
+/// target its bypass refuses with 403, any other failure with 503.
+fn dial_status(e: &crate::router::DialError) -> u16 {
+    if e.is_bypass() {
+        403
+    } else {
+        503
     }
 }
 

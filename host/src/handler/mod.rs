@@ -62,10 +62,8 @@ impl HandlerError {
         match self {
             HandlerError::Relay(e) => e.is_server_error(),
             HandlerError::Io(e) => !crate::relay::is_disconnect(e),
-            HandlerError::NoNode
-            | HandlerError::Dial(_)
-            | HandlerError::Protocol(_)
-            | HandlerError::Plugin(_) => true,
+            HandlerError::Dial(e) => !e.is_bypass(),
+            HandlerError::NoNode | HandlerError::Protocol(_) | HandlerError::Plugin(_) => true,
         }
     }
 }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::TcpStream;
 
 use super::forward::ForwardHandler;
 use super::stream::ClientStream;
@@ -29,7 +29,7 @@ use crate::auth::Auther;
 use crate::listener::Conn;
 use crate::metadata::{Metadata, MetadataError};
 use crate::relay::{self, RelayOptions};
-use crate::router::Router;
+use crate::router::{Router, UdpUpstream};
 
 const VERSION: u8 = 1;
 const CMD_CONNECT: u8 = 0x01;
@@ -193,7 +193,7 @@ impl RelayHandler {
             return Err(HandlerError::Protocol("relay: target not specified".into()));
         }
         if req.udp {
-            let sock = match self.router.dial_udp(&req.addr).await {
+            let mut sock = match self.router.dial_udp(&req.addr).await {
                 Ok(s) => s,
                 Err(e) => {
                     let _ = client
@@ -203,15 +203,24 @@ impl RelayHandler {
                 }
             };
             client.write_all(&response(STATUS_OK)).await?;
-            return relay_datagrams(client.into_inner(), &sock, ctx, self.opts.udp_buffer_size)
-                .await;
+            return relay_datagrams(
+                client.into_inner(),
+                &mut sock,
+                ctx,
+                self.opts.udp_buffer_size,
+            )
+            .await;
         }
         let upstream = match self.router.dial_tcp(&req.addr).await {
             Ok(s) => s,
             Err(e) => {
-                let _ = client
-                    .write_all(&response(STATUS_NETWORK_UNREACHABLE))
-                    .await;
+                // GOST answers a target its bypass refuses "forbidden".
+                let status = if e.is_bypass() {
+                    STATUS_FORBIDDEN
+                } else {
+                    STATUS_NETWORK_UNREACHABLE
+                };
+                let _ = client.write_all(&response(status)).await;
                 return Err(e.into());
             }
         };
@@ -229,7 +238,7 @@ impl RelayHandler {
         network: &str,
     ) -> Result<(), HandlerError> {
         if network == "udp" {
-            let (sock, _node) = match fwd
+            let (mut sock, _node) = match fwd
                 .dial(
                     ctx,
                     "udp",
@@ -244,8 +253,13 @@ impl RelayHandler {
                 }
             };
             client.write_all(&response(STATUS_OK)).await?;
-            return relay_datagrams(client.into_inner(), &sock, ctx, self.opts.udp_buffer_size)
-                .await;
+            return relay_datagrams(
+                client.into_inner(),
+                &mut sock,
+                ctx,
+                self.opts.udp_buffer_size,
+            )
+            .await;
         }
         let (upstream, _node) = match fwd
             .dial(
@@ -396,7 +410,7 @@ fn parse_addr(b: &[u8]) -> Result<String, String> {
 /// client closes.
 async fn relay_datagrams(
     mut client: TcpStream,
-    sock: &UdpSocket,
+    sock: &mut UdpUpstream,
     ctx: &ConnContext,
     buffer_size: usize,
 ) -> Result<(), HandlerError> {
@@ -410,7 +424,7 @@ async fn relay_datagrams(
                 break;
             }
             match sock.send(&inbuf[2..2 + len]).await {
-                Ok(_) => {}
+                Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
                 Err(e) => return Err(e.into()),
             }

@@ -193,9 +193,9 @@ impl WasmForwardHandler {
                 Ok(())
             }
             Conn::Udp(mut client) => {
-                let upstream = self.dial(&ctx, node, self.router.dial_udp(&addr)).await?;
+                let mut upstream = self.dial(&ctx, node, self.router.dial_udp(&addr)).await?;
                 tracing::debug!(service = %ctx.service, client = %ctx.peer, dst = %addr, "udp session (wasm)");
-                crate::handler::forward::relay_udp(&mut client, &upstream, &ctx).await
+                crate::handler::forward::relay_udp(&mut client, &mut upstream, &ctx).await
             }
         }
     }

@@ -9,7 +9,7 @@
 
 mod bind;
 pub mod udp;
-mod udptun;
+pub(crate) mod udptun;
 pub mod v4;
 pub mod v5;
 

@@ -21,7 +21,9 @@ use super::v5::{
     put_addr, reply, ATYP_DOMAIN, ATYP_IPV4, ATYP_IPV6, REP_GENERAL_FAILURE, REP_SUCCEEDED,
 };
 use super::{Handshake, TargetAddr};
+use crate::connector::udp_tun::UdpTunnel;
 use crate::handler::{ConnContext, HandlerError};
+use crate::router::{DialError, Router};
 
 /// Longest header the relay puts before a reply: RSV FRAG ATYP, an IPv6
 /// address and a port. Replies never carry a domain name.
@@ -36,13 +38,22 @@ pub(super) async fn associate(
     mut hs: Handshake,
     ctx: &ConnContext,
     buffer_size: usize,
-    resolve_timeout: Duration,
+    router: &Router,
 ) -> Result<(), HandlerError> {
     let control = hs.io.get_ref();
     let local_ip = control.local_addr()?.ip().to_canonical();
     let client_ip = control.peer_addr()?.ip().to_canonical();
     let relay = match UdpSocket::bind((local_ip, 0)).await {
         Ok(s) => s,
+        Err(e) => {
+            let _ = hs.write(&reply(REP_GENERAL_FAILURE, None)).await;
+            return Err(e.into());
+        }
+    };
+    // As GOST, the chain is dialed before the reply, so a client learns
+    // at once that its datagrams could not go anywhere.
+    let targets = match Targets::through(router).await {
+        Ok(t) => t,
         Err(e) => {
             let _ = hs.write(&reply(REP_GENERAL_FAILURE, None)).await;
             return Err(e.into());
@@ -56,12 +67,13 @@ pub(super) async fn associate(
         relay,
         client_ip,
         client_addr: None,
-        targets: Targets::new(resolve_timeout),
+        targets,
         ctx,
     };
     let mut from_client = vec![0u8; REQUEST_HEADER_MAX + buffer_size];
     let mut from_v4 = vec![0u8; REPLY_HEADER_MAX + buffer_size];
     let mut from_v6 = vec![0u8; REPLY_HEADER_MAX + buffer_size];
+    let mut from_tunnel = vec![0u8; REPLY_HEADER_MAX + buffer_size];
     let mut control_buf = [0u8; 256];
     loop {
         tokio::select! {
@@ -84,6 +96,15 @@ pub(super) async fn associate(
             r = recv_from(assoc.targets.v6.as_ref(), &mut from_v6[REPLY_HEADER_MAX..]) => {
                 assoc.on_target_datagram(r, &mut from_v6).await
             }
+            r = recv_tunnel(assoc.targets.tunnel.as_mut(), &mut from_tunnel[REPLY_HEADER_MAX..]) => {
+                // The chain's stream is gone or broken: no datagram can
+                // reach a target any more.
+                if let Err(e) = &r {
+                    tracing::debug!(service = %ctx.service, client = %ctx.peer, error = %e, "socks5 udp: chain tunnel ended");
+                    break;
+                }
+                assoc.on_target_datagram(r, &mut from_tunnel).await
+            }
         }
     }
     tracing::debug!(service = %ctx.service, client = %ctx.peer, relay = %relay_addr, "socks5 udp association closed");
@@ -101,6 +122,17 @@ pub(super) async fn recv_from(
     }
 }
 
+/// Receives from the chain's tunnel, if datagrams go through one.
+pub(super) async fn recv_tunnel(
+    tunnel: Option<&mut UdpTunnel>,
+    buf: &mut [u8],
+) -> io::Result<(usize, SocketAddr)> {
+    match tunnel {
+        Some(t) => t.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
 struct Association<'a> {
     /// Faces the client.
     relay: UdpSocket,
@@ -112,11 +144,16 @@ struct Association<'a> {
 }
 
 /// The sockets facing the targets, one per address family, opened on
-/// first use.
+/// first use; or, when the service has a chain, the tunnel from its last
+/// node, which every datagram takes.
 pub(super) struct Targets {
     pub(super) v4: Option<UdpSocket>,
     pub(super) v6: Option<UdpSocket>,
+    pub(super) tunnel: Option<UdpTunnel>,
     resolve_timeout: Duration,
+    /// The service's bypass: datagrams to targets it matches are dropped,
+    /// as GOST's UDP relay does.
+    bypass: Option<std::sync::Arc<crate::bypass::BypassGroup>>,
 }
 
 impl Targets {
@@ -124,13 +161,37 @@ impl Targets {
         Targets {
             v4: None,
             v6: None,
+            tunnel: None,
             resolve_timeout,
+            bypass: None,
         }
+    }
+
+    /// Targets reached the way `router` goes: through its chain when it
+    /// routes datagrams through one, directly otherwise.
+    pub(super) async fn through(router: &Router) -> Result<Self, DialError> {
+        let mut t = Targets::new(router.dial_timeout);
+        t.tunnel = router.dial_udp_association().await?;
+        t.bypass = router.bypass.clone();
+        Ok(t)
     }
 
     /// Sends a payload to a target. Failures drop the datagram, as a lost
     /// datagram would be.
     pub(super) async fn send(&mut self, target: TargetAddr, payload: &[u8]) {
+        if let Some(b) = &self.bypass {
+            let dst = target.to_string();
+            if b.contains("udp", &dst) {
+                tracing::debug!(dst, "socks5 udp: datagram to a bypassed target dropped");
+                return;
+            }
+        }
+        if let Some(t) = &mut self.tunnel {
+            if let Err(e) = t.send_to(payload, &target.to_string()).await {
+                tracing::debug!(dst = %target, error = %e, "socks5 udp: send through the chain");
+            }
+            return;
+        }
         let dst = match target {
             TargetAddr::Ip(a) => a,
             TargetAddr::Domain(host, port) => match self.resolve(&host, port).await {

@@ -13,7 +13,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
 
-use super::udp::{parse_addr, recv_from, Targets};
+use super::udp::{parse_addr, recv_from, recv_tunnel, Targets};
 use super::v5::{
     put_addr, reply, ATYP_DOMAIN, ATYP_IPV4, ATYP_IPV6, REP_GENERAL_FAILURE, REP_SUCCEEDED,
 };
@@ -34,12 +34,11 @@ pub(super) async fn serve(
     router: &Router,
     buffer_size: usize,
 ) -> Result<(), HandlerError> {
-    let mut targets = Targets::new(router.dial_timeout);
-    let bound = match open(target, &mut targets).await {
-        Ok(a) => a,
+    let (mut targets, bound) = match open(target, router).await {
+        Ok(x) => x,
         Err(e) => {
             let _ = hs.write(&reply(REP_GENERAL_FAILURE, None)).await;
-            return Err(e.into());
+            return Err(e);
         }
     };
     hs.write(&reply(REP_SUCCEEDED, Some(bound))).await?;
@@ -49,6 +48,7 @@ pub(super) async fn serve(
     let (mut rd, mut wr) = stream.split();
     let mut from_v4 = vec![0u8; HEADER_ROOM + buffer_size];
     let mut from_v6 = vec![0u8; HEADER_ROOM + buffer_size];
+    let mut from_tunnel = vec![0u8; HEADER_ROOM + buffer_size];
     loop {
         while let Some((dst, start, end)) = next_frame(&inbuf).map_err(protocol)? {
             targets.send(dst, &inbuf[start..end]).await;
@@ -71,6 +71,13 @@ pub(super) async fn serve(
             }
             r = recv_from(targets.v4.as_ref(), &mut from_v4[HEADER_ROOM..]) => (r, &mut from_v4),
             r = recv_from(targets.v6.as_ref(), &mut from_v6[HEADER_ROOM..]) => (r, &mut from_v6),
+            r = recv_tunnel(targets.tunnel.as_mut(), &mut from_tunnel[HEADER_ROOM..]) => {
+                if let Err(e) = &r {
+                    tracing::debug!(service = %ctx.service, client = %ctx.peer, error = %e, "socks5 udp-over-tcp: chain tunnel ended");
+                    break;
+                }
+                (r, &mut from_tunnel)
+            }
         };
         let (n, from) = match r {
             Ok(x) => x,
@@ -99,12 +106,22 @@ pub(super) async fn serve(
     Ok(())
 }
 
-/// Opens the socket the request asks for and returns the address to report.
-async fn open(target: &TargetAddr, targets: &mut Targets) -> std::io::Result<SocketAddr> {
+/// Opens what the request asks for and returns it with the address to
+/// report: for port 0 a relay, through the service's chain when it has
+/// one (GOST's UDP through a chain of socks5 nodes), else a socket bound
+/// on this host.
+async fn open(target: &TargetAddr, router: &Router) -> Result<(Targets, SocketAddr), HandlerError> {
     let port = match target {
         TargetAddr::Ip(a) => a.port(),
         TargetAddr::Domain(_, p) => *p,
     };
+    let mut targets = Targets::through(router).await?;
+    if let Some(t) = &targets.tunnel {
+        let bound = t
+            .local_addr()
+            .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+        return Ok((targets, bound));
+    }
     let sock = if port == 0 {
         UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await?
     } else {
@@ -116,12 +133,12 @@ async fn open(target: &TargetAddr, targets: &mut Targets) -> std::io::Result<Soc
     } else {
         targets.v6 = Some(sock);
     }
-    Ok(bound)
+    Ok((targets, bound))
 }
 
 /// The first complete frame in `buf`: its target and the payload's range.
 /// `Ok(None)` while incomplete; an error for a frame that cannot be read.
-fn next_frame(buf: &[u8]) -> Result<Option<(TargetAddr, usize, usize)>, String> {
+pub(crate) fn next_frame(buf: &[u8]) -> Result<Option<(TargetAddr, usize, usize)>, String> {
     if buf.len() < 4 {
         return Ok(None);
     }

@@ -161,7 +161,7 @@ impl Socks5Handler {
                     hs,
                     &ctx,
                     self.opts.udp_buffer_size,
-                    self.router.dial_timeout,
+                    &self.router,
                 ))
                 .await
             }
@@ -337,6 +337,7 @@ async fn read_request(hs: &mut Handshake) -> Result<Request, (u8, ReadError)> {
 /// The reply code for a failed dial, from what the OS reported.
 fn dial_reply_code(e: &DialError) -> u8 {
     match e {
+        DialError::Bypassed { .. } => REP_NOT_ALLOWED,
         DialError::Timeout { .. } => REP_HOST_UNREACHABLE,
         DialError::Io { source, .. } => match source.kind() {
             io::ErrorKind::ConnectionRefused => REP_CONN_REFUSED,
@@ -367,7 +368,7 @@ pub(super) fn put_addr(out: &mut Vec<u8>, addr: SocketAddr) {
 
 /// Appends `ATYP ADDR PORT` for a host given as text: an IP when it is
 /// one, else a domain name (cut to the 255 bytes SOCKS allows).
-pub(super) fn put_host(out: &mut Vec<u8>, host: &str, port: u16) {
+pub(crate) fn put_host(out: &mut Vec<u8>, host: &str, port: u16) {
     match host.trim_matches(['[', ']']).parse::<IpAddr>() {
         Ok(ip) => put_addr(out, SocketAddr::new(ip, port)),
         Err(_) => {
@@ -448,6 +449,11 @@ mod tests {
             dial_reply_code(&io_err(io::ErrorKind::PermissionDenied)),
             REP_GENERAL_FAILURE
         );
+        let bypassed = DialError::Bypassed {
+            network: "tcp",
+            addr: "x:1".into(),
+        };
+        assert_eq!(dial_reply_code(&bypassed), REP_NOT_ALLOWED);
     }
 
     #[test]

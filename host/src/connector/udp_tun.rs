@@ -1,0 +1,138 @@
+//! The client side of GOST's UDP-over-TCP (SOCKS5 command 0xF3): after
+//! the socks5 connector has asked its node for a UDP tunnel, datagrams
+//! travel on the chain's TCP stream as frames `LEN(2) FRAG ATYP ADDR PORT
+//! PAYLOAD`, each naming its target on the way out and its source on the
+//! way back. This is how GOST carries UDP through a chain.
+
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use crate::handler::socks::TargetAddr;
+
+/// GOST marks tunnelled frames with this FRAG value.
+const FRAG_TUN: u8 = 0xFF;
+/// The largest frame: a header with a 255-byte name and a 64 KiB payload.
+const MAX_FRAME: usize = 3 + 2 + 255 + 2 + u16::MAX as usize;
+
+/// Datagrams to any target through the last node of a route.
+#[derive(Debug)]
+pub struct UdpTunnel {
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    /// Bytes of frames not yet complete, kept between reads so
+    /// [`UdpTunnel::recv_from`] can be cancelled without losing any.
+    inbuf: Vec<u8>,
+    local: Option<SocketAddr>,
+}
+
+impl UdpTunnel {
+    /// Wraps a stream whose node has granted the tunnel.
+    pub fn new(stream: TcpStream) -> Self {
+        let local = stream.local_addr().ok();
+        let (rd, wr) = stream.into_split();
+        UdpTunnel {
+            rd,
+            wr,
+            inbuf: Vec::new(),
+            local,
+        }
+    }
+
+    /// The local address of the stream to the first node.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local
+    }
+
+    /// Sends one datagram to `target` (`host:port`); names are resolved by
+    /// the last node, so the target's DNS stays on the far side.
+    pub async fn send_to(&mut self, payload: &[u8], target: &str) -> io::Result<()> {
+        let len = u16::try_from(payload.len()).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "datagram longer than 65535 bytes",
+            )
+        })?;
+        let (host, port) = super::split_addr("socks5", target)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let mut frame = Vec::with_capacity(3 + 1 + 1 + host.len() + 2 + payload.len());
+        frame.extend_from_slice(&len.to_be_bytes());
+        frame.push(FRAG_TUN);
+        crate::handler::socks::v5::put_host(&mut frame, &host, port);
+        frame.extend_from_slice(payload);
+        self.wr.write_all(&frame).await
+    }
+
+    /// Receives the next datagram into `buf` (cut to its length) and the
+    /// address it came from. Cancel-safe: a partly read frame is kept.
+    /// Frames whose source is a name rather than an address are dropped,
+    /// as there is no address to report for them.
+    pub async fn recv_from(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        loop {
+            let frame = crate::handler::socks::udptun::next_frame(&self.inbuf)
+                .map_err(|msg| io::Error::new(io::ErrorKind::InvalidData, msg))?;
+            if let Some((src, start, end)) = frame {
+                let n = (end - start).min(buf.len());
+                buf[..n].copy_from_slice(&self.inbuf[start..start + n]);
+                self.inbuf.drain(..end);
+                match src {
+                    TargetAddr::Ip(a) => return Ok((n, a)),
+                    TargetAddr::Domain(..) => {
+                        tracing::trace!(src = %src, "udp tunnel: frame from a name dropped");
+                        continue;
+                    }
+                }
+            }
+            self.inbuf
+                .reserve(MAX_FRAME.saturating_sub(self.inbuf.len()).min(8192));
+            if self.rd.read_buf(&mut self.inbuf).await? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "udp tunnel closed by the node",
+                ));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    #[tokio::test]
+    async fn frames_out_and_back_with_partial_reads() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut tun = UdpTunnel::new(c);
+        tun.send_to(b"hi", "a.b:53").await.unwrap();
+        let mut out = [0u8; 12];
+        s.read_exact(&mut out).await.unwrap();
+        assert_eq!(out, [0, 2, 0xFF, 3, 3, b'a', b'.', b'b', 0, 53, b'h', b'i']);
+
+        // A frame from a name (dropped), then one from an address, split
+        // across writes.
+        let server = tokio::spawn(async move {
+            s.write_all(&[0, 1, 0xFF, 3, 1, b'x', 0, 1, b'!'])
+                .await
+                .unwrap();
+            s.write_all(&[0, 3, 0xFF, 1, 127, 0]).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            s.write_all(&[0, 1, 0, 9, b'a', b'b', b'c']).await.unwrap();
+            s
+        });
+        let mut buf = [0u8; 8];
+        let (n, from) = tun.recv_from(&mut buf).await.unwrap();
+        assert_eq!(
+            (&buf[..n], from),
+            (&b"abc"[..], "127.0.0.1:9".parse().unwrap())
+        );
+        drop(server.await.unwrap());
+        let err = tun.recv_from(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+}
