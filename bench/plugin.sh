@@ -30,29 +30,11 @@ systems:
 EOF2
 }
 
-QUICK=0
-ROUNDS=""
-SYSTEMS=$ALL_SYSTEMS
-WINDOW=""
-BUILD=1
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --quick) QUICK=1 ;;
-        --rounds) ROUNDS="$2"; shift ;;
-        --systems) SYSTEMS="$2"; shift ;;
-        --seconds) WINDOW="$2"; shift ;;
-        --no-build) BUILD=0 ;;
-        -h|--help) usage; exit 0 ;;
-        *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
-    esac
-    shift
-done
-for sys in $SYSTEMS; do
-    case " $ALL_SYSTEMS " in
-        *" $sys "*) ;;
-        *) echo "unknown system '$sys' in --systems ($ALL_SYSTEMS)" >&2; exit 2 ;;
-    esac
-done
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+parse_args "$@"
+
 if [ "$QUICK" = 1 ]; then
     ROUNDS=${ROUNDS:-2}; WINDOW=${WINDOW:-2}; BULK_S=2; WARMUP=0.3
 else
@@ -61,21 +43,11 @@ fi
 KA_CONNS=50
 CR_WORKERS=32
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-LG=$TARGET_DIR/release/loadgen
-GOST=${GOST_BIN:-$TARGET_DIR/release/gost}
+bench_paths plugin
 PLUGIN=$ROOT/plugins/target/wasm32-wasip2/release/socks5.wasm
-STAMP=$(date +%Y%m%d-%H%M%S)
-RESULTS_DIR=$ROOT/bench/results
-OUT=$RESULTS_DIR/plugin-$STAMP.txt
 
-# shellcheck source=bench/lib.sh
-. "$ROOT/bench/lib.sh"
-
-cd "$ROOT" || exit 1
+build_binaries native wasm wasm-isolated
 if [ "$BUILD" = 1 ]; then
-    cargo build --release -p gost-host -p gost-loadgen || exit 1
     if ! rustc --print target-libdir --target wasm32-wasip2 >/dev/null 2>&1 ||
         [ ! -d "$(rustc --print target-libdir --target wasm32-wasip2)" ]; then
         rustup target add wasm32-wasip2 || exit 1
@@ -86,11 +58,7 @@ for f in "$LG" "$GOST" "$PLUGIN"; do
     [ -e "$f" ] || { log "missing $f (build failed?)"; exit 1; }
 done
 
-if [ "$(nproc)" -ge 2 ]; then PROXY_CPU=0; LOAD_CPU=1; else PROXY_CPU=0; LOAD_CPU=0; fi
-TMP=$(mktemp -d /tmp/gost-bench-plugin.XXXXXX)
-PIDS=()
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+setup_run plugin
 
 start_targets
 
@@ -131,11 +99,8 @@ run_system() {
     PROXY_PID=""
 }
 
-mkdir -p "$RESULTS_DIR"
 {
-    echo "# gost-rs wasm handler benchmark, $STAMP"
-    echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)"
-    echo "kernel: $(uname -r); cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'); cores: $(nproc)"
+    header_common "gost-rs wasm handler benchmark"
     echo "pinning: proxy on core $PROXY_CPU; load generator + target servers on core $LOAD_CPU"
     echo "systems: $SYSTEMS; rounds: $ROUNDS (interleaved, order rotated each round)"
     echo "plugin: $PLUGIN ($(stat -c %s "$PLUGIN") bytes)"
@@ -144,30 +109,9 @@ mkdir -p "$RESULTS_DIR"
 cat "$TMP/header.txt" >&2
 : >"$TMP/results.jsonl"
 
-read -r -a ORDER <<<"$SYSTEMS"
-for round in $(seq "$ROUNDS"); do
-    n=${#ORDER[@]}
-    for i in $(seq 0 $((n - 1))); do
-        run_system "${ORDER[$(( (i + round - 1) % n ))]}" "$round"
-    done
-done
+run_rounds
 
 REF=native
 has native || REF=none
 TABLE=$("$LG" report "$TMP/results.jsonl" --baseline direct --reference "$REF" 2>/dev/null || echo "(no results)")
-{
-    cat "$TMP/header.txt"
-    echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo
-    echo "$TABLE"
-    echo
-    echo "## Per-run output"
-    cat "$TMP/human.log"
-    echo
-    echo "## Result lines (JSON)"
-    cat "$TMP/results.jsonl"
-} >"$OUT"
-echo
-echo "$TABLE"
-echo
-echo "Full results: $OUT"
+write_report "$TABLE"
