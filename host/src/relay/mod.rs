@@ -441,22 +441,24 @@ mod tests {
         (a, b)
     }
 
+    fn spawn_counted(
+        client_side: TcpStream,
+        upstream_side: TcpStream,
+        stats: Arc<Stats>,
+    ) -> tokio::task::JoinHandle<Result<Transferred, RelayError>> {
+        tokio::spawn(async move {
+            let opts = RelayOptions::default();
+            relay_tcp(&client_side, &upstream_side, Some(&stats), &opts).await
+        })
+    }
+
     #[tokio::test]
     async fn relays_both_ways_with_half_close_and_counts() {
         // user <-> client_side [relay] upstream_side <-> server
         let (mut user, client_side) = pair().await;
         let (upstream_side, mut server) = pair().await;
         let stats = Arc::new(Stats::default());
-        let st = stats.clone();
-        let relay = tokio::spawn(async move {
-            relay_tcp(
-                &client_side,
-                &upstream_side,
-                Some(&st),
-                &RelayOptions::default(),
-            )
-            .await
-        });
+        let relay = spawn_counted(client_side, upstream_side, stats.clone());
         let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         user.write_all(&payload).await.unwrap();
         user.shutdown().await.unwrap();
@@ -524,16 +526,7 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         let stats = Arc::new(Stats::default());
-        let st = stats.clone();
-        let relay = tokio::spawn(async move {
-            relay_tcp(
-                &client_side,
-                &upstream_side,
-                Some(&st),
-                &RelayOptions::default(),
-            )
-            .await
-        });
+        let relay = spawn_counted(client_side, upstream_side, stats.clone());
         let mut got = Vec::new();
         server.read_to_end(&mut got).await.unwrap();
         assert!(
