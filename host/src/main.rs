@@ -83,6 +83,10 @@ async fn run(args: &[String]) -> anyhow::Result<ExitCode> {
     }
     let api_cfg = config.api.clone().filter(|a| !a.addr.is_empty());
     let metrics_cfg = config.metrics.clone().filter(|m| !m.addr.is_empty());
+    // Registered before any port is bound: a signal sent as soon as a port
+    // accepts must stop (or reload) gost, not kill it by the default action.
+    let stop_signals = StopSignals::new();
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let built = match app::build(config) {
         Ok(b) => b,
         Err(errors) => {
@@ -124,15 +128,20 @@ async fn run(args: &[String]) -> anyhow::Result<ExitCode> {
         let router = metrics::http::router(app.clone(), &m);
         serve_http("metrics", &m.addr, router, shutdown.clone()).await?;
     }
-    tokio::spawn(reload_on_signal(app.clone(), parsed.reload));
+    tokio::spawn(reload_on_signal(app.clone(), hup, parsed.reload));
 
     let token = shutdown.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        let Some(mut signals) = stop_signals else {
+            // Without signal handlers the process can still be killed;
+            // never treat that as a request to stop.
+            return;
+        };
+        signals.recv().await;
         tracing::info!("shutting down");
         token.cancel();
         // A second signal means "now": skip the drain.
-        wait_for_signal().await;
+        signals.recv().await;
         std::process::exit(130);
     });
     built.run(shutdown).await;
@@ -142,9 +151,12 @@ async fn run(args: &[String]) -> anyhow::Result<ExitCode> {
 /// SIGHUP, and every `-R` period when given, reads the config again and
 /// applies the difference, as GOST does; a bad config is logged and the
 /// running one kept.
-async fn reload_on_signal(app: Arc<app::App>, period: Option<std::time::Duration>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+async fn reload_on_signal(
+    app: Arc<app::App>,
+    hup: std::io::Result<tokio::signal::unix::Signal>,
+    period: Option<std::time::Duration>,
+) {
+    let Ok(mut hup) = hup else {
         tracing::warn!("cannot listen for SIGHUP; reload by signal is off");
         return;
     };
@@ -218,19 +230,25 @@ fn spawn_http<L>(
     });
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        // Without signal handlers the process can still be killed; never
-        // treat that as a request to stop.
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
+/// SIGINT and SIGTERM, the two ways to ask gost to stop.
+struct StopSignals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> Option<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Some(StopSignals {
+            int: signal(SignalKind::interrupt()).ok()?,
+            term: signal(SignalKind::terminate()).ok()?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
     }
 }

@@ -12,6 +12,10 @@ use tokio::sync::mpsc;
 /// parent exits with the failed child's code; GOST exits at once and leaves
 /// the other children running, orphaned.
 pub async fn run(groups: Vec<Vec<String>>) -> anyhow::Result<ExitCode> {
+    // Before any child exists, so a signal sent as soon as one serves is
+    // forwarded instead of killing the parent by the default action.
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
     let exe = std::env::current_exe()?;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut pids: Vec<Option<u32>> = Vec::with_capacity(groups.len());
@@ -41,8 +45,6 @@ pub async fn run(groups: Vec<Vec<String>>) -> anyhow::Result<ExitCode> {
     }
     drop(done_tx);
 
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
     let mut code: u8 = 0;
     loop {
         tokio::select! {

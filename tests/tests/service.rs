@@ -167,6 +167,26 @@ fn graceful_stop_drains_live_connections_and_refuses_new_ones() {
     assert!(status.success(), "{}", g.log());
 }
 
+#[test]
+fn sigterm_as_soon_as_the_port_accepts_is_a_graceful_stop() {
+    let echo = tcp_echo_server();
+    // The signal races gost's start-up: sent the moment the port accepts,
+    // with no pause, over a few rounds.
+    for _ in 0..5 {
+        let port = free_port();
+        let mut g = Gost::start(&["-L", &format!("tcp://127.0.0.1:{port}/{echo}")]);
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "port {port} never opened"
+            );
+        }
+        let status = g.stop();
+        assert!(status.success(), "{status:?}\n{}", g.log());
+    }
+}
+
 fn child_pids(pid: i32) -> Vec<i32> {
     let text =
         std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
