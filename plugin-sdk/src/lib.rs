@@ -203,6 +203,36 @@ pub mod observer {
 
     pub use bindings::{Event, EventData, Stats, Status};
 
+    impl Event {
+        /// The event in the JSON shape of GOST's observer events, as
+        /// GOST's HTTP observer plugins receive them, so a sink can pass it
+        /// on unchanged.
+        pub fn to_json(&self) -> serde_json::Value {
+            use serde_json::json;
+            let mut v = json!({"kind": self.kind, "service": self.service});
+            if !self.client.is_empty() {
+                v["client"] = json!(self.client);
+            }
+            match &self.data {
+                EventData::Status(s) => {
+                    v["type"] = json!("status");
+                    v["status"] = json!({"state": s.state, "msg": s.msg});
+                }
+                EventData::Stats(s) => {
+                    v["type"] = json!("stats");
+                    v["stats"] = json!({
+                        "totalConns": s.total_conns,
+                        "currentConns": s.current_conns,
+                        "inputBytes": s.input_bytes,
+                        "outputBytes": s.output_bytes,
+                        "totalErrs": s.total_errs,
+                    });
+                }
+            }
+            v
+        }
+    }
+
     /// An event sink. Returning `Err` makes the host send the same batch
     /// again next period.
     pub trait Observer {

@@ -6,9 +6,9 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 
-use gost_plugin_sdk::observer::{Event, EventData};
+use gost_plugin_sdk::observer::Event;
 use gost_plugin_sdk::Observer;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 struct StatsJsonl;
 
@@ -23,7 +23,7 @@ impl Observer for StatsJsonl {
         let path = format!("/data/{name}");
         let mut out = String::new();
         for e in &events {
-            out.push_str(&line(e).to_string());
+            out.push_str(&e.to_json().to_string());
             out.push('\n');
         }
         OpenOptions::new()
@@ -33,30 +33,6 @@ impl Observer for StatsJsonl {
             .and_then(|mut f| f.write_all(out.as_bytes()))
             .map_err(|e| format!("{path}: {e}"))
     }
-}
-
-fn line(e: &Event) -> Value {
-    let mut v = json!({"kind": e.kind, "service": e.service});
-    if !e.client.is_empty() {
-        v["client"] = json!(e.client);
-    }
-    match &e.data {
-        EventData::Status(s) => {
-            v["type"] = json!("status");
-            v["status"] = json!({"state": s.state, "msg": s.msg});
-        }
-        EventData::Stats(s) => {
-            v["type"] = json!("stats");
-            v["stats"] = json!({
-                "totalConns": s.total_conns,
-                "currentConns": s.current_conns,
-                "inputBytes": s.input_bytes,
-                "outputBytes": s.output_bytes,
-                "totalErrs": s.total_errs,
-            });
-        }
-    }
-    v
 }
 
 gost_plugin_sdk::export_observer!(StatsJsonl);

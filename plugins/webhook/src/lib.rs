@@ -11,7 +11,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use gost_plugin_sdk::observer::{Event, EventData};
+use gost_plugin_sdk::observer::Event;
 use gost_plugin_sdk::Observer;
 use serde_json::{json, Value};
 
@@ -29,7 +29,8 @@ impl Observer for Webhook {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
-        let body = json!({"events": events.iter().map(event).collect::<Vec<_>>()}).to_string();
+        let body =
+            json!({"events": events.iter().map(|e| e.to_json()).collect::<Vec<_>>()}).to_string();
         let mut c =
             TcpStream::connect(authority).map_err(|e| format!("connect {authority}: {e}"))?;
         let req = format!(
@@ -49,30 +50,6 @@ impl Observer for Webhook {
             Err(format!("{url}: HTTP status {code:?}"))
         }
     }
-}
-
-fn event(e: &Event) -> Value {
-    let mut v = json!({"kind": e.kind, "service": e.service});
-    if !e.client.is_empty() {
-        v["client"] = json!(e.client);
-    }
-    match &e.data {
-        EventData::Status(s) => {
-            v["type"] = json!("status");
-            v["status"] = json!({"state": s.state, "msg": s.msg});
-        }
-        EventData::Stats(s) => {
-            v["type"] = json!("stats");
-            v["stats"] = json!({
-                "totalConns": s.total_conns,
-                "currentConns": s.current_conns,
-                "inputBytes": s.input_bytes,
-                "outputBytes": s.output_bytes,
-                "totalErrs": s.total_errs,
-            });
-        }
-    }
-    v
 }
 
 gost_plugin_sdk::export_observer!(Webhook);
