@@ -23,8 +23,10 @@ pub struct Stats {
     /// while handlers keep a single `Stats` to add to.
     links: Vec<std::sync::Arc<Stats>>,
     /// The counters of the client the connection authenticated as, for a
-    /// handler-level observer; set once the client is known, and counted
-    /// into from then on (as GOST counts per client from the request on).
+    /// handler-level observer; set once the client is known, and its bytes
+    /// counted into from then on (as GOST counts per client from the
+    /// request on). Its connection and error counts are kept by
+    /// [`Stats::attach_client`] and [`Stats::end_client`] alone.
     client: std::sync::OnceLock<std::sync::Arc<Stats>>,
 }
 
@@ -69,18 +71,12 @@ impl Stats {
         self.current_conns.fetch_add(1, Ordering::Relaxed);
         self.updated.store(true, Ordering::Relaxed);
         self.links.iter().for_each(|l| l.open());
-        if let Some(l) = self.client.get() {
-            l.open();
-        }
     }
 
     pub fn add_error(&self) {
         self.total_errs.fetch_add(1, Ordering::Relaxed);
         self.updated.store(true, Ordering::Relaxed);
         self.links.iter().for_each(|l| l.add_error());
-        if let Some(l) = self.client.get() {
-            l.add_error();
-        }
     }
 
     /// Bytes read from the client.
@@ -108,9 +104,6 @@ impl Stats {
         self.current_conns.fetch_sub(1, Ordering::Relaxed);
         self.updated.store(true, Ordering::Relaxed);
         self.links.iter().for_each(|l| l.close_conn());
-        if let Some(l) = self.client.get() {
-            l.close_conn();
-        }
     }
 
     /// Whether anything changed since the last call (GOST's `IsUpdated`).
