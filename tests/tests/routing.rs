@@ -299,9 +299,16 @@ fn dns_server() -> SocketAddr {
         }
         Some(r)
     }
-    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // The server answers on one port over UDP and TCP; the UDP port the
+    // system picks may be taken for TCP, so pick again until both bind.
+    let (udp, tcp) = (0..50)
+        .find_map(|_| {
+            let udp = UdpSocket::bind("127.0.0.1:0").ok()?;
+            let tcp = TcpListener::bind(udp.local_addr().ok()?).ok()?;
+            Some((udp, tcp))
+        })
+        .expect("a port free for both UDP and TCP");
     let addr = udp.local_addr().unwrap();
-    let tcp = TcpListener::bind(addr).unwrap();
     std::thread::spawn(move || {
         let mut buf = [0u8; 1500];
         while let Ok((n, peer)) = udp.recv_from(&mut buf) {
