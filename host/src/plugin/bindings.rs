@@ -13,41 +13,25 @@ pub mod common {
     });
 }
 
-pub mod handler {
-    wasmtime::component::bindgen!({
-        world: "handler",
-        path: "../wit",
-        imports: { default: async | trappable },
-        exports: { default: async },
-        with: {
-            "gost:plugin/types": crate::plugin::bindings::common::gost::plugin::types,
-            "gost:plugin/runtime": crate::plugin::bindings::common::gost::plugin::runtime,
-        },
-    });
+/// A plugin world: its exports, with the shared interfaces taken from
+/// `common` so their host impls are written once.
+macro_rules! world {
+    ($module:ident, $world:literal) => {
+        pub mod $module {
+            wasmtime::component::bindgen!({
+                world: $world,
+                path: "../wit",
+                imports: { default: async | trappable },
+                exports: { default: async },
+                with: {
+                    "gost:plugin/types": crate::plugin::bindings::common::gost::plugin::types,
+                    "gost:plugin/runtime": crate::plugin::bindings::common::gost::plugin::runtime,
+                },
+            });
+        }
+    };
 }
 
-pub mod forwarder {
-    wasmtime::component::bindgen!({
-        world: "forwarder",
-        path: "../wit",
-        imports: { default: async | trappable },
-        exports: { default: async },
-        with: {
-            "gost:plugin/types": crate::plugin::bindings::common::gost::plugin::types,
-            "gost:plugin/runtime": crate::plugin::bindings::common::gost::plugin::runtime,
-        },
-    });
-}
-
-pub mod observer {
-    wasmtime::component::bindgen!({
-        world: "observer",
-        path: "../wit",
-        imports: { default: async | trappable },
-        exports: { default: async },
-        with: {
-            "gost:plugin/types": crate::plugin::bindings::common::gost::plugin::types,
-            "gost:plugin/runtime": crate::plugin::bindings::common::gost::plugin::runtime,
-        },
-    });
-}
+world!(handler, "handler");
+world!(forwarder, "forwarder");
+world!(observer, "observer");

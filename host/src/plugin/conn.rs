@@ -3,6 +3,7 @@
 //! a handler hands its streams back the host relays them natively.
 
 use std::io;
+use std::net::SocketAddr;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -24,22 +25,24 @@ enum Inner {
 #[derive(Debug)]
 pub struct ConnRes {
     inner: Inner,
-    peer: String,
+    /// Formatted only when the plugin asks: most handshakes never do.
+    peer: Option<SocketAddr>,
     write_closed: bool,
 }
 
 impl ConnRes {
-    pub fn client(stream: ClientStream) -> Self {
-        let peer = peer_of(stream.get_ref());
+    /// `peer` is the address the listener accepted from, so no
+    /// getpeername(2) per connection.
+    pub fn client(stream: ClientStream, peer: SocketAddr) -> Self {
         ConnRes {
             inner: Inner::Client(stream),
-            peer,
+            peer: Some(peer),
             write_closed: false,
         }
     }
 
     pub fn upstream(stream: TcpStream) -> Self {
-        let peer = peer_of(&stream);
+        let peer = stream.peer_addr().ok();
         ConnRes {
             inner: Inner::Upstream(stream),
             peer,
@@ -55,8 +58,9 @@ impl ConnRes {
         }
     }
 
-    pub fn peer(&self) -> &str {
-        &self.peer
+    /// Empty when the socket had no peer address when it was dialed.
+    pub fn peer(&self) -> String {
+        self.peer.map(|a| a.to_string()).unwrap_or_default()
     }
 
     pub async fn read(&mut self, max: u32) -> io::Result<Vec<u8>> {
@@ -95,8 +99,4 @@ impl ConnRes {
             Inner::Upstream(u) => u.shutdown().await,
         }
     }
-}
-
-fn peer_of(s: &TcpStream) -> String {
-    s.peer_addr().map(|a| a.to_string()).unwrap_or_default()
 }

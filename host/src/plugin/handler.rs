@@ -199,7 +199,10 @@ impl WasmHandler {
         let client = w
             .store
             .data_mut()
-            .push_conn(ConnRes::client(ClientStream::new(tcp, ctx.stats.clone())))
+            .push_conn(ConnRes::client(
+                ClientStream::new(tcp, ctx.stats.clone()),
+                ctx.peer,
+            ))
             .map_err(|e| HandlerError::Plugin(format!("plugin {}: {e}", self.spec.name)))?;
         w.store.data_mut().resumed_at = Instant::now();
         w.store.set_epoch_deadline(1);

@@ -153,7 +153,7 @@ impl types::HostConn for PluginState {
     }
 
     async fn peer_addr(&mut self, conn: Resource<ConnRes>) -> wasmtime::Result<String> {
-        Ok(self.table.get(&conn)?.peer().to_string())
+        Ok(self.table.get(&conn)?.peer())
     }
 
     async fn drop(&mut self, conn: Resource<ConnRes>) -> wasmtime::Result<()> {
