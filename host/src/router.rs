@@ -472,9 +472,8 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
     out
 }
 
-/// Forwarder node options that only take effect with GOST's protocol
-/// sniffing (`sniffing=true`) or health probes, neither of which this build
-/// has: a forwarder picks its node before any byte of the client is read.
+/// Forwarder node options this build does not apply yet (node `filter`
+/// and `matcher` work, with the handler's `sniffing`).
 fn forwarder_node_unsupported(cfg: &Config, svc: &ServiceConfig) -> Vec<String> {
     let Some(fwd) = &svc.forwarder else {
         return Vec::new();
@@ -486,14 +485,7 @@ fn forwarder_node_unsupported(cfg: &Config, svc: &ServiceConfig) -> Vec<String> 
         .flat_map(|h| h.nodes.iter().map(crate::config::ForwardNodeConfig::from));
     let mut out = Vec::new();
     for n in fwd.nodes.iter().cloned().chain(from_hop) {
-        let filter = n.filter.clone().unwrap_or_default();
         for (what, set) in [
-            ("filter", filter != Default::default()),
-            ("matcher", n.matcher.is_some()),
-            (
-                "host/protocol/path",
-                !(n.host.is_empty() && n.protocol.is_empty() && n.path.is_empty()),
-            ),
             ("http", n.http.is_some()),
             ("tls", n.tls.is_some()),
             ("probe", n.probe.is_some()),
@@ -537,7 +529,7 @@ chains:
     }
 
     #[test]
-    fn forwarder_node_options_without_sniffing_are_named() {
+    fn forwarder_node_options_not_applied_are_named() {
         let cfg: Config = serde_yaml::from_str(
             r#"
 services:
@@ -558,8 +550,6 @@ hops:
         assert_eq!(
             unsupported(&cfg),
             [
-                "service \"f\": forwarder node \"a\": filter is not supported yet",
-                "service \"f\": forwarder node \"b\": matcher is not supported yet",
                 "service \"f\": forwarder node \"b\": bypass is not supported yet",
                 "service \"g\": forwarder node \"d\": tls is not supported yet",
             ]

@@ -25,6 +25,8 @@ pub struct SelectContext<'a> {
     /// Hash source for the `hash` strategy: the client's IP, or with
     /// handler metadata `hash: host` the target address, as in GOST.
     pub hash_key: Option<&'a str>,
+    /// What is known of the request, for node matchers and filters.
+    pub request: crate::routing::Request<'a>,
 }
 
 /// A set of nodes with a selection strategy.
@@ -47,17 +49,56 @@ impl Hop {
             .nodes
             .iter()
             .filter(|n| !exclude.iter().any(|e| Arc::ptr_eq(e, n)))
+            .filter(|n| n.matches(&ctx.request))
             .collect();
-        self.selector.select(ctx, &candidates).cloned()
+        self.by_priority(ctx, &candidates)
+    }
+
+    /// GOST's priority stage: a node whose priority is the unique highest
+    /// among the live candidates (and is positive, and is not a backup)
+    /// wins outright; otherwise the selector picks within the highest
+    /// priority tier that yields a node, backup-only tiers coming after
+    /// every primary.
+    fn by_priority(&self, ctx: &SelectContext<'_>, candidates: &[&Arc<Node>]) -> Option<Arc<Node>> {
+        let top = candidates.iter().map(|n| n.priority).max()?;
+        if candidates.iter().all(|n| n.priority == top) {
+            return self.selector.select(ctx, candidates).cloned();
+        }
+        let live: Vec<&&Arc<Node>> = candidates
+            .iter()
+            .filter(|n| !self.selector.is_failed(n.as_ref()))
+            .collect();
+        let live_top = live.iter().map(|n| n.priority).max().unwrap_or(0);
+        let mut at_top = live.iter().filter(|n| n.priority == live_top);
+        if let (Some(n), None) = (at_top.next(), at_top.next()) {
+            if live_top > 0 && !n.backup {
+                return Some(Arc::clone(n));
+            }
+        }
+        let mut tiers: Vec<i64> = candidates.iter().map(|n| n.priority).collect();
+        tiers.sort_unstable_by(|a, b| b.cmp(a));
+        tiers.dedup();
+        let any_primary = candidates.iter().any(|n| !n.backup);
+        let (primary, backup): (Vec<i64>, Vec<i64>) = tiers.into_iter().partition(|p| {
+            !any_primary || candidates.iter().any(|n| n.priority == *p && !n.backup)
+        });
+        primary.into_iter().chain(backup).find_map(|p| {
+            let tier: Vec<&Arc<Node>> = candidates
+                .iter()
+                .copied()
+                .filter(|n| n.priority == p)
+                .collect();
+            self.selector.select(ctx, &tier).cloned()
+        })
     }
 
     /// Picks the node of this hop that carries a connection to `addr`
     /// (`host:port`), as GOST's chain hop does: a hop bypass that matches
-    /// takes no node; otherwise nodes whose bypass matches or whose filter
-    /// refuses the host are left out; when every candidate has failed
-    /// recently the first is still tried as a last resort, so a hop is never
-    /// skipped just because its nodes were down a moment ago. `None` ends
-    /// the route before this hop.
+    /// takes no node; otherwise nodes whose bypass matches or whose
+    /// matcher or filter refuses the request are left out; when every
+    /// candidate has failed recently the first is still tried as a last
+    /// resort, so a hop is never skipped just because its nodes were down a
+    /// moment ago. `None` ends the route before this hop.
     pub fn select_for(&self, addr: &str, host: &str, hash_key: Option<&str>) -> Option<Arc<Node>> {
         if self
             .bypass
@@ -66,18 +107,23 @@ impl Hop {
         {
             return None;
         }
+        let ctx = SelectContext {
+            hash_key,
+            request: crate::routing::Request {
+                network: "tcp",
+                host,
+                ..Default::default()
+            },
+        };
         let loaded = self.file.as_ref().map(|f| f.nodes()).unwrap_or_default();
         let candidates: Vec<&Arc<Node>> = self
             .nodes
             .iter()
             .chain(loaded.iter())
-            .filter(|n| n.accepts_host(host))
+            .filter(|n| n.matches(&ctx.request))
             .filter(|n| !n.bypass.as_ref().is_some_and(|b| b.contains("tcp", addr)))
             .collect();
-        let ctx = SelectContext { hash_key };
-        self.selector
-            .select(&ctx, &candidates)
-            .or_else(|| candidates.first().copied())
-            .cloned()
+        self.by_priority(&ctx, &candidates)
+            .or_else(|| candidates.first().map(|n| Arc::clone(n)))
     }
 }
