@@ -421,6 +421,17 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
                 "service \"{name}\": the traffic limiter does not cover plain HTTP proxy requests yet (use it with tcp, socks4 or socks5 handlers)"
             ));
         }
+        let md_on = |key: &str| h.metadata.get_bool(key).ok().flatten().unwrap_or(false);
+        if md_on("sniffing") && !matches!(h.r#type.as_str(), "tcp" | "forward") {
+            out.push(format!(
+                "service \"{name}\": sniffing is supported by the tcp and forward handlers only"
+            ));
+        }
+        if md_on("sniffing.websocket") {
+            out.push(format!(
+                "service \"{name}\": sniffing.websocket is not supported yet"
+            ));
+        }
         let socks_bind = matches!(h.r#type.as_str(), "socks5" | "socks" | "auto")
             && h.metadata.get_bool("bind").ok().flatten().unwrap_or(false);
         // BIND listens (and UDP-over-TCP with a port binds) on this host,
@@ -514,6 +525,8 @@ services:
 - {name: u, addr: ":1", handler: {type: udp, chain: c}, listener: {type: udp}}
 - {name: s, addr: ":2", limiter: l, handler: {type: socks5, chain: c, metadata: {udp: true}}}
 - {name: i, addr: ":3", handler: {type: udp, chain: c}, metadata: {ignoreChain: true}}
+- {name: w, addr: ":4", handler: {type: tcp, metadata: {sniffing: true, sniffing.websocket: true}}}
+- {name: h, addr: ":5", handler: {type: http, metadata: {sniffing: true}}}
 chains:
 - {name: c, hops: [{name: h, redis: {addr: "r:6379"}, nodes: [{name: n, addr: "x:1"}]}]}
 "#,
@@ -523,6 +536,8 @@ chains:
             unsupported(&cfg),
             [
                 "service \"s\": the traffic limiter does not cover UDP yet",
+                "service \"w\": sniffing.websocket is not supported yet",
+                "service \"h\": sniffing is supported by the tcp and forward handlers only",
                 "chain \"c\": hop \"h\": redis is not supported yet",
             ]
         );
