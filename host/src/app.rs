@@ -1167,9 +1167,9 @@ fn build_forwarding(
     };
     let mut nodes = Vec::with_capacity(hop.nodes.len());
     for n in hop.nodes.iter().map(ForwardNodeConfig::from) {
-        nodes.push(Arc::new(Node::from_forward_config(&n).map_err(|e| {
-            md_err(cfg, &format!("node \"{}\" metadata", n.name), e)
-        })?));
+        nodes.push(Arc::new(
+            Node::from_forward_config(&n).map_err(|e| svc_err(cfg, e.to_string()))?,
+        ));
     }
     let h = cfg.handler.as_ref();
     let opts = ForwardOptions::from_metadata(
@@ -1233,9 +1233,9 @@ fn build_forward_handler(
                 format!("forwarder node \"{}\" has no addr", n.name),
             ));
         }
-        nodes.push(Arc::new(Node::from_forward_config(n).map_err(|e| {
-            md_err(cfg, &format!("node \"{}\" metadata", n.name), e)
-        })?));
+        nodes.push(Arc::new(
+            Node::from_forward_config(n).map_err(|e| svc_err(cfg, e.to_string()))?,
+        ));
     }
     let hop = Hop {
         name: hop_name,

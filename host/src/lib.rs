@@ -26,4 +26,5 @@ pub mod plugin;
 pub mod relay;
 pub mod resolver;
 pub mod router;
+pub mod routing;
 pub mod service;

@@ -421,6 +421,17 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
                 "service \"{name}\": the traffic limiter does not cover plain HTTP proxy requests yet (use it with tcp, socks4 or socks5 handlers)"
             ));
         }
+        let md_on = |key: &str| h.metadata.get_bool(key).ok().flatten().unwrap_or(false);
+        if md_on("sniffing") && !matches!(h.r#type.as_str(), "tcp" | "forward") {
+            out.push(format!(
+                "service \"{name}\": sniffing is supported by the tcp and forward handlers only"
+            ));
+        }
+        if md_on("sniffing.websocket") {
+            out.push(format!(
+                "service \"{name}\": sniffing.websocket is not supported yet"
+            ));
+        }
         let socks_bind = matches!(h.r#type.as_str(), "socks5" | "socks" | "auto")
             && h.metadata.get_bool("bind").ok().flatten().unwrap_or(false);
         // BIND listens (and UDP-over-TCP with a port binds) on this host,
@@ -472,9 +483,8 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
     out
 }
 
-/// Forwarder node options that only take effect with GOST's protocol
-/// sniffing (`sniffing=true`) or health probes, neither of which this build
-/// has: a forwarder picks its node before any byte of the client is read.
+/// Forwarder node options this build does not apply yet (node `filter`
+/// and `matcher` work, with the handler's `sniffing`).
 fn forwarder_node_unsupported(cfg: &Config, svc: &ServiceConfig) -> Vec<String> {
     let Some(fwd) = &svc.forwarder else {
         return Vec::new();
@@ -486,14 +496,7 @@ fn forwarder_node_unsupported(cfg: &Config, svc: &ServiceConfig) -> Vec<String> 
         .flat_map(|h| h.nodes.iter().map(crate::config::ForwardNodeConfig::from));
     let mut out = Vec::new();
     for n in fwd.nodes.iter().cloned().chain(from_hop) {
-        let filter = n.filter.clone().unwrap_or_default();
         for (what, set) in [
-            ("filter", filter != Default::default()),
-            ("matcher", n.matcher.is_some()),
-            (
-                "host/protocol/path",
-                !(n.host.is_empty() && n.protocol.is_empty() && n.path.is_empty()),
-            ),
             ("http", n.http.is_some()),
             ("tls", n.tls.is_some()),
             ("probe", n.probe.is_some()),
@@ -522,6 +525,8 @@ services:
 - {name: u, addr: ":1", handler: {type: udp, chain: c}, listener: {type: udp}}
 - {name: s, addr: ":2", limiter: l, handler: {type: socks5, chain: c, metadata: {udp: true}}}
 - {name: i, addr: ":3", handler: {type: udp, chain: c}, metadata: {ignoreChain: true}}
+- {name: w, addr: ":4", handler: {type: tcp, metadata: {sniffing: true, sniffing.websocket: true}}}
+- {name: h, addr: ":5", handler: {type: http, metadata: {sniffing: true}}}
 chains:
 - {name: c, hops: [{name: h, redis: {addr: "r:6379"}, nodes: [{name: n, addr: "x:1"}]}]}
 "#,
@@ -531,13 +536,15 @@ chains:
             unsupported(&cfg),
             [
                 "service \"s\": the traffic limiter does not cover UDP yet",
+                "service \"w\": sniffing.websocket is not supported yet",
+                "service \"h\": sniffing is supported by the tcp and forward handlers only",
                 "chain \"c\": hop \"h\": redis is not supported yet",
             ]
         );
     }
 
     #[test]
-    fn forwarder_node_options_without_sniffing_are_named() {
+    fn forwarder_node_options_not_applied_are_named() {
         let cfg: Config = serde_yaml::from_str(
             r#"
 services:
@@ -558,8 +565,6 @@ hops:
         assert_eq!(
             unsupported(&cfg),
             [
-                "service \"f\": forwarder node \"a\": filter is not supported yet",
-                "service \"f\": forwarder node \"b\": matcher is not supported yet",
                 "service \"f\": forwarder node \"b\": bypass is not supported yet",
                 "service \"g\": forwarder node \"d\": tls is not supported yet",
             ]

@@ -65,7 +65,10 @@ impl Chainer {
             Chainer::Chain(c) => Some(c.clone()),
             Chainer::Group { chains, selector } => {
                 let refs: Vec<&Arc<Chain>> = chains.iter().collect();
-                let ctx = SelectContext { hash_key };
+                let ctx = SelectContext {
+                    hash_key,
+                    ..Default::default()
+                };
                 selector
                     .select(&ctx, &refs)
                     .or_else(|| chains.first())

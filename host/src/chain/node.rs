@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::selector::Selectable;
-use crate::config::{ForwardNodeConfig, NodeConfig};
+use crate::config::{ForwardNodeConfig, NodeConfig, NodeFilterConfig, NodeMatcherConfig};
 use crate::connector::Connector;
 use crate::metadata::{Metadata, MetadataError};
 
@@ -75,6 +75,15 @@ pub struct Node {
     /// GOST's node `filter.host`: only targets with this host (or, when it
     /// starts with a dot, under this domain) go through the node.
     pub filter_host: String,
+    /// `filter.protocol`: only sniffed requests of this protocol.
+    pub filter_protocol: String,
+    /// `filter.path`: only sniffed HTTP requests under this path.
+    pub filter_path: String,
+    /// `matcher.rule`; when set it replaces the filters.
+    pub matcher: Option<crate::routing::Matcher>,
+    /// `matcher.priority` as GOST computes it; a unique highest positive
+    /// priority among the eligible nodes wins without the selector.
+    pub priority: i64,
     /// Targets this node does not carry.
     pub bypass: Option<std::sync::Arc<crate::bypass::BypassGroup>>,
     /// Resolve the node's own address (the node's, else its hop's).
@@ -109,13 +118,75 @@ pub enum NodeError {
         node: String,
         source: crate::connector::ConnectorBuildError,
     },
+    #[error("node \"{node}\": matcher {source}")]
+    Rule {
+        node: String,
+        source: crate::routing::RuleError,
+    },
     #[error("node \"{node}\": {msg}")]
     Unsupported { node: String, msg: String },
 }
 
 impl Node {
-    pub fn from_forward_config(cfg: &ForwardNodeConfig) -> Result<Self, MetadataError> {
-        Self::common(&cfg.name, &cfg.addr, &cfg.network, &cfg.metadata)
+    /// A forwarder node. Its deprecated `host`/`protocol`/`path` fields
+    /// stand for `filter` when that is absent, as in GOST.
+    pub fn from_forward_config(cfg: &ForwardNodeConfig) -> Result<Self, NodeError> {
+        let mut node =
+            Self::common(&cfg.name, &cfg.addr, &cfg.network, &cfg.metadata).map_err(|source| {
+                NodeError::Metadata {
+                    node: cfg.name.clone(),
+                    source,
+                }
+            })?;
+        let filter = cfg.filter.clone().unwrap_or_else(|| NodeFilterConfig {
+            host: cfg.host.clone(),
+            protocol: cfg.protocol.clone(),
+            path: cfg.path.clone(),
+        });
+        node.set_routing(filter, cfg.matcher.as_ref())?;
+        Ok(node)
+    }
+
+    fn set_routing(
+        &mut self,
+        filter: NodeFilterConfig,
+        matcher: Option<&NodeMatcherConfig>,
+    ) -> Result<(), NodeError> {
+        self.filter_host = filter.host;
+        self.filter_protocol = filter.protocol;
+        self.filter_path = filter.path;
+        let Some(m) = matcher else { return Ok(()) };
+        if m.body_size != 0 {
+            return Err(NodeError::Unsupported {
+                node: self.name.clone(),
+                msg: "matcher.bodySize is not supported yet (no body matchers)".into(),
+            });
+        }
+        let rule = m.rule.trim();
+        if !rule.is_empty() {
+            self.matcher =
+                Some(
+                    crate::routing::Matcher::new(rule).map_err(|source| NodeError::Rule {
+                        node: self.name.clone(),
+                        source,
+                    })?,
+                );
+        }
+        self.priority = crate::routing::priority(&m.rule, m.priority);
+        Ok(())
+    }
+
+    /// GOST's node gates: the matcher when the node has one, else every
+    /// filter (host, protocol, path).
+    pub fn matches(&self, req: &crate::routing::Request<'_>) -> bool {
+        match &self.matcher {
+            Some(m) => m.matches(req),
+            None => {
+                self.accepts_host(req.host)
+                    && (self.filter_protocol.is_empty() || self.filter_protocol == req.protocol)
+                    && req.path.starts_with(self.filter_path.as_str())
+            }
+        }
     }
 
     /// A chain node: its connector (GOST's default `http`) over the tcp
@@ -139,15 +210,6 @@ impl Node {
                 "dialer type '{dialer}' is not supported (tcp)"
             )));
         }
-        if cfg.matcher.is_some() {
-            return Err(unsupported("node matcher is not supported yet".into()));
-        }
-        let filter = cfg.filter.clone().unwrap_or_default();
-        if !filter.protocol.is_empty() || !filter.path.is_empty() {
-            return Err(unsupported(
-                "filter.protocol and filter.path are not supported yet (filter.host is)".into(),
-            ));
-        }
         let mut node =
             Self::common(&cfg.name, &cfg.addr, &cfg.network, &cfg.metadata).map_err(|source| {
                 NodeError::Metadata {
@@ -161,7 +223,7 @@ impl Node {
                 source,
             },
         )?);
-        node.filter_host = filter.host;
+        node.set_routing(cfg.filter.clone().unwrap_or_default(), cfg.matcher.as_ref())?;
         Ok(node)
     }
 
@@ -172,6 +234,7 @@ impl Node {
         if want.is_empty() {
             return true;
         }
+        let host = crate::listener::split_host_port(host).map_or(host, |(h, _)| h);
         match want.strip_prefix('.') {
             Some(domain) => host == want || host.ends_with(domain),
             None => host == want,

@@ -165,7 +165,10 @@ mod tests {
 
     fn names(sel: &Selector, nodes: &[Arc<Node>], n: usize, key: Option<&str>) -> Vec<String> {
         let refs: Vec<&Arc<Node>> = nodes.iter().collect();
-        let ctx = SelectContext { hash_key: key };
+        let ctx = SelectContext {
+            hash_key: key,
+            ..Default::default()
+        };
         (0..n)
             .map(|_| {
                 sel.select(&ctx, &refs)

@@ -23,6 +23,9 @@ pub struct ForwardOptions {
     /// Forwarding has not sent any byte yet when the dial fails, so trying
     /// the next node is always safe.
     pub retries: usize,
+    /// `sniffing`: peek the first request to route by its protocol, host,
+    /// path and headers; `None` when off.
+    pub sniffing: Option<Duration>,
 }
 
 impl ForwardOptions {
@@ -30,6 +33,11 @@ impl ForwardOptions {
         Ok(ForwardOptions {
             idle_timeout: md.get_duration("idleTimeout")?.filter(|d| !d.is_zero()),
             retries: retries.max(0) as usize,
+            sniffing: md.get_bool("sniffing")?.unwrap_or(false).then_some(
+                md.get_duration("sniffing.timeout")?
+                    .filter(|d| !d.is_zero())
+                    .unwrap_or(super::sniffing::DEFAULT_TIMEOUT),
+            ),
         })
     }
 }
@@ -58,10 +66,31 @@ impl ForwardHandler {
         F: Fn(String) -> Fut,
         Fut: std::future::Future<Output = Result<T, crate::router::DialError>>,
     {
+        self.dial_for(ctx, network, Default::default(), dial).await
+    }
+
+    /// [`Self::dial`] for a request whose sniffed facts feed node matchers
+    /// and filters.
+    async fn dial_for<T, F, Fut>(
+        &self,
+        ctx: &ConnContext,
+        network: &str,
+        request: crate::routing::Request<'_>,
+        dial: F,
+    ) -> Result<(T, Arc<Node>), HandlerError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, crate::router::DialError>>,
+    {
         // Only the hash strategy reads the key; skip the allocation otherwise.
         let ip = (self.hop.selector.strategy == Strategy::Hash).then(|| ctx.peer.ip().to_string());
         let sel = SelectContext {
             hash_key: ip.as_deref(),
+            request: crate::routing::Request {
+                client_ip: Some(ctx.peer.ip()),
+                network,
+                ..request
+            },
         };
         let attempts = self.hop.nodes.len().max(1 + self.opts.retries);
         let mut tried: Vec<Arc<Node>> = Vec::new();
@@ -95,13 +124,37 @@ impl ForwardHandler {
     }
 
     async fn handle_tcp(&self, client: TcpStream, ctx: ConnContext) -> Result<(), HandlerError> {
-        let (upstream, node) = self
-            .dial(
-                &ctx,
-                "tcp",
-                |a| async move { self.router.dial_tcp(&a).await },
-            )
-            .await?;
+        let sniffed = match self.opts.sniffing {
+            Some(timeout) => super::sniffing::sniff(&client, timeout).await,
+            None => Default::default(),
+        };
+        let request = crate::routing::Request {
+            host: &sniffed.host,
+            protocol: sniffed.protocol,
+            method: &sniffed.method,
+            path: &sniffed.path,
+            query: &sniffed.query,
+            headers: &sniffed.headers,
+            ..Default::default()
+        };
+        let dialed = self
+            .dial_for(&ctx, "tcp", request, |a| async move {
+                self.router.dial_tcp(&a).await
+            })
+            .await;
+        let (upstream, node) = match dialed {
+            Err(HandlerError::NoNode) if sniffed.protocol == "http" => {
+                // GOST answers an HTTP request no node takes with 502.
+                use tokio::io::AsyncWriteExt;
+                let mut client = client;
+                client
+                    .write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await?;
+                tracing::warn!(service = %ctx.service, client = %ctx.peer, host = %sniffed.host, path = %sniffed.path, "no node for request");
+                return Err(HandlerError::NoNode);
+            }
+            r => r?,
+        };
         let opts = RelayOptions {
             idle_timeout: self.opts.idle_timeout,
         };

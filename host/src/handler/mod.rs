@@ -5,6 +5,7 @@ pub mod auto;
 pub mod forward;
 pub mod http;
 pub mod relay;
+pub mod sniffing;
 pub mod socks;
 pub mod stream;
 

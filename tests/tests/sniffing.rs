@@ -1,0 +1,168 @@
+//! Forward handler `sniffing`: nodes picked by matcher rules and filters
+//! from the first request's protocol, host and path, through the real
+//! binary.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use gost_e2e::*;
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A backend that reads the first `want` bytes of each connection (or a
+/// whole TLS record when `want` is 0), reports them with its tag, then
+/// closes.
+fn recorder(
+    tag: &'static str,
+    want: usize,
+    tx: mpsc::Sender<(&'static str, Vec<u8>)>,
+) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { break };
+            c.set_read_timeout(Some(TIMEOUT)).unwrap();
+            let mut got = Vec::new();
+            let mut b = [0u8; 4096];
+            loop {
+                let need = if want > 0 {
+                    want
+                } else if got.len() >= 5 {
+                    5 + u16::from_be_bytes([got[3], got[4]]) as usize
+                } else {
+                    5
+                };
+                if got.len() >= need {
+                    break;
+                }
+                match c.read(&mut b) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&b[..n]),
+                }
+            }
+            let _ = tx.send((tag, got));
+        }
+    });
+    addr
+}
+
+fn start(dir: &TempDir, nodes: &str) -> (Gost, u16) {
+    let port = free_port();
+    let cfg = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:\n- name: fwd\n  addr: 127.0.0.1:{port}\n  handler:\n    type: tcp\n    metadata:\n      sniffing: true\n      sniffing.timeout: 5s\n  listener:\n    type: tcp\n  forwarder:\n    nodes:\n{nodes}"
+        ),
+    );
+    let g = Gost::start(&["-C", &cfg]);
+    g.wait_tcp(port);
+    (g, port)
+}
+
+#[test]
+fn http_requests_go_to_the_node_whose_filter_or_matcher_takes_them() {
+    let a = http_origin("127.0.0.1:0", "from-a");
+    let b = http_origin("127.0.0.1:0", "from-b");
+    let c = http_origin("127.0.0.1:0", "from-c");
+    let dir = TempDir::new("sniff-http");
+    // c's rule is the longest, so where it matches it outranks a and b.
+    let nodes = format!(
+        "    - {{name: a, addr: \"{a}\", filter: {{host: a.test}}}}\n    - {{name: b, addr: \"{b}\", matcher: {{rule: 'PathPrefix(`/api`)'}}}}\n    - {{name: c, addr: \"{c}\", matcher: {{rule: 'Host(`a.test`) && PathPrefix(`/api`)'}}}}\n"
+    );
+    let (_g, port) = start(&dir, &nodes);
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    for (host, path, want) in [
+        ("a.test", "/", "from-a"),
+        ("a.test:8080", "/index.html?q=1", "from-a"),
+        ("b.test", "/api/items", "from-b"),
+        ("a.test", "/api/items", "from-c"),
+    ] {
+        let (ok, body) = curl_body(&["-H", &format!("Host: {host}"), &url(path)]);
+        assert!(ok, "{host}{path}");
+        assert_eq!(body, want, "{host}{path}");
+    }
+    // curl --resolve sends the name as Host, as a browser would.
+    let (ok, body) = curl_body(&[
+        "--resolve",
+        &format!("a.test:{port}:127.0.0.1"),
+        &format!("http://a.test:{port}/"),
+    ]);
+    assert!(ok);
+    assert_eq!(body, "from-a");
+    // No node takes z.test: GOST's answer is 502.
+    let (_, code) = curl_body(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-H",
+        "Host: z.test",
+        &url("/"),
+    ]);
+    assert_eq!(code, "502");
+}
+
+#[test]
+fn tls_goes_by_sni_and_raw_bytes_to_an_unfiltered_node_intact() {
+    let (tx, rx) = mpsc::channel();
+    let payload = random_bytes(3000, 11);
+    let sni = recorder("sni", 0, tx.clone());
+    let other = recorder("other", 0, tx.clone());
+    let raw = recorder("raw", payload.len(), tx);
+    let dir = TempDir::new("sniff-tls");
+    let nodes = format!(
+        "    - {{name: sni, addr: \"{sni}\", filter: {{protocol: tls, host: sni.test}}}}\n    - {{name: other, addr: \"{other}\", matcher: {{rule: 'Proto(`tls`) && Host(`other.test`)'}}}}\n    - {{name: raw, addr: \"{raw}\", matcher: {{rule: '!Proto(`tls`) && !Proto(`http`)'}}}}\n"
+    );
+    let (_g, port) = start(&dir, &nodes);
+    // wait_tcp's probe connection carried no bytes: raw, to the raw node.
+    let _ = rx.recv_timeout(TIMEOUT);
+    for (name, want) in [("sni.test", "sni"), ("other.test", "other")] {
+        // openssl fails once the node closes; only the hello matters.
+        let _ = Command::new("/usr/bin/openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &format!("127.0.0.1:{port}"),
+                "-servername",
+                name,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run openssl");
+        let (tag, hello) = rx
+            .recv_timeout(TIMEOUT)
+            .expect("a node got the ClientHello");
+        assert_eq!(tag, want);
+        assert_eq!(
+            hello[0], 0x16,
+            "the ClientHello arrives from its first byte"
+        );
+        assert!(hello.windows(name.len()).any(|w| w == name.as_bytes()));
+    }
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(&payload).unwrap();
+    let (tag, got) = rx.recv_timeout(TIMEOUT).expect("raw bytes reach a node");
+    assert_eq!(tag, "raw");
+    assert!(got == payload, "raw bytes arrive intact");
+}
+
+#[test]
+fn a_bad_rule_is_refused_at_start_up_naming_the_node() {
+    let dir = TempDir::new("sniff-bad");
+    let cfg = dir.write(
+        "gost.yaml",
+        "services:\n- name: fwd\n  addr: 127.0.0.1:0\n  handler: {type: tcp, metadata: {sniffing: true}}\n  listener: {type: tcp}\n  forwarder:\n    nodes:\n    - {name: broken, addr: \"127.0.0.1:1\", matcher: {rule: 'Host(`a`) &&'}}\n",
+    );
+    let (status, out, err) = run_gost(&["-C", &cfg]);
+    assert!(!status.success());
+    let text = format!("{out}{err}");
+    assert!(text.contains("node \"broken\""), "{text}");
+    assert!(text.contains("at byte 12"), "{text}");
+}
