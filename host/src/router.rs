@@ -281,7 +281,7 @@ impl Router {
                 let tunnel = finish_route(
                     &chain,
                     &resolved,
-                    route::dial_udp(&chain.name, &nodes).await,
+                    route::dial_udp(&chain.name, &nodes, Some(&resolved)).await,
                 )?;
                 return Ok(UdpUpstream::Tunnel {
                     tunnel,
@@ -313,7 +313,7 @@ impl Router {
                 Some((chain, nodes)) => finish_route(
                     &chain,
                     "udp association",
-                    route::dial_udp(&chain.name, &nodes).await,
+                    route::dial_udp(&chain.name, &nodes, None).await,
                 )
                 .map(Some),
                 None => Ok(None),
@@ -380,7 +380,7 @@ impl UdpUpstream {
     pub async fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             UdpUpstream::Direct(s) => s.recv(buf).await,
-            UdpUpstream::Tunnel { tunnel, .. } => tunnel.recv_from(buf).await.map(|(n, _)| n),
+            UdpUpstream::Tunnel { tunnel, .. } => tunnel.recv(buf).await,
         }
     }
 }

@@ -552,3 +552,70 @@ fn relay_connector_without_nodelay_is_refused_at_start_up() {
     assert!(!status.success());
     assert!(err.contains("set nodelay=true"), "{err}");
 }
+
+#[test]
+fn udp_forward_through_a_relay_node_with_auth() {
+    let echo = udp_echo_server();
+    let (pa, pb) = (free_udp_port(), free_port());
+    let b = start(
+        &[
+            "-D",
+            "-L",
+            &format!("relay://u:p@127.0.0.1:{pb}?udp.bufferSize=65535"),
+        ],
+        pb,
+    );
+    let _a = Gost::start(&[
+        "-L",
+        &format!("udp://127.0.0.1:{pa}/{echo}?keepalive=true&ttl=10s&readBufferSize=65535"),
+        "-F",
+        &format!("relay://u:p@127.0.0.1:{pb}?nodelay=true"),
+    ]);
+    // Each datagram is one `LEN(2) DATA` frame on the relay connection.
+    let mut payload = random_bytes(64 * 1024, 23);
+    assert_udp_echo(pa, &payload, 1000);
+    payload.truncate(60_000);
+    assert_udp_echo(pa, &payload, 60_000);
+    b.wait_log("network=\"udp\"");
+
+    // A wrong password: the relay node refuses, nothing comes back.
+    let pc = free_udp_port();
+    let c = Gost::start(&[
+        "-L",
+        &format!("udp://127.0.0.1:{pc}/{echo}"),
+        "-F",
+        &format!("relay://u:wrong@127.0.0.1:{pb}?nodelay=true"),
+    ]);
+    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+    u.connect(("127.0.0.1", pc)).unwrap();
+    u.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    for _ in 0..50 {
+        let _ = u.send(b"x");
+        assert!(u.recv(&mut buf).is_err(), "no datagram may come back");
+        if c.log().contains("status 2 (unauthorized)") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no refusal logged: {}", c.log());
+}
+
+#[test]
+fn socks5_udp_associate_through_a_relay_node_is_a_clear_failure() {
+    let (pa, pb) = (free_port(), free_port());
+    let _b = start(&["-L", &format!("relay://127.0.0.1:{pb}")], pb);
+    let a = start(
+        &[
+            "-L",
+            &format!("socks5://127.0.0.1:{pa}?udp=true"),
+            "-F",
+            &format!("relay://127.0.0.1:{pb}?nodelay=true"),
+        ],
+        pa,
+    );
+    let (reply, _c) = socks5_request(pa, 3, SocketAddr::from(([0, 0, 0, 0], 0)));
+    assert_eq!(reply[1], 1, "general failure: {reply:?}");
+    a.wait_log("SOCKS5 UDP ASSOCIATE) is not supported yet");
+}

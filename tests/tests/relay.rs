@@ -182,3 +182,26 @@ fn bind_is_refused_at_start_up() {
     assert!(!status.success());
     assert!(err.contains("bind"), "{err}");
 }
+
+#[test]
+fn targets_refused_by_the_bypass_are_forbidden_for_tcp_and_udp() {
+    let echo = tcp_echo_server();
+    let uecho = udp_echo_server();
+    let p = free_port();
+    let g = Gost::start(&[
+        "-L",
+        &format!(
+            "relay://127.0.0.1:{p}?bypass=127.0.0.1:{},127.0.0.1:{}",
+            echo.port(),
+            uecho.port()
+        ),
+    ]);
+    g.wait_tcp(p);
+    let (mut c, status) = request(p, 1, &[addr_feature(echo)]);
+    assert_eq!(status, 3, "TCP target in the bypass");
+    assert!(closed(&mut c));
+    let (mut c, status) = request(p, 0x81, &[addr_feature(uecho)]);
+    assert_eq!(status, 3, "UDP target in the bypass");
+    assert!(closed(&mut c));
+    assert!(!g.log().contains("panicked"));
+}

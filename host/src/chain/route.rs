@@ -69,14 +69,18 @@ pub async fn dial(chain: &str, nodes: &[Arc<Node>], target: &str) -> Result<TcpS
 }
 
 /// A UDP tunnel through `nodes` (at least one) of the chain named `chain`
-/// from the last node to any target (GOST's route `Dial` with network
-/// `udp`): the nodes are reached as for TCP, then the last node's
-/// connector asks for the tunnel.
-pub async fn dial_udp(chain: &str, nodes: &[Arc<Node>]) -> Result<UdpTunnel, RouteError> {
+/// from the last node to `target`, or to any target when `None` (GOST's
+/// route `Dial` with network `udp`): the nodes are reached as for TCP,
+/// then the last node's connector asks for the tunnel.
+pub async fn dial_udp(
+    chain: &str,
+    nodes: &[Arc<Node>],
+    target: Option<&str>,
+) -> Result<UdpTunnel, RouteError> {
     let stream = reach_last_counted(chain, nodes).await?;
     let last = &nodes[nodes.len() - 1];
     let tunnel = match &last.connector {
-        Some(c) => c.udp_tunnel(stream).await,
+        Some(c) => c.udp_tunnel(stream, target).await,
         // Forwarder nodes have no connector; they are never in a route.
         None => Err(ConnectError::NoUdp {
             connector: "forward",

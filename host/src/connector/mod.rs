@@ -49,8 +49,14 @@ pub enum ConnectError {
         msg: String,
     },
     /// GOST's connector of this type cannot carry UDP either.
-    #[error("{connector} connector: UDP is not supported (use a socks5 node as the last hop)")]
+    #[error(
+        "{connector} connector: UDP is not supported (use a socks5 or relay node as the last hop)"
+    )]
     NoUdp { connector: &'static str },
+    /// Datagrams to any target (SOCKS5 UDP ASSOCIATE) need an address in
+    /// each frame, which this connector's tunnel has not.
+    #[error("{connector} connector: UDP to any target (SOCKS5 UDP ASSOCIATE) is not supported yet through this node (use a socks5 node as the last hop)")]
+    NoUdpAssociation { connector: &'static str },
     #[error("{connector} connector: no reply within {timeout:?}")]
     Timeout {
         connector: &'static str,
@@ -190,11 +196,16 @@ impl Connector {
         .await
     }
 
-    /// Asks the node for a UDP tunnel to any target. As in GOST, only the
-    /// socks5 connector can.
-    pub async fn udp_tunnel(&self, stream: TcpStream) -> Result<udp_tun::UdpTunnel, ConnectError> {
+    /// Asks the node for a UDP tunnel, to `target` alone when given, else
+    /// to any target. As in GOST, only socks5 and relay connectors can.
+    pub async fn udp_tunnel(
+        &self,
+        stream: TcpStream,
+        target: Option<&str>,
+    ) -> Result<udp_tun::UdpTunnel, ConnectError> {
         match self {
             Connector::Socks5(c) => self.timed(c.udp_tunnel(stream)).await,
+            Connector::Relay(c) => self.timed(c.udp_tunnel(stream, target)).await,
             other => Err(ConnectError::NoUdp {
                 connector: other.name(),
             }),
@@ -257,7 +268,7 @@ mod tests {
     }
 
     #[test]
-    fn only_socks5_carries_udp_and_its_associate_mode_is_refused() {
+    fn socks5_associate_mode_and_lazy_relay_are_refused() {
         assert_eq!(build(r#"{"type": "socks"}"#).unwrap().name(), "socks5");
         let err = build(r#"{"type": "socks5", "metadata": {"relay": "udp"}}"#).unwrap_err();
         assert!(err.to_string().contains("relay=udp"), "{err}");
@@ -273,12 +284,22 @@ mod tests {
         let s = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let err = build(r#"{"type": "http"}"#)
             .unwrap()
-            .udp_tunnel(s)
+            .udp_tunnel(s, Some("127.0.0.1:53"))
             .await
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "http connector: UDP is not supported (use a socks5 node as the last hop)"
+            "http connector: UDP is not supported (use a socks5 or relay node as the last hop)"
+        );
+        let s = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let err = build(r#"{"type": "relay", "metadata": {"nodelay": true}}"#)
+            .unwrap()
+            .udp_tunnel(s, None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ConnectError::NoUdpAssociation { connector: "relay" }),
+            "{err}"
         );
     }
 }

@@ -3,6 +3,9 @@
 //! travel on the chain's TCP stream as frames `LEN(2) FRAG ATYP ADDR PORT
 //! PAYLOAD`, each naming its target on the way out and its source on the
 //! way back. This is how GOST carries UDP through a chain.
+//!
+//! A relay node's UDP CONNECT opens the same kind of tunnel to one target,
+//! with bare `LEN(2) PAYLOAD` frames.
 
 use std::io;
 use std::net::SocketAddr;
@@ -18,9 +21,20 @@ const FRAG_TUN: u8 = 0xFF;
 /// The largest frame: a header with a 255-byte name and a 64 KiB payload.
 const MAX_FRAME: usize = 3 + 2 + 255 + 2 + u16::MAX as usize;
 
-/// Datagrams to any target through the last node of a route.
+/// How datagrams are framed on the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// socks5 0xF3: each frame names its target or source.
+    Socks,
+    /// relay UDP CONNECT: frames carry the payload only, to and from the
+    /// one target the tunnel was opened for.
+    Relay,
+}
+
+/// Datagrams through the last node of a route.
 #[derive(Debug)]
 pub struct UdpTunnel {
+    framing: Framing,
     rd: OwnedReadHalf,
     wr: OwnedWriteHalf,
     /// Bytes of frames not yet complete, kept between reads so
@@ -30,11 +44,21 @@ pub struct UdpTunnel {
 }
 
 impl UdpTunnel {
-    /// Wraps a stream whose node has granted the tunnel.
+    /// Wraps a stream whose socks5 node has granted the tunnel.
     pub fn new(stream: TcpStream) -> Self {
+        Self::framed(stream, Framing::Socks)
+    }
+
+    /// Wraps a stream whose relay node has granted a UDP CONNECT.
+    pub fn relay(stream: TcpStream) -> Self {
+        Self::framed(stream, Framing::Relay)
+    }
+
+    fn framed(stream: TcpStream, framing: Framing) -> Self {
         let local = stream.local_addr().ok();
         let (rd, wr) = stream.into_split();
         UdpTunnel {
+            framing,
             rd,
             wr,
             inbuf: Vec::new(),
@@ -48,7 +72,8 @@ impl UdpTunnel {
     }
 
     /// Sends one datagram to `target` (`host:port`); names are resolved by
-    /// the last node, so the target's DNS stays on the far side.
+    /// the last node, so the target's DNS stays on the far side. A relay
+    /// tunnel sends to the target it was opened for, whatever `target` says.
     pub async fn send_to(&mut self, payload: &[u8], target: &str) -> io::Result<()> {
         let len = u16::try_from(payload.len()).map_err(|_| {
             io::Error::new(
@@ -56,6 +81,12 @@ impl UdpTunnel {
                 "datagram longer than 65535 bytes",
             )
         })?;
+        if self.framing == Framing::Relay {
+            let mut frame = Vec::with_capacity(2 + payload.len());
+            frame.extend_from_slice(&len.to_be_bytes());
+            frame.extend_from_slice(payload);
+            return self.wr.write_all(&frame).await;
+        }
         let (host, port) = super::split_addr("socks5", target)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let mut frame = Vec::with_capacity(3 + 1 + 1 + host.len() + 2 + payload.len());
@@ -69,8 +100,36 @@ impl UdpTunnel {
     /// Receives the next datagram into `buf` (cut to its length) and the
     /// address it came from. Cancel-safe: a partly read frame is kept.
     /// Frames whose source is a name rather than an address are dropped,
-    /// as there is no address to report for them.
+    /// as there is no address to report for them. A relay tunnel's frames
+    /// carry no source, so it answers [`UdpTunnel::recv`] only.
     pub async fn recv_from(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        if self.framing == Framing::Relay {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a relay UDP tunnel's datagrams carry no source address",
+            ));
+        }
+        self.recv_addressed(buf).await
+    }
+
+    /// Receives the next datagram into `buf` (cut to its length), from
+    /// whichever source. Cancel-safe.
+    pub async fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.framing {
+            Framing::Socks => self.recv_addressed(buf).await.map(|(n, _)| n),
+            Framing::Relay => loop {
+                if let Some(len) = relay_frame_len(&self.inbuf) {
+                    let n = len.min(buf.len());
+                    buf[..n].copy_from_slice(&self.inbuf[2..2 + n]);
+                    self.inbuf.drain(..2 + len);
+                    return Ok(n);
+                }
+                self.fill().await?;
+            },
+        }
+    }
+
+    async fn recv_addressed(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         loop {
             let frame = crate::handler::socks::udptun::next_frame(&self.inbuf)
                 .map_err(|msg| io::Error::new(io::ErrorKind::InvalidData, msg))?;
@@ -86,16 +145,29 @@ impl UdpTunnel {
                     }
                 }
             }
-            self.inbuf
-                .reserve(MAX_FRAME.saturating_sub(self.inbuf.len()).min(8192));
-            if self.rd.read_buf(&mut self.inbuf).await? == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "udp tunnel closed by the node",
-                ));
-            }
+            self.fill().await?;
         }
     }
+
+    /// Reads more of the stream into the frame buffer.
+    async fn fill(&mut self) -> io::Result<()> {
+        self.inbuf
+            .reserve(MAX_FRAME.saturating_sub(self.inbuf.len()).min(8192));
+        if self.rd.read_buf(&mut self.inbuf).await? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "udp tunnel closed by the node",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The payload length of the complete relay frame `LEN(2) PAYLOAD` at the
+/// start of `buf`, if it is all there.
+fn relay_frame_len(buf: &[u8]) -> Option<usize> {
+    let len = u16::from_be_bytes([*buf.first()?, *buf.get(1)?]) as usize;
+    (buf.len() >= 2 + len).then_some(len)
 }
 
 #[cfg(test)]
@@ -133,6 +205,35 @@ mod tests {
         );
         drop(server.await.unwrap());
         let err = tun.recv_from(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[tokio::test]
+    async fn relay_frames_carry_the_payload_only() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut tun = UdpTunnel::relay(c);
+        tun.send_to(b"hi", "ignored:1").await.unwrap();
+        let mut out = [0u8; 4];
+        s.read_exact(&mut out).await.unwrap();
+        assert_eq!(out, [0, 2, b'h', b'i']);
+
+        // An empty datagram, then one split across writes.
+        let server = tokio::spawn(async move {
+            s.write_all(&[0, 0, 0]).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            s.write_all(&[3, b'a', b'b', b'c']).await.unwrap();
+            s
+        });
+        let mut buf = [0u8; 8];
+        assert_eq!(tun.recv(&mut buf).await.unwrap(), 0);
+        assert_eq!(tun.recv(&mut buf).await.unwrap(), 3);
+        assert_eq!(&buf[..3], b"abc");
+        let err = tun.recv_from(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::Unsupported);
+        drop(server.await.unwrap());
+        let err = tun.recv(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }
 }

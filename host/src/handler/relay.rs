@@ -29,7 +29,7 @@ use crate::auth::Auther;
 use crate::listener::Conn;
 use crate::metadata::{Metadata, MetadataError};
 use crate::relay::{self, RelayOptions};
-use crate::router::{Router, UdpUpstream};
+use crate::router::{DialError, Router, UdpUpstream};
 
 const VERSION: u8 = 1;
 const CMD_CONNECT: u8 = 0x01;
@@ -196,9 +196,7 @@ impl RelayHandler {
             let mut sock = match self.router.dial_udp(&req.addr).await {
                 Ok(s) => s,
                 Err(e) => {
-                    let _ = client
-                        .write_all(&response(STATUS_NETWORK_UNREACHABLE))
-                        .await;
+                    let _ = client.write_all(&response(dial_failure(&e))).await;
                     return Err(e.into());
                 }
             };
@@ -214,13 +212,7 @@ impl RelayHandler {
         let upstream = match self.router.dial_tcp(&req.addr).await {
             Ok(s) => s,
             Err(e) => {
-                // GOST answers a target its bypass refuses "forbidden".
-                let status = if e.is_bypass() {
-                    STATUS_FORBIDDEN
-                } else {
-                    STATUS_NETWORK_UNREACHABLE
-                };
-                let _ = client.write_all(&response(status)).await;
+                let _ = client.write_all(&response(dial_failure(&e))).await;
                 return Err(e.into());
             }
         };
@@ -291,6 +283,16 @@ impl RelayHandler {
         };
         relay::relay_tcp(&client, &upstream, ctx.stats.as_ref(), &opts).await?;
         Ok(())
+    }
+}
+
+/// GOST answers a target its bypass refuses "forbidden", for TCP and UDP
+/// alike, and any other failed dial "network unreachable".
+fn dial_failure(e: &DialError) -> u8 {
+    if e.is_bypass() {
+        STATUS_FORBIDDEN
+    } else {
+        STATUS_NETWORK_UNREACHABLE
     }
 }
 
