@@ -141,8 +141,9 @@ fn tls(b: &[u8]) -> Parsed {
     }
 }
 
-/// Walks a ClientHello handshake message to its SNI extension.
-fn server_name(hs: &[u8]) -> Option<String> {
+/// Walks a ClientHello handshake message (from its type byte) to its SNI
+/// extension; the forwarder plugins' host hint uses it too.
+pub(crate) fn server_name(hs: &[u8]) -> Option<String> {
     let mut r = Reader(hs.get(4..)?);
     r.take(2 + 32)?;
     let sid = r.u8()? as usize;

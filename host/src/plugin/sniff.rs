@@ -20,39 +20,11 @@ pub fn may_name_host(first: &[u8]) -> bool {
     method > 0 && (method == first.len() || first[method] == b' ')
 }
 
-/// SNI of a TLS ClientHello (RFC 8446 4.1.2, RFC 6066 3).
+/// SNI of a TLS ClientHello (RFC 8446 4.1.2, RFC 6066 3), lower-cased.
 fn tls_sni(b: &[u8]) -> Option<String> {
-    let mut r = Reader(b);
-    r.take(5)?; // record header
-    if r.u8()? != 1 {
-        return None; // not a ClientHello
-    }
-    r.take(3)?; // handshake length
-    r.take(2 + 32)?; // version, random
-    let sid = r.u8()? as usize;
-    r.take(sid)?;
-    let suites = r.u16()? as usize;
-    r.take(suites)?;
-    let comp = r.u8()? as usize;
-    r.take(comp)?;
-    let ext_len = r.u16()? as usize;
-    let mut ext = Reader(r.take(ext_len)?);
-    while let (Some(ty), Some(len)) = (ext.u16(), ext.u16()) {
-        let body = ext.take(len as usize)?;
-        if ty != 0 {
-            continue;
-        }
-        let mut list = Reader(body);
-        list.u16()?;
-        while let Some(kind) = list.u8() {
-            let n = list.u16()? as usize;
-            let name = list.take(n)?;
-            if kind == 0 {
-                return std::str::from_utf8(name).ok().map(str::to_ascii_lowercase);
-            }
-        }
-    }
-    None
+    // After the 5-byte record header: a handshake message of type 1.
+    let hs = b.get(5..).filter(|hs| hs.first() == Some(&1))?;
+    crate::handler::sniffing::server_name(hs).map(|n| n.to_ascii_lowercase())
 }
 
 /// `Host` of an HTTP/1 request, without the port.
@@ -71,25 +43,6 @@ fn http_host(b: &[u8]) -> Option<String> {
         None => v.rsplit_once(':').map(|(h, _)| h).unwrap_or(v),
     };
     (!host.is_empty()).then(|| host.to_ascii_lowercase())
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        Some(a)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
-    }
-    fn u16(&mut self) -> Option<u16> {
-        self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
-    }
 }
 
 #[cfg(test)]
