@@ -551,3 +551,36 @@ fn a_forwarder_on_a_socks5_service_is_ignored_with_a_warning() {
     g.wait_log("forwarder ignored");
     assert!(g.log().contains("s5"), "{}", g.log());
 }
+
+#[test]
+fn udp_to_a_domain_target_uses_the_service_hosts() {
+    let echo = udp_echo_server();
+    let p = free_port();
+    let dir = TempDir::new("socks-udp-hosts");
+    let cfg = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:\n- name: s\n  addr: \"127.0.0.1:{p}\"\n  hosts: h\n  handler: {{type: socks5, metadata: {{udp: true}}}}\n  listener: {{type: tcp}}\nhosts:\n- name: h\n  mappings: [{{ip: 127.0.0.1, hostname: udp-only.test}}]\n"
+        ),
+    );
+    let g = Gost::start(&["-C", &cfg]);
+    g.wait_tcp(p);
+    let mut c = connect(p);
+    let reply = socks5_request(&mut c, 0xF3, SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+    assert_eq!(&reply[..2], &[5, 0], "{reply:?}");
+    // A frame to udp-only.test (ATYP 3): only the service's hosts know it.
+    let name = b"udp-only.test";
+    let mut f = 4u16.to_be_bytes().to_vec();
+    f.extend([0xFF, 3, name.len() as u8]);
+    f.extend_from_slice(name);
+    f.extend(echo.port().to_be_bytes());
+    f.extend_from_slice(b"ping");
+    c.write_all(&f).unwrap();
+    let head = read_n(&mut c, 10);
+    assert_eq!(
+        head,
+        tun_frame(0xFF, echo, b"ping")[..10],
+        "reply from the echo server"
+    );
+    assert_eq!(read_n(&mut c, 4), b"ping");
+}

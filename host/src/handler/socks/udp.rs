@@ -154,6 +154,10 @@ pub(super) struct Targets {
     /// The service's bypass: datagrams to targets it matches are dropped,
     /// as GOST's UDP relay does.
     bypass: Option<std::sync::Arc<crate::bypass::BypassGroup>>,
+    /// The service's hosts and resolver, consulted before the system's,
+    /// as for its TCP dials.
+    hosts: Option<std::sync::Arc<crate::hosts::Hosts>>,
+    resolver: Option<std::sync::Arc<crate::resolver::Resolver>>,
 }
 
 impl Targets {
@@ -164,6 +168,8 @@ impl Targets {
             tunnel: None,
             resolve_timeout,
             bypass: None,
+            hosts: None,
+            resolver: None,
         }
     }
 
@@ -173,6 +179,8 @@ impl Targets {
         let mut t = Targets::new(router.dial_timeout);
         t.tunnel = router.dial_udp_association().await?;
         t.bypass = router.bypass.clone();
+        t.hosts = router.hosts.clone();
+        t.resolver = router.resolver.clone();
         Ok(t)
     }
 
@@ -228,8 +236,27 @@ impl Targets {
             .ok_or_else(|| io::Error::other("target socket missing"))
     }
 
-    /// A domain target, preferring IPv4 as GOST does.
+    /// A domain target: the service's hosts, then its resolver, else the
+    /// system's, preferring IPv4 as GOST does.
     async fn resolve(&self, host: &str, port: u16) -> Option<SocketAddr> {
+        if self.hosts.is_some() || self.resolver.is_some() {
+            let addr = tokio::time::timeout(
+                self.resolve_timeout,
+                crate::router::resolve_addr(
+                    &format!("{host}:{port}"),
+                    self.hosts.as_deref(),
+                    self.resolver.as_deref(),
+                ),
+            )
+            .await
+            .ok()?
+            .ok()?;
+            // Unchanged (a name only the system knows) when hosts alone is
+            // set and has no entry for it.
+            if let Ok(a) = addr.parse() {
+                return Some(a);
+            }
+        }
         let addrs: Vec<SocketAddr> =
             tokio::time::timeout(self.resolve_timeout, tokio::net::lookup_host((host, port)))
                 .await
