@@ -305,29 +305,37 @@ fn assert_udp_echo(port: u16, payload: &[u8], chunk: usize) {
 
 #[test]
 fn udp_forward_through_a_socks5_node() {
-    let echo = udp_echo_server();
-    let (pa, pb) = (free_udp_port(), free_port());
-    let b = start(
-        &[
-            "-D",
-            "-L",
-            &format!("socks5://127.0.0.1:{pb}?udp=true&udp.bufferSize=65535"),
-        ],
+    // Each datagram travels as one frame of GOST's UDP-over-TCP and must
+    // come out as one datagram.
+    let pb = free_port();
+    let (b, _a) = udp_forward_via(
+        &format!("socks5://127.0.0.1:{pb}?udp=true&udp.bufferSize=65535"),
         pb,
+        &format!("socks5://127.0.0.1:{pb}"),
+        udp_echo_server(),
+        21,
     );
-    let _a = Gost::start(&[
+    b.wait_log("socks5 udp-over-tcp");
+}
+
+/// A `udp` forwarder to `echo` whose chain is the one node `node`, served
+/// by a gost started with `-D -L server` on `pb`; datagrams of 1,000 and
+/// 60,000 bytes must come back intact. Returns the node's and the
+/// forwarder's processes.
+fn udp_forward_via(server: &str, pb: u16, node: &str, echo: SocketAddr, seed: u64) -> (Gost, Gost) {
+    let pa = free_udp_port();
+    let b = start(&["-D", "-L", server], pb);
+    let a = Gost::start(&[
         "-L",
         &format!("udp://127.0.0.1:{pa}/{echo}?keepalive=true&ttl=10s&readBufferSize=65535"),
         "-F",
-        &format!("socks5://127.0.0.1:{pb}"),
+        node,
     ]);
-    // Sizes up to the largest datagram: each travels as one frame of
-    // GOST's UDP-over-TCP and must come out as one datagram.
-    let mut payload = random_bytes(64 * 1024, 21);
+    let mut payload = random_bytes(64 * 1024, seed);
     assert_udp_echo(pa, &payload, 1000);
     payload.truncate(60_000);
     assert_udp_echo(pa, &payload, 60_000);
-    b.wait_log("socks5 udp-over-tcp");
+    (b, a)
 }
 
 #[test]
@@ -555,27 +563,16 @@ fn relay_connector_without_nodelay_is_refused_at_start_up() {
 
 #[test]
 fn udp_forward_through_a_relay_node_with_auth() {
-    let echo = udp_echo_server();
-    let (pa, pb) = (free_udp_port(), free_port());
-    let b = start(
-        &[
-            "-D",
-            "-L",
-            &format!("relay://u:p@127.0.0.1:{pb}?udp.bufferSize=65535"),
-        ],
-        pb,
-    );
-    let _a = Gost::start(&[
-        "-L",
-        &format!("udp://127.0.0.1:{pa}/{echo}?keepalive=true&ttl=10s&readBufferSize=65535"),
-        "-F",
-        &format!("relay://u:p@127.0.0.1:{pb}?nodelay=true"),
-    ]);
     // Each datagram is one `LEN(2) DATA` frame on the relay connection.
-    let mut payload = random_bytes(64 * 1024, 23);
-    assert_udp_echo(pa, &payload, 1000);
-    payload.truncate(60_000);
-    assert_udp_echo(pa, &payload, 60_000);
+    let echo = udp_echo_server();
+    let pb = free_port();
+    let (b, _a) = udp_forward_via(
+        &format!("relay://u:p@127.0.0.1:{pb}?udp.bufferSize=65535"),
+        pb,
+        &format!("relay://u:p@127.0.0.1:{pb}?nodelay=true"),
+        echo,
+        23,
+    );
     b.wait_log("network=\"udp\"");
 
     // A wrong password: the relay node refuses, nothing comes back.

@@ -131,13 +131,7 @@ impl Node {
     /// A forwarder node. Its deprecated `host`/`protocol`/`path` fields
     /// stand for `filter` when that is absent, as in GOST.
     pub fn from_forward_config(cfg: &ForwardNodeConfig) -> Result<Self, NodeError> {
-        let mut node =
-            Self::common(&cfg.name, &cfg.addr, &cfg.network, &cfg.metadata).map_err(|source| {
-                NodeError::Metadata {
-                    node: cfg.name.clone(),
-                    source,
-                }
-            })?;
+        let mut node = Self::common(&cfg.name, &cfg.addr, &cfg.network, &cfg.metadata)?;
         let filter = cfg.filter.clone().unwrap_or_else(|| NodeFilterConfig {
             host: cfg.host.clone(),
             protocol: cfg.protocol.clone(),
@@ -210,13 +204,7 @@ impl Node {
                 "dialer type '{dialer}' is not supported (tcp)"
             )));
         }
-        let mut node =
-            Self::common(&cfg.name, &cfg.addr, &cfg.network, &cfg.metadata).map_err(|source| {
-                NodeError::Metadata {
-                    node: cfg.name.clone(),
-                    source,
-                }
-            })?;
+        let mut node = Self::common(&cfg.name, &cfg.addr, &cfg.network, &cfg.metadata)?;
         node.connector = Some(Connector::from_config(cfg.connector.as_ref()).map_err(
             |source| NodeError::Connector {
                 node: cfg.name.clone(),
@@ -241,7 +229,19 @@ impl Node {
         }
     }
 
-    fn common(name: &str, addr: &str, network: &str, md: &Metadata) -> Result<Self, MetadataError> {
+    fn common(name: &str, addr: &str, network: &str, md: &Metadata) -> Result<Self, NodeError> {
+        Self::from_metadata(name, addr, network, md).map_err(|source| NodeError::Metadata {
+            node: name.to_string(),
+            source,
+        })
+    }
+
+    fn from_metadata(
+        name: &str,
+        addr: &str,
+        network: &str,
+        md: &Metadata,
+    ) -> Result<Self, MetadataError> {
         Ok(Node {
             name: name.to_string(),
             addr: addr.to_string(),

@@ -148,7 +148,7 @@ impl ForwardHandler {
                 use tokio::io::AsyncWriteExt;
                 let mut client = client;
                 client
-                    .write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .write_all(super::http::bare_response(502).as_bytes())
                     .await?;
                 tracing::warn!(service = %ctx.service, client = %ctx.peer, host = %sniffed.host, path = %sniffed.path, "no node for request");
                 return Err(HandlerError::NoNode);

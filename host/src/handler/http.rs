@@ -686,11 +686,7 @@ impl HttpHandler {
     /// configured fields, which would tell a prober that this is a proxy
     /// (GOST adds them only once authentication has passed).
     async fn reply_bare(&self, client: &mut Buffered, status: u16) {
-        let head = format!(
-            "HTTP/1.1 {status} {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            reason(status)
-        );
-        let _ = client.io.write_all(head.as_bytes()).await;
+        let _ = client.io.write_all(bare_response(status).as_bytes()).await;
     }
 }
 
@@ -1335,6 +1331,16 @@ fn dial_status(e: &crate::router::DialError) -> u16 {
     } else {
         503
     }
+}
+
+/// An empty response that closes the connection and says nothing about
+/// the proxy; also the forward handler's answer to a sniffed request no
+/// node takes.
+pub(crate) fn bare_response(status: u16) -> String {
+    format!(
+        "HTTP/1.1 {status} {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        reason(status)
+    )
 }
 
 /// Reason phrases for the statuses the proxy writes itself.
