@@ -27,6 +27,7 @@ environment:
   CARGO_TARGET_DIR   where the release binaries are (default: <repo>/target)
   GOST_BIN           gost binary to test (default: $CARGO_TARGET_DIR/release/gost)
   GOST_EXTRA_ARGS    extra arguments for gost, e.g. "-C bench.yaml" (default: none)
+  SINK_RCVBUF        fixed SO_RCVBUF of the bulk sink in bytes (default: kernel autotuning)
 EOF
 }
 

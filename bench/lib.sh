@@ -66,14 +66,17 @@ show_pinning() {
 }
 
 # start_targets: the HTTP and sink target servers on the load core; sets
-# HTTP_PORT and SINK_PORT once both accept.
+# HTTP_PORT and SINK_PORT once both accept. SINK_RCVBUF (bytes) fixes the
+# sink's receive buffer instead of letting the kernel autotune it.
 start_targets() {
+    local sink_opts=()
+    [ -n "${SINK_RCVBUF:-}" ] && sink_opts=(--rcvbuf "$SINK_RCVBUF")
     read -r HTTP_PORT SINK_PORT < <("$LG" freeport --count 2 | tr '\n' ' ')
     taskset -c "$LOAD_CPU" "$LG" server --listen "127.0.0.1:$HTTP_PORT" --mode http \
         --max-seconds 3600 2>>"$TMP/servers.log" &
     PIDS+=($!)
     taskset -c "$LOAD_CPU" "$LG" server --listen "127.0.0.1:$SINK_PORT" --mode sink \
-        --max-seconds 3600 2>>"$TMP/servers.log" &
+        "${sink_opts[@]}" --max-seconds 3600 2>>"$TMP/servers.log" &
     PIDS+=($!)
     local p
     for p in $HTTP_PORT $SINK_PORT; do

@@ -70,6 +70,12 @@ struct ServerArgs {
     /// crashed benchmark script never leaves it running for good.
     #[arg(long, default_value_t = 3600)]
     max_seconds: u64,
+    /// Fixed SO_RCVBUF for accepted connections, in bytes (the kernel
+    /// doubles it). Unset, the kernel autotunes the receive window, which
+    /// on a machine with a large `tcp_rmem` maximum lets a sink that shares
+    /// its core with the client build a queue of tens of MiB.
+    #[arg(long)]
+    rcvbuf: Option<u32>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -185,9 +191,13 @@ fn runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Server(a) => {
-            runtime(a.threads)?.block_on(server::run(a.listen, a.mode, a.backlog, a.max_seconds))
-        }
+        Cmd::Server(a) => runtime(a.threads)?.block_on(server::run(
+            a.listen,
+            a.mode,
+            a.backlog,
+            a.max_seconds,
+            a.rcvbuf,
+        )),
         Cmd::Bulk(a) => runtime(1)?.block_on(client::bulk(a)),
         Cmd::Keepalive(a) => runtime(1)?.block_on(client::keepalive(a)),
         Cmd::Connrate(a) => runtime(1)?.block_on(client::connrate(a)),

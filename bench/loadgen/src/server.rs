@@ -39,13 +39,25 @@ const MAX_REQUEST: usize = 64 * 1024;
 /// Accepts until the lifetime bound expires. Accept errors (EMFILE under a
 /// connection storm) are logged at most once a second and retried after a
 /// short pause instead of ending the server.
-pub async fn run(listen: SocketAddr, mode: Mode, backlog: u32, max_seconds: u64) -> Result<()> {
+pub async fn run(
+    listen: SocketAddr,
+    mode: Mode,
+    backlog: u32,
+    max_seconds: u64,
+    rcvbuf: Option<u32>,
+) -> Result<()> {
     let socket = if listen.is_ipv4() {
         TcpSocket::new_v4()
     } else {
         TcpSocket::new_v6()
     }?;
     socket.set_reuseaddr(true)?;
+    // Set on the listener so accepted sockets inherit it from the start.
+    if let Some(n) = rcvbuf {
+        socket
+            .set_recv_buffer_size(n)
+            .with_context(|| format!("cannot set SO_RCVBUF {n}"))?;
+    }
     socket
         .bind(listen)
         .with_context(|| format!("cannot bind {listen}"))?;
