@@ -148,20 +148,41 @@ fn ensure_wasm_target() {
 /// A port that was free a moment ago. The OS may hand it out again before
 /// gost binds it, but only to another process binding port 0 at that
 /// instant; tests needing a fixed address have no better option.
+/// A TCP port free on 127.0.0.1 for a gost service to bind.
+///
+/// Port 0's answer would come from the ephemeral range, where the
+/// outgoing connections of tests running in parallel take their source
+/// ports, so a gost started a moment later could find the port taken.
+/// Ports are therefore picked below that range, each one once per test
+/// process, from a start that differs between processes.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    pick_port(|p| TcpListener::bind(("127.0.0.1", p)).is_ok())
 }
 
+/// A UDP port free on 127.0.0.1; see [`free_port`].
 pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    pick_port(|p| UdpSocket::bind(("127.0.0.1", p)).is_ok())
+}
+
+fn pick_port(free: impl Fn(u16) -> bool) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 10_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let high = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768)
+        .max(LOW + 2_000);
+    let span = high - LOW;
+    let seed = std::process::id().wrapping_mul(2_654_435_761) % span;
+    let _ = NEXT.compare_exchange(u32::MAX, seed, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..span {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % span) as u16;
+        if free(port) {
+            return port;
+        }
+    }
+    panic!("no free port between {LOW} and {high}");
 }
 
 /// A running gost process; killed when dropped.
