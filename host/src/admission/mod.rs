@@ -48,17 +48,15 @@ fn parse_ip_rules(lines: &[Line]) -> Result<PatternSet, RuleError> {
 
 impl Admission {
     pub fn from_config(cfg: &AdmissionConfig) -> Result<Admission, AdmissionError> {
-        for (what, set) in [
-            ("redis loader", cfg.redis.is_some()),
-            ("http loader", cfg.http.is_some()),
-            ("plugin", cfg.plugin.is_some()),
-        ] {
-            if set {
-                return Err(AdmissionError::Unsupported {
-                    name: cfg.name.clone(),
-                    what,
-                });
-            }
+        if let Some(what) = crate::config::remote_source(
+            cfg.redis.is_some(),
+            cfg.http.is_some(),
+            cfg.plugin.is_some(),
+        ) {
+            return Err(AdmissionError::Unsupported {
+                name: cfg.name.clone(),
+                what,
+            });
         }
         let owner = format!("admission \"{}\"", cfg.name);
         let file = cfg.file.as_ref().map(|f| f.path.as_str());

@@ -34,17 +34,15 @@ pub struct Bypass {
 
 impl Bypass {
     pub fn from_config(cfg: &BypassConfig) -> Result<Bypass, BypassError> {
-        for (what, set) in [
-            ("redis loader", cfg.redis.is_some()),
-            ("http loader", cfg.http.is_some()),
-            ("plugin", cfg.plugin.is_some()),
-        ] {
-            if set {
-                return Err(BypassError::Unsupported {
-                    name: cfg.name.clone(),
-                    what,
-                });
-            }
+        if let Some(what) = crate::config::remote_source(
+            cfg.redis.is_some(),
+            cfg.http.is_some(),
+            cfg.plugin.is_some(),
+        ) {
+            return Err(BypassError::Unsupported {
+                name: cfg.name.clone(),
+                what,
+            });
         }
         let owner = format!("bypass \"{}\"", cfg.name);
         let file = cfg.file.as_ref().map(|f| f.path.as_str());

@@ -18,6 +18,19 @@ pub use validate::{Kind, DEFAULT_CONNECTOR, DEFAULT_DIALER, DEFAULT_HANDLER, DEF
 
 pub(crate) use validate::{check_host_port, parse_port_range, split_host_port};
 
+/// The first remote rule source a bypass, admission, hosts or limiter
+/// config names (`redis`, `http` or a `plugin`): gost-rs reads rules only
+/// inline and from files, so each such source is refused by name.
+pub fn remote_source(redis: bool, http: bool, plugin: bool) -> Option<&'static str> {
+    [
+        ("redis loader", redis),
+        ("http loader", http),
+        ("plugin", plugin),
+    ]
+    .into_iter()
+    .find_map(|(what, set)| set.then_some(what))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{origin}: {source}")]

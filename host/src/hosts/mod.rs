@@ -83,17 +83,15 @@ pub struct Hosts {
 
 impl Hosts {
     pub fn from_config(cfg: &HostsConfig) -> Result<Hosts, HostsError> {
-        for (what, set) in [
-            ("redis loader", cfg.redis.is_some()),
-            ("http loader", cfg.http.is_some()),
-            ("plugin", cfg.plugin.is_some()),
-        ] {
-            if set {
-                return Err(HostsError::Unsupported {
-                    name: cfg.name.clone(),
-                    what,
-                });
-            }
+        if let Some(what) = crate::config::remote_source(
+            cfg.redis.is_some(),
+            cfg.http.is_some(),
+            cfg.plugin.is_some(),
+        ) {
+            return Err(HostsError::Unsupported {
+                name: cfg.name.clone(),
+                what,
+            });
         }
         let inline: Vec<String> = cfg
             .mappings

@@ -46,18 +46,16 @@ fn find<'a>(
         .iter()
         .find(|l| l.name == name)
         .ok_or_else(|| LimiterError::NotFound(name.to_string(), kind))?;
-    for (what, set) in [
-        ("redis loader", cfg.redis.is_some()),
-        ("http loader", cfg.http.is_some()),
-        ("plugin", cfg.plugin.is_some()),
-    ] {
-        if set {
-            return Err(LimiterError::Unsupported {
-                kind,
-                name: name.to_string(),
-                what,
-            });
-        }
+    if let Some(what) = crate::config::remote_source(
+        cfg.redis.is_some(),
+        cfg.http.is_some(),
+        cfg.plugin.is_some(),
+    ) {
+        return Err(LimiterError::Unsupported {
+            kind,
+            name: name.to_string(),
+            what,
+        });
     }
     Ok(Some(cfg))
 }
