@@ -26,6 +26,7 @@ use super::forward::ForwardHandler;
 use super::stream::ClientStream;
 use super::{ConnContext, HandleFuture, Handler, HandlerError};
 use crate::auth::Auther;
+use crate::connector::upstream::Upstream;
 use crate::listener::Conn;
 use crate::metadata::{Metadata, MetadataError};
 use crate::relay::{self, RelayOptions};
@@ -274,14 +275,14 @@ impl RelayHandler {
     async fn relay_stream(
         &self,
         client: ClientStream,
-        upstream: TcpStream,
+        upstream: Upstream,
         ctx: &ConnContext,
     ) -> Result<(), HandlerError> {
         let client = client.into_inner();
         let opts = RelayOptions {
             idle_timeout: self.opts.idle_timeout,
         };
-        relay::relay_tcp(&client, &upstream, ctx.stats.as_ref(), &opts).await?;
+        relay::relay_tcp(&client, upstream, ctx.stats.as_ref(), &opts).await?;
         Ok(())
     }
 }

@@ -25,6 +25,9 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
+use crate::connector::relay::LazyResponse;
+use crate::connector::upstream::Upstream;
+use crate::connector::ConnectError;
 use crate::limiter::traffic::ConnTraffic;
 use crate::service::stats::Stats;
 use pipe::Pipe;
@@ -93,6 +96,10 @@ pub enum RelayError {
     Idle(Duration),
     #[error(transparent)]
     Io(#[from] io::Error),
+    /// A lazy relay node's response, read before the first byte back,
+    /// refused the connection or was not a response.
+    #[error(transparent)]
+    Upstream(#[from] ConnectError),
 }
 
 impl RelayError {
@@ -102,6 +109,7 @@ impl RelayError {
         match self {
             RelayError::Idle(_) => false,
             RelayError::Io(e) => !is_disconnect(e),
+            RelayError::Upstream(_) => true,
         }
     }
 }
@@ -119,16 +127,20 @@ pub fn is_disconnect(e: &io::Error) -> bool {
 
 /// Relays until both directions have seen EOF (each EOF is passed on as a
 /// write shutdown, so half-closed protocols work), one side fails, or the
-/// idle timeout expires.
+/// idle timeout expires. A relay response still owed on `upstream` is
+/// read before anything is passed back to the client; the other direction
+/// does not wait for it.
 pub async fn relay_tcp(
     client: &TcpStream,
-    upstream: &TcpStream,
+    upstream: Upstream,
     stats: Option<&Arc<Stats>>,
     opts: &RelayOptions,
 ) -> Result<Transferred, RelayError> {
+    let (upstream, owed) = upstream.into_parts();
     Relay {
         client,
-        upstream,
+        upstream: &upstream,
+        owed,
         stats,
         // The service's traffic limiter, if any, rides along as a
         // task-local value so that no handler has to pass it.
@@ -143,6 +155,8 @@ pub async fn relay_tcp(
 struct Relay<'a> {
     client: &'a TcpStream,
     upstream: &'a TcpStream,
+    /// Read off `upstream` before `down` may start.
+    owed: Option<LazyResponse>,
     stats: Option<&'a Arc<Stats>>,
     traffic: Option<Arc<ConnTraffic>>,
     /// Client to upstream.
@@ -162,7 +176,17 @@ impl Future for Relay<'_> {
             traffic: this.traffic.as_deref(),
         };
         let up = this.up.poll(cx, this.client, this.upstream, &env)?;
-        let down = this.down.poll(cx, this.upstream, this.client, &env)?;
+        let down = match &mut this.owed {
+            None => this.down.poll(cx, this.upstream, this.client, &env)?,
+            Some(owed) => match owed.poll_read(cx, this.upstream) {
+                Poll::Ready(Ok(())) => {
+                    this.owed = None;
+                    this.down.poll(cx, this.upstream, this.client, &env)?
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                Poll::Pending => Poll::Pending,
+            },
+        };
         if up.is_ready() && down.is_ready() {
             return Poll::Ready(Ok(Transferred {
                 input: this.up.total,
@@ -448,7 +472,13 @@ mod tests {
     ) -> tokio::task::JoinHandle<Result<Transferred, RelayError>> {
         tokio::spawn(async move {
             let opts = RelayOptions::default();
-            relay_tcp(&client_side, &upstream_side, Some(&stats), &opts).await
+            relay_tcp(
+                &client_side,
+                Upstream::direct(upstream_side),
+                Some(&stats),
+                &opts,
+            )
+            .await
         })
     }
 
@@ -493,7 +523,13 @@ mod tests {
         user.shutdown().await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         let relay = tokio::spawn(async move {
-            relay_tcp(&client_side, &upstream_side, None, &RelayOptions::default()).await
+            relay_tcp(
+                &client_side,
+                Upstream::direct(upstream_side),
+                None,
+                &RelayOptions::default(),
+            )
+            .await
         });
         let mut got = Vec::new();
         tokio::time::timeout(Duration::from_secs(5), server.read_to_end(&mut got))
@@ -550,8 +586,9 @@ mod tests {
         let opts = RelayOptions {
             idle_timeout: Some(Duration::from_millis(200)),
         };
-        let relay =
-            tokio::spawn(async move { relay_tcp(&client_side, &upstream_side, None, &opts).await });
+        let relay = tokio::spawn(async move {
+            relay_tcp(&client_side, Upstream::direct(upstream_side), None, &opts).await
+        });
         // 1 s of traffic, a byte every 50 ms: five idle periods in all.
         for i in 0..20u8 {
             user.write_all(&[i]).await.unwrap();
@@ -574,7 +611,7 @@ mod tests {
         let opts = RelayOptions {
             idle_timeout: Some(Duration::from_millis(100)),
         };
-        let r = relay_tcp(&client_side, &upstream_side, None, &opts).await;
+        let r = relay_tcp(&client_side, Upstream::direct(upstream_side), None, &opts).await;
         assert!(matches!(r, Err(RelayError::Idle(_))));
     }
 }
