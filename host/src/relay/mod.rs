@@ -136,11 +136,44 @@ pub async fn relay_tcp(
     stats: Option<&Arc<Stats>>,
     opts: &RelayOptions,
 ) -> Result<Transferred, RelayError> {
+    run(client, upstream, None, stats, opts).await
+}
+
+/// [`relay_tcp`] for GOST's relay handler without `nodelay`: `answer`
+/// (its response) reaches the client only once the target has something
+/// to say, right before the target's first bytes.
+pub async fn relay_tcp_answering(
+    client: &TcpStream,
+    upstream: Upstream,
+    answer: [u8; 4],
+    stats: Option<&Arc<Stats>>,
+    opts: &RelayOptions,
+) -> Result<Transferred, RelayError> {
+    run(
+        client,
+        upstream,
+        Some(Answer {
+            bytes: answer,
+            sent: 0,
+        }),
+        stats,
+        opts,
+    )
+    .await
+}
+
+async fn run(
+    client: &TcpStream,
+    upstream: Upstream,
+    answer: Option<Answer>,
+    stats: Option<&Arc<Stats>>,
+    opts: &RelayOptions,
+) -> Result<Transferred, RelayError> {
     let (upstream, owed) = upstream.into_parts();
     Relay {
         client,
         upstream: &upstream,
-        owed,
+        start: DownStart { owed, answer },
         stats,
         // The service's traffic limiter, if any, rides along as a
         // task-local value so that no handler has to pass it.
@@ -152,11 +185,53 @@ pub async fn relay_tcp(
     .await
 }
 
+/// What the upstream-to-client direction does before relaying: read off a
+/// lazy relay node's response, then send the client a held-back answer.
+/// Both are `None` on the common path, which then costs one check.
+struct DownStart {
+    owed: Option<LazyResponse>,
+    answer: Option<Answer>,
+}
+
+struct Answer {
+    bytes: [u8; 4],
+    sent: usize,
+}
+
+impl DownStart {
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        upstream: &TcpStream,
+        client: &TcpStream,
+    ) -> Poll<Result<(), RelayError>> {
+        if let Some(owed) = &mut self.owed {
+            ready!(owed.poll_read(cx, upstream))?;
+            self.owed = None;
+        }
+        if let Some(a) = &mut self.answer {
+            // The target's first bytes, or its EOF, release the answer.
+            ready!(upstream.poll_read_ready(cx))?;
+            while a.sent < a.bytes.len() {
+                match client.try_write(&a.bytes[a.sent..]) {
+                    Ok(n) => a.sent += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        ready!(client.poll_write_ready(cx))?;
+                    }
+                    Err(e) => return Poll::Ready(Err(e.into())),
+                }
+            }
+            self.answer = None;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
 struct Relay<'a> {
     client: &'a TcpStream,
     upstream: &'a TcpStream,
-    /// Read off `upstream` before `down` may start.
-    owed: Option<LazyResponse>,
+    /// Done before `down` may start.
+    start: DownStart,
     stats: Option<&'a Arc<Stats>>,
     traffic: Option<Arc<ConnTraffic>>,
     /// Client to upstream.
@@ -176,16 +251,9 @@ impl Future for Relay<'_> {
             traffic: this.traffic.as_deref(),
         };
         let up = this.up.poll(cx, this.client, this.upstream, &env)?;
-        let down = match &mut this.owed {
-            None => this.down.poll(cx, this.upstream, this.client, &env)?,
-            Some(owed) => match owed.poll_read(cx, this.upstream) {
-                Poll::Ready(Ok(())) => {
-                    this.owed = None;
-                    this.down.poll(cx, this.upstream, this.client, &env)?
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
-                Poll::Pending => Poll::Pending,
-            },
+        let down = match this.start.poll(cx, this.upstream, this.client)? {
+            Poll::Ready(()) => this.down.poll(cx, this.upstream, this.client, &env)?,
+            Poll::Pending => Poll::Pending,
         };
         if up.is_ready() && down.is_ready() {
             return Poll::Ready(Ok(Transferred {
