@@ -35,7 +35,7 @@ impl Upstream {
 
     /// One more relay response owed, after any already owed (a lazy relay
     /// node behind another answers after it).
-    pub(super) fn owe_response(&mut self) {
+    pub(crate) fn owe_response(&mut self) {
         self.response = Some(match self.response.take() {
             Some(owed) => owed.and_one_more(),
             None => LazyResponse::default(),

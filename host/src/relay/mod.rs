@@ -682,4 +682,54 @@ mod tests {
         let r = relay_tcp(&client_side, Upstream::direct(upstream_side), None, &opts).await;
         assert!(matches!(r, Err(RelayError::Idle(_))));
     }
+
+    /// A lazy relay node's response is taken off the upstream while the
+    /// client speaks first, and a held-back answer reaches the client
+    /// right before the target's first bytes.
+    #[tokio::test]
+    async fn an_owed_response_and_a_held_answer_frame_the_first_bytes() {
+        let (mut user, client_side) = pair().await;
+        let (upstream_side, mut server) = pair().await;
+        let mut up = Upstream::direct(upstream_side);
+        up.owe_response();
+        let relay = tokio::spawn(async move {
+            let opts = RelayOptions::default();
+            relay_tcp_answering(&client_side, up, [1, 0, 0, 0], None, &opts).await
+        });
+        user.write_all(b"hello").await.unwrap();
+        let mut req = [0u8; 5];
+        server.read_exact(&mut req).await.unwrap();
+        assert_eq!(&req, b"hello");
+        // The response (with one feature byte), then the target's bytes.
+        server
+            .write_all(&[1, 0, 0, 1, 9, b'w', b'o', b'r', b'l', b'd'])
+            .await
+            .unwrap();
+        let mut back = [0u8; 9];
+        user.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"\x01\x00\x00\x00world");
+        drop((user, server));
+        let _ = tokio::time::timeout(Duration::from_secs(5), relay).await;
+
+        // A refusal ends the relay as a server error; nothing reaches the
+        // client.
+        let (mut user, client_side) = pair().await;
+        let (upstream_side, mut server) = pair().await;
+        let mut up = Upstream::direct(upstream_side);
+        up.owe_response();
+        let relay = tokio::spawn(async move {
+            relay_tcp(&client_side, up, None, &RelayOptions::default()).await
+        });
+        server.write_all(&[1, 7, 0, 0, b'x']).await.unwrap();
+        let err = tokio::time::timeout(Duration::from_secs(5), relay)
+            .await
+            .expect("relay ends")
+            .unwrap()
+            .unwrap_err();
+        assert!(err.is_server_error());
+        assert!(err.to_string().contains("status 7"), "{err}");
+        let mut got = Vec::new();
+        let _ = user.read_to_end(&mut got).await;
+        assert!(got.is_empty(), "{got:?}");
+    }
 }
