@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::UdpSocket;
+
+use crate::connector::upstream::Upstream;
 
 use crate::bypass::{BypassError, BypassGroup};
 use crate::chain::build::ChainBuildError;
@@ -176,17 +178,18 @@ fn host_of(addr: &str) -> &str {
 impl Router {
     /// A TCP stream to `addr`. Through a chain, the stream is the first
     /// node's connection with every handshake done, so the caller relays
-    /// on it exactly as on a direct connection.
+    /// on it as on a direct connection, except that a lazy relay node's
+    /// response may still be owed on it (see [`Upstream`]).
     ///
     /// The dial's state (resolver, chain handshakes) lives in its own
     /// allocation, freed once connected: inline, it would size every
     /// handler's future for the whole relay, about 1.7 KiB per idle
     /// connection.
-    pub async fn dial_tcp(&self, addr: &str) -> Result<TcpStream, DialError> {
+    pub async fn dial_tcp(&self, addr: &str) -> Result<Upstream, DialError> {
         Box::pin(self.dial_tcp_unboxed(addr)).await
     }
 
-    async fn dial_tcp_unboxed(&self, addr: &str) -> Result<TcpStream, DialError> {
+    async fn dial_tcp_unboxed(&self, addr: &str) -> Result<Upstream, DialError> {
         self.check_bypass("tcp", addr)?;
         let mut last = None;
         for attempt in 0..=self.retries {
@@ -235,12 +238,12 @@ impl Router {
 
     /// `addr` is the target after hosts and resolver; `host` is the name
     /// the client asked for, which node filters and hashing use.
-    async fn try_dial_tcp(&self, addr: &str, host: &str) -> io::Result<TcpStream> {
+    async fn try_dial_tcp(&self, addr: &str, host: &str) -> io::Result<Upstream> {
         match self.route_for(addr, host) {
             Some((chain, nodes)) => {
                 finish_route(&chain, addr, route::dial(&chain.name, &nodes, addr).await)
             }
-            None => crate::dialer::dial_tcp(addr).await,
+            None => crate::dialer::dial_tcp(addr).await.map(Upstream::direct),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The `relay` handler (GOST's relay protocol) through the real binary,
 //! driven by a hand-written relay client: CONNECT over TCP and UDP, user
-//! authentication, forwarder mode and bad requests.
+//! authentication, forwarder mode, bad requests, and the OK held back
+//! until the target speaks unless `nodelay` is set.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -70,7 +71,10 @@ fn connect_with_authentication_tcp_and_udp() {
     let echo = tcp_echo_server();
     let uecho = udp_echo_server();
     let p = free_port();
-    let g = Gost::start(&["-L", &format!("relay://user:pass@127.0.0.1:{p}")]);
+    let g = Gost::start(&[
+        "-L",
+        &format!("relay://user:pass@127.0.0.1:{p}?nodelay=true"),
+    ]);
     g.wait_tcp(p);
 
     let (c, status) = request(p, 1, &[user_feature("user", "pass"), addr_feature(echo)]);
@@ -110,7 +114,7 @@ fn forwarder_mode_ignores_the_requested_target() {
     let echo = tcp_echo_server();
     let decoy = tcp_greeter("decoy");
     let p = free_port();
-    let g = Gost::start(&["-L", &format!("relay://127.0.0.1:{p}/{echo}")]);
+    let g = Gost::start(&["-L", &format!("relay://127.0.0.1:{p}/{echo}?nodelay=true")]);
     g.wait_tcp(p);
     // No address at all, and an address that is not the node: both go to
     // the forwarder's node.
@@ -203,5 +207,36 @@ fn targets_refused_by_the_bypass_are_forbidden_for_tcp_and_udp() {
     let (mut c, status) = request(p, 0x81, &[addr_feature(uecho)]);
     assert_eq!(status, 3, "UDP target in the bypass");
     assert!(closed(&mut c));
+    assert!(!g.log().contains("panicked"));
+}
+
+/// Without `nodelay` the OK comes right before the target's first bytes,
+/// for TCP and UDP: a client speaking first gets it with the echo.
+#[test]
+fn without_nodelay_the_ok_waits_for_the_target() {
+    let echo = tcp_echo_server();
+    let uecho = udp_echo_server();
+    let p = free_port();
+    let g = Gost::start(&["-L", &format!("relay://127.0.0.1:{p}")]);
+    g.wait_tcp(p);
+    let send = |cmd: u8, target: SocketAddr, first: &[u8]| {
+        let mut c = TcpStream::connect(("127.0.0.1", p)).unwrap();
+        c.set_read_timeout(Some(std::time::Duration::from_millis(300)))
+            .unwrap();
+        let body = addr_feature(target);
+        let mut req = vec![1, cmd, 0, body.len() as u8];
+        req.extend_from_slice(&body);
+        c.write_all(&req).unwrap();
+        // Nothing comes back before the target has spoken.
+        assert!(c.read(&mut [0u8; 4]).is_err(), "an OK before any data");
+        c.set_read_timeout(Some(TIMEOUT)).unwrap();
+        c.write_all(first).unwrap();
+        let mut got = vec![0u8; 4 + first.len()];
+        c.read_exact(&mut got).unwrap();
+        assert_eq!(&got[..4], [1, 0, 0, 0]);
+        assert_eq!(&got[4..], first);
+    };
+    send(1, echo, b"ping");
+    send(0x81, uecho, &[0, 4, b'p', b'o', b'n', b'g']);
     assert!(!g.log().contains("panicked"));
 }

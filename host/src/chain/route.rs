@@ -6,10 +6,9 @@ use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::net::TcpStream;
-
 use super::Node;
 use crate::connector::udp_tun::UdpTunnel;
+use crate::connector::upstream::Upstream;
 use crate::connector::ConnectError;
 
 #[derive(Debug, thiserror::Error)]
@@ -53,8 +52,9 @@ impl RouteError {
 /// `chain`. A node that cannot be reached, or whose predecessor could not
 /// reach it, is marked failed; a node that worked is reset. A failure of
 /// the last connector to reach the target itself marks nothing: the target
-/// may be down, not the node.
-pub async fn dial(chain: &str, nodes: &[Arc<Node>], target: &str) -> Result<TcpStream, RouteError> {
+/// may be down, not the node. A lazy relay node's response may still be
+/// owed on the stream.
+pub async fn dial(chain: &str, nodes: &[Arc<Node>], target: &str) -> Result<Upstream, RouteError> {
     let mut stream = reach_last_counted(chain, nodes).await?;
     let last = &nodes[nodes.len() - 1];
     connect(last, &mut stream, target)
@@ -96,7 +96,7 @@ pub async fn dial_udp(
 
 /// [`reach_last`] with metrics on: a route that fails before its last
 /// node counts a chain error, labelled as GOST does with the first node.
-async fn reach_last_counted(chain: &str, nodes: &[Arc<Node>]) -> Result<TcpStream, RouteError> {
+async fn reach_last_counted(chain: &str, nodes: &[Arc<Node>]) -> Result<Upstream, RouteError> {
     let first = &nodes[0];
     let series = crate::metrics::chain_node(&first.metrics, chain, &first.name);
     let reached = reach_last(nodes, series).await;
@@ -111,7 +111,7 @@ async fn reach_last_counted(chain: &str, nodes: &[Arc<Node>]) -> Result<TcpStrea
 async fn reach_last(
     nodes: &[Arc<Node>],
     series: Option<&crate::metrics::NodeSeries>,
-) -> Result<TcpStream, RouteError> {
+) -> Result<Upstream, RouteError> {
     let first = &nodes[0];
     let dialed = async {
         let addr = node_addr(first).await?;
@@ -123,7 +123,7 @@ async fn reach_last(
         Ok::<_, io::Error>(s)
     };
     let mut stream = match dialed.await {
-        Ok(s) => s,
+        Ok(s) => Upstream::direct(s),
         Err(source) => {
             first.marker.mark();
             return Err(RouteError::Dial {
@@ -166,7 +166,7 @@ async fn node_addr(node: &Node) -> io::Result<String> {
     crate::router::resolve_addr(&node.addr, node.hosts.as_deref(), node.resolver.as_deref()).await
 }
 
-async fn connect(node: &Node, stream: &mut TcpStream, addr: &str) -> Result<(), ConnectError> {
+async fn connect(node: &Node, stream: &mut Upstream, addr: &str) -> Result<(), ConnectError> {
     match &node.connector {
         Some(c) => c.connect(stream, addr).await,
         None => Ok(()),

@@ -6,6 +6,7 @@ use base64::Engine;
 use serde_json::Value;
 use tokio::net::TcpStream;
 
+use super::upstream::Upstream;
 use super::{write_all, ConnectError, Credentials};
 use crate::metadata::{Metadata, MetadataError};
 
@@ -66,9 +67,9 @@ impl HttpConnector {
         req
     }
 
-    pub async fn connect(&self, stream: &mut TcpStream, addr: &str) -> Result<(), ConnectError> {
-        write_all(NAME, stream, self.request(addr).as_bytes()).await?;
-        let head = read_head(stream).await?;
+    pub async fn connect(&self, up: &mut Upstream, addr: &str) -> Result<(), ConnectError> {
+        write_all(NAME, up.writer(), self.request(addr).as_bytes()).await?;
+        let head = read_head(up.settled().await?).await?;
         let status = parse_status(&head)?;
         if status != 200 {
             let line = head.lines().next().unwrap_or_default().to_string();
@@ -166,7 +167,8 @@ mod tests {
 
     #[tokio::test]
     async fn connect_sends_auth_and_leaves_tunnel_bytes_unread() {
-        let (mut c, mut s) = pair().await;
+        let (c, mut s) = pair().await;
+        let mut c = Upstream::direct(c);
         let server = tokio::spawn(async move {
             let mut buf = vec![0u8; 512];
             let n = s.read(&mut buf).await.unwrap();
@@ -182,7 +184,7 @@ mod tests {
             .await
             .unwrap();
         let mut rest = [0u8; 5];
-        c.read_exact(&mut rest).await.unwrap();
+        c.into_parts().0.read_exact(&mut rest).await.unwrap();
         assert_eq!(&rest, b"hello");
         let req = server.await.unwrap();
         assert!(req.starts_with("CONNECT example.com:80 HTTP/1.1\r\nHost: example.com:80\r\n"));
@@ -192,7 +194,8 @@ mod tests {
 
     #[tokio::test]
     async fn refusal_carries_the_status_line() {
-        let (mut c, mut s) = pair().await;
+        let (c, mut s) = pair().await;
+        let mut c = Upstream::direct(c);
         tokio::spawn(async move {
             let mut buf = [0u8; 512];
             let _ = s.read(&mut buf).await;
@@ -215,7 +218,8 @@ mod tests {
 
     #[tokio::test]
     async fn garbage_reply_is_bad_reply() {
-        let (mut c, mut s) = pair().await;
+        let (c, mut s) = pair().await;
+        let mut c = Upstream::direct(c);
         tokio::spawn(async move {
             let mut buf = [0u8; 512];
             let _ = s.read(&mut buf).await;

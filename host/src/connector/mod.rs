@@ -9,6 +9,7 @@ pub mod relay;
 pub mod socks4;
 pub mod socks5;
 pub mod udp_tun;
+pub mod upstream;
 
 use std::io;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use tokio::net::TcpStream;
 
 use crate::config::ConnectorConfig;
 use crate::metadata::MetadataError;
+use upstream::Upstream;
 
 /// Connector types this build implements, as GOST names them.
 pub const CONNECTORS: &[&str] = &[
@@ -62,6 +64,17 @@ pub enum ConnectError {
         connector: &'static str,
         timeout: Duration,
     },
+}
+
+impl ConnectError {
+    /// The error as an `io::Error`, for readers of a stream whose relay
+    /// response turned out bad: an I/O failure stays itself.
+    pub fn into_io(self) -> io::Error {
+        match self {
+            ConnectError::Io { source, .. } => source,
+            other => io::Error::other(other.to_string()),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,17 +142,11 @@ impl Connector {
                 }
                 Connector::Socks5(socks5::Socks5Connector { auth, timeout })
             }
-            "relay" => {
-                // See the relay module: only GOST's nodelay mode reads the
-                // response before the stream is handed on.
-                if md.get_bool("nodelay")? != Some(true) {
-                    return Err(ConnectorBuildError::Option {
-                        connector: "relay",
-                        what: "the default lazy response mode (set nodelay=true)".into(),
-                    });
-                }
-                Connector::Relay(relay::RelayConnector { auth, timeout })
-            }
+            "relay" => Connector::Relay(relay::RelayConnector {
+                auth,
+                timeout,
+                nodelay: md.get_bool("nodelay")?.unwrap_or(false),
+            }),
             "forward" => Connector::Forward,
             other => return Err(ConnectorBuildError::Unsupported(other.to_string())),
         })
@@ -182,8 +189,9 @@ impl Connector {
     }
 
     /// Asks the node at the other end of `stream` to connect to `addr`
-    /// (`host:port`) over TCP.
-    pub async fn connect(&self, stream: &mut TcpStream, addr: &str) -> Result<(), ConnectError> {
+    /// (`host:port`) over TCP. A lazy relay connector leaves its response
+    /// owing on `stream`.
+    pub async fn connect(&self, stream: &mut Upstream, addr: &str) -> Result<(), ConnectError> {
         self.timed(async {
             match self {
                 Connector::Http(c) => c.connect(stream, addr).await,
@@ -200,7 +208,7 @@ impl Connector {
     /// to any target. As in GOST, only socks5 and relay connectors can.
     pub async fn udp_tunnel(
         &self,
-        stream: TcpStream,
+        stream: Upstream,
         target: Option<&str>,
     ) -> Result<udp_tun::UdpTunnel, ConnectError> {
         match self {
@@ -268,20 +276,20 @@ mod tests {
     }
 
     #[test]
-    fn socks5_associate_mode_and_lazy_relay_are_refused() {
+    fn socks5_associate_mode_is_refused_and_relay_is_lazy_by_default() {
         assert_eq!(build(r#"{"type": "socks"}"#).unwrap().name(), "socks5");
         let err = build(r#"{"type": "socks5", "metadata": {"relay": "udp"}}"#).unwrap_err();
         assert!(err.to_string().contains("relay=udp"), "{err}");
-        let err = build(r#"{"type": "relay"}"#).unwrap_err();
-        assert!(err.to_string().contains("nodelay=true"), "{err}");
-        let relay = build(r#"{"type": "relay", "metadata": {"nodelay": true}}"#).unwrap();
-        assert_eq!(relay.name(), "relay");
+        let lazy = build(r#"{"type": "relay"}"#).unwrap();
+        assert!(matches!(lazy, Connector::Relay(ref r) if !r.nodelay));
+        let nodelay = build(r#"{"type": "relay", "metadata": {"nodelay": true}}"#).unwrap();
+        assert!(matches!(nodelay, Connector::Relay(ref r) if r.nodelay));
     }
 
     #[tokio::test]
     async fn a_connector_without_udp_says_so() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let s = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let s = Upstream::direct(TcpStream::connect(l.local_addr().unwrap()).await.unwrap());
         let err = build(r#"{"type": "http"}"#)
             .unwrap()
             .udp_tunnel(s, Some("127.0.0.1:53"))
@@ -291,7 +299,7 @@ mod tests {
             err.to_string(),
             "http connector: UDP is not supported (use a socks5 or relay node as the last hop)"
         );
-        let s = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let s = Upstream::direct(TcpStream::connect(l.local_addr().unwrap()).await.unwrap());
         let err = build(r#"{"type": "relay", "metadata": {"nodelay": true}}"#)
             .unwrap()
             .udp_tunnel(s, None)

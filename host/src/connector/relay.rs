@@ -1,24 +1,19 @@
-//! GOST's relay connector (`connector/relay`), CONNECT over TCP or UDP in
-//! GOST's `nodelay=true` mode: the request (target address and
-//! user/password features, plus the network feature for UDP) is written
-//! at once and the response read before the stream is handed on. A UDP
-//! CONNECT names one target; its datagrams then travel as `LEN(2) DATA`
-//! frames (see [`super::udp_tun`]).
-//!
-//! GOST's default mode instead sends the request with the first bytes of
-//! the client and reads the response lazily with the first bytes back,
-//! because a GOST relay server without `nodelay` holds its response until
-//! the target speaks. That needs a stream wrapper the native relay does
-//! not have, so a relay node must set `nodelay=true` (gost-rs relay
-//! servers always answer at once; GOST servers need `nodelay=true` too).
+//! GOST's relay connector (`connector/relay`), CONNECT over TCP or UDP.
+//! The request (target address and user/password features, plus the
+//! network feature for UDP) is written at once. With `nodelay=true` the
+//! response is read before the stream is handed on; by default (GOST's
+//! lazy mode) it is left owing on the [`Upstream`] and read just before
+//! the first byte back, because a GOST relay server without `nodelay`
+//! holds its response until the target speaks. A UDP CONNECT names one
+//! target; its datagrams then travel as `LEN(2) DATA` frames (see
+//! [`super::udp_tun`]).
 
 use std::time::Duration;
 
-use tokio::net::TcpStream;
-
 use super::socks5::encode_addr;
 use super::udp_tun::UdpTunnel;
-use super::{read_exact, write_all, ConnectError, Credentials};
+use super::upstream::Upstream;
+use super::{write_all, ConnectError, Credentials};
 
 const NAME: &str = "relay";
 const VERSION: u8 = 1;
@@ -33,6 +28,8 @@ const NETWORK_UDP: [u8; 2] = [0x00, 0x01];
 pub struct RelayConnector {
     pub auth: Option<Credentials>,
     pub timeout: Option<Duration>,
+    /// Read the response before handing the stream on (GOST's `nodelay`).
+    pub nodelay: bool,
 }
 
 /// GOST's relay status texts, for the error a refused request gives.
@@ -97,9 +94,13 @@ impl RelayConnector {
         Ok(req)
     }
 
-    pub async fn connect(&self, stream: &mut TcpStream, addr: &str) -> Result<(), ConnectError> {
-        write_all(NAME, stream, &self.request(addr, false)?).await?;
-        read_response(stream).await
+    pub async fn connect(&self, up: &mut Upstream, addr: &str) -> Result<(), ConnectError> {
+        write_all(NAME, up.writer(), &self.request(addr, false)?).await?;
+        up.owe_response();
+        if self.nodelay {
+            up.settle().await?;
+        }
+        Ok(())
     }
 
     /// A UDP tunnel to `target` alone: GOST's relay carries no address in
@@ -108,39 +109,103 @@ impl RelayConnector {
     /// gost-rs does not implement.
     pub async fn udp_tunnel(
         &self,
-        mut stream: TcpStream,
+        mut up: Upstream,
         target: Option<&str>,
     ) -> Result<UdpTunnel, ConnectError> {
         let Some(target) = target else {
             return Err(ConnectError::NoUdpAssociation { connector: NAME });
         };
-        write_all(NAME, &mut stream, &self.request(target, true)?).await?;
-        read_response(&mut stream).await?;
-        Ok(UdpTunnel::relay(stream))
+        write_all(NAME, up.writer(), &self.request(target, true)?).await?;
+        up.owe_response();
+        if self.nodelay {
+            up.settle().await?;
+        }
+        Ok(UdpTunnel::relay(up))
     }
 }
 
-/// Reads `VER STATUS FLEN(2) FEATURES` with exact reads, so no tunnelled
-/// byte is consumed, and turns a non-zero status into an error.
-async fn read_response(stream: &mut TcpStream) -> Result<(), ConnectError> {
-    let mut head = [0u8; 4];
-    read_exact(NAME, stream, &mut head).await?;
-    if head[0] != VERSION {
-        return Err(ConnectError::BadReply {
-            connector: NAME,
-            msg: format!("version {}", head[0]),
-        });
+/// Relay responses still owed on a stream, each `VER STATUS FLEN(2)
+/// FEATURES`: one per lazy relay node on the route, in route order.
+#[derive(Debug)]
+pub struct LazyResponse {
+    /// Responses not yet read, this one included.
+    left: u8,
+    head: [u8; 4],
+    got: u8,
+    /// Feature bytes of this response still to skip.
+    skip: u16,
+}
+
+impl Default for LazyResponse {
+    fn default() -> Self {
+        LazyResponse {
+            left: 1,
+            head: [0; 4],
+            got: 0,
+            skip: 0,
+        }
     }
-    // The response's features are read so none is left on the stream.
-    let mut features = vec![0u8; u16::from_be_bytes([head[2], head[3]]) as usize];
-    read_exact(NAME, stream, &mut features).await?;
-    if head[1] != 0 {
-        return Err(ConnectError::Refused {
-            connector: NAME,
-            reply: format!("status {} ({})", head[1], status_text(head[1])),
-        });
+}
+
+impl LazyResponse {
+    /// One more response owed after the ones already counted.
+    pub(super) fn and_one_more(mut self) -> Self {
+        self.left = self.left.saturating_add(1);
+        self
     }
-    Ok(())
+
+    /// Most bytes the responses may still take: reading no more than this
+    /// never consumes a tunnelled byte.
+    pub(super) fn want(&self) -> usize {
+        if self.got < 4 {
+            4 - self.got as usize
+        } else {
+            self.skip as usize
+        }
+    }
+
+    /// Takes response bytes from the front of `bytes`: how many it used,
+    /// and whether every owed response is now read. A non-zero status is
+    /// an error as soon as its header is in.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(usize, bool), ConnectError> {
+        let mut used = 0;
+        while self.left > 0 && used < bytes.len() {
+            let rest = &bytes[used..];
+            if self.got < 4 {
+                let n = (4 - self.got as usize).min(rest.len());
+                let at = self.got as usize;
+                self.head[at..at + n].copy_from_slice(&rest[..n]);
+                self.got += n as u8;
+                used += n;
+                if self.got < 4 {
+                    break;
+                }
+                if self.head[0] != VERSION {
+                    return Err(ConnectError::BadReply {
+                        connector: NAME,
+                        msg: format!("version {}", self.head[0]),
+                    });
+                }
+                let status = self.head[1];
+                if status != 0 {
+                    return Err(ConnectError::Refused {
+                        connector: NAME,
+                        reply: format!("status {status} ({})", status_text(status)),
+                    });
+                }
+                self.skip = u16::from_be_bytes([self.head[2], self.head[3]]);
+            } else {
+                let n = (self.skip as usize).min(rest.len());
+                self.skip -= n as u16;
+                used += n;
+            }
+            if self.got == 4 && self.skip == 0 {
+                self.left -= 1;
+                self.got = 0;
+            }
+        }
+        Ok((used, self.left == 0))
+    }
 }
 
 #[cfg(test)]
@@ -155,6 +220,7 @@ mod tests {
                 password: "pw".into(),
             }),
             timeout: None,
+            nodelay: false,
         };
         assert_eq!(
             c.request("1.2.3.4:80", false).unwrap(),
@@ -167,10 +233,38 @@ mod tests {
         let c = RelayConnector {
             auth: None,
             timeout: None,
+            nodelay: false,
         };
         assert_eq!(
             c.request("ab:1", false).unwrap(),
             [1, 1, 0, 9, 2, 0, 6, 3, 2, b'a', b'b', 0, 1]
+        );
+    }
+
+    #[test]
+    fn a_response_is_taken_whole_and_no_further() {
+        let mut r = LazyResponse::default();
+        assert_eq!(r.feed(&[1]).unwrap(), (1, false));
+        assert_eq!(r.feed(&[0, 0, 2, 7]).unwrap(), (4, false));
+        assert_eq!(r.feed(&[7, b'x', b'y']).unwrap(), (1, true));
+        // Two nodes' responses back to back, then payload.
+        let mut r = LazyResponse::default().and_one_more();
+        assert_eq!(
+            r.feed(&[1, 0, 0, 0, 1, 0, 0, 1, 5, b'p']).unwrap(),
+            (9, true)
+        );
+    }
+
+    #[test]
+    fn bad_or_refusing_responses_are_errors() {
+        let err = LazyResponse::default().feed(&[5, 0, 0, 0]).unwrap_err();
+        assert_eq!(err.to_string(), "relay connector: bad reply: version 5");
+        let err = LazyResponse::default().feed(&[1, 2]).map(|_| ());
+        assert!(err.is_ok(), "a truncated header is not judged yet");
+        let err = LazyResponse::default().feed(&[1, 2, 0, 0]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "relay connector: node refused: status 2 (unauthorized)"
         );
     }
 }

@@ -3,8 +3,7 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
-
+use super::upstream::Upstream;
 use super::{read_exact, split_addr, write_all, ConnectError};
 
 const NAME: &str = "socks4";
@@ -41,9 +40,10 @@ impl Socks4Connector {
         Ok(req)
     }
 
-    pub async fn connect(&self, stream: &mut TcpStream, addr: &str) -> Result<(), ConnectError> {
+    pub async fn connect(&self, up: &mut Upstream, addr: &str) -> Result<(), ConnectError> {
         let req = self.request(addr).await?;
-        write_all(NAME, stream, &req).await?;
+        write_all(NAME, up.writer(), &req).await?;
+        let stream = up.settled().await?;
         let mut reply = [0u8; 8];
         read_exact(NAME, stream, &mut reply).await?;
         if reply[0] != 0 {

@@ -6,9 +6,8 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
-
 use super::udp_tun::UdpTunnel;
+use super::upstream::Upstream;
 use super::{read_exact, split_addr, write_all, ConnectError, Credentials};
 
 const NAME: &str = "socks5";
@@ -63,13 +62,16 @@ fn bad(msg: String) -> ConnectError {
 }
 
 impl Socks5Connector {
-    async fn negotiate(&self, stream: &mut TcpStream) -> Result<(), ConnectError> {
+    /// The greeting goes out before any response a relay node before this
+    /// one still owes is read: that node answers once this one has.
+    async fn negotiate(&self, up: &mut Upstream) -> Result<(), ConnectError> {
         let greeting: &[u8] = if self.auth.is_some() {
             &[5, 2, METHOD_NO_AUTH, METHOD_USER_PASS]
         } else {
             &[5, 1, METHOD_NO_AUTH]
         };
-        write_all(NAME, stream, greeting).await?;
+        write_all(NAME, up.writer(), greeting).await?;
+        let stream = up.settled().await?;
         let mut sel = [0u8; 2];
         read_exact(NAME, stream, &mut sel).await?;
         if sel[0] != 5 {
@@ -108,30 +110,26 @@ impl Socks5Connector {
         }
     }
 
-    pub async fn connect(&self, stream: &mut TcpStream, addr: &str) -> Result<(), ConnectError> {
+    pub async fn connect(&self, up: &mut Upstream, addr: &str) -> Result<(), ConnectError> {
         let dst = encode_addr(addr)?;
-        self.request(stream, CMD_CONNECT, &dst).await
+        self.request(up, CMD_CONNECT, &dst).await
     }
 
     /// Asks the node for GOST's UDP-over-TCP tunnel (command 0xF3 for
     /// 0.0.0.0:0, as GOST's connector sends it); the node needs `udp=true`.
-    pub async fn udp_tunnel(&self, mut stream: TcpStream) -> Result<UdpTunnel, ConnectError> {
-        self.request(&mut stream, CMD_UDP_TUN, &[1, 0, 0, 0, 0, 0, 0])
+    pub async fn udp_tunnel(&self, mut up: Upstream) -> Result<UdpTunnel, ConnectError> {
+        self.request(&mut up, CMD_UDP_TUN, &[1, 0, 0, 0, 0, 0, 0])
             .await?;
-        Ok(UdpTunnel::new(stream))
+        Ok(UdpTunnel::new(up.into_stream().await?))
     }
 
     /// Negotiates, sends `cmd` for the encoded address and reads the whole
     /// reply, so nothing of it is left on the stream.
-    async fn request(
-        &self,
-        stream: &mut TcpStream,
-        cmd: u8,
-        dst: &[u8],
-    ) -> Result<(), ConnectError> {
+    async fn request(&self, up: &mut Upstream, cmd: u8, dst: &[u8]) -> Result<(), ConnectError> {
         let mut req = vec![5, cmd, 0];
         req.extend_from_slice(dst);
-        self.negotiate(stream).await?;
+        self.negotiate(up).await?;
+        let stream = up.settled().await?;
         write_all(NAME, stream, &req).await?;
         // VER REP RSV ATYP, then the bound address, whose length ATYP gives.
         let mut head = [0u8; 4];
@@ -181,7 +179,11 @@ mod tests {
     #[tokio::test]
     async fn user_pass_then_connect_and_leave_tunnel_bytes() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let mut c = Upstream::direct(
+            tokio::net::TcpStream::connect(l.local_addr().unwrap())
+                .await
+                .unwrap(),
+        );
         let (mut s, _) = l.accept().await.unwrap();
         let server = tokio::spawn(async move {
             let mut g = [0u8; 4];
@@ -208,7 +210,7 @@ mod tests {
         };
         conn.connect(&mut c, "127.0.0.1:9").await.unwrap();
         let mut rest = [0u8; 4];
-        c.read_exact(&mut rest).await.unwrap();
+        c.into_parts().0.read_exact(&mut rest).await.unwrap();
         assert_eq!(&rest, b"data");
         server.await.unwrap();
     }
@@ -216,7 +218,11 @@ mod tests {
     #[tokio::test]
     async fn failure_reply_is_refused() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let mut c = Upstream::direct(
+            tokio::net::TcpStream::connect(l.local_addr().unwrap())
+                .await
+                .unwrap(),
+        );
         let (mut s, _) = l.accept().await.unwrap();
         tokio::spawn(async move {
             let mut g = [0u8; 3];
@@ -232,5 +238,41 @@ mod tests {
         };
         let err = conn.connect(&mut c, "127.0.0.1:9").await.unwrap_err();
         assert!(err.to_string().contains("0x05"), "{err}");
+    }
+
+    /// A lazy relay node before this one answers only once the target (the
+    /// socks5 node) speaks, so the greeting must not wait for that answer.
+    #[tokio::test]
+    async fn behind_a_lazy_relay_node_the_greeting_goes_first() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut c = Upstream::direct(
+            tokio::net::TcpStream::connect(l.local_addr().unwrap())
+                .await
+                .unwrap(),
+        );
+        c.owe_response();
+        let (mut s, _) = l.accept().await.unwrap();
+        tokio::spawn(async move {
+            let mut g = [0u8; 3];
+            s.read_exact(&mut g).await.unwrap();
+            assert_eq!(g, [5, 1, 0]);
+            // The relay response, then the socks5 method selection.
+            s.write_all(&[1, 0, 0, 0, 5, 0]).await.unwrap();
+            let mut req = [0u8; 10];
+            s.read_exact(&mut req).await.unwrap();
+            s.write_all(&[5, 0, 0, 1, 0, 0, 0, 0, 0, 0, b'o', b'k'])
+                .await
+                .unwrap();
+        });
+        let conn = Socks5Connector {
+            auth: None,
+            timeout: None,
+        };
+        conn.connect(&mut c, "127.0.0.1:9").await.unwrap();
+        let (mut c, owed) = c.into_parts();
+        assert!(owed.is_none());
+        let mut rest = [0u8; 2];
+        c.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest, b"ok");
     }
 }

@@ -14,6 +14,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
+use super::relay::LazyResponse;
+use super::upstream::Upstream;
+use super::ConnectError;
 use crate::handler::socks::TargetAddr;
 
 /// GOST marks tunnelled frames with this FRAG value.
@@ -41,20 +44,24 @@ pub struct UdpTunnel {
     /// [`UdpTunnel::recv_from`] can be cancelled without losing any.
     inbuf: Vec<u8>,
     local: Option<SocketAddr>,
+    /// A lazy relay node's response, read off before the first frame.
+    owed: Option<LazyResponse>,
 }
 
 impl UdpTunnel {
     /// Wraps a stream whose socks5 node has granted the tunnel.
     pub fn new(stream: TcpStream) -> Self {
-        Self::framed(stream, Framing::Socks)
+        Self::framed(stream, Framing::Socks, None)
     }
 
-    /// Wraps a stream whose relay node has granted a UDP CONNECT.
-    pub fn relay(stream: TcpStream) -> Self {
-        Self::framed(stream, Framing::Relay)
+    /// Wraps a stream whose relay node was asked for a UDP CONNECT; a lazy
+    /// node's grant is still owed on it.
+    pub fn relay(up: Upstream) -> Self {
+        let (stream, owed) = up.into_parts();
+        Self::framed(stream, Framing::Relay, owed)
     }
 
-    fn framed(stream: TcpStream, framing: Framing) -> Self {
+    fn framed(stream: TcpStream, framing: Framing, owed: Option<LazyResponse>) -> Self {
         let local = stream.local_addr().ok();
         let (rd, wr) = stream.into_split();
         UdpTunnel {
@@ -63,6 +70,7 @@ impl UdpTunnel {
             wr,
             inbuf: Vec::new(),
             local,
+            owed,
         }
     }
 
@@ -118,7 +126,14 @@ impl UdpTunnel {
         match self.framing {
             Framing::Socks => self.recv_addressed(buf).await.map(|(n, _)| n),
             Framing::Relay => loop {
-                if let Some(len) = relay_frame_len(&self.inbuf) {
+                if let Some(owed) = &mut self.owed {
+                    let (used, done) = owed.feed(&self.inbuf).map_err(ConnectError::into_io)?;
+                    self.inbuf.drain(..used);
+                    if done {
+                        self.owed = None;
+                    }
+                }
+                if let Some(len) = relay_frame_len(&self.inbuf).filter(|_| self.owed.is_none()) {
                     let n = len.min(buf.len());
                     buf[..n].copy_from_slice(&self.inbuf[2..2 + n]);
                     self.inbuf.drain(..2 + len);
@@ -216,7 +231,7 @@ mod tests {
     #[tokio::test]
     async fn relay_frames_carry_the_payload_only() {
         let (c, mut s) = pair().await;
-        let mut tun = UdpTunnel::relay(c);
+        let mut tun = UdpTunnel::relay(Upstream::direct(c));
         tun.send_to(b"hi", "ignored:1").await.unwrap();
         let mut out = [0u8; 4];
         s.read_exact(&mut out).await.unwrap();

@@ -159,7 +159,7 @@ impl ForwardHandler {
             idle_timeout: self.opts.idle_timeout,
         };
         let start = Instant::now();
-        let res = relay::relay_tcp(&client, &upstream, ctx.stats.as_ref(), &opts).await;
+        let res = relay::relay_tcp(&client, upstream, ctx.stats.as_ref(), &opts).await;
         match &res {
             Ok(t) => tracing::debug!(service = %ctx.service, client = %ctx.peer, node = %node.name,
                 input = t.input, output = t.output, duration = ?start.elapsed(), "relay done"),

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use super::stream::ClientStream;
 use super::{ConnContext, HandleFuture, Handler, HandlerError};
 use crate::auth::Auther;
+use crate::connector::upstream::Upstream;
 use crate::listener::Conn;
 use crate::metadata::{Metadata, MetadataError};
 use crate::relay::{self, RelayOptions};
@@ -400,7 +401,7 @@ impl HttpHandler {
     async fn tunnel(
         &self,
         client: Buffered,
-        upstream: TcpStream,
+        upstream: Upstream,
         ctx: &ConnContext,
     ) -> Result<(), HandlerError> {
         let mut upstream = upstream;
@@ -415,7 +416,7 @@ impl HttpHandler {
         let opts = RelayOptions {
             idle_timeout: self.opts.idle_timeout,
         };
-        relay::relay_tcp(&client, &upstream, ctx.stats.as_ref(), &opts).await?;
+        relay::relay_tcp(&client, upstream, ctx.stats.as_ref(), &opts).await?;
         Ok(())
     }
 
@@ -448,7 +449,13 @@ impl HttpHandler {
             // are all still at hand.
             let retryable = prepared.body == Framing::Length(0);
             match self
-                .exchange(client, &req, &prepared, o.stream, retryable)
+                .exchange(
+                    client,
+                    &req,
+                    &prepared,
+                    Upstream::direct(o.stream),
+                    retryable,
+                )
                 .await?
             {
                 Exchanged::Done { next, keep } => {
@@ -494,9 +501,12 @@ impl HttpHandler {
         client: &mut Buffered,
         req: &RequestHead,
         prepared: &Forward,
-        mut upstream: TcpStream,
+        upstream: Upstream,
         retryable: bool,
     ) -> Result<Exchanged, HandlerError> {
+        // A lazy relay node's response comes before the origin's bytes; it
+        // is taken off what is read, so the request goes out meanwhile.
+        let (mut upstream, mut owed) = upstream.into_parts();
         // Bytes for the origin not written yet: the head, then body bytes.
         let mut out: Vec<u8> = prepared.head.as_bytes().to_vec();
         let mut up_buf: Vec<u8> = Vec::new();
@@ -584,7 +594,7 @@ impl HttpHandler {
                         upstream.write_all(&out).await?;
                     }
                     return Ok(Exchanged::Done {
-                        next: Next::Tunnel(upstream),
+                        next: Next::Tunnel(Upstream::direct(upstream)),
                         keep: None,
                     });
                 }
@@ -623,6 +633,20 @@ impl HttpHandler {
                             return Err(e.into());
                         }
                     };
+                    if let Some(o) = &mut owed {
+                        match o.feed(&up_buf) {
+                            Ok((used, done)) => {
+                                up_buf.drain(..used);
+                                if done {
+                                    owed = None;
+                                }
+                            }
+                            Err(e) => {
+                                self.reply_error(client, 503).await;
+                                return Err(e.into_io().into());
+                            }
+                        }
+                    }
                     if n > 0 {
                         heard = true;
                         deadline = Instant::now() + self.opts.read_timeout;
@@ -743,7 +767,7 @@ enum Next {
     KeepAlive,
     Close,
     /// CONNECT or a protocol upgrade: relay raw bytes from now on.
-    Tunnel(TcpStream),
+    Tunnel(Upstream),
 }
 
 /// The client stream with the bytes read from it but not yet used.

@@ -10,10 +10,10 @@
 //! UDP, as does the network feature. A UDP datagram travels as
 //! `LEN(2) DATA` on the connection.
 //!
-//! GOST delays the success response until the first bytes come back from
-//! the target unless `nodelay` is set; GOST's connector reads the response
-//! lazily either way, so gost-rs always answers at once (one packet more,
-//! no behaviour change for clients).
+//! As GOST, the success response is held back until the target's first
+//! bytes (or first datagram) and sent right before them, unless `nodelay`
+//! is set; failures are answered at once. A client that waits for the
+//! response before speaking needs `nodelay` on the server.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -26,6 +26,7 @@ use super::forward::ForwardHandler;
 use super::stream::ClientStream;
 use super::{ConnContext, HandleFuture, Handler, HandlerError};
 use crate::auth::Auther;
+use crate::connector::upstream::Upstream;
 use crate::listener::Conn;
 use crate::metadata::{Metadata, MetadataError};
 use crate::relay::{self, RelayOptions};
@@ -64,6 +65,9 @@ pub struct RelayHandlerOptions {
     pub idle_timeout: Option<Duration>,
     /// `udp.bufferSize` (or `udpBufferSize`): largest datagram relayed.
     pub udp_buffer_size: usize,
+    /// `nodelay`: answer OK as soon as the target is reached, instead of
+    /// (GOST's default) right before the target's first bytes.
+    pub nodelay: bool,
 }
 
 impl RelayHandlerOptions {
@@ -89,6 +93,7 @@ impl RelayHandlerOptions {
                 .filter(|b| *b > 0)
                 .map(|b| (b as usize).min(u16::MAX as usize))
                 .unwrap_or(DEFAULT_UDP_BUFFER),
+            nodelay: md.get_bool("nodelay")?.unwrap_or(false),
         })
     }
 }
@@ -200,14 +205,7 @@ impl RelayHandler {
                     return Err(e.into());
                 }
             };
-            client.write_all(&response(STATUS_OK)).await?;
-            return relay_datagrams(
-                client.into_inner(),
-                &mut sock,
-                ctx,
-                self.opts.udp_buffer_size,
-            )
-            .await;
+            return self.relay_udp(client, &mut sock, ctx).await;
         }
         let upstream = match self.router.dial_tcp(&req.addr).await {
             Ok(s) => s,
@@ -216,7 +214,6 @@ impl RelayHandler {
                 return Err(e.into());
             }
         };
-        client.write_all(&response(STATUS_OK)).await?;
         tracing::debug!(service = %ctx.service, client = %ctx.peer, dst = %req.addr, network, "relay connect");
         self.relay_stream(client, upstream, ctx).await
     }
@@ -244,14 +241,7 @@ impl RelayHandler {
                     return Err(e);
                 }
             };
-            client.write_all(&response(STATUS_OK)).await?;
-            return relay_datagrams(
-                client.into_inner(),
-                &mut sock,
-                ctx,
-                self.opts.udp_buffer_size,
-            )
-            .await;
+            return self.relay_udp(client, &mut sock, ctx).await;
         }
         let (upstream, _node) = match fwd
             .dial(
@@ -267,22 +257,54 @@ impl RelayHandler {
                 return Err(e);
             }
         };
-        client.write_all(&response(STATUS_OK)).await?;
         self.relay_stream(client, upstream, ctx).await
     }
 
+    /// Answers OK, at once with `nodelay`, else (as GOST) right before
+    /// the target's first bytes, then relays.
     async fn relay_stream(
         &self,
-        client: ClientStream,
-        upstream: TcpStream,
+        mut client: ClientStream,
+        upstream: Upstream,
         ctx: &ConnContext,
     ) -> Result<(), HandlerError> {
-        let client = client.into_inner();
         let opts = RelayOptions {
             idle_timeout: self.opts.idle_timeout,
         };
-        relay::relay_tcp(&client, &upstream, ctx.stats.as_ref(), &opts).await?;
+        let stats = ctx.stats.as_ref();
+        if self.opts.nodelay {
+            client.write_all(&response(STATUS_OK)).await?;
+            relay::relay_tcp(&client.into_inner(), upstream, stats, &opts).await?;
+        } else {
+            let client = client.into_inner();
+            relay::relay_tcp_answering(&client, upstream, response(STATUS_OK), stats, &opts)
+                .await?;
+        }
         Ok(())
+    }
+
+    /// [`Self::relay_stream`] for datagrams: without `nodelay` the OK goes
+    /// out with the first datagram back.
+    async fn relay_udp(
+        &self,
+        mut client: ClientStream,
+        sock: &mut UdpUpstream,
+        ctx: &ConnContext,
+    ) -> Result<(), HandlerError> {
+        let answer = if self.opts.nodelay {
+            client.write_all(&response(STATUS_OK)).await?;
+            None
+        } else {
+            Some(response(STATUS_OK))
+        };
+        relay_datagrams(
+            client.into_inner(),
+            sock,
+            ctx,
+            self.opts.udp_buffer_size,
+            answer,
+        )
+        .await
     }
 }
 
@@ -409,12 +431,13 @@ fn parse_addr(b: &[u8]) -> Result<String, String> {
 }
 
 /// UDP over the relay connection: `LEN(2) DATA` frames each way, until the
-/// client closes.
+/// client closes; `answer`, if held back, goes out before the first frame.
 async fn relay_datagrams(
     mut client: TcpStream,
     sock: &mut UdpUpstream,
     ctx: &ConnContext,
     buffer_size: usize,
+    mut answer: Option<[u8; 4]>,
 ) -> Result<(), HandlerError> {
     let (mut rd, mut wr) = client.split();
     let mut inbuf: Vec<u8> = Vec::new();
@@ -451,6 +474,9 @@ async fn relay_datagrams(
                     Err(e) => return Err(e.into()),
                 };
                 out[..2].copy_from_slice(&(n as u16).to_be_bytes());
+                if let Some(a) = answer.take() {
+                    wr.write_all(&a).await?;
+                }
                 wr.write_all(&out[..2 + n]).await?;
                 if let Some(s) = &ctx.stats {
                     s.add_output(2 + n as u64);

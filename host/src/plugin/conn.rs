@@ -6,8 +6,8 @@ use std::io;
 use std::net::SocketAddr;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
+use crate::connector::upstream::Upstream;
 use crate::handler::stream::ClientStream;
 
 /// Largest chunk one `read` returns, whatever the plugin asks for: bounds
@@ -18,8 +18,9 @@ const MAX_READ: usize = 64 * 1024;
 enum Inner {
     /// The accepted client: counts into the service's stats.
     Client(ClientStream),
-    /// A connection the plugin dialed.
-    Upstream(TcpStream),
+    /// A connection the plugin dialed; a lazy relay node's response may
+    /// be owed on it.
+    Upstream(Upstream),
 }
 
 #[derive(Debug)]
@@ -41,7 +42,7 @@ impl ConnRes {
         }
     }
 
-    pub fn upstream(stream: TcpStream) -> Self {
+    pub fn upstream(stream: Upstream) -> Self {
         let peer = stream.peer_addr().ok();
         ConnRes {
             inner: Inner::Upstream(stream),
@@ -50,10 +51,19 @@ impl ConnRes {
         }
     }
 
-    /// The socket, for the native relay.
-    pub fn into_tcp(self) -> TcpStream {
+    /// The socket for the native relay's client side: a dialed stream
+    /// passed as the client has any owed relay response read first.
+    pub async fn into_tcp(self) -> io::Result<tokio::net::TcpStream> {
         match self.inner {
-            Inner::Client(c) => c.into_inner(),
+            Inner::Client(c) => Ok(c.into_inner()),
+            Inner::Upstream(u) => u.into_stream().await.map_err(|e| e.into_io()),
+        }
+    }
+
+    /// The socket for the native relay's upstream side.
+    pub fn into_upstream(self) -> Upstream {
+        match self.inner {
+            Inner::Client(c) => Upstream::direct(c.into_inner()),
             Inner::Upstream(u) => u,
         }
     }

@@ -189,7 +189,7 @@ impl WasmForwardHandler {
                 let opts = RelayOptions {
                     idle_timeout: self.idle_timeout,
                 };
-                relay::relay_tcp(&client, &upstream, ctx.stats.as_ref(), &opts).await?;
+                relay::relay_tcp(&client, upstream, ctx.stats.as_ref(), &opts).await?;
                 Ok(())
             }
             Conn::Udp(mut client) => {

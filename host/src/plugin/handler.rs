@@ -249,11 +249,11 @@ impl WasmHandler {
                 // The handshake is over: the instance can serve the next
                 // client while this one relays.
                 self.release(w);
-                let (client, upstream) = (client.into_tcp(), upstream.into_tcp());
+                let (client, upstream) = (client.into_tcp().await?, upstream.into_upstream());
                 let opts = RelayOptions {
                     idle_timeout: self.opts.idle_timeout,
                 };
-                relay::relay_tcp(&client, &upstream, ctx.stats.as_ref(), &opts).await?;
+                relay::relay_tcp(&client, upstream, ctx.stats.as_ref(), &opts).await?;
                 Ok(())
             }
         }

@@ -25,6 +25,9 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
+use crate::connector::relay::LazyResponse;
+use crate::connector::upstream::Upstream;
+use crate::connector::ConnectError;
 use crate::limiter::traffic::ConnTraffic;
 use crate::service::stats::Stats;
 use pipe::Pipe;
@@ -93,6 +96,10 @@ pub enum RelayError {
     Idle(Duration),
     #[error(transparent)]
     Io(#[from] io::Error),
+    /// A lazy relay node's response, read before the first byte back,
+    /// refused the connection or was not a response.
+    #[error(transparent)]
+    Upstream(#[from] ConnectError),
 }
 
 impl RelayError {
@@ -102,6 +109,7 @@ impl RelayError {
         match self {
             RelayError::Idle(_) => false,
             RelayError::Io(e) => !is_disconnect(e),
+            RelayError::Upstream(_) => true,
         }
     }
 }
@@ -119,16 +127,53 @@ pub fn is_disconnect(e: &io::Error) -> bool {
 
 /// Relays until both directions have seen EOF (each EOF is passed on as a
 /// write shutdown, so half-closed protocols work), one side fails, or the
-/// idle timeout expires.
+/// idle timeout expires. A relay response still owed on `upstream` is
+/// read before anything is passed back to the client; the other direction
+/// does not wait for it.
 pub async fn relay_tcp(
     client: &TcpStream,
-    upstream: &TcpStream,
+    upstream: Upstream,
     stats: Option<&Arc<Stats>>,
     opts: &RelayOptions,
 ) -> Result<Transferred, RelayError> {
-    Relay {
+    run(client, upstream, None, stats, opts).await
+}
+
+/// [`relay_tcp`] for GOST's relay handler without `nodelay`: `answer`
+/// (its response) reaches the client only once the target has something
+/// to say, right before the target's first bytes.
+pub async fn relay_tcp_answering(
+    client: &TcpStream,
+    upstream: Upstream,
+    answer: [u8; 4],
+    stats: Option<&Arc<Stats>>,
+    opts: &RelayOptions,
+) -> Result<Transferred, RelayError> {
+    run(
         client,
         upstream,
+        Some(Answer {
+            bytes: answer,
+            sent: 0,
+        }),
+        stats,
+        opts,
+    )
+    .await
+}
+
+async fn run(
+    client: &TcpStream,
+    upstream: Upstream,
+    answer: Option<Answer>,
+    stats: Option<&Arc<Stats>>,
+    opts: &RelayOptions,
+) -> Result<Transferred, RelayError> {
+    let (upstream, owed) = upstream.into_parts();
+    Relay {
+        client,
+        upstream: &upstream,
+        start: DownStart { owed, answer },
         stats,
         // The service's traffic limiter, if any, rides along as a
         // task-local value so that no handler has to pass it.
@@ -140,9 +185,53 @@ pub async fn relay_tcp(
     .await
 }
 
+/// What the upstream-to-client direction does before relaying: read off a
+/// lazy relay node's response, then send the client a held-back answer.
+/// Both are `None` on the common path, which then costs one check.
+struct DownStart {
+    owed: Option<LazyResponse>,
+    answer: Option<Answer>,
+}
+
+struct Answer {
+    bytes: [u8; 4],
+    sent: usize,
+}
+
+impl DownStart {
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        upstream: &TcpStream,
+        client: &TcpStream,
+    ) -> Poll<Result<(), RelayError>> {
+        if let Some(owed) = &mut self.owed {
+            ready!(owed.poll_read(cx, upstream))?;
+            self.owed = None;
+        }
+        if let Some(a) = &mut self.answer {
+            // The target's first bytes, or its EOF, release the answer.
+            ready!(upstream.poll_read_ready(cx))?;
+            while a.sent < a.bytes.len() {
+                match client.try_write(&a.bytes[a.sent..]) {
+                    Ok(n) => a.sent += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        ready!(client.poll_write_ready(cx))?;
+                    }
+                    Err(e) => return Poll::Ready(Err(e.into())),
+                }
+            }
+            self.answer = None;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
 struct Relay<'a> {
     client: &'a TcpStream,
     upstream: &'a TcpStream,
+    /// Done before `down` may start.
+    start: DownStart,
     stats: Option<&'a Arc<Stats>>,
     traffic: Option<Arc<ConnTraffic>>,
     /// Client to upstream.
@@ -162,7 +251,10 @@ impl Future for Relay<'_> {
             traffic: this.traffic.as_deref(),
         };
         let up = this.up.poll(cx, this.client, this.upstream, &env)?;
-        let down = this.down.poll(cx, this.upstream, this.client, &env)?;
+        let down = match this.start.poll(cx, this.upstream, this.client)? {
+            Poll::Ready(()) => this.down.poll(cx, this.upstream, this.client, &env)?,
+            Poll::Pending => Poll::Pending,
+        };
         if up.is_ready() && down.is_ready() {
             return Poll::Ready(Ok(Transferred {
                 input: this.up.total,
@@ -448,7 +540,13 @@ mod tests {
     ) -> tokio::task::JoinHandle<Result<Transferred, RelayError>> {
         tokio::spawn(async move {
             let opts = RelayOptions::default();
-            relay_tcp(&client_side, &upstream_side, Some(&stats), &opts).await
+            relay_tcp(
+                &client_side,
+                Upstream::direct(upstream_side),
+                Some(&stats),
+                &opts,
+            )
+            .await
         })
     }
 
@@ -493,7 +591,13 @@ mod tests {
         user.shutdown().await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         let relay = tokio::spawn(async move {
-            relay_tcp(&client_side, &upstream_side, None, &RelayOptions::default()).await
+            relay_tcp(
+                &client_side,
+                Upstream::direct(upstream_side),
+                None,
+                &RelayOptions::default(),
+            )
+            .await
         });
         let mut got = Vec::new();
         tokio::time::timeout(Duration::from_secs(5), server.read_to_end(&mut got))
@@ -550,8 +654,9 @@ mod tests {
         let opts = RelayOptions {
             idle_timeout: Some(Duration::from_millis(200)),
         };
-        let relay =
-            tokio::spawn(async move { relay_tcp(&client_side, &upstream_side, None, &opts).await });
+        let relay = tokio::spawn(async move {
+            relay_tcp(&client_side, Upstream::direct(upstream_side), None, &opts).await
+        });
         // 1 s of traffic, a byte every 50 ms: five idle periods in all.
         for i in 0..20u8 {
             user.write_all(&[i]).await.unwrap();
@@ -574,7 +679,57 @@ mod tests {
         let opts = RelayOptions {
             idle_timeout: Some(Duration::from_millis(100)),
         };
-        let r = relay_tcp(&client_side, &upstream_side, None, &opts).await;
+        let r = relay_tcp(&client_side, Upstream::direct(upstream_side), None, &opts).await;
         assert!(matches!(r, Err(RelayError::Idle(_))));
+    }
+
+    /// A lazy relay node's response is taken off the upstream while the
+    /// client speaks first, and a held-back answer reaches the client
+    /// right before the target's first bytes.
+    #[tokio::test]
+    async fn an_owed_response_and_a_held_answer_frame_the_first_bytes() {
+        let (mut user, client_side) = pair().await;
+        let (upstream_side, mut server) = pair().await;
+        let mut up = Upstream::direct(upstream_side);
+        up.owe_response();
+        let relay = tokio::spawn(async move {
+            let opts = RelayOptions::default();
+            relay_tcp_answering(&client_side, up, [1, 0, 0, 0], None, &opts).await
+        });
+        user.write_all(b"hello").await.unwrap();
+        let mut req = [0u8; 5];
+        server.read_exact(&mut req).await.unwrap();
+        assert_eq!(&req, b"hello");
+        // The response (with one feature byte), then the target's bytes.
+        server
+            .write_all(&[1, 0, 0, 1, 9, b'w', b'o', b'r', b'l', b'd'])
+            .await
+            .unwrap();
+        let mut back = [0u8; 9];
+        user.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"\x01\x00\x00\x00world");
+        drop((user, server));
+        let _ = tokio::time::timeout(Duration::from_secs(5), relay).await;
+
+        // A refusal ends the relay as a server error; nothing reaches the
+        // client.
+        let (mut user, client_side) = pair().await;
+        let (upstream_side, mut server) = pair().await;
+        let mut up = Upstream::direct(upstream_side);
+        up.owe_response();
+        let relay = tokio::spawn(async move {
+            relay_tcp(&client_side, up, None, &RelayOptions::default()).await
+        });
+        server.write_all(&[1, 7, 0, 0, b'x']).await.unwrap();
+        let err = tokio::time::timeout(Duration::from_secs(5), relay)
+            .await
+            .expect("relay ends")
+            .unwrap()
+            .unwrap_err();
+        assert!(err.is_server_error());
+        assert!(err.to_string().contains("status 7"), "{err}");
+        let mut got = Vec::new();
+        let _ = user.read_to_end(&mut got).await;
+        assert!(got.is_empty(), "{got:?}");
     }
 }

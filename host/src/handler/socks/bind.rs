@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 
 use super::v5::{put_host, reply, REP_GENERAL_FAILURE, REP_SUCCEEDED, VERSION};
 use super::{relay_connect, Handshake, TargetAddr};
+use crate::connector::upstream::Upstream;
 use crate::handler::{ConnContext, HandlerError};
 
 pub(super) async fn bind(
@@ -69,5 +70,5 @@ pub(super) async fn bind(
     let _ = peer.set_nodelay(true);
     hs.write(&reply(REP_SUCCEEDED, Some(peer_addr))).await?;
     tracing::debug!(service = %ctx.service, client = %ctx.peer, peer = %peer_addr, "socks5 bind: peer connected");
-    relay_connect(hs, peer, ctx, target, idle_timeout).await
+    relay_connect(hs, Upstream::direct(peer), ctx, target, idle_timeout).await
 }

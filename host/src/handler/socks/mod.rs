@@ -25,6 +25,7 @@ use tokio::net::TcpStream;
 
 use super::stream::ClientStream;
 use super::{ConnContext, HandlerError};
+use crate::connector::upstream::Upstream;
 use crate::metadata::{Metadata, MetadataError};
 use crate::relay::{self, RelayOptions};
 
@@ -212,7 +213,7 @@ impl Handshake {
 /// request, then both directions until they end.
 async fn relay_connect(
     hs: Handshake,
-    mut upstream: TcpStream,
+    mut upstream: Upstream,
     ctx: &ConnContext,
     target: &TargetAddr,
     idle_timeout: Option<Duration>,
@@ -224,7 +225,7 @@ async fn relay_connect(
     }
     let start = Instant::now();
     let opts = RelayOptions { idle_timeout };
-    let res = relay::relay_tcp(&client, &upstream, ctx.stats.as_ref(), &opts).await;
+    let res = relay::relay_tcp(&client, upstream, ctx.stats.as_ref(), &opts).await;
     match &res {
         Ok(t) => tracing::debug!(service = %ctx.service, client = %ctx.peer, dst = %target,
             input = t.input + early.len() as u64, output = t.output, duration = ?start.elapsed(), "socks relay done"),

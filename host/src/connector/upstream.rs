@@ -1,0 +1,187 @@
+//! A dialed upstream whose first bytes may still be a relay node's
+//! response. GOST's relay connector in its default (lazy) mode does not
+//! wait for the node's answer, because a GOST relay server holds it back
+//! until the target sends something: waiting would dead-lock every
+//! protocol where the client speaks first. The answer is read instead just
+//! before the first byte from upstream is, and [`Upstream`] is the type
+//! that makes every reader do so: it hands out its socket only through
+//! [`Upstream::into_parts`] (for readers that take the response off
+//! themselves, like the native relay) or after the response is read.
+
+use std::io;
+use std::task::{ready, Context, Poll};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::relay::LazyResponse;
+use super::ConnectError;
+
+#[derive(Debug)]
+pub struct Upstream {
+    stream: TcpStream,
+    response: Option<LazyResponse>,
+}
+
+impl Upstream {
+    /// A stream with nothing owed on it: a direct dial, or every node's
+    /// answer already read.
+    pub fn direct(stream: TcpStream) -> Self {
+        Upstream {
+            stream,
+            response: None,
+        }
+    }
+
+    /// One more relay response owed, after any already owed (a lazy relay
+    /// node behind another answers after it).
+    pub(crate) fn owe_response(&mut self) {
+        self.response = Some(match self.response.take() {
+            Some(owed) => owed.and_one_more(),
+            None => LazyResponse::default(),
+        });
+    }
+
+    /// The socket and the relay response still to be read off it first.
+    pub fn into_parts(self) -> (TcpStream, Option<LazyResponse>) {
+        (self.stream, self.response)
+    }
+
+    pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.stream.local_addr()
+    }
+
+    pub fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.stream.peer_addr()
+    }
+
+    /// Reads the owed response, if any; the socket then carries the
+    /// target's bytes only.
+    pub async fn settle(&mut self) -> Result<(), ConnectError> {
+        if let Some(mut r) = self.response.take() {
+            std::future::poll_fn(|cx| r.poll_read(cx, &self.stream)).await?;
+        }
+        Ok(())
+    }
+
+    /// The bare socket once the owed response is read. Only for callers
+    /// that have sent what the target waits for, or whose target speaks
+    /// first: a lazy node answers only once the target has spoken.
+    pub async fn into_stream(mut self) -> Result<TcpStream, ConnectError> {
+        self.settle().await?;
+        Ok(self.stream)
+    }
+
+    /// The socket for a connector's handshake on it; the owed response is
+    /// read first.
+    pub(super) async fn settled(&mut self) -> Result<&mut TcpStream, ConnectError> {
+        self.settle().await?;
+        Ok(&mut self.stream)
+    }
+
+    /// Writes are never held back by an owed response.
+    pub(super) fn writer(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
+    pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.stream.write_all(buf).await
+    }
+
+    pub async fn shutdown(&mut self) -> io::Result<()> {
+        self.stream.shutdown().await
+    }
+
+    /// Appends what the target sent to `buf`, after the owed response.
+    pub async fn read_buf(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        self.settle().await.map_err(ConnectError::into_io)?;
+        self.stream.read_buf(buf).await
+    }
+}
+
+impl LazyResponse {
+    /// Reads the response off `stream`, never a byte past it.
+    pub fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        stream: &TcpStream,
+    ) -> Poll<Result<(), ConnectError>> {
+        let mut buf = [0u8; 512];
+        loop {
+            let want = self.want().min(buf.len());
+            match stream.try_read(&mut buf[..want]) {
+                Ok(0) => {
+                    return Poll::Ready(Err(ConnectError::BadReply {
+                        connector: "relay",
+                        msg: "connection closed before the response".into(),
+                    }))
+                }
+                Ok(n) => {
+                    if self.feed(&buf[..n])?.1 {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(stream.poll_read_ready(cx)).map_err(|source| ConnectError::Io {
+                        connector: "relay",
+                        source,
+                    })?;
+                }
+                Err(source) => {
+                    return Poll::Ready(Err(ConnectError::Io {
+                        connector: "relay",
+                        source,
+                    }))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        (c, l.accept().await.unwrap().0)
+    }
+
+    #[tokio::test]
+    async fn reads_past_the_response_only_after_it() {
+        let (c, mut s) = pair().await;
+        let mut up = Upstream::direct(c);
+        up.owe_response();
+        // The response in pieces, a feature, then payload in one write.
+        s.write_all(&[1, 0]).await.unwrap();
+        tokio::task::yield_now().await;
+        s.write_all(&[0, 3, 9, 9, 9, b'h', b'i']).await.unwrap();
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            assert!(up.read_buf(&mut got).await.unwrap() > 0);
+        }
+        assert_eq!(got, b"hi");
+    }
+
+    #[tokio::test]
+    async fn a_refusal_or_early_close_is_an_error() {
+        let (c, mut s) = pair().await;
+        let mut up = Upstream::direct(c);
+        up.owe_response();
+        s.write_all(&[1, 3, 0, 0]).await.unwrap();
+        let err = up.into_stream().await.unwrap_err();
+        assert!(err.to_string().contains("status 3 (forbidden)"), "{err}");
+
+        let (c, s) = pair().await;
+        let mut up = Upstream::direct(c);
+        up.owe_response();
+        drop(s);
+        let err = up.into_stream().await.unwrap_err();
+        assert!(
+            err.to_string().contains("closed before the response"),
+            "{err}"
+        );
+    }
+}
