@@ -51,12 +51,14 @@ fn recorder(
     addr
 }
 
-fn start(dir: &TempDir, nodes: &str) -> (Gost, u16) {
+/// A sniffing `tcp` forwarder over `nodes`; `extra` adds top-level
+/// sections (bypasses, admissions) the rules name.
+fn start(dir: &TempDir, nodes: &str, extra: &str) -> (Gost, u16) {
     let port = free_port();
     let cfg = dir.write(
         "gost.yaml",
         &format!(
-            "services:\n- name: fwd\n  addr: 127.0.0.1:{port}\n  handler:\n    type: tcp\n    metadata:\n      sniffing: true\n      sniffing.timeout: 5s\n  listener:\n    type: tcp\n  forwarder:\n    nodes:\n{nodes}"
+            "services:\n- name: fwd\n  addr: 127.0.0.1:{port}\n  handler:\n    type: tcp\n    metadata:\n      sniffing: true\n      sniffing.timeout: 5s\n  listener:\n    type: tcp\n  forwarder:\n    nodes:\n{nodes}{extra}"
         ),
     );
     let g = Gost::start(&["-C", &cfg]);
@@ -74,7 +76,7 @@ fn http_requests_go_to_the_node_whose_filter_or_matcher_takes_them() {
     let nodes = format!(
         "    - {{name: a, addr: \"{a}\", filter: {{host: a.test}}}}\n    - {{name: b, addr: \"{b}\", matcher: {{rule: 'PathPrefix(`/api`)'}}}}\n    - {{name: c, addr: \"{c}\", matcher: {{rule: 'Host(`a.test`) && PathPrefix(`/api`)'}}}}\n"
     );
-    let (_g, port) = start(&dir, &nodes);
+    let (_g, port) = start(&dir, &nodes, "");
     let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
     for (host, path, want) in [
         ("a.test", "/", "from-a"),
@@ -118,7 +120,7 @@ fn tls_goes_by_sni_and_raw_bytes_to_an_unfiltered_node_intact() {
     let nodes = format!(
         "    - {{name: sni, addr: \"{sni}\", filter: {{protocol: tls, host: sni.test}}}}\n    - {{name: other, addr: \"{other}\", matcher: {{rule: 'Proto(`tls`) && Host(`other.test`)'}}}}\n    - {{name: raw, addr: \"{raw}\", matcher: {{rule: '!Proto(`tls`) && !Proto(`http`)'}}}}\n"
     );
-    let (_g, port) = start(&dir, &nodes);
+    let (_g, port) = start(&dir, &nodes, "");
     // wait_tcp's probe connection carried no bytes: raw, to the raw node.
     let _ = rx.recv_timeout(TIMEOUT);
     for (name, want) in [("sni.test", "sni"), ("other.test", "other")] {
@@ -165,4 +167,48 @@ fn a_bad_rule_is_refused_at_start_up_naming_the_node() {
     let text = format!("{out}{err}");
     assert!(text.contains("node \"broken\""), "{text}");
     assert!(text.contains("at byte 12"), "{text}");
+}
+
+#[test]
+fn numeric_header_bypass_and_admission_rules_pick_the_node() {
+    let big = http_origin("127.0.0.1:0", "from-big");
+    let safe = http_origin("127.0.0.1:0", "from-safe");
+    let dir = TempDir::new("sniff-named");
+    let nodes = format!(
+        "    - {{name: big, addr: \"{big}\", matcher: {{rule: 'Header(`X-Tier`, `ge`, `5`)'}}}}\n    - {{name: safe, addr: \"{safe}\", matcher: {{rule: 'Bypass(`no-secret`) && Admission(`local`)'}}}}\n"
+    );
+    let extra = "bypasses:\n- {name: no-secret, matchers: [secret.test]}\nadmissions:\n- {name: local, whitelist: true, matchers: [127.0.0.0/8]}\n";
+    let (_g, port) = start(&dir, &nodes, extra);
+    let url = format!("http://127.0.0.1:{port}/");
+    let get = |host: &str, tier: Option<&str>| {
+        let mut args = vec!["-o", "-", "-w", " %{http_code}", "-H"];
+        let host = format!("Host: {host}");
+        args.push(&host);
+        let tier = tier.map(|t| format!("X-Tier: {t}"));
+        if let Some(t) = &tier {
+            args.extend(["-H", t]);
+        }
+        args.push(&url);
+        curl_body(&args).1
+    };
+    assert_eq!(get("secret.test", Some("7")), "from-big 200");
+    assert_eq!(get("secret.test", Some("5.0")), "from-big 200");
+    assert_eq!(get("a.test", None), "from-safe 200");
+    assert_eq!(get("a.test", Some("2")), "from-safe 200");
+    assert_eq!(get("a.test", Some("high")), "from-safe 200");
+    assert_eq!(get("secret.test", Some("4")), " 502");
+}
+
+#[test]
+fn a_rule_naming_a_missing_admission_is_refused_naming_the_node() {
+    let dir = TempDir::new("sniff-missing");
+    let cfg = dir.write(
+        "gost.yaml",
+        "services:\n- name: fwd\n  addr: 127.0.0.1:0\n  handler: {type: tcp, metadata: {sniffing: true}}\n  listener: {type: tcp}\n  forwarder:\n    nodes:\n    - {name: lonely, addr: \"127.0.0.1:1\", matcher: {rule: 'Admission(`nope`)'}}\n",
+    );
+    let (status, out, err) = run_gost(&["-C", &cfg]);
+    assert!(!status.success());
+    let text = format!("{out}{err}");
+    assert!(text.contains("node \"lonely\""), "{text}");
+    assert!(text.contains("nope"), "{text}");
 }

@@ -176,7 +176,7 @@ pub(super) fn node(
     owner: &str,
     n: &NodeConfig,
 ) -> Result<Node, ChainBuildError> {
-    let mut node = Node::from_node_config(n).map_err(|source| ChainBuildError::Node {
+    let mut node = Node::from_node_config(n, root).map_err(|source| ChainBuildError::Node {
         owner: owner.to_string(),
         source,
     })?;
