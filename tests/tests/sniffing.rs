@@ -212,3 +212,75 @@ fn a_rule_naming_a_missing_admission_is_refused_naming_the_node() {
     assert!(text.contains("node \"lonely\""), "{text}");
     assert!(text.contains("nope"), "{text}");
 }
+
+/// An HTTP origin that answers each request with its tag, a space and the
+/// request body it received (by Content-Length), then closes.
+fn body_echo(tag: &'static str) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { break };
+            c.set_read_timeout(Some(TIMEOUT)).unwrap();
+            let mut got = Vec::new();
+            let mut b = [0u8; 65536];
+            let body = loop {
+                if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    if got.len() >= end + 4 + len {
+                        break got[end + 4..end + 4 + len].to_vec();
+                    }
+                }
+                match c.read(&mut b) {
+                    Ok(0) | Err(_) => break Vec::new(),
+                    Ok(n) => got.extend_from_slice(&b[..n]),
+                }
+            };
+            let mut out = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{tag} ",
+                tag.len() + 1 + body.len()
+            )
+            .into_bytes();
+            out.extend_from_slice(&body);
+            let _ = c.write_all(&out);
+        }
+    });
+    addr
+}
+
+#[test]
+fn body_rules_route_posts_and_the_body_arrives_whole() {
+    let vip = body_echo("vip");
+    let text = body_echo("text");
+    let rest = body_echo("rest");
+    let dir = TempDir::new("sniff-body");
+    let nodes = format!(
+        "    - {{name: vip, addr: \"{vip}\", matcher: {{rule: 'BodyJSON(`user.level`, `ge`, `3`)', bodySize: 4096}}}}\n    - {{name: text, addr: \"{text}\", matcher: {{rule: 'BodyRegexp(`^hello`)'}}}}\n    - {{name: rest, addr: \"{rest}\", matcher: {{rule: 'Method(`POST`)', priority: -1}}}}\n"
+    );
+    let (_g, port) = start(&dir, &nodes, "");
+    let post = |body: &[u8]| {
+        let path = dir.write("body.bin", "");
+        std::fs::write(&path, body).unwrap();
+        let out = Command::new("/usr/bin/curl")
+            .args(["-s", "--max-time", "20", "--data-binary"])
+            .arg(format!("@{path}"))
+            .arg(format!("http://127.0.0.1:{port}/p"))
+            .output()
+            .unwrap();
+        out.stdout
+    };
+    let vip_body = br#"{"user":{"name":"ann","level":4}}"#;
+    assert_eq!(post(vip_body), [&b"vip "[..], vip_body].concat());
+    let low = br#"{"user":{"name":"bob","level":1}}"#;
+    assert_eq!(post(low), [&b"rest "[..], low].concat());
+    // 300 KB: far more than vip's 4 KB prefix and a socket could peek.
+    let mut big = b"hello ".to_vec();
+    big.extend(random_bytes(300_000, 7));
+    let got = post(&big);
+    assert!(got.starts_with(b"text "), "{:?}", &got[..got.len().min(20)]);
+    assert!(got[5..] == big[..], "the body arrives intact");
+}

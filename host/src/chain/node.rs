@@ -84,6 +84,9 @@ pub struct Node {
     /// `matcher.priority` as GOST computes it; a unique highest positive
     /// priority among the eligible nodes wins without the selector.
     pub priority: i64,
+    /// `matcher.bodySize` when the rule looks at the body, else 0: how much
+    /// of an HTTP request body a sniffer reads before selecting.
+    pub body_size: usize,
     /// Targets this node does not carry.
     pub bypass: Option<std::sync::Arc<crate::bypass::BypassGroup>>,
     /// Resolve the node's own address (the node's, else its hop's).
@@ -151,12 +154,6 @@ impl Node {
         self.filter_protocol = filter.protocol;
         self.filter_path = filter.path;
         let Some(m) = matcher else { return Ok(()) };
-        if m.body_size != 0 {
-            return Err(NodeError::Unsupported {
-                node: self.name.clone(),
-                msg: "matcher.bodySize is not supported yet (no body matchers)".into(),
-            });
-        }
         let rule = m.rule.trim();
         if !rule.is_empty() {
             self.matcher = Some(crate::routing::Matcher::new(rule, root).map_err(|source| {
@@ -167,10 +164,10 @@ impl Node {
             })?);
         }
         if self.matcher.as_ref().is_some_and(|m| m.reads_body()) {
-            return Err(NodeError::Unsupported {
-                node: self.name.clone(),
-                msg: "matchers BodyJSON and BodyRegexp are not supported yet".into(),
-            });
+            self.body_size = match usize::try_from(m.body_size) {
+                Ok(0) | Err(_) => crate::handler::sniffing::DEFAULT_BODY_SIZE,
+                Ok(n) => n.min(crate::handler::sniffing::MAX_BODY_SIZE),
+            };
         }
         self.priority = crate::routing::priority(&m.rule, m.priority);
         Ok(())
