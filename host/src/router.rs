@@ -422,9 +422,14 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
             ));
         }
         let md_on = |key: &str| h.metadata.get_bool(key).ok().flatten().unwrap_or(false);
-        if md_on("sniffing") && !matches!(h.r#type.as_str(), "tcp" | "forward") {
+        if md_on("sniffing")
+            && !matches!(
+                h.r#type.as_str(),
+                "tcp" | "forward" | "http" | "auto" | "socks4" | "socks4a" | "socks5" | "socks"
+            )
+        {
             out.push(format!(
-                "service \"{name}\": sniffing is supported by the tcp and forward handlers only"
+                "service \"{name}\": sniffing is supported by the tcp, forward, http, auto, socks4 and socks5 handlers only"
             ));
         }
         if md_on("sniffing.websocket") {
@@ -526,7 +531,7 @@ services:
 - {name: s, addr: ":2", limiter: l, handler: {type: socks5, chain: c, metadata: {udp: true}}}
 - {name: i, addr: ":3", handler: {type: udp, chain: c}, metadata: {ignoreChain: true}}
 - {name: w, addr: ":4", handler: {type: tcp, metadata: {sniffing: true, sniffing.websocket: true}}}
-- {name: h, addr: ":5", handler: {type: http, metadata: {sniffing: true}}}
+- {name: h, addr: ":5", handler: {type: relay, metadata: {sniffing: true}}}
 chains:
 - {name: c, hops: [{name: h, redis: {addr: "r:6379"}, nodes: [{name: n, addr: "x:1"}]}]}
 "#,
@@ -537,7 +542,7 @@ chains:
             [
                 "service \"s\": the traffic limiter does not cover UDP yet",
                 "service \"w\": sniffing.websocket is not supported yet",
-                "service \"h\": sniffing is supported by the tcp and forward handlers only",
+                "service \"h\": sniffing is supported by the tcp, forward, http, auto, socks4 and socks5 handlers only",
                 "chain \"c\": hop \"h\": redis is not supported yet",
             ]
         );

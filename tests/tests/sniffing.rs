@@ -284,3 +284,122 @@ fn body_rules_route_posts_and_the_body_arrives_whole() {
     assert!(got.starts_with(b"text "), "{:?}", &got[..got.len().min(20)]);
     assert!(got[5..] == big[..], "the body arrives intact");
 }
+
+/// A minimal TLS ClientHello record naming `sni`.
+fn client_hello(sni: &str) -> Vec<u8> {
+    let mut name = vec![0u8];
+    name.extend((sni.len() as u16).to_be_bytes());
+    name.extend(sni.as_bytes());
+    let mut ext = vec![0, 0];
+    ext.extend(((name.len() + 2) as u16).to_be_bytes());
+    ext.extend((name.len() as u16).to_be_bytes());
+    ext.extend(name);
+    let mut body = vec![3, 3];
+    body.extend([0u8; 32]);
+    body.extend([0, 0, 2, 0x13, 1, 1, 0]);
+    body.extend((ext.len() as u16).to_be_bytes());
+    body.extend(ext);
+    let mut hs = vec![1, 0];
+    hs.extend((body.len() as u16).to_be_bytes());
+    hs.extend(body);
+    let mut rec = vec![0x16, 3, 1];
+    rec.extend((hs.len() as u16).to_be_bytes());
+    rec.extend(hs);
+    rec
+}
+
+/// Opens a tunnel to `target` through a proxy of `kind` on `port`.
+fn tunnel(kind: &str, port: u16, target: SocketAddr) -> TcpStream {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let SocketAddr::V4(t) = target else {
+        panic!("ipv4 target")
+    };
+    match kind {
+        "http" => {
+            write!(c, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").unwrap();
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                c.read_exact(&mut b).unwrap();
+                head.push(b[0]);
+            }
+            assert!(head.starts_with(b"HTTP/1.1 200"));
+        }
+        "socks5" => {
+            c.write_all(&[5, 1, 0]).unwrap();
+            let mut b = [0u8; 2];
+            c.read_exact(&mut b).unwrap();
+            let mut req = vec![5, 1, 0, 1];
+            req.extend(t.ip().octets());
+            req.extend(t.port().to_be_bytes());
+            c.write_all(&req).unwrap();
+            let mut rep = [0u8; 10];
+            c.read_exact(&mut rep).unwrap();
+            assert_eq!(rep[1], 0);
+        }
+        _ => {
+            let mut req = vec![4, 1];
+            req.extend(t.port().to_be_bytes());
+            req.extend(t.ip().octets());
+            req.push(0);
+            c.write_all(&req).unwrap();
+            let mut rep = [0u8; 8];
+            c.read_exact(&mut rep).unwrap();
+            assert_eq!(rep[1], 0x5A);
+        }
+    }
+    c
+}
+
+/// Whether the echo target answers `data` through the tunnel.
+fn echoed(c: &mut TcpStream, data: &[u8]) -> bool {
+    if c.write_all(data).is_err() {
+        return false;
+    }
+    let mut got = vec![0u8; data.len()];
+    c.read_exact(&mut got).is_ok() && got == data
+}
+
+#[test]
+fn proxy_tunnels_are_closed_when_the_bypass_matches_their_inner_host() {
+    let echo = tcp_echo_server();
+    let dir = TempDir::new("sniff-tunnel");
+    let (ph, p5, p4) = (free_port(), free_port(), free_port());
+    let svc = |name: &str, kind: &str, port: u16| {
+        format!("- name: {name}\n  addr: 127.0.0.1:{port}\n  bypass: blocked\n  handler: {{type: {kind}, metadata: {{sniffing: true, sniffing.timeout: 5s}}}}\n  listener: {{type: tcp}}\n")
+    };
+    let cfg = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:\n{}{}{}bypasses:\n- {{name: blocked, matchers: ['*.blocked.test']}}\n",
+            svc("h", "http", ph),
+            svc("s5", "socks5", p5),
+            svc("s4", "socks4", p4)
+        ),
+    );
+    let g = Gost::start(&["-C", &cfg]);
+    for (kind, port) in [("http", ph), ("socks5", p5), ("socks4", p4)] {
+        g.wait_tcp(port);
+        let ok_http = b"GET / HTTP/1.1\r\nHost: ok.test\r\n\r\n";
+        let bad_http = b"GET / HTTP/1.1\r\nHost: www.blocked.test\r\n\r\n";
+        assert!(echoed(&mut tunnel(kind, port, echo), ok_http), "{kind}");
+        assert!(!echoed(&mut tunnel(kind, port, echo), bad_http), "{kind}");
+        assert!(
+            echoed(&mut tunnel(kind, port, echo), &client_hello("ok.test")),
+            "{kind}"
+        );
+        assert!(
+            !echoed(
+                &mut tunnel(kind, port, echo),
+                &client_hello("a.blocked.test")
+            ),
+            "{kind}"
+        );
+        // Not HTTP or TLS: nothing to check, the bytes pass.
+        assert!(
+            echoed(&mut tunnel(kind, port, echo), b"\x00raw bytes"),
+            "{kind}"
+        );
+    }
+}

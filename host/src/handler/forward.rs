@@ -33,11 +33,7 @@ impl ForwardOptions {
         Ok(ForwardOptions {
             idle_timeout: md.get_duration("idleTimeout")?.filter(|d| !d.is_zero()),
             retries: retries.max(0) as usize,
-            sniffing: md.get_bool("sniffing")?.unwrap_or(false).then_some(
-                md.get_duration("sniffing.timeout")?
-                    .filter(|d| !d.is_zero())
-                    .unwrap_or(super::sniffing::DEFAULT_TIMEOUT),
-            ),
+            sniffing: super::sniffing::from_metadata(md)?,
         })
     }
 }

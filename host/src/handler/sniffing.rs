@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
+use crate::metadata::{Metadata, MetadataError};
+use crate::router::{DialError, Router};
+
 /// GOST's default when `sniffing.timeout` is not set.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -20,6 +23,50 @@ const PEEK_LIMIT: usize = 16 * 1024;
 /// GOST's `matcher.bodySize` default and cap.
 pub const DEFAULT_BODY_SIZE: usize = 1 << 20;
 pub const MAX_BODY_SIZE: usize = 10 << 20;
+
+/// Handler metadata `sniffing` (and `sniffing.timeout`): the timeout
+/// when sniffing is on, `None` when off.
+pub fn from_metadata(md: &Metadata) -> Result<Option<Duration>, MetadataError> {
+    if !md.get_bool("sniffing")?.unwrap_or(false) {
+        return Ok(None);
+    }
+    Ok(Some(
+        md.get_duration("sniffing.timeout")?
+            .filter(|d| !d.is_zero())
+            .unwrap_or(DEFAULT_TIMEOUT),
+    ))
+}
+
+/// GOST's `sniffing` on a proxy tunnel (HTTP or SOCKS CONNECT). The
+/// upstream is already dialed, so nothing is routed here; what the sniff
+/// decides is whether the service's bypass refuses the host the tunnel
+/// really carries (an HTTP request's `Host`, a ClientHello's SNI, with
+/// port 80 or 443 when it names none), which closes the tunnel as in
+/// GOST. `early` holds bytes the handshake already read past the request.
+/// Without a bypass there is nothing to decide and nothing is read.
+pub async fn guard_tunnel(
+    client: &TcpStream,
+    early: &[u8],
+    timeout: Duration,
+    router: &Router,
+) -> Result<(), DialError> {
+    if router.bypass.is_none() {
+        return Ok(());
+    }
+    let s = peek(client, early, tokio::time::Instant::now() + timeout).await;
+    if s.host.is_empty() {
+        return Ok(());
+    }
+    let port = if s.protocol == "tls" { 443 } else { 80 };
+    let addr = if crate::listener::split_host_port(&s.host).is_ok() {
+        s.host
+    } else if s.host.contains(':') && !s.host.starts_with('[') {
+        format!("[{}]:{port}", s.host)
+    } else {
+        format!("{}:{port}", s.host)
+    };
+    router.check_bypass("tcp", &addr)
+}
 
 /// Owned request facts for [`crate::routing::Request`].
 #[derive(Debug, Default, PartialEq)]
@@ -67,21 +114,27 @@ enum Parsed {
 pub async fn sniff(stream: &TcpStream, timeout: Duration, body_limit: usize) -> Sniffed {
     let deadline = tokio::time::Instant::now() + timeout;
     if body_limit == 0 {
-        peek(stream, deadline).await
+        peek(stream, &[], deadline).await
     } else {
         read(stream, deadline, body_limit).await
     }
 }
 
-async fn peek(stream: &TcpStream, deadline: tokio::time::Instant) -> Sniffed {
-    let mut buf = vec![0u8; PEEK_LIMIT];
+/// Peeks after the `early` bytes already taken off the stream.
+async fn peek(stream: &TcpStream, early: &[u8], deadline: tokio::time::Instant) -> Sniffed {
+    if let Parsed::Done(s, _) = parse(early) {
+        return s;
+    }
+    let e = early.len();
+    let mut buf = vec![0u8; e + PEEK_LIMIT];
+    buf[..e].copy_from_slice(early);
     let mut seen = 0;
     loop {
-        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
-            Ok(Ok(n)) => n,
+        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf[e..])).await {
+            Ok(Ok(n)) => e + n,
             _ => return Sniffed::default(),
         };
-        if n == 0 {
+        if n == e {
             return Sniffed::default();
         }
         match parse(&buf[..n]) {
