@@ -11,7 +11,7 @@ pub mod node;
 pub mod route;
 pub mod selector;
 
-pub use group::{Chain, Chainer};
+pub use group::{Chain, Chainer, GroupEntry};
 pub use node::{Marker, Node};
 pub use selector::{Selector, Strategy};
 
