@@ -173,15 +173,15 @@ async fn read(stream: &TcpStream, deadline: tokio::time::Instant, body_limit: us
                 Parsed::NeedMore => {}
             }
         }
-        if let Some((s, len)) = &head {
-            if let Some(body) = body_prefix(&s.headers, &buf[*len..], body_limit) {
-                let (s, _) = head.take().expect("head parsed");
-                return Sniffed {
-                    body,
-                    consumed: buf,
-                    ..s
-                };
-            }
+        let body = head
+            .as_ref()
+            .and_then(|(s, len)| body_prefix(&s.headers, &buf[*len..], body_limit));
+        if let (Some(body), Some((s, _))) = (body, head.take()) {
+            return Sniffed {
+                body: decode(&s.headers, body),
+                consumed: buf,
+                ..s
+            };
         }
         let more = async {
             loop {
@@ -201,7 +201,10 @@ async fn read(stream: &TcpStream, deadline: tokio::time::Instant, body_limit: us
             // The peer stopped: route by what arrived.
             let s = match head {
                 Some((s, len)) => Sniffed {
-                    body: body_prefix(&s.headers, &buf[len..], 0).unwrap_or_default(),
+                    body: decode(
+                        &s.headers,
+                        body_prefix(&s.headers, &buf[len..], 0).unwrap_or_default(),
+                    ),
                     ..s
                 },
                 None => Sniffed::default(),
@@ -211,16 +214,42 @@ async fn read(stream: &TcpStream, deadline: tokio::time::Instant, body_limit: us
     }
 }
 
+fn field<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+}
+
+/// What body rules see of a `gzip` or `deflate` body prefix: its decoded
+/// start, as GOST shows them (a prefix cut mid-stream decodes as far as it
+/// goes; output is capped at [`MAX_BODY_SIZE`]). Other encodings, and a
+/// prefix that decodes to nothing, are left as sent.
+fn decode(headers: &[(String, String)], body: Vec<u8>) -> Vec<u8> {
+    use std::io::Read;
+    let enc = field(headers, "content-encoding").unwrap_or("");
+    let reader: Box<dyn Read + '_> = if enc.eq_ignore_ascii_case("gzip") {
+        Box::new(flate2::read::GzDecoder::new(&body[..]))
+    } else if enc.eq_ignore_ascii_case("deflate") {
+        Box::new(flate2::read::ZlibDecoder::new(&body[..]))
+    } else {
+        return body;
+    };
+    let mut out = Vec::new();
+    // An error leaves what decoded before it in `out`.
+    let _ = reader.take(MAX_BODY_SIZE as u64).read_to_end(&mut out);
+    if out.is_empty() {
+        body
+    } else {
+        out
+    }
+}
+
 /// The body prefix `rest` (the bytes after the head) holds, by the head's
 /// framing, capped at `limit`; `None` while more bytes are needed. A
 /// `limit` of 0 takes whatever arrived.
 fn body_prefix(headers: &[(String, String)], rest: &[u8], limit: usize) -> Option<Vec<u8>> {
-    let field = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.trim())
-    };
+    let field = |name: &str| field(headers, name);
     let all = limit == 0;
     let limit = if all { usize::MAX } else { limit };
     if field("transfer-encoding").is_some_and(|te| te.to_ascii_lowercase().contains("chunked")) {
@@ -445,6 +474,26 @@ mod tests {
         assert_eq!(body_prefix(&te, &chunked[..16], 100), None);
         assert_eq!(body_prefix(&te, &chunked[..16], 0).unwrap(), b"abcd");
         assert_eq!(body_prefix(&te, b"zz\r\n", 100).unwrap(), b"");
+    }
+
+    #[test]
+    fn compressed_prefixes_are_decoded_for_the_rules() {
+        use std::io::Write;
+        let text: Vec<u8> = (0..4000u32)
+            .flat_map(|i| format!("{},", i.wrapping_mul(2654435761)).into_bytes())
+            .collect();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&text).unwrap();
+        let gz = gz.finish().unwrap();
+        let h = |v: &str| vec![("Content-Encoding".to_string(), v.to_string())];
+        assert_eq!(decode(&h("gzip"), gz.clone()), text);
+        let cut = decode(&h("GZIP"), gz[..gz.len() / 2].to_vec());
+        assert!(!cut.is_empty() && text.starts_with(&cut), "{}", cut.len());
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(&text).unwrap();
+        assert_eq!(decode(&h("deflate"), z.finish().unwrap()), text);
+        assert_eq!(decode(&h("br"), b"raw".to_vec()), b"raw");
+        assert_eq!(decode(&h("gzip"), b"not gzip".to_vec()), b"not gzip");
     }
 
     #[tokio::test]
