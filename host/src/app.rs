@@ -1168,7 +1168,7 @@ fn build_forwarding(
     let mut nodes = Vec::with_capacity(hop.nodes.len());
     for n in hop.nodes.iter().map(ForwardNodeConfig::from) {
         nodes.push(Arc::new(
-            Node::from_forward_config(&n).map_err(|e| svc_err(cfg, e.to_string()))?,
+            Node::from_forward_config(&n, root).map_err(|e| svc_err(cfg, e.to_string()))?,
         ));
     }
     let h = cfg.handler.as_ref();
@@ -1234,7 +1234,7 @@ fn build_forward_handler(
             ));
         }
         nodes.push(Arc::new(
-            Node::from_forward_config(n).map_err(|e| svc_err(cfg, e.to_string()))?,
+            Node::from_forward_config(n, root).map_err(|e| svc_err(cfg, e.to_string()))?,
         ));
     }
     let hop = Hop {

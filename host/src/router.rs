@@ -239,7 +239,7 @@ impl Router {
     /// `addr` is the target after hosts and resolver; `host` is the name
     /// the client asked for, which node filters and hashing use.
     async fn try_dial_tcp(&self, addr: &str, host: &str) -> io::Result<Upstream> {
-        match self.route_for(addr, host) {
+        match self.route_for("tcp", addr, host) {
             Some((chain, nodes)) => {
                 finish_route(&chain, addr, route::dial(&chain.name, &nodes, addr).await)
             }
@@ -249,14 +249,22 @@ impl Router {
 
     /// The chain and its nodes for a connection to `addr`, or `None` to go
     /// directly (no chain, or every hop bypassed for this target).
-    fn route_for(&self, addr: &str, host: &str) -> Option<(Arc<Chain>, Vec<Arc<Node>>)> {
+    fn route_for(
+        &self,
+        network: &str,
+        addr: &str,
+        host: &str,
+    ) -> Option<(Arc<Chain>, Vec<Arc<Node>>)> {
         let client = client_ip().map(|ip| ip.to_string());
         let hash_key = if self.hash_by_target {
             Some(addr)
         } else {
             client.as_deref()
         };
-        let chain = self.chain.as_ref().and_then(|c| c.pick(hash_key))?;
+        let chain = self
+            .chain
+            .as_ref()
+            .and_then(|c| c.pick(network, host, hash_key))?;
         let nodes = chain.route(addr, host, hash_key);
         if nodes.is_empty() {
             tracing::debug!(chain = %chain.name, addr, "route: direct");
@@ -280,7 +288,7 @@ impl Router {
         let work = async {
             let resolved =
                 resolve_addr(addr, self.hosts.as_deref(), self.resolver.as_deref()).await?;
-            if let Some((chain, nodes)) = self.route_for(&resolved, host_of(addr)) {
+            if let Some((chain, nodes)) = self.route_for("udp", &resolved, host_of(addr)) {
                 let tunnel = finish_route(
                     &chain,
                     &resolved,
@@ -312,7 +320,7 @@ impl Router {
     /// datagrams go directly.
     pub async fn dial_udp_association(&self) -> Result<Option<UdpTunnel>, DialError> {
         let work = async {
-            match self.route_for("", "") {
+            match self.route_for("udp", "", "") {
                 Some((chain, nodes)) => finish_route(
                     &chain,
                     "udp association",
@@ -425,14 +433,19 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
             ));
         }
         let md_on = |key: &str| h.metadata.get_bool(key).ok().flatten().unwrap_or(false);
-        if md_on("sniffing") && !matches!(h.r#type.as_str(), "tcp" | "forward") {
+        if md_on("sniffing")
+            && !matches!(
+                h.r#type.as_str(),
+                "tcp" | "forward" | "http" | "auto" | "socks4" | "socks4a" | "socks5" | "socks"
+            )
+        {
             out.push(format!(
-                "service \"{name}\": sniffing is supported by the tcp and forward handlers only"
+                "service \"{name}\": sniffing is supported by the tcp, forward, http, auto, socks4 and socks5 handlers only"
             ));
         }
         if md_on("sniffing.websocket") {
             out.push(format!(
-                "service \"{name}\": sniffing.websocket is not supported yet"
+                "service \"{name}\": sniffing.websocket is not supported yet (it records WebSocket frames to recorders, which this build does not have)"
             ));
         }
         let socks_bind = matches!(h.r#type.as_str(), "socks5" | "socks" | "auto")
@@ -529,7 +542,7 @@ services:
 - {name: s, addr: ":2", limiter: l, handler: {type: socks5, chain: c, metadata: {udp: true}}}
 - {name: i, addr: ":3", handler: {type: udp, chain: c}, metadata: {ignoreChain: true}}
 - {name: w, addr: ":4", handler: {type: tcp, metadata: {sniffing: true, sniffing.websocket: true}}}
-- {name: h, addr: ":5", handler: {type: http, metadata: {sniffing: true}}}
+- {name: h, addr: ":5", handler: {type: relay, metadata: {sniffing: true}}}
 chains:
 - {name: c, hops: [{name: h, redis: {addr: "r:6379"}, nodes: [{name: n, addr: "x:1"}]}]}
 "#,
@@ -539,8 +552,8 @@ chains:
             unsupported(&cfg),
             [
                 "service \"s\": the traffic limiter does not cover UDP yet",
-                "service \"w\": sniffing.websocket is not supported yet",
-                "service \"h\": sniffing is supported by the tcp and forward handlers only",
+                "service \"w\": sniffing.websocket is not supported yet (it records WebSocket frames to recorders, which this build does not have)",
+                "service \"h\": sniffing is supported by the tcp, forward, http, auto, socks4 and socks5 handlers only",
                 "chain \"c\": hop \"h\": redis is not supported yet",
             ]
         );

@@ -516,3 +516,73 @@ limiters:
     let free = echo_rate(pfree, 2 << 20) / mib;
     assert!(free > 2.0, "unlimited service moved only {free:.3} MiB/s");
 }
+
+#[test]
+fn chain_group_entries_take_the_targets_their_matcher_takes() {
+    let echo = tcp_echo_server();
+    let (pa, pb, pc, pf) = (free_port(), free_port(), free_port(), free_port());
+    let a = start(&["-D", "-L", &format!("socks5://127.0.0.1:{pa}")], pa);
+    let b = start(&["-D", "-L", &format!("socks5://127.0.0.1:{pb}")], pb);
+    let c = start(&["-D", "-L", &format!("socks5://127.0.0.1:{pc}")], pc);
+    let dir = TempDir::new("chain-group-matcher");
+    let chain = |name: &str, port: u16| {
+        format!("- name: {name}\n  hops:\n  - name: h{name}\n    nodes: [{{name: n{name}, addr: \"127.0.0.1:{port}\", connector: {{type: socks5}}}}]\n")
+    };
+    let cfg = format!(
+        r#"services:
+- name: front
+  addr: 127.0.0.1:{pf}
+  handler:
+    type: http
+    chainGroup:
+      chains:
+      - {{chain: ca, matcher: {{rule: 'Host(`localhost`)'}}}}
+      - {{chain: cb, matcher: {{rule: 'Host(`127.0.0.1`) && Network(`tcp`)'}}}}
+      - {{chain: cc, matcher: {{rule: 'Host(`nowhere.test`)'}}}}
+  listener: {{type: tcp}}
+chains:
+{}{}{}"#,
+        chain("ca", pa),
+        chain("cb", pb),
+        chain("cc", pc)
+    );
+    let path = dir.write("gost.yaml", &cfg);
+    let _f = start(&["-C", &path], pf);
+    let by_name = format!("localhost:{}", echo.port());
+    let (code, mut s) = http_connect(pf, &by_name);
+    assert_eq!(code, 200);
+    assert_echo(&mut s, b"via a");
+    a.wait_log(&format!("dst={by_name}"));
+    assert!(works(pf, echo));
+    b.wait_log(&format!("dst={echo}"));
+    // A target no entry takes is dialed directly.
+    let v6 = std::net::TcpListener::bind("[::1]:0").unwrap();
+    let v6_addr = v6.local_addr().unwrap();
+    std::thread::spawn(move || {
+        if let Ok((mut c, _)) = v6.accept() {
+            let _ = c.write_all(b"direct");
+        }
+    });
+    let (code, mut s) = http_connect(pf, &v6_addr.to_string());
+    assert_eq!(code, 200);
+    let mut got = [0u8; 6];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"direct");
+    for g in [&a, &b, &c] {
+        assert!(!g.log().contains("::1"), "{}", g.log());
+    }
+}
+
+#[test]
+fn a_chain_group_matcher_naming_a_missing_bypass_is_refused() {
+    let dir = TempDir::new("chain-group-bad");
+    let cfg = dir.write(
+        "gost.yaml",
+        "services:\n- name: front\n  addr: 127.0.0.1:0\n  handler:\n    type: http\n    chainGroup:\n      chains:\n      - {chain: ca, matcher: {rule: 'Bypass(`gone`)'}}\n  listener: {type: tcp}\nchains:\n- name: ca\n  hops:\n  - name: h\n    nodes: [{name: n, addr: \"127.0.0.1:1\"}]\n",
+    );
+    let (status, out, err) = run_gost(&["-C", &cfg]);
+    assert!(!status.success());
+    let text = format!("{out}{err}");
+    assert!(text.contains("chainGroup chain \"ca\""), "{text}");
+    assert!(text.contains("gone"), "{text}");
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::loader::NodeFile;
 use super::node::NodeError;
-use super::{Chain, Chainer, Hop, Node, Selector, Strategy};
+use super::{Chain, Chainer, GroupEntry, Hop, Node, Selector, Strategy};
 use crate::config::{ChainConfig, Config, HandlerConfig, HopConfig, NodeConfig, SelectorConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -56,13 +56,28 @@ pub fn chainer(root: &Config, h: &HandlerConfig) -> Result<Option<Chainer>, Chai
     };
     let mut chains = Vec::with_capacity(group.chains.len());
     for entry in &group.chains {
-        if entry.matcher.is_some() || entry.probe.is_some() {
+        let owner = || format!("chainGroup chain \"{}\"", entry.chain);
+        if entry.probe.is_some() {
             return Err(ChainBuildError::Invalid {
-                owner: format!("chainGroup chain \"{}\"", entry.chain),
-                msg: "matcher and probe are not supported yet".into(),
+                owner: owner(),
+                msg: "probe is not supported yet".into(),
             });
         }
-        chains.push(Arc::new(chain(root, &entry.chain)?));
+        let rule = entry.matcher.as_ref().map_or("", |m| m.rule.trim());
+        let matcher = if rule.is_empty() {
+            None
+        } else {
+            Some(crate::routing::Matcher::new(rule, root).map_err(|e| {
+                ChainBuildError::Invalid {
+                    owner: owner(),
+                    msg: format!("matcher {e}"),
+                }
+            })?)
+        };
+        chains.push(GroupEntry {
+            chain: Arc::new(chain(root, &entry.chain)?),
+            matcher,
+        });
     }
     Ok(Some(Chainer::Group {
         chains,
@@ -176,7 +191,7 @@ pub(super) fn node(
     owner: &str,
     n: &NodeConfig,
 ) -> Result<Node, ChainBuildError> {
-    let mut node = Node::from_node_config(n).map_err(|source| ChainBuildError::Node {
+    let mut node = Node::from_node_config(n, root).map_err(|source| ChainBuildError::Node {
         owner: owner.to_string(),
         source,
     })?;

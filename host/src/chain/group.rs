@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::selector::{Selectable, Selector};
 use super::{Hop, Marker, Node, SelectContext};
+use crate::routing::{Matcher, Request};
 
 #[derive(Debug)]
 pub struct Chain {
@@ -52,28 +53,92 @@ impl Chain {
 pub enum Chainer {
     Chain(Arc<Chain>),
     Group {
-        chains: Vec<Arc<Chain>>,
+        chains: Vec<GroupEntry>,
         selector: Selector,
     },
 }
 
+/// A chain group entry: the chain and its `matcher`, which sees the
+/// dial's network and target host only, as in GOST's chain group.
+#[derive(Debug)]
+pub struct GroupEntry {
+    pub chain: Arc<Chain>,
+    pub matcher: Option<Matcher>,
+}
+
 impl Chainer {
-    /// The chain to use for one connection; a group skips chains that
-    /// failed recently, like a hop skips nodes.
-    pub fn pick(&self, hash_key: Option<&str>) -> Option<Arc<Chain>> {
+    /// The chain to use for one connection to `host` over `network`: a
+    /// group considers the entries whose matcher takes it (all when none
+    /// has one) and skips chains that failed recently, like a hop skips
+    /// nodes. `None` when no entry takes the target: it is dialed
+    /// directly, as GOST does with an empty route.
+    pub fn pick(&self, network: &str, host: &str, hash_key: Option<&str>) -> Option<Arc<Chain>> {
         match self {
             Chainer::Chain(c) => Some(c.clone()),
             Chainer::Group { chains, selector } => {
-                let refs: Vec<&Arc<Chain>> = chains.iter().collect();
+                let req = Request {
+                    network,
+                    host,
+                    ..Default::default()
+                };
+                let refs: Vec<&Arc<Chain>> = chains
+                    .iter()
+                    .filter(|e| e.matcher.as_ref().is_none_or(|m| m.matches(&req)))
+                    .map(|e| &e.chain)
+                    .collect();
                 let ctx = SelectContext {
                     hash_key,
                     ..Default::default()
                 };
                 selector
                     .select(&ctx, &refs)
-                    .or_else(|| chains.first())
+                    .or_else(|| refs.first().copied())
                     .cloned()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::Strategy;
+
+    fn entry(name: &str, rule: &str) -> GroupEntry {
+        GroupEntry {
+            chain: Arc::new(Chain {
+                name: name.into(),
+                hops: Vec::new(),
+                marker: Marker::default(),
+                weight: 1,
+                backup: false,
+            }),
+            matcher: (!rule.is_empty()).then(|| Matcher::new(rule, &Default::default()).unwrap()),
+        }
+    }
+
+    #[test]
+    fn group_entries_filter_by_network_and_host() {
+        let g = Chainer::Group {
+            chains: vec![
+                entry("web", "Host(`*.example.com`) && Network(`tcp`)"),
+                entry("dns", "Network(`udp`)"),
+            ],
+            selector: Selector::new(Strategy::Fifo, 0, std::time::Duration::ZERO),
+        };
+        let pick = |net: &str, host: &str| g.pick(net, host, None).map(|c| c.name.clone());
+        assert_eq!(pick("tcp", "a.example.com").as_deref(), Some("web"));
+        assert_eq!(pick("udp", "a.example.com").as_deref(), Some("dns"));
+        assert_eq!(pick("tcp", "other.test"), None);
+        let open = Chainer::Group {
+            chains: vec![entry("any", ""), entry("web", "Host(`w`)")],
+            selector: Selector::new(Strategy::Fifo, 0, std::time::Duration::ZERO),
+        };
+        assert_eq!(
+            open.pick("tcp", "x", None)
+                .map(|c| c.name.clone())
+                .as_deref(),
+            Some("any")
+        );
     }
 }

@@ -11,7 +11,7 @@ pub mod node;
 pub mod route;
 pub mod selector;
 
-pub use group::{Chain, Chainer};
+pub use group::{Chain, Chainer, GroupEntry};
 pub use node::{Marker, Node};
 pub use selector::{Selector, Strategy};
 
@@ -137,7 +137,7 @@ mod tests {
     fn node(name: &str, rule: &str, priority: i64, backup: bool) -> Arc<Node> {
         Arc::new(Node {
             name: name.into(),
-            matcher: (!rule.is_empty()).then(|| Matcher::new(rule).unwrap()),
+            matcher: (!rule.is_empty()).then(|| Matcher::new(rule, &Default::default()).unwrap()),
             priority: crate::routing::priority(rule, priority),
             backup,
             ..Default::default()

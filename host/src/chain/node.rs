@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::selector::Selectable;
-use crate::config::{ForwardNodeConfig, NodeConfig, NodeFilterConfig, NodeMatcherConfig};
+use crate::config::{Config, ForwardNodeConfig, NodeConfig, NodeFilterConfig, NodeMatcherConfig};
 use crate::connector::Connector;
 use crate::metadata::{Metadata, MetadataError};
 
@@ -84,6 +84,9 @@ pub struct Node {
     /// `matcher.priority` as GOST computes it; a unique highest positive
     /// priority among the eligible nodes wins without the selector.
     pub priority: i64,
+    /// `matcher.bodySize` when the rule looks at the body, else 0: how much
+    /// of an HTTP request body a sniffer reads before selecting.
+    pub body_size: usize,
     /// Targets this node does not carry.
     pub bypass: Option<std::sync::Arc<crate::bypass::BypassGroup>>,
     /// Resolve the node's own address (the node's, else its hop's).
@@ -130,14 +133,14 @@ pub enum NodeError {
 impl Node {
     /// A forwarder node. Its deprecated `host`/`protocol`/`path` fields
     /// stand for `filter` when that is absent, as in GOST.
-    pub fn from_forward_config(cfg: &ForwardNodeConfig) -> Result<Self, NodeError> {
+    pub fn from_forward_config(cfg: &ForwardNodeConfig, root: &Config) -> Result<Self, NodeError> {
         let mut node = Self::common(&cfg.name, &cfg.addr, &cfg.network, &cfg.metadata)?;
         let filter = cfg.filter.clone().unwrap_or_else(|| NodeFilterConfig {
             host: cfg.host.clone(),
             protocol: cfg.protocol.clone(),
             path: cfg.path.clone(),
         });
-        node.set_routing(filter, cfg.matcher.as_ref())?;
+        node.set_routing(filter, cfg.matcher.as_ref(), root)?;
         Ok(node)
     }
 
@@ -145,26 +148,26 @@ impl Node {
         &mut self,
         filter: NodeFilterConfig,
         matcher: Option<&NodeMatcherConfig>,
+        root: &Config,
     ) -> Result<(), NodeError> {
         self.filter_host = filter.host;
         self.filter_protocol = filter.protocol;
         self.filter_path = filter.path;
         let Some(m) = matcher else { return Ok(()) };
-        if m.body_size != 0 {
-            return Err(NodeError::Unsupported {
-                node: self.name.clone(),
-                msg: "matcher.bodySize is not supported yet (no body matchers)".into(),
-            });
-        }
         let rule = m.rule.trim();
         if !rule.is_empty() {
-            self.matcher =
-                Some(
-                    crate::routing::Matcher::new(rule).map_err(|source| NodeError::Rule {
-                        node: self.name.clone(),
-                        source,
-                    })?,
-                );
+            self.matcher = Some(crate::routing::Matcher::new(rule, root).map_err(|source| {
+                NodeError::Rule {
+                    node: self.name.clone(),
+                    source,
+                }
+            })?);
+        }
+        if self.matcher.as_ref().is_some_and(|m| m.reads_body()) {
+            self.body_size = match usize::try_from(m.body_size) {
+                Ok(0) | Err(_) => crate::handler::sniffing::DEFAULT_BODY_SIZE,
+                Ok(n) => n.min(crate::handler::sniffing::MAX_BODY_SIZE),
+            };
         }
         self.priority = crate::routing::priority(&m.rule, m.priority);
         Ok(())
@@ -185,7 +188,7 @@ impl Node {
 
     /// A chain node: its connector (GOST's default `http`) over the tcp
     /// dialer, the only dialer this build has.
-    pub fn from_node_config(cfg: &NodeConfig) -> Result<Self, NodeError> {
+    pub fn from_node_config(cfg: &NodeConfig, root: &Config) -> Result<Self, NodeError> {
         let unsupported = |msg: String| NodeError::Unsupported {
             node: cfg.name.clone(),
             msg,
@@ -211,7 +214,11 @@ impl Node {
                 source,
             },
         )?);
-        node.set_routing(cfg.filter.clone().unwrap_or_default(), cfg.matcher.as_ref())?;
+        node.set_routing(
+            cfg.filter.clone().unwrap_or_default(),
+            cfg.matcher.as_ref(),
+            root,
+        )?;
         Ok(node)
     }
 

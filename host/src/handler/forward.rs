@@ -33,11 +33,7 @@ impl ForwardOptions {
         Ok(ForwardOptions {
             idle_timeout: md.get_duration("idleTimeout")?.filter(|d| !d.is_zero()),
             retries: retries.max(0) as usize,
-            sniffing: md.get_bool("sniffing")?.unwrap_or(false).then_some(
-                md.get_duration("sniffing.timeout")?
-                    .filter(|d| !d.is_zero())
-                    .unwrap_or(super::sniffing::DEFAULT_TIMEOUT),
-            ),
+            sniffing: super::sniffing::from_metadata(md)?,
         })
     }
 }
@@ -46,11 +42,19 @@ pub struct ForwardHandler {
     hop: Arc<Hop>,
     router: Router,
     opts: ForwardOptions,
+    /// The largest body prefix a node's matcher looks at (0: none does).
+    body_limit: usize,
 }
 
 impl ForwardHandler {
     pub fn new(hop: Arc<Hop>, router: Router, opts: ForwardOptions) -> Self {
-        ForwardHandler { hop, router, opts }
+        let body_limit = hop.nodes.iter().map(|n| n.body_size).max().unwrap_or(0);
+        ForwardHandler {
+            hop,
+            router,
+            opts,
+            body_limit,
+        }
     }
 
     /// Picks nodes until one answers. Each failure marks the node so the
@@ -125,24 +129,15 @@ impl ForwardHandler {
 
     async fn handle_tcp(&self, client: TcpStream, ctx: ConnContext) -> Result<(), HandlerError> {
         let sniffed = match self.opts.sniffing {
-            Some(timeout) => super::sniffing::sniff(&client, timeout).await,
+            Some(timeout) => super::sniffing::sniff(&client, timeout, self.body_limit).await,
             None => Default::default(),
         };
-        let request = crate::routing::Request {
-            host: &sniffed.host,
-            protocol: sniffed.protocol,
-            method: &sniffed.method,
-            path: &sniffed.path,
-            query: &sniffed.query,
-            headers: &sniffed.headers,
-            ..Default::default()
-        };
         let dialed = self
-            .dial_for(&ctx, "tcp", request, |a| async move {
+            .dial_for(&ctx, "tcp", sniffed.request(), |a| async move {
                 self.router.dial_tcp(&a).await
             })
             .await;
-        let (upstream, node) = match dialed {
+        let (mut upstream, node) = match dialed {
             Err(HandlerError::NoNode) if sniffed.protocol == "http" => {
                 // GOST answers an HTTP request no node takes with 502.
                 use tokio::io::AsyncWriteExt;
@@ -155,6 +150,12 @@ impl ForwardHandler {
             }
             r => r?,
         };
+        if !sniffed.consumed.is_empty() {
+            upstream.write_all(&sniffed.consumed).await?;
+            if let Some(s) = &ctx.stats {
+                s.add_input(sniffed.consumed.len() as u64);
+            }
+        }
         let opts = RelayOptions {
             idle_timeout: self.opts.idle_timeout,
         };

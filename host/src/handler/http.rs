@@ -82,6 +82,9 @@ pub struct HttpOptions {
     /// `keepalive`: keep the origin connection for the client's next
     /// request to the same origin.
     pub keepalive: bool,
+    /// `sniffing`: check a CONNECT tunnel's inner host against the
+    /// service's bypass; `None` when off.
+    pub sniffing: Option<Duration>,
 }
 
 impl Default for HttpOptions {
@@ -95,6 +98,7 @@ impl Default for HttpOptions {
             probe_resist: None,
             knock: Vec::new(),
             keepalive: true,
+            sniffing: None,
         }
     }
 }
@@ -137,6 +141,7 @@ impl HttpOptions {
                 })
                 .unwrap_or_default(),
             keepalive: md.get_bool("keepalive")?.unwrap_or(d.keepalive),
+            sniffing: super::sniffing::from_metadata(md)?,
         })
     }
 }
@@ -393,6 +398,10 @@ impl HttpHandler {
         head.push_str("\r\n");
         client.io.write_all(head.as_bytes()).await?;
         client.buf.drain(..req.len);
+        if let Some(timeout) = self.opts.sniffing {
+            super::sniffing::guard_tunnel(client.io.get_ref(), &client.buf, timeout, &self.router)
+                .await?;
+        }
         Ok(Next::Tunnel(upstream))
     }
 

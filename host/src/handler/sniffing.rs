@@ -1,11 +1,17 @@
 //! Protocol sniffing for the forward handlers (GOST's `sniffing: true`):
 //! the first bytes of a connection are peeked, not read, so they reach the
 //! upstream untouched, and a TLS ClientHello or an HTTP/1.x request head
-//! yields what node matchers and filters look at.
+//! yields what node matchers and filters look at. When a node matcher
+//! looks at the request body, the head and a body prefix are read instead
+//! (a socket cannot hold a large body for peeking) and handed back as
+//! bytes the caller sends upstream before relaying.
 
 use std::time::Duration;
 
 use tokio::net::TcpStream;
+
+use crate::metadata::{Metadata, MetadataError};
+use crate::router::{DialError, Router};
 
 /// GOST's default when `sniffing.timeout` is not set.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -13,6 +19,54 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Enough for a ClientHello or a request head; a longer head is routed as
 /// raw bytes.
 const PEEK_LIMIT: usize = 16 * 1024;
+
+/// GOST's `matcher.bodySize` default and cap.
+pub const DEFAULT_BODY_SIZE: usize = 1 << 20;
+pub const MAX_BODY_SIZE: usize = 10 << 20;
+
+/// Handler metadata `sniffing` (and `sniffing.timeout`): the timeout
+/// when sniffing is on, `None` when off.
+pub fn from_metadata(md: &Metadata) -> Result<Option<Duration>, MetadataError> {
+    if !md.get_bool("sniffing")?.unwrap_or(false) {
+        return Ok(None);
+    }
+    Ok(Some(
+        md.get_duration("sniffing.timeout")?
+            .filter(|d| !d.is_zero())
+            .unwrap_or(DEFAULT_TIMEOUT),
+    ))
+}
+
+/// GOST's `sniffing` on a proxy tunnel (HTTP or SOCKS CONNECT). The
+/// upstream is already dialed, so nothing is routed here; what the sniff
+/// decides is whether the service's bypass refuses the host the tunnel
+/// really carries (an HTTP request's `Host`, a ClientHello's SNI, with
+/// port 80 or 443 when it names none), which closes the tunnel as in
+/// GOST. `early` holds bytes the handshake already read past the request.
+/// Without a bypass there is nothing to decide and nothing is read.
+pub async fn guard_tunnel(
+    client: &TcpStream,
+    early: &[u8],
+    timeout: Duration,
+    router: &Router,
+) -> Result<(), DialError> {
+    if router.bypass.is_none() {
+        return Ok(());
+    }
+    let s = peek(client, early, tokio::time::Instant::now() + timeout).await;
+    if s.host.is_empty() {
+        return Ok(());
+    }
+    let port = if s.protocol == "tls" { 443 } else { 80 };
+    let addr = if crate::listener::split_host_port(&s.host).is_ok() {
+        s.host
+    } else if s.host.contains(':') && !s.host.starts_with('[') {
+        format!("[{}]:{port}", s.host)
+    } else {
+        format!("{}:{port}", s.host)
+    };
+    router.check_bypass("tcp", &addr)
+}
 
 /// Owned request facts for [`crate::routing::Request`].
 #[derive(Debug, Default, PartialEq)]
@@ -24,29 +78,67 @@ pub struct Sniffed {
     pub path: String,
     pub query: String,
     pub headers: Vec<(String, String)>,
+    /// The HTTP body prefix body matchers see (de-chunked).
+    pub body: Vec<u8>,
+    /// Bytes taken off the connection that the upstream must get first;
+    /// empty when sniffing only peeked.
+    pub consumed: Vec<u8>,
+}
+
+impl Sniffed {
+    /// The request facts node matchers and filters look at.
+    pub fn request(&self) -> crate::routing::Request<'_> {
+        crate::routing::Request {
+            host: &self.host,
+            protocol: self.protocol,
+            method: &self.method,
+            path: &self.path,
+            query: &self.query,
+            headers: &self.headers,
+            body: &self.body,
+            ..Default::default()
+        }
+    }
 }
 
 enum Parsed {
-    Done(Sniffed),
+    /// What was recognised, and the length of an HTTP head (0 otherwise).
+    Done(Sniffed, usize),
     NeedMore,
 }
 
-/// Peeks until the head is complete, the peer stops sending, or `timeout`
-/// passes; anything unrecognised is raw (empty protocol), as in GOST.
-pub async fn sniff(stream: &TcpStream, timeout: Duration) -> Sniffed {
-    let mut buf = vec![0u8; PEEK_LIMIT];
+/// Sniffs the start of `stream` until the head is complete, the peer stops
+/// sending, or `timeout` passes; anything unrecognised is raw (empty
+/// protocol), as in GOST. With `body_limit` above 0 an HTTP request's body
+/// prefix of up to that many bytes is read too.
+pub async fn sniff(stream: &TcpStream, timeout: Duration, body_limit: usize) -> Sniffed {
     let deadline = tokio::time::Instant::now() + timeout;
+    if body_limit == 0 {
+        peek(stream, &[], deadline).await
+    } else {
+        read(stream, deadline, body_limit).await
+    }
+}
+
+/// Peeks after the `early` bytes already taken off the stream.
+async fn peek(stream: &TcpStream, early: &[u8], deadline: tokio::time::Instant) -> Sniffed {
+    if let Parsed::Done(s, _) = parse(early) {
+        return s;
+    }
+    let e = early.len();
+    let mut buf = vec![0u8; e + PEEK_LIMIT];
+    buf[..e].copy_from_slice(early);
     let mut seen = 0;
     loop {
-        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
-            Ok(Ok(n)) => n,
+        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf[e..])).await {
+            Ok(Ok(n)) => e + n,
             _ => return Sniffed::default(),
         };
-        if n == 0 {
+        if n == e {
             return Sniffed::default();
         }
         match parse(&buf[..n]) {
-            Parsed::Done(s) => return s,
+            Parsed::Done(s, _) => return s,
             Parsed::NeedMore if n < buf.len() => {}
             Parsed::NeedMore => return Sniffed::default(),
         }
@@ -61,22 +153,168 @@ pub async fn sniff(stream: &TcpStream, timeout: Duration) -> Sniffed {
     }
 }
 
+/// Reads the head and then the body prefix; a read error or the deadline
+/// ends the sniff with what arrived (GOST ignores the error of its body
+/// prefix read too).
+async fn read(stream: &TcpStream, deadline: tokio::time::Instant, body_limit: usize) -> Sniffed {
+    let mut buf = Vec::with_capacity(PEEK_LIMIT);
+    let mut head: Option<(Sniffed, usize)> = None;
+    loop {
+        if head.is_none() {
+            match parse(&buf) {
+                Parsed::Done(s, len) if s.protocol == "http" => head = Some((s, len)),
+                Parsed::Done(s, _) => return Sniffed { consumed: buf, ..s },
+                Parsed::NeedMore if buf.len() >= PEEK_LIMIT => {
+                    return Sniffed {
+                        consumed: buf,
+                        ..Default::default()
+                    }
+                }
+                Parsed::NeedMore => {}
+            }
+        }
+        let body = head
+            .as_ref()
+            .and_then(|(s, len)| body_prefix(&s.headers, &buf[*len..], body_limit));
+        if let (Some(body), Some((s, _))) = (body, head.take()) {
+            return Sniffed {
+                body: decode(&s.headers, body),
+                consumed: buf,
+                ..s
+            };
+        }
+        let more = async {
+            loop {
+                stream.readable().await?;
+                buf.reserve(16 * 1024);
+                match stream.try_read_buf(&mut buf) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    r => return r,
+                }
+            }
+        };
+        let n = match tokio::time::timeout_at(deadline, more).await {
+            Ok(Ok(n)) => n,
+            _ => 0,
+        };
+        if n == 0 {
+            // The peer stopped: route by what arrived.
+            let s = match head {
+                Some((s, len)) => Sniffed {
+                    body: decode(
+                        &s.headers,
+                        body_prefix(&s.headers, &buf[len..], 0).unwrap_or_default(),
+                    ),
+                    ..s
+                },
+                None => Sniffed::default(),
+            };
+            return Sniffed { consumed: buf, ..s };
+        }
+    }
+}
+
+fn field<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+}
+
+/// What body rules see of a `gzip` or `deflate` body prefix: its decoded
+/// start, as GOST shows them (a prefix cut mid-stream decodes as far as it
+/// goes; output is capped at [`MAX_BODY_SIZE`]). Other encodings, and a
+/// prefix that decodes to nothing, are left as sent.
+fn decode(headers: &[(String, String)], body: Vec<u8>) -> Vec<u8> {
+    use std::io::Read;
+    let enc = field(headers, "content-encoding").unwrap_or("");
+    let reader: Box<dyn Read + '_> = if enc.eq_ignore_ascii_case("gzip") {
+        Box::new(flate2::read::GzDecoder::new(&body[..]))
+    } else if enc.eq_ignore_ascii_case("deflate") {
+        Box::new(flate2::read::ZlibDecoder::new(&body[..]))
+    } else {
+        return body;
+    };
+    let mut out = Vec::new();
+    // An error leaves what decoded before it in `out`.
+    let _ = reader.take(MAX_BODY_SIZE as u64).read_to_end(&mut out);
+    if out.is_empty() {
+        body
+    } else {
+        out
+    }
+}
+
+/// The body prefix `rest` (the bytes after the head) holds, by the head's
+/// framing, capped at `limit`; `None` while more bytes are needed. A
+/// `limit` of 0 takes whatever arrived.
+fn body_prefix(headers: &[(String, String)], rest: &[u8], limit: usize) -> Option<Vec<u8>> {
+    let field = |name: &str| field(headers, name);
+    let all = limit == 0;
+    let limit = if all { usize::MAX } else { limit };
+    if field("transfer-encoding").is_some_and(|te| te.to_ascii_lowercase().contains("chunked")) {
+        let (body, complete) = dechunk(rest, limit);
+        return (complete || all).then_some(body);
+    }
+    let want = field("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0)
+        .min(limit);
+    if rest.len() >= want {
+        Some(rest[..want].to_vec())
+    } else {
+        all.then(|| rest.to_vec())
+    }
+}
+
+/// De-chunks a chunked body: the data and whether it is complete (the last
+/// chunk seen, or `limit` bytes gathered).
+fn dechunk(mut b: &[u8], limit: usize) -> (Vec<u8>, bool) {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
+            return (out, false);
+        };
+        let size = std::str::from_utf8(&b[..eol])
+            .ok()
+            .and_then(|l| usize::from_str_radix(l.split(';').next()?.trim(), 16).ok());
+        let Some(size) = size else {
+            // Not chunked after all: stop with what was gathered.
+            return (out, true);
+        };
+        if size == 0 {
+            return (out, true);
+        }
+        b = &b[eol + 2..];
+        let take = size.min(b.len()).min(limit - out.len());
+        out.extend_from_slice(&b[..take]);
+        if out.len() >= limit {
+            return (out, true);
+        }
+        if b.len() < size + 2 {
+            return (out, false);
+        }
+        b = &b[size + 2..];
+    }
+}
+
 fn parse(b: &[u8]) -> Parsed {
     match b.first() {
         Some(0x16) => tls(b),
         Some(c) if c.is_ascii_uppercase() => http(b),
-        _ => Parsed::Done(Sniffed::default()),
+        None => Parsed::NeedMore,
+        _ => Parsed::Done(Sniffed::default(), 0),
     }
 }
 
 fn http(b: &[u8]) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut req = httparse::Request::new(&mut headers);
-    match req.parse(b) {
-        Ok(httparse::Status::Complete(_)) => {}
+    let head_len = match req.parse(b) {
+        Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Parsed::NeedMore,
-        Err(_) => return Parsed::Done(Sniffed::default()),
-    }
+        Err(_) => return Parsed::Done(Sniffed::default(), 0),
+    };
     let target = req.path.unwrap_or("/");
     // An absolute-form target (a proxy request) carries its own host.
     let (authority, rest) = match target.split_once("://") {
@@ -102,14 +340,18 @@ fn http(b: &[u8]) -> Parsed {
             .unwrap_or_default(),
         a => a.to_string(),
     };
-    Parsed::Done(Sniffed {
-        protocol: "http",
-        host,
-        method: req.method.unwrap_or_default().to_string(),
-        path: if path.is_empty() { "/" } else { path }.to_string(),
-        query: query.to_string(),
-        headers,
-    })
+    Parsed::Done(
+        Sniffed {
+            protocol: "http",
+            host,
+            method: req.method.unwrap_or_default().to_string(),
+            path: if path.is_empty() { "/" } else { path }.to_string(),
+            query: query.to_string(),
+            headers,
+            ..Default::default()
+        },
+        head_len,
+    )
 }
 
 /// A TLS record carrying a ClientHello; its `server_name` is the host.
@@ -118,27 +360,24 @@ fn tls(b: &[u8]) -> Parsed {
         return Parsed::NeedMore;
     }
     if b[1] != 3 {
-        return Parsed::Done(Sniffed::default());
+        return Parsed::Done(Sniffed::default(), 0);
     }
     let len = u16::from_be_bytes([b[3], b[4]]) as usize;
     let Some(rec) = b.get(5..5 + len) else {
         return Parsed::NeedMore;
     };
-    let raw = || Parsed::Done(Sniffed::default());
+    let raw = || Parsed::Done(Sniffed::default(), 0);
     if rec.first() != Some(&1) {
         return raw();
     }
-    match server_name(rec) {
-        Some(host) => Parsed::Done(Sniffed {
+    Parsed::Done(
+        Sniffed {
             protocol: "tls",
-            host,
+            host: server_name(rec).unwrap_or_default(),
             ..Default::default()
-        }),
-        None => Parsed::Done(Sniffed {
-            protocol: "tls",
-            ..Default::default()
-        }),
-    }
+        },
+        0,
+    )
 }
 
 /// Walks a ClientHello handshake message (from its type byte) to its SNI
@@ -194,7 +433,7 @@ mod tests {
 
     fn done(b: &[u8]) -> Sniffed {
         match parse(b) {
-            Parsed::Done(s) => s,
+            Parsed::Done(s, _) => s,
             Parsed::NeedMore => panic!("incomplete"),
         }
     }
@@ -217,6 +456,65 @@ mod tests {
         ));
         assert_eq!(done(b"SSH-2.0-x\r\n").protocol, "");
         assert_eq!(done(b"\x00\x01").protocol, "");
+    }
+
+    #[test]
+    fn body_prefix_by_framing() {
+        let h = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        let cl = h("Content-Length", "5");
+        assert_eq!(body_prefix(&cl, b"hel", 100), None);
+        assert_eq!(body_prefix(&cl, b"hello, next", 100).unwrap(), b"hello");
+        assert_eq!(body_prefix(&cl, b"hel", 2).unwrap(), b"he");
+        assert_eq!(body_prefix(&cl, b"hel", 0).unwrap(), b"hel");
+        assert_eq!(body_prefix(&[], b"", 100).unwrap(), b"");
+        let te = h("Transfer-Encoding", "gzip, Chunked");
+        let chunked = b"3;x=1\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n";
+        assert_eq!(body_prefix(&te, chunked, 100).unwrap(), b"abcdefg");
+        assert_eq!(body_prefix(&te, chunked, 5).unwrap(), b"abcde");
+        assert_eq!(body_prefix(&te, &chunked[..16], 100), None);
+        assert_eq!(body_prefix(&te, &chunked[..16], 0).unwrap(), b"abcd");
+        assert_eq!(body_prefix(&te, b"zz\r\n", 100).unwrap(), b"");
+    }
+
+    #[test]
+    fn compressed_prefixes_are_decoded_for_the_rules() {
+        use std::io::Write;
+        let text: Vec<u8> = (0..4000u32)
+            .flat_map(|i| format!("{},", i.wrapping_mul(2654435761)).into_bytes())
+            .collect();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&text).unwrap();
+        let gz = gz.finish().unwrap();
+        let h = |v: &str| vec![("Content-Encoding".to_string(), v.to_string())];
+        assert_eq!(decode(&h("gzip"), gz.clone()), text);
+        let cut = decode(&h("GZIP"), gz[..gz.len() / 2].to_vec());
+        assert!(!cut.is_empty() && text.starts_with(&cut), "{}", cut.len());
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(&text).unwrap();
+        assert_eq!(decode(&h("deflate"), z.finish().unwrap()), text);
+        assert_eq!(decode(&h("br"), b"raw".to_vec()), b"raw");
+        assert_eq!(decode(&h("gzip"), b"not gzip".to_vec()), b"not gzip");
+    }
+
+    #[tokio::test]
+    async fn reading_sniff_hands_back_every_byte_it_took() {
+        use tokio::io::AsyncWriteExt;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (s, _) = l.accept().await.unwrap();
+        let req = b"POST /j HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n{\"k\":\"v\"}xx";
+        for part in req.chunks(7) {
+            c.write_all(part).await.unwrap();
+        }
+        let got = sniff(&s, Duration::from_secs(10), 4).await;
+        assert_eq!(got.body, b"{\"k\"");
+        assert_eq!(got.path, "/j");
+        assert!(req.starts_with(&got.consumed));
+        c.write_all(b"\x00").await.unwrap();
+        drop(c);
+        let raw = sniff(&s, Duration::from_secs(10), 4).await;
+        assert_eq!(raw.protocol, "");
+        assert!(!raw.consumed.is_empty());
     }
 
     /// A minimal ClientHello with one SNI entry.

@@ -5,10 +5,14 @@
 pub mod rule;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use regex::Regex;
 
+use crate::admission::AdmissionGroup;
+use crate::bypass::BypassGroup;
+use crate::config::Config;
 use rule::Expr;
 
 /// What a matcher can look at. Fields a caller does not know stay empty,
@@ -27,6 +31,8 @@ pub struct Request<'a> {
     /// The raw query string without its `?`.
     pub query: &'a str,
     pub headers: &'a [(String, String)],
+    /// A prefix of the HTTP request body, as much as the sniffer read.
+    pub body: &'a [u8],
 }
 
 /// Why a rule cannot be used.
@@ -71,13 +77,78 @@ enum Leaf {
     HeaderRegexp(String, Regex),
     Query(String, Option<String>),
     QueryRegexp(String, Regex),
+    HeaderCmp(String, Compare),
+    QueryCmp(String, Compare),
+    BodyRegexp(regex::bytes::Regex),
+    BodyJson(String, JsonTest),
+    /// Matches a target host the named bypass lets through.
+    Bypass(Arc<BypassGroup>),
+    /// Matches a client the named admission admits.
+    Admission(Arc<AdmissionGroup>),
 }
 
-/// Matchers GOST has that this build does not evaluate; a rule naming one
-/// is refused rather than silently never matching.
-const UNSUPPORTED: [&str; 4] = ["BodyJSON", "BodyRegexp", "Bypass", "Admission"];
+/// GOST's numeric comparison (`Header("X-N", "gt", "10")`): values that
+/// do not parse as numbers never match.
+#[derive(Debug, Clone, Copy)]
+struct Compare {
+    op: Op,
+    value: f64,
+}
 
-const NAMES: [&str; 13] = [
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Gt,
+    Ge,
+    Lt,
+    Le,
+    Eq,
+    Ne,
+}
+
+impl Compare {
+    fn parse(op: &str, value: &str) -> Result<Compare, String> {
+        let op = match op {
+            "gt" => Op::Gt,
+            "ge" => Op::Ge,
+            "lt" => Op::Lt,
+            "le" => Op::Le,
+            "eq" => Op::Eq,
+            "ne" => Op::Ne,
+            _ => {
+                return Err(format!(
+                    "unknown comparison operator {op:?} (gt, ge, lt, le, eq, ne)"
+                ))
+            }
+        };
+        let value = value
+            .parse()
+            .map_err(|_| format!("invalid compare value {value:?}: not a number"))?;
+        Ok(Compare { op, value })
+    }
+
+    fn test(&self, s: &str) -> bool {
+        let Ok(f) = s.parse::<f64>() else {
+            return false;
+        };
+        match self.op {
+            Op::Gt => f > self.value,
+            Op::Ge => f >= self.value,
+            Op::Lt => f < self.value,
+            Op::Le => f <= self.value,
+            Op::Eq => f == self.value,
+            Op::Ne => f != self.value,
+        }
+    }
+}
+
+/// What `BodyJSON` checks the value at its path with.
+#[derive(Debug)]
+enum JsonTest {
+    Regexp(Regex),
+    Compare(Compare),
+}
+
+const NAMES: [&str; 17] = [
     "ClientIP",
     "Network",
     "Proto",
@@ -91,12 +162,16 @@ const NAMES: [&str; 13] = [
     "HeaderRegexp",
     "Query",
     "QueryRegexp",
+    "BodyJSON",
+    "BodyRegexp",
+    "Bypass",
+    "Admission",
 ];
 
 /// GOST accepts a matcher name as written, all lower, all upper, or with
 /// only its first letter upper.
 fn canonical(name: &str) -> Option<&'static str> {
-    NAMES.iter().chain(UNSUPPORTED.iter()).copied().find(|n| {
+    NAMES.iter().copied().find(|n| {
         let lower = n.to_lowercase();
         let mut title = lower.clone();
         title[..1].make_ascii_uppercase();
@@ -105,12 +180,14 @@ fn canonical(name: &str) -> Option<&'static str> {
 }
 
 impl Matcher {
-    pub fn new(rule: &str) -> Result<Matcher, RuleError> {
+    /// Compiles `rule`; the bypasses and admissions it names are looked up
+    /// in `root` now, so a missing one is a start-up error.
+    pub fn new(rule: &str, root: &Config) -> Result<Matcher, RuleError> {
         let expr = rule::parse(rule).map_err(|source| RuleError::Syntax {
             rule: rule.to_string(),
             source,
         })?;
-        let tree = compile(&expr).map_err(|msg| RuleError::Matcher {
+        let tree = compile(&expr, root).map_err(|msg| RuleError::Matcher {
             rule: rule.to_string(),
             msg,
         })?;
@@ -119,6 +196,12 @@ impl Matcher {
 
     pub fn matches(&self, req: &Request<'_>) -> bool {
         self.tree.eval(req)
+    }
+
+    /// Whether the rule looks at the request body, so a sniffer must read
+    /// a prefix of it before selecting a node.
+    pub fn reads_body(&self) -> bool {
+        self.tree.reads_body()
     }
 }
 
@@ -132,25 +215,22 @@ pub fn priority(rule: &str, configured: i64) -> i64 {
     }
 }
 
-fn compile(e: &Expr) -> Result<Tree, String> {
+fn compile(e: &Expr, root: &Config) -> Result<Tree, String> {
     Ok(match e {
-        Expr::Not(x) => Tree::Not(Box::new(compile(x)?)),
-        Expr::And(a, b) => Tree::And(Box::new(compile(a)?), Box::new(compile(b)?)),
-        Expr::Or(a, b) => Tree::Or(Box::new(compile(a)?), Box::new(compile(b)?)),
-        Expr::Call { name, args } => Tree::Leaf(leaf(name, args)?),
+        Expr::Not(x) => Tree::Not(Box::new(compile(x, root)?)),
+        Expr::And(a, b) => Tree::And(Box::new(compile(a, root)?), Box::new(compile(b, root)?)),
+        Expr::Or(a, b) => Tree::Or(Box::new(compile(a, root)?), Box::new(compile(b, root)?)),
+        Expr::Call { name, args } => Tree::Leaf(leaf(name, args, root)?),
     })
 }
 
-fn leaf(name: &str, args: &[String]) -> Result<Leaf, String> {
+fn leaf(name: &str, args: &[String], root: &Config) -> Result<Leaf, String> {
     let Some(canon) = canonical(name) else {
         return Err(format!(
             "unknown matcher {name} (known: {})",
             NAMES.join(", ")
         ));
     };
-    if UNSUPPORTED.contains(&canon) {
-        return Err(format!("matcher {canon} is not supported yet"));
-    }
     if args.is_empty() {
         return Err(format!("no args for matcher {canon}"));
     }
@@ -235,9 +315,13 @@ fn leaf(name: &str, args: &[String]) -> Result<Leaf, String> {
             Leaf::PathRegexp(regex(a0)?)
         }
         "Header" | "Query" if args.len() == 3 => {
-            return Err(format!(
-                "matcher {canon} with a numeric comparison is not supported yet"
-            ))
+            let cmp =
+                Compare::parse(&args[1], &args[2]).map_err(|e| format!("matcher {canon}: {e}"))?;
+            if canon == "Header" {
+                Leaf::HeaderCmp(a0.to_string(), cmp)
+            } else {
+                Leaf::QueryCmp(a0.to_string(), cmp)
+            }
         }
         "Header" => {
             arity(&[1, 2])?;
@@ -256,6 +340,37 @@ fn leaf(name: &str, args: &[String]) -> Result<Leaf, String> {
                 Leaf::QueryRegexp(a0.to_string(), re)
             }
         }
+        "BodyRegexp" => {
+            arity(&[1])?;
+            Leaf::BodyRegexp(
+                regex::bytes::Regex::new(a0).map_err(|e| format!("matcher {canon}: {e}"))?,
+            )
+        }
+        "BodyJSON" => {
+            arity(&[2, 3])?;
+            let test = match args.len() {
+                3 => JsonTest::Compare(
+                    Compare::parse(&args[1], &args[2])
+                        .map_err(|e| format!("matcher {canon}: {e}"))?,
+                ),
+                _ => JsonTest::Regexp(regex(&args[1])?),
+            };
+            Leaf::BodyJson(a0.to_string(), test)
+        }
+        "Bypass" => {
+            arity(&[1])?;
+            let group = crate::bypass::group(root, a0, &[])
+                .map_err(|e| format!("matcher {canon}: {e}"))?
+                .ok_or_else(|| format!("matcher {canon}: no bypass named"))?;
+            Leaf::Bypass(group)
+        }
+        "Admission" => {
+            arity(&[1])?;
+            let group = crate::admission::group(root, a0, &[])
+                .map_err(|e| format!("matcher {canon}: {e}"))?
+                .ok_or_else(|| format!("matcher {canon}: no admission named"))?;
+            Leaf::Admission(group)
+        }
         _ => unreachable!("every name in NAMES is compiled above"),
     })
 }
@@ -267,6 +382,14 @@ impl Tree {
             Tree::Not(t) => !t.eval(req),
             Tree::And(a, b) => a.eval(req) && b.eval(req),
             Tree::Or(a, b) => a.eval(req) || b.eval(req),
+        }
+    }
+
+    fn reads_body(&self) -> bool {
+        match self {
+            Tree::Leaf(l) => matches!(l, Leaf::BodyRegexp(_) | Leaf::BodyJson(..)),
+            Tree::Not(t) => t.reads_body(),
+            Tree::And(a, b) | Tree::Or(a, b) => a.reads_body() || b.reads_body(),
         }
     }
 }
@@ -327,6 +450,26 @@ impl Leaf {
                 }
             }
             Leaf::QueryRegexp(k, re) => query_values(req, k).any(|x| re.is_match(&x)),
+            Leaf::HeaderCmp(k, cmp) => header_values(req, k).any(|x| cmp.test(x)),
+            Leaf::QueryCmp(k, cmp) => query_values(req, k).any(|x| cmp.test(&x)),
+            Leaf::BodyRegexp(re) => !req.body.is_empty() && re.is_match(req.body),
+            Leaf::BodyJson(path, test) => {
+                if req.body.is_empty() {
+                    return false;
+                }
+                // A prefix cut mid-character still has its valid start.
+                let text = match std::str::from_utf8(req.body) {
+                    Ok(t) => t,
+                    Err(e) => std::str::from_utf8(&req.body[..e.valid_up_to()]).unwrap_or(""),
+                };
+                let v = gjson::get(text, path);
+                match test {
+                    JsonTest::Regexp(re) => re.is_match(v.str()),
+                    JsonTest::Compare(cmp) => cmp.test(v.str()),
+                }
+            }
+            Leaf::Bypass(b) => !b.contains("tcp", req.host),
+            Leaf::Admission(a) => req.client_ip.is_some_and(|ip| a.admit(ip)),
         }
     }
 }
@@ -346,11 +489,15 @@ mod tests {
 
     #[test]
     fn host_path_and_operators() {
-        let m = Matcher::new(r#"Host("*.example.com") && !PathPrefix("/admin")"#).unwrap();
+        let m = Matcher::new(
+            r#"Host("*.example.com") && !PathPrefix("/admin")"#,
+            &Config::default(),
+        )
+        .unwrap();
         assert!(m.matches(&req("www.example.com:80", "/x")));
         assert!(!m.matches(&req("www.example.com", "/admin/1")));
         assert!(!m.matches(&req("example.org", "/x")));
-        let m = Matcher::new(r#"host("a.test") || PATH("/p")"#).unwrap();
+        let m = Matcher::new(r#"host("a.test") || PATH("/p")"#, &Config::default()).unwrap();
         assert!(m.matches(&req("A.test", "/")));
         assert!(m.matches(&req("b.test", "/p")));
         assert!(!m.matches(&req("", "")));
@@ -368,6 +515,7 @@ mod tests {
             path: "/v1/items",
             query: "a=1&b=two",
             headers: &headers,
+            body: b"",
         };
         for rule in [
             r#"ClientIP("10.0.0.0/8")"#,
@@ -383,7 +531,10 @@ mod tests {
             r#"Query("b", "two")"#,
             r#"QueryRegexp("a", "^[0-9]$")"#,
         ] {
-            assert!(Matcher::new(rule).unwrap().matches(&r), "{rule}");
+            assert!(
+                Matcher::new(rule, &Config::default()).unwrap().matches(&r),
+                "{rule}"
+            );
         }
         for rule in [
             r#"ClientIP("192.168.0.0/16")"#,
@@ -391,7 +542,10 @@ mod tests {
             r#"Header("X-Env", "dev")"#,
             r#"Query("c")"#,
         ] {
-            assert!(!Matcher::new(rule).unwrap().matches(&r), "{rule}");
+            assert!(
+                !Matcher::new(rule, &Config::default()).unwrap().matches(&r),
+                "{rule}"
+            );
         }
     }
 
@@ -405,14 +559,119 @@ mod tests {
             (r#"Host("a", "b")"#, "expected one of [1]"),
             (r#"PathRegexp("(")"#, "PathRegexp"),
             (r#"ClientIP("nope")"#, "invalid value"),
-            (r#"BodyRegexp("x")"#, "BodyRegexp is not supported yet"),
-            (r#"Header("a", ">", "1")"#, "numeric comparison"),
+            (
+                r#"Header("a", ">", "1")"#,
+                "unknown comparison operator \">\"",
+            ),
+            (r#"Query("a", "gt", "x")"#, "invalid compare value \"x\""),
+            (r#"BodyJSON("a")"#, "expected one of [2, 3]"),
+            (r#"BodyRegexp("(")"#, "BodyRegexp"),
+            (r#"Bypass("nope")"#, "bypass"),
+            (r#"Admission("nope")"#, "admission"),
             (r#"Host("a") &&"#, "at byte 12"),
         ] {
-            let e = Matcher::new(rule).unwrap_err().to_string();
+            let e = Matcher::new(rule, &Config::default())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(msg), "{rule}: {e}");
             assert!(e.contains(rule), "{rule}: {e}");
         }
+    }
+
+    #[test]
+    fn numeric_comparisons() {
+        let headers = vec![("X-N".to_string(), "12.5".to_string())];
+        let r = Request {
+            query: "n=3&n=x",
+            headers: &headers,
+            ..Default::default()
+        };
+        let yes = |rule: &str| Matcher::new(rule, &Config::default()).unwrap().matches(&r);
+        for rule in [
+            r#"Header("x-n", "gt", "12")"#,
+            r#"Header("X-N", "le", "12.5")"#,
+            r#"Header("X-N", "ne", "1")"#,
+            r#"Query("n", "eq", "3")"#,
+            r#"Query("n", "ge", "-1e3")"#,
+        ] {
+            assert!(yes(rule), "{rule}");
+        }
+        for rule in [
+            r#"Header("X-N", "lt", "12.5")"#,
+            r#"Header("X-M", "ne", "0")"#,
+            r#"Query("n", "gt", "3")"#,
+        ] {
+            assert!(!yes(rule), "{rule}");
+        }
+    }
+
+    #[test]
+    fn body_matchers() {
+        let body = br#"{"user":{"name":"ann","age":41},"tags":["a","b"]}"#;
+        let r = Request {
+            body,
+            ..Default::default()
+        };
+        let m = |rule: &str| Matcher::new(rule, &Config::default()).unwrap();
+        for rule in [
+            r#"BodyRegexp(`"name":"ann"`)"#,
+            r#"BodyJSON("user.name", "^an")"#,
+            r#"BodyJSON("user.age", "gt", "40")"#,
+            r#"BodyJSON("tags.1", "^b$")"#,
+        ] {
+            assert!(m(rule).matches(&r), "{rule}");
+            assert!(m(rule).reads_body(), "{rule}");
+            assert!(!m(rule).matches(&Request::default()), "{rule}");
+        }
+        for rule in [
+            r#"BodyJSON("user.age", "lt", "40")"#,
+            r#"BodyJSON("user.name", "gt", "1")"#,
+            r#"BodyJSON("missing", "x")"#,
+        ] {
+            assert!(!m(rule).matches(&r), "{rule}");
+        }
+        assert!(!m(r#"Host("a") || !Path("/")"#).reads_body());
+        let cut = Request {
+            body: "{\"k\":\"é\"".as_bytes().split_last().unwrap().1,
+            ..Default::default()
+        };
+        assert!(!m(r#"BodyJSON("k", "x")"#).matches(&cut));
+    }
+
+    #[test]
+    fn bypass_and_admission_by_name() {
+        use crate::config::{AdmissionConfig, BypassConfig};
+        let root = Config {
+            bypasses: vec![BypassConfig {
+                name: "no-internal".into(),
+                matchers: vec!["*.internal".into()],
+                ..Default::default()
+            }],
+            admissions: vec![AdmissionConfig {
+                name: "lan".into(),
+                whitelist: true,
+                matchers: vec!["10.0.0.0/8".into()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let m = |rule: &str| Matcher::new(rule, &root).unwrap();
+        let r = |host: &'static str, ip: &str| Request {
+            host,
+            client_ip: Some(ip.parse().unwrap()),
+            ..Default::default()
+        };
+        let bp = m(r#"Bypass("no-internal")"#);
+        assert!(bp.matches(&r("example.com:80", "1.1.1.1")));
+        assert!(!bp.matches(&r("db.internal:5432", "1.1.1.1")));
+        let adm = m(r#"Admission("lan")"#);
+        assert!(adm.matches(&r("x", "10.2.3.4")));
+        assert!(!adm.matches(&r("x", "192.168.1.1")));
+        assert!(!adm.matches(&Request::default()));
+        let e = Matcher::new(r#"Bypass("other")"#, &root)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("other"), "{e}");
     }
 
     #[test]

@@ -201,6 +201,20 @@ impl Handshake {
         Ok(())
     }
 
+    /// With `sniffing` on, refuses a granted CONNECT whose inner host the
+    /// service's bypass matches ([`super::sniffing::guard_tunnel`]).
+    async fn guard_tunnel(
+        &self,
+        sniffing: Option<Duration>,
+        router: &crate::router::Router,
+    ) -> Result<(), HandlerError> {
+        if let Some(timeout) = sniffing {
+            super::sniffing::guard_tunnel(self.io.get_ref(), self.available(), timeout, router)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// The stream for the relay and the bytes the client sent past its
     /// request, which belong to the target.
     fn finish(mut self) -> (TcpStream, Vec<u8>) {

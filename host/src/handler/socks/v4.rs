@@ -34,6 +34,9 @@ const REJECTED_USERID: u8 = 0x5D;
 pub struct Socks4Options {
     /// `readTimeout`: the whole request must arrive within this.
     pub read_timeout: Duration,
+    /// `sniffing`: check a CONNECT's inner host against the service's
+    /// bypass; `None` when off.
+    pub sniffing: Option<Duration>,
     /// `idleTimeout`: close a relay with no traffic for this long.
     pub idle_timeout: Option<Duration>,
 }
@@ -43,6 +46,7 @@ impl Default for Socks4Options {
         Socks4Options {
             read_timeout: super::DEFAULT_READ_TIMEOUT,
             idle_timeout: None,
+            sniffing: None,
         }
     }
 }
@@ -52,6 +56,7 @@ impl Socks4Options {
         Ok(Socks4Options {
             read_timeout: super::read_timeout(md)?,
             idle_timeout: super::idle_timeout(md)?,
+            sniffing: crate::handler::sniffing::from_metadata(md)?,
         })
     }
 }
@@ -118,6 +123,7 @@ impl Socks4Handler {
         };
         hs.write(&reply(GRANTED, upstream.local_addr().ok()))
             .await?;
+        hs.guard_tunnel(self.opts.sniffing, &self.router).await?;
         relay_connect(hs, upstream, &ctx, &req.target, self.opts.idle_timeout).await
     }
 }

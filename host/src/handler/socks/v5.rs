@@ -63,6 +63,9 @@ pub struct Socks5Options {
     /// `readTimeout`: the whole handshake (greeting, authentication and
     /// request) must arrive within this.
     pub read_timeout: Duration,
+    /// `sniffing`: check a CONNECT's inner host against the service's
+    /// bypass; `None` when off.
+    pub sniffing: Option<Duration>,
     /// `idleTimeout`: close a CONNECT relay with no traffic for this long.
     pub idle_timeout: Option<Duration>,
     /// `udp`: allow UDP ASSOCIATE (off by default, as in GOST).
@@ -82,6 +85,7 @@ impl Default for Socks5Options {
         Socks5Options {
             read_timeout: super::DEFAULT_READ_TIMEOUT,
             idle_timeout: None,
+            sniffing: None,
             udp: false,
             udp_buffer_size: DEFAULT_UDP_BUFFER,
             bind: false,
@@ -99,6 +103,7 @@ impl Socks5Options {
         Ok(Socks5Options {
             read_timeout: super::read_timeout(md)?,
             idle_timeout: super::idle_timeout(md)?,
+            sniffing: crate::handler::sniffing::from_metadata(md)?,
             udp: md.get_bool("udp")?.unwrap_or(false),
             udp_buffer_size: buffer
                 .filter(|b| *b > 0)
@@ -283,6 +288,7 @@ impl Socks5Handler {
         // RFC 1928 §6: BND is the address the proxy connected from.
         hs.write(&reply(REP_SUCCEEDED, upstream.local_addr().ok()))
             .await?;
+        hs.guard_tunnel(self.opts.sniffing, &self.router).await?;
         relay_connect(hs, upstream, ctx, &target, self.opts.idle_timeout).await
     }
 }
