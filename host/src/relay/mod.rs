@@ -130,36 +130,30 @@ pub fn is_disconnect(e: &io::Error) -> bool {
 /// idle timeout expires. A relay response still owed on `upstream` is
 /// read before anything is passed back to the client; the other direction
 /// does not wait for it.
-pub async fn relay_tcp(
-    client: &TcpStream,
+pub fn relay_tcp<'a>(
+    client: &'a TcpStream,
     upstream: Upstream,
-    stats: Option<&Arc<Stats>>,
+    stats: Option<&'a Arc<Stats>>,
     opts: &RelayOptions,
-) -> Result<Transferred, RelayError> {
-    run(client, upstream, None, stats, opts).await
+) -> impl Future<Output = Result<Transferred, RelayError>> + 'a {
+    run(client, upstream, None, stats, opts.idle_timeout)
 }
 
 /// [`relay_tcp`] for GOST's relay handler without `nodelay`: `answer`
 /// (its response) reaches the client only once the target has something
 /// to say, right before the target's first bytes.
-pub async fn relay_tcp_answering(
-    client: &TcpStream,
+pub fn relay_tcp_answering<'a>(
+    client: &'a TcpStream,
     upstream: Upstream,
     answer: [u8; 4],
-    stats: Option<&Arc<Stats>>,
+    stats: Option<&'a Arc<Stats>>,
     opts: &RelayOptions,
-) -> Result<Transferred, RelayError> {
-    run(
-        client,
-        upstream,
-        Some(Answer {
-            bytes: answer,
-            sent: 0,
-        }),
-        stats,
-        opts,
-    )
-    .await
+) -> impl Future<Output = Result<Transferred, RelayError>> + 'a {
+    let answer = Some(Answer {
+        bytes: answer,
+        sent: 0,
+    });
+    run(client, upstream, answer, stats, opts.idle_timeout)
 }
 
 async fn run(
@@ -167,7 +161,7 @@ async fn run(
     upstream: Upstream,
     answer: Option<Answer>,
     stats: Option<&Arc<Stats>>,
-    opts: &RelayOptions,
+    idle_timeout: Option<Duration>,
 ) -> Result<Transferred, RelayError> {
     let (upstream, owed) = upstream.into_parts();
     Relay {
@@ -180,7 +174,7 @@ async fn run(
         traffic: crate::limiter::traffic::current(),
         up: Half::new(true),
         down: Half::new(false),
-        idle: opts.idle_timeout.map(IdleTimer::new),
+        idle: idle_timeout.map(IdleTimer::new),
     }
     .await
 }
