@@ -28,3 +28,6 @@ pub mod resolver;
 pub mod router;
 pub mod routing;
 pub mod service;
+
+#[cfg(test)]
+mod test_util;

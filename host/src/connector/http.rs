@@ -145,14 +145,6 @@ fn parse_status(head: &str) -> Result<u16, ConnectError> {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
-
-    async fn pair() -> (TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-        let (s, _) = l.accept().await.unwrap();
-        (c, s)
-    }
 
     fn connector(auth: bool) -> HttpConnector {
         HttpConnector {
@@ -167,7 +159,7 @@ mod tests {
 
     #[tokio::test]
     async fn connect_sends_auth_and_leaves_tunnel_bytes_unread() {
-        let (c, mut s) = pair().await;
+        let (c, mut s) = crate::test_util::tcp_pair().await;
         let mut c = Upstream::direct(c);
         let server = tokio::spawn(async move {
             let mut buf = vec![0u8; 512];
@@ -194,7 +186,7 @@ mod tests {
 
     #[tokio::test]
     async fn refusal_carries_the_status_line() {
-        let (c, mut s) = pair().await;
+        let (c, mut s) = crate::test_util::tcp_pair().await;
         let mut c = Upstream::direct(c);
         tokio::spawn(async move {
             let mut buf = [0u8; 512];
@@ -218,7 +210,7 @@ mod tests {
 
     #[tokio::test]
     async fn garbage_reply_is_bad_reply() {
-        let (c, mut s) = pair().await;
+        let (c, mut s) = crate::test_util::tcp_pair().await;
         let mut c = Upstream::direct(c);
         tokio::spawn(async move {
             let mut buf = [0u8; 512];

@@ -188,18 +188,10 @@ fn relay_frame_len(buf: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::net::TcpListener;
-
-    /// A connected loopback pair: the tunnel's side and the node's.
-    async fn pair() -> (TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-        (c, l.accept().await.unwrap().0)
-    }
 
     #[tokio::test]
     async fn frames_out_and_back_with_partial_reads() {
-        let (c, mut s) = pair().await;
+        let (c, mut s) = crate::test_util::tcp_pair().await;
         let mut tun = UdpTunnel::new(c);
         tun.send_to(b"hi", "a.b:53").await.unwrap();
         let mut out = [0u8; 12];
@@ -230,7 +222,7 @@ mod tests {
 
     #[tokio::test]
     async fn relay_frames_carry_the_payload_only() {
-        let (c, mut s) = pair().await;
+        let (c, mut s) = crate::test_util::tcp_pair().await;
         let mut tun = UdpTunnel::relay(Upstream::direct(c));
         tun.send_to(b"hi", "ignored:1").await.unwrap();
         let mut out = [0u8; 4];

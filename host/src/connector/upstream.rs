@@ -141,17 +141,10 @@ impl LazyResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::net::TcpListener;
-
-    async fn pair() -> (TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-        (c, l.accept().await.unwrap().0)
-    }
 
     #[tokio::test]
     async fn reads_past_the_response_only_after_it() {
-        let (c, mut s) = pair().await;
+        let (c, mut s) = crate::test_util::tcp_pair().await;
         let mut up = Upstream::direct(c);
         up.owe_response();
         // The response in pieces, a feature, then payload in one write.
@@ -167,14 +160,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_refusal_or_early_close_is_an_error() {
-        let (c, mut s) = pair().await;
+        let (c, mut s) = crate::test_util::tcp_pair().await;
         let mut up = Upstream::direct(c);
         up.owe_response();
         s.write_all(&[1, 3, 0, 0]).await.unwrap();
         let err = up.into_stream().await.unwrap_err();
         assert!(err.to_string().contains("status 3 (forbidden)"), "{err}");
 
-        let (c, s) = pair().await;
+        let (c, s) = crate::test_util::tcp_pair().await;
         let mut up = Upstream::direct(c);
         up.owe_response();
         drop(s);

@@ -299,15 +299,9 @@ mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
 
-    async fn pair() -> (TcpStream, TcpStream) {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-        (c, l.accept().await.unwrap().0)
-    }
-
     #[tokio::test]
     async fn host_sent_in_pieces_is_found_without_polling() {
-        let (mut c, s) = pair().await;
+        let (mut c, s) = crate::test_util::tcp_pair().await;
         c.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
         let writer = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -325,11 +319,11 @@ mod tests {
 
     #[tokio::test]
     async fn silence_and_close_are_told_apart() {
-        let (c, s) = pair().await;
+        let (c, s) = crate::test_util::tcp_pair().await;
         assert!(matches!(peek_host(&s).await, Peeked::NoHost));
         drop(c);
         assert!(matches!(peek_host(&s).await, Peeked::Closed));
-        let (mut c, s) = pair().await;
+        let (mut c, s) = crate::test_util::tcp_pair().await;
         c.write_all(b"\x05\x01\x00").await.unwrap();
         assert!(matches!(peek_host(&s).await, Peeked::NoHost));
     }

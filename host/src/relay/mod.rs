@@ -518,14 +518,6 @@ fn read_some(src: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
-
-    async fn pair() -> (TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-        let (b, _) = l.accept().await.unwrap();
-        (a, b)
-    }
 
     fn spawn_counted(
         client_side: TcpStream,
@@ -547,8 +539,8 @@ mod tests {
     #[tokio::test]
     async fn relays_both_ways_with_half_close_and_counts() {
         // user <-> client_side [relay] upstream_side <-> server
-        let (mut user, client_side) = pair().await;
-        let (upstream_side, mut server) = pair().await;
+        let (mut user, client_side) = crate::test_util::tcp_pair().await;
+        let (upstream_side, mut server) = crate::test_util::tcp_pair().await;
         let stats = Arc::new(Stats::default());
         let relay = spawn_counted(client_side, upstream_side, stats.clone());
         let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
@@ -579,8 +571,8 @@ mod tests {
     async fn eof_queued_behind_a_short_read_is_not_lost() {
         // Data and FIN are both queued before the relay reads: the short
         // read clears readiness, and the FIN must still be seen.
-        let (mut user, client_side) = pair().await;
-        let (upstream_side, mut server) = pair().await;
+        let (mut user, client_side) = crate::test_util::tcp_pair().await;
+        let (upstream_side, mut server) = crate::test_util::tcp_pair().await;
         user.write_all(b"tail").await.unwrap();
         user.shutdown().await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -609,8 +601,8 @@ mod tests {
 
     #[tokio::test]
     async fn bulk_stream_is_spliced_intact() {
-        let (mut user, client_side) = pair().await;
-        let (upstream_side, mut server) = pair().await;
+        let (mut user, client_side) = crate::test_util::tcp_pair().await;
+        let (upstream_side, mut server) = crate::test_util::tcp_pair().await;
         // Queued before the relay starts, so its first read fills a whole
         // buffer and the rest goes through a pipe.
         let payload: Vec<u8> = (0..8 << 20)
@@ -643,8 +635,8 @@ mod tests {
 
     #[tokio::test]
     async fn traffic_keeps_an_idle_timeout_from_firing() {
-        let (mut user, client_side) = pair().await;
-        let (upstream_side, mut server) = pair().await;
+        let (mut user, client_side) = crate::test_util::tcp_pair().await;
+        let (upstream_side, mut server) = crate::test_util::tcp_pair().await;
         let opts = RelayOptions {
             idle_timeout: Some(Duration::from_millis(200)),
         };
@@ -668,8 +660,8 @@ mod tests {
 
     #[tokio::test]
     async fn idle_timeout_ends_relay() {
-        let (_user, client_side) = pair().await;
-        let (upstream_side, _server) = pair().await;
+        let (_user, client_side) = crate::test_util::tcp_pair().await;
+        let (upstream_side, _server) = crate::test_util::tcp_pair().await;
         let opts = RelayOptions {
             idle_timeout: Some(Duration::from_millis(100)),
         };
@@ -682,8 +674,8 @@ mod tests {
     /// right before the target's first bytes.
     #[tokio::test]
     async fn an_owed_response_and_a_held_answer_frame_the_first_bytes() {
-        let (mut user, client_side) = pair().await;
-        let (upstream_side, mut server) = pair().await;
+        let (mut user, client_side) = crate::test_util::tcp_pair().await;
+        let (upstream_side, mut server) = crate::test_util::tcp_pair().await;
         let mut up = Upstream::direct(upstream_side);
         up.owe_response();
         let relay = tokio::spawn(async move {
@@ -707,8 +699,8 @@ mod tests {
 
         // A refusal ends the relay as a server error; nothing reaches the
         // client.
-        let (mut user, client_side) = pair().await;
-        let (upstream_side, mut server) = pair().await;
+        let (mut user, client_side) = crate::test_util::tcp_pair().await;
+        let (upstream_side, mut server) = crate::test_util::tcp_pair().await;
         let mut up = Upstream::direct(upstream_side);
         up.owe_response();
         let relay = tokio::spawn(async move {
