@@ -157,14 +157,7 @@ fn tls_goes_by_sni_and_raw_bytes_to_an_unfiltered_node_intact() {
 
 #[test]
 fn a_bad_rule_is_refused_at_start_up_naming_the_node() {
-    let dir = TempDir::new("sniff-bad");
-    let cfg = dir.write(
-        "gost.yaml",
-        "services:\n- name: fwd\n  addr: 127.0.0.1:0\n  handler: {type: tcp, metadata: {sniffing: true}}\n  listener: {type: tcp}\n  forwarder:\n    nodes:\n    - {name: broken, addr: \"127.0.0.1:1\", matcher: {rule: 'Host(`a`) &&'}}\n",
-    );
-    let (status, out, err) = run_gost(&["-C", &cfg]);
-    assert!(!status.success());
-    let text = format!("{out}{err}");
+    let text = refused_rule("sniff-bad", "broken", "Host(`a`) &&");
     assert!(text.contains("node \"broken\""), "{text}");
     assert!(text.contains("at byte 12"), "{text}");
 }
@@ -201,14 +194,7 @@ fn numeric_header_bypass_and_admission_rules_pick_the_node() {
 
 #[test]
 fn a_rule_naming_a_missing_admission_is_refused_naming_the_node() {
-    let dir = TempDir::new("sniff-missing");
-    let cfg = dir.write(
-        "gost.yaml",
-        "services:\n- name: fwd\n  addr: 127.0.0.1:0\n  handler: {type: tcp, metadata: {sniffing: true}}\n  listener: {type: tcp}\n  forwarder:\n    nodes:\n    - {name: lonely, addr: \"127.0.0.1:1\", matcher: {rule: 'Admission(`nope`)'}}\n",
-    );
-    let (status, out, err) = run_gost(&["-C", &cfg]);
-    assert!(!status.success());
-    let text = format!("{out}{err}");
+    let text = refused_rule("sniff-missing", "lonely", "Admission(`nope`)");
     assert!(text.contains("node \"lonely\""), "{text}");
     assert!(text.contains("nope"), "{text}");
 }
@@ -402,4 +388,17 @@ fn proxy_tunnels_are_closed_when_the_bypass_matches_their_inner_host() {
             "{kind}"
         );
     }
+}
+
+/// Starts gost with one sniffing forward node carrying `rule`, expects
+/// start-up to fail, and returns what it printed.
+fn refused_rule(dir: &str, node: &str, rule: &str) -> String {
+    let dir = TempDir::new(dir);
+    let cfg = dir.write(
+        "gost.yaml",
+        &format!("services:\n- name: fwd\n  addr: 127.0.0.1:0\n  handler: {{type: tcp, metadata: {{sniffing: true}}}}\n  listener: {{type: tcp}}\n  forwarder:\n    nodes:\n    - {{name: {node}, addr: \"127.0.0.1:1\", matcher: {{rule: '{rule}'}}}}\n"),
+    );
+    let (status, out, err) = run_gost(&["-C", &cfg]);
+    assert!(!status.success(), "gost started with rule {rule}");
+    format!("{out}{err}")
 }
