@@ -237,16 +237,19 @@ impl HttpHandler {
             };
             tracing::debug!(service = %ctx.service, client = %ctx.peer, method = %req.method, target = %req.target, "http request");
             match self.authenticate(&req) {
-                None => return self.auth_failed(client, &req, &ctx).await,
+                None => return Box::pin(self.auth_failed(client, &req, &ctx)).await,
                 Some(Some(user)) => {
                     tracing::debug!(service = %ctx.service, client = %ctx.peer, user, "authenticated")
                 }
                 Some(None) => {}
             }
+            // Each step runs in its own box, freed when it returns: inline,
+            // its state would size the future every idle keep-alive or
+            // tunnelled connection keeps.
             let step = if req.method == "CONNECT" {
-                self.connect(&mut client, &req).await?
+                Box::pin(self.connect(&mut client, &req)).await?
             } else {
-                self.forward(&mut client, req, &mut origin).await?
+                Box::pin(self.forward(&mut client, req, &mut origin)).await?
             };
             match step {
                 Next::KeepAlive => {

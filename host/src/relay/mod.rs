@@ -156,17 +156,19 @@ pub fn relay_tcp_answering<'a>(
     run(client, upstream, answer, stats, opts.idle_timeout)
 }
 
-async fn run(
-    client: &TcpStream,
+/// Builds the relay future directly (no async wrapper), so an idle
+/// connection's task holds only the relay's own state.
+fn run<'a>(
+    client: &'a TcpStream,
     upstream: Upstream,
     answer: Option<Answer>,
-    stats: Option<&Arc<Stats>>,
+    stats: Option<&'a Arc<Stats>>,
     idle_timeout: Option<Duration>,
-) -> Result<Transferred, RelayError> {
+) -> Relay<'a> {
     let (upstream, owed) = upstream.into_parts();
     Relay {
         client,
-        upstream: &upstream,
+        upstream,
         start: DownStart { owed, answer },
         stats,
         // The service's traffic limiter, if any, rides along as a
@@ -176,7 +178,6 @@ async fn run(
         down: Half::new(false),
         idle: idle_timeout.map(IdleTimer::new),
     }
-    .await
 }
 
 /// What the upstream-to-client direction does before relaying: read off a
@@ -223,7 +224,7 @@ impl DownStart {
 
 struct Relay<'a> {
     client: &'a TcpStream,
-    upstream: &'a TcpStream,
+    upstream: TcpStream,
     /// Done before `down` may start.
     start: DownStart,
     stats: Option<&'a Arc<Stats>>,
@@ -244,9 +245,9 @@ impl Future for Relay<'_> {
             stats: this.stats,
             traffic: this.traffic.as_deref(),
         };
-        let up = this.up.poll(cx, this.client, this.upstream, &env)?;
-        let down = match this.start.poll(cx, this.upstream, this.client)? {
-            Poll::Ready(()) => this.down.poll(cx, this.upstream, this.client, &env)?,
+        let up = this.up.poll(cx, this.client, &this.upstream, &env)?;
+        let down = match this.start.poll(cx, &this.upstream, this.client)? {
+            Poll::Ready(()) => this.down.poll(cx, &this.upstream, this.client, &env)?,
             Poll::Pending => Poll::Pending,
         };
         if up.is_ready() && down.is_ready() {

@@ -89,7 +89,9 @@ impl Socks4Handler {
     /// here.
     pub async fn serve(&self, stream: TcpStream, ctx: ConnContext) -> Result<(), HandlerError> {
         let mut hs = Handshake::new(stream, &ctx, self.opts.read_timeout);
-        let req = match read_request(&mut hs).await {
+        // Handshake steps run in short-lived boxes: inline, their state
+        // would size the future an idle relayed connection keeps.
+        let req = match Box::pin(read_request(&mut hs)).await {
             Ok(r) => r,
             Err(e) => return finish_silent(Err(e)),
         };
@@ -114,7 +116,7 @@ impl Socks4Handler {
                 return Err(protocol(format!("socks4: unknown command {other}")));
             }
         }
-        let upstream = match self.router.dial_tcp(&req.target.to_string()).await {
+        let upstream = match Box::pin(self.router.dial_tcp(&req.target.to_string())).await {
             Ok(u) => u,
             Err(e) => {
                 let _ = hs.write(&reply(REJECTED, None)).await;
@@ -123,7 +125,9 @@ impl Socks4Handler {
         };
         hs.write(&reply(GRANTED, upstream.local_addr().ok()))
             .await?;
-        hs.guard_tunnel(self.opts.sniffing, &self.router).await?;
+        if self.opts.sniffing.is_some() {
+            Box::pin(hs.guard_tunnel(self.opts.sniffing, &self.router)).await?;
+        }
         relay_connect(hs, upstream, &ctx, &req.target, self.opts.idle_timeout).await
     }
 }

@@ -145,11 +145,13 @@ impl Socks5Handler {
     /// here.
     pub async fn serve(&self, stream: TcpStream, ctx: ConnContext) -> Result<(), HandlerError> {
         let mut hs = Handshake::new(stream, &ctx, self.opts.read_timeout);
-        let user = match self.negotiate(&mut hs).await {
+        // Handshake steps run in short-lived boxes: inline, their state
+        // would size the future an idle relayed connection keeps.
+        let user = match Box::pin(self.negotiate(&mut hs)).await {
             Ok(u) => u,
             Err(e) => return finish_silent(Err(e)),
         };
-        let req = match read_request(&mut hs).await {
+        let req = match Box::pin(read_request(&mut hs)).await {
             Ok(r) => r,
             Err((code, e)) => {
                 let _ = hs.write(&reply(code, None)).await;
@@ -278,7 +280,7 @@ impl Socks5Handler {
         ctx: &ConnContext,
         target: TargetAddr,
     ) -> Result<(), HandlerError> {
-        let upstream = match self.router.dial_tcp(&target.to_string()).await {
+        let upstream = match Box::pin(self.router.dial_tcp(&target.to_string())).await {
             Ok(u) => u,
             Err(e) => {
                 let _ = hs.write(&reply(dial_reply_code(&e), None)).await;
@@ -288,7 +290,9 @@ impl Socks5Handler {
         // RFC 1928 §6: BND is the address the proxy connected from.
         hs.write(&reply(REP_SUCCEEDED, upstream.local_addr().ok()))
             .await?;
-        hs.guard_tunnel(self.opts.sniffing, &self.router).await?;
+        if self.opts.sniffing.is_some() {
+            Box::pin(hs.guard_tunnel(self.opts.sniffing, &self.router)).await?;
+        }
         relay_connect(hs, upstream, ctx, &target, self.opts.idle_timeout).await
     }
 }
