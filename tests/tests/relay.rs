@@ -196,14 +196,22 @@ fn ipv4_addr(a: SocketAddr) -> Vec<u8> {
 }
 
 /// With `bind=true` a UDP BIND is answered at once with the bound address,
-/// then carries socks5 UDP-over-TCP frames to and from any target; a TCP
-/// BIND is refused "service unavailable" with an error naming it.
+/// then carries socks5 UDP-over-TCP frames to and from any target, every
+/// byte counted in the service's stats; a TCP BIND is refused "service
+/// unavailable" with an error naming it.
 #[test]
 fn udp_bind_relays_frames_to_any_target_and_tcp_bind_is_refused() {
     let (echo1, echo2) = (udp_echo_server(), udp_echo_server());
-    let p = free_port();
-    let g = Gost::start(&["-L", &format!("relay://127.0.0.1:{p}?bind=true")]);
+    let (p, api) = (free_port(), free_port());
+    let g = Gost::start(&[
+        "-L",
+        &format!("relay://127.0.0.1:{p}?bind=true&enableStats=true"),
+        "-api",
+        &format!("127.0.0.1:{api}"),
+    ]);
     g.wait_tcp(p);
+    g.wait_tcp(api);
+    let base = wait_settled(api, "service-0")["status"]["stats"].clone();
 
     let (mut c, resp) = request_head(p, 0x82, &[feature(4, &[0, 1])]);
     assert_eq!(resp[1], 0, "UDP BIND granted");
@@ -211,6 +219,7 @@ fn udp_bind_relays_frames_to_any_target_and_tcp_bind_is_refused() {
     c.read_exact(&mut features).unwrap();
     assert_eq!(&features[..4], [2, 0, 7, 1], "an IPv4 address feature");
     assert_ne!(&features[8..10], [0, 0], "a bound port");
+    let mut framed = 0;
     for (i, echo) in [echo1, echo2, echo1].into_iter().enumerate() {
         let payload = random_bytes(500 + i, 40 + i as u64);
         let mut frame = (payload.len() as u16).to_be_bytes().to_vec();
@@ -221,13 +230,28 @@ fn udp_bind_relays_frames_to_any_target_and_tcp_bind_is_refused() {
         let mut back = vec![0u8; frame.len()];
         c.read_exact(&mut back).unwrap();
         assert!(back == frame, "frame {i} back from {echo} differs");
+        framed += frame.len() as u64;
     }
     drop(c);
+    let st = wait_service(api, "service-0", |s| {
+        s["status"]["stats"]["currentConns"] == 0
+            && s["status"]["stats"]["totalConns"] != base["totalConns"]
+    })["status"]["stats"]
+        .clone();
+    let delta = |k: &str| st[k].as_u64().unwrap() - base[k].as_u64().unwrap();
+    // The 9-byte request and the 14-byte answer, then the frames.
+    assert_eq!(delta("inputBytes"), 9 + framed, "{st}");
+    assert_eq!(delta("outputBytes"), 14 + framed, "{st}");
+    assert_eq!(delta("totalErrs"), 0, "{st}");
 
     let (mut c, status) = request(p, 2, &[addr_feature(echo1)]);
     assert_eq!(status, 5, "TCP BIND refused");
     assert!(closed(&mut c));
     g.wait_log("TCP BIND is not supported");
+    let errs = base["totalErrs"].as_u64().unwrap() + 1;
+    wait_service(api, "service-0", |s| {
+        s["status"]["stats"]["totalErrs"] == errs
+    });
     assert!(!g.log().contains("panicked"));
 }
 
