@@ -720,5 +720,5 @@ fn socks5_udp_associate_through_a_relay_node_is_a_clear_failure() {
     );
     let (reply, _c) = socks5_request(pa, 3, SocketAddr::from(([0, 0, 0, 0], 0)));
     assert_eq!(reply[1], 1, "general failure: {reply:?}");
-    a.wait_log("SOCKS5 UDP ASSOCIATE) is not supported yet");
+    a.wait_log("UDP BIND: status 3 (forbidden)");
 }

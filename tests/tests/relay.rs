@@ -1,10 +1,12 @@
 //! The `relay` handler (GOST's relay protocol) through the real binary,
 //! driven by a hand-written relay client: CONNECT over TCP and UDP, user
-//! authentication, forwarder mode, bad requests, and the OK held back
-//! until the target speaks unless `nodelay` is set.
+//! authentication, forwarder mode, bad requests, the OK held back until
+//! the target speaks unless `nodelay` is set, and UDP BIND (SOCKS5 UDP
+//! through a relay last node).
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
+use std::time::Duration;
 
 use gost_e2e::*;
 
@@ -16,13 +18,7 @@ fn feature(kind: u8, data: &[u8]) -> Vec<u8> {
 }
 
 fn addr_feature(a: SocketAddr) -> Vec<u8> {
-    let SocketAddr::V4(a) = a else {
-        panic!("IPv4 only")
-    };
-    let mut d = vec![1];
-    d.extend_from_slice(&a.ip().octets());
-    d.extend_from_slice(&a.port().to_be_bytes());
-    feature(2, &d)
+    feature(2, &ipv4_addr(a))
 }
 
 fn user_feature(user: &str, pass: &str) -> Vec<u8> {
@@ -35,6 +31,13 @@ fn user_feature(user: &str, pass: &str) -> Vec<u8> {
 
 /// Sends a request and returns the connection and the response status.
 fn request(port: u16, cmd: u8, features: &[Vec<u8>]) -> (TcpStream, u8) {
+    let (c, resp) = request_head(port, cmd, features);
+    (c, resp[1])
+}
+
+/// Sends a request and returns the connection and the response header
+/// `VER STATUS FLEN(2)`.
+fn request_head(port: u16, cmd: u8, features: &[Vec<u8>]) -> (TcpStream, [u8; 4]) {
     let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
     c.set_read_timeout(Some(TIMEOUT)).unwrap();
     let body: Vec<u8> = features.concat();
@@ -45,7 +48,7 @@ fn request(port: u16, cmd: u8, features: &[Vec<u8>]) -> (TcpStream, u8) {
     let mut resp = [0u8; 4];
     c.read_exact(&mut resp).unwrap();
     assert_eq!(resp[0], 1, "version");
-    (c, resp[1])
+    (c, resp)
 }
 
 fn closed(c: &mut TcpStream) -> bool {
@@ -180,11 +183,199 @@ fn bad_requests_get_their_status_or_a_close() {
     assert!(!g.log().contains("panicked"));
 }
 
+/// `ATYP ADDR PORT` of an IPv4 address, as relay address features and
+/// SOCKS5 UDP headers carry it.
+fn ipv4_addr(a: SocketAddr) -> Vec<u8> {
+    let SocketAddr::V4(a) = a else {
+        panic!("IPv4 only")
+    };
+    let mut d = vec![1];
+    d.extend_from_slice(&a.ip().octets());
+    d.extend_from_slice(&a.port().to_be_bytes());
+    d
+}
+
+/// With `bind=true` a UDP BIND is answered at once with the bound address,
+/// then carries socks5 UDP-over-TCP frames to and from any target, every
+/// byte counted in the service's stats; a TCP BIND is refused "service
+/// unavailable" with an error naming it.
 #[test]
-fn bind_is_refused_at_start_up() {
-    let (status, _, err) = run_gost(&["-L", "relay://127.0.0.1:0?bind=true"]);
-    assert!(!status.success());
-    assert!(err.contains("bind"), "{err}");
+fn udp_bind_relays_frames_to_any_target_and_tcp_bind_is_refused() {
+    let (echo1, echo2) = (udp_echo_server(), udp_echo_server());
+    let (p, api) = (free_port(), free_port());
+    let g = Gost::start(&[
+        "-L",
+        &format!("relay://127.0.0.1:{p}?bind=true&enableStats=true"),
+        "-api",
+        &format!("127.0.0.1:{api}"),
+    ]);
+    g.wait_tcp(p);
+    g.wait_tcp(api);
+    let base = wait_settled(api, "service-0")["status"]["stats"].clone();
+
+    let (mut c, resp) = request_head(p, 0x82, &[feature(4, &[0, 1])]);
+    assert_eq!(resp[1], 0, "UDP BIND granted");
+    let mut features = vec![0u8; u16::from_be_bytes([resp[2], resp[3]]) as usize];
+    c.read_exact(&mut features).unwrap();
+    assert_eq!(&features[..4], [2, 0, 7, 1], "an IPv4 address feature");
+    assert_ne!(&features[8..10], [0, 0], "a bound port");
+    let mut framed = 0;
+    for (i, echo) in [echo1, echo2, echo1].into_iter().enumerate() {
+        let payload = random_bytes(500 + i, 40 + i as u64);
+        let mut frame = (payload.len() as u16).to_be_bytes().to_vec();
+        frame.push(0xFF);
+        frame.extend_from_slice(&ipv4_addr(echo));
+        frame.extend_from_slice(&payload);
+        c.write_all(&frame).unwrap();
+        let mut back = vec![0u8; frame.len()];
+        c.read_exact(&mut back).unwrap();
+        assert!(back == frame, "frame {i} back from {echo} differs");
+        framed += frame.len() as u64;
+    }
+    drop(c);
+    let st = wait_service(api, "service-0", |s| {
+        s["status"]["stats"]["currentConns"] == 0
+            && s["status"]["stats"]["totalConns"] != base["totalConns"]
+    })["status"]["stats"]
+        .clone();
+    let delta = |k: &str| st[k].as_u64().unwrap() - base[k].as_u64().unwrap();
+    // The 9-byte request and the 14-byte answer, then the frames.
+    assert_eq!(delta("inputBytes"), 9 + framed, "{st}");
+    assert_eq!(delta("outputBytes"), 14 + framed, "{st}");
+    assert_eq!(delta("totalErrs"), 0, "{st}");
+
+    let (mut c, status) = request(p, 2, &[addr_feature(echo1)]);
+    assert_eq!(status, 5, "TCP BIND refused");
+    assert!(closed(&mut c));
+    g.wait_log("TCP BIND is not supported");
+    let errs = base["totalErrs"].as_u64().unwrap() + 1;
+    wait_service(api, "service-0", |s| {
+        s["status"]["stats"]["totalErrs"] == errs
+    });
+    assert!(!g.log().contains("panicked"));
+}
+
+/// A SOCKS5 UDP ASSOCIATE whose datagrams leave through a SOCKS5 proxy
+/// on `pa`; returns the control connection and the relay address.
+fn socks5_associate(pa: u16) -> (TcpStream, SocketAddr) {
+    let mut c = TcpStream::connect(("127.0.0.1", pa)).unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    c.write_all(&[5, 1, 0]).unwrap();
+    let mut sel = [0u8; 2];
+    c.read_exact(&mut sel).unwrap();
+    assert_eq!(sel, [5, 0]);
+    c.write_all(&[5, 3, 0, 1, 0, 0, 0, 0, 0, 0]).unwrap();
+    let mut reply = [0u8; 10];
+    c.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply[..4], [5, 0, 0, 1], "associate granted: {reply:?}");
+    let relay = SocketAddr::from((
+        [reply[4], reply[5], reply[6], reply[7]],
+        u16::from_be_bytes([reply[8], reply[9]]),
+    ));
+    (c, relay)
+}
+
+/// Sends `payload` to `target` through the association's relay; the reply,
+/// if one comes within the socket's read timeout, must name `target` and
+/// echo the payload.
+fn udp_exchange(u: &UdpSocket, relay: SocketAddr, target: SocketAddr, payload: &[u8]) -> bool {
+    let mut d = vec![0, 0, 0];
+    d.extend_from_slice(&ipv4_addr(target));
+    let header = d.len();
+    d.extend_from_slice(payload);
+    u.send_to(&d, relay).unwrap();
+    let mut buf = [0u8; 8192];
+    let Ok((n, _)) = u.recv_from(&mut buf) else {
+        return false;
+    };
+    assert_eq!(&buf[..header], &d[..header], "reply names {target}");
+    assert!(buf[header..n] == *payload, "payload from {target} differs");
+    true
+}
+
+/// SOCKS5 UDP through relay last nodes: a client-side socks5 service with
+/// a chain ending at a relay node with `bind=true`, directly and with
+/// user auth behind a lazy relay node (whose owed answer comes first).
+#[test]
+fn socks5_udp_associate_through_a_relay_node_uses_udp_bind() {
+    let (echo1, echo2) = (udp_echo_server(), udp_echo_server());
+    let (pa, pb, pc, pd) = (free_port(), free_port(), free_port(), free_port());
+    let b = Gost::start(&[
+        "-D",
+        "-L",
+        &format!("relay://user:pass@127.0.0.1:{pb}?bind=true"),
+    ]);
+    let c = Gost::start(&["-L", &format!("relay://127.0.0.1:{pc}")]);
+    let direct = Gost::start(&[
+        "-L",
+        &format!("socks5://127.0.0.1:{pa}?udp=true"),
+        "-F",
+        &format!("relay://user:pass@127.0.0.1:{pb}"),
+    ]);
+    let two_hops = Gost::start(&[
+        "-L",
+        &format!("socks5://127.0.0.1:{pd}?udp=true"),
+        "-F",
+        &format!("relay://127.0.0.1:{pc}"),
+        "-F",
+        &format!("relay://user:pass@127.0.0.1:{pb}"),
+    ]);
+    for (g, port) in [(&b, pb), (&c, pc), (&direct, pa), (&two_hops, pd)] {
+        g.wait_tcp(port);
+    }
+    for (seed, port) in [(50, pa), (60, pd)] {
+        let (control, relay) = socks5_associate(port);
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        u.set_read_timeout(Some(TIMEOUT)).unwrap();
+        // Two targets over one association.
+        for (i, echo) in [echo1, echo2, echo1].into_iter().enumerate() {
+            let payload = random_bytes(1000 + i, seed + i as u64);
+            assert!(
+                udp_exchange(&u, relay, echo, &payload),
+                "no reply from {echo} through the relay node (port {port})"
+            );
+        }
+        drop(control);
+    }
+    b.wait_log("relay: udp bind");
+    for g in [&b, &c, &direct, &two_hops] {
+        assert!(!g.log().contains("panicked"), "{}", g.log());
+    }
+}
+
+/// A relay node whose bypass refuses a target drops datagrams to it, and
+/// the association goes on for others.
+#[test]
+fn udp_bind_drops_datagrams_to_targets_in_the_bypass() {
+    let (echo, refused) = (udp_echo_server(), udp_echo_server());
+    let (pa, pb) = (free_port(), free_port());
+    let b = Gost::start(&[
+        "-L",
+        &format!(
+            "relay://127.0.0.1:{pb}?bind=true&bypass=127.0.0.1:{}",
+            refused.port()
+        ),
+    ]);
+    let a = Gost::start(&[
+        "-L",
+        &format!("socks5://127.0.0.1:{pa}?udp=true"),
+        "-F",
+        &format!("relay://127.0.0.1:{pb}"),
+    ]);
+    b.wait_tcp(pb);
+    a.wait_tcp(pa);
+    let (_control, relay) = socks5_associate(pa);
+    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+    u.set_read_timeout(Some(TIMEOUT)).unwrap();
+    assert!(udp_exchange(&u, relay, echo, b"first"));
+    u.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    assert!(
+        !udp_exchange(&u, relay, refused, b"refused"),
+        "a bypassed target answered"
+    );
+    u.set_read_timeout(Some(TIMEOUT)).unwrap();
+    assert!(udp_exchange(&u, relay, echo, b"again"));
 }
 
 #[test]

@@ -55,10 +55,6 @@ pub enum ConnectError {
         "{connector} connector: UDP is not supported (use a socks5 or relay node as the last hop)"
     )]
     NoUdp { connector: &'static str },
-    /// Datagrams to any target (SOCKS5 UDP ASSOCIATE) need an address in
-    /// each frame, which this connector's tunnel has not.
-    #[error("{connector} connector: UDP to any target (SOCKS5 UDP ASSOCIATE) is not supported yet through this node (use a socks5 node as the last hop)")]
-    NoUdpAssociation { connector: &'static str },
     #[error("{connector} connector: no reply within {timeout:?}")]
     Timeout {
         connector: &'static str,
@@ -298,16 +294,6 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "http connector: UDP is not supported (use a socks5 or relay node as the last hop)"
-        );
-        let s = Upstream::direct(TcpStream::connect(l.local_addr().unwrap()).await.unwrap());
-        let err = build(r#"{"type": "relay", "metadata": {"nodelay": true}}"#)
-            .unwrap()
-            .udp_tunnel(s, None)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, ConnectError::NoUdpAssociation { connector: "relay" }),
-            "{err}"
         );
     }
 }

@@ -4,8 +4,9 @@
 //! PAYLOAD`, each naming its target on the way out and its source on the
 //! way back. This is how GOST carries UDP through a chain.
 //!
-//! A relay node's UDP CONNECT opens the same kind of tunnel to one target,
-//! with bare `LEN(2) PAYLOAD` frames.
+//! A relay node's UDP BIND opens this tunnel too, with the same frames; its
+//! UDP CONNECT opens one to a single target, with bare `LEN(2) PAYLOAD`
+//! frames.
 
 use std::io;
 use std::net::SocketAddr;
@@ -27,7 +28,8 @@ const MAX_FRAME: usize = 3 + 2 + 255 + 2 + u16::MAX as usize;
 /// How datagrams are framed on the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
-    /// socks5 0xF3: each frame names its target or source.
+    /// socks5 0xF3 and relay UDP BIND: each frame names its target or
+    /// source.
     Socks,
     /// relay UDP CONNECT: frames carry the payload only, to and from the
     /// one target the tunnel was opened for.
@@ -49,7 +51,8 @@ pub struct UdpTunnel {
 }
 
 impl UdpTunnel {
-    /// Wraps a stream whose socks5 node has granted the tunnel.
+    /// Wraps a stream whose node (socks5, or relay by UDP BIND) has
+    /// granted the tunnel.
     pub fn new(stream: TcpStream) -> Self {
         Self::framed(stream, Framing::Socks, None)
     }

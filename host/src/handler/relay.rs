@@ -14,6 +14,14 @@
 //! bytes (or first datagram) and sent right before them, unless `nodelay`
 //! is set; failures are answered at once. A client that waits for the
 //! response before speaking needs `nodelay` on the server.
+//!
+//! CMD 2 is BIND, allowed with `bind=true`. A UDP BIND (how GOST's relay
+//! connector carries a SOCKS5 UDP association) binds a UDP socket here at
+//! the requested address, answers at once with its address in an address
+//! feature, then carries datagrams to and from any target as socks5
+//! UDP-over-TCP frames (`LEN(2) FRAG ATYP ADDR PORT DATA`). GOST's TCP
+//! BIND needs its multiplexed session, which gost-rs has not: it is
+//! answered "service unavailable".
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -23,9 +31,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::forward::ForwardHandler;
+use super::socks::udp::Targets;
+use super::socks::udptun::relay_frames;
+use super::socks::v5::put_host;
 use super::stream::ClientStream;
 use super::{ConnContext, HandleFuture, Handler, HandlerError};
 use crate::auth::Auther;
+use crate::connector::relay::split_feature;
 use crate::connector::upstream::Upstream;
 use crate::listener::Conn;
 use crate::metadata::{Metadata, MetadataError};
@@ -68,17 +80,12 @@ pub struct RelayHandlerOptions {
     /// `nodelay`: answer OK as soon as the target is reached, instead of
     /// (GOST's default) right before the target's first bytes.
     pub nodelay: bool,
+    /// `bind`: serve BIND requests (GOST refuses them by default).
+    pub bind: bool,
 }
 
 impl RelayHandlerOptions {
     pub fn from_metadata(md: &Metadata) -> Result<Self, MetadataError> {
-        if md.get_bool("bind")? == Some(true) {
-            return Err(MetadataError {
-                key: "bind".into(),
-                value: "true".into(),
-                expected: "false: relay BIND is not supported yet",
-            });
-        }
         let buffer = match md.get_int("udp.bufferSize")? {
             Some(v) => Some(v),
             None => md.get_int("udpBufferSize")?,
@@ -94,6 +101,7 @@ impl RelayHandlerOptions {
                 .map(|b| (b as usize).min(u16::MAX as usize))
                 .unwrap_or(DEFAULT_UDP_BUFFER),
             nodelay: md.get_bool("nodelay")?.unwrap_or(false),
+            bind: md.get_bool("bind")?.unwrap_or(false),
         })
     }
 }
@@ -171,12 +179,7 @@ impl RelayHandler {
         }
         match req.cmd & CMD_MASK {
             0 | CMD_CONNECT => self.connect(client, &ctx, &req, network).await,
-            CMD_BIND => {
-                // As GOST without `bind=true`.
-                let _ = client.write_all(&response(STATUS_FORBIDDEN)).await;
-                tracing::debug!(service = %ctx.service, client = %ctx.peer, "relay: BIND not allowed");
-                Ok(())
-            }
+            CMD_BIND => self.bind(client, &ctx, &req).await,
             other => {
                 let _ = client.write_all(&response(STATUS_BAD_REQUEST)).await;
                 Err(HandlerError::Protocol(format!(
@@ -216,6 +219,67 @@ impl RelayHandler {
         };
         tracing::debug!(service = %ctx.service, client = %ctx.peer, dst = %req.addr, network, "relay connect");
         self.relay_stream(client, upstream, ctx).await
+    }
+
+    /// A BIND request: a UDP socket here, answered at once, then frames
+    /// to and from any target the service's bypass lets through.
+    async fn bind(
+        &self,
+        mut client: ClientStream,
+        ctx: &ConnContext,
+        req: &Request,
+    ) -> Result<(), HandlerError> {
+        if !self.opts.bind {
+            // As GOST without `bind=true`.
+            let _ = client.write_all(&response(STATUS_FORBIDDEN)).await;
+            tracing::debug!(service = %ctx.service, client = %ctx.peer, "relay: BIND not allowed");
+            return Ok(());
+        }
+        if !req.udp {
+            let _ = client
+                .write_all(&response(STATUS_SERVICE_UNAVAILABLE))
+                .await;
+            return Err(HandlerError::Protocol(
+                "relay: TCP BIND is not supported (it needs GOST's multiplexed session); UDP BIND is"
+                    .into(),
+            ));
+        }
+        let at = if req.addr.is_empty() {
+            "0.0.0.0:0"
+        } else {
+            &req.addr
+        };
+        let mut targets = Targets::direct(&self.router);
+        let bound = match targets.bind(at).await {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = client
+                    .write_all(&response(STATUS_SERVICE_UNAVAILABLE))
+                    .await;
+                return Err(HandlerError::Protocol(format!(
+                    "relay: UDP BIND on {at}: {e}"
+                )));
+            }
+        };
+        let mut ok = vec![VERSION, STATUS_OK];
+        let mut addr = Vec::new();
+        put_host(&mut addr, &bound.ip().to_string(), bound.port());
+        ok.extend_from_slice(&(3 + addr.len() as u16).to_be_bytes());
+        ok.push(FEATURE_ADDR);
+        ok.extend_from_slice(&(addr.len() as u16).to_be_bytes());
+        ok.extend_from_slice(&addr);
+        client.write_all(&ok).await?;
+        tracing::debug!(service = %ctx.service, client = %ctx.peer, bind = %bound, "relay: udp bind");
+        relay_frames(
+            client.into_inner(),
+            Vec::new(),
+            targets,
+            ctx,
+            self.opts.udp_buffer_size,
+        )
+        .await?;
+        tracing::debug!(service = %ctx.service, client = %ctx.peer, bind = %bound, "relay: udp bind closed");
+        Ok(())
     }
 
     /// Forwarder mode: the node the hop picks, whatever the request named.
@@ -354,13 +418,8 @@ fn parse_request(cmd: u8, mut features: &[u8]) -> Result<Request, String> {
         ..Request::default()
     };
     while !features.is_empty() {
-        if features.len() < 3 {
-            return Err("relay: truncated feature header".into());
-        }
-        let kind = features[0];
-        let len = u16::from_be_bytes([features[1], features[2]]) as usize;
-        let data = features.get(3..3 + len).ok_or("relay: truncated feature")?;
-        features = &features[3 + len..];
+        let (kind, data, rest) = split_feature(features).ok_or("relay: truncated feature")?;
+        features = rest;
         match kind {
             FEATURE_USER_AUTH => req.user = Some(parse_user(data)?),
             FEATURE_ADDR => req.addr = parse_addr(data)?,
@@ -396,7 +455,8 @@ fn parse_user(b: &[u8]) -> Result<(String, String), String> {
     ))
 }
 
-fn parse_addr(b: &[u8]) -> Result<String, String> {
+/// An address feature's data, `ATYP ADDR PORT`, as `host:port`.
+pub(crate) fn parse_addr(b: &[u8]) -> Result<String, String> {
     let short = || "relay: truncated address feature".to_string();
     let port_at = |at: usize| -> Result<u16, String> {
         b.get(at..at + 2)
@@ -554,7 +614,8 @@ mod tests {
         let o = RelayHandlerOptions::from_metadata(&md).unwrap();
         assert_eq!(o.read_timeout, Duration::from_secs(2));
         assert_eq!(o.udp_buffer_size, 65535);
+        assert!(!o.bind);
         let bind: Metadata = serde_json::from_str(r#"{"bind":true}"#).unwrap();
-        assert!(RelayHandlerOptions::from_metadata(&bind).is_err());
+        assert!(RelayHandlerOptions::from_metadata(&bind).unwrap().bind);
     }
 }

@@ -146,7 +146,7 @@ struct Association<'a> {
 /// The sockets facing the targets, one per address family, opened on
 /// first use; or, when the service has a chain, the tunnel from its last
 /// node, which every datagram takes.
-pub(super) struct Targets {
+pub(crate) struct Targets {
     pub(super) v4: Option<UdpSocket>,
     pub(super) v6: Option<UdpSocket>,
     pub(super) tunnel: Option<UdpTunnel>,
@@ -161,27 +161,39 @@ pub(super) struct Targets {
 }
 
 impl Targets {
-    pub(super) fn new(resolve_timeout: Duration) -> Self {
+    /// Targets reached from this host, under `router`'s bypass, hosts
+    /// and resolver but not its chain.
+    pub(crate) fn direct(router: &Router) -> Self {
         Targets {
             v4: None,
             v6: None,
             tunnel: None,
-            resolve_timeout,
-            bypass: None,
-            hosts: None,
-            resolver: None,
+            resolve_timeout: router.dial_timeout,
+            bypass: router.bypass.clone(),
+            hosts: router.hosts.clone(),
+            resolver: router.resolver.clone(),
         }
     }
 
     /// Targets reached the way `router` goes: through its chain when it
     /// routes datagrams through one, directly otherwise.
     pub(super) async fn through(router: &Router) -> Result<Self, DialError> {
-        let mut t = Targets::new(router.dial_timeout);
+        let mut t = Targets::direct(router);
         t.tunnel = router.dial_udp_association().await?;
-        t.bypass = router.bypass.clone();
-        t.hosts = router.hosts.clone();
-        t.resolver = router.resolver.clone();
         Ok(t)
+    }
+
+    /// Binds the socket for targets of its address family at `addr` on
+    /// this host (a bound relay or BIND socket) and returns its address.
+    pub(crate) async fn bind(&mut self, addr: &str) -> io::Result<SocketAddr> {
+        let sock = UdpSocket::bind(addr).await?;
+        let bound = sock.local_addr()?;
+        if bound.is_ipv4() {
+            self.v4 = Some(sock);
+        } else {
+            self.v6 = Some(sock);
+        }
+        Ok(bound)
     }
 
     /// Sends a payload to a target. Failures drop the datagram, as a lost
@@ -190,7 +202,7 @@ impl Targets {
         if let Some(b) = &self.bypass {
             let dst = target.to_string();
             if b.contains("udp", &dst) {
-                tracing::debug!(dst, "socks5 udp: datagram to a bypassed target dropped");
+                tracing::debug!(dst, "udp: datagram to a bypassed target dropped");
                 return;
             }
         }

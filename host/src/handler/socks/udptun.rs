@@ -11,7 +11,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UdpSocket;
+use tokio::net::TcpStream;
 
 use super::udp::{parse_addr, recv_from, recv_tunnel, Targets};
 use super::v5::{
@@ -34,7 +34,7 @@ pub(super) async fn serve(
     router: &Router,
     buffer_size: usize,
 ) -> Result<(), HandlerError> {
-    let (mut targets, bound) = match open(target, router).await {
+    let (targets, bound) = match open(target, router).await {
         Ok(x) => x,
         Err(e) => {
             let _ = hs.write(&reply(REP_GENERAL_FAILURE, None)).await;
@@ -43,8 +43,23 @@ pub(super) async fn serve(
     };
     hs.write(&reply(REP_SUCCEEDED, Some(bound))).await?;
     tracing::debug!(service = %ctx.service, client = %ctx.peer, bind = %bound, "socks5 udp-over-tcp");
+    let (stream, inbuf) = hs.finish();
+    relay_frames(stream, inbuf, targets, ctx, buffer_size).await?;
+    tracing::debug!(service = %ctx.service, client = %ctx.peer, "socks5 udp-over-tcp closed");
+    Ok(())
+}
 
-    let (mut stream, mut inbuf) = hs.finish();
+/// Relays frames on `stream` (whose first bytes already read are `inbuf`)
+/// to and from `targets` until the client closes it; bytes on the stream
+/// count into the service's stats. Shared by socks5 UDP-over-TCP and
+/// relay UDP BIND, which frame datagrams alike.
+pub(crate) async fn relay_frames(
+    mut stream: TcpStream,
+    mut inbuf: Vec<u8>,
+    mut targets: Targets,
+    ctx: &ConnContext,
+    buffer_size: usize,
+) -> Result<(), HandlerError> {
     let (mut rd, mut wr) = stream.split();
     let mut from_v4 = vec![0u8; HEADER_ROOM + buffer_size];
     let mut from_v6 = vec![0u8; HEADER_ROOM + buffer_size];
@@ -58,14 +73,14 @@ pub(super) async fn serve(
         let (r, buf) = tokio::select! {
             r = rd.read_buf(&mut inbuf) => {
                 match r {
-                    Ok(0) => break,
+                    Ok(0) => return Ok(()),
                     Ok(n) => {
                         if let Some(s) = &ctx.stats {
                             s.add_input(n as u64);
                         }
                         continue;
                     }
-                    Err(e) if crate::relay::is_disconnect(&e) => break,
+                    Err(e) if crate::relay::is_disconnect(&e) => return Ok(()),
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -73,8 +88,8 @@ pub(super) async fn serve(
             r = recv_from(targets.v6.as_ref(), &mut from_v6[HEADER_ROOM..]) => (r, &mut from_v6),
             r = recv_tunnel(targets.tunnel.as_mut(), &mut from_tunnel[HEADER_ROOM..]) => {
                 if let Err(e) = &r {
-                    tracing::debug!(service = %ctx.service, client = %ctx.peer, error = %e, "socks5 udp-over-tcp: chain tunnel ended");
-                    break;
+                    tracing::debug!(service = %ctx.service, client = %ctx.peer, error = %e, "udp-over-tcp: chain tunnel ended");
+                    return Ok(());
                 }
                 (r, &mut from_tunnel)
             }
@@ -82,7 +97,7 @@ pub(super) async fn serve(
         let (n, from) = match r {
             Ok(x) => x,
             Err(e) => {
-                tracing::trace!(error = %e, "socks5 udp-over-tcp: target receive");
+                tracing::trace!(error = %e, "udp-over-tcp: target receive");
                 continue;
             }
         };
@@ -102,8 +117,6 @@ pub(super) async fn serve(
             s.add_output(frame.len() as u64);
         }
     }
-    tracing::debug!(service = %ctx.service, client = %ctx.peer, "socks5 udp-over-tcp closed");
-    Ok(())
 }
 
 /// Opens what the request asks for and returns it with the address to
@@ -122,17 +135,12 @@ async fn open(target: &TargetAddr, router: &Router) -> Result<(Targets, SocketAd
             .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
         return Ok((targets, bound));
     }
-    let sock = if port == 0 {
-        UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await?
+    let at = if port == 0 {
+        SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)).to_string()
     } else {
-        UdpSocket::bind(target.to_string()).await?
+        target.to_string()
     };
-    let bound = sock.local_addr()?;
-    if bound.is_ipv4() {
-        targets.v4 = Some(sock);
-    } else {
-        targets.v6 = Some(sock);
-    }
+    let bound = targets.bind(&at).await?;
     Ok((targets, bound))
 }
 
