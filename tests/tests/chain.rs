@@ -883,23 +883,46 @@ fn chain_group_http_and_tcp_probes_dial_through_their_chain() {
     assert_eq!(socks5_requests(&b, echo), 0, "log of a:\n{}", a.log());
 }
 
+/// The `front` service of a chain group whose probe appends a line to
+/// `ticks` every 100ms, as API JSON.
+fn ticking_service(pa: u16, ticks: &str) -> String {
+    serde_json::json!({
+        "name": "front",
+        "addr": format!("127.0.0.1:{pa}"),
+        "handler": {"type": "http", "chainGroup": {"chains": [
+            {"chain": "c", "probe": {"type": "cmd", "command": format!("echo x >> {ticks}"), "interval": "100ms"}}
+        ]}},
+        "listener": {"type": "tcp"}
+    })
+    .to_string()
+}
+
+/// Fails if the file at `path` still grows: an in-flight probe may finish
+/// first, then it must stay as it is for many probe intervals.
+fn assert_stops_growing(path: &str, a: &Gost) {
+    let size = || std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    std::thread::sleep(Duration::from_millis(500));
+    let stopped = size();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        size(),
+        stopped,
+        "{path}: probe still running; log:\n{}",
+        a.log()
+    );
+}
+
 #[test]
-fn chain_group_probes_stop_when_the_service_is_deleted() {
+fn chain_group_probes_stop_when_the_group_is_replaced_or_deleted() {
     let dir = TempDir::new("probe-stop");
-    let ticks = dir.path("ticks");
+    let (old, new) = (dir.path("old"), dir.path("new"));
     let (pa, api) = (free_port(), free_port());
+    let service: serde_json::Value = serde_json::from_str(&ticking_service(pa, &old)).unwrap();
     let cfg = dir.write(
         "gost.yaml",
         &format!(
             r#"
-services:
-- name: front
-  addr: 127.0.0.1:{pa}
-  handler:
-    type: http
-    chainGroup:
-      chains: [{{chain: c, probe: {{type: cmd, command: 'echo x >> {ticks}', interval: 100ms}}}}]
-  listener: {{type: tcp}}
+services: [{service}]
 chains:
 - {{name: c, hops: [{{name: h, nodes: [{{name: n, addr: "127.0.0.1:1"}}]}}]}}
 api: {{addr: "127.0.0.1:{api}"}}
@@ -908,14 +931,54 @@ api: {{addr: "127.0.0.1:{api}"}}
     );
     let a = start(&["-C", &cfg], pa);
     a.wait_tcp(api);
-    let size = || std::fs::metadata(&ticks).map(|m| m.len()).unwrap_or(0);
-    wait_until("probe ticks", || size() >= 6);
-    let (status, body) = http_request(api, "DELETE", "/config/services/front", None, None);
-    assert_eq!(status, 200, "{body}");
-    // An in-flight probe may still finish; after that the file must stay
-    // as it is for many intervals.
-    std::thread::sleep(Duration::from_millis(500));
-    let stopped = size();
-    std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(size(), stopped, "probe still running; log:\n{}", a.log());
+    let size = |p: &str| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    wait_until("probe ticks", || size(&old) >= 6);
+
+    let body = ticking_service(pa, &new);
+    let (status, resp) = http_request(api, "PUT", "/config/services/front", Some(&body), None);
+    assert_eq!(status, 200, "{resp}");
+    wait_until("the new group's probe ticks", || size(&new) >= 6);
+    assert_stops_growing(&old, &a);
+
+    let (status, resp) = http_request(api, "DELETE", "/config/services/front", None, None);
+    assert_eq!(status, 200, "{resp}");
+    assert_stops_growing(&new, &a);
+}
+
+#[test]
+fn bad_chain_group_probes_stop_start_up_naming_the_entry() {
+    let dir = TempDir::new("probe-bad");
+    for (probe, want) in [
+        (
+            "{type: ping, addr: 'x:1'}",
+            "chainGroup chain \"c\": probe type 'ping' is not supported",
+        ),
+        (
+            "{type: http}",
+            "chainGroup chain \"c\": probe type http needs an addr",
+        ),
+        (
+            "{type: cmd}",
+            "chainGroup chain \"c\": probe type cmd needs a command",
+        ),
+        (
+            "{type: tcp, addr: 'x:1', timeout: 3 s}",
+            "chains[0].probe.timeout: invalid duration",
+        ),
+    ] {
+        let cfg = dir.write(
+            "gost.yaml",
+            &format!(
+                r#"
+services:
+- {{name: s, addr: "127.0.0.1:0", handler: {{type: http, chainGroup: {{chains: [{{chain: c, probe: {probe}}}]}}}}, listener: {{type: tcp}}}}
+chains:
+- {{name: c, hops: [{{name: h, nodes: [{{name: n, addr: "127.0.0.1:1"}}]}}]}}
+"#
+            ),
+        );
+        let (status, _, err) = run_gost(&["-C", &cfg]);
+        assert!(!status.success(), "{probe}");
+        assert!(err.contains(want), "{probe}: {err}");
+    }
 }
