@@ -86,7 +86,7 @@ pub fn chainer(root: &Config, h: &HandlerConfig) -> Result<Option<Chainer>, Chai
     }
     // Only once the whole group is built: a group refused half-way
     // leaves no probe running.
-    chains.iter().for_each(super::probe::start);
+    chains.iter().for_each(|e| super::probe::start(e));
     Ok(Some(Chainer::Group {
         chains,
         selector: selector("chainGroup", group.selector.as_ref())?,

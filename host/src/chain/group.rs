@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
 use super::probe::Probe;
 use super::selector::{Selectable, Selector};
 use super::{Hop, Marker, Node, SelectContext};
@@ -70,8 +72,12 @@ pub struct GroupEntry {
     /// Marked by a failed probe, reset by a passed one. Kept apart from
     /// the chain's route marker, as GOST keeps its entry marker apart: a
     /// passed probe must not clear failures real connections saw, nor one
-    /// connection that got through clear a failing probe.
-    pub probe_marker: Marker,
+    /// connection that got through clear a failing probe. Shared with the
+    /// probe task.
+    pub probe_marker: Arc<Marker>,
+    /// Cancelled when the entry is dropped (its group replaced or gone),
+    /// which ends the probe task at once, an in-flight check included.
+    pub(super) probe_stop: CancellationToken,
 }
 
 impl GroupEntry {
@@ -80,8 +86,15 @@ impl GroupEntry {
             chain,
             matcher,
             probe,
-            probe_marker: Marker::default(),
+            probe_marker: Arc::default(),
+            probe_stop: CancellationToken::new(),
         }
+    }
+}
+
+impl Drop for GroupEntry {
+    fn drop(&mut self) {
+        self.probe_stop.cancel();
     }
 }
 

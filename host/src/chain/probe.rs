@@ -3,10 +3,9 @@
 //! and marks the entry's probe marker on failure, so the group's selector
 //! passes over it like over a chain whose routes failed.
 
-use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use super::{route, Chain, GroupEntry};
+use super::{route, Chain, GroupEntry, Marker};
 use crate::config::ProbeConfig;
 
 /// GOST's defaults.
@@ -242,45 +241,42 @@ async fn run_command(command: &str) -> Result<(), ProbeError> {
 }
 
 /// Starts probing `entry` if it has a probe: at once, then every
-/// interval. The task holds the entry only weakly between checks, so it
-/// ends once the group is dropped (service removed, or its handler rebuilt
-/// by a reload). Without a Tokio runtime (a config check outside the
-/// server) nothing is started.
-pub fn start(entry: &Arc<GroupEntry>) {
-    let Some(probe) = entry.probe.as_ref() else {
+/// interval, until the entry is dropped (service removed, or its handler
+/// rebuilt by a reload). Without a Tokio runtime (a config check outside
+/// the server) nothing is started.
+pub fn start(entry: &GroupEntry) {
+    let Some(probe) = entry.probe.clone() else {
         return;
     };
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         tracing::debug!(chain = %entry.chain.name, "no runtime: chain group probe not started");
         return;
     };
-    let weak = Arc::downgrade(entry);
-    let interval = probe.interval;
-    rt.spawn(run(weak, interval));
+    let chain = entry.chain.clone();
+    let marker = entry.probe_marker.clone();
+    let stop = entry.probe_stop.clone();
+    rt.spawn(async move {
+        stop.run_until_cancelled(run(&probe, &chain, &marker)).await;
+        tracing::debug!(chain = %chain.name, "chain group probe stopped: group dropped");
+    });
 }
 
-async fn run(weak: Weak<GroupEntry>, interval: Duration) {
-    let mut ticker = tokio::time::interval(interval);
+async fn run(probe: &Probe, chain: &Chain, marker: &Marker) {
+    let mut ticker = tokio::time::interval(probe.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut healthy = true;
+    let kind = probe.type_name();
+    let name = chain.name.as_str();
     loop {
         ticker.tick().await;
-        let Some(entry) = weak.upgrade() else {
-            break;
-        };
-        let Some(probe) = entry.probe.as_ref() else {
-            break;
-        };
         let started = Instant::now();
-        let result = probe.check(&entry.chain).await;
+        let result = probe.check(chain).await;
         let latency_ms = started.elapsed().as_millis() as u64;
-        let chain = entry.chain.name.as_str();
-        let kind = probe.type_name();
         match &result {
             Ok(()) => {
-                entry.probe_marker.reset();
+                marker.reset();
                 tracing::debug!(
-                    chain,
+                    chain = name,
                     r#type = kind,
                     ok = true,
                     latency_ms,
@@ -288,8 +284,8 @@ async fn run(weak: Weak<GroupEntry>, interval: Duration) {
                 );
             }
             Err(e) => {
-                entry.probe_marker.mark();
-                tracing::debug!(chain, r#type = kind, ok = false, latency_ms, error = %e, "chain group probe");
+                marker.mark();
+                tracing::debug!(chain = name, r#type = kind, ok = false, latency_ms, error = %e, "chain group probe");
             }
         }
         if result.is_ok() != healthy {
@@ -300,19 +296,19 @@ async fn run(weak: Weak<GroupEntry>, interval: Duration) {
                 "healthy -> failed"
             };
             tracing::info!(
-                chain,
+                chain = name,
                 r#type = kind,
                 state,
                 "chain group probe state changed"
             );
         }
     }
-    tracing::debug!("chain group probe stopped: group dropped");
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -486,6 +482,16 @@ mod tests {
         assert!(matches!(err, ProbeError::Timeout(_)), "{err}");
     }
 
+    async fn wait_for(cond: impl Fn() -> bool) {
+        for _ in 0..400 {
+            if cond() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("condition not met in time");
+    }
+
     #[tokio::test]
     async fn runner_marks_resets_and_ends_with_the_group() {
         let dir = std::env::temp_dir().join(format!("gost-probe-{}", std::process::id()));
@@ -497,29 +503,28 @@ mod tests {
             flag.display()
         ));
         p.interval = Duration::from_millis(50);
-        let entry = Arc::new(GroupEntry::new(Arc::new(direct_chain()), None, Some(p)));
-        let task = tokio::spawn(run(Arc::downgrade(&entry), Duration::from_millis(50)));
-        let until = |cond: &dyn Fn() -> bool| {
-            let ok = (0..200).any(|_| {
-                std::thread::sleep(Duration::from_millis(25));
-                cond()
-            });
-            assert!(ok, "condition not met in time");
-        };
-        let e = entry.clone();
-        tokio::task::spawn_blocking(move || until(&|| e.probe_marker.count() >= 2))
-            .await
-            .unwrap();
+        let entry = GroupEntry::new(Arc::new(direct_chain()), None, Some(p));
+        let marker = entry.probe_marker.clone();
+        start(&entry);
+        wait_for(|| marker.count() >= 2).await;
         std::fs::write(&flag, b"").unwrap();
-        let e = entry.clone();
-        tokio::task::spawn_blocking(move || until(&|| e.probe_marker.count() == 0))
-            .await
-            .unwrap();
+        wait_for(|| marker.count() == 0).await;
+        // The task shares the marker; once it ends, only this copy is left.
         drop(entry);
-        tokio::time::timeout(Duration::from_secs(10), task)
-            .await
-            .expect("probe task ends once the group is dropped")
-            .unwrap();
+        wait_for(|| Arc::strong_count(&marker) == 1).await;
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn dropping_the_group_aborts_an_in_flight_check() {
+        let mut p = probe("{type: cmd, command: 'sleep 30'}");
+        p.timeout = Duration::from_secs(60);
+        let entry = GroupEntry::new(Arc::new(direct_chain()), None, Some(p));
+        let marker = entry.probe_marker.clone();
+        start(&entry);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(entry);
+        wait_for(|| Arc::strong_count(&marker) == 1).await;
+        assert_eq!(marker.count(), 0, "an aborted check is not a failure");
     }
 }
