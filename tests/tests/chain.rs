@@ -1,7 +1,8 @@
 //! Chains through the real binary: `-F` and `chains:` with http, socks4,
 //! socks5, relay and forward connectors, across two and three gost
 //! processes; UDP (forwarding and SOCKS5 ASSOCIATE) through socks5 nodes;
-//! failover when a chain node is dead; bad references.
+//! failover when a chain node is dead; bad references; chain group
+//! probes.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
