@@ -168,7 +168,7 @@ fn client_ip() -> Option<std::net::IpAddr> {
 }
 
 /// The host part of `host:port`, for node filters.
-fn host_of(addr: &str) -> &str {
+pub(crate) fn host_of(addr: &str) -> &str {
     let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
     host.strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))

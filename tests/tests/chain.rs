@@ -1,7 +1,8 @@
 //! Chains through the real binary: `-F` and `chains:` with http, socks4,
 //! socks5, relay and forward connectors, across two and three gost
 //! processes; UDP (forwarding and SOCKS5 ASSOCIATE) through socks5 nodes;
-//! failover when a chain node is dead; bad references.
+//! failover when a chain node is dead; bad references; chain group
+//! probes.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -721,4 +722,264 @@ fn socks5_udp_associate_through_a_relay_node_is_a_clear_failure() {
     let (reply, _c) = socks5_request(pa, 3, SocketAddr::from(([0, 0, 0, 0], 0)));
     assert_eq!(reply[1], 1, "general failure: {reply:?}");
     a.wait_log("UDP BIND: status 3 (forbidden)");
+}
+
+/// How many connections to `target` the socks5 gost behind `g` (started
+/// with `-D`) was asked for.
+fn socks5_requests(g: &Gost, target: SocketAddr) -> usize {
+    g.log()
+        .lines()
+        .filter(|l| l.contains("socks5 request") && l.contains(&format!("dst={target} ")))
+        .count()
+}
+
+/// Waits, bounded, until `cond` holds.
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let ok = (0..400).any(|_| {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+        false
+    });
+    assert!(ok, "timed out waiting for {what}");
+}
+
+/// Two socks5 gost processes (each started with `-D`) and their ports.
+fn two_socks5_proxies() -> (Gost, u16, Gost, u16) {
+    let (pb, pc) = (free_port(), free_port());
+    let b = start(&["-D", "-L", &format!("socks5://127.0.0.1:{pb}")], pb);
+    let c = start(&["-D", "-L", &format!("socks5://127.0.0.1:{pc}")], pc);
+    (b, pb, c, pc)
+}
+
+/// A front http proxy on `pa` with a round-robin chain group of `via-b`
+/// (socks5 to `pb`) and `via-c` (socks5 to `pc`), each entry written out
+/// in `entries` (YAML flow mappings naming those chains).
+fn probed_group_config(dir: &TempDir, pa: u16, pb: u16, pc: u16, entries: &str) -> String {
+    dir.write(
+        "gost.yaml",
+        &format!(
+            r#"
+services:
+- name: front
+  addr: 127.0.0.1:{pa}
+  handler:
+    type: http
+    chainGroup:
+      chains: {entries}
+      selector: {{strategy: round, maxFails: 1, failTimeout: 5s}}
+  listener: {{type: tcp}}
+chains:
+- {{name: via-b, hops: [{{name: hb, nodes: [{{name: b, addr: "127.0.0.1:{pb}", connector: {{type: socks5}}}}]}}]}}
+- {{name: via-c, hops: [{{name: hc, nodes: [{{name: c, addr: "127.0.0.1:{pc}", connector: {{type: socks5}}}}]}}]}}
+"#
+        ),
+    )
+}
+
+fn connect_n_times(pa: u16, echo: SocketAddr, n: usize) {
+    for i in 0..n {
+        let (code, mut c) = http_connect(pa, echo);
+        assert_eq!(code, 200);
+        assert_echo(&mut c, format!("probed {i}").as_bytes());
+    }
+}
+
+#[test]
+fn chain_group_cmd_probe_excludes_a_chain_until_it_recovers() {
+    let echo = tcp_echo_server();
+    let (b, pb, c, pc) = two_socks5_proxies();
+    let dir = TempDir::new("probe-cmd");
+    let flag = dir.path("b-healthy");
+    let pa = free_port();
+    let cfg = probed_group_config(
+        &dir,
+        pa,
+        pb,
+        pc,
+        &format!(
+            "[{{chain: via-b, probe: {{type: cmd, command: 'test -f {flag}', interval: 200ms, timeout: 5s}}}}, via-c]"
+        ),
+    );
+    let a = start(&["-C", &cfg], pa);
+    a.wait_log("healthy -> failed");
+    assert_state_changes_only_for(&a, "via-b");
+    connect_n_times(pa, echo, 6);
+    wait_until("6 requests at c", || socks5_requests(&c, echo) == 6);
+    assert_eq!(socks5_requests(&b, echo), 0, "log of a:\n{}", a.log());
+
+    std::fs::write(&flag, "").unwrap();
+    a.wait_log("failed -> healthy");
+    connect_n_times(pa, echo, 6);
+    wait_until("both chains carrying again", || {
+        socks5_requests(&b, echo) + socks5_requests(&c, echo) == 12
+    });
+    assert!(socks5_requests(&b, echo) >= 2, "log of a:\n{}", a.log());
+}
+
+/// Every probe state change `a` logged was of the chain `chain`.
+fn assert_state_changes_only_for(a: &Gost, chain: &str) {
+    let log = a.log();
+    let changes: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("probe state changed"))
+        .collect();
+    assert!(!changes.is_empty(), "{log}");
+    let want = format!("chain=\"{chain}\"");
+    assert!(changes.iter().all(|l| l.contains(&want)), "{log}");
+}
+
+/// An HTTP server on loopback answering every request 503.
+fn http_503_server() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { break };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                match conn.read(&mut byte) {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            let _ =
+                conn.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    addr
+}
+
+#[test]
+fn chain_group_http_and_tcp_probes_dial_through_their_chain() {
+    let echo = tcp_echo_server();
+    let down = http_503_server();
+    let (b, pb, c, pc) = two_socks5_proxies();
+    let dir = TempDir::new("probe-http");
+    let pa = free_port();
+    let cfg = probed_group_config(
+        &dir,
+        pa,
+        pb,
+        pc,
+        &format!(
+            "[{{chain: via-b, probe: {{type: http, addr: '{down}', httpPath: /health, interval: 200ms, timeout: 5s}}}}, \
+              {{chain: via-c, probe: {{type: tcp, addr: '{echo}', interval: 200ms, timeout: 5s}}}}]"
+        ),
+    );
+    let a = start(&["-C", &cfg], pa);
+    a.wait_log("healthy -> failed");
+    // Each probe went through its own chain's node.
+    b.wait_log(&format!("dst={down} "));
+    wait_until("a tcp probe through c", || socks5_requests(&c, echo) >= 1);
+    assert!(!c.log().contains(&format!("dst={down} ")));
+    assert_state_changes_only_for(&a, "via-b");
+    let before = socks5_requests(&c, echo);
+    connect_n_times(pa, echo, 6);
+    wait_until("6 more requests at c", || {
+        socks5_requests(&c, echo) >= before + 6
+    });
+    assert_eq!(socks5_requests(&b, echo), 0, "log of a:\n{}", a.log());
+}
+
+/// The `front` service of a chain group whose probe appends a line to
+/// `ticks` every 100ms, as API JSON.
+fn ticking_service(pa: u16, ticks: &str) -> String {
+    serde_json::json!({
+        "name": "front",
+        "addr": format!("127.0.0.1:{pa}"),
+        "handler": {"type": "http", "chainGroup": {"chains": [
+            {"chain": "c", "probe": {"type": "cmd", "command": format!("echo x >> {ticks}"), "interval": "100ms"}}
+        ]}},
+        "listener": {"type": "tcp"}
+    })
+    .to_string()
+}
+
+/// Fails if the file at `path` still grows: an in-flight probe may finish
+/// first, then it must stay as it is for many probe intervals.
+fn assert_stops_growing(path: &str, a: &Gost) {
+    let size = || std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    std::thread::sleep(Duration::from_millis(500));
+    let stopped = size();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        size(),
+        stopped,
+        "{path}: probe still running; log:\n{}",
+        a.log()
+    );
+}
+
+#[test]
+fn chain_group_probes_stop_when_the_group_is_replaced_or_deleted() {
+    let dir = TempDir::new("probe-stop");
+    let (old, new) = (dir.path("old"), dir.path("new"));
+    let (pa, api) = (free_port(), free_port());
+    let service: serde_json::Value = serde_json::from_str(&ticking_service(pa, &old)).unwrap();
+    let cfg = dir.write(
+        "gost.yaml",
+        &format!(
+            r#"
+services: [{service}]
+chains:
+- {{name: c, hops: [{{name: h, nodes: [{{name: n, addr: "127.0.0.1:1"}}]}}]}}
+api: {{addr: "127.0.0.1:{api}"}}
+"#
+        ),
+    );
+    let a = start(&["-C", &cfg], pa);
+    a.wait_tcp(api);
+    let size = |p: &str| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    wait_until("probe ticks", || size(&old) >= 6);
+
+    let body = ticking_service(pa, &new);
+    let (status, resp) = http_request(api, "PUT", "/config/services/front", Some(&body), None);
+    assert_eq!(status, 200, "{resp}");
+    wait_until("the new group's probe ticks", || size(&new) >= 6);
+    assert_stops_growing(&old, &a);
+
+    let (status, resp) = http_request(api, "DELETE", "/config/services/front", None, None);
+    assert_eq!(status, 200, "{resp}");
+    assert_stops_growing(&new, &a);
+}
+
+#[test]
+fn bad_chain_group_probes_stop_start_up_naming_the_entry() {
+    let dir = TempDir::new("probe-bad");
+    for (probe, want) in [
+        (
+            "{type: ping, addr: 'x:1'}",
+            "chainGroup chain \"c\": probe type 'ping' is not supported",
+        ),
+        (
+            "{type: http}",
+            "chainGroup chain \"c\": probe type http needs an addr",
+        ),
+        (
+            "{type: cmd}",
+            "chainGroup chain \"c\": probe type cmd needs a command",
+        ),
+        (
+            "{type: tcp, addr: 'x:1', timeout: 3 s}",
+            "chains[0].probe.timeout: invalid duration",
+        ),
+    ] {
+        let cfg = dir.write(
+            "gost.yaml",
+            &format!(
+                r#"
+services:
+- {{name: s, addr: "127.0.0.1:0", handler: {{type: http, chainGroup: {{chains: [{{chain: c, probe: {probe}}}]}}}}, listener: {{type: tcp}}}}
+chains:
+- {{name: c, hops: [{{name: h, nodes: [{{name: n, addr: "127.0.0.1:1"}}]}}]}}
+"#
+            ),
+        );
+        let (status, _, err) = run_gost(&["-C", &cfg]);
+        assert!(!status.success(), "{probe}");
+        assert!(err.contains(want), "{probe}: {err}");
+    }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::loader::NodeFile;
 use super::node::NodeError;
+use super::probe::Probe;
 use super::{Chain, Chainer, GroupEntry, Hop, Node, Selector, Strategy};
 use crate::config::{ChainConfig, Config, HandlerConfig, HopConfig, NodeConfig, SelectorConfig};
 
@@ -57,12 +58,15 @@ pub fn chainer(root: &Config, h: &HandlerConfig) -> Result<Option<Chainer>, Chai
     let mut chains = Vec::with_capacity(group.chains.len());
     for entry in &group.chains {
         let owner = || format!("chainGroup chain \"{}\"", entry.chain);
-        if entry.probe.is_some() {
-            return Err(ChainBuildError::Invalid {
+        let probe = entry
+            .probe
+            .as_ref()
+            .map(Probe::from_config)
+            .transpose()
+            .map_err(|msg| ChainBuildError::Invalid {
                 owner: owner(),
-                msg: "probe is not supported yet".into(),
-            });
-        }
+                msg,
+            })?;
         let rule = entry.matcher.as_ref().map_or("", |m| m.rule.trim());
         let matcher = if rule.is_empty() {
             None
@@ -74,11 +78,15 @@ pub fn chainer(root: &Config, h: &HandlerConfig) -> Result<Option<Chainer>, Chai
                 }
             })?)
         };
-        chains.push(GroupEntry {
-            chain: Arc::new(chain(root, &entry.chain)?),
+        chains.push(Arc::new(GroupEntry::new(
+            Arc::new(chain(root, &entry.chain)?),
             matcher,
-        });
+            probe,
+        )));
     }
+    // Only once the whole group is built: a group refused half-way
+    // leaves no probe running.
+    chains.iter().for_each(|e| super::probe::start(e));
     Ok(Some(Chainer::Group {
         chains,
         selector: selector("chainGroup", group.selector.as_ref())?,
@@ -345,5 +353,47 @@ chains:
         // Every node failed: the hop still yields one (last resort).
         c.hops[0].nodes[1].marker.mark();
         assert_eq!(c.route("t:1", "t", None).len(), 1);
+    }
+
+    #[test]
+    fn bad_probe_is_refused_naming_the_entry() {
+        let cfg = load(
+            r#"
+chains:
+- {name: a, hops: [{name: h, nodes: [{name: n, addr: "127.0.0.1:1"}]}]}
+- {name: b, hops: [{name: h, nodes: [{name: n, addr: "127.0.0.1:2"}]}]}
+"#,
+        );
+        let group = |yaml: &str| HandlerConfig {
+            chain_group: Some(serde_yaml::from_str(yaml).unwrap()),
+            ..Default::default()
+        };
+        let err = chainer(
+            &cfg,
+            &group("{chains: [a, {chain: b, probe: {type: ping, addr: 'x:1'}}]}"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "chainGroup chain \"b\": probe type 'ping' is not supported (tcp, http, cmd)"
+        );
+        let err = chainer(&cfg, &group("{chains: [{chain: a, probe: {type: cmd}}]}"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "chainGroup chain \"a\": probe type cmd needs a command"
+        );
+        let ok = chainer(
+            &cfg,
+            &group("{chains: [{chain: a, probe: {type: http, addr: 'x:80'}}, b]}"),
+        )
+        .unwrap()
+        .unwrap();
+        let Chainer::Group { chains, .. } = ok else {
+            panic!()
+        };
+        assert!(chains[0].probe.is_some() && chains[1].probe.is_none());
     }
 }

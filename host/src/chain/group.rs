@@ -3,6 +3,9 @@
 
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
+use super::probe::Probe;
 use super::selector::{Selectable, Selector};
 use super::{Hop, Marker, Node, SelectContext};
 use crate::routing::{Matcher, Request};
@@ -53,17 +56,64 @@ impl Chain {
 pub enum Chainer {
     Chain(Arc<Chain>),
     Group {
-        chains: Vec<GroupEntry>,
+        chains: Vec<Arc<GroupEntry>>,
         selector: Selector,
     },
 }
 
 /// A chain group entry: the chain and its `matcher`, which sees the
-/// dial's network and target host only, as in GOST's chain group.
+/// dial's network and target host only, as in GOST's chain group, and its
+/// health `probe`.
 #[derive(Debug)]
 pub struct GroupEntry {
     pub chain: Arc<Chain>,
     pub matcher: Option<Matcher>,
+    pub probe: Option<Probe>,
+    /// Marked by a failed probe, reset by a passed one. Kept apart from
+    /// the chain's route marker, as GOST keeps its entry marker apart: a
+    /// passed probe must not clear failures real connections saw, nor one
+    /// connection that got through clear a failing probe. Shared with the
+    /// probe task.
+    pub probe_marker: Arc<Marker>,
+    /// Cancelled when the entry is dropped (its group replaced or gone),
+    /// which ends the probe task at once, an in-flight check included.
+    pub(super) probe_stop: CancellationToken,
+}
+
+impl GroupEntry {
+    pub fn new(chain: Arc<Chain>, matcher: Option<Matcher>, probe: Option<Probe>) -> Self {
+        GroupEntry {
+            chain,
+            matcher,
+            probe,
+            probe_marker: Arc::default(),
+            probe_stop: CancellationToken::new(),
+        }
+    }
+}
+
+impl Drop for GroupEntry {
+    fn drop(&mut self) {
+        self.probe_stop.cancel();
+    }
+}
+
+/// The group's selector sees an entry as failed when either its chain's
+/// routes or its probe failed recently (each judged by the selector's
+/// `maxFails`/`failTimeout`).
+impl Selectable for GroupEntry {
+    fn marker(&self) -> &Marker {
+        &self.chain.marker
+    }
+    fn probe_marker(&self) -> Option<&Marker> {
+        Some(&self.probe_marker)
+    }
+    fn weight(&self) -> u32 {
+        self.chain.weight
+    }
+    fn backup(&self) -> bool {
+        self.chain.backup
+    }
 }
 
 impl Chainer {
@@ -81,10 +131,9 @@ impl Chainer {
                     host,
                     ..Default::default()
                 };
-                let refs: Vec<&Arc<Chain>> = chains
+                let refs: Vec<&Arc<GroupEntry>> = chains
                     .iter()
                     .filter(|e| e.matcher.as_ref().is_none_or(|m| m.matches(&req)))
-                    .map(|e| &e.chain)
                     .collect();
                 let ctx = SelectContext {
                     hash_key,
@@ -93,7 +142,7 @@ impl Chainer {
                 selector
                     .select(&ctx, &refs)
                     .or_else(|| refs.first().copied())
-                    .cloned()
+                    .map(|e| e.chain.clone())
             }
         }
     }
@@ -104,17 +153,18 @@ mod tests {
     use super::*;
     use crate::chain::Strategy;
 
-    fn entry(name: &str, rule: &str) -> GroupEntry {
-        GroupEntry {
-            chain: Arc::new(Chain {
+    fn entry(name: &str, rule: &str) -> Arc<GroupEntry> {
+        Arc::new(GroupEntry::new(
+            Arc::new(Chain {
                 name: name.into(),
                 hops: Vec::new(),
                 marker: Marker::default(),
                 weight: 1,
                 backup: false,
             }),
-            matcher: (!rule.is_empty()).then(|| Matcher::new(rule, &Default::default()).unwrap()),
-        }
+            (!rule.is_empty()).then(|| Matcher::new(rule, &Default::default()).unwrap()),
+            None,
+        ))
     }
 
     #[test]
@@ -140,5 +190,29 @@ mod tests {
                 .as_deref(),
             Some("any")
         );
+    }
+
+    #[test]
+    fn failed_probe_or_route_skips_the_entry_for_fail_timeout() {
+        let g = Chainer::Group {
+            chains: vec![entry("a", ""), entry("b", "")],
+            selector: Selector::new(Strategy::Fifo, 1, std::time::Duration::from_millis(200)),
+        };
+        let Chainer::Group { chains, .. } = &g else {
+            unreachable!()
+        };
+        let pick = || g.pick("tcp", "x", None).map(|c| c.name.clone());
+        assert_eq!(pick().as_deref(), Some("a"));
+        chains[0].probe_marker.mark();
+        assert_eq!(pick().as_deref(), Some("b"));
+        // A connection through the chain does not clear the probe's mark.
+        chains[0].chain.marker.reset();
+        assert_eq!(pick().as_deref(), Some("b"));
+        chains[0].probe_marker.reset();
+        assert_eq!(pick().as_deref(), Some("a"));
+        chains[0].chain.marker.mark();
+        assert_eq!(pick().as_deref(), Some("b"));
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        assert_eq!(pick().as_deref(), Some("a"));
     }
 }

@@ -8,6 +8,7 @@ pub mod build;
 pub mod group;
 pub mod loader;
 pub mod node;
+pub mod probe;
 pub mod route;
 pub mod selector;
 

@@ -17,6 +17,11 @@ pub trait Selectable {
     fn weight(&self) -> u32;
     /// Used only when no primary candidate is left.
     fn backup(&self) -> bool;
+    /// A second failure record judged like `marker`: a chain group
+    /// entry's health probe.
+    fn probe_marker(&self) -> Option<&Marker> {
+        None
+    }
     /// Per-candidate `maxFails`/`failTimeout` overriding the selector's.
     fn fail_settings(&self) -> (Option<u64>, Option<Duration>) {
         (None, None)
@@ -75,10 +80,11 @@ impl Selector {
 
     pub fn is_failed<T: Selectable + ?Sized>(&self, n: &T) -> bool {
         let (max_fails, fail_timeout) = n.fail_settings();
-        n.marker().is_failed(
-            max_fails.unwrap_or(self.max_fails),
-            fail_timeout.unwrap_or(self.fail_timeout),
-        )
+        let max_fails = max_fails.unwrap_or(self.max_fails);
+        let fail_timeout = fail_timeout.unwrap_or(self.fail_timeout);
+        std::iter::once(n.marker())
+            .chain(n.probe_marker())
+            .any(|m| m.is_failed(max_fails, fail_timeout))
     }
 
     pub fn select<'a, T: Selectable>(
