@@ -197,12 +197,14 @@ impl ForwardHandler {
     }
 
     async fn handle_udp(&self, mut client: UdpConn, ctx: ConnContext) -> Result<(), HandlerError> {
-        let (mut upstream, node) = self
-            .dial(
+        // The dial's state is large (name resolution): boxed, it is freed
+        // before the session's long relay.
+        let (mut upstream, node) =
+            Box::pin(self.dial(
                 &ctx,
                 "udp",
                 |a| async move { self.router.dial_udp(&a).await },
-            )
+            ))
             .await?;
         tracing::debug!(service = %ctx.service, client = %ctx.peer, node = %node.name, "udp session");
         relay_udp(&mut client, &mut upstream, &ctx).await

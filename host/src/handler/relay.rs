@@ -146,7 +146,10 @@ impl RelayHandler {
     ) -> Result<(), HandlerError> {
         let mut client = ClientStream::new(stream, ctx.stats.clone());
         let req =
-            match tokio::time::timeout(self.opts.read_timeout, read_request(&mut client)).await {
+            // Handshake and dial steps run in short-lived boxes: inline,
+            // their state (the UDP dial's above all) would size the future
+            // every idle relayed connection keeps.
+            match Box::pin(tokio::time::timeout(self.opts.read_timeout, read_request(&mut client))).await {
                 Ok(Ok(r)) => r,
                 // GOST closes without a response when the request cannot be
                 // read: there is no version to answer in.
@@ -179,7 +182,7 @@ impl RelayHandler {
         }
         match req.cmd & CMD_MASK {
             0 | CMD_CONNECT => self.connect(client, &ctx, &req, network).await,
-            CMD_BIND => self.bind(client, &ctx, &req).await,
+            CMD_BIND => Box::pin(self.bind(client, &ctx, &req)).await,
             other => {
                 let _ = client.write_all(&response(STATUS_BAD_REQUEST)).await;
                 Err(HandlerError::Protocol(format!(
@@ -201,7 +204,7 @@ impl RelayHandler {
             return Err(HandlerError::Protocol("relay: target not specified".into()));
         }
         if req.udp {
-            let mut sock = match self.router.dial_udp(&req.addr).await {
+            let mut sock = match Box::pin(self.router.dial_udp(&req.addr)).await {
                 Ok(s) => s,
                 Err(e) => {
                     let _ = client.write_all(&response(dial_failure(&e))).await;
@@ -210,7 +213,7 @@ impl RelayHandler {
             };
             return self.relay_udp(client, &mut sock, ctx).await;
         }
-        let upstream = match self.router.dial_tcp(&req.addr).await {
+        let upstream = match Box::pin(self.router.dial_tcp(&req.addr)).await {
             Ok(s) => s,
             Err(e) => {
                 let _ = client.write_all(&response(dial_failure(&e))).await;
@@ -291,13 +294,29 @@ impl RelayHandler {
         network: &str,
     ) -> Result<(), HandlerError> {
         if network == "udp" {
-            let (mut sock, _node) = match fwd
-                .dial(
+            let (mut sock, _node) =
+                match Box::pin(fwd.dial(
                     ctx,
                     "udp",
                     |a| async move { self.router.dial_udp(&a).await },
-                )
+                ))
                 .await
+                {
+                    Ok(x) => x,
+                    Err(e) => {
+                        let _ = client.write_all(&response(forward_failure(&e))).await;
+                        return Err(e);
+                    }
+                };
+            return self.relay_udp(client, &mut sock, ctx).await;
+        }
+        let (upstream, _node) =
+            match Box::pin(fwd.dial(
+                ctx,
+                "tcp",
+                |a| async move { self.router.dial_tcp(&a).await },
+            ))
+            .await
             {
                 Ok(x) => x,
                 Err(e) => {
@@ -305,22 +324,6 @@ impl RelayHandler {
                     return Err(e);
                 }
             };
-            return self.relay_udp(client, &mut sock, ctx).await;
-        }
-        let (upstream, _node) = match fwd
-            .dial(
-                ctx,
-                "tcp",
-                |a| async move { self.router.dial_tcp(&a).await },
-            )
-            .await
-        {
-            Ok(x) => x,
-            Err(e) => {
-                let _ = client.write_all(&response(forward_failure(&e))).await;
-                return Err(e);
-            }
-        };
         self.relay_stream(client, upstream, ctx).await
     }
 
