@@ -216,8 +216,31 @@ impl HttpHandler {
     }
 
     /// Serves one client connection: requests until the client closes, a
-    /// response cannot be delimited, or a CONNECT tunnel takes it over.
-    pub async fn serve(&self, stream: TcpStream, ctx: ConnContext) -> Result<(), HandlerError> {
+    /// response cannot be delimited, or a CONNECT tunnel takes it over. The
+    /// requests run in a box freed before a tunnel's relay starts, so an
+    /// idle tunnel keeps only the relay's state (not an `async fn`, which
+    /// would keep a second copy of the arguments).
+    #[allow(clippy::manual_async_fn)]
+    pub fn serve(
+        &self,
+        stream: TcpStream,
+        ctx: ConnContext,
+    ) -> impl std::future::Future<Output = Result<(), HandlerError>> + Send + '_ {
+        async move {
+            match Box::pin(self.requests(stream, &ctx)).await? {
+                Some((client, upstream)) => self.tunnel(client, upstream, &ctx).await,
+                None => Ok(()),
+            }
+        }
+    }
+
+    /// The request loop; returns the client and upstream of a granted
+    /// CONNECT for [`Self::serve`] to relay.
+    async fn requests(
+        &self,
+        stream: TcpStream,
+        ctx: &ConnContext,
+    ) -> Result<Option<(Buffered, Upstream)>, HandlerError> {
         let mut client = Buffered {
             io: ClientStream::new(stream, ctx.stats.clone()),
             buf: Vec::new(),
@@ -226,7 +249,7 @@ impl HttpHandler {
         loop {
             let head = match self.read_request(&mut client).await? {
                 Some(h) => h,
-                None => return Ok(()),
+                None => return Ok(None),
             };
             let req = match head {
                 Ok(req) => req,
@@ -237,7 +260,11 @@ impl HttpHandler {
             };
             tracing::debug!(service = %ctx.service, client = %ctx.peer, method = %req.method, target = %req.target, "http request");
             match self.authenticate(&req) {
-                None => return Box::pin(self.auth_failed(client, &req, &ctx)).await,
+                None => {
+                    return Box::pin(self.auth_failed(client, &req, ctx))
+                        .await
+                        .map(|()| None)
+                }
                 Some(Some(user)) => {
                     tracing::debug!(service = %ctx.service, client = %ctx.peer, user, "authenticated")
                 }
@@ -259,8 +286,8 @@ impl HttpHandler {
                     }
                     continue;
                 }
-                Next::Close => return Ok(()),
-                Next::Tunnel(upstream) => return self.tunnel(client, upstream, &ctx).await,
+                Next::Close => return Ok(None),
+                Next::Tunnel(upstream) => return Ok(Some((client, upstream))),
             }
         }
     }

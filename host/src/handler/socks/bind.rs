@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use super::v5::{put_host, reply, REP_GENERAL_FAILURE, REP_SUCCEEDED, VERSION};
-use super::{relay_connect, Handshake, TargetAddr};
+use super::{Granted, Handshake, TargetAddr};
 use crate::connector::upstream::Upstream;
 use crate::handler::{ConnContext, HandlerError};
 
@@ -70,5 +70,7 @@ pub(super) async fn bind(
     let _ = peer.set_nodelay(true);
     hs.write(&reply(REP_SUCCEEDED, Some(peer_addr))).await?;
     tracing::debug!(service = %ctx.service, client = %ctx.peer, peer = %peer_addr, "socks5 bind: peer connected");
-    relay_connect(hs, Upstream::direct(peer), ctx, target, idle_timeout).await
+    Granted::new(hs, Upstream::direct(peer), target.clone())
+        .relay(ctx, idle_timeout)
+        .await
 }

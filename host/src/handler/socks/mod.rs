@@ -223,31 +223,62 @@ impl Handshake {
     }
 }
 
-/// Relays a granted CONNECT: first whatever the client pipelined after its
-/// request, then both directions until they end.
-async fn relay_connect(
-    hs: Handshake,
-    mut upstream: Upstream,
-    ctx: &ConnContext,
-    target: &TargetAddr,
-    idle_timeout: Option<Duration>,
-) -> Result<(), HandlerError> {
-    let (client, early) = hs.finish();
-    if !early.is_empty() {
-        // Counted as input when the handshake read it.
-        upstream.write_all(&early).await?;
-    }
-    let start = Instant::now();
-    let opts = RelayOptions { idle_timeout };
-    let res = relay::relay_tcp(&client, upstream, ctx.stats.as_ref(), &opts).await;
-    match &res {
-        Ok(t) => tracing::debug!(service = %ctx.service, client = %ctx.peer, dst = %target,
-            input = t.input + early.len() as u64, output = t.output, duration = ?start.elapsed(), "socks relay done"),
-        Err(e) => {
-            tracing::debug!(service = %ctx.service, client = %ctx.peer, dst = %target, error = %e, "socks relay ended")
+/// A granted CONNECT (or accepted BIND peer), ready to relay. Handlers
+/// return it from their boxed handshake, so the future kept for the
+/// connection's life holds the relay's state only.
+pub(super) struct Granted {
+    client: TcpStream,
+    /// What the client pipelined after its request: the target's.
+    early: Vec<u8>,
+    upstream: Upstream,
+    target: TargetAddr,
+}
+
+impl Granted {
+    fn new(hs: Handshake, upstream: Upstream, target: TargetAddr) -> Self {
+        let (client, early) = hs.finish();
+        Granted {
+            client,
+            early,
+            upstream,
+            target,
         }
     }
-    res.map(|_| ()).map_err(Into::into)
+
+    /// Relays: first whatever the client pipelined after its request, then
+    /// both directions until they end. Not an `async fn`, which would keep
+    /// a second copy of `self` in the future.
+    #[allow(clippy::manual_async_fn)]
+    fn relay(
+        mut self,
+        ctx: &ConnContext,
+        idle_timeout: Option<Duration>,
+    ) -> impl std::future::Future<Output = Result<(), HandlerError>> + Send + '_ {
+        async move {
+            // A block, so the buffer is freed before the relay starts.
+            let early = {
+                let early = std::mem::take(&mut self.early);
+                if !early.is_empty() {
+                    // Counted as input when the handshake read it.
+                    self.upstream.write_all(&early).await?;
+                }
+                early.len() as u64
+            };
+            let start = Instant::now();
+            let opts = RelayOptions { idle_timeout };
+            let res =
+                relay::relay_tcp(&self.client, self.upstream, ctx.stats.as_ref(), &opts).await;
+            let target = &self.target;
+            match &res {
+                Ok(t) => tracing::debug!(service = %ctx.service, client = %ctx.peer, dst = %target,
+                    input = t.input + early, output = t.output, duration = ?start.elapsed(), "socks relay done"),
+                Err(e) => {
+                    tracing::debug!(service = %ctx.service, client = %ctx.peer, dst = %target, error = %e, "socks relay ended")
+                }
+            }
+            res.map(|_| ()).map_err(Into::into)
+        }
+    }
 }
 
 /// The IP a SOCKS4 request or reply carries for a socket address; SOCKS4

@@ -12,9 +12,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use super::{
-    finish_silent, ipv4_or_zero, protocol, relay_connect, Handshake, ReadError, TargetAddr,
-};
+use super::{finish_silent, ipv4_or_zero, protocol, Granted, Handshake, ReadError, TargetAddr};
 use crate::auth::Auther;
 use crate::handler::{ConnContext, HandleFuture, Handler, HandlerError};
 use crate::listener::Conn;
@@ -86,14 +84,33 @@ impl Socks4Handler {
 
     /// Serves one client connection. Works on a stream whose first byte was
     /// only peeked (the `auto` handler), since the whole request is read
-    /// here.
-    pub async fn serve(&self, stream: TcpStream, ctx: ConnContext) -> Result<(), HandlerError> {
-        let mut hs = Handshake::new(stream, &ctx, self.opts.read_timeout);
-        // Handshake steps run in short-lived boxes: inline, their state
-        // would size the future an idle relayed connection keeps.
-        let req = match Box::pin(read_request(&mut hs)).await {
+    /// here. The handshake runs in a box freed before the relay starts, so
+    /// an idle relayed connection keeps only the relay's state (not an
+    /// `async fn`, which would keep a second copy of the arguments).
+    #[allow(clippy::manual_async_fn)]
+    pub fn serve(
+        &self,
+        stream: TcpStream,
+        ctx: ConnContext,
+    ) -> impl std::future::Future<Output = Result<(), HandlerError>> + Send + '_ {
+        async move {
+            match Box::pin(self.handshake(stream, &ctx)).await? {
+                Some(granted) => granted.relay(&ctx, self.opts.idle_timeout).await,
+                None => Ok(()),
+            }
+        }
+    }
+
+    /// The request, then a granted CONNECT to relay.
+    async fn handshake(
+        &self,
+        stream: TcpStream,
+        ctx: &ConnContext,
+    ) -> Result<Option<Granted>, HandlerError> {
+        let mut hs = Handshake::new(stream, ctx, self.opts.read_timeout);
+        let req = match read_request(&mut hs).await {
             Ok(r) => r,
-            Err(e) => return finish_silent(Err(e)),
+            Err(e) => return finish_silent(Err(e)).map(|()| None),
         };
         tracing::debug!(service = %ctx.service, client = %ctx.peer, cmd = req.cmd, dst = %req.target, user = %req.user_id, "socks4 request");
         if let Some(auther) = &self.auther {
@@ -116,7 +133,7 @@ impl Socks4Handler {
                 return Err(protocol(format!("socks4: unknown command {other}")));
             }
         }
-        let upstream = match Box::pin(self.router.dial_tcp(&req.target.to_string())).await {
+        let upstream = match self.router.dial_tcp(&req.target.to_string()).await {
             Ok(u) => u,
             Err(e) => {
                 let _ = hs.write(&reply(REJECTED, None)).await;
@@ -125,10 +142,8 @@ impl Socks4Handler {
         };
         hs.write(&reply(GRANTED, upstream.local_addr().ok()))
             .await?;
-        if self.opts.sniffing.is_some() {
-            Box::pin(hs.guard_tunnel(self.opts.sniffing, &self.router)).await?;
-        }
-        relay_connect(hs, upstream, &ctx, &req.target, self.opts.idle_timeout).await
+        hs.guard_tunnel(self.opts.sniffing, &self.router).await?;
+        Ok(Some(Granted::new(hs, upstream, req.target)))
     }
 }
 

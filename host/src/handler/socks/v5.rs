@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use super::{finish_silent, protocol, relay_connect, Handshake, ReadError, TargetAddr};
+use super::{finish_silent, protocol, Granted, Handshake, ReadError, TargetAddr};
 use crate::auth::Auther;
 use crate::handler::{ConnContext, HandleFuture, Handler, HandlerError};
 use crate::listener::Conn;
@@ -142,61 +142,78 @@ impl Socks5Handler {
 
     /// Serves one client connection. Works on a stream whose first byte was
     /// only peeked (the `auto` handler), since the whole greeting is read
-    /// here.
-    pub async fn serve(&self, stream: TcpStream, ctx: ConnContext) -> Result<(), HandlerError> {
-        let mut hs = Handshake::new(stream, &ctx, self.opts.read_timeout);
-        // Handshake steps run in short-lived boxes: inline, their state
-        // would size the future an idle relayed connection keeps.
-        let user = match Box::pin(self.negotiate(&mut hs)).await {
+    /// here. The handshake runs in a box freed before the relay starts, so
+    /// an idle relayed connection keeps only the relay's state (not an
+    /// `async fn`, which would keep a second copy of the arguments).
+    #[allow(clippy::manual_async_fn)]
+    pub fn serve(
+        &self,
+        stream: TcpStream,
+        ctx: ConnContext,
+    ) -> impl std::future::Future<Output = Result<(), HandlerError>> + Send + '_ {
+        async move {
+            match Box::pin(self.handshake(stream, &ctx)).await? {
+                Some(granted) => granted.relay(&ctx, self.opts.idle_timeout).await,
+                None => Ok(()),
+            }
+        }
+    }
+
+    /// The greeting and request, then either a granted CONNECT to relay or
+    /// any other command served to its end.
+    async fn handshake(
+        &self,
+        stream: TcpStream,
+        ctx: &ConnContext,
+    ) -> Result<Option<Granted>, HandlerError> {
+        let mut hs = Handshake::new(stream, ctx, self.opts.read_timeout);
+        let user = match self.negotiate(&mut hs).await {
             Ok(u) => u,
-            Err(e) => return finish_silent(Err(e)),
+            Err(e) => return finish_silent(Err(e)).map(|()| None),
         };
-        let req = match Box::pin(read_request(&mut hs)).await {
+        let req = match read_request(&mut hs).await {
             Ok(r) => r,
             Err((code, e)) => {
                 let _ = hs.write(&reply(code, None)).await;
-                return finish_silent(Err(e));
+                return finish_silent(Err(e)).map(|()| None);
             }
         };
         tracing::debug!(service = %ctx.service, client = %ctx.peer, cmd = req.cmd, dst = %req.target, user = user.as_deref().unwrap_or(""), "socks5 request");
         // The rare commands' state is boxed: inline, it would size every
-        // CONNECT relay's future.
+        // CONNECT's handshake.
         match req.cmd {
-            CMD_CONNECT => self.connect(hs, &ctx, req.target).await,
-            CMD_UDP_ASSOCIATE if self.opts.udp => {
-                Box::pin(super::udp::associate(
-                    hs,
-                    &ctx,
-                    self.opts.udp_buffer_size,
-                    &self.router,
-                ))
-                .await
-            }
-            CMD_BIND if self.opts.bind => {
-                Box::pin(super::bind::bind(
-                    hs,
-                    &ctx,
-                    &req.target,
-                    self.opts.public_addr.as_deref(),
-                    self.opts.idle_timeout,
-                ))
-                .await
-            }
-            CMD_UDP_TUN if self.udp_tun_allowed(&req.target) => {
-                Box::pin(super::udptun::serve(
-                    hs,
-                    &ctx,
-                    &req.target,
-                    &self.router,
-                    self.opts.udp_buffer_size,
-                ))
-                .await
-            }
+            CMD_CONNECT => self.connect(hs, req.target).await.map(Some),
+            CMD_UDP_ASSOCIATE if self.opts.udp => Box::pin(super::udp::associate(
+                hs,
+                ctx,
+                self.opts.udp_buffer_size,
+                &self.router,
+            ))
+            .await
+            .map(|()| None),
+            CMD_BIND if self.opts.bind => Box::pin(super::bind::bind(
+                hs,
+                ctx,
+                &req.target,
+                self.opts.public_addr.as_deref(),
+                self.opts.idle_timeout,
+            ))
+            .await
+            .map(|()| None),
+            CMD_UDP_TUN if self.udp_tun_allowed(&req.target) => Box::pin(super::udptun::serve(
+                hs,
+                ctx,
+                &req.target,
+                &self.router,
+                self.opts.udp_buffer_size,
+            ))
+            .await
+            .map(|()| None),
             // GOST answers disabled commands and counts no error.
             CMD_UDP_ASSOCIATE | CMD_BIND | CMD_UDP_TUN => {
                 hs.write(&reply(REP_NOT_ALLOWED, None)).await?;
                 tracing::debug!(service = %ctx.service, client = %ctx.peer, cmd = req.cmd, "socks5 command not allowed");
-                Ok(())
+                Ok(None)
             }
             other => {
                 let _ = hs.write(&reply(REP_CMD_NOT_SUPPORTED, None)).await;
@@ -277,10 +294,9 @@ impl Socks5Handler {
     async fn connect(
         &self,
         mut hs: Handshake,
-        ctx: &ConnContext,
         target: TargetAddr,
-    ) -> Result<(), HandlerError> {
-        let upstream = match Box::pin(self.router.dial_tcp(&target.to_string())).await {
+    ) -> Result<Granted, HandlerError> {
+        let upstream = match self.router.dial_tcp(&target.to_string()).await {
             Ok(u) => u,
             Err(e) => {
                 let _ = hs.write(&reply(dial_reply_code(&e), None)).await;
@@ -290,10 +306,8 @@ impl Socks5Handler {
         // RFC 1928 §6: BND is the address the proxy connected from.
         hs.write(&reply(REP_SUCCEEDED, upstream.local_addr().ok()))
             .await?;
-        if self.opts.sniffing.is_some() {
-            Box::pin(hs.guard_tunnel(self.opts.sniffing, &self.router)).await?;
-        }
-        relay_connect(hs, upstream, ctx, &target, self.opts.idle_timeout).await
+        hs.guard_tunnel(self.opts.sniffing, &self.router).await?;
+        Ok(Granted::new(hs, upstream, target))
     }
 }
 
