@@ -755,14 +755,7 @@ impl HttpHandler {
 
 impl Handler for HttpHandler {
     fn handle(&self, conn: Conn, ctx: ConnContext) -> HandleFuture<'_> {
-        Box::pin(async move {
-            match conn {
-                Conn::Tcp(s) => self.serve(s, ctx).await,
-                Conn::Udp(_) => Err(HandlerError::Protocol(
-                    "the http handler serves TCP connections only".into(),
-                )),
-            }
-        })
+        super::tcp_only("http", conn, |s| self.serve(s, ctx))
     }
 }
 

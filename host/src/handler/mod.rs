@@ -74,3 +74,22 @@ pub type HandleFuture<'a> = Pin<Box<dyn Future<Output = Result<(), HandlerError>
 pub trait Handler: Send + Sync {
     fn handle(&self, conn: Conn, ctx: ConnContext) -> HandleFuture<'_>;
 }
+
+/// The future of a handler that serves TCP only: `serve`'s future boxed
+/// as it is, with no wrapper around it that would keep a second copy of
+/// the connection for its whole life; UDP gets an error naming `handler`.
+pub(crate) fn tcp_only<'a, F>(
+    handler: &'static str,
+    conn: Conn,
+    serve: impl FnOnce(tokio::net::TcpStream) -> F,
+) -> HandleFuture<'a>
+where
+    F: Future<Output = Result<(), HandlerError>> + Send + 'a,
+{
+    match conn {
+        Conn::Tcp(s) => Box::pin(serve(s)),
+        Conn::Udp(_) => Box::pin(std::future::ready(Err(HandlerError::Protocol(format!(
+            "the {handler} handler serves TCP connections only"
+        ))))),
+    }
+}

@@ -551,14 +551,7 @@ async fn relay_datagrams(
 
 impl Handler for RelayHandler {
     fn handle(&self, conn: Conn, ctx: ConnContext) -> HandleFuture<'_> {
-        Box::pin(async move {
-            match conn {
-                Conn::Tcp(s) => self.serve(s, ctx).await,
-                Conn::Udp(_) => Err(HandlerError::Protocol(
-                    "the relay handler serves TCP connections only".into(),
-                )),
-            }
-        })
+        super::tcp_only("relay", conn, |s| self.serve(s, ctx))
     }
 }
 

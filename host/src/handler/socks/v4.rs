@@ -94,10 +94,15 @@ impl Socks4Handler {
         ctx: ConnContext,
     ) -> impl std::future::Future<Output = Result<(), HandlerError>> + Send + '_ {
         async move {
-            match Box::pin(self.handshake(stream, &ctx)).await? {
-                Some(granted) => granted.relay(&ctx, self.opts.idle_timeout).await,
-                None => Ok(()),
-            }
+            // Taken apart by value, not in a `match` on the call, whose
+            // temporaries would stay in the future beside the relay.
+            let granted = Box::pin(self.handshake(stream, &ctx)).await;
+            let granted = match granted {
+                Ok(Some(g)) => g,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            granted.relay(&ctx, self.opts.idle_timeout).await
         }
     }
 
@@ -201,11 +206,6 @@ fn reply(code: u8, bound: Option<SocketAddr>) -> [u8; 8] {
 
 impl Handler for Socks4Handler {
     fn handle(&self, conn: Conn, ctx: ConnContext) -> HandleFuture<'_> {
-        Box::pin(async move {
-            match conn {
-                Conn::Tcp(s) => self.serve(s, ctx).await,
-                Conn::Udp(_) => Err(protocol("the socks4 handler serves TCP connections only")),
-            }
-        })
+        crate::handler::tcp_only("socks4", conn, |s| self.serve(s, ctx))
     }
 }
