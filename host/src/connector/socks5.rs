@@ -367,6 +367,7 @@ mod tests {
     /// `bound` makes of its relay socket's address, then hands both
     /// sockets over.
     async fn fake_node(
+        relay_at: &'static str,
         bound: impl FnOnce(SocketAddr) -> Vec<u8> + Send + 'static,
     ) -> (
         Upstream,
@@ -381,7 +382,7 @@ mod tests {
             let mut req = [0u8; 10];
             s.read_exact(&mut req).await.unwrap();
             assert_eq!(req, [5, 3, 0, 1, 0, 0, 0, 0, 0, 0]);
-            let relay = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let relay = UdpSocket::bind(relay_at).await.unwrap();
             s.write_all(&bound(relay.local_addr().unwrap()))
                 .await
                 .unwrap();
@@ -398,7 +399,7 @@ mod tests {
 
     #[tokio::test]
     async fn udp_associate_sends_and_parses_socks5_datagrams() {
-        let (up, server) = fake_node(reply_for).await;
+        let (up, server) = fake_node("127.0.0.1:0", reply_for).await;
         let mut tun = associating(4096)
             .udp_tunnel(up, "127.0.0.1:1")
             .await
@@ -476,7 +477,7 @@ mod tests {
     /// read buffer cuts them.
     #[tokio::test]
     async fn udp_associate_cuts_datagrams_to_the_buffer_size() {
-        let (up, server) = fake_node(reply_for).await;
+        let (up, server) = fake_node("127.0.0.1:0", reply_for).await;
         let mut tun = associating(12).udp_tunnel(up, "127.0.0.1:1").await.unwrap();
         let (_control, relay) = server.await.unwrap();
         let to = tun.local_addr().unwrap();
@@ -491,7 +492,7 @@ mod tests {
 
     #[tokio::test]
     async fn udp_associate_bad_replies_are_errors() {
-        let (up, _server) = fake_node(|_| vec![5, 0, 0, 9, 0, 0]).await;
+        let (up, _server) = fake_node("127.0.0.1:0", |_| vec![5, 0, 0, 9, 0, 0]).await;
         let err = associating(4096)
             .udp_tunnel(up, "127.0.0.1:1")
             .await
@@ -500,7 +501,8 @@ mod tests {
             err.to_string(),
             "socks5 connector: bad reply: address type 9"
         );
-        let (up, _server) = fake_node(|_| vec![5, 0, 0, 1, 127, 0, 0, 1, 0, 0]).await;
+        let (up, _server) =
+            fake_node("127.0.0.1:0", |_| vec![5, 0, 0, 1, 127, 0, 0, 1, 0, 0]).await;
         let err = associating(4096)
             .udp_tunnel(up, "127.0.0.1:1")
             .await
@@ -509,7 +511,7 @@ mod tests {
             err.to_string(),
             "socks5 connector: bad reply: UDP ASSOCIATE bound port 0 (127.0.0.1:0)"
         );
-        let (up, _server) = fake_node(|_| vec![5, 7, 0, 1, 0, 0, 0, 0, 0, 0]).await;
+        let (up, _server) = fake_node("127.0.0.1:0", |_| vec![5, 7, 0, 1, 0, 0, 0, 0, 0, 0]).await;
         let err = associating(4096)
             .udp_tunnel(up, "127.0.0.1:1")
             .await
@@ -518,5 +520,29 @@ mod tests {
             err.to_string(),
             "socks5 connector: node refused: reply code 0x07"
         );
+    }
+
+    #[tokio::test]
+    async fn udp_associate_over_ipv6() {
+        if std::net::UdpSocket::bind("[::1]:0").is_err() {
+            return; // no IPv6 loopback on this host
+        }
+        let (up, server) = fake_node("[::1]:0", reply_for).await;
+        let mut tun = associating(4096)
+            .udp_tunnel(up, "127.0.0.1:1")
+            .await
+            .unwrap();
+        let (_control, relay) = server.await.unwrap();
+        tun.send_to(b"6", "[::1]:53").await.unwrap();
+        let mut got = [0u8; 32];
+        let (n, from) = relay.recv_from(&mut got).await.unwrap();
+        let header = [&[0, 0, 0, 4][..], &[0; 15], &[1, 0, 53]].concat();
+        assert_eq!(&got[..n], [&header[..], b"6"].concat());
+        relay
+            .send_to(&[&header[..], b"v6"].concat(), from)
+            .await
+            .unwrap();
+        let (n, src) = tun.recv_from(&mut got).await.unwrap();
+        assert_eq!((&got[..n], src), (&b"v6"[..], "[::1]:53".parse().unwrap()));
     }
 }
