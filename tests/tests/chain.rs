@@ -983,3 +983,75 @@ chains:
         assert!(err.contains(want), "{probe}: {err}");
     }
 }
+
+/// A `udp` forwarder whose socks5 node has `relay=udp` and checks the node
+/// served a standard UDP ASSOCIATE, not GOST's UDP-over-TCP tunnel.
+fn udp_forward_by_associate(userinfo: &str, seed: u64) {
+    let pb = free_port();
+    let (b, a) = udp_forward_via(
+        &format!("socks5://{userinfo}127.0.0.1:{pb}?udp=true&udp.bufferSize=65535"),
+        pb,
+        &format!("socks5://{userinfo}127.0.0.1:{pb}?relay=udp&udp.bufferSize=65535"),
+        udp_echo_server(),
+        seed,
+    );
+    b.wait_log("socks5 udp associate");
+    assert!(!b.log().contains("udp-over-tcp"), "{}", b.log());
+    assert!(!a.log().contains("not supported"), "{}", a.log());
+}
+
+#[test]
+fn udp_forward_through_a_socks5_node_by_udp_associate() {
+    udp_forward_by_associate("", 41);
+}
+
+#[test]
+fn udp_forward_through_a_socks5_node_by_udp_associate_with_auth() {
+    udp_forward_by_associate("u:p@", 42);
+}
+
+#[test]
+fn socks5_udp_associate_through_a_relay_udp_chain_of_three_processes() {
+    let (echo1, echo2) = (udp_echo_server(), udp_echo_server());
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    // b only carries the control stream on to c; the datagrams go from a
+    // straight to the relay port c's UDP ASSOCIATE grants.
+    let _b = start(&["-L", &format!("socks5://u:p@127.0.0.1:{pb}")], pb);
+    let c = start(
+        &["-D", "-L", &format!("socks5://v:q@127.0.0.1:{pc}?udp=true")],
+        pc,
+    );
+    let _a = start(
+        &[
+            "-L",
+            &format!("socks5://127.0.0.1:{pa}?udp=true"),
+            "-F",
+            &format!("socks5://u:p@127.0.0.1:{pb}"),
+            "-F",
+            &format!("socks5://v:q@127.0.0.1:{pc}?relay=udp"),
+        ],
+        pa,
+    );
+    let (reply, control) = socks5_request(pa, 3, SocketAddr::from(([0, 0, 0, 0], 0)));
+    assert_eq!(reply[1], 0, "associate granted: {reply:?}");
+    let relay = SocketAddr::from((
+        [reply[4], reply[5], reply[6], reply[7]],
+        u16::from_be_bytes([reply[8], reply[9]]),
+    ));
+    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+    u.set_read_timeout(Some(TIMEOUT)).unwrap();
+    for (i, echo) in [echo2, echo1, echo2].into_iter().enumerate() {
+        let payload = random_bytes(2000 + i, i as u64 + 50);
+        let mut d = socks5_udp_header(echo);
+        let header = d.len();
+        d.extend_from_slice(&payload);
+        u.send_to(&d, relay).unwrap();
+        let mut buf = [0u8; 4096];
+        let (n, _) = u.recv_from(&mut buf).expect("reply through the chain");
+        assert_eq!(&buf[..header], &d[..header], "reply names {echo}");
+        assert!(buf[header..n] == payload[..], "payload {i} differs");
+    }
+    c.wait_log("socks5 udp associate");
+    assert!(!c.log().contains("udp-over-tcp"), "{}", c.log());
+    drop(control);
+}

@@ -80,7 +80,7 @@ pub async fn dial_udp(
     let stream = reach_last_counted(chain, nodes).await?;
     let last = &nodes[nodes.len() - 1];
     let tunnel = match &last.connector {
-        Some(c) => c.udp_tunnel(stream, target).await,
+        Some(c) => c.udp_tunnel(stream, target, &last.addr).await,
         // Forwarder nodes have no connector; they are never in a route.
         None => Err(ConnectError::NoUdp {
             connector: "forward",

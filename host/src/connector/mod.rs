@@ -79,11 +79,6 @@ pub enum ConnectorBuildError {
     Unsupported(String),
     #[error("connector metadata: {0}")]
     Metadata(#[from] MetadataError),
-    #[error("{connector} connector: {what} is not supported yet")]
-    Option {
-        connector: &'static str,
-        what: String,
-    },
 }
 
 /// Username and password a connector presents to its node.
@@ -127,17 +122,11 @@ impl Connector {
                 disable_4a: md.get_bool("disable4a")?.unwrap_or(false),
                 timeout,
             }),
-            "socks5" | "socks" => {
-                // GOST's `relay: udp` carries UDP by ASSOCIATE to the node
-                // instead of the UDP-over-TCP tunnel.
-                if let Some(mode) = md.get_string("relay")?.filter(|m| !m.is_empty()) {
-                    return Err(ConnectorBuildError::Option {
-                        connector: "socks5",
-                        what: format!("metadata relay={mode} (UDP over the node's UDP ASSOCIATE)"),
-                    });
-                }
-                Connector::Socks5(socks5::Socks5Connector { auth, timeout })
-            }
+            "socks5" | "socks" => Connector::Socks5(socks5::Socks5Connector {
+                auth,
+                timeout,
+                associate: associate_options(md)?,
+            }),
             "relay" => Connector::Relay(relay::RelayConnector {
                 auth,
                 timeout,
@@ -202,13 +191,15 @@ impl Connector {
 
     /// Asks the node for a UDP tunnel, to `target` alone when given, else
     /// to any target. As in GOST, only socks5 and relay connectors can.
+    /// `node` is the address of the node `stream` reaches.
     pub async fn udp_tunnel(
         &self,
         stream: Upstream,
         target: Option<&str>,
+        node: &str,
     ) -> Result<udp_tun::UdpTunnel, ConnectError> {
         match self {
-            Connector::Socks5(c) => self.timed(c.udp_tunnel(stream)).await,
+            Connector::Socks5(c) => self.timed(c.udp_tunnel(stream, node)).await,
             Connector::Relay(c) => self.timed(c.udp_tunnel(stream, target)).await,
             other => Err(ConnectError::NoUdp {
                 connector: other.name(),
@@ -216,6 +207,42 @@ impl Connector {
         }
     }
 }
+
+/// A socks5 node's `relay` mode: `udp` (GOST's only value) asks for a UDP
+/// ASSOCIATE, with GOST's `udp.bufferSize` (default 4096) and
+/// `udp.timeout`; absent or empty keeps the UDP-over-TCP tunnel. GOST
+/// takes any other value as absent; it is refused here, as a typo there
+/// would silently change how datagrams travel.
+fn associate_options(
+    md: &crate::metadata::Metadata,
+) -> Result<Option<udp_tun::AssociateOptions>, MetadataError> {
+    match md.get_string("relay")?.as_deref() {
+        None | Some("") => return Ok(None),
+        Some("udp") => {}
+        Some(other) => {
+            return Err(MetadataError {
+                key: "relay".into(),
+                value: serde_json::Value::from(other).to_string(),
+                expected: "\"udp\" (UDP through the node's UDP ASSOCIATE)",
+            })
+        }
+    }
+    let size = match md.get_int("udp.bufferSize")? {
+        Some(n) => Some(n),
+        None => md.get_int("udpBufferSize")?,
+    };
+    Ok(Some(udp_tun::AssociateOptions {
+        buffer_size: size
+            .filter(|n| *n > 0)
+            .map_or(DEFAULT_UDP_BUFFER, |n| n.min(MAX_UDP_BUFFER) as usize),
+        timeout: md.get_duration("udp.timeout")?.filter(|t| !t.is_zero()),
+    }))
+}
+
+/// GOST's default read buffer for a socks5 association's datagrams.
+const DEFAULT_UDP_BUFFER: usize = 4096;
+/// No datagram is longer: a larger buffer would only waste memory.
+const MAX_UDP_BUFFER: i64 = 65535 + 262;
 
 /// Splits `host:port` (IPv6 hosts in brackets) into host and port.
 pub(crate) fn split_addr(
@@ -272,10 +299,31 @@ mod tests {
     }
 
     #[test]
-    fn socks5_associate_mode_is_refused_and_relay_is_lazy_by_default() {
-        assert_eq!(build(r#"{"type": "socks"}"#).unwrap().name(), "socks5");
-        let err = build(r#"{"type": "socks5", "metadata": {"relay": "udp"}}"#).unwrap_err();
-        assert!(err.to_string().contains("relay=udp"), "{err}");
+    fn socks5_relay_modes_and_relay_is_lazy_by_default() {
+        let assoc = |json| match build(json).unwrap() {
+            Connector::Socks5(c) => c.associate,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(assoc(r#"{"type": "socks"}"#), None);
+        assert_eq!(
+            assoc(r#"{"type": "socks5", "metadata": {"relay": ""}}"#),
+            None
+        );
+        let o = assoc(r#"{"type": "socks5", "metadata": {"relay": "udp"}}"#).unwrap();
+        assert_eq!((o.buffer_size, o.timeout), (4096, None));
+        let o = assoc(
+            r#"{"type": "socks5", "metadata": {"relay": "udp", "udpBufferSize": 512, "udp.timeout": "3s"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (o.buffer_size, o.timeout),
+            (512, Some(Duration::from_secs(3)))
+        );
+        let err = build(r#"{"type": "socks5", "metadata": {"relay": "tcp"}}"#).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"connector metadata: metadata "relay": invalid value "tcp": expected "udp" (UDP through the node's UDP ASSOCIATE)"#
+        );
         let lazy = build(r#"{"type": "relay"}"#).unwrap();
         assert!(matches!(lazy, Connector::Relay(ref r) if !r.nodelay));
         let nodelay = build(r#"{"type": "relay", "metadata": {"nodelay": true}}"#).unwrap();
@@ -288,7 +336,7 @@ mod tests {
         let s = Upstream::direct(TcpStream::connect(l.local_addr().unwrap()).await.unwrap());
         let err = build(r#"{"type": "http"}"#)
             .unwrap()
-            .udp_tunnel(s, Some("127.0.0.1:53"))
+            .udp_tunnel(s, Some("127.0.0.1:53"), "127.0.0.1:1")
             .await
             .unwrap_err();
         assert_eq!(

@@ -7,13 +7,19 @@
 //! A relay node's UDP BIND opens this tunnel too, with the same frames; its
 //! UDP CONNECT opens one to a single target, with bare `LEN(2) PAYLOAD`
 //! frames.
+//!
+//! A socks5 node with `relay: udp` (GOST's `relayUDP`) is asked for a
+//! standard UDP ASSOCIATE instead: datagrams then leave this host over UDP
+//! for the relay port the node reports, with the standard SOCKS5 UDP
+//! header, while the chain's stream stays open to hold the association.
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UdpSocket};
 
 use super::relay::LazyResponse;
 use super::upstream::Upstream;
@@ -36,38 +42,123 @@ enum Framing {
     Relay,
 }
 
-/// Datagrams through the last node of a route.
+/// Datagrams through the last node of a route, framed on the chain's
+/// stream or, for a socks5 node with `relay: udp`, sent over UDP to the
+/// relay port the node's UDP ASSOCIATE granted.
 #[derive(Debug)]
-pub struct UdpTunnel {
-    framing: Framing,
-    rd: OwnedReadHalf,
-    wr: OwnedWriteHalf,
-    /// Bytes of frames not yet complete, kept between reads so
-    /// [`UdpTunnel::recv_from`] can be cancelled without losing any.
-    inbuf: Vec<u8>,
-    local: Option<SocketAddr>,
-    /// A lazy relay node's response, read off before the first frame.
-    owed: Option<LazyResponse>,
+pub struct UdpTunnel(Kind);
+
+#[derive(Debug)]
+enum Kind {
+    Framed(Framed),
+    Associated(Associated),
 }
 
 impl UdpTunnel {
     /// Wraps a stream whose node (socks5, or relay by UDP BIND) has
     /// granted the tunnel.
     pub fn new(stream: TcpStream) -> Self {
-        Self::framed(stream, Framing::Socks, None)
+        UdpTunnel(Kind::Framed(Framed::new(stream, Framing::Socks, None)))
     }
 
     /// Wraps a stream whose relay node was asked for a UDP CONNECT; a lazy
     /// node's grant is still owed on it.
     pub fn relay(up: Upstream) -> Self {
         let (stream, owed) = up.into_parts();
-        Self::framed(stream, Framing::Relay, owed)
+        UdpTunnel(Kind::Framed(Framed::new(stream, Framing::Relay, owed)))
     }
 
-    fn framed(stream: TcpStream, framing: Framing, owed: Option<LazyResponse>) -> Self {
+    /// A socks5 UDP association: `socket` is connected to the node's relay
+    /// port, `control` is the stream the ASSOCIATE went on, kept open for
+    /// the association's life (closing it ends the association).
+    pub fn associated(control: TcpStream, socket: UdpSocket, opts: AssociateOptions) -> Self {
+        UdpTunnel(Kind::Associated(Associated {
+            control,
+            socket,
+            inbuf: vec![0; opts.buffer_size.max(1)],
+            timeout: opts.timeout,
+        }))
+    }
+
+    /// The local address datagrams leave from: the stream to the first
+    /// node, or the UDP socket of an association.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        match &self.0 {
+            Kind::Framed(f) => f.local,
+            Kind::Associated(a) => a.socket.local_addr().ok(),
+        }
+    }
+
+    /// Sends one datagram to `target` (`host:port`); names are resolved by
+    /// the last node, so the target's DNS stays on the far side. A relay
+    /// tunnel sends to the target it was opened for, whatever `target` says.
+    pub async fn send_to(&mut self, payload: &[u8], target: &str) -> io::Result<()> {
+        match &mut self.0 {
+            Kind::Framed(f) => f.send_to(payload, target).await,
+            Kind::Associated(a) => a.send_to(payload, target).await,
+        }
+    }
+
+    /// Receives the next datagram into `buf` (cut to its length) and the
+    /// address it came from. Cancel-safe: a partly read frame is kept.
+    /// Datagrams whose source is a name rather than an address are
+    /// dropped, as there is no address to report for them. A relay
+    /// tunnel's frames carry no source, so it answers [`UdpTunnel::recv`]
+    /// only.
+    pub async fn recv_from(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        match &mut self.0 {
+            Kind::Framed(f) => f.recv_from(buf).await,
+            Kind::Associated(a) => loop {
+                match a.recv(buf).await? {
+                    (n, TargetAddr::Ip(from)) => return Ok((n, from)),
+                    (_, src) => {
+                        tracing::trace!(src = %src, "udp association: datagram from a name dropped")
+                    }
+                }
+            },
+        }
+    }
+
+    /// Receives the next datagram into `buf` (cut to its length), from
+    /// whichever source. Cancel-safe.
+    pub async fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.0 {
+            Kind::Framed(f) => f.recv(buf).await,
+            Kind::Associated(a) => a.recv(buf).await.map(|(n, _)| n),
+        }
+    }
+}
+
+/// GOST's `udp.bufferSize` and `udp.timeout` for a socks5 association.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssociateOptions {
+    /// The largest datagram (with its SOCKS header) taken from the node;
+    /// longer ones are cut, as GOST's fixed read buffer cuts them.
+    pub buffer_size: usize,
+    /// How long a receive waits for the node before the association is
+    /// given up.
+    pub timeout: Option<Duration>,
+}
+
+/// Stream-framed datagrams (socks5 0xF3, relay UDP BIND and CONNECT).
+#[derive(Debug)]
+struct Framed {
+    framing: Framing,
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    /// Bytes of frames not yet complete, kept between reads so
+    /// [`Framed::recv_from`] can be cancelled without losing any.
+    inbuf: Vec<u8>,
+    local: Option<SocketAddr>,
+    /// A lazy relay node's response, read off before the first frame.
+    owed: Option<LazyResponse>,
+}
+
+impl Framed {
+    fn new(stream: TcpStream, framing: Framing, owed: Option<LazyResponse>) -> Self {
         let local = stream.local_addr().ok();
         let (rd, wr) = stream.into_split();
-        UdpTunnel {
+        Framed {
             framing,
             rd,
             wr,
@@ -77,15 +168,7 @@ impl UdpTunnel {
         }
     }
 
-    /// The local address of the stream to the first node.
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.local
-    }
-
-    /// Sends one datagram to `target` (`host:port`); names are resolved by
-    /// the last node, so the target's DNS stays on the far side. A relay
-    /// tunnel sends to the target it was opened for, whatever `target` says.
-    pub async fn send_to(&mut self, payload: &[u8], target: &str) -> io::Result<()> {
+    async fn send_to(&mut self, payload: &[u8], target: &str) -> io::Result<()> {
         let len = u16::try_from(payload.len()).map_err(|_| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -108,12 +191,7 @@ impl UdpTunnel {
         self.wr.write_all(&frame).await
     }
 
-    /// Receives the next datagram into `buf` (cut to its length) and the
-    /// address it came from. Cancel-safe: a partly read frame is kept.
-    /// Frames whose source is a name rather than an address are dropped,
-    /// as there is no address to report for them. A relay tunnel's frames
-    /// carry no source, so it answers [`UdpTunnel::recv`] only.
-    pub async fn recv_from(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+    async fn recv_from(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         if self.framing == Framing::Relay {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -123,9 +201,7 @@ impl UdpTunnel {
         self.recv_addressed(buf).await
     }
 
-    /// Receives the next datagram into `buf` (cut to its length), from
-    /// whichever source. Cancel-safe.
-    pub async fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    async fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self.framing {
             Framing::Socks => self.recv_addressed(buf).await.map(|(n, _)| n),
             Framing::Relay => loop {
@@ -179,6 +255,103 @@ impl UdpTunnel {
         }
         Ok(())
     }
+}
+
+/// A socks5 UDP association (`relay: udp`): each datagram goes over UDP
+/// to the node's relay port with the standard SOCKS5 header `RSV(2) FRAG
+/// ATYP ADDR PORT`. The socket is connected to that port, so the kernel
+/// drops datagrams from any other source.
+#[derive(Debug)]
+struct Associated {
+    control: TcpStream,
+    socket: UdpSocket,
+    /// One datagram from the node, header included.
+    inbuf: Vec<u8>,
+    timeout: Option<Duration>,
+}
+
+impl Associated {
+    async fn send_to(&mut self, payload: &[u8], target: &str) -> io::Result<()> {
+        let dgram = encode_datagram(target, payload)?;
+        self.socket.send(&dgram).await.map(|_| ())
+    }
+
+    /// The next well-formed datagram: its payload copied into `buf` (cut to
+    /// its length) and its source. Malformed and fragmented ones are
+    /// dropped, as RFC 1928 lets a client drop fragments. Cancel-safe: a
+    /// datagram is taken whole or not at all.
+    async fn recv(&mut self, buf: &mut [u8]) -> io::Result<(usize, TargetAddr)> {
+        let work = async {
+            loop {
+                let n = tokio::select! {
+                    r = self.socket.recv(&mut self.inbuf) => r?,
+                    e = watch_control(&mut self.control) => return Err(e),
+                };
+                let dgram = &self.inbuf[..n];
+                match crate::handler::socks::udp::parse_header(dgram) {
+                    Some((src, start)) => {
+                        let len = (n - start).min(buf.len());
+                        buf[..len].copy_from_slice(&dgram[start..start + len]);
+                        return Ok((len, src));
+                    }
+                    None => {
+                        tracing::trace!(
+                            len = n,
+                            "udp association: malformed or fragmented datagram dropped"
+                        )
+                    }
+                }
+            }
+        };
+        match self.timeout {
+            Some(t) => tokio::time::timeout(t, work).await.map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("udp association: no datagram within {t:?} (udp.timeout)"),
+                )
+            })?,
+            None => work.await,
+        }
+    }
+}
+
+/// Waits for the end of an association's control stream: the node closes
+/// it to end the association. Bytes on it mean nothing and are skipped.
+async fn watch_control(control: &mut TcpStream) -> io::Error {
+    let mut junk = [0u8; 64];
+    loop {
+        match control.read(&mut junk).await {
+            Ok(0) => {
+                return io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "udp association closed by the node",
+                )
+            }
+            Ok(n) => tracing::trace!(
+                len = n,
+                "udp association: bytes on the control stream skipped"
+            ),
+            Err(e) => return e,
+        }
+    }
+}
+
+/// A SOCKS5 UDP datagram to `target` (`host:port`): `RSV(2) FRAG(0) ATYP
+/// ADDR PORT DATA`.
+fn encode_datagram(target: &str, payload: &[u8]) -> io::Result<Vec<u8>> {
+    let (host, port) = super::split_addr("socks5", target)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    if host.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("socks5 udp: target {target:?} has no host"),
+        ));
+    }
+    let mut out = Vec::with_capacity(3 + 2 + host.len() + 2 + payload.len());
+    out.extend_from_slice(&[0, 0, 0]);
+    crate::handler::socks::v5::put_host(&mut out, &host, port);
+    out.extend_from_slice(payload);
+    Ok(out)
 }
 
 /// The payload length of the complete relay frame `LEN(2) PAYLOAD` at the
@@ -248,5 +421,37 @@ mod tests {
         drop(server.await.unwrap());
         let err = tun.recv(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn socks5_datagrams_encode_by_address_type() {
+        assert_eq!(
+            encode_datagram("[::1]:2", b"d").unwrap(),
+            [&[0, 0, 0, 4][..], &[0; 15], &[1, 0, 2, b'd']].concat()
+        );
+        assert_eq!(
+            encode_datagram("a:1", b"").unwrap(),
+            [0, 0, 0, 3, 1, b'a', 0, 1]
+        );
+        for bad in [":53", "nohost", "h:99999"] {
+            let err = encode_datagram(bad, b"x").unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{bad}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_association_gives_up_after_udp_timeout() {
+        let (control, _node) = crate::test_util::tcp_pair().await;
+        let relay = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        socket.connect(relay.local_addr().unwrap()).await.unwrap();
+        let opts = AssociateOptions {
+            buffer_size: 64,
+            timeout: Some(std::time::Duration::from_millis(50)),
+        };
+        let mut tun = UdpTunnel::associated(control, socket, opts);
+        let err = tun.recv(&mut [0u8; 8]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        assert!(err.to_string().contains("udp.timeout"), "{err}");
     }
 }

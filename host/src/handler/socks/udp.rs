@@ -334,7 +334,7 @@ impl Association<'_> {
 
 /// `RSV(2) FRAG ATYP DST.ADDR DST.PORT`: the target and the header length,
 /// or `None` for a malformed or fragmented datagram.
-fn parse_header(d: &[u8]) -> Option<(TargetAddr, usize)> {
+pub(crate) fn parse_header(d: &[u8]) -> Option<(TargetAddr, usize)> {
     if d.len() < 4 || d[2] != 0 {
         return None;
     }
@@ -343,7 +343,7 @@ fn parse_header(d: &[u8]) -> Option<(TargetAddr, usize)> {
 
 /// `ATYP ADDR PORT` starting at `d[at]`: the address and where it ends;
 /// `None` when incomplete or malformed.
-pub(super) fn parse_addr(d: &[u8], at: usize) -> Option<(TargetAddr, usize)> {
+pub(crate) fn parse_addr(d: &[u8], at: usize) -> Option<(TargetAddr, usize)> {
     let a = at + 1;
     match *d.get(at)? {
         ATYP_IPV4 => {
