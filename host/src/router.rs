@@ -523,6 +523,8 @@ services:
 - {name: i, addr: ":3", handler: {type: udp, chain: c}, metadata: {ignoreChain: true}}
 - {name: w, addr: ":4", handler: {type: tcp, metadata: {sniffing: true, sniffing.websocket: true}}}
 - {name: h, addr: ":5", handler: {type: relay, metadata: {sniffing: true}}}
+- {name: l, addr: ":6", limiter: l, handler: {type: auto, metadata: {udp: true, bind: true}}}
+- {name: lu, addr: ":7", limiter: l, handler: {type: udp}, listener: {type: udp}}
 chains:
 - {name: c, hops: [{name: h, redis: {addr: "r:6379"}, nodes: [{name: n, addr: "x:1"}]}]}
 "#,
