@@ -815,3 +815,50 @@ fn content_length(head: &str) -> usize {
         })
         .unwrap_or(0)
 }
+
+#[test]
+fn traffic_limiter_paces_socks5_udp_over_tcp_frames() {
+    let echo = udp_echo_server();
+    let p = free_port();
+    let dir = TempDir::new("limiter-socks-uot");
+    let cfg = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:\n- {{name: s, addr: \"127.0.0.1:{p}\", limiter: l, handler: {{type: socks5, metadata: {{udp: true, bind: true}}}}, listener: {{type: tcp}}}}\nlimiters:\n- {{name: l, limits: [\"$$ 20KB 20KB\"]}}\n"
+        ),
+    );
+    let _g = start(&["-C", &cfg], p);
+    let mut c = connect(p);
+    c.write_all(&[5, 1, 0]).unwrap();
+    c.read_exact(&mut [0u8; 2]).unwrap();
+    c.write_all(&[5, 0xF3, 0, 1, 0, 0, 0, 0, 0, 0]).unwrap();
+    let mut r = [0u8; 10];
+    c.read_exact(&mut r).unwrap();
+    assert_eq!(r[1], 0, "udp-over-tcp granted");
+    // `LEN(2) FRAG ATYP ADDR PORT DATA`, back the same with the echo
+    // server as the address.
+    let SocketAddr::V4(t) = echo else { panic!() };
+    let frame = |i: u16| {
+        let mut f = 1000u16.to_be_bytes().to_vec();
+        f.extend_from_slice(&[0xFF, 1]);
+        f.extend_from_slice(&t.ip().octets());
+        f.extend_from_slice(&t.port().to_be_bytes());
+        f.extend_from_slice(&i.to_be_bytes());
+        f.resize(10 + 1000, i as u8);
+        f
+    };
+    let all: Vec<u8> = (0..40).flat_map(frame).collect();
+    let start = std::time::Instant::now();
+    c.write_all(&all).unwrap();
+    let mut seen = [false; 40];
+    for _ in 0..40 {
+        let mut f = vec![0u8; 1010];
+        c.read_exact(&mut f).unwrap();
+        let i = u16::from_be_bytes([f[10], f[11]]);
+        assert!(i < 40 && !seen[i as usize], "unexpected frame {i}");
+        assert!(f == frame(i), "frame {i} changed");
+        seen[i as usize] = true;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    assert_paced("socks5 udp-over-tcp", all.len(), 20.0 * 1024.0, secs);
+}
