@@ -847,18 +847,63 @@ fn traffic_limiter_paces_socks5_udp_over_tcp_frames() {
         f.resize(10 + 1000, i as u8);
         f
     };
-    let all: Vec<u8> = (0..40).flat_map(frame).collect();
+    let secs = frames_burst_secs(&mut c, frame, 40, 10);
+    assert_paced("socks5 udp-over-tcp", 40 * 1010, 20.0 * 1024.0, secs);
+}
+
+/// Writes `count` datagram frames (`frame(i)` carries `i` at `at`) in one
+/// go on `c` and reads back their echoes, framed alike: each must come
+/// back unchanged. The seconds that took.
+fn frames_burst_secs(
+    c: &mut TcpStream,
+    frame: impl Fn(u16) -> Vec<u8>,
+    count: u16,
+    at: usize,
+) -> f64 {
+    let all: Vec<u8> = (0..count).flat_map(&frame).collect();
     let start = std::time::Instant::now();
     c.write_all(&all).unwrap();
-    let mut seen = [false; 40];
-    for _ in 0..40 {
-        let mut f = vec![0u8; 1010];
+    let mut seen = vec![false; count as usize];
+    for _ in 0..count {
+        let mut f = vec![0u8; all.len() / count as usize];
         c.read_exact(&mut f).unwrap();
-        let i = u16::from_be_bytes([f[10], f[11]]);
-        assert!(i < 40 && !seen[i as usize], "unexpected frame {i}");
+        let i = u16::from_be_bytes([f[at], f[at + 1]]);
+        assert!(i < count && !seen[i as usize], "unexpected frame {i}");
         assert!(f == frame(i), "frame {i} changed");
         seen[i as usize] = true;
     }
-    let secs = start.elapsed().as_secs_f64();
-    assert_paced("socks5 udp-over-tcp", all.len(), 20.0 * 1024.0, secs);
+    start.elapsed().as_secs_f64()
+}
+
+#[test]
+fn traffic_limiter_paces_relay_udp_frames() {
+    let echo = udp_echo_server();
+    let p = free_port();
+    let dir = TempDir::new("limiter-relay-udp");
+    let cfg = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:\n- {{name: r, addr: \"127.0.0.1:{p}\", limiter: l, handler: {{type: relay, metadata: {{nodelay: true}}}}, listener: {{type: tcp}}}}\nlimiters:\n- {{name: l, limits: [\"$$ 20KB 20KB\"]}}\n"
+        ),
+    );
+    let _g = start(&["-C", &cfg], p);
+    // Relay UDP CONNECT: `VER 0x81 LEN(2)` and an address feature, then
+    // `LEN(2) DATA` frames both ways.
+    let SocketAddr::V4(t) = echo else { panic!() };
+    let mut req = vec![1, 0x81, 0, 10, 2, 0, 7, 1];
+    req.extend_from_slice(&t.ip().octets());
+    req.extend_from_slice(&t.port().to_be_bytes());
+    let mut c = connect(p);
+    c.write_all(&req).unwrap();
+    let mut resp = [0u8; 4];
+    c.read_exact(&mut resp).unwrap();
+    assert_eq!(resp, [1, 0, 0, 0], "udp connect granted");
+    let frame = |i: u16| {
+        let mut f = 1000u16.to_be_bytes().to_vec();
+        f.extend_from_slice(&i.to_be_bytes());
+        f.resize(2 + 1000, i as u8);
+        f
+    };
+    let secs = frames_burst_secs(&mut c, frame, 40, 2);
+    assert_paced("relay udp", 40 * 1002, 20.0 * 1024.0, secs);
 }
