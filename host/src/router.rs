@@ -417,21 +417,6 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
         }
         let Some(h) = &svc.handler else { continue };
         let chained = !ignore_chain && (!h.chain.is_empty() || h.chain_group.is_some());
-        let udp = h.r#type == "udp" || svc.listener.as_ref().is_some_and(|l| l.r#type == "udp");
-        let socks_udp = matches!(h.r#type.as_str(), "socks5" | "socks" | "auto")
-            && h.metadata.get_bool("udp").ok().flatten().unwrap_or(false);
-        if !svc.limiter.is_empty() && (udp || socks_udp) {
-            out.push(format!(
-                "service \"{name}\": the traffic limiter does not cover UDP yet"
-            ));
-        }
-        // The limiter paces the relay, which carries CONNECT tunnels but
-        // not the HTTP proxy's plain (absolute-URI) requests.
-        if !svc.limiter.is_empty() && matches!(h.r#type.as_str(), "http" | "auto") {
-            out.push(format!(
-                "service \"{name}\": the traffic limiter does not cover plain HTTP proxy requests yet (use it with tcp, socks4 or socks5 handlers)"
-            ));
-        }
         let md_on = |key: &str| h.metadata.get_bool(key).ok().flatten().unwrap_or(false);
         if md_on("sniffing")
             && !matches!(
@@ -455,11 +440,6 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
         if chained && socks_bind {
             out.push(format!(
                 "service \"{name}\": SOCKS5 BIND through a chain is not supported yet"
-            ));
-        }
-        if !svc.limiter.is_empty() && socks_bind {
-            out.push(format!(
-                "service \"{name}\": the traffic limiter does not cover SOCKS5 UDP-over-TCP yet (bind=true)"
             ));
         }
     }
@@ -543,6 +523,8 @@ services:
 - {name: i, addr: ":3", handler: {type: udp, chain: c}, metadata: {ignoreChain: true}}
 - {name: w, addr: ":4", handler: {type: tcp, metadata: {sniffing: true, sniffing.websocket: true}}}
 - {name: h, addr: ":5", handler: {type: relay, metadata: {sniffing: true}}}
+- {name: l, addr: ":6", limiter: l, handler: {type: auto, metadata: {udp: true, bind: true}}}
+- {name: lu, addr: ":7", limiter: l, handler: {type: udp}, listener: {type: udp}}
 chains:
 - {name: c, hops: [{name: h, redis: {addr: "r:6379"}, nodes: [{name: n, addr: "x:1"}]}]}
 "#,
@@ -551,7 +533,6 @@ chains:
         assert_eq!(
             unsupported(&cfg),
             [
-                "service \"s\": the traffic limiter does not cover UDP yet",
                 "service \"w\": sniffing.websocket is not supported yet (it records WebSocket frames to recorders, which this build does not have)",
                 "service \"h\": sniffing is supported by the tcp, forward, http, auto, socks4 and socks5 handlers only",
                 "chain \"c\": hop \"h\": redis is not supported yet",

@@ -586,3 +586,324 @@ fn a_chain_group_matcher_naming_a_missing_bypass_is_refused() {
     assert!(text.contains("chainGroup chain \"ca\""), "{text}");
     assert!(text.contains("gone"), "{text}");
 }
+
+/// `secs` for `bytes` at `rate` bytes/s past a bucket's default burst (a
+/// tenth of a second's worth) is on time: never faster, and at most a
+/// little slower on a busy machine.
+fn assert_paced(what: &str, bytes: usize, rate: f64, secs: f64) {
+    let expected = (bytes as f64 - rate / 10.0) / rate;
+    assert!(
+        (0.9 * expected..=1.2 * expected).contains(&secs),
+        "{what}: {bytes} bytes took {secs:.2} s, {expected:.2} s expected at {rate} B/s"
+    );
+}
+
+/// Sends `count` datagrams of `header` and `size` payload bytes to `to` in
+/// one burst and waits for all their echoes, which must come back
+/// unchanged: the seconds that took.
+fn udp_burst_secs(
+    u: &std::net::UdpSocket,
+    to: SocketAddr,
+    header: &[u8],
+    count: u16,
+    size: usize,
+) -> f64 {
+    u.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let dgram = |i: u16| {
+        let mut d = header.to_vec();
+        d.extend_from_slice(&i.to_be_bytes());
+        d.resize(header.len() + size, i as u8);
+        d
+    };
+    let start = std::time::Instant::now();
+    for i in 0..count {
+        u.send_to(&dgram(i), to).unwrap();
+    }
+    let mut seen = vec![false; count as usize];
+    let mut buf = vec![0u8; header.len() + size + 1];
+    for _ in 0..count {
+        let (n, _) = u.recv_from(&mut buf).expect("every datagram is echoed");
+        let i = u16::from_be_bytes([buf[header.len()], buf[header.len() + 1]]);
+        assert!(i < count && !seen[i as usize], "unexpected echo {i}");
+        assert_eq!(&buf[..n], &dgram(i)[..], "echo {i} changed");
+        seen[i as usize] = true;
+    }
+    start.elapsed().as_secs_f64()
+}
+
+/// Waits until a UDP forwarder on `port` echoes, from a socket of its own
+/// (so its session's buckets are not the ones measured).
+fn wait_udp_echo(port: u16) {
+    let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    let up = (0..100).any(|_| {
+        let _ = c.send(b"ping");
+        let ok = c.recv(&mut [0u8; 8]).is_ok();
+        if !ok {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        ok
+    });
+    assert!(up, "udp service on {port} never echoed");
+}
+
+#[test]
+fn traffic_limiter_paces_udp_sessions_each_way_without_losing_datagrams() {
+    let echo = udp_echo_server();
+    let (pin, pout) = (free_udp_port(), free_udp_port());
+    let dir = TempDir::new("limiter-udp");
+    let svc = |name: &str, port: u16| {
+        format!("- {{name: {name}, addr: \"127.0.0.1:{port}\", limiter: {name}, handler: {{type: udp}}, listener: {{type: udp, metadata: {{keepalive: true}}}}, forwarder: {{nodes: [{{name: e, addr: \"{echo}\"}}]}}}}\n")
+    };
+    let cfg = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:\n{}{}limiters:\n- {{name: in, limits: [\"$$ 20KB 64MB\"]}}\n- {{name: out, limits: [\"$$ 64MB 20KB\"]}}\n",
+            svc("in", pin),
+            svc("out", pout)
+        ),
+    );
+    let _g = Gost::start(&["-C", &cfg]);
+    wait_udp_echo(pin);
+    wait_udp_echo(pout);
+    let rate = 20.0 * 1024.0;
+    // `$$` is per session (per client address, as GOST's per packet
+    // connection): two clients at once each get the whole rate.
+    let burst = |port: u16| {
+        std::thread::spawn(move || {
+            let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            udp_burst_secs(&u, SocketAddr::from(([127, 0, 0, 1], port)), &[], 40, 1000)
+        })
+    };
+    let (a, b) = (burst(pin), burst(pin));
+    for secs in [a.join().unwrap(), b.join().unwrap()] {
+        assert_paced("udp in", 40_000, rate, secs);
+    }
+    assert_paced("udp out", 40_000, rate, burst(pout).join().unwrap());
+}
+
+#[test]
+fn traffic_limiter_paces_socks5_udp_associate() {
+    let echo = udp_echo_server();
+    let p = free_port();
+    let dir = TempDir::new("limiter-socks-udp");
+    let cfg = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:\n- {{name: s, addr: \"127.0.0.1:{p}\", limiter: l, handler: {{type: socks5, metadata: {{udp: true}}}}, listener: {{type: tcp}}}}\nlimiters:\n- {{name: l, limits: [\"$$ 20KB 20KB\"]}}\n"
+        ),
+    );
+    let _g = start(&["-C", &cfg], p);
+    let mut c = connect(p);
+    c.write_all(&[5, 1, 0]).unwrap();
+    c.read_exact(&mut [0u8; 2]).unwrap();
+    c.write_all(&[5, 3, 0, 1, 0, 0, 0, 0, 0, 0]).unwrap();
+    let mut r = [0u8; 10];
+    c.read_exact(&mut r).unwrap();
+    assert_eq!(r[1], 0, "associate granted");
+    let relay = SocketAddr::from(([r[4], r[5], r[6], r[7]], u16::from_be_bytes([r[8], r[9]])));
+    let SocketAddr::V4(t) = echo else { panic!() };
+    let mut header = vec![0, 0, 0, 1];
+    header.extend_from_slice(&t.ip().octets());
+    header.extend_from_slice(&t.port().to_be_bytes());
+    let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let secs = udp_burst_secs(&u, relay, &header, 40, 1000);
+    // The whole datagram, header included, counts.
+    assert_paced("socks5 udp", 40 * 1010, 20.0 * 1024.0, secs);
+}
+
+#[test]
+fn traffic_limiter_paces_plain_http_proxy_requests_each_way() {
+    static BODY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let body = BODY.get_or_init(|| "x".repeat(200 * 1024));
+    let download = http_origin("127.0.0.1:0", body);
+    // An origin that takes a request body of any length and answers with
+    // its length.
+    let upload = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(mut c) = c else { break };
+                std::thread::spawn(move || {
+                    let (head, early) = read_head(&mut c);
+                    let (len, mut got) = (content_length(&head), early.len());
+                    let mut buf = [0u8; 16384];
+                    while got < len {
+                        match c.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got += n,
+                        }
+                    }
+                    let _ = write!(
+                        c,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{got}",
+                        got.to_string().len()
+                    );
+                });
+            }
+        });
+        addr
+    };
+    let p = free_port();
+    let dir = TempDir::new("limiter-http");
+    let cfg = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:\n- {{name: h, addr: \"127.0.0.1:{p}\", limiter: l, handler: {{type: http}}, listener: {{type: tcp}}}}\nlimiters:\n- {{name: l, limits: [\"$ 100KB 100KB\"]}}\n"
+        ),
+    );
+    let _g = start(&["-C", &cfg], p);
+    let rate = 100.0 * 1024.0;
+
+    let mut c = connect(p);
+    let start = std::time::Instant::now();
+    write!(
+        c,
+        "GET http://{download}/ HTTP/1.1\r\nHost: {download}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let (head, mut got) = read_head(&mut c);
+    let mut rest = vec![0u8; content_length(&head) - got.len()];
+    c.read_exact(&mut rest).unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    got.extend_from_slice(&rest);
+    assert!(got == body.as_bytes(), "the body came through changed");
+    assert_paced("http response", body.len(), rate, secs);
+
+    let sent = 200 * 1024;
+    let mut c = connect(p);
+    let start = std::time::Instant::now();
+    write!(
+        c,
+        "POST http://{upload}/ HTTP/1.1\r\nHost: {upload}\r\nContent-Length: {sent}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    c.write_all(&vec![b'y'; sent]).unwrap();
+    let (head, mut answer) = read_head(&mut c);
+    let secs = start.elapsed().as_secs_f64();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    c.read_to_end(&mut answer).unwrap();
+    assert_eq!(answer, sent.to_string().as_bytes());
+    assert_paced("http request body", sent, rate, secs);
+}
+
+/// Reads an HTTP head off `c`: the head, and the body bytes read past it.
+fn read_head(c: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut data = Vec::new();
+    let mut b = [0u8; 4096];
+    loop {
+        if let Some(at) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&data[..at + 4]).into_owned();
+            return (head, data.split_off(at + 4));
+        }
+        let n = c.read(&mut b).unwrap();
+        assert!(n > 0, "closed before a whole head");
+        data.extend_from_slice(&b[..n]);
+    }
+}
+
+fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn traffic_limiter_paces_socks5_udp_over_tcp_frames() {
+    let echo = udp_echo_server();
+    let p = free_port();
+    let dir = TempDir::new("limiter-socks-uot");
+    let cfg = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:\n- {{name: s, addr: \"127.0.0.1:{p}\", limiter: l, handler: {{type: socks5, metadata: {{udp: true, bind: true}}}}, listener: {{type: tcp}}}}\nlimiters:\n- {{name: l, limits: [\"$$ 20KB 20KB\"]}}\n"
+        ),
+    );
+    let _g = start(&["-C", &cfg], p);
+    let mut c = connect(p);
+    c.write_all(&[5, 1, 0]).unwrap();
+    c.read_exact(&mut [0u8; 2]).unwrap();
+    c.write_all(&[5, 0xF3, 0, 1, 0, 0, 0, 0, 0, 0]).unwrap();
+    let mut r = [0u8; 10];
+    c.read_exact(&mut r).unwrap();
+    assert_eq!(r[1], 0, "udp-over-tcp granted");
+    // `LEN(2) FRAG ATYP ADDR PORT DATA`, back the same with the echo
+    // server as the address.
+    let SocketAddr::V4(t) = echo else { panic!() };
+    let frame = |i: u16| {
+        let mut f = 1000u16.to_be_bytes().to_vec();
+        f.extend_from_slice(&[0xFF, 1]);
+        f.extend_from_slice(&t.ip().octets());
+        f.extend_from_slice(&t.port().to_be_bytes());
+        f.extend_from_slice(&i.to_be_bytes());
+        f.resize(10 + 1000, i as u8);
+        f
+    };
+    let secs = frames_burst_secs(&mut c, frame, 40, 10);
+    assert_paced("socks5 udp-over-tcp", 40 * 1010, 20.0 * 1024.0, secs);
+}
+
+/// Writes `count` datagram frames (`frame(i)` carries `i` at `at`) in one
+/// go on `c` and reads back their echoes, framed alike: each must come
+/// back unchanged. The seconds that took.
+fn frames_burst_secs(
+    c: &mut TcpStream,
+    frame: impl Fn(u16) -> Vec<u8>,
+    count: u16,
+    at: usize,
+) -> f64 {
+    let all: Vec<u8> = (0..count).flat_map(&frame).collect();
+    let start = std::time::Instant::now();
+    c.write_all(&all).unwrap();
+    let mut seen = vec![false; count as usize];
+    for _ in 0..count {
+        let mut f = vec![0u8; all.len() / count as usize];
+        c.read_exact(&mut f).unwrap();
+        let i = u16::from_be_bytes([f[at], f[at + 1]]);
+        assert!(i < count && !seen[i as usize], "unexpected frame {i}");
+        assert!(f == frame(i), "frame {i} changed");
+        seen[i as usize] = true;
+    }
+    start.elapsed().as_secs_f64()
+}
+
+#[test]
+fn traffic_limiter_paces_relay_udp_frames() {
+    let echo = udp_echo_server();
+    let p = free_port();
+    let dir = TempDir::new("limiter-relay-udp");
+    let cfg = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:\n- {{name: r, addr: \"127.0.0.1:{p}\", limiter: l, handler: {{type: relay, metadata: {{nodelay: true}}}}, listener: {{type: tcp}}}}\nlimiters:\n- {{name: l, limits: [\"$$ 20KB 20KB\"]}}\n"
+        ),
+    );
+    let _g = start(&["-C", &cfg], p);
+    // Relay UDP CONNECT: `VER 0x81 LEN(2)` and an address feature, then
+    // `LEN(2) DATA` frames both ways.
+    let SocketAddr::V4(t) = echo else { panic!() };
+    let mut req = vec![1, 0x81, 0, 10, 2, 0, 7, 1];
+    req.extend_from_slice(&t.ip().octets());
+    req.extend_from_slice(&t.port().to_be_bytes());
+    let mut c = connect(p);
+    c.write_all(&req).unwrap();
+    let mut resp = [0u8; 4];
+    c.read_exact(&mut resp).unwrap();
+    assert_eq!(resp, [1, 0, 0, 0], "udp connect granted");
+    let frame = |i: u16| {
+        let mut f = 1000u16.to_be_bytes().to_vec();
+        f.extend_from_slice(&i.to_be_bytes());
+        f.resize(2 + 1000, i as u8);
+        f
+    };
+    let secs = frames_burst_secs(&mut c, frame, 40, 2);
+    assert_paced("relay udp", 40 * 1002, 20.0 * 1024.0, secs);
+}

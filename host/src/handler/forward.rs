@@ -10,6 +10,7 @@ use tokio::net::TcpStream;
 use super::{ConnContext, HandleFuture, Handler, HandlerError};
 use crate::chain::{Hop, Node, SelectContext, Strategy};
 use crate::connector::upstream::Upstream;
+use crate::limiter::traffic;
 use crate::listener::{Conn, UdpConn};
 use crate::metadata::{Metadata, MetadataError};
 use crate::relay::{self, RelayOptions};
@@ -222,13 +223,15 @@ pub(crate) async fn relay_udp(
     let mut buf = vec![0u8; client.max_datagram.max(1)];
     let ttl = client.ttl;
     let mut deadline = tokio::time::Instant::now() + ttl;
+    let mut pacer = traffic::Pacer::default();
     loop {
         tokio::select! {
-            dgram = client.recv() => {
+            dgram = client.recv(), if pacer.open(true) => {
                 let Some(dgram) = dgram else { return Ok(()) };
                 if let Some(s) = &ctx.stats {
                     s.add_input(dgram.len() as u64);
                 }
+                pacer.charge(true, dgram.len());
                 match upstream.send(&dgram).await {
                     Ok(()) => {}
                     // A closed port answers with ICMP; the datagram is lost
@@ -238,12 +241,13 @@ pub(crate) async fn relay_udp(
                 }
                 deadline = tokio::time::Instant::now() + ttl;
             }
-            r = upstream.recv(&mut buf) => {
+            r = upstream.recv(&mut buf), if pacer.open(false) => {
                 let n = match r {
                     Ok(n) => n,
                     Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
                     Err(e) => return Err(e.into()),
                 };
+                pacer.charge(false, n);
                 client.send(&buf[..n]).await?;
                 if let Some(s) = &ctx.stats {
                     s.add_output(n as u64);
@@ -253,6 +257,8 @@ pub(crate) async fn relay_udp(
                 }
                 deadline = tokio::time::Instant::now() + ttl;
             }
+            // Datagrams the limiter holds back are traffic, not idling.
+            _ = pacer.wait(), if pacer.waiting() => deadline = tokio::time::Instant::now() + ttl,
             _ = tokio::time::sleep_until(deadline) => return Ok(()),
         }
     }

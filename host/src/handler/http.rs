@@ -23,6 +23,7 @@ use super::stream::ClientStream;
 use super::{ConnContext, HandleFuture, Handler, HandlerError};
 use crate::auth::Auther;
 use crate::connector::upstream::Upstream;
+use crate::limiter::traffic;
 use crate::listener::Conn;
 use crate::metadata::{Metadata, MetadataError};
 use crate::relay::{self, RelayOptions};
@@ -465,7 +466,9 @@ impl HttpHandler {
     /// Writing to the origin, reading from it and reading the client's body
     /// all race in one `select!`, so an origin that answers before taking
     /// the whole body (a 413, or `Expect: 100-continue`) is heard at once
-    /// instead of dead-locking against a full socket buffer.
+    /// instead of dead-locking against a full socket buffer. The traffic
+    /// limiter's waits race there too, each holding back only its own
+    /// direction.
     async fn forward(
         &self,
         client: &mut Buffered,
@@ -480,6 +483,9 @@ impl HttpHandler {
             }
         };
         client.buf.drain(..req.len);
+        // The head waits out the traffic limiter before it goes anywhere;
+        // nothing else is in flight yet.
+        traffic::pace(true, req.len).await;
         let kept = origin
             .take()
             .filter(|o| o.addr == prepared.addr && o.is_alive());
@@ -567,11 +573,19 @@ impl HttpHandler {
         // answer (say 413 before closing), so the response is awaited, but
         // the connection cannot be reused.
         let mut body_refused = false;
+        // Traffic limiter: body bytes in `out` go to the origin once
+        // `body_paced` has passed; bytes read from the origin are passed
+        // on, and more are read, once `resp_paced` has.
+        let mut body_paced: Option<Instant> = None;
+        let mut resp_paced: Option<Instant> = None;
         loop {
             let sending_body = !exchange.req_body.done() && !body_refused;
             if out.is_empty() && sending_body && !client.buf.is_empty() {
                 match exchange.req_body.advance(&client.buf) {
-                    Ok(n) => out.extend(client.buf.drain(..n)),
+                    Ok(n) => {
+                        out.extend(client.buf.drain(..n));
+                        body_paced = paced_until(true, n);
+                    }
                     Err(e) => {
                         if matches!(exchange.resp, RespState::Head) {
                             self.reply_error(client, 400).await;
@@ -582,6 +596,7 @@ impl HttpHandler {
             }
             let mut progress = false;
             match &mut exchange.resp {
+                _ if resp_paced.is_some() => {}
                 RespState::Head => match parse_response(&up_buf) {
                     Ok(Some(resp)) => {
                         progress = true;
@@ -645,7 +660,7 @@ impl HttpHandler {
             let (mut up_read, mut up_write) = upstream.split();
             up_buf.reserve(READ_CHUNK);
             tokio::select! {
-                r = up_write.write(&out), if !out.is_empty() => match r {
+                r = up_write.write(&out), if !out.is_empty() && body_paced.is_none() => match r {
                     Ok(n) => {
                         out.drain(..n);
                     }
@@ -661,7 +676,7 @@ impl HttpHandler {
                     }
                     deadline = Instant::now() + self.opts.read_timeout;
                 }
-                r = up_read.read_buf(&mut up_buf) => {
+                r = up_read.read_buf(&mut up_buf), if resp_paced.is_none() => {
                     let n = match r {
                         Ok(n) => n,
                         Err(_) if retryable && !heard => return Ok(Exchanged::Stale),
@@ -689,6 +704,7 @@ impl HttpHandler {
                     if n > 0 {
                         heard = true;
                         deadline = Instant::now() + self.opts.read_timeout;
+                        resp_paced = paced_until(false, n);
                         continue;
                     }
                     match &mut exchange.resp {
@@ -701,7 +717,17 @@ impl HttpHandler {
                         _ => return Err(bad_upstream("closed in the middle of a response body")),
                     }
                 }
-                _ = tokio::time::sleep_until(deadline), if waiting_head => {
+                // The read timeout counts the origin's silence, not the
+                // limiter's waits.
+                _ = tokio::time::sleep_until(body_paced.unwrap_or(deadline)), if body_paced.is_some() => {
+                    body_paced = None;
+                    deadline = Instant::now() + self.opts.read_timeout;
+                }
+                _ = tokio::time::sleep_until(resp_paced.unwrap_or(deadline)), if resp_paced.is_some() => {
+                    resp_paced = None;
+                    deadline = Instant::now() + self.opts.read_timeout;
+                }
+                _ = tokio::time::sleep_until(deadline), if waiting_head && resp_paced.is_none() => {
                     self.reply_error(client, 503).await;
                     return Err(bad_upstream(format!("no response within {:?}", self.opts.read_timeout)));
                 }
@@ -757,6 +783,14 @@ impl Handler for HttpHandler {
     fn handle(&self, conn: Conn, ctx: ConnContext) -> HandleFuture<'_> {
         super::tcp_only("http", conn, |s| self.serve(s, ctx))
     }
+}
+
+/// Charges `n` bytes to the connection's traffic limiter: the instant they
+/// may move on, or `None` when they may at once (always, without a
+/// limiter, so an unlimited exchange never makes a timer).
+fn paced_until(from_client: bool, n: usize) -> Option<Instant> {
+    let wait = traffic::due(from_client, n);
+    (!wait.is_zero()).then(|| Instant::now() + wait)
 }
 
 fn bad_upstream(msg: impl std::fmt::Display) -> HandlerError {

@@ -39,6 +39,7 @@ use super::{ConnContext, HandleFuture, Handler, HandlerError};
 use crate::auth::Auther;
 use crate::connector::relay::split_feature;
 use crate::connector::upstream::Upstream;
+use crate::limiter::traffic;
 use crate::listener::Conn;
 use crate::metadata::{Metadata, MetadataError};
 use crate::relay::{self, RelayOptions};
@@ -505,6 +506,7 @@ async fn relay_datagrams(
     let (mut rd, mut wr) = client.split();
     let mut inbuf: Vec<u8> = Vec::new();
     let mut out = vec![0u8; 2 + buffer_size];
+    let mut pacer = traffic::Pacer::default();
     loop {
         while inbuf.len() >= 2 {
             let len = u16::from_be_bytes([inbuf[0], inbuf[1]]) as usize;
@@ -520,23 +522,25 @@ async fn relay_datagrams(
         }
         inbuf.reserve(buffer_size + 2);
         tokio::select! {
-            r = rd.read_buf(&mut inbuf) => match r {
+            r = rd.read_buf(&mut inbuf), if pacer.open(true) => match r {
                 Ok(0) => return Ok(()),
                 Ok(n) => {
                     if let Some(s) = &ctx.stats {
                         s.add_input(n as u64);
                     }
+                    pacer.charge(true, n);
                 }
                 Err(e) if crate::relay::is_disconnect(&e) => return Ok(()),
                 Err(e) => return Err(e.into()),
             },
-            r = sock.recv(&mut out[2..]) => {
+            r = sock.recv(&mut out[2..]), if pacer.open(false) => {
                 let n = match r {
                     Ok(n) => n,
                     Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
                     Err(e) => return Err(e.into()),
                 };
                 out[..2].copy_from_slice(&(n as u16).to_be_bytes());
+                pacer.charge(false, 2 + n);
                 if let Some(a) = answer.take() {
                     wr.write_all(&a).await?;
                 }
@@ -545,6 +549,7 @@ async fn relay_datagrams(
                     s.add_output(2 + n as u64);
                 }
             }
+            _ = pacer.wait(), if pacer.waiting() => {}
         }
     }
 }

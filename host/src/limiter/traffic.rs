@@ -281,6 +281,69 @@ pub fn current() -> Option<Arc<ConnTraffic>> {
     CONN_TRAFFIC.try_with(Arc::clone).ok()
 }
 
+/// Charges `n` bytes to this task's connection and returns how long to
+/// wait before passing them on; zero, with nothing touched, when the
+/// service has no limiter. For loops that must keep serving the other
+/// direction while one waits.
+pub fn due(from_client: bool, n: usize) -> Duration {
+    CONN_TRAFFIC
+        .try_with(|t| t.delay(from_client, n))
+        .unwrap_or_default()
+}
+
+/// Charges `n` bytes and waits until they may be sent on; a timer is made
+/// only when a wait is due.
+pub async fn pace(from_client: bool, n: usize) {
+    let wait = due(from_client, n);
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Pacing for a loop that relays both ways at once (the UDP relays): what
+/// a direction receives is charged, and that direction receives nothing
+/// more until the wait is over, while the other one goes on. Like GOST's
+/// packet wrapper it delays and never drops: held-back datagrams wait in
+/// the socket or the listener's queue. Without a limiter it never makes a
+/// timer.
+#[derive(Debug, Default)]
+pub struct Pacer {
+    /// When each direction (index: from the client) may receive again.
+    until: [Option<tokio::time::Instant>; 2],
+}
+
+impl Pacer {
+    pub fn charge(&mut self, from_client: bool, n: usize) {
+        let wait = due(from_client, n);
+        if !wait.is_zero() {
+            self.until[usize::from(from_client)] = Some(tokio::time::Instant::now() + wait);
+        }
+    }
+
+    /// Whether the direction may receive now.
+    pub fn open(&self, from_client: bool) -> bool {
+        self.until[usize::from(from_client)].is_none()
+    }
+
+    pub fn waiting(&self) -> bool {
+        self.until.iter().any(Option::is_some)
+    }
+
+    /// Ends when the earliest wait is over, and opens its direction; never
+    /// ends while nothing waits. Cancel-safe, for a `select!` branch.
+    pub async fn wait(&mut self) {
+        let Some(at) = self.until.iter().flatten().min().copied() else {
+            return std::future::pending().await;
+        };
+        tokio::time::sleep_until(at).await;
+        for u in &mut self.until {
+            if u.is_some_and(|t| t <= at) {
+                *u = None;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,5 +390,60 @@ mod tests {
         // 500 kB at 1 MB/s with a 100 kB burst: 0.4 s.
         let secs = start.elapsed().as_secs_f64();
         assert!((0.38..0.5).contains(&secs), "{secs}");
+    }
+
+    #[tokio::test]
+    async fn pace_waits_only_inside_a_limited_connection() {
+        // Outside any connection's scope nothing is charged or awaited.
+        assert_eq!(due(true, usize::MAX), Duration::ZERO);
+        let start = Instant::now();
+        pace(false, 1 << 30).await;
+        assert!(start.elapsed() < Duration::from_millis(100));
+
+        let t = Arc::new(ConnTraffic {
+            input: vec![Bucket::new(100_000, 0)],
+            output: vec![Bucket::new(200_000, 0)],
+        });
+        let start = Instant::now();
+        scope(Some(t), async {
+            // 10 kB burst each way; then 30 kB in at 100 kB/s is 0.2 s
+            // past the burst, and 40 kB out at 200 kB/s another 0.1 s.
+            for _ in 0..3 {
+                pace(true, 10_000).await;
+            }
+            for _ in 0..2 {
+                pace(false, 20_000).await;
+            }
+            assert!(due(true, 1_000_000) > Duration::from_secs(5));
+        })
+        .await;
+        let secs = start.elapsed().as_secs_f64();
+        assert!((0.28..0.45).contains(&secs), "{secs}");
+    }
+
+    #[tokio::test]
+    async fn pacer_holds_back_only_the_charged_direction() {
+        let mut p = Pacer::default();
+        p.charge(true, 1 << 30);
+        assert!(p.open(true) && !p.waiting(), "no limiter: nothing waits");
+
+        let t = Arc::new(ConnTraffic {
+            input: vec![Bucket::new(100_000, 0)],
+            output: Vec::new(),
+        });
+        scope(Some(t), async {
+            p.charge(true, 10_000);
+            assert!(p.open(true), "within the burst");
+            p.charge(false, 1 << 30);
+            assert!(p.open(false), "out is not limited");
+            p.charge(true, 20_000);
+            assert!(!p.open(true) && p.open(false) && p.waiting());
+            let start = Instant::now();
+            p.wait().await;
+            let secs = start.elapsed().as_secs_f64();
+            assert!((0.18..0.35).contains(&secs), "{secs}");
+            assert!(p.open(true) && !p.waiting());
+        })
+        .await;
     }
 }

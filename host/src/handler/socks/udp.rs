@@ -23,6 +23,7 @@ use super::v5::{
 use super::{Handshake, TargetAddr};
 use crate::connector::udp_tun::UdpTunnel;
 use crate::handler::{ConnContext, HandlerError};
+use crate::limiter::traffic;
 use crate::router::{DialError, Router};
 
 /// Longest header the relay puts before a reply: RSV FRAG ATYP, an IPv6
@@ -69,6 +70,7 @@ pub(super) async fn associate(
         client_addr: None,
         targets,
         ctx,
+        pacer: traffic::Pacer::default(),
     };
     let mut from_client = vec![0u8; REQUEST_HEADER_MAX + buffer_size];
     let mut from_v4 = vec![0u8; REPLY_HEADER_MAX + buffer_size];
@@ -86,17 +88,17 @@ pub(super) async fn associate(
                 Err(e) if crate::relay::is_disconnect(&e) => break,
                 Err(e) => return Err(e.into()),
             },
-            r = assoc.relay.recv_from(&mut from_client) => match r {
+            r = assoc.relay.recv_from(&mut from_client), if assoc.pacer.open(true) => match r {
                 Ok((n, from)) => assoc.on_client_datagram(&from_client[..n], from).await,
                 Err(e) => tracing::trace!(error = %e, "socks5 udp relay receive"),
             },
-            r = recv_from(assoc.targets.v4.as_ref(), &mut from_v4[REPLY_HEADER_MAX..]) => {
+            r = recv_from(assoc.targets.v4.as_ref(), &mut from_v4[REPLY_HEADER_MAX..]), if assoc.pacer.open(false) => {
                 assoc.on_target_datagram(r, &mut from_v4).await
             }
-            r = recv_from(assoc.targets.v6.as_ref(), &mut from_v6[REPLY_HEADER_MAX..]) => {
+            r = recv_from(assoc.targets.v6.as_ref(), &mut from_v6[REPLY_HEADER_MAX..]), if assoc.pacer.open(false) => {
                 assoc.on_target_datagram(r, &mut from_v6).await
             }
-            r = recv_tunnel(assoc.targets.tunnel.as_mut(), &mut from_tunnel[REPLY_HEADER_MAX..]) => {
+            r = recv_tunnel(assoc.targets.tunnel.as_mut(), &mut from_tunnel[REPLY_HEADER_MAX..]), if assoc.pacer.open(false) => {
                 // The chain's stream is gone or broken: no datagram can
                 // reach a target any more.
                 if let Err(e) = &r {
@@ -105,6 +107,7 @@ pub(super) async fn associate(
                 }
                 assoc.on_target_datagram(r, &mut from_tunnel).await
             }
+            _ = assoc.pacer.wait(), if assoc.pacer.waiting() => {}
         }
     }
     tracing::debug!(service = %ctx.service, client = %ctx.peer, relay = %relay_addr, "socks5 udp association closed");
@@ -141,6 +144,9 @@ struct Association<'a> {
     client_addr: Option<SocketAddr>,
     targets: Targets,
     ctx: &'a ConnContext,
+    /// The service's traffic limiter, for this association (GOST's per
+    /// packet connection: `$$` is per association).
+    pacer: traffic::Pacer,
 }
 
 /// The sockets facing the targets, one per address family, opened on
@@ -295,6 +301,7 @@ impl Association<'_> {
         if let Some(s) = &self.ctx.stats {
             s.add_input(dgram.len() as u64);
         }
+        self.pacer.charge(true, dgram.len());
         self.client_addr = Some(from);
         let Some((target, header_len)) = parse_header(dgram) else {
             tracing::trace!(from = %from, "socks5 udp: malformed or fragmented datagram dropped");
@@ -321,6 +328,7 @@ impl Association<'_> {
         let start = REPLY_HEADER_MAX - header.len();
         buf[start..REPLY_HEADER_MAX].copy_from_slice(&header);
         let dgram = &buf[start..REPLY_HEADER_MAX + n];
+        self.pacer.charge(false, dgram.len());
         match self.relay.send_to(dgram, to).await {
             Ok(sent) => {
                 if let Some(s) = &self.ctx.stats {

@@ -19,6 +19,7 @@ use super::v5::{
 };
 use super::{protocol, Handshake, TargetAddr};
 use crate::handler::{ConnContext, HandlerError};
+use crate::limiter::traffic;
 use crate::router::Router;
 
 /// Room before a received payload for the frame header: LEN FRAG, then an
@@ -64,6 +65,7 @@ pub(crate) async fn relay_frames(
     let mut from_v4 = vec![0u8; HEADER_ROOM + buffer_size];
     let mut from_v6 = vec![0u8; HEADER_ROOM + buffer_size];
     let mut from_tunnel = vec![0u8; HEADER_ROOM + buffer_size];
+    let mut pacer = traffic::Pacer::default();
     loop {
         while let Some((dst, start, end)) = next_frame(&inbuf).map_err(protocol)? {
             targets.send(dst, &inbuf[start..end]).await;
@@ -71,28 +73,30 @@ pub(crate) async fn relay_frames(
         }
         inbuf.reserve(buffer_size);
         let (r, buf) = tokio::select! {
-            r = rd.read_buf(&mut inbuf) => {
+            r = rd.read_buf(&mut inbuf), if pacer.open(true) => {
                 match r {
                     Ok(0) => return Ok(()),
                     Ok(n) => {
                         if let Some(s) = &ctx.stats {
                             s.add_input(n as u64);
                         }
+                        pacer.charge(true, n);
                         continue;
                     }
                     Err(e) if crate::relay::is_disconnect(&e) => return Ok(()),
                     Err(e) => return Err(e.into()),
                 }
             }
-            r = recv_from(targets.v4.as_ref(), &mut from_v4[HEADER_ROOM..]) => (r, &mut from_v4),
-            r = recv_from(targets.v6.as_ref(), &mut from_v6[HEADER_ROOM..]) => (r, &mut from_v6),
-            r = recv_tunnel(targets.tunnel.as_mut(), &mut from_tunnel[HEADER_ROOM..]) => {
+            r = recv_from(targets.v4.as_ref(), &mut from_v4[HEADER_ROOM..]), if pacer.open(false) => (r, &mut from_v4),
+            r = recv_from(targets.v6.as_ref(), &mut from_v6[HEADER_ROOM..]), if pacer.open(false) => (r, &mut from_v6),
+            r = recv_tunnel(targets.tunnel.as_mut(), &mut from_tunnel[HEADER_ROOM..]), if pacer.open(false) => {
                 if let Err(e) = &r {
                     tracing::debug!(service = %ctx.service, client = %ctx.peer, error = %e, "udp-over-tcp: chain tunnel ended");
                     return Ok(());
                 }
                 (r, &mut from_tunnel)
             }
+            _ = pacer.wait(), if pacer.waiting() => continue,
         };
         let (n, from) = match r {
             Ok(x) => x,
@@ -112,6 +116,7 @@ pub(crate) async fn relay_frames(
         let start = HEADER_ROOM - header.len();
         buf[start..HEADER_ROOM].copy_from_slice(&header);
         let frame = &buf[start..HEADER_ROOM + n];
+        pacer.charge(false, frame.len());
         wr.write_all(frame).await?;
         if let Some(s) = &ctx.stats {
             s.add_output(frame.len() as u64);
