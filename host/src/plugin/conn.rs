@@ -26,7 +26,8 @@ enum Inner {
 #[derive(Debug)]
 pub struct ConnRes {
     inner: Inner,
-    /// Formatted only when the plugin asks: most handshakes never do.
+    /// The client's address as the listener accepted it (no syscall);
+    /// formatted only when the plugin asks: most handshakes never do.
     peer: Option<SocketAddr>,
     write_closed: bool,
 }
@@ -42,11 +43,12 @@ impl ConnRes {
         }
     }
 
+    /// The peer address is asked of the socket only if the plugin wants
+    /// it: a getpeername(2) per dial otherwise.
     pub fn upstream(stream: Upstream) -> Self {
-        let peer = stream.peer_addr().ok();
         ConnRes {
             inner: Inner::Upstream(stream),
-            peer,
+            peer: None,
             write_closed: false,
         }
     }
@@ -68,9 +70,13 @@ impl ConnRes {
         }
     }
 
-    /// Empty when the socket had no peer address when it was dialed.
+    /// Empty when the socket has no peer address (any more).
     pub fn peer(&self) -> String {
-        self.peer.map(|a| a.to_string()).unwrap_or_default()
+        let peer = match &self.inner {
+            Inner::Client(_) => self.peer,
+            Inner::Upstream(u) => u.peer_addr().ok(),
+        };
+        peer.map(|a| a.to_string()).unwrap_or_default()
     }
 
     pub async fn read(&mut self, max: u32) -> io::Result<Vec<u8>> {
