@@ -223,6 +223,42 @@ impl Handshake {
     }
 }
 
+/// What the SOCKS4 and SOCKS5 handlers plug into [`serve`].
+pub(super) trait Exchange: Sync {
+    /// The handshake up to a granted CONNECT, which comes back to relay;
+    /// any other command is served to its end and gives `None`.
+    fn exchange<'a>(
+        &'a self,
+        stream: TcpStream,
+        ctx: &'a ConnContext,
+    ) -> impl std::future::Future<Output = Result<Option<Granted>, HandlerError>> + Send + 'a;
+
+    fn idle_timeout(&self) -> Option<Duration>;
+}
+
+/// Serves one client connection. The handshake runs in a box freed before
+/// the relay starts, so an idle relayed connection keeps only the relay's
+/// state (not an `async fn`, which would keep a second copy of the
+/// arguments).
+#[allow(clippy::manual_async_fn)]
+pub(super) fn serve<H: Exchange>(
+    handler: &H,
+    stream: TcpStream,
+    ctx: ConnContext,
+) -> impl std::future::Future<Output = Result<(), HandlerError>> + Send + '_ {
+    async move {
+        // Taken apart by value, not in a `match` on the call, whose
+        // temporaries would stay in the future beside the relay.
+        let granted = Box::pin(handler.exchange(stream, &ctx)).await;
+        let granted = match granted {
+            Ok(Some(g)) => g,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        granted.relay(&ctx, handler.idle_timeout()).await
+    }
+}
+
 /// A granted CONNECT (or accepted BIND peer), ready to relay. Handlers
 /// return it from their boxed handshake, so the future kept for the
 /// connection's life holds the relay's state only.

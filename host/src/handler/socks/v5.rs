@@ -142,26 +142,13 @@ impl Socks5Handler {
 
     /// Serves one client connection. Works on a stream whose first byte was
     /// only peeked (the `auto` handler), since the whole greeting is read
-    /// here. The handshake runs in a box freed before the relay starts, so
-    /// an idle relayed connection keeps only the relay's state (not an
-    /// `async fn`, which would keep a second copy of the arguments).
-    #[allow(clippy::manual_async_fn)]
+    /// here.
     pub fn serve(
         &self,
         stream: TcpStream,
         ctx: ConnContext,
     ) -> impl std::future::Future<Output = Result<(), HandlerError>> + Send + '_ {
-        async move {
-            // Taken apart by value, not in a `match` on the call, whose
-            // temporaries would stay in the future beside the relay.
-            let granted = Box::pin(self.handshake(stream, &ctx)).await;
-            let granted = match granted {
-                Ok(Some(g)) => g,
-                Ok(None) => return Ok(()),
-                Err(e) => return Err(e),
-            };
-            granted.relay(&ctx, self.opts.idle_timeout).await
-        }
+        super::serve(self, stream, ctx)
     }
 
     /// The greeting and request, then either a granted CONNECT to relay or
@@ -420,6 +407,20 @@ pub(super) fn reply(code: u8, bound: Option<SocketAddr>) -> Vec<u8> {
         bound.unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))),
     );
     out
+}
+
+impl super::Exchange for Socks5Handler {
+    fn exchange<'a>(
+        &'a self,
+        stream: TcpStream,
+        ctx: &'a ConnContext,
+    ) -> impl std::future::Future<Output = Result<Option<Granted>, HandlerError>> + Send + 'a {
+        self.handshake(stream, ctx)
+    }
+
+    fn idle_timeout(&self) -> Option<Duration> {
+        self.opts.idle_timeout
+    }
 }
 
 impl Handler for Socks5Handler {
