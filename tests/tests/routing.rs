@@ -687,18 +687,7 @@ fn traffic_limiter_paces_udp_sessions_each_way_without_losing_datagrams() {
 #[test]
 fn traffic_limiter_paces_socks5_udp_associate() {
     let echo = udp_echo_server();
-    let p = free_port();
-    let dir = TempDir::new("limiter-socks-udp");
-    let cfg = dir.write(
-        "gost.yaml",
-        &format!(
-            "services:\n- {{name: s, addr: \"127.0.0.1:{p}\", limiter: l, handler: {{type: socks5, metadata: {{udp: true}}}}, listener: {{type: tcp}}}}\nlimiters:\n- {{name: l, limits: [\"$$ 20KB 20KB\"]}}\n"
-        ),
-    );
-    let _g = start(&["-C", &cfg], p);
-    let mut c = connect(p);
-    c.write_all(&[5, 1, 0]).unwrap();
-    c.read_exact(&mut [0u8; 2]).unwrap();
+    let (_dir, _g, mut c) = limited_socks5("limiter-socks-udp", "udp: true");
     c.write_all(&[5, 3, 0, 1, 0, 0, 0, 0, 0, 0]).unwrap();
     let mut r = [0u8; 10];
     c.read_exact(&mut r).unwrap();
@@ -819,18 +808,7 @@ fn content_length(head: &str) -> usize {
 #[test]
 fn traffic_limiter_paces_socks5_udp_over_tcp_frames() {
     let echo = udp_echo_server();
-    let p = free_port();
-    let dir = TempDir::new("limiter-socks-uot");
-    let cfg = dir.write(
-        "gost.yaml",
-        &format!(
-            "services:\n- {{name: s, addr: \"127.0.0.1:{p}\", limiter: l, handler: {{type: socks5, metadata: {{udp: true, bind: true}}}}, listener: {{type: tcp}}}}\nlimiters:\n- {{name: l, limits: [\"$$ 20KB 20KB\"]}}\n"
-        ),
-    );
-    let _g = start(&["-C", &cfg], p);
-    let mut c = connect(p);
-    c.write_all(&[5, 1, 0]).unwrap();
-    c.read_exact(&mut [0u8; 2]).unwrap();
+    let (_dir, _g, mut c) = limited_socks5("limiter-socks-uot", "udp: true, bind: true");
     c.write_all(&[5, 0xF3, 0, 1, 0, 0, 0, 0, 0, 0]).unwrap();
     let mut r = [0u8; 10];
     c.read_exact(&mut r).unwrap();
@@ -849,6 +827,24 @@ fn traffic_limiter_paces_socks5_udp_over_tcp_frames() {
     };
     let secs = frames_burst_secs(&mut c, frame, 40, 10);
     assert_paced("socks5 udp-over-tcp", 40 * 1010, 20.0 * 1024.0, secs);
+}
+
+/// A socks5 service with handler `metadata` and a `$$ 20KB 20KB`
+/// limiter, and a client connection past its no-auth greeting.
+fn limited_socks5(tag: &str, metadata: &str) -> (TempDir, Gost, TcpStream) {
+    let p = free_port();
+    let dir = TempDir::new(tag);
+    let cfg = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:\n- {{name: s, addr: \"127.0.0.1:{p}\", limiter: l, handler: {{type: socks5, metadata: {{{metadata}}}}}, listener: {{type: tcp}}}}\nlimiters:\n- {{name: l, limits: [\"$$ 20KB 20KB\"]}}\n"
+        ),
+    );
+    let g = start(&["-C", &cfg], p);
+    let mut c = connect(p);
+    c.write_all(&[5, 1, 0]).unwrap();
+    c.read_exact(&mut [0u8; 2]).unwrap();
+    (dir, g, c)
 }
 
 /// Writes `count` datagram frames (`frame(i)` carries `i` at `at`) in one
