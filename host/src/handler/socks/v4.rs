@@ -82,18 +82,9 @@ impl Socks4Handler {
         }
     }
 
-    /// Serves one client connection. Works on a stream whose first byte was
-    /// only peeked (the `auto` handler), since the whole request is read
-    /// here.
-    pub fn serve(
-        &self,
-        stream: TcpStream,
-        ctx: ConnContext,
-    ) -> impl std::future::Future<Output = Result<(), HandlerError>> + Send + '_ {
-        super::serve(self, stream, ctx)
-    }
-
     /// The request, then a granted CONNECT to relay.
+    /// Works on a stream whose first byte was only peeked (the `auto`
+    /// handler), since the whole request is read here.
     async fn handshake(
         &self,
         stream: TcpStream,
@@ -207,6 +198,6 @@ impl super::Exchange for Socks4Handler {
 
 impl Handler for Socks4Handler {
     fn handle(&self, conn: Conn, ctx: ConnContext) -> HandleFuture<'_> {
-        crate::handler::tcp_only("socks4", conn, |s| self.serve(s, ctx))
+        crate::handler::tcp_only("socks4", conn, |s| super::serve(self, s, ctx))
     }
 }

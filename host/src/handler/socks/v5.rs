@@ -140,19 +140,10 @@ impl Socks5Handler {
         }
     }
 
-    /// Serves one client connection. Works on a stream whose first byte was
-    /// only peeked (the `auto` handler), since the whole greeting is read
-    /// here.
-    pub fn serve(
-        &self,
-        stream: TcpStream,
-        ctx: ConnContext,
-    ) -> impl std::future::Future<Output = Result<(), HandlerError>> + Send + '_ {
-        super::serve(self, stream, ctx)
-    }
-
     /// The greeting and request, then either a granted CONNECT to relay or
     /// any other command served to its end.
+    /// Works on a stream whose first byte was only peeked (the `auto`
+    /// handler), since the whole greeting is read here.
     async fn handshake(
         &self,
         stream: TcpStream,
@@ -425,7 +416,7 @@ impl super::Exchange for Socks5Handler {
 
 impl Handler for Socks5Handler {
     fn handle(&self, conn: Conn, ctx: ConnContext) -> HandleFuture<'_> {
-        crate::handler::tcp_only("socks5", conn, |s| self.serve(s, ctx))
+        crate::handler::tcp_only("socks5", conn, |s| super::serve(self, s, ctx))
     }
 }
 
