@@ -332,8 +332,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_connector_without_udp_says_so() {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let s = Upstream::direct(TcpStream::connect(l.local_addr().unwrap()).await.unwrap());
+        let (c, _peer) = crate::test_util::tcp_pair().await;
+        let s = Upstream::direct(c);
         let err = build(r#"{"type": "http"}"#)
             .unwrap()
             .udp_tunnel(s, Some("127.0.0.1:53"), "127.0.0.1:1")

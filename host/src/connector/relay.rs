@@ -135,9 +135,9 @@ impl RelayConnector {
         .await?;
         let stream = up.settled().await?;
         let mut head = [0u8; 4];
-        read_exact(stream, &mut head).await?;
+        super::read_exact(NAME, stream, &mut head).await?;
         let mut features = vec![0u8; u16::from_be_bytes([head[2], head[3]]) as usize];
-        read_exact(stream, &mut features).await?;
+        super::read_exact(NAME, stream, &mut features).await?;
         let bound = parse_bind_response(head, &features)?;
         tracing::debug!(
             bound = bound.as_deref().unwrap_or("?"),
@@ -145,21 +145,6 @@ impl RelayConnector {
         );
         Ok(UdpTunnel::new(up.into_parts().0))
     }
-}
-
-async fn read_exact(
-    stream: &mut tokio::net::TcpStream,
-    buf: &mut [u8],
-) -> Result<(), ConnectError> {
-    use tokio::io::AsyncReadExt;
-    stream
-        .read_exact(buf)
-        .await
-        .map(|_| ())
-        .map_err(|source| ConnectError::Io {
-            connector: NAME,
-            source,
-        })
 }
 
 /// A BIND response `VER STATUS FLEN(2) FEATURES`: the bound address from

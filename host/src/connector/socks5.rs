@@ -236,7 +236,6 @@ async fn relay_addr(bound: TargetAddr, node: &str) -> Result<SocketAddr, Connect
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
 
     #[test]
     fn addresses_encode_by_type() {
@@ -251,13 +250,8 @@ mod tests {
 
     #[tokio::test]
     async fn user_pass_then_connect_and_leave_tunnel_bytes() {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut c = Upstream::direct(
-            tokio::net::TcpStream::connect(l.local_addr().unwrap())
-                .await
-                .unwrap(),
-        );
-        let (mut s, _) = l.accept().await.unwrap();
+        let (c, mut s) = crate::test_util::tcp_pair().await;
+        let mut c = Upstream::direct(c);
         let server = tokio::spawn(async move {
             let mut g = [0u8; 4];
             s.read_exact(&mut g).await.unwrap();
@@ -291,13 +285,8 @@ mod tests {
 
     #[tokio::test]
     async fn failure_reply_is_refused() {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut c = Upstream::direct(
-            tokio::net::TcpStream::connect(l.local_addr().unwrap())
-                .await
-                .unwrap(),
-        );
-        let (mut s, _) = l.accept().await.unwrap();
+        let (c, mut s) = crate::test_util::tcp_pair().await;
+        let mut c = Upstream::direct(c);
         tokio::spawn(async move {
             let mut g = [0u8; 3];
             s.read_exact(&mut g).await.unwrap();
@@ -319,14 +308,9 @@ mod tests {
     /// socks5 node) speaks, so the greeting must not wait for that answer.
     #[tokio::test]
     async fn behind_a_lazy_relay_node_the_greeting_goes_first() {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut c = Upstream::direct(
-            tokio::net::TcpStream::connect(l.local_addr().unwrap())
-                .await
-                .unwrap(),
-        );
+        let (c, mut s) = crate::test_util::tcp_pair().await;
+        let mut c = Upstream::direct(c);
         c.owe_response();
-        let (mut s, _) = l.accept().await.unwrap();
         tokio::spawn(async move {
             let mut g = [0u8; 3];
             s.read_exact(&mut g).await.unwrap();

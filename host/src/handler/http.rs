@@ -573,18 +573,17 @@ impl HttpHandler {
         // answer (say 413 before closing), so the response is awaited, but
         // the connection cannot be reused.
         let mut body_refused = false;
-        // Traffic limiter: body bytes in `out` go to the origin once
-        // `body_paced` has passed; bytes read from the origin are passed
-        // on, and more are read, once `resp_paced` has.
-        let mut body_paced: Option<Instant> = None;
-        let mut resp_paced: Option<Instant> = None;
+        // Traffic limiter: body bytes in `out` go to the origin, and bytes
+        // read from the origin are passed on and more read, only while
+        // their direction is open.
+        let mut pacer = traffic::Pacer::default();
         loop {
             let sending_body = !exchange.req_body.done() && !body_refused;
             if out.is_empty() && sending_body && !client.buf.is_empty() {
                 match exchange.req_body.advance(&client.buf) {
                     Ok(n) => {
                         out.extend(client.buf.drain(..n));
-                        body_paced = paced_until(true, n);
+                        pacer.charge(true, n);
                     }
                     Err(e) => {
                         if matches!(exchange.resp, RespState::Head) {
@@ -596,7 +595,7 @@ impl HttpHandler {
             }
             let mut progress = false;
             match &mut exchange.resp {
-                _ if resp_paced.is_some() => {}
+                _ if !pacer.open(false) => {}
                 RespState::Head => match parse_response(&up_buf) {
                     Ok(Some(resp)) => {
                         progress = true;
@@ -660,7 +659,7 @@ impl HttpHandler {
             let (mut up_read, mut up_write) = upstream.split();
             up_buf.reserve(READ_CHUNK);
             tokio::select! {
-                r = up_write.write(&out), if !out.is_empty() && body_paced.is_none() => match r {
+                r = up_write.write(&out), if !out.is_empty() && pacer.open(true) => match r {
                     Ok(n) => {
                         out.drain(..n);
                     }
@@ -676,7 +675,7 @@ impl HttpHandler {
                     }
                     deadline = Instant::now() + self.opts.read_timeout;
                 }
-                r = up_read.read_buf(&mut up_buf), if resp_paced.is_none() => {
+                r = up_read.read_buf(&mut up_buf), if pacer.open(false) => {
                     let n = match r {
                         Ok(n) => n,
                         Err(_) if retryable && !heard => return Ok(Exchanged::Stale),
@@ -704,7 +703,7 @@ impl HttpHandler {
                     if n > 0 {
                         heard = true;
                         deadline = Instant::now() + self.opts.read_timeout;
-                        resp_paced = paced_until(false, n);
+                        pacer.charge(false, n);
                         continue;
                     }
                     match &mut exchange.resp {
@@ -719,15 +718,10 @@ impl HttpHandler {
                 }
                 // The read timeout counts the origin's silence, not the
                 // limiter's waits.
-                _ = tokio::time::sleep_until(body_paced.unwrap_or(deadline)), if body_paced.is_some() => {
-                    body_paced = None;
+                _ = pacer.wait(), if pacer.waiting() => {
                     deadline = Instant::now() + self.opts.read_timeout;
                 }
-                _ = tokio::time::sleep_until(resp_paced.unwrap_or(deadline)), if resp_paced.is_some() => {
-                    resp_paced = None;
-                    deadline = Instant::now() + self.opts.read_timeout;
-                }
-                _ = tokio::time::sleep_until(deadline), if waiting_head && resp_paced.is_none() => {
+                _ = tokio::time::sleep_until(deadline), if waiting_head && pacer.open(false) => {
                     self.reply_error(client, 503).await;
                     return Err(bad_upstream(format!("no response within {:?}", self.opts.read_timeout)));
                 }
@@ -783,14 +777,6 @@ impl Handler for HttpHandler {
     fn handle(&self, conn: Conn, ctx: ConnContext) -> HandleFuture<'_> {
         super::tcp_only("http", conn, |s| self.serve(s, ctx))
     }
-}
-
-/// Charges `n` bytes to the connection's traffic limiter: the instant they
-/// may move on, or `None` when they may at once (always, without a
-/// limiter, so an unlimited exchange never makes a timer).
-fn paced_until(from_client: bool, n: usize) -> Option<Instant> {
-    let wait = traffic::due(from_client, n);
-    (!wait.is_zero()).then(|| Instant::now() + wait)
 }
 
 fn bad_upstream(msg: impl std::fmt::Display) -> HandlerError {

@@ -499,9 +499,7 @@ mod tests {
     #[tokio::test]
     async fn reading_sniff_hands_back_every_byte_it_took() {
         use tokio::io::AsyncWriteExt;
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-        let (s, _) = l.accept().await.unwrap();
+        let (mut c, s) = crate::test_util::tcp_pair().await;
         let req = b"POST /j HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n{\"k\":\"v\"}xx";
         for part in req.chunks(7) {
             c.write_all(part).await.unwrap();
