@@ -414,27 +414,8 @@ fn socks5_udp_associate_through_a_socks5_chain() {
         ],
         pa,
     );
-    let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
-    let (code, control) = socks5_request(pa, 3, unspecified);
-    assert_eq!(code[1], 0, "associate granted");
-    let relay = SocketAddr::from((
-        [code[4], code[5], code[6], code[7]],
-        u16::from_be_bytes([code[8], code[9]]),
-    ));
-    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-    u.set_read_timeout(Some(TIMEOUT)).unwrap();
     // Two targets over one association: each reply names its source.
-    for (i, echo) in [echo1, echo2, echo1].into_iter().enumerate() {
-        let payload = random_bytes(1000 + i, i as u64 + 30);
-        let mut d = socks5_udp_header(echo);
-        let header = d.len();
-        d.extend_from_slice(&payload);
-        u.send_to(&d, relay).unwrap();
-        let mut buf = [0u8; 4096];
-        let (n, _) = u.recv_from(&mut buf).expect("reply through the chain");
-        assert_eq!(&buf[..header], &d[..header], "reply names {echo}");
-        assert!(buf[header..n] == payload[..], "payload {i} differs");
-    }
+    let control = associate_and_echo(pa, [echo1, echo2, echo1], 1000, 30);
     b.wait_log("socks5 udp-over-tcp");
     drop(control);
 }
@@ -1032,7 +1013,18 @@ fn socks5_udp_associate_through_a_relay_udp_chain_of_three_processes() {
         ],
         pa,
     );
-    let (reply, control) = socks5_request(pa, 3, SocketAddr::from(([0, 0, 0, 0], 0)));
+    let control = associate_and_echo(pa, [echo2, echo1, echo2], 2000, 50);
+    c.wait_log("socks5 udp associate");
+    assert!(!c.log().contains("udp-over-tcp"), "{}", c.log());
+    drop(control);
+}
+
+/// A SOCKS5 UDP ASSOCIATE on the service at `port`, then one datagram to
+/// each of `echoes` in turn (payload `i` is `base_len + i` bytes, seeded
+/// `seed + i`): each reply must name its echo server and carry the
+/// payload back. The control connection, which holds the association.
+fn associate_and_echo(port: u16, echoes: [SocketAddr; 3], base_len: usize, seed: u64) -> TcpStream {
+    let (reply, control) = socks5_request(port, 3, SocketAddr::from(([0, 0, 0, 0], 0)));
     assert_eq!(reply[1], 0, "associate granted: {reply:?}");
     let relay = SocketAddr::from((
         [reply[4], reply[5], reply[6], reply[7]],
@@ -1040,8 +1032,8 @@ fn socks5_udp_associate_through_a_relay_udp_chain_of_three_processes() {
     ));
     let u = UdpSocket::bind("127.0.0.1:0").unwrap();
     u.set_read_timeout(Some(TIMEOUT)).unwrap();
-    for (i, echo) in [echo2, echo1, echo2].into_iter().enumerate() {
-        let payload = random_bytes(2000 + i, i as u64 + 50);
+    for (i, echo) in echoes.into_iter().enumerate() {
+        let payload = random_bytes(base_len + i, i as u64 + seed);
         let mut d = socks5_udp_header(echo);
         let header = d.len();
         d.extend_from_slice(&payload);
@@ -1051,7 +1043,5 @@ fn socks5_udp_associate_through_a_relay_udp_chain_of_three_processes() {
         assert_eq!(&buf[..header], &d[..header], "reply names {echo}");
         assert!(buf[header..n] == payload[..], "payload {i} differs");
     }
-    c.wait_log("socks5 udp associate");
-    assert!(!c.log().contains("udp-over-tcp"), "{}", c.log());
-    drop(control);
+    control
 }
