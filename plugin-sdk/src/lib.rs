@@ -12,13 +12,17 @@
 //! ```no_run
 //! use std::io::Write;
 //! use gost_plugin_sdk::handler::{dial, ConnInfo, Outcome, RelayStreams};
-//! use gost_plugin_sdk::{log, Conn, Handler, Level};
+//! use gost_plugin_sdk::{log, log_enabled, Conn, Handler, Level};
 //!
 //! struct Greeter;
 //!
 //! impl Handler for Greeter {
 //!     fn handle(info: ConnInfo, mut client: Conn) -> Outcome {
-//!         log(Level::Info, &format!("client {}", info.client_addr));
+//!         // Formatting costs more than the check: skip it when no log
+//!         // would keep the line.
+//!         if log_enabled(Level::Debug) {
+//!             log(Level::Debug, &format!("client {}", info.client_addr));
+//!         }
 //!         let backend = gost_plugin_sdk::config_json();
 //!         let addr = backend.trim_matches(|c| "{}\"".contains(c));
 //!         if client.write_all(b"hello\n").is_err() {
@@ -47,7 +51,7 @@ pub mod common {
 }
 
 pub use common::gost::plugin::runtime::config as config_json;
-pub use common::gost::plugin::runtime::log;
+pub use common::gost::plugin::runtime::{log, log_enabled};
 pub use common::gost::plugin::types::{Conn, Level};
 
 /// The stream a handler reads and writes; the host owns the socket.

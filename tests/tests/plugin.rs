@@ -85,6 +85,30 @@ fn cli_form_runs_a_wasm_handler() {
     let (ok, body) = curl_body(&["--socks5", &format!("127.0.0.1:{port}"), &url]);
     assert!(ok, "{}", g.log());
     assert_eq!(body, BODY);
+    let dialed = format!(" -> 127.0.0.1:{}", http.port());
+    assert!(!g.log().contains(&dialed), "{}", g.log());
+}
+
+/// The plugin asks `log-enabled` before formatting its debug line: with
+/// `-D` the answer is yes and the line reaches the log.
+#[test]
+fn plugin_debug_lines_follow_the_log_level() {
+    let http = http_origin("127.0.0.1:0", BODY);
+    let port = free_port();
+    let g = Gost::start(&[
+        "-D",
+        "-L",
+        &format!("wasm://127.0.0.1:{port}?plugin={}", plugin_wasm("socks5")),
+    ]);
+    g.wait_tcp(port);
+    let url = format!("http://127.0.0.1:{}/", http.port());
+    let (ok, _) = curl_body(&["--socks5", &format!("127.0.0.1:{port}"), &url]);
+    assert!(ok, "{}", g.log());
+    let dialed = format!(" -> 127.0.0.1:{}", http.port());
+    g.wait_log(&dialed);
+    let log = g.log();
+    let line = log.lines().find(|l| l.contains(&dialed)).unwrap();
+    assert!(line.contains("DEBUG") && line.contains("socks5"), "{line}");
 }
 
 /// Sends one command byte to the faulty plugin and waits until the server

@@ -1,12 +1,24 @@
 //! Host bindings generated from `wit/`, one module per world. The shared
 //! `types` and `runtime` interfaces are generated once (in `common`) and
 //! reused by the others, so one trait impl serves every world.
+//!
+//! Only imports that may wait on the network are async. The others run as
+//! plain host calls: an async import costs a boxed future and a trip
+//! through the fiber's executor on every call, and a handshake makes
+//! several of these calls per connection.
 
 pub mod common {
     wasmtime::component::bindgen!({
         world: "common",
         path: "../wit",
-        imports: { default: async | trappable },
+        imports: {
+            "gost:plugin/types.[method]conn.peer-addr": trappable,
+            "gost:plugin/types.[drop]conn": trappable,
+            "gost:plugin/runtime.log": trappable,
+            "gost:plugin/runtime.log-enabled": trappable,
+            "gost:plugin/runtime.config": trappable,
+            default: async | trappable,
+        },
         with: {
             "gost:plugin/types.conn": crate::plugin::conn::ConnRes,
         },
@@ -16,12 +28,12 @@ pub mod common {
 /// A plugin world: its exports, with the shared interfaces taken from
 /// `common` so their host impls are written once.
 macro_rules! world {
-    ($module:ident, $world:literal) => {
+    ($module:ident, $world:literal $(, $sync:literal)*) => {
         pub mod $module {
             wasmtime::component::bindgen!({
                 world: $world,
                 path: "../wit",
-                imports: { default: async | trappable },
+                imports: { $($sync: trappable,)* default: async | trappable },
                 exports: { default: async },
                 with: {
                     "gost:plugin/types": crate::plugin::bindings::common::gost::plugin::types,
@@ -32,6 +44,6 @@ macro_rules! world {
     };
 }
 
-world!(handler, "handler");
+world!(handler, "handler", "gost:plugin/network.authenticate");
 world!(forwarder, "forwarder");
 world!(observer, "observer");

@@ -152,18 +152,18 @@ impl types::HostConn for PluginState {
         Ok(r.map_err(|e| e.to_string()))
     }
 
-    async fn peer_addr(&mut self, conn: Resource<ConnRes>) -> wasmtime::Result<String> {
+    fn peer_addr(&mut self, conn: Resource<ConnRes>) -> wasmtime::Result<String> {
         Ok(self.table.get(&conn)?.peer())
     }
 
-    async fn drop(&mut self, conn: Resource<ConnRes>) -> wasmtime::Result<()> {
+    fn drop(&mut self, conn: Resource<ConnRes>) -> wasmtime::Result<()> {
         self.take_conn(conn)?;
         Ok(())
     }
 }
 
 impl runtime::Host for PluginState {
-    async fn log(&mut self, level: types::Level, msg: String) -> wasmtime::Result<()> {
+    fn log(&mut self, level: types::Level, msg: String) -> wasmtime::Result<()> {
         let (plugin, owner) = (&*self.id.plugin, &*self.id.owner);
         match level {
             types::Level::Trace => tracing::trace!(plugin, service = owner, "{msg}"),
@@ -175,7 +175,19 @@ impl runtime::Host for PluginState {
         Ok(())
     }
 
-    async fn config(&mut self) -> wasmtime::Result<String> {
+    /// Asks the same callsite filter `log` goes through, so the answer
+    /// follows the log level and every logger the API reconfigures.
+    fn log_enabled(&mut self, level: types::Level) -> wasmtime::Result<bool> {
+        Ok(match level {
+            types::Level::Trace => tracing::enabled!(tracing::Level::TRACE),
+            types::Level::Debug => tracing::enabled!(tracing::Level::DEBUG),
+            types::Level::Info => tracing::enabled!(tracing::Level::INFO),
+            types::Level::Warn => tracing::enabled!(tracing::Level::WARN),
+            types::Level::Error => tracing::enabled!(tracing::Level::ERROR),
+        })
+    }
+
+    fn config(&mut self) -> wasmtime::Result<String> {
         Ok(self.id.config.to_string())
     }
 }
@@ -200,11 +212,7 @@ impl network::Host for PluginState {
         }
     }
 
-    async fn authenticate(
-        &mut self,
-        user: String,
-        password: String,
-    ) -> wasmtime::Result<Option<String>> {
+    fn authenticate(&mut self, user: String, password: String) -> wasmtime::Result<Option<String>> {
         Ok(match self.net.as_ref().and_then(|n| n.auther.as_ref()) {
             Some(a) => a.authenticate(&user, &password),
             None => Some(String::new()),

@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 
 use gost_plugin_sdk::handler::{authenticate, dial, ConnInfo, Outcome, RelayStreams};
-use gost_plugin_sdk::{log, Conn, Handler, Level};
+use gost_plugin_sdk::{log, log_enabled, Conn, Handler, Level};
 
 const VERSION: u8 = 5;
 const NO_AUTH: u8 = 0;
@@ -50,7 +50,9 @@ impl Handler for Socks5 {
                 return Outcome::Fail(format!("connect {target}: {e}"));
             }
         };
-        log(Level::Debug, &format!("{} -> {target}", info.client_addr));
+        if log_enabled(Level::Debug) {
+            log(Level::Debug, &format!("{} -> {target}", info.client_addr));
+        }
         if client.write_all(&reply(SUCCEEDED)).is_err() {
             return Outcome::Done;
         }
@@ -105,7 +107,7 @@ fn handshake(r: &mut BufReader<&mut Conn>) -> std::io::Result<Step> {
     if ver != VERSION {
         return Ok(Step::Refused(format!("bad request version {ver}")));
     }
-    let host = match atyp {
+    let mut target = match atyp {
         1 => {
             let a: [u8; 4] = read_array(r)?;
             std::net::Ipv4Addr::from(a).to_string()
@@ -128,7 +130,9 @@ fn handshake(r: &mut BufReader<&mut Conn>) -> std::io::Result<Step> {
         r.get_mut().write_all(&reply(COMMAND_NOT_SUPPORTED))?;
         return Ok(Step::Refused(format!("command {cmd} not supported")));
     }
-    Ok(Step::Target(format!("{host}:{port}")))
+    target.push(':');
+    target.push_str(&port.to_string());
+    Ok(Step::Target(target))
 }
 
 fn read_array<const N: usize>(r: &mut impl Read) -> std::io::Result<[u8; N]> {
