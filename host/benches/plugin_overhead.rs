@@ -133,10 +133,6 @@ async fn socks5(
     total
 }
 
-fn handler(isolation: &str) -> WasmHandler {
-    wasm_handler(PLUGIN, isolation)
-}
-
 fn wasm_handler(path: &str, isolation: &str) -> WasmHandler {
     let spec = PluginSpec::from_config(&PluginConfig {
         r#type: "wasm".into(),
@@ -148,9 +144,10 @@ fn wasm_handler(path: &str, isolation: &str) -> WasmHandler {
     WasmHandler::new(spec, "bench", HandlerDeps::default(), Default::default()).unwrap()
 }
 
-fn per_connection(c: &mut Criterion) {
+/// A runtime and the proxy-side listener, once `plugin` is built.
+fn setup(plugin: &str) -> (tokio::runtime::Runtime, TcpListener, SocketAddr) {
     assert!(
-        std::path::Path::new(PLUGIN).exists(),
+        std::path::Path::new(plugin).exists(),
         "build the plugins first: cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml"
     );
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -159,8 +156,13 @@ fn per_connection(c: &mut Criterion) {
         .unwrap();
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
-    let warm = handler("pooled");
-    let fresh = handler("per-connection");
+    (rt, l, addr)
+}
+
+fn per_connection(c: &mut Criterion) {
+    let (rt, l, addr) = setup(PLUGIN);
+    let warm = wasm_handler(PLUGIN, "pooled");
+    let fresh = wasm_handler(PLUGIN, "per-connection");
     let mut g = c.benchmark_group("connection");
     for (name, wasm) in [
         ("native echo", None),
@@ -175,16 +177,7 @@ fn per_connection(c: &mut Criterion) {
 }
 
 fn socks5_handshake(c: &mut Criterion) {
-    assert!(
-        std::path::Path::new(SOCKS5_PLUGIN).exists(),
-        "build the plugins first: cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml"
-    );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
+    let (rt, l, addr) = setup(SOCKS5_PLUGIN);
     // The target takes each connection and closes it, which ends the
     // relay after the timed part.
     let t = TcpListener::bind("127.0.0.1:0").unwrap();
