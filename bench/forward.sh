@@ -164,7 +164,7 @@ run_system() {
     echo "bulk: 1 stream upload for ${BULK_S} s; keep-alive: $KA_CONNS conns, ${WINDOW} s; new connections: $CR_WORKERS workers, ${WINDOW} s; idle: $IDLE_N conns"
     has haproxy && echo "haproxy: $(haproxy -v 2>/dev/null | head -n 1)"
     has socat && echo "socat: $(socat -V 2>/dev/null | grep -m1 'socat version')"
-    has gost && echo "gost: $GOST ${GOST_EXTRA_ARGS:-}"
+    has gost && echo "gost: $(shown "$GOST") ${GOST_EXTRA_ARGS:-}"
     # Other work on the machine (e.g. compiles) is the main source of noise.
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$TMP/header.txt"

@@ -229,3 +229,13 @@ write_report() {
     echo
     echo "Full results: $OUT"
 }
+
+# shown PATH: PATH as a report may print it: relative to the repository,
+# or only its file name when it lies elsewhere (reports are committed and
+# must not carry this machine's paths).
+shown() {
+    case $1 in
+        "$ROOT"/*) echo "${1#"$ROOT"/}" ;;
+        *) echo "(outside the repository)/$(basename "$1")" ;;
+    esac
+}

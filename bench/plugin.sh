@@ -103,7 +103,7 @@ run_system() {
     header_common "gost-rs wasm handler benchmark"
     echo "pinning: proxy on core $PROXY_CPU; load generator + target servers on core $LOAD_CPU"
     echo "systems: $SYSTEMS; rounds: $ROUNDS (interleaved, order rotated each round)"
-    echo "plugin: $PLUGIN ($(stat -c %s "$PLUGIN") bytes)"
+    echo "plugin: $(shown "$PLUGIN") ($(stat -c %s "$PLUGIN") bytes)"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$TMP/header.txt"
 cat "$TMP/header.txt" >&2

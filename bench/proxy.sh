@@ -207,7 +207,7 @@ pkg_version() { dpkg-query -W -f '${Version}' "$1" 2>/dev/null || echo '?'; }
     has microsocks && echo "microsocks: $(pkg_version microsocks)"
     has dante && echo "dante: $(pkg_version dante-server) (danted -N 1)"
     has tinyproxy && echo "tinyproxy: $(pkg_version tinyproxy-bin) (MaxClients $PEER_MAXCONN)"
-    uses_gost && echo "gost: $GOST ${GOST_EXTRA_ARGS:-}"
+    uses_gost && echo "gost: $(shown "$GOST") ${GOST_EXTRA_ARGS:-}"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$TMP/header.txt"
 cat "$TMP/header.txt" >&2
