@@ -72,20 +72,27 @@ api: {{addr: 127.0.0.1:{api}}}
     assert!(svc["status"]["stats"]["inputBytes"].as_u64().unwrap() > 0);
 }
 
-#[test]
-fn cli_form_runs_a_wasm_handler() {
+/// Runs the socks5 plugin in the CLI form (`flags` go before `-L`), fetches
+/// one page through it, and returns gost and the log text that marks the
+/// plugin's per-connection debug line for that fetch.
+fn cli_socks5_fetch(flags: &[&str]) -> (Gost, String) {
     let http = http_origin("127.0.0.1:0", BODY);
     let port = free_port();
-    let g = Gost::start(&[
-        "-L",
-        &format!("wasm://127.0.0.1:{port}?plugin={}", plugin_wasm("socks5")),
-    ]);
+    let listen = format!("wasm://127.0.0.1:{port}?plugin={}", plugin_wasm("socks5"));
+    let mut args = flags.to_vec();
+    args.extend(["-L", &listen]);
+    let g = Gost::start(&args);
     g.wait_tcp(port);
     let url = format!("http://127.0.0.1:{}/", http.port());
     let (ok, body) = curl_body(&["--socks5", &format!("127.0.0.1:{port}"), &url]);
     assert!(ok, "{}", g.log());
     assert_eq!(body, BODY);
-    let dialed = format!(" -> 127.0.0.1:{}", http.port());
+    (g, format!(" -> 127.0.0.1:{}", http.port()))
+}
+
+#[test]
+fn cli_form_runs_a_wasm_handler() {
+    let (g, dialed) = cli_socks5_fetch(&[]);
     assert!(!g.log().contains(&dialed), "{}", g.log());
 }
 
@@ -93,18 +100,7 @@ fn cli_form_runs_a_wasm_handler() {
 /// `-D` the answer is yes and the line reaches the log.
 #[test]
 fn plugin_debug_lines_follow_the_log_level() {
-    let http = http_origin("127.0.0.1:0", BODY);
-    let port = free_port();
-    let g = Gost::start(&[
-        "-D",
-        "-L",
-        &format!("wasm://127.0.0.1:{port}?plugin={}", plugin_wasm("socks5")),
-    ]);
-    g.wait_tcp(port);
-    let url = format!("http://127.0.0.1:{}/", http.port());
-    let (ok, _) = curl_body(&["--socks5", &format!("127.0.0.1:{port}"), &url]);
-    assert!(ok, "{}", g.log());
-    let dialed = format!(" -> 127.0.0.1:{}", http.port());
+    let (g, dialed) = cli_socks5_fetch(&["-D"]);
     g.wait_log(&dialed);
     let log = g.log();
     let line = log.lines().find(|l| l.contains(&dialed)).unwrap();
