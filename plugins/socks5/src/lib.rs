@@ -107,7 +107,7 @@ fn handshake(r: &mut BufReader<&mut Conn>) -> std::io::Result<Step> {
     if ver != VERSION {
         return Ok(Step::Refused(format!("bad request version {ver}")));
     }
-    let mut target = match atyp {
+    let host = match atyp {
         1 => {
             let a: [u8; 4] = read_array(r)?;
             std::net::Ipv4Addr::from(a).to_string()
@@ -130,9 +130,7 @@ fn handshake(r: &mut BufReader<&mut Conn>) -> std::io::Result<Step> {
         r.get_mut().write_all(&reply(COMMAND_NOT_SUPPORTED))?;
         return Ok(Step::Refused(format!("command {cmd} not supported")));
     }
-    target.push(':');
-    target.push_str(&port.to_string());
-    Ok(Step::Target(target))
+    Ok(Step::Target(format!("{host}:{port}")))
 }
 
 fn read_array<const N: usize>(r: &mut impl Read) -> std::io::Result<[u8; N]> {
