@@ -17,11 +17,11 @@
 //! struct Greeter;
 //!
 //! impl Handler for Greeter {
-//!     fn handle(info: ConnInfo, mut client: Conn) -> Outcome {
+//!     fn handle(info: &ConnInfo, mut client: Conn) -> Outcome {
 //!         // Formatting costs more than the check: skip it when no log
 //!         // would keep the line.
 //!         if log_enabled(Level::Debug) {
-//!             log(Level::Debug, &format!("client {}", info.client_addr));
+//!             log(Level::Debug, &format!("client {}", info.client_addr()));
 //!         }
 //!         let backend = gost_plugin_sdk::config_json();
 //!         let addr = backend.trim_matches(|c| "{}\"".contains(c));
@@ -88,9 +88,9 @@ pub mod handler {
             world: "handler",
             path: "../wit",
             with: {
-                "gost:plugin/types@0.1.0": crate::common::gost::plugin::types,
-                "gost:plugin/runtime@0.1.0": crate::common::gost::plugin::runtime,
-                "gost:plugin/network@0.1.0": generate,
+                "gost:plugin/types@0.2.0": crate::common::gost::plugin::types,
+                "gost:plugin/runtime@0.2.0": crate::common::gost::plugin::runtime,
+                "gost:plugin/network@0.2.0": generate,
             },
             pub_export_macro: true,
             default_bindings_module: "gost_plugin_sdk::handler::bindings",
@@ -106,7 +106,10 @@ pub mod handler {
     /// may serve many connections one after another, so keep per-client
     /// state on the stack.
     pub trait Handler {
-        fn handle(info: ConnInfo, client: crate::Conn) -> Outcome;
+        /// `info` answers questions about the connection (`client_addr()`,
+        /// `local_addr()`, `service()`, `network()`); each is a host call,
+        /// so ask only for what you use.
+        fn handle(info: &ConnInfo, client: crate::Conn) -> Outcome;
     }
 }
 
@@ -120,7 +123,7 @@ macro_rules! export_handler {
     ($ty:ident) => {
         impl $crate::handler::bindings::Guest for $ty {
             fn handle(
-                info: $crate::handler::ConnInfo,
+                info: &$crate::handler::ConnInfo,
                 client: $crate::Conn,
             ) -> $crate::handler::Outcome {
                 <$ty as $crate::handler::Handler>::handle(info, client)
@@ -141,8 +144,8 @@ pub mod forwarder {
             world: "forwarder",
             path: "../wit",
             with: {
-                "gost:plugin/types@0.1.0": crate::common::gost::plugin::types,
-                "gost:plugin/runtime@0.1.0": crate::common::gost::plugin::runtime,
+                "gost:plugin/types@0.2.0": crate::common::gost::plugin::types,
+                "gost:plugin/runtime@0.2.0": crate::common::gost::plugin::runtime,
             },
             pub_export_macro: true,
             default_bindings_module: "gost_plugin_sdk::forwarder::bindings",
@@ -196,8 +199,8 @@ pub mod observer {
             world: "observer",
             path: "../wit",
             with: {
-                "gost:plugin/types@0.1.0": crate::common::gost::plugin::types,
-                "gost:plugin/runtime@0.1.0": crate::common::gost::plugin::runtime,
+                "gost:plugin/types@0.2.0": crate::common::gost::plugin::types,
+                "gost:plugin/runtime@0.2.0": crate::common::gost::plugin::runtime,
             },
             pub_export_macro: true,
             default_bindings_module: "gost_plugin_sdk::observer::bindings",

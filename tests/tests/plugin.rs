@@ -196,6 +196,47 @@ api: {{addr: 127.0.0.1:{api}}}
     }
 }
 
+/// Each `conn-info` field the plugin asks for is the connection's own.
+#[test]
+fn plugin_reads_its_conn_info() {
+    let port = free_port();
+    let g = Gost::start(&[
+        "-L",
+        &format!("wasm://127.0.0.1:{port}?plugin={}", plugin_wasm("faulty")),
+    ]);
+    g.wait_tcp(port);
+    for _ in 0..2 {
+        let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(TIMEOUT)).unwrap();
+        c.write_all(b"i").unwrap();
+        let mut line = String::new();
+        c.read_to_string(&mut line).unwrap();
+        let me = c.local_addr().unwrap();
+        assert_eq!(
+            line,
+            format!("service-0 tcp {me} 127.0.0.1:{port}\n"),
+            "{}",
+            g.log()
+        );
+    }
+}
+
+/// A warm instance serves one connection after another from the same
+/// store: anything a call leaves behind there (a lent `conn-info` did)
+/// piles up until the store's handle cap of 1,000 refuses the next call.
+#[test]
+fn warm_instance_serves_past_its_handle_cap() {
+    let port = free_port();
+    let g = Gost::start(&[
+        "-L",
+        &format!("wasm://127.0.0.1:{port}?plugin={}", plugin_wasm("faulty")),
+    ]);
+    g.wait_tcp(port);
+    for i in 0..1_200 {
+        assert_eq!(poke(port, b'e'), b"e", "connection {i}:\n{}", g.log());
+    }
+}
+
 #[test]
 fn per_connection_isolation_serves_each_client_fresh() {
     let port = free_port();
@@ -261,9 +302,9 @@ fn bad_plugin_files_are_refused_with_reasons() {
     let e = refused("{type: grpc, addr: 127.0.0.1:1}");
     assert!(e.contains("plugin type 'grpc'"), "{e}");
     // A plugin built against another WIT version: the same component with
-    // its `gost:plugin/...@0.1.0` names rewritten to 0.9.0.
+    // its `gost:plugin/...@0.2.0` names rewritten to 0.9.0.
     let mut bytes = std::fs::read(plugin_wasm("socks5")).unwrap();
-    let (from, to) = (b"@0.1.0", b"@0.9.0");
+    let (from, to) = (b"@0.2.0", b"@0.9.0");
     let mut patched = 0;
     for i in 0..bytes.len().saturating_sub(from.len()) {
         if &bytes[i..i + from.len()] == from

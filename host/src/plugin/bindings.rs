@@ -14,6 +14,11 @@ pub mod common {
         imports: {
             "gost:plugin/types.[method]conn.peer-addr": trappable,
             "gost:plugin/types.[drop]conn": trappable,
+            "gost:plugin/types.[method]conn-info.service": trappable,
+            "gost:plugin/types.[method]conn-info.network": trappable,
+            "gost:plugin/types.[method]conn-info.client-addr": trappable,
+            "gost:plugin/types.[method]conn-info.local-addr": trappable,
+            "gost:plugin/types.[drop]conn-info": trappable,
             "gost:plugin/runtime.log": trappable,
             "gost:plugin/runtime.log-enabled": trappable,
             "gost:plugin/runtime.config": trappable,
@@ -21,6 +26,7 @@ pub mod common {
         },
         with: {
             "gost:plugin/types.conn": crate::plugin::conn::ConnRes,
+            "gost:plugin/types.conn-info": crate::plugin::conn::ConnInfoRes,
         },
     });
 }

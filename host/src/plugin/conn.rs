@@ -4,6 +4,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -13,6 +14,16 @@ use crate::handler::stream::ClientStream;
 /// Largest chunk one `read` returns, whatever the plugin asks for: bounds
 /// the copy into guest memory.
 const MAX_READ: usize = 64 * 1024;
+
+/// The host side of the WIT `conn-info` resource, kept unformatted: most
+/// handshakes read no field, and every string handed to the guest costs
+/// a formatting on the host and a call into the guest to allocate it.
+#[derive(Debug)]
+pub struct ConnInfoRes {
+    pub service: Arc<str>,
+    pub client: SocketAddr,
+    pub local: SocketAddr,
+}
 
 #[derive(Debug)]
 enum Inner {

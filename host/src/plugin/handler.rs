@@ -10,11 +10,11 @@
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use wasmtime::component::Resource;
 use wasmtime::Store;
 
-use super::bindings::common::gost::plugin::types::ConnInfo;
 use super::bindings::handler::{Handler as HandlerWorld, HandlerPre, Outcome};
-use super::conn::ConnRes;
+use super::conn::{ConnInfoRes, ConnRes};
 use super::load::{self, World};
 use super::spec::{Isolation, PluginSpec};
 use super::state::{Identity, NetCtx, PluginState};
@@ -174,6 +174,11 @@ impl WasmHandler {
         }
     }
 
+    /// An error about this plugin's call, with the plugin named.
+    fn named(&self, e: impl std::fmt::Display) -> HandlerError {
+        HandlerError::Plugin(format!("plugin {}: {e}", self.spec.name))
+    }
+
     fn plugin_error(&self, store: &Store<PluginState>, e: &wasmtime::Error) -> HandlerError {
         let what = if store.data().limits.hit {
             format!("out of memory (limit {} bytes)", self.spec.memory)
@@ -190,25 +195,34 @@ impl WasmHandler {
             ));
         };
         let mut w = self.acquire().await?;
-        let info = ConnInfo {
-            service: ctx.service.to_string(),
-            network: "tcp".into(),
-            client_addr: ctx.peer.to_string(),
-            local_addr: ctx.local.to_string(),
-        };
-        let client = w
-            .store
-            .data_mut()
-            .push_conn(ConnRes::client(
-                ClientStream::new(tcp, ctx.stats.clone()),
-                ctx.peer,
-            ))
-            .map_err(|e| HandlerError::Plugin(format!("plugin {}: {e}", self.spec.name)))?;
+        let data = w.store.data_mut();
+        let pushed = data
+            .lend_info(ConnInfoRes {
+                service: ctx.service.clone(),
+                client: ctx.peer,
+                local: ctx.local,
+            })
+            .and_then(|info| {
+                let client = ClientStream::new(tcp, ctx.stats.clone());
+                Ok((info, data.push_conn(ConnRes::client(client, ctx.peer))?))
+            });
+        let (info, client) = pushed.map_err(|e| self.named(e))?;
         w.store.data_mut().resumed_at = Instant::now();
         w.store.set_epoch_deadline(1);
-        let call = w.bindings.call_handle(&mut w.store, &info, client);
+        // A borrow made from the rep: lowering the owning handle as a
+        // borrow makes wasmtime file it in the store's own resource table,
+        // where it stays after the call, one entry per connection until the
+        // store's handle limit refuses the next lend.
+        let lent = Resource::new_borrow(info.rep());
+        let call = w.bindings.call_handle(&mut w.store, lent, client);
         let outcome = match tokio::time::timeout(self.opts.read_timeout, call).await {
-            Ok(Ok(o)) => o,
+            Ok(Ok(o)) => {
+                w.store
+                    .data_mut()
+                    .end_lend(info)
+                    .map_err(|e| self.named(e))?;
+                o
+            }
             // The instance may be in any state after a trap: drop it.
             Ok(Err(e)) => return Err(self.plugin_error(&w.store, &e)),
             // Dropping the call unwinds the guest; the instance, stopped
@@ -227,10 +241,7 @@ impl WasmHandler {
             }
             Outcome::Fail(msg) => {
                 self.release(w);
-                Err(HandlerError::Plugin(format!(
-                    "plugin {}: {msg}",
-                    self.spec.name
-                )))
+                Err(self.named(msg))
             }
             Outcome::Relay(streams) => {
                 let data = w.store.data_mut();

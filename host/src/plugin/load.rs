@@ -192,6 +192,13 @@ fn cache_dir() -> Option<PathBuf> {
     }
 }
 
+/// Component handles (conns, conn-infos, WASI streams and the like) one
+/// instance may hold at once. A handshake needs a handful and an observer
+/// a few streams, so this stays far above real use while bounding what a
+/// plugin that leaks handles, or a host bug that leaks them per call, can
+/// take: wasmtime's default would allow 100,000.
+const MAX_HANDLES: usize = 1_000;
+
 /// A store with the plugin's limits and capabilities: no files, env,
 /// sockets or arguments, except the directory and the addresses the config
 /// grants.
@@ -230,6 +237,7 @@ pub fn new_store(
     };
     let mut store = Store::new(engine, PluginState::new(id, wasi.build(), limit, net));
     store.limiter(|s| &mut s.limits);
+    store.set_max_component_handles(MAX_HANDLES);
     let deadline = spec.deadline;
     // Checked every epoch tick while the guest runs; waiting in a host call
     // resets the clock (see `PluginState::resumed_at`).

@@ -10,7 +10,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::common::gost::plugin::{runtime, types};
 use super::bindings::handler::gost::plugin::network;
-use super::conn::ConnRes;
+use super::conn::{ConnInfoRes, ConnRes};
 use crate::auth::Auther;
 use crate::router::Router;
 
@@ -71,6 +71,20 @@ impl PluginState {
         let c = self.table.delete(r)?;
         self.live_conns -= 1;
         Ok(c)
+    }
+
+    /// Puts a connection's `conn-info` in the table for one `handle` call.
+    /// The call gets a borrow of it; the host keeps the owning handle and
+    /// gives it to [`Self::end_lend`] afterwards.
+    pub fn lend_info(&mut self, info: ConnInfoRes) -> wasmtime::Result<Resource<ConnInfoRes>> {
+        Ok(self.table.push(info)?)
+    }
+
+    /// Takes back what [`Self::lend_info`] lent once the call returned (the
+    /// guest cannot keep a borrowed handle past it).
+    pub fn end_lend(&mut self, info: Resource<ConnInfoRes>) -> wasmtime::Result<()> {
+        self.table.delete(info)?;
+        Ok(())
     }
 
     fn resume(&mut self) {
@@ -158,6 +172,32 @@ impl types::HostConn for PluginState {
 
     fn drop(&mut self, conn: Resource<ConnRes>) -> wasmtime::Result<()> {
         self.take_conn(conn)?;
+        Ok(())
+    }
+}
+
+impl types::HostConnInfo for PluginState {
+    fn service(&mut self, info: Resource<ConnInfoRes>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&info)?.service.to_string())
+    }
+
+    fn network(&mut self, info: Resource<ConnInfoRes>) -> wasmtime::Result<String> {
+        self.table.get(&info)?;
+        Ok("tcp".into())
+    }
+
+    fn client_addr(&mut self, info: Resource<ConnInfoRes>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&info)?.client.to_string())
+    }
+
+    fn local_addr(&mut self, info: Resource<ConnInfoRes>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&info)?.local.to_string())
+    }
+
+    /// Only reached for a handle the guest owns, and the host only lends
+    /// `conn-info`; deleting keeps the table clean all the same.
+    fn drop(&mut self, info: Resource<ConnInfoRes>) -> wasmtime::Result<()> {
+        self.table.delete(info)?;
         Ok(())
     }
 }

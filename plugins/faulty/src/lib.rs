@@ -1,8 +1,9 @@
 //! A handler that misbehaves on purpose, chosen by the first byte the client
 //! sends, so one service can show that a bad connection ends alone:
 //! `t` traps, `l` loops forever, `m` allocates until memory runs out,
-//! `w` writes after shutting its write side, anything else is echoed back
-//! and the connection is done.
+//! `w` writes after shutting its write side, `i` answers with what its
+//! `conn-info` says (`service network client-addr local-addr`), anything
+//! else is echoed back and the connection is done.
 
 use std::io::{Read, Write};
 
@@ -12,7 +13,7 @@ use gost_plugin_sdk::{Conn, Handler};
 struct Faulty;
 
 impl Handler for Faulty {
-    fn handle(_info: ConnInfo, mut client: Conn) -> Outcome {
+    fn handle(info: &ConnInfo, mut client: Conn) -> Outcome {
         let mut b = [0u8; 1];
         if client.read_exact(&mut b).is_err() {
             return Outcome::Done;
@@ -38,6 +39,17 @@ impl Handler for Faulty {
                     Ok(()) => Outcome::Fail("write after shutdown succeeded".into()),
                     Err(e) => Outcome::Fail(e),
                 }
+            }
+            b'i' => {
+                let line = format!(
+                    "{} {} {} {}\n",
+                    info.service(),
+                    info.network(),
+                    info.client_addr(),
+                    info.local_addr()
+                );
+                let _ = client.write_all(line.as_bytes());
+                Outcome::Done
             }
             other => {
                 let _ = client.write_all(&[other]);

@@ -24,7 +24,7 @@ const ADDRESS_NOT_SUPPORTED: u8 = 8;
 struct Socks5;
 
 impl Handler for Socks5 {
-    fn handle(info: ConnInfo, mut client: Conn) -> Outcome {
+    fn handle(info: &ConnInfo, mut client: Conn) -> Outcome {
         // One host read usually brings the whole greeting; the buffer saves
         // a host call per field.
         let mut r = BufReader::with_capacity(512, &mut client);
@@ -51,7 +51,7 @@ impl Handler for Socks5 {
             }
         };
         if log_enabled(Level::Debug) {
-            log(Level::Debug, &format!("{} -> {target}", info.client_addr));
+            log(Level::Debug, &format!("{} -> {target}", info.client_addr()));
         }
         if client.write_all(&reply(SUCCEEDED)).is_err() {
             return Outcome::Done;

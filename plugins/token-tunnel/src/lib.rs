@@ -21,7 +21,7 @@ const MAX_LINE: u64 = 1024;
 struct TokenTunnel;
 
 impl Handler for TokenTunnel {
-    fn handle(info: ConnInfo, mut client: Conn) -> Outcome {
+    fn handle(info: &ConnInfo, mut client: Conn) -> Outcome {
         let mut line = String::new();
         let mut r = BufReader::with_capacity(MAX_LINE as usize, &mut client);
         if std::io::Read::take(&mut r, MAX_LINE)
@@ -52,7 +52,7 @@ impl Handler for TokenTunnel {
         if client.write_all(b"OK\n").is_err() {
             return Outcome::Done;
         }
-        log(Level::Info, &format!("{} -> {target}", info.client_addr));
+        log(Level::Info, &format!("{} -> {target}", info.client_addr()));
         Outcome::Relay(RelayStreams { client, upstream })
     }
 }
