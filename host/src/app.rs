@@ -1165,6 +1165,23 @@ fn build_forwarding(
     let Some((hop, plugin)) = hop.and_then(|h| Some((h, h.plugin.as_ref()?))) else {
         return Ok(Arc::new(build_forward_handler(root, cfg, router)?));
     };
+    if let Some((n, set)) = hop
+        .nodes
+        .iter()
+        .map(|n| (n, ignored_node_settings(n)))
+        .find(|(_, set)| !set.is_empty())
+    {
+        return Err(svc_err(
+            cfg,
+            format!(
+                "hop \"{}\": node \"{}\" sets {}; a plugin hop's nodes take only name and addr \
+                 (the plugin picks the node, and its address is dialed through the service's router)",
+                hop.name,
+                n.name,
+                set.join(", ")
+            ),
+        ));
+    }
     let mut nodes = Vec::with_capacity(hop.nodes.len());
     for n in hop.nodes.iter().map(ForwardNodeConfig::from) {
         nodes.push(Arc::new(
@@ -1190,6 +1207,20 @@ fn build_forwarding(
     )
     .map_err(err)?;
     Ok(crate::plugin::reload::watched(fwd, path))
+}
+
+/// The settings of a plugin hop's node beyond `name` and `addr`, by their
+/// config names. None of them would be applied, and refusing them beats
+/// ignoring a matcher or a bypass the user relies on.
+fn ignored_node_settings(n: &crate::config::NodeConfig) -> Vec<String> {
+    match serde_json::to_value(n) {
+        Ok(serde_json::Value::Object(m)) => m
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| k != "name" && k != "addr")
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 fn build_forward_handler(

@@ -383,6 +383,43 @@ fn exchange(port: u16, first: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A plugin hop's node settings beyond name and addr would not be
+/// applied (the plugin picks the node): refused at start-up, by name.
+#[test]
+fn plugin_hop_refuses_node_settings_it_would_ignore() {
+    let dir = TempDir::new("wasm-hop-node");
+    let file = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:
+- name: fwd
+  addr: 127.0.0.1:{}
+  handler: {{type: tcp}}
+  forwarder: {{hop: picked}}
+hops:
+- name: picked
+  nodes:
+  - {{name: a, addr: 127.0.0.1:1}}
+  - name: b
+    addr: 127.0.0.1:2
+    network: udp
+    matcher: {{rule: Host(`b.example`)}}
+  plugin: {{type: wasm, path: {}}}
+",
+            free_port(),
+            plugin_wasm("sni-router")
+        ),
+    );
+    let (status, out, err) = run_gost(&["-C", &file]);
+    assert!(!status.success(), "started: {out}{err}");
+    let msg = format!("{out}{err}");
+    assert!(
+        msg.contains("service \"fwd\": hop \"picked\": node \"b\" sets matcher, network;")
+            && msg.contains("only name and addr"),
+        "{msg}"
+    );
+}
+
 #[test]
 fn sni_router_sends_each_name_to_its_backend() {
     let (a, b) = (tcp_greeter("A"), tcp_greeter("B"));
