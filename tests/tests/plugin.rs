@@ -196,15 +196,24 @@ api: {{addr: 127.0.0.1:{api}}}
     }
 }
 
-/// Each `conn-info` field the plugin asks for is the connection's own.
-#[test]
-fn plugin_reads_its_conn_info() {
+/// The faulty plugin as a CLI service, with `query` appended to its URL.
+fn cli_faulty(query: &str) -> (Gost, u16) {
     let port = free_port();
     let g = Gost::start(&[
         "-L",
-        &format!("wasm://127.0.0.1:{port}?plugin={}", plugin_wasm("faulty")),
+        &format!(
+            "wasm://127.0.0.1:{port}?plugin={}{query}",
+            plugin_wasm("faulty")
+        ),
     ]);
     g.wait_tcp(port);
+    (g, port)
+}
+
+/// Each `conn-info` field the plugin asks for is the connection's own.
+#[test]
+fn plugin_reads_its_conn_info() {
+    let (g, port) = cli_faulty("");
     for _ in 0..2 {
         let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
         c.set_read_timeout(Some(TIMEOUT)).unwrap();
@@ -226,12 +235,7 @@ fn plugin_reads_its_conn_info() {
 /// piles up until the store's handle cap of 1,000 refuses the next call.
 #[test]
 fn warm_instance_serves_past_its_handle_cap() {
-    let port = free_port();
-    let g = Gost::start(&[
-        "-L",
-        &format!("wasm://127.0.0.1:{port}?plugin={}", plugin_wasm("faulty")),
-    ]);
-    g.wait_tcp(port);
+    let (g, port) = cli_faulty("");
     for i in 0..1_200 {
         assert_eq!(poke(port, b'e'), b"e", "connection {i}:\n{}", g.log());
     }
@@ -239,15 +243,7 @@ fn warm_instance_serves_past_its_handle_cap() {
 
 #[test]
 fn per_connection_isolation_serves_each_client_fresh() {
-    let port = free_port();
-    let g = Gost::start(&[
-        "-L",
-        &format!(
-            "wasm://127.0.0.1:{port}?plugin={}&isolation=per-connection",
-            plugin_wasm("faulty")
-        ),
-    ]);
-    g.wait_tcp(port);
+    let (_g, port) = cli_faulty("&isolation=per-connection");
     for _ in 0..3 {
         assert_eq!(poke(port, b'e'), b"e");
         assert_eq!(poke(port, b't'), b"");
