@@ -1165,22 +1165,32 @@ fn build_forwarding(
     let Some((hop, plugin)) = hop.and_then(|h| Some((h, h.plugin.as_ref()?))) else {
         return Ok(Arc::new(build_forward_handler(root, cfg, router)?));
     };
-    if let Some((n, set)) = hop
-        .nodes
-        .iter()
-        .map(|n| (n, ignored_node_settings(n)))
-        .find(|(_, set)| !set.is_empty())
-    {
+    // The plugin picks among the nodes and their addresses are dialed
+    // through the service's router: nothing else of the hop or its nodes
+    // would be applied.
+    let what = |set: Vec<String>| {
+        format!(
+            "sets {}; a plugin hop takes only name, nodes and plugin, and its nodes only \
+             name and addr (the plugin picks the node, and its address is dialed through \
+             the service's router)",
+            set.join(", ")
+        )
+    };
+    let hop_set = settings_beyond(hop, &["name", "nodes", "plugin"]);
+    if !hop_set.is_empty() {
         return Err(svc_err(
             cfg,
-            format!(
-                "hop \"{}\": node \"{}\" sets {}; a plugin hop's nodes take only name and addr \
-                 (the plugin picks the node, and its address is dialed through the service's router)",
-                hop.name,
-                n.name,
-                set.join(", ")
-            ),
+            format!("hop \"{}\" {}", hop.name, what(hop_set)),
         ));
+    }
+    for n in &hop.nodes {
+        let set = settings_beyond(n, &["name", "addr"]);
+        if !set.is_empty() {
+            return Err(svc_err(
+                cfg,
+                format!("hop \"{}\": node \"{}\" {}", hop.name, n.name, what(set)),
+            ));
+        }
     }
     let mut nodes = Vec::with_capacity(hop.nodes.len());
     for n in hop.nodes.iter().map(ForwardNodeConfig::from) {
@@ -1209,15 +1219,15 @@ fn build_forwarding(
     Ok(crate::plugin::reload::watched(fwd, path))
 }
 
-/// The settings of a plugin hop's node beyond `name` and `addr`, by their
-/// config names. None of them would be applied, and refusing them beats
-/// ignoring a matcher or a bypass the user relies on.
-fn ignored_node_settings(n: &crate::config::NodeConfig) -> Vec<String> {
-    match serde_json::to_value(n) {
+/// The settings `v` sets beyond `keep`, by their config names. Used for
+/// plugin hops, where none of the others would be applied: refusing them
+/// beats ignoring a matcher or a bypass the user relies on.
+fn settings_beyond(v: &impl serde::Serialize, keep: &[&str]) -> Vec<String> {
+    match serde_json::to_value(v) {
         Ok(serde_json::Value::Object(m)) => m
             .into_iter()
             .map(|(k, _)| k)
-            .filter(|k| k != "name" && k != "addr")
+            .filter(|k| !keep.contains(&k.as_str()))
             .collect(),
         _ => Vec::new(),
     }

@@ -379,15 +379,17 @@ fn exchange(port: u16, first: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A plugin hop's node settings beyond name and addr would not be
-/// applied (the plugin picks the node): refused at start-up, by name.
+/// Settings of a plugin hop or its nodes beyond what the plugin path uses
+/// would not be applied (the plugin picks the node): refused at start-up,
+/// by name.
 #[test]
-fn plugin_hop_refuses_node_settings_it_would_ignore() {
+fn plugin_hop_refuses_settings_it_would_ignore() {
     let dir = TempDir::new("wasm-hop-node");
-    let file = dir.write(
-        "gost.yaml",
-        &format!(
-            "services:
+    let refused = |hop_extra: &str, node_extra: &str| {
+        let file = dir.write(
+            "gost.yaml",
+            &format!(
+                "services:
 - name: fwd
   addr: 127.0.0.1:{}
   handler: {{type: tcp}}
@@ -396,22 +398,27 @@ hops:
 - name: picked
   nodes:
   - {{name: a, addr: 127.0.0.1:1}}
-  - name: b
-    addr: 127.0.0.1:2
-    network: udp
-    matcher: {{rule: Host(`b.example`)}}
-  plugin: {{type: wasm, path: {}}}
+  - {{name: b, addr: 127.0.0.1:2{node_extra}}}
+  plugin: {{type: wasm, path: {}}}{hop_extra}
 ",
-            free_port(),
-            plugin_wasm("sni-router")
-        ),
-    );
-    let (status, out, err) = run_gost(&["-C", &file]);
-    assert!(!status.success(), "started: {out}{err}");
-    let msg = format!("{out}{err}");
+                free_port(),
+                plugin_wasm("sni-router")
+            ),
+        );
+        let (status, out, err) = run_gost(&["-C", &file]);
+        assert!(!status.success(), "started: {out}{err}");
+        format!("{out}{err}")
+    };
+    let msg = refused("", ", network: udp, matcher: {rule: Host(`b.example`)}");
     assert!(
         msg.contains("service \"fwd\": hop \"picked\": node \"b\" sets matcher, network;")
-            && msg.contains("only name and addr"),
+            && msg.contains("its nodes only name and addr"),
+        "{msg}"
+    );
+    let msg = refused("\n  selector: {strategy: fifo}", "");
+    assert!(
+        msg.contains("service \"fwd\": hop \"picked\" sets selector;")
+            && msg.contains("takes only name, nodes and plugin"),
         "{msg}"
     );
 }
