@@ -75,6 +75,7 @@ fn connected_now(sock: &Socket) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future;
     use std::time::{Duration, Instant};
 
     #[tokio::test]
@@ -84,6 +85,14 @@ mod tests {
         let s = dial_tcp(&addr.to_string()).await.unwrap();
         assert_eq!(s.peer_addr().unwrap(), addr);
         assert!(s.nodelay().unwrap());
+        // Done on the first poll: no trip through the reactor.
+        let target = addr.to_string();
+        let mut dial = std::pin::pin!(dial_tcp(&target));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(
+            matches!(dial.as_mut().poll(&mut cx), std::task::Poll::Ready(Ok(_))),
+            "a loopback dial waited for the reactor"
+        );
         drop(l);
         let e = dial_tcp(&addr.to_string()).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
