@@ -231,8 +231,8 @@ write_report() {
 }
 
 # shown PATH: PATH as a report may print it: relative to the repository,
-# or only its file name when it lies elsewhere (reports are committed and
-# must not carry this machine's paths).
+# or only its file name when it lies elsewhere (reports are quoted in
+# README and shared, and must not carry this machine's paths).
 shown() {
     case $1 in
         "$ROOT"/*) echo "${1#"$ROOT"/}" ;;

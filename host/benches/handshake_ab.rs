@@ -41,7 +41,8 @@ fn main() {
     for h in [native, wasm] {
         per_handshake(h);
     }
-    let (mut n, mut w, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let (mut n, mut w, mut extra, mut ratio) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         let (tn, tw) = if round % 2 == 0 {
             let tn = per_handshake(native);
@@ -50,34 +51,25 @@ fn main() {
             let tw = per_handshake(wasm);
             (per_handshake(native), tw)
         };
+        n.push(us(tn));
+        w.push(us(tw));
+        extra.push(us(tw) - us(tn));
         ratio.push(tn.as_secs_f64() / tw.as_secs_f64());
-        n.push(tn);
-        w.push(tw);
     }
-    let us = |d: Duration| d.as_secs_f64() * 1e6;
-    let extra: Vec<f64> = n.iter().zip(&w).map(|(a, b)| us(*b) - us(*a)).collect();
+    let [_, n, _] = quartiles(&mut n);
+    let [_, w, _] = quartiles(&mut w);
+    let [e1, e, e3] = quartiles(&mut extra);
+    let [r1, r, r3] = quartiles(&mut ratio);
     println!("socks5 handshake, {rounds} rounds of {batch} per side, alternating");
-    println!("  native:     {:7.1} us (median)", us(median(&mut n)));
-    println!("  wasm:       {:7.1} us (median)", us(median(&mut w)));
-    println!(
-        "  wasm extra: {:7.1} us (median of rounds; quartiles {})",
-        median(&mut extra.clone()),
-        quartiles(extra, 1)
-    );
-    println!(
-        "  rate ratio wasm/native: {:.3} (median of rounds; quartiles {})",
-        median(&mut ratio.clone()),
-        quartiles(ratio, 3)
-    );
+    println!("  native:     {n:7.1} us (median)");
+    println!("  wasm:       {w:7.1} us (median)");
+    println!("  wasm extra: {e:7.1} us (median of rounds; quartiles {e1:.1}-{e3:.1})");
+    println!("  rate ratio wasm/native: {r:.3} (median of rounds; quartiles {r1:.3}-{r3:.3})");
 }
 
-fn median<T: PartialOrd + Copy>(v: &mut [T]) -> T {
-    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    v[v.len() / 2]
-}
-
-fn quartiles(mut v: Vec<f64>, digits: usize) -> String {
+/// First quartile, median and third quartile.
+fn quartiles(v: &mut [f64]) -> [f64; 3] {
     v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
     let q = |f: f64| v[((v.len() - 1) as f64 * f).round() as usize];
-    format!("{:.*}-{:.*}", digits, q(0.25), digits, q(0.75))
+    [q(0.25), q(0.5), q(0.75)]
 }

@@ -29,7 +29,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod common;
 
-use common::{closing_target, setup, socks5, wasm_handler, FAULTY_PLUGIN, SOCKS5_PLUGIN};
+use common::{closing_target, setup, socks5, wasm_handler, SOCKS5_PLUGIN};
+
+const FAULTY_PLUGIN: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../plugins/target/wasm32-wasip2/release/faulty.wasm"
+);
 
 /// One connection's server side, with the client's byte already sent.
 fn pair(l: &TcpListener, addr: SocketAddr) -> (TcpStream, tokio::net::TcpStream, SocketAddr) {

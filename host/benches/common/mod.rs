@@ -12,11 +12,6 @@ use gost::plugin::handler::WasmHandler;
 use gost::plugin::PluginSpec;
 use tokio::io::AsyncReadExt;
 
-#[allow(dead_code)] // used by plugin_overhead only
-pub const FAULTY_PLUGIN: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../plugins/target/wasm32-wasip2/release/faulty.wasm"
-);
 pub const SOCKS5_PLUGIN: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../plugins/target/wasm32-wasip2/release/socks5.wasm"

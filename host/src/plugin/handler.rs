@@ -196,17 +196,17 @@ impl WasmHandler {
         };
         let mut w = self.acquire().await?;
         let data = w.store.data_mut();
-        let pushed = data
+        let info = data
             .lend_info(ConnInfoRes {
                 service: ctx.service.clone(),
                 client: ctx.peer,
                 local: ctx.local,
             })
-            .and_then(|info| {
-                let client = ClientStream::new(tcp, ctx.stats.clone());
-                Ok((info, data.push_conn(ConnRes::client(client, ctx.peer))?))
-            });
-        let (info, client) = pushed.map_err(|e| self.named(e))?;
+            .map_err(|e| self.named(e))?;
+        let client = ClientStream::new(tcp, ctx.stats.clone());
+        let client = data
+            .push_conn(ConnRes::client(client, ctx.peer))
+            .map_err(|e| self.named(e))?;
         w.store.data_mut().resumed_at = Instant::now();
         w.store.set_epoch_deadline(1);
         // A borrow made from the rep: lowering the owning handle as a

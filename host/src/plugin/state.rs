@@ -197,8 +197,7 @@ impl types::HostConnInfo for PluginState {
     /// Only reached for a handle the guest owns, and the host only lends
     /// `conn-info`; deleting keeps the table clean all the same.
     fn drop(&mut self, info: Resource<ConnInfoRes>) -> wasmtime::Result<()> {
-        self.table.delete(info)?;
-        Ok(())
+        self.end_lend(info)
     }
 }
 
