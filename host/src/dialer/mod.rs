@@ -56,6 +56,30 @@ async fn connect(a: SocketAddr) -> io::Result<TcpStream> {
     }
 }
 
+/// One non-blocking send(2) of `data`, without asking tokio first; 0 when
+/// the socket takes nothing now.
+///
+/// A socket `connect` returned without a reactor turn has no readiness
+/// recorded yet, and tokio's own writes answer "would block" without
+/// trying until the next turn reports it writable. A handler writing the
+/// first bytes to a fresh dial (or a relay forwarding them) would wait out
+/// that turn, holding its buffer meanwhile. An accepted socket is in the
+/// same state until its first turn.
+pub fn send_now(s: &TcpStream, data: &[u8]) -> io::Result<usize> {
+    match socket2::SockRef::from(s).send(data) {
+        Ok(n) => Ok(n),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            Ok(0)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -52,23 +52,11 @@ impl ClientStream {
     /// Writes as much of `data` as the socket takes now, with one
     /// non-blocking send(2); [`Self::try_read_now`]'s counterpart.
     pub fn try_write_now(&mut self, data: &[u8]) -> io::Result<usize> {
-        match socket2::SockRef::from(&self.inner).send(data) {
-            Ok(n) => {
-                if let Some(s) = &self.stats {
-                    s.add_output(n as u64);
-                }
-                Ok(n)
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) =>
-            {
-                Ok(0)
-            }
-            Err(e) => Err(e),
+        let n = crate::dialer::send_now(&self.inner, data)?;
+        if let Some(s) = &self.stats {
+            s.add_output(n as u64);
         }
+        Ok(n)
     }
 
     /// The raw stream for the relay phase; the relay counts from there on.
