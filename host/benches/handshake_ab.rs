@@ -9,7 +9,11 @@
 //! in-process counterpart of `bench/plugin.sh`'s connections/s ratio.
 //!
 //!     cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml
-//!     cargo bench -p gost-host --bench handshake_ab [-- ROUNDS [BATCH]]
+//!     cargo bench -p gost-host --bench handshake_ab [-- ROUNDS [BATCH] [--two-step]]
+//!
+//! `--two-step` makes the client wait for the method reply before it
+//! sends the request, as curl and the load generator do, so the handler
+//! waits once per handshake (for the plugin: its instance parks).
 //!
 //! Pin it to one core (`taskset -c 1`) as the other benchmarks do.
 
@@ -31,13 +35,14 @@ fn main() {
             .unwrap_or(default)
     };
     let (rounds, batch) = (arg(40), arg(200));
+    let two_step = std::env::args().any(|a| a == "--two-step");
     let (rt, l, addr) = setup(SOCKS5_PLUGIN);
     let target = closing_target();
     let native = Socks5Handler::new(Default::default(), None, Socks5Options::default());
     let wasm = wasm_handler(SOCKS5_PLUGIN, "pooled");
     let (native, wasm): (&dyn Handler, &dyn Handler) = (&native, &wasm);
     let per_handshake =
-        |h: &dyn Handler| rt.block_on(socks5(&l, addr, target, h, batch)) / batch as u32;
+        |h: &dyn Handler| rt.block_on(socks5(&l, addr, target, h, batch, two_step)) / batch as u32;
     for h in [native, wasm] {
         per_handshake(h);
     }
@@ -60,7 +65,10 @@ fn main() {
     let [_, w, _] = quartiles(&mut w);
     let [e1, e, e3] = quartiles(&mut extra);
     let [r1, r, r3] = quartiles(&mut ratio);
-    println!("socks5 handshake, {rounds} rounds of {batch} per side, alternating");
+    let client = if two_step { "two-step" } else { "pipelined" };
+    println!(
+        "socks5 handshake ({client} client), {rounds} rounds of {batch} per side, alternating"
+    );
     println!("  native:     {n:7.1} us (median)");
     println!("  wasm:       {w:7.1} us (median)");
     println!("  wasm extra: {e:7.1} us (median of rounds; quartiles {e1:.1}-{e3:.1})");

@@ -108,7 +108,7 @@ fn socks5_handshake(c: &mut Criterion) {
         ("wasm warm instance", &wasm),
     ] {
         g.bench_function(name, |b| {
-            b.iter_custom(|iters| rt.block_on(socks5(&l, addr, target, h, iters)))
+            b.iter_custom(|iters| rt.block_on(socks5(&l, addr, target, h, iters, false)))
         });
     }
     g.finish();
