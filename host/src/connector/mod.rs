@@ -282,9 +282,7 @@ pub(crate) async fn write_all(
     stream: &mut TcpStream,
     buf: &[u8],
 ) -> Result<(), ConnectError> {
-    use tokio::io::AsyncWriteExt;
-    stream
-        .write_all(buf)
+    crate::dialer::write_all(stream, buf)
         .await
         .map_err(|source| ConnectError::Io { connector, source })
 }

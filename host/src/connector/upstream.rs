@@ -84,14 +84,8 @@ impl Upstream {
         &mut self.stream
     }
 
-    /// Tries the socket at once: a fresh dial may have no readiness
-    /// recorded yet (see [`crate::dialer::send_now`]).
     pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        if buf.is_empty() {
-            return Ok(());
-        }
-        let sent = crate::dialer::send_now(&self.stream, buf)?;
-        self.stream.write_all(&buf[sent..]).await
+        crate::dialer::write_all(&mut self.stream, buf).await
     }
 
     pub async fn shutdown(&mut self) -> io::Result<()> {

@@ -67,7 +67,6 @@ async fn connect(a: SocketAddr) -> io::Result<TcpStream> {
 /// same state until its first turn.
 pub fn send_now(s: &TcpStream, data: &[u8]) -> io::Result<usize> {
     match socket2::SockRef::from(s).send(data) {
-        Ok(n) => Ok(n),
         Err(e)
             if matches!(
                 e.kind(),
@@ -76,8 +75,21 @@ pub fn send_now(s: &TcpStream, data: &[u8]) -> io::Result<usize> {
         {
             Ok(0)
         }
-        Err(e) => Err(e),
+        r => r,
     }
+}
+
+/// Writes all of `data` to a socket that may be fresh from [`dial_tcp`]:
+/// [`send_now`] first, then tokio's waiting write for whatever is left.
+/// Every first write to an upstream goes through here (a handler's early
+/// bytes, a chain node's handshake), so none waits out a reactor turn.
+pub async fn write_all(s: &mut TcpStream, data: &[u8]) -> io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    if data.is_empty() {
+        return Ok(());
+    }
+    let sent = send_now(s, data)?;
+    s.write_all(&data[sent..]).await
 }
 
 #[cfg(test)]
@@ -104,6 +116,25 @@ mod tests {
         drop(l);
         let e = dial_tcp(&addr.to_string()).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
+    }
+
+    #[tokio::test]
+    async fn first_write_to_a_fresh_dial_is_done_on_its_first_poll() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut s = dial_tcp(&addr.to_string()).await.unwrap();
+        let (mut peer, _) = l.accept().unwrap();
+        // tokio's own write_all would answer Pending here: no turn of the
+        // reactor has reported the new socket writable yet.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut w = std::pin::pin!(write_all(&mut s, b"hi"));
+        assert!(matches!(
+            w.as_mut().poll(&mut cx),
+            std::task::Poll::Ready(Ok(()))
+        ));
+        let mut got = [0u8; 2];
+        std::io::Read::read_exact(&mut peer, &mut got).unwrap();
+        assert_eq!(&got, b"hi");
     }
 
     /// A connect that is not done at once (here: the listener's accept
