@@ -41,6 +41,9 @@ pub struct ConnRes {
     /// formatted only when the plugin asks: most handshakes never do.
     peer: Option<SocketAddr>,
     write_closed: bool,
+    /// Whether the plugin read before. The reactor has no readiness
+    /// recorded for a freshly accepted socket until its first wait.
+    read_before: bool,
 }
 
 impl ConnRes {
@@ -51,6 +54,7 @@ impl ConnRes {
             inner: Inner::Client(stream),
             peer: Some(peer),
             write_closed: false,
+            read_before: false,
         }
     }
 
@@ -61,6 +65,7 @@ impl ConnRes {
             inner: Inner::Upstream(stream),
             peer: None,
             write_closed: false,
+            read_before: false,
         }
     }
 
@@ -97,10 +102,15 @@ impl ConnRes {
             return Ok(buf);
         }
         match &mut self.inner {
-            // Data already there is taken without parking the guest: each
-            // park is a fiber switch out and back.
+            // The first read takes data already there without parking the
+            // guest (each park is a fiber switch out and back), though the
+            // reactor has no readiness recorded for the fresh socket yet.
+            // Later reads go to the reactor at once: its readiness is
+            // current by then, and a raw recv(2) that finds nothing would
+            // be a second failing syscall next to the reactor's own.
             Inner::Client(c) => {
-                if c.try_read_now(&mut buf)?.is_none() {
+                let first = !std::mem::replace(&mut self.read_before, true);
+                if !first || c.try_read_now(&mut buf)?.is_none() {
                     c.read_buf(&mut buf).await?;
                 }
             }

@@ -73,8 +73,9 @@ fn handshake(r: &mut BufReader<&mut Conn>) -> std::io::Result<Step> {
     if ver != VERSION {
         return Ok(Step::Refused(format!("not SOCKS5 (version {ver})")));
     }
-    let mut methods = vec![0u8; n as usize];
-    r.read_exact(&mut methods)?;
+    let mut offered = [0u8; 255];
+    let methods = &mut offered[..n as usize];
+    r.read_exact(methods)?;
     // Without an auther the host lets an empty user in; then no password
     // is needed, as GOST's socks5 handler does.
     let open = authenticate("", "").is_some();
@@ -107,18 +108,25 @@ fn handshake(r: &mut BufReader<&mut Conn>) -> std::io::Result<Step> {
     if ver != VERSION {
         return Ok(Step::Refused(format!("bad request version {ver}")));
     }
-    let host = match atyp {
+    // The target as `dial` takes it, "host:port", built in one string.
+    let mut target = String::with_capacity(48);
+    match atyp {
         1 => {
             let a: [u8; 4] = read_array(r)?;
-            std::net::Ipv4Addr::from(a).to_string()
+            for (i, octet) in a.into_iter().enumerate() {
+                if i > 0 {
+                    target.push('.');
+                }
+                push_decimal(&mut target, octet.into());
+            }
         }
         3 => {
             let [len] = read_array(r)?;
-            read_string(r, len as usize)?
+            target.push_str(&read_string(r, len as usize)?);
         }
         4 => {
             let a: [u8; 16] = read_array(r)?;
-            format!("[{}]", std::net::Ipv6Addr::from(a))
+            target = format!("[{}]", std::net::Ipv6Addr::from(a));
         }
         other => {
             r.get_mut().write_all(&reply(ADDRESS_NOT_SUPPORTED))?;
@@ -130,7 +138,28 @@ fn handshake(r: &mut BufReader<&mut Conn>) -> std::io::Result<Step> {
         r.get_mut().write_all(&reply(COMMAND_NOT_SUPPORTED))?;
         return Ok(Step::Refused(format!("command {cmd} not supported")));
     }
-    Ok(Step::Target(format!("{host}:{port}")))
+    target.push(':');
+    push_decimal(&mut target, port);
+    Ok(Step::Target(target))
+}
+
+/// Appends `n` in decimal without the fmt machinery: every handshake
+/// formats its target address.
+fn push_decimal(s: &mut String, n: u16) {
+    let mut digits = [0u8; 5];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        s.push(char::from(d));
+    }
 }
 
 fn read_array<const N: usize>(r: &mut impl Read) -> std::io::Result<[u8; N]> {
