@@ -29,7 +29,7 @@
 //!             return Outcome::Done;
 //!         }
 //!         match dial("tcp", addr) {
-//!             Ok(upstream) => Outcome::Relay(RelayStreams { client, upstream }),
+//!             Ok(upstream) => Outcome::Relay(RelayStreams::new(client, upstream)),
 //!             Err(e) => Outcome::Fail(e),
 //!         }
 //!     }
@@ -88,9 +88,9 @@ pub mod handler {
             world: "handler",
             path: "../wit",
             with: {
-                "gost:plugin/types@0.2.0": crate::common::gost::plugin::types,
-                "gost:plugin/runtime@0.2.0": crate::common::gost::plugin::runtime,
-                "gost:plugin/network@0.2.0": generate,
+                "gost:plugin/types@0.3.0": crate::common::gost::plugin::types,
+                "gost:plugin/runtime@0.3.0": crate::common::gost::plugin::runtime,
+                "gost:plugin/network@0.3.0": generate,
             },
             pub_export_macro: true,
             default_bindings_module: "gost_plugin_sdk::handler::bindings",
@@ -101,6 +101,21 @@ pub mod handler {
     pub use crate::common::gost::plugin::types::ConnInfo;
     pub use bindings::gost::plugin::network::{authenticate, dial};
     pub use bindings::{Outcome, RelayStreams};
+
+    mod buf_conn;
+    pub use buf_conn::BufConn;
+
+    impl RelayStreams {
+        /// Both streams with nothing to write before the relay.
+        pub fn new(client: crate::Conn, upstream: crate::Conn) -> Self {
+            RelayStreams {
+                client,
+                upstream,
+                to_client: Vec::new(),
+                to_upstream: Vec::new(),
+            }
+        }
+    }
 
     /// A protocol handler. `handle` runs once per connection; the instance
     /// may serve many connections one after another, so keep per-client
@@ -144,8 +159,8 @@ pub mod forwarder {
             world: "forwarder",
             path: "../wit",
             with: {
-                "gost:plugin/types@0.2.0": crate::common::gost::plugin::types,
-                "gost:plugin/runtime@0.2.0": crate::common::gost::plugin::runtime,
+                "gost:plugin/types@0.3.0": crate::common::gost::plugin::types,
+                "gost:plugin/runtime@0.3.0": crate::common::gost::plugin::runtime,
             },
             pub_export_macro: true,
             default_bindings_module: "gost_plugin_sdk::forwarder::bindings",
@@ -199,8 +214,8 @@ pub mod observer {
             world: "observer",
             path: "../wit",
             with: {
-                "gost:plugin/types@0.2.0": crate::common::gost::plugin::types,
-                "gost:plugin/runtime@0.2.0": crate::common::gost::plugin::runtime,
+                "gost:plugin/types@0.3.0": crate::common::gost::plugin::types,
+                "gost:plugin/runtime@0.3.0": crate::common::gost::plugin::runtime,
             },
             pub_export_macro: true,
             default_bindings_module: "gost_plugin_sdk::observer::bindings",

@@ -107,6 +107,48 @@ fn plugin_debug_lines_follow_the_log_level() {
     assert!(line.contains("DEBUG") && line.contains("socks5"), "{line}");
 }
 
+/// A client that sends its greeting, request and first payload in one
+/// write: the plugin reads past its handshake, and the host hands those
+/// bytes (`to-upstream`) to the target together with the success reply
+/// (`to-client`) before it relays. A refused target gets its reply from
+/// the plugin's buffered connection as the handler returns.
+#[test]
+fn wasm_socks5_pipelined_client_and_refused_target() {
+    let http = http_origin("127.0.0.1:0", BODY);
+    let port = free_port();
+    let listen = format!("wasm://127.0.0.1:{port}?plugin={}", plugin_wasm("socks5"));
+    let g = Gost::start(&["-L", &listen]);
+    g.wait_tcp(port);
+    let connect = |target: SocketAddr, extra: &[u8]| {
+        let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let SocketAddr::V4(v4) = target else {
+            unreachable!()
+        };
+        let mut msg = vec![5, 1, 0, 5, 1, 0, 1];
+        msg.extend(v4.ip().octets());
+        msg.extend(v4.port().to_be_bytes());
+        msg.extend(extra);
+        c.write_all(&msg).unwrap();
+        let mut head = [0u8; 12];
+        c.read_exact(&mut head).unwrap();
+        assert_eq!(head[..2], [5, 0], "method reply");
+        (c, head[2..].to_vec())
+    };
+    let (mut c, reply) = connect(http, b"GET / HTTP/1.0\r\nHost: x\r\n\r\n");
+    assert_eq!(reply[..2], [5, 0], "CONNECT succeeded");
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).unwrap();
+    assert!(
+        resp.starts_with("HTTP/1.") && resp.ends_with(BODY),
+        "{resp}"
+    );
+    let closed: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (mut c, reply) = connect(closed, b"");
+    assert_eq!(reply[..2], [5, 5], "connection refused");
+    assert_eq!(c.read(&mut [0u8; 1]).unwrap(), 0, "closed after the reply");
+}
+
 /// Sends one command byte to the faulty plugin and waits until the server
 /// closes the connection; returns what it sent back.
 fn poke(port: u16, cmd: u8) -> Vec<u8> {
@@ -298,9 +340,9 @@ fn bad_plugin_files_are_refused_with_reasons() {
     let e = refused("{type: grpc, addr: 127.0.0.1:1}");
     assert!(e.contains("plugin type 'grpc'"), "{e}");
     // A plugin built against another WIT version: the same component with
-    // its `gost:plugin/...@0.2.0` names rewritten to 0.9.0.
+    // its `gost:plugin/...@0.3.0` names rewritten to 0.9.0.
     let mut bytes = std::fs::read(plugin_wasm("socks5")).unwrap();
-    let (from, to) = (b"@0.2.0", b"@0.9.0");
+    let (from, to) = (b"@0.3.0", b"@0.9.0");
     let mut patched = 0;
     for i in 0..bytes.len().saturating_sub(from.len()) {
         if &bytes[i..i + from.len()] == from

@@ -248,7 +248,7 @@ impl WasmHandler {
                 let taken = data
                     .take_conn(streams.client)
                     .and_then(|c| Ok((c, data.take_conn(streams.upstream)?)));
-                let (client, upstream) = match taken {
+                let (mut client, mut upstream) = match taken {
                     Ok(pair) => pair,
                     Err(e) => {
                         return Err(HandlerError::Plugin(format!(
@@ -260,6 +260,14 @@ impl WasmHandler {
                 // The handshake is over: the instance can serve the next
                 // client while this one relays.
                 self.release(w);
+                // Client first: its reply is what the client waits for,
+                // and the upstream may answer only once the client speaks.
+                if !streams.to_client.is_empty() {
+                    client.write_all(&streams.to_client).await?;
+                }
+                if !streams.to_upstream.is_empty() {
+                    upstream.write_all(&streams.to_upstream).await?;
+                }
                 let (client, upstream) = (client.into_tcp().await?, upstream.into_upstream());
                 let opts = RelayOptions {
                     idle_timeout: self.opts.idle_timeout,

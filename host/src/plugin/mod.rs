@@ -30,7 +30,7 @@ use state::PluginState;
 
 /// The WIT package version this host implements; plugins built against
 /// another version are refused with both versions named.
-pub const WIT_VERSION: &str = "0.2.0";
+pub const WIT_VERSION: &str = "0.3.0";
 
 /// How often the engine's epoch advances: the granularity of deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(5);

@@ -157,6 +157,21 @@ impl types::HostConn for PluginState {
         Ok(r.map_err(|e| e.to_string()))
     }
 
+    async fn exchange(
+        &mut self,
+        conn: Resource<ConnRes>,
+        data: Vec<u8>,
+        max: u32,
+    ) -> wasmtime::Result<Result<Vec<u8>, String>> {
+        let c = self.table.get_mut(&conn)?;
+        let r = match c.write_all(&data).await {
+            Ok(()) => c.read(max).await,
+            Err(e) => Err(e),
+        };
+        self.resume();
+        Ok(r.map_err(|e| e.to_string()))
+    }
+
     async fn shutdown_write(
         &mut self,
         conn: Resource<ConnRes>,

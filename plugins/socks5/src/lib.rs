@@ -3,9 +3,9 @@
 //! the handshake it hands both connections back, so the host relays the
 //! payload natively.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, Read, Write};
 
-use gost_plugin_sdk::handler::{authenticate, dial, ConnInfo, Outcome, RelayStreams};
+use gost_plugin_sdk::handler::{authenticate, dial, BufConn, ConnInfo, Outcome};
 use gost_plugin_sdk::{log, log_enabled, Conn, Handler, Level};
 
 const VERSION: u8 = 5;
@@ -24,20 +24,19 @@ const ADDRESS_NOT_SUPPORTED: u8 = 8;
 struct Socks5;
 
 impl Handler for Socks5 {
-    fn handle(info: &ConnInfo, mut client: Conn) -> Outcome {
-        // One host read usually brings the whole greeting; the buffer saves
-        // a host call per field.
-        let mut r = BufReader::with_capacity(512, &mut client);
-        let target = match handshake(&mut r) {
+    fn handle(info: &ConnInfo, client: Conn) -> Outcome {
+        // One host read usually brings a whole message, and each reply goes
+        // out with the read for the next one: a host call per round trip.
+        // Replies written on the way out of a failed handshake are sent when
+        // `c` is dropped.
+        let mut c = BufConn::with_capacity(512, client);
+        let target = match handshake(&mut c) {
             Ok(Step::Target(t)) => t,
             Ok(Step::Refused(why)) => return Outcome::Fail(why),
             // The client went away: not the server's failure.
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Outcome::Done,
             Err(e) => return Outcome::Fail(format!("socks5 handshake: {e}")),
         };
-        // Bytes the client sent after its request belong to the target.
-        let early = r.buffer().to_vec();
-        drop(r);
         let upstream = match dial("tcp", &target) {
             Ok(u) => u,
             Err(e) => {
@@ -46,20 +45,17 @@ impl Handler for Socks5 {
                 } else {
                     HOST_UNREACHABLE
                 };
-                let _ = client.write_all(&reply(code));
+                let _ = c.write_all(&reply(code));
                 return Outcome::Fail(format!("connect {target}: {e}"));
             }
         };
         if log_enabled(Level::Debug) {
             log(Level::Debug, &format!("{} -> {target}", info.client_addr()));
         }
-        if client.write_all(&reply(SUCCEEDED)).is_err() {
-            return Outcome::Done;
-        }
-        if !early.is_empty() && upstream.write(&early).is_err() {
-            return Outcome::Fail(format!("write to {target} failed"));
-        }
-        Outcome::Relay(RelayStreams { client, upstream })
+        // The success reply goes out with the relay, and bytes the client
+        // sent after its request go on to the target.
+        let _ = c.write_all(&reply(SUCCEEDED));
+        c.relay(upstream)
     }
 }
 
@@ -68,7 +64,7 @@ enum Step {
     Refused(String),
 }
 
-fn handshake(r: &mut BufReader<&mut Conn>) -> std::io::Result<Step> {
+fn handshake(r: &mut BufConn) -> std::io::Result<Step> {
     let [ver, n] = read_array(r)?;
     if ver != VERSION {
         return Ok(Step::Refused(format!("not SOCKS5 (version {ver})")));
@@ -86,7 +82,7 @@ fn handshake(r: &mut BufReader<&mut Conn>) -> std::io::Result<Step> {
     } else {
         NO_METHOD
     };
-    r.get_mut().write_all(&[VERSION, method])?;
+    r.write_all(&[VERSION, method])?;
     match method {
         NO_METHOD => return Ok(Step::Refused("no acceptable auth method".into())),
         USER_PASS => {
@@ -95,12 +91,12 @@ fn handshake(r: &mut BufReader<&mut Conn>) -> std::io::Result<Step> {
             let [plen] = read_array(r)?;
             let pass = read_string(r, plen as usize)?;
             if authenticate(&user, &pass).is_none() {
-                r.get_mut().write_all(&[1, 1])?;
+                r.write_all(&[1, 1])?;
                 return Ok(Step::Refused(format!(
                     "user {user:?}: authentication failed"
                 )));
             }
-            r.get_mut().write_all(&[1, 0])?;
+            r.write_all(&[1, 0])?;
         }
         _ => {}
     }
@@ -129,13 +125,13 @@ fn handshake(r: &mut BufReader<&mut Conn>) -> std::io::Result<Step> {
             target = format!("[{}]", std::net::Ipv6Addr::from(a));
         }
         other => {
-            r.get_mut().write_all(&reply(ADDRESS_NOT_SUPPORTED))?;
+            r.write_all(&reply(ADDRESS_NOT_SUPPORTED))?;
             return Ok(Step::Refused(format!("address type {other} not supported")));
         }
     };
     let port = u16::from_be_bytes(read_array(r)?);
     if cmd != CMD_CONNECT {
-        r.get_mut().write_all(&reply(COMMAND_NOT_SUPPORTED))?;
+        r.write_all(&reply(COMMAND_NOT_SUPPORTED))?;
         return Ok(Step::Refused(format!("command {cmd} not supported")));
     }
     target.push(':');

@@ -53,7 +53,7 @@ impl Handler for TokenTunnel {
             return Outcome::Done;
         }
         log(Level::Info, &format!("{} -> {target}", info.client_addr()));
-        Outcome::Relay(RelayStreams { client, upstream })
+        Outcome::Relay(RelayStreams::new(client, upstream))
     }
 }
 
