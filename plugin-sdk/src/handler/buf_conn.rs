@@ -84,10 +84,11 @@ impl BufRead for BufConn {
                 conn.read(max)
             } else {
                 conn.exchange(&self.held, max)
-            }
-            .map_err(io::Error::other)?;
+            };
+            // Gone either way: sent, or the connection failed, and a
+            // retry on drop could send them twice.
             self.held.clear();
-            self.buf = got;
+            self.buf = got.map_err(io::Error::other)?;
             self.pos = 0;
         }
         Ok(&self.buf[self.pos..])
