@@ -107,6 +107,24 @@ fn plugin_debug_lines_follow_the_log_level() {
     assert!(line.contains("DEBUG") && line.contains("socks5"), "{line}");
 }
 
+/// A relay outcome asking the host to write to a client whose write side
+/// the plugin already shut down is the plugin's error, named as such, not
+/// a client that went away.
+#[test]
+fn relay_outcome_writing_after_shutdown_is_a_plugin_error() {
+    let (g, port) = cli_faulty("");
+    assert_eq!(poke(port, b'r'), b"");
+    g.wait_log("to-client bytes for a conn whose write side the plugin shut down");
+    let log = g.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("invalid relay outcome"))
+        .unwrap();
+    assert!(line.contains(&plugin_wasm("faulty")), "{line}");
+    // The service goes on.
+    assert_eq!(poke(port, b'e'), b"e");
+}
+
 /// A client that sends its greeting, request and first payload in one
 /// write: the plugin reads past its handshake, and the host hands those
 /// bytes (`to-upstream`) to the target together with the success reply

@@ -86,6 +86,11 @@ impl ConnRes {
         }
     }
 
+    /// Whether the plugin shut down the writing side.
+    pub fn write_closed(&self) -> bool {
+        self.write_closed
+    }
+
     /// Empty when the socket has no peer address (any more).
     pub fn peer(&self) -> String {
         let peer = match &self.inner {

@@ -257,6 +257,17 @@ impl WasmHandler {
                         )))
                     }
                 };
+                for (bytes, conn, field) in [
+                    (&streams.to_client, &client, "to-client"),
+                    (&streams.to_upstream, &upstream, "to-upstream"),
+                ] {
+                    if !bytes.is_empty() && conn.write_closed() {
+                        return Err(self.named(format!(
+                            "invalid relay outcome: {field} bytes for a conn whose \
+                             write side the plugin shut down"
+                        )));
+                    }
+                }
                 // The handshake is over: the instance can serve the next
                 // client while this one relays.
                 self.release(w);

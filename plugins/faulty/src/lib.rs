@@ -1,13 +1,15 @@
 //! A handler that misbehaves on purpose, chosen by the first byte the client
 //! sends, so one service can show that a bad connection ends alone:
 //! `t` traps, `l` loops forever, `m` allocates until memory runs out,
-//! `w` writes after shutting its write side, `i` answers with what its
+//! `w` writes after shutting its write side, `r` shuts its write side and
+//! then asks the host to write to the client before relaying (to a
+//! connection back to the same service), `i` answers with what its
 //! `conn-info` says (`service network client-addr local-addr`), anything
 //! else is echoed back and the connection is done.
 
 use std::io::{Read, Write};
 
-use gost_plugin_sdk::handler::{ConnInfo, Outcome};
+use gost_plugin_sdk::handler::{dial, ConnInfo, Outcome, RelayStreams};
 use gost_plugin_sdk::{Conn, Handler};
 
 struct Faulty;
@@ -37,6 +39,18 @@ impl Handler for Faulty {
                 let _ = client.shutdown_write();
                 match client.write(b"late") {
                     Ok(()) => Outcome::Fail("write after shutdown succeeded".into()),
+                    Err(e) => Outcome::Fail(e),
+                }
+            }
+            b'r' => {
+                let _ = client.shutdown_write();
+                match dial("tcp", &info.local_addr()) {
+                    Ok(upstream) => Outcome::Relay(RelayStreams {
+                        client,
+                        upstream,
+                        to_client: b"late".to_vec(),
+                        to_upstream: Vec::new(),
+                    }),
                     Err(e) => Outcome::Fail(e),
                 }
             }
