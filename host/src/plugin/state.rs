@@ -164,10 +164,11 @@ impl types::HostConn for PluginState {
         max: u32,
     ) -> wasmtime::Result<Result<Vec<u8>, String>> {
         let c = self.table.get_mut(&conn)?;
-        let r = match c.write_all(&data).await {
-            Ok(()) => c.read(max).await,
-            Err(e) => Err(e),
-        };
+        let r = async {
+            c.write_all(&data).await?;
+            c.read(max).await
+        }
+        .await;
         self.resume();
         Ok(r.map_err(|e| e.to_string()))
     }

@@ -104,25 +104,18 @@ fn handshake(r: &mut BufConn) -> std::io::Result<Step> {
     if ver != VERSION {
         return Ok(Step::Refused(format!("bad request version {ver}")));
     }
-    // The target as `dial` takes it, "host:port", built in one string.
-    let mut target = String::with_capacity(48);
-    match atyp {
+    let host = match atyp {
         1 => {
             let a: [u8; 4] = read_array(r)?;
-            for (i, octet) in a.into_iter().enumerate() {
-                if i > 0 {
-                    target.push('.');
-                }
-                push_decimal(&mut target, octet.into());
-            }
+            std::net::Ipv4Addr::from(a).to_string()
         }
         3 => {
             let [len] = read_array(r)?;
-            target.push_str(&read_string(r, len as usize)?);
+            read_string(r, len as usize)?
         }
         4 => {
             let a: [u8; 16] = read_array(r)?;
-            target = format!("[{}]", std::net::Ipv6Addr::from(a));
+            format!("[{}]", std::net::Ipv6Addr::from(a))
         }
         other => {
             r.write_all(&reply(ADDRESS_NOT_SUPPORTED))?;
@@ -134,28 +127,7 @@ fn handshake(r: &mut BufConn) -> std::io::Result<Step> {
         r.write_all(&reply(COMMAND_NOT_SUPPORTED))?;
         return Ok(Step::Refused(format!("command {cmd} not supported")));
     }
-    target.push(':');
-    push_decimal(&mut target, port);
-    Ok(Step::Target(target))
-}
-
-/// Appends `n` in decimal without the fmt machinery: every handshake
-/// formats its target address.
-fn push_decimal(s: &mut String, n: u16) {
-    let mut digits = [0u8; 5];
-    let mut i = digits.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in &digits[i..] {
-        s.push(char::from(d));
-    }
+    Ok(Step::Target(format!("{host}:{port}")))
 }
 
 fn read_array<const N: usize>(r: &mut impl Read) -> std::io::Result<[u8; N]> {
