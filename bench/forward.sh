@@ -12,13 +12,17 @@
 set -uo pipefail
 
 ALL_SYSTEMS="direct gost haproxy socat"
+# Busy-polling variants (gost-rs with GOST_BUSY_POLL, haproxy with its
+# busy-polling option), run only when named in --systems.
+OPTIONAL_SYSTEMS="gost-bp haproxy-bp"
 
 usage() {
     cat <<'EOF'
 usage: bench/forward.sh [options]
   --quick            short smoke run (2 rounds, 2 s per metric, 1,000 idle connections)
   --rounds N         repetitions; every round runs every system in turn (default 3)
-  --systems "LIST"   subset/order of: direct gost haproxy socat (default: all)
+  --systems "LIST"   subset/order of: direct gost haproxy socat (default: all),
+                     plus gost-bp and haproxy-bp, the busy-polling variants
   --idle-conns N     idle connections held for the memory metric (default 9000)
   --seconds S        measured window of keep-alive and connection-rate tests (default 8)
   --no-build         use the existing release binaries
@@ -28,6 +32,7 @@ environment:
   GOST_BIN           gost binary to test (default: $CARGO_TARGET_DIR/release/gost)
   GOST_EXTRA_ARGS    extra arguments for gost, e.g. "-C bench.yaml" (default: none)
   SINK_RCVBUF        fixed SO_RCVBUF of the bulk sink in bytes (default: kernel autotuning)
+  BUSY_POLL          GOST_BUSY_POLL window of gost-bp (default: 1ms)
 EOF
 }
 
@@ -48,12 +53,14 @@ KA_CONNS=50     # keep-alive connections, one request outstanding each
 CR_WORKERS=32   # concurrent connect/request/close loops
 
 bench_paths forward
-build_binaries gost
+build_binaries gost gost-bp
 
 # ------------------------------------------------------------- peer tools ---
 missing=""
 for tool in haproxy socat; do
-    if has "$tool" && ! command -v "$tool" >/dev/null; then missing="$missing $tool"; fi
+    if { has "$tool" || has "$tool-bp"; } && ! command -v "$tool" >/dev/null; then
+        missing="$missing $tool"
+    fi
 done
 if [ -n "$missing" ] && [ "$(id -u)" = 0 ]; then
     log "installing:$missing"
@@ -62,9 +69,13 @@ if [ -n "$missing" ] && [ "$(id -u)" = 0 ]; then
           DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null 2>&1; }
 fi
 for tool in haproxy socat; do
-    if has "$tool" && ! command -v "$tool" >/dev/null; then
-        log "WARNING: $tool not available; skipping it"
-        drop_system "$tool"
+    if ! command -v "$tool" >/dev/null; then
+        for sys in "$tool" "$tool-bp"; do
+            if has "$sys"; then
+                log "WARNING: $tool not available; skipping $sys"
+                drop_system "$sys"
+            fi
+        done
     fi
 done
 
@@ -90,15 +101,21 @@ start_proxy() {
     fi
     PROXY_PORT=$("$LG" freeport) || return 1
     case "$sys" in
-        gost)
+        gost|gost-bp)
+            local bp=""
+            [ "$sys" = gost-bp ] && bp=${BUSY_POLL:-1ms}
             # shellcheck disable=SC2086
-            taskset -c "$PROXY_CPU" "$GOST" -L "tcp://127.0.0.1:$PROXY_PORT/127.0.0.1:$tport" \
+            GOST_BUSY_POLL=$bp taskset -c "$PROXY_CPU" "$GOST" \
+                -L "tcp://127.0.0.1:$PROXY_PORT/127.0.0.1:$tport" \
                 ${GOST_EXTRA_ARGS:-} >"$TMP/gost.log" 2>&1 & ;;
-        haproxy)
+        haproxy|haproxy-bp)
+            local bp=""
+            [ "$sys" = haproxy-bp ] && bp="    busy-polling"
             cat >"$TMP/haproxy.cfg" <<EOF
 global
     maxconn $HAPROXY_MAXCONN
     nbthread 1
+$bp
 defaults
     mode tcp
     maxconn $HAPROXY_MAXCONN
@@ -124,7 +141,8 @@ EOF
 # run_system SYSTEM ROUND: every metric for one system.
 run_system() {
     local sys=$1 round=$2 watch=() label
-    label=$sys; [ "$sys" = gost ] && label=gost-rs
+    label=$sys
+    case "$sys" in gost) label=gost-rs ;; gost-bp) label=gost-rs-bp ;; esac
     log "== round $round: $label"
 
     # Request tests against the HTTP target, on a fresh proxy so that the
@@ -165,6 +183,8 @@ run_system() {
     has haproxy && echo "haproxy: $(haproxy -v 2>/dev/null | head -n 1)"
     has socat && echo "socat: $(socat -V 2>/dev/null | grep -m1 'socat version')"
     has gost && echo "gost: $(shown "$GOST") ${GOST_EXTRA_ARGS:-}"
+    has gost-bp && echo "gost-rs-bp: GOST_BUSY_POLL=${BUSY_POLL:-1ms}"
+    has haproxy-bp && echo "haproxy-bp: haproxy with busy-polling"
     # Other work on the machine (e.g. compiles) is the main source of noise.
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$TMP/header.txt"

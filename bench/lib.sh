@@ -1,5 +1,6 @@
 # Helpers shared by the bench/ scripts (sourced, not run). A script sets
-# ROOT and ALL_SYSTEMS and defines usage(), then calls parse_args,
+# ROOT and ALL_SYSTEMS (run by default; OPTIONAL_SYSTEMS only when named in
+# --systems) and defines usage(), then calls parse_args,
 # bench_paths, build_binaries, setup_run, ... run_rounds and write_report.
 # shellcheck shell=bash
 
@@ -111,9 +112,9 @@ parse_args() {
         shift
     done
     for sys in $SYSTEMS; do
-        case " $ALL_SYSTEMS " in
+        case " $ALL_SYSTEMS ${OPTIONAL_SYSTEMS:-} " in
             *" $sys "*) ;;
-            *) echo "unknown system '$sys' in --systems ($ALL_SYSTEMS)" >&2; exit 2 ;;
+            *) echo "unknown system '$sys' in --systems ($ALL_SYSTEMS ${OPTIONAL_SYSTEMS:-})" >&2; exit 2 ;;
         esac
     done
 }

@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use std::sync::Arc;
 
-use gost::{api, app, cli, config, logger, metrics, multiprocess};
+use gost::{api, app, cli, config, logger, metrics, multiprocess, relay};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -15,6 +15,13 @@ fn main() -> ExitCode {
     // With one CPU (a proxy pinned with taskset, or a container limited to
     // one core) a current-thread runtime does the same work without the
     // work-stealing scheduler's cross-thread wake-ups.
+    let busy_poll = match relay::busy_poll::window_from_env() {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("gost: {}: {e}", relay::busy_poll::ENV);
+            return ExitCode::FAILURE;
+        }
+    };
     let single_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
     let mut builder = if single_cpu {
         tokio::runtime::Builder::new_current_thread()
@@ -32,6 +39,9 @@ fn main() -> ExitCode {
         let _ = logger::init(None, None);
         rt.block_on(multiprocess::run(groups))
     } else {
+        if let Some(window) = busy_poll {
+            rt.spawn(relay::busy_poll::poller(window));
+        }
         rt.block_on(run(&args))
     };
     match result {

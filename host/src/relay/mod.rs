@@ -10,6 +10,7 @@
 //! stream and switches to splice(2) through a pooled pipe, so its bytes
 //! are never copied through user space.
 
+pub mod busy_poll;
 mod pipe;
 
 use std::cell::RefCell;
@@ -387,6 +388,7 @@ impl Half {
                 return Poll::Ready(Ok(()));
             }
             self.moved = true;
+            busy_poll::touch();
             if self.from_client {
                 self.total += n as u64;
                 if let Some(s) = env.stats {
