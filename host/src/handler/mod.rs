@@ -99,6 +99,157 @@ mod tests {
     use super::*;
     use crate::router::Router;
 
+    /// Every handler that parses client bytes, with UDP on and with and
+    /// without authentication, behind a router whose only route is a chain
+    /// node on a closed loopback port: whatever target the bytes name,
+    /// nothing leaves loopback. BIND stays off (refused after parsing), as
+    /// it would listen on whatever address the bytes name.
+    fn parsing_handlers(dead: std::net::SocketAddr) -> Vec<(&'static str, Box<dyn Handler>)> {
+        let yaml = format!(
+            "services:\n- name: s\n  addr: :0\n  handler:\n    type: socks5\n    chain: c\n  listener:\n    type: tcp\nchains:\n- name: c\n  hops:\n  - name: h\n    nodes:\n    - name: n\n      addr: {dead}\n      connector:\n        type: http\n"
+        );
+        let root = crate::config::Config::from_yaml_str(&yaml).unwrap().config;
+        let mut router = crate::router::build(&root, &root.services[0]).unwrap();
+        router.dial_timeout = std::time::Duration::from_secs(2);
+        let md: crate::metadata::Metadata = [("udp", "true"), ("readTimeout", "2s")]
+            .into_iter()
+            .collect();
+        let auther = || -> Option<Arc<dyn crate::auth::Auther>> {
+            Some(Arc::new(crate::auth::StaticAuther::new([(
+                "u".to_string(),
+                "p".to_string(),
+            )])))
+        };
+        let socks5 = |a| {
+            socks::Socks5Handler::new(
+                router.clone(),
+                a,
+                socks::Socks5Options::from_metadata(&md).unwrap(),
+            )
+        };
+        let socks4 = |a| {
+            socks::Socks4Handler::new(
+                router.clone(),
+                a,
+                socks::Socks4Options::from_metadata(&md).unwrap(),
+            )
+        };
+        let http = |a| {
+            http::HttpHandler::new(
+                router.clone(),
+                a,
+                http::HttpOptions::from_metadata(&md).unwrap(),
+            )
+        };
+        let relay = |a| {
+            relay::RelayHandler::new(
+                router.clone(),
+                a,
+                None,
+                relay::RelayHandlerOptions::from_metadata(&md).unwrap(),
+            )
+        };
+        vec![
+            ("socks5", Box::new(socks5(None))),
+            ("socks5+auth", Box::new(socks5(auther()))),
+            ("socks4", Box::new(socks4(None))),
+            ("socks4+auth", Box::new(socks4(auther()))),
+            ("http", Box::new(http(None))),
+            ("http+auth", Box::new(http(auther()))),
+            ("relay", Box::new(relay(None))),
+            ("relay+auth", Box::new(relay(auther()))),
+            (
+                "auto",
+                Box::new(auto::AutoHandler::new(
+                    http(None),
+                    Arc::new(socks4(None)),
+                    Arc::new(socks5(None)),
+                )),
+            ),
+        ]
+    }
+
+    /// Well-formed requests of every parsing protocol; the test mutates
+    /// them so that the parsers are driven past their first checks.
+    const VALID: [&[u8]; 14] = [
+        &[5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1, 0, 80],
+        b"\x05\x01\x00\x05\x01\x00\x03\x09localhost\x00\x50",
+        &[5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0],
+        &[5, 1, 0, 5, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 80],
+        &[5, 1, 2, 1, 1, b'u', 1, b'p', 5, 1, 0, 1, 127, 0, 0, 1, 0, 80],
+        &[4, 1, 0, 80, 127, 0, 0, 1, b'u', 0],
+        b"\x04\x01\x00\x50\x00\x00\x00\x01u\x00host\x00",
+        &[4, 2, 0, 80, 127, 0, 0, 1, 0],
+        b"CONNECT 127.0.0.1:80 HTTP/1.1\r\nHost: 127.0.0.1:80\r\nProxy-Authorization: Basic dTpw\r\n\r\n",
+        b"GET http://127.0.0.1/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\nhello",
+        b"POST http://h/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        &[1, 1, 0, 17, 1, 0, 4, 1, b'u', 1, b'p', 2, 0, 7, 1, 127, 0, 0, 1, 0, 80],
+        &[1, 0x81, 0, 14, 2, 0, 7, 1, 127, 0, 0, 1, 0, 53, 4, 0, 2, 0, 1],
+        &[1, 2, 0, 10, 2, 0, 7, 3, 1, b'h', 0, 80, 3, 0],
+    ];
+
+    /// xorshift64: reproducible from the seed in a failure message.
+    fn next(rng: &mut u64) -> u64 {
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        *rng
+    }
+
+    /// One of [`VALID`] with up to four mutations: a byte changed, bytes
+    /// cut off, random bytes inserted or appended.
+    fn mutated(rng: &mut u64) -> Vec<u8> {
+        let mut out = VALID[(next(rng) % VALID.len() as u64) as usize].to_vec();
+        for _ in 0..next(rng) % 5 {
+            let at = (next(rng) % (out.len() as u64 + 1)) as usize;
+            match next(rng) % 4 {
+                0 if at < out.len() => out[at] = next(rng) as u8,
+                1 => out.truncate(at),
+                2 => out.insert(at, next(rng) as u8),
+                _ => out.extend((0..next(rng) % 64).map(|_| next(rng) as u8)),
+            }
+        }
+        out
+    }
+
+    /// Random and truncated requests must end in an error or a refusal,
+    /// never a panic or a hang, for every parsing handler.
+    #[tokio::test]
+    async fn handlers_survive_random_requests() {
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let handlers = parsing_handlers(dead);
+        for seed in 1..=400u64 {
+            for (name, h) in &handlers {
+                let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                let bytes = mutated(&mut rng);
+                let (mut c, s) = crate::test_util::tcp_pair().await;
+                let addr = s.local_addr().unwrap();
+                let ctx = ConnContext {
+                    service: "t".into(),
+                    peer: addr,
+                    local: addr,
+                    stats: None,
+                };
+                let client = async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let _ = c.write_all(&bytes).await;
+                    let _ = c.shutdown().await;
+                    let mut sink = Vec::new();
+                    let _ = c.read_to_end(&mut sink).await;
+                };
+                let served = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+                    tokio::join!(h.handle(Conn::Tcp(s), ctx), client).0
+                })
+                .await;
+                // Errors are expected; a panic fails the test, a hang here.
+                assert!(served.is_ok(), "{name}: seed {seed} did not finish");
+            }
+        }
+    }
+
     /// A connection keeps its handler's future for its whole life, idle or
     /// not, so the handshake's state must not size it: each handler runs
     /// its handshake in a box freed before the relay (see `tcp_only`).
