@@ -8,3 +8,31 @@ pub(crate) async fn tcp_pair() -> (TcpStream, TcpStream) {
     let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
     (c, l.accept().await.unwrap().0)
 }
+
+/// One of `valid` (picked by `seed`) with up to four mutations: a byte
+/// changed, bytes cut off, random bytes inserted or appended. The same
+/// seed gives the same bytes, so a failure names its input.
+pub(crate) fn mutated(valid: &[&[u8]], seed: u64) -> Vec<u8> {
+    // xorshift64 from a non-zero state.
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut out = valid[(next() % valid.len() as u64) as usize].to_vec();
+    for _ in 0..next() % 5 {
+        let at = (next() % (out.len() as u64 + 1)) as usize;
+        match next() % 4 {
+            0 if at < out.len() => out[at] = next() as u8,
+            1 => out.truncate(at),
+            2 => out.insert(at, next() as u8),
+            _ => {
+                let n = next() % 64;
+                out.extend((0..n).map(|_| next() as u8));
+            }
+        }
+    }
+    out
+}

@@ -296,6 +296,78 @@ mod tests {
         Connector::from_config(Some(&cfg))
     }
 
+    /// Well-formed node replies of every connector; the test mutates them.
+    const REPLIES: [&[u8]; 12] = [
+        b"HTTP/1.1 200 Connection established\r\n\r\n",
+        b"HTTP/1.0 200 OK\r\nProxy-Agent: x\r\nContent-Length: 0\r\n\r\ndata",
+        b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 3\r\n\r\nabc",
+        &[0, 0x5A, 0, 80, 127, 0, 0, 1],
+        &[0, 0x5B, 0, 0, 0, 0, 0, 0],
+        &[5, 0, 5, 0, 0, 1, 127, 0, 0, 1, 0, 80],
+        &[5, 2, 1, 0, 5, 0, 0, 3, 1, b'x', 0, 1],
+        &[
+            5, 0, 5, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 80,
+        ],
+        &[5, 0xFF],
+        &[1, 0, 0, 0],
+        &[1, 0, 0, 10, 2, 0, 7, 1, 127, 0, 0, 1, 0, 80],
+        &[1, 2, 0, 0],
+    ];
+
+    /// Mutated replies from a node must end each connector's handshake
+    /// (TCP connect, and the UDP tunnel of socks5 and relay) in a result,
+    /// never a panic or a hang.
+    #[tokio::test]
+    async fn connectors_survive_random_replies() {
+        let connectors = [
+            r#"{"type":"http"}"#,
+            r#"{"type":"http","auth":{"username":"u","password":"p"}}"#,
+            r#"{"type":"socks4"}"#,
+            r#"{"type":"socks4a"}"#,
+            r#"{"type":"socks5"}"#,
+            r#"{"type":"socks5","auth":{"username":"u","password":"p"}}"#,
+            r#"{"type":"relay"}"#,
+            r#"{"type":"relay","metadata":{"nodelay":true},"auth":{"username":"u","password":"p"}}"#,
+        ]
+        .map(|json| (json, build(json).unwrap()));
+        for seed in 1..=300u64 {
+            for (json, conn) in &connectors {
+                let udp =
+                    seed % 4 == 0 && matches!(conn, Connector::Socks5(_) | Connector::Relay(_));
+                let reply = crate::test_util::mutated(&REPLIES, seed);
+                let (c, mut s) = crate::test_util::tcp_pair().await;
+                let node = async move {
+                    use tokio::io::AsyncWriteExt;
+                    let _ = s.write_all(&reply).await;
+                    let _ = s.shutdown().await;
+                    // Held open (and drained) until the connector is done.
+                    let _ = tokio::io::copy(&mut s, &mut tokio::io::sink()).await;
+                };
+                let client = async move {
+                    let mut up = Upstream::direct(c);
+                    if udp {
+                        let r = conn
+                            .udp_tunnel(up, Some("127.0.0.1:9"), "127.0.0.1:1")
+                            .await;
+                        drop(r.map(drop));
+                    } else {
+                        let r = match conn.connect(&mut up, "127.0.0.1:9").await {
+                            Ok(()) => up.settle().await,
+                            Err(e) => Err(e),
+                        };
+                        drop(r);
+                    }
+                };
+                let done = tokio::time::timeout(Duration::from_secs(10), async {
+                    tokio::join!(client, node)
+                })
+                .await;
+                // Errors are expected; a panic fails the test, a hang here.
+                assert!(done.is_ok(), "{json}: seed {seed} did not finish");
+            }
+        }
+    }
+
     #[test]
     fn socks5_relay_modes_and_relay_is_lazy_by_default() {
         let assoc = |json| match build(json).unwrap() {

@@ -188,30 +188,6 @@ mod tests {
         &[1, 2, 0, 10, 2, 0, 7, 3, 1, b'h', 0, 80, 3, 0],
     ];
 
-    /// xorshift64: reproducible from the seed in a failure message.
-    fn next(rng: &mut u64) -> u64 {
-        *rng ^= *rng << 13;
-        *rng ^= *rng >> 7;
-        *rng ^= *rng << 17;
-        *rng
-    }
-
-    /// One of [`VALID`] with up to four mutations: a byte changed, bytes
-    /// cut off, random bytes inserted or appended.
-    fn mutated(rng: &mut u64) -> Vec<u8> {
-        let mut out = VALID[(next(rng) % VALID.len() as u64) as usize].to_vec();
-        for _ in 0..next(rng) % 5 {
-            let at = (next(rng) % (out.len() as u64 + 1)) as usize;
-            match next(rng) % 4 {
-                0 if at < out.len() => out[at] = next(rng) as u8,
-                1 => out.truncate(at),
-                2 => out.insert(at, next(rng) as u8),
-                _ => out.extend((0..next(rng) % 64).map(|_| next(rng) as u8)),
-            }
-        }
-        out
-    }
-
     /// Random and truncated requests must end in an error or a refusal,
     /// never a panic or a hang, for every parsing handler.
     #[tokio::test]
@@ -223,8 +199,7 @@ mod tests {
         let handlers = parsing_handlers(dead);
         for seed in 1..=400u64 {
             for (name, h) in &handlers {
-                let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-                let bytes = mutated(&mut rng);
+                let bytes = crate::test_util::mutated(&VALID, seed);
                 let (mut c, s) = crate::test_util::tcp_pair().await;
                 let addr = s.local_addr().unwrap();
                 let ctx = ConnContext {
