@@ -291,10 +291,12 @@ fn dechunk(mut b: &[u8], limit: usize) -> (Vec<u8>, bool) {
         if out.len() >= limit {
             return (out, true);
         }
-        if b.len() < size + 2 {
-            return (out, false);
+        // A chunk size near usize::MAX (a client's hex digits) never
+        // completes; it must not wrap around into a short one.
+        match size.checked_add(2) {
+            Some(end) if b.len() >= end => b = &b[end..],
+            _ => return (out, false),
         }
-        b = &b[size + 2..];
     }
 }
 
@@ -547,5 +549,36 @@ mod tests {
         let mut bad = hello.clone();
         bad[5] = 2;
         assert_eq!(done(&bad).protocol, "");
+    }
+
+    #[test]
+    fn huge_chunk_size_is_data_not_a_wrap() {
+        let (body, complete) = dechunk(b"ffffffffffffffff\r\nab\r\n1\r\nX\r\n0\r\n\r\n", 100);
+        assert_eq!(body, b"ab\r\n1\r\nX\r\n0\r\n\r\n");
+        assert!(!complete);
+    }
+
+    /// Mutated requests and ClientHellos: parsing the head and taking the
+    /// body prefix by its framing, at every body limit, must not panic.
+    #[test]
+    fn parsers_survive_mutated_input() {
+        let hello = client_hello("sni.test");
+        let corpus: [&[u8]; 5] = [
+            &hello,
+            b"POST /a?b=c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n10;x=y\r\n0123456789abcdef\r\n0\r\n\r\n",
+            b"PUT http://h:8/p HTTP/1.1\r\nContent-Length: 4\r\nContent-Encoding: gzip\r\n\r\n\x1f\x8b\x08\x00",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nab",
+            b"GET / HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\nx",
+        ];
+        for seed in 1..=3000u64 {
+            let b = crate::test_util::mutated(&corpus, seed);
+            if let Parsed::Done(s, len) = parse(&b) {
+                let rest = b.get(len..).unwrap_or_default();
+                for limit in [0, 1, 7, DEFAULT_BODY_SIZE] {
+                    let body = body_prefix(&s.headers, rest, limit).unwrap_or_default();
+                    decode(&s.headers, body);
+                }
+            }
+        }
     }
 }
