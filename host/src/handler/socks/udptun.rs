@@ -196,4 +196,26 @@ mod tests {
         assert!(next_frame(&[0, 0, 0, ATYP_DOMAIN, 0, 0, 7]).is_err());
         assert_eq!(next_frame(&[0, 0, 0]).unwrap(), None);
     }
+
+    /// Client datagrams and tunnel frames at random: each parse returns,
+    /// and a frame it accepts lies within the buffer.
+    #[test]
+    fn mutated_frames_and_datagram_headers() {
+        let corpus: [&[u8]; 3] = [
+            &[0, 2, 0xFF, ATYP_IPV4, 127, 0, 0, 1, 0, 53, b'h', b'i'],
+            b"\x00\x01\x00\x03\x03a.b\x00\x35x",
+            &[
+                0, 0, 0, ATYP_IPV6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 53,
+            ],
+        ];
+        for seed in 1..=3000u64 {
+            let b = crate::test_util::mutated(&corpus, seed);
+            if let Ok(Some((_, start, end))) = next_frame(&b) {
+                assert!(start <= end && end <= b.len(), "seed {seed}");
+            }
+            if let Some((_, at)) = super::super::udp::parse_header(&b) {
+                assert!(at <= b.len(), "seed {seed}");
+            }
+        }
+    }
 }
