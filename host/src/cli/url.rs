@@ -172,8 +172,11 @@ fn unescape(s: &str, plus_is_space: bool) -> Result<String, String> {
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
+                // Two hex digits exactly: from_str_radix alone would also
+                // take a sign ("%+1"), which Go refuses.
                 let hex = bytes
                     .get(i + 1..i + 3)
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                     .and_then(|h| std::str::from_utf8(h).ok());
                 match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                     Some(b) => out.push(b),
@@ -270,5 +273,31 @@ mod tests {
         assert_eq!(q["d"], "4");
         assert_eq!(q[""], "5");
         assert_eq!(q["e"], "");
+    }
+
+    #[test]
+    fn an_escape_is_two_hex_digits() {
+        assert!(GoUrl::parse("tcp://:8080/a%+1b").is_err());
+        let u = GoUrl::parse("tcp://:8080?k=%+1&j=%41").unwrap();
+        assert_eq!(u.query().get("k"), None);
+        assert_eq!(u.query().get("j").map(String::as_str), Some("A"));
+    }
+
+    /// Mutated service URLs: parsing, the hostname and the query return.
+    #[test]
+    fn mutated_urls() {
+        let corpus: [&[u8]; 4] = [
+            b"socks5+tls://u%40x:p%3Ass@[::1]:1080/path%20x?a=1&b=%41+c#frag",
+            b"tcp://:8080/127.0.0.1:80,127.0.0.2:80?strategy=round&maxFails=2",
+            b"relay+wss://user@example.com:443/p?path=/ws&host=h",
+            "http://ü:p@h:1/ö?ä=ö".as_bytes(),
+        ];
+        for seed in 1..=3000u64 {
+            let b = crate::test_util::mutated(&corpus, seed);
+            if let Ok(u) = GoUrl::parse(&String::from_utf8_lossy(&b)) {
+                u.hostname();
+                u.query();
+            }
+        }
     }
 }

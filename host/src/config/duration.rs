@@ -104,7 +104,9 @@ impl Duration {
                 if scale == 0 {
                     break;
                 }
-                value += u128::from(d - b'0') * scale;
+                value = value
+                    .checked_add(u128::from(d - b'0') * scale)
+                    .ok_or_else(|| err("number too large"))?;
             }
             total = total
                 .checked_add(value)
@@ -234,6 +236,29 @@ mod tests {
 
     fn d(s: &str) -> std::time::Duration {
         Duration::parse(s).unwrap_or_else(|e| panic!("{e}")).0
+    }
+
+    #[test]
+    fn mutated_durations_parse_or_fail() {
+        let corpus: [&[u8]; 4] = [
+            b"1h30m",
+            b"1.5s",
+            b"300\xc2\xb5s",
+            b"99999999999999999999h.5m",
+        ];
+        for seed in 1..=3000u64 {
+            let b = crate::test_util::mutated(&corpus, seed);
+            if let Ok(d) = Duration::parse(&String::from_utf8_lossy(&b)) {
+                assert!(d.0.as_nanos() <= i64::MAX as u128, "seed {seed}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_fraction_cannot_wrap_a_huge_number() {
+        // u128::MAX / 1h, plus .9h: the sum passes u128::MAX.
+        let e = Duration::parse("94522879700260684295381835.9h").unwrap_err();
+        assert_eq!(e.reason, "number too large");
     }
 
     #[test]
