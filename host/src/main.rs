@@ -12,9 +12,6 @@ use gost::{api, app, cli, config, logger, metrics, multiprocess, relay};
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let groups = cli::split_groups(&args);
-    // With one CPU (a proxy pinned with taskset, or a container limited to
-    // one core) a current-thread runtime does the same work without the
-    // work-stealing scheduler's cross-thread wake-ups.
     let busy_poll = match relay::busy_poll::window_from_env() {
         Ok(w) => w,
         Err(e) => {
@@ -22,6 +19,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // With one CPU (a proxy pinned with taskset, or a container limited to
+    // one core) a current-thread runtime does the same work without the
+    // work-stealing scheduler's cross-thread wake-ups.
     let single_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
     let mut builder = if single_cpu {
         tokio::runtime::Builder::new_current_thread()
