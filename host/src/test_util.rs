@@ -9,10 +9,19 @@ pub(crate) async fn tcp_pair() -> (TcpStream, TcpStream) {
     (c, l.accept().await.unwrap().0)
 }
 
+/// `count` inputs for a parser, each with the seed that makes it, for a
+/// failure message to name: see [`mutated`].
+pub(crate) fn mutations<'a>(
+    valid: &'a [&'a [u8]],
+    count: u64,
+) -> impl Iterator<Item = (u64, Vec<u8>)> + 'a {
+    (1..=count).map(move |seed| (seed, mutated(valid, seed)))
+}
+
 /// One of `valid` (picked by `seed`) with up to four mutations: a byte
 /// changed, bytes cut off, random bytes inserted or appended. The same
-/// seed gives the same bytes, so a failure names its input.
-pub(crate) fn mutated(valid: &[&[u8]], seed: u64) -> Vec<u8> {
+/// seed gives the same bytes.
+fn mutated(valid: &[&[u8]], seed: u64) -> Vec<u8> {
     // xorshift64 from a non-zero state.
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut next = move || {

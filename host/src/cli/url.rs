@@ -292,8 +292,7 @@ mod tests {
             b"relay+wss://user@example.com:443/p?path=/ws&host=h",
             "http://ü:p@h:1/ö?ä=ö".as_bytes(),
         ];
-        for seed in 1..=3000u64 {
-            let b = crate::test_util::mutated(&corpus, seed);
+        for (_, b) in crate::test_util::mutations(&corpus, 3000) {
             if let Ok(u) = GoUrl::parse(&String::from_utf8_lossy(&b)) {
                 u.hostname();
                 u.query();

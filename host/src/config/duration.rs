@@ -246,8 +246,7 @@ mod tests {
             b"300\xc2\xb5s",
             b"99999999999999999999h.5m",
         ];
-        for seed in 1..=3000u64 {
-            let b = crate::test_util::mutated(&corpus, seed);
+        for (seed, b) in crate::test_util::mutations(&corpus, 3000) {
             if let Ok(d) = Duration::parse(&String::from_utf8_lossy(&b)) {
                 assert!(d.0.as_nanos() <= i64::MAX as u128, "seed {seed}");
             }

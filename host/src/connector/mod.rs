@@ -330,11 +330,11 @@ mod tests {
             r#"{"type":"relay","metadata":{"nodelay":true},"auth":{"username":"u","password":"p"}}"#,
         ]
         .map(|json| (json, build(json).unwrap()));
-        for seed in 1..=300u64 {
+        for (seed, reply) in crate::test_util::mutations(&REPLIES, 300) {
             for (json, conn) in &connectors {
                 let udp =
                     seed % 4 == 0 && matches!(conn, Connector::Socks5(_) | Connector::Relay(_));
-                let reply = crate::test_util::mutated(&REPLIES, seed);
+                let reply = reply.clone();
                 let (c, mut s) = crate::test_util::tcp_pair().await;
                 let node = async move {
                     use tokio::io::AsyncWriteExt;

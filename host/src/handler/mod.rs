@@ -99,6 +99,17 @@ mod tests {
     use super::*;
     use crate::router::Router;
 
+    /// A context for a connection accepted on `s`, without stats.
+    fn test_ctx(s: &tokio::net::TcpStream) -> ConnContext {
+        let addr = s.local_addr().unwrap();
+        ConnContext {
+            service: "t".into(),
+            peer: addr,
+            local: addr,
+            stats: None,
+        }
+    }
+
     /// Every handler that parses client bytes, with UDP on and with and
     /// without authentication, behind a router whose only route is a chain
     /// node on a closed loopback port: whatever target the bytes name,
@@ -120,35 +131,14 @@ mod tests {
                 "p".to_string(),
             )])))
         };
-        let socks5 = |a| {
-            socks::Socks5Handler::new(
-                router.clone(),
-                a,
-                socks::Socks5Options::from_metadata(&md).unwrap(),
-            )
-        };
-        let socks4 = |a| {
-            socks::Socks4Handler::new(
-                router.clone(),
-                a,
-                socks::Socks4Options::from_metadata(&md).unwrap(),
-            )
-        };
-        let http = |a| {
-            http::HttpHandler::new(
-                router.clone(),
-                a,
-                http::HttpOptions::from_metadata(&md).unwrap(),
-            )
-        };
-        let relay = |a| {
-            relay::RelayHandler::new(
-                router.clone(),
-                a,
-                None,
-                relay::RelayHandlerOptions::from_metadata(&md).unwrap(),
-            )
-        };
+        let o5 = socks::Socks5Options::from_metadata(&md).unwrap();
+        let o4 = socks::Socks4Options::from_metadata(&md).unwrap();
+        let oh = http::HttpOptions::from_metadata(&md).unwrap();
+        let or = relay::RelayHandlerOptions::from_metadata(&md).unwrap();
+        let socks5 = |a| socks::Socks5Handler::new(router.clone(), a, o5.clone());
+        let socks4 = |a| socks::Socks4Handler::new(router.clone(), a, o4.clone());
+        let http = |a| http::HttpHandler::new(router.clone(), a, oh.clone());
+        let relay = |a| relay::RelayHandler::new(router.clone(), a, None, or.clone());
         vec![
             ("socks5", Box::new(socks5(None))),
             ("socks5+auth", Box::new(socks5(auther()))),
@@ -197,17 +187,11 @@ mod tests {
             l.local_addr().unwrap()
         };
         let handlers = parsing_handlers(dead);
-        for seed in 1..=400u64 {
+        for (seed, bytes) in crate::test_util::mutations(&VALID, 400) {
             for (name, h) in &handlers {
-                let bytes = crate::test_util::mutated(&VALID, seed);
+                let bytes = bytes.clone();
                 let (mut c, s) = crate::test_util::tcp_pair().await;
-                let addr = s.local_addr().unwrap();
-                let ctx = ConnContext {
-                    service: "t".into(),
-                    peer: addr,
-                    local: addr,
-                    stats: None,
-                };
+                let ctx = test_ctx(&s);
                 let client = async move {
                     use tokio::io::{AsyncReadExt, AsyncWriteExt};
                     let _ = c.write_all(&bytes).await;
@@ -263,13 +247,7 @@ mod tests {
         ];
         for (name, h, bound) in handlers {
             let (_c, s) = crate::test_util::tcp_pair().await;
-            let addr = s.local_addr().unwrap();
-            let ctx = ConnContext {
-                service: "t".into(),
-                peer: addr,
-                local: addr,
-                stats: None,
-            };
+            let ctx = test_ctx(&s);
             let fut = h.handle(Conn::Tcp(s), ctx);
             let size = std::mem::size_of_val(&*fut);
             assert!(size <= bound, "{name}: {size} bytes per connection");

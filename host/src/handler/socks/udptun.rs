@@ -208,8 +208,7 @@ mod tests {
                 0, 0, 0, ATYP_IPV6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 53,
             ],
         ];
-        for seed in 1..=3000u64 {
-            let b = crate::test_util::mutated(&corpus, seed);
+        for (seed, b) in crate::test_util::mutations(&corpus, 3000) {
             if let Ok(Some((_, start, end))) = next_frame(&b) {
                 assert!(start <= end && end <= b.len(), "seed {seed}");
             }
