@@ -21,7 +21,7 @@ pub(crate) fn mutations<'a>(
 /// One of `valid` (picked by `seed`) with up to four mutations: a byte
 /// changed, bytes cut off, random bytes inserted or appended. The same
 /// seed gives the same bytes.
-fn mutated(valid: &[&[u8]], seed: u64) -> Vec<u8> {
+pub(crate) fn mutated(valid: &[&[u8]], seed: u64) -> Vec<u8> {
     // xorshift64 from a non-zero state.
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut next = move || {

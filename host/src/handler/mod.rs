@@ -111,13 +111,17 @@ mod tests {
     }
 
     /// Every handler that parses client bytes, with UDP on and with and
-    /// without authentication, behind a router whose only route is a chain
-    /// node on a closed loopback port: whatever target the bytes name,
-    /// nothing leaves loopback. BIND stays off (refused after parsing), as
+    /// without authentication, behind a router whose only route is the
+    /// chain node `node` on loopback (a closed port, or with the `forward`
+    /// connector a local server): whatever target the bytes name, nothing
+    /// leaves loopback. BIND stays off (refused after parsing), as
     /// it would listen on whatever address the bytes name.
-    fn parsing_handlers(dead: std::net::SocketAddr) -> Vec<(&'static str, Box<dyn Handler>)> {
+    fn parsing_handlers(
+        node: std::net::SocketAddr,
+        connector: &str,
+    ) -> Vec<(&'static str, Box<dyn Handler>)> {
         let yaml = format!(
-            "services:\n- name: s\n  addr: :0\n  handler:\n    type: socks5\n    chain: c\n  listener:\n    type: tcp\nchains:\n- name: c\n  hops:\n  - name: h\n    nodes:\n    - name: n\n      addr: {dead}\n      connector:\n        type: http\n"
+            "services:\n- name: s\n  addr: :0\n  handler:\n    type: socks5\n    chain: c\n  listener:\n    type: tcp\nchains:\n- name: c\n  hops:\n  - name: h\n    nodes:\n    - name: n\n      addr: {node}\n      connector:\n        type: {connector}\n"
         );
         let root = crate::config::Config::from_yaml_str(&yaml).unwrap().config;
         let mut router = crate::router::build(&root, &root.services[0]).unwrap();
@@ -178,15 +182,47 @@ mod tests {
         &[1, 2, 0, 10, 2, 0, 7, 3, 1, b'h', 0, 80, 3, 0],
     ];
 
+    /// Well-formed target answers; the answering server mutates them.
+    const ANSWERS: [&[u8]; 5] = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"HTTP/1.0 200 OK\r\nConnection: close\r\n\r\nbody until close",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\nraw",
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+    ];
+
+    /// A loopback server that answers each connection at once with the
+    /// next mutated [`ANSWERS`], then reads until the other side closes.
+    async fn answering_server() -> std::net::SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            for n in 1u64.. {
+                let Ok((mut s, _)) = l.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    use tokio::io::AsyncWriteExt;
+                    let _ = s.write_all(&crate::test_util::mutated(&ANSWERS, n)).await;
+                    let _ = s.shutdown().await;
+                    let _ = tokio::io::copy(&mut s, &mut tokio::io::sink()).await;
+                });
+            }
+        });
+        addr
+    }
+
     /// Random and truncated requests must end in an error or a refusal,
-    /// never a panic or a hang, for every parsing handler.
+    /// never a panic or a hang, for every parsing handler: with no route
+    /// to any target, and with every target answering random replies.
     #[tokio::test]
     async fn handlers_survive_random_requests() {
         let dead = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap()
         };
-        let handlers = parsing_handlers(dead);
+        let mut handlers = parsing_handlers(dead, "http");
+        handlers.extend(parsing_handlers(answering_server().await, "forward"));
         for (seed, bytes) in crate::test_util::mutations(&VALID, 400) {
             for (name, h) in &handlers {
                 let bytes = bytes.clone();
