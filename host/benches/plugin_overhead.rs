@@ -64,7 +64,7 @@ async fn serve(
                     local: addr,
                     stats: None,
                 };
-                h.handle(Conn::Tcp(s), ctx).await.unwrap();
+                h.handle(Conn::Stream(s.into()), ctx).await.unwrap();
             }
             None => {
                 let mut s = s;

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod connector;
 pub mod dialer;
+pub mod factory;
 pub mod handler;
 pub mod hosts;
 pub mod limiter;
@@ -23,11 +24,15 @@ pub mod metrics;
 pub mod multiprocess;
 pub mod observer;
 pub mod plugin;
+pub mod registry;
 pub mod relay;
 pub mod resolver;
 pub mod router;
 pub mod routing;
 pub mod service;
+pub mod stream;
+pub mod tls;
+pub mod transport;
 
 #[cfg(test)]
 mod test_util;

@@ -418,14 +418,12 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
         let Some(h) = &svc.handler else { continue };
         let chained = !ignore_chain && (!h.chain.is_empty() || h.chain_group.is_some());
         let md_on = |key: &str| h.metadata.get_bool(key).ok().flatten().unwrap_or(false);
-        if md_on("sniffing")
-            && !matches!(
-                h.r#type.as_str(),
-                "tcp" | "forward" | "http" | "auto" | "socks4" | "socks4a" | "socks5" | "socks"
-            )
-        {
+        let registry = crate::registry::get();
+        let sniffs = registry.handler(&h.r#type).is_some_and(|k| k.caps.sniffing);
+        if md_on("sniffing") && !sniffs {
             out.push(format!(
-                "service \"{name}\": sniffing is supported by the tcp, forward, http, auto, socks4 and socks5 handlers only"
+                "service \"{name}\": sniffing is supported by the {} handlers only",
+                registry.handler_names(|c| c.sniffing).join(", ")
             ));
         }
         if md_on("sniffing.websocket") {
@@ -534,7 +532,7 @@ chains:
             unsupported(&cfg),
             [
                 "service \"w\": sniffing.websocket is not supported yet (it records WebSocket frames to recorders, which this build does not have)",
-                "service \"h\": sniffing is supported by the tcp, forward, http, auto, socks4 and socks5 handlers only",
+                "service \"h\": sniffing is supported by the tcp, forward, http, socks4, socks4a, socks5, socks, auto handlers only",
                 "chain \"c\": hop \"h\": redis is not supported yet",
             ]
         );

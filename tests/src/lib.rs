@@ -18,8 +18,12 @@ pub const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Path of the `gost` binary, built once per test process with the same
 /// profile as the tests, so `cargo test --workspace` alone is enough.
+/// `GOST_BIN` names a binary to test instead (built elsewhere).
 pub fn gost_bin() -> PathBuf {
     static BUILD: Once = Once::new();
+    if let Some(bin) = std::env::var_os("GOST_BIN") {
+        return PathBuf::from(bin);
+    }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> -> target/<profile>
     let profile_dir = exe

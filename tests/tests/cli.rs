@@ -168,8 +168,8 @@ fn chain_nodes_with_missing_dialers_are_refused() {
             "-L",
             &format!("tcp://127.0.0.1:{p}/127.0.0.1:1"),
             "-F",
-            "socks5+tls://127.0.0.1:1080",
+            "socks5+kcp://127.0.0.1:1080",
         ],
-        &["dialer type 'tls' is not supported"],
+        &["dialer type 'kcp' is not supported"],
     );
 }

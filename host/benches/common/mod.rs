@@ -54,7 +54,7 @@ pub async fn socks5(
             stats: None,
         };
         let start = Instant::now();
-        let served = h.handle(Conn::Tcp(s), ctx);
+        let served = h.handle(Conn::Stream(s.into()), ctx);
         tokio::pin!(served);
         let mut reply = [0u8; 12];
         let talk = async {

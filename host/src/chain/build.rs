@@ -279,7 +279,7 @@ hops:
         let cfg = load(
             r#"
 chains:
-- {name: c, hops: [{name: h, nodes: [{name: n, addr: "x:1", dialer: {type: tls}}]}]}
+- {name: c, hops: [{name: h, nodes: [{name: n, addr: "x:1", dialer: {type: kcp}}]}]}
 - {name: d, hops: [{name: h, selector: {strategy: best}, nodes: [{name: n, addr: "x:1"}]}]}
 - {name: e, hops: [{name: missing}]}
 "#,
@@ -290,7 +290,7 @@ chains:
         };
         let err = chainer(&cfg, &h("c")).unwrap_err().to_string();
         assert!(
-            err.contains("node \"n\"") && err.contains("dialer type 'tls'"),
+            err.contains("node \"n\"") && err.contains("dialer type 'kcp'"),
             "{err}"
         );
         let err = chainer(&cfg, &h("d")).unwrap_err().to_string();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::selector::Selectable;
 use crate::config::{Config, ForwardNodeConfig, NodeConfig, NodeFilterConfig, NodeMatcherConfig};
-use crate::connector::Connector;
+use crate::connector::NodeConnector;
 use crate::metadata::{Metadata, MetadataError};
 
 /// Counts consecutive failures of a node and when the last one happened,
@@ -71,7 +71,9 @@ pub struct Node {
     pub fail_timeout: Option<Duration>,
     pub marker: Marker,
     /// How a chain speaks to this node; forwarder nodes have none.
-    pub connector: Option<Connector>,
+    pub connector: Option<NodeConnector>,
+    /// The node's transport; `None` is plain TCP.
+    pub dialer: Option<std::sync::Arc<dyn crate::transport::Dialer>>,
     /// GOST's node `filter.host`: only targets with this host (or, when it
     /// starts with a dot, under this domain) go through the node.
     pub filter_host: String,
@@ -186,8 +188,8 @@ impl Node {
         }
     }
 
-    /// A chain node: its connector (GOST's default `http`) over the tcp
-    /// dialer, the only dialer this build has.
+    /// A chain node: its connector (GOST's default `http`) over its dialer
+    /// (GOST's default `tcp`).
     pub fn from_node_config(cfg: &NodeConfig, root: &Config) -> Result<Self, NodeError> {
         let unsupported = |msg: String| NodeError::Unsupported {
             node: cfg.name.clone(),
@@ -196,19 +198,21 @@ impl Node {
         if cfg.addr.is_empty() {
             return Err(unsupported("addr is required".into()));
         }
-        let dialer = cfg
-            .dialer
-            .as_ref()
-            .map(|d| d.r#type.trim())
-            .filter(|t| !t.is_empty())
-            .unwrap_or(crate::config::DEFAULT_DIALER);
-        if !crate::dialer::DIALERS.contains(&dialer) {
+        let default = crate::config::DialerConfig::default();
+        let dialer_cfg = cfg.dialer.as_ref().unwrap_or(&default);
+        let registry = crate::registry::get();
+        let Some(kind) = registry.dialer(dialer_cfg.r#type.trim()) else {
             return Err(unsupported(format!(
-                "dialer type '{dialer}' is not supported (tcp)"
+                "dialer type '{}' is not supported ({})",
+                dialer_cfg.r#type,
+                registry.dialer_names().join(", ")
             )));
-        }
+        };
+        let dialer = (kind.build)(dialer_cfg, cfg.tls.as_ref())
+            .map_err(|e| unsupported(format!("dialer: {e}")))?;
         let mut node = Self::common(&cfg.name, &cfg.addr, &cfg.network, &cfg.metadata)?;
-        node.connector = Some(Connector::from_config(cfg.connector.as_ref()).map_err(
+        node.dialer = dialer;
+        node.connector = Some(NodeConnector::from_config(cfg.connector.as_ref()).map_err(
             |source| NodeError::Connector {
                 node: cfg.name.clone(),
                 source,

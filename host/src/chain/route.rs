@@ -10,6 +10,7 @@ use super::Node;
 use crate::connector::udp_tun::UdpTunnel;
 use crate::connector::upstream::Upstream;
 use crate::connector::ConnectError;
+use crate::stream::Stream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
@@ -116,7 +117,13 @@ async fn reach_last(
     let dialed = async {
         let addr = node_addr(first).await?;
         let start = Instant::now();
-        let s = crate::dialer::dial_tcp(&addr).await?;
+        let s = match &first.dialer {
+            None => Stream::from(crate::dialer::dial_tcp(&addr).await?),
+            Some(d) => {
+                let s = d.dial(&addr).await?;
+                d.handshake(s, &first.addr).await?
+            }
+        };
         if let Some(m) = series {
             m.observe_connect(start.elapsed());
         }
@@ -155,6 +162,19 @@ async fn reach_last(
                 next: format!("node {} ({})", next.name, next.addr),
                 source,
             });
+        }
+        if let Some(d) = &next.dialer {
+            match d.handshake(stream.into_lazy_stream(), &next.addr).await {
+                Ok(s) => stream = Upstream::direct(s),
+                Err(source) => {
+                    next.marker.mark();
+                    return Err(RouteError::Dial {
+                        node: next.name.clone(),
+                        addr: next.addr.clone(),
+                        source,
+                    });
+                }
+            }
         }
         next.marker.reset();
     }

@@ -1,14 +1,13 @@
 //! HTTP CONNECT connector (GOST's `connector/http`).
 
-use std::time::Duration;
-
+use crate::stream::Stream;
 use base64::Engine;
 use serde_json::Value;
-use tokio::net::TcpStream;
 
 use super::upstream::Upstream;
 use super::{write_all, ConnectError, Credentials};
 use crate::metadata::{Metadata, MetadataError};
+use crate::transport::BoxFuture;
 
 const NAME: &str = "http";
 /// A CONNECT reply head longer than this is refused rather than buffered.
@@ -19,15 +18,10 @@ pub struct HttpConnector {
     pub auth: Option<Credentials>,
     /// Extra request headers (metadata `header`), in a stable order.
     pub headers: Vec<(String, String)>,
-    pub timeout: Option<Duration>,
 }
 
 impl HttpConnector {
-    pub fn new(
-        auth: Option<Credentials>,
-        md: &Metadata,
-        timeout: Option<Duration>,
-    ) -> Result<Self, MetadataError> {
+    pub fn new(auth: Option<Credentials>, md: &Metadata) -> Result<Self, MetadataError> {
         let headers = match md.get("header") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Object(map)) => map
@@ -45,11 +39,7 @@ impl HttpConnector {
                 })
             }
         };
-        Ok(HttpConnector {
-            auth,
-            headers,
-            timeout,
-        })
+        Ok(HttpConnector { auth, headers })
     }
 
     fn request(&self, addr: &str) -> String {
@@ -67,7 +57,7 @@ impl HttpConnector {
         req
     }
 
-    pub async fn connect(&self, up: &mut Upstream, addr: &str) -> Result<(), ConnectError> {
+    async fn handshake(&self, up: &mut Upstream, addr: &str) -> Result<(), ConnectError> {
         write_all(NAME, up.writer(), self.request(addr).as_bytes()).await?;
         let head = read_head(up.settled().await?).await?;
         let status = parse_status(&head)?;
@@ -82,46 +72,55 @@ impl HttpConnector {
     }
 }
 
-/// Reads the reply head up to and including the blank line, leaving any
-/// tunnelled bytes that follow it in the socket: peek to find the end, then
-/// consume exactly that much.
-async fn read_head(stream: &mut TcpStream) -> Result<String, ConnectError> {
+impl super::Connector for HttpConnector {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn connect<'a>(
+        &'a self,
+        up: &'a mut Upstream,
+        addr: &'a str,
+    ) -> BoxFuture<'a, Result<(), ConnectError>> {
+        Box::pin(self.handshake(up, addr))
+    }
+}
+
+/// Reads the reply head up to and including the blank line; tunnelled
+/// bytes read past it are handed back to the stream.
+async fn read_head(stream: &mut Stream) -> Result<String, ConnectError> {
     use tokio::io::AsyncReadExt;
-    let io = |source| ConnectError::Io {
-        connector: NAME,
-        source,
-    };
-    let mut head: Vec<u8> = Vec::with_capacity(128);
-    let mut peeked = [0u8; 1024];
+    let mut head: Vec<u8> = Vec::with_capacity(256);
     loop {
-        let n = stream.peek(&mut peeked).await.map_err(io)?;
-        if n == 0 {
-            return Err(ConnectError::BadReply {
+        let scanned = head.len().saturating_sub(3);
+        head.reserve(1024);
+        let n = (&mut *stream)
+            .take((MAX_HEAD + 4 - head.len()) as u64)
+            .read_buf(&mut head)
+            .await
+            .map_err(|source| ConnectError::Io {
                 connector: NAME,
-                msg: "connection closed before the reply head ended".into(),
-            });
-        }
-        // The terminator may straddle what was consumed and what is peeked.
-        let from = head.len().saturating_sub(3);
-        let mut window = head[from..].to_vec();
-        window.extend_from_slice(&peeked[..n]);
-        let take = match window.windows(4).position(|w| w == b"\r\n\r\n") {
-            Some(pos) => pos + 4 - (head.len() - from),
-            None => n,
-        };
-        let start = head.len();
-        head.resize(start + take, 0);
-        stream.read_exact(&mut head[start..]).await.map_err(io)?;
-        if head.ends_with(b"\r\n\r\n") {
+                source,
+            })?;
+        if let Some(pos) = head[scanned..].windows(4).position(|w| w == b"\r\n\r\n") {
+            let end = scanned + pos + 4;
+            stream.unread(&head[end..]);
+            head.truncate(end);
             return String::from_utf8(head).map_err(|_| ConnectError::BadReply {
                 connector: NAME,
                 msg: "reply head is not UTF-8".into(),
             });
         }
-        if head.len() > MAX_HEAD {
+        if n == 0 && head.len() > MAX_HEAD {
             return Err(ConnectError::BadReply {
                 connector: NAME,
                 msg: format!("reply head longer than {MAX_HEAD} bytes"),
+            });
+        }
+        if n == 0 {
+            return Err(ConnectError::BadReply {
+                connector: NAME,
+                msg: "connection closed before the reply head ended".into(),
             });
         }
     }
@@ -144,6 +143,7 @@ fn parse_status(head: &str) -> Result<u16, ConnectError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn connector(auth: bool) -> HttpConnector {
@@ -153,7 +153,6 @@ mod tests {
                 password: "p".into(),
             }),
             headers: vec![("X-Test".into(), "1".into())],
-            timeout: None,
         }
     }
 
@@ -172,7 +171,7 @@ mod tests {
             req
         });
         connector(true)
-            .connect(&mut c, "example.com:80")
+            .handshake(&mut c, "example.com:80")
             .await
             .unwrap();
         let mut rest = [0u8; 5];
@@ -200,7 +199,7 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         });
-        let err = connector(false).connect(&mut c, "h:1").await.unwrap_err();
+        let err = connector(false).handshake(&mut c, "h:1").await.unwrap_err();
         assert!(
             err.to_string()
                 .contains("407 Proxy Authentication Required"),
@@ -217,7 +216,7 @@ mod tests {
             let _ = s.read(&mut buf).await;
             s.write_all(b"SSH-2.0-x\r\n\r\n").await.unwrap();
         });
-        let err = connector(false).connect(&mut c, "h:1").await.unwrap_err();
+        let err = connector(false).handshake(&mut c, "h:1").await.unwrap_err();
         assert!(matches!(err, ConnectError::BadReply { .. }), "{err}");
     }
 }

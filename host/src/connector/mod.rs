@@ -14,16 +14,10 @@ pub mod upstream;
 use std::io;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
-
 use crate::config::ConnectorConfig;
 use crate::metadata::MetadataError;
+use crate::transport::BoxFuture;
 use upstream::Upstream;
-
-/// Connector types this build implements, as GOST names them.
-pub const CONNECTORS: &[&str] = &[
-    "http", "socks4", "socks4a", "socks5", "socks", "forward", "relay",
-];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -88,73 +82,82 @@ pub struct Credentials {
     pub password: String,
 }
 
-#[derive(Debug)]
-pub enum Connector {
-    Http(http::HttpConnector),
-    Socks4(socks4::Socks4Connector),
-    Socks5(socks5::Socks5Connector),
-    Relay(relay::RelayConnector),
-    /// GOST's `forward`: the node is itself the destination, so nothing is
-    /// said; the stream is used as it is.
-    Forward,
+/// The client side of a proxy protocol (go-gost/core's `Connector`),
+/// spoken over whatever stream the node's dialer made.
+pub trait Connector: Send + Sync + std::fmt::Debug {
+    fn name(&self) -> &'static str;
+
+    /// Asks the node at the other end of `stream` to connect to `addr`
+    /// (`host:port`) over TCP. A lazy relay connector leaves its response
+    /// owing on `stream`.
+    fn connect<'a>(
+        &'a self,
+        stream: &'a mut Upstream,
+        addr: &'a str,
+    ) -> BoxFuture<'a, Result<(), ConnectError>>;
+
+    /// Asks the node for a UDP tunnel, to `target` alone when given, else
+    /// to any target. `node` is the address of the node `stream` reaches.
+    /// As in GOST, only socks5 and relay connectors can.
+    fn udp_tunnel<'a>(
+        &'a self,
+        stream: Upstream,
+        target: Option<&'a str>,
+        node: &'a str,
+    ) -> BoxFuture<'a, Result<udp_tun::UdpTunnel, ConnectError>> {
+        let _ = (stream, target, node);
+        Box::pin(std::future::ready(Err(ConnectError::NoUdp {
+            connector: self.name(),
+        })))
+    }
 }
 
-impl Connector {
+/// What every connector's config gives besides its own metadata.
+#[derive(Debug, Clone, Default)]
+pub struct Common {
+    pub auth: Option<Credentials>,
+}
+
+/// A chain node's connector, with its `timeout` (metadata) bounding each
+/// handshake.
+#[derive(Debug)]
+pub struct NodeConnector {
+    inner: Box<dyn Connector>,
+    timeout: Option<Duration>,
+}
+
+impl NodeConnector {
     /// The connector named by a node's `connector` block; GOST's default
     /// is `http`.
     pub fn from_config(cfg: Option<&ConnectorConfig>) -> Result<Self, ConnectorBuildError> {
         let default = ConnectorConfig::default();
         let cfg = cfg.unwrap_or(&default);
-        let auth = cfg
-            .auth
-            .as_ref()
-            .filter(|a| !a.username.is_empty() || !a.password.is_empty())
-            .map(|a| Credentials {
-                username: a.username.clone(),
-                password: a.password.clone(),
-            });
-        let md = &cfg.metadata;
-        let timeout = md.get_duration("timeout")?.filter(|t| !t.is_zero());
-        Ok(match cfg.r#type.trim() {
-            "" | "http" => Connector::Http(http::HttpConnector::new(auth, md, timeout)?),
-            "socks4" | "socks4a" => Connector::Socks4(socks4::Socks4Connector {
-                user_id: auth.map(|a| a.username).unwrap_or_default(),
-                disable_4a: md.get_bool("disable4a")?.unwrap_or(false),
-                timeout,
-            }),
-            "socks5" | "socks" => Connector::Socks5(socks5::Socks5Connector {
-                auth,
-                timeout,
-                associate: associate_options(md)?,
-            }),
-            "relay" => Connector::Relay(relay::RelayConnector {
-                auth,
-                timeout,
-                nodelay: md.get_bool("nodelay")?.unwrap_or(false),
-            }),
-            "forward" => Connector::Forward,
-            other => return Err(ConnectorBuildError::Unsupported(other.to_string())),
+        let registry = crate::registry::get();
+        let kind = registry
+            .connector(cfg.r#type.trim())
+            .ok_or_else(|| ConnectorBuildError::Unsupported(cfg.r#type.clone()))?;
+        let common = Common {
+            auth: cfg
+                .auth
+                .as_ref()
+                .filter(|a| !a.username.is_empty() || !a.password.is_empty())
+                .map(|a| Credentials {
+                    username: a.username.clone(),
+                    password: a.password.clone(),
+                }),
+        };
+        let timeout = cfg
+            .metadata
+            .get_duration("timeout")?
+            .filter(|t| !t.is_zero());
+        Ok(NodeConnector {
+            inner: (kind.build)(&cfg.metadata, common)?,
+            timeout,
         })
     }
 
     pub fn name(&self) -> &'static str {
-        match self {
-            Connector::Http(_) => "http",
-            Connector::Socks4(_) => "socks4",
-            Connector::Socks5(_) => "socks5",
-            Connector::Relay(_) => "relay",
-            Connector::Forward => "forward",
-        }
-    }
-
-    fn timeout(&self) -> Option<Duration> {
-        match self {
-            Connector::Http(c) => c.timeout,
-            Connector::Socks4(c) => c.timeout,
-            Connector::Socks5(c) => c.timeout,
-            Connector::Relay(c) => c.timeout,
-            Connector::Forward => None,
-        }
+        self.inner.name()
     }
 
     /// Runs one handshake within the connector's `timeout`, if it has one.
@@ -162,7 +165,7 @@ impl Connector {
         &self,
         work: impl std::future::Future<Output = Result<T, ConnectError>>,
     ) -> Result<T, ConnectError> {
-        match self.timeout() {
+        match self.timeout {
             Some(t) => tokio::time::timeout(t, work)
                 .await
                 .map_err(|_| ConnectError::Timeout {
@@ -173,39 +176,88 @@ impl Connector {
         }
     }
 
-    /// Asks the node at the other end of `stream` to connect to `addr`
-    /// (`host:port`) over TCP. A lazy relay connector leaves its response
-    /// owing on `stream`.
     pub async fn connect(&self, stream: &mut Upstream, addr: &str) -> Result<(), ConnectError> {
-        self.timed(async {
-            match self {
-                Connector::Http(c) => c.connect(stream, addr).await,
-                Connector::Socks4(c) => c.connect(stream, addr).await,
-                Connector::Socks5(c) => c.connect(stream, addr).await,
-                Connector::Relay(c) => c.connect(stream, addr).await,
-                Connector::Forward => Ok(()),
-            }
-        })
-        .await
+        self.timed(self.inner.connect(stream, addr)).await
     }
 
-    /// Asks the node for a UDP tunnel, to `target` alone when given, else
-    /// to any target. As in GOST, only socks5 and relay connectors can.
-    /// `node` is the address of the node `stream` reaches.
     pub async fn udp_tunnel(
         &self,
         stream: Upstream,
         target: Option<&str>,
         node: &str,
     ) -> Result<udp_tun::UdpTunnel, ConnectError> {
-        match self {
-            Connector::Socks5(c) => self.timed(c.udp_tunnel(stream, node)).await,
-            Connector::Relay(c) => self.timed(c.udp_tunnel(stream, target)).await,
-            other => Err(ConnectError::NoUdp {
-                connector: other.name(),
-            }),
-        }
+        self.timed(self.inner.udp_tunnel(stream, target, node))
+            .await
     }
+}
+
+/// GOST's `forward`: the node is itself the destination, so nothing is
+/// said; the stream is used as it is.
+#[derive(Debug)]
+pub struct ForwardConnector;
+
+impl Connector for ForwardConnector {
+    fn name(&self) -> &'static str {
+        "forward"
+    }
+
+    fn connect<'a>(
+        &'a self,
+        _stream: &'a mut Upstream,
+        _addr: &'a str,
+    ) -> BoxFuture<'a, Result<(), ConnectError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// Every connector this build has.
+pub fn register(r: &mut crate::registry::Registry) {
+    use crate::registry::ConnectorKind;
+    r.add_connector(ConnectorKind {
+        names: &["http"],
+        udp: false,
+        build: |md, c| Ok(Box::new(http::HttpConnector::new(c.auth, md)?)),
+        summary: "HTTP CONNECT, with `auth` and extra `header`s",
+    });
+    r.add_connector(ConnectorKind {
+        names: &["socks4", "socks4a"],
+        udp: false,
+        build: |md, c| {
+            Ok(Box::new(socks4::Socks4Connector {
+                user_id: c.auth.map(|a| a.username).unwrap_or_default(),
+                disable_4a: md.get_bool("disable4a")?.unwrap_or(false),
+            }))
+        },
+        summary: "SOCKS4, and SOCKS4a names unless `disable4a`",
+    });
+    r.add_connector(ConnectorKind {
+        names: &["socks5", "socks"],
+        udp: true,
+        build: |md, c| {
+            Ok(Box::new(socks5::Socks5Connector {
+                auth: c.auth,
+                associate: associate_options(md)?,
+            }))
+        },
+        summary: "SOCKS5 CONNECT; UDP over GOST's UDP-over-TCP or (`relay: udp`) UDP ASSOCIATE",
+    });
+    r.add_connector(ConnectorKind {
+        names: &["relay"],
+        udp: true,
+        build: |md, c| {
+            Ok(Box::new(relay::RelayConnector {
+                auth: c.auth,
+                nodelay: md.get_bool("nodelay")?.unwrap_or(false),
+            }))
+        },
+        summary: "GOST's relay protocol, TCP and UDP; lazy unless `nodelay`",
+    });
+    r.add_connector(ConnectorKind {
+        names: &["forward"],
+        udp: false,
+        build: |_, _| Ok(Box::new(ForwardConnector)),
+        summary: "none: the node is the destination",
+    });
 }
 
 /// A socks5 node's `relay` mode: `udp` (GOST's only value) asks for a UDP
@@ -266,7 +318,7 @@ pub(crate) fn split_addr(
 /// Reads exactly `buf.len()` bytes, naming the connector on failure.
 pub(crate) async fn read_exact(
     connector: &'static str,
-    stream: &mut TcpStream,
+    stream: &mut crate::stream::Stream,
     buf: &mut [u8],
 ) -> Result<(), ConnectError> {
     use tokio::io::AsyncReadExt;
@@ -279,10 +331,11 @@ pub(crate) async fn read_exact(
 
 pub(crate) async fn write_all(
     connector: &'static str,
-    stream: &mut TcpStream,
+    stream: &mut crate::stream::Stream,
     buf: &[u8],
 ) -> Result<(), ConnectError> {
-    crate::dialer::write_all(stream, buf)
+    stream
+        .write_all_now(buf)
         .await
         .map_err(|source| ConnectError::Io { connector, source })
 }
@@ -291,9 +344,9 @@ pub(crate) async fn write_all(
 mod tests {
     use super::*;
 
-    fn build(json: &str) -> Result<Connector, ConnectorBuildError> {
+    fn build(json: &str) -> Result<NodeConnector, ConnectorBuildError> {
         let cfg: ConnectorConfig = serde_json::from_str(json).unwrap();
-        Connector::from_config(Some(&cfg))
+        NodeConnector::from_config(Some(&cfg))
     }
 
     /// Well-formed node replies of every connector; the test mutates them.
@@ -332,8 +385,7 @@ mod tests {
         .map(|json| (json, build(json).unwrap()));
         for (seed, reply) in crate::test_util::mutations(&REPLIES, 300) {
             for (json, conn) in &connectors {
-                let udp =
-                    seed % 4 == 0 && matches!(conn, Connector::Socks5(_) | Connector::Relay(_));
+                let udp = seed % 4 == 0 && matches!(conn.name(), "socks5" | "relay");
                 let reply = reply.clone();
                 let (c, mut s) = crate::test_util::tcp_pair().await;
                 let node = async move {
@@ -365,9 +417,9 @@ mod tests {
 
     #[test]
     fn socks5_relay_modes_and_relay_is_lazy_by_default() {
-        let assoc = |json| match build(json).unwrap() {
-            Connector::Socks5(c) => c.associate,
-            other => panic!("{other:?}"),
+        let assoc = |json| {
+            let cfg: ConnectorConfig = serde_json::from_str(json).unwrap();
+            associate_options(&cfg.metadata).unwrap()
         };
         assert_eq!(assoc(r#"{"type": "socks"}"#), None);
         assert_eq!(
@@ -389,10 +441,10 @@ mod tests {
             err.to_string(),
             r#"connector metadata: metadata "relay": invalid value "tcp": expected "udp" (UDP through the node's UDP ASSOCIATE)"#
         );
-        let lazy = build(r#"{"type": "relay"}"#).unwrap();
-        assert!(matches!(lazy, Connector::Relay(ref r) if !r.nodelay));
+        let lazy = format!("{:?}", build(r#"{"type": "relay"}"#).unwrap());
+        assert!(lazy.contains("nodelay: false"), "{lazy}");
         let nodelay = build(r#"{"type": "relay", "metadata": {"nodelay": true}}"#).unwrap();
-        assert!(matches!(nodelay, Connector::Relay(ref r) if r.nodelay));
+        assert!(format!("{nodelay:?}").contains("nodelay: true"));
     }
 
     #[tokio::test]

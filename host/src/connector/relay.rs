@@ -11,12 +11,11 @@
 //! socket and answers at once with its address, and datagrams travel as
 //! the socks5 UDP-over-TCP frames that name their target or source.
 
-use std::time::Duration;
-
 use super::socks5::encode_addr;
 use super::udp_tun::UdpTunnel;
 use super::upstream::Upstream;
 use super::{write_all, ConnectError, Credentials};
+use crate::transport::BoxFuture;
 
 const NAME: &str = "relay";
 const VERSION: u8 = 1;
@@ -31,7 +30,6 @@ const NETWORK_UDP: [u8; 2] = [0x00, 0x01];
 #[derive(Debug)]
 pub struct RelayConnector {
     pub auth: Option<Credentials>,
-    pub timeout: Option<Duration>,
     /// Read the response before handing the stream on (GOST's `nodelay`).
     pub nodelay: bool,
 }
@@ -94,7 +92,7 @@ impl RelayConnector {
         Ok(req)
     }
 
-    pub async fn connect(&self, up: &mut Upstream, addr: &str) -> Result<(), ConnectError> {
+    pub async fn handshake(&self, up: &mut Upstream, addr: &str) -> Result<(), ConnectError> {
         write_all(NAME, up.writer(), &self.request(CMD_CONNECT, addr, false)?).await?;
         up.owe_response();
         if self.nodelay {
@@ -105,7 +103,7 @@ impl RelayConnector {
 
     /// A UDP tunnel to `target` alone (a UDP CONNECT), or to any target
     /// (a UDP BIND) when there is none.
-    pub async fn udp_tunnel(
+    pub async fn udp(
         &self,
         mut up: Upstream,
         target: Option<&str>,
@@ -266,6 +264,29 @@ impl LazyResponse {
     }
 }
 
+impl super::Connector for RelayConnector {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn connect<'a>(
+        &'a self,
+        up: &'a mut Upstream,
+        addr: &'a str,
+    ) -> BoxFuture<'a, Result<(), ConnectError>> {
+        Box::pin(self.handshake(up, addr))
+    }
+
+    fn udp_tunnel<'a>(
+        &'a self,
+        up: Upstream,
+        target: Option<&'a str>,
+        _node: &'a str,
+    ) -> BoxFuture<'a, Result<UdpTunnel, ConnectError>> {
+        Box::pin(self.udp(up, target))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,7 +298,6 @@ mod tests {
                 username: "u".into(),
                 password: "pw".into(),
             }),
-            timeout: None,
             nodelay: false,
         };
         assert_eq!(
@@ -290,7 +310,6 @@ mod tests {
         );
         let c = RelayConnector {
             auth: None,
-            timeout: None,
             nodelay: false,
         };
         assert_eq!(
@@ -333,7 +352,6 @@ mod tests {
                 username: "u".into(),
                 password: "p".into(),
             }),
-            timeout: None,
             nodelay: false,
         };
         assert_eq!(
@@ -381,7 +399,6 @@ mod tests {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let c = RelayConnector {
             auth: None,
-            timeout: None,
             nodelay: false,
         };
         let (a, mut s) = crate::test_util::tcp_pair().await;
@@ -400,7 +417,7 @@ mod tests {
                 .unwrap();
             s
         });
-        let mut tun = c.udp_tunnel(up, None).await.unwrap();
+        let mut tun = c.udp(up, None).await.unwrap();
         let mut buf = [0u8; 4];
         let (n, from) = tun.recv_from(&mut buf).await.unwrap();
         assert_eq!(
@@ -415,7 +432,7 @@ mod tests {
             s.read_exact(&mut req).await.unwrap();
             s.write_all(&[1, 0, 0]).await.unwrap();
         });
-        let err = c.udp_tunnel(Upstream::direct(a), None).await.unwrap_err();
+        let err = c.udp(Upstream::direct(a), None).await.unwrap_err();
         assert!(matches!(err, ConnectError::Io { .. }), "{err}");
     }
 }

@@ -1,10 +1,10 @@
 //! SOCKS4/4a connector (GOST's `connector/socks/v4`).
 
 use std::net::Ipv4Addr;
-use std::time::Duration;
 
 use super::upstream::Upstream;
 use super::{read_exact, split_addr, write_all, ConnectError};
+use crate::transport::BoxFuture;
 
 const NAME: &str = "socks4";
 const GRANTED: u8 = 0x5A;
@@ -15,7 +15,6 @@ pub struct Socks4Connector {
     pub user_id: String,
     /// Metadata `disable4a`: resolve names here and send an IPv4 address.
     pub disable_4a: bool,
-    pub timeout: Option<Duration>,
 }
 
 impl Socks4Connector {
@@ -40,7 +39,7 @@ impl Socks4Connector {
         Ok(req)
     }
 
-    pub async fn connect(&self, up: &mut Upstream, addr: &str) -> Result<(), ConnectError> {
+    pub async fn handshake(&self, up: &mut Upstream, addr: &str) -> Result<(), ConnectError> {
         let req = self.request(addr).await?;
         write_all(NAME, up.writer(), &req).await?;
         let stream = up.settled().await?;
@@ -80,6 +79,20 @@ async fn resolve_v4(addr: &str) -> Result<Ipv4Addr, ConnectError> {
         .ok_or_else(|| err("no IPv4 address".into()))
 }
 
+impl super::Connector for Socks4Connector {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn connect<'a>(
+        &'a self,
+        up: &'a mut Upstream,
+        addr: &'a str,
+    ) -> BoxFuture<'a, Result<(), ConnectError>> {
+        Box::pin(self.handshake(up, addr))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,7 +101,6 @@ mod tests {
         Socks4Connector {
             user_id: "me".into(),
             disable_4a,
-            timeout: None,
         }
     }
 

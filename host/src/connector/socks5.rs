@@ -5,7 +5,6 @@
 //! connector offers only no-auth and, with credentials, username/password.
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
 
 use tokio::net::UdpSocket;
 
@@ -13,6 +12,7 @@ use super::udp_tun::{AssociateOptions, UdpTunnel};
 use super::upstream::Upstream;
 use super::{read_exact, split_addr, write_all, ConnectError, Credentials};
 use crate::handler::socks::TargetAddr;
+use crate::transport::BoxFuture;
 
 const NAME: &str = "socks5";
 const METHOD_NO_AUTH: u8 = 0x00;
@@ -25,7 +25,6 @@ const CMD_UDP_TUN: u8 = 0xF3;
 #[derive(Debug)]
 pub struct Socks5Connector {
     pub auth: Option<Credentials>,
-    pub timeout: Option<Duration>,
     /// `relay: udp`: UDP by the node's UDP ASSOCIATE rather than GOST's
     /// UDP-over-TCP tunnel.
     pub associate: Option<AssociateOptions>,
@@ -118,7 +117,7 @@ impl Socks5Connector {
         }
     }
 
-    pub async fn connect(&self, up: &mut Upstream, addr: &str) -> Result<(), ConnectError> {
+    pub async fn handshake(&self, up: &mut Upstream, addr: &str) -> Result<(), ConnectError> {
         let dst = encode_addr(addr)?;
         self.request(up, CMD_CONNECT, &dst).await.map(|_| ())
     }
@@ -127,11 +126,7 @@ impl Socks5Connector {
     /// (command 0xF3 for 0.0.0.0:0, as GOST's connector sends it), or with
     /// `relay: udp` a UDP ASSOCIATE. Either way the node needs `udp=true`.
     /// `node` is the node's address, for a relay port bound on a wildcard.
-    pub async fn udp_tunnel(
-        &self,
-        mut up: Upstream,
-        node: &str,
-    ) -> Result<UdpTunnel, ConnectError> {
+    pub async fn udp(&self, mut up: Upstream, node: &str) -> Result<UdpTunnel, ConnectError> {
         let Some(opts) = &self.associate else {
             self.request(&mut up, CMD_UDP_TUN, &[1, 0, 0, 0, 0, 0, 0])
                 .await?;
@@ -232,6 +227,29 @@ async fn relay_addr(bound: TargetAddr, node: &str) -> Result<SocketAddr, Connect
     found.next().ok_or_else(|| unresolved("no address".into()))
 }
 
+impl super::Connector for Socks5Connector {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn connect<'a>(
+        &'a self,
+        up: &'a mut Upstream,
+        addr: &'a str,
+    ) -> BoxFuture<'a, Result<(), ConnectError>> {
+        Box::pin(self.handshake(up, addr))
+    }
+
+    fn udp_tunnel<'a>(
+        &'a self,
+        up: Upstream,
+        _target: Option<&'a str>,
+        node: &'a str,
+    ) -> BoxFuture<'a, Result<UdpTunnel, ConnectError>> {
+        Box::pin(self.udp(up, node))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,10 +291,9 @@ mod tests {
                 username: "u".into(),
                 password: "p".into(),
             }),
-            timeout: None,
             associate: None,
         };
-        conn.connect(&mut c, "127.0.0.1:9").await.unwrap();
+        conn.handshake(&mut c, "127.0.0.1:9").await.unwrap();
         let mut rest = [0u8; 4];
         c.into_parts().0.read_exact(&mut rest).await.unwrap();
         assert_eq!(&rest, b"data");
@@ -297,10 +314,9 @@ mod tests {
         });
         let conn = Socks5Connector {
             auth: None,
-            timeout: None,
             associate: None,
         };
-        let err = conn.connect(&mut c, "127.0.0.1:9").await.unwrap_err();
+        let err = conn.handshake(&mut c, "127.0.0.1:9").await.unwrap_err();
         assert!(err.to_string().contains("0x05"), "{err}");
     }
 
@@ -325,10 +341,9 @@ mod tests {
         });
         let conn = Socks5Connector {
             auth: None,
-            timeout: None,
             associate: None,
         };
-        conn.connect(&mut c, "127.0.0.1:9").await.unwrap();
+        conn.handshake(&mut c, "127.0.0.1:9").await.unwrap();
         let (mut c, owed) = c.into_parts();
         assert!(owed.is_none());
         let mut rest = [0u8; 2];
@@ -339,7 +354,6 @@ mod tests {
     fn associating(buffer_size: usize) -> Socks5Connector {
         Socks5Connector {
             auth: None,
-            timeout: None,
             associate: Some(AssociateOptions {
                 buffer_size,
                 timeout: None,
@@ -384,10 +398,7 @@ mod tests {
     #[tokio::test]
     async fn udp_associate_sends_and_parses_socks5_datagrams() {
         let (up, server) = fake_node("127.0.0.1:0", reply_for).await;
-        let mut tun = associating(4096)
-            .udp_tunnel(up, "127.0.0.1:1")
-            .await
-            .unwrap();
+        let mut tun = associating(4096).udp(up, "127.0.0.1:1").await.unwrap();
         let (control, relay) = server.await.unwrap();
         tun.send_to(b"hi", "10.0.0.1:53").await.unwrap();
         tun.send_to(b"q", "dns.example:53").await.unwrap();
@@ -462,7 +473,7 @@ mod tests {
     #[tokio::test]
     async fn udp_associate_cuts_datagrams_to_the_buffer_size() {
         let (up, server) = fake_node("127.0.0.1:0", reply_for).await;
-        let mut tun = associating(12).udp_tunnel(up, "127.0.0.1:1").await.unwrap();
+        let mut tun = associating(12).udp(up, "127.0.0.1:1").await.unwrap();
         let (_control, relay) = server.await.unwrap();
         let to = tun.local_addr().unwrap();
         relay
@@ -477,29 +488,20 @@ mod tests {
     #[tokio::test]
     async fn udp_associate_bad_replies_are_errors() {
         let (up, _server) = fake_node("127.0.0.1:0", |_| vec![5, 0, 0, 9, 0, 0]).await;
-        let err = associating(4096)
-            .udp_tunnel(up, "127.0.0.1:1")
-            .await
-            .unwrap_err();
+        let err = associating(4096).udp(up, "127.0.0.1:1").await.unwrap_err();
         assert_eq!(
             err.to_string(),
             "socks5 connector: bad reply: address type 9"
         );
         let (up, _server) =
             fake_node("127.0.0.1:0", |_| vec![5, 0, 0, 1, 127, 0, 0, 1, 0, 0]).await;
-        let err = associating(4096)
-            .udp_tunnel(up, "127.0.0.1:1")
-            .await
-            .unwrap_err();
+        let err = associating(4096).udp(up, "127.0.0.1:1").await.unwrap_err();
         assert_eq!(
             err.to_string(),
             "socks5 connector: bad reply: UDP ASSOCIATE bound port 0 (127.0.0.1:0)"
         );
         let (up, _server) = fake_node("127.0.0.1:0", |_| vec![5, 7, 0, 1, 0, 0, 0, 0, 0, 0]).await;
-        let err = associating(4096)
-            .udp_tunnel(up, "127.0.0.1:1")
-            .await
-            .unwrap_err();
+        let err = associating(4096).udp(up, "127.0.0.1:1").await.unwrap_err();
         assert_eq!(
             err.to_string(),
             "socks5 connector: node refused: reply code 0x07"
@@ -512,10 +514,7 @@ mod tests {
             return; // no IPv6 loopback on this host
         }
         let (up, server) = fake_node("[::1]:0", reply_for).await;
-        let mut tun = associating(4096)
-            .udp_tunnel(up, "127.0.0.1:1")
-            .await
-            .unwrap();
+        let mut tun = associating(4096).udp(up, "127.0.0.1:1").await.unwrap();
         let (_control, relay) = server.await.unwrap();
         tun.send_to(b"6", "[::1]:53").await.unwrap();
         let mut got = [0u8; 32];

@@ -17,14 +17,14 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::io::AsyncReadExt;
+use tokio::net::UdpSocket;
 
 use super::relay::LazyResponse;
 use super::upstream::Upstream;
 use super::ConnectError;
 use crate::handler::socks::TargetAddr;
+use crate::stream::Stream;
 
 /// GOST marks tunnelled frames with this FRAG value.
 const FRAG_TUN: u8 = 0xFF;
@@ -57,7 +57,7 @@ enum Kind {
 impl UdpTunnel {
     /// Wraps a stream whose node (socks5, or relay by UDP BIND) has
     /// granted the tunnel.
-    pub fn new(stream: TcpStream) -> Self {
+    pub fn new(stream: Stream) -> Self {
         UdpTunnel(Kind::Framed(Framed::new(stream, Framing::Socks, None)))
     }
 
@@ -71,7 +71,7 @@ impl UdpTunnel {
     /// A socks5 UDP association: `socket` is connected to the node's relay
     /// port, `control` is the stream the ASSOCIATE went on, kept open for
     /// the association's life (closing it ends the association).
-    pub fn associated(control: TcpStream, socket: UdpSocket, opts: AssociateOptions) -> Self {
+    pub fn associated(control: Stream, socket: UdpSocket, opts: AssociateOptions) -> Self {
         UdpTunnel(Kind::Associated(Associated {
             control,
             socket,
@@ -144,8 +144,9 @@ pub struct AssociateOptions {
 #[derive(Debug)]
 struct Framed {
     framing: Framing,
-    rd: OwnedReadHalf,
-    wr: OwnedWriteHalf,
+    /// `send_to` and `recv` both take the tunnel mutably, so one stream
+    /// serves both directions: a receive is never in flight during a send.
+    stream: Stream,
     /// Bytes of frames not yet complete, kept between reads so
     /// [`Framed::recv_from`] can be cancelled without losing any.
     inbuf: Vec<u8>,
@@ -155,13 +156,11 @@ struct Framed {
 }
 
 impl Framed {
-    fn new(stream: TcpStream, framing: Framing, owed: Option<LazyResponse>) -> Self {
+    fn new(stream: Stream, framing: Framing, owed: Option<LazyResponse>) -> Self {
         let local = stream.local_addr().ok();
-        let (rd, wr) = stream.into_split();
         Framed {
             framing,
-            rd,
-            wr,
+            stream,
             inbuf: Vec::new(),
             local,
             owed,
@@ -179,7 +178,7 @@ impl Framed {
             let mut frame = Vec::with_capacity(2 + payload.len());
             frame.extend_from_slice(&len.to_be_bytes());
             frame.extend_from_slice(payload);
-            return self.wr.write_all(&frame).await;
+            return self.stream.write_all_now(&frame).await;
         }
         let (host, port) = super::split_addr("socks5", target)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
@@ -188,7 +187,7 @@ impl Framed {
         frame.push(FRAG_TUN);
         crate::handler::socks::v5::put_host(&mut frame, &host, port);
         frame.extend_from_slice(payload);
-        self.wr.write_all(&frame).await
+        self.stream.write_all_now(&frame).await
     }
 
     async fn recv_from(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
@@ -247,7 +246,7 @@ impl Framed {
     async fn fill(&mut self) -> io::Result<()> {
         self.inbuf
             .reserve(MAX_FRAME.saturating_sub(self.inbuf.len()).min(8192));
-        if self.rd.read_buf(&mut self.inbuf).await? == 0 {
+        if self.stream.read_buf(&mut self.inbuf).await? == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "udp tunnel closed by the node",
@@ -263,7 +262,7 @@ impl Framed {
 /// drops datagrams from any other source.
 #[derive(Debug)]
 struct Associated {
-    control: TcpStream,
+    control: Stream,
     socket: UdpSocket,
     /// One datagram from the node, header included.
     inbuf: Vec<u8>,
@@ -317,7 +316,7 @@ impl Associated {
 
 /// Waits for the end of an association's control stream: the node closes
 /// it to end the association. Bytes on it mean nothing and are skipped.
-async fn watch_control(control: &mut TcpStream) -> io::Error {
+async fn watch_control(control: &mut Stream) -> io::Error {
     let mut junk = [0u8; 64];
     loop {
         match control.read(&mut junk).await {
@@ -364,11 +363,12 @@ fn relay_frame_len(buf: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncWriteExt;
 
     #[tokio::test]
     async fn frames_out_and_back_with_partial_reads() {
         let (c, mut s) = crate::test_util::tcp_pair().await;
-        let mut tun = UdpTunnel::new(c);
+        let mut tun = UdpTunnel::new(c.into());
         tun.send_to(b"hi", "a.b:53").await.unwrap();
         let mut out = [0u8; 12];
         s.read_exact(&mut out).await.unwrap();
@@ -449,7 +449,7 @@ mod tests {
             buffer_size: 64,
             timeout: Some(std::time::Duration::from_millis(50)),
         };
-        let mut tun = UdpTunnel::associated(control, socket, opts);
+        let mut tun = UdpTunnel::associated(control.into(), socket, opts);
         let err = tun.recv(&mut [0u8; 8]).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
         assert!(err.to_string().contains("udp.timeout"), "{err}");

@@ -9,26 +9,28 @@
 //! themselves, like the native relay) or after the response is read.
 
 use std::io;
+use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+
+use crate::stream::Stream;
 
 use super::relay::LazyResponse;
 use super::ConnectError;
 
 #[derive(Debug)]
 pub struct Upstream {
-    stream: TcpStream,
+    stream: Stream,
     response: Option<LazyResponse>,
 }
 
 impl Upstream {
     /// A stream with nothing owed on it: a direct dial, or every node's
     /// answer already read.
-    pub fn direct(stream: TcpStream) -> Self {
+    pub fn direct(stream: impl Into<Stream>) -> Self {
         Upstream {
-            stream,
+            stream: stream.into(),
             response: None,
         }
     }
@@ -42,8 +44,23 @@ impl Upstream {
         });
     }
 
+    /// A stream that reads the owed response, if any, before the first
+    /// byte it returns, and writes at once: what a transport's handshake
+    /// runs over when a lazy relay node tunnels it to the next node (the
+    /// client speaks first there, and the node answers only after the
+    /// next node has).
+    pub fn into_lazy_stream(self) -> Stream {
+        match self.response {
+            None => self.stream,
+            Some(owed) => Stream::boxed(Owed {
+                stream: self.stream,
+                owed: Some(owed),
+            }),
+        }
+    }
+
     /// The socket and the relay response still to be read off it first.
-    pub fn into_parts(self) -> (TcpStream, Option<LazyResponse>) {
+    pub fn into_parts(self) -> (Stream, Option<LazyResponse>) {
         (self.stream, self.response)
     }
 
@@ -59,7 +76,7 @@ impl Upstream {
     /// target's bytes only.
     pub async fn settle(&mut self) -> Result<(), ConnectError> {
         if let Some(mut r) = self.response.take() {
-            std::future::poll_fn(|cx| r.poll_read(cx, &self.stream)).await?;
+            std::future::poll_fn(|cx| r.poll_read(cx, &mut self.stream)).await?;
         }
         Ok(())
     }
@@ -67,25 +84,25 @@ impl Upstream {
     /// The bare socket once the owed response is read. Only for callers
     /// that have sent what the target waits for, or whose target speaks
     /// first: a lazy node answers only once the target has spoken.
-    pub async fn into_stream(mut self) -> Result<TcpStream, ConnectError> {
+    pub async fn into_stream(mut self) -> Result<Stream, ConnectError> {
         self.settle().await?;
         Ok(self.stream)
     }
 
     /// The socket for a connector's handshake on it; the owed response is
     /// read first.
-    pub(super) async fn settled(&mut self) -> Result<&mut TcpStream, ConnectError> {
+    pub(super) async fn settled(&mut self) -> Result<&mut Stream, ConnectError> {
         self.settle().await?;
         Ok(&mut self.stream)
     }
 
     /// Writes are never held back by an owed response.
-    pub(super) fn writer(&mut self) -> &mut TcpStream {
+    pub(super) fn writer(&mut self) -> &mut Stream {
         &mut self.stream
     }
 
     pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        crate::dialer::write_all(&mut self.stream, buf).await
+        self.stream.write_all_now(buf).await
     }
 
     pub async fn shutdown(&mut self) -> io::Result<()> {
@@ -99,40 +116,80 @@ impl Upstream {
     }
 }
 
+/// [`Upstream::into_lazy_stream`]'s stream.
+struct Owed {
+    stream: Stream,
+    owed: Option<LazyResponse>,
+}
+
+impl AsyncRead for Owed {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(owed) = &mut this.owed {
+            ready!(owed.poll_read(cx, &mut this.stream)).map_err(ConnectError::into_io)?;
+            this.owed = None;
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Owed {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, data)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+impl crate::stream::Io for Owed {
+    fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.stream.local_addr()
+    }
+    fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.stream.peer_addr()
+    }
+}
+
 impl LazyResponse {
     /// Reads the response off `stream`, never a byte past it.
-    pub fn poll_read(
+    pub fn poll_read<R: AsyncRead + Unpin>(
         &mut self,
         cx: &mut Context<'_>,
-        stream: &TcpStream,
+        stream: &mut R,
     ) -> Poll<Result<(), ConnectError>> {
         let mut buf = [0u8; 512];
         loop {
             let want = self.want().min(buf.len());
-            match stream.try_read(&mut buf[..want]) {
-                Ok(0) => {
-                    return Poll::Ready(Err(ConnectError::BadReply {
-                        connector: "relay",
-                        msg: "connection closed before the response".into(),
-                    }))
+            let mut rb = ReadBuf::new(&mut buf[..want]);
+            ready!(Pin::new(&mut *stream).poll_read(cx, &mut rb)).map_err(|source| {
+                ConnectError::Io {
+                    connector: "relay",
+                    source,
                 }
-                Ok(n) => {
-                    if self.feed(&buf[..n])?.1 {
-                        return Poll::Ready(Ok(()));
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ready!(stream.poll_read_ready(cx)).map_err(|source| ConnectError::Io {
-                        connector: "relay",
-                        source,
-                    })?;
-                }
-                Err(source) => {
-                    return Poll::Ready(Err(ConnectError::Io {
-                        connector: "relay",
-                        source,
-                    }))
-                }
+            })?;
+            let n = rb.filled().len();
+            if n == 0 {
+                return Poll::Ready(Err(ConnectError::BadReply {
+                    connector: "relay",
+                    msg: "connection closed before the response".into(),
+                }));
+            }
+            if self.feed(&buf[..n])?.1 {
+                return Poll::Ready(Ok(()));
             }
         }
     }

@@ -1,15 +1,11 @@
-//! Dialers: how a chain reaches its first node (GOST's `dialer` packages).
-//! Only the plain `tcp` dialer exists so far; every other transport is
-//! refused at start-up by name.
+//! Opening TCP connections: to targets, and to a chain's first node
+//! under any transport (see [`crate::transport`]).
 
 use std::io;
 use std::net::SocketAddr;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpStream;
-
-/// Dialer types this build implements.
-pub const DIALERS: &[&str] = &["tcp"];
 
 /// Opens a TCP connection to `addr` (`host:port`), with Nagle off as GOST
 /// sets it, since proxy handshakes are small writes that wait for replies.

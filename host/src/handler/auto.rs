@@ -38,19 +38,17 @@ impl AutoHandler {
 impl Handler for AutoHandler {
     fn handle(&self, conn: Conn, ctx: ConnContext) -> HandleFuture<'_> {
         Box::pin(async move {
-            let stream = match conn {
-                Conn::Tcp(s) => s,
+            let mut stream = match conn {
+                Conn::Stream(s) => s,
                 Conn::Udp(_) => {
                     return Err(HandlerError::Protocol(
                         "the auto handler serves TCP connections only".into(),
                     ))
                 }
             };
-            // Peeking leaves the byte in the socket for the chosen handler,
-            // which then reads (and counts) the whole handshake itself.
-            let mut first = [0u8; 1];
-            let n = match tokio::time::timeout(self.first_byte_timeout, stream.peek(&mut first))
-                .await
+            // Reading ahead leaves the byte in the stream for the chosen
+            // handler, which then reads (and counts) the whole handshake.
+            let n = match tokio::time::timeout(self.first_byte_timeout, stream.read_ahead(1)).await
             {
                 Ok(r) => r?,
                 // Silent clients are not errors, as for the http handler.
@@ -59,9 +57,9 @@ impl Handler for AutoHandler {
             if n == 0 {
                 return Ok(());
             }
-            match first[0] {
-                SOCKS4 => self.socks4.handle(Conn::Tcp(stream), ctx).await,
-                SOCKS5 => self.socks5.handle(Conn::Tcp(stream), ctx).await,
+            match stream.rewound()[0] {
+                SOCKS4 => self.socks4.handle(Conn::Stream(stream), ctx).await,
+                SOCKS5 => self.socks5.handle(Conn::Stream(stream), ctx).await,
                 _ => self.http.serve(stream, ctx).await,
             }
         })

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpStream;
+use crate::stream::Stream;
 
 use super::{ConnContext, HandleFuture, Handler, HandlerError};
 use crate::chain::{Hop, Node, SelectContext, Strategy};
@@ -137,7 +137,7 @@ impl ForwardHandler {
     #[allow(clippy::manual_async_fn)]
     fn handle_tcp(
         &self,
-        mut client: TcpStream,
+        mut client: Stream,
         ctx: ConnContext,
     ) -> impl std::future::Future<Output = Result<(), HandlerError>> + Send + '_ {
         async move {
@@ -146,7 +146,7 @@ impl ForwardHandler {
                 idle_timeout: self.opts.idle_timeout,
             };
             let start = Instant::now();
-            let res = relay::relay_tcp(&client, upstream, ctx.stats.as_ref(), &opts).await;
+            let res = relay::relay(client, upstream, ctx.stats.as_ref(), &opts).await;
             match &res {
                 Ok(t) => {
                     tracing::debug!(service = %ctx.service, client = %ctx.peer, node = %node.name,
@@ -160,11 +160,11 @@ impl ForwardHandler {
         }
     }
 
-    /// Sniffs (when on), picks and dials a node, and sends it what sniffing
-    /// took off the client.
+    /// Sniffs (when on), then picks and dials a node; what sniffing read
+    /// stays in the client stream, for the relay to send first.
     async fn open_upstream(
         &self,
-        client: &mut TcpStream,
+        client: &mut Stream,
         ctx: &ConnContext,
     ) -> Result<(Upstream, Arc<Node>), HandlerError> {
         let sniffed = match self.opts.sniffing {
@@ -176,24 +176,17 @@ impl ForwardHandler {
                 self.router.dial_tcp(&a).await
             })
             .await;
-        let (mut upstream, node) = match dialed {
+        let (upstream, node) = match dialed {
             Err(HandlerError::NoNode) if sniffed.protocol == "http" => {
                 // GOST answers an HTTP request no node takes with 502.
-                use tokio::io::AsyncWriteExt;
                 client
-                    .write_all(super::http::bare_response(502).as_bytes())
+                    .write_all_now(super::http::bare_response(502).as_bytes())
                     .await?;
                 tracing::warn!(service = %ctx.service, client = %ctx.peer, host = %sniffed.host, path = %sniffed.path, "no node for request");
                 return Err(HandlerError::NoNode);
             }
             r => r?,
         };
-        if !sniffed.consumed.is_empty() {
-            upstream.write_all(&sniffed.consumed).await?;
-            if let Some(s) = &ctx.stats {
-                s.add_input(sniffed.consumed.len() as u64);
-            }
-        }
         Ok((upstream, node))
     }
 
@@ -279,7 +272,7 @@ impl Handler for ForwardHandler {
         // One box per kind: a shared one would size every TCP connection
         // for the larger UDP session state.
         match conn {
-            Conn::Tcp(s) => Box::pin(self.handle_tcp(s, ctx)),
+            Conn::Stream(s) => Box::pin(self.handle_tcp(s, ctx)),
             Conn::Udp(u) => Box::pin(self.handle_udp(u, ctx)),
         }
     }

@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::stream::Stream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::stream::ClientStream;
@@ -224,7 +224,7 @@ impl HttpHandler {
     #[allow(clippy::manual_async_fn)]
     pub fn serve(
         &self,
-        stream: TcpStream,
+        stream: Stream,
         ctx: ConnContext,
     ) -> impl std::future::Future<Output = Result<(), HandlerError>> + Send + '_ {
         async move {
@@ -239,7 +239,7 @@ impl HttpHandler {
     /// CONNECT for [`Self::serve`] to relay.
     async fn requests(
         &self,
-        stream: TcpStream,
+        stream: Stream,
         ctx: &ConnContext,
     ) -> Result<Option<(Buffered, Upstream)>, HandlerError> {
         let mut client = Buffered {
@@ -365,14 +365,14 @@ impl HttpHandler {
                     "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"{}\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
                     self.opts.realm
                 );
-                let _ = client.io.write_all(head.as_bytes()).await;
+                let _ = client.send(head.as_bytes()).await;
             }
             Some(ProbeResist::Code(code)) => {
                 let head = format!(
                     "HTTP/1.1 {code} {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
                     reason(*code)
                 );
-                let _ = client.io.write_all(head.as_bytes()).await;
+                let _ = client.send(head.as_bytes()).await;
             }
             Some(ProbeResist::File(path)) => match tokio::fs::read(path).await {
                 Ok(body) => {
@@ -380,8 +380,8 @@ impl HttpHandler {
                         "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                         body.len()
                     );
-                    let _ = client.io.write_all(head.as_bytes()).await;
-                    let _ = client.io.write_all(&body).await;
+                    let _ = client.send(head.as_bytes()).await;
+                    let _ = client.send(&body).await;
                 }
                 Err(e) => {
                     tracing::warn!(service = %ctx.service, path = %path.display(), error = %e, "probeResist file");
@@ -427,10 +427,10 @@ impl HttpHandler {
         let mut head = String::from("HTTP/1.1 200 Connection established\r\n");
         self.push_own_headers(&mut head);
         head.push_str("\r\n");
-        client.io.write_all(head.as_bytes()).await?;
+        client.send(head.as_bytes()).await?;
         client.buf.drain(..req.len);
         if let Some(timeout) = self.opts.sniffing {
-            super::sniffing::guard_tunnel(client.io.get_ref(), &client.buf, timeout, &self.router)
+            super::sniffing::guard_tunnel(client.io.get_mut(), &client.buf, timeout, &self.router)
                 .await?;
         }
         Ok(Next::Tunnel(upstream))
@@ -456,7 +456,7 @@ impl HttpHandler {
         let opts = RelayOptions {
             idle_timeout: self.opts.idle_timeout,
         };
-        relay::relay_tcp(&client, upstream, ctx.stats.as_ref(), &opts).await?;
+        relay::relay(client, upstream, ctx.stats.as_ref(), &opts).await?;
         Ok(())
     }
 
@@ -488,7 +488,8 @@ impl HttpHandler {
         traffic::pace(true, req.len).await;
         let kept = origin
             .take()
-            .filter(|o| o.addr == prepared.addr && o.is_alive());
+            .filter(|o| o.addr == prepared.addr)
+            .and_then(|mut o| o.is_alive().then_some(o));
         if let Some(o) = kept {
             // Only a request without a body can be sent again: its bytes
             // are all still at hand.
@@ -568,6 +569,9 @@ impl HttpHandler {
         };
         // Whether the origin has sent anything at all on this connection.
         let mut heard = false;
+        // Written to the origin and not flushed yet (a boxed transport
+        // may hold writes until flushed).
+        let mut unflushed = false;
         let mut deadline = Instant::now() + self.opts.read_timeout;
         // Set when the origin stops taking the request: it may still
         // answer (say 413 before closing), so the response is awaited, but
@@ -601,7 +605,7 @@ impl HttpHandler {
                         progress = true;
                         match exchange.on_response_head(&resp) {
                             Ok(bytes) => {
-                                client.io.write_all(&bytes).await?;
+                                client.send(&bytes).await?;
                                 up_buf.drain(..resp.len);
                             }
                             Err(e) => {
@@ -626,7 +630,7 @@ impl HttpHandler {
                             .advance(&up_buf)
                             .map_err(|e| bad_upstream(format!("response body: {e}")))?;
                         if n > 0 {
-                            client.io.write_all(&up_buf[..n]).await?;
+                            client.send(&up_buf[..n]).await?;
                             up_buf.drain(..n);
                             progress = true;
                         }
@@ -641,10 +645,10 @@ impl HttpHandler {
                     // Bytes already read past the 101 head belong to the
                     // new protocol, both ways.
                     if !up_buf.is_empty() {
-                        client.io.write_all(&up_buf).await?;
+                        client.send(&up_buf).await?;
                     }
                     if !out.is_empty() {
-                        upstream.write_all(&out).await?;
+                        upstream.write_all_now(&out).await?;
                     }
                     return Ok(Exchanged::Done {
                         next: Next::Tunnel(Upstream::direct(upstream)),
@@ -656,26 +660,27 @@ impl HttpHandler {
                 continue;
             }
             let waiting_head = matches!(exchange.resp, RespState::Head);
-            let (mut up_read, mut up_write) = upstream.split();
             up_buf.reserve(READ_CHUNK);
+            let origin = OriginIo {
+                stream: &mut upstream,
+                out: &out,
+                write: pacer.open(true),
+                unflushed: &mut unflushed,
+                buf: &mut up_buf,
+                read: pacer.open(false),
+            };
             tokio::select! {
-                r = up_write.write(&out), if !out.is_empty() && pacer.open(true) => match r {
-                    Ok(n) => {
+                r = origin => match r {
+                    OriginStep::Wrote(Ok(n)) => {
                         out.drain(..n);
+                        unflushed = true;
                     }
-                    Err(e) => {
+                    OriginStep::Wrote(Err(e)) => {
                         tracing::debug!(error = %e, "origin stopped reading the request");
                         body_refused = true;
                         out.clear();
                     }
-                },
-                r = client.fill(), if sending_body && out.is_empty() => {
-                    if r? == 0 {
-                        return Err(HandlerError::Protocol("client closed in the middle of a request body".into()));
-                    }
-                    deadline = Instant::now() + self.opts.read_timeout;
-                }
-                r = up_read.read_buf(&mut up_buf), if pacer.open(false) => {
+                    OriginStep::Read(r) => {
                     let n = match r {
                         Ok(n) => n,
                         Err(_) if retryable && !heard => return Ok(Exchanged::Stale),
@@ -715,6 +720,13 @@ impl HttpHandler {
                         }
                         _ => return Err(bad_upstream("closed in the middle of a response body")),
                     }
+                    }
+                },
+                r = client.fill(), if sending_body && out.is_empty() => {
+                    if r? == 0 {
+                        return Err(HandlerError::Protocol("client closed in the middle of a request body".into()));
+                    }
+                    deadline = Instant::now() + self.opts.read_timeout;
                 }
                 // The read timeout counts the origin's silence, not the
                 // limiter's waits.
@@ -762,14 +774,14 @@ impl HttpHandler {
         let mut head = format!("HTTP/1.1 {status} {}\r\n", reason(status));
         self.push_own_headers(&mut head);
         head.push_str("Content-Length: 0\r\nConnection: close\r\n\r\n");
-        let _ = client.io.write_all(head.as_bytes()).await;
+        let _ = client.send(head.as_bytes()).await;
     }
 
     /// The same before a client has authenticated: no `Proxy-Agent` or
     /// configured fields, which would tell a prober that this is a proxy
     /// (GOST adds them only once authentication has passed).
     async fn reply_bare(&self, client: &mut Buffered, status: u16) {
-        let _ = client.io.write_all(bare_response(status).as_bytes()).await;
+        let _ = client.send(bare_response(status).as_bytes()).await;
     }
 }
 
@@ -789,17 +801,74 @@ fn bad_upstream(msg: impl std::fmt::Display) -> HandlerError {
 /// An origin connection kept for the client's next request.
 struct Origin {
     addr: String,
-    stream: TcpStream,
+    stream: Stream,
 }
 
 impl Origin {
     /// An idle origin connection must have nothing to read: anything there
-    /// is a close (or stray bytes) that would break the next exchange.
-    fn is_alive(&self) -> bool {
-        let mut probe = [std::mem::MaybeUninit::<u8>::uninit()];
-        match socket2::SockRef::from(&self.stream).peek(&mut probe) {
-            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
-            Ok(_) => false,
+    /// is a close (or stray bytes) that would break the next exchange. A
+    /// byte read to find out is lost with the connection.
+    fn is_alive(&mut self) -> bool {
+        if !self.stream.rewound().is_empty() {
+            return false;
+        }
+        let mut probe = Vec::with_capacity(1);
+        matches!(self.stream.try_read_now(&mut probe), Ok(None))
+    }
+}
+
+/// One step of an exchange with the origin: writing `out` (then flushing
+/// it) and reading into `buf`, whichever is ready first. One future over
+/// the one stream, so both directions wait together without splitting it.
+struct OriginIo<'a> {
+    stream: &'a mut Stream,
+    out: &'a [u8],
+    write: bool,
+    unflushed: &'a mut bool,
+    buf: &'a mut Vec<u8>,
+    read: bool,
+}
+
+enum OriginStep {
+    Wrote(std::io::Result<usize>),
+    Read(std::io::Result<usize>),
+}
+
+impl std::future::Future for OriginIo<'_> {
+    type Output = OriginStep;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<OriginStep> {
+        use std::task::Poll;
+        use tokio::io::{AsyncRead, AsyncWrite};
+        let this = self.get_mut();
+        let mut stream = std::pin::Pin::new(&mut *this.stream);
+        if this.write && !this.out.is_empty() {
+            if let Poll::Ready(r) = stream.as_mut().poll_write(cx, this.out) {
+                return Poll::Ready(OriginStep::Wrote(r));
+            }
+        } else if *this.unflushed {
+            match stream.as_mut().poll_flush(cx) {
+                Poll::Ready(Ok(())) => *this.unflushed = false,
+                Poll::Ready(Err(e)) => return Poll::Ready(OriginStep::Wrote(Err(e))),
+                Poll::Pending => {}
+            }
+        }
+        if !this.read {
+            return Poll::Pending;
+        }
+        let mut rb = tokio::io::ReadBuf::uninit(this.buf.spare_capacity_mut());
+        match stream.poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {
+                let n = rb.filled().len();
+                // SAFETY: poll_read initialised the first `n` spare bytes.
+                unsafe { this.buf.set_len(this.buf.len() + n) };
+                Poll::Ready(OriginStep::Read(Ok(n)))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(OriginStep::Read(Err(e))),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -808,7 +877,7 @@ enum Exchanged {
     Done {
         next: Next,
         /// The origin connection, when it may carry the next request.
-        keep: Option<TcpStream>,
+        keep: Option<Stream>,
     },
     /// A kept connection the origin had closed; nothing reached the client.
     Stale,
@@ -829,6 +898,13 @@ struct Buffered {
 }
 
 impl Buffered {
+    /// Writes `data` to the client and flushes it: a boxed transport may
+    /// hold writes until flushed.
+    async fn send(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.io.write_all(data).await?;
+        self.io.flush().await
+    }
+
     /// Reads more bytes into the buffer; cancel-safe, so it can race the
     /// other side in `select!`.
     async fn fill(&mut self) -> std::io::Result<usize> {

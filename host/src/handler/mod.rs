@@ -75,19 +75,19 @@ pub trait Handler: Send + Sync {
     fn handle(&self, conn: Conn, ctx: ConnContext) -> HandleFuture<'_>;
 }
 
-/// The future of a handler that serves TCP only: `serve`'s future boxed
+/// The future of a handler that serves streams only: `serve`'s future boxed
 /// as it is, with no wrapper around it that would keep a second copy of
 /// the connection for its whole life; UDP gets an error naming `handler`.
 pub(crate) fn tcp_only<'a, F>(
     handler: &'static str,
     conn: Conn,
-    serve: impl FnOnce(tokio::net::TcpStream) -> F,
+    serve: impl FnOnce(crate::stream::Stream) -> F,
 ) -> HandleFuture<'a>
 where
     F: Future<Output = Result<(), HandlerError>> + Send + 'a,
 {
     match conn {
-        Conn::Tcp(s) => Box::pin(serve(s)),
+        Conn::Stream(s) => Box::pin(serve(s)),
         Conn::Udp(_) => Box::pin(std::future::ready(Err(HandlerError::Protocol(format!(
             "the {handler} handler serves TCP connections only"
         ))))),
@@ -236,7 +236,7 @@ mod tests {
                     let _ = c.read_to_end(&mut sink).await;
                 };
                 let served = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-                    tokio::join!(h.handle(Conn::Tcp(s), ctx), client).0
+                    tokio::join!(h.handle(Conn::Stream(s.into()), ctx), client).0
                 })
                 .await;
                 // Errors are expected; a panic fails the test, a hang here.
@@ -284,7 +284,7 @@ mod tests {
         for (name, h, bound) in handlers {
             let (_c, s) = crate::test_util::tcp_pair().await;
             let ctx = test_ctx(&s);
-            let fut = h.handle(Conn::Tcp(s), ctx);
+            let fut = h.handle(Conn::Stream(s.into()), ctx);
             let size = std::mem::size_of_val(&*fut);
             assert!(size <= bound, "{name}: {size} bytes per connection");
         }

@@ -27,8 +27,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::stream::Stream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::forward::ForwardHandler;
 use super::socks::udp::Targets;
@@ -140,11 +140,7 @@ impl RelayHandler {
         }
     }
 
-    pub(crate) async fn serve(
-        &self,
-        stream: TcpStream,
-        ctx: ConnContext,
-    ) -> Result<(), HandlerError> {
+    pub(crate) async fn serve(&self, stream: Stream, ctx: ConnContext) -> Result<(), HandlerError> {
         let mut client = ClientStream::new(stream, ctx.stats.clone());
         let req =
             // Handshake and dial steps run in short-lived boxes: inline,
@@ -169,7 +165,7 @@ impl RelayHandler {
                     tracing::debug!(service = %ctx.service, client = %ctx.peer, client_id = id, "relay: authenticated")
                 }
                 None => {
-                    let _ = client.write_all(&response(STATUS_UNAUTHORIZED)).await;
+                    let _ = client.send(&response(STATUS_UNAUTHORIZED)).await;
                     return Err(HandlerError::Protocol(format!(
                         "relay: authentication failed for user {user:?}"
                     )));
@@ -185,7 +181,7 @@ impl RelayHandler {
             0 | CMD_CONNECT => self.connect(client, &ctx, &req, network).await,
             CMD_BIND => Box::pin(self.bind(client, &ctx, &req)).await,
             other => {
-                let _ = client.write_all(&response(STATUS_BAD_REQUEST)).await;
+                let _ = client.send(&response(STATUS_BAD_REQUEST)).await;
                 Err(HandlerError::Protocol(format!(
                     "relay: unknown command {other}"
                 )))
@@ -201,14 +197,14 @@ impl RelayHandler {
         network: &str,
     ) -> Result<(), HandlerError> {
         if req.addr.is_empty() {
-            let _ = client.write_all(&response(STATUS_BAD_REQUEST)).await;
+            let _ = client.send(&response(STATUS_BAD_REQUEST)).await;
             return Err(HandlerError::Protocol("relay: target not specified".into()));
         }
         if req.udp {
             let mut sock = match Box::pin(self.router.dial_udp(&req.addr)).await {
                 Ok(s) => s,
                 Err(e) => {
-                    let _ = client.write_all(&response(dial_failure(&e))).await;
+                    let _ = client.send(&response(dial_failure(&e))).await;
                     return Err(e.into());
                 }
             };
@@ -217,7 +213,7 @@ impl RelayHandler {
         let upstream = match Box::pin(self.router.dial_tcp(&req.addr)).await {
             Ok(s) => s,
             Err(e) => {
-                let _ = client.write_all(&response(dial_failure(&e))).await;
+                let _ = client.send(&response(dial_failure(&e))).await;
                 return Err(e.into());
             }
         };
@@ -235,7 +231,7 @@ impl RelayHandler {
     ) -> Result<(), HandlerError> {
         if !self.opts.bind {
             // As GOST without `bind=true`.
-            let _ = client.write_all(&response(STATUS_FORBIDDEN)).await;
+            let _ = client.send(&response(STATUS_FORBIDDEN)).await;
             tracing::debug!(service = %ctx.service, client = %ctx.peer, "relay: BIND not allowed");
             return Ok(());
         }
@@ -272,7 +268,7 @@ impl RelayHandler {
         ok.push(FEATURE_ADDR);
         ok.extend_from_slice(&(addr.len() as u16).to_be_bytes());
         ok.extend_from_slice(&addr);
-        client.write_all(&ok).await?;
+        client.send(&ok).await?;
         tracing::debug!(service = %ctx.service, client = %ctx.peer, bind = %bound, "relay: udp bind");
         relay_frames(
             client.into_inner(),
@@ -305,7 +301,7 @@ impl RelayHandler {
                 {
                     Ok(x) => x,
                     Err(e) => {
-                        let _ = client.write_all(&response(forward_failure(&e))).await;
+                        let _ = client.send(&response(forward_failure(&e))).await;
                         return Err(e);
                     }
                 };
@@ -321,7 +317,7 @@ impl RelayHandler {
             {
                 Ok(x) => x,
                 Err(e) => {
-                    let _ = client.write_all(&response(forward_failure(&e))).await;
+                    let _ = client.send(&response(forward_failure(&e))).await;
                     return Err(e);
                 }
             };
@@ -341,12 +337,11 @@ impl RelayHandler {
         };
         let stats = ctx.stats.as_ref();
         if self.opts.nodelay {
-            client.write_all(&response(STATUS_OK)).await?;
-            relay::relay_tcp(&client.into_inner(), upstream, stats, &opts).await?;
+            client.send(&response(STATUS_OK)).await?;
+            relay::relay(client.into_inner(), upstream, stats, &opts).await?;
         } else {
             let client = client.into_inner();
-            relay::relay_tcp_answering(&client, upstream, response(STATUS_OK), stats, &opts)
-                .await?;
+            relay::relay_answering(client, upstream, response(STATUS_OK), stats, &opts).await?;
         }
         Ok(())
     }
@@ -360,7 +355,7 @@ impl RelayHandler {
         ctx: &ConnContext,
     ) -> Result<(), HandlerError> {
         let answer = if self.opts.nodelay {
-            client.write_all(&response(STATUS_OK)).await?;
+            client.send(&response(STATUS_OK)).await?;
             None
         } else {
             Some(response(STATUS_OK))
@@ -497,13 +492,12 @@ pub(crate) fn parse_addr(b: &[u8]) -> Result<String, String> {
 /// UDP over the relay connection: `LEN(2) DATA` frames each way, until the
 /// client closes; `answer`, if held back, goes out before the first frame.
 async fn relay_datagrams(
-    mut client: TcpStream,
+    mut client: Stream,
     sock: &mut UdpUpstream,
     ctx: &ConnContext,
     buffer_size: usize,
     mut answer: Option<[u8; 4]>,
 ) -> Result<(), HandlerError> {
-    let (mut rd, mut wr) = client.split();
     let mut inbuf: Vec<u8> = Vec::new();
     let mut out = vec![0u8; 2 + buffer_size];
     let mut pacer = traffic::Pacer::default();
@@ -522,7 +516,7 @@ async fn relay_datagrams(
         }
         inbuf.reserve(buffer_size + 2);
         tokio::select! {
-            r = rd.read_buf(&mut inbuf), if pacer.open(true) => match r {
+            r = client.read_buf(&mut inbuf), if pacer.open(true) => match r {
                 Ok(0) => return Ok(()),
                 Ok(n) => {
                     if let Some(s) = &ctx.stats {
@@ -542,9 +536,9 @@ async fn relay_datagrams(
                 out[..2].copy_from_slice(&(n as u16).to_be_bytes());
                 pacer.charge(false, 2 + n);
                 if let Some(a) = answer.take() {
-                    wr.write_all(&a).await?;
+                    client.write_all(&a).await?;
                 }
-                wr.write_all(&out[..2 + n]).await?;
+                client.write_all_now(&out[..2 + n]).await?;
                 if let Some(s) = &ctx.stats {
                     s.add_output(2 + n as u64);
                 }

@@ -1,17 +1,15 @@
 //! Protocol sniffing for the forward handlers (GOST's `sniffing: true`):
-//! the first bytes of a connection are peeked, not read, so they reach the
-//! upstream untouched, and a TLS ClientHello or an HTTP/1.x request head
-//! yields what node matchers and filters look at. When a node matcher
-//! looks at the request body, the head and a body prefix are read instead
-//! (a socket cannot hold a large body for peeking) and handed back as
-//! bytes the caller sends upstream before relaying.
+//! the first bytes of a connection are read ahead and handed back to the
+//! stream, so they reach the upstream untouched, and a TLS ClientHello or
+//! an HTTP/1.x request head yields what node matchers and filters look at
+//! (with a body prefix, when a node matcher looks at the body). Sniffing
+//! works on decrypted bytes: the stream is whatever the listener made.
 
 use std::time::Duration;
 
-use tokio::net::TcpStream;
-
 use crate::metadata::{Metadata, MetadataError};
 use crate::router::{DialError, Router};
+use crate::stream::Stream;
 
 /// GOST's default when `sniffing.timeout` is not set.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -45,7 +43,7 @@ pub fn from_metadata(md: &Metadata) -> Result<Option<Duration>, MetadataError> {
 /// GOST. `early` holds bytes the handshake already read past the request.
 /// Without a bypass there is nothing to decide and nothing is read.
 pub async fn guard_tunnel(
-    client: &TcpStream,
+    client: &mut Stream,
     early: &[u8],
     timeout: Duration,
     router: &Router,
@@ -80,9 +78,6 @@ pub struct Sniffed {
     pub headers: Vec<(String, String)>,
     /// The HTTP body prefix body matchers see (de-chunked).
     pub body: Vec<u8>,
-    /// Bytes taken off the connection that the upstream must get first;
-    /// empty when sniffing only peeked.
-    pub consumed: Vec<u8>,
 }
 
 impl Sniffed {
@@ -110,106 +105,55 @@ enum Parsed {
 /// Sniffs the start of `stream` until the head is complete, the peer stops
 /// sending, or `timeout` passes; anything unrecognised is raw (empty
 /// protocol), as in GOST. With `body_limit` above 0 an HTTP request's body
-/// prefix of up to that many bytes is read too.
-pub async fn sniff(stream: &TcpStream, timeout: Duration, body_limit: usize) -> Sniffed {
+/// prefix of up to that many bytes is read too. Every byte read stays in
+/// the stream (read ahead), for the upstream.
+pub async fn sniff(stream: &mut Stream, timeout: Duration, body_limit: usize) -> Sniffed {
     let deadline = tokio::time::Instant::now() + timeout;
-    if body_limit == 0 {
-        peek(stream, &[], deadline).await
-    } else {
-        read(stream, deadline, body_limit).await
+    let head = peek(stream, &[], deadline).await;
+    if body_limit == 0 || head.protocol != "http" {
+        return head;
     }
-}
-
-/// Peeks after the `early` bytes already taken off the stream.
-async fn peek(stream: &TcpStream, early: &[u8], deadline: tokio::time::Instant) -> Sniffed {
-    if let Parsed::Done(s, _) = parse(early) {
-        return s;
-    }
-    let e = early.len();
-    let mut buf = vec![0u8; e + PEEK_LIMIT];
-    buf[..e].copy_from_slice(early);
-    let mut seen = 0;
+    let Parsed::Done(_, len) = parse(stream.rewound()) else {
+        return head;
+    };
+    // Chunk framing may make the raw prefix longer than the body limit.
+    let limit = len + 2 * body_limit + 16 * 1024;
     loop {
-        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf[e..])).await {
-            Ok(Ok(n)) => e + n,
-            _ => return Sniffed::default(),
-        };
-        if n == e {
-            return Sniffed::default();
-        }
-        match parse(&buf[..n]) {
-            Parsed::Done(s, _) => return s,
-            Parsed::NeedMore if n < buf.len() => {}
-            Parsed::NeedMore => return Sniffed::default(),
-        }
-        // Peek returns at once while bytes wait; pause until more arrive.
-        if n == seen {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            if tokio::time::Instant::now() >= deadline {
-                return Sniffed::default();
-            }
-        }
-        seen = n;
-    }
-}
-
-/// Reads the head and then the body prefix; a read error or the deadline
-/// ends the sniff with what arrived (GOST ignores the error of its body
-/// prefix read too).
-async fn read(stream: &TcpStream, deadline: tokio::time::Instant, body_limit: usize) -> Sniffed {
-    let mut buf = Vec::with_capacity(PEEK_LIMIT);
-    let mut head: Option<(Sniffed, usize)> = None;
-    loop {
-        if head.is_none() {
-            match parse(&buf) {
-                Parsed::Done(s, len) if s.protocol == "http" => head = Some((s, len)),
-                Parsed::Done(s, _) => return Sniffed { consumed: buf, ..s },
-                Parsed::NeedMore if buf.len() >= PEEK_LIMIT => {
-                    return Sniffed {
-                        consumed: buf,
-                        ..Default::default()
-                    }
-                }
-                Parsed::NeedMore => {}
-            }
-        }
-        let body = head
-            .as_ref()
-            .and_then(|(s, len)| body_prefix(&s.headers, &buf[*len..], body_limit));
-        if let (Some(body), Some((s, _))) = (body, head.take()) {
+        if let Some(body) = body_prefix(&head.headers, &stream.rewound()[len..], body_limit) {
             return Sniffed {
-                body: decode(&s.headers, body),
-                consumed: buf,
-                ..s
+                body: decode(&head.headers, body),
+                ..head
             };
         }
-        let more = async {
-            loop {
-                stream.readable().await?;
-                buf.reserve(16 * 1024);
-                match stream.try_read_buf(&mut buf) {
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                    r => return r,
-                }
-            }
-        };
-        let n = match tokio::time::timeout_at(deadline, more).await {
-            Ok(Ok(n)) => n,
-            _ => 0,
-        };
-        if n == 0 {
-            // The peer stopped: route by what arrived.
-            let s = match head {
-                Some((s, len)) => Sniffed {
-                    body: decode(
-                        &s.headers,
-                        body_prefix(&s.headers, &buf[len..], 0).unwrap_or_default(),
-                    ),
-                    ..s
-                },
-                None => Sniffed::default(),
+        let more = tokio::time::timeout_at(deadline, stream.read_ahead(limit)).await;
+        if !matches!(more, Ok(Ok(n)) if n > 0) {
+            // The peer stopped (or the deadline passed): route by what
+            // arrived, as GOST ignores its body prefix read's error.
+            let body = body_prefix(&head.headers, &stream.rewound()[len..], 0);
+            return Sniffed {
+                body: decode(&head.headers, body.unwrap_or_default()),
+                ..head
             };
-            return Sniffed { consumed: buf, ..s };
+        }
+    }
+}
+
+/// Reads ahead until the head after the `early` bytes (already taken off
+/// the stream) parses.
+async fn peek(stream: &mut Stream, early: &[u8], deadline: tokio::time::Instant) -> Sniffed {
+    loop {
+        let parsed = if early.is_empty() {
+            parse(stream.rewound())
+        } else {
+            parse(&[early, stream.rewound()].concat())
+        };
+        if let Parsed::Done(s, _) = parsed {
+            return s;
+        }
+        let limit = PEEK_LIMIT.saturating_sub(early.len());
+        match tokio::time::timeout_at(deadline, stream.read_ahead(limit)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return Sniffed::default(),
         }
     }
 }
@@ -506,15 +450,25 @@ mod tests {
         for part in req.chunks(7) {
             c.write_all(part).await.unwrap();
         }
-        let got = sniff(&s, Duration::from_secs(10), 4).await;
+        let mut s = Stream::from(s);
+        let got = sniff(&mut s, Duration::from_secs(10), 4).await;
         assert_eq!(got.body, b"{\"k\"");
         assert_eq!(got.path, "/j");
-        assert!(req.starts_with(&got.consumed));
-        c.write_all(b"\x00").await.unwrap();
+        let held = s.rewound().to_vec();
+        assert!(held.len() >= 52 && req.starts_with(&held), "{held:?}");
+        // The next sniff sees the same bytes again: they were handed back.
+        let again = sniff(&mut s, Duration::from_secs(10), 4).await;
+        assert_eq!(again.path, "/j");
         drop(c);
-        let raw = sniff(&s, Duration::from_secs(10), 4).await;
-        assert_eq!(raw.protocol, "");
-        assert!(!raw.consumed.is_empty());
+        let (mut c, raw) = crate::test_util::tcp_pair().await;
+        c.write_all(b"\x00raw").await.unwrap();
+        drop(c);
+        let mut raw = Stream::from(raw);
+        assert_eq!(
+            sniff(&mut raw, Duration::from_secs(10), 4).await.protocol,
+            ""
+        );
+        assert_eq!(raw.rewound(), b"\x00raw");
     }
 
     /// A minimal ClientHello with one SNI entry.

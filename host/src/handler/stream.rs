@@ -1,5 +1,5 @@
 //! The client connection as a handler sees it during a protocol handshake:
-//! a TCP stream whose reads and writes count into the service's stats, so
+//! a stream whose reads and writes count into the service's stats, so
 //! `inputBytes`/`outputBytes` include handshake bytes exactly as GOST's
 //! stats wrapper counts every byte on the client connection.
 
@@ -9,58 +9,60 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 use crate::service::stats::Stats;
+use crate::stream::Stream;
 
 #[derive(Debug)]
 pub struct ClientStream {
-    inner: TcpStream,
+    inner: Stream,
     stats: Option<Arc<Stats>>,
 }
 
 impl ClientStream {
-    pub fn new(inner: TcpStream, stats: Option<Arc<Stats>>) -> Self {
+    pub fn new(inner: Stream, stats: Option<Arc<Stats>>) -> Self {
         ClientStream { inner, stats }
     }
 
-    pub fn get_ref(&self) -> &TcpStream {
+    pub fn get_ref(&self) -> &Stream {
         &self.inner
     }
 
-    /// Reads what the socket already holds into `buf`'s spare capacity
-    /// with one non-blocking recv(2), without waiting for the reactor to
-    /// report readiness (a freshly accepted socket has none recorded yet).
-    /// `None` when nothing is there yet. For callers whose every wait is
-    /// costly, like a wasm guest parked on a fiber.
-    pub fn try_read_now(&mut self, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
-        match socket2::SockRef::from(&self.inner).recv(buf.spare_capacity_mut()) {
-            Ok(n) => {
-                // SAFETY: recv(2) initialised the first `n` spare bytes.
-                unsafe { buf.set_len(buf.len() + n) };
-                if let Some(s) = &self.stats {
-                    s.add_input(n as u64);
-                }
-                Ok(Some(n))
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),
-            Err(e) => Err(e),
-        }
+    /// The stream itself, for reading ahead without counting: bytes read
+    /// ahead are counted when they are read for real.
+    pub fn get_mut(&mut self) -> &mut Stream {
+        &mut self.inner
     }
 
-    /// Writes as much of `data` as the socket takes now, with one
-    /// non-blocking send(2); [`Self::try_read_now`]'s counterpart.
+    /// Reads what is there now (see [`Stream::try_read_now`]), counted.
+    pub fn try_read_now(&mut self, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+        let r = self.inner.try_read_now(buf)?;
+        if let (Some(n), Some(s)) = (r, &self.stats) {
+            s.add_input(n as u64);
+        }
+        Ok(r)
+    }
+
+    /// Writes what the stream takes now (see [`Stream::try_write_now`]),
+    /// counted.
     pub fn try_write_now(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = crate::dialer::send_now(&self.inner, data)?;
+        let n = self.inner.try_write_now(data)?;
         if let Some(s) = &self.stats {
             s.add_output(n as u64);
         }
         Ok(n)
     }
 
+    /// Writes all of `data` and flushes it, counted: a boxed transport
+    /// may hold a handshake reply until flushed.
+    pub async fn send(&mut self, data: &[u8]) -> io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.write_all(data).await?;
+        self.flush().await
+    }
+
     /// The raw stream for the relay phase; the relay counts from there on.
-    pub fn into_inner(self) -> TcpStream {
+    pub fn into_inner(self) -> Stream {
         self.inner
     }
 }
@@ -118,13 +120,13 @@ mod tests {
     async fn try_now_reads_and_writes_without_waiting_and_counts() {
         let (mut peer, accepted) = crate::test_util::tcp_pair().await;
         let stats = Arc::new(Stats::default());
-        let mut c = ClientStream::new(accepted, Some(stats.clone()));
+        let mut c = ClientStream::new(accepted.into(), Some(stats.clone()));
         let mut buf = Vec::with_capacity(16);
         assert_eq!(c.try_read_now(&mut buf).unwrap(), None);
         peer.write_all(b"abc").await.unwrap();
         // Loopback delivers within the peer's send; the wait only guards a
         // slow machine, it is not what the read relies on.
-        c.get_ref().readable().await.unwrap();
+        c.get_ref().tcp().unwrap().readable().await.unwrap();
         assert_eq!(c.try_read_now(&mut buf).unwrap(), Some(3));
         assert_eq!(buf, b"abc");
         assert_eq!(c.try_write_now(b"xy").unwrap(), 2);
@@ -132,7 +134,7 @@ mod tests {
         peer.read_exact(&mut back).await.unwrap();
         assert_eq!(&back, b"xy");
         drop(peer);
-        c.get_ref().readable().await.unwrap();
+        c.get_ref().tcp().unwrap().readable().await.unwrap();
         buf.clear();
         assert_eq!(c.try_read_now(&mut buf).unwrap(), Some(0));
         let s = stats.snapshot();

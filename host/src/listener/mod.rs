@@ -10,14 +10,15 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 
-use tokio::net::TcpStream;
-
 pub use udp::UdpConn;
+
+use crate::stream::Stream;
 
 /// One accepted client connection.
 #[derive(Debug)]
 pub enum Conn {
-    Tcp(TcpStream),
+    /// A byte stream: plain TCP, or any transport over it.
+    Stream(Stream),
     /// A UDP "connection": the datagrams of one client address.
     Udp(UdpConn),
 }
@@ -26,7 +27,7 @@ impl Conn {
     /// The network name GOST uses for this kind of connection.
     pub fn network(&self) -> &'static str {
         match self {
-            Conn::Tcp(_) => "tcp",
+            Conn::Stream(_) => "tcp",
             Conn::Udp(_) => "udp",
         }
     }
@@ -49,6 +50,36 @@ pub trait Listener: Send + Sync {
     /// Waits for the next client. An error is either temporary (the service
     /// marks itself failed and retries with back-off) or final.
     fn accept(&self) -> AcceptFuture<'_>;
+
+    /// The transport's server side, run on each accepted connection in
+    /// its own task before the handler sees it (TLS, WebSocket).
+    fn upgrade(&self) -> Option<std::sync::Arc<dyn crate::transport::Upgrade>> {
+        None
+    }
+}
+
+/// Plain `tcp` and `udp`, and the `tcp` dialer: no transport of their own.
+pub fn register(r: &mut crate::registry::Registry) {
+    use crate::registry::{DialerKind, ListenerKind, Socket};
+    r.add_listener(ListenerKind {
+        names: &["tcp"],
+        socket: Socket::Tcp,
+        upgrade: None,
+        uses_tls: false,
+        summary: "plain TCP",
+    });
+    r.add_listener(ListenerKind {
+        names: &["udp"],
+        socket: Socket::Udp,
+        upgrade: None,
+        uses_tls: false,
+        summary: "UDP, a session per client address",
+    });
+    r.add_dialer(DialerKind {
+        names: &["tcp"],
+        build: |_, _| Ok(None),
+        summary: "plain TCP",
+    });
 }
 
 /// GOST binds `:port` on all interfaces, IPv6 and IPv4 (dual stack).

@@ -2,6 +2,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
@@ -10,6 +11,7 @@ use super::{AcceptFuture, Accepted, Conn, Listener};
 pub struct TcpListen {
     inner: TcpListener,
     addr: SocketAddr,
+    upgrade: Option<Arc<dyn crate::transport::Upgrade>>,
 }
 
 impl TcpListen {
@@ -20,13 +22,27 @@ impl TcpListen {
         s.listen(backlog as i32)?;
         let inner = TcpListener::from_std(s.into())?;
         let addr = inner.local_addr()?;
-        Ok(TcpListen { inner, addr })
+        Ok(TcpListen {
+            inner,
+            addr,
+            upgrade: None,
+        })
+    }
+
+    /// A transport over each accepted connection (`tls`, `ws`, ...).
+    pub fn with_upgrade(mut self, upgrade: Option<Arc<dyn crate::transport::Upgrade>>) -> Self {
+        self.upgrade = upgrade;
+        self
     }
 }
 
 impl Listener for TcpListen {
     fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    fn upgrade(&self) -> Option<Arc<dyn crate::transport::Upgrade>> {
+        self.upgrade.clone()
     }
 
     fn accept(&self) -> AcceptFuture<'_> {
@@ -39,7 +55,7 @@ impl Listener for TcpListen {
             // per connection, and handlers needing the exact local address
             // of a wildcard listener can ask the socket.
             Ok(Accepted {
-                conn: Conn::Tcp(stream),
+                conn: Conn::Stream(stream.into()),
                 peer,
                 local: self.addr,
             })

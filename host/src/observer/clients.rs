@@ -19,11 +19,6 @@ use crate::handler::{ConnContext, HandleFuture, Handler};
 use crate::listener::Conn;
 use crate::service::stats::Stats;
 
-/// The handler types that report per client, as in GOST.
-pub const HANDLERS: &[&str] = &[
-    "http", "socks4", "socks4a", "socks5", "socks", "relay", "auto", "wasm",
-];
-
 tokio::task_local! {
     /// The counters of the connection being handled, and where its client's
     /// counters live.

@@ -1,4 +1,4 @@
-//! The host side of the WIT `conn` resource: a TCP stream the plugin reads
+//! The host side of the WIT `conn` resource: a stream the plugin reads
 //! and writes through host calls. The socket never leaves the host, so when
 //! a handler hands its streams back the host relays them natively.
 
@@ -69,9 +69,9 @@ impl ConnRes {
         }
     }
 
-    /// The socket for the native relay's client side: a dialed stream
+    /// The stream for the native relay's client side: a dialed stream
     /// passed as the client has any owed relay response read first.
-    pub async fn into_tcp(self) -> io::Result<tokio::net::TcpStream> {
+    pub async fn into_stream(self) -> io::Result<crate::stream::Stream> {
         match self.inner {
             Inner::Client(c) => Ok(c.into_inner()),
             Inner::Upstream(u) => u.into_stream().await.map_err(|e| e.into_io()),
@@ -136,7 +136,7 @@ impl ConnRes {
         match &mut self.inner {
             Inner::Client(c) => {
                 let sent = c.try_write_now(data)?;
-                c.write_all(&data[sent..]).await
+                c.send(&data[sent..]).await
             }
             Inner::Upstream(u) => u.write_all(data).await,
         }

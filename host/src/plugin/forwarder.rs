@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpStream;
+use crate::stream::Stream;
 use wasmtime::Store;
 
 use super::bindings::forwarder::{
@@ -161,8 +161,9 @@ impl WasmForwardHandler {
     }
 
     async fn serve(&self, conn: Conn, ctx: ConnContext) -> Result<(), HandlerError> {
-        let host = match &conn {
-            Conn::Tcp(client) => match peek_host(client).await {
+        let mut conn = conn;
+        let host = match &mut conn {
+            Conn::Stream(client) => match peek_host(client).await {
                 Peeked::Host(h) => h,
                 Peeked::NoHost => String::new(),
                 // Nothing to route: the client left before sending anything.
@@ -183,13 +184,13 @@ impl WasmForwardHandler {
             Target::Address(a) => (a.clone(), None),
         };
         match conn {
-            Conn::Tcp(client) => {
+            Conn::Stream(client) => {
                 let upstream = self.dial(&ctx, node, self.router.dial_tcp(&addr)).await?;
                 tracing::debug!(service = %ctx.service, client = %ctx.peer, dst = %addr, "forward (wasm)");
                 let opts = RelayOptions {
                     idle_timeout: self.idle_timeout,
                 };
-                relay::relay_tcp(&client, upstream, ctx.stats.as_ref(), &opts).await?;
+                relay::relay(client, upstream, ctx.stats.as_ref(), &opts).await?;
                 Ok(())
             }
             Conn::Udp(mut client) => {
@@ -231,42 +232,23 @@ enum Peeked {
 }
 
 /// The host name in the client's first bytes, waiting briefly for the
-/// rest of a ClientHello or request head that arrives in pieces.
-async fn peek_host(client: &TcpStream) -> Peeked {
-    let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); SNIFF_BYTES];
+/// rest of a ClientHello or request head that arrives in pieces. The bytes
+/// are read ahead and stay in the stream for the relay.
+async fn peek_host(client: &mut Stream) -> Peeked {
     let deadline = tokio::time::Instant::now() + SNIFF_WAIT;
-    let mut seen = 0;
     loop {
-        // Ready at once while unseen bytes are queued, else when more come.
-        match tokio::time::timeout_at(deadline, client.readable()).await {
-            Err(_) => return Peeked::NoHost,
-            Ok(Err(_)) => return Peeked::Closed,
-            Ok(Ok(())) => {}
-        }
-        // A peek leaves the bytes queued, so the socket stays readable;
-        // answering WouldBlock when nothing new came clears tokio's
-        // readiness, and the next wait sleeps until more bytes arrive.
-        let peeked = client.try_io(
-            tokio::io::Interest::READABLE,
-            || match socket2::SockRef::from(client).peek(&mut buf)? {
-                n if n == seen && n != 0 => Err(std::io::ErrorKind::WouldBlock.into()),
-                n => Ok(n),
-            },
-        );
-        let n = match peeked {
-            Ok(0) => return Peeked::Closed,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(_) => return Peeked::Closed,
-        };
-        seen = n;
-        // SAFETY: `peek` initialised the first `n` bytes of `buf`.
-        let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
+        let bytes = client.rewound();
         if let Some(h) = sniff::host(bytes) {
             return Peeked::Host(h);
         }
-        if n == buf.len() || !sniff::may_name_host(bytes) {
+        if bytes.len() >= SNIFF_BYTES || (!bytes.is_empty() && !sniff::may_name_host(bytes)) {
             return Peeked::NoHost;
+        }
+        match tokio::time::timeout_at(deadline, client.read_ahead(SNIFF_BYTES)).await {
+            Err(_) => return Peeked::NoHost,
+            Ok(Ok(0)) | Ok(Err(_)) if client.rewound().is_empty() => return Peeked::Closed,
+            Ok(Ok(0)) | Ok(Err(_)) => return Peeked::NoHost,
+            Ok(Ok(_)) => {}
         }
     }
 }
@@ -309,7 +291,8 @@ mod tests {
             c
         });
         let start = Instant::now();
-        match peek_host(&s).await {
+        let mut s = Stream::from(s);
+        match peek_host(&mut s).await {
             Peeked::Host(h) => assert_eq!(h, "a.example"),
             _ => panic!("no host"),
         }
@@ -320,11 +303,14 @@ mod tests {
     #[tokio::test]
     async fn silence_and_close_are_told_apart() {
         let (c, s) = crate::test_util::tcp_pair().await;
-        assert!(matches!(peek_host(&s).await, Peeked::NoHost));
+        let mut s = Stream::from(s);
+        assert!(matches!(peek_host(&mut s).await, Peeked::NoHost));
         drop(c);
-        assert!(matches!(peek_host(&s).await, Peeked::Closed));
+        assert!(matches!(peek_host(&mut s).await, Peeked::Closed));
         let (mut c, s) = crate::test_util::tcp_pair().await;
         c.write_all(b"\x05\x01\x00").await.unwrap();
-        assert!(matches!(peek_host(&s).await, Peeked::NoHost));
+        let mut s = Stream::from(s);
+        assert!(matches!(peek_host(&mut s).await, Peeked::NoHost));
+        assert_eq!(s.rewound(), b"\x05\x01\x00", "the bytes stay for the relay");
     }
 }

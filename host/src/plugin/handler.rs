@@ -189,7 +189,7 @@ impl WasmHandler {
     }
 
     async fn serve(&self, conn: Conn, ctx: ConnContext) -> Result<(), HandlerError> {
-        let Conn::Tcp(tcp) = conn else {
+        let Conn::Stream(tcp) = conn else {
             return Err(HandlerError::Protocol(
                 "the wasm handler serves TCP connections only".into(),
             ));
@@ -279,11 +279,11 @@ impl WasmHandler {
                 if !streams.to_upstream.is_empty() {
                     upstream.write_all(&streams.to_upstream).await?;
                 }
-                let (client, upstream) = (client.into_tcp().await?, upstream.into_upstream());
+                let (client, upstream) = (client.into_stream().await?, upstream.into_upstream());
                 let opts = RelayOptions {
                     idle_timeout: self.opts.idle_timeout,
                 };
-                relay::relay_tcp(&client, upstream, ctx.stats.as_ref(), &opts).await?;
+                relay::relay(client, upstream, ctx.stats.as_ref(), &opts).await?;
                 Ok(())
             }
         }

@@ -6,7 +6,7 @@
 //! that sends it (a client, a target, another process) pays a VM exit.
 //! Measured on a 2-core VM with one bulk stream on loopback, the proxy
 //! slept about 3,900 times a second, and not sleeping raised the stream
-//! by about 10% (README, "Busy polling"). So, when enabled, a task keeps the runtime polling for events instead of
+//! by about 10% (docs/benchmarks.md, "Busy polling"). So, when enabled, a task keeps the runtime polling for events instead of
 //! sleeping for as long as relayed data keeps arriving within the window;
 //! once the relays fall quiet for the window it sleeps until the next
 //! relayed data. The price is one busy core while traffic flows, which is

@@ -9,8 +9,13 @@
 //! the socket would block. A direction that fills a whole buffer is a bulk
 //! stream and switches to splice(2) through a pooled pipe, so its bytes
 //! are never copied through user space.
+//!
+//! That fast path needs plain TCP on both sides. A relay with any other
+//! transport on either side (TLS, WebSocket, ...) is a generic copy
+//! ([`copy`]) with the same pooled buffers, also holding none while idle.
 
 pub mod busy_poll;
+mod copy;
 mod pipe;
 
 use std::cell::RefCell;
@@ -31,6 +36,7 @@ use crate::connector::upstream::Upstream;
 use crate::connector::ConnectError;
 use crate::limiter::traffic::ConnTraffic;
 use crate::service::stats::Stats;
+use crate::stream::Stream;
 use pipe::Pipe;
 
 /// Bulk throughput on loopback measured 0.82x at 64 KiB and 1.0x of
@@ -128,28 +134,28 @@ pub fn is_disconnect(e: &io::Error) -> bool {
 
 /// Relays until both directions have seen EOF (each EOF is passed on as a
 /// write shutdown, so half-closed protocols work), one side fails, or the
-/// idle timeout expires. A relay response still owed on `upstream` is
-/// read before anything is passed back to the client; the other direction
-/// does not wait for it.
-pub fn relay_tcp<'a>(
-    client: &'a TcpStream,
+/// idle timeout expires. Bytes read ahead on the client stream go first.
+/// A relay response still owed on `upstream` is read before anything is
+/// passed back to the client; the other direction does not wait for it.
+pub fn relay<'a>(
+    client: Stream,
     upstream: Upstream,
     stats: Option<&'a Arc<Stats>>,
     opts: &RelayOptions,
-) -> impl Future<Output = Result<Transferred, RelayError>> + 'a {
+) -> RelayFuture<'a> {
     run(client, upstream, None, stats, opts.idle_timeout)
 }
 
-/// [`relay_tcp`] for GOST's relay handler without `nodelay`: `answer`
-/// (its response) reaches the client only once the target has something
-/// to say, right before the target's first bytes.
-pub fn relay_tcp_answering<'a>(
-    client: &'a TcpStream,
+/// [`relay`] for GOST's relay handler without `nodelay`: `answer` (its
+/// response) reaches the client only once the target has something to
+/// say, right before the target's first bytes.
+pub fn relay_answering<'a>(
+    client: Stream,
     upstream: Upstream,
     answer: [u8; 4],
     stats: Option<&'a Arc<Stats>>,
     opts: &RelayOptions,
-) -> impl Future<Output = Result<Transferred, RelayError>> + 'a {
+) -> RelayFuture<'a> {
     let answer = Some(Answer {
         bytes: answer,
         sent: 0,
@@ -157,28 +163,77 @@ pub fn relay_tcp_answering<'a>(
     run(client, upstream, answer, stats, opts.idle_timeout)
 }
 
+/// The relay of one connection: the TCP fast path or the generic copy.
+pub enum RelayFuture<'a> {
+    Tcp(Relay<'a>),
+    Copy(copy::CopyRelay<'a>),
+}
+
+impl Future for RelayFuture<'_> {
+    type Output = Result<Transferred, RelayError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            RelayFuture::Tcp(r) => Pin::new(r).poll(cx),
+            RelayFuture::Copy(r) => Pin::new(r).poll(cx),
+        }
+    }
+}
+
 /// Builds the relay future directly (no async wrapper), so an idle
 /// connection's task holds only the relay's own state.
 fn run<'a>(
-    client: &'a TcpStream,
+    client: Stream,
     upstream: Upstream,
     answer: Option<Answer>,
     stats: Option<&'a Arc<Stats>>,
     idle_timeout: Option<Duration>,
-) -> Relay<'a> {
+) -> RelayFuture<'a> {
     let (upstream, owed) = upstream.into_parts();
-    Relay {
-        client,
-        upstream,
-        start: DownStart { owed, answer },
-        stats,
-        // The service's traffic limiter, if any, rides along as a
-        // task-local value so that no handler has to pass it.
-        traffic: crate::limiter::traffic::current(),
-        up: Half::new(true),
-        down: Half::new(false),
-        idle: idle_timeout.map(IdleTimer::new),
-    }
+    // The service's traffic limiter, if any, rides along as a task-local
+    // value so that no handler has to pass it.
+    let traffic = crate::limiter::traffic::current();
+    let idle = idle_timeout.map(IdleTimer::new);
+    let upstream = match upstream.into_tcp() {
+        // Bytes read ahead on the upstream (a connector's reply parsed
+        // past its end) are rare: the generic copy serves them.
+        Ok((up, ahead)) if ahead.is_empty() => match client.into_tcp() {
+            Ok((client, early)) => {
+                let mut up_half = Half::new(true);
+                up_half.start_with(early, stats);
+                return RelayFuture::Tcp(Relay {
+                    client,
+                    upstream: up,
+                    start: DownStart { owed, answer },
+                    stats,
+                    traffic,
+                    up: up_half,
+                    down: Half::new(false),
+                    idle,
+                });
+            }
+            Err(client) => {
+                return RelayFuture::Copy(copy::CopyRelay::new(
+                    client,
+                    Stream::from(up),
+                    owed,
+                    answer,
+                    stats,
+                    traffic,
+                    idle,
+                ))
+            }
+        },
+        Ok((up, ahead)) => {
+            let mut s = Stream::from(up);
+            s.unread(&ahead);
+            s
+        }
+        Err(s) => s,
+    };
+    RelayFuture::Copy(copy::CopyRelay::new(
+        client, upstream, owed, answer, stats, traffic, idle,
+    ))
 }
 
 /// What the upstream-to-client direction does before relaying: read off a
@@ -198,7 +253,7 @@ impl DownStart {
     fn poll(
         &mut self,
         cx: &mut Context<'_>,
-        upstream: &TcpStream,
+        upstream: &mut TcpStream,
         client: &TcpStream,
     ) -> Poll<Result<(), RelayError>> {
         if let Some(owed) = &mut self.owed {
@@ -223,8 +278,8 @@ impl DownStart {
     }
 }
 
-struct Relay<'a> {
-    client: &'a TcpStream,
+pub struct Relay<'a> {
+    client: TcpStream,
     upstream: TcpStream,
     /// Done before `down` may start.
     start: DownStart,
@@ -246,9 +301,9 @@ impl Future for Relay<'_> {
             stats: this.stats,
             traffic: this.traffic.as_deref(),
         };
-        let up = this.up.poll(cx, this.client, &this.upstream, &env)?;
-        let down = match this.start.poll(cx, &this.upstream, this.client)? {
-            Poll::Ready(()) => this.down.poll(cx, &this.upstream, this.client, &env)?,
+        let up = this.up.poll(cx, &this.client, &this.upstream, &env)?;
+        let down = match this.start.poll(cx, &mut this.upstream, &this.client)? {
+            Poll::Ready(()) => this.down.poll(cx, &this.upstream, &this.client, &env)?,
             Poll::Pending => Poll::Pending,
         };
         if up.is_ready() && down.is_ready() {
@@ -311,7 +366,24 @@ enum Chunk {
         start: usize,
         end: usize,
     },
+    /// Bytes read ahead of the relay (protocol detection), sent first.
+    Early {
+        data: Vec<u8>,
+        start: usize,
+    },
     Pipe(Pipe),
+}
+
+impl Chunk {
+    /// The bytes of a buffer chunk still to write, and the offset to move
+    /// past what gets written; nothing for a pipe.
+    fn unsent(&mut self) -> Option<(&[u8], &mut usize)> {
+        match self {
+            Chunk::Buf { buf, start, end } => Some((&buf.as_mut()[*start..*end], start)),
+            Chunk::Early { data, start } => Some((&data[*start..], start)),
+            Chunk::Pipe(_) => None,
+        }
+    }
 }
 
 /// One direction of the relay.
@@ -347,6 +419,22 @@ impl Half {
             first_write: true,
             total: 0,
         }
+    }
+
+    /// Sends `early`, bytes read off the client before the relay, ahead
+    /// of everything else; they count as input now.
+    fn start_with(&mut self, early: Vec<u8>, stats: Option<&Arc<Stats>>) {
+        if early.is_empty() {
+            return;
+        }
+        self.total += early.len() as u64;
+        if let Some(s) = stats {
+            s.add_input(early.len() as u64);
+        }
+        self.pending = Some(Chunk::Early {
+            data: early,
+            start: 0,
+        });
     }
 
     /// Ready once the source's EOF has been passed on.
@@ -453,12 +541,11 @@ impl Half {
     ) -> Poll<io::Result<()>> {
         loop {
             let r = match &mut chunk {
-                Chunk::Buf { start, end, .. } if start == end => break,
                 Chunk::Pipe(p) if p.len == 0 => break,
-                Chunk::Buf {
-                    buf, start, end, ..
-                } => {
-                    let data = &buf.as_mut()[*start..*end];
+                Chunk::Buf { .. } | Chunk::Early { .. } => {
+                    let Some((data, start)) = chunk.unsent().filter(|(d, _)| !d.is_empty()) else {
+                        break;
+                    };
                     if std::mem::take(&mut self.first_write) {
                         // 0 (would block) goes round once more to try_write,
                         // which waits properly.
@@ -544,8 +631,8 @@ mod tests {
     ) -> tokio::task::JoinHandle<Result<Transferred, RelayError>> {
         tokio::spawn(async move {
             let opts = RelayOptions::default();
-            relay_tcp(
-                &client_side,
+            super::relay(
+                client_side.into(),
                 Upstream::direct(upstream_side),
                 Some(&stats),
                 &opts,
@@ -595,8 +682,8 @@ mod tests {
         user.shutdown().await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         let relay = tokio::spawn(async move {
-            relay_tcp(
-                &client_side,
+            super::relay(
+                client_side.into(),
                 Upstream::direct(upstream_side),
                 None,
                 &RelayOptions::default(),
@@ -632,8 +719,8 @@ mod tests {
         up.set_nonblocking(true).unwrap();
         let upstream_side = TcpStream::from_std(up).unwrap();
         let opts = RelayOptions::default();
-        let mut relay = std::pin::pin!(relay_tcp(
-            &client_side,
+        let mut relay = std::pin::pin!(super::relay(
+            client_side.into(),
             Upstream::direct(upstream_side),
             None,
             &opts
@@ -688,7 +775,13 @@ mod tests {
             idle_timeout: Some(Duration::from_millis(200)),
         };
         let relay = tokio::spawn(async move {
-            relay_tcp(&client_side, Upstream::direct(upstream_side), None, &opts).await
+            super::relay(
+                client_side.into(),
+                Upstream::direct(upstream_side),
+                None,
+                &opts,
+            )
+            .await
         });
         // 1 s of traffic, a byte every 50 ms: five idle periods in all.
         for i in 0..20u8 {
@@ -712,7 +805,13 @@ mod tests {
         let opts = RelayOptions {
             idle_timeout: Some(Duration::from_millis(100)),
         };
-        let r = relay_tcp(&client_side, Upstream::direct(upstream_side), None, &opts).await;
+        let r = super::relay(
+            client_side.into(),
+            Upstream::direct(upstream_side),
+            None,
+            &opts,
+        )
+        .await;
         assert!(matches!(r, Err(RelayError::Idle(_))));
     }
 
@@ -727,7 +826,7 @@ mod tests {
         up.owe_response();
         let relay = tokio::spawn(async move {
             let opts = RelayOptions::default();
-            relay_tcp_answering(&client_side, up, [1, 0, 0, 0], None, &opts).await
+            relay_answering(client_side.into(), up, [1, 0, 0, 0], None, &opts).await
         });
         user.write_all(b"hello").await.unwrap();
         let mut req = [0u8; 5];
@@ -751,7 +850,7 @@ mod tests {
         let mut up = Upstream::direct(upstream_side);
         up.owe_response();
         let relay = tokio::spawn(async move {
-            relay_tcp(&client_side, up, None, &RelayOptions::default()).await
+            super::relay(client_side.into(), up, None, &RelayOptions::default()).await
         });
         server.write_all(&[1, 7, 0, 0, b'x']).await.unwrap();
         let err = tokio::time::timeout(Duration::from_secs(5), relay)

@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use crate::admission::AdmissionGroup;
 use crate::handler::{ConnContext, Handler};
 use crate::limiter::ServiceLimiters;
-use crate::listener::Listener;
+use crate::listener::{Conn, Listener};
 
 pub use hooks::Hooks;
 pub use status::{State, Status};
@@ -189,6 +189,7 @@ impl Service {
         conn_cancel: &CancellationToken,
     ) {
         let mut delay = Duration::ZERO;
+        let upgrade = self.listener.upgrade();
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -251,6 +252,7 @@ impl Service {
                 .traffic
                 .as_ref()
                 .map(|t| Arc::new(t.for_conn(accepted.peer.ip())));
+            let upgrade = upgrade.clone();
             conns.spawn(async move {
                 let start = Instant::now();
                 let _permit = permit;
@@ -258,10 +260,31 @@ impl Service {
                 let _guard = stats.as_ref().map(|s| s.open_conn());
                 let service = ctx.service.clone();
                 let peer = ctx.peer;
+                let conn = match (upgrade, accepted.conn) {
+                    (Some(up), Conn::Stream(s)) => {
+                        let upgraded = tokio::select! {
+                            r = up.upgrade(s) => r,
+                            _ = cancel.cancelled() => return,
+                        };
+                        match upgraded {
+                            Ok(s) => Conn::Stream(s),
+                            Err(e) => {
+                                // GOST counts a failed transport handshake
+                                // as a server error of the service.
+                                tracing::error!(service = %service, client = %peer, error = %e, "transport");
+                                if let Some(s) = &stats {
+                                    s.add_error();
+                                }
+                                return;
+                            }
+                        }
+                    }
+                    (_, conn) => conn,
+                };
                 let result = tokio::select! {
                     r = crate::router::with_client(
                         peer.ip(),
-                        crate::limiter::traffic::scope(traffic, handler.handle(accepted.conn, ctx)),
+                        crate::limiter::traffic::scope(traffic, handler.handle(conn, ctx)),
                     ) => r,
                     _ = cancel.cancelled() => return,
                 };

@@ -47,11 +47,11 @@ pub(super) async fn bind(
 
     // Until the peer comes, watch the control connection so a client that
     // gives up does not leave the listener open. Bytes it sends meanwhile
-    // stay in the socket for the relay.
-    let mut probe = [0u8; 1];
+    // are read ahead and stay in the stream for the relay.
+    let limit = hs.io.get_ref().rewound().len() + 1;
     let accepted = tokio::select! {
         r = listener.accept() => r,
-        r = hs.io.get_ref().peek(&mut probe) => match r {
+        r = hs.io.get_mut().read_ahead(limit) => match r {
             Ok(0) | Err(_) => {
                 tracing::debug!(service = %ctx.service, client = %ctx.peer, "socks5 bind: client left before a peer connected");
                 return Ok(());

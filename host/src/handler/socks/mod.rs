@@ -21,13 +21,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::stream::ClientStream;
 use super::{ConnContext, HandlerError};
 use crate::connector::upstream::Upstream;
 use crate::metadata::{Metadata, MetadataError};
 use crate::relay::{self, RelayOptions};
+use crate::stream::Stream;
 
 /// GOST's `readTimeout` default for both SOCKS versions.
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(15);
@@ -105,7 +105,7 @@ struct Handshake {
 }
 
 impl Handshake {
-    fn new(stream: TcpStream, ctx: &ConnContext, timeout: Duration) -> Self {
+    fn new(stream: Stream, ctx: &ConnContext, timeout: Duration) -> Self {
         Handshake {
             io: ClientStream::new(stream, ctx.stats.clone()),
             buf: Vec::with_capacity(512),
@@ -198,26 +198,28 @@ impl Handshake {
 
     async fn write(&mut self, data: &[u8]) -> Result<(), HandlerError> {
         self.io.write_all(data).await?;
+        // A transport above TCP may hold the reply until flushed.
+        self.io.flush().await?;
         Ok(())
     }
 
     /// With `sniffing` on, refuses a granted CONNECT whose inner host the
     /// service's bypass matches ([`super::sniffing::guard_tunnel`]).
     async fn guard_tunnel(
-        &self,
+        &mut self,
         sniffing: Option<Duration>,
         router: &crate::router::Router,
     ) -> Result<(), HandlerError> {
         if let Some(timeout) = sniffing {
-            super::sniffing::guard_tunnel(self.io.get_ref(), self.available(), timeout, router)
-                .await?;
+            let early = &self.buf[self.pos..];
+            super::sniffing::guard_tunnel(self.io.get_mut(), early, timeout, router).await?;
         }
         Ok(())
     }
 
     /// The stream for the relay and the bytes the client sent past its
     /// request, which belong to the target.
-    fn finish(mut self) -> (TcpStream, Vec<u8>) {
+    fn finish(mut self) -> (Stream, Vec<u8>) {
         let rest = self.buf.split_off(self.pos);
         (self.io.into_inner(), rest)
     }
@@ -229,7 +231,7 @@ pub(super) trait Exchange: Sync {
     /// any other command is served to its end and gives `None`.
     fn exchange<'a>(
         &'a self,
-        stream: TcpStream,
+        stream: Stream,
         ctx: &'a ConnContext,
     ) -> impl std::future::Future<Output = Result<Option<Granted>, HandlerError>> + Send + 'a;
 
@@ -243,7 +245,7 @@ pub(super) trait Exchange: Sync {
 #[allow(clippy::manual_async_fn)]
 pub(super) fn serve<H: Exchange>(
     handler: &H,
-    stream: TcpStream,
+    stream: Stream,
     ctx: ConnContext,
 ) -> impl std::future::Future<Output = Result<(), HandlerError>> + Send + '_ {
     async move {
@@ -263,7 +265,7 @@ pub(super) fn serve<H: Exchange>(
 /// return it from their boxed handshake, so the future kept for the
 /// connection's life holds the relay's state only.
 pub(super) struct Granted {
-    client: TcpStream,
+    client: Stream,
     /// What the client pipelined after its request: the target's.
     early: Vec<u8>,
     upstream: Upstream,
@@ -302,8 +304,7 @@ impl Granted {
             };
             let start = Instant::now();
             let opts = RelayOptions { idle_timeout };
-            let res =
-                relay::relay_tcp(&self.client, self.upstream, ctx.stats.as_ref(), &opts).await;
+            let res = relay::relay(self.client, self.upstream, ctx.stats.as_ref(), &opts).await;
             let target = &self.target;
             match &res {
                 Ok(t) => tracing::debug!(service = %ctx.service, client = %ctx.peer, dst = %target,

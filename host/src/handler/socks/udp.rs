@@ -41,9 +41,8 @@ pub(super) async fn associate(
     buffer_size: usize,
     router: &Router,
 ) -> Result<(), HandlerError> {
-    let control = hs.io.get_ref();
-    let local_ip = control.local_addr()?.ip().to_canonical();
-    let client_ip = control.peer_addr()?.ip().to_canonical();
+    let local_ip = hs.io.get_ref().local_addr()?.ip().to_canonical();
+    let client_ip = ctx.peer.ip().to_canonical();
     let relay = match UdpSocket::bind((local_ip, 0)).await {
         Ok(s) => s,
         Err(e) => {

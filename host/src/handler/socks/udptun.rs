@@ -10,8 +10,8 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use crate::stream::Stream;
+use tokio::io::AsyncReadExt;
 
 use super::udp::{parse_addr, recv_from, recv_tunnel, Targets};
 use super::v5::{
@@ -55,13 +55,12 @@ pub(super) async fn serve(
 /// count into the service's stats. Shared by socks5 UDP-over-TCP and
 /// relay UDP BIND, which frame datagrams alike.
 pub(crate) async fn relay_frames(
-    mut stream: TcpStream,
+    mut stream: Stream,
     mut inbuf: Vec<u8>,
     mut targets: Targets,
     ctx: &ConnContext,
     buffer_size: usize,
 ) -> Result<(), HandlerError> {
-    let (mut rd, mut wr) = stream.split();
     let mut from_v4 = vec![0u8; HEADER_ROOM + buffer_size];
     let mut from_v6 = vec![0u8; HEADER_ROOM + buffer_size];
     let mut from_tunnel = vec![0u8; HEADER_ROOM + buffer_size];
@@ -73,7 +72,7 @@ pub(crate) async fn relay_frames(
         }
         inbuf.reserve(buffer_size);
         let (r, buf) = tokio::select! {
-            r = rd.read_buf(&mut inbuf), if pacer.open(true) => {
+            r = stream.read_buf(&mut inbuf), if pacer.open(true) => {
                 match r {
                     Ok(0) => return Ok(()),
                     Ok(n) => {
@@ -117,7 +116,7 @@ pub(crate) async fn relay_frames(
         buf[start..HEADER_ROOM].copy_from_slice(&header);
         let frame = &buf[start..HEADER_ROOM + n];
         pacer.charge(false, frame.len());
-        wr.write_all(frame).await?;
+        stream.write_all_now(frame).await?;
         if let Some(s) = &ctx.stats {
             s.add_output(frame.len() as u64);
         }

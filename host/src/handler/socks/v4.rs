@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
+use crate::stream::Stream;
 
 use super::{finish_silent, ipv4_or_zero, protocol, Granted, Handshake, ReadError, TargetAddr};
 use crate::auth::Auther;
@@ -87,7 +87,7 @@ impl Socks4Handler {
     /// handler), since the whole request is read here.
     async fn handshake(
         &self,
-        stream: TcpStream,
+        stream: Stream,
         ctx: &ConnContext,
     ) -> Result<Option<Granted>, HandlerError> {
         let mut hs = Handshake::new(stream, ctx, self.opts.read_timeout);
@@ -185,7 +185,7 @@ fn reply(code: u8, bound: Option<SocketAddr>) -> [u8; 8] {
 impl super::Exchange for Socks4Handler {
     fn exchange<'a>(
         &'a self,
-        stream: TcpStream,
+        stream: Stream,
         ctx: &'a ConnContext,
     ) -> impl std::future::Future<Output = Result<Option<Granted>, HandlerError>> + Send + 'a {
         self.handshake(stream, ctx)

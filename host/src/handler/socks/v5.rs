@@ -15,7 +15,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
+use crate::stream::Stream;
 
 use super::{finish_silent, protocol, Granted, Handshake, ReadError, TargetAddr};
 use crate::auth::Auther;
@@ -146,7 +146,7 @@ impl Socks5Handler {
     /// handler), since the whole greeting is read here.
     async fn handshake(
         &self,
-        stream: TcpStream,
+        stream: Stream,
         ctx: &ConnContext,
     ) -> Result<Option<Granted>, HandlerError> {
         let mut hs = Handshake::new(stream, ctx, self.opts.read_timeout);
@@ -403,7 +403,7 @@ pub(super) fn reply(code: u8, bound: Option<SocketAddr>) -> Vec<u8> {
 impl super::Exchange for Socks5Handler {
     fn exchange<'a>(
         &'a self,
-        stream: TcpStream,
+        stream: Stream,
         ctx: &'a ConnContext,
     ) -> impl std::future::Future<Output = Result<Option<Granted>, HandlerError>> + Send + 'a {
         self.handshake(stream, ctx)

@@ -1,0 +1,817 @@
+//! The object factory: what a config's services, handlers, listeners and
+//! observers are built from, by the types in [`crate::registry`]. The
+//! running program ([`crate::app`]) asks it for new objects when it
+//! starts or changes a service.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::{Auther, AutherGroup, StaticAuther, TableAuther};
+use crate::chain::selector::{Selector, Strategy};
+use crate::chain::{Hop, Node};
+use crate::config::{
+    AutherConfig, Config, ForwardNodeConfig, Kind, ListenerConfig, SelectorConfig, ServiceConfig,
+};
+use crate::handler::auto::AutoHandler;
+use crate::handler::forward::{ForwardHandler, ForwardOptions};
+use crate::handler::http::{HttpHandler, HttpOptions};
+use crate::handler::relay::{RelayHandler, RelayHandlerOptions};
+use crate::handler::socks::{Socks4Handler, Socks4Options, Socks5Handler, Socks5Options};
+use crate::handler::{Handler, HandlerDeps};
+use crate::listener::tcp::TcpListen;
+use crate::listener::udp::{UdpListen, UdpOptions};
+use crate::listener::{resolve_bind_addr, Listener};
+use crate::metadata::MetadataError;
+use crate::registry::{BuildError, HandlerCaps, HandlerKind, Registry, Socket};
+use crate::router::Router;
+use crate::service::{Hooks, Pipeline, Service, Status};
+
+pub(crate) fn svc_err(cfg: &ServiceConfig, msg: impl Into<String>) -> BuildError {
+    BuildError::Service {
+        service: cfg.name.clone(),
+        msg: msg.into(),
+    }
+}
+
+pub(crate) fn md_err(cfg: &ServiceConfig, what: &str, e: MetadataError) -> BuildError {
+    svc_err(cfg, format!("{what}: {e}"))
+}
+
+/// Everything that makes a config unusable here: GOST-level mistakes
+/// (`Config::validate`) and features this build refuses.
+pub fn check(config: &Config) -> Result<(), Vec<String>> {
+    let mut errors: Vec<String> = Vec::new();
+    if let Err(errs) = config.validate() {
+        errors.extend(errs.into_iter().map(|e| e.to_string()));
+    }
+    errors.extend(unsupported(config));
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// What this build cannot run yet, each named as the config names it.
+pub(crate) fn unsupported(cfg: &Config) -> Vec<String> {
+    let mut out = cfg.unsupported(|kind, ty| match kind {
+        Kind::Listener => crate::registry::get().listener(ty).is_some(),
+        Kind::Handler => crate::registry::get().handler(ty).is_some(),
+        Kind::Connector => crate::registry::get().connector(ty).is_some(),
+        Kind::Dialer => crate::registry::get().dialer(ty).is_some(),
+        // Where a wasm plugin is not wired in yet, its owner is refused
+        // below or as an unsupported section.
+        Kind::Plugin => matches!(ty, "wasm" | "http"),
+    });
+    for h in &cfg.hops {
+        // Other types than these two are refused as plugin types above.
+        if let Some(p) = h.plugin.as_ref().filter(|p| p.r#type == "http") {
+            out.push(format!(
+                "hop \"{}\": plugin type '{}' is not supported yet",
+                h.name, p.r#type
+            ));
+        }
+    }
+    for svc in &cfg.services {
+        let name = &svc.name;
+        if let Some(h) = &svc.handler {
+            if h.plugin.is_some() && h.r#type != "wasm" {
+                out.push(format!(
+                    "service \"{name}\": handler.plugin is only used by handler type wasm, not '{}'",
+                    h.r#type
+                ));
+            }
+            let plugin_hop = svc
+                .forwarder
+                .as_ref()
+                .and_then(|f| cfg.hops.iter().find(|hop| hop.name == f.hop))
+                .filter(|hop| hop.plugin.is_some());
+            if let (Some(hop), "relay") = (plugin_hop, h.r#type.as_str()) {
+                out.push(format!(
+                    "service \"{name}\": hop \"{}\" with a plugin is not supported as the relay handler's forwarder yet (tcp, udp and forward handlers use it)",
+                    hop.name
+                ));
+            }
+            let registry = crate::registry::get();
+            let observes = registry.handler(&h.r#type).is_some_and(|k| k.caps.observer);
+            if !h.observer.is_empty() && !observes {
+                out.push(format!(
+                    "service \"{name}\": handler.observer is not used by handler type '{}' (only by {})",
+                    h.r#type,
+                    registry.handler_names(|c| c.observer).join(", ")
+                ));
+            }
+            for (what, set) in [("limiter", !h.limiter.is_empty()), ("tls", h.tls.is_some())] {
+                if set {
+                    out.push(format!(
+                        "service \"{name}\": handler.{what} is not supported yet"
+                    ));
+                }
+            }
+        }
+        if let Some(l) = &svc.listener {
+            if !l.auther.is_empty() || !l.authers.is_empty() || l.auth.is_some() {
+                out.push(format!(
+                    "service \"{name}\": listener auth is not supported yet"
+                ));
+            }
+            let registry = crate::registry::get();
+            let uses_tls = registry.listener(&l.r#type).is_some_and(|k| k.uses_tls);
+            if l.tls.is_some() && !uses_tls {
+                out.push(format!(
+                    "service \"{name}\": listener type '{}' does not use a tls block (only {})",
+                    l.r#type,
+                    registry
+                        .listeners()
+                        .iter()
+                        .filter(|k| k.uses_tls)
+                        .flat_map(|k| k.names)
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        for (what, set) in [("recorders", !svc.recorders.is_empty())] {
+            if set {
+                out.push(format!("service \"{name}\": {what} is not supported yet"));
+            }
+        }
+    }
+    out.extend(crate::router::unsupported(cfg));
+    out.extend(unbuildable_objects(cfg));
+    for section in cfg.non_empty_sections() {
+        if !matches!(
+            section,
+            "services"
+                | "hops"
+                | "chains"
+                | "api"
+                | "metrics"
+                | "log"
+                | "loggers"
+                | "authers"
+                | "bypasses"
+                | "admissions"
+                | "hosts"
+                | "resolvers"
+                | "climiters"
+                | "rlimiters"
+                | "limiters"
+                | "observers"
+        ) {
+            out.push(format!("config section '{section}' is not supported yet"));
+        }
+    }
+    for a in &cfg.authers {
+        for (what, set) in [
+            ("redis", a.redis.is_some()),
+            ("http", a.http.is_some()),
+            ("plugin", a.plugin.is_some()),
+        ] {
+            if set {
+                out.push(format!(
+                    "auther \"{}\": {what} loader is not supported yet",
+                    a.name
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Named objects are built whether or not a service uses them yet, so one
+/// that could never run (created through the API for later use, or left in
+/// a file) is refused now rather than when a service first names it.
+fn unbuildable_objects(cfg: &Config) -> Vec<String> {
+    use crate::limiter::{conn::ConnLimiter, rate::RateLimiter, traffic::TrafficLimiter};
+    let mut out = Vec::new();
+    let mut note = |what: &str, name: &str, r: Result<(), String>| {
+        if let Err(e) = r {
+            // Most errors name their object already.
+            if e.contains(&format!("\"{name}\"")) {
+                out.push(e);
+            } else {
+                out.push(format!("{what} \"{name}\": {e}"));
+            }
+        }
+    };
+    let text = |e: &dyn std::fmt::Display| e.to_string();
+    for b in &cfg.bypasses {
+        let r = crate::bypass::Bypass::from_config(b);
+        note("bypass", &b.name, r.map(drop).map_err(|e| text(&e)));
+    }
+    for a in &cfg.admissions {
+        let r = crate::admission::Admission::from_config(a);
+        note("admission", &a.name, r.map(drop).map_err(|e| text(&e)));
+    }
+    for h in &cfg.hosts {
+        let r = crate::hosts::find(cfg, &h.name);
+        note("hosts", &h.name, r.map(drop).map_err(|e| text(&e)));
+    }
+    for r in &cfg.resolvers {
+        let res = crate::resolver::find(cfg, &r.name);
+        note("resolver", &r.name, res.map(drop).map_err(|e| text(&e)));
+    }
+    for l in &cfg.limiters {
+        let r = TrafficLimiter::from_config(l);
+        note("limiter", &l.name, r.map(drop).map_err(|e| text(&e)));
+    }
+    for l in &cfg.climiters {
+        let r = ConnLimiter::from_config(l);
+        note("climiter", &l.name, r.map(drop).map_err(|e| text(&e)));
+    }
+    for l in &cfg.rlimiters {
+        let r = RateLimiter::from_config(l);
+        note("rlimiter", &l.name, r.map(drop).map_err(|e| text(&e)));
+    }
+    out
+}
+
+/// What a service is made of besides its listener and status: all that a
+/// change to its handler or the objects it uses rebuilds.
+pub(crate) struct Parts {
+    pub(crate) pipeline: Pipeline,
+    hooks: Hooks,
+    enable_stats: bool,
+    /// Reports to the service's `observer`; it belongs to the running
+    /// service, so a change to it restarts the service (see `apply`).
+    observer: Option<crate::observer::reporter::Reporter>,
+}
+
+impl Parts {
+    pub(crate) fn into_service(self, name: &str, listener: Box<dyn Listener>) -> Service {
+        let status = Arc::new(Status::new(name, self.enable_stats));
+        let service = Service::new(name, status, listener, self.pipeline, self.hooks);
+        match self.observer {
+            Some(r) => service.with_observer(r),
+            None => service,
+        }
+    }
+}
+
+pub(crate) fn build_service(root: &Config, cfg: &ServiceConfig) -> Result<Service, BuildError> {
+    let parts = build_parts(root, cfg)?;
+    let listener = bind_listener(root, cfg)?;
+    Ok(parts.into_service(&cfg.name, listener))
+}
+
+/// The reporter of the observer a service names.
+fn build_observer(
+    root: &Config,
+    cfg: &ServiceConfig,
+) -> Result<Option<crate::observer::reporter::Reporter>, BuildError> {
+    if cfg.observer.is_empty() {
+        return Ok(None);
+    }
+    crate::observer::reporter::Reporter::from_metadata(build_sink(root, cfg)?, &cfg.metadata)
+        .map(Some)
+        .map_err(|e| md_err(cfg, "metadata", e))
+}
+
+/// The sink of the observer a service names.
+pub(crate) fn build_sink(
+    root: &Config,
+    cfg: &ServiceConfig,
+) -> Result<Arc<dyn crate::observer::Observer>, BuildError> {
+    named_sink(root, cfg, &cfg.observer)
+}
+
+/// A sink from the `observers` section.
+fn named_sink(
+    root: &Config,
+    cfg: &ServiceConfig,
+    name: &str,
+) -> Result<Arc<dyn crate::observer::Observer>, BuildError> {
+    let o = root
+        .observers
+        .iter()
+        .find(|o| o.name == name)
+        .ok_or_else(|| svc_err(cfg, format!("observer \"{name}\" not found")))?;
+    let err = |msg: String| BuildError::Invalid(format!("observer \"{}\": {msg}", o.name));
+    let p = o
+        .plugin
+        .as_ref()
+        .ok_or_else(|| err("needs a plugin (type http or wasm)".into()))?;
+    let observer: Arc<dyn crate::observer::Observer> = match p.r#type.as_str() {
+        "http" => Arc::new(
+            crate::observer::http::HttpObserver::new(&o.name, &p.addr, p.timeout.0)
+                .map_err(BuildError::Invalid)?,
+        ),
+        "wasm" => {
+            let spec = crate::plugin::PluginSpec::from_config(p).map_err(|e| err(e.to_string()))?;
+            let path = spec.path.clone();
+            let w = crate::plugin::observer::WasmObserver::new(&o.name, spec)
+                .map_err(|e| err(e.to_string()))?;
+            crate::plugin::reload::watched(w, path)
+        }
+        other => return Err(err(format!("plugin type '{other}' is not supported"))),
+    };
+    Ok(observer)
+}
+
+/// GOST hands a forwarder only to handlers that forward (tcp, udp, relay,
+/// ...) and ignores it elsewhere; say so, once per start or change of the
+/// service, instead of ignoring it silently.
+pub(crate) fn warn_unused_forwarder(cfg: &ServiceConfig) {
+    let handler = cfg
+        .handler
+        .as_ref()
+        .map(|h| h.r#type.as_str())
+        .unwrap_or_default();
+    let forwards = crate::registry::get()
+        .handler(handler)
+        .is_some_and(|k| k.caps.forwarder);
+    if cfg.forwarder.is_some() && !forwards {
+        tracing::warn!(service = %cfg.name, handler, "the handler does not use a forwarder; forwarder ignored (as GOST does)");
+    }
+}
+
+pub(crate) fn build_parts(root: &Config, cfg: &ServiceConfig) -> Result<Parts, BuildError> {
+    let md = &cfg.metadata;
+    let enable_stats = md
+        .get_bool("enableStats")
+        .map_err(|e| md_err(cfg, "metadata", e))?
+        .unwrap_or(false);
+    let hooks = Hooks::from_metadata(md).map_err(|e| md_err(cfg, "metadata", e))?;
+    let router = crate::router::build(root, cfg).map_err(|e| svc_err(cfg, e.to_string()))?;
+    let admission = crate::admission::group(root, &cfg.admission, &cfg.admissions)
+        .map_err(|e| svc_err(cfg, e.to_string()))?;
+    let limiters =
+        crate::limiter::service_limiters(root, cfg).map_err(|e| svc_err(cfg, e.to_string()))?;
+    let handler_type = cfg
+        .handler
+        .as_ref()
+        .map(|h| h.r#type.as_str())
+        .unwrap_or_default();
+    let handler_observer = cfg
+        .handler
+        .as_ref()
+        .map(|h| h.observer.as_str())
+        .filter(|o| !o.is_empty());
+    let mut auther = build_auther(root, cfg);
+    if handler_observer.is_some() {
+        auther = auther.map(crate::observer::clients::auther);
+    }
+    let anonymous = auther.is_none();
+    let deps = HandlerDeps { router, auther };
+    let kind = crate::registry::get()
+        .handler(handler_type)
+        .ok_or_else(|| {
+            svc_err(
+                cfg,
+                format!("handler type '{handler_type}' is not supported"),
+            )
+        })?;
+    let handler = (kind.build)(root, cfg, deps)?;
+    let handler = match handler_observer {
+        Some(name) => {
+            let sink = named_sink(root, cfg, name)?;
+            let reporter = handler_options(cfg, |md| {
+                crate::observer::reporter::Reporter::from_metadata(sink, md)
+            })?;
+            crate::observer::clients::observed(handler, &cfg.name, reporter, anonymous)
+        }
+        None => handler,
+    };
+    Ok(Parts {
+        pipeline: Pipeline {
+            handler,
+            admission,
+            limiters,
+        },
+        hooks,
+        enable_stats,
+        observer: build_observer(root, cfg)?,
+    })
+}
+
+pub(crate) fn bind_listener(
+    root: &Config,
+    cfg: &ServiceConfig,
+) -> Result<Box<dyn Listener>, BuildError> {
+    let default = ListenerConfig::default();
+    let lcfg = cfg.listener.as_ref().unwrap_or(&default);
+    let Some(kind) = crate::registry::get().listener(lcfg.r#type.trim()) else {
+        return Err(svc_err(
+            cfg,
+            format!("listener type '{}' is not supported", lcfg.r#type),
+        ));
+    };
+    // The transport is built before binding: a bad certificate stops the
+    // service with a message naming the file, with nothing bound.
+    let upgrade = match kind.upgrade {
+        Some(build) => Some(build(lcfg, root).map_err(|e| svc_err(cfg, format!("listener: {e}")))?),
+        None => None,
+    };
+    let addr = resolve_bind_addr(&cfg.addr)
+        .map_err(|e| svc_err(cfg, format!("addr \"{}\": {e}", cfg.addr)))?;
+    let lmd = cfg.listener.as_ref().map(|l| &l.metadata);
+    let bind_err = |source| BuildError::Bind {
+        service: cfg.name.clone(),
+        addr: cfg.addr.clone(),
+        source,
+    };
+    let listener: Box<dyn Listener> = match kind.socket {
+        Socket::Tcp => {
+            let backlog = match lmd {
+                Some(m) => m
+                    .get_int("backlog")
+                    .map_err(|e| md_err(cfg, "listener.metadata", e))?,
+                None => None,
+            };
+            Box::new(
+                TcpListen::bind(addr, backlog.filter(|b| *b > 0).unwrap_or(1024) as u32)
+                    .map_err(bind_err)?
+                    .with_upgrade(upgrade),
+            )
+        }
+        Socket::Udp => {
+            let opts = match lmd {
+                Some(m) => udp_options(m).map_err(|e| md_err(cfg, "listener.metadata", e))?,
+                None => UdpOptions::default(),
+            };
+            Box::new(UdpListen::bind(addr, opts).map_err(bind_err)?)
+        }
+    };
+    Ok(listener)
+}
+
+/// The service's auther, as GOST picks it: the named `handler.auther` and
+/// `handler.authers` (tried in order), or else `handler.auth`
+/// (`user:pass@` on `-L`). Names were checked by `Config::validate`.
+fn build_auther(root: &Config, cfg: &ServiceConfig) -> Option<Arc<dyn Auther>> {
+    let h = cfg.handler.as_ref()?;
+    let named: Vec<Arc<dyn Auther>> = std::iter::once(&h.auther)
+        .chain(&h.authers)
+        .filter(|n| !n.is_empty())
+        .filter_map(|n| root.authers.iter().find(|a| &a.name == n))
+        .map(named_auther)
+        .collect();
+    if !named.is_empty() {
+        return Some(Arc::new(AutherGroup(named)));
+    }
+    let auth = h.auth.as_ref()?;
+    if auth.username.is_empty() && auth.password.is_empty() {
+        return None;
+    }
+    Some(Arc::new(StaticAuther::new([(
+        auth.username.clone(),
+        auth.password.clone(),
+    )])))
+}
+
+/// An auther of the top-level `authers` section.
+pub fn named_auther(a: &AutherConfig) -> Arc<dyn Auther> {
+    let users = a
+        .auths
+        .iter()
+        .filter(|u| !u.username.is_empty())
+        .map(|u| (u.username.clone(), u.password.clone()));
+    let file = a
+        .file
+        .as_ref()
+        .filter(|f| !f.path.is_empty())
+        .map(|f| f.path.clone().into());
+    let reload = Some(a.reload.0).filter(|r| !r.is_zero());
+    Arc::new(TableAuther::new(&a.name, users, file, reload))
+}
+
+/// Parses the handler's metadata into a handler's typed options.
+fn handler_options<T>(
+    cfg: &ServiceConfig,
+    parse: impl FnOnce(&crate::metadata::Metadata) -> Result<T, MetadataError>,
+) -> Result<T, BuildError> {
+    let empty = crate::metadata::Metadata::default();
+    let md = cfg.handler.as_ref().map(|h| &h.metadata).unwrap_or(&empty);
+    parse(md).map_err(|e| md_err(cfg, "handler.metadata", e))
+}
+
+fn build_http_handler(cfg: &ServiceConfig, deps: HandlerDeps) -> Result<HttpHandler, BuildError> {
+    let opts = handler_options(cfg, HttpOptions::from_metadata)?;
+    Ok(HttpHandler::new(deps.router, deps.auther, opts))
+}
+
+fn build_socks4(cfg: &ServiceConfig, deps: HandlerDeps) -> Result<Socks4Handler, BuildError> {
+    let opts = handler_options(cfg, Socks4Options::from_metadata)?;
+    Ok(Socks4Handler::new(deps.router, deps.auther, opts))
+}
+
+fn build_socks5(cfg: &ServiceConfig, deps: HandlerDeps) -> Result<Socks5Handler, BuildError> {
+    let opts = handler_options(cfg, Socks5Options::from_metadata)?;
+    Ok(Socks5Handler::new(deps.router, deps.auther, opts))
+}
+
+/// With a forwarder, relay sends every request to the forwarder's nodes.
+fn build_relay(
+    root: &Config,
+    cfg: &ServiceConfig,
+    deps: HandlerDeps,
+) -> Result<RelayHandler, BuildError> {
+    let opts = handler_options(cfg, RelayHandlerOptions::from_metadata)?;
+    let forward = match &cfg.forwarder {
+        Some(_) => Some(build_forward_handler(root, cfg, deps.router.clone())?),
+        None => None,
+    };
+    Ok(RelayHandler::new(deps.router, deps.auther, forward, opts))
+}
+
+/// `handler: {type: wasm, plugin: {type: wasm, path: ...}}`.
+fn build_wasm_handler(
+    cfg: &ServiceConfig,
+    deps: HandlerDeps,
+) -> Result<Arc<dyn Handler>, BuildError> {
+    let plugin = cfg
+        .handler
+        .as_ref()
+        .and_then(|h| h.plugin.as_ref())
+        .ok_or_else(|| svc_err(cfg, "handler type 'wasm' needs handler.plugin"))?;
+    let spec =
+        crate::plugin::PluginSpec::from_config(plugin).map_err(|e| svc_err(cfg, e.to_string()))?;
+    let opts = handler_options(
+        cfg,
+        crate::plugin::handler::WasmHandlerOptions::from_metadata,
+    )?;
+    let h = crate::plugin::handler::build(spec, &cfg.name, deps, opts)
+        .map_err(|e| svc_err(cfg, e.to_string()))?;
+    Ok(h)
+}
+
+fn udp_options(md: &crate::metadata::Metadata) -> Result<UdpOptions, MetadataError> {
+    let d = UdpOptions::default();
+    let pos =
+        |v: Option<i64>, dflt: usize| v.filter(|v| *v > 0).map(|v| v as usize).unwrap_or(dflt);
+    Ok(UdpOptions {
+        read_buffer_size: pos(md.get_int("readBufferSize")?, d.read_buffer_size).min(65535),
+        read_queue_size: pos(md.get_int("readQueueSize")?, d.read_queue_size),
+        backlog: pos(md.get_int("backlog")?, d.backlog),
+        keepalive: md.get_bool("keepalive")?.unwrap_or(false),
+        ttl: md
+            .get_duration("ttl")?
+            .filter(|t| !t.is_zero())
+            .unwrap_or(d.ttl),
+    })
+}
+
+fn build_selector(
+    cfg: &ServiceConfig,
+    sel: Option<&SelectorConfig>,
+) -> Result<Selector, BuildError> {
+    let Some(sel) = sel else {
+        return Ok(Selector::new(Strategy::Round, 0, Duration::ZERO));
+    };
+    let strategy = Strategy::parse(&sel.strategy).ok_or_else(|| {
+        svc_err(
+            cfg,
+            format!(
+                "selector strategy '{}' is not supported (round, rand, fifo, hash)",
+                sel.strategy
+            ),
+        )
+    })?;
+    Ok(Selector::new(
+        strategy,
+        sel.max_fails.max(0) as u64,
+        sel.fail_timeout.0,
+    ))
+}
+
+/// A forwarder whose hop has a wasm plugin selects with it; any other uses
+/// the hop's selector.
+fn build_forwarding(
+    root: &Config,
+    cfg: &ServiceConfig,
+    router: Router,
+) -> Result<Arc<dyn Handler>, BuildError> {
+    let hop = cfg
+        .forwarder
+        .as_ref()
+        .filter(|f| !f.hop.is_empty())
+        .and_then(|f| root.hops.iter().find(|h| h.name == f.hop));
+    let Some((hop, plugin)) = hop.and_then(|h| Some((h, h.plugin.as_ref()?))) else {
+        return Ok(Arc::new(build_forward_handler(root, cfg, router)?));
+    };
+    // The plugin picks among the nodes and their addresses are dialed
+    // through the service's router: nothing else of the hop or its nodes
+    // would be applied.
+    let what = |set: Vec<String>| {
+        format!(
+            "sets {}; a plugin hop takes only name, nodes and plugin, and its nodes only \
+             name and addr (the plugin picks the node, and its address is dialed through \
+             the service's router)",
+            set.join(", ")
+        )
+    };
+    let hop_set = settings_beyond(hop, &["name", "nodes", "plugin"]);
+    if !hop_set.is_empty() {
+        return Err(svc_err(
+            cfg,
+            format!("hop \"{}\" {}", hop.name, what(hop_set)),
+        ));
+    }
+    for n in &hop.nodes {
+        let set = settings_beyond(n, &["name", "addr"]);
+        if !set.is_empty() {
+            return Err(svc_err(
+                cfg,
+                format!("hop \"{}\": node \"{}\" {}", hop.name, n.name, what(set)),
+            ));
+        }
+    }
+    let mut nodes = Vec::with_capacity(hop.nodes.len());
+    for n in hop.nodes.iter().map(ForwardNodeConfig::from) {
+        nodes.push(Arc::new(
+            Node::from_forward_config(&n, root).map_err(|e| svc_err(cfg, e.to_string()))?,
+        ));
+    }
+    let h = cfg.handler.as_ref();
+    let opts = ForwardOptions::from_metadata(
+        h.map(|h| &h.metadata).unwrap_or(&Default::default()),
+        h.map(|h| h.retries).unwrap_or(0),
+    )
+    .map_err(|e| md_err(cfg, "handler.metadata", e))?;
+    let err = |e: crate::plugin::PluginError| svc_err(cfg, format!("hop \"{}\": {e}", hop.name));
+    let spec = crate::plugin::PluginSpec::from_config(plugin).map_err(err)?;
+    let path = spec.path.clone();
+    let fwd = crate::plugin::forwarder::WasmForwardHandler::new(
+        &hop.name,
+        &cfg.name,
+        spec,
+        nodes,
+        router,
+        opts.idle_timeout,
+    )
+    .map_err(err)?;
+    Ok(crate::plugin::reload::watched(fwd, path))
+}
+
+/// The settings `v` sets beyond `keep`, by their config names. Used for
+/// plugin hops, where none of the others would be applied: refusing them
+/// beats ignoring a matcher or a bypass the user relies on.
+fn settings_beyond(v: &impl serde::Serialize, keep: &[&str]) -> Vec<String> {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::Object(m)) => m
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| !keep.contains(&k.as_str()))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn build_forward_handler(
+    root: &Config,
+    cfg: &ServiceConfig,
+    router: Router,
+) -> Result<ForwardHandler, BuildError> {
+    let fwd = cfg.forwarder.as_ref().ok_or_else(|| {
+        svc_err(
+            cfg,
+            "port forwarding needs a forwarder with at least one node",
+        )
+    })?;
+    let (hop_name, node_cfgs, selector_cfg): (
+        String,
+        Vec<ForwardNodeConfig>,
+        Option<&SelectorConfig>,
+    ) = if !fwd.hop.is_empty() {
+        let hop = root
+            .hops
+            .iter()
+            .find(|h| h.name == fwd.hop)
+            .ok_or_else(|| svc_err(cfg, format!("forwarder.hop \"{}\" not found", fwd.hop)))?;
+        let nodes = hop.nodes.iter().map(ForwardNodeConfig::from).collect();
+        (
+            hop.name.clone(),
+            nodes,
+            hop.selector.as_ref().or(fwd.selector.as_ref()),
+        )
+    } else {
+        (cfg.name.clone(), fwd.nodes.clone(), fwd.selector.as_ref())
+    };
+    if node_cfgs.is_empty() {
+        return Err(svc_err(cfg, "forwarder has no nodes"));
+    }
+    let mut nodes = Vec::with_capacity(node_cfgs.len());
+    for n in &node_cfgs {
+        if n.addr.is_empty() {
+            return Err(svc_err(
+                cfg,
+                format!("forwarder node \"{}\" has no addr", n.name),
+            ));
+        }
+        nodes.push(Arc::new(
+            Node::from_forward_config(n, root).map_err(|e| svc_err(cfg, e.to_string()))?,
+        ));
+    }
+    let hop = Hop {
+        name: hop_name,
+        nodes,
+        selector: build_selector(cfg, selector_cfg)?,
+        bypass: None,
+        file: None,
+    };
+    let h = cfg.handler.as_ref();
+    let opts = ForwardOptions::from_metadata(
+        h.map(|h| &h.metadata).unwrap_or(&Default::default()),
+        h.map(|h| h.retries).unwrap_or(0),
+    )
+    .map_err(|e| md_err(cfg, "handler.metadata", e))?;
+    Ok(ForwardHandler::new(Arc::new(hop), router, opts))
+}
+
+/// The handlers this build has, as GOST names them.
+pub fn register(r: &mut Registry) {
+    let forwarding: fn(&Config, &ServiceConfig, HandlerDeps) -> _ =
+        |root, cfg, deps| build_forwarding(root, cfg, deps.router);
+    r.add_handler(HandlerKind {
+        names: &["tcp", "forward"],
+        caps: HandlerCaps {
+            forwarder: true,
+            sniffing: true,
+            ..Default::default()
+        },
+        build: forwarding,
+        summary: "TCP port forwarding to the forwarder's nodes",
+    });
+    r.add_handler(HandlerKind {
+        names: &["udp"],
+        caps: HandlerCaps {
+            udp: true,
+            forwarder: true,
+            ..Default::default()
+        },
+        build: forwarding,
+        summary: "UDP port forwarding, a session per client address",
+    });
+    r.add_handler(HandlerKind {
+        names: &["http"],
+        caps: HandlerCaps {
+            sniffing: true,
+            observer: true,
+            ..Default::default()
+        },
+        build: |_, cfg, deps| Ok(Arc::new(build_http_handler(cfg, deps)?)),
+        summary: "HTTP proxy: CONNECT and plain requests, keep-alive, `auth`",
+    });
+    r.add_handler(HandlerKind {
+        names: &["socks4", "socks4a"],
+        caps: HandlerCaps {
+            sniffing: true,
+            observer: true,
+            ..Default::default()
+        },
+        build: |_, cfg, deps| Ok(Arc::new(build_socks4(cfg, deps)?)),
+        summary: "SOCKS4 and SOCKS4a CONNECT",
+    });
+    r.add_handler(HandlerKind {
+        names: &["socks5", "socks"],
+        caps: HandlerCaps {
+            udp: true,
+            sniffing: true,
+            observer: true,
+            bind: true,
+            ..Default::default()
+        },
+        build: |_, cfg, deps| Ok(Arc::new(build_socks5(cfg, deps)?)),
+        summary: "SOCKS5 CONNECT, BIND, UDP ASSOCIATE and GOST's UDP-over-TCP",
+    });
+    r.add_handler(HandlerKind {
+        names: &["auto"],
+        caps: HandlerCaps {
+            sniffing: true,
+            observer: true,
+            ..Default::default()
+        },
+        // As GOST's auto: all three handlers get the same metadata.
+        build: |_, cfg, deps| {
+            Ok(Arc::new(AutoHandler::new(
+                build_http_handler(cfg, deps.clone())?,
+                Arc::new(build_socks4(cfg, deps.clone())?),
+                Arc::new(build_socks5(cfg, deps)?),
+            )))
+        },
+        summary: "HTTP, SOCKS4 and SOCKS5 on one port, by the first byte",
+    });
+    r.add_handler(HandlerKind {
+        names: &["relay"],
+        caps: HandlerCaps {
+            udp: true,
+            forwarder: true,
+            observer: true,
+            bind: true,
+            ..Default::default()
+        },
+        build: |root, cfg, deps| Ok(Arc::new(build_relay(root, cfg, deps)?)),
+        summary: "GOST's relay protocol, TCP and UDP, with a forwarder or not",
+    });
+    r.add_handler(HandlerKind {
+        names: &["wasm"],
+        caps: HandlerCaps {
+            observer: true,
+            ..Default::default()
+        },
+        build: |_, cfg, deps| build_wasm_handler(cfg, deps),
+        summary: "a WebAssembly component of the `handler` world",
+    });
+}

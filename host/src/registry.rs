@@ -1,0 +1,198 @@
+//! The one table from GOST type names to what builds them (GOST's
+//! `registry` package, filled by explicit `register` calls instead of
+//! `init()`). The CLI's scheme lookup, every "not supported" refusal, the
+//! `-O` output and the compatibility table in the docs all read it, so a
+//! transport is one module plus its `register` call.
+
+use std::sync::{Arc, OnceLock};
+
+use crate::config::{Config, DialerConfig, ListenerConfig, ServiceConfig, TLSNodeConfig};
+use crate::connector::{Common, Connector, ConnectorBuildError};
+use crate::handler::{Handler, HandlerDeps};
+use crate::metadata::Metadata;
+use crate::transport::{Dialer, Upgrade};
+
+/// What a listener binds before any transport runs over it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Socket {
+    Tcp,
+    Udp,
+}
+
+pub type BuildUpgrade = fn(&ListenerConfig, &Config) -> Result<Arc<dyn Upgrade>, String>;
+pub type BuildDialer =
+    fn(&DialerConfig, Option<&TLSNodeConfig>) -> Result<Option<Arc<dyn Dialer>>, String>;
+
+pub struct ListenerKind {
+    /// The GOST name first, then its aliases.
+    pub names: &'static [&'static str],
+    pub socket: Socket,
+    /// The transport's server side over each accepted connection; none
+    /// for plain `tcp` and `udp`.
+    pub upgrade: Option<BuildUpgrade>,
+    /// Whether it reads the listener's `tls` block.
+    pub uses_tls: bool,
+    /// What the compatibility table says of it.
+    pub summary: &'static str,
+}
+
+pub struct DialerKind {
+    pub names: &'static [&'static str],
+    /// `None` from the builder is plain TCP: nothing to run per connection.
+    pub build: BuildDialer,
+    pub summary: &'static str,
+}
+
+/// Why an object of a config cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("service \"{service}\": {msg}")]
+    Service { service: String, msg: String },
+    #[error("service \"{service}\": cannot listen on {addr}: {source}")]
+    Bind {
+        service: String,
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What a handler does besides its protocol, for refusals and the docs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HandlerCaps {
+    /// Serves datagrams (a `udp` listener's sessions, or UDP relayed for
+    /// its clients).
+    pub udp: bool,
+    /// Uses the service's `forwarder`.
+    pub forwarder: bool,
+    /// Honours `sniffing`.
+    pub sniffing: bool,
+    /// Reports per-client stats to `handler.observer`.
+    pub observer: bool,
+    /// Serves BIND (a port on this host for the client's peer).
+    pub bind: bool,
+}
+
+pub type BuildHandler =
+    fn(&Config, &ServiceConfig, HandlerDeps) -> Result<Arc<dyn Handler>, BuildError>;
+
+pub struct HandlerKind {
+    pub names: &'static [&'static str],
+    pub caps: HandlerCaps,
+    pub build: BuildHandler,
+    pub summary: &'static str,
+}
+
+pub type BuildConnector = fn(&Metadata, Common) -> Result<Box<dyn Connector>, ConnectorBuildError>;
+
+pub struct ConnectorKind {
+    pub names: &'static [&'static str],
+    /// Whether it can carry UDP (GOST's socks5 and relay can).
+    pub udp: bool,
+    pub build: BuildConnector,
+    pub summary: &'static str,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    listeners: Vec<ListenerKind>,
+    dialers: Vec<DialerKind>,
+    connectors: Vec<ConnectorKind>,
+    handlers: Vec<HandlerKind>,
+}
+
+impl Registry {
+    pub fn add_listener(&mut self, kind: ListenerKind) {
+        self.listeners.push(kind);
+    }
+
+    pub fn add_dialer(&mut self, kind: DialerKind) {
+        self.dialers.push(kind);
+    }
+
+    pub fn add_handler(&mut self, kind: HandlerKind) {
+        self.handlers.push(kind);
+    }
+
+    /// The handler a config names; an empty type is GOST's `auto`.
+    pub fn handler(&self, name: &str) -> Option<&HandlerKind> {
+        let name = if name.is_empty() { "auto" } else { name };
+        self.handlers.iter().find(|k| k.names.contains(&name))
+    }
+
+    pub fn handlers(&self) -> &[HandlerKind] {
+        &self.handlers
+    }
+
+    /// The names of the handlers that have a capability.
+    pub fn handler_names(&self, cap: impl Fn(&HandlerCaps) -> bool) -> Vec<&'static str> {
+        self.handlers
+            .iter()
+            .filter(|k| cap(&k.caps))
+            .flat_map(|k| k.names)
+            .copied()
+            .collect()
+    }
+
+    pub fn add_connector(&mut self, kind: ConnectorKind) {
+        self.connectors.push(kind);
+    }
+
+    /// The connector a config names; an empty type is GOST's `http`.
+    pub fn connector(&self, name: &str) -> Option<&ConnectorKind> {
+        let name = if name.is_empty() { "http" } else { name };
+        self.connectors.iter().find(|k| k.names.contains(&name))
+    }
+
+    pub fn connectors(&self) -> &[ConnectorKind] {
+        &self.connectors
+    }
+
+    /// The listener a config names; an empty type is GOST's `tcp`.
+    pub fn listener(&self, name: &str) -> Option<&ListenerKind> {
+        let name = if name.is_empty() { "tcp" } else { name };
+        self.listeners.iter().find(|k| k.names.contains(&name))
+    }
+
+    pub fn dialer(&self, name: &str) -> Option<&DialerKind> {
+        let name = if name.is_empty() { "tcp" } else { name };
+        self.dialers.iter().find(|k| k.names.contains(&name))
+    }
+
+    pub fn listeners(&self) -> &[ListenerKind] {
+        &self.listeners
+    }
+
+    pub fn dialers(&self) -> &[DialerKind] {
+        &self.dialers
+    }
+
+    /// Every listener name, for messages that list what exists.
+    pub fn listener_names(&self) -> Vec<&'static str> {
+        self.listeners
+            .iter()
+            .flat_map(|k| k.names)
+            .copied()
+            .collect()
+    }
+
+    pub fn dialer_names(&self) -> Vec<&'static str> {
+        self.dialers.iter().flat_map(|k| k.names).copied().collect()
+    }
+}
+
+/// The registry of this build.
+pub fn get() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        let mut r = Registry::default();
+        crate::listener::register(&mut r);
+        crate::connector::register(&mut r);
+        crate::factory::register(&mut r);
+        crate::transport::tls::register(&mut r);
+        r
+    })
+}
