@@ -403,7 +403,7 @@ impl<'a> Plan<'a> {
 /// The fixed port of a service address (`None` for port 0 or a bad
 /// address, which bind reports).
 fn port(addr: &str) -> Option<u16> {
-    let (_, port) = crate::listener::split_host_port(addr).ok()?;
+    let (_, port) = crate::addr::split_host_port(addr).ok()?;
     port.parse().ok().filter(|p| *p != 0)
 }
 
@@ -606,6 +606,21 @@ bypasses: [{name: ok, matchers: [example.com]}]
         assert!(
             errs[1].starts_with("climiter \"few\": limits[0]"),
             "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn sniffing_only_on_handlers_that_sniff() {
+        let cfg: Config = serde_json::from_value(json!({
+            "services": [
+                {"name": "h", "addr": ":0", "handler": {"type": "relay", "metadata": {"sniffing": true}}},
+                {"name": "s", "addr": ":0", "handler": {"type": "socks5", "metadata": {"sniffing": true}}},
+            ],
+        }))
+        .unwrap();
+        assert_eq!(
+            unsupported(&cfg),
+            ["service \"h\": sniffing is supported by the tcp, forward, http, socks4, socks4a, socks5, socks, auto handlers only"]
         );
     }
 

@@ -3,7 +3,7 @@
 //! running program ([`crate::app`]) asks it for new objects when it
 //! starts or changes a service.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::auth::{Auther, AutherGroup, StaticAuther, TableAuther};
@@ -22,7 +22,7 @@ use crate::listener::tcp::TcpListen;
 use crate::listener::udp::{UdpListen, UdpOptions};
 use crate::listener::{resolve_bind_addr, Listener};
 use crate::metadata::MetadataError;
-use crate::registry::{BuildError, HandlerCaps, HandlerKind, Registry, Socket};
+use crate::registry::{BuildError, ConnectorKind, Registry, Socket};
 use crate::router::Router;
 use crate::service::{Hooks, Pipeline, Service, Status};
 
@@ -52,13 +52,38 @@ pub fn check(config: &Config) -> Result<(), Vec<String>> {
     }
 }
 
+/// `sniffing` on a handler that does not sniff.
+fn sniffing_unsupported(cfg: &Config) -> Vec<String> {
+    let kinds = kinds();
+    cfg.services
+        .iter()
+        .filter_map(|svc| {
+            let h = svc.handler.as_ref()?;
+            let on = h
+                .metadata
+                .get_bool("sniffing")
+                .ok()
+                .flatten()
+                .unwrap_or(false);
+            let sniffs = kinds.handler(&h.r#type).is_some_and(|k| k.caps.sniffing);
+            (on && !sniffs).then(|| {
+                format!(
+                    "service \"{}\": sniffing is supported by the {} handlers only",
+                    svc.name,
+                    kinds.handler_names(|c| c.sniffing).join(", ")
+                )
+            })
+        })
+        .collect()
+}
+
 /// What this build cannot run yet, each named as the config names it.
 pub(crate) fn unsupported(cfg: &Config) -> Vec<String> {
     let mut out = cfg.unsupported(|kind, ty| match kind {
-        Kind::Listener => crate::registry::get().listener(ty).is_some(),
-        Kind::Handler => crate::registry::get().handler(ty).is_some(),
-        Kind::Connector => crate::registry::get().connector(ty).is_some(),
-        Kind::Dialer => crate::registry::get().dialer(ty).is_some(),
+        Kind::Listener => registry().listener(ty).is_some(),
+        Kind::Handler => kinds().handler(ty).is_some(),
+        Kind::Connector => registry().connector(ty).is_some(),
+        Kind::Dialer => registry().dialer(ty).is_some(),
         // Where a wasm plugin is not wired in yet, its owner is refused
         // below or as an unsupported section.
         Kind::Plugin => matches!(ty, "wasm" | "http"),
@@ -92,13 +117,13 @@ pub(crate) fn unsupported(cfg: &Config) -> Vec<String> {
                     hop.name
                 ));
             }
-            let registry = crate::registry::get();
-            let observes = registry.handler(&h.r#type).is_some_and(|k| k.caps.observer);
+            let kinds = kinds();
+            let observes = kinds.handler(&h.r#type).is_some_and(|k| k.caps.observer);
             if !h.observer.is_empty() && !observes {
                 out.push(format!(
                     "service \"{name}\": handler.observer is not used by handler type '{}' (only by {})",
                     h.r#type,
-                    registry.handler_names(|c| c.observer).join(", ")
+                    kinds.handler_names(|c| c.observer).join(", ")
                 ));
             }
             for (what, set) in [("limiter", !h.limiter.is_empty()), ("tls", h.tls.is_some())] {
@@ -115,7 +140,14 @@ pub(crate) fn unsupported(cfg: &Config) -> Vec<String> {
                     "service \"{name}\": listener auth is not supported yet"
                 ));
             }
-            let registry = crate::registry::get();
+            if let Some(t) = &l.tls {
+                if t.reject_unknown_sni || !t.server_names.is_empty() {
+                    out.push(format!(
+                        "service \"{name}\": listener tls rejectUnknownSNI and serverNames are not supported yet"
+                    ));
+                }
+            }
+            let registry = registry();
             let uses_tls = registry.listener(&l.r#type).is_some_and(|k| k.uses_tls);
             if l.tls.is_some() && !uses_tls {
                 out.push(format!(
@@ -139,6 +171,7 @@ pub(crate) fn unsupported(cfg: &Config) -> Vec<String> {
         }
     }
     out.extend(crate::router::unsupported(cfg));
+    out.extend(sniffing_unsupported(cfg));
     out.extend(unbuildable_objects(cfg));
     for section in cfg.non_empty_sections() {
         if !matches!(
@@ -159,6 +192,7 @@ pub(crate) fn unsupported(cfg: &Config) -> Vec<String> {
                 | "rlimiters"
                 | "limiters"
                 | "observers"
+                | "tls"
         ) {
             out.push(format!("config section '{section}' is not supported yet"));
         }
@@ -319,9 +353,7 @@ pub(crate) fn warn_unused_forwarder(cfg: &ServiceConfig) {
         .as_ref()
         .map(|h| h.r#type.as_str())
         .unwrap_or_default();
-    let forwards = crate::registry::get()
-        .handler(handler)
-        .is_some_and(|k| k.caps.forwarder);
+    let forwards = kinds().handler(handler).is_some_and(|k| k.caps.forwarder);
     if cfg.forwarder.is_some() && !forwards {
         tracing::warn!(service = %cfg.name, handler, "the handler does not use a forwarder; forwarder ignored (as GOST does)");
     }
@@ -334,7 +366,8 @@ pub(crate) fn build_parts(root: &Config, cfg: &ServiceConfig) -> Result<Parts, B
         .map_err(|e| md_err(cfg, "metadata", e))?
         .unwrap_or(false);
     let hooks = Hooks::from_metadata(md).map_err(|e| md_err(cfg, "metadata", e))?;
-    let router = crate::router::build(root, cfg).map_err(|e| svc_err(cfg, e.to_string()))?;
+    let router =
+        crate::router::build(root, cfg, registry()).map_err(|e| svc_err(cfg, e.to_string()))?;
     let admission = crate::admission::group(root, &cfg.admission, &cfg.admissions)
         .map_err(|e| svc_err(cfg, e.to_string()))?;
     let limiters =
@@ -355,14 +388,12 @@ pub(crate) fn build_parts(root: &Config, cfg: &ServiceConfig) -> Result<Parts, B
     }
     let anonymous = auther.is_none();
     let deps = HandlerDeps { router, auther };
-    let kind = crate::registry::get()
-        .handler(handler_type)
-        .ok_or_else(|| {
-            svc_err(
-                cfg,
-                format!("handler type '{handler_type}' is not supported"),
-            )
-        })?;
+    let kind = kinds().handler(handler_type).ok_or_else(|| {
+        svc_err(
+            cfg,
+            format!("handler type '{handler_type}' is not supported"),
+        )
+    })?;
     let handler = (kind.build)(root, cfg, deps)?;
     let handler = match handler_observer {
         Some(name) => {
@@ -392,7 +423,7 @@ pub(crate) fn bind_listener(
 ) -> Result<Box<dyn Listener>, BuildError> {
     let default = ListenerConfig::default();
     let lcfg = cfg.listener.as_ref().unwrap_or(&default);
-    let Some(kind) = crate::registry::get().listener(lcfg.r#type.trim()) else {
+    let Some(kind) = registry().listener(lcfg.r#type.trim()) else {
         return Err(svc_err(
             cfg,
             format!("listener type '{}' is not supported", lcfg.r#type),
@@ -720,8 +751,91 @@ fn build_forward_handler(
     Ok(ForwardHandler::new(Arc::new(hop), router, opts))
 }
 
+/// Every kind of object this build makes from config: the registry of
+/// listeners, dialers and connectors (handed down to what builds chains
+/// and listeners) and, kept here at the top since a handler is built from
+/// everything below it (router, auther, plugins), the handlers.
+pub struct Kinds {
+    pub registry: Registry,
+    handlers: Vec<HandlerKind>,
+}
+
+impl Kinds {
+    pub fn add_handler(&mut self, kind: HandlerKind) {
+        self.handlers.push(kind);
+    }
+
+    /// The handler a config names; an empty type is GOST's `auto`.
+    pub fn handler(&self, name: &str) -> Option<&HandlerKind> {
+        let name = if name.is_empty() { "auto" } else { name };
+        self.handlers.iter().find(|k| k.names.contains(&name))
+    }
+
+    pub fn handlers(&self) -> &[HandlerKind] {
+        &self.handlers
+    }
+
+    /// The names of the handlers that have a capability.
+    pub fn handler_names(&self, cap: impl Fn(&HandlerCaps) -> bool) -> Vec<&'static str> {
+        self.handlers
+            .iter()
+            .filter(|k| cap(&k.caps))
+            .flat_map(|k| k.names)
+            .copied()
+            .collect()
+    }
+}
+
+/// What a handler does besides its protocol, for refusals and the docs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HandlerCaps {
+    /// Serves datagrams (a `udp` listener's sessions, or UDP relayed for
+    /// its clients).
+    pub udp: bool,
+    /// Uses the service's `forwarder`.
+    pub forwarder: bool,
+    /// Honours `sniffing`.
+    pub sniffing: bool,
+    /// Reports per-client stats to `handler.observer`.
+    pub observer: bool,
+    /// Serves BIND (a port on this host for the client's peer).
+    pub bind: bool,
+}
+
+pub type BuildHandler =
+    fn(&Config, &ServiceConfig, HandlerDeps) -> Result<Arc<dyn Handler>, BuildError>;
+
+pub struct HandlerKind {
+    pub names: &'static [&'static str],
+    pub caps: HandlerCaps,
+    pub build: BuildHandler,
+    pub summary: &'static str,
+}
+
+/// What this build has: every listener, dialer, connector and handler.
+pub fn kinds() -> &'static Kinds {
+    static KINDS: OnceLock<Kinds> = OnceLock::new();
+    KINDS.get_or_init(|| {
+        let mut registry = Registry::default();
+        crate::listener::register(&mut registry);
+        crate::transport::tls::register(&mut registry);
+        register_connectors(&mut registry);
+        let mut kinds = Kinds {
+            registry,
+            handlers: Vec::new(),
+        };
+        register(&mut kinds);
+        kinds
+    })
+}
+
+/// The registry of listeners, dialers and connectors.
+pub fn registry() -> &'static Registry {
+    &kinds().registry
+}
+
 /// The handlers this build has, as GOST names them.
-pub fn register(r: &mut Registry) {
+fn register(r: &mut Kinds) {
     let forwarding: fn(&Config, &ServiceConfig, HandlerDeps) -> _ =
         |root, cfg, deps| build_forwarding(root, cfg, deps.router);
     r.add_handler(HandlerKind {
@@ -814,4 +928,122 @@ pub fn register(r: &mut Registry) {
         build: |_, cfg, deps| build_wasm_handler(cfg, deps),
         summary: "a WebAssembly component of the `handler` world",
     });
+}
+
+/// Every connector this build has.
+fn register_connectors(r: &mut Registry) {
+    r.add_connector(ConnectorKind {
+        names: &["http"],
+        udp: false,
+        build: |md, c| {
+            Ok(Box::new(crate::connector::http::HttpConnector::new(
+                c.auth, md,
+            )?))
+        },
+        summary: "HTTP CONNECT, with `auth` and extra `header`s",
+    });
+    r.add_connector(ConnectorKind {
+        names: &["socks4", "socks4a"],
+        udp: false,
+        build: |md, c| {
+            Ok(Box::new(crate::connector::socks4::Socks4Connector {
+                user_id: c.auth.map(|a| a.username).unwrap_or_default(),
+                disable_4a: md.get_bool("disable4a")?.unwrap_or(false),
+            }))
+        },
+        summary: "SOCKS4, and SOCKS4a names unless `disable4a`",
+    });
+    r.add_connector(ConnectorKind {
+        names: &["socks5", "socks"],
+        udp: true,
+        build: |md, c| {
+            Ok(Box::new(crate::connector::socks5::Socks5Connector {
+                auth: c.auth,
+                associate: crate::connector::associate_options(md)?,
+            }))
+        },
+        summary: "SOCKS5 CONNECT; UDP over GOST's UDP-over-TCP or (`relay: udp`) UDP ASSOCIATE",
+    });
+    r.add_connector(ConnectorKind {
+        names: &["relay"],
+        udp: true,
+        build: |md, c| {
+            Ok(Box::new(crate::connector::relay::RelayConnector {
+                auth: c.auth,
+                nodelay: md.get_bool("nodelay")?.unwrap_or(false),
+            }))
+        },
+        summary: "GOST's relay protocol, TCP and UDP; lazy unless `nodelay`",
+    });
+    r.add_connector(ConnectorKind {
+        names: &["forward"],
+        udp: false,
+        build: |_, _| Ok(Box::new(crate::connector::ForwardConnector)),
+        summary: "none: the node is the destination",
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The compatibility table of `docs/compatibility.md`, as the registry
+    /// has it.
+    fn compatibility_table() -> String {
+        let kinds = kinds();
+        let names = |n: &[&str]| {
+            let mut it = n.iter().map(|s| format!("`{s}`"));
+            let first = it.next().unwrap_or_default();
+            let rest: Vec<String> = it.collect();
+            if rest.is_empty() {
+                first
+            } else {
+                format!("{first} ({})", rest.join(", "))
+            }
+        };
+        let yes = |b: bool| if b { "yes" } else { "" };
+        let mut out = String::from("### Listeners\n\n| name | what |\n|---|---|\n");
+        for k in kinds.registry.listeners() {
+            out += &format!("| {} | {} |\n", names(k.names), k.summary);
+        }
+        out += "\n### Dialers\n\n| name | what |\n|---|---|\n";
+        for k in kinds.registry.dialers() {
+            out += &format!("| {} | {} |\n", names(k.names), k.summary);
+        }
+        out += "\n### Connectors\n\n| name | UDP | what |\n|---|---|---|\n";
+        for k in kinds.registry.connectors() {
+            out += &format!("| {} | {} | {} |\n", names(k.names), yes(k.udp), k.summary);
+        }
+        out += "\n### Handlers\n\n| name | UDP | forwarder | sniffing | per-client observer | BIND | what |\n|---|---|---|---|---|---|---|\n";
+        for k in &kinds.handlers {
+            let c = k.caps;
+            out += &format!(
+                "| {} | {} | {} | {} | {} | {} | {} |\n",
+                names(k.names),
+                yes(c.udp),
+                yes(c.forwarder),
+                yes(c.sniffing),
+                yes(c.observer),
+                yes(c.bind),
+                k.summary
+            );
+        }
+        out
+    }
+
+    /// The docs' table is the registry's: a new kind, or a changed
+    /// capability, fails here until the docs say so too.
+    #[test]
+    fn docs_compatibility_table_matches_the_registry() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/compatibility.md");
+        let doc = std::fs::read_to_string(path).expect("docs/compatibility.md");
+        let (begin, end) = ("<!-- registry:begin -->\n", "<!-- registry:end -->");
+        let start = doc.find(begin).expect("begin marker") + begin.len();
+        let stop = doc.find(end).expect("end marker");
+        let want = compatibility_table();
+        assert!(
+            doc[start..stop] == want,
+            "docs/compatibility.md disagrees with the registry; the table should read:\n{want}"
+        );
+    }
 }

@@ -3,6 +3,7 @@
 //! Each module is named after the GOST concept it implements so that a
 //! reader who knows go-gost/x finds the same thing in the same place.
 
+pub mod addr;
 pub mod admission;
 pub mod api;
 pub mod app;
@@ -24,12 +25,14 @@ pub mod metrics;
 pub mod multiprocess;
 pub mod observer;
 pub mod plugin;
+pub mod proto;
 pub mod registry;
 pub mod relay;
 pub mod resolver;
 pub mod router;
 pub mod routing;
 pub mod service;
+pub mod stats;
 pub mod stream;
 pub mod tls;
 pub mod transport;

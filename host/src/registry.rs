@@ -1,14 +1,16 @@
 //! The one table from GOST type names to what builds them (GOST's
 //! `registry` package, filled by explicit `register` calls instead of
-//! `init()`). The CLI's scheme lookup, every "not supported" refusal, the
-//! `-O` output and the compatibility table in the docs all read it, so a
-//! transport is one module plus its `register` call.
+//! `init()`): each module that implements a listener, dialer, connector or
+//! handler has a `register(&mut Registry)`, and the factory calls them
+//! all once ([`crate::factory::registry`]) and hands the table down to
+//! whatever builds from config. Every "not supported" refusal and the
+//! compatibility table in the docs read it, so a transport is one module
+//! plus its `register` call.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use crate::config::{Config, DialerConfig, ListenerConfig, ServiceConfig, TLSNodeConfig};
+use crate::config::{Config, DialerConfig, ListenerConfig, TLSNodeConfig};
 use crate::connector::{Common, Connector, ConnectorBuildError};
-use crate::handler::{Handler, HandlerDeps};
 use crate::metadata::Metadata;
 use crate::transport::{Dialer, Upgrade};
 
@@ -60,32 +62,6 @@ pub enum BuildError {
     Invalid(String),
 }
 
-/// What a handler does besides its protocol, for refusals and the docs.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct HandlerCaps {
-    /// Serves datagrams (a `udp` listener's sessions, or UDP relayed for
-    /// its clients).
-    pub udp: bool,
-    /// Uses the service's `forwarder`.
-    pub forwarder: bool,
-    /// Honours `sniffing`.
-    pub sniffing: bool,
-    /// Reports per-client stats to `handler.observer`.
-    pub observer: bool,
-    /// Serves BIND (a port on this host for the client's peer).
-    pub bind: bool,
-}
-
-pub type BuildHandler =
-    fn(&Config, &ServiceConfig, HandlerDeps) -> Result<Arc<dyn Handler>, BuildError>;
-
-pub struct HandlerKind {
-    pub names: &'static [&'static str],
-    pub caps: HandlerCaps,
-    pub build: BuildHandler,
-    pub summary: &'static str,
-}
-
 pub type BuildConnector = fn(&Metadata, Common) -> Result<Box<dyn Connector>, ConnectorBuildError>;
 
 pub struct ConnectorKind {
@@ -101,7 +77,6 @@ pub struct Registry {
     listeners: Vec<ListenerKind>,
     dialers: Vec<DialerKind>,
     connectors: Vec<ConnectorKind>,
-    handlers: Vec<HandlerKind>,
 }
 
 impl Registry {
@@ -111,30 +86,6 @@ impl Registry {
 
     pub fn add_dialer(&mut self, kind: DialerKind) {
         self.dialers.push(kind);
-    }
-
-    pub fn add_handler(&mut self, kind: HandlerKind) {
-        self.handlers.push(kind);
-    }
-
-    /// The handler a config names; an empty type is GOST's `auto`.
-    pub fn handler(&self, name: &str) -> Option<&HandlerKind> {
-        let name = if name.is_empty() { "auto" } else { name };
-        self.handlers.iter().find(|k| k.names.contains(&name))
-    }
-
-    pub fn handlers(&self) -> &[HandlerKind] {
-        &self.handlers
-    }
-
-    /// The names of the handlers that have a capability.
-    pub fn handler_names(&self, cap: impl Fn(&HandlerCaps) -> bool) -> Vec<&'static str> {
-        self.handlers
-            .iter()
-            .filter(|k| cap(&k.caps))
-            .flat_map(|k| k.names)
-            .copied()
-            .collect()
     }
 
     pub fn add_connector(&mut self, kind: ConnectorKind) {
@@ -182,17 +133,4 @@ impl Registry {
     pub fn dialer_names(&self) -> Vec<&'static str> {
         self.dialers.iter().flat_map(|k| k.names).copied().collect()
     }
-}
-
-/// The registry of this build.
-pub fn get() -> &'static Registry {
-    static REGISTRY: OnceLock<Registry> = OnceLock::new();
-    REGISTRY.get_or_init(|| {
-        let mut r = Registry::default();
-        crate::listener::register(&mut r);
-        crate::connector::register(&mut r);
-        crate::factory::register(&mut r);
-        crate::transport::tls::register(&mut r);
-        r
-    })
 }

@@ -99,7 +99,11 @@ pub enum RouterBuildError {
 
 /// The router of one service: its `dialTimeout`, and its handler's chain
 /// or chain group and `retries` unless metadata `ignoreChain` is set.
-pub fn build(root: &Config, svc: &ServiceConfig) -> Result<Router, RouterBuildError> {
+pub fn build(
+    root: &Config,
+    svc: &ServiceConfig,
+    registry: &'static crate::registry::Registry,
+) -> Result<Router, RouterBuildError> {
     let md = &svc.metadata;
     let mut router = Router::default();
     if let Some(t) = md.get_duration("dialTimeout")?.filter(|t| !t.is_zero()) {
@@ -113,43 +117,10 @@ pub fn build(root: &Config, svc: &ServiceConfig) -> Result<Router, RouterBuildEr
         router.retries = h.retries.max(0) as usize;
         router.hash_by_target = h.metadata.get_string("hash")?.as_deref() == Some("host");
         if !ignore_chain {
-            router.chain = crate::chain::build::chainer(root, h)?.map(Arc::new);
+            router.chain = crate::chain::build::chainer(root, h, registry)?.map(Arc::new);
         }
     }
     Ok(router)
-}
-
-/// GOST's `Resolve`: `host:port` with the host replaced by its first
-/// address from `hosts`, else from `resolver`; unchanged when neither is
-/// set or the host is already an IP. A name neither knows is an error.
-pub async fn resolve_addr(
-    addr: &str,
-    hosts: Option<&Hosts>,
-    resolver: Option<&Resolver>,
-) -> io::Result<String> {
-    if hosts.is_none() && resolver.is_none() {
-        return Ok(addr.to_string());
-    }
-    let Some((host, port)) = addr.rsplit_once(':') else {
-        return Ok(addr.to_string());
-    };
-    if host.is_empty() || host.starts_with('[') || host.parse::<std::net::IpAddr>().is_ok() {
-        return Ok(addr.to_string());
-    }
-    let with_port = |ip: std::net::IpAddr| match ip {
-        std::net::IpAddr::V4(v4) => format!("{v4}:{port}"),
-        std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
-    };
-    if let Some(ip) = hosts.and_then(|h| h.lookup("ip", host).first().copied()) {
-        return Ok(with_port(ip));
-    }
-    if let Some(r) = resolver {
-        return match r.resolve("ip", host).await {
-            Ok(ips) => Ok(with_port(ips[0])),
-            Err(e) => Err(io::Error::new(io::ErrorKind::NotFound, e)),
-        };
-    }
-    Ok(addr.to_string())
 }
 
 tokio::task_local! {
@@ -165,14 +136,6 @@ pub async fn with_client<F: std::future::Future>(ip: std::net::IpAddr, f: F) -> 
 
 fn client_ip() -> Option<std::net::IpAddr> {
     CLIENT_IP.try_with(|ip| *ip).ok()
-}
-
-/// The host part of `host:port`, for node filters.
-pub(crate) fn host_of(addr: &str) -> &str {
-    let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
-    host.strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host)
 }
 
 impl Router {
@@ -194,9 +157,14 @@ impl Router {
         let mut last = None;
         for attempt in 0..=self.retries {
             let work = async {
-                let resolved =
-                    resolve_addr(addr, self.hosts.as_deref(), self.resolver.as_deref()).await?;
-                self.try_dial_tcp(&resolved, host_of(addr)).await
+                let resolved = crate::resolver::resolve_addr(
+                    addr,
+                    self.hosts.as_deref(),
+                    self.resolver.as_deref(),
+                )
+                .await?;
+                self.try_dial_tcp(&resolved, crate::addr::host_of(addr))
+                    .await
             };
             match tokio::time::timeout(self.dial_timeout, work).await {
                 Ok(Ok(s)) => return Ok(s),
@@ -286,9 +254,15 @@ impl Router {
     pub async fn dial_udp(&self, addr: &str) -> Result<UdpUpstream, DialError> {
         self.check_bypass("udp", addr)?;
         let work = async {
-            let resolved =
-                resolve_addr(addr, self.hosts.as_deref(), self.resolver.as_deref()).await?;
-            if let Some((chain, nodes)) = self.route_for("udp", &resolved, host_of(addr)) {
+            let resolved = crate::resolver::resolve_addr(
+                addr,
+                self.hosts.as_deref(),
+                self.resolver.as_deref(),
+            )
+            .await?;
+            if let Some((chain, nodes)) =
+                self.route_for("udp", &resolved, crate::addr::host_of(addr))
+            {
                 let tunnel = finish_route(
                     &chain,
                     &resolved,
@@ -418,14 +392,6 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
         let Some(h) = &svc.handler else { continue };
         let chained = !ignore_chain && (!h.chain.is_empty() || h.chain_group.is_some());
         let md_on = |key: &str| h.metadata.get_bool(key).ok().flatten().unwrap_or(false);
-        let registry = crate::registry::get();
-        let sniffs = registry.handler(&h.r#type).is_some_and(|k| k.caps.sniffing);
-        if md_on("sniffing") && !sniffs {
-            out.push(format!(
-                "service \"{name}\": sniffing is supported by the {} handlers only",
-                registry.handler_names(|c| c.sniffing).join(", ")
-            ));
-        }
         if md_on("sniffing.websocket") {
             out.push(format!(
                 "service \"{name}\": sniffing.websocket is not supported yet (it records WebSocket frames to recorders, which this build does not have)"
@@ -532,7 +498,6 @@ chains:
             unsupported(&cfg),
             [
                 "service \"w\": sniffing.websocket is not supported yet (it records WebSocket frames to recorders, which this build does not have)",
-                "service \"h\": sniffing is supported by the tcp, forward, http, socks4, socks4a, socks5, socks, auto handlers only",
                 "chain \"c\": hop \"h\": redis is not supported yet",
             ]
         );
@@ -564,12 +529,5 @@ hops:
                 "service \"g\": forwarder node \"d\": tls is not supported yet",
             ]
         );
-    }
-
-    #[test]
-    fn host_of_strips_port_and_brackets() {
-        assert_eq!(host_of("example.com:80"), "example.com");
-        assert_eq!(host_of("[::1]:80"), "::1");
-        assert_eq!(host_of("noport"), "noport");
     }
 }

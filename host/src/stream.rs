@@ -186,11 +186,11 @@ impl Stream {
 
     /// Writes all of `data` and flushes it. On plain TCP the first try is
     /// a send(2) without asking the reactor (see
-    /// [`crate::dialer::send_now`]); a boxed transport may buffer, and a
+    /// [`send_now`]); a boxed transport may buffer, and a
     /// handshake message must go out before its answer is awaited.
     pub async fn write_all_now(&mut self, data: &[u8]) -> io::Result<()> {
         match &mut self.io {
-            Transport::Tcp(s) => crate::dialer::write_all(s, data).await,
+            Transport::Tcp(s) => write_all(s, data).await,
             Transport::Boxed(b) => {
                 b.write_all(data).await?;
                 b.flush().await
@@ -252,7 +252,7 @@ impl Stream {
     /// the caller's awaited write does it.
     pub fn try_write_now(&mut self, data: &[u8]) -> io::Result<usize> {
         match &self.io {
-            Transport::Tcp(s) => crate::dialer::send_now(s, data),
+            Transport::Tcp(s) => send_now(s, data),
             Transport::Boxed(_) => Ok(0),
         }
     }
@@ -334,6 +334,42 @@ impl AsyncWrite for Stream {
             Transport::Boxed(b) => b.is_write_vectored(),
         }
     }
+}
+
+/// One non-blocking send(2) of `data`, without asking tokio first; 0 when
+/// the socket takes nothing now.
+///
+/// A socket `connect` returned without a reactor turn has no readiness
+/// recorded yet, and tokio's own writes answer "would block" without
+/// trying until the next turn reports it writable. A handler writing the
+/// first bytes to a fresh dial (or a relay forwarding them) would wait out
+/// that turn, holding its buffer meanwhile. An accepted socket is in the
+/// same state until its first turn.
+pub fn send_now(s: &TcpStream, data: &[u8]) -> io::Result<usize> {
+    match socket2::SockRef::from(s).send(data) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            Ok(0)
+        }
+        r => r,
+    }
+}
+
+/// Writes all of `data` to a socket that may be freshly dialed: [`send_now`]
+/// first, then tokio's waiting write for whatever is left.
+/// Every first write to an upstream goes through here (a handler's early
+/// bytes, a chain node's handshake), so none waits out a reactor turn.
+pub async fn write_all(s: &mut TcpStream, data: &[u8]) -> io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    if data.is_empty() {
+        return Ok(());
+    }
+    let sent = send_now(s, data)?;
+    s.write_all(&data[sent..]).await
 }
 
 #[cfg(test)]

@@ -2,6 +2,11 @@
 
 use tokio::net::{TcpListener, TcpStream};
 
+/// The registry the factory builds, for tests of what builds from it.
+pub(crate) fn registry() -> &'static crate::registry::Registry {
+    crate::factory::registry()
+}
+
 /// A connected loopback TCP pair: (the connecting side, the accepted side).
 pub(crate) async fn tcp_pair() -> (TcpStream, TcpStream) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();

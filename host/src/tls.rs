@@ -76,7 +76,7 @@ pub enum FileProblem {
     #[error("{0}")]
     Io(io::Error),
     #[error("not valid PEM: {0}")]
-    BadPem(rustls_pki_types::pem::Error),
+    BadPem(String),
     #[error("no certificate found")]
     NoCertificate,
     #[error("no private key found")]
@@ -87,6 +87,25 @@ pub enum FileProblem {
     BadKey(rustls::Error),
     #[error("key does not match certificate")]
     KeyMismatch,
+}
+
+/// A PEM error as text: the parser's own message shows the marker it
+/// wanted as a list of byte values.
+fn pem_problem(e: rustls_pki_types::pem::Error) -> String {
+    use rustls_pki_types::pem::Error;
+    match e {
+        Error::MissingSectionEnd { end_marker } => format!(
+            "no {:?} line",
+            String::from_utf8_lossy(&end_marker)
+                .escape_debug()
+                .to_string()
+        ),
+        Error::IllegalSectionStart { line } => format!(
+            "bad section start {:?}",
+            String::from_utf8_lossy(&line).escape_debug().to_string()
+        ),
+        other => other.to_string(),
+    }
 }
 
 impl From<io::Error> for FileProblem {
@@ -114,7 +133,7 @@ fn read_pem<T: PemObject>(option: &'static str, path: &Path) -> Result<Vec<T>, T
     let data = std::fs::read(path).map_err(|e| file_err(option, path, e))?;
     T::pem_slice_iter(&data)
         .collect::<Result<Vec<T>, _>>()
-        .map_err(|e| file_err(option, path, FileProblem::BadPem(e)))
+        .map_err(|e| file_err(option, path, FileProblem::BadPem(pem_problem(e))))
 }
 
 fn load_pair(cert_file: &Path, key_file: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
@@ -310,8 +329,20 @@ impl DefaultCert {
             (key, CertOrigin::Configured)
         } else if let Some((c, k)) = both(work_dir, "cert.pem", "key.pem") {
             (load_pair(&c, &k)?, CertOrigin::WorkDir)
-        } else if let Some((c, k)) = state_dir.and_then(|d| both(d, SAVED_CERT, SAVED_KEY)) {
-            (load_pair(&c, &k)?, CertOrigin::Saved(c))
+        } else if let Some((key, c)) = state_dir
+            .and_then(|d| both(d, SAVED_CERT, SAVED_KEY))
+            .and_then(|(c, k)| match load_pair(&c, &k) {
+                Ok(key) => Some((key, c)),
+                // Our own saved state, not the user's: as GOST, a pair
+                // that does not load (cut short, or written by another
+                // gost at the same moment) is replaced.
+                Err(e) => {
+                    tracing::warn!(error = %e, "tls: saved default certificate unusable, generating a new one");
+                    None
+                }
+            })
+        {
+            (key, CertOrigin::Saved(c))
         } else {
             let (cert_pem, key_pem) = generate_self_signed(global)?;
             let key = CertifiedKey::from_der(
@@ -358,9 +389,16 @@ fn save(dir: &Path, cert_pem: &str, key_pem: &str) -> Result<PathBuf, TlsError> 
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
         #[cfg(not(unix))]
         let _ = mode;
+        // Written aside and renamed, so another gost starting at the same
+        // moment never reads half a file.
+        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
         let result = opts
-            .open(path)
-            .and_then(|mut f| io::Write::write_all(&mut f, data.as_bytes()));
+            .open(&tmp)
+            .and_then(|mut f| io::Write::write_all(&mut f, data.as_bytes()))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
         result.map_err(|e| file_err("state", path, e))
     };
     let mut builder = std::fs::DirBuilder::new();

@@ -5,6 +5,8 @@
 //! ordinary clients would, and a bug in the async host cannot hide behind
 //! the test's own runtime.
 
+pub mod pki;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::PathBuf;

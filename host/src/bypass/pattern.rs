@@ -42,12 +42,7 @@ pub struct Pattern {
 /// Go's `SplitHostPort` as the matcher uses it: `None` when there is no
 /// port to split off (a bare host, or a bare IPv6 address).
 fn split_port(s: &str) -> Option<(&str, &str)> {
-    if let Some(rest) = s.strip_prefix('[') {
-        let (h, p) = rest.split_once("]:")?;
-        return Some((h, p));
-    }
-    let (h, p) = s.rsplit_once(':')?;
-    (!h.contains(':')).then_some((h, p))
+    crate::addr::split_host_port(s).ok()
 }
 
 impl Pattern {

@@ -1,6 +1,7 @@
 //! Builds a service's chain or chain group from the config (GOST's
 //! `config/parsing/chain` and `hop`).
 
+use crate::registry::Registry;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,9 +49,13 @@ pub fn selector(owner: &str, cfg: Option<&SelectorConfig>) -> Result<Selector, C
 
 /// What the handler dials through, or `None` to dial directly. A named
 /// `chain` wins over a `chainGroup`, as in GOST.
-pub fn chainer(root: &Config, h: &HandlerConfig) -> Result<Option<Chainer>, ChainBuildError> {
+pub fn chainer(
+    root: &Config,
+    h: &HandlerConfig,
+    reg: &'static Registry,
+) -> Result<Option<Chainer>, ChainBuildError> {
     if !h.chain.is_empty() {
-        return Ok(Some(Chainer::Chain(Arc::new(chain(root, &h.chain)?))));
+        return Ok(Some(Chainer::Chain(Arc::new(chain(root, &h.chain, reg)?))));
     }
     let Some(group) = h.chain_group.as_ref().filter(|g| !g.chains.is_empty()) else {
         return Ok(None);
@@ -79,7 +84,7 @@ pub fn chainer(root: &Config, h: &HandlerConfig) -> Result<Option<Chainer>, Chai
             })?)
         };
         chains.push(Arc::new(GroupEntry::new(
-            Arc::new(chain(root, &entry.chain)?),
+            Arc::new(chain(root, &entry.chain, reg)?),
             matcher,
             probe,
         )));
@@ -93,7 +98,7 @@ pub fn chainer(root: &Config, h: &HandlerConfig) -> Result<Option<Chainer>, Chai
     }))
 }
 
-fn chain(root: &Config, name: &str) -> Result<Chain, ChainBuildError> {
+fn chain(root: &Config, name: &str, reg: &'static Registry) -> Result<Chain, ChainBuildError> {
     let cfg: &ChainConfig =
         root.chains
             .iter()
@@ -121,7 +126,7 @@ fn chain(root: &Config, name: &str) -> Result<Chain, ChainBuildError> {
         } else {
             hop_cfg
         };
-        hops.push(Arc::new(hop(root, &owner, hop_cfg)?));
+        hops.push(Arc::new(hop(root, &owner, hop_cfg, reg)?));
     }
     if hops.is_empty() {
         return Err(ChainBuildError::Invalid {
@@ -159,15 +164,22 @@ fn bypass(
     })
 }
 
-fn hop(root: &Config, chain_owner: &str, cfg: &HopConfig) -> Result<Hop, ChainBuildError> {
+fn hop(
+    root: &Config,
+    chain_owner: &str,
+    cfg: &HopConfig,
+    reg: &'static Registry,
+) -> Result<Hop, ChainBuildError> {
     let owner = format!("{chain_owner}: hop \"{}\"", cfg.name);
     let file = match cfg.file.as_ref().filter(|f| !f.path.is_empty()) {
         Some(f) => Some(
-            NodeFile::new(root, cfg, &owner, &f.path, cfg.reload.0).map_err(|msg| {
-                ChainBuildError::Invalid {
-                    owner: owner.clone(),
-                    msg,
-                }
+            NodeFile::new(&owner, &f.path, cfg.reload.0, {
+                let (root, hop, owner) = (Arc::new(root.clone()), cfg.clone(), owner.clone());
+                Box::new(move |n| node(&root, &hop, &owner, n, reg).map_err(|e| e.to_string()))
+            })
+            .map_err(|msg| ChainBuildError::Invalid {
+                owner: owner.clone(),
+                msg,
             })?,
         ),
         None => None,
@@ -180,7 +192,7 @@ fn hop(root: &Config, chain_owner: &str, cfg: &HopConfig) -> Result<Hop, ChainBu
     }
     let mut nodes = Vec::with_capacity(cfg.nodes.len());
     for n in &cfg.nodes {
-        nodes.push(Arc::new(node(root, cfg, &owner, n)?));
+        nodes.push(Arc::new(node(root, cfg, &owner, n, reg)?));
     }
     Ok(Hop {
         name: cfg.name.clone(),
@@ -193,16 +205,18 @@ fn hop(root: &Config, chain_owner: &str, cfg: &HopConfig) -> Result<Hop, ChainBu
 
 /// One chain node with its bypass, and its hosts and resolver (the
 /// node's own, else the hop's).
-pub(super) fn node(
+fn node(
     root: &Config,
     cfg: &HopConfig,
     owner: &str,
     n: &NodeConfig,
+    reg: &'static Registry,
 ) -> Result<Node, ChainBuildError> {
-    let mut node = Node::from_node_config(n, root).map_err(|source| ChainBuildError::Node {
-        owner: owner.to_string(),
-        source,
-    })?;
+    let mut node =
+        Node::from_node_config(n, root, reg).map_err(|source| ChainBuildError::Node {
+            owner: owner.to_string(),
+            source,
+        })?;
     let node_owner = format!("{owner}: node \"{}\"", n.name);
     node.bypass = bypass(root, &node_owner, &n.bypass, &n.bypasses)?;
     let lookup = |msg: String| ChainBuildError::Lookup {
@@ -252,9 +266,13 @@ hops:
   - {name: c, addr: "127.0.0.1:3"}
 "#,
         );
-        let ch = chainer(&cfg, cfg.services[0].handler.as_ref().unwrap())
-            .unwrap()
-            .unwrap();
+        let ch = chainer(
+            &cfg,
+            cfg.services[0].handler.as_ref().unwrap(),
+            crate::test_util::registry(),
+        )
+        .unwrap()
+        .unwrap();
         let Chainer::Chain(c) = ch else { panic!() };
         let names = |host: &str| -> Vec<String> {
             c.route(&format!("{host}:80"), host, None)
@@ -288,16 +306,24 @@ chains:
             chain: c.into(),
             ..Default::default()
         };
-        let err = chainer(&cfg, &h("c")).unwrap_err().to_string();
+        let err = chainer(&cfg, &h("c"), crate::test_util::registry())
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("node \"n\"") && err.contains("dialer type 'kcp'"),
             "{err}"
         );
-        let err = chainer(&cfg, &h("d")).unwrap_err().to_string();
+        let err = chainer(&cfg, &h("d"), crate::test_util::registry())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("strategy 'best'"), "{err}");
-        let err = chainer(&cfg, &h("e")).unwrap_err().to_string();
+        let err = chainer(&cfg, &h("e"), crate::test_util::registry())
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, "hop \"missing\" not found");
-        let err = chainer(&cfg, &h("nope")).unwrap_err().to_string();
+        let err = chainer(&cfg, &h("nope"), crate::test_util::registry())
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, "chain \"nope\" not found");
     }
 
@@ -317,7 +343,8 @@ chains:
             chain: "c".into(),
             ..Default::default()
         };
-        let Some(Chainer::Chain(c)) = chainer(&cfg, &h).unwrap() else {
+        let Some(Chainer::Chain(c)) = chainer(&cfg, &h, crate::test_util::registry()).unwrap()
+        else {
             panic!()
         };
         let pick = |key: &str| c.route("t:1", "t", Some(key))[0].name.clone();
@@ -343,7 +370,8 @@ chains:
             chain: "c".into(),
             ..Default::default()
         };
-        let Some(Chainer::Chain(c)) = chainer(&cfg, &h).unwrap() else {
+        let Some(Chainer::Chain(c)) = chainer(&cfg, &h, crate::test_util::registry()).unwrap()
+        else {
             panic!()
         };
         c.hops[0].nodes[0].marker.mark();
@@ -371,6 +399,7 @@ chains:
         let err = chainer(
             &cfg,
             &group("{chains: [a, {chain: b, probe: {type: ping, addr: 'x:1'}}]}"),
+            crate::test_util::registry(),
         )
         .unwrap_err()
         .to_string();
@@ -378,9 +407,13 @@ chains:
             err,
             "chainGroup chain \"b\": probe type 'ping' is not supported (tcp, http, cmd)"
         );
-        let err = chainer(&cfg, &group("{chains: [{chain: a, probe: {type: cmd}}]}"))
-            .unwrap_err()
-            .to_string();
+        let err = chainer(
+            &cfg,
+            &group("{chains: [{chain: a, probe: {type: cmd}}]}"),
+            crate::test_util::registry(),
+        )
+        .unwrap_err()
+        .to_string();
         assert_eq!(
             err,
             "chainGroup chain \"a\": probe type cmd needs a command"
@@ -388,6 +421,7 @@ chains:
         let ok = chainer(
             &cfg,
             &group("{chains: [{chain: a, probe: {type: http, addr: 'x:80'}}, b]}"),
+            crate::test_util::registry(),
         )
         .unwrap()
         .unwrap();

@@ -7,15 +7,17 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use super::Node;
-use crate::config::{Config, HopConfig, NodeConfig};
+use crate::config::NodeConfig;
+
+/// Builds one node of the file as the hop's inline nodes are built (with
+/// their bypass, hosts and resolver looked up in the config).
+pub type BuildNode = Box<dyn Fn(&NodeConfig) -> Result<Node, String> + Send + Sync>;
 
 pub struct NodeFile {
     owner: String,
     path: PathBuf,
     reload: Option<Duration>,
-    /// What node references (bypass, hosts, resolver) are looked up in.
-    root: Arc<Config>,
-    hop: HopConfig,
+    build: BuildNode,
     state: RwLock<(Arc<Vec<Arc<Node>>>, Instant)>,
 }
 
@@ -31,18 +33,16 @@ impl NodeFile {
     /// Loads the file once: at start-up an unreadable file or a bad node
     /// is an error naming the file.
     pub fn new(
-        root: &Config,
-        hop: &HopConfig,
         owner: &str,
         path: &str,
         reload: Duration,
+        build: BuildNode,
     ) -> Result<NodeFile, String> {
         let mut f = NodeFile {
             owner: owner.to_string(),
             path: PathBuf::from(path),
             reload: (!reload.is_zero()).then(|| reload.max(Duration::from_secs(1))),
-            root: Arc::new(root.clone()),
-            hop: hop.clone(),
+            build,
             state: RwLock::new((Arc::default(), Instant::now())),
         };
         let nodes = f.load()?;
@@ -57,7 +57,7 @@ impl NodeFile {
             serde_json::from_str(&text).map_err(|e| format!("{shown}: {e}"))?;
         cfgs.iter()
             .map(|n| {
-                super::build::node(&self.root, &self.hop, &self.owner, n)
+                (self.build)(n)
                     .map(Arc::new)
                     .map_err(|e| format!("{shown}: {e}"))
             })

@@ -167,8 +167,8 @@ impl Node {
         }
         if self.matcher.as_ref().is_some_and(|m| m.reads_body()) {
             self.body_size = match usize::try_from(m.body_size) {
-                Ok(0) | Err(_) => crate::handler::sniffing::DEFAULT_BODY_SIZE,
-                Ok(n) => n.min(crate::handler::sniffing::MAX_BODY_SIZE),
+                Ok(0) | Err(_) => crate::routing::DEFAULT_BODY_SIZE,
+                Ok(n) => n.min(crate::routing::MAX_BODY_SIZE),
             };
         }
         self.priority = crate::routing::priority(&m.rule, m.priority);
@@ -190,7 +190,11 @@ impl Node {
 
     /// A chain node: its connector (GOST's default `http`) over its dialer
     /// (GOST's default `tcp`).
-    pub fn from_node_config(cfg: &NodeConfig, root: &Config) -> Result<Self, NodeError> {
+    pub fn from_node_config(
+        cfg: &NodeConfig,
+        root: &Config,
+        registry: &crate::registry::Registry,
+    ) -> Result<Self, NodeError> {
         let unsupported = |msg: String| NodeError::Unsupported {
             node: cfg.name.clone(),
             msg,
@@ -200,7 +204,6 @@ impl Node {
         }
         let default = crate::config::DialerConfig::default();
         let dialer_cfg = cfg.dialer.as_ref().unwrap_or(&default);
-        let registry = crate::registry::get();
         let Some(kind) = registry.dialer(dialer_cfg.r#type.trim()) else {
             return Err(unsupported(format!(
                 "dialer type '{}' is not supported ({})",
@@ -212,12 +215,18 @@ impl Node {
             .map_err(|e| unsupported(format!("dialer: {e}")))?;
         let mut node = Self::common(&cfg.name, &cfg.addr, &cfg.network, &cfg.metadata)?;
         node.dialer = dialer;
-        node.connector = Some(NodeConnector::from_config(cfg.connector.as_ref()).map_err(
-            |source| NodeError::Connector {
-                node: cfg.name.clone(),
-                source,
-            },
-        )?);
+        let default = crate::config::ConnectorConfig::default();
+        let connector_cfg = cfg.connector.as_ref().unwrap_or(&default);
+        let built = match registry.connector(connector_cfg.r#type.trim()) {
+            Some(kind) => NodeConnector::from_config(connector_cfg, kind.build),
+            None => Err(crate::connector::ConnectorBuildError::Unsupported(
+                connector_cfg.r#type.clone(),
+            )),
+        };
+        node.connector = Some(built.map_err(|source| NodeError::Connector {
+            node: cfg.name.clone(),
+            source,
+        })?);
         node.set_routing(
             cfg.filter.clone().unwrap_or_default(),
             cfg.matcher.as_ref(),
@@ -233,7 +242,7 @@ impl Node {
         if want.is_empty() {
             return true;
         }
-        let host = crate::listener::split_host_port(host).map_or(host, |(h, _)| h);
+        let host = crate::addr::split_host_port(host).map_or(host, |(h, _)| h);
         match want.strip_prefix('.') {
             Some(domain) => host == want || host.ends_with(domain),
             None => host == want,

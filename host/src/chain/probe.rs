@@ -110,7 +110,7 @@ impl Probe {
         if let ProbeKind::Cmd { command } = &self.kind {
             return run_command(command).await;
         }
-        let host = crate::router::host_of(&self.addr);
+        let host = crate::addr::host_of(&self.addr);
         let nodes = chain.route(&self.addr, host, None);
         let mut up = if nodes.is_empty() {
             crate::connector::upstream::Upstream::direct(crate::dialer::dial_tcp(&self.addr).await?)

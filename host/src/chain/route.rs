@@ -183,7 +183,7 @@ async fn reach_last(
 
 /// The node's address after its hosts and resolver.
 async fn node_addr(node: &Node) -> io::Result<String> {
-    crate::router::resolve_addr(&node.addr, node.hosts.as_deref(), node.resolver.as_deref()).await
+    crate::resolver::resolve_addr(&node.addr, node.hosts.as_deref(), node.resolver.as_deref()).await
 }
 
 async fn connect(node: &Node, stream: &mut Upstream, addr: &str) -> Result<(), ConnectError> {

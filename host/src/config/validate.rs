@@ -43,27 +43,9 @@ const PATH_LISTENERS: &[&str] = &["unix", "runix", "serial"];
 /// Listeners that run without a listen address.
 const ADDRLESS_LISTENERS: &[&str] = &["stdio", "tun", "tap", "tungo"];
 
-/// Go's `net.SplitHostPort`: `host:port` or `[ipv6]:port`; the port may
-/// be empty here, the caller decides.
+/// Go's `net.SplitHostPort` (see [`crate::addr`]), with its error as text.
 pub(crate) fn split_host_port(addr: &str) -> Result<(&str, &str), String> {
-    if let Some(rest) = addr.strip_prefix('[') {
-        let Some(end) = rest.find(']') else {
-            return Err("missing ']' in address".into());
-        };
-        match rest[end + 1..].strip_prefix(':') {
-            Some(port) => Ok((&rest[..end], port)),
-            None if rest.len() == end + 1 => Err("missing port".into()),
-            None => Err("unexpected text after ']'".into()),
-        }
-    } else {
-        match addr.rfind(':') {
-            None => Err("missing port".into()),
-            Some(i) if addr[..i].contains(':') => {
-                Err("too many colons (put an IPv6 address in brackets)".into())
-            }
-            Some(i) => Ok((&addr[..i], &addr[i + 1..])),
-        }
-    }
+    crate::addr::split_host_port(addr).map_err(|e| e.to_string())
 }
 
 /// A port (`8080`) or a range (`8000-8010`), as GOST's `PortRange`, but

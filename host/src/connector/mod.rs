@@ -15,7 +15,7 @@ use std::io;
 use std::time::Duration;
 
 use crate::config::ConnectorConfig;
-use crate::metadata::MetadataError;
+use crate::metadata::{Metadata, MetadataError};
 use crate::transport::BoxFuture;
 use upstream::Upstream;
 
@@ -129,13 +129,11 @@ pub struct NodeConnector {
 impl NodeConnector {
     /// The connector named by a node's `connector` block; GOST's default
     /// is `http`.
-    pub fn from_config(cfg: Option<&ConnectorConfig>) -> Result<Self, ConnectorBuildError> {
-        let default = ConnectorConfig::default();
-        let cfg = cfg.unwrap_or(&default);
-        let registry = crate::registry::get();
-        let kind = registry
-            .connector(cfg.r#type.trim())
-            .ok_or_else(|| ConnectorBuildError::Unsupported(cfg.r#type.clone()))?;
+    /// `build` is the connector type's constructor (from the registry).
+    pub fn from_config(
+        cfg: &ConnectorConfig,
+        build: impl FnOnce(&Metadata, Common) -> Result<Box<dyn Connector>, ConnectorBuildError>,
+    ) -> Result<Self, ConnectorBuildError> {
         let common = Common {
             auth: cfg
                 .auth
@@ -151,7 +149,7 @@ impl NodeConnector {
             .get_duration("timeout")?
             .filter(|t| !t.is_zero());
         Ok(NodeConnector {
-            inner: (kind.build)(&cfg.metadata, common)?,
+            inner: build(&cfg.metadata, common)?,
             timeout,
         })
     }
@@ -210,62 +208,12 @@ impl Connector for ForwardConnector {
     }
 }
 
-/// Every connector this build has.
-pub fn register(r: &mut crate::registry::Registry) {
-    use crate::registry::ConnectorKind;
-    r.add_connector(ConnectorKind {
-        names: &["http"],
-        udp: false,
-        build: |md, c| Ok(Box::new(http::HttpConnector::new(c.auth, md)?)),
-        summary: "HTTP CONNECT, with `auth` and extra `header`s",
-    });
-    r.add_connector(ConnectorKind {
-        names: &["socks4", "socks4a"],
-        udp: false,
-        build: |md, c| {
-            Ok(Box::new(socks4::Socks4Connector {
-                user_id: c.auth.map(|a| a.username).unwrap_or_default(),
-                disable_4a: md.get_bool("disable4a")?.unwrap_or(false),
-            }))
-        },
-        summary: "SOCKS4, and SOCKS4a names unless `disable4a`",
-    });
-    r.add_connector(ConnectorKind {
-        names: &["socks5", "socks"],
-        udp: true,
-        build: |md, c| {
-            Ok(Box::new(socks5::Socks5Connector {
-                auth: c.auth,
-                associate: associate_options(md)?,
-            }))
-        },
-        summary: "SOCKS5 CONNECT; UDP over GOST's UDP-over-TCP or (`relay: udp`) UDP ASSOCIATE",
-    });
-    r.add_connector(ConnectorKind {
-        names: &["relay"],
-        udp: true,
-        build: |md, c| {
-            Ok(Box::new(relay::RelayConnector {
-                auth: c.auth,
-                nodelay: md.get_bool("nodelay")?.unwrap_or(false),
-            }))
-        },
-        summary: "GOST's relay protocol, TCP and UDP; lazy unless `nodelay`",
-    });
-    r.add_connector(ConnectorKind {
-        names: &["forward"],
-        udp: false,
-        build: |_, _| Ok(Box::new(ForwardConnector)),
-        summary: "none: the node is the destination",
-    });
-}
-
 /// A socks5 node's `relay` mode: `udp` (GOST's only value) asks for a UDP
 /// ASSOCIATE, with GOST's `udp.bufferSize` (default 4096) and
 /// `udp.timeout`; absent or empty keeps the UDP-over-TCP tunnel. GOST
 /// takes any other value as absent; it is refused here, as a typo there
 /// would silently change how datagrams travel.
-fn associate_options(
+pub fn associate_options(
     md: &crate::metadata::Metadata,
 ) -> Result<Option<udp_tun::AssociateOptions>, MetadataError> {
     match md.get_string("relay")?.as_deref() {
@@ -301,18 +249,13 @@ pub(crate) fn split_addr(
     connector: &'static str,
     addr: &str,
 ) -> Result<(String, u16), ConnectError> {
-    let bad = |msg: &str| ConnectError::Address {
-        connector,
-        addr: addr.to_string(),
-        msg: msg.to_string(),
-    };
-    let (host, port) = addr.rsplit_once(':').ok_or_else(|| bad("missing port"))?;
-    let port: u16 = port.parse().map_err(|_| bad("invalid port"))?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    Ok((host.to_string(), port))
+    crate::addr::host_and_port(addr)
+        .map(|(h, p)| (h.to_string(), p))
+        .map_err(|msg| ConnectError::Address {
+            connector,
+            addr: addr.to_string(),
+            msg,
+        })
 }
 
 /// Reads exactly `buf.len()` bytes, naming the connector on failure.
@@ -346,7 +289,10 @@ mod tests {
 
     fn build(json: &str) -> Result<NodeConnector, ConnectorBuildError> {
         let cfg: ConnectorConfig = serde_json::from_str(json).unwrap();
-        NodeConnector::from_config(Some(&cfg))
+        let kind = crate::test_util::registry()
+            .connector(&cfg.r#type)
+            .ok_or_else(|| ConnectorBuildError::Unsupported(cfg.r#type.clone()))?;
+        NodeConnector::from_config(&cfg, kind.build)
     }
 
     /// Well-formed node replies of every connector; the test mutates them.

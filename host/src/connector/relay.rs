@@ -15,17 +15,13 @@ use super::socks5::encode_addr;
 use super::udp_tun::UdpTunnel;
 use super::upstream::Upstream;
 use super::{write_all, ConnectError, Credentials};
+use crate::proto::relay::{
+    parse_addr, put_feature, split_feature, status_text, CMD_BIND, CMD_CONNECT, FEATURE_ADDR,
+    FEATURE_NETWORK, FEATURE_USER_AUTH, FLAG_UDP, NETWORK_UDP, VERSION,
+};
 use crate::transport::BoxFuture;
 
 const NAME: &str = "relay";
-const VERSION: u8 = 1;
-const CMD_CONNECT: u8 = 0x01;
-const CMD_BIND: u8 = 0x02;
-const FLAG_UDP: u8 = 0x80;
-const FEATURE_USER_AUTH: u8 = 0x01;
-const FEATURE_ADDR: u8 = 0x02;
-const FEATURE_NETWORK: u8 = 0x04;
-const NETWORK_UDP: [u8; 2] = [0x00, 0x01];
 
 #[derive(Debug)]
 pub struct RelayConnector {
@@ -34,33 +30,13 @@ pub struct RelayConnector {
     pub nodelay: bool,
 }
 
-/// GOST's relay status texts, for the error a refused request gives.
-fn status_text(status: u8) -> &'static str {
-    match status {
-        1 => "bad request",
-        2 => "unauthorized",
-        3 => "forbidden",
-        4 => "timeout",
-        5 => "service unavailable",
-        6 => "host unreachable",
-        7 => "network unreachable",
-        _ => "internal server error",
-    }
-}
-
-fn feature(out: &mut Vec<u8>, kind: u8, data: &[u8]) {
-    out.push(kind);
-    out.extend_from_slice(&(data.len() as u16).to_be_bytes());
-    out.extend_from_slice(data);
-}
-
 impl RelayConnector {
     /// `VER CMD FLEN(2) FEATURES`, each feature `TYPE LEN(2) DATA`; for
     /// UDP the command's 0x80 bit and the network feature, as GOST sends.
     fn request(&self, cmd: u8, addr: &str, udp: bool) -> Result<Vec<u8>, ConnectError> {
         let mut features = Vec::new();
         if udp {
-            feature(&mut features, FEATURE_NETWORK, &NETWORK_UDP);
+            put_feature(&mut features, FEATURE_NETWORK, &NETWORK_UDP.to_be_bytes());
         }
         if let Some(a) = &self.auth {
             let (u, p) = (a.username.as_bytes(), a.password.as_bytes());
@@ -74,7 +50,7 @@ impl RelayConnector {
             data.extend_from_slice(u);
             data.push(p.len() as u8);
             data.extend_from_slice(p);
-            feature(&mut features, FEATURE_USER_AUTH, &data);
+            put_feature(&mut features, FEATURE_USER_AUTH, &data);
         }
         let dst = encode_addr(addr).map_err(|e| match e {
             ConnectError::Address { addr, msg, .. } => ConnectError::Address {
@@ -84,7 +60,7 @@ impl RelayConnector {
             },
             other => other,
         })?;
-        feature(&mut features, FEATURE_ADDR, &dst);
+        put_feature(&mut features, FEATURE_ADDR, &dst);
         let cmd = if udp { cmd | FLAG_UDP } else { cmd };
         let mut req = vec![VERSION, cmd];
         req.extend_from_slice(&(features.len() as u16).to_be_bytes());
@@ -166,102 +142,11 @@ fn parse_bind_response(head: [u8; 4], mut features: &[u8]) -> Result<Option<Stri
         let (kind, data, rest) =
             split_feature(features).ok_or_else(|| bad("truncated feature".into()))?;
         if kind == FEATURE_ADDR {
-            bound = Some(crate::handler::relay::parse_addr(data).map_err(bad)?);
+            bound = Some(parse_addr(data).map_err(bad)?);
         }
         features = rest;
     }
     Ok(bound)
-}
-
-/// The first `TYPE LEN(2) DATA` feature: its type, its data and the rest.
-pub(crate) fn split_feature(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let len = u16::from_be_bytes([*b.get(1)?, *b.get(2)?]) as usize;
-    let data = b.get(3..3 + len)?;
-    Some((b[0], data, &b[3 + len..]))
-}
-
-/// Relay responses still owed on a stream, each `VER STATUS FLEN(2)
-/// FEATURES`: one per lazy relay node on the route, in route order.
-#[derive(Debug)]
-pub struct LazyResponse {
-    /// Responses not yet read, this one included.
-    left: u8,
-    head: [u8; 4],
-    got: u8,
-    /// Feature bytes of this response still to skip.
-    skip: u16,
-}
-
-impl Default for LazyResponse {
-    fn default() -> Self {
-        LazyResponse {
-            left: 1,
-            head: [0; 4],
-            got: 0,
-            skip: 0,
-        }
-    }
-}
-
-impl LazyResponse {
-    /// One more response owed after the ones already counted.
-    pub(super) fn and_one_more(mut self) -> Self {
-        self.left = self.left.saturating_add(1);
-        self
-    }
-
-    /// Most bytes the responses may still take: reading no more than this
-    /// never consumes a tunnelled byte.
-    pub(super) fn want(&self) -> usize {
-        if self.got < 4 {
-            4 - self.got as usize
-        } else {
-            self.skip as usize
-        }
-    }
-
-    /// Takes response bytes from the front of `bytes`: how many it used,
-    /// and whether every owed response is now read. A non-zero status is
-    /// an error as soon as its header is in.
-    pub fn feed(&mut self, bytes: &[u8]) -> Result<(usize, bool), ConnectError> {
-        let mut used = 0;
-        while self.left > 0 && used < bytes.len() {
-            let rest = &bytes[used..];
-            if self.got < 4 {
-                let n = (4 - self.got as usize).min(rest.len());
-                let at = self.got as usize;
-                self.head[at..at + n].copy_from_slice(&rest[..n]);
-                self.got += n as u8;
-                used += n;
-                if self.got < 4 {
-                    break;
-                }
-                if self.head[0] != VERSION {
-                    return Err(ConnectError::BadReply {
-                        connector: NAME,
-                        msg: format!("version {}", self.head[0]),
-                    });
-                }
-                let status = self.head[1];
-                if status != 0 {
-                    return Err(ConnectError::Refused {
-                        connector: NAME,
-                        reply: format!("status {status} ({})", status_text(status)),
-                    });
-                }
-                self.skip = u16::from_be_bytes([self.head[2], self.head[3]]);
-            } else {
-                let n = (self.skip as usize).min(rest.len());
-                self.skip -= n as u16;
-                used += n;
-            }
-            if self.got == 4 && self.skip == 0 {
-                self.left -= 1;
-                self.got = 0;
-            }
-        }
-        Ok((used, self.left == 0))
-    }
 }
 
 impl super::Connector for RelayConnector {
@@ -290,6 +175,7 @@ impl super::Connector for RelayConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connector::upstream::LazyResponse;
 
     #[test]
     fn request_carries_auth_then_address() {

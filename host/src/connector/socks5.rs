@@ -11,7 +11,7 @@ use tokio::net::UdpSocket;
 use super::udp_tun::{AssociateOptions, UdpTunnel};
 use super::upstream::Upstream;
 use super::{read_exact, split_addr, write_all, ConnectError, Credentials};
-use crate::handler::socks::TargetAddr;
+use crate::proto::socks::TargetAddr;
 use crate::transport::BoxFuture;
 
 const NAME: &str = "socks5";
@@ -197,7 +197,7 @@ impl Socks5Connector {
                 reply: format!("reply code {:#04x}", head[1]),
             });
         }
-        crate::handler::socks::udp::parse_addr(&bound, 0)
+        crate::proto::socks::parse_addr(&bound, 0)
             .map(|(addr, _)| addr)
             .ok_or_else(|| bad("malformed bound address".into()))
     }
@@ -391,7 +391,7 @@ mod tests {
 
     fn reply_for(addr: SocketAddr) -> Vec<u8> {
         let mut r = vec![5, 0, 0];
-        crate::handler::socks::v5::put_host(&mut r, &addr.ip().to_string(), addr.port());
+        crate::proto::socks::put_host(&mut r, &addr.ip().to_string(), addr.port());
         r
     }
 

@@ -20,10 +20,10 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::UdpSocket;
 
-use super::relay::LazyResponse;
+use super::upstream::LazyResponse;
 use super::upstream::Upstream;
 use super::ConnectError;
-use crate::handler::socks::TargetAddr;
+use crate::proto::socks::TargetAddr;
 use crate::stream::Stream;
 
 /// GOST marks tunnelled frames with this FRAG value.
@@ -185,7 +185,7 @@ impl Framed {
         let mut frame = Vec::with_capacity(3 + 1 + 1 + host.len() + 2 + payload.len());
         frame.extend_from_slice(&len.to_be_bytes());
         frame.push(FRAG_TUN);
-        crate::handler::socks::v5::put_host(&mut frame, &host, port);
+        crate::proto::socks::put_host(&mut frame, &host, port);
         frame.extend_from_slice(payload);
         self.stream.write_all_now(&frame).await
     }
@@ -224,7 +224,7 @@ impl Framed {
 
     async fn recv_addressed(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         loop {
-            let frame = crate::handler::socks::udptun::next_frame(&self.inbuf)
+            let frame = crate::proto::socks::next_frame(&self.inbuf)
                 .map_err(|msg| io::Error::new(io::ErrorKind::InvalidData, msg))?;
             if let Some((src, start, end)) = frame {
                 let n = (end - start).min(buf.len());
@@ -287,7 +287,7 @@ impl Associated {
                     e = watch_control(&mut self.control) => return Err(e),
                 };
                 let dgram = &self.inbuf[..n];
-                match crate::handler::socks::udp::parse_header(dgram) {
+                match crate::proto::socks::parse_header(dgram) {
                     Some((src, start)) => {
                         let len = (n - start).min(buf.len());
                         buf[..len].copy_from_slice(&dgram[start..start + len]);
@@ -348,7 +348,7 @@ fn encode_datagram(target: &str, payload: &[u8]) -> io::Result<Vec<u8>> {
     }
     let mut out = Vec::with_capacity(3 + 2 + host.len() + 2 + payload.len());
     out.extend_from_slice(&[0, 0, 0]);
-    crate::handler::socks::v5::put_host(&mut out, &host, port);
+    crate::proto::socks::put_host(&mut out, &host, port);
     out.extend_from_slice(payload);
     Ok(out)
 }

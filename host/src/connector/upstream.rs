@@ -16,7 +16,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 
 use crate::stream::Stream;
 
-use super::relay::LazyResponse;
 use super::ConnectError;
 
 #[derive(Debug)]
@@ -113,6 +112,93 @@ impl Upstream {
     pub async fn read_buf(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
         self.settle().await.map_err(ConnectError::into_io)?;
         self.stream.read_buf(buf).await
+    }
+}
+
+/// Relay responses still owed on a stream, each `VER STATUS FLEN(2)
+/// FEATURES`: one per lazy relay node on the route, in route order.
+#[derive(Debug)]
+pub struct LazyResponse {
+    /// Responses not yet read, this one included.
+    left: u8,
+    head: [u8; 4],
+    got: u8,
+    /// Feature bytes of this response still to skip.
+    skip: u16,
+}
+
+impl Default for LazyResponse {
+    fn default() -> Self {
+        LazyResponse {
+            left: 1,
+            head: [0; 4],
+            got: 0,
+            skip: 0,
+        }
+    }
+}
+
+impl LazyResponse {
+    /// One more response owed after the ones already counted.
+    pub(super) fn and_one_more(mut self) -> Self {
+        self.left = self.left.saturating_add(1);
+        self
+    }
+
+    /// Most bytes the responses may still take: reading no more than this
+    /// never consumes a tunnelled byte.
+    pub(super) fn want(&self) -> usize {
+        if self.got < 4 {
+            4 - self.got as usize
+        } else {
+            self.skip as usize
+        }
+    }
+
+    /// Takes response bytes from the front of `bytes`: how many it used,
+    /// and whether every owed response is now read. A non-zero status is
+    /// an error as soon as its header is in.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(usize, bool), ConnectError> {
+        let mut used = 0;
+        while self.left > 0 && used < bytes.len() {
+            let rest = &bytes[used..];
+            if self.got < 4 {
+                let n = (4 - self.got as usize).min(rest.len());
+                let at = self.got as usize;
+                self.head[at..at + n].copy_from_slice(&rest[..n]);
+                self.got += n as u8;
+                used += n;
+                if self.got < 4 {
+                    break;
+                }
+                if self.head[0] != crate::proto::relay::VERSION {
+                    return Err(ConnectError::BadReply {
+                        connector: "relay",
+                        msg: format!("version {}", self.head[0]),
+                    });
+                }
+                let status = self.head[1];
+                if status != 0 {
+                    return Err(ConnectError::Refused {
+                        connector: "relay",
+                        reply: format!(
+                            "status {status} ({})",
+                            crate::proto::relay::status_text(status)
+                        ),
+                    });
+                }
+                self.skip = u16::from_be_bytes([self.head[2], self.head[3]]);
+            } else {
+                let n = (self.skip as usize).min(rest.len());
+                self.skip -= n as u16;
+                used += n;
+            }
+            if self.got == 4 && self.skip == 0 {
+                self.left -= 1;
+                self.got = 0;
+            }
+        }
+        Ok((used, self.left == 0))
     }
 }
 

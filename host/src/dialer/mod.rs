@@ -52,42 +52,6 @@ async fn connect(a: SocketAddr) -> io::Result<TcpStream> {
     }
 }
 
-/// One non-blocking send(2) of `data`, without asking tokio first; 0 when
-/// the socket takes nothing now.
-///
-/// A socket `connect` returned without a reactor turn has no readiness
-/// recorded yet, and tokio's own writes answer "would block" without
-/// trying until the next turn reports it writable. A handler writing the
-/// first bytes to a fresh dial (or a relay forwarding them) would wait out
-/// that turn, holding its buffer meanwhile. An accepted socket is in the
-/// same state until its first turn.
-pub fn send_now(s: &TcpStream, data: &[u8]) -> io::Result<usize> {
-    match socket2::SockRef::from(s).send(data) {
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-            ) =>
-        {
-            Ok(0)
-        }
-        r => r,
-    }
-}
-
-/// Writes all of `data` to a socket that may be fresh from [`dial_tcp`]:
-/// [`send_now`] first, then tokio's waiting write for whatever is left.
-/// Every first write to an upstream goes through here (a handler's early
-/// bytes, a chain node's handshake), so none waits out a reactor turn.
-pub async fn write_all(s: &mut TcpStream, data: &[u8]) -> io::Result<()> {
-    use tokio::io::AsyncWriteExt;
-    if data.is_empty() {
-        return Ok(());
-    }
-    let sent = send_now(s, data)?;
-    s.write_all(&data[sent..]).await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,7 +87,7 @@ mod tests {
         // tokio's own write_all would answer Pending here: no turn of the
         // reactor has reported the new socket writable yet.
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        let mut w = std::pin::pin!(write_all(&mut s, b"hi"));
+        let mut w = std::pin::pin!(crate::stream::write_all(&mut s, b"hi"));
         assert!(matches!(
             w.as_mut().poll(&mut cx),
             std::task::Poll::Ready(Ok(()))

@@ -260,7 +260,7 @@ pub(crate) async fn relay_udp(
 /// GOST forwards to `host` alone as `host:0`; keep the same rule so a
 /// missing port fails at dial time with the address shown.
 fn with_default_port(addr: &str) -> String {
-    if crate::listener::split_host_port(addr).is_ok() {
+    if crate::addr::split_host_port(addr).is_ok() {
         addr.to_string()
     } else {
         format!("{addr}:0")

@@ -1028,7 +1028,7 @@ fn authority_addr(authority: &str) -> Option<String> {
     if authority.is_empty() || authority.contains(['/', '@', '?', '#']) {
         return None;
     }
-    let (host, port) = match crate::listener::split_host_port(authority) {
+    let (host, port) = match crate::addr::split_host_port(authority) {
         Ok((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => (h, p),
         Ok(_) => return None,
         // No port: a bare name or a bracketed IPv6 address.
@@ -1066,7 +1066,7 @@ fn target_host(req: &RequestHead) -> Option<&str> {
         split_absolute(&req.target)?.0
     };
     let authority = authority.rsplit('@').next().unwrap_or(authority);
-    Some(match crate::listener::split_host_port(authority) {
+    Some(match crate::addr::split_host_port(authority) {
         Ok((h, _)) => h,
         Err(_) => authority,
     })

@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::listener::Conn;
-use crate::service::stats::Stats;
+use crate::stats::Stats;
 
 /// What a handler knows about the connection besides its bytes.
 #[derive(Debug, Clone)]
@@ -124,7 +124,8 @@ mod tests {
             "services:\n- name: s\n  addr: :0\n  handler:\n    type: socks5\n    chain: c\n  listener:\n    type: tcp\nchains:\n- name: c\n  hops:\n  - name: h\n    nodes:\n    - name: n\n      addr: {node}\n      connector:\n        type: {connector}\n"
         );
         let root = crate::config::Config::from_yaml_str(&yaml).unwrap().config;
-        let mut router = crate::router::build(&root, &root.services[0]).unwrap();
+        let mut router =
+            crate::router::build(&root, &root.services[0], crate::test_util::registry()).unwrap();
         router.dial_timeout = std::time::Duration::from_secs(2);
         let md: crate::metadata::Metadata = [("udp", "true"), ("readTimeout", "2s")]
             .into_iter()

@@ -23,7 +23,6 @@
 //! BIND needs its multiplexed session, which gost-rs has not: it is
 //! answered "service unavailable".
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,39 +32,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::forward::ForwardHandler;
 use super::socks::udp::Targets;
 use super::socks::udptun::relay_frames;
-use super::socks::v5::put_host;
 use super::stream::ClientStream;
 use super::{ConnContext, HandleFuture, Handler, HandlerError};
 use crate::auth::Auther;
-use crate::connector::relay::split_feature;
 use crate::connector::upstream::Upstream;
 use crate::limiter::traffic;
 use crate::listener::Conn;
 use crate::metadata::{Metadata, MetadataError};
+use crate::proto::relay::*;
+use crate::proto::socks::put_host;
 use crate::relay::{self, RelayOptions};
 use crate::router::{DialError, Router, UdpUpstream};
-
-const VERSION: u8 = 1;
-const CMD_CONNECT: u8 = 0x01;
-const CMD_BIND: u8 = 0x02;
-const CMD_MASK: u8 = 0x0F;
-const FLAG_UDP: u8 = 0x80;
-
-const FEATURE_USER_AUTH: u8 = 0x01;
-const FEATURE_ADDR: u8 = 0x02;
-const FEATURE_TUNNEL: u8 = 0x03;
-const FEATURE_NETWORK: u8 = 0x04;
-
-const NETWORK_TCP: u16 = 0x00;
-const NETWORK_UDP: u16 = 0x01;
-
-const STATUS_OK: u8 = 0x00;
-const STATUS_BAD_REQUEST: u8 = 0x01;
-const STATUS_UNAUTHORIZED: u8 = 0x02;
-const STATUS_FORBIDDEN: u8 = 0x03;
-const STATUS_SERVICE_UNAVAILABLE: u8 = 0x05;
-const STATUS_HOST_UNREACHABLE: u8 = 0x06;
-const STATUS_NETWORK_UNREACHABLE: u8 = 0x07;
 
 const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(15);
 const DEFAULT_UDP_BUFFER: usize = 4096;
@@ -452,41 +429,6 @@ fn parse_user(b: &[u8]) -> Result<(String, String), String> {
         String::from_utf8_lossy(user).into_owned(),
         String::from_utf8_lossy(pass).into_owned(),
     ))
-}
-
-/// An address feature's data, `ATYP ADDR PORT`, as `host:port`.
-pub(crate) fn parse_addr(b: &[u8]) -> Result<String, String> {
-    let short = || "relay: truncated address feature".to_string();
-    let port_at = |at: usize| -> Result<u16, String> {
-        b.get(at..at + 2)
-            .map(|p| u16::from_be_bytes([p[0], p[1]]))
-            .ok_or_else(short)
-    };
-    match *b.first().ok_or_else(short)? {
-        1 => {
-            let o: [u8; 4] = b
-                .get(1..5)
-                .ok_or_else(short)?
-                .try_into()
-                .map_err(|_| short())?;
-            Ok(std::net::SocketAddr::new(IpAddr::V4(Ipv4Addr::from(o)), port_at(5)?).to_string())
-        }
-        4 => {
-            let o: [u8; 16] = b
-                .get(1..17)
-                .ok_or_else(short)?
-                .try_into()
-                .map_err(|_| short())?;
-            Ok(std::net::SocketAddr::new(IpAddr::V6(Ipv6Addr::from(o)), port_at(17)?).to_string())
-        }
-        3 => {
-            let n = *b.get(1).ok_or_else(short)? as usize;
-            let host = std::str::from_utf8(b.get(2..2 + n).ok_or_else(short)?)
-                .map_err(|_| "relay: host name is not UTF-8".to_string())?;
-            Ok(format!("{host}:{}", port_at(2 + n)?))
-        }
-        other => Err(format!("relay: unknown address type {other}")),
-    }
 }
 
 /// UDP over the relay connection: `LEN(2) DATA` frames each way, until the

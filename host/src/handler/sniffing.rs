@@ -18,9 +18,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// raw bytes.
 const PEEK_LIMIT: usize = 16 * 1024;
 
-/// GOST's `matcher.bodySize` default and cap.
-pub const DEFAULT_BODY_SIZE: usize = 1 << 20;
-pub const MAX_BODY_SIZE: usize = 10 << 20;
+use crate::routing::MAX_BODY_SIZE;
 
 /// Handler metadata `sniffing` (and `sniffing.timeout`): the timeout
 /// when sniffing is on, `None` when off.
@@ -56,7 +54,7 @@ pub async fn guard_tunnel(
         return Ok(());
     }
     let port = if s.protocol == "tls" { 443 } else { 80 };
-    let addr = if crate::listener::split_host_port(&s.host).is_ok() {
+    let addr = if crate::addr::split_host_port(&s.host).is_ok() {
         s.host
     } else if s.host.contains(':') && !s.host.starts_with('[') {
         format!("[{}]:{port}", s.host)
@@ -527,7 +525,7 @@ mod tests {
         for (_, b) in crate::test_util::mutations(&corpus, 3000) {
             if let Parsed::Done(s, len) = parse(&b) {
                 let rest = b.get(len..).unwrap_or_default();
-                for limit in [0, 1, 7, DEFAULT_BODY_SIZE] {
+                for limit in [0, 1, 7, crate::routing::DEFAULT_BODY_SIZE] {
                     let body = body_prefix(&s.headers, rest, limit).unwrap_or_default();
                     decode(&s.headers, body);
                 }

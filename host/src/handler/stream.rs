@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::service::stats::Stats;
+use crate::stats::Stats;
 use crate::stream::Stream;
 
 #[derive(Debug)]

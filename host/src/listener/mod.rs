@@ -85,7 +85,12 @@ pub fn register(r: &mut crate::registry::Registry) {
 /// GOST binds `:port` on all interfaces, IPv6 and IPv4 (dual stack).
 pub fn resolve_bind_addr(addr: &str) -> io::Result<SocketAddr> {
     use std::net::ToSocketAddrs;
-    let (host, port) = split_host_port(addr)?;
+    let (host, port) = crate::addr::split_host_port(addr).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("address '{addr}': {e}"),
+        )
+    })?;
     let host = if host.is_empty() { "::" } else { host };
     let port: u16 = port.parse().map_err(|_| {
         io::Error::new(
@@ -97,22 +102,6 @@ pub fn resolve_bind_addr(addr: &str) -> io::Result<SocketAddr> {
         .to_socket_addrs()?
         .next()
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no address for '{addr}'")))
-}
-
-/// Splits `host:port`, `[v6]:port` or `:port`.
-pub fn split_host_port(addr: &str) -> io::Result<(&str, &str)> {
-    let bad = || {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("address '{addr}' is not host:port"),
-        )
-    };
-    if let Some(rest) = addr.strip_prefix('[') {
-        let (host, after) = rest.split_once(']').ok_or_else(bad)?;
-        let port = after.strip_prefix(':').ok_or_else(bad)?;
-        return Ok((host, port));
-    }
-    addr.rsplit_once(':').ok_or_else(bad)
 }
 
 /// A socket bound to `::` accepts IPv4 too only with IPV6_V6ONLY off, which

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use crate::service::stats::Stats;
+use crate::stats::Stats;
 
 pub use histogram::Histogram;
 pub use render::render;

@@ -17,7 +17,7 @@ use super::Event;
 use crate::auth::Auther;
 use crate::handler::{ConnContext, HandleFuture, Handler};
 use crate::listener::Conn;
-use crate::service::stats::Stats;
+use crate::stats::Stats;
 
 tokio::task_local! {
     /// The counters of the connection being handled, and where its client's
@@ -112,7 +112,10 @@ impl Observed {
                 .take();
             if let Some(r) = taken {
                 let service: Arc<str> = self.table.service.as_str().into();
-                tokio::spawn(r.run_clients(service, Arc::downgrade(&self.table)));
+                let table = Arc::downgrade(&self.table);
+                tokio::spawn(r.run_clients(service, move |reset| {
+                    table.upgrade().map(|t| t.events(reset))
+                }));
             }
         });
     }

@@ -5,17 +5,16 @@
 //! is sent again next period before anything new; `observer.resetTraffic`
 //! reports byte counts since the previous report instead of totals.
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 
-use super::clients::ClientTable;
 use super::{Event, Observer, SinkSlot, StatsEvent};
 use crate::metadata::{Metadata, MetadataError};
-use crate::service::stats::Stats;
-use crate::service::{State, Status};
+use crate::service::status::{State, Status};
+use crate::stats::Stats;
 
 pub const DEFAULT_PERIOD: Duration = Duration::from_secs(5);
 pub const MIN_PERIOD: Duration = Duration::from_secs(1);
@@ -98,19 +97,19 @@ impl Reporter {
     }
 
     /// Reports a handler's per-client counters every period (GOST's
-    /// handler-level observer), until the handler is gone.
-    pub async fn run_clients(self, service: Arc<str>, clients: Weak<ClientTable>) {
+    /// handler-level observer): `events` gives them (resetting traffic
+    /// counters when asked), `None` once the handler is gone.
+    pub async fn run_clients(self, service: Arc<str>, events: impl Fn(bool) -> Option<Vec<Event>>) {
         let mut ticker =
             tokio::time::interval_at(tokio::time::Instant::now() + self.period, self.period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut pending: Vec<Event> = Vec::new();
         loop {
             ticker.tick().await;
-            let Some(table) = clients.upgrade() else {
+            let Some(now) = events(self.reset_traffic) else {
                 return;
             };
-            self.stats_tick(&service, || table.events(self.reset_traffic), &mut pending)
-                .await;
+            self.stats_tick(&service, || now, &mut pending).await;
         }
     }
 

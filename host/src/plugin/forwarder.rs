@@ -150,7 +150,7 @@ impl WasmForwardHandler {
                 "selected node {i}, but the hop has {} nodes",
                 self.nodes.len()
             ))),
-            Selection::Address(a) if crate::listener::split_host_port(&a).is_ok() => {
+            Selection::Address(a) if crate::addr::split_host_port(&a).is_ok() => {
                 Ok(Target::Address(a))
             }
             Selection::Address(a) => {

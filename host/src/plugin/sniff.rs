@@ -38,10 +38,7 @@ fn http_host(b: &[u8]) -> Option<String> {
         .iter()
         .find(|h| h.name.eq_ignore_ascii_case("host"))?;
     let v = std::str::from_utf8(h.value).ok()?.trim();
-    let host = match v.strip_prefix('[') {
-        Some(rest) => rest.split(']').next()?,
-        None => v.rsplit_once(':').map(|(h, _)| h).unwrap_or(v),
-    };
+    let host = crate::addr::host_of(v);
     (!host.is_empty()).then(|| host.to_ascii_lowercase())
 }
 

@@ -15,9 +15,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
 use super::{busy_poll, Answer, Env, IdleTimer, PooledBuf, RelayError, Transferred};
-use crate::connector::relay::LazyResponse;
+use crate::connector::upstream::LazyResponse;
 use crate::limiter::traffic::ConnTraffic;
-use crate::service::stats::Stats;
+use crate::stats::Stats;
 use crate::stream::Stream;
 
 pub struct CopyRelay<'a> {

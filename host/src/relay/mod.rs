@@ -31,11 +31,11 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
-use crate::connector::relay::LazyResponse;
+use crate::connector::upstream::LazyResponse;
 use crate::connector::upstream::Upstream;
 use crate::connector::ConnectError;
 use crate::limiter::traffic::ConnTraffic;
-use crate::service::stats::Stats;
+use crate::stats::Stats;
 use crate::stream::Stream;
 use pipe::Pipe;
 
@@ -399,7 +399,7 @@ struct Half {
     /// Bytes read since the idle timer last looked.
     moved: bool,
     /// No write to `dst` yet: its readiness may be unknown to tokio (see
-    /// [`crate::dialer::send_now`]), and waiting for it would hold the
+    /// [`crate::stream::send_now`]), and waiting for it would hold the
     /// chunk's 256 KiB buffer over a reactor turn. Measured in a burst of
     /// 1,000 new forwarded connections, half found the upstream in that
     /// state, and the buffers held meanwhile grew the heap by 14 MB.
@@ -549,7 +549,7 @@ impl Half {
                     if std::mem::take(&mut self.first_write) {
                         // 0 (would block) goes round once more to try_write,
                         // which waits properly.
-                        crate::dialer::send_now(dst, data)
+                        crate::stream::send_now(dst, data)
                     } else {
                         dst.try_write(data)
                     }

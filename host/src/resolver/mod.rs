@@ -337,6 +337,39 @@ pub fn find(root: &Config, name: &str) -> Result<Option<Arc<Resolver>>, Resolver
     Ok(Some(Arc::new(Resolver::from_config(cfg)?)))
 }
 
+/// GOST's `Resolve`: `host:port` with the host replaced by its first
+/// address from `hosts`, else from `resolver`; unchanged when neither is
+/// set or the host is already an IP. A name neither knows is an error.
+pub async fn resolve_addr(
+    addr: &str,
+    hosts: Option<&crate::hosts::Hosts>,
+    resolver: Option<&Resolver>,
+) -> std::io::Result<String> {
+    if hosts.is_none() && resolver.is_none() {
+        return Ok(addr.to_string());
+    }
+    let Ok((host, port)) = crate::addr::split_host_port(addr) else {
+        return Ok(addr.to_string());
+    };
+    if host.is_empty() || host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(addr.to_string());
+    }
+    let with_port = |ip: std::net::IpAddr| match ip {
+        std::net::IpAddr::V4(v4) => format!("{v4}:{port}"),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+    };
+    if let Some(ip) = hosts.and_then(|h| h.lookup("ip", host).first().copied()) {
+        return Ok(with_port(ip));
+    }
+    if let Some(r) = resolver {
+        return match r.resolve("ip", host).await {
+            Ok(ips) => Ok(with_port(ips[0])),
+            Err(e) => Err(std::io::Error::new(std::io::ErrorKind::NotFound, e)),
+        };
+    }
+    Ok(addr.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

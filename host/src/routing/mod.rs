@@ -4,6 +4,11 @@
 
 pub mod rule;
 
+/// GOST's `matcher.bodySize` default and cap: how much of a request body
+/// a node matcher may look at.
+pub const DEFAULT_BODY_SIZE: usize = 1 << 20;
+pub const MAX_BODY_SIZE: usize = 10 << 20;
+
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -396,7 +401,7 @@ impl Tree {
 
 /// The host without its port, lower-cased, as GOST's `parseHost`.
 fn bare_host(host: &str) -> String {
-    let h = crate::listener::split_host_port(host)
+    let h = crate::addr::split_host_port(host)
         .map(|(h, _)| h)
         .unwrap_or(host);
     h.trim()

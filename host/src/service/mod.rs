@@ -2,7 +2,7 @@
 //! its status, events, stats and hooks (GOST's `service` package).
 
 pub mod hooks;
-pub mod stats;
+
 pub mod status;
 
 use std::sync::{Arc, RwLock};
@@ -237,7 +237,7 @@ impl Service {
             if let Some(m) = crate::metrics::global() {
                 let client = m.client(&self.name, accepted.peer.ip());
                 let links = stats.into_iter().chain([client]).collect();
-                stats = Some(Arc::new(stats::Stats::linked(links)));
+                stats = Some(Arc::new(crate::stats::Stats::linked(links)));
                 duration = Some(m.request_duration(&self.name));
             }
             let ctx = ConnContext {
@@ -268,9 +268,16 @@ impl Service {
                         };
                         match upgraded {
                             Ok(s) => Conn::Stream(s),
+                            // A client that closes before its first byte
+                            // (a port probe, a health check) is not an
+                            // error, as in GOST.
+                            Err(e) if crate::relay::is_disconnect(&e) => {
+                                tracing::debug!(service = %service, client = %peer, error = %e, "transport");
+                                return;
+                            }
+                            // GOST counts any other failed transport
+                            // handshake as a server error of the service.
                             Err(e) => {
-                                // GOST counts a failed transport handshake
-                                // as a server error of the service.
                                 tracing::error!(service = %service, client = %peer, error = %e, "transport");
                                 if let Some(s) = &stats {
                                     s.add_error();

@@ -10,7 +10,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::config::{ServiceEvent, ServiceStatus};
 
-use super::stats::Stats;
+use crate::stats::Stats;
 
 /// GOST keeps the newest 20 events per service.
 pub const MAX_EVENTS: usize = 20;

@@ -61,12 +61,11 @@ pub trait Dialer: Send + Sync + std::fmt::Debug {
     ) -> BoxFuture<'a, io::Result<Stream>>;
 }
 
-/// A handshake step that failed or timed out, named with the transport.
-pub(crate) fn handshake_error(transport: &str, e: impl std::fmt::Display) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::ConnectionAborted,
-        format!("{transport} handshake: {e}"),
-    )
+/// A handshake that failed, named with the transport. The kind stays, so
+/// a client that closed before saying anything is told apart from one
+/// that sent garbage.
+pub(crate) fn handshake_error(transport: &str, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{transport} handshake: {e}"))
 }
 
 /// Runs `work` within `timeout`, when one is set.

@@ -99,9 +99,10 @@ impl TlsDialer {
 
     /// The handshake as a future, for transports stacked on TLS (`wss`).
     pub(crate) async fn connect(&self, stream: Stream, node_addr: &str) -> io::Result<Stream> {
-        let host = crate::router::host_of(node_addr);
-        let name =
-            crate::tls::server_name(&self.settings, host).map_err(|e| handshake_error("tls", e))?;
+        let host = crate::addr::host_of(node_addr);
+        let name = crate::tls::server_name(&self.settings, host).map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("tls handshake: {e}"))
+        })?;
         within("tls", self.timeout, async move {
             let tls = self
                 .connector

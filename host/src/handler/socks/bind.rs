@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use super::v5::{put_host, reply, REP_GENERAL_FAILURE, REP_SUCCEEDED, VERSION};
 use super::{Granted, Handshake, TargetAddr};
 use crate::connector::upstream::Upstream;
 use crate::handler::{ConnContext, HandlerError};
+use crate::proto::socks::put_host;
+use crate::proto::socks::{reply, REP_GENERAL_FAILURE, REP_SUCCEEDED, VERSION};
 
 pub(super) async fn bind(
     mut hs: Handshake,

@@ -16,8 +16,7 @@ pub mod v5;
 pub use v4::{Socks4Handler, Socks4Options};
 pub use v5::{Socks5Handler, Socks5Options};
 
-use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,6 +25,7 @@ use super::stream::ClientStream;
 use super::{ConnContext, HandlerError};
 use crate::connector::upstream::Upstream;
 use crate::metadata::{Metadata, MetadataError};
+pub use crate::proto::socks::TargetAddr;
 use crate::relay::{self, RelayOptions};
 use crate::stream::Stream;
 
@@ -52,24 +52,6 @@ fn read_timeout(md: &Metadata) -> Result<Duration, MetadataError> {
 /// `idleTimeout`, as the other proxy handlers take it.
 fn idle_timeout(md: &Metadata) -> Result<Option<Duration>, MetadataError> {
     Ok(md.get_duration("idleTimeout")?.filter(|t| !t.is_zero()))
-}
-
-/// A target as a SOCKS request names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TargetAddr {
-    Ip(SocketAddr),
-    /// SOCKS4a and SOCKS5 ATYP 3: resolved by the router at dial time.
-    Domain(String, u16),
-}
-
-impl fmt::Display for TargetAddr {
-    /// `host:port`, with IPv6 in brackets: the form the router dials.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TargetAddr::Ip(a) => write!(f, "{a}"),
-            TargetAddr::Domain(h, p) => write!(f, "{h}:{p}"),
-        }
-    }
 }
 
 /// Why a handshake stopped before a request was complete.

@@ -17,13 +17,12 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::UdpSocket;
 
-use super::v5::{
-    put_addr, reply, ATYP_DOMAIN, ATYP_IPV4, ATYP_IPV6, REP_GENERAL_FAILURE, REP_SUCCEEDED,
-};
 use super::{Handshake, TargetAddr};
 use crate::connector::udp_tun::UdpTunnel;
 use crate::handler::{ConnContext, HandlerError};
 use crate::limiter::traffic;
+use crate::proto::socks::{parse_header, put_addr};
+use crate::proto::socks::{reply, REP_GENERAL_FAILURE, REP_SUCCEEDED};
 use crate::router::{DialError, Router};
 
 /// Longest header the relay puts before a reply: RSV FRAG ATYP, an IPv6
@@ -259,7 +258,7 @@ impl Targets {
         if self.hosts.is_some() || self.resolver.is_some() {
             let addr = tokio::time::timeout(
                 self.resolve_timeout,
-                crate::router::resolve_addr(
+                crate::resolver::resolve_addr(
                     &format!("{host}:{port}"),
                     self.hosts.as_deref(),
                     self.resolver.as_deref(),
@@ -339,46 +338,10 @@ impl Association<'_> {
     }
 }
 
-/// `RSV(2) FRAG ATYP DST.ADDR DST.PORT`: the target and the header length,
-/// or `None` for a malformed or fragmented datagram.
-pub(crate) fn parse_header(d: &[u8]) -> Option<(TargetAddr, usize)> {
-    if d.len() < 4 || d[2] != 0 {
-        return None;
-    }
-    parse_addr(d, 3)
-}
-
-/// `ATYP ADDR PORT` starting at `d[at]`: the address and where it ends;
-/// `None` when incomplete or malformed.
-pub(crate) fn parse_addr(d: &[u8], at: usize) -> Option<(TargetAddr, usize)> {
-    let a = at + 1;
-    match *d.get(at)? {
-        ATYP_IPV4 => {
-            let b: [u8; 4] = d.get(a..a + 4)?.try_into().ok()?;
-            let port = u16::from_be_bytes(d.get(a + 4..a + 6)?.try_into().ok()?);
-            Some((TargetAddr::Ip(SocketAddr::from((b, port))), a + 6))
-        }
-        ATYP_IPV6 => {
-            let b: [u8; 16] = d.get(a..a + 16)?.try_into().ok()?;
-            let port = u16::from_be_bytes(d.get(a + 16..a + 18)?.try_into().ok()?);
-            Some((TargetAddr::Ip(SocketAddr::from((b, port))), a + 18))
-        }
-        ATYP_DOMAIN => {
-            let n = *d.get(a)? as usize;
-            let name = std::str::from_utf8(d.get(a + 1..a + 1 + n)?).ok()?;
-            if name.is_empty() {
-                return None;
-            }
-            let port = u16::from_be_bytes(d.get(a + 1 + n..a + 3 + n)?.try_into().ok()?);
-            Some((TargetAddr::Domain(name.to_string(), port), a + 3 + n))
-        }
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::socks::*;
 
     #[test]
     fn datagram_headers() {

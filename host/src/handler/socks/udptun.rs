@@ -13,21 +13,17 @@ use std::net::{Ipv4Addr, SocketAddr};
 use crate::stream::Stream;
 use tokio::io::AsyncReadExt;
 
-use super::udp::{parse_addr, recv_from, recv_tunnel, Targets};
-use super::v5::{
-    put_addr, reply, ATYP_DOMAIN, ATYP_IPV4, ATYP_IPV6, REP_GENERAL_FAILURE, REP_SUCCEEDED,
-};
+use super::udp::{recv_from, recv_tunnel, Targets};
 use super::{protocol, Handshake, TargetAddr};
 use crate::handler::{ConnContext, HandlerError};
 use crate::limiter::traffic;
+use crate::proto::socks::{next_frame, put_addr, FRAG_TUN};
+use crate::proto::socks::{reply, REP_GENERAL_FAILURE, REP_SUCCEEDED};
 use crate::router::Router;
 
 /// Room before a received payload for the frame header: LEN FRAG, then an
 /// IPv6 address and port at most (sources are never domain names).
 const HEADER_ROOM: usize = 3 + 1 + 16 + 2;
-/// GOST marks relayed frames with this FRAG value.
-const FRAG_TUN: u8 = 0xFF;
-
 pub(super) async fn serve(
     mut hs: Handshake,
     ctx: &ConnContext,
@@ -148,34 +144,10 @@ async fn open(target: &TargetAddr, router: &Router) -> Result<(Targets, SocketAd
     Ok((targets, bound))
 }
 
-/// The first complete frame in `buf`: its target and the payload's range.
-/// `Ok(None)` while incomplete; an error for a frame that cannot be read.
-pub(crate) fn next_frame(buf: &[u8]) -> Result<Option<(TargetAddr, usize, usize)>, String> {
-    if buf.len() < 4 {
-        return Ok(None);
-    }
-    let len = u16::from_be_bytes([buf[0], buf[1]]) as usize;
-    let header = match buf[3] {
-        ATYP_IPV4 => 3 + 1 + 4 + 2,
-        ATYP_IPV6 => 3 + 1 + 16 + 2,
-        ATYP_DOMAIN => match buf.get(4) {
-            Some(n) => 3 + 2 + *n as usize + 2,
-            None => return Ok(None),
-        },
-        other => return Err(format!("socks5 udp-over-tcp: unknown address type {other}")),
-    };
-    if buf.len() < header + len {
-        return Ok(None);
-    }
-    let (dst, end) =
-        parse_addr(buf, 3).ok_or("socks5 udp-over-tcp: malformed address in a frame")?;
-    debug_assert_eq!(end, header);
-    Ok(Some((dst, header, header + len)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::socks::*;
 
     #[test]
     fn frames() {
@@ -211,7 +183,7 @@ mod tests {
             if let Ok(Some((_, start, end))) = next_frame(&b) {
                 assert!(start <= end && end <= b.len(), "seed {seed}");
             }
-            if let Some((_, at)) = super::super::udp::parse_header(&b) {
+            if let Some((_, at)) = crate::proto::socks::parse_header(&b) {
                 assert!(at <= b.len(), "seed {seed}");
             }
         }

@@ -11,10 +11,15 @@
 //! any unknown command.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::proto::socks::{
+    reply, ATYP_DOMAIN, ATYP_IPV4, ATYP_IPV6, REP_ATYP_NOT_SUPPORTED, REP_CMD_NOT_SUPPORTED,
+    REP_CONN_REFUSED, REP_GENERAL_FAILURE, REP_HOST_UNREACHABLE, REP_NET_UNREACHABLE,
+    REP_NOT_ALLOWED, REP_SUCCEEDED, VERSION,
+};
 use crate::stream::Stream;
 
 use super::{finish_silent, protocol, Granted, Handshake, ReadError, TargetAddr};
@@ -24,7 +29,6 @@ use crate::listener::Conn;
 use crate::metadata::{Metadata, MetadataError};
 use crate::router::{DialError, Router};
 
-pub(super) const VERSION: u8 = 5;
 const METHOD_NO_AUTH: u8 = 0x00;
 const METHOD_USER_PASS: u8 = 0x02;
 const METHOD_NONE_ACCEPTABLE: u8 = 0xFF;
@@ -38,19 +42,6 @@ const CMD_BIND: u8 = 2;
 const CMD_UDP_ASSOCIATE: u8 = 3;
 /// GOST's UDP-over-TCP extension.
 const CMD_UDP_TUN: u8 = 0xF3;
-
-pub(super) const ATYP_IPV4: u8 = 1;
-pub(super) const ATYP_DOMAIN: u8 = 3;
-pub(super) const ATYP_IPV6: u8 = 4;
-
-pub(super) const REP_SUCCEEDED: u8 = 0x00;
-pub(super) const REP_GENERAL_FAILURE: u8 = 0x01;
-const REP_NOT_ALLOWED: u8 = 0x02;
-const REP_NET_UNREACHABLE: u8 = 0x03;
-const REP_HOST_UNREACHABLE: u8 = 0x04;
-const REP_CONN_REFUSED: u8 = 0x05;
-const REP_CMD_NOT_SUPPORTED: u8 = 0x07;
-const REP_ATYP_NOT_SUPPORTED: u8 = 0x08;
 
 /// GOST's UDP relay buffer when `udp.bufferSize` is not set.
 const DEFAULT_UDP_BUFFER: usize = 4096;
@@ -356,48 +347,6 @@ fn dial_reply_code(e: &DialError) -> u8 {
             _ => REP_GENERAL_FAILURE,
         },
     }
-}
-
-/// Appends `ATYP ADDR PORT` for a socket address.
-pub(super) fn put_addr(out: &mut Vec<u8>, addr: SocketAddr) {
-    match addr.ip().to_canonical() {
-        IpAddr::V4(ip) => {
-            out.push(ATYP_IPV4);
-            out.extend_from_slice(&ip.octets());
-        }
-        IpAddr::V6(ip) => {
-            out.push(ATYP_IPV6);
-            out.extend_from_slice(&ip.octets());
-        }
-    }
-    out.extend_from_slice(&addr.port().to_be_bytes());
-}
-
-/// Appends `ATYP ADDR PORT` for a host given as text: an IP when it is
-/// one, else a domain name (cut to the 255 bytes SOCKS allows).
-pub(crate) fn put_host(out: &mut Vec<u8>, host: &str, port: u16) {
-    match host.trim_matches(['[', ']']).parse::<IpAddr>() {
-        Ok(ip) => put_addr(out, SocketAddr::new(ip, port)),
-        Err(_) => {
-            let name = &host.as_bytes()[..host.len().min(255)];
-            out.push(ATYP_DOMAIN);
-            out.push(name.len() as u8);
-            out.extend_from_slice(name);
-            out.extend_from_slice(&port.to_be_bytes());
-        }
-    }
-}
-
-/// `VER REP RSV ATYP BND.ADDR BND.PORT`; 0.0.0.0:0 when there is no
-/// bound address to report.
-pub(super) fn reply(code: u8, bound: Option<SocketAddr>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(22);
-    out.extend_from_slice(&[VERSION, code, 0]);
-    put_addr(
-        &mut out,
-        bound.unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))),
-    );
-    out
 }
 
 impl super::Exchange for Socks5Handler {

@@ -1,0 +1,6 @@
+//! Wire formats shared by handlers and connectors (the server and the
+//! client side of each protocol), as pure parse/encode code: both sides
+//! use the same bytes, and fuzzing needs no sockets.
+
+pub mod relay;
+pub mod socks;

@@ -1,0 +1,976 @@
+//! The `tls` transport through the real binary: `+tls` listeners and
+//! dialers between gost processes, `tls://` alone as the auto handler for
+//! curl's HTTPS proxy, GOST's default certificate, mutual TLS, certificate
+//! checks on the dialing side, bad input and bad files, and a wasm handler
+//! behind a TLS listener. Certificates are made at test time (`pki`).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use gost_e2e::pki::Pki;
+use gost_e2e::*;
+
+const BODY: &str = "hello over tls";
+
+/// A gost process with a HOME of its own, so that GOST's default
+/// certificate (`$HOME/.gost/auto-ca-*.pem`) is neither taken from nor
+/// left in the user's home, nor shared by processes starting at once.
+struct Proc {
+    g: Gost,
+    _home: TempDir,
+}
+
+impl std::ops::Deref for Proc {
+    type Target = Gost;
+    fn deref(&self) -> &Gost {
+        &self.g
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Gost {
+        &mut self.g
+    }
+}
+
+fn spawn(args: &[&str]) -> Proc {
+    let home = TempDir::new("tls-home");
+    let g = Gost::start_with(Command::new(gost_bin()).args(args).env("HOME", &home.0));
+    Proc { g, _home: home }
+}
+
+/// Starts gost and waits for each of `ports`.
+fn start(args: &[&str], ports: &[u16]) -> Proc {
+    let g = spawn(args);
+    for &p in ports {
+        g.wait_tcp(p);
+    }
+    g
+}
+
+/// A gost client: a socks5 service on a fresh port with the `-F` nodes
+/// of `chain`; returns it and its port.
+fn client(chain: &[&str]) -> (Proc, u16) {
+    let port = free_port();
+    let listen = format!("socks5://127.0.0.1:{port}");
+    let mut args = vec!["-L", &listen];
+    for node in chain {
+        args.extend(["-F", node]);
+    }
+    (start(&args, &[port]), port)
+}
+
+/// The logs of `gs`, for failure messages.
+fn logs(gs: &[&Gost]) -> String {
+    gs.iter()
+        .enumerate()
+        .map(|(i, g)| format!("--- gost #{i} log:\n{}", g.log()))
+        .collect()
+}
+
+/// curl through the socks5 proxy on `port` to `origin`.
+fn via_socks5(port: u16, origin: SocketAddr) -> (bool, String) {
+    curl_body(&[
+        "--socks5",
+        &format!("127.0.0.1:{port}"),
+        &format!("http://{origin}/"),
+    ])
+}
+
+fn assert_fetch(what: &str, got: (bool, String), gs: &[&Gost]) {
+    assert_eq!(got, (true, BODY.to_string()), "{what}\n{}", logs(gs));
+}
+
+fn assert_refused(what: &str, got: (bool, String), gs: &[&Gost]) {
+    assert!(
+        !got.0 && !got.1.contains(BODY),
+        "{what} got through: {:?}\n{}",
+        got.1,
+        logs(gs)
+    );
+}
+
+/// `-L` query for a listener with the test server certificate.
+fn server_cert(pki: &Pki) -> String {
+    format!("certFile={}&keyFile={}", pki.server, pki.server_key)
+}
+
+/// `-F` query for a dialer verifying the server against the test CA.
+fn verify(pki: &Pki) -> String {
+    format!("secure=true&caFile={}&serverName=localhost", pki.ca)
+}
+
+/// `openssl s_client` to 127.0.0.1:`port` with `extra`, 10 s at most:
+/// whether it succeeded, and its stdout and stderr.
+fn s_client(port: u16, extra: &[&str]) -> (bool, String) {
+    let out = Command::new("timeout")
+        .args(["10", "/usr/bin/openssl", "s_client", "-connect"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl s_client");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The base64 body of the first PEM certificate in `text`.
+fn pem_body(text: &str) -> String {
+    text.lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE-----"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END CERTIFICATE-----"))
+        .map(str::trim)
+        .collect()
+}
+
+/// The certificate the TLS listener on `port` presents (base64 of its DER).
+fn served_cert(port: u16, g: &Gost) -> String {
+    let (ok, out) = s_client(port, &[]);
+    let body = pem_body(&out);
+    assert!(
+        ok && !body.is_empty(),
+        "no certificate from :{port}: {out}\n{}",
+        g.log()
+    );
+    body
+}
+
+fn file_cert(path: &str) -> String {
+    pem_body(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}")))
+}
+
+/// Polls the API until the stats of service `name` satisfy `pred`.
+fn wait_stats(
+    api: u16,
+    name: &str,
+    gs: &[&Gost],
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let cfg = api_config(api);
+        let st = cfg["services"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["name"] == name))
+            .map(|s| s["status"]["stats"].clone())
+            .unwrap_or_default();
+        if pred(&st) {
+            return st;
+        }
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "stats of {name} never matched: {st}\n{}",
+            logs(gs)
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn n(v: &serde_json::Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or(0)
+}
+
+/// How many log lines of `g` name the client address `addr`.
+/// How many log lines name `addr`, once at least one does: the counters
+/// may be read before the log line that goes with them has arrived.
+fn lines_naming(g: &Gost, addr: &str) -> usize {
+    g.wait_log(addr);
+    g.log().lines().filter(|l| l.contains(addr)).count()
+}
+
+#[test]
+fn gost_to_gost_over_tls_for_socks5_relay_and_http() {
+    let pki = Pki::generate("tls-pairs");
+    let origin = http_origin("127.0.0.1:0", BODY);
+    let (b1, b2, b3) = (free_port(), free_port(), free_port());
+    let cert = server_cert(&pki);
+    let server = start(
+        &[
+            "-L",
+            &format!("socks5+tls://127.0.0.1:{b1}?{cert}"),
+            "-L",
+            &format!("relay+tls://127.0.0.1:{b2}?{cert}"),
+            "-L",
+            &format!("http+tls://127.0.0.1:{b3}?{cert}"),
+        ],
+        &[b1, b2, b3],
+    );
+    // All three ports speak TLS with the configured certificate.
+    for p in [b1, b2, b3] {
+        let (ok, out) = s_client(p, &["-CAfile", &pki.ca, "-servername", "localhost"]);
+        assert!(
+            ok && out.contains("Verify return code: 0 (ok)"),
+            ":{p}: {out}\n{}",
+            server.log()
+        );
+    }
+    let nodes = [
+        // Verified against the CA by name.
+        format!("socks5+tls://127.0.0.1:{b1}?{}", verify(&pki)),
+        // Not verified: `secure` is off by default.
+        format!("relay+tls://127.0.0.1:{b2}"),
+        // Verified; the server name defaults to the node's host, an IP SAN.
+        format!("http+tls://127.0.0.1:{b3}?secure=true&caFile={}", pki.ca),
+    ];
+    for node in &nodes {
+        let (c, port) = client(&[node]);
+        assert_fetch(node, via_socks5(port, origin), &[&c, &server]);
+        // Twice: nothing is left half-open by the first.
+        assert_fetch(node, via_socks5(port, origin), &[&c, &server]);
+    }
+    // The TLS ports do not take plain clients.
+    let url = format!("http://{origin}/");
+    let plain_socks = curl_body(&[
+        "--max-time",
+        "5",
+        "--socks5",
+        &format!("127.0.0.1:{b1}"),
+        &url,
+    ]);
+    assert_refused("plain socks5 to a socks5+tls port", plain_socks, &[&server]);
+    let plain_http = curl_body(&[
+        "--max-time",
+        "5",
+        "-x",
+        &format!("http://127.0.0.1:{b3}"),
+        &url,
+    ]);
+    assert_refused("plain http to an http+tls port", plain_http, &[&server]);
+}
+
+/// `-F socks5+tls -F relay` (TLS to the first hop, plain relay behind it)
+/// and `-F relay -F socks5+tls` (a TLS handshake through a relay tunnel);
+/// the API's connection counts show both hops were used.
+#[test]
+fn two_hop_chains_mixing_tls_and_plain_relay() {
+    let pki = Pki::generate("tls-chain");
+    let origin = http_origin("127.0.0.1:0", BODY);
+    let (b, c, api) = (free_port(), free_port(), free_port());
+    let server = start(
+        &[
+            "-L",
+            &format!(
+                "socks5+tls://127.0.0.1:{b}?{}&enableStats=true",
+                server_cert(&pki)
+            ),
+            "-L",
+            &format!("relay://127.0.0.1:{c}?enableStats=true"),
+            "-api",
+            &format!("127.0.0.1:{api}"),
+        ],
+        &[b, c, api],
+    );
+    // Both services counted the probe of wait_tcp.
+    let base: Vec<u64> = ["service-0", "service-1"]
+        .iter()
+        .map(|svc| n(&wait_settled(api, svc)["status"]["stats"], "totalErrs"))
+        .collect();
+    let tls_node = format!("socks5+tls://127.0.0.1:{b}?{}", verify(&pki));
+    let relay_node = format!("relay://127.0.0.1:{c}");
+    let (c1, p1) = client(&[&tls_node, &relay_node]);
+    assert_fetch(
+        "socks5+tls then relay",
+        via_socks5(p1, origin),
+        &[&c1, &server],
+    );
+    let (c2, p2) = client(&[&relay_node, &tls_node]);
+    assert_fetch(
+        "relay then socks5+tls",
+        via_socks5(p2, origin),
+        &[&c2, &server],
+    );
+    // Probe + one connection per chain, on each hop.
+    for (svc, errs) in ["service-0", "service-1"].iter().zip(base) {
+        let st = wait_stats(api, svc, &[&server, &c1, &c2], |s| {
+            n(s, "totalConns") == 3 && n(s, "currentConns") == 0
+        });
+        assert_eq!(n(&st, "totalErrs"), errs, "{svc}: {st}\n{}", server.log());
+    }
+}
+
+/// `tls://` alone is the auto handler on a TLS listener: curl's HTTPS
+/// proxy (forwarding and CONNECT) and socks5 through a gost client.
+#[test]
+fn tls_alone_serves_the_auto_handler() {
+    let pki = Pki::generate("tls-auto");
+    let origin = http_origin("127.0.0.1:0", BODY);
+    let url = format!("http://{origin}/");
+    let p = free_port();
+    let server = start(
+        &["-L", &format!("tls://127.0.0.1:{p}?{}", server_cert(&pki))],
+        &[p],
+    );
+    let insecure = curl_body(&[
+        "--proxy",
+        &format!("https://127.0.0.1:{p}"),
+        "--proxy-insecure",
+        &url,
+    ]);
+    assert_fetch("HTTPS proxy, --proxy-insecure", insecure, &[&server]);
+    for tunnel in [false, true] {
+        let mut args = vec![];
+        if tunnel {
+            args.push("--proxytunnel");
+        }
+        let proxy = format!("https://localhost:{p}");
+        args.extend(["--proxy", &proxy, "--proxy-cacert", &pki.ca, &url]);
+        let got = curl_body(&args);
+        assert_fetch(
+            &format!("HTTPS proxy, CA, tunnel={tunnel}"),
+            got,
+            &[&server],
+        );
+    }
+    let node = format!("socks5+tls://127.0.0.1:{p}?{}", verify(&pki));
+    let (c, port) = client(&[&node]);
+    assert_fetch(
+        "socks5 over tls://",
+        via_socks5(port, origin),
+        &[&c, &server],
+    );
+    let node = format!("http+tls://127.0.0.1:{p}?{}", verify(&pki));
+    let (c, port) = client(&[&node]);
+    assert_fetch("http over tls://", via_socks5(port, origin), &[&c, &server]);
+    // Plain socks5 is not served on the TLS port.
+    let plain = curl_body(&[
+        "--max-time",
+        "5",
+        "--socks5",
+        &format!("127.0.0.1:{p}"),
+        &url,
+    ]);
+    assert_refused("plain socks5 to tls://", plain, &[&server]);
+}
+
+/// gost with HOME and the working directory set to empty directories.
+fn start_at_home(home: &TempDir, cwd: &TempDir, port: u16) -> Gost {
+    let g = Gost::start_with(
+        Command::new(gost_bin())
+            .args(["-L", &format!("tls://127.0.0.1:{port}")])
+            .env("HOME", &home.0)
+            .current_dir(&cwd.0),
+    );
+    g.wait_tcp(port);
+    g
+}
+
+/// A TLS listener without a certificate uses GOST's default one: made once
+/// and saved as `$HOME/.gost/auto-ca-{cert,key}.pem`, loaded on the next
+/// start.
+#[test]
+fn default_certificate_is_generated_saved_and_reused() {
+    let origin = http_origin("127.0.0.1:0", BODY);
+    let (home, cwd) = (TempDir::new("tls-home"), TempDir::new("tls-cwd"));
+    let cert_file = home.path(".gost/auto-ca-cert.pem");
+    let key_file = home.path(".gost/auto-ca-key.pem");
+    let p = free_port();
+    let g = start_at_home(&home, &cwd, p);
+    let got = curl_body(&[
+        "--proxy",
+        &format!("https://127.0.0.1:{p}"),
+        "--proxy-insecure",
+        &format!("http://{origin}/"),
+    ]);
+    assert_fetch("default certificate", got, &[&g]);
+    let served = served_cert(p, &g);
+    assert_eq!(
+        served,
+        file_cert(&cert_file),
+        "the served certificate is not the saved one\n{}",
+        g.log()
+    );
+    let key_text = std::fs::read_to_string(&key_file)
+        .unwrap_or_else(|e| panic!("{key_file}: {e}\n{}", g.log()));
+    assert!(key_text.contains("PRIVATE KEY"), "{key_text}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "key file mode {mode:o}");
+    drop(g);
+    let saved = std::fs::read(&cert_file).unwrap();
+
+    let p2 = free_port();
+    let g2 = start_at_home(&home, &cwd, p2);
+    assert_eq!(
+        served_cert(p2, &g2),
+        served,
+        "a second start made a new certificate\n{}",
+        g2.log()
+    );
+    assert_eq!(std::fs::read(&cert_file).unwrap(), saved, "rewritten");
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), key_text);
+}
+
+/// A saved default certificate that does not load (here truncated, as a
+/// start racing another's write may read it) is replaced, as in GOST: a
+/// new one is made, saved and served; start-up does not fail.
+#[test]
+fn unreadable_saved_default_certificate_is_replaced() {
+    let origin = http_origin("127.0.0.1:0", BODY);
+    let (home, cwd) = (TempDir::new("tls-home"), TempDir::new("tls-cwd"));
+    std::fs::create_dir_all(home.0.join(".gost")).unwrap();
+    let cert_file = home.write(
+        ".gost/auto-ca-cert.pem",
+        "-----BEGIN CERTIFICATE-----\nMIIB\n",
+    );
+    home.write(".gost/auto-ca-key.pem", "");
+    let p = free_port();
+    let g = start_at_home(&home, &cwd, p);
+    let served = served_cert(p, &g);
+    assert_eq!(served, file_cert(&cert_file), "not saved\n{}", g.log());
+    let got = curl_body(&[
+        "--proxy",
+        &format!("https://127.0.0.1:{p}"),
+        "--proxy-insecure",
+        &format!("http://{origin}/"),
+    ]);
+    assert_fetch("replaced default certificate", got, &[&g]);
+}
+
+/// Processes starting at once with the same fresh HOME all come up (each
+/// loads the saved default certificate or makes its own). One may read
+/// the file while another writes it; whether a run hits that window is
+/// chance, `unreadable_saved_default_certificate_is_replaced` is the
+/// deterministic check of what must happen then.
+#[test]
+fn simultaneous_first_starts_share_a_home() {
+    // Rounds, each with a fresh HOME: the window is short.
+    for _ in 0..10 {
+        let (home, cwd) = (TempDir::new("tls-home"), TempDir::new("tls-cwd"));
+        let ports: Vec<u16> = (0..8).map(|_| free_port()).collect();
+        let procs: Vec<Gost> = ports
+            .iter()
+            .map(|p| {
+                Gost::start_with(
+                    Command::new(gost_bin())
+                        .args(["-L", &format!("tls://127.0.0.1:{p}")])
+                        .env("HOME", &home.0)
+                        .current_dir(&cwd.0),
+                )
+            })
+            .collect();
+        for (g, &p) in procs.iter().zip(&ports) {
+            g.wait_tcp(p);
+            served_cert(p, g);
+        }
+    }
+}
+
+/// GOST looks for the default certificate first as `cert.pem`/`key.pem`
+/// in the working directory (saving nothing then), then in `$HOME/.gost`.
+#[test]
+fn default_certificate_comes_from_cert_pem_then_home() {
+    let pki = Pki::generate("tls-default-src");
+    let origin = http_origin("127.0.0.1:0", BODY);
+    let url = format!("http://{origin}/");
+    let (home, cwd) = (TempDir::new("tls-home"), TempDir::new("tls-cwd"));
+    let ours = file_cert(&pki.server);
+    std::fs::copy(&pki.server, cwd.path("cert.pem")).unwrap();
+    std::fs::copy(&pki.server_key, cwd.path("key.pem")).unwrap();
+    let p = free_port();
+    let g = start_at_home(&home, &cwd, p);
+    assert_eq!(served_cert(p, &g), ours, "cert.pem not used\n{}", g.log());
+    let proxy = format!("https://localhost:{p}");
+    let got = curl_body(&["--proxy", &proxy, "--proxy-cacert", &pki.ca, &url]);
+    assert_fetch("cert.pem in the working directory", got, &[&g]);
+    assert!(
+        !home.0.join(".gost/auto-ca-cert.pem").exists(),
+        "a certificate was saved although cert.pem was used\n{}",
+        g.log()
+    );
+    drop(g);
+
+    std::fs::remove_file(cwd.path("cert.pem")).unwrap();
+    std::fs::create_dir_all(home.0.join(".gost")).unwrap();
+    std::fs::copy(&pki.server, home.path(".gost/auto-ca-cert.pem")).unwrap();
+    std::fs::copy(&pki.server_key, home.path(".gost/auto-ca-key.pem")).unwrap();
+    let p = free_port();
+    let g = start_at_home(&home, &cwd, p);
+    assert_eq!(
+        served_cert(p, &g),
+        ours,
+        "$HOME/.gost not used\n{}",
+        g.log()
+    );
+    let proxy = format!("https://localhost:{p}");
+    let got = curl_body(&["--proxy", &proxy, "--proxy-cacert", &pki.ca, &url]);
+    assert_fetch("$HOME/.gost/auto-ca-cert.pem", got, &[&g]);
+}
+
+/// `caFile` on a listener requires a client certificate from that CA;
+/// each refused handshake is one error of the service and one log line
+/// naming the client.
+#[test]
+fn mutual_tls_requires_a_client_certificate_from_the_ca() {
+    let pki = Pki::generate("tls-mutual");
+    let origin = http_origin("127.0.0.1:0", BODY);
+    let url = format!("http://{origin}/");
+    let (p, api) = (free_port(), free_port());
+    let server = start(
+        &[
+            "-L",
+            &format!(
+                "http+tls://127.0.0.1:{p}?{}&caFile={}&enableStats=true",
+                server_cert(&pki),
+                pki.ca
+            ),
+            "-api",
+            &format!("127.0.0.1:{api}"),
+        ],
+        &[p, api],
+    );
+    let base = wait_settled(api, "service-0")["status"]["stats"].clone();
+    let proxy = format!("https://127.0.0.1:{p}");
+    let with_cert = |cert: Option<(&str, &str)>, local: Option<u16>| {
+        let local = local.map(|l| l.to_string());
+        let mut args = vec!["--proxy", &proxy, "--proxy-cacert", &pki.ca];
+        if let Some((c, k)) = cert {
+            args.extend(["--proxy-cert", c, "--proxy-key", k]);
+        }
+        if let Some(l) = &local {
+            args.extend(["--local-port", l]);
+        }
+        args.push(&url);
+        curl_body(&args)
+    };
+    assert_fetch(
+        "curl with the client certificate",
+        with_cert(Some((&pki.client, &pki.client_key)), None),
+        &[&server],
+    );
+    let (l1, l2) = (free_port(), free_port());
+    assert_refused(
+        "curl without a client certificate",
+        with_cert(None, Some(l1)),
+        &[&server],
+    );
+    assert_refused(
+        "curl with the other CA's client certificate",
+        with_cert(Some((&pki.other_client, &pki.other_client_key)), Some(l2)),
+        &[&server],
+    );
+    let node = format!(
+        "http+tls://127.0.0.1:{p}?{}&certFile={}&keyFile={}",
+        verify(&pki),
+        pki.client,
+        pki.client_key
+    );
+    let (c, port) = client(&[&node]);
+    assert_fetch(
+        "gost client with the client certificate",
+        via_socks5(port, origin),
+        &[&c, &server],
+    );
+    let (c2, port2) = client(&[&format!("http+tls://127.0.0.1:{p}?{}", verify(&pki))]);
+    assert_refused(
+        "gost client without a client certificate",
+        via_socks5(port2, origin),
+        &[&c2, &server],
+    );
+    // The three refused handshakes, and nothing else, are errors.
+    let want = n(&base, "totalErrs") + 3;
+    let st = wait_stats(api, "service-0", &[&server], |s| {
+        n(s, "totalErrs") >= want && n(s, "currentConns") == 0
+    });
+    thread::sleep(Duration::from_millis(200));
+    let st2 = wait_stats(api, "service-0", &[&server], |_| true);
+    assert_eq!(
+        (n(&st, "totalErrs"), n(&st2, "totalErrs")),
+        (want, want),
+        "{st2}\n{}",
+        server.log()
+    );
+    for l in [l1, l2] {
+        let addr = format!("127.0.0.1:{l}");
+        assert_eq!(
+            lines_naming(&server, &addr),
+            1,
+            "one log line for the refused client {addr}:\n{}",
+            server.log()
+        );
+    }
+}
+
+#[test]
+fn openssl_s_client_verifies_the_listener_certificate() {
+    let pki = Pki::generate("tls-sclient");
+    let p = free_port();
+    let server = start(
+        &[
+            "-L",
+            &format!("socks5+tls://127.0.0.1:{p}?{}", server_cert(&pki)),
+        ],
+        &[p],
+    );
+    let (ok, out) = s_client(
+        p,
+        &[
+            "-CAfile",
+            &pki.ca,
+            "-servername",
+            "localhost",
+            "-verify_hostname",
+            "localhost",
+        ],
+    );
+    assert!(
+        ok && out.contains("Verify return code: 0 (ok)"),
+        "{out}\n{}",
+        server.log()
+    );
+    assert!(out.contains("CN = localhost"), "{out}");
+    // The check can fail: another CA does not vouch for it.
+    let (_, out) = s_client(p, &["-CAfile", &pki.other_ca, "-servername", "localhost"]);
+    assert!(
+        out.contains("Verify return code: ") && !out.contains("Verify return code: 0 (ok)"),
+        "{out}"
+    );
+}
+
+/// Plain bytes to a TLS port: the connection is closed (with at most a
+/// TLS alert), counted as one error, logged once with the client's
+/// address, and the service goes on. A connection closed without a byte
+/// is no error.
+#[test]
+fn junk_on_a_tls_port_is_closed_and_counted() {
+    let pki = Pki::generate("tls-junk");
+    let (p, api) = (free_port(), free_port());
+    let server = start(
+        &[
+            "-L",
+            &format!(
+                "socks5+tls://127.0.0.1:{p}?{}&enableStats=true",
+                server_cert(&pki)
+            ),
+            "-api",
+            &format!("127.0.0.1:{api}"),
+        ],
+        &[p, api],
+    );
+    let base = wait_settled(api, "service-0")["status"]["stats"].clone();
+    let mut c = TcpStream::connect(("127.0.0.1", p)).unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let me = c.local_addr().unwrap().to_string();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let started = Instant::now();
+    match c.read_to_end(&mut got) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!(
+            "not closed after {:?}: {e}\n{}",
+            started.elapsed(),
+            server.log()
+        ),
+    }
+    assert!(
+        got.is_empty() || got[0] == 0x15,
+        "expected nothing or a TLS alert, got {got:?}"
+    );
+    let want = n(&base, "totalErrs") + 1;
+    wait_stats(api, "service-0", &[&server], |s| {
+        n(s, "totalErrs") == want && n(s, "currentConns") == 0
+    });
+    assert_eq!(lines_naming(&server, &me), 1, "{}", server.log());
+    let (ok, out) = s_client(p, &["-CAfile", &pki.ca, "-servername", "localhost"]);
+    assert!(
+        ok && out.contains("Verify return code: 0 (ok)"),
+        "{out}\n{}",
+        server.log()
+    );
+    // A connection closed before any byte (wait_tcp's probe, a TCP health
+    // check) ends the handshake with EOF, which GOST does not count.
+    assert_eq!(
+        n(&base, "totalErrs"),
+        0,
+        "connect-and-close counted as an error: {base}\n{}",
+        server.log()
+    );
+}
+
+/// curl speaking TLS to plain socks5 and http ports fails, and the
+/// services serve plain clients afterwards.
+#[test]
+fn tls_clients_on_plain_ports_fail_and_the_services_go_on() {
+    let origin = http_origin("127.0.0.1:0", BODY);
+    let url = format!("http://{origin}/");
+    let (p5, ph) = (free_port(), free_port());
+    let server = start(
+        &[
+            "-L",
+            &format!("socks5://127.0.0.1:{p5}"),
+            "-L",
+            &format!("http://127.0.0.1:{ph}"),
+        ],
+        &[p5, ph],
+    );
+    let started = Instant::now();
+    let got = curl_body(&[
+        "--max-time",
+        "5",
+        "--proxy",
+        &format!("https://127.0.0.1:{p5}"),
+        "--proxy-insecure",
+        &url,
+    ]);
+    assert_refused("HTTPS proxy to a socks5 port", got, &[&server]);
+    // A ClientHello is no SOCKS5 greeting: closed at once.
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the socks5 port held the TLS client {:?}\n{}",
+        started.elapsed(),
+        server.log()
+    );
+    let got = curl_body(&[
+        "--max-time",
+        "5",
+        "--proxy",
+        &format!("https://127.0.0.1:{ph}"),
+        "--proxy-insecure",
+        &url,
+    ]);
+    assert_refused("HTTPS proxy to an http port", got, &[&server]);
+    assert_fetch("plain socks5 after", via_socks5(p5, origin), &[&server]);
+    let got = curl_body(&["-x", &format!("http://127.0.0.1:{ph}"), &url]);
+    assert_fetch("plain http after", got, &[&server]);
+}
+
+/// A dialer with `secure=true` refuses a certificate from another CA, for
+/// another name, or expired; without `secure` (the default) it does not
+/// check. The CLI form for the wrong CA, `dialer.tls` in YAML for the
+/// rest.
+#[test]
+fn secure_dialer_refuses_wrong_ca_wrong_name_and_expired_certificates() {
+    let pki = Pki::generate("tls-secure");
+    let origin = http_origin("127.0.0.1:0", BODY);
+    let (good, expired) = (free_port(), free_port());
+    let server = start(
+        &[
+            "-L",
+            &format!("socks5+tls://127.0.0.1:{good}?{}", server_cert(&pki)),
+            "-L",
+            &format!(
+                "socks5+tls://127.0.0.1:{expired}?certFile={}&keyFile={}",
+                pki.expired, pki.expired_key
+            ),
+        ],
+        &[good, expired],
+    );
+    // Every case is tried; the mismatches are reported together.
+    let mut wrong = Vec::new();
+    let mut check = |what: &str, got: (bool, String), through: bool, c: &Gost| {
+        if (got == (true, BODY.to_string())) != through || (!through && got.0) {
+            let want = if through { "through" } else { "refused" };
+            wrong.push(format!("{what}: want {want}, got {got:?}\n{}", logs(&[c])));
+        }
+    };
+    // As GOST: a caFile pins the chain even without `secure` (which adds
+    // the name check); with neither, any certificate goes.
+    let other_ca = format!("caFile={}&", pki.other_ca);
+    let cli = [
+        (
+            "-F secure=true with the other CA",
+            format!("secure=true&{other_ca}"),
+            false,
+        ),
+        ("-F with the other CA, not secure", other_ca.clone(), false),
+        ("-F without a CA, not secure", String::new(), true),
+    ];
+    for (what, query, through) in cli {
+        let (c, port) = client(&[&format!(
+            "socks5+tls://127.0.0.1:{good}?{query}serverName=localhost"
+        )]);
+        check(what, via_socks5(port, origin), through, &c);
+    }
+
+    // (name, server port, dialer tls, expected to get through)
+    let cases = [
+        (
+            "right-ca",
+            good,
+            format!(
+                "{{secure: true, caFile: {}, serverName: localhost}}",
+                pki.ca
+            ),
+            true,
+        ),
+        (
+            "wrong-name",
+            good,
+            format!(
+                "{{secure: true, caFile: {}, serverName: example.com}}",
+                pki.ca
+            ),
+            false,
+        ),
+        (
+            "expired",
+            expired,
+            format!(
+                "{{secure: true, caFile: {}, serverName: localhost}}",
+                pki.ca
+            ),
+            false,
+        ),
+        (
+            "expired-pinned",
+            expired,
+            format!("{{caFile: {}, serverName: localhost}}", pki.ca),
+            false,
+        ),
+        (
+            "expired-unchecked",
+            expired,
+            "{serverName: localhost}".to_string(),
+            true,
+        ),
+    ];
+    let ports: Vec<u16> = cases.iter().map(|_| free_port()).collect();
+    let mut yaml = String::from("services:\n");
+    for ((name, ..), port) in cases.iter().zip(&ports) {
+        yaml.push_str(&format!(
+            "- name: {name}\n  addr: 127.0.0.1:{port}\n  handler: {{type: socks5, chain: {name}}}\n  listener: {{type: tcp}}\n"
+        ));
+    }
+    yaml.push_str("chains:\n");
+    for (name, server_port, tls, _) in &cases {
+        yaml.push_str(&format!(
+            "- name: {name}\n  hops:\n  - name: hop\n    nodes:\n    - name: node\n      addr: 127.0.0.1:{server_port}\n      connector: {{type: socks5}}\n      dialer: {{type: tls, tls: {tls}}}\n"
+        ));
+    }
+    let dir = TempDir::new("tls-secure-yaml");
+    let file = dir.write("gost.yaml", &yaml);
+    let c = start(&["-C", &file], &ports);
+    for ((name, _, _, through), port) in cases.iter().zip(&ports) {
+        check(name, via_socks5(*port, origin), *through, &c);
+    }
+    assert!(
+        wrong.is_empty(),
+        "{}\n{}",
+        wrong.join("\n"),
+        logs(&[&server])
+    );
+}
+
+/// Missing or mismatched certificate files stop gost at start-up with a
+/// message naming the file.
+#[test]
+fn bad_certificate_files_stop_start_up() {
+    let pki = Pki::generate("tls-badfiles");
+    let missing = pki.dir.path("missing.pem");
+    let cert = server_cert(&pki);
+    // Each on its own port, so that one binding cannot fail another.
+    let listen = |query: &str| {
+        let p = free_port();
+        vec![
+            "-L".to_string(),
+            format!("socks5+tls://127.0.0.1:{p}?{query}"),
+        ]
+    };
+    let dial = |query: &str| {
+        let p = free_port();
+        vec![
+            "-L".to_string(),
+            format!("socks5://127.0.0.1:{p}"),
+            "-F".to_string(),
+            format!("socks5+tls://127.0.0.1:{p}?{query}"),
+        ]
+    };
+    let cases: Vec<(Vec<String>, Vec<&str>)> = vec![
+        (
+            listen(&format!("certFile={missing}&keyFile={}", pki.server_key)),
+            vec![&missing],
+        ),
+        (
+            listen(&format!("certFile={}&keyFile={missing}", pki.server)),
+            vec![&missing],
+        ),
+        (listen(&format!("{cert}&caFile={missing}")), vec![&missing]),
+        // A key that is not the certificate's: either file may be named.
+        (
+            listen(&format!(
+                "certFile={}&keyFile={}",
+                pki.server, pki.client_key
+            )),
+            vec![&pki.server, &pki.client_key],
+        ),
+        (
+            dial(&format!("secure=true&caFile={missing}")),
+            vec![&missing],
+        ),
+        (
+            dial(&format!("certFile={missing}&keyFile={}", pki.client_key)),
+            vec![&missing],
+        ),
+    ];
+    // All at once (they are expected not to bind), then each one's exit.
+    let mut running: Vec<(Proc, &Vec<String>, &Vec<&str>)> = cases
+        .iter()
+        .map(|(args, names)| {
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            (spawn(&a), args, names)
+        })
+        .collect();
+    for (g, args, names) in &mut running {
+        let status = g.wait_exit();
+        let log = g.log();
+        assert!(!status.success(), "{args:?} started: {log}");
+        assert!(
+            names.iter().any(|n| log.contains(n)),
+            "{args:?}: the message names none of {names:?}:\n{log}"
+        );
+    }
+}
+
+/// A wasm handler (the example socks5 plugin) behind a `tls` listener in
+/// YAML, reached by a gost client over `socks5+tls`.
+#[test]
+fn wasm_handler_behind_a_tls_listener() {
+    let pki = Pki::generate("tls-wasm");
+    let origin = http_origin("127.0.0.1:0", BODY);
+    let p = free_port();
+    let dir = TempDir::new("tls-wasm");
+    let file = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:
+- name: wasm-tls
+  addr: 127.0.0.1:{p}
+  handler:
+    type: wasm
+    plugin: {{type: wasm, path: {}}}
+  listener:
+    type: tls
+    tls: {{certFile: {}, keyFile: {}}}
+",
+            plugin_wasm("socks5"),
+            pki.server,
+            pki.server_key
+        ),
+    );
+    let server = start(&["-C", &file], &[p]);
+    let (c, port) = client(&[&format!("socks5+tls://127.0.0.1:{p}?{}", verify(&pki))]);
+    assert_fetch(
+        "wasm socks5 over tls",
+        via_socks5(port, origin),
+        &[&c, &server],
+    );
+    let plain = curl_body(&[
+        "--max-time",
+        "5",
+        "--socks5",
+        &format!("127.0.0.1:{p}"),
+        &format!("http://{origin}/"),
+    ]);
+    assert_refused("plain socks5 to the wasm tls port", plain, &[&server]);
+}
