@@ -36,15 +36,46 @@ client() {
     return "$rc"
 }
 
+# wait_listening PID PORT: waits (up to 15 s) until something accepts on
+# 127.0.0.1:PORT; gives up at once if process PID has exited (a proxy
+# that rejected its configuration).
+wait_listening() {
+    local pid=$1 port=$2 i
+    for i in $(seq 75); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        "$LG" waitport --target "127.0.0.1:$port" --timeout 0.2 2>/dev/null && return 0
+    done
+    return 1
+}
+
+# note_skip SYSTEM REASON: remembers (once per system) why a system was
+# skipped, for the report (skipped_text).
+note_skip() {
+    grep -qs "^- $1:" "$TMP/skipped.txt" || echo "- $1: $2" >>"$TMP/skipped.txt"
+}
+# start_failure LOG: the first error line of a proxy that did not start
+# (else its last line), without timestamp or temp-dir paths, for the report.
+start_failure() {
+    { grep -m1 -iE 'error|alert|fatal|invalid' "$1" || grep -v '^[[:space:]]*$' "$1" | tail -n 1; } 2>/dev/null |
+        sed -E -e 's/^[0-9]{4}-[0-9-]+T[0-9:.]+Z? +//' -e "s|$TMP|<tmp>|g" -e 's/^[[:space:]]+//' | cut -c1-160
+}
+skipped_text() {
+    [ -s "$TMP/skipped.txt" ] || return 0
+    echo
+    echo "Skipped:"
+    cat "$TMP/skipped.txt"
+}
+
 # await_proxy SYSTEM PID: records the proxy just started in the background
 # and waits until it accepts on $PROXY_PORT (its log is $TMP/SYSTEM.log).
 await_proxy() {
     local sys=$1
     PROXY_PID=$2
     PIDS+=("$PROXY_PID")
-    if ! "$LG" waitport --target "127.0.0.1:$PROXY_PORT" --timeout 15; then
+    if ! wait_listening "$PROXY_PID" "$PROXY_PORT"; then
         log "$sys did not start; its log:"
         tail -n 20 "$TMP/$sys.log" >&2
+        note_skip "$sys" "did not start: $(start_failure "$TMP/$sys.log")"
         stop_pid "$PROXY_PID"
         return 1
     fi
@@ -120,9 +151,10 @@ parse_args() {
 }
 
 # bench_paths NAME: binaries, and the results file of this run of NAME.
+# GOST_BIN and LOADGEN_BIN name prebuilt binaries (not built then).
 bench_paths() {
     TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-    LG=$TARGET_DIR/release/loadgen
+    LG=${LOADGEN_BIN:-$TARGET_DIR/release/loadgen}
     GOST=${GOST_BIN:-$TARGET_DIR/release/gost}
     STAMP=$(date +%Y%m%d-%H%M%S)
     RESULTS_DIR=$ROOT/bench/results
@@ -131,21 +163,23 @@ bench_paths() {
 
 # build_binaries GOST_SYSTEMS...: builds the load generator and, when one
 # of the given systems runs, gost; those systems are dropped (with a
-# warning) when gost does not build or is missing.
+# warning) when gost does not build or is missing. A binary given with
+# GOST_BIN or LOADGEN_BIN is not built.
 build_binaries() {
-    local uses=0 s
+    local uses=0 s pkgs=()
     for s in "$@"; do has "$s" && uses=1; done
     cd "$ROOT" || exit 1
     if [ "$BUILD" = 1 ]; then
-        if [ "$uses" = 1 ] && cargo build --release -p gost-host -p gost-loadgen; then
-            :
-        elif [ "$uses" = 1 ]; then
-            log "WARNING: gost-host does not build; running without: $*"
-            for s in "$@"; do drop_system "$s"; done
-            uses=0
-            cargo build --release -p gost-loadgen || exit 1
-        else
-            cargo build --release -p gost-loadgen || exit 1
+        [ -z "${LOADGEN_BIN:-}" ] && pkgs+=(-p gost-loadgen)
+        if [ "$uses" = 1 ] && [ -z "${GOST_BIN:-}" ]; then
+            if ! cargo build --release -p gost-host "${pkgs[@]}"; then
+                log "WARNING: gost-host does not build; running without: $*"
+                for s in "$@"; do drop_system "$s"; done
+                uses=0
+                if [ ${#pkgs[@]} -gt 0 ]; then cargo build --release "${pkgs[@]}" || exit 1; fi
+            fi
+        elif [ ${#pkgs[@]} -gt 0 ]; then
+            cargo build --release "${pkgs[@]}" || exit 1
         fi
     fi
     [ -x "$LG" ] || { log "no load generator at $LG (build failed?)"; exit 1; }
@@ -239,4 +273,51 @@ shown() {
         "$ROOT"/*) echo "${1#"$ROOT"/}" ;;
         *) echo "(outside the repository)/$(basename "$1")" ;;
     esac
+}
+
+# make_cert DIR: a throwaway ECDSA P-256 certificate for localhost and
+# 127.0.0.1 (self-signed, valid 2 days) generated with openssl into DIR;
+# sets CERT, KEY and CERT_KEY (certificate and key in one file, haproxy's
+# form). Never committed: DIR is the run's temp dir.
+make_cert() {
+    command -v openssl >/dev/null || { log "openssl is needed to make the test certificate"; exit 1; }
+    CERT=$1/bench-cert.pem; KEY=$1/bench-key.pem; CERT_KEY=$1/bench-cert-key.pem
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout "$KEY" -out "$CERT" -days 2 -subj /CN=localhost \
+        -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" >/dev/null 2>&1 ||
+        { log "openssl could not make the test certificate"; exit 1; }
+    cat "$CERT" "$KEY" >"$CERT_KEY"
+    chmod 644 "$CERT" "$KEY" "$CERT_KEY"
+}
+
+# ktls_note: one header line on kernel TLS. Nothing is loaded or changed;
+# no system in the scripts enables kTLS.
+ktls_note() {
+    local ulp mod
+    ulp=$(cat /proc/sys/net/ipv4/tcp_available_ulp 2>/dev/null)
+    case " $ulp " in
+        *" tls "*)
+            echo "kTLS: offered by this kernel (tcp_available_ulp: $ulp); not used by any system here"
+            return ;;
+    esac
+    mod=$(find "/lib/modules/$(uname -r)" -name 'tls.ko*' 2>/dev/null | head -n 1)
+    if [ -n "$mod" ]; then
+        echo "kTLS: tls module present but not loaded (modprobe tls would offer it; tcp_available_ulp: ${ulp:-none}); not used"
+    else
+        echo "kTLS: not offered by this kernel (tcp_available_ulp: ${ulp:-none}, no tls module); not used"
+    fi
+}
+
+# apt_install PACKAGE...: installs what is missing, one package at a time
+# (so one unavailable package does not block the others), when root.
+apt_install() {
+    local pkg
+    [ "$(id -u)" = 0 ] || return 0
+    log "installing: $*"
+    for pkg in "$@"; do
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null 2>&1 ||
+            { apt-get update -qq >/dev/null 2>&1 &&
+              DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null 2>&1; } ||
+            log "WARNING: apt-get install $pkg failed"
+    done
 }

@@ -5,6 +5,10 @@
 //!
 //! Each run prints one JSON line on stdout (the machine-readable result,
 //! consumed by `loadgen report`) and a human sentence on stderr.
+//!
+//! Every subcommand is generic over the [`Transport`] (plain TCP or TLS,
+//! `--tls`) and monomorphised for both, so the plain-TCP code is the same
+//! as it was before TLS: `TcpStream` all the way, no boxing.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -14,11 +18,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use socket2::SockRef;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 use crate::proxy::Dialer;
+use crate::tls::{read_or_eof, Plain, Tls, Transport};
 use crate::{http, procstat, server::CHUNK};
 
 /// Options shared by every client subcommand.
@@ -38,6 +43,21 @@ pub struct Common {
     /// subcommands open a `CONNECT TARGET` tunnel per connection.
     #[arg(long)]
     pub http_proxy: Option<SocketAddr>,
+    /// Go through this GOST relay server: a relay CONNECT to --target on
+    /// every new connection (request written without waiting, response read
+    /// before the answer, as GOST's relay connector does), then the traffic.
+    #[arg(long, conflicts_with_all = ["socks5", "http_proxy"])]
+    pub relay: Option<SocketAddr>,
+    /// Speak TLS to the address the client connects to (the proxy, or
+    /// --target): a full handshake on every new connection (no session
+    /// resumption), any server certificate accepted, handshake signatures
+    /// verified; then the usual protocol inside. TLS connections set
+    /// TCP_NODELAY, as TLS clients commonly do.
+    #[arg(long)]
+    pub tls: bool,
+    /// SNI name sent with --tls (an IP address sends no SNI).
+    #[arg(long, default_value = "localhost")]
+    pub tls_server_name: String,
     /// Name of the system under test, copied into the result line.
     #[arg(long, default_value = "")]
     pub label: String,
@@ -46,9 +66,11 @@ pub struct Common {
     pub round: u32,
     /// PID of the proxy. The CPU time (and for `idle` the memory) of its
     /// process tree is sampled around the measured window, so the result
-    /// also says how much work the proxy did per CPU-second.
+    /// also says how much work the proxy did per CPU-second. Repeat the
+    /// option for a proxy made of several processes (a chain of two gost):
+    /// the figures are summed over all the trees.
     #[arg(long)]
-    pub watch_pid: Option<u32>,
+    pub watch_pid: Vec<u32>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -139,15 +161,30 @@ fn dialer(c: &Common, forward_http: bool) -> Result<Arc<Dialer>> {
         c.target,
         c.socks5,
         c.http_proxy,
+        c.relay,
         forward_http,
     )?))
 }
 
+/// Runs a subcommand's body on plain TCP or on TLS (`--tls`): one
+/// monomorphised copy each.
+macro_rules! on_transport {
+    ($c:expr, $body:ident, $a:expr) => {
+        if $c.tls {
+            let t = Tls::new(&$c.tls_server_name)?;
+            $body($a, Arc::new(t)).await
+        } else {
+            $body($a, Arc::new(Plain)).await
+        }
+    };
+}
+
 /// Text for the human line: how the target was reached.
-fn via_text(d: &Dialer) -> String {
+fn via_text<T: Transport>(d: &Dialer, t: &T) -> String {
+    let tls = if t.is_tls() { " over TLS" } else { "" };
     match d.via {
-        crate::proxy::Via::Direct => String::new(),
-        _ => format!(" via {} {}", d.via_name(), d.connect_to),
+        crate::proxy::Via::Direct => tls.to_string(),
+        _ => format!(" via {} {}{tls}", d.via_name(), d.connect_to),
     }
 }
 
@@ -155,8 +192,39 @@ fn secs(s: f64) -> Result<Duration> {
     Duration::try_from_secs_f64(s).with_context(|| format!("invalid duration {s}"))
 }
 
-fn cpu(pid: Option<u32>) -> Result<Option<f64>> {
-    pid.map(procstat::cpu_seconds).transpose()
+/// CPU seconds of the watched process trees, summed (`None` unwatched).
+fn cpu(pids: &[u32]) -> Result<Option<f64>> {
+    if pids.is_empty() {
+        return Ok(None);
+    }
+    let mut total = 0.0;
+    for &p in pids {
+        total += procstat::cpu_seconds(p)?;
+    }
+    Ok(Some(total))
+}
+
+/// Memory of the watched process trees, summed (`None` unwatched).
+fn memory(pids: &[u32]) -> Result<Option<procstat::Mem>> {
+    if pids.is_empty() {
+        return Ok(None);
+    }
+    let mut total = procstat::Mem::default();
+    for &p in pids {
+        let m = procstat::memory(p)?;
+        total.pss_kib += m.pss_kib;
+        total.rss_kib += m.rss_kib;
+        total.processes += m.processes;
+    }
+    Ok(Some(total))
+}
+
+fn process_count(pids: &[u32]) -> Result<usize> {
+    let mut n = 0;
+    for &p in pids {
+        n += procstat::process_count(p)?;
+    }
+    Ok(n)
 }
 
 /// Proxy CPU seconds spent between two samples, and work per CPU-second.
@@ -186,7 +254,11 @@ fn cpu_text(used: &Value, per: &Value, unit: &str) -> String {
 /// Reads one response (framed by Content-Length) into `buf`, of which the
 /// first `filled` bytes already arrived; returns how many bytes arrived
 /// beyond it.
-async fn read_response(s: &mut TcpStream, buf: &mut [u8], mut filled: usize) -> Result<usize> {
+async fn read_response<S: AsyncRead + Unpin>(
+    s: &mut S,
+    buf: &mut [u8],
+    mut filled: usize,
+) -> Result<usize> {
     loop {
         if let Some(total) = http::response_len(&buf[..filled])? {
             if filled >= total {
@@ -218,16 +290,24 @@ enum Exchange {
     Stale,
 }
 
+/// The peer is gone: reset, or (TLS) closed without close_notify.
 fn is_reset(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
-    matches!(e.kind(), ConnectionReset | BrokenPipe | ConnectionAborted)
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    matches!(
+        e.kind(),
+        ConnectionReset | BrokenPipe | ConnectionAborted | UnexpectedEof
+    )
 }
 
 /// One request on a kept-alive connection. Extra bytes after the response
 /// would mean the stream is out of step, so they are an error. Returns
 /// true when the response announced `Connection: close` (an HTTP proxy
 /// that does not keep client connections alive): the caller reconnects.
-async fn exchange(s: &mut TcpStream, request: &[u8], buf: &mut [u8]) -> Result<Exchange> {
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    request: &[u8],
+    buf: &mut [u8],
+) -> Result<Exchange> {
     match s.write_all(request).await {
         Err(e) if is_reset(&e) => return Ok(Exchange::Stale),
         r => r?,
@@ -261,18 +341,45 @@ async fn join_all(handles: Vec<JoinHandle<()>>, grace: Duration) {
     }
 }
 
+/// A connection for kept-alive requests (`keepalive`, `idle`). Through a
+/// relay, whose response comes only with the target's first bytes, one
+/// request is exchanged here so that the stream handed back is settled.
+async fn open_kept<T: Transport>(
+    d: &Dialer,
+    t: &T,
+    buf: &mut [u8],
+    nodelay: bool,
+) -> Result<T::Stream> {
+    let mut s = d.connect(t, buf, nodelay).await?;
+    if d.owes_response() {
+        s.write_all(d.keepalive_request()).await?;
+        d.read_owed(&mut s, buf).await?;
+        if read_response(&mut s, buf, 0).await? != 0 {
+            bail!("unexpected bytes after the first response");
+        }
+    }
+    Ok(s)
+}
+
 pub async fn bulk(a: BulkArgs) -> Result<()> {
+    on_transport!(a.common, bulk_on, a)
+}
+
+async fn bulk_on<T: Transport>(a: BulkArgs, t: Arc<T>) -> Result<()> {
     let c = &a.common;
     let bound = secs(a.timeout)?;
     let limit = secs(a.seconds)?;
     let d = dialer(c, false)?;
-    let cpu0 = cpu(c.watch_pid)?;
+    let cpu0 = cpu(&c.watch_pid)?;
     let t0 = Instant::now();
+    let mut negotiated = None;
     let total = tokio::time::timeout(bound, async {
         let mut hs = [0u8; 512];
-        let mut s = d.connect(&mut hs).await?;
+        let mut s = d.connect(&*t, &mut hs, t.is_tls()).await?;
+        negotiated = T::describe(&s);
         let mut total: u64 = 0;
         if a.download {
+            d.read_owed(&mut s, &mut hs).await?;
             let mut buf = vec![0u8; CHUNK.len()];
             loop {
                 let want = match a.bytes {
@@ -301,17 +408,18 @@ pub async fn bulk(a: BulkArgs) -> Result<()> {
                 total += want as u64;
             }
             // The sink closes once it has read everything: wait for that so
-            // the figure counts bytes delivered, not bytes buffered.
+            // the figure counts bytes delivered, not bytes buffered. (A
+            // relay response, if one comes, is read and dropped here.)
             s.shutdown().await?;
             let mut b = [0u8; 64];
-            while s.read(&mut b).await? != 0 {}
+            while read_or_eof(&mut s, &mut b).await? != 0 {}
         }
         anyhow::Ok(total)
     })
     .await
     .context("bulk transfer exceeded --timeout")??;
     let dt = t0.elapsed().as_secs_f64();
-    let cpu1 = cpu(c.watch_pid)?;
+    let cpu1 = cpu(&c.watch_pid)?;
     let mib = total as f64 / (1024.0 * 1024.0);
     let rate = mib / dt;
     let (used, per) = per_cpu(cpu0, cpu1, mib);
@@ -319,16 +427,17 @@ pub async fn bulk(a: BulkArgs) -> Result<()> {
     emit(
         &json!({
             "test": "bulk", "label": c.label, "round": c.round, "direction": dir,
-            "via": d.via_name(),
+            "via": d.via_name(), "tls": t.is_tls(), "tls_negotiated": negotiated,
             "bytes": total, "seconds": dt, "mib_per_s": rate,
             "proxy_cpu_s": used, "mib_per_cpu_s": per,
         }),
         &format!(
-            "bulk {} r{} {dir}{}: {} MiB/s ({mib:.0} MiB in {dt:.2} s){}",
+            "bulk {} r{} {dir}{}: {} MiB/s ({mib:.0} MiB in {dt:.2} s){}{}",
             c.label,
             c.round,
-            via_text(&d),
+            via_text(&d, &*t),
             crate::fmt_num(rate),
+            negotiated.map(|n| format!(" [{n}]")).unwrap_or_default(),
             cpu_text(&used, &per, "MiB")
         ),
     );
@@ -336,20 +445,23 @@ pub async fn bulk(a: BulkArgs) -> Result<()> {
 }
 
 pub async fn keepalive(a: KeepaliveArgs) -> Result<()> {
+    on_transport!(a.common, keepalive_on, a)
+}
+
+async fn keepalive_on<T: Transport>(a: KeepaliveArgs, t: Arc<T>) -> Result<()> {
     let c = &a.common;
     anyhow::ensure!(a.conns > 0, "--conns must be positive");
     let window = secs(a.seconds)?;
     let warmup = secs(a.warmup)?;
     let d = dialer(c, true)?;
-    // Connect everything (and do the SOCKS5 handshakes) before the clock
-    // starts.
+    // Connect everything (and do the TLS and SOCKS5 handshakes) before the
+    // clock starts.
     let mut streams = Vec::with_capacity(a.conns);
     let mut hs = [0u8; 512];
     for _ in 0..a.conns {
-        let s = tokio::time::timeout(Duration::from_secs(10), d.connect(&mut hs))
+        let s = tokio::time::timeout(Duration::from_secs(10), open_kept(&d, &*t, &mut hs, true))
             .await
             .context("connect timed out")??;
-        s.set_nodelay(true)?;
         streams.push(s);
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -363,7 +475,7 @@ pub async fn keepalive(a: KeepaliveArgs) -> Result<()> {
         .into_iter()
         .map(|mut s| {
             let (stop, done, errors) = (stop.clone(), done.clone(), errors.clone());
-            let (reconnects, d) = (reconnects.clone(), d.clone());
+            let (reconnects, d, t) = (reconnects.clone(), d.clone(), t.clone());
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
                 while !stop.load(Relaxed) {
@@ -389,9 +501,8 @@ pub async fn keepalive(a: KeepaliveArgs) -> Result<()> {
                             tokio::time::sleep(Duration::from_millis(10)).await;
                         }
                     }
-                    match d.connect(&mut buf).await {
+                    match open_kept(&d, &*t, &mut buf, true).await {
                         Ok(n) => {
-                            let _ = n.set_nodelay(true);
                             s = n;
                         }
                         Err(_) => {
@@ -410,7 +521,7 @@ pub async fn keepalive(a: KeepaliveArgs) -> Result<()> {
         reconnects.load(Relaxed),
         Instant::now(),
     );
-    let cpu0 = cpu(c.watch_pid)?;
+    let cpu0 = cpu(&c.watch_pid)?;
     tokio::time::sleep(window).await;
     let (n1, e1, r1, dt) = (
         done.load(Relaxed),
@@ -418,7 +529,7 @@ pub async fn keepalive(a: KeepaliveArgs) -> Result<()> {
         reconnects.load(Relaxed),
         t0.elapsed(),
     );
-    let cpu1 = cpu(c.watch_pid)?;
+    let cpu1 = cpu(&c.watch_pid)?;
     stop.store(true, Relaxed);
     join_all(handles, Duration::from_secs(5)).await;
     let requests = n1 - n0;
@@ -428,7 +539,7 @@ pub async fn keepalive(a: KeepaliveArgs) -> Result<()> {
     emit(
         &json!({
             "test": "keepalive", "label": c.label, "round": c.round, "conns": a.conns,
-            "via": d.via_name(), "seconds": dt, "requests": requests, "errors": e1 - e0,
+            "via": d.via_name(), "tls": t.is_tls(), "seconds": dt, "requests": requests, "errors": e1 - e0,
             "proxy_closed": r1 - r0, "rps": rps,
             "proxy_cpu_s": used, "requests_per_cpu_s": per,
         }),
@@ -436,7 +547,7 @@ pub async fn keepalive(a: KeepaliveArgs) -> Result<()> {
             "keepalive {} r{}{}: {} req/s ({} conns, {requests} requests in {dt:.2} s, {} errors{}){}",
             c.label,
             c.round,
-            via_text(&d),
+            via_text(&d, &*t),
             crate::fmt_num(rps),
             a.conns,
             e1 - e0,
@@ -457,18 +568,31 @@ pub async fn keepalive(a: KeepaliveArgs) -> Result<()> {
 /// client's final packet is a RST: neither the client nor the proxy keeps
 /// a TIME_WAIT socket, and loopback's ~28k ephemeral ports do not run out
 /// at 15k+ connections per second.
-/// Through a proxy the tunnel handshake comes first, on the same buffer.
-async fn one_connection(d: &Dialer, buf: &mut [u8], wait_eof: bool) -> Result<()> {
-    let mut s = TcpStream::connect(d.connect_to).await?;
-    SockRef::from(&s).set_linger(Some(Duration::ZERO))?;
+/// Through a proxy the tunnel handshake comes first, on the same buffer;
+/// with --tls a full TLS handshake before that (the client never sends
+/// close_notify: its RST ends the TLS session with the TCP connection).
+async fn one_connection<T: Transport>(
+    d: &Dialer,
+    t: &T,
+    buf: &mut [u8],
+    wait_eof: bool,
+    nodelay: bool,
+) -> Result<()> {
+    let tcp = TcpStream::connect(d.connect_to).await?;
+    SockRef::from(&tcp).set_linger(Some(Duration::ZERO))?;
+    if nodelay {
+        tcp.set_nodelay(true)?;
+    }
+    let mut s = t.establish(tcp).await?;
     d.handshake(&mut s, buf).await?;
     s.write_all(http::REQUEST_CLOSE).await?;
+    d.read_owed(&mut s, buf).await?;
     let mut filled = 0;
     loop {
         if filled == buf.len() {
             bail!("response larger than {} bytes", buf.len());
         }
-        let n = s.read(&mut buf[filled..]).await?;
+        let n = read_or_eof(&mut s, &mut buf[filled..]).await?;
         if n == 0 {
             break;
         }
@@ -484,6 +608,10 @@ async fn one_connection(d: &Dialer, buf: &mut [u8], wait_eof: bool) -> Result<()
 }
 
 pub async fn connrate(a: ConnrateArgs) -> Result<()> {
+    on_transport!(a.common, connrate_on, a)
+}
+
+async fn connrate_on<T: Transport>(a: ConnrateArgs, t: Arc<T>) -> Result<()> {
     let c = &a.common;
     anyhow::ensure!(a.concurrency > 0, "--concurrency must be positive");
     let window = secs(a.seconds)?;
@@ -494,14 +622,18 @@ pub async fn connrate(a: ConnrateArgs) -> Result<()> {
     let first_error: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     let d = dialer(c, false)?;
     let wait_eof = !a.no_wait_eof;
+    // Plain TCP keeps Nagle as before (one write per connection). TLS and
+    // relay write twice in a row (Finished or the relay request, then the
+    // request), which Nagle could hold for a delayed ACK.
+    let nodelay = t.is_tls() || d.owes_response();
     let handles: Vec<JoinHandle<()>> = (0..a.concurrency)
         .map(|_| {
             let (stop, done, errors) = (stop.clone(), done.clone(), errors.clone());
-            let (first_error, d) = (first_error.clone(), d.clone());
+            let (first_error, d, t) = (first_error.clone(), d.clone(), t.clone());
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
                 while !stop.load(Relaxed) {
-                    match one_connection(&d, &mut buf, wait_eof).await {
+                    match one_connection(&d, &*t, &mut buf, wait_eof, nodelay).await {
                         Ok(()) => {
                             done.fetch_add(1, Relaxed);
                         }
@@ -520,10 +652,10 @@ pub async fn connrate(a: ConnrateArgs) -> Result<()> {
         .collect();
     tokio::time::sleep(warmup).await;
     let (n0, e0, t0) = (done.load(Relaxed), errors.load(Relaxed), Instant::now());
-    let cpu0 = cpu(c.watch_pid)?;
+    let cpu0 = cpu(&c.watch_pid)?;
     tokio::time::sleep(window).await;
     let (n1, e1, dt) = (done.load(Relaxed), errors.load(Relaxed), t0.elapsed());
-    let cpu1 = cpu(c.watch_pid)?;
+    let cpu1 = cpu(&c.watch_pid)?;
     stop.store(true, Relaxed);
     join_all(handles, Duration::from_secs(5)).await;
     let conns = n1 - n0;
@@ -534,7 +666,7 @@ pub async fn connrate(a: ConnrateArgs) -> Result<()> {
     emit(
         &json!({
             "test": "connrate", "label": c.label, "round": c.round,
-            "via": d.via_name(), "concurrency": a.concurrency, "seconds": dt, "connections": conns,
+            "via": d.via_name(), "tls": t.is_tls(), "concurrency": a.concurrency, "seconds": dt, "connections": conns,
             "errors": e1 - e0, "first_error": first, "cps": cps,
             "proxy_cpu_s": used, "conns_per_cpu_s": per,
         }),
@@ -542,7 +674,7 @@ pub async fn connrate(a: ConnrateArgs) -> Result<()> {
             "connrate {} r{}{}: {} conn/s ({} workers, {conns} connections in {dt:.2} s, {} errors{}){}",
             c.label,
             c.round,
-            via_text(&d),
+            via_text(&d, &*t),
             crate::fmt_num(cps),
             a.concurrency,
             e1 - e0,
@@ -555,9 +687,9 @@ pub async fn connrate(a: ConnrateArgs) -> Result<()> {
 
 /// Opens one connection and proves it is forwarded end to end by a full
 /// request/response, then hands the idle stream back.
-async fn open_idle(d: &Dialer) -> Result<TcpStream> {
+async fn open_idle<T: Transport>(d: &Dialer, t: &T) -> Result<T::Stream> {
     let mut buf = [0u8; 512];
-    let mut s = d.connect(&mut buf).await?;
+    let mut s = open_kept(d, t, &mut buf, t.is_tls()).await?;
     match exchange(&mut s, d.keepalive_request(), &mut buf).await? {
         Exchange::Open => Ok(s),
         Exchange::Closing => bail!("the answer closed the connection"),
@@ -573,21 +705,25 @@ fn per_conn(base: u64, held: u64, conns: usize) -> Value {
 }
 
 pub async fn idle(a: IdleArgs) -> Result<()> {
+    on_transport!(a.common, idle_on, a)
+}
+
+async fn idle_on<T: Transport>(a: IdleArgs, t: Arc<T>) -> Result<()> {
     let c = &a.common;
     anyhow::ensure!(a.concurrency > 0, "--concurrency must be positive");
     let hold = secs(a.hold)?;
     let settle = secs(a.settle)?.min(hold);
     let d = dialer(c, false)?;
-    let base = c.watch_pid.map(procstat::memory).transpose()?;
+    let base = memory(&c.watch_pid)?;
     let sem = Arc::new(tokio::sync::Semaphore::new(a.concurrency));
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<TcpStream>>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<T::Stream>>();
     for _ in 0..a.conns {
-        let (sem, tx, d) = (sem.clone(), tx.clone(), d.clone());
+        let (sem, tx, d, t) = (sem.clone(), tx.clone(), d.clone(), t.clone());
         tokio::spawn(async move {
             let Ok(_permit) = sem.acquire_owned().await else {
                 return;
             };
-            let r = tokio::time::timeout(Duration::from_secs(10), open_idle(&d))
+            let r = tokio::time::timeout(Duration::from_secs(10), open_idle(&d, &*t))
                 .await
                 .unwrap_or_else(|_| Err(anyhow::anyhow!("open timed out")));
             let _ = tx.send(r);
@@ -620,14 +756,14 @@ pub async fn idle(a: IdleArgs) -> Result<()> {
         "idle {} r{}{}: {} of {} connections open in {open_s:.2} s, holding {:.1} s",
         c.label,
         c.round,
-        via_text(&d),
+        via_text(&d, &*t),
         held.len(),
         a.conns,
         a.hold
     );
     let ready_at = tokio::time::Instant::now();
     tokio::time::sleep(settle).await;
-    let at_hold = c.watch_pid.map(procstat::memory).transpose()?;
+    let at_hold = memory(&c.watch_pid)?;
     tokio::time::sleep_until(ready_at + hold).await;
     let opened = held.len();
     drop(held);
@@ -635,16 +771,16 @@ pub async fn idle(a: IdleArgs) -> Result<()> {
     // children have exited and been reaped), so the next test does not pay
     // for this one's teardown in its throughput or its CPU figures.
     let drain_start = Instant::now();
-    if let (Some(pid), Some(b)) = (c.watch_pid, base) {
+    if let Some(b) = base {
         let drain_bound = Duration::from_secs(30);
-        while procstat::process_count(pid)? > b.processes && drain_start.elapsed() < drain_bound {
+        while process_count(&c.watch_pid)? > b.processes && drain_start.elapsed() < drain_bound {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let drain_s = drain_start.elapsed().as_secs_f64();
     let (b, h) = (base.unwrap_or_default(), at_hold.unwrap_or_default());
-    let (pss, rss) = if c.watch_pid.is_some() {
+    let (pss, rss) = if base.is_some() {
         (
             per_conn(b.pss_kib, h.pss_kib, opened),
             per_conn(b.rss_kib, h.rss_kib, opened),
@@ -662,7 +798,7 @@ pub async fn idle(a: IdleArgs) -> Result<()> {
     emit(
         &json!({
             "test": "idle", "label": c.label, "round": c.round, "conns": a.conns,
-            "via": d.via_name(),
+            "via": d.via_name(), "tls": t.is_tls(),
             "opened": opened, "errors": errors, "first_error": first_error,
             "open_seconds": open_s, "drain_seconds": drain_s,
             "base_pss_kib": base.map(|m| m.pss_kib), "held_pss_kib": at_hold.map(|m| m.pss_kib),

@@ -1,6 +1,6 @@
 //! `loadgen`: target servers, load generators and the report for the
-//! TCP-forwarding and proxy-protocol benchmarks (bench/forward.sh,
-//! bench/proxy.sh). See bench/README.md.
+//! benchmarks in bench/ (forward.sh, proxy.sh, chain.sh, tls.sh, ws.sh).
+//! See bench/README.md.
 //!
 //! Everything runs on a current-thread tokio runtime by default: the script
 //! pins the load generator and the target server to one core, where a
@@ -12,6 +12,7 @@ mod procstat;
 mod proxy;
 mod report;
 mod server;
+mod tls;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;

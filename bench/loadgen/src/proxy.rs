@@ -1,16 +1,19 @@
 //! Reaching the target through a proxy: SOCKS5 (no authentication,
-//! CONNECT) or an HTTP proxy (CONNECT tunnel, or absolute-URI requests for
-//! `keepalive`). Every handshake message is encoded once when the [`Dialer`]
-//! is built; a connection then costs only the writes and reads of the
-//! handshake itself, into the caller's buffer, with no allocation.
+//! CONNECT), an HTTP proxy (CONNECT tunnel, or absolute-URI requests for
+//! `keepalive`) or GOST's relay protocol (CONNECT). Every handshake message
+//! is encoded once when the [`Dialer`] is built; a connection then costs
+//! only the writes and reads of the handshake itself, into the caller's
+//! buffer, with no allocation. The stream under the handshake is plain TCP
+//! or TLS ([`Transport`]).
 
 use std::net::SocketAddr;
 
 use anyhow::{bail, Context, Result};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::http;
+use crate::tls::Transport;
 
 /// How the client reaches `--target`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +27,12 @@ pub enum Via {
     /// HTTP requests with an absolute URI sent to the proxy itself, which
     /// forwards them (keep-alive test through an HTTP proxy).
     HttpForward,
+    /// GOST relay CONNECT. As GOST's relay connector does by default, the
+    /// request is written and the traffic follows without waiting; the
+    /// server's response (held back by a GOST server until the target's
+    /// first bytes, unless it runs with `nodelay`) is read just before the
+    /// first byte of the answer ([`Dialer::read_owed`]).
+    Relay,
 }
 
 /// SOCKS5 greeting: version 5, one method offered, "no authentication".
@@ -74,6 +83,37 @@ pub fn socks5_reply_len(head: [u8; 5]) -> Result<usize> {
     })
 }
 
+/// GOST relay protocol version.
+pub const RELAY_VERSION: u8 = 1;
+const RELAY_CMD_CONNECT: u8 = 1;
+const RELAY_FEATURE_ADDR: u8 = 2;
+
+/// Relay CONNECT request: `VER=1 CMD=1 FLEN(2)` then one address feature
+/// `TYPE=2 LEN(2) ATYP ADDR PORT(2)` (the SOCKS5 address encoding), as
+/// go-gost/relay encodes it.
+pub fn relay_connect_request(target: SocketAddr) -> Vec<u8> {
+    let addr = &socks5_connect_request(target)[3..];
+    let feature_len = 3 + addr.len();
+    let mut out = vec![RELAY_VERSION, RELAY_CMD_CONNECT];
+    out.extend_from_slice(&(feature_len as u16).to_be_bytes());
+    out.push(RELAY_FEATURE_ADDR);
+    out.extend_from_slice(&(addr.len() as u16).to_be_bytes());
+    out.extend_from_slice(addr);
+    out
+}
+
+/// Length of the features that follow a relay response head
+/// `VER STATUS FLEN(2)`; an error unless the status is 0 (OK).
+pub fn relay_response_features(head: [u8; 4]) -> Result<usize> {
+    if head[0] != RELAY_VERSION {
+        bail!("not a relay response (version {})", head[0]);
+    }
+    if head[1] != 0 {
+        bail!("relay CONNECT refused: status {}", head[1]);
+    }
+    Ok(usize::from(u16::from_be_bytes([head[2], head[3]])))
+}
+
 /// `CONNECT host:port HTTP/1.1` request for an address.
 pub fn http_connect_request(target: SocketAddr) -> Vec<u8> {
     format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").into_bytes()
@@ -108,7 +148,7 @@ pub struct Dialer {
     pub via: Via,
     /// Where the TCP connection goes: the proxy, or the target.
     pub connect_to: SocketAddr,
-    /// SOCKS5 CONNECT or HTTP CONNECT request (empty otherwise).
+    /// SOCKS5 CONNECT, HTTP CONNECT or relay request (empty otherwise).
     handshake: Vec<u8>,
     /// Request used on kept-alive connections (`keepalive`, `idle`).
     keepalive_request: Vec<u8>,
@@ -117,13 +157,26 @@ pub struct Dialer {
 impl Dialer {
     /// `forward_http`: with an HTTP proxy, send absolute-URI requests to it
     /// instead of opening a CONNECT tunnel.
+    /// `relay`: through a GOST relay server (exclusive with the others).
     pub fn new(
         target: SocketAddr,
         socks5: Option<SocketAddr>,
         http_proxy: Option<SocketAddr>,
+        relay: Option<SocketAddr>,
         forward_http: bool,
     ) -> Result<Self> {
         let keepalive = http::REQUEST_KEEPALIVE.to_vec();
+        if let Some(p) = relay {
+            if socks5.is_some() || http_proxy.is_some() {
+                bail!("--relay, --socks5 and --http-proxy are exclusive");
+            }
+            return Ok(Dialer {
+                via: Via::Relay,
+                connect_to: p,
+                handshake: relay_connect_request(target),
+                keepalive_request: keepalive,
+            });
+        }
         Ok(match (socks5, http_proxy) {
             (Some(_), Some(_)) => bail!("--socks5 and --http-proxy are exclusive"),
             (None, None) => Dialer {
@@ -160,7 +213,14 @@ impl Dialer {
             Via::Socks5 => "socks5",
             Via::HttpConnect => "http-connect",
             Via::HttpForward => "http-forward",
+            Via::Relay => "relay",
         }
+    }
+
+    /// A response is still owed after [`Self::handshake`] (relay): the
+    /// caller reads it with [`Self::read_owed`] before the answer's bytes.
+    pub fn owes_response(&self) -> bool {
+        self.via == Via::Relay
     }
 
     /// The kept-alive request: absolute URI for a forwarding HTTP proxy.
@@ -168,21 +228,59 @@ impl Dialer {
         &self.keepalive_request
     }
 
-    /// TCP connection plus, through a tunnelling proxy, the handshake.
-    /// `buf` (at least 512 bytes) receives the proxy's answers.
-    pub async fn connect(&self, buf: &mut [u8]) -> Result<TcpStream> {
-        let mut s = TcpStream::connect(self.connect_to)
+    /// TCP connection (with TCP_NODELAY when `nodelay`), the transport's
+    /// handshake (TLS) and, through a tunnelling proxy, the proxy's.
+    /// `buf` (at least 512 bytes) receives the proxy's answers. With relay
+    /// the response is still owed ([`Self::owes_response`]).
+    pub async fn connect<T: Transport>(
+        &self,
+        t: &T,
+        buf: &mut [u8],
+        nodelay: bool,
+    ) -> Result<T::Stream> {
+        let tcp = TcpStream::connect(self.connect_to)
             .await
             .with_context(|| format!("connect {}", self.connect_to))?;
+        if nodelay {
+            tcp.set_nodelay(true)?;
+        }
+        let mut s = t.establish(tcp).await.context("TLS handshake")?;
         self.handshake(&mut s, buf).await?;
         Ok(s)
     }
 
+    /// Reads the relay response still owed after [`Self::handshake`]
+    /// (nothing for the other modes): exactly its bytes, never beyond.
+    pub async fn read_owed<S: AsyncRead + Unpin>(&self, s: &mut S, buf: &mut [u8]) -> Result<()> {
+        if self.via != Via::Relay {
+            return Ok(());
+        }
+        let mut head = [0u8; 4];
+        s.read_exact(&mut head).await.context("relay response")?;
+        let n = relay_response_features(head)?;
+        if n > buf.len() {
+            bail!("relay response features longer than {} bytes", buf.len());
+        }
+        s.read_exact(&mut buf[..n])
+            .await
+            .context("relay response features")?;
+        Ok(())
+    }
+
     /// The tunnel handshake on a fresh connection (nothing for direct and
-    /// forwarding). Reads exactly the proxy's answer, never beyond it.
-    pub async fn handshake(&self, s: &mut TcpStream, buf: &mut [u8]) -> Result<()> {
+    /// forwarding; for relay only the request is written). Reads exactly
+    /// the proxy's answer, never beyond it.
+    pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        s: &mut S,
+        buf: &mut [u8],
+    ) -> Result<()> {
         match self.via {
             Via::Direct | Via::HttpForward => Ok(()),
+            Via::Relay => {
+                s.write_all(&self.handshake).await?;
+                Ok(())
+            }
             Via::Socks5 => {
                 // Greeting and request in two round trips: some servers
                 // (microsocks) discard bytes sent ahead of their reply.
@@ -258,6 +356,24 @@ mod tests {
     }
 
     #[test]
+    fn relay_encoding() {
+        let v4: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(
+            relay_connect_request(v4),
+            [1, 1, 0, 10, 2, 0, 7, 1, 127, 0, 0, 1, 0x1f, 0x90]
+        );
+        let v6: SocketAddr = "[::1]:443".parse().unwrap();
+        let r = relay_connect_request(v6);
+        assert_eq!(&r[..4], &[1, 1, 0, 22]);
+        assert_eq!(&r[4..8], &[2, 0, 19, 4]);
+        assert_eq!(r.len(), 4 + 3 + 19);
+        assert_eq!(relay_response_features([1, 0, 0, 0]).unwrap(), 0);
+        assert_eq!(relay_response_features([1, 0, 1, 2]).unwrap(), 258);
+        assert!(relay_response_features([1, 6, 0, 0]).is_err()); // unreachable
+        assert!(relay_response_features([5, 0, 0, 0]).is_err());
+    }
+
+    #[test]
     fn http_requests() {
         let t: SocketAddr = "127.0.0.1:9000".parse().unwrap();
         assert_eq!(
@@ -292,18 +408,23 @@ mod tests {
     fn dialer_modes() {
         let t: SocketAddr = "127.0.0.1:9000".parse().unwrap();
         let p: SocketAddr = "127.0.0.1:1080".parse().unwrap();
-        let d = Dialer::new(t, None, None, true).unwrap();
+        let d = Dialer::new(t, None, None, None, true).unwrap();
         assert_eq!((d.via, d.connect_to), (Via::Direct, t));
         assert_eq!(d.keepalive_request(), http::REQUEST_KEEPALIVE);
-        let d = Dialer::new(t, Some(p), None, true).unwrap();
+        let d = Dialer::new(t, Some(p), None, None, true).unwrap();
         assert_eq!((d.via, d.connect_to), (Via::Socks5, p));
-        let d = Dialer::new(t, None, Some(p), true).unwrap();
+        let d = Dialer::new(t, None, Some(p), None, true).unwrap();
         assert_eq!(d.via, Via::HttpForward);
         assert!(d
             .keepalive_request()
             .starts_with(b"GET http://127.0.0.1:9000/"));
-        let d = Dialer::new(t, None, Some(p), false).unwrap();
+        let d = Dialer::new(t, None, Some(p), None, false).unwrap();
         assert_eq!(d.via, Via::HttpConnect);
-        assert!(Dialer::new(t, Some(p), Some(p), false).is_err());
+        assert!(Dialer::new(t, Some(p), Some(p), None, false).is_err());
+        let d = Dialer::new(t, None, None, Some(p), false).unwrap();
+        assert_eq!((d.via, d.connect_to), (Via::Relay, p));
+        assert!(d.owes_response());
+        assert!(Dialer::new(t, Some(p), None, Some(p), false).is_err());
+        assert!(Dialer::new(t, None, Some(p), Some(p), false).is_err());
     }
 }
