@@ -819,6 +819,7 @@ pub fn kinds() -> &'static Kinds {
         let mut registry = Registry::default();
         crate::listener::register(&mut registry);
         crate::transport::tls::register(&mut registry);
+        crate::transport::ws::register(&mut registry);
         register_connectors(&mut registry);
         let mut kinds = Kinds {
             registry,

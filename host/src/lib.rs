@@ -36,6 +36,7 @@ pub mod stats;
 pub mod stream;
 pub mod tls;
 pub mod transport;
+pub mod ws;
 
 #[cfg(test)]
 mod test_util;

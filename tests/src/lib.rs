@@ -133,6 +133,46 @@ pub fn python_plugin(name: &str, world: &str) -> String {
     out.to_string_lossy().into_owned()
 }
 
+/// A Python interpreter with the `websockets` package (a WebSocket
+/// client that is not ours), from a virtual environment under
+/// `plugins/target` that is made, and the package installed from PyPI at
+/// the version `tests/requirements.txt` pins, on first use.
+pub fn python_with_websockets() -> PathBuf {
+    static VENV: Once = Once::new();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf();
+    let venv = root.join("plugins").join("target").join("test-venv");
+    let python = venv.join("bin").join("python");
+    VENV.call_once(|| {
+        let ready = Command::new(&python)
+            .args(["-c", "import websockets"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ready {
+            return;
+        }
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            made,
+            "python3 -m venv failed: install python3 and python3-venv"
+        );
+        let installed = Command::new(venv.join("bin").join("pip"))
+            .args(["install", "--quiet", "-r"])
+            .arg(root.join("tests").join("requirements.txt"))
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(installed, "pip could not install websockets");
+    });
+    python
+}
+
 /// rustup does not add a toolchain file's target to an installed
 /// toolchain, so add it here when it is missing.
 fn ensure_wasm_target() {

@@ -1,8 +1,11 @@
-//! The `tls` transport through the real binary: `+tls` listeners and
+//! The transports through the real binary. `tls`: `+tls` listeners and
 //! dialers between gost processes, `tls://` alone as the auto handler for
 //! curl's HTTPS proxy, GOST's default certificate, mutual TLS, certificate
 //! checks on the dialing side, bad input and bad files, and a wasm handler
-//! behind a TLS listener. Certificates are made at test time (`pki`).
+//! behind a TLS listener. `ws`/`wss`: every proxy protocol both ways,
+//! chains mixing transports, GOST's path option, bad requests and frames,
+//! and a Python WebSocket client. Certificates are made at test time
+//! (`pki`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -973,4 +976,266 @@ fn wasm_handler_behind_a_tls_listener() {
         &format!("http://{origin}/"),
     ]);
     assert_refused("plain socks5 to the wasm tls port", plain, &[&server]);
+}
+
+/// `ws` and `wss` both ways, for each proxy protocol: a gost client's
+/// `-F connector+ws(s)://` to a gost server's `-L handler+ws(s)://`.
+#[test]
+fn gost_to_gost_over_ws_and_wss() {
+    let pki = Pki::generate("ws-pairs");
+    let origin = http_origin("127.0.0.1:0", BODY);
+    for scheme in [
+        "socks5+ws",
+        "relay+ws",
+        "http+ws",
+        "socks5+wss",
+        "relay+wss",
+        "http+wss",
+    ] {
+        let p = free_port();
+        let cert = if scheme.ends_with("wss") {
+            format!("?{}", server_cert(&pki))
+        } else {
+            String::new()
+        };
+        let server = start(&["-L", &format!("{scheme}://127.0.0.1:{p}{cert}")], &[p]);
+        let (c, port) = client(&[&format!("{scheme}://127.0.0.1:{p}")]);
+        assert_fetch(scheme, via_socks5(port, origin), &[&server, &c]);
+        // Bulk both ways keeps every byte.
+        let payload = random_bytes(3 << 20, 7);
+        let echo = tcp_echo_server();
+        let mut s = socks5_connect(port, echo);
+        let sent = payload.clone();
+        let mut w = s.try_clone().unwrap();
+        let writer = thread::spawn(move || {
+            w.write_all(&sent).unwrap();
+            w.shutdown(std::net::Shutdown::Write).unwrap();
+        });
+        let mut back = Vec::new();
+        s.read_to_end(&mut back).unwrap();
+        writer.join().unwrap();
+        assert!(
+            back == payload,
+            "{scheme}: {} of {} bytes echoed intact",
+            back.len(),
+            payload.len()
+        );
+    }
+}
+
+/// A SOCKS5 CONNECT through `port`, answered; the stream then carries the
+/// target's bytes.
+fn socks5_connect(port: u16, target: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.write_all(&[5, 1, 0]).unwrap();
+    let mut m = [0u8; 2];
+    s.read_exact(&mut m).unwrap();
+    assert_eq!(m, [5, 0]);
+    let SocketAddr::V4(v4) = target else {
+        panic!("an IPv4 target")
+    };
+    let mut req = vec![5, 1, 0, 1];
+    req.extend(v4.ip().octets());
+    req.extend(v4.port().to_be_bytes());
+    s.write_all(&req).unwrap();
+    let mut rep = [0u8; 10];
+    s.read_exact(&mut rep).unwrap();
+    assert_eq!(rep[1], 0, "socks5 reply {rep:?}");
+    s
+}
+
+/// Chains of mixed transports, as the issue names them: TLS then
+/// WebSocket, and WebSocket over TLS then TLS inside it.
+#[test]
+fn chains_mixing_tls_and_websocket() {
+    let pki = Pki::generate("ws-chains");
+    let origin = http_origin("127.0.0.1:0", BODY);
+    let (a, b) = (free_port(), free_port());
+    let sa = start(
+        &[
+            "-L",
+            &format!("socks5+tls://127.0.0.1:{a}?{}", server_cert(&pki)),
+        ],
+        &[a],
+    );
+    let sb = start(&["-L", &format!("relay+ws://127.0.0.1:{b}")], &[b]);
+    let (c, port) = client(&[
+        &format!("socks5+tls://127.0.0.1:{a}"),
+        &format!("relay+ws://127.0.0.1:{b}"),
+    ]);
+    assert_fetch("tls then ws", via_socks5(port, origin), &[&sa, &sb, &c]);
+    let (w, t) = (free_port(), free_port());
+    let sw = start(
+        &[
+            "-L",
+            &format!("relay+wss://127.0.0.1:{w}?{}", server_cert(&pki)),
+        ],
+        &[w],
+    );
+    let st = start(&["-L", &format!("socks5+tls://127.0.0.1:{t}")], &[t]);
+    let (c, port) = client(&[
+        &format!("relay+wss://127.0.0.1:{w}"),
+        &format!("socks5+tls://127.0.0.1:{t}"),
+    ]);
+    assert_fetch("wss then tls", via_socks5(port, origin), &[&sw, &st, &c]);
+}
+
+/// GOST's `path` option on both sides; a client on another path gets
+/// Go's 404, which is counted and logged, and the service goes on.
+#[test]
+fn ws_path_option_and_wrong_path() {
+    let origin = http_origin("127.0.0.1:0", BODY);
+    let (p, api) = (free_port(), free_port());
+    let server = start(
+        &[
+            "-L",
+            &format!("socks5+ws://127.0.0.1:{p}?path=/tunnel&enableStats=true"),
+            "-api",
+            &format!("127.0.0.1:{api}"),
+        ],
+        &[p, api],
+    );
+    let (c, good) = client(&[&format!("socks5+ws://127.0.0.1:{p}?path=/tunnel")]);
+    assert_fetch("same path", via_socks5(good, origin), &[&server, &c]);
+    let (wrong, port) = client(&[&format!("socks5+ws://127.0.0.1:{p}")]);
+    assert_refused(
+        "default path /ws",
+        via_socks5(port, origin),
+        &[&server, &wrong],
+    );
+
+    let base = wait_settled(api, "service-0")["status"]["stats"].clone();
+    let mut raw = TcpStream::connect(("127.0.0.1", p)).unwrap();
+    raw.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let me = raw.local_addr().unwrap().to_string();
+    raw.write_all(
+        b"GET /other\r\n\x1b[31m HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let _ = raw.read_to_end(&mut got);
+    let got = String::from_utf8_lossy(&got);
+    assert!(
+        got.starts_with("HTTP/1.1 400") || got.starts_with("HTTP/1.1 404"),
+        "{got}"
+    );
+    let mut raw = TcpStream::connect(("127.0.0.1", p)).unwrap();
+    raw.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let me2 = raw.local_addr().unwrap().to_string();
+    raw.write_all(
+        b"GET /other HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let _ = raw.read_to_end(&mut got);
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 404 Not Found"), "{got}");
+    let want = n(&base, "totalErrs") + 2;
+    wait_stats(api, "service-0", &[&server], |s| n(s, "totalErrs") == want);
+    assert_eq!(lines_naming(&server, &me), 1, "{}", server.log());
+    assert_eq!(lines_naming(&server, &me2), 1, "{}", server.log());
+    // Client-controlled bytes never reach the log raw.
+    assert!(!server.log().contains('\x1b'), "{}", server.log());
+    assert_fetch(
+        "after the bad requests",
+        via_socks5(good, origin),
+        &[&server],
+    );
+}
+
+/// Malformed and oversized frames after a good upgrade close that
+/// connection only.
+#[test]
+fn bad_frames_close_only_their_connection() {
+    let origin = http_origin("127.0.0.1:0", BODY);
+    let p = free_port();
+    let server = start(&["-L", &format!("socks5+ws://127.0.0.1:{p}")], &[p]);
+    let (c, port) = client(&[&format!("socks5+ws://127.0.0.1:{p}")]);
+    let upgrade = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    let frames: [&[u8]; 4] = [
+        // A binary frame claiming 2^63 bytes.
+        &[
+            0x82, 0xFF, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3, 4,
+        ],
+        // Reserved opcode 3.
+        &[0x83, 0x80, 1, 2, 3, 4],
+        // A client frame without a mask.
+        &[0x82, 0x03, 5, 1, 0],
+        // RSV bits set without an extension.
+        &[0xF2, 0x80, 1, 2, 3, 4],
+    ];
+    for f in frames {
+        let mut s = TcpStream::connect(("127.0.0.1", p)).unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        s.write_all(upgrade).unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"HTTP/1.1 101");
+        s.write_all(f).unwrap();
+        let mut rest = Vec::new();
+        let started = Instant::now();
+        let r = s.read_to_end(&mut rest);
+        assert!(
+            r.is_ok() || started.elapsed() < TIMEOUT,
+            "frame {f:?}: not closed: {r:?}\n{}",
+            server.log()
+        );
+    }
+    assert_fetch("after bad frames", via_socks5(port, origin), &[&server, &c]);
+}
+
+/// A WebSocket client that is not ours (Python's `websockets`) carries
+/// SOCKS5 to a gost-rs `socks5+ws` server in binary messages.
+#[test]
+fn python_websockets_client_speaks_socks5_over_ws() {
+    let python = python_with_websockets();
+    let origin = http_origin("127.0.0.1:0", BODY);
+    let p = free_port();
+    let server = start(&["-L", &format!("socks5+ws://127.0.0.1:{p}")], &[p]);
+    let SocketAddr::V4(o) = origin else {
+        panic!("an IPv4 origin")
+    };
+    let script = format!(
+        r#"
+import asyncio, websockets
+async def main():
+    async with websockets.connect("ws://127.0.0.1:{p}/ws", compression=None) as ws:
+        await ws.send(bytes([5, 1, 0]))
+        got = b""
+        while len(got) < 2:
+            got += await ws.recv()
+        assert got[:2] == bytes([5, 0]), got
+        await ws.send(bytes([5, 1, 0, 1, {a}, {b}, {c}, {d}]) + ({port}).to_bytes(2, "big"))
+        got = got[2:]
+        while len(got) < 10:
+            got += await ws.recv()
+        assert got[1] == 0, got
+        await ws.send(b"GET / HTTP/1.0\r\n\r\n")
+        body = got[10:]
+        try:
+            while True:
+                body += await asyncio.wait_for(ws.recv(), 10)
+        except websockets.ConnectionClosed:
+            pass
+        print(body.decode(errors="replace"))
+asyncio.run(main())
+"#,
+        a = o.ip().octets()[0],
+        b = o.ip().octets()[1],
+        c = o.ip().octets()[2],
+        d = o.ip().octets()[3],
+        port = o.port()
+    );
+    let out = Command::new(python)
+        .args(["-c", &script])
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(BODY),
+        "stdout: {stdout}\nstderr: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
 }

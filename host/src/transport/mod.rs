@@ -6,6 +6,7 @@
 //! call in [`crate::registry`].
 
 pub mod tls;
+pub mod ws;
 
 use std::future::Future;
 use std::io;
