@@ -63,6 +63,7 @@ async fn serve(
                     peer,
                     local: addr,
                     stats: None,
+                    traffic: None,
                 };
                 h.handle(Conn::Stream(s.into()), ctx).await.unwrap();
             }

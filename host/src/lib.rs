@@ -13,6 +13,7 @@ pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod connector;
+pub mod context;
 pub mod dialer;
 pub mod factory;
 pub mod handler;

@@ -3,7 +3,7 @@
 //! directly otherwise.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -123,21 +123,6 @@ pub fn build(
     Ok(router)
 }
 
-tokio::task_local! {
-    static CLIENT_IP: std::net::IpAddr;
-}
-
-/// Runs `f` (a connection's handler) with the client's IP known to the
-/// router, which the `hash` strategy keys on, without every handler
-/// passing it to each dial.
-pub async fn with_client<F: std::future::Future>(ip: std::net::IpAddr, f: F) -> F::Output {
-    CLIENT_IP.scope(ip, f).await
-}
-
-fn client_ip() -> Option<std::net::IpAddr> {
-    CLIENT_IP.try_with(|ip| *ip).ok()
-}
-
 impl Router {
     /// A TCP stream to `addr`. Through a chain, the stream is the first
     /// node's connection with every handshake done, so the caller relays
@@ -148,11 +133,13 @@ impl Router {
     /// allocation, freed once connected: inline, it would size every
     /// handler's future for the whole relay, about 1.7 KiB per idle
     /// connection.
-    pub async fn dial_tcp(&self, addr: &str) -> Result<Upstream, DialError> {
-        Box::pin(self.dial_tcp_unboxed(addr)).await
+    ///
+    /// `client` is the client's IP, which the `hash` selector keys on.
+    pub async fn dial_tcp(&self, addr: &str, client: IpAddr) -> Result<Upstream, DialError> {
+        Box::pin(self.dial_tcp_unboxed(addr, client)).await
     }
 
-    async fn dial_tcp_unboxed(&self, addr: &str) -> Result<Upstream, DialError> {
+    async fn dial_tcp_unboxed(&self, addr: &str, client: IpAddr) -> Result<Upstream, DialError> {
         self.check_bypass("tcp", addr)?;
         let mut last = None;
         for attempt in 0..=self.retries {
@@ -163,7 +150,7 @@ impl Router {
                     self.resolver.as_deref(),
                 )
                 .await?;
-                self.try_dial_tcp(&resolved, crate::addr::host_of(addr))
+                self.try_dial_tcp(&resolved, crate::addr::host_of(addr), client)
                     .await
             };
             match tokio::time::timeout(self.dial_timeout, work).await {
@@ -206,8 +193,8 @@ impl Router {
 
     /// `addr` is the target after hosts and resolver; `host` is the name
     /// the client asked for, which node filters and hashing use.
-    async fn try_dial_tcp(&self, addr: &str, host: &str) -> io::Result<Upstream> {
-        match self.route_for("tcp", addr, host) {
+    async fn try_dial_tcp(&self, addr: &str, host: &str, client: IpAddr) -> io::Result<Upstream> {
+        match self.route_for("tcp", addr, host, client) {
             Some((chain, nodes)) => {
                 finish_route(&chain, addr, route::dial(&chain.name, &nodes, addr).await)
             }
@@ -222,12 +209,13 @@ impl Router {
         network: &str,
         addr: &str,
         host: &str,
+        client: IpAddr,
     ) -> Option<(Arc<Chain>, Vec<Arc<Node>>)> {
-        let client = client_ip().map(|ip| ip.to_string());
+        let client = client.to_string();
         let hash_key = if self.hash_by_target {
             Some(addr)
         } else {
-            client.as_deref()
+            Some(client.as_str())
         };
         let chain = self
             .chain
@@ -251,7 +239,7 @@ impl Router {
     /// Datagrams to `addr`: a UDP socket connected to it, so only the
     /// target's replies reach it, or through the service's chain a tunnel
     /// from the chain's last node (GOST's UDP-over-TCP).
-    pub async fn dial_udp(&self, addr: &str) -> Result<UdpUpstream, DialError> {
+    pub async fn dial_udp(&self, addr: &str, client: IpAddr) -> Result<UdpUpstream, DialError> {
         self.check_bypass("udp", addr)?;
         let work = async {
             let resolved = crate::resolver::resolve_addr(
@@ -261,7 +249,7 @@ impl Router {
             )
             .await?;
             if let Some((chain, nodes)) =
-                self.route_for("udp", &resolved, crate::addr::host_of(addr))
+                self.route_for("udp", &resolved, crate::addr::host_of(addr), client)
             {
                 let tunnel = finish_route(
                     &chain,
@@ -292,9 +280,12 @@ impl Router {
     /// A UDP association for datagrams to any target (SOCKS5 UDP): through
     /// the service's chain a tunnel from its last node; `None` when the
     /// datagrams go directly.
-    pub async fn dial_udp_association(&self) -> Result<Option<UdpTunnel>, DialError> {
+    pub async fn dial_udp_association(
+        &self,
+        client: IpAddr,
+    ) -> Result<Option<UdpTunnel>, DialError> {
         let work = async {
-            match self.route_for("udp", "", "") {
+            match self.route_for("udp", "", "", client) {
                 Some((chain, nodes)) => finish_route(
                     &chain,
                     "udp association",

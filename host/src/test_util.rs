@@ -7,6 +7,20 @@ pub(crate) fn registry() -> &'static crate::registry::Registry {
     crate::factory::registry()
 }
 
+/// A connection's context for tests: a loopback client, no limiter.
+pub(crate) fn ctx(
+    stats: Option<std::sync::Arc<crate::stats::Stats>>,
+) -> crate::context::ConnContext {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
+    crate::context::ConnContext {
+        service: "test".into(),
+        peer: addr,
+        local: addr,
+        stats,
+        traffic: None,
+    }
+}
+
 /// A connected loopback TCP pair: (the connecting side, the accepted side).
 pub(crate) async fn tcp_pair() -> (TcpStream, TcpStream) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -52,6 +52,7 @@ pub async fn socks5(
             peer,
             local: addr,
             stats: None,
+            traffic: None,
         };
         let start = Instant::now();
         let served = h.handle(Conn::Stream(s.into()), ctx);

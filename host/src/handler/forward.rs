@@ -146,7 +146,7 @@ impl ForwardHandler {
                 idle_timeout: self.opts.idle_timeout,
             };
             let start = Instant::now();
-            let res = relay::relay(client, upstream, ctx.stats.as_ref(), &opts).await;
+            let res = relay::relay(client, upstream, &ctx, &opts).await;
             match &res {
                 Ok(t) => {
                     tracing::debug!(service = %ctx.service, client = %ctx.peer, node = %node.name,
@@ -173,7 +173,7 @@ impl ForwardHandler {
         };
         let dialed = self
             .dial_for(ctx, "tcp", sniffed.request(), |a| async move {
-                self.router.dial_tcp(&a).await
+                self.router.dial_tcp(&a, ctx.peer.ip()).await
             })
             .await;
         let (upstream, node) = match dialed {
@@ -193,13 +193,10 @@ impl ForwardHandler {
     async fn handle_udp(&self, mut client: UdpConn, ctx: ConnContext) -> Result<(), HandlerError> {
         // The dial's state is large (name resolution): boxed, it is freed
         // before the session's long relay.
-        let (mut upstream, node) =
-            Box::pin(self.dial(
-                &ctx,
-                "udp",
-                |a| async move { self.router.dial_udp(&a).await },
-            ))
-            .await?;
+        let (mut upstream, node) = Box::pin(self.dial(&ctx, "udp", |a| async move {
+            self.router.dial_udp(&a, ctx.peer.ip()).await
+        }))
+        .await?;
         tracing::debug!(service = %ctx.service, client = %ctx.peer, node = %node.name, "udp session");
         relay_udp(&mut client, &mut upstream, &ctx).await
     }
@@ -216,7 +213,7 @@ pub(crate) async fn relay_udp(
     let mut buf = vec![0u8; client.max_datagram.max(1)];
     let ttl = client.ttl;
     let mut deadline = tokio::time::Instant::now() + ttl;
-    let mut pacer = traffic::Pacer::default();
+    let mut pacer = traffic::Pacer::new(ctx.traffic.clone());
     loop {
         tokio::select! {
             dgram = client.recv(), if pacer.open(true) => {

@@ -275,9 +275,9 @@ impl HttpHandler {
             // its state would size the future every idle keep-alive or
             // tunnelled connection keeps.
             let step = if req.method == "CONNECT" {
-                Box::pin(self.connect(&mut client, &req)).await?
+                Box::pin(self.connect(&mut client, &req, ctx)).await?
             } else {
-                Box::pin(self.forward(&mut client, req, &mut origin)).await?
+                Box::pin(self.forward(&mut client, req, &mut origin, ctx)).await?
             };
             match step {
                 Next::KeepAlive => {
@@ -392,7 +392,7 @@ impl HttpHandler {
                 // GOST dials the decoy directly, never through a chain: it
                 // stands in for this port, it is not a proxied target. The
                 // router dials directly as long as chains do not exist.
-                let upstream = match self.router.dial_tcp(addr).await {
+                let upstream = match self.router.dial_tcp(addr, ctx.peer.ip()).await {
                     Ok(s) => s,
                     Err(e) => {
                         self.reply_bare(&mut client, 503).await;
@@ -409,6 +409,7 @@ impl HttpHandler {
         &self,
         client: &mut Buffered,
         req: &RequestHead,
+        ctx: &ConnContext,
     ) -> Result<Next, HandlerError> {
         let Some(addr) = authority_addr(&req.target) else {
             self.reply_error(client, 400).await;
@@ -417,7 +418,7 @@ impl HttpHandler {
                 req.target
             )));
         };
-        let upstream = match self.router.dial_tcp(&addr).await {
+        let upstream = match self.router.dial_tcp(&addr, ctx.peer.ip()).await {
             Ok(s) => s,
             Err(e) => {
                 self.reply_error(client, dial_status(&e)).await;
@@ -456,7 +457,7 @@ impl HttpHandler {
         let opts = RelayOptions {
             idle_timeout: self.opts.idle_timeout,
         };
-        relay::relay(client, upstream, ctx.stats.as_ref(), &opts).await?;
+        relay::relay(client, upstream, ctx, &opts).await?;
         Ok(())
     }
 
@@ -474,6 +475,7 @@ impl HttpHandler {
         client: &mut Buffered,
         req: RequestHead,
         origin: &mut Option<Origin>,
+        ctx: &ConnContext,
     ) -> Result<Next, HandlerError> {
         let prepared = match prepare_forward(&req, self.opts.keepalive) {
             Ok(p) => p,
@@ -485,7 +487,7 @@ impl HttpHandler {
         client.buf.drain(..req.len);
         // The head waits out the traffic limiter before it goes anywhere;
         // nothing else is in flight yet.
-        traffic::pace(true, req.len).await;
+        traffic::pace(ctx.traffic.as_deref(), true, req.len).await;
         let kept = origin
             .take()
             .filter(|o| o.addr == prepared.addr)
@@ -501,6 +503,7 @@ impl HttpHandler {
                     &prepared,
                     Upstream::direct(o.stream),
                     retryable,
+                    ctx,
                 )
                 .await?
             {
@@ -516,7 +519,7 @@ impl HttpHandler {
                 }
             }
         }
-        let upstream = match self.router.dial_tcp(&prepared.addr).await {
+        let upstream = match self.router.dial_tcp(&prepared.addr, ctx.peer.ip()).await {
             Ok(s) => s,
             Err(e) => {
                 self.reply_error(client, dial_status(&e)).await;
@@ -524,7 +527,7 @@ impl HttpHandler {
             }
         };
         match self
-            .exchange(client, &req, &prepared, upstream, false)
+            .exchange(client, &req, &prepared, upstream, false, ctx)
             .await?
         {
             Exchanged::Done { next, keep } => {
@@ -549,6 +552,7 @@ impl HttpHandler {
         prepared: &Forward,
         upstream: Upstream,
         retryable: bool,
+        ctx: &ConnContext,
     ) -> Result<Exchanged, HandlerError> {
         // A lazy relay node's response comes before the origin's bytes; it
         // is taken off what is read, so the request goes out meanwhile.
@@ -580,7 +584,7 @@ impl HttpHandler {
         // Traffic limiter: body bytes in `out` go to the origin, and bytes
         // read from the origin are passed on and more read, only while
         // their direction is open.
-        let mut pacer = traffic::Pacer::default();
+        let mut pacer = traffic::Pacer::new(ctx.traffic.clone());
         loop {
             let sending_body = !exchange.req_body.done() && !body_refused;
             if out.is_empty() && sending_body && !client.buf.is_empty() {

@@ -10,22 +10,12 @@ pub mod socks;
 pub mod stream;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::listener::Conn;
-use crate::stats::Stats;
 
-/// What a handler knows about the connection besides its bytes.
-#[derive(Debug, Clone)]
-pub struct ConnContext {
-    pub service: Arc<str>,
-    pub peer: SocketAddr,
-    pub local: SocketAddr,
-    /// The service's counters, when `enableStats` is on.
-    pub stats: Option<Arc<Stats>>,
-}
+pub use crate::context::ConnContext;
 
 /// What a protocol handler is built with besides its own options.
 #[derive(Clone, Default)]
@@ -107,6 +97,7 @@ mod tests {
             peer: addr,
             local: addr,
             stats: None,
+            traffic: None,
         }
     }
 

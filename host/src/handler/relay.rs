@@ -178,7 +178,7 @@ impl RelayHandler {
             return Err(HandlerError::Protocol("relay: target not specified".into()));
         }
         if req.udp {
-            let mut sock = match Box::pin(self.router.dial_udp(&req.addr)).await {
+            let mut sock = match Box::pin(self.router.dial_udp(&req.addr, ctx.peer.ip())).await {
                 Ok(s) => s,
                 Err(e) => {
                     let _ = client.send(&response(dial_failure(&e))).await;
@@ -187,7 +187,7 @@ impl RelayHandler {
             };
             return self.relay_udp(client, &mut sock, ctx).await;
         }
-        let upstream = match Box::pin(self.router.dial_tcp(&req.addr)).await {
+        let upstream = match Box::pin(self.router.dial_tcp(&req.addr, ctx.peer.ip())).await {
             Ok(s) => s,
             Err(e) => {
                 let _ = client.send(&response(dial_failure(&e))).await;
@@ -268,28 +268,9 @@ impl RelayHandler {
         network: &str,
     ) -> Result<(), HandlerError> {
         if network == "udp" {
-            let (mut sock, _node) =
-                match Box::pin(fwd.dial(
-                    ctx,
-                    "udp",
-                    |a| async move { self.router.dial_udp(&a).await },
-                ))
-                .await
-                {
-                    Ok(x) => x,
-                    Err(e) => {
-                        let _ = client.send(&response(forward_failure(&e))).await;
-                        return Err(e);
-                    }
-                };
-            return self.relay_udp(client, &mut sock, ctx).await;
-        }
-        let (upstream, _node) =
-            match Box::pin(fwd.dial(
-                ctx,
-                "tcp",
-                |a| async move { self.router.dial_tcp(&a).await },
-            ))
+            let (mut sock, _node) = match Box::pin(fwd.dial(ctx, "udp", |a| async move {
+                self.router.dial_udp(&a, ctx.peer.ip()).await
+            }))
             .await
             {
                 Ok(x) => x,
@@ -298,6 +279,19 @@ impl RelayHandler {
                     return Err(e);
                 }
             };
+            return self.relay_udp(client, &mut sock, ctx).await;
+        }
+        let (upstream, _node) = match Box::pin(fwd.dial(ctx, "tcp", |a| async move {
+            self.router.dial_tcp(&a, ctx.peer.ip()).await
+        }))
+        .await
+        {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = client.send(&response(forward_failure(&e))).await;
+                return Err(e);
+            }
+        };
         self.relay_stream(client, upstream, ctx).await
     }
 
@@ -312,13 +306,12 @@ impl RelayHandler {
         let opts = RelayOptions {
             idle_timeout: self.opts.idle_timeout,
         };
-        let stats = ctx.stats.as_ref();
         if self.opts.nodelay {
             client.send(&response(STATUS_OK)).await?;
-            relay::relay(client.into_inner(), upstream, stats, &opts).await?;
+            relay::relay(client.into_inner(), upstream, ctx, &opts).await?;
         } else {
             let client = client.into_inner();
-            relay::relay_answering(client, upstream, response(STATUS_OK), stats, &opts).await?;
+            relay::relay_answering(client, upstream, response(STATUS_OK), ctx, &opts).await?;
         }
         Ok(())
     }
@@ -442,7 +435,7 @@ async fn relay_datagrams(
 ) -> Result<(), HandlerError> {
     let mut inbuf: Vec<u8> = Vec::new();
     let mut out = vec![0u8; 2 + buffer_size];
-    let mut pacer = traffic::Pacer::default();
+    let mut pacer = traffic::Pacer::new(ctx.traffic.clone());
     loop {
         while inbuf.len() >= 2 {
             let len = u16::from_be_bytes([inbuf[0], inbuf[1]]) as usize;

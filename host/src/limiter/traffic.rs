@@ -9,7 +9,6 @@
 //! its handler, so the relay paces bytes without any handler knowing.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -264,37 +263,10 @@ impl TrafficLimiter {
     }
 }
 
-tokio::task_local! {
-    static CONN_TRAFFIC: Arc<ConnTraffic>;
-}
-
-/// Runs `f` (a connection's handler) with its traffic buckets attached.
-pub async fn scope<F: Future>(traffic: Option<Arc<ConnTraffic>>, f: F) -> F::Output {
-    match traffic {
-        Some(t) => CONN_TRAFFIC.scope(t, f).await,
-        None => f.await,
-    }
-}
-
-/// The traffic buckets of the connection this task serves, if any.
-pub fn current() -> Option<Arc<ConnTraffic>> {
-    CONN_TRAFFIC.try_with(Arc::clone).ok()
-}
-
-/// Charges `n` bytes to this task's connection and returns how long to
-/// wait before passing them on; zero, with nothing touched, when the
-/// service has no limiter. For loops that must keep serving the other
-/// direction while one waits.
-pub fn due(from_client: bool, n: usize) -> Duration {
-    CONN_TRAFFIC
-        .try_with(|t| t.delay(from_client, n))
-        .unwrap_or_default()
-}
-
-/// Charges `n` bytes and waits until they may be sent on; a timer is made
-/// only when a wait is due.
-pub async fn pace(from_client: bool, n: usize) {
-    let wait = due(from_client, n);
+/// Charges `n` bytes to a connection's buckets and waits until they may
+/// be sent on; a timer is made only when a wait is due.
+pub async fn pace(traffic: Option<&ConnTraffic>, from_client: bool, n: usize) {
+    let wait = traffic.map(|t| t.delay(from_client, n)).unwrap_or_default();
     if !wait.is_zero() {
         tokio::time::sleep(wait).await;
     }
@@ -308,13 +280,26 @@ pub async fn pace(from_client: bool, n: usize) {
 /// timer.
 #[derive(Debug, Default)]
 pub struct Pacer {
+    traffic: Option<Arc<ConnTraffic>>,
     /// When each direction (index: from the client) may receive again.
     until: [Option<tokio::time::Instant>; 2],
 }
 
 impl Pacer {
+    /// Pacing by a connection's buckets; none without a limiter.
+    pub fn new(traffic: Option<Arc<ConnTraffic>>) -> Self {
+        Pacer {
+            traffic,
+            until: [None; 2],
+        }
+    }
+
     pub fn charge(&mut self, from_client: bool, n: usize) {
-        let wait = due(from_client, n);
+        let wait = self
+            .traffic
+            .as_ref()
+            .map(|t| t.delay(from_client, n))
+            .unwrap_or_default();
         if !wait.is_zero() {
             self.until[usize::from(from_client)] = Some(tokio::time::Instant::now() + wait);
         }
@@ -394,29 +379,25 @@ mod tests {
 
     #[tokio::test]
     async fn pace_waits_only_inside_a_limited_connection() {
-        // Outside any connection's scope nothing is charged or awaited.
-        assert_eq!(due(true, usize::MAX), Duration::ZERO);
+        // Without a limiter nothing is charged or awaited.
         let start = Instant::now();
-        pace(false, 1 << 30).await;
+        pace(None, false, 1 << 30).await;
         assert!(start.elapsed() < Duration::from_millis(100));
 
-        let t = Arc::new(ConnTraffic {
+        let t = ConnTraffic {
             input: vec![Bucket::new(100_000, 0)],
             output: vec![Bucket::new(200_000, 0)],
-        });
+        };
         let start = Instant::now();
-        scope(Some(t), async {
-            // 10 kB burst each way; then 30 kB in at 100 kB/s is 0.2 s
-            // past the burst, and 40 kB out at 200 kB/s another 0.1 s.
-            for _ in 0..3 {
-                pace(true, 10_000).await;
-            }
-            for _ in 0..2 {
-                pace(false, 20_000).await;
-            }
-            assert!(due(true, 1_000_000) > Duration::from_secs(5));
-        })
-        .await;
+        // 10 kB burst each way; then 30 kB in at 100 kB/s is 0.2 s past
+        // the burst, and 40 kB out at 200 kB/s another 0.1 s.
+        for _ in 0..3 {
+            pace(Some(&t), true, 10_000).await;
+        }
+        for _ in 0..2 {
+            pace(Some(&t), false, 20_000).await;
+        }
+        assert!(t.delay(true, 1_000_000) > Duration::from_secs(5));
         let secs = start.elapsed().as_secs_f64();
         assert!((0.28..0.45).contains(&secs), "{secs}");
     }
@@ -427,23 +408,20 @@ mod tests {
         p.charge(true, 1 << 30);
         assert!(p.open(true) && !p.waiting(), "no limiter: nothing waits");
 
-        let t = Arc::new(ConnTraffic {
+        let mut p = Pacer::new(Some(Arc::new(ConnTraffic {
             input: vec![Bucket::new(100_000, 0)],
             output: Vec::new(),
-        });
-        scope(Some(t), async {
-            p.charge(true, 10_000);
-            assert!(p.open(true), "within the burst");
-            p.charge(false, 1 << 30);
-            assert!(p.open(false), "out is not limited");
-            p.charge(true, 20_000);
-            assert!(!p.open(true) && p.open(false) && p.waiting());
-            let start = Instant::now();
-            p.wait().await;
-            let secs = start.elapsed().as_secs_f64();
-            assert!((0.18..0.35).contains(&secs), "{secs}");
-            assert!(p.open(true) && !p.waiting());
-        })
-        .await;
+        })));
+        p.charge(true, 10_000);
+        assert!(p.open(true), "within the burst");
+        p.charge(false, 1 << 30);
+        assert!(p.open(false), "out is not limited");
+        p.charge(true, 20_000);
+        assert!(!p.open(true) && p.open(false) && p.waiting());
+        let start = Instant::now();
+        p.wait().await;
+        let secs = start.elapsed().as_secs_f64();
+        assert!((0.18..0.35).contains(&secs), "{secs}");
+        assert!(p.open(true) && !p.waiting());
     }
 }

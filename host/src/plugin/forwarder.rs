@@ -185,16 +185,20 @@ impl WasmForwardHandler {
         };
         match conn {
             Conn::Stream(client) => {
-                let upstream = self.dial(&ctx, node, self.router.dial_tcp(&addr)).await?;
+                let upstream = self
+                    .dial(&ctx, node, self.router.dial_tcp(&addr, ctx.peer.ip()))
+                    .await?;
                 tracing::debug!(service = %ctx.service, client = %ctx.peer, dst = %addr, "forward (wasm)");
                 let opts = RelayOptions {
                     idle_timeout: self.idle_timeout,
                 };
-                relay::relay(client, upstream, ctx.stats.as_ref(), &opts).await?;
+                relay::relay(client, upstream, &ctx, &opts).await?;
                 Ok(())
             }
             Conn::Udp(mut client) => {
-                let mut upstream = self.dial(&ctx, node, self.router.dial_udp(&addr)).await?;
+                let mut upstream = self
+                    .dial(&ctx, node, self.router.dial_udp(&addr, ctx.peer.ip()))
+                    .await?;
                 tracing::debug!(service = %ctx.service, client = %ctx.peer, dst = %addr, "udp session (wasm)");
                 crate::handler::forward::relay_udp(&mut client, &mut upstream, &ctx).await
             }

@@ -100,6 +100,7 @@ impl WasmHandler {
             net: NetCtx {
                 router: deps.router,
                 auther: deps.auther,
+                client: std::net::Ipv4Addr::UNSPECIFIED.into(),
             },
             module: RwLock::new(Arc::new(Module { pre, generation: 0 })),
             idle: Mutex::new(Vec::new()),
@@ -196,6 +197,9 @@ impl WasmHandler {
         };
         let mut w = self.acquire().await?;
         let data = w.store.data_mut();
+        if let Some(net) = &mut data.net {
+            net.client = ctx.peer.ip();
+        }
         let info = data
             .lend_info(ConnInfoRes {
                 service: ctx.service.clone(),
@@ -283,7 +287,7 @@ impl WasmHandler {
                 let opts = RelayOptions {
                     idle_timeout: self.opts.idle_timeout,
                 };
-                relay::relay(client, upstream, ctx.stats.as_ref(), &opts).await?;
+                relay::relay(client, upstream, &ctx, &opts).await?;
                 Ok(())
             }
         }

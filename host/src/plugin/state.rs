@@ -31,6 +31,9 @@ pub struct Identity {
 pub struct NetCtx {
     pub router: Router,
     pub auther: Option<Arc<dyn Auther>>,
+    /// The IP of the client the instance serves now, for the router's
+    /// `hash` selector; set at each call.
+    pub client: std::net::IpAddr,
 }
 
 pub struct PluginState {
@@ -259,7 +262,7 @@ impl network::Host for PluginState {
         if network != "tcp" {
             return Ok(Err(format!("network \"{network}\" is not supported (tcp)")));
         }
-        let r = net.router.dial_tcp(&address).await;
+        let r = net.router.dial_tcp(&address, net.client).await;
         self.resume();
         match r {
             Ok(s) => Ok(Ok(self.push_conn(ConnRes::upstream(s))?)),

@@ -14,7 +14,7 @@ use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
-use super::{busy_poll, Answer, Env, IdleTimer, PooledBuf, RelayError, Transferred};
+use super::{busy_poll, conclude, Answer, Env, IdleTimer, PooledBuf, RelayError, Transferred};
 use crate::connector::upstream::LazyResponse;
 use crate::limiter::traffic::ConnTraffic;
 use crate::stats::Stats;
@@ -85,17 +85,15 @@ impl Future for CopyRelay<'_> {
                 .poll(cx, &mut this.upstream, &mut this.client, &env)?,
             Poll::Pending => Poll::Pending,
         };
-        if up.is_ready() && down.is_ready() {
-            return Poll::Ready(Ok(Transferred {
-                input: this.up.total,
-                output: this.down.total,
-            }));
-        }
-        if let Some(idle) = &mut this.idle {
-            let moved = std::mem::take(&mut this.up.moved) | std::mem::take(&mut this.down.moved);
-            ready!(idle.poll(cx, moved))?;
-        }
-        Poll::Pending
+        let moved = std::mem::take(&mut this.up.moved) | std::mem::take(&mut this.down.moved);
+        let totals = (this.up.total, this.down.total);
+        conclude(
+            cx,
+            up.is_ready() && down.is_ready(),
+            totals,
+            moved,
+            &mut this.idle,
+        )
     }
 }
 
@@ -242,10 +240,11 @@ mod tests {
         let stats = Arc::new(Stats::default());
         let st = stats.clone();
         let relay = tokio::spawn(async move {
+            let ctx = crate::test_util::ctx(Some(st));
             relay(
                 client,
                 Upstream::direct(upstream_side),
-                Some(&st),
+                &ctx,
                 &RelayOptions::default(),
             )
             .await
@@ -286,7 +285,7 @@ mod tests {
                 client_side.into(),
                 up,
                 [1, 0, 0, 0],
-                None,
+                &crate::test_util::ctx(None),
                 &RelayOptions::default(),
             )
             .await
@@ -312,10 +311,11 @@ mod tests {
         let (_user, boxed) = tokio::io::duplex(1024);
         let (upstream_side, _server) = crate::test_util::tcp_pair().await;
         let opts = RelayOptions::default();
+        let ctx = crate::test_util::ctx(None);
         let mut r = std::pin::pin!(relay(
             Stream::boxed(boxed),
             Upstream::direct(upstream_side),
-            None,
+            &ctx,
             &opts
         ));
         let mut cx = Context::from_waker(std::task::Waker::noop());

@@ -34,6 +34,7 @@ use tokio::time::{Instant, Sleep};
 use crate::connector::upstream::LazyResponse;
 use crate::connector::upstream::Upstream;
 use crate::connector::ConnectError;
+use crate::context::ConnContext;
 use crate::limiter::traffic::ConnTraffic;
 use crate::stats::Stats;
 use crate::stream::Stream;
@@ -140,10 +141,10 @@ pub fn is_disconnect(e: &io::Error) -> bool {
 pub fn relay<'a>(
     client: Stream,
     upstream: Upstream,
-    stats: Option<&'a Arc<Stats>>,
+    ctx: &'a ConnContext,
     opts: &RelayOptions,
 ) -> RelayFuture<'a> {
-    run(client, upstream, None, stats, opts.idle_timeout)
+    run(client, upstream, None, ctx, opts.idle_timeout)
 }
 
 /// [`relay`] for GOST's relay handler without `nodelay`: `answer` (its
@@ -153,14 +154,14 @@ pub fn relay_answering<'a>(
     client: Stream,
     upstream: Upstream,
     answer: [u8; 4],
-    stats: Option<&'a Arc<Stats>>,
+    ctx: &'a ConnContext,
     opts: &RelayOptions,
 ) -> RelayFuture<'a> {
     let answer = Some(Answer {
         bytes: answer,
         sent: 0,
     });
-    run(client, upstream, answer, stats, opts.idle_timeout)
+    run(client, upstream, answer, ctx, opts.idle_timeout)
 }
 
 /// The relay of one connection: the TCP fast path or the generic copy.
@@ -186,13 +187,12 @@ fn run<'a>(
     client: Stream,
     upstream: Upstream,
     answer: Option<Answer>,
-    stats: Option<&'a Arc<Stats>>,
+    ctx: &'a ConnContext,
     idle_timeout: Option<Duration>,
 ) -> RelayFuture<'a> {
     let (upstream, owed) = upstream.into_parts();
-    // The service's traffic limiter, if any, rides along as a task-local
-    // value so that no handler has to pass it.
-    let traffic = crate::limiter::traffic::current();
+    let stats = ctx.stats.as_ref();
+    let traffic = ctx.traffic.clone();
     let idle = idle_timeout.map(IdleTimer::new);
     let upstream = match upstream.into_tcp() {
         // Bytes read ahead on the upstream (a connector's reply parsed
@@ -306,18 +306,35 @@ impl Future for Relay<'_> {
             Poll::Ready(()) => this.down.poll(cx, &this.upstream, &this.client, &env)?,
             Poll::Pending => Poll::Pending,
         };
-        if up.is_ready() && down.is_ready() {
-            return Poll::Ready(Ok(Transferred {
-                input: this.up.total,
-                output: this.down.total,
-            }));
-        }
-        if let Some(idle) = &mut this.idle {
-            let moved = std::mem::take(&mut this.up.moved) | std::mem::take(&mut this.down.moved);
-            ready!(idle.poll(cx, moved))?;
-        }
-        Poll::Pending
+        let moved = std::mem::take(&mut this.up.moved) | std::mem::take(&mut this.down.moved);
+        let totals = (this.up.total, this.down.total);
+        conclude(
+            cx,
+            up.is_ready() && down.is_ready(),
+            totals,
+            moved,
+            &mut this.idle,
+        )
     }
+}
+
+/// The end of a relay's poll, for both kinds: done once both directions
+/// are, else pending unless the idle timer (reset when bytes `moved`)
+/// has run out.
+fn conclude(
+    cx: &mut Context<'_>,
+    done: bool,
+    (input, output): (u64, u64),
+    moved: bool,
+    idle: &mut Option<IdleTimer>,
+) -> Poll<Result<Transferred, RelayError>> {
+    if done {
+        return Poll::Ready(Ok(Transferred { input, output }));
+    }
+    if let Some(idle) = idle {
+        ready!(idle.poll(cx, moved))?;
+    }
+    Poll::Pending
 }
 
 /// What both directions share.
@@ -631,10 +648,11 @@ mod tests {
     ) -> tokio::task::JoinHandle<Result<Transferred, RelayError>> {
         tokio::spawn(async move {
             let opts = RelayOptions::default();
+            let ctx = crate::test_util::ctx(Some(stats));
             super::relay(
                 client_side.into(),
                 Upstream::direct(upstream_side),
-                Some(&stats),
+                &ctx,
                 &opts,
             )
             .await
@@ -685,7 +703,7 @@ mod tests {
             super::relay(
                 client_side.into(),
                 Upstream::direct(upstream_side),
-                None,
+                &crate::test_util::ctx(None),
                 &RelayOptions::default(),
             )
             .await
@@ -719,10 +737,11 @@ mod tests {
         up.set_nonblocking(true).unwrap();
         let upstream_side = TcpStream::from_std(up).unwrap();
         let opts = RelayOptions::default();
+        let ctx = crate::test_util::ctx(None);
         let mut relay = std::pin::pin!(super::relay(
             client_side.into(),
             Upstream::direct(upstream_side),
-            None,
+            &ctx,
             &opts
         ));
         let first = std::future::poll_fn(|cx| Poll::Ready(relay.as_mut().poll(cx))).await;
@@ -778,7 +797,7 @@ mod tests {
             super::relay(
                 client_side.into(),
                 Upstream::direct(upstream_side),
-                None,
+                &crate::test_util::ctx(None),
                 &opts,
             )
             .await
@@ -808,7 +827,7 @@ mod tests {
         let r = super::relay(
             client_side.into(),
             Upstream::direct(upstream_side),
-            None,
+            &crate::test_util::ctx(None),
             &opts,
         )
         .await;
@@ -826,7 +845,14 @@ mod tests {
         up.owe_response();
         let relay = tokio::spawn(async move {
             let opts = RelayOptions::default();
-            relay_answering(client_side.into(), up, [1, 0, 0, 0], None, &opts).await
+            relay_answering(
+                client_side.into(),
+                up,
+                [1, 0, 0, 0],
+                &crate::test_util::ctx(None),
+                &opts,
+            )
+            .await
         });
         user.write_all(b"hello").await.unwrap();
         let mut req = [0u8; 5];
@@ -850,7 +876,13 @@ mod tests {
         let mut up = Upstream::direct(upstream_side);
         up.owe_response();
         let relay = tokio::spawn(async move {
-            super::relay(client_side.into(), up, None, &RelayOptions::default()).await
+            super::relay(
+                client_side.into(),
+                up,
+                &crate::test_util::ctx(None),
+                &RelayOptions::default(),
+            )
+            .await
         });
         server.write_all(&[1, 7, 0, 0, b'x']).await.unwrap();
         let err = tokio::time::timeout(Duration::from_secs(5), relay)

@@ -245,13 +245,13 @@ impl Service {
                 peer: accepted.peer,
                 local: accepted.local,
                 stats,
+                traffic: active
+                    .limiters
+                    .traffic
+                    .as_ref()
+                    .map(|t| Arc::new(t.for_conn(accepted.peer.ip()))),
             };
             let cancel = conn_cancel.clone();
-            let traffic = active
-                .limiters
-                .traffic
-                .as_ref()
-                .map(|t| Arc::new(t.for_conn(accepted.peer.ip())));
             let upgrade = upgrade.clone();
             conns.spawn(async move {
                 let start = Instant::now();
@@ -289,10 +289,7 @@ impl Service {
                     (_, conn) => conn,
                 };
                 let result = tokio::select! {
-                    r = crate::router::with_client(
-                        peer.ip(),
-                        crate::limiter::traffic::scope(traffic, handler.handle(conn, ctx)),
-                    ) => r,
+                    r = handler.handle(conn, ctx) => r,
                     _ = cancel.cancelled() => return,
                 };
                 if let Some(h) = duration {

@@ -286,7 +286,7 @@ impl Granted {
             };
             let start = Instant::now();
             let opts = RelayOptions { idle_timeout };
-            let res = relay::relay(self.client, self.upstream, ctx.stats.as_ref(), &opts).await;
+            let res = relay::relay(self.client, self.upstream, ctx, &opts).await;
             let target = &self.target;
             match &res {
                 Ok(t) => tracing::debug!(service = %ctx.service, client = %ctx.peer, dst = %target,

@@ -51,7 +51,7 @@ pub(super) async fn associate(
     };
     // As GOST, the chain is dialed before the reply, so a client learns
     // at once that its datagrams could not go anywhere.
-    let targets = match Targets::through(router).await {
+    let targets = match Targets::through(router, ctx.peer.ip()).await {
         Ok(t) => t,
         Err(e) => {
             let _ = hs.write(&reply(REP_GENERAL_FAILURE, None)).await;
@@ -68,7 +68,7 @@ pub(super) async fn associate(
         client_addr: None,
         targets,
         ctx,
-        pacer: traffic::Pacer::default(),
+        pacer: traffic::Pacer::new(ctx.traffic.clone()),
     };
     let mut from_client = vec![0u8; REQUEST_HEADER_MAX + buffer_size];
     let mut from_v4 = vec![0u8; REPLY_HEADER_MAX + buffer_size];
@@ -181,9 +181,9 @@ impl Targets {
 
     /// Targets reached the way `router` goes: through its chain when it
     /// routes datagrams through one, directly otherwise.
-    pub(super) async fn through(router: &Router) -> Result<Self, DialError> {
+    pub(super) async fn through(router: &Router, client: IpAddr) -> Result<Self, DialError> {
         let mut t = Targets::direct(router);
-        t.tunnel = router.dial_udp_association().await?;
+        t.tunnel = router.dial_udp_association(client).await?;
         Ok(t)
     }
 

@@ -31,7 +31,7 @@ pub(super) async fn serve(
     router: &Router,
     buffer_size: usize,
 ) -> Result<(), HandlerError> {
-    let (targets, bound) = match open(target, router).await {
+    let (targets, bound) = match open(target, router, ctx.peer.ip()).await {
         Ok(x) => x,
         Err(e) => {
             let _ = hs.write(&reply(REP_GENERAL_FAILURE, None)).await;
@@ -60,7 +60,7 @@ pub(crate) async fn relay_frames(
     let mut from_v4 = vec![0u8; HEADER_ROOM + buffer_size];
     let mut from_v6 = vec![0u8; HEADER_ROOM + buffer_size];
     let mut from_tunnel = vec![0u8; HEADER_ROOM + buffer_size];
-    let mut pacer = traffic::Pacer::default();
+    let mut pacer = traffic::Pacer::new(ctx.traffic.clone());
     loop {
         while let Some((dst, start, end)) = next_frame(&inbuf).map_err(protocol)? {
             targets.send(dst, &inbuf[start..end]).await;
@@ -123,12 +123,16 @@ pub(crate) async fn relay_frames(
 /// report: for port 0 a relay, through the service's chain when it has
 /// one (GOST's UDP through a chain of socks5 nodes), else a socket bound
 /// on this host.
-async fn open(target: &TargetAddr, router: &Router) -> Result<(Targets, SocketAddr), HandlerError> {
+async fn open(
+    target: &TargetAddr,
+    router: &Router,
+    client: std::net::IpAddr,
+) -> Result<(Targets, SocketAddr), HandlerError> {
     let port = match target {
         TargetAddr::Ip(a) => a.port(),
         TargetAddr::Domain(_, p) => *p,
     };
-    let mut targets = Targets::through(router).await?;
+    let mut targets = Targets::through(router, client).await?;
     if let Some(t) = &targets.tunnel {
         let bound = t
             .local_addr()

@@ -116,7 +116,11 @@ impl Socks4Handler {
                 return Err(protocol(format!("socks4: unknown command {other}")));
             }
         }
-        let upstream = match self.router.dial_tcp(&req.target.to_string()).await {
+        let upstream = match self
+            .router
+            .dial_tcp(&req.target.to_string(), ctx.peer.ip())
+            .await
+        {
             Ok(u) => u,
             Err(e) => {
                 let _ = hs.write(&reply(REJECTED, None)).await;

@@ -156,7 +156,7 @@ impl Socks5Handler {
         // The rare commands' state is boxed: inline, it would size every
         // CONNECT's handshake.
         match req.cmd {
-            CMD_CONNECT => self.connect(hs, req.target).await.map(Some),
+            CMD_CONNECT => self.connect(hs, req.target, ctx).await.map(Some),
             CMD_UDP_ASSOCIATE if self.opts.udp => Box::pin(super::udp::associate(
                 hs,
                 ctx,
@@ -269,8 +269,13 @@ impl Socks5Handler {
         &self,
         mut hs: Handshake,
         target: TargetAddr,
+        ctx: &ConnContext,
     ) -> Result<Granted, HandlerError> {
-        let upstream = match self.router.dial_tcp(&target.to_string()).await {
+        let upstream = match self
+            .router
+            .dial_tcp(&target.to_string(), ctx.peer.ip())
+            .await
+        {
             Ok(u) => u,
             Err(e) => {
                 let _ = hs.write(&reply(dial_reply_code(&e), None)).await;
