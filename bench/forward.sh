@@ -13,8 +13,9 @@ set -uo pipefail
 
 ALL_SYSTEMS="direct gost haproxy socat"
 # Busy-polling variants (gost-rs with GOST_BUSY_POLL, haproxy with its
-# busy-polling option), run only when named in --systems.
-OPTIONAL_SYSTEMS="gost-bp haproxy-bp"
+# busy-polling option), and gost-old (a second gost binary, GOST_OLD_BIN,
+# for an old-against-new run), run only when named in --systems.
+OPTIONAL_SYSTEMS="gost-bp haproxy-bp gost-old"
 
 usage() {
     cat <<'EOF'
@@ -22,7 +23,8 @@ usage: bench/forward.sh [options]
   --quick            short smoke run (2 rounds, 2 s per metric, 1,000 idle connections)
   --rounds N         repetitions; every round runs every system in turn (default 3)
   --systems "LIST"   subset/order of: direct gost haproxy socat (default: all),
-                     plus gost-bp and haproxy-bp, the busy-polling variants
+                     plus gost-bp and haproxy-bp, the busy-polling variants,
+                     and gost-old (GOST_OLD_BIN)
   --idle-conns N     idle connections held for the memory metric (default 9000)
   --seconds S        measured window of keep-alive and connection-rate tests (default 8)
   --no-build         use the existing release binaries
@@ -33,6 +35,7 @@ environment:
   GOST_EXTRA_ARGS    extra arguments for gost, e.g. "-C bench.yaml" (default: none)
   SINK_RCVBUF        fixed SO_RCVBUF of the bulk sink in bytes (default: kernel autotuning)
   BUSY_POLL          GOST_BUSY_POLL window of gost-bp (default: 1ms)
+  GOST_OLD_BIN       the gost binary of system gost-old (an earlier build)
 EOF
 }
 
@@ -101,11 +104,12 @@ start_proxy() {
     fi
     PROXY_PORT=$("$LG" freeport) || return 1
     case "$sys" in
-        gost|gost-bp)
-            local bp=""
+        gost|gost-bp|gost-old)
+            local bp="" bin=$GOST
             [ "$sys" = gost-bp ] && bp=${BUSY_POLL:-1ms}
+            [ "$sys" = gost-old ] && bin=${GOST_OLD_BIN:?GOST_OLD_BIN names the binary of gost-old}
             # shellcheck disable=SC2086
-            GOST_BUSY_POLL=$bp taskset -c "$PROXY_CPU" "$GOST" \
+            GOST_BUSY_POLL=$bp taskset -c "$PROXY_CPU" "$bin" \
                 -L "tcp://127.0.0.1:$PROXY_PORT/127.0.0.1:$tport" \
                 ${GOST_EXTRA_ARGS:-} >"$TMP/gost.log" 2>&1 & ;;
         haproxy|haproxy-bp)
@@ -142,7 +146,7 @@ EOF
 run_system() {
     local sys=$1 round=$2 watch=() label
     label=$sys
-    case "$sys" in gost) label=gost-rs ;; gost-bp) label=gost-rs-bp ;; esac
+    case "$sys" in gost) label=gost-rs ;; gost-bp) label=gost-rs-bp ;; gost-old) label=gost-rs-old ;; esac
     log "== round $round: $label"
 
     # Request tests against the HTTP target, on a fresh proxy so that the
@@ -184,6 +188,7 @@ run_system() {
     has socat && echo "socat: $(socat -V 2>/dev/null | grep -m1 'socat version')"
     has gost && echo "gost: $(shown "$GOST") ${GOST_EXTRA_ARGS:-}"
     has gost-bp && echo "gost-rs-bp: GOST_BUSY_POLL=${BUSY_POLL:-1ms}"
+    has gost-old && echo "gost-rs-old: $(shown "${GOST_OLD_BIN:-}")"
     has haproxy-bp && echo "haproxy-bp: haproxy with busy-polling"
     # Other work on the machine (e.g. compiles) is the main source of noise.
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -13,6 +13,9 @@
 set -uo pipefail
 
 ALL_SYSTEMS="direct gost-socks5 microsocks dante gost-http tinyproxy"
+# gost-socks5-old and gost-http-old: a second gost binary (GOST_OLD_BIN),
+# for an old-against-new run; only when named in --systems.
+OPTIONAL_SYSTEMS="gost-socks5-old gost-http-old"
 
 usage() {
     cat <<EOF2
@@ -28,6 +31,7 @@ environment:
   CARGO_TARGET_DIR   where the release binaries are (default: <repo>/target)
   GOST_BIN           gost binary to test (default: \$CARGO_TARGET_DIR/release/gost)
   GOST_EXTRA_ARGS    extra arguments for gost, e.g. "-C bench.yaml" (default: none)
+  GOST_OLD_BIN       the gost binary of gost-socks5-old and gost-http-old
 EOF2
 }
 
@@ -53,8 +57,8 @@ bench_paths proxy
 family() {
     case "$1" in
         direct) echo direct ;;
-        gost-socks5|microsocks|dante) echo socks5 ;;
-        gost-http|tinyproxy) echo http ;;
+        gost-socks5|gost-socks5-old|microsocks|dante) echo socks5 ;;
+        gost-http|gost-http-old|tinyproxy) echo http ;;
     esac
 }
 uses_gost() { has gost-socks5 || has gost-http; }
@@ -113,11 +117,12 @@ start_proxy() {
     [ "$sys" = direct ] && return 0
     PROXY_PORT=$("$LG" freeport) || return 1
     case "$sys" in
-        gost-socks5|gost-http)
-            local scheme=socks5
-            [ "$sys" = gost-http ] && scheme=http
+        gost-socks5|gost-http|gost-socks5-old|gost-http-old)
+            local scheme=socks5 bin=$GOST
+            case "$sys" in gost-http*) scheme=http ;; esac
+            case "$sys" in *-old) bin=${GOST_OLD_BIN:?GOST_OLD_BIN names the binary of $sys} ;; esac
             # shellcheck disable=SC2086
-            taskset -c "$PROXY_CPU" "$GOST" -L "$scheme://127.0.0.1:$PROXY_PORT" \
+            taskset -c "$PROXY_CPU" "$bin" -L "$scheme://127.0.0.1:$PROXY_PORT" \
                 ${GOST_EXTRA_ARGS:-} >"$TMP/$sys.log" 2>&1 & ;;
         microsocks)
             taskset -c "$PROXY_CPU" microsocks -i 127.0.0.1 -p "$PROXY_PORT" \
