@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::proto::http1::{Decoder, Framing};
 use crate::stream::Stream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
@@ -29,6 +30,8 @@ use crate::metadata::{Metadata, MetadataError};
 use crate::relay::{self, RelayOptions};
 use crate::router::Router;
 
+/// How much is read from a socket at once while passing bodies through.
+const READ_CHUNK: usize = 16 * 1024;
 /// Largest request or response head accepted; a larger request head gets
 /// 431, as a client cannot make a proxy hold unbounded memory per
 /// connection.
@@ -36,10 +39,6 @@ const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields in one head (Go's server has no count limit but a
 /// 1 MiB size limit; 100 fields is ample for real clients).
 const MAX_HEADERS: usize = 100;
-/// Longest chunk-size or trailer line in a chunked body.
-const MAX_CHUNK_LINE: usize = 4096;
-/// How much is read from a socket at once while passing bodies through.
-const READ_CHUNK: usize = 16 * 1024;
 /// GOST's `readTimeout` default.
 const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(15);
 const DEFAULT_PROXY_AGENT: &str = "gost/3.0";
@@ -1088,15 +1087,6 @@ fn split_absolute(target: &str) -> Option<(&str, &str)> {
     Some((&rest[..end], &rest[end..]))
 }
 
-/// How a message body is delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    Length(u64),
-    Chunked,
-    /// A response without length: it ends when the origin closes.
-    UntilClose,
-}
-
 /// A plain request rewritten for the origin.
 struct Forward {
     addr: String,
@@ -1375,107 +1365,6 @@ impl Exchange {
         head.push_str("\r\n");
         self.resp = RespState::Body(Decoder::new(framing));
         Ok(head.into_bytes())
-    }
-}
-
-/// Follows a body's framing over raw bytes without changing them: it only
-/// tells how many of the bytes at hand belong to the body.
-#[derive(Debug)]
-struct Decoder {
-    state: DecState,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum DecState {
-    /// Bytes left of a Content-Length body or of a chunk's data.
-    Length(u64),
-    ChunkSize,
-    ChunkData(u64),
-    /// The CRLF after a chunk's data.
-    ChunkEnd,
-    Trailers,
-    UntilClose,
-    Done,
-}
-
-impl Decoder {
-    fn new(framing: Framing) -> Self {
-        let state = match framing {
-            Framing::Length(0) => DecState::Done,
-            Framing::Length(n) => DecState::Length(n),
-            Framing::Chunked => DecState::ChunkSize,
-            Framing::UntilClose => DecState::UntilClose,
-        };
-        Decoder { state }
-    }
-
-    fn done(&self) -> bool {
-        self.state == DecState::Done
-    }
-
-    fn ends_at_eof(&self) -> bool {
-        self.state == DecState::UntilClose
-    }
-
-    /// How many leading bytes of `data` belong to the body; fewer than
-    /// `data.len()` when the body ends inside it or a chunk line is still
-    /// incomplete.
-    fn advance(&mut self, data: &[u8]) -> Result<usize, String> {
-        let mut used = 0;
-        loop {
-            let rest = &data[used..];
-            match self.state {
-                DecState::Done => return Ok(used),
-                DecState::UntilClose => return Ok(data.len()),
-                DecState::Length(n) | DecState::ChunkData(n) => {
-                    if rest.is_empty() {
-                        return Ok(used);
-                    }
-                    let take = n.min(rest.len() as u64);
-                    used += take as usize;
-                    let left = n - take;
-                    self.state = match self.state {
-                        DecState::Length(_) if left == 0 => DecState::Done,
-                        DecState::Length(_) => DecState::Length(left),
-                        _ if left == 0 => DecState::ChunkEnd,
-                        _ => DecState::ChunkData(left),
-                    };
-                }
-                DecState::ChunkSize => match httparse::parse_chunk_size(rest) {
-                    Ok(httparse::Status::Complete((len, size))) => {
-                        used += len;
-                        self.state = if size == 0 {
-                            DecState::Trailers
-                        } else {
-                            DecState::ChunkData(size)
-                        };
-                    }
-                    Ok(httparse::Status::Partial) if rest.len() < MAX_CHUNK_LINE => {
-                        return Ok(used)
-                    }
-                    _ => return Err("invalid chunk size line".into()),
-                },
-                DecState::ChunkEnd => {
-                    if rest.len() < 2 {
-                        return Ok(used);
-                    }
-                    if &rest[..2] != b"\r\n" {
-                        return Err("chunk data not followed by CRLF".into());
-                    }
-                    used += 2;
-                    self.state = DecState::ChunkSize;
-                }
-                DecState::Trailers => match rest.windows(2).position(|w| w == b"\r\n") {
-                    Some(0) => {
-                        used += 2;
-                        self.state = DecState::Done;
-                    }
-                    Some(i) if i < MAX_CHUNK_LINE => used += i + 2,
-                    None if rest.len() < MAX_CHUNK_LINE => return Ok(used),
-                    _ => return Err("trailer line too long".into()),
-                },
-            }
-        }
     }
 }
 

@@ -210,36 +210,16 @@ fn body_prefix(headers: &[(String, String)], rest: &[u8], limit: usize) -> Optio
 }
 
 /// De-chunks a chunked body: the data and whether it is complete (the last
-/// chunk seen, or `limit` bytes gathered).
-fn dechunk(mut b: &[u8], limit: usize) -> (Vec<u8>, bool) {
+/// chunk seen, or `limit` bytes gathered). A framing error ends it with
+/// what was gathered, as an unrecognised body would.
+fn dechunk(b: &[u8], limit: usize) -> (Vec<u8>, bool) {
+    use crate::proto::http1::{Decoder, Framing};
+    let mut dec = Decoder::new(Framing::Chunked);
     let mut out = Vec::new();
-    loop {
-        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
-            return (out, false);
-        };
-        let size = std::str::from_utf8(&b[..eol])
-            .ok()
-            .and_then(|l| usize::from_str_radix(l.split(';').next()?.trim(), 16).ok());
-        let Some(size) = size else {
-            // Not chunked after all: stop with what was gathered.
-            return (out, true);
-        };
-        if size == 0 {
-            return (out, true);
-        }
-        b = &b[eol + 2..];
-        let take = size.min(b.len()).min(limit - out.len());
-        out.extend_from_slice(&b[..take]);
-        if out.len() >= limit {
-            return (out, true);
-        }
-        // A chunk size near usize::MAX (a client's hex digits) never
-        // completes; it must not wrap around into a short one.
-        match size.checked_add(2) {
-            Some(end) if b.len() >= end => b = &b[end..],
-            _ => return (out, false),
-        }
-    }
+    let res = dec.decode(b, &mut out);
+    let complete = res.is_err() || dec.payload_done() || out.len() >= limit;
+    out.truncate(limit);
+    (out, complete)
 }
 
 fn parse(b: &[u8]) -> Parsed {

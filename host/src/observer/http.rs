@@ -127,19 +127,11 @@ fn check_reply(reply: &[u8]) -> Result<(), String> {
     }
 }
 
-fn dechunk(mut s: &[u8]) -> Vec<u8> {
+/// The payload of a chunked reply; a broken chunk ends it.
+fn dechunk(s: &[u8]) -> Vec<u8> {
+    use crate::proto::http1::{Decoder, Framing};
     let mut out = Vec::new();
-    while let Some(i) = s.windows(2).position(|w| w == b"\r\n") {
-        let size = std::str::from_utf8(&s[..i]).unwrap_or("0");
-        let size = size.split(';').next().unwrap_or("0").trim();
-        let n = usize::from_str_radix(size, 16).unwrap_or(0);
-        let rest = &s[i + 2..];
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.extend_from_slice(&rest[..n]);
-        s = rest[n..].strip_prefix(b"\r\n").unwrap_or(&rest[n..]);
-    }
+    let _ = Decoder::new(Framing::Chunked).decode(s, &mut out);
     out
 }
 

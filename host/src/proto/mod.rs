@@ -2,5 +2,6 @@
 //! client side of each protocol), as pure parse/encode code: both sides
 //! use the same bytes, and fuzzing needs no sockets.
 
+pub mod http1;
 pub mod relay;
 pub mod socks;
