@@ -26,8 +26,11 @@ pub mod metrics;
 pub mod multiprocess;
 pub mod observer;
 pub mod plugin;
-pub mod proto;
 pub mod registry;
+
+/// The wire formats, a crate of their own: the bottom layer, which
+/// nothing of the host may be imported into.
+pub use gost_proto as proto;
 pub mod relay;
 pub mod resolver;
 pub mod router;
