@@ -121,15 +121,6 @@ impl Registry {
         &self.dialers
     }
 
-    /// Every listener name, for messages that list what exists.
-    pub fn listener_names(&self) -> Vec<&'static str> {
-        self.listeners
-            .iter()
-            .flat_map(|k| k.names)
-            .copied()
-            .collect()
-    }
-
     pub fn dialer_names(&self) -> Vec<&'static str> {
         self.dialers.iter().flat_map(|k| k.names).copied().collect()
     }

@@ -42,7 +42,7 @@ fn no_address() -> io::Error {
     )
 }
 
-pub enum Transport {
+enum Transport {
     Tcp(TcpStream),
     Boxed(Box<dyn Io>),
 }
@@ -176,12 +176,6 @@ impl Stream {
             } => Ok((s, unread_rest(rewind))),
             other => Err(other),
         }
-    }
-
-    /// The transport and whatever was read ahead, for a relay that reads
-    /// the transport itself.
-    pub fn into_parts(self) -> (Transport, Vec<u8>) {
-        (self.io, unread_rest(self.rewind))
     }
 
     /// Writes all of `data` and flushes it. On plain TCP the first try is
@@ -403,14 +397,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn into_parts_keeps_what_was_not_read() {
+    async fn a_boxed_stream_keeps_what_was_not_read() {
         let (a, mut b) = tokio::io::duplex(64);
         let mut s = Stream::boxed(a);
         b.write_all(b"abcdef").await.unwrap();
         s.read_ahead(4).await.unwrap();
         let mut one = [0u8; 1];
         s.read_exact(&mut one).await.unwrap();
-        let (_io, rest) = s.into_parts();
-        assert_eq!(rest, b"bcd");
+        assert_eq!(s.rewound(), b"bcd");
+        assert!(s.into_tcp().is_err(), "a boxed stream is not TCP");
     }
 }
