@@ -19,8 +19,8 @@
 
 use std::time::Duration;
 
-use gost::handler::socks::{Socks5Handler, Socks5Options};
-use gost::handler::Handler;
+use gost_handler::socks::{Socks5Handler, Socks5Options};
+use gost_handler::Handler;
 
 mod common;
 

@@ -21,10 +21,10 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use gost::handler::socks::{Socks5Handler, Socks5Options};
-use gost::handler::{ConnContext, Handler};
-use gost::listener::Conn;
-use gost::plugin::handler::WasmHandler;
+use gost_handler::socks::{Socks5Handler, Socks5Options};
+use gost_handler::{ConnContext, Handler};
+use gost_plugin::handler::WasmHandler;
+use gost_transport::listener::Conn;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod common;

@@ -11,16 +11,16 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::Auther;
-use crate::config::{AutherConfig, Config, ServiceConfig};
 use crate::factory::{
     bind_listener, build_parts, build_service, build_sink, check, named_auther, unsupported,
     warn_unused_forwarder, Parts,
 };
-use crate::listener::Listener;
-use crate::service::{HandlerSlot, Pipeline, Service, State, Status};
+use gost_core::auth::Auther;
+use gost_core::config::{AutherConfig, Config, ServiceConfig};
+use gost_service::{HandlerSlot, Pipeline, Service, State, Status};
+use gost_transport::listener::Listener;
 
-pub use crate::registry::BuildError;
+pub use crate::factory::BuildError;
 
 /// The running program: the effective config and the running services,
 /// which the web API reads and changes.
@@ -51,7 +51,7 @@ struct Running {
     status: Arc<Status>,
     handler: Arc<HandlerSlot>,
     /// Where the service's observer reports, when it has one.
-    sink: Option<Arc<crate::observer::SinkSlot>>,
+    sink: Option<Arc<gost_service::observer::SinkSlot>>,
     cancel: CancellationToken,
     listener_closed: CancellationToken,
 }
@@ -246,7 +246,7 @@ impl App {
         // update of an object that names a plugin, or any other change,
         // picks up a replaced file now rather than at the next poll.
         // Compiling may take a while: off the async workers.
-        let _ = tokio::task::spawn_blocking(crate::plugin::reload::refresh).await;
+        let _ = tokio::task::spawn_blocking(gost_plugin::reload::refresh).await;
         for service in ready {
             self.spawn(service);
         }
@@ -310,7 +310,7 @@ impl App {
 struct Plan<'a> {
     swaps: Vec<(String, Pipeline)>,
     /// Services whose observer object changed: its new sink.
-    sinks: Vec<(String, Arc<dyn crate::observer::Observer>)>,
+    sinks: Vec<(String, Arc<dyn gost_service::observer::Observer>)>,
     starts: Vec<Start<'a>>,
     /// Running services that go away: removed or restarted.
     stops: Vec<String>,
@@ -403,7 +403,7 @@ impl<'a> Plan<'a> {
 /// The fixed port of a service address (`None` for port 0 or a bad
 /// address, which bind reports).
 fn port(addr: &str) -> Option<u16> {
-    let (_, port) = crate::addr::split_host_port(addr).ok()?;
+    let (_, port) = gost_core::addr::split_host_port(addr).ok()?;
     port.parse().ok().filter(|p| *p != 0)
 }
 

@@ -1,30 +1,48 @@
 //! The object factory: what a config's services, handlers, listeners and
-//! observers are built from, by the types in [`crate::registry`]. The
+//! observers are built from, by the types in [`gost_chain::registry`]. The
 //! running program ([`crate::app`]) asks it for new objects when it
 //! starts or changes a service.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::auth::{Auther, AutherGroup, StaticAuther, TableAuther};
-use crate::chain::selector::{Selector, Strategy};
-use crate::chain::{Hop, Node};
-use crate::config::{
+use gost_chain::chain::selector::{Selector, Strategy};
+use gost_chain::chain::{Hop, Node};
+use gost_chain::registry::Registry;
+use gost_chain::router::Router;
+use gost_core::auth::{Auther, AutherGroup, StaticAuther, TableAuther};
+use gost_core::config::{
     AutherConfig, Config, ForwardNodeConfig, Kind, ListenerConfig, SelectorConfig, ServiceConfig,
 };
-use crate::handler::auto::AutoHandler;
-use crate::handler::forward::{ForwardHandler, ForwardOptions};
-use crate::handler::http::{HttpHandler, HttpOptions};
-use crate::handler::relay::{RelayHandler, RelayHandlerOptions};
-use crate::handler::socks::{Socks4Handler, Socks4Options, Socks5Handler, Socks5Options};
-use crate::handler::{Handler, HandlerDeps};
-use crate::listener::tcp::TcpListen;
-use crate::listener::udp::{UdpListen, UdpOptions};
-use crate::listener::{resolve_bind_addr, Listener};
-use crate::metadata::MetadataError;
-use crate::registry::{BuildError, ConnectorKind, Registry, Socket};
-use crate::router::Router;
-use crate::service::{Hooks, Pipeline, Service, Status};
+use gost_core::metadata::MetadataError;
+use gost_handler::auto::AutoHandler;
+use gost_handler::forward::{ForwardHandler, ForwardOptions};
+use gost_handler::http::{HttpHandler, HttpOptions};
+use gost_handler::relay::{RelayHandler, RelayHandlerOptions};
+use gost_handler::socks::{Socks4Handler, Socks4Options, Socks5Handler, Socks5Options};
+use gost_handler::{Handler, HandlerDeps};
+use gost_service::{Hooks, Pipeline, Service, Status};
+use gost_transport::kinds::Socket;
+use gost_transport::listener::tcp::TcpListen;
+use gost_transport::listener::udp::{UdpListen, UdpOptions};
+use gost_transport::listener::{resolve_bind_addr, Listener};
+
+/// Why an object of a config cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("service \"{service}\": {msg}")]
+    Service { service: String, msg: String },
+    #[error("service \"{service}\": cannot listen on {addr}: {source}")]
+    Bind {
+        service: String,
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    Invalid(String),
+}
 
 pub(crate) fn svc_err(cfg: &ServiceConfig, msg: impl Into<String>) -> BuildError {
     BuildError::Service {
@@ -170,7 +188,7 @@ pub(crate) fn unsupported(cfg: &Config) -> Vec<String> {
             }
         }
     }
-    out.extend(crate::router::unsupported(cfg));
+    out.extend(gost_chain::router::unsupported(cfg));
     out.extend(sniffing_unsupported(cfg));
     out.extend(unbuildable_objects(cfg));
     for section in cfg.non_empty_sections() {
@@ -218,7 +236,7 @@ pub(crate) fn unsupported(cfg: &Config) -> Vec<String> {
 /// that could never run (created through the API for later use, or left in
 /// a file) is refused now rather than when a service first names it.
 fn unbuildable_objects(cfg: &Config) -> Vec<String> {
-    use crate::limiter::{conn::ConnLimiter, rate::RateLimiter, traffic::TrafficLimiter};
+    use gost_core::limiter::{conn::ConnLimiter, rate::RateLimiter, traffic::TrafficLimiter};
     let mut out = Vec::new();
     let mut note = |what: &str, name: &str, r: Result<(), String>| {
         if let Err(e) = r {
@@ -232,19 +250,19 @@ fn unbuildable_objects(cfg: &Config) -> Vec<String> {
     };
     let text = |e: &dyn std::fmt::Display| e.to_string();
     for b in &cfg.bypasses {
-        let r = crate::bypass::Bypass::from_config(b);
+        let r = gost_core::bypass::Bypass::from_config(b);
         note("bypass", &b.name, r.map(drop).map_err(|e| text(&e)));
     }
     for a in &cfg.admissions {
-        let r = crate::admission::Admission::from_config(a);
+        let r = gost_core::admission::Admission::from_config(a);
         note("admission", &a.name, r.map(drop).map_err(|e| text(&e)));
     }
     for h in &cfg.hosts {
-        let r = crate::hosts::find(cfg, &h.name);
+        let r = gost_core::hosts::find(cfg, &h.name);
         note("hosts", &h.name, r.map(drop).map_err(|e| text(&e)));
     }
     for r in &cfg.resolvers {
-        let res = crate::resolver::find(cfg, &r.name);
+        let res = gost_core::resolver::find(cfg, &r.name);
         note("resolver", &r.name, res.map(drop).map_err(|e| text(&e)));
     }
     for l in &cfg.limiters {
@@ -270,7 +288,7 @@ pub(crate) struct Parts {
     enable_stats: bool,
     /// Reports to the service's `observer`; it belongs to the running
     /// service, so a change to it restarts the service (see `apply`).
-    observer: Option<crate::observer::reporter::Reporter>,
+    observer: Option<gost_service::observer::reporter::Reporter>,
 }
 
 impl Parts {
@@ -294,11 +312,11 @@ pub(crate) fn build_service(root: &Config, cfg: &ServiceConfig) -> Result<Servic
 fn build_observer(
     root: &Config,
     cfg: &ServiceConfig,
-) -> Result<Option<crate::observer::reporter::Reporter>, BuildError> {
+) -> Result<Option<gost_service::observer::reporter::Reporter>, BuildError> {
     if cfg.observer.is_empty() {
         return Ok(None);
     }
-    crate::observer::reporter::Reporter::from_metadata(build_sink(root, cfg)?, &cfg.metadata)
+    gost_service::observer::reporter::Reporter::from_metadata(build_sink(root, cfg)?, &cfg.metadata)
         .map(Some)
         .map_err(|e| md_err(cfg, "metadata", e))
 }
@@ -307,7 +325,7 @@ fn build_observer(
 pub(crate) fn build_sink(
     root: &Config,
     cfg: &ServiceConfig,
-) -> Result<Arc<dyn crate::observer::Observer>, BuildError> {
+) -> Result<Arc<dyn gost_service::observer::Observer>, BuildError> {
     named_sink(root, cfg, &cfg.observer)
 }
 
@@ -316,7 +334,7 @@ fn named_sink(
     root: &Config,
     cfg: &ServiceConfig,
     name: &str,
-) -> Result<Arc<dyn crate::observer::Observer>, BuildError> {
+) -> Result<Arc<dyn gost_service::observer::Observer>, BuildError> {
     let o = root
         .observers
         .iter()
@@ -327,17 +345,17 @@ fn named_sink(
         .plugin
         .as_ref()
         .ok_or_else(|| err("needs a plugin (type http or wasm)".into()))?;
-    let observer: Arc<dyn crate::observer::Observer> = match p.r#type.as_str() {
+    let observer: Arc<dyn gost_service::observer::Observer> = match p.r#type.as_str() {
         "http" => Arc::new(
-            crate::observer::http::HttpObserver::new(&o.name, &p.addr, p.timeout.0)
+            gost_service::observer::http::HttpObserver::new(&o.name, &p.addr, p.timeout.0)
                 .map_err(BuildError::Invalid)?,
         ),
         "wasm" => {
-            let spec = crate::plugin::PluginSpec::from_config(p).map_err(|e| err(e.to_string()))?;
+            let spec = gost_plugin::PluginSpec::from_config(p).map_err(|e| err(e.to_string()))?;
             let path = spec.path.clone();
-            let w = crate::plugin::observer::WasmObserver::new(&o.name, spec)
+            let w = gost_plugin::observer::WasmObserver::new(&o.name, spec)
                 .map_err(|e| err(e.to_string()))?;
-            crate::plugin::reload::watched(w, path)
+            gost_plugin::reload::watched(w, path)
         }
         other => return Err(err(format!("plugin type '{other}' is not supported"))),
     };
@@ -366,12 +384,12 @@ pub(crate) fn build_parts(root: &Config, cfg: &ServiceConfig) -> Result<Parts, B
         .map_err(|e| md_err(cfg, "metadata", e))?
         .unwrap_or(false);
     let hooks = Hooks::from_metadata(md).map_err(|e| md_err(cfg, "metadata", e))?;
-    let router =
-        crate::router::build(root, cfg, registry()).map_err(|e| svc_err(cfg, e.to_string()))?;
-    let admission = crate::admission::group(root, &cfg.admission, &cfg.admissions)
+    let router = gost_chain::router::build(root, cfg, registry())
+        .map_err(|e| svc_err(cfg, e.to_string()))?;
+    let admission = gost_core::admission::group(root, &cfg.admission, &cfg.admissions)
         .map_err(|e| svc_err(cfg, e.to_string()))?;
     let limiters =
-        crate::limiter::service_limiters(root, cfg).map_err(|e| svc_err(cfg, e.to_string()))?;
+        gost_core::limiter::service_limiters(root, cfg).map_err(|e| svc_err(cfg, e.to_string()))?;
     let handler_type = cfg
         .handler
         .as_ref()
@@ -384,7 +402,7 @@ pub(crate) fn build_parts(root: &Config, cfg: &ServiceConfig) -> Result<Parts, B
         .filter(|o| !o.is_empty());
     let mut auther = build_auther(root, cfg);
     if handler_observer.is_some() {
-        auther = auther.map(crate::observer::clients::auther);
+        auther = auther.map(gost_service::observer::clients::auther);
     }
     let anonymous = auther.is_none();
     let deps = HandlerDeps { router, auther };
@@ -399,9 +417,9 @@ pub(crate) fn build_parts(root: &Config, cfg: &ServiceConfig) -> Result<Parts, B
         Some(name) => {
             let sink = named_sink(root, cfg, name)?;
             let reporter = handler_options(cfg, |md| {
-                crate::observer::reporter::Reporter::from_metadata(sink, md)
+                gost_service::observer::reporter::Reporter::from_metadata(sink, md)
             })?;
-            crate::observer::clients::observed(handler, &cfg.name, reporter, anonymous)
+            gost_service::observer::clients::observed(handler, &cfg.name, reporter, anonymous)
         }
         None => handler,
     };
@@ -511,9 +529,9 @@ pub fn named_auther(a: &AutherConfig) -> Arc<dyn Auther> {
 /// Parses the handler's metadata into a handler's typed options.
 fn handler_options<T>(
     cfg: &ServiceConfig,
-    parse: impl FnOnce(&crate::metadata::Metadata) -> Result<T, MetadataError>,
+    parse: impl FnOnce(&gost_core::metadata::Metadata) -> Result<T, MetadataError>,
 ) -> Result<T, BuildError> {
-    let empty = crate::metadata::Metadata::default();
+    let empty = gost_core::metadata::Metadata::default();
     let md = cfg.handler.as_ref().map(|h| &h.metadata).unwrap_or(&empty);
     parse(md).map_err(|e| md_err(cfg, "handler.metadata", e))
 }
@@ -558,17 +576,14 @@ fn build_wasm_handler(
         .and_then(|h| h.plugin.as_ref())
         .ok_or_else(|| svc_err(cfg, "handler type 'wasm' needs handler.plugin"))?;
     let spec =
-        crate::plugin::PluginSpec::from_config(plugin).map_err(|e| svc_err(cfg, e.to_string()))?;
-    let opts = handler_options(
-        cfg,
-        crate::plugin::handler::WasmHandlerOptions::from_metadata,
-    )?;
-    let h = crate::plugin::handler::build(spec, &cfg.name, deps, opts)
+        gost_plugin::PluginSpec::from_config(plugin).map_err(|e| svc_err(cfg, e.to_string()))?;
+    let opts = handler_options(cfg, gost_plugin::handler::WasmHandlerOptions::from_metadata)?;
+    let h = gost_plugin::handler::build(spec, &cfg.name, deps, opts)
         .map_err(|e| svc_err(cfg, e.to_string()))?;
     Ok(h)
 }
 
-fn udp_options(md: &crate::metadata::Metadata) -> Result<UdpOptions, MetadataError> {
+fn udp_options(md: &gost_core::metadata::Metadata) -> Result<UdpOptions, MetadataError> {
     let d = UdpOptions::default();
     let pos =
         |v: Option<i64>, dflt: usize| v.filter(|v| *v > 0).map(|v| v as usize).unwrap_or(dflt);
@@ -661,10 +676,10 @@ fn build_forwarding(
         h.map(|h| h.retries).unwrap_or(0),
     )
     .map_err(|e| md_err(cfg, "handler.metadata", e))?;
-    let err = |e: crate::plugin::PluginError| svc_err(cfg, format!("hop \"{}\": {e}", hop.name));
-    let spec = crate::plugin::PluginSpec::from_config(plugin).map_err(err)?;
+    let err = |e: gost_plugin::PluginError| svc_err(cfg, format!("hop \"{}\": {e}", hop.name));
+    let spec = gost_plugin::PluginSpec::from_config(plugin).map_err(err)?;
     let path = spec.path.clone();
-    let fwd = crate::plugin::forwarder::WasmForwardHandler::new(
+    let fwd = gost_plugin::forwarder::WasmForwardHandler::new(
         &hop.name,
         &cfg.name,
         spec,
@@ -673,7 +688,7 @@ fn build_forwarding(
         opts.idle_timeout,
     )
     .map_err(err)?;
-    Ok(crate::plugin::reload::watched(fwd, path))
+    Ok(gost_plugin::reload::watched(fwd, path))
 }
 
 /// The settings `v` sets beyond `keep`, by their config names. Used for
@@ -756,7 +771,7 @@ fn build_forward_handler(
 /// and listeners) and, kept here at the top since a handler is built from
 /// everything below it (router, auther, plugins), the handlers.
 pub struct Kinds {
-    pub registry: Registry,
+    pub registry: &'static Registry,
     handlers: Vec<HandlerKind>,
 }
 
@@ -816,13 +831,8 @@ pub struct HandlerKind {
 pub fn kinds() -> &'static Kinds {
     static KINDS: OnceLock<Kinds> = OnceLock::new();
     KINDS.get_or_init(|| {
-        let mut registry = Registry::default();
-        crate::listener::register(&mut registry);
-        crate::transport::tls::register(&mut registry);
-        crate::transport::ws::register(&mut registry);
-        register_connectors(&mut registry);
         let mut kinds = Kinds {
-            registry,
+            registry: Registry::builtin(),
             handlers: Vec::new(),
         };
         register(&mut kinds);
@@ -832,7 +842,7 @@ pub fn kinds() -> &'static Kinds {
 
 /// The registry of listeners, dialers and connectors.
 pub fn registry() -> &'static Registry {
-    &kinds().registry
+    kinds().registry
 }
 
 /// The handlers this build has, as GOST names them.
@@ -928,59 +938,6 @@ fn register(r: &mut Kinds) {
         },
         build: |_, cfg, deps| build_wasm_handler(cfg, deps),
         summary: "a WebAssembly component of the `handler` world",
-    });
-}
-
-/// Every connector this build has.
-fn register_connectors(r: &mut Registry) {
-    r.add_connector(ConnectorKind {
-        names: &["http"],
-        udp: false,
-        build: |md, c| {
-            Ok(Box::new(crate::connector::http::HttpConnector::new(
-                c.auth, md,
-            )?))
-        },
-        summary: "HTTP CONNECT, with `auth` and extra `header`s",
-    });
-    r.add_connector(ConnectorKind {
-        names: &["socks4", "socks4a"],
-        udp: false,
-        build: |md, c| {
-            Ok(Box::new(crate::connector::socks4::Socks4Connector {
-                user_id: c.auth.map(|a| a.username).unwrap_or_default(),
-                disable_4a: md.get_bool("disable4a")?.unwrap_or(false),
-            }))
-        },
-        summary: "SOCKS4, and SOCKS4a names unless `disable4a`",
-    });
-    r.add_connector(ConnectorKind {
-        names: &["socks5", "socks"],
-        udp: true,
-        build: |md, c| {
-            Ok(Box::new(crate::connector::socks5::Socks5Connector {
-                auth: c.auth,
-                associate: crate::connector::associate_options(md)?,
-            }))
-        },
-        summary: "SOCKS5 CONNECT; UDP over GOST's UDP-over-TCP or (`relay: udp`) UDP ASSOCIATE",
-    });
-    r.add_connector(ConnectorKind {
-        names: &["relay"],
-        udp: true,
-        build: |md, c| {
-            Ok(Box::new(crate::connector::relay::RelayConnector {
-                auth: c.auth,
-                nodelay: md.get_bool("nodelay")?.unwrap_or(false),
-            }))
-        },
-        summary: "GOST's relay protocol, TCP and UDP; lazy unless `nodelay`",
-    });
-    r.add_connector(ConnectorKind {
-        names: &["forward"],
-        udp: false,
-        build: |_, _| Ok(Box::new(crate::connector::ForwardConnector)),
-        summary: "none: the node is the destination",
     });
 }
 

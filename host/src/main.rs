@@ -7,7 +7,9 @@ use tokio_util::sync::CancellationToken;
 
 use std::sync::Arc;
 
-use gost::{api, app, cli, config, logger, metrics, multiprocess, relay};
+use gost::{api, app, cli, logger, multiprocess, scrape};
+use gost_chain::relay;
+use gost_core::{config, metrics};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -135,7 +137,7 @@ async fn run(args: &[String]) -> anyhow::Result<ExitCode> {
     }
     if let Some(m) = metrics_cfg {
         metrics::enable();
-        let router = metrics::http::router(app.clone(), &m);
+        let router = scrape::router(app.clone(), &m);
         serve_http("metrics", &m.addr, router, shutdown.clone()).await?;
     }
     tokio::spawn(reload_on_signal(app.clone(), hup, parsed.reload));

@@ -5,11 +5,11 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use gost::config::PluginConfig;
-use gost::handler::{ConnContext, Handler, HandlerDeps};
-use gost::listener::Conn;
-use gost::plugin::handler::WasmHandler;
-use gost::plugin::PluginSpec;
+use gost_core::config::PluginConfig;
+use gost_handler::{ConnContext, Handler, HandlerDeps};
+use gost_plugin::handler::WasmHandler;
+use gost_plugin::PluginSpec;
+use gost_transport::listener::Conn;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub const SOCKS5_PLUGIN: &str = concat!(

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::error::{ApiError, SAVE_FAILED};
 use super::{ok, ApiState};
-use crate::config::Config;
+use gost_core::config::Config;
 
 #[derive(Debug, Deserialize)]
 pub struct FormatQuery {

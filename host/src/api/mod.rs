@@ -16,8 +16,8 @@ use base64::Engine;
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
 use crate::app::App;
-use crate::auth::Auther;
-use crate::config::{APIConfig, AuthConfig};
+use gost_core::auth::Auther;
+use gost_core::config::{APIConfig, AuthConfig};
 
 pub use error::ApiError;
 

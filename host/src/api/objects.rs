@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 use super::error::{ApiError, INVALID};
 use super::{ok, ApiState};
 use crate::app::ApplyError;
-use crate::config::Config;
+use gost_core::config::Config;
 
 /// Route segment and the singular GOST uses in messages.
 const KINDS: &[(&str, &str)] = &[

@@ -9,8 +9,8 @@
 use clap::{Arg, ArgAction, Command};
 
 use super::{Args, CliError, OutputFormat};
-use crate::config::Duration;
-use crate::metadata::parse_go_bool;
+use gost_core::config::Duration;
+use gost_core::metadata::parse_go_bool;
 
 /// Flags that take a value: the next argument is that value whatever it
 /// looks like, as in Go.

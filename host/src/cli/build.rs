@@ -16,14 +16,14 @@ use serde_json::Value;
 use super::registry;
 use super::url::GoUrl;
 use super::CliError;
-use crate::config::{
+use gost_core::config::{
     parse_port_range, split_host_port, AdmissionConfig, AuthConfig, BypassConfig, ChainConfig,
     Config, ConnectorConfig, DialerConfig, Duration, ForwardNodeConfig, ForwarderConfig,
     HandlerConfig, HopConfig, HostMappingConfig, HostsConfig, LimiterConfig, ListenerConfig,
     NameserverConfig, NodeConfig, PluginConfig, ResolverConfig, SelectorConfig, ServiceConfig,
     TLSConfig,
 };
-use crate::metadata::{Metadata, MetadataError};
+use gost_core::metadata::{Metadata, MetadataError};
 
 /// The query parameters of one URL with their keys exactly as typed. GOST
 /// reads them case-insensitively but deletes the keys it consumes by exact

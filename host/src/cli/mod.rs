@@ -9,8 +9,10 @@ mod url;
 
 pub use args::parse_args;
 
-use crate::config::{APIConfig, AuthConfig, Config, ConfigError, LogConfig, MetricsConfig, Source};
-use crate::metadata::Metadata;
+use gost_core::config::{
+    APIConfig, AuthConfig, Config, ConfigError, LogConfig, MetricsConfig, Source,
+};
+use gost_core::metadata::Metadata;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputFormat {
@@ -207,7 +209,7 @@ fn service_addr(flag: &'static str, arg: &str) -> Result<ServiceAddr, CliError> 
     let addr = if url.scheme == "unix" {
         format!("unix://{}", url.path)
     } else {
-        crate::config::check_host_port(&url.host).map_err(err)?;
+        gost_core::config::check_host_port(&url.host).map_err(err)?;
         url.host.clone()
     };
     let auth = url.user.as_ref().map(|u| AuthConfig {

@@ -292,7 +292,7 @@ mod tests {
             b"relay+wss://user@example.com:443/p?path=/ws&host=h",
             "http://ü:p@h:1/ö?ä=ö".as_bytes(),
         ];
-        for (_, b) in crate::test_util::mutations(&corpus, 3000) {
+        for (_, b) in gost_core::test_util::mutations(&corpus, 3000) {
             if let Ok(u) = GoUrl::parse(&String::from_utf8_lossy(&b)) {
                 u.hostname();
                 u.query();

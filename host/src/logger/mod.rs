@@ -14,7 +14,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::LogConfig;
+use gost_core::config::LogConfig;
 
 pub use rotate::{RotatingFile, Rotation};
 pub use route::{prepare, ServiceLoggers};
@@ -143,7 +143,7 @@ pub fn init(cfg: Option<&LogConfig>, override_level: Option<&str>) -> Result<(),
 
 /// lumberjack's options: sizes in megabytes, ages in days, 0 for "no
 /// limit" (size: 100 MB).
-fn rotation_of(r: &crate::config::LogRotationConfig) -> Rotation {
+fn rotation_of(r: &gost_core::config::LogRotationConfig) -> Rotation {
     let mb = u64::try_from(r.max_size)
         .ok()
         .filter(|m| *m > 0)

@@ -18,7 +18,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
 use super::{open_output, parse_format, parse_level, LogError};
-use crate::config::{Config, LoggerConfig};
+use gost_core::config::{Config, LoggerConfig};
 
 /// One named logger's output.
 struct Sink {

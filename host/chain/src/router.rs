@@ -1,0 +1,530 @@
+//! The router: how a handler reaches a target (GOST's `chain.Router`). It
+//! dials through the service's chain or chain group when it has one, and
+//! directly otherwise.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+
+use crate::connector::upstream::Upstream;
+
+use crate::chain::build::ChainBuildError;
+use crate::chain::{route, Chain, Chainer, Node};
+use crate::connector::udp_tun::UdpTunnel;
+use gost_core::bypass::{BypassError, BypassGroup};
+use gost_core::config::{Config, ServiceConfig};
+use gost_core::hosts::{Hosts, HostsError};
+use gost_core::metadata::MetadataError;
+use gost_core::resolver::{Resolver, ResolverError};
+
+/// GOST's default dial timeout.
+pub const DEFAULT_DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct Router {
+    /// Bounds each attempt: the whole route, handshakes included.
+    pub dial_timeout: Duration,
+    /// The service's chain or chain group; `None` dials directly.
+    pub chain: Option<Arc<Chainer>>,
+    /// Extra attempts after a failed one (handler `retries`); each attempt
+    /// picks its route afresh, so a node that just failed is passed over.
+    pub retries: usize,
+    /// The service's bypass: targets it matches are refused.
+    pub bypass: Option<Arc<BypassGroup>>,
+    /// Static mappings consulted first, then the resolver; with neither,
+    /// names go unresolved to the chain or to the system resolver.
+    pub hosts: Option<Arc<Hosts>>,
+    pub resolver: Option<Arc<Resolver>>,
+    /// Handler metadata `hash: host`: the `hash` strategy keys on the
+    /// target address instead of the client's IP.
+    pub hash_by_target: bool,
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Router {
+            dial_timeout: DEFAULT_DIAL_TIMEOUT,
+            chain: None,
+            retries: 0,
+            bypass: None,
+            hosts: None,
+            resolver: None,
+            hash_by_target: false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    /// The service's bypass matched the target: a policy refusal, which
+    /// GOST answers "forbidden" and does not count as an error.
+    #[error("dial {network} {addr}: refused by the service's bypass")]
+    Bypassed { network: &'static str, addr: String },
+    #[error("dial {network} {addr}: {source}")]
+    Io {
+        network: &'static str,
+        addr: String,
+        source: io::Error,
+    },
+    #[error("dial {network} {addr}: timed out after {timeout:?}")]
+    Timeout {
+        network: &'static str,
+        addr: String,
+        timeout: Duration,
+    },
+}
+
+impl DialError {
+    pub fn is_bypass(&self) -> bool {
+        matches!(self, DialError::Bypassed { .. })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouterBuildError {
+    #[error("metadata: {0}")]
+    Metadata(#[from] MetadataError),
+    #[error("{0}")]
+    Chain(#[from] ChainBuildError),
+    #[error("{0}")]
+    Bypass(#[from] BypassError),
+    #[error("{0}")]
+    Hosts(#[from] HostsError),
+    #[error("{0}")]
+    Resolver(#[from] ResolverError),
+}
+
+/// The router of one service: its `dialTimeout`, and its handler's chain
+/// or chain group and `retries` unless metadata `ignoreChain` is set.
+pub fn build(
+    root: &Config,
+    svc: &ServiceConfig,
+    registry: &'static crate::registry::Registry,
+) -> Result<Router, RouterBuildError> {
+    let md = &svc.metadata;
+    let mut router = Router::default();
+    if let Some(t) = md.get_duration("dialTimeout")?.filter(|t| !t.is_zero()) {
+        router.dial_timeout = t;
+    }
+    router.bypass = gost_core::bypass::group(root, &svc.bypass, &svc.bypasses)?;
+    router.hosts = gost_core::hosts::find(root, &svc.hosts)?;
+    router.resolver = gost_core::resolver::find(root, &svc.resolver)?;
+    let ignore_chain = md.get_bool("ignoreChain")?.unwrap_or(false);
+    if let Some(h) = &svc.handler {
+        router.retries = h.retries.max(0) as usize;
+        router.hash_by_target = h.metadata.get_string("hash")?.as_deref() == Some("host");
+        if !ignore_chain {
+            router.chain = crate::chain::build::chainer(root, h, registry)?.map(Arc::new);
+        }
+    }
+    Ok(router)
+}
+
+impl Router {
+    /// A TCP stream to `addr`. Through a chain, the stream is the first
+    /// node's connection with every handshake done, so the caller relays
+    /// on it as on a direct connection, except that a lazy relay node's
+    /// response may still be owed on it (see [`Upstream`]).
+    ///
+    /// The dial's state (resolver, chain handshakes) lives in its own
+    /// allocation, freed once connected: inline, it would size every
+    /// handler's future for the whole relay, about 1.7 KiB per idle
+    /// connection.
+    ///
+    /// `client` is the client's IP, which the `hash` selector keys on.
+    pub async fn dial_tcp(&self, addr: &str, client: IpAddr) -> Result<Upstream, DialError> {
+        Box::pin(self.dial_tcp_unboxed(addr, client)).await
+    }
+
+    async fn dial_tcp_unboxed(&self, addr: &str, client: IpAddr) -> Result<Upstream, DialError> {
+        self.check_bypass("tcp", addr)?;
+        let mut last = None;
+        for attempt in 0..=self.retries {
+            let work = async {
+                let resolved = gost_core::resolver::resolve_addr(
+                    addr,
+                    self.hosts.as_deref(),
+                    self.resolver.as_deref(),
+                )
+                .await?;
+                self.try_dial_tcp(&resolved, gost_core::addr::host_of(addr), client)
+                    .await
+            };
+            match tokio::time::timeout(self.dial_timeout, work).await {
+                Ok(Ok(s)) => return Ok(s),
+                Ok(Err(source)) => {
+                    tracing::debug!(addr, attempt, error = %source, "dial failed");
+                    last = Some(DialError::Io {
+                        network: "tcp",
+                        addr: addr.to_string(),
+                        source,
+                    });
+                }
+                Err(_) => {
+                    tracing::debug!(addr, attempt, "dial timed out");
+                    last = Some(DialError::Timeout {
+                        network: "tcp",
+                        addr: addr.to_string(),
+                        timeout: self.dial_timeout,
+                    });
+                }
+            }
+        }
+        Err(last.expect("at least one attempt"))
+    }
+
+    /// Refuses a target the service's bypass matches.
+    pub fn check_bypass(&self, network: &'static str, addr: &str) -> Result<(), DialError> {
+        if self
+            .bypass
+            .as_ref()
+            .is_some_and(|b| b.contains(network, addr))
+        {
+            return Err(DialError::Bypassed {
+                network,
+                addr: addr.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// `addr` is the target after hosts and resolver; `host` is the name
+    /// the client asked for, which node filters and hashing use.
+    async fn try_dial_tcp(&self, addr: &str, host: &str, client: IpAddr) -> io::Result<Upstream> {
+        match self.route_for("tcp", addr, host, client) {
+            Some((chain, nodes)) => {
+                finish_route(&chain, addr, route::dial(&chain.name, &nodes, addr).await)
+            }
+            None => gost_core::dialer::dial_tcp(addr)
+                .await
+                .map(Upstream::direct),
+        }
+    }
+
+    /// The chain and its nodes for a connection to `addr`, or `None` to go
+    /// directly (no chain, or every hop bypassed for this target).
+    fn route_for(
+        &self,
+        network: &str,
+        addr: &str,
+        host: &str,
+        client: IpAddr,
+    ) -> Option<(Arc<Chain>, Vec<Arc<Node>>)> {
+        let client = client.to_string();
+        let hash_key = if self.hash_by_target {
+            Some(addr)
+        } else {
+            Some(client.as_str())
+        };
+        let chain = self
+            .chain
+            .as_ref()
+            .and_then(|c| c.pick(network, host, hash_key))?;
+        let nodes = chain.route(addr, host, hash_key);
+        if nodes.is_empty() {
+            tracing::debug!(chain = %chain.name, addr, "route: direct");
+            return None;
+        }
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let path: Vec<String> = nodes
+                .iter()
+                .map(|n| format!("{}@{}", n.name, n.addr))
+                .collect();
+            tracing::debug!(chain = %chain.name, "route {} > {addr}", path.join(" > "));
+        }
+        Some((chain, nodes))
+    }
+
+    /// Datagrams to `addr`: a UDP socket connected to it, so only the
+    /// target's replies reach it, or through the service's chain a tunnel
+    /// from the chain's last node (GOST's UDP-over-TCP).
+    pub async fn dial_udp(&self, addr: &str, client: IpAddr) -> Result<UdpUpstream, DialError> {
+        self.check_bypass("udp", addr)?;
+        let work = async {
+            let resolved = gost_core::resolver::resolve_addr(
+                addr,
+                self.hosts.as_deref(),
+                self.resolver.as_deref(),
+            )
+            .await?;
+            if let Some((chain, nodes)) =
+                self.route_for("udp", &resolved, gost_core::addr::host_of(addr), client)
+            {
+                let tunnel = finish_route(
+                    &chain,
+                    &resolved,
+                    route::dial_udp(&chain.name, &nodes, Some(&resolved)).await,
+                )?;
+                return Ok(UdpUpstream::Tunnel {
+                    tunnel,
+                    target: resolved,
+                });
+            }
+            let target: SocketAddr = tokio::net::lookup_host(&resolved)
+                .await?
+                .next()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))?;
+            let bind = if target.is_ipv4() {
+                SocketAddr::from(([0u8; 4], 0))
+            } else {
+                SocketAddr::from(([0u16; 8], 0))
+            };
+            let socket = UdpSocket::bind(bind).await?;
+            socket.connect(target).await?;
+            Ok(UdpUpstream::Direct(socket))
+        };
+        self.timed_udp(addr, work).await
+    }
+
+    /// A UDP association for datagrams to any target (SOCKS5 UDP): through
+    /// the service's chain a tunnel from its last node; `None` when the
+    /// datagrams go directly.
+    pub async fn dial_udp_association(
+        &self,
+        client: IpAddr,
+    ) -> Result<Option<UdpTunnel>, DialError> {
+        let work = async {
+            match self.route_for("udp", "", "", client) {
+                Some((chain, nodes)) => finish_route(
+                    &chain,
+                    "udp association",
+                    route::dial_udp(&chain.name, &nodes, None).await,
+                )
+                .map(Some),
+                None => Ok(None),
+            }
+        };
+        self.timed_udp("", work).await
+    }
+
+    async fn timed_udp<T>(
+        &self,
+        addr: &str,
+        work: impl std::future::Future<Output = io::Result<T>>,
+    ) -> Result<T, DialError> {
+        match tokio::time::timeout(self.dial_timeout, work).await {
+            Ok(r) => r.map_err(|source| DialError::Io {
+                network: "udp",
+                addr: addr.to_string(),
+                source,
+            }),
+            Err(_) => Err(DialError::Timeout {
+                network: "udp",
+                addr: addr.to_string(),
+                timeout: self.dial_timeout,
+            }),
+        }
+    }
+}
+
+/// Marks the chain by the route's outcome and names it in the error.
+fn finish_route<T>(chain: &Chain, addr: &str, r: Result<T, route::RouteError>) -> io::Result<T> {
+    match r {
+        Ok(s) => {
+            chain.marker.reset();
+            Ok(s)
+        }
+        Err(e) => {
+            chain.marker.mark();
+            let e = e.into_io();
+            tracing::warn!(chain = %chain.name, addr, error = %e, "route failed");
+            Err(io::Error::new(
+                e.kind(),
+                format!("chain {}: {e}", chain.name),
+            ))
+        }
+    }
+}
+
+/// Where a UDP service's datagrams to one target go.
+#[derive(Debug)]
+pub enum UdpUpstream {
+    Direct(UdpSocket),
+    Tunnel { tunnel: UdpTunnel, target: String },
+}
+
+impl UdpUpstream {
+    pub async fn send(&mut self, payload: &[u8]) -> io::Result<()> {
+        match self {
+            UdpUpstream::Direct(s) => s.send(payload).await.map(|_| ()),
+            UdpUpstream::Tunnel { tunnel, target } => tunnel.send_to(payload, target).await,
+        }
+    }
+
+    /// The next reply. Cancel-safe, so it can wait in a `select!`.
+    pub async fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            UdpUpstream::Direct(s) => s.recv(buf).await,
+            UdpUpstream::Tunnel { tunnel, .. } => tunnel.recv(buf).await,
+        }
+    }
+}
+
+/// What the routing side of a config asks for that this build cannot do,
+/// each named as the config names it.
+pub fn unsupported(cfg: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for svc in &cfg.services {
+        let name = &svc.name;
+        let ignore_chain = svc
+            .metadata
+            .get_bool("ignoreChain")
+            .ok()
+            .flatten()
+            .unwrap_or(false);
+        if let Some(l) = &svc.listener {
+            if !ignore_chain && (!l.chain.is_empty() || l.chain_group.is_some()) {
+                out.push(format!(
+                    "service \"{name}\": listener chains are not supported yet"
+                ));
+            }
+        }
+        let Some(h) = &svc.handler else { continue };
+        let chained = !ignore_chain && (!h.chain.is_empty() || h.chain_group.is_some());
+        let md_on = |key: &str| h.metadata.get_bool(key).ok().flatten().unwrap_or(false);
+        if md_on("sniffing.websocket") {
+            out.push(format!(
+                "service \"{name}\": sniffing.websocket is not supported yet (it records WebSocket frames to recorders, which this build does not have)"
+            ));
+        }
+        let socks_bind = matches!(h.r#type.as_str(), "socks5" | "socks" | "auto")
+            && h.metadata.get_bool("bind").ok().flatten().unwrap_or(false);
+        // BIND listens (and UDP-over-TCP with a port binds) on this host,
+        // where GOST would bind on the chain's last node.
+        if chained && socks_bind {
+            out.push(format!(
+                "service \"{name}\": SOCKS5 BIND through a chain is not supported yet"
+            ));
+        }
+    }
+    for svc in &cfg.services {
+        out.extend(forwarder_node_unsupported(cfg, svc));
+    }
+    for (owner, hop) in cfg
+        .chains
+        .iter()
+        .flat_map(|c| {
+            c.hops
+                .iter()
+                .map(move |h| (format!("chain \"{}\": ", c.name), h))
+        })
+        .chain(cfg.hops.iter().map(|h| (String::new(), h)))
+    {
+        let hop_name = &hop.name;
+        // A wasm selector serves forwarders (`forwarder.hop`); a chain does
+        // not consult one yet, whether the hop is inline or named.
+        let in_chain = !owner.is_empty()
+            || cfg
+                .chains
+                .iter()
+                .any(|c| c.hops.iter().any(|h| &h.name == hop_name));
+        for (what, set) in [
+            ("redis", hop.redis.is_some()),
+            ("http", hop.http.is_some()),
+            ("plugin in a chain", hop.plugin.is_some() && in_chain),
+        ] {
+            if set {
+                out.push(format!(
+                    "{owner}hop \"{hop_name}\": {what} is not supported yet"
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Forwarder node options this build does not apply yet (node `filter`
+/// and `matcher` work, with the handler's `sniffing`).
+fn forwarder_node_unsupported(cfg: &Config, svc: &ServiceConfig) -> Vec<String> {
+    let Some(fwd) = &svc.forwarder else {
+        return Vec::new();
+    };
+    let from_hop = cfg
+        .hops
+        .iter()
+        .filter(|h| !fwd.hop.is_empty() && h.name == fwd.hop)
+        .flat_map(|h| {
+            h.nodes
+                .iter()
+                .map(gost_core::config::ForwardNodeConfig::from)
+        });
+    let mut out = Vec::new();
+    for n in fwd.nodes.iter().cloned().chain(from_hop) {
+        for (what, set) in [
+            ("http", n.http.is_some()),
+            ("tls", n.tls.is_some()),
+            ("probe", n.probe.is_some()),
+            ("bypass", !n.bypass.is_empty() || !n.bypasses.is_empty()),
+        ] {
+            if set {
+                out.push(format!(
+                    "service \"{}\": forwarder node \"{}\": {what} is not supported yet",
+                    svc.name, n.name
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_routing_cannot_do_is_named() {
+        let cfg: Config = serde_yaml::from_str(
+            r#"
+services:
+- {name: u, addr: ":1", handler: {type: udp, chain: c}, listener: {type: udp}}
+- {name: s, addr: ":2", limiter: l, handler: {type: socks5, chain: c, metadata: {udp: true}}}
+- {name: i, addr: ":3", handler: {type: udp, chain: c}, metadata: {ignoreChain: true}}
+- {name: w, addr: ":4", handler: {type: tcp, metadata: {sniffing: true, sniffing.websocket: true}}}
+- {name: h, addr: ":5", handler: {type: relay, metadata: {sniffing: true}}}
+- {name: l, addr: ":6", limiter: l, handler: {type: auto, metadata: {udp: true, bind: true}}}
+- {name: lu, addr: ":7", limiter: l, handler: {type: udp}, listener: {type: udp}}
+chains:
+- {name: c, hops: [{name: h, redis: {addr: "r:6379"}, nodes: [{name: n, addr: "x:1"}]}]}
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            unsupported(&cfg),
+            [
+                "service \"w\": sniffing.websocket is not supported yet (it records WebSocket frames to recorders, which this build does not have)",
+                "chain \"c\": hop \"h\": redis is not supported yet",
+            ]
+        );
+    }
+
+    #[test]
+    fn forwarder_node_options_not_applied_are_named() {
+        let cfg: Config = serde_yaml::from_str(
+            r#"
+services:
+- name: f
+  addr: ":1"
+  handler: {type: tcp}
+  forwarder:
+    nodes:
+    - {name: a, addr: "x:1", filter: {protocol: http}}
+    - {name: b, addr: "x:2", matcher: {rule: "Host(`x`)"}, bypass: by}
+    - {name: c, addr: "x:3"}
+- {name: g, addr: ":2", handler: {type: tcp}, forwarder: {hop: h}}
+hops:
+- {name: h, nodes: [{name: d, addr: "x:4", tls: {serverName: x}}]}
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            unsupported(&cfg),
+            [
+                "service \"f\": forwarder node \"b\": bypass is not supported yet",
+                "service \"g\": forwarder node \"d\": tls is not supported yet",
+            ]
+        );
+    }
+}

@@ -1,0 +1,63 @@
+//! GOST v3's configuration: the schema (`types`), Go durations
+//! (`duration`), reading and writing YAML/JSON (`load`), and checks with
+//! precise errors (`validate`).
+//!
+//! GOST does not fill in missing names: an object without a name is simply
+//! never registered. We keep the document as written and report such
+//! objects from [`Config::validate`] instead.
+
+mod duration;
+mod load;
+mod types;
+mod validate;
+
+pub use duration::{Duration, DurationError};
+pub use load::{default_search_paths, Format, Loaded, Source};
+pub use types::*;
+pub use validate::{Kind, DEFAULT_CONNECTOR, DEFAULT_DIALER, DEFAULT_HANDLER, DEFAULT_LISTENER};
+
+pub use validate::{check_host_port, parse_port_range, split_host_port};
+
+/// The first remote rule source a bypass, admission, hosts or limiter
+/// config names (`redis`, `http` or a `plugin`): gost-rs reads rules only
+/// inline and from files, so each such source is refused by name.
+pub fn remote_source(redis: bool, http: bool, plugin: bool) -> Option<&'static str> {
+    [
+        ("redis loader", redis),
+        ("http loader", http),
+        ("plugin", plugin),
+    ]
+    .into_iter()
+    .find_map(|(what, set)| set.then_some(what))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{origin}: {source}")]
+    Read {
+        origin: String,
+        source: std::io::Error,
+    },
+    /// Syntax and type errors, where the parser knows the position.
+    #[error("{origin}: line {line}, column {column}: {msg}")]
+    Syntax {
+        origin: String,
+        line: usize,
+        column: usize,
+        msg: String,
+    },
+    #[error("{origin}: {msg}")]
+    Parse { origin: String, msg: String },
+    #[error("cannot write the config as {format}: {msg}")]
+    Encode { format: Format, msg: String },
+    #[error("{0}: loading a config from a URL is not supported yet")]
+    UrlUnsupported(String),
+    #[error("no config file gost.json, gost.yaml or gost.yml found in {searched}")]
+    NotFound { searched: String },
+    /// A problem found by [`Config::validate`].
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[cfg(test)]
+mod tests;

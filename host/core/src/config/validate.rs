@@ -1,0 +1,517 @@
+//! Checks GOST itself does not make. GOST skips an object without a name,
+//! ignores a reference to a name that does not exist and fails late on a
+//! bad address; we report each of these before anything starts, naming the
+//! object, the field and the value.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use super::{ChainGroupConfig, Config, ConfigError, HopConfig, NodeConfig, PluginConfig};
+
+/// The kinds of pluggable type names a config selects, for
+/// [`Config::unsupported`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Listener,
+    Handler,
+    Connector,
+    Dialer,
+    /// `plugin.type` of any module (`grpc`, `http`, `wasm`).
+    Plugin,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Listener => "listener",
+            Kind::Handler => "handler",
+            Kind::Connector => "connector",
+            Kind::Dialer => "dialer",
+            Kind::Plugin => "plugin",
+        })
+    }
+}
+
+/// GOST's defaults for an absent or empty type.
+pub const DEFAULT_LISTENER: &str = "tcp";
+pub const DEFAULT_HANDLER: &str = "auto";
+pub const DEFAULT_CONNECTOR: &str = "http";
+pub const DEFAULT_DIALER: &str = "tcp";
+
+/// Listeners whose address is a path (or nothing), not `host:port`.
+const PATH_LISTENERS: &[&str] = &["unix", "runix", "serial"];
+/// Listeners that run without a listen address.
+const ADDRLESS_LISTENERS: &[&str] = &["stdio", "tun", "tap", "tungo"];
+
+/// Go's `net.SplitHostPort` (see [`crate::addr`]), with its error as text.
+pub fn split_host_port(addr: &str) -> Result<(&str, &str), String> {
+    crate::addr::split_host_port(addr).map_err(|e| e.to_string())
+}
+
+/// A port (`8080`) or a range (`8000-8010`), as GOST's `PortRange`, but
+/// refusing what GOST silently turns into port 0.
+pub fn parse_port_range(port: &str) -> Result<(u16, u16), String> {
+    let one = |p: &str| -> Result<u16, String> {
+        if p.is_empty() {
+            return Err("missing port".into());
+        }
+        match p.parse::<u32>() {
+            Ok(n) => u16::try_from(n).map_err(|_| format!("invalid port {p} (0-65535)")),
+            Err(_) => Err(format!("invalid port \"{p}\"")),
+        }
+    };
+    match port.split_once('-') {
+        Some((lo, hi)) => {
+            let (lo, hi) = (one(lo)?, one(hi)?);
+            if lo > hi {
+                return Err(format!("invalid port range {port}"));
+            }
+            Ok((lo, hi))
+        }
+        None => one(port).map(|p| (p, p)),
+    }
+}
+
+/// Why an address is not `[host]:port` (the port may be a range).
+pub fn check_host_port(addr: &str) -> Result<(), String> {
+    let (_, port) = split_host_port(addr)?;
+    parse_port_range(port).map(|_| ())
+}
+
+/// The names defined in one top-level list.
+struct Names<'a>(HashSet<&'a str>);
+
+impl<'a> Names<'a> {
+    fn of<T>(items: &'a [T], name: impl Fn(&'a T) -> &'a str) -> Self {
+        Names(items.iter().map(name).collect())
+    }
+}
+
+struct Checker<'a> {
+    errors: Vec<String>,
+    chains: Names<'a>,
+    hops: Names<'a>,
+    authers: Names<'a>,
+    admissions: Names<'a>,
+    bypasses: Names<'a>,
+    resolvers: Names<'a>,
+    hosts: Names<'a>,
+    recorders: Names<'a>,
+    rewriters: Names<'a>,
+    caches: Names<'a>,
+    limiters: Names<'a>,
+    quotas: Names<'a>,
+    climiters: Names<'a>,
+    rlimiters: Names<'a>,
+    observers: Names<'a>,
+    loggers: Names<'a>,
+}
+
+impl Checker<'_> {
+    /// `owner: field "value" not found` for a set, non-existent reference.
+    fn reference(&mut self, owner: &str, field: &str, value: &str, names: fn(&Self) -> &Names<'_>) {
+        if !value.is_empty() && !names(self).0.contains(value) {
+            self.errors
+                .push(format!("{owner}: {field} \"{value}\" not found"));
+        }
+    }
+
+    fn references(
+        &mut self,
+        owner: &str,
+        field: &str,
+        values: &[String],
+        names: fn(&Self) -> &Names<'_>,
+    ) {
+        for v in values {
+            self.reference(owner, field, v, names);
+        }
+    }
+
+    fn chain_group(&mut self, owner: &str, field: &str, group: Option<&ChainGroupConfig>) {
+        for entry in group.map(|g| g.chains.as_slice()).unwrap_or_default() {
+            self.reference(
+                owner,
+                &format!("{field}.chainGroup chain"),
+                &entry.chain,
+                |c| &c.chains,
+            );
+        }
+    }
+
+    fn node(&mut self, owner: &str, node: &NodeConfig) {
+        let owner = format!("{owner}: node \"{}\"", node.name);
+        self.reference(&owner, "bypass", &node.bypass, |c| &c.bypasses);
+        self.references(&owner, "bypasses", &node.bypasses, |c| &c.bypasses);
+        self.reference(&owner, "resolver", &node.resolver, |c| &c.resolvers);
+        self.reference(&owner, "hosts", &node.hosts, |c| &c.hosts);
+    }
+
+    fn hop(&mut self, owner: &str, hop: &HopConfig) {
+        self.reference(owner, "bypass", &hop.bypass, |c| &c.bypasses);
+        self.references(owner, "bypasses", &hop.bypasses, |c| &c.bypasses);
+        self.reference(owner, "resolver", &hop.resolver, |c| &c.resolvers);
+        self.reference(owner, "hosts", &hop.hosts, |c| &c.hosts);
+        for node in &hop.nodes {
+            self.node(owner, node);
+        }
+    }
+}
+
+/// The connector and dialer of each node of a hop, and its plugin.
+fn hop_types(owner: &str, hop: &HopConfig, check: &mut dyn FnMut(&str, Kind, &str, &str)) {
+    if let Some(p) = &hop.plugin {
+        check(owner, Kind::Plugin, &p.r#type, "");
+    }
+    for node in &hop.nodes {
+        let node_owner = format!("{owner}: node \"{}\"", node.name);
+        let ct = node
+            .connector
+            .as_ref()
+            .map(|x| x.r#type.as_str())
+            .unwrap_or_default();
+        check(&node_owner, Kind::Connector, ct, DEFAULT_CONNECTOR);
+        let dt = node
+            .dialer
+            .as_ref()
+            .map(|x| x.r#type.as_str())
+            .unwrap_or_default();
+        check(&node_owner, Kind::Dialer, dt, DEFAULT_DIALER);
+    }
+}
+
+/// `section[i]` lacks a name, or two entries share one: GOST ignores the
+/// first and refuses the second at load time.
+fn check_names<T>(errors: &mut Vec<String>, section: &str, items: &[T], name: impl Fn(&T) -> &str) {
+    let mut seen = HashSet::new();
+    for (i, item) in items.iter().enumerate() {
+        let n = name(item);
+        if n.is_empty() {
+            errors.push(format!("{section}[{i}]: name is required"));
+        } else if !seen.insert(n) {
+            errors.push(format!("{section}: duplicate name \"{n}\""));
+        }
+    }
+}
+
+impl Config {
+    /// Every problem found, not just the first. Messages name the object
+    /// the way the config does: `service "service-0": handler.chain
+    /// "chain-x" not found`.
+    pub fn validate(&self) -> Result<(), Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        check_names(&mut errors, "services", &self.services, |s| &s.name);
+        check_names(&mut errors, "chains", &self.chains, |s| &s.name);
+        check_names(&mut errors, "hops", &self.hops, |s| &s.name);
+        check_names(&mut errors, "authers", &self.authers, |s| &s.name);
+        check_names(&mut errors, "admissions", &self.admissions, |s| &s.name);
+        check_names(&mut errors, "bypasses", &self.bypasses, |s| &s.name);
+        check_names(&mut errors, "resolvers", &self.resolvers, |s| &s.name);
+        check_names(&mut errors, "hosts", &self.hosts, |s| &s.name);
+        check_names(&mut errors, "ingresses", &self.ingresses, |s| &s.name);
+        check_names(&mut errors, "routers", &self.routers, |s| &s.name);
+        check_names(&mut errors, "sds", &self.sds, |s| &s.name);
+        check_names(&mut errors, "recorders", &self.recorders, |s| &s.name);
+        check_names(&mut errors, "rewriters", &self.rewriters, |s| &s.name);
+        check_names(&mut errors, "caches", &self.caches, |s| &s.name);
+        check_names(&mut errors, "limiters", &self.limiters, |s| &s.name);
+        check_names(&mut errors, "quotas", &self.quotas, |s| &s.name);
+        check_names(&mut errors, "climiters", &self.climiters, |s| &s.name);
+        check_names(&mut errors, "rlimiters", &self.rlimiters, |s| &s.name);
+        check_names(&mut errors, "observers", &self.observers, |s| &s.name);
+        check_names(&mut errors, "loggers", &self.loggers, |s| &s.name);
+
+        let mut c = Checker {
+            errors,
+            chains: Names::of(&self.chains, |x| &x.name),
+            hops: Names::of(&self.hops, |x| &x.name),
+            authers: Names::of(&self.authers, |x| &x.name),
+            admissions: Names::of(&self.admissions, |x| &x.name),
+            bypasses: Names::of(&self.bypasses, |x| &x.name),
+            resolvers: Names::of(&self.resolvers, |x| &x.name),
+            hosts: Names::of(&self.hosts, |x| &x.name),
+            recorders: Names::of(&self.recorders, |x| &x.name),
+            rewriters: Names::of(&self.rewriters, |x| &x.name),
+            caches: Names::of(&self.caches, |x| &x.name),
+            limiters: Names::of(&self.limiters, |x| &x.name),
+            quotas: Names::of(&self.quotas, |x| &x.name),
+            climiters: Names::of(&self.climiters, |x| &x.name),
+            rlimiters: Names::of(&self.rlimiters, |x| &x.name),
+            observers: Names::of(&self.observers, |x| &x.name),
+            loggers: Names::of(&self.loggers, |x| &x.name),
+        };
+
+        for svc in &self.services {
+            let owner = format!("service \"{}\"", svc.name);
+            let listener = svc
+                .listener
+                .as_ref()
+                .map(|l| l.r#type.trim())
+                .filter(|t| !t.is_empty());
+            let listener = listener.unwrap_or(DEFAULT_LISTENER);
+            if svc.addr.is_empty() {
+                if !ADDRLESS_LISTENERS.contains(&listener) && !PATH_LISTENERS.contains(&listener) {
+                    c.errors.push(format!("{owner}: addr is required"));
+                }
+            } else if !PATH_LISTENERS.contains(&listener) && !ADDRLESS_LISTENERS.contains(&listener)
+            {
+                if let Err(why) = check_host_port(&svc.addr) {
+                    c.errors
+                        .push(format!("{owner}: addr \"{}\": {why}", svc.addr));
+                }
+            }
+
+            c.reference(&owner, "admission", &svc.admission, |c| &c.admissions);
+            c.references(&owner, "admissions", &svc.admissions, |c| &c.admissions);
+            c.reference(&owner, "bypass", &svc.bypass, |c| &c.bypasses);
+            c.references(&owner, "bypasses", &svc.bypasses, |c| &c.bypasses);
+            c.reference(&owner, "resolver", &svc.resolver, |c| &c.resolvers);
+            c.reference(&owner, "hosts", &svc.hosts, |c| &c.hosts);
+            c.reference(&owner, "limiter", &svc.limiter, |c| &c.limiters);
+            c.references(&owner, "quotas", &svc.quotas, |c| &c.quotas);
+            c.reference(&owner, "climiter", &svc.climiter, |c| &c.climiters);
+            c.reference(&owner, "rlimiter", &svc.rlimiter, |c| &c.rlimiters);
+            c.reference(&owner, "logger", &svc.logger, |c| &c.loggers);
+            c.references(&owner, "loggers", &svc.loggers, |c| &c.loggers);
+            c.reference(&owner, "observer", &svc.observer, |c| &c.observers);
+            c.reference(&owner, "rewriter", &svc.rewriter, |c| &c.rewriters);
+            c.reference(&owner, "cache", &svc.cache, |c| &c.caches);
+            for rec in &svc.recorders {
+                c.reference(&owner, "recorder", &rec.name, |c| &c.recorders);
+            }
+            if let Some(h) = &svc.handler {
+                c.reference(&owner, "handler.chain", &h.chain, |c| &c.chains);
+                c.chain_group(&owner, "handler", h.chain_group.as_ref());
+                c.reference(&owner, "handler.auther", &h.auther, |c| &c.authers);
+                c.references(&owner, "handler.authers", &h.authers, |c| &c.authers);
+                c.reference(&owner, "handler.limiter", &h.limiter, |c| &c.limiters);
+                c.reference(&owner, "handler.observer", &h.observer, |c| &c.observers);
+            }
+            if let Some(l) = &svc.listener {
+                c.reference(&owner, "listener.chain", &l.chain, |c| &c.chains);
+                c.chain_group(&owner, "listener", l.chain_group.as_ref());
+                c.reference(&owner, "listener.auther", &l.auther, |c| &c.authers);
+                c.references(&owner, "listener.authers", &l.authers, |c| &c.authers);
+            }
+            if let Some(f) = &svc.forwarder {
+                c.reference(&owner, "forwarder.hop", &f.hop, |c| &c.hops);
+                if f.hop.is_empty() {
+                    // GOST's deprecated spelling of `forwarder.hop`.
+                    c.reference(&owner, "forwarder.name", &f.name, |c| &c.hops);
+                }
+                for h in f
+                    .hop_group
+                    .as_ref()
+                    .map(|g| g.hops.as_slice())
+                    .unwrap_or_default()
+                {
+                    c.reference(&owner, "forwarder.hopGroup hop", &h.hop, |c| &c.hops);
+                }
+                for n in &f.nodes {
+                    let node_owner = format!("{owner}: forwarder node \"{}\"", n.name);
+                    c.reference(&node_owner, "bypass", &n.bypass, |c| &c.bypasses);
+                    c.references(&node_owner, "bypasses", &n.bypasses, |c| &c.bypasses);
+                }
+            }
+        }
+
+        for chain in &self.chains {
+            let owner = format!("chain \"{}\"", chain.name);
+            for hop in &chain.hops {
+                if hop.nodes.is_empty() && hop.plugin.is_none() {
+                    // A bare hop in a chain names a top-level hop.
+                    c.reference(&owner, "hop", &hop.name, |c| &c.hops);
+                } else {
+                    c.hop(&format!("{owner}: hop \"{}\"", hop.name), hop);
+                }
+            }
+        }
+        for hop in &self.hops {
+            c.hop(&format!("hop \"{}\"", hop.name), hop);
+        }
+        for r in &self.resolvers {
+            let owner = format!("resolver \"{}\"", r.name);
+            for ns in &r.nameservers {
+                c.reference(
+                    &owner,
+                    &format!("nameserver \"{}\" chain", ns.addr),
+                    &ns.chain,
+                    |c| &c.chains,
+                );
+            }
+        }
+        if let Some(api) = &self.api {
+            c.reference("api", "auther", &api.auther, |c| &c.authers);
+        }
+        if let Some(m) = &self.metrics {
+            c.reference("metrics", "auther", &m.auther, |c| &c.authers);
+        }
+
+        if c.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(c.errors.into_iter().map(ConfigError::Invalid).collect())
+        }
+    }
+
+    /// Every type name the config selects that `is_supported` refuses, as
+    /// `service "service-0": listener type 'kcp' is not supported`. Absent
+    /// types count as GOST's defaults (tcp listener, auto handler, http
+    /// connector, tcp dialer).
+    pub fn unsupported(&self, is_supported: impl Fn(Kind, &str) -> bool) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut check = |owner: &str, kind: Kind, ty: &str, default: &str| {
+            let ty = match ty.trim() {
+                "" => default,
+                t => t,
+            };
+            if !is_supported(kind, ty) {
+                out.push(format!("{owner}: {kind} type '{ty}' is not supported"));
+            }
+        };
+
+        for svc in &self.services {
+            let owner = format!("service \"{}\"", svc.name);
+            let lt = svc
+                .listener
+                .as_ref()
+                .map(|l| l.r#type.as_str())
+                .unwrap_or_default();
+            check(&owner, Kind::Listener, lt, DEFAULT_LISTENER);
+            let ht = svc
+                .handler
+                .as_ref()
+                .map(|h| h.r#type.as_str())
+                .unwrap_or_default();
+            check(&owner, Kind::Handler, ht, DEFAULT_HANDLER);
+        }
+
+        for chain in &self.chains {
+            for h in &chain.hops {
+                hop_types(
+                    &format!("chain \"{}\": hop \"{}\"", chain.name, h.name),
+                    h,
+                    &mut check,
+                );
+            }
+        }
+        for h in &self.hops {
+            hop_types(&format!("hop \"{}\"", h.name), h, &mut check);
+        }
+
+        let named = |section: &'static str, name: &str, p: &Option<PluginConfig>| {
+            p.as_ref()
+                .map(|p| (format!("{section} \"{name}\""), p.r#type.clone()))
+        };
+        let plugins = (self
+            .authers
+            .iter()
+            .filter_map(|x| named("auther", &x.name, &x.plugin)))
+        .chain(
+            self.admissions
+                .iter()
+                .filter_map(|x| named("admission", &x.name, &x.plugin)),
+        )
+        .chain(
+            self.bypasses
+                .iter()
+                .filter_map(|x| named("bypass", &x.name, &x.plugin)),
+        )
+        .chain(
+            self.resolvers
+                .iter()
+                .filter_map(|x| named("resolver", &x.name, &x.plugin)),
+        )
+        .chain(
+            self.hosts
+                .iter()
+                .filter_map(|x| named("hosts", &x.name, &x.plugin)),
+        )
+        .chain(
+            self.ingresses
+                .iter()
+                .filter_map(|x| named("ingress", &x.name, &x.plugin)),
+        )
+        .chain(
+            self.routers
+                .iter()
+                .filter_map(|x| named("router", &x.name, &x.plugin)),
+        )
+        .chain(
+            self.sds
+                .iter()
+                .filter_map(|x| named("sd", &x.name, &x.plugin)),
+        )
+        .chain(
+            self.recorders
+                .iter()
+                .filter_map(|x| named("recorder", &x.name, &x.plugin)),
+        )
+        .chain(
+            self.rewriters
+                .iter()
+                .filter_map(|x| named("rewriter", &x.name, &x.plugin)),
+        )
+        .chain(
+            self.limiters
+                .iter()
+                .filter_map(|x| named("limiter", &x.name, &x.plugin)),
+        )
+        .chain(
+            self.climiters
+                .iter()
+                .filter_map(|x| named("climiter", &x.name, &x.plugin)),
+        )
+        .chain(
+            self.rlimiters
+                .iter()
+                .filter_map(|x| named("rlimiter", &x.name, &x.plugin)),
+        )
+        .chain(
+            self.observers
+                .iter()
+                .filter_map(|x| named("observer", &x.name, &x.plugin)),
+        );
+        for (owner, ty) in plugins {
+            check(&owner, Kind::Plugin, &ty, "");
+        }
+        out
+    }
+
+    /// The top-level keys that are set, in document order, so the runtime
+    /// can refuse sections whose feature it lacks instead of ignoring them.
+    pub fn non_empty_sections(&self) -> Vec<&'static str> {
+        let sections: [(&'static str, bool); 25] = [
+            ("services", !self.services.is_empty()),
+            ("chains", !self.chains.is_empty()),
+            ("hops", !self.hops.is_empty()),
+            ("authers", !self.authers.is_empty()),
+            ("admissions", !self.admissions.is_empty()),
+            ("bypasses", !self.bypasses.is_empty()),
+            ("resolvers", !self.resolvers.is_empty()),
+            ("hosts", !self.hosts.is_empty()),
+            ("ingresses", !self.ingresses.is_empty()),
+            ("routers", !self.routers.is_empty()),
+            ("sds", !self.sds.is_empty()),
+            ("recorders", !self.recorders.is_empty()),
+            ("rewriters", !self.rewriters.is_empty()),
+            ("caches", !self.caches.is_empty()),
+            ("limiters", !self.limiters.is_empty()),
+            ("quotas", !self.quotas.is_empty()),
+            ("climiters", !self.climiters.is_empty()),
+            ("rlimiters", !self.rlimiters.is_empty()),
+            ("observers", !self.observers.is_empty()),
+            ("loggers", !self.loggers.is_empty()),
+            ("tls", self.tls.is_some()),
+            ("log", self.log.is_some()),
+            ("profiling", self.profiling.is_some()),
+            ("api", self.api.is_some()),
+            ("metrics", self.metrics.is_some()),
+        ];
+        sections
+            .into_iter()
+            .filter(|(_, set)| *set)
+            .map(|(name, _)| name)
+            .collect()
+    }
+}

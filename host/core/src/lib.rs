@@ -1,0 +1,25 @@
+//! GOST's building blocks, below every listener, handler and chain: the
+//! address and metadata forms, the config schema, the one stream type,
+//! per-connection context and service counters, opening TCP connections,
+//! and the routing modules (bypass, hosts, resolver, admission, limiter,
+//! routing rules, metrics series) that chains and handlers consult.
+
+pub mod addr;
+pub mod admission;
+pub mod auth;
+pub mod bypass;
+pub mod config;
+pub mod context;
+pub mod dialer;
+pub mod hosts;
+pub mod limiter;
+pub mod metadata;
+pub mod metrics;
+pub mod resolver;
+pub mod routing;
+pub mod stats;
+pub mod stream;
+
+/// Helpers for the unit tests of this crate and the crates above it.
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_util;

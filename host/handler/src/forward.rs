@@ -1,0 +1,276 @@
+//! Port forwarding handlers `tcp`, `udp` and `forward` (GOST's
+//! handler/forward/local): every connection goes to a node of the
+//! forwarder's hop.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gost_core::stream::Stream;
+
+use super::{ConnContext, HandleFuture, Handler, HandlerError};
+use gost_chain::chain::{Hop, Node, SelectContext, Strategy};
+use gost_chain::connector::upstream::Upstream;
+use gost_chain::relay::{self, RelayOptions};
+use gost_chain::router::{Router, UdpUpstream};
+use gost_core::limiter::traffic;
+use gost_core::metadata::{Metadata, MetadataError};
+use gost_transport::listener::{Conn, UdpConn};
+
+/// Typed handler metadata, parsed once at start-up.
+#[derive(Debug, Clone, Default)]
+pub struct ForwardOptions {
+    /// `idleTimeout`: close a TCP relay with no traffic for this long.
+    pub idle_timeout: Option<Duration>,
+    /// `retries` (handler field): extra nodes tried when a dial fails.
+    /// Forwarding has not sent any byte yet when the dial fails, so trying
+    /// the next node is always safe.
+    pub retries: usize,
+    /// `sniffing`: peek the first request to route by its protocol, host,
+    /// path and headers; `None` when off.
+    pub sniffing: Option<Duration>,
+}
+
+impl ForwardOptions {
+    pub fn from_metadata(md: &Metadata, retries: i64) -> Result<Self, MetadataError> {
+        Ok(ForwardOptions {
+            idle_timeout: md.get_duration("idleTimeout")?.filter(|d| !d.is_zero()),
+            retries: retries.max(0) as usize,
+            sniffing: super::sniffing::from_metadata(md)?,
+        })
+    }
+}
+
+pub struct ForwardHandler {
+    hop: Arc<Hop>,
+    router: Router,
+    opts: ForwardOptions,
+    /// The largest body prefix a node's matcher looks at (0: none does).
+    body_limit: usize,
+}
+
+impl ForwardHandler {
+    pub fn new(hop: Arc<Hop>, router: Router, opts: ForwardOptions) -> Self {
+        let body_limit = hop.nodes.iter().map(|n| n.body_size).max().unwrap_or(0);
+        ForwardHandler {
+            hop,
+            router,
+            opts,
+            body_limit,
+        }
+    }
+
+    /// Picks nodes until one answers. Each failure marks the node so the
+    /// selector skips it for `failTimeout`; the connection itself moves on
+    /// to another node, up to every node of the hop once.
+    pub(super) async fn dial<T, F, Fut>(
+        &self,
+        ctx: &ConnContext,
+        network: &str,
+        dial: F,
+    ) -> Result<(T, Arc<Node>), HandlerError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, gost_chain::router::DialError>>,
+    {
+        self.dial_for(ctx, network, Default::default(), dial).await
+    }
+
+    /// [`Self::dial`] for a request whose sniffed facts feed node matchers
+    /// and filters.
+    async fn dial_for<T, F, Fut>(
+        &self,
+        ctx: &ConnContext,
+        network: &str,
+        request: gost_core::routing::Request<'_>,
+        dial: F,
+    ) -> Result<(T, Arc<Node>), HandlerError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, gost_chain::router::DialError>>,
+    {
+        // Only the hash strategy reads the key; skip the allocation otherwise.
+        let ip = (self.hop.selector.strategy == Strategy::Hash).then(|| ctx.peer.ip().to_string());
+        let sel = SelectContext {
+            hash_key: ip.as_deref(),
+            request: gost_core::routing::Request {
+                client_ip: Some(ctx.peer.ip()),
+                network,
+                ..request
+            },
+        };
+        let attempts = self.hop.nodes.len().max(1 + self.opts.retries);
+        let mut tried: Vec<Arc<Node>> = Vec::new();
+        let mut last_err = None;
+        for _ in 0..attempts {
+            let Some(node) = self.hop.select(&sel, &tried) else {
+                break;
+            };
+            if node.network.as_deref().is_some_and(|n| n != network) {
+                tried.push(node);
+                continue;
+            }
+            let addr = with_default_port(&node.addr);
+            match dial(addr).await {
+                Ok(c) => {
+                    node.marker.reset();
+                    tracing::debug!(service = %ctx.service, client = %ctx.peer, node = %node.name, dst = %node.addr, network, "forward");
+                    return Ok((c, node));
+                }
+                Err(e) => {
+                    node.marker.mark();
+                    tracing::warn!(service = %ctx.service, node = %node.name, error = %e, "dial failed");
+                    last_err = Some(e);
+                    tried.push(node);
+                }
+            }
+        }
+        Err(last_err
+            .map(HandlerError::from)
+            .unwrap_or(HandlerError::NoNode))
+    }
+
+    /// The setup (sniffing, node choice, dial) runs in its own short-lived
+    /// box, so the future kept for the connection's whole life holds only
+    /// the relay's state: idle connections cost the smaller size. Not an
+    /// `async fn`: that would copy `client` and `ctx` into a second set of
+    /// slots in the future, 120 bytes more per connection.
+    #[allow(clippy::manual_async_fn)]
+    fn handle_tcp(
+        &self,
+        mut client: Stream,
+        ctx: ConnContext,
+    ) -> impl std::future::Future<Output = Result<(), HandlerError>> + Send + '_ {
+        async move {
+            let (upstream, node) = Box::pin(self.open_upstream(&mut client, &ctx)).await?;
+            let opts = RelayOptions {
+                idle_timeout: self.opts.idle_timeout,
+            };
+            let start = Instant::now();
+            let res = relay::relay(client, upstream, &ctx, &opts).await;
+            match &res {
+                Ok(t) => {
+                    tracing::debug!(service = %ctx.service, client = %ctx.peer, node = %node.name,
+                    input = t.input, output = t.output, duration = ?start.elapsed(), "relay done")
+                }
+                Err(e) => {
+                    tracing::debug!(service = %ctx.service, client = %ctx.peer, node = %node.name, error = %e, "relay ended")
+                }
+            }
+            res.map(|_| ()).map_err(Into::into)
+        }
+    }
+
+    /// Sniffs (when on), then picks and dials a node; what sniffing read
+    /// stays in the client stream, for the relay to send first.
+    async fn open_upstream(
+        &self,
+        client: &mut Stream,
+        ctx: &ConnContext,
+    ) -> Result<(Upstream, Arc<Node>), HandlerError> {
+        let sniffed = match self.opts.sniffing {
+            Some(timeout) => super::sniffing::sniff(client, timeout, self.body_limit).await,
+            None => Default::default(),
+        };
+        let dialed = self
+            .dial_for(ctx, "tcp", sniffed.request(), |a| async move {
+                self.router.dial_tcp(&a, ctx.peer.ip()).await
+            })
+            .await;
+        let (upstream, node) = match dialed {
+            Err(HandlerError::NoNode) if sniffed.protocol == "http" => {
+                // GOST answers an HTTP request no node takes with 502.
+                client
+                    .write_all_now(super::http::bare_response(502).as_bytes())
+                    .await?;
+                tracing::warn!(service = %ctx.service, client = %ctx.peer, host = %sniffed.host, path = %sniffed.path, "no node for request");
+                return Err(HandlerError::NoNode);
+            }
+            r => r?,
+        };
+        Ok((upstream, node))
+    }
+
+    async fn handle_udp(&self, mut client: UdpConn, ctx: ConnContext) -> Result<(), HandlerError> {
+        // The dial's state is large (name resolution): boxed, it is freed
+        // before the session's long relay.
+        let (mut upstream, node) = Box::pin(self.dial(&ctx, "udp", |a| async move {
+            self.router.dial_udp(&a, ctx.peer.ip()).await
+        }))
+        .await?;
+        tracing::debug!(service = %ctx.service, client = %ctx.peer, node = %node.name, "udp session");
+        relay_udp(&mut client, &mut upstream, &ctx).await
+    }
+}
+
+/// Relays one client's datagrams to the target and its replies back,
+/// until the session idles for its TTL, or, without keepalive, until the
+/// first reply has been delivered (GOST's one-shot UDP exchange).
+pub async fn relay_udp(
+    client: &mut UdpConn,
+    upstream: &mut UdpUpstream,
+    ctx: &ConnContext,
+) -> Result<(), HandlerError> {
+    let mut buf = vec![0u8; client.max_datagram.max(1)];
+    let ttl = client.ttl;
+    let mut deadline = tokio::time::Instant::now() + ttl;
+    let mut pacer = traffic::Pacer::new(ctx.traffic.clone());
+    loop {
+        tokio::select! {
+            dgram = client.recv(), if pacer.open(true) => {
+                let Some(dgram) = dgram else { return Ok(()) };
+                if let Some(s) = &ctx.stats {
+                    s.add_input(dgram.len() as u64);
+                }
+                pacer.charge(true, dgram.len());
+                match upstream.send(&dgram).await {
+                    Ok(()) => {}
+                    // A closed port answers with ICMP; the datagram is lost
+                    // as it would be without a proxy.
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                    Err(e) => return Err(e.into()),
+                }
+                deadline = tokio::time::Instant::now() + ttl;
+            }
+            r = upstream.recv(&mut buf), if pacer.open(false) => {
+                let n = match r {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                pacer.charge(false, n);
+                client.send(&buf[..n]).await?;
+                if let Some(s) = &ctx.stats {
+                    s.add_output(n as u64);
+                }
+                if !client.keepalive {
+                    return Ok(());
+                }
+                deadline = tokio::time::Instant::now() + ttl;
+            }
+            // Datagrams the limiter holds back are traffic, not idling.
+            _ = pacer.wait(), if pacer.waiting() => deadline = tokio::time::Instant::now() + ttl,
+            _ = tokio::time::sleep_until(deadline) => return Ok(()),
+        }
+    }
+}
+
+/// GOST forwards to `host` alone as `host:0`; keep the same rule so a
+/// missing port fails at dial time with the address shown.
+fn with_default_port(addr: &str) -> String {
+    if gost_core::addr::split_host_port(addr).is_ok() {
+        addr.to_string()
+    } else {
+        format!("{addr}:0")
+    }
+}
+
+impl Handler for ForwardHandler {
+    fn handle(&self, conn: Conn, ctx: ConnContext) -> HandleFuture<'_> {
+        // One box per kind: a shared one would size every TCP connection
+        // for the larger UDP session state.
+        match conn {
+            Conn::Stream(s) => Box::pin(self.handle_tcp(s, ctx)),
+            Conn::Udp(u) => Box::pin(self.handle_udp(u, ctx)),
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! Transports: how a proxy protocol's bytes travel between gost peers
+//! (GOST's listener and dialer packages beyond plain `tcp`). Each one is a
+//! file here with its server side ([`Upgrade`], run over an accepted TCP
+//! connection) and its client side ([`Dialer`]), both producing the
+//! [`Stream`] every handler and connector works with, and a line in
+//! [`register`]. Each transport beyond plain TCP is a cargo feature
+//! (`ws` brings `tls` along, for `wss`).
+
+pub mod kinds;
+pub mod listener;
+#[cfg(feature = "tls")]
+pub mod tls;
+#[cfg(feature = "ws")]
+pub mod ws;
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use gost_core::stream::Stream;
+
+/// Adds the listeners and dialers of every transport compiled in.
+pub fn register(t: &mut kinds::Transports) {
+    listener::register(t);
+    #[cfg(feature = "tls")]
+    tls::register(t);
+    #[cfg(feature = "ws")]
+    ws::register(t);
+}
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The server side of a transport over an accepted connection: a TLS
+/// handshake, a WebSocket upgrade. It runs in the connection's own task,
+/// so a slow or silent client never holds up accepting the next one.
+pub trait Upgrade: Send + Sync {
+    fn upgrade(&self, stream: Stream) -> BoxFuture<'_, io::Result<Stream>>;
+}
+
+/// Transports stacked in order, each over the previous one's stream
+/// (`wss` is TLS, then WebSocket).
+pub struct Stacked(pub Vec<Arc<dyn Upgrade>>);
+
+impl Upgrade for Stacked {
+    fn upgrade(&self, stream: Stream) -> BoxFuture<'_, io::Result<Stream>> {
+        Box::pin(async move {
+            let mut stream = stream;
+            for layer in &self.0 {
+                stream = layer.upgrade(stream).await?;
+            }
+            Ok(stream)
+        })
+    }
+}
+
+/// The client side of a transport, as go-gost/core has it: `dial` opens
+/// the connection to a chain's first node; `handshake` runs the
+/// transport's own handshake over a stream to the node, which for later
+/// nodes of a chain is the tunnel the previous node's connector opened.
+/// A chain node keeps its dialer for its life, so a dialer may pool what
+/// it likes across connections. Plain TCP nodes have none.
+pub trait Dialer: Send + Sync + std::fmt::Debug {
+    /// Opens a connection to `addr` (`host:port`, resolved already).
+    fn dial<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, io::Result<Stream>> {
+        Box::pin(async move { gost_core::dialer::dial_tcp(addr).await.map(Stream::from) })
+    }
+
+    /// The transport's handshake with the node at `node_addr` (as the
+    /// config names it: its host is the TLS server name and the WebSocket
+    /// `Host` unless options say otherwise).
+    fn handshake<'a>(
+        &'a self,
+        stream: Stream,
+        node_addr: &'a str,
+    ) -> BoxFuture<'a, io::Result<Stream>>;
+}
+
+/// A handshake that failed, named with the transport. The kind stays, so
+/// a client that closed before saying anything is told apart from one
+/// that sent garbage.
+#[cfg(feature = "tls")]
+pub(crate) fn handshake_error(transport: &str, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{transport} handshake: {e}"))
+}
+
+/// Runs `work` within `timeout`, when one is set.
+#[cfg(feature = "tls")]
+pub(crate) async fn within<T>(
+    transport: &str,
+    timeout: Option<std::time::Duration>,
+    work: impl Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    match timeout {
+        Some(t) => tokio::time::timeout(t, work).await.map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("{transport} handshake: not done within {t:?}"),
+            )
+        })?,
+        None => work.await,
+    }
+}
