@@ -16,6 +16,7 @@ use gost_core::config::{
 };
 use gost_core::metadata::MetadataError;
 use gost_handler::auto::AutoHandler;
+use gost_handler::file::{FileHandler, FileOptions};
 use gost_handler::forward::{ForwardHandler, ForwardOptions};
 use gost_handler::http::{HttpHandler, HttpOptions};
 use gost_handler::relay::{RelayHandler, RelayHandlerOptions};
@@ -938,6 +939,16 @@ fn register(r: &mut Kinds) {
         },
         build: |_, cfg, deps| build_wasm_handler(cfg, deps),
         summary: "a WebAssembly component of the `handler` world",
+    });
+    r.add_handler(HandlerKind {
+        names: &["file"],
+        caps: HandlerCaps::default(),
+        build: |_, cfg, deps| {
+            let opts = handler_options(cfg, FileOptions::from_metadata)?;
+            let h = FileHandler::new(opts, deps.auther).map_err(|e| svc_err(cfg, e.to_string()))?;
+            Ok(Arc::new(h))
+        },
+        summary: "static files from `file.dir`, uploads with `file.put`, Basic auth by the auther",
     });
 }
 

@@ -1011,7 +1011,7 @@ fn parse_response(buf: &[u8]) -> Result<Option<ResponseHead>, String> {
 }
 
 /// `Basic base64(user:pass)` from `Proxy-Authorization`.
-fn parse_basic(value: &str) -> Option<(String, String)> {
+pub(crate) fn parse_basic(value: &str) -> Option<(String, String)> {
     use base64::Engine;
     let (scheme, token) = value.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
