@@ -611,7 +611,7 @@ fn build_selector(
         svc_err(
             cfg,
             format!(
-                "selector strategy '{}' is not supported (round, rand, fifo, hash)",
+                "selector strategy '{}' is not supported (round, rand, fifo, hash, parallel)",
                 sel.strategy
             ),
         )

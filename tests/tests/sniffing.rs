@@ -402,3 +402,31 @@ fn refused_rule(dir: &str, node: &str, rule: &str) -> String {
     assert!(!status.success(), "gost started with rule {rule}");
     format!("{out}{err}")
 }
+
+/// GOST's TestTCPForwardSniffingBypass (testdata/forward/
+/// server_bypass_sniffing.yaml): a sniffed HTTP request whose Host the
+/// service's bypass matches gets 403, and the node sees nothing.
+#[test]
+fn a_sniffed_http_request_the_bypass_matches_gets_403() {
+    let (tx, rx) = mpsc::channel();
+    let echo = recorder("echo", 1, tx);
+    let dir = TempDir::new("sniff-bypass");
+    let port = free_port();
+    let cfg = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:\n- name: forward-tcp\n  addr: 127.0.0.1:{port}\n  handler:\n    type: tcp\n    metadata:\n      sniffing: true\n      sniffing.timeout: 2s\n  listener:\n    type: tcp\n  bypass: block-all\n  forwarder:\n    nodes:\n    - name: echo\n      addr: {echo}\nbypasses:\n- name: block-all\n  matchers:\n  - 0.0.0.0/0\n"
+        ),
+    );
+    let g = Gost::start(&["-C", &cfg]);
+    g.wait_tcp(port);
+    let (_, head) = curl_body(&[
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        &format!("http://127.0.0.1:{port}/"),
+    ]);
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}\n{}", g.log());
+    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+}

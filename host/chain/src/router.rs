@@ -12,7 +12,7 @@ use tokio::net::UdpSocket;
 use crate::connector::upstream::Upstream;
 
 use crate::chain::build::ChainBuildError;
-use crate::chain::{route, Chain, Chainer, Node};
+use crate::chain::{route, Chain, Chainer, Route};
 use crate::connector::udp_tun::UdpTunnel;
 use gost_core::bypass::{BypassError, BypassGroup};
 use gost_core::config::{Config, ServiceConfig};
@@ -212,7 +212,7 @@ impl Router {
         addr: &str,
         host: &str,
         client: IpAddr,
-    ) -> Option<(Arc<Chain>, Vec<Arc<Node>>)> {
+    ) -> Option<(Arc<Chain>, Route)> {
         let client = client.to_string();
         let hash_key = if self.hash_by_target {
             Some(addr)
@@ -224,12 +224,13 @@ impl Router {
             .as_ref()
             .and_then(|c| c.pick(network, host, hash_key))?;
         let nodes = chain.route(addr, host, hash_key);
-        if nodes.is_empty() {
+        if nodes.nodes.is_empty() {
             tracing::debug!(chain = %chain.name, addr, "route: direct");
             return None;
         }
         if tracing::enabled!(tracing::Level::DEBUG) {
             let path: Vec<String> = nodes
+                .nodes
                 .iter()
                 .map(|n| format!("{}@{}", n.name, n.addr))
                 .collect();
