@@ -4,9 +4,8 @@
 //! starts or changes a service.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
-use gost_chain::chain::selector::{Selector, Strategy};
+use gost_chain::chain::selector::Selector;
 use gost_chain::chain::{Hop, Node};
 use gost_chain::registry::Registry;
 use gost_chain::router::Router;
@@ -604,23 +603,8 @@ fn build_selector(
     cfg: &ServiceConfig,
     sel: Option<&SelectorConfig>,
 ) -> Result<Selector, BuildError> {
-    let Some(sel) = sel else {
-        return Ok(Selector::new(Strategy::Round, 0, Duration::ZERO));
-    };
-    let strategy = Strategy::parse(&sel.strategy).ok_or_else(|| {
-        svc_err(
-            cfg,
-            format!(
-                "selector strategy '{}' is not supported (round, rand, fifo, hash, parallel)",
-                sel.strategy
-            ),
-        )
-    })?;
-    Ok(Selector::new(
-        strategy,
-        sel.max_fails.max(0) as u64,
-        sel.fail_timeout.0,
-    ))
+    gost_chain::chain::build::selector(&format!("service \"{}\"", cfg.name), sel)
+        .map_err(|e| BuildError::Invalid(e.to_string()))
 }
 
 /// A forwarder whose hop has a wasm plugin selects with it; any other uses
