@@ -61,15 +61,15 @@ impl Default for Router {
 pub enum DialError {
     /// The service's bypass matched the target: a policy refusal, which
     /// GOST answers "forbidden" and does not count as an error.
-    #[error("dial {network} {addr}: refused by the service's bypass")]
+    #[error("dial {network} {}: refused by the service's bypass", gost_core::escape::esc(.addr))]
     Bypassed { network: &'static str, addr: String },
-    #[error("dial {network} {addr}: {source}")]
+    #[error("dial {network} {}: {source}", gost_core::escape::esc(.addr))]
     Io {
         network: &'static str,
         addr: String,
         source: io::Error,
     },
-    #[error("dial {network} {addr}: timed out after {timeout:?}")]
+    #[error("dial {network} {}: timed out after {timeout:?}", gost_core::escape::esc(.addr))]
     Timeout {
         network: &'static str,
         addr: String,

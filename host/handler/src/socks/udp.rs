@@ -212,7 +212,7 @@ impl Targets {
         }
         if let Some(t) = &mut self.tunnel {
             if let Err(e) = t.send_to(payload, &target.to_string()).await {
-                tracing::debug!(dst = %target, error = %e, "socks5 udp: send through the chain");
+                tracing::debug!(dst = %gost_core::escape::esc(&target), error = %e, "socks5 udp: send through the chain");
             }
             return;
         }
@@ -234,7 +234,7 @@ impl Targets {
             }
         };
         if let Err(e) = sock.send_to(payload, dst).await {
-            tracing::debug!(dst = %dst, error = %e, "socks5 udp: send to target");
+            tracing::debug!(dst = %gost_core::escape::esc(&dst), error = %e, "socks5 udp: send to target");
         }
     }
 
