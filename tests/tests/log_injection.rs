@@ -9,7 +9,7 @@ use gost_e2e::*;
 
 /// A forged line: were the newline written raw, the log would show a line
 /// starting with this timestamp.
-const FORGED: &str = "2026-12-07T00:00:00.000000Z  INFO gost::service: FAKE";
+const FORGED: &str = "2001-02-03T00:00:00.000000Z  INFO gost::service: FAKE";
 
 fn connect(port: u16) -> TcpStream {
     let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -71,10 +71,11 @@ fn relay(port: u16, host: &[u8]) {
     drain(c);
 }
 
-/// A sniffed Host no node takes is logged with the request's path.
+/// A sniffed Host no node takes is logged. A header value may carry bytes
+/// 0x80-0xff (a request target may not), so C1 controls and bidi marks.
 fn sniffed(port: u16, host: &str) {
     let mut c = connect(port);
-    c.write_all(format!("GET /\u{9b}2J\u{85}{FORGED} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+    c.write_all(format!("GET /p HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
         .unwrap();
     drain(c);
 }
@@ -119,7 +120,7 @@ fn assert_clean(log: &str) {
         assert!(!bad, "raw {c:?} in the log:\n{log}");
     }
     for line in log.lines() {
-        assert!(!line.starts_with("2026-12-07"), "forged line {line:?}");
+        assert!(!line.starts_with("2001-02-03"), "forged line {line:?}");
     }
 }
 
@@ -129,10 +130,10 @@ fn hostile_names_are_escaped_in_the_text_log() {
     assert_clean(&log);
     // Every handler saw its name: each shows, escaped, in some line.
     for (svc, needle) in [
-        ("s5", "x\\n2026-12-07"),
-        ("s4", "x\\n2026-12-07"),
+        ("s5", "x\\n2001-02-03"),
+        ("s4", "x\\n2001-02-03"),
         ("web", "FAKE"),
-        ("rl", "x\\n2026-12-07"),
+        ("rl", "x\\n2001-02-03"),
         ("fwd", "h\\u{85}"),
     ] {
         assert!(
@@ -154,7 +155,7 @@ fn hostile_names_are_escaped_in_the_json_log() {
     for svc in ["s5", "s4", "web", "rl", "fwd"] {
         assert!(
             lines.iter().any(|l| l["service"] == svc
-                && (l.to_string().contains("2026-12-07") || l.to_string().contains("FAKE") || l.to_string().contains("u{85}"))),
+                && (l.to_string().contains("2001-02-03") || l.to_string().contains("FAKE") || l.to_string().contains("u{85}"))),
             "no line with the name from {svc} in:\n{log}"
         );
     }

@@ -266,7 +266,7 @@ impl HttpHandler {
                         .map(|()| None)
                 }
                 Some(Some(user)) => {
-                    tracing::debug!(service = %ctx.service, client = %ctx.peer, user, "authenticated")
+                    tracing::debug!(service = %ctx.service, client = %ctx.peer, user = %gost_core::escape::esc(user), "authenticated")
                 }
                 Some(None) => {}
             }
@@ -514,7 +514,7 @@ impl HttpHandler {
                     return Ok(next);
                 }
                 Exchanged::Stale => {
-                    tracing::debug!(addr = %prepared.addr, "kept origin connection was closed by the origin; dialing again");
+                    tracing::debug!(addr = %gost_core::escape::esc(&prepared.addr), "kept origin connection was closed by the origin; dialing again");
                 }
             }
         }

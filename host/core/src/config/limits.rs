@@ -69,6 +69,17 @@ pub fn check(text: &str, origin: &str) -> Result<(), ConfigError> {
             dashes += 1;
             rest = r.trim_start_matches(' ');
         }
+        let too_deep = || ConfigError::Parse {
+            origin: origin.to_string(),
+            msg: format!(
+                "line {}: nested deeper than the config depth limit of {MAX_CONFIG_DEPTH}",
+                n + 1
+            ),
+        };
+        let block = indents.len() + dashes;
+        if block + flow > MAX_CONFIG_DEPTH {
+            return Err(too_deep());
+        }
         let mut quote = None;
         let mut prev = ' ';
         for c in rest.chars() {
@@ -77,20 +88,18 @@ pub fn check(text: &str, origin: &str) -> Result<(), ConfigError> {
                 (Some(_), _) => {}
                 (None, '"' | '\'') => quote = Some(c),
                 (None, '#') if prev == ' ' => break,
-                (None, '[' | '{') => flow += 1,
+                (None, '[' | '{') => {
+                    flow += 1;
+                    // Checked as it opens: a whole document may sit on one
+                    // line and close every bracket by its end.
+                    if block + flow > MAX_CONFIG_DEPTH {
+                        return Err(too_deep());
+                    }
+                }
                 (None, ']' | '}') => flow = flow.saturating_sub(1),
                 _ => {}
             }
             prev = c;
-        }
-        if indents.len() + dashes + flow > MAX_CONFIG_DEPTH {
-            return Err(ConfigError::Parse {
-                origin: origin.to_string(),
-                msg: format!(
-                    "line {}: nested deeper than the config depth limit of {MAX_CONFIG_DEPTH}",
-                    n + 1
-                ),
-            });
         }
     }
     Ok(())

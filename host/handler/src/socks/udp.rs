@@ -206,7 +206,7 @@ impl Targets {
         if let Some(b) = &self.bypass {
             let dst = target.to_string();
             if b.contains("udp", &dst) {
-                tracing::debug!(dst, "udp: datagram to a bypassed target dropped");
+                tracing::debug!(dst = %gost_core::escape::esc(&dst), "udp: datagram to a bypassed target dropped");
                 return;
             }
         }
@@ -221,7 +221,7 @@ impl Targets {
             TargetAddr::Domain(host, port) => match self.resolve(&host, port).await {
                 Some(a) => a,
                 None => {
-                    tracing::debug!(host, "socks5 udp: cannot resolve target");
+                    tracing::debug!(host = %gost_core::escape::esc(&host), "socks5 udp: cannot resolve target");
                     return;
                 }
             },
