@@ -28,11 +28,16 @@ pub fn inside_config_dir(config_file: Option<&PathBuf>, requested: &str) -> Resu
     let (Some(dir), Some(_)) = (wanted.parent(), wanted.file_name()) else {
         return Err(refuse());
     };
-    // Compared after resolving symlinks, so a link to elsewhere is not a
-    // way out.
-    let canon = |p: &Path| std::fs::canonicalize(p).map_err(|e| format!("save config: {}: {e}", p.display()));
-    if !canon(dir)?.starts_with(canon(&base)?) {
+    if !dir.starts_with(&base) {
         return Err(refuse());
+    }
+    // Compared again after resolving symlinks, so a link to elsewhere is
+    // not a way out. A directory that does not exist holds no link, and
+    // the write itself reports it missing.
+    if let (Ok(dir), Ok(base)) = (std::fs::canonicalize(dir), std::fs::canonicalize(&base)) {
+        if !dir.starts_with(base) {
+            return Err(refuse());
+        }
     }
     Ok(wanted)
 }
@@ -52,6 +57,9 @@ mod tests {
         let e = ok(&dir.join("../evil.yaml")).unwrap_err();
         assert!(e.contains("outside the config's directory"), "{e}");
         assert!(ok(Path::new("/etc/cron.d/x")).is_err());
+        assert!(ok(Path::new("/nonexistent-dir/x.yaml")).is_err());
+        // Inside but missing: allowed here, the write reports it.
+        assert!(ok(&dir.join("missing/x.yaml")).is_ok());
         std::os::unix::fs::symlink("/tmp", dir.join("out")).unwrap();
         assert!(ok(&dir.join("out/x.yaml")).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
