@@ -186,7 +186,11 @@ impl WasmHandler {
         } else {
             describe_error(e)
         };
-        HandlerError::Plugin(format!("plugin {}: {what}", self.spec.name))
+        HandlerError::Plugin(format!(
+            "plugin {}: {}",
+            self.spec.name,
+            gost_core::escape::esc(what)
+        ))
     }
 
     async fn serve(&self, conn: Conn, ctx: ConnContext) -> Result<(), HandlerError> {
@@ -256,8 +260,9 @@ impl WasmHandler {
                     Ok(pair) => pair,
                     Err(e) => {
                         return Err(HandlerError::Plugin(format!(
-                            "plugin {}: invalid relay outcome: {e}",
-                            self.spec.name
+                            "plugin {}: invalid relay outcome: {}",
+                            self.spec.name,
+                            gost_core::escape::esc(e)
                         )))
                     }
                 };
