@@ -95,12 +95,22 @@ async fn run(args: &[String]) -> anyhow::Result<ExitCode> {
     }
     let api_cfg = config.api.clone().filter(|a| !a.addr.is_empty());
     let metrics_cfg = config.metrics.clone().filter(|m| !m.addr.is_empty());
-    if let Some(a) = api_cfg.as_ref().filter(|a| matches!(api::Access::new(&a.auther, a.auth.as_ref()), api::Access::Open)) {
+    if let Some(a) = api_cfg.as_ref().filter(|a| {
+        matches!(
+            api::Access::new(&a.auther, a.auth.as_ref()),
+            api::Access::Open
+        )
+    }) {
         if api::beyond_loopback(&a.addr) {
             tracing::warn!(addr = %a.addr, "the web API listens beyond loopback without auth: anyone who reaches it can read every credential and change the config");
         }
     }
-    if let Some(m) = metrics_cfg.as_ref().filter(|m| matches!(api::Access::new(&m.auther, m.auth.as_ref()), api::Access::Open)) {
+    if let Some(m) = metrics_cfg.as_ref().filter(|m| {
+        matches!(
+            api::Access::new(&m.auther, m.auth.as_ref()),
+            api::Access::Open
+        )
+    }) {
         if api::beyond_loopback(&m.addr) {
             tracing::warn!(addr = %m.addr, "metrics listen beyond loopback without auth");
         }

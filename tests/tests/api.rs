@@ -464,7 +464,8 @@ fn save_writes_the_running_config_and_it_loads_back() {
     // The file holds every password: a save keeps its mode.
     std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     ok(api, "POST", "/config", None);
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600, "the save kept the mode");
     let saved: serde_yaml::Value =
         serde_yaml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
@@ -488,7 +489,10 @@ fn save_writes_the_running_config_and_it_loads_back() {
     // Outside the config's directory: refused unless api.savePathAnywhere.
     let (code, v) = call(api, "POST", "/config?path=/nonexistent-dir/x.yaml", None);
     assert_eq!((code, &v["code"]), (403, &json!(40005)), "{v}");
-    assert!(v["msg"].as_str().unwrap().contains("savePathAnywhere"), "{v}");
+    assert!(
+        v["msg"].as_str().unwrap().contains("savePathAnywhere"),
+        "{v}"
+    );
     assert!(g.stop().success());
 
     // The saved file starts the same services.
@@ -1042,7 +1046,10 @@ fn a_chain_update_routes_new_connections_without_a_restart() {
 fn raw(api: u16, head: &str, body: &str) -> (u16, String) {
     let mut c = TcpStream::connect(("127.0.0.1", api)).unwrap();
     c.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let req = format!("{head}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let req = format!(
+        "{head}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
     c.write_all(req.as_bytes()).unwrap();
     let mut resp = Vec::new();
     let _ = c.read_to_end(&mut resp);
@@ -1063,7 +1070,10 @@ fn a_web_page_cannot_read_or_change_an_unauthenticated_api() {
         &body,
     );
     assert_eq!(code, 403, "{resp}");
-    assert!(resp.contains("40003") && resp.contains("api.cors"), "{resp}");
+    assert!(
+        resp.contains("40003") && resp.contains("api.cors"),
+        "{resp}"
+    );
     // So is a body that is not JSON, from anywhere.
     let (code, resp) = raw(
         api,
@@ -1071,7 +1081,10 @@ fn a_web_page_cannot_read_or_change_an_unauthenticated_api() {
         &body,
     );
     assert_eq!(code, 415, "{resp}");
-    assert_eq!(call(api, "GET", "/config/services/page", None), (200, json!({})));
+    assert_eq!(
+        call(api, "GET", "/config/services/page", None),
+        (200, json!({}))
+    );
     // A read answers no CORS header, so the page cannot see it.
     let (code, resp) = raw(
         api,
@@ -1079,13 +1092,22 @@ fn a_web_page_cannot_read_or_change_an_unauthenticated_api() {
         "",
     );
     assert_eq!(code, 200);
-    assert!(!resp.to_ascii_lowercase().contains("access-control-allow-origin"), "{resp}");
+    assert!(
+        !resp
+            .to_ascii_lowercase()
+            .contains("access-control-allow-origin"),
+        "{resp}"
+    );
     // A name the page points at 127.0.0.1 (DNS rebinding) is refused.
     let (code, resp) = raw(api, "GET /config HTTP/1.1\r\nHost: rebind.evil.test", "");
     assert_eq!(code, 403, "{resp}");
     assert!(resp.contains("api.hosts"), "{resp}");
     // A path that is not UTF-8 gets GOST's JSON error, not plain text.
-    let (code, resp) = raw(api, "GET /config/services/%FF%FE HTTP/1.1\r\nHost: 127.0.0.1", "");
+    let (code, resp) = raw(
+        api,
+        "GET /config/services/%FF%FE HTTP/1.1\r\nHost: 127.0.0.1",
+        "",
+    );
     assert_eq!(code, 400, "{resp}");
     let json_body = &resp[resp.find("\r\n\r\n").unwrap() + 4..];
     let v: Value = serde_json::from_str(json_body).unwrap_or_else(|e| panic!("{e}: {resp}"));
@@ -1111,7 +1133,11 @@ fn gosts_open_api_is_reachable_by_config() {
         &body,
     );
     assert_eq!(code, 200, "{resp}");
-    assert!(resp.to_ascii_lowercase().contains("access-control-allow-origin: *"), "{resp}");
+    assert!(
+        resp.to_ascii_lowercase()
+            .contains("access-control-allow-origin: *"),
+        "{resp}"
+    );
     g.wait_tcp(port);
 }
 

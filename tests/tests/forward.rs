@@ -330,7 +330,11 @@ fn an_indirect_forwarding_loop_ends_at_the_hop_limit() {
     };
     let file = dir.write(
         "gost.yaml",
-        &format!("log: {{level: warn, output: {log}}}\nservices:\n{}{}", svc("a", a, b), svc("b", b, a)),
+        &format!(
+            "log: {{level: warn, output: {log}}}\nservices:\n{}{}",
+            svc("a", a, b),
+            svc("b", b, a)
+        ),
     );
     let g = Gost::start(&["-C", &file]);
     g.wait_tcp(a);

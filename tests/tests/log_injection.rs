@@ -155,7 +155,9 @@ fn hostile_names_are_escaped_in_the_json_log() {
     for svc in ["s5", "s4", "web", "rl", "fwd"] {
         assert!(
             lines.iter().any(|l| l["service"] == svc
-                && (l.to_string().contains("2001-02-03") || l.to_string().contains("FAKE") || l.to_string().contains("u{85}"))),
+                && (l.to_string().contains("2001-02-03")
+                    || l.to_string().contains("FAKE")
+                    || l.to_string().contains("u{85}"))),
             "no line with the name from {svc} in:\n{log}"
         );
     }

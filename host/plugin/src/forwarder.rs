@@ -156,7 +156,9 @@ impl WasmForwardHandler {
             Selection::Address(a) => {
                 Err(self.err(format!("selected address {a:?}, not host:port")))
             }
-            Selection::Reject(why) => Err(self.err(format!("rejected: {}", gost_core::escape::esc(why)))),
+            Selection::Reject(why) => {
+                Err(self.err(format!("rejected: {}", gost_core::escape::esc(why))))
+            }
         }
     }
 

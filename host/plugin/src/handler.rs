@@ -177,7 +177,11 @@ impl WasmHandler {
 
     /// An error about this plugin's call, with the plugin named.
     fn named(&self, e: impl std::fmt::Display) -> HandlerError {
-        HandlerError::Plugin(format!("plugin {}: {}", self.spec.name, gost_core::escape::esc(e)))
+        HandlerError::Plugin(format!(
+            "plugin {}: {}",
+            self.spec.name,
+            gost_core::escape::esc(e)
+        ))
     }
 
     fn plugin_error(&self, store: &Store<PluginState>, e: &wasmtime::Error) -> HandlerError {

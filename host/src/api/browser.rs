@@ -50,7 +50,9 @@ fn is_json(h: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .map(|t| t.trim().to_ascii_lowercase())
-        .is_some_and(|t| t == "application/json" || (t.starts_with("application/") && t.ends_with("+json")))
+        .is_some_and(|t| {
+            t == "application/json" || (t.starts_with("application/") && t.ends_with("+json"))
+        })
 }
 
 /// The host of a `Host` header or of an origin's authority, without port
@@ -105,9 +107,9 @@ impl BrowserPolicy {
             return Ok(());
         }
         if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-            let same = origin
-                .split_once("://")
-                .is_some_and(|(_, authority)| host.is_some_and(|h| h.eq_ignore_ascii_case(authority)));
+            let same = origin.split_once("://").is_some_and(|(_, authority)| {
+                host.is_some_and(|h| h.eq_ignore_ascii_case(authority))
+            });
             if !same && !self.origin_listed(origin) {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
@@ -166,7 +168,9 @@ pub fn beyond_loopback(addr: &str) -> bool {
     }
     let host = host_part(addr);
     !(host.eq_ignore_ascii_case("localhost")
-        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()))
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()))
 }
 
 #[cfg(test)]
@@ -206,36 +210,73 @@ mod tests {
         ];
         assert_eq!(status(&p, Method::POST, &simple), 403);
         // Without an Origin (curl), a text body is still refused...
-        let curl_form = [host, ("content-type", "application/x-www-form-urlencoded"), ("content-length", "2")];
+        let curl_form = [
+            host,
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("content-length", "2"),
+        ];
         assert_eq!(status(&p, Method::POST, &curl_form), 415);
         // ...and JSON, or no body at all, is fine.
-        let json = [host, ("content-type", "application/json; charset=utf-8"), ("content-length", "2")];
+        let json = [
+            host,
+            ("content-type", "application/json; charset=utf-8"),
+            ("content-length", "2"),
+        ];
         assert_eq!(status(&p, Method::POST, &json), 200);
-        assert_eq!(status(&p, Method::POST, &[host, ("content-length", "0")]), 200);
+        assert_eq!(
+            status(&p, Method::POST, &[host, ("content-length", "0")]),
+            200
+        );
         // Reading is not a write; a same-origin write is fine.
-        assert_eq!(status(&p, Method::GET, &[host, ("origin", "http://evil.test")]), 200);
-        let same = [host, ("origin", "http://127.0.0.1:18080"), ("content-type", "application/json"), ("content-length", "2")];
+        assert_eq!(
+            status(&p, Method::GET, &[host, ("origin", "http://evil.test")]),
+            200
+        );
+        let same = [
+            host,
+            ("origin", "http://127.0.0.1:18080"),
+            ("content-type", "application/json"),
+            ("content-length", "2"),
+        ];
         assert_eq!(status(&p, Method::DELETE, &same), 200);
     }
 
     #[test]
     fn a_foreign_host_is_refused_only_without_auth() {
         let open = policy("addr: 127.0.0.1:18080", false);
-        for ok in ["127.0.0.1:18080", "[::1]:18080", "localhost:18080", "app.localhost", "10.0.0.1"] {
+        for ok in [
+            "127.0.0.1:18080",
+            "[::1]:18080",
+            "localhost:18080",
+            "app.localhost",
+            "10.0.0.1",
+        ] {
             assert_eq!(status(&open, Method::GET, &[("host", ok)]), 200, "{ok}");
         }
-        assert_eq!(status(&open, Method::GET, &[("host", "rebind.evil.test:18080")]), 403);
+        assert_eq!(
+            status(&open, Method::GET, &[("host", "rebind.evil.test:18080")]),
+            403
+        );
         let authed = policy("addr: 127.0.0.1:18080", true);
-        assert_eq!(status(&authed, Method::GET, &[("host", "rebind.evil.test:18080")]), 200);
+        assert_eq!(
+            status(&authed, Method::GET, &[("host", "rebind.evil.test:18080")]),
+            200
+        );
         let listed = policy("addr: :18080\nhosts: [gost.example]", false);
-        assert_eq!(status(&listed, Method::GET, &[("host", "GOST.example:18080")]), 200);
+        assert_eq!(
+            status(&listed, Method::GET, &[("host", "GOST.example:18080")]),
+            200
+        );
         let unix = policy("addr: unix:///tmp/gost.sock", false);
         assert_eq!(status(&unix, Method::GET, &[("host", "anything")]), 200);
     }
 
     #[test]
     fn gosts_behaviour_is_reachable_by_config() {
-        let p = policy("addr: 127.0.0.1:18080\ncors: ['*']\nhosts: ['*']\nanyContentType: true", false);
+        let p = policy(
+            "addr: 127.0.0.1:18080\ncors: ['*']\nhosts: ['*']\nanyContentType: true",
+            false,
+        );
         let h = [
             ("host", "rebind.evil.test"),
             ("origin", "http://evil.test"),
@@ -244,12 +285,19 @@ mod tests {
         ];
         assert_eq!(status(&p, Method::POST, &h), 200);
         assert!(p.cors_layer().is_some());
-        assert!(policy("addr: 127.0.0.1:18080", false).cors_layer().is_none());
+        assert!(policy("addr: 127.0.0.1:18080", false)
+            .cors_layer()
+            .is_none());
     }
 
     #[test]
     fn loopback_and_unix_addresses_are_local() {
-        for a in ["127.0.0.1:80", "[::1]:80", "localhost:80", "unix:///run/g.sock"] {
+        for a in [
+            "127.0.0.1:80",
+            "[::1]:80",
+            "localhost:80",
+            "unix:///run/g.sock",
+        ] {
             assert!(!beyond_loopback(a), "{a}");
         }
         for a in [":80", "0.0.0.0:80", "[::]:80", "192.0.2.1:80"] {

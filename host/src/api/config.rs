@@ -46,7 +46,9 @@ pub async fn save(State(st): State<ApiState>, Query(q): Query<SaveQuery>) -> Res
         Some(p) if st.save_path_anywhere => PathBuf::from(p),
         Some(p) => match save_path::inside_config_dir(st.app.config_file(), &p) {
             Ok(p) => p,
-            Err(msg) => return ApiError::new(StatusCode::FORBIDDEN, SAVE_FAILED, msg).into_response(),
+            Err(msg) => {
+                return ApiError::new(StatusCode::FORBIDDEN, SAVE_FAILED, msg).into_response()
+            }
         },
         None => match st.app.config_file() {
             Some(p) => p.clone(),

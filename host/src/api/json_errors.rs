@@ -38,15 +38,22 @@ mod tests {
         let plain = (StatusCode::BAD_REQUEST, "Invalid URL: bad utf-8").into_response();
         let resp = as_json(plain).await;
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-        let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(v, serde_json::json!({"code": 40001, "msg": "Invalid URL: bad utf-8"}));
+        assert_eq!(
+            v,
+            serde_json::json!({"code": 40001, "msg": "Invalid URL: bad utf-8"})
+        );
         // Answers that are not plain-text errors pass as they are.
         let ok = as_json((StatusCode::OK, "fine").into_response()).await;
         assert_eq!(ok.status(), StatusCode::OK);
         let json = ApiError::invalid("x").into_response();
         let json = as_json(json).await;
-        let body = axum::body::to_bytes(json.into_body(), 1 << 16).await.unwrap();
+        let body = axum::body::to_bytes(json.into_body(), 1 << 16)
+            .await
+            .unwrap();
         assert_eq!(&body[..], br#"{"code":40001,"msg":"x"}"#);
     }
 }

@@ -4,12 +4,16 @@
 //! the path must lie in the loaded config file's directory (the working
 //! directory when there is none) unless `api.savePathAnywhere` is set.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, PathBuf};
 
 /// `requested` (relative to the working directory, as GOST takes it) if it
 /// names a file inside the config's directory; else why not.
-pub fn inside_config_dir(config_file: Option<&PathBuf>, requested: &str) -> Result<PathBuf, String> {
-    let cwd = std::env::current_dir().map_err(|e| format!("save config: working directory: {e}"))?;
+pub fn inside_config_dir(
+    config_file: Option<&PathBuf>,
+    requested: &str,
+) -> Result<PathBuf, String> {
+    let cwd =
+        std::env::current_dir().map_err(|e| format!("save config: working directory: {e}"))?;
     let base = match config_file.and_then(|f| f.parent()) {
         Some(d) if !d.as_os_str().is_empty() => cwd.join(d),
         _ => cwd.clone(),
@@ -45,6 +49,7 @@ pub fn inside_config_dir(config_file: Option<&PathBuf>, requested: &str) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn only_paths_in_the_config_directory_are_allowed() {

@@ -122,7 +122,11 @@ mod tests {
         let json = format!("{}1{}", "{\"a\":".repeat(100_000), "}".repeat(100_000));
         assert!(depth_error(&json).contains("line 1"));
         let block: String = (0..200).map(|i| format!("{}a:\n", " ".repeat(i))).collect();
-        assert!(depth_error(&block).contains("line 129"), "{}", depth_error(&block));
+        assert!(
+            depth_error(&block).contains("line 129"),
+            "{}",
+            depth_error(&block)
+        );
         let compact = format!("{}x\n", "- ".repeat(200));
         assert!(depth_error(&compact).contains("depth limit"));
         assert!(start.elapsed() < Duration::from_secs(2));

@@ -98,14 +98,14 @@ pub fn write_config_file(path: &Path, data: &[u8]) -> Result<(), SaveError> {
         if let Some(m) = &old {
             let new = f.metadata().map_err(io_at(&tmp))?;
             if (new.uid(), new.gid()) != (m.uid(), m.gid()) {
-                std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid())).map_err(
-                    |source| SaveError::Owner {
+                std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid())).map_err(|source| {
+                    SaveError::Owner {
                         path: target.clone(),
                         uid: m.uid(),
                         gid: m.gid(),
                         source,
-                    },
-                )?;
+                    }
+                })?;
             }
         }
         // Set explicitly: the umask applies to the mode given at creation.
@@ -201,8 +201,14 @@ mod tests {
         let link2 = d.0.join("current.yaml");
         std::os::unix::fs::symlink(&link, &link2).unwrap();
         write_config_file(&link2, b"new").unwrap();
-        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
-        assert!(fs::symlink_metadata(&link2).unwrap().file_type().is_symlink());
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert!(fs::symlink_metadata(&link2)
+            .unwrap()
+            .file_type()
+            .is_symlink());
         assert_eq!(fs::read_to_string(&real).unwrap(), "new");
         assert_eq!(mode(&real), 0o600);
         assert_eq!(

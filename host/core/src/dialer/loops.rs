@@ -87,7 +87,8 @@ pub fn record(local: SocketAddr, remote: SocketAddr) {
     let mut s = shard(&local).lock().unwrap_or_else(|p| p.into_inner());
     if now.duration_since(s.pruned) >= REMEMBER {
         let before = s.dialed.len();
-        s.dialed.retain(|_, (_, at, _)| now.duration_since(*at) < REMEMBER);
+        s.dialed
+            .retain(|_, (_, at, _)| now.duration_since(*at) < REMEMBER);
         t.len.fetch_sub(before - s.dialed.len(), Ordering::Relaxed);
         s.pruned = now;
     }
