@@ -247,7 +247,7 @@ impl ForwardHandler {
                 client
                     .write_all_now(super::http::bare_response(502).as_bytes())
                     .await?;
-                tracing::warn!(service = %ctx.service, client = %ctx.peer, host = %sniffed.host, path = %sniffed.path, "no node for request");
+                tracing::warn!(service = %ctx.service, client = %ctx.peer, host = %gost_core::escape::esc(&sniffed.host), path = %gost_core::escape::esc(&sniffed.path), "no node for request");
                 return Err(HandlerError::NoNode);
             }
             r => r?,
