@@ -12,11 +12,13 @@
 //! connection more than [`MAX_HOPS`] deep. A loop thus ends after at most
 //! that many connections, while a chain through other services of the
 //! same gost keeps working. GOST has no such check; nothing changes on the
-//! wire. Connections that leave the host are never recorded.
+//! wire. Connections that leave the host, or go to a port none of this
+//! process's TCP listeners uses, are never recorded, so forwarding to
+//! local targets costs one atomic load per dial and per accept.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -75,10 +77,31 @@ fn on_this_host(local: IpAddr, remote: IpAddr) -> bool {
     remote.is_loopback() || remote.is_unspecified() || remote == local
 }
 
+/// How many of this process's TCP listeners use each port.
+static LISTENING: [AtomicU16; 65536] = [const { AtomicU16::new(0) }; 65536];
+
+/// A TCP listener's port, counted as ours while this lives.
+#[derive(Debug)]
+pub struct Listening(u16);
+
+/// Marks `port` as one of ours until the returned value is dropped.
+pub fn listening(port: u16) -> Listening {
+    LISTENING[port as usize].fetch_add(1, Ordering::Relaxed);
+    Listening(port)
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        LISTENING[self.0 as usize].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Remembers a connection gost dialed from `local` to `remote`, when
-/// `remote` is on this host.
+/// `remote` is on this host at a port one of our listeners uses.
 pub fn record(local: SocketAddr, remote: SocketAddr) {
-    if !on_this_host(local.ip(), remote.ip()) {
+    if LISTENING[remote.port() as usize].load(Ordering::Relaxed) == 0
+        || !on_this_host(local.ip(), remote.ip())
+    {
         return;
     }
     let t = table();
@@ -132,6 +155,10 @@ mod tests {
         let any: SocketAddr = "0.0.0.0:41000".parse().unwrap();
         let from: SocketAddr = "127.0.0.1:52001".parse().unwrap();
         assert_eq!(hops(from, listen), 0);
+        // Not recorded while no listener of ours has the port.
+        record(from, listen);
+        assert_eq!(hops(from, listen), 0);
+        let _ours = listening(listen.port());
         record(from, listen);
         assert_eq!(hops(from, listen), 1);
         assert_eq!(hops(from, any), 1);
