@@ -11,6 +11,7 @@ use crate::connector::udp_tun::UdpTunnel;
 use crate::connector::upstream::Upstream;
 use crate::connector::ConnectError;
 use gost_core::stream::Stream;
+use gost_transport::BoxFuture;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
@@ -113,16 +114,27 @@ async fn reach_last(
     nodes: &[Arc<Node>],
     series: Option<&gost_core::metrics::NodeSeries>,
 ) -> Result<Upstream, RouteError> {
-    let first = &nodes[0];
+    // A node whose transport multiplexes starts the route: the nodes
+    // before it only make its session's connection, once per session
+    // (GOST splits the route there).
+    let begin = nodes
+        .iter()
+        .rposition(|n| n.dialer.as_ref().is_some_and(|d| d.multiplex().is_some()))
+        .unwrap_or(0);
+    let first = &nodes[begin];
     let dialed = async {
         let addr = node_addr(first).await?;
         let start = Instant::now();
         let s = match &first.dialer {
             None => Stream::from(gost_core::dialer::dial_tcp(&addr).await?),
-            Some(d) => {
-                let s = d.dial(&addr).await?;
-                d.handshake(s, &first.addr).await?
-            }
+            Some(d) => match d.multiplex() {
+                Some(m) if begin == 0 => m.open(&first.addr, d.dial(&addr)).await?,
+                Some(m) => m.open(&first.addr, tunnel(&nodes[..begin], &addr)).await?,
+                None => {
+                    let s = d.dial(&addr).await?;
+                    d.handshake(s, &first.addr).await?
+                }
+            },
         };
         if let Some(m) = series {
             m.observe_connect(start.elapsed());
@@ -141,7 +153,7 @@ async fn reach_last(
         }
     };
     first.marker.reset();
-    for pair in nodes.windows(2) {
+    for pair in nodes[begin..].windows(2) {
         let (prev, next) = (&pair[0], &pair[1]);
         let next_addr = match node_addr(next).await {
             Ok(a) => a,
@@ -179,6 +191,26 @@ async fn reach_last(
         next.marker.reset();
     }
     Ok(stream)
+}
+
+/// A connection to `addr` through `nodes`, for a multiplexing node's
+/// session to run over. Boxed as `Send` by its signature: it and
+/// [`reach_last`] call each other.
+fn tunnel<'a>(nodes: &'a [Arc<Node>], addr: &'a str) -> BoxFuture<'a, io::Result<Stream>> {
+    Box::pin(async move {
+        let mut up = reach_last(nodes, None).await.map_err(RouteError::into_io)?;
+        let last = &nodes[nodes.len() - 1];
+        if let Err(source) = connect(last, &mut up, addr).await {
+            let e = RouteError::Connect {
+                node: last.name.clone(),
+                addr: last.addr.clone(),
+                next: addr.to_string(),
+                source,
+            };
+            return Err(e.into_io());
+        }
+        Ok(up.into_lazy_stream())
+    })
 }
 
 /// The node's address after its hosts and resolver.
