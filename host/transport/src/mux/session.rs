@@ -798,3 +798,177 @@ impl Drop for MuxStream {
         self.sh.release();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{duplex, DuplexStream};
+
+    use super::*;
+
+    fn cfg(version: u8) -> MuxConfig {
+        MuxConfig {
+            version,
+            keepalive_disabled: true,
+            ..MuxConfig::default()
+        }
+    }
+
+    /// A session's connection and the raw peer end of it.
+    fn wire(capacity: usize) -> (Stream, DuplexStream) {
+        let (a, b) = duplex(capacity);
+        (Stream::boxed(a, Endpoints::default()), b)
+    }
+
+    async fn frame(raw: &mut DuplexStream, version: u8) -> (Cmd, u32, Vec<u8>) {
+        let mut head = [0u8; smux::HEADER_LEN];
+        raw.read_exact(&mut head).await.unwrap();
+        let h = smux::parse_header(&head, version).unwrap();
+        let mut body = vec![0u8; usize::from(h.length)];
+        raw.read_exact(&mut body).await.unwrap();
+        (h.cmd, h.sid, body)
+    }
+
+    fn bytes(version: u8, cmd: Cmd, sid: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        match cmd {
+            Cmd::Psh => smux::encode_data(version, sid, payload, &mut out),
+            _ => smux::encode_header(version, cmd, 0, sid, &mut out),
+        }
+        out
+    }
+
+    /// The client's stream ids are odd from 3, as smux's `OpenStream`
+    /// counts them; data, then `FIN` on shutdown; the peer's `FIN` is the
+    /// end of the stream.
+    #[tokio::test]
+    async fn client_streams_speak_smux_frames() {
+        let (conn, mut raw) = wire(1 << 16);
+        let session = Session::client(conn, &cfg(1));
+        let mut s = session.open().await.unwrap();
+        assert_eq!(frame(&mut raw, 1).await, (Cmd::Syn, 3, vec![]));
+        s.write_all(b"hi").await.unwrap();
+        assert_eq!(frame(&mut raw, 1).await, (Cmd::Psh, 3, b"hi".to_vec()));
+        s.shutdown().await.unwrap();
+        assert_eq!(frame(&mut raw, 1).await, (Cmd::Fin, 3, vec![]));
+        raw.write_all(&bytes(1, Cmd::Psh, 3, b"yo")).await.unwrap();
+        raw.write_all(&bytes(1, Cmd::Fin, 3, b"")).await.unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"yo");
+        let _second = session.open().await.unwrap();
+        assert_eq!(frame(&mut raw, 1).await, (Cmd::Syn, 5, vec![]));
+    }
+
+    /// Version 2: the first read announces the window (`UPD` with the
+    /// bytes consumed and `mux.maxStreamBuffer`), as smux's `tryReadv2`.
+    #[tokio::test]
+    async fn server_v2_accepts_a_stream_and_announces_its_window() {
+        let (conn, mut raw) = wire(1 << 16);
+        let mut session = Session::server(conn, &cfg(2));
+        raw.write_all(&bytes(2, Cmd::Syn, 3, b"")).await.unwrap();
+        raw.write_all(&bytes(2, Cmd::Psh, 3, b"abc")).await.unwrap();
+        let mut s = session.accept().await.unwrap();
+        assert_eq!(s.id(), 3);
+        let mut buf = [0u8; 3];
+        s.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"abc");
+        let mut upd = Vec::new();
+        smux::encode_update(
+            3,
+            WindowUpdate {
+                consumed: 3,
+                window: 65_536,
+            },
+            &mut upd,
+        );
+        let (cmd, sid, body) = frame(&mut raw, 2).await;
+        assert_eq!((cmd, sid), (Cmd::Upd, 3));
+        assert_eq!(body, upd[smux::HEADER_LEN..]);
+        s.write_all(b"xyz").await.unwrap();
+        assert_eq!(frame(&mut raw, 2).await, (Cmd::Psh, 3, b"xyz".to_vec()));
+    }
+
+    /// Version 2: a writer stops at the peer's window (smux's initial
+    /// guess, 256 KiB) and goes on when an `UPD` opens it.
+    #[tokio::test]
+    async fn v2_sender_waits_for_the_peer_window() {
+        let (conn, mut raw) = wire(1 << 20);
+        let session = Session::client(conn, &cfg(2));
+        let mut s = session.open().await.unwrap();
+        let total = 300_000;
+        let writer = tokio::spawn(async move {
+            s.write_all(&vec![7u8; total]).await.unwrap();
+            s
+        });
+        let mut got = 0;
+        while got < smux::INITIAL_PEER_WINDOW as usize {
+            let (cmd, _, body) = frame(&mut raw, 2).await;
+            if cmd == Cmd::Psh {
+                got += body.len();
+            }
+        }
+        assert_eq!(got, smux::INITIAL_PEER_WINDOW as usize);
+        let more = tokio::time::timeout(Duration::from_millis(200), frame(&mut raw, 2)).await;
+        assert!(more.is_err(), "sent past the window: {more:?}");
+        let mut upd = Vec::new();
+        let window = smux::INITIAL_PEER_WINDOW;
+        smux::encode_update(3, WindowUpdate { consumed: window, window }, &mut upd);
+        raw.write_all(&upd).await.unwrap();
+        while got < total {
+            let (cmd, _, body) = frame(&mut raw, 2).await;
+            assert_eq!(cmd, Cmd::Psh);
+            got += body.len();
+        }
+        assert_eq!(got, total);
+        writer.await.unwrap();
+    }
+
+    /// A peer that sends to a stream nobody reads fills the session's
+    /// receive budget, then the session stops reading its connection:
+    /// what it buffers stays within `mux.maxReceiveBuffer` plus a frame.
+    #[tokio::test]
+    async fn receive_buffering_is_bounded() {
+        let (conn, mut raw) = wire(1024);
+        let c = MuxConfig {
+            max_receive_buffer: 4096,
+            max_stream_buffer: 4096,
+            ..cfg(1)
+        };
+        let mut session = Session::server(conn, &c);
+        let frames = 64;
+        let sender = tokio::spawn(async move {
+            raw.write_all(&bytes(1, Cmd::Syn, 3, b"")).await.unwrap();
+            for _ in 0..frames {
+                raw.write_all(&bytes(1, Cmd::Psh, 3, &[1u8; 1024])).await.unwrap();
+            }
+            raw
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!sender.is_finished(), "the session read past its budget");
+        let held = 4096 - session.shared.bucket.load(Ordering::Acquire);
+        assert!((4096..=4096 + 1024).contains(&held), "holding {held} bytes");
+        let mut s = session.accept().await.unwrap();
+        let mut buf = vec![0u8; frames * 1024];
+        s.read_exact(&mut buf).await.unwrap();
+        sender.await.unwrap();
+    }
+
+    /// A frame smux refuses ends the session: its streams fail, and the
+    /// end says why and that it was the peer's fault.
+    #[tokio::test]
+    async fn a_bad_frame_ends_the_session() {
+        let (conn, mut raw) = wire(1 << 16);
+        let mut session = Session::server(conn, &cfg(1));
+        raw.write_all(&bytes(1, Cmd::Syn, 3, b"")).await.unwrap();
+        let mut s = session.accept().await.unwrap();
+        raw.write_all(&[1, 9, 0, 0, 3, 0, 0, 0]).await.unwrap();
+        let mut buf = [0u8; 1];
+        let err = s.read(&mut buf).await.unwrap_err();
+        assert!(err.to_string().contains("unknown smux command 9"), "{err}");
+        assert!(session.accept().await.is_none());
+        let (why, in_error) = Streams::end(&session).unwrap();
+        assert!(in_error && why.contains("protocol error"), "{why}");
+    }
+}
