@@ -278,7 +278,11 @@ fn chains_mixing_mux_with_other_transports_and_auto_over_mtls() {
     for proto in ["socks5", "http"] {
         let node = format!("{proto}+mtls://127.0.0.1:{c}?{}", verify(&pki));
         let (c3, p3) = client(&[&node]);
-        assert_fetch(&format!("auto over mtls, {proto}"), via_socks5(p3, origin), &[&c3, &server]);
+        assert_fetch(
+            &format!("auto over mtls, {proto}"),
+            via_socks5(p3, origin),
+            &[&c3, &server],
+        );
     }
 }
 
@@ -305,12 +309,23 @@ fn yaml_mux_options_and_a_version_mismatch() {
     assert_fetch("mtls v2 from YAML", via_socks5(p, origin), &[&c, &server]);
     let before = n(&wait_settled(api, "mux")["status"]["stats"], "totalErrs");
     let p1 = free_port();
-    let c1 = start(&["-C", &dir.write("client1.yaml", &client_cfg(p1, 1))], &[p1]);
+    let c1 = start(
+        &["-C", &dir.write("client1.yaml", &client_cfg(p1, 1))],
+        &[p1],
+    );
     let (ok, _) = via_socks5(p1, origin);
-    assert!(!ok, "a version 1 client got through\n{}", logs(&[&c1, &server]));
+    assert!(
+        !ok,
+        "a version 1 client got through\n{}",
+        logs(&[&c1, &server])
+    );
     wait_stats(api, "mux", &[&c1, &server], |s| n(s, "totalErrs") > before);
     // The version 2 client's session was not affected.
-    assert_fetch("mtls v2 after the mismatch", via_socks5(p, origin), &[&c, &server]);
+    assert_fetch(
+        "mtls v2 after the mismatch",
+        via_socks5(p, origin),
+        &[&c, &server],
+    );
 }
 
 /// A client's session dies with its server; a new server on the same
@@ -393,7 +408,10 @@ fn bad_frames_end_only_their_session() {
     );
     let (c, p) = client(&[&format!("socks5+mtcp://127.0.0.1:{b}")]);
     assert_fetch("before", via_socks5(p, origin), &[&c, &server]);
-    let errs = n(&wait_settled(api, "service-0")["status"]["stats"], "totalErrs");
+    let errs = n(
+        &wait_settled(api, "service-0")["status"]["stats"],
+        "totalErrs",
+    );
 
     // A stream id reused: the second SYN changes nothing.
     let mut raw = TcpStream::connect(("127.0.0.1", b)).unwrap();
@@ -411,9 +429,15 @@ fn bad_frames_end_only_their_session() {
     let mut rest = Vec::new();
     let _ = bad.read_to_end(&mut rest);
     assert!(rest.is_empty(), "answer to garbage: {rest:?}");
-    wait_stats(api, "service-0", &[&server], |s| n(s, "totalErrs") == errs + 1);
+    wait_stats(api, "service-0", &[&server], |s| {
+        n(s, "totalErrs") == errs + 1
+    });
     server.wait_log(&bad_addr);
-    let naming = server.log().lines().filter(|l| l.contains(&bad_addr)).count();
+    let naming = server
+        .log()
+        .lines()
+        .filter(|l| l.contains(&bad_addr))
+        .count();
     assert_eq!(naming, 1, "{}", server.log());
 
     // A truncated frame: the peer goes away mid-header. Not an error.

@@ -242,7 +242,11 @@ mod tests {
     #[test]
     fn smux_protocol_errors_are_refused() {
         let bad: [(&[u8], u8, FrameError); 6] = [
-            (&[2, 0, 0, 0, 1, 0, 0, 0], 1, FrameError::Version { got: 2, want: 1 }),
+            (
+                &[2, 0, 0, 0, 1, 0, 0, 0],
+                1,
+                FrameError::Version { got: 2, want: 1 },
+            ),
             (&[1, 9, 0, 0, 1, 0, 0, 0], 1, FrameError::Command(9)),
             (
                 &[1, 0, 1, 0, 1, 0, 0, 0],

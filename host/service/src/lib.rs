@@ -244,8 +244,13 @@ impl Service {
                 continue;
             }
             let handler = active.handler.clone();
-            let (ctx, duration) =
-                conn_context(&self.name, &self.status, &active, accepted.peer, accepted.local);
+            let (ctx, duration) = conn_context(
+                &self.name,
+                &self.status,
+                &active,
+                accepted.peer,
+                accepted.local,
+            );
             let cancel = conn_cancel.clone();
             let upgrade = upgrade.clone();
             conns.spawn(async move {

@@ -31,7 +31,12 @@ pub(super) struct Sessions {
 }
 
 impl Sessions {
-    pub async fn serve(self, upgrade: Arc<dyn Upgrade>, accepted: Accepted, permit: Option<ConnPermit>) {
+    pub async fn serve(
+        self,
+        upgrade: Arc<dyn Upgrade>,
+        accepted: Accepted,
+        permit: Option<ConnPermit>,
+    ) {
         let _permit = permit;
         let Some(mux) = upgrade.multiplex() else {
             return;

@@ -80,10 +80,16 @@ impl MuxConfig {
             Some(v) => return Err(MuxConfigError::Version(v)),
         }
         c.keepalive_disabled = md.get_bool("mux.keepaliveDisabled")?.unwrap_or(false);
-        if let Some(d) = md.get_duration("mux.keepaliveInterval")?.filter(|d| !d.is_zero()) {
+        if let Some(d) = md
+            .get_duration("mux.keepaliveInterval")?
+            .filter(|d| !d.is_zero())
+        {
             c.keepalive_interval = d;
         }
-        if let Some(d) = md.get_duration("mux.keepaliveTimeout")?.filter(|d| !d.is_zero()) {
+        if let Some(d) = md
+            .get_duration("mux.keepaliveTimeout")?
+            .filter(|d| !d.is_zero())
+        {
             c.keepalive_timeout = d;
         }
         if !c.keepalive_disabled && c.keepalive_timeout < c.keepalive_interval {
@@ -92,9 +98,8 @@ impl MuxConfig {
                 interval: c.keepalive_interval,
             });
         }
-        let positive = |key| -> Result<Option<i64>, MetadataError> {
-            Ok(md.get_int(key)?.filter(|n| *n > 0))
-        };
+        let positive =
+            |key| -> Result<Option<i64>, MetadataError> { Ok(md.get_int(key)?.filter(|n| *n > 0)) };
         if let Some(n) = positive("mux.maxFrameSize")? {
             if n > 65_535 {
                 return Err(MuxConfigError::FrameSize(n));
@@ -136,7 +141,12 @@ mod tests {
     fn defaults_are_smux_and_gost() {
         let c = MuxConfig::from_metadata(&Metadata::new(), 1).unwrap();
         assert_eq!(c, MuxConfig::default());
-        assert_eq!(MuxConfig::from_metadata(&Metadata::new(), 2).unwrap().version, 2);
+        assert_eq!(
+            MuxConfig::from_metadata(&Metadata::new(), 2)
+                .unwrap()
+                .version,
+            2
+        );
     }
 
     #[test]
@@ -167,7 +177,9 @@ mod tests {
     fn bad_settings_are_refused_by_name() {
         use serde_json::json;
         let err = |pairs: &[(&str, serde_json::Value)]| {
-            MuxConfig::from_metadata(&md(pairs), 1).unwrap_err().to_string()
+            MuxConfig::from_metadata(&md(pairs), 1)
+                .unwrap_err()
+                .to_string()
         };
         assert!(err(&[("mux.version", json!(3))]).contains("mux.version 3"));
         assert!(err(&[("mux.type", json!("yamux"))]).contains("yamux"));

@@ -377,7 +377,9 @@ impl Session {
     /// Whether the session ended by the peer's fault or a broken
     /// connection (counted as an error by the listener).
     pub fn ended_in_error(&self) -> bool {
-        lock(&self.shared.end).as_ref().is_some_and(|e| e.is_error())
+        lock(&self.shared.end)
+            .as_ref()
+            .is_some_and(|e| e.is_error())
     }
 
     /// Streams open now.
@@ -464,7 +466,9 @@ async fn read_frames(
                             return SessionEnd::Closed;
                         }
                     }
-                    None => tracing::debug!(sid = h.sid, "mux: SYN for a stream id in use, ignored"),
+                    None => {
+                        tracing::debug!(sid = h.sid, "mux: SYN for a stream id in use, ignored")
+                    }
                 }
             }
             Cmd::Fin => {
@@ -493,8 +497,7 @@ async fn read_frames(
                     let mut s = st.lock();
                     s.buffered += data.len();
                     s.buf.push_back(data.freeze());
-                    sh.bucket
-                        .fetch_sub(i64::from(h.length), Ordering::AcqRel);
+                    sh.bucket.fetch_sub(i64::from(h.length), Ordering::AcqRel);
                     s.wake_reader();
                 }
             }
@@ -597,10 +600,8 @@ async fn write_loop(sh: Arc<Shared>, mut wr: WriteHalf<Stream>, mut rx: mpsc::Re
 /// its receive budget spent).
 async fn keepalive(sh: Arc<Shared>) {
     let start = tokio::time::Instant::now();
-    let mut ping = tokio::time::interval_at(
-        start + sh.cfg.keepalive_interval,
-        sh.cfg.keepalive_interval,
-    );
+    let mut ping =
+        tokio::time::interval_at(start + sh.cfg.keepalive_interval, sh.cfg.keepalive_interval);
     let mut check =
         tokio::time::interval_at(start + sh.cfg.keepalive_timeout, sh.cfg.keepalive_timeout);
     loop {
@@ -914,7 +915,14 @@ mod tests {
         assert!(more.is_err(), "sent past the window: {more:?}");
         let mut upd = Vec::new();
         let window = smux::INITIAL_PEER_WINDOW;
-        smux::encode_update(3, WindowUpdate { consumed: window, window }, &mut upd);
+        smux::encode_update(
+            3,
+            WindowUpdate {
+                consumed: window,
+                window,
+            },
+            &mut upd,
+        );
         raw.write_all(&upd).await.unwrap();
         while got < total {
             let (cmd, _, body) = frame(&mut raw, 2).await;
@@ -941,7 +949,9 @@ mod tests {
         let sender = tokio::spawn(async move {
             raw.write_all(&bytes(1, Cmd::Syn, 3, b"")).await.unwrap();
             for _ in 0..frames {
-                raw.write_all(&bytes(1, Cmd::Psh, 3, &[1u8; 1024])).await.unwrap();
+                raw.write_all(&bytes(1, Cmd::Psh, 3, &[1u8; 1024]))
+                    .await
+                    .unwrap();
             }
             raw
         });
