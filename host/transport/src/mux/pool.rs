@@ -69,11 +69,4 @@ impl SessionPool {
         map.insert(key.to_string(), session);
         Ok(stream.into_stream())
     }
-
-    /// Live sessions.
-    #[cfg(test)]
-    pub async fn len(&self) -> usize {
-        let map = self.sessions.lock().await;
-        map.values().filter(|s| !s.is_closed()).count()
-    }
 }

@@ -449,14 +449,10 @@ async fn read_frames(
                     continue;
                 };
                 // smux ignores a SYN for a stream id in use.
-                let fresh = {
-                    let mut map = lock(&sh.streams);
-                    if map.contains_key(&h.sid) {
-                        None
-                    } else {
-                        let st = StreamShared::new(h.sid);
-                        map.insert(h.sid, st.clone());
-                        Some(st)
+                let fresh = match lock(&sh.streams).entry(h.sid) {
+                    std::collections::hash_map::Entry::Occupied(_) => None,
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        Some(v.insert(StreamShared::new(h.sid)).clone())
                     }
                 };
                 match fresh {
