@@ -4,4 +4,5 @@
 
 pub mod http1;
 pub mod relay;
+pub mod smux;
 pub mod socks;

@@ -3,6 +3,7 @@
 
 pub mod hooks;
 pub mod observer;
+mod session;
 pub mod status;
 
 use std::sync::{Arc, RwLock};
@@ -238,26 +239,25 @@ impl Service {
                 },
                 None => None,
             };
-            let handler = active.handler.clone();
-            let mut stats = self.status.stats().cloned();
-            let mut duration = None;
-            if let Some(m) = gost_core::metrics::global() {
-                let client = m.client(&self.name, accepted.peer.ip());
-                let links = stats.into_iter().chain([client]).collect();
-                stats = Some(Arc::new(gost_core::stats::Stats::linked(links)));
-                duration = Some(m.request_duration(&self.name));
+            if let Some(up) = upgrade.as_ref().filter(|u| u.multiplex().is_some()) {
+                let sessions = session::Sessions {
+                    name: self.name.clone(),
+                    status: self.status.clone(),
+                    slot: self.handler.clone(),
+                    conns: conns.clone(),
+                    cancel: conn_cancel.clone(),
+                };
+                conns.spawn(sessions.serve(up.clone(), accepted, permit));
+                continue;
             }
-            let ctx = ConnContext {
-                service: self.name.clone(),
-                peer: accepted.peer,
-                local: accepted.local,
-                stats,
-                traffic: active
-                    .limiters
-                    .traffic
-                    .as_ref()
-                    .map(|t| Arc::new(t.for_conn(accepted.peer.ip()))),
-            };
+            let handler = active.handler.clone();
+            let (ctx, duration) = conn_context(
+                &self.name,
+                &self.status,
+                &active,
+                accepted.peer,
+                accepted.local,
+            );
             let cancel = conn_cancel.clone();
             let upgrade = upgrade.clone();
             conns.spawn(async move {
@@ -304,25 +304,74 @@ impl Service {
                     r = gost_core::dialer::loops::scope(hops, handler.handle(conn, ctx)) => r,
                     _ = cancel.cancelled() => return,
                 };
-                if let Some(h) = duration {
-                    h.observe(start.elapsed());
-                }
-                if let Err(e) = result {
-                    if e.is_server_error() {
-                        let msg = e.to_string();
-                        match gost_core::repeat::check((&*service, "handler", &msg)) {
-                            Some(0) => tracing::error!(service = %service, client = %peer, error = %msg, "handler"),
-                            Some(n) => tracing::error!(service = %service, client = %peer, error = %msg, repeated = n, "handler"),
-                            None => {}
-                        }
-                        if let Some(s) = &stats {
-                            s.add_error();
-                        }
-                    } else {
-                        tracing::debug!(service = %service, client = %peer, error = %e, "handler");
-                    }
-                }
+                report(&service, peer, start, duration, stats.as_deref(), result);
             });
+        }
+    }
+}
+
+/// A connection's context: the service's counters (linked with the
+/// client's in the metrics, when those are on) and its traffic limiter
+/// buckets; and the metrics' request duration, when on.
+fn conn_context(
+    name: &Arc<str>,
+    status: &Status,
+    active: &Pipeline,
+    peer: std::net::SocketAddr,
+    local: std::net::SocketAddr,
+) -> (ConnContext, Option<Arc<gost_core::metrics::Histogram>>) {
+    let mut stats = status.stats().cloned();
+    let mut duration = None;
+    if let Some(m) = gost_core::metrics::global() {
+        let client = m.client(name, peer.ip());
+        let links = stats.into_iter().chain([client]).collect();
+        stats = Some(Arc::new(gost_core::stats::Stats::linked(links)));
+        duration = Some(m.request_duration(name));
+    }
+    let ctx = ConnContext {
+        service: name.clone(),
+        peer,
+        local,
+        stats,
+        traffic: active
+            .limiters
+            .traffic
+            .as_ref()
+            .map(|t| Arc::new(t.for_conn(peer.ip()))),
+    };
+    (ctx, duration)
+}
+
+/// Records how a handler's connection ended: its duration, and a server
+/// error logged and counted.
+fn report(
+    service: &str,
+    peer: std::net::SocketAddr,
+    start: Instant,
+    duration: Option<Arc<gost_core::metrics::Histogram>>,
+    stats: Option<&gost_core::stats::Stats>,
+    result: Result<(), gost_handler::HandlerError>,
+) {
+    if let Some(h) = duration {
+        h.observe(start.elapsed());
+    }
+    if let Err(e) = result {
+        if e.is_server_error() {
+            let msg = e.to_string();
+            match gost_core::repeat::check((service, "handler", &msg)) {
+                Some(0) => {
+                    tracing::error!(service = %service, client = %peer, error = %msg, "handler")
+                }
+                Some(n) => {
+                    tracing::error!(service = %service, client = %peer, error = %msg, repeated = n, "handler")
+                }
+                None => {}
+            }
+            if let Some(s) = stats {
+                s.add_error();
+            }
+        } else {
+            tracing::debug!(service = %service, client = %peer, error = %e, "handler");
         }
     }
 }

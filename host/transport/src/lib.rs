@@ -4,10 +4,12 @@
 //! connection) and its client side ([`Dialer`]), both producing the
 //! [`Stream`] every handler and connector works with, and a line in
 //! [`register`]. Each transport beyond plain TCP is a cargo feature
-//! (`ws` brings `tls` along, for `wss`).
+//! (`ws` brings `tls` along, for `wss`; `mux` brings `ws`).
 
 pub mod kinds;
 pub mod listener;
+#[cfg(feature = "mux")]
+pub mod mux;
 #[cfg(feature = "tls")]
 pub mod tls;
 #[cfg(feature = "ws")]
@@ -27,6 +29,8 @@ pub fn register(t: &mut kinds::Transports) {
     tls::register(t);
     #[cfg(feature = "ws")]
     ws::register(t);
+    #[cfg(feature = "mux")]
+    mux::register(t);
 }
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -36,6 +40,29 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// so a slow or silent client never holds up accepting the next one.
 pub trait Upgrade: Send + Sync {
     fn upgrade(&self, stream: Stream) -> BoxFuture<'_, io::Result<Stream>>;
+
+    /// A multiplexing transport's server side, whose upgraded connection
+    /// is a session of streams, each a connection of its own.
+    fn multiplex(&self) -> Option<&dyn MultiplexUpgrade> {
+        None
+    }
+}
+
+/// The server side of a multiplexing transport (`mtls`, `mws`, ...).
+pub trait MultiplexUpgrade: Send + Sync {
+    /// The session over an accepted connection, after the transport
+    /// under it ([`Upgrade::upgrade`]: TLS, WebSocket).
+    fn session(&self, stream: Stream) -> BoxFuture<'_, io::Result<Box<dyn Streams>>>;
+}
+
+/// The streams a client opens over one accepted connection.
+pub trait Streams: Send {
+    /// The next stream the peer opened; `None` once the session ended.
+    fn accept(&mut self) -> BoxFuture<'_, Option<Stream>>;
+
+    /// Why the session ended, once it has, and whether that was the
+    /// peer's fault or a broken connection rather than an orderly close.
+    fn end(&self) -> Option<(String, bool)>;
 }
 
 /// Transports stacked in order, each over the previous one's stream
@@ -73,6 +100,24 @@ pub trait Dialer: Send + Sync + std::fmt::Debug {
         &'a self,
         stream: Stream,
         node_addr: &'a str,
+    ) -> BoxFuture<'a, io::Result<Stream>>;
+
+    /// A multiplexing transport's client side: the route then asks it for
+    /// a stream instead of dialing and handshaking per connection.
+    fn multiplex(&self) -> Option<&dyn Multiplex> {
+        None
+    }
+}
+
+/// The client side of a multiplexing transport: sessions kept per node.
+pub trait Multiplex: Send + Sync {
+    /// A new stream to the node at `node_addr` over a live session; when
+    /// there is none, `connect` makes the connection (to the node, or a
+    /// tunnel to it through earlier nodes) that a new session runs over.
+    fn open<'a>(
+        &'a self,
+        node_addr: &'a str,
+        connect: BoxFuture<'a, io::Result<Stream>>,
     ) -> BoxFuture<'a, io::Result<Stream>>;
 }
 

@@ -17,7 +17,7 @@ use gost_core::stream::Stream;
 
 /// A failed upgrade as an I/O error: a client that went away stays a
 /// disconnect (not counted), anything else is the client's protocol error.
-fn ws_error(e: WsError) -> io::Error {
+pub(super) fn ws_error(e: WsError) -> io::Error {
     match e {
         WsError::Io(e) => super::handshake_error("ws", e),
         WsError::Timeout => io::Error::new(io::ErrorKind::TimedOut, "ws handshake: timed out"),

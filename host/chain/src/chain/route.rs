@@ -11,6 +11,7 @@ use crate::connector::udp_tun::UdpTunnel;
 use crate::connector::upstream::Upstream;
 use crate::connector::ConnectError;
 use gost_core::stream::Stream;
+use gost_transport::BoxFuture;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
@@ -112,13 +113,40 @@ async fn reach_last_counted(
 /// A stream to the last node, every node before it having connected to
 /// the next (GOST's `chainRoute.connect`), and that last node.
 async fn reach_last(chain: &str, route: &Route) -> Result<(Upstream, Arc<Node>), RouteError> {
-    let (mut stream, mut prev) = if route.race.is_empty() {
-        let first = &route.nodes[0];
-        (dial_first(chain, first).await?, Arc::clone(first))
+    reach(chain, &route.nodes, &route.race).await
+}
+
+/// [`reach_last`] over `nodes`, the first of them raced among `race` when
+/// that is not empty.
+async fn reach(
+    chain: &str,
+    nodes: &[Arc<Node>],
+    race: &[Arc<Node>],
+) -> Result<(Upstream, Arc<Node>), RouteError> {
+    // A node whose transport multiplexes starts the route: the nodes
+    // before it only make its session's connection, once per session
+    // (GOST splits the route there).
+    let begin = nodes
+        .iter()
+        .rposition(|n| n.dialer.as_ref().is_some_and(|d| d.multiplex().is_some()))
+        .unwrap_or(0);
+    let (mut stream, mut prev) = if begin > 0 {
+        let first = &nodes[begin];
+        let before = Before {
+            nodes: &nodes[..begin],
+            race,
+        };
+        (
+            dial_first(chain, first, Some(before)).await?,
+            Arc::clone(first),
+        )
+    } else if !race.is_empty() {
+        race_first(chain, race).await?
     } else {
-        race(chain, &route.race).await?
+        let first = &nodes[0];
+        (dial_first(chain, first, None).await?, Arc::clone(first))
     };
-    for next in &route.nodes[1..] {
+    for next in &nodes[begin + 1..] {
         let next_addr = match node_addr(next).await {
             Ok(a) => a,
             Err(source) => {
@@ -158,18 +186,35 @@ async fn reach_last(chain: &str, route: &Route) -> Result<(Upstream, Arc<Node>),
     Ok((stream, prev))
 }
 
+/// The nodes a multiplexing node's session connection runs through.
+#[derive(Clone, Copy)]
+struct Before<'a> {
+    nodes: &'a [Arc<Node>],
+    race: &'a [Arc<Node>],
+}
+
 /// The first node's connection: its dialer (or plain TCP) and its
-/// transport's handshake, marking the node by the outcome.
-async fn dial_first(chain: &str, first: &Node) -> Result<Upstream, RouteError> {
+/// transport's handshake, or a stream of its multiplexed session (whose
+/// connection runs through `before` when the route has nodes before it),
+/// marking the node by the outcome.
+async fn dial_first(
+    chain: &str,
+    first: &Node,
+    before: Option<Before<'_>>,
+) -> Result<Upstream, RouteError> {
     let dialed = async {
         let addr = node_addr(first).await?;
         let start = Instant::now();
         let s = match &first.dialer {
             None => Stream::from(gost_core::dialer::dial_tcp(&addr).await?),
-            Some(d) => {
-                let s = d.dial(&addr).await?;
-                d.handshake(s, &first.addr).await?
-            }
+            Some(d) => match (d.multiplex(), before) {
+                (Some(m), None) => m.open(&first.addr, d.dial(&addr)).await?,
+                (Some(m), Some(b)) => m.open(&first.addr, tunnel(chain, b, &addr)).await?,
+                (None, _) => {
+                    let s = d.dial(&addr).await?;
+                    d.handshake(s, &first.addr).await?
+                }
+            },
         };
         if let Some(m) = gost_core::metrics::chain_node(&first.metrics, chain, &first.name) {
             m.observe_connect(start.elapsed());
@@ -195,11 +240,11 @@ async fn dial_first(chain: &str, first: &Node) -> Result<Upstream, RouteError> {
 /// The `parallel` strategy: every node dialed at once, the first to
 /// connect kept; the others' dials are dropped (closing what they opened).
 /// All failing gives the last failure.
-async fn race(chain: &str, nodes: &[Arc<Node>]) -> Result<(Upstream, Arc<Node>), RouteError> {
+async fn race_first(chain: &str, nodes: &[Arc<Node>]) -> Result<(Upstream, Arc<Node>), RouteError> {
     use futures_util::stream::{FuturesUnordered, StreamExt};
     let mut dials: FuturesUnordered<_> = nodes
         .iter()
-        .map(|n| async move { (dial_first(chain, n).await, n) })
+        .map(|n| async move { (dial_first(chain, n, None).await, n) })
         .collect();
     let mut last_err = None;
     while let Some((res, node)) = dials.next().await {
@@ -209,6 +254,31 @@ async fn race(chain: &str, nodes: &[Arc<Node>]) -> Result<(Upstream, Arc<Node>),
         }
     }
     Err(last_err.expect("a race has two or more nodes"))
+}
+
+/// A connection to `addr` through the nodes before a multiplexing node,
+/// for its session to run over. Boxed as `Send` by its signature: it and
+/// [`reach`] call each other.
+fn tunnel<'a>(
+    chain: &'a str,
+    before: Before<'a>,
+    addr: &'a str,
+) -> BoxFuture<'a, io::Result<Stream>> {
+    Box::pin(async move {
+        let (mut up, last) = reach(chain, before.nodes, before.race)
+            .await
+            .map_err(RouteError::into_io)?;
+        if let Err(source) = connect(&last, &mut up, addr).await {
+            let e = RouteError::Connect {
+                node: last.name.clone(),
+                addr: last.addr.clone(),
+                next: addr.to_string(),
+                source,
+            };
+            return Err(e.into_io());
+        }
+        Ok(up.into_lazy_stream())
+    })
 }
 
 /// The node's address after its hosts and resolver.

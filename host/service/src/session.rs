@@ -1,0 +1,108 @@
+//! Serving a multiplexing listener's connection: one session, each of its
+//! streams handed to the handler as a connection of its own, with its own
+//! context (the session's client address), so stats, metrics and
+//! observers count proxied connections, not sessions. Admission and the
+//! connection limiters apply to the session, as GOST applies them to its
+//! listener's connections.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{conn_context, report, HandlerSlot, Status};
+use gost_core::limiter::conn::ConnPermit;
+use gost_core::stream::Stream;
+use gost_handler::Handler;
+use gost_transport::listener::{Accepted, Conn};
+use gost_transport::Upgrade;
+
+pub(super) struct Sessions {
+    pub name: Arc<str>,
+    pub status: Arc<Status>,
+    /// The handler is read again for each stream: a replaced handler
+    /// applies to new streams of a live session too.
+    pub slot: Arc<HandlerSlot>,
+    /// Each stream is a task of the service's, so a stop drains it.
+    pub conns: TaskTracker,
+    pub cancel: CancellationToken,
+}
+
+impl Sessions {
+    pub async fn serve(
+        self,
+        upgrade: Arc<dyn Upgrade>,
+        accepted: Accepted,
+        permit: Option<ConnPermit>,
+    ) {
+        let _permit = permit;
+        let Some(mux) = upgrade.multiplex() else {
+            return;
+        };
+        let Conn::Stream(stream) = accepted.conn else {
+            return;
+        };
+        let peer = accepted.peer;
+        let made = tokio::select! {
+            r = mux.session(stream) => r,
+            _ = self.cancel.cancelled() => return,
+        };
+        let mut session = match made {
+            Ok(s) => s,
+            Err(e) if gost_chain::relay::is_disconnect(&e) => {
+                tracing::debug!(service = %self.name, client = %peer, error = %e, "transport");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(service = %self.name, client = %peer, error = %e, "transport");
+                self.add_error();
+                return;
+            }
+        };
+        let mut streams = 0u64;
+        loop {
+            let next = tokio::select! {
+                s = session.accept() => s,
+                _ = self.cancel.cancelled() => return,
+            };
+            let Some(stream) = next else {
+                break;
+            };
+            streams += 1;
+            self.spawn_stream(stream, peer, accepted.local);
+        }
+        let (reason, in_error) = session.end().unwrap_or_default();
+        if in_error {
+            tracing::error!(service = %self.name, client = %peer, streams, reason, "mux session");
+            self.add_error();
+        } else {
+            tracing::debug!(service = %self.name, client = %peer, streams, reason, "mux session");
+        }
+    }
+
+    fn spawn_stream(&self, stream: Stream, peer: SocketAddr, local: SocketAddr) {
+        let active = self.slot.get();
+        let handler: Arc<dyn Handler> = active.handler.clone();
+        let (ctx, duration) = conn_context(&self.name, &self.status, &active, peer, local);
+        let cancel = self.cancel.clone();
+        self.conns.spawn(async move {
+            let start = Instant::now();
+            let stats = ctx.stats.clone();
+            let _guard = stats.as_ref().map(|s| s.open_conn());
+            let service = ctx.service.clone();
+            let result = tokio::select! {
+                r = handler.handle(Conn::Stream(stream), ctx) => r,
+                _ = cancel.cancelled() => return,
+            };
+            report(&service, peer, start, duration, stats.as_deref(), result);
+        });
+    }
+
+    fn add_error(&self) {
+        if let Some(s) = self.status.stats() {
+            s.add_error();
+        }
+    }
+}
