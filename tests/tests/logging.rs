@@ -47,9 +47,11 @@ fn json_lines_go_to_the_file_at_the_configured_level() {
     let line = text
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON line"))
-        .find(|v| v["message"] == "api request")
+        .find(|v| v["msg"] == "api request")
         .unwrap_or_else(|| panic!("no access log line in {text}"));
-    assert_eq!(line["level"], "INFO");
+    assert_eq!(line["level"], "info");
+    let t = line["time"].as_str().unwrap();
+    assert!(t.len() == 24 && t.ends_with('Z'), "{t}");
     assert_eq!(line["kind"], "api");
     assert_eq!(line["uri"], "/config?format=yaml");
     assert_eq!(line["code"], 200);
@@ -200,7 +202,7 @@ fn a_service_with_loggers_writes_there_instead_of_the_main_log() {
     g.wait_tcp(api);
     g.wait_tcp(a);
     let listening = |name: &'static str| {
-        move |v: &serde_json::Value| v["service"] == name && v["message"] == "listening"
+        move |v: &serde_json::Value| v["service"] == name && v["msg"] == "listening"
     };
     wait_line(&own, listening("a"));
     wait_line(&main, listening("b"));
@@ -216,7 +218,7 @@ fn a_service_with_loggers_writes_there_instead_of_the_main_log() {
         200
     );
     wait_line(&own, |v| {
-        v["service"] == "b" && v["message"] == "handler replaced for new connections"
+        v["service"] == "b" && v["msg"] == "handler replaced for new connections"
     });
     assert_eq!(
         http_request(api, "DELETE", "/config/loggers/own", None, None).0,

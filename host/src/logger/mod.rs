@@ -1,6 +1,7 @@
 //! Logging set-up from the `log` section and `-D`/`-DD` (GOST's logger),
 //! and the named `loggers` a service can send its log lines to.
 
+mod json;
 mod rotate;
 mod route;
 
@@ -120,10 +121,7 @@ pub fn init(cfg: Option<&LogConfig>, override_level: Option<&str>) -> Result<(),
     let default = route::DefaultFilter::new(filter);
     let fmt = if json {
         tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
+            .event_format(json::GostJson)
             .with_writer(writer)
             .with_filter(default)
             .boxed()

@@ -17,6 +17,7 @@ use tracing_subscriber::layer::{Context, Filter, Layer};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
+use super::json::Fields;
 use super::{open_output, parse_format, parse_level, LogError};
 use gost_core::config::{Config, LoggerConfig};
 
@@ -253,9 +254,11 @@ impl<S: Subscriber> Layer<S> for RouteLayer {
         event.record(&mut fields);
         for sink in sinks.iter().filter(|s| level <= &s.level) {
             let line = if sink.json {
-                fields.json(level, &sink.name)
+                let mut l = fields.json(level, &[("logger", &sink.name)]);
+                l.push('\n');
+                l
             } else {
-                fields.text(level)
+                text(&fields, level)
             };
             let mut out = sink.out.lock().unwrap_or_else(|p| p.into_inner());
             // A logger that cannot write has nowhere to report it.
@@ -264,54 +267,18 @@ impl<S: Subscriber> Layer<S> for RouteLayer {
     }
 }
 
-#[derive(Default)]
-struct Fields {
-    message: String,
-    rest: Vec<(&'static str, String)>,
-}
-
-impl Visit for Fields {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.add(field, value.to_string());
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.add(field, format!("{value:?}"));
-    }
-}
-
-impl Fields {
-    fn add(&mut self, field: &Field, value: String) {
-        if field.name() == "message" {
-            self.message = value;
-        } else {
-            self.rest.push((field.name(), value));
+/// A named logger's text line: the main log's text layout.
+fn text(fields: &Fields, level: &Level) -> String {
+    let mut s = format!("{} {:>5} {}", now(), level.as_str(), fields.message);
+    for (k, v) in &fields.rest {
+        match v {
+            serde_json::Value::String(v) => write!(s, " {k}={v}"),
+            v => write!(s, " {k}={v}"),
         }
+        .expect("writing to a String");
     }
-
-    /// The same keys as the main log's JSON lines, plus the logger's name.
-    fn json(&self, level: &Level, logger: &str) -> String {
-        let mut m = serde_json::Map::new();
-        m.insert("timestamp".into(), now().into());
-        m.insert("level".into(), level.as_str().into());
-        m.insert("message".into(), self.message.clone().into());
-        for (k, v) in &self.rest {
-            m.insert((*k).into(), v.clone().into());
-        }
-        m.insert("logger".into(), logger.into());
-        let mut s = serde_json::Value::Object(m).to_string();
-        s.push('\n');
-        s
-    }
-
-    fn text(&self, level: &Level) -> String {
-        let mut s = format!("{} {:>5} {}", now(), level.as_str(), self.message);
-        for (k, v) in &self.rest {
-            let _ = write!(s, " {k}={v}");
-        }
-        s.push('\n');
-        s
-    }
+    s.push('\n');
+    s
 }
 
 fn now() -> String {
