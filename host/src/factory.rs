@@ -555,7 +555,10 @@ fn build_socks5(cfg: &ServiceConfig, deps: HandlerDeps) -> Result<Socks5Handler,
 /// (username) and password, which `ss://method:password@` on `-L` fills;
 /// `users` metadata the 2022 identity users.
 #[cfg(feature = "ss")]
-fn ss_cipher(cfg: &ServiceConfig, kind: &'static str) -> Result<gost_chain::ss::Cipher, BuildError> {
+fn ss_cipher(
+    cfg: &ServiceConfig,
+    kind: &'static str,
+) -> Result<gost_chain::ss::Cipher, BuildError> {
     let empty = gost_core::metadata::Metadata::default();
     let h = cfg.handler.as_ref();
     let md = h.map(|h| &h.metadata).unwrap_or(&empty);
@@ -982,7 +985,8 @@ fn register(r: &mut Kinds) {
                 opts,
             )))
         },
-        summary: "Shadowsocks UDP on a `udp` listener, or GOST's UDP-over-TCP in a Shadowsocks stream",
+        summary:
+            "Shadowsocks UDP on a `udp` listener, or GOST's UDP-over-TCP in a Shadowsocks stream",
     });
     r.add_handler(HandlerKind {
         names: &["wasm"],

@@ -72,10 +72,7 @@ impl Cipher {
     }
 
     /// A client's cipher: `kind` names the handler or connector in errors.
-    pub fn client(
-        kind: &'static str,
-        auth: Option<(&str, &str)>,
-    ) -> Result<Cipher, SsConfigError> {
+    pub fn client(kind: &'static str, auth: Option<(&str, &str)>) -> Result<Cipher, SsConfigError> {
         let (method, password) = auth.ok_or(SsConfigError::NoAuth(kind))?;
         Ok(Cipher {
             config: config(kind, method, password)?,

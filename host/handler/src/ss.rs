@@ -66,8 +66,8 @@ impl SsHandler {
 impl Handler for SsHandler {
     fn handle(&self, conn: Conn, ctx: ConnContext) -> HandleFuture<'_> {
         crate::tcp_only("ss", conn, move |s| async move {
-            let (client, target) = Box::pin(accept(&self.cipher, s, self.opts.read_timeout))
-                .await?;
+            let (client, target) =
+                Box::pin(accept(&self.cipher, s, self.opts.read_timeout)).await?;
             tracing::debug!(service = %ctx.service, client = %ctx.peer, dst = %target.escape_debug(), "ss");
             let upstream = self.router.dial_tcp(&target, ctx.peer.ip()).await?;
             let opts = RelayOptions {
@@ -81,12 +81,28 @@ impl Handler for SsHandler {
 
 /// Reads the client's first packet: the decrypting stream and the target
 /// it names (`host:port`). A bad first packet is held (see the module's
-/// note) and reported once the hold ends.
+/// note) and reported once the hold ends; so is one cut short, by the
+/// client closing or by `readTimeout`. A client that closes before its
+/// first byte (a port check) is no error of the service.
 pub(crate) async fn accept(
     cipher: &Cipher,
-    s: Stream,
+    mut s: Stream,
     read_timeout: Duration,
 ) -> Result<(Stream, String), HandlerError> {
+    let deadline = tokio::time::Instant::now() + read_timeout;
+    let mut first = [0u8; 512];
+    let n = match tokio::time::timeout_at(deadline, s.read(&mut first)).await {
+        Err(_) => return Err(no_first_packet(read_timeout)),
+        Ok(Ok(0)) => {
+            return Err(HandlerError::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "ss: the client closed before its first packet",
+            )))
+        }
+        Ok(Ok(n)) => n,
+        Ok(Err(e)) => return Err(HandlerError::Io(e)),
+    };
+    s.unread(&first[..n]);
     let mut ss = ProxyServerStream::from_stream_with_user_manager(
         server_context(),
         s,
@@ -94,19 +110,20 @@ pub(crate) async fn accept(
         cipher.key(),
         cipher.users.clone(),
     );
-    let err = match tokio::time::timeout(read_timeout, ss.handshake()).await {
+    let err = match tokio::time::timeout_at(deadline, ss.handshake()).await {
         Ok(Ok(target)) => {
             let ends = ss.get_ref().endpoints();
             return Ok((Stream::boxed(ss, ends), target.to_string()));
         }
         Err(_) => {
-            return Err(HandlerError::Io(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!("ss: no first packet within {read_timeout:?} (readTimeout)"),
+            return Err(HandlerError::Protocol(format!(
+                "ss: bad first packet (incomplete after {read_timeout:?}, readTimeout), no answer"
             )))
         }
         Ok(Err(e)) if relay::is_disconnect(&e) => {
-            return Err(HandlerError::Io(e));
+            return Err(HandlerError::Protocol(format!(
+                "ss: bad first packet (cut short: {e}), no answer"
+            )))
         }
         Ok(Err(e)) => e,
     };
@@ -115,6 +132,13 @@ pub(crate) async fn accept(
     Err(HandlerError::Protocol(format!(
         "ss: bad first packet ({err}); {held} more bytes read and dropped, no answer"
     )))
+}
+
+fn no_first_packet(read_timeout: Duration) -> HandlerError {
+    HandlerError::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("ss: no first packet within {read_timeout:?} (readTimeout)"),
+    ))
 }
 
 /// Reads and drops what the client sends until it closes or `limit`

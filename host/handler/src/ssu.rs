@@ -186,7 +186,9 @@ impl Session {
         let c = &self.cipher;
         let why = match decrypt_client_payload(&ss, c.method(), c.key(), d, c.users.as_deref()) {
             Ok((n, addr, control)) => match control {
-                Some(ctl) if !self.fresh(&ctl) => "a 2022 packet id seen before (replay)".to_string(),
+                Some(ctl) if !self.fresh(&ctl) => {
+                    "a 2022 packet id seen before (replay)".to_string()
+                }
                 control => {
                     if control.is_some() {
                         self.reply_to = control;
@@ -209,8 +211,7 @@ impl Session {
     /// Whether a 2022 packet's id is new in its session (SIP022's sliding
     /// window).
     fn fresh(&mut self, ctl: &UdpSocketControlData) -> bool {
-        if !self.windows.contains_key(&ctl.client_session_id) && self.windows.len() >= MAX_WINDOWS
-        {
+        if !self.windows.contains_key(&ctl.client_session_id) && self.windows.len() >= MAX_WINDOWS {
             self.windows.clear();
         }
         self.windows
@@ -272,7 +273,11 @@ impl Window {
         };
         if id > top {
             let shift = id - top;
-            self.seen = if shift >= WINDOW { 0 } else { self.seen << shift };
+            self.seen = if shift >= WINDOW {
+                0
+            } else {
+                self.seen << shift
+            };
             self.seen |= 1;
             self.top = Some(id);
             return true;

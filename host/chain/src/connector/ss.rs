@@ -21,7 +21,9 @@ use gost_transport::BoxFuture;
 
 use super::udp_tun::UdpTunnel;
 use super::upstream::Upstream;
-use super::{split_addr, Common, ConnectError, Connector, ConnectorBuildError, ConnectorKind, Connectors};
+use super::{
+    split_addr, Common, ConnectError, Connector, ConnectorBuildError, ConnectorKind, Connectors,
+};
 use crate::ss::{address, client_context, Cipher};
 
 #[derive(Debug)]
@@ -46,8 +48,8 @@ impl SsConnector {
             .auth
             .as_ref()
             .map(|a| (a.username.as_str(), a.password.as_str()));
-        let cipher = Cipher::client(name, auth)
-            .map_err(|e| ConnectorBuildError::Invalid(e.to_string()))?;
+        let cipher =
+            Cipher::client(name, auth).map_err(|e| ConnectorBuildError::Invalid(e.to_string()))?;
         Ok(Box::new(SsConnector { cipher, udp }))
     }
 
@@ -107,7 +109,8 @@ impl Connector for SsConnector {
             if !self.udp {
                 return Err(ConnectError::NoUdp { connector: "ss" });
             }
-            self.open(&mut stream, target.unwrap_or("0.0.0.0:0")).await?;
+            self.open(&mut stream, target.unwrap_or("0.0.0.0:0"))
+                .await?;
             Ok(UdpTunnel::new(stream.into_stream().await?))
         })
     }
@@ -125,6 +128,7 @@ pub fn register(r: &mut Connectors) {
         names: &["ssu"],
         udp: true,
         build: |_, c| SsConnector::build(true, c),
-        summary: "Shadowsocks UDP, carried as GOST does over the chain's stream (UDP-over-TCP frames)",
+        summary:
+            "Shadowsocks UDP, carried as GOST does over the chain's stream (UDP-over-TCP frames)",
     });
 }
