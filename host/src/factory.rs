@@ -567,6 +567,12 @@ fn ss_cipher(
         .map(|a| (a.username.as_str(), a.password.as_str()));
     let cipher =
         gost_chain::ss::Cipher::server(kind, auth, md).map_err(|e| svc_err(cfg, e.to_string()))?;
+    if md.contains_key("hash") {
+        return Err(svc_err(
+            cfg,
+            format!("{kind}: metadata \"hash\" (node selection by target host) is not supported"),
+        ));
+    }
     // GOST v2's `key` (the raw key instead of the password) is parsed and
     // then ignored by GOST v3; say so rather than ignore it silently too.
     if md.contains_key("key") {
