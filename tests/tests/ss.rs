@@ -48,7 +48,7 @@ fn ss_service(
 }
 
 /// A client service forwarding `port` to `target` through one ss/ssu
-/// node (over a tcp dialer).
+/// node (over a tcp dialer); `cipher` is the method and password.
 fn client_service(
     name: &str,
     network: &str,
@@ -56,8 +56,7 @@ fn client_service(
     target: SocketAddr,
     connector: &str,
     node: u16,
-    method: &str,
-    pass: &str,
+    (method, pass): (&str, &str),
 ) -> String {
     format!(
         "- name: {name}\n  addr: 127.0.0.1:{port}\n  handler:\n    type: {network}\n    chain: chain-{name}\n  listener:\n    type: {network}\n  forwarder:\n    nodes:\n    - name: t\n      addr: {target}\nchains:\n- name: chain-{name}\n  hops:\n  - name: h\n    nodes:\n    - name: n\n      addr: 127.0.0.1:{node}\n      connector:\n        type: {connector}\n        auth:\n          username: {method}\n          password: \"{pass}\"\n      dialer:\n        type: tcp\n"
@@ -120,7 +119,7 @@ fn every_cipher_gost_to_gost_tcp_and_udp_over_the_chain() {
             (format!("t{i}"), "tcp", t, echo, "ss", ss),
             (format!("u{i}"), "udp", u, uecho, "ssu", ssu),
         ] {
-            let text = client_service(&name, net, port, target, conn, node, method, pass);
+            let text = client_service(&name, net, port, target, conn, node, (method, pass));
             let (svc, chain) = text.split_once("chains:\n").unwrap();
             client += svc;
             chains += chain;
@@ -177,8 +176,7 @@ fn multi_user_2022_keys_as_gost_configures_them() {
             echo,
             "ss",
             port,
-            method,
-            &format!("{key}:{user}"),
+            (method, &format!("{key}:{user}")),
         );
         let bad_text = client_service(
             "bad",
@@ -187,8 +185,7 @@ fn multi_user_2022_keys_as_gost_configures_them() {
             echo,
             "ss",
             port,
-            method,
-            &format!("{key}:{key}"),
+            (method, &format!("{key}:{key}")),
         );
         let (svc, chain) = bad_text.split_once("chains:\n").unwrap();
         let (gsvc, gchain) = client.split_once("chains:\n").unwrap();

@@ -14,7 +14,7 @@
 use std::io;
 
 use shadowsocks::relay::tcprelay::proxy_stream::ProxyClientStream;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use gost_core::stream::Stream;
 use gost_transport::BoxFuture;
@@ -66,10 +66,11 @@ impl SsConnector {
             Stream::boxed(ss, ends)
         });
         // An empty write sends the salt and the header (for 2022 with its
-        // padding): see ProxyClientStream's first write.
+        // padding): see ProxyClientStream's first write. `write_all` would
+        // not call the stream for an empty buffer, so it is polled here.
         let w = up.writer();
         let flushed = async {
-            w.write(&[]).await?;
+            std::future::poll_fn(|cx| std::pin::Pin::new(&mut *w).poll_write(cx, &[])).await?;
             w.flush().await
         }
         .await;
