@@ -532,3 +532,102 @@ fn bad_cipher_settings_stop_start_up_with_a_clear_message() {
         "{out}{err}"
     );
 }
+
+// ---- shadowsocks-rust ----
+
+/// shadowsocks-rust's `sslocal`/`ssserver`: from `SS_RUST_BIN` (a
+/// directory), else the workspace's `.tools/bin` where `.ci/run` installs
+/// them, else `PATH`. Fails the test when missing.
+fn ss_rust(tool: &str) -> Command {
+    let dir = std::env::var_os("SS_RUST_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin"));
+    let local = dir.join(tool);
+    let bin = if local.exists() {
+        local
+    } else {
+        std::path::PathBuf::from(tool)
+    };
+    let found = Command::new(&bin)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    assert!(
+        found,
+        "{tool} not found: .ci/run installs shadowsocks-rust into .tools (or set SS_RUST_BIN)"
+    );
+    Command::new(bin)
+}
+
+/// The 2022 ciphers against a second implementation: sslocal (tunnel
+/// mode, TCP and UDP) to a gost-rs ss + ssu server, and gost-rs's ss
+/// connector to ssserver.
+#[test]
+fn shadowsocks_rust_both_ways_2022() {
+    let echo = tcp_echo_server();
+    let uecho = udp_echo_server();
+    for (method, key) in ciphers().into_iter().filter(|(m, _)| m.starts_with("2022")) {
+        let port = free_port();
+        let url = format!("{method}:{key}@127.0.0.1:{port}");
+        let s = Gost::start(&["-L", &format!("ss://{url}"), "-L", &format!("ssu://{url}")]);
+        s.wait_tcp(port);
+        let server = format!("127.0.0.1:{port}");
+        let local = free_port();
+        let _tunnel = spawn(ss_rust("sslocal").args([
+            "--protocol",
+            "tunnel",
+            "-b",
+            &format!("127.0.0.1:{local}"),
+            "-f",
+            &echo.to_string(),
+            "-s",
+            &server,
+            "-m",
+            method,
+            "-k",
+            key,
+        ]));
+        let ulocal = free_udp_port();
+        let _utunnel = spawn(ss_rust("sslocal").args([
+            "--protocol",
+            "tunnel",
+            "-b",
+            &format!("127.0.0.1:{ulocal}"),
+            "-f",
+            &uecho.to_string(),
+            "-s",
+            &server,
+            "-m",
+            method,
+            "-k",
+            key,
+            "-u",
+        ]));
+        wait_port(local);
+        tcp_round_trip(local);
+        udp_round_trip(ulocal);
+
+        let sport = free_port();
+        let _server = spawn(ss_rust("ssserver").args([
+            "-s",
+            &format!("127.0.0.1:{sport}"),
+            "-m",
+            method,
+            "-k",
+            key,
+        ]));
+        wait_port(sport);
+        let fwd = free_port();
+        let c = Gost::start(&[
+            "-L",
+            &format!("tcp://127.0.0.1:{fwd}/{echo}"),
+            "-F",
+            &format!("ss://{method}:{key}@127.0.0.1:{sport}"),
+        ]);
+        c.wait_tcp(fwd);
+        tcp_round_trip(fwd);
+        eprintln!("{method}: shadowsocks-rust both ways ok");
+    }
+}
