@@ -4,9 +4,8 @@
 //! starts or changes a service.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
-use gost_chain::chain::selector::{Selector, Strategy};
+use gost_chain::chain::selector::Selector;
 use gost_chain::chain::{Hop, Node};
 use gost_chain::registry::Registry;
 use gost_chain::router::Router;
@@ -16,6 +15,7 @@ use gost_core::config::{
 };
 use gost_core::metadata::MetadataError;
 use gost_handler::auto::AutoHandler;
+use gost_handler::file::{FileHandler, FileOptions};
 use gost_handler::forward::{ForwardHandler, ForwardOptions};
 use gost_handler::http::{HttpHandler, HttpOptions};
 use gost_handler::relay::{RelayHandler, RelayHandlerOptions};
@@ -633,23 +633,8 @@ fn build_selector(
     cfg: &ServiceConfig,
     sel: Option<&SelectorConfig>,
 ) -> Result<Selector, BuildError> {
-    let Some(sel) = sel else {
-        return Ok(Selector::new(Strategy::Round, 0, Duration::ZERO));
-    };
-    let strategy = Strategy::parse(&sel.strategy).ok_or_else(|| {
-        svc_err(
-            cfg,
-            format!(
-                "selector strategy '{}' is not supported (round, rand, fifo, hash)",
-                sel.strategy
-            ),
-        )
-    })?;
-    Ok(Selector::new(
-        strategy,
-        sel.max_fails.max(0) as u64,
-        sel.fail_timeout.0,
-    ))
+    gost_chain::chain::build::selector(&format!("service \"{}\"", cfg.name), sel)
+        .map_err(|e| BuildError::Invalid(e.to_string()))
 }
 
 /// A forwarder whose hop has a wasm plugin selects with it; any other uses
@@ -1002,6 +987,16 @@ fn register(r: &mut Kinds) {
         },
         build: |_, cfg, deps| build_wasm_handler(cfg, deps),
         summary: "a WebAssembly component of the `handler` world",
+    });
+    r.add_handler(HandlerKind {
+        names: &["file"],
+        caps: HandlerCaps::default(),
+        build: |_, cfg, deps| {
+            let opts = handler_options(cfg, FileOptions::from_metadata)?;
+            let h = FileHandler::new(opts, deps.auther).map_err(|e| svc_err(cfg, e.to_string()))?;
+            Ok(Arc::new(h))
+        },
+        summary: "static files from `file.dir`, uploads with `file.put`, Basic auth by the auther",
     });
 }
 

@@ -95,6 +95,26 @@ async fn run(args: &[String]) -> anyhow::Result<ExitCode> {
     }
     let api_cfg = config.api.clone().filter(|a| !a.addr.is_empty());
     let metrics_cfg = config.metrics.clone().filter(|m| !m.addr.is_empty());
+    if let Some(a) = api_cfg.as_ref().filter(|a| {
+        matches!(
+            api::Access::new(&a.auther, a.auth.as_ref()),
+            api::Access::Open
+        )
+    }) {
+        if api::beyond_loopback(&a.addr) {
+            tracing::warn!(addr = %a.addr, "the web API listens beyond loopback without auth: anyone who reaches it can read every credential and change the config");
+        }
+    }
+    if let Some(m) = metrics_cfg.as_ref().filter(|m| {
+        matches!(
+            api::Access::new(&m.auther, m.auth.as_ref()),
+            api::Access::Open
+        )
+    }) {
+        if api::beyond_loopback(&m.addr) {
+            tracing::warn!(addr = %m.addr, "metrics listen beyond loopback without auth");
+        }
+    }
     // Registered before any port is bound: a signal sent as soon as a port
     // accepts must stop (or reload) gost, not kill it by the default action.
     let stop_signals = StopSignals::new();
@@ -230,16 +250,8 @@ fn spawn_http<L>(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) where
     L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
 {
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router)
-            .with_graceful_shutdown(stop)
-            .await
-        {
-            tracing::error!(error = %e, "{what} server");
-        }
-    });
+    tokio::spawn(api::server::serve(what, listener, router, stop));
 }
 
 /// SIGINT and SIGTERM, the two ways to ask gost to stop.

@@ -461,7 +461,12 @@ fn save_writes_the_running_config_and_it_loads_back() {
         "/config/services",
         Some(forward("added", port, &echo.to_string())),
     );
+    // The file holds every password: a save keeps its mode.
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     ok(api, "POST", "/config", None);
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the save kept the mode");
     let saved: serde_yaml::Value =
         serde_yaml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     assert_eq!(saved["services"][1]["name"].as_str(), Some("added"));
@@ -478,8 +483,16 @@ fn save_writes_the_running_config_and_it_loads_back() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names.len(), 2, "no temporary files left: {names:?}");
-    let (code, v) = call(api, "POST", "/config?path=/nonexistent-dir/x.yaml", None);
+    let missing = dir.path("missing/x.yaml");
+    let (code, v) = call(api, "POST", &format!("/config?path={missing}"), None);
     assert_eq!((code, &v["code"]), (500, &json!(40005)), "{v}");
+    // Outside the config's directory: refused unless api.savePathAnywhere.
+    let (code, v) = call(api, "POST", "/config?path=/nonexistent-dir/x.yaml", None);
+    assert_eq!((code, &v["code"]), (403, &json!(40005)), "{v}");
+    assert!(
+        v["msg"].as_str().unwrap().contains("savePathAnywhere"),
+        "{v}"
+    );
     assert!(g.stop().success());
 
     // The saved file starts the same services.
@@ -1026,4 +1039,119 @@ fn a_chain_update_routes_new_connections_without_a_restart() {
     let msg = refused(api, "DELETE", "/config/chains/c1", None, 40001);
     assert!(msg.contains("c1"), "{msg}");
     unrelated.check(b"unrelated");
+}
+
+/// Sends `head` (request line and headers, no blank line) and `body` as
+/// they are; the status and the whole answer.
+fn raw(api: u16, head: &str, body: &str) -> (u16, String) {
+    let mut c = TcpStream::connect(("127.0.0.1", api)).unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let req = format!(
+        "{head}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    c.write_all(req.as_bytes()).unwrap();
+    let mut resp = Vec::new();
+    let _ = c.read_to_end(&mut resp);
+    let resp = String::from_utf8_lossy(&resp).into_owned();
+    let code = resp.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, resp)
+}
+
+#[test]
+fn a_web_page_cannot_read_or_change_an_unauthenticated_api() {
+    let (_g, keep, api) = start();
+    let port = free_port();
+    let body = forward("page", port, "127.0.0.1:1").to_string();
+    // A "simple" cross-origin POST (text/plain, no preflight) is refused.
+    let (code, resp) = raw(
+        api,
+        "POST /config/services HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://evil.test\r\nContent-Type: text/plain",
+        &body,
+    );
+    assert_eq!(code, 403, "{resp}");
+    assert!(
+        resp.contains("40003") && resp.contains("api.cors"),
+        "{resp}"
+    );
+    // So is a body that is not JSON, from anywhere.
+    let (code, resp) = raw(
+        api,
+        "POST /config/services HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain",
+        &body,
+    );
+    assert_eq!(code, 415, "{resp}");
+    assert_eq!(
+        call(api, "GET", "/config/services/page", None),
+        (200, json!({}))
+    );
+    // A read answers no CORS header, so the page cannot see it.
+    let (code, resp) = raw(
+        api,
+        "GET /config HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://evil.test",
+        "",
+    );
+    assert_eq!(code, 200);
+    assert!(
+        !resp
+            .to_ascii_lowercase()
+            .contains("access-control-allow-origin"),
+        "{resp}"
+    );
+    // A name the page points at 127.0.0.1 (DNS rebinding) is refused.
+    let (code, resp) = raw(api, "GET /config HTTP/1.1\r\nHost: rebind.evil.test", "");
+    assert_eq!(code, 403, "{resp}");
+    assert!(resp.contains("api.hosts"), "{resp}");
+    // A path that is not UTF-8 gets GOST's JSON error, not plain text.
+    let (code, resp) = raw(
+        api,
+        "GET /config/services/%FF%FE HTTP/1.1\r\nHost: 127.0.0.1",
+        "",
+    );
+    assert_eq!(code, 400, "{resp}");
+    let json_body = &resp[resp.find("\r\n\r\n").unwrap() + 4..];
+    let v: Value = serde_json::from_str(json_body).unwrap_or_else(|e| panic!("{e}: {resp}"));
+    assert_eq!(v["code"], 40001, "{v}");
+    Live::open(keep);
+}
+
+#[test]
+fn gosts_open_api_is_reachable_by_config() {
+    let dir = TempDir::new("openapi");
+    let api = free_port();
+    let file = dir.write(
+        "gost.yaml",
+        &format!("api:\n  addr: \"127.0.0.1:{api}\"\n  cors: [\"*\"]\n  hosts: [\"*\"]\n  anyContentType: true\n"),
+    );
+    let g = Gost::start(&["-C", &file]);
+    g.wait_tcp(api);
+    let port = free_port();
+    let body = forward("page", port, "127.0.0.1:1").to_string();
+    let (code, resp) = raw(
+        api,
+        "POST /config/services HTTP/1.1\r\nHost: rebind.evil.test\r\nOrigin: http://evil.test\r\nContent-Type: text/plain",
+        &body,
+    );
+    assert_eq!(code, 200, "{resp}");
+    assert!(
+        resp.to_ascii_lowercase()
+            .contains("access-control-allow-origin: *"),
+        "{resp}"
+    );
+    g.wait_tcp(port);
+}
+
+#[test]
+fn a_forwarder_to_the_services_own_address_is_refused() {
+    let (_g, keep, api) = start();
+    let port = free_port();
+    let msg = refused(
+        api,
+        "POST",
+        "/config/services",
+        Some(forward("self", port, &format!("localhost:{port}"))),
+        40001,
+    );
+    assert!(msg.contains("own address"), "{msg}");
+    Live::open(keep);
 }

@@ -1045,3 +1045,69 @@ fn associate_and_echo(port: u16, echoes: [SocketAddr; 3], base_len: usize, seed:
     }
     control
 }
+
+/// GOST's TestParallelSelector (testdata/selector/parallel.yaml): a hop
+/// with the `parallel` strategy dials its nodes at once, so a dead node
+/// never fails a request, not even the first, whatever its place; the
+/// same for a port forwarder's nodes.
+#[test]
+fn parallel_strategy_never_fails_on_a_dead_node() {
+    let echo = tcp_echo_server();
+    let dir = TempDir::new("parallel");
+    let (proxy, live, dead, fwd) = (free_port(), free_port(), free_port(), free_port());
+    let cfg = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:
+- name: proxy
+  addr: 127.0.0.1:{proxy}
+  handler: {{type: http, chain: my-chain}}
+  listener: {{type: tcp}}
+- name: dummy-1
+  addr: 127.0.0.1:{live}
+  handler: {{type: http}}
+  listener: {{type: tcp}}
+- name: forward
+  addr: 127.0.0.1:{fwd}
+  handler: {{type: tcp}}
+  listener: {{type: tcp}}
+  forwarder:
+    selector: {{strategy: parallel, maxFails: 1, failTimeout: 60s}}
+    nodes:
+    - {{name: dead, addr: 127.0.0.1:{dead}}}
+    - {{name: echo, addr: {echo}}}
+chains:
+- name: my-chain
+  hops:
+  - name: hop-1
+    selector: {{strategy: parallel}}
+    nodes:
+    - {{name: node-2, addr: 127.0.0.1:{dead}, connector: {{type: http}}}}
+    - {{name: node-1, addr: 127.0.0.1:{live}, connector: {{type: http}}}}
+"
+        ),
+    );
+    let g = Gost::start(&["-C", &cfg]);
+    g.wait_tcp(proxy);
+    g.wait_tcp(fwd);
+    for i in 0..5 {
+        let (code, mut c) = http_connect(proxy, echo);
+        assert_eq!(code, 200, "request {i}; log:\n{}", g.log());
+        assert_echo(&mut c, format!("chain {i}").as_bytes());
+        let mut c = connect(fwd);
+        assert_echo(&mut c, format!("forward {i}").as_bytes());
+    }
+    // With fifo the dead node, listed first, fails the first request.
+    let (fifo, fifo_live) = (free_port(), free_port());
+    let _l = start(&["-L", &format!("http://127.0.0.1:{fifo_live}")], fifo_live);
+    let f = start(
+        &[
+            "-L",
+            &format!("http://127.0.0.1:{fifo}"),
+            "-F",
+            &format!("http://127.0.0.1:{dead},127.0.0.1:{fifo_live}?strategy=fifo"),
+        ],
+        fifo,
+    );
+    assert_eq!(http_connect(fifo, echo).0, 503, "log:\n{}", f.log());
+}

@@ -316,3 +316,38 @@ fn a_process_pinned_to_one_cpu_forwards_tcp_and_udp() {
     let (n, _) = u.recv_from(&mut b).unwrap();
     assert_eq!(&b[..n], b"ping");
 }
+
+/// Two services forwarding to each other: one client connection would
+/// open connections without end. The hop limit ends the loop, the client
+/// is closed, and gost keeps serving.
+#[test]
+fn an_indirect_forwarding_loop_ends_at_the_hop_limit() {
+    let dir = TempDir::new("fwdloop");
+    let log = dir.path("gost.log");
+    let (a, b) = (free_port(), free_port());
+    let svc = |name: &str, port: u16, to: u16| {
+        format!("- name: {name}\n  addr: 127.0.0.1:{port}\n  handler: {{type: tcp}}\n  listener: {{type: tcp}}\n  forwarder: {{nodes: [{{name: n, addr: \"127.0.0.1:{to}\"}}]}}\n")
+    };
+    let file = dir.write(
+        "gost.yaml",
+        &format!(
+            "log: {{level: warn, output: {log}}}\nservices:\n{}{}",
+            svc("a", a, b),
+            svc("b", b, a)
+        ),
+    );
+    let g = Gost::start(&["-C", &file]);
+    g.wait_tcp(a);
+    g.wait_tcp(b);
+    let mut c = TcpStream::connect(("127.0.0.1", a)).unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let _ = c.write_all(b"ping");
+    let mut buf = [0u8; 64];
+    let closed = matches!(c.read(&mut buf), Ok(0)) || matches!(c.read(&mut buf), Ok(0));
+    assert!(closed, "the looping connection was closed");
+    // Still serving: a new connection is accepted (and cut the same way).
+    let _again = TcpStream::connect(("127.0.0.1", b)).unwrap();
+    drop(g);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("loop:"), "{text}");
+}

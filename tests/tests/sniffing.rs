@@ -402,3 +402,81 @@ fn refused_rule(dir: &str, node: &str, rule: &str) -> String {
     assert!(!status.success(), "gost started with rule {rule}");
     format!("{out}{err}")
 }
+
+/// GOST's TestTCPForwardSniffingBypass (testdata/forward/
+/// server_bypass_sniffing.yaml): a sniffed HTTP request whose Host the
+/// service's bypass matches gets 403, and the node sees nothing.
+#[test]
+fn a_sniffed_http_request_the_bypass_matches_gets_403() {
+    let (tx, rx) = mpsc::channel();
+    let echo = recorder("echo", 1, tx);
+    let dir = TempDir::new("sniff-bypass");
+    let port = free_port();
+    let cfg = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:\n- name: forward-tcp\n  addr: 127.0.0.1:{port}\n  handler:\n    type: tcp\n    metadata:\n      sniffing: true\n      sniffing.timeout: 2s\n  listener:\n    type: tcp\n  bypass: block-all\n  forwarder:\n    nodes:\n    - name: echo\n      addr: {echo}\nbypasses:\n- name: block-all\n  matchers:\n  - 0.0.0.0/0\n"
+        ),
+    );
+    let g = Gost::start(&["-C", &cfg]);
+    g.wait_tcp(port);
+    let (_, head) = curl_body(&[
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        &format!("http://127.0.0.1:{port}/"),
+    ]);
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}\n{}", g.log());
+    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+}
+
+/// GOST's TestSOCKS5NoSNI and TestSOCKS5NoSNI_LogsOnlyDebug
+/// (testdata/sniffing/no_sni.yaml): curl reaching an HTTPS origin by IP
+/// sends no SNI; a sniffing SOCKS5 proxy forwards it, with or without a
+/// bypass to check it against, and logs nothing above debug for it.
+#[test]
+fn socks5_sniffing_forwards_tls_without_sni_quietly() {
+    let pki = gost_e2e::pki::Pki::generate("no-sni");
+    let site = TempDir::new("no-sni-site");
+    site.write("index.html", "hello-gost\n");
+    let origin = free_port();
+    let o = Gost::start(&[
+        "-L",
+        &format!(
+            "file+tls://127.0.0.1:{origin}?dir={}&certFile={}&keyFile={}",
+            site.0.display(),
+            pki.server,
+            pki.server_key
+        ),
+    ]);
+    o.wait_tcp(origin);
+    let dir = TempDir::new("no-sni");
+    let (plain, guarded) = (free_port(), free_port());
+    let cfg = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:\n- name: service-0\n  addr: 127.0.0.1:{plain}\n  handler:\n    type: socks5\n    metadata:\n      sniffing: true\n  listener:\n    type: tcp\n- name: service-1\n  addr: 127.0.0.1:{guarded}\n  bypass: blocked\n  handler:\n    type: socks5\n    metadata:\n      sniffing: true\n  listener:\n    type: tcp\nbypasses:\n- {{name: blocked, matchers: ['*.blocked.test']}}\nlog:\n  level: debug\n"
+        ),
+    );
+    let g = Gost::start(&["-C", &cfg]);
+    for port in [plain, guarded] {
+        g.wait_tcp(port);
+        for _ in 0..2 {
+            let (ok, body) = curl_body(&[
+                "-k",
+                "-x",
+                &format!("socks5://127.0.0.1:{port}"),
+                &format!("https://127.0.0.1:{origin}/"),
+            ]);
+            assert!(ok && body.contains("hello-gost"), "{body}\n{}", g.log());
+        }
+    }
+    let log = g.log();
+    for line in log.lines() {
+        assert!(
+            !line.contains(" WARN ") && !line.contains(" ERROR "),
+            "{line}\n{log}"
+        );
+    }
+}

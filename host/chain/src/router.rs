@@ -12,7 +12,7 @@ use tokio::net::UdpSocket;
 use crate::connector::upstream::Upstream;
 
 use crate::chain::build::ChainBuildError;
-use crate::chain::{route, Chain, Chainer, Node};
+use crate::chain::{route, Chain, Chainer, Route};
 use crate::connector::udp_tun::UdpTunnel;
 use gost_core::bypass::{BypassError, BypassGroup};
 use gost_core::config::{Config, ServiceConfig};
@@ -61,15 +61,15 @@ impl Default for Router {
 pub enum DialError {
     /// The service's bypass matched the target: a policy refusal, which
     /// GOST answers "forbidden" and does not count as an error.
-    #[error("dial {network} {addr}: refused by the service's bypass")]
+    #[error("dial {network} {}: refused by the service's bypass", gost_core::escape::esc(.addr))]
     Bypassed { network: &'static str, addr: String },
-    #[error("dial {network} {addr}: {source}")]
+    #[error("dial {network} {}: {source}", gost_core::escape::esc(.addr))]
     Io {
         network: &'static str,
         addr: String,
         source: io::Error,
     },
-    #[error("dial {network} {addr}: timed out after {timeout:?}")]
+    #[error("dial {network} {}: timed out after {timeout:?}", gost_core::escape::esc(.addr))]
     Timeout {
         network: &'static str,
         addr: String,
@@ -156,7 +156,7 @@ impl Router {
             match tokio::time::timeout(self.dial_timeout, work).await {
                 Ok(Ok(s)) => return Ok(s),
                 Ok(Err(source)) => {
-                    tracing::debug!(addr, attempt, error = %source, "dial failed");
+                    tracing::debug!(addr = %gost_core::escape::esc(addr), attempt, error = %source, "dial failed");
                     last = Some(DialError::Io {
                         network: "tcp",
                         addr: addr.to_string(),
@@ -164,7 +164,7 @@ impl Router {
                     });
                 }
                 Err(_) => {
-                    tracing::debug!(addr, attempt, "dial timed out");
+                    tracing::debug!(addr = %gost_core::escape::esc(addr), attempt, "dial timed out");
                     last = Some(DialError::Timeout {
                         network: "tcp",
                         addr: addr.to_string(),
@@ -212,7 +212,7 @@ impl Router {
         addr: &str,
         host: &str,
         client: IpAddr,
-    ) -> Option<(Arc<Chain>, Vec<Arc<Node>>)> {
+    ) -> Option<(Arc<Chain>, Route)> {
         let client = client.to_string();
         let hash_key = if self.hash_by_target {
             Some(addr)
@@ -224,16 +224,17 @@ impl Router {
             .as_ref()
             .and_then(|c| c.pick(network, host, hash_key))?;
         let nodes = chain.route(addr, host, hash_key);
-        if nodes.is_empty() {
-            tracing::debug!(chain = %chain.name, addr, "route: direct");
+        if nodes.nodes.is_empty() {
+            tracing::debug!(chain = %chain.name, addr = %gost_core::escape::esc(addr), "route: direct");
             return None;
         }
         if tracing::enabled!(tracing::Level::DEBUG) {
             let path: Vec<String> = nodes
+                .nodes
                 .iter()
                 .map(|n| format!("{}@{}", n.name, n.addr))
                 .collect();
-            tracing::debug!(chain = %chain.name, "route {} > {addr}", path.join(" > "));
+            tracing::debug!(chain = %chain.name, "route {} > {}", path.join(" > "), gost_core::escape::esc(addr));
         }
         Some((chain, nodes))
     }
@@ -330,7 +331,7 @@ fn finish_route<T>(chain: &Chain, addr: &str, r: Result<T, route::RouteError>) -
         Err(e) => {
             chain.marker.mark();
             let e = e.into_io();
-            tracing::warn!(chain = %chain.name, addr, error = %e, "route failed");
+            tracing::warn!(chain = %chain.name, addr = %gost_core::escape::esc(addr), error = %e, "route failed");
             Err(io::Error::new(
                 e.kind(),
                 format!("chain {}: {e}", chain.name),

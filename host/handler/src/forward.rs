@@ -98,6 +98,9 @@ impl ForwardHandler {
                 ..request
             },
         };
+        if self.hop.selector.strategy == Strategy::Parallel {
+            return self.race(ctx, network, &sel, dial).await;
+        }
         let attempts = self.hop.nodes.len().max(1 + self.opts.retries);
         let mut tried: Vec<Arc<Node>> = Vec::new();
         let mut last_err = None;
@@ -121,6 +124,57 @@ impl ForwardHandler {
                     tracing::warn!(service = %ctx.service, node = %node.name, error = %e, "dial failed");
                     last_err = Some(e);
                     tried.push(node);
+                }
+            }
+        }
+        Err(last_err
+            .map(HandlerError::from)
+            .unwrap_or(HandlerError::NoNode))
+    }
+
+    /// The `parallel` strategy: every live node that takes the request is
+    /// dialed at once and the first to connect carries the connection; the
+    /// other dials are dropped, closing what they opened.
+    async fn race<T, F, Fut>(
+        &self,
+        ctx: &ConnContext,
+        network: &str,
+        sel: &SelectContext<'_>,
+        dial: F,
+    ) -> Result<(T, Arc<Node>), HandlerError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, gost_chain::router::DialError>>,
+    {
+        use futures_util::stream::{FuturesUnordered, StreamExt};
+        let candidates: Vec<&Arc<Node>> = self
+            .hop
+            .nodes
+            .iter()
+            .filter(|n| n.matches(&sel.request))
+            .filter(|n| n.network.as_deref().is_none_or(|x| x == network))
+            .collect();
+        let live = self.hop.selector.pool(&candidates);
+        let pool = if live.is_empty() { candidates } else { live };
+        let mut dials: FuturesUnordered<_> = pool
+            .into_iter()
+            .map(|node| {
+                let d = dial(with_default_port(&node.addr));
+                async move { (d.await, node) }
+            })
+            .collect();
+        let mut last_err = None;
+        while let Some((res, node)) = dials.next().await {
+            match res {
+                Ok(c) => {
+                    node.marker.reset();
+                    tracing::debug!(service = %ctx.service, client = %ctx.peer, node = %node.name, dst = %node.addr, network, "forward (parallel)");
+                    return Ok((c, Arc::clone(node)));
+                }
+                Err(e) => {
+                    node.marker.mark();
+                    tracing::warn!(service = %ctx.service, node = %node.name, error = %e, "dial failed");
+                    last_err = Some(e);
                 }
             }
         }
@@ -171,6 +225,17 @@ impl ForwardHandler {
             Some(timeout) => super::sniffing::sniff(client, timeout, self.body_limit).await,
             None => Default::default(),
         };
+        // As GOST's HTTP sniffer: a request whose Host the service's
+        // bypass matches is answered 403 before any node is picked.
+        if sniffed.protocol == "http" && !sniffed.host.is_empty() {
+            if let Err(e) = self.router.check_bypass("tcp", &sniffed.host) {
+                client
+                    .write_all_now(super::http::bare_response(403).as_bytes())
+                    .await?;
+                tracing::debug!(service = %ctx.service, client = %ctx.peer, host = ?sniffed.host, "bypass");
+                return Err(e.into());
+            }
+        }
         let dialed = self
             .dial_for(ctx, "tcp", sniffed.request(), |a| async move {
                 self.router.dial_tcp(&a, ctx.peer.ip()).await
@@ -182,7 +247,7 @@ impl ForwardHandler {
                 client
                     .write_all_now(super::http::bare_response(502).as_bytes())
                     .await?;
-                tracing::warn!(service = %ctx.service, client = %ctx.peer, host = %sniffed.host, path = %sniffed.path, "no node for request");
+                tracing::warn!(service = %ctx.service, client = %ctx.peer, host = %gost_core::escape::esc(&sniffed.host), path = %gost_core::escape::esc(&sniffed.path), "no node for request");
                 return Err(HandlerError::NoNode);
             }
             r => r?,

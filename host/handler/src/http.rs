@@ -258,7 +258,7 @@ impl HttpHandler {
                     return Err(HandlerError::Protocol(e.to_string()));
                 }
             };
-            tracing::debug!(service = %ctx.service, client = %ctx.peer, method = %req.method, target = %req.target, "http request");
+            tracing::debug!(service = %ctx.service, client = %ctx.peer, method = %gost_core::escape::esc(&req.method), target = %gost_core::escape::esc(&req.target), "http request");
             match self.authenticate(&req) {
                 None => {
                     return Box::pin(self.auth_failed(client, &req, ctx))
@@ -266,7 +266,7 @@ impl HttpHandler {
                         .map(|()| None)
                 }
                 Some(Some(user)) => {
-                    tracing::debug!(service = %ctx.service, client = %ctx.peer, user, "authenticated")
+                    tracing::debug!(service = %ctx.service, client = %ctx.peer, user = %gost_core::escape::esc(user), "authenticated")
                 }
                 Some(None) => {}
             }
@@ -514,7 +514,7 @@ impl HttpHandler {
                     return Ok(next);
                 }
                 Exchanged::Stale => {
-                    tracing::debug!(addr = %prepared.addr, "kept origin connection was closed by the origin; dialing again");
+                    tracing::debug!(addr = %gost_core::escape::esc(&prepared.addr), "kept origin connection was closed by the origin; dialing again");
                 }
             }
         }
@@ -1011,7 +1011,7 @@ fn parse_response(buf: &[u8]) -> Result<Option<ResponseHead>, String> {
 }
 
 /// `Basic base64(user:pass)` from `Proxy-Authorization`.
-fn parse_basic(value: &str) -> Option<(String, String)> {
+pub(crate) fn parse_basic(value: &str) -> Option<(String, String)> {
     use base64::Engine;
     let (scheme, token) = value.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
@@ -1197,7 +1197,8 @@ fn prepare_forward(req: &RequestHead, reuse: bool) -> Result<Forward, BadRequest
     let (authority, path) = split_absolute(&req.target).ok_or_else(|| {
         invalid(format!(
             "{} {}: not an absolute http:// URI",
-            req.method, req.target
+            gost_core::escape::esc(&req.method),
+            gost_core::escape::esc(&req.target)
         ))
     })?;
     let authority = authority.rsplit('@').next().unwrap_or(authority);

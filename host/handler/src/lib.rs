@@ -2,6 +2,7 @@
 //! connection, works out the target and relays.
 
 pub mod auto;
+pub mod file;
 pub mod forward;
 pub mod http;
 pub mod relay;

@@ -150,7 +150,7 @@ impl RelayHandler {
             }
         }
         let network = if req.udp { "udp" } else { "tcp" };
-        tracing::debug!(service = %ctx.service, client = %ctx.peer, cmd = req.cmd, dst = %req.addr, network, "relay request");
+        tracing::debug!(service = %ctx.service, client = %ctx.peer, cmd = req.cmd, dst = %gost_core::escape::esc(&req.addr), network, "relay request");
         if let Some(fwd) = &self.forward {
             return self.forward(client, fwd, &ctx, network).await;
         }
@@ -194,7 +194,7 @@ impl RelayHandler {
                 return Err(e.into());
             }
         };
-        tracing::debug!(service = %ctx.service, client = %ctx.peer, dst = %req.addr, network, "relay connect");
+        tracing::debug!(service = %ctx.service, client = %ctx.peer, dst = %gost_core::escape::esc(&req.addr), network, "relay connect");
         self.relay_stream(client, upstream, ctx).await
     }
 

@@ -156,7 +156,9 @@ impl WasmForwardHandler {
             Selection::Address(a) => {
                 Err(self.err(format!("selected address {a:?}, not host:port")))
             }
-            Selection::Reject(why) => Err(self.err(format!("rejected: {why}"))),
+            Selection::Reject(why) => {
+                Err(self.err(format!("rejected: {}", gost_core::escape::esc(why))))
+            }
         }
     }
 
@@ -188,7 +190,7 @@ impl WasmForwardHandler {
                 let upstream = self
                     .dial(&ctx, node, self.router.dial_tcp(&addr, ctx.peer.ip()))
                     .await?;
-                tracing::debug!(service = %ctx.service, client = %ctx.peer, dst = %addr, "forward (wasm)");
+                tracing::debug!(service = %ctx.service, client = %ctx.peer, dst = %gost_core::escape::esc(&addr), "forward (wasm)");
                 let opts = RelayOptions {
                     idle_timeout: self.idle_timeout,
                 };
@@ -199,7 +201,7 @@ impl WasmForwardHandler {
                 let mut upstream = self
                     .dial(&ctx, node, self.router.dial_udp(&addr, ctx.peer.ip()))
                     .await?;
-                tracing::debug!(service = %ctx.service, client = %ctx.peer, dst = %addr, "udp session (wasm)");
+                tracing::debug!(service = %ctx.service, client = %ctx.peer, dst = %gost_core::escape::esc(&addr), "udp session (wasm)");
                 gost_handler::forward::relay_udp(&mut client, &mut upstream, &ctx).await
             }
         }

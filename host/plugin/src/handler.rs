@@ -177,7 +177,11 @@ impl WasmHandler {
 
     /// An error about this plugin's call, with the plugin named.
     fn named(&self, e: impl std::fmt::Display) -> HandlerError {
-        HandlerError::Plugin(format!("plugin {}: {e}", self.spec.name))
+        HandlerError::Plugin(format!(
+            "plugin {}: {}",
+            self.spec.name,
+            gost_core::escape::esc(e)
+        ))
     }
 
     fn plugin_error(&self, store: &Store<PluginState>, e: &wasmtime::Error) -> HandlerError {
@@ -186,7 +190,11 @@ impl WasmHandler {
         } else {
             describe_error(e)
         };
-        HandlerError::Plugin(format!("plugin {}: {what}", self.spec.name))
+        HandlerError::Plugin(format!(
+            "plugin {}: {}",
+            self.spec.name,
+            gost_core::escape::esc(what)
+        ))
     }
 
     async fn serve(&self, conn: Conn, ctx: ConnContext) -> Result<(), HandlerError> {
@@ -256,8 +264,9 @@ impl WasmHandler {
                     Ok(pair) => pair,
                     Err(e) => {
                         return Err(HandlerError::Plugin(format!(
-                            "plugin {}: invalid relay outcome: {e}",
-                            self.spec.name
+                            "plugin {}: invalid relay outcome: {}",
+                            self.spec.name,
+                            gost_core::escape::esc(e)
                         )))
                     }
                 };

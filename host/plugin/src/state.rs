@@ -224,11 +224,21 @@ impl runtime::Host for PluginState {
     fn log(&mut self, level: types::Level, msg: String) -> wasmtime::Result<()> {
         let (plugin, owner) = (&*self.id.plugin, &*self.id.owner);
         match level {
-            types::Level::Trace => tracing::trace!(plugin, service = owner, "{msg}"),
-            types::Level::Debug => tracing::debug!(plugin, service = owner, "{msg}"),
-            types::Level::Info => tracing::info!(plugin, service = owner, "{msg}"),
-            types::Level::Warn => tracing::warn!(plugin, service = owner, "{msg}"),
-            types::Level::Error => tracing::error!(plugin, service = owner, "{msg}"),
+            types::Level::Trace => {
+                tracing::trace!(plugin, service = owner, "{}", gost_core::escape::esc(&msg))
+            }
+            types::Level::Debug => {
+                tracing::debug!(plugin, service = owner, "{}", gost_core::escape::esc(&msg))
+            }
+            types::Level::Info => {
+                tracing::info!(plugin, service = owner, "{}", gost_core::escape::esc(&msg))
+            }
+            types::Level::Warn => {
+                tracing::warn!(plugin, service = owner, "{}", gost_core::escape::esc(&msg))
+            }
+            types::Level::Error => {
+                tracing::error!(plugin, service = owner, "{}", gost_core::escape::esc(&msg))
+            }
         }
         Ok(())
     }

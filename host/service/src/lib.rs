@@ -212,6 +212,13 @@ impl Service {
                 }
             };
             delay = Duration::ZERO;
+            let hops = gost_core::dialer::loops::hops(accepted.peer, accepted.local);
+            if hops > gost_core::dialer::loops::MAX_HOPS {
+                if let Some(n) = gost_core::repeat::check((&*self.name, "loop")) {
+                    tracing::warn!(service = %self.name, client = %accepted.peer, hops, repeated = n, "loop: connection dialed by this gost through too many of its own services, refused");
+                }
+                continue;
+            }
             let active = self.handler.get();
             if let Some(adm) = &active.admission {
                 if !adm.admit(accepted.peer.ip()) {
@@ -278,7 +285,12 @@ impl Service {
                             // GOST counts any other failed transport
                             // handshake as a server error of the service.
                             Err(e) => {
-                                tracing::error!(service = %service, client = %peer, error = %e, "transport");
+                                let msg = e.to_string();
+                                match gost_core::repeat::check((&*service, "transport", &msg)) {
+                                    Some(0) => tracing::error!(service = %service, client = %peer, error = %msg, "transport"),
+                                    Some(n) => tracing::error!(service = %service, client = %peer, error = %msg, repeated = n, "transport"),
+                                    None => {}
+                                }
                                 if let Some(s) = &stats {
                                     s.add_error();
                                 }
@@ -289,7 +301,7 @@ impl Service {
                     (_, conn) => conn,
                 };
                 let result = tokio::select! {
-                    r = handler.handle(conn, ctx) => r,
+                    r = gost_core::dialer::loops::scope(hops, handler.handle(conn, ctx)) => r,
                     _ = cancel.cancelled() => return,
                 };
                 if let Some(h) = duration {
@@ -297,7 +309,12 @@ impl Service {
                 }
                 if let Err(e) = result {
                     if e.is_server_error() {
-                        tracing::error!(service = %service, client = %peer, error = %e, "handler");
+                        let msg = e.to_string();
+                        match gost_core::repeat::check((&*service, "handler", &msg)) {
+                            Some(0) => tracing::error!(service = %service, client = %peer, error = %msg, "handler"),
+                            Some(n) => tracing::error!(service = %service, client = %peer, error = %msg, repeated = n, "handler"),
+                            None => {}
+                        }
                         if let Some(s) = &stats {
                             s.add_error();
                         }

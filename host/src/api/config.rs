@@ -1,8 +1,7 @@
 //! The whole document: `GET /config`, `POST /config` (save to a file) and
 //! `POST /config/reload`.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
@@ -10,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::error::{ApiError, SAVE_FAILED};
-use super::{ok, ApiState};
+use super::{ok, save_path, ApiState};
 use gost_core::config::Config;
 
 #[derive(Debug, Deserialize)]
@@ -44,7 +43,13 @@ pub struct SaveQuery {
 pub async fn save(State(st): State<ApiState>, Query(q): Query<SaveQuery>) -> Response {
     let format = q.format.as_deref().map(str::to_ascii_lowercase);
     let path = match q.path.filter(|p| !p.is_empty()) {
-        Some(p) => PathBuf::from(p),
+        Some(p) if st.save_path_anywhere => PathBuf::from(p),
+        Some(p) => match save_path::inside_config_dir(st.app.config_file(), &p) {
+            Ok(p) => p,
+            Err(msg) => {
+                return ApiError::new(StatusCode::FORBIDDEN, SAVE_FAILED, msg).into_response()
+            }
+        },
         None => match st.app.config_file() {
             Some(p) => p.clone(),
             None if format.as_deref() == Some("json") => PathBuf::from("gost.json"),
@@ -61,8 +66,8 @@ pub async fn save(State(st): State<ApiState>, Query(q): Query<SaveQuery>) -> Res
     let cfg: Config = st.app.config();
     let text = if json { cfg.to_json() } else { cfg.to_yaml() };
     let result = text.map_err(|e| format!("save config: {e}")).and_then(|t| {
-        write_atomically(&path, t.as_bytes())
-            .map_err(|e| format!("save config to {}: {e}", path.display()))
+        gost_core::config::save::write_config_file(&path, t.as_bytes())
+            .map_err(|e| format!("save config: {e}"))
     });
     match result {
         Ok(()) => {
@@ -87,60 +92,5 @@ pub async fn reload(State(st): State<ApiState>) -> Response {
             tracing::error!(error = %e, "config reload through the API failed, keeping the running config");
             ApiError::invalid(e.to_string()).into_response()
         }
-    }
-}
-
-/// A crash or a full disk mid-write must not leave a truncated config:
-/// write a temporary file beside the target, flush it to disk, then
-/// rename it over the target in one step.
-pub fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    let written = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written?;
-    // The rename itself is durable only once the directory is synced.
-    if let Ok(d) = std::fs::File::open(&dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn atomic_write_replaces_and_leaves_no_temp_file() {
-        let dir = std::env::temp_dir().join(format!("gost-save-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("gost.yaml");
-        std::fs::write(&path, "old").unwrap();
-        write_atomically(&path, b"new").unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
-        let names: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names.len(), 1, "{names:?}");
-        assert!(write_atomically(&dir.join("missing/x.yaml"), b"x").is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

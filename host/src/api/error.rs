@@ -34,6 +34,10 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, INVALID, msg)
     }
 
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
     pub fn unauthorized() -> Self {
         ApiError::new(StatusCode::UNAUTHORIZED, 401, "Unauthorized")
     }

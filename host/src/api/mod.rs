@@ -1,24 +1,28 @@
 //! GOST's web API (go-gost/x `api`): the running configuration under
 //! `<pathPrefix>/config`, read and changed live.
 
+mod browser;
 mod config;
 mod error;
+mod json_errors;
 mod objects;
+mod save_path;
+pub mod server;
 
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
-use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
 use crate::app::App;
 use gost_core::auth::Auther;
 use gost_core::config::{APIConfig, AuthConfig};
 
+pub use browser::beyond_loopback;
 pub use error::ApiError;
 
 /// Who may call: a named auther (looked up live, so changing it through
@@ -67,15 +71,21 @@ pub struct ApiState {
     app: Arc<App>,
     access: Access,
     access_log: bool,
+    browser: browser::BrowserPolicy,
+    save_path_anywhere: bool,
 }
 
 /// Builds the API router for `cfg`, routes mounted under its `pathPrefix`.
 pub fn router(app: Arc<App>, cfg: &APIConfig) -> Router {
+    let access = Access::new(&cfg.auther, cfg.auth.as_ref());
     let state = ApiState {
         app,
-        access: Access::new(&cfg.auther, cfg.auth.as_ref()),
+        browser: browser::BrowserPolicy::new(cfg, !matches!(access, Access::Open)),
+        access,
         access_log: cfg.accesslog,
+        save_path_anywhere: cfg.save_path_anywhere,
     };
+    let cors = state.browser.cors_layer();
     let routes = Router::new()
         .route("/config", get(config::get).post(config::save))
         .route("/config/reload", post(config::reload))
@@ -103,18 +113,10 @@ pub fn router(app: Arc<App>, cfg: &APIConfig) -> Router {
         };
         Router::new().nest(&prefix, routes)
     };
-    app.layer(
-        CorsLayer::new()
-            .allow_origin(AllowOrigin::any())
-            .allow_methods(AllowMethods::list([
-                Method::GET,
-                Method::POST,
-                Method::PUT,
-                Method::DELETE,
-                Method::OPTIONS,
-            ]))
-            .allow_headers(AllowHeaders::any()),
-    )
+    match cors {
+        Some(c) => app.layer(c),
+        None => app,
+    }
 }
 
 /// GOST's success body.
@@ -130,13 +132,15 @@ async fn middleware(
     let start = std::time::Instant::now();
     let method = req.method().clone();
     let uri = req.uri().clone();
-    let resp = if st.access.allows(&st.app, req.headers()) {
-        next.run(req).await
+    let resp = if let Err(e) = st.browser.check(req.method(), req.headers()) {
+        e.into_response()
+    } else if st.access.allows(&st.app, req.headers()) {
+        json_errors::as_json(next.run(req).await).await
     } else {
         unauthorized()
     };
     if st.access_log {
-        tracing::info!(kind = "api", %method, %uri, code = resp.status().as_u16(), duration = ?start.elapsed(), "api request");
+        tracing::info!(kind = "api", %method, uri = %gost_core::escape::esc(&uri), code = resp.status().as_u16(), duration = ?start.elapsed(), "api request");
     }
     resp
 }

@@ -114,7 +114,7 @@ pub async fn create(
                 candidate(doc, &segment, singular)
             })
             .await?;
-        tracing::info!(kind = %singular, name = %name, "created through the API");
+        tracing::info!(kind = %singular, name = %gost_core::escape::esc(&name), "created through the API");
         Ok(())
     }
     .await;
@@ -143,7 +143,7 @@ pub async fn update(
                 candidate(doc, &segment, singular)
             })
             .await?;
-        tracing::info!(kind = %singular, name = %name, "updated through the API");
+        tracing::info!(kind = %singular, name = %gost_core::escape::esc(&name), "updated through the API");
         Ok(())
     }
     .await;
@@ -170,7 +170,7 @@ pub async fn delete(
         .await
         .map_err(ApiError::from);
     if result.is_ok() {
-        tracing::info!(kind = %singular, name = %name, "deleted through the API");
+        tracing::info!(kind = %singular, name = %gost_core::escape::esc(&name), "deleted through the API");
     }
     respond(result)
 }

@@ -162,7 +162,7 @@ fn apply_flags(mut cfg: Config, args: &Args) -> Result<Config, CliError> {
             auth: svc.auth,
             path_prefix: path_prefix.unwrap_or_default(),
             accesslog: accesslog.unwrap_or(false),
-            auther: String::new(),
+            ..APIConfig::default()
         });
     }
     if let Some(addr) = &args.metrics {

@@ -68,7 +68,7 @@ fn open_output(cfg: Option<&LogConfig>) -> Result<Box<dyn Write + Send>, LogErro
     if rotation.is_some() && matches!(output, "" | "stderr" | "stdout" | "none" | "null") {
         return Err(LogError::RotationOutput(output.to_string()));
     }
-    Ok(match output {
+    let out: Box<dyn Write + Send> = match output {
         "" | "stderr" => Box::new(std::io::stderr()),
         "stdout" => Box::new(std::io::stdout()),
         "none" | "null" => Box::new(std::io::sink()),
@@ -97,7 +97,8 @@ fn open_output(cfg: Option<&LogConfig>) -> Result<Box<dyn Write + Send>, LogErro
                 }
             }
         }
-    })
+    };
+    Ok(Box::new(gost_core::escape::LineGuard(out)))
 }
 
 /// Installs the global subscriber. `override_level` comes from `-D`/`-DD`

@@ -19,7 +19,7 @@ pub enum ChainBuildError {
     NotFound { what: &'static str, name: String },
     #[error("{owner}: {source}")]
     Node { owner: String, source: NodeError },
-    #[error("{owner}: selector strategy '{strategy}' is not supported (round, rand, fifo, hash)")]
+    #[error("{owner}: selector strategy '{strategy}' is not supported (round, rand, fifo, hash, parallel)")]
     Strategy { owner: String, strategy: String },
     #[error("{owner}: {msg}")]
     Invalid { owner: String, msg: String },
@@ -278,6 +278,7 @@ hops:
         let Chainer::Chain(c) = ch else { panic!() };
         let names = |host: &str| -> Vec<String> {
             c.route(&format!("{host}:80"), host, None)
+                .nodes
                 .iter()
                 .map(|n| n.name.clone())
                 .collect()
@@ -350,7 +351,7 @@ chains:
         else {
             panic!()
         };
-        let pick = |key: &str| c.route("t:1", "t", Some(key))[0].name.clone();
+        let pick = |key: &str| c.route("t:1", "t", Some(key)).nodes[0].name.clone();
         for key in ["10.0.0.1", "10.0.0.2", "example.com:443"] {
             let first = pick(key);
             assert!((0..5).all(|_| pick(key) == first), "{key}");
@@ -380,11 +381,11 @@ chains:
         };
         c.hops[0].nodes[0].marker.mark();
         for _ in 0..4 {
-            assert_eq!(c.route("t:1", "t", None)[0].name, "b");
+            assert_eq!(c.route("t:1", "t", None).nodes[0].name, "b");
         }
         // Every node failed: the hop still yields one (last resort).
         c.hops[0].nodes[1].marker.mark();
-        assert_eq!(c.route("t:1", "t", None).len(), 1);
+        assert_eq!(c.route("t:1", "t", None).nodes.len(), 1);
     }
 
     #[test]

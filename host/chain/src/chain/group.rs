@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::probe::Probe;
-use super::selector::{Selectable, Selector};
+use super::selector::{Selectable, Selector, Strategy};
 use super::{Hop, Marker, Node, SelectContext};
 use gost_core::routing::{Matcher, Request};
 
@@ -38,17 +38,38 @@ impl Chain {
     /// One node from each hop, in order, for a connection to `addr`
     /// (`host:port`). The route stops at the first hop that has no node for
     /// it (GOST truncates it the same way), so an empty route means "dial
-    /// directly".
-    pub fn route(&self, addr: &str, host: &str, hash_key: Option<&str>) -> Vec<Arc<Node>> {
-        let mut nodes = Vec::with_capacity(self.hops.len());
-        for hop in &self.hops {
+    /// directly". A first hop with the `parallel` strategy puts the nodes
+    /// it races in the route.
+    pub fn route(&self, addr: &str, host: &str, hash_key: Option<&str>) -> Route {
+        let mut route = Route::default();
+        for (i, hop) in self.hops.iter().enumerate() {
+            if i == 0 && hop.selector.strategy == Strategy::Parallel {
+                route.race = hop.race_for(addr, host);
+                match route.race.first() {
+                    Some(n) => route.nodes.push(Arc::clone(n)),
+                    None => break,
+                }
+                continue;
+            }
             match hop.select_for(addr, host, hash_key) {
-                Some(n) => nodes.push(n),
+                Some(n) => route.nodes.push(n),
                 None => break,
             }
         }
-        nodes
+        if route.race.len() < 2 {
+            route.race.clear();
+        }
+        route
     }
+}
+
+/// One connection's way through a chain: a node per hop. When the first
+/// hop races its nodes, `race` holds them (two or more) and the one that
+/// connects first stands in for `nodes[0]`.
+#[derive(Debug, Default)]
+pub struct Route {
+    pub nodes: Vec<Arc<Node>>,
+    pub race: Vec<Arc<Node>>,
 }
 
 /// What a service dials through: one chain, or a group of them.
@@ -151,7 +172,6 @@ impl Chainer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::Strategy;
 
     fn entry(name: &str, rule: &str) -> Arc<GroupEntry> {
         Arc::new(GroupEntry::new(

@@ -12,7 +12,7 @@ pub mod probe;
 pub mod route;
 pub mod selector;
 
-pub use group::{Chain, Chainer, GroupEntry};
+pub use group::{Chain, Chainer, GroupEntry, Route};
 pub use node::{Marker, Node};
 pub use selector::{Selector, Strategy};
 
@@ -102,6 +102,38 @@ impl Hop {
     /// resort, so a hop is never skipped just because its nodes were down a
     /// moment ago. `None` ends the route before this hop.
     pub fn select_for(&self, addr: &str, host: &str, hash_key: Option<&str>) -> Option<Arc<Node>> {
+        let ctx = SelectContext {
+            hash_key,
+            request: tcp_request(host),
+        };
+        let loaded = self.file.as_ref().map(|f| f.nodes()).unwrap_or_default();
+        let candidates = self.eligible(addr, &ctx.request, &loaded)?;
+        self.by_priority(&ctx, &candidates)
+            .or_else(|| candidates.first().map(|n| Arc::clone(n)))
+    }
+
+    /// The nodes a `parallel` hop races for a connection to `addr`: the
+    /// live candidates (all of them when none is live, as a last resort),
+    /// empty when the hop's bypass takes the target.
+    pub fn race_for(&self, addr: &str, host: &str) -> Vec<Arc<Node>> {
+        let request = tcp_request(host);
+        let loaded = self.file.as_ref().map(|f| f.nodes()).unwrap_or_default();
+        let Some(candidates) = self.eligible(addr, &request, &loaded) else {
+            return Vec::new();
+        };
+        let pool = self.selector.pool(&candidates);
+        let pool = if pool.is_empty() { candidates } else { pool };
+        pool.into_iter().cloned().collect()
+    }
+
+    /// The hop's nodes (and those from its file) that may carry a
+    /// connection to `addr`; `None` when the hop's bypass takes it.
+    fn eligible<'a>(
+        &'a self,
+        addr: &str,
+        request: &gost_core::routing::Request<'_>,
+        loaded: &'a [Arc<Node>],
+    ) -> Option<Vec<&'a Arc<Node>>> {
         if self
             .bypass
             .as_ref()
@@ -109,24 +141,22 @@ impl Hop {
         {
             return None;
         }
-        let ctx = SelectContext {
-            hash_key,
-            request: gost_core::routing::Request {
-                network: "tcp",
-                host,
-                ..Default::default()
-            },
-        };
-        let loaded = self.file.as_ref().map(|f| f.nodes()).unwrap_or_default();
-        let candidates: Vec<&Arc<Node>> = self
-            .nodes
-            .iter()
-            .chain(loaded.iter())
-            .filter(|n| n.matches(&ctx.request))
-            .filter(|n| !n.bypass.as_ref().is_some_and(|b| b.contains("tcp", addr)))
-            .collect();
-        self.by_priority(&ctx, &candidates)
-            .or_else(|| candidates.first().map(|n| Arc::clone(n)))
+        Some(
+            self.nodes
+                .iter()
+                .chain(loaded.iter())
+                .filter(|n| n.matches(request))
+                .filter(|n| !n.bypass.as_ref().is_some_and(|b| b.contains("tcp", addr)))
+                .collect(),
+        )
+    }
+}
+
+fn tcp_request(host: &str) -> gost_core::routing::Request<'_> {
+    gost_core::routing::Request {
+        network: "tcp",
+        host,
+        ..Default::default()
     }
 }
 

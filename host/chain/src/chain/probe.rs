@@ -112,7 +112,7 @@ impl Probe {
         }
         let host = gost_core::addr::host_of(&self.addr);
         let nodes = chain.route(&self.addr, host, None);
-        let mut up = if nodes.is_empty() {
+        let mut up = if nodes.nodes.is_empty() {
             crate::connector::upstream::Upstream::direct(
                 gost_core::dialer::dial_tcp(&self.addr).await?,
             )

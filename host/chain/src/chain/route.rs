@@ -6,7 +6,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::Node;
+use super::{Node, Route};
 use crate::connector::udp_tun::UdpTunnel;
 use crate::connector::upstream::Upstream;
 use crate::connector::ConnectError;
@@ -49,16 +49,15 @@ impl RouteError {
     }
 }
 
-/// Dials `target` through `nodes` (at least one) of the chain named
+/// Dials `target` through a route (at least one node) of the chain named
 /// `chain`. A node that cannot be reached, or whose predecessor could not
 /// reach it, is marked failed; a node that worked is reset. A failure of
 /// the last connector to reach the target itself marks nothing: the target
 /// may be down, not the node. A lazy relay node's response may still be
 /// owed on the stream.
-pub async fn dial(chain: &str, nodes: &[Arc<Node>], target: &str) -> Result<Upstream, RouteError> {
-    let mut stream = reach_last_counted(chain, nodes).await?;
-    let last = &nodes[nodes.len() - 1];
-    connect(last, &mut stream, target)
+pub async fn dial(chain: &str, route: &Route, target: &str) -> Result<Upstream, RouteError> {
+    let (mut stream, last) = reach_last_counted(chain, route).await?;
+    connect(&last, &mut stream, target)
         .await
         .map_err(|source| RouteError::Connect {
             node: last.name.clone(),
@@ -69,17 +68,16 @@ pub async fn dial(chain: &str, nodes: &[Arc<Node>], target: &str) -> Result<Upst
     Ok(stream)
 }
 
-/// A UDP tunnel through `nodes` (at least one) of the chain named `chain`
-/// from the last node to `target`, or to any target when `None` (GOST's
-/// route `Dial` with network `udp`): the nodes are reached as for TCP,
-/// then the last node's connector asks for the tunnel.
+/// A UDP tunnel through a route (at least one node) of the chain named
+/// `chain` from the last node to `target`, or to any target when `None`
+/// (GOST's route `Dial` with network `udp`): the nodes are reached as for
+/// TCP, then the last node's connector asks for the tunnel.
 pub async fn dial_udp(
     chain: &str,
-    nodes: &[Arc<Node>],
+    route: &Route,
     target: Option<&str>,
 ) -> Result<UdpTunnel, RouteError> {
-    let stream = reach_last_counted(chain, nodes).await?;
-    let last = &nodes[nodes.len() - 1];
+    let (stream, last) = reach_last_counted(chain, route).await?;
     let tunnel = match &last.connector {
         Some(c) => c.udp_tunnel(stream, target, &last.addr).await,
         // Forwarder nodes have no connector; they are never in a route.
@@ -97,52 +95,30 @@ pub async fn dial_udp(
 
 /// [`reach_last`] with metrics on: a route that fails before its last
 /// node counts a chain error, labelled as GOST does with the first node.
-async fn reach_last_counted(chain: &str, nodes: &[Arc<Node>]) -> Result<Upstream, RouteError> {
-    let first = &nodes[0];
-    let series = gost_core::metrics::chain_node(&first.metrics, chain, &first.name);
-    let reached = reach_last(nodes, series).await;
-    if let (Err(_), Some(s)) = (&reached, series) {
-        s.add_error();
+async fn reach_last_counted(
+    chain: &str,
+    route: &Route,
+) -> Result<(Upstream, Arc<Node>), RouteError> {
+    let reached = reach_last(chain, route).await;
+    if reached.is_err() {
+        let first = &route.nodes[0];
+        if let Some(s) = gost_core::metrics::chain_node(&first.metrics, chain, &first.name) {
+            s.add_error();
+        }
     }
     reached
 }
 
 /// A stream to the last node, every node before it having connected to
-/// the next (GOST's `chainRoute.connect`).
-async fn reach_last(
-    nodes: &[Arc<Node>],
-    series: Option<&gost_core::metrics::NodeSeries>,
-) -> Result<Upstream, RouteError> {
-    let first = &nodes[0];
-    let dialed = async {
-        let addr = node_addr(first).await?;
-        let start = Instant::now();
-        let s = match &first.dialer {
-            None => Stream::from(gost_core::dialer::dial_tcp(&addr).await?),
-            Some(d) => {
-                let s = d.dial(&addr).await?;
-                d.handshake(s, &first.addr).await?
-            }
-        };
-        if let Some(m) = series {
-            m.observe_connect(start.elapsed());
-        }
-        Ok::<_, io::Error>(s)
+/// the next (GOST's `chainRoute.connect`), and that last node.
+async fn reach_last(chain: &str, route: &Route) -> Result<(Upstream, Arc<Node>), RouteError> {
+    let (mut stream, mut prev) = if route.race.is_empty() {
+        let first = &route.nodes[0];
+        (dial_first(chain, first).await?, Arc::clone(first))
+    } else {
+        race(chain, &route.race).await?
     };
-    let mut stream = match dialed.await {
-        Ok(s) => Upstream::direct(s),
-        Err(source) => {
-            first.marker.mark();
-            return Err(RouteError::Dial {
-                node: first.name.clone(),
-                addr: first.addr.clone(),
-                source,
-            });
-        }
-    };
-    first.marker.reset();
-    for pair in nodes.windows(2) {
-        let (prev, next) = (&pair[0], &pair[1]);
+    for next in &route.nodes[1..] {
         let next_addr = match node_addr(next).await {
             Ok(a) => a,
             Err(source) => {
@@ -154,7 +130,7 @@ async fn reach_last(
                 });
             }
         };
-        if let Err(source) = connect(prev, &mut stream, &next_addr).await {
+        if let Err(source) = connect(&prev, &mut stream, &next_addr).await {
             next.marker.mark();
             return Err(RouteError::Connect {
                 node: prev.name.clone(),
@@ -177,8 +153,62 @@ async fn reach_last(
             }
         }
         next.marker.reset();
+        prev = Arc::clone(next);
     }
-    Ok(stream)
+    Ok((stream, prev))
+}
+
+/// The first node's connection: its dialer (or plain TCP) and its
+/// transport's handshake, marking the node by the outcome.
+async fn dial_first(chain: &str, first: &Node) -> Result<Upstream, RouteError> {
+    let dialed = async {
+        let addr = node_addr(first).await?;
+        let start = Instant::now();
+        let s = match &first.dialer {
+            None => Stream::from(gost_core::dialer::dial_tcp(&addr).await?),
+            Some(d) => {
+                let s = d.dial(&addr).await?;
+                d.handshake(s, &first.addr).await?
+            }
+        };
+        if let Some(m) = gost_core::metrics::chain_node(&first.metrics, chain, &first.name) {
+            m.observe_connect(start.elapsed());
+        }
+        Ok::<_, io::Error>(s)
+    };
+    match dialed.await {
+        Ok(s) => {
+            first.marker.reset();
+            Ok(Upstream::direct(s))
+        }
+        Err(source) => {
+            first.marker.mark();
+            Err(RouteError::Dial {
+                node: first.name.clone(),
+                addr: first.addr.clone(),
+                source,
+            })
+        }
+    }
+}
+
+/// The `parallel` strategy: every node dialed at once, the first to
+/// connect kept; the others' dials are dropped (closing what they opened).
+/// All failing gives the last failure.
+async fn race(chain: &str, nodes: &[Arc<Node>]) -> Result<(Upstream, Arc<Node>), RouteError> {
+    use futures_util::stream::{FuturesUnordered, StreamExt};
+    let mut dials: FuturesUnordered<_> = nodes
+        .iter()
+        .map(|n| async move { (dial_first(chain, n).await, n) })
+        .collect();
+    let mut last_err = None;
+    while let Some((res, node)) = dials.next().await {
+        match res {
+            Ok(s) => return Ok((s, Arc::clone(node))),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(last_err.expect("a race has two or more nodes"))
 }
 
 /// The node's address after its hosts and resolver.

@@ -1,5 +1,5 @@
-//! Node selection strategies: round, rand, fifo, hash, with GOST's fail
-//! and backup filters applied first.
+//! Node selection strategies: round, rand, fifo, hash and parallel, with
+//! GOST's fail and backup filters applied first.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -37,6 +37,10 @@ pub enum Strategy {
     Rand,
     Fifo,
     Hash,
+    /// Dial every candidate at once and keep the first that connects
+    /// (the first hop of a chain, and forwarder nodes); where only one node
+    /// can be used it picks like `fifo`.
+    Parallel,
 }
 
 impl Strategy {
@@ -47,6 +51,7 @@ impl Strategy {
             "rand" | "random" => Some(Strategy::Rand),
             "fifo" | "ha" => Some(Strategy::Fifo),
             "hash" => Some(Strategy::Hash),
+            "parallel" => Some(Strategy::Parallel),
             _ => None,
         }
     }
@@ -92,6 +97,27 @@ impl Selector {
         ctx: &SelectContext<'_>,
         nodes: &[&'a Arc<T>],
     ) -> Option<&'a Arc<T>> {
+        let pool = self.pool(nodes);
+        if pool.is_empty() {
+            return None;
+        }
+        let idx = match self.strategy {
+            Strategy::Round => {
+                (self.counter.fetch_add(1, Ordering::Relaxed) % pool.len() as u64) as usize
+            }
+            Strategy::Fifo | Strategy::Parallel => 0,
+            Strategy::Rand => weighted_random(&pool),
+            Strategy::Hash => match ctx.hash_key {
+                Some(key) => (crc32(key.as_bytes()) as u64 % pool.len() as u64) as usize,
+                None => rand::rng().random_range(0..pool.len()),
+            },
+        };
+        Some(pool[idx])
+    }
+
+    /// The candidates a strategy chooses among: the live ones, and backups
+    /// only when no primary is left. `parallel` races all of them.
+    pub fn pool<'a, T: Selectable>(&self, nodes: &[&'a Arc<T>]) -> Vec<&'a Arc<T>> {
         // Fail filter: like GOST, a single candidate is never filtered, so a
         // one-node forwarder keeps trying its only target.
         let healthy: Vec<&'a Arc<T>> = if nodes.len() <= 1 {
@@ -105,26 +131,11 @@ impl Selector {
         };
         // Backup filter: backups only when no primary is left.
         let primaries: Vec<&'a Arc<T>> = healthy.iter().copied().filter(|n| !n.backup()).collect();
-        let pool = if primaries.is_empty() {
+        if primaries.is_empty() {
             healthy
         } else {
             primaries
-        };
-        if pool.is_empty() {
-            return None;
         }
-        let idx = match self.strategy {
-            Strategy::Round => {
-                (self.counter.fetch_add(1, Ordering::Relaxed) % pool.len() as u64) as usize
-            }
-            Strategy::Fifo => 0,
-            Strategy::Rand => weighted_random(&pool),
-            Strategy::Hash => match ctx.hash_key {
-                Some(key) => (crc32(key.as_bytes()) as u64 % pool.len() as u64) as usize,
-                None => rand::rng().random_range(0..pool.len()),
-            },
-        };
-        Some(pool[idx])
     }
 }
 

@@ -3,7 +3,6 @@
 //! with a fork of the same API is a one-file change.
 
 use std::fmt;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::{Config, ConfigError};
@@ -106,6 +105,7 @@ impl Config {
 
     /// `origin` names the document in errors (a file path, `<stdin>`).
     pub fn parse(text: &str, format: Format, origin: &str) -> Result<Loaded, ConfigError> {
+        super::limits::check(text, origin)?;
         let mut unknown_keys = Vec::new();
         let record = |path: serde_ignored::Path| unknown_keys.push(dotted(&path));
         let config = match format {
@@ -136,10 +136,11 @@ impl Config {
     pub fn load(path: impl AsRef<Path>) -> Result<Loaded, ConfigError> {
         let path = path.as_ref();
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let file = std::fs::File::open(path).map_err(|source| ConfigError::Read {
             origin: origin.clone(),
             source,
         })?;
+        let text = super::limits::read_capped(file, &origin)?;
         Config::parse(&text, Format::from_path(path), &origin)
     }
 
@@ -147,13 +148,7 @@ impl Config {
     pub fn load_source(arg: &str) -> Result<Loaded, ConfigError> {
         match Source::classify(arg) {
             Source::Stdin => {
-                let mut text = String::new();
-                std::io::stdin()
-                    .read_to_string(&mut text)
-                    .map_err(|source| ConfigError::Read {
-                        origin: "<stdin>".into(),
-                        source,
-                    })?;
+                let text = super::limits::read_capped(std::io::stdin(), "<stdin>")?;
                 // GOST peeks at the first byte: `{` means JSON.
                 let format = if text.trim_start().starts_with('{') {
                     Format::Json

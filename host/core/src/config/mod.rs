@@ -7,7 +7,10 @@
 //! objects from [`Config::validate`] instead.
 
 mod duration;
+pub mod limits;
 mod load;
+pub mod save;
+mod self_loop;
 mod types;
 mod validate;
 

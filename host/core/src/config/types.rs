@@ -105,6 +105,28 @@ pub struct APIConfig {
     pub auth: Option<AuthConfig>,
     #[serde(skip_serializing_if = "is_default")]
     pub auther: String,
+    /// gost-rs: origins a browser may call the API from (`*`: any, as GOST).
+    #[serde(skip_serializing_if = "is_default")]
+    pub cors: Vec<String>,
+    /// gost-rs: `Host` names an API without auth answers besides loopback
+    /// and IP addresses (`*`: any, as GOST).
+    #[serde(skip_serializing_if = "is_default")]
+    pub hosts: Vec<String>,
+    /// gost-rs: let `POST /config?path=` write outside the config's
+    /// directory, as GOST does.
+    #[serde(
+        rename = "savePathAnywhere",
+        alias = "savepathanywhere",
+        skip_serializing_if = "is_default"
+    )]
+    pub save_path_anywhere: bool,
+    /// gost-rs: accept writes whose body is not `application/json`, as GOST.
+    #[serde(
+        rename = "anyContentType",
+        alias = "anycontenttype",
+        skip_serializing_if = "is_default"
+    )]
+    pub any_content_type: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

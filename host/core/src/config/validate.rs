@@ -43,6 +43,11 @@ const PATH_LISTENERS: &[&str] = &["unix", "runix", "serial"];
 /// Listeners that run without a listen address.
 const ADDRLESS_LISTENERS: &[&str] = &["stdio", "tun", "tap", "tungo"];
 
+/// Whether a service with this listener binds its `addr` as `host:port`.
+fn listens_on_addr(listener: &str) -> bool {
+    !PATH_LISTENERS.contains(&listener) && !ADDRLESS_LISTENERS.contains(&listener)
+}
+
 /// Go's `net.SplitHostPort` (see [`crate::addr`]), with its error as text.
 pub fn split_host_port(addr: &str) -> Result<(&str, &str), String> {
     crate::addr::split_host_port(addr).map_err(|e| e.to_string())
@@ -253,8 +258,7 @@ impl Config {
                 if !ADDRLESS_LISTENERS.contains(&listener) && !PATH_LISTENERS.contains(&listener) {
                     c.errors.push(format!("{owner}: addr is required"));
                 }
-            } else if !PATH_LISTENERS.contains(&listener) && !ADDRLESS_LISTENERS.contains(&listener)
-            {
+            } else if listens_on_addr(listener) {
                 if let Err(why) = check_host_port(&svc.addr) {
                     c.errors
                         .push(format!("{owner}: addr \"{}\": {why}", svc.addr));
@@ -311,6 +315,19 @@ impl Config {
                     let node_owner = format!("{owner}: forwarder node \"{}\"", n.name);
                     c.reference(&node_owner, "bypass", &n.bypass, |c| &c.bypasses);
                     c.references(&node_owner, "bypasses", &n.bypasses, |c| &c.bypasses);
+                    // A reverse listener's addr is bound on the far end of
+                    // its chain: a node of the same address is on this host.
+                    let reverse = matches!(listener, "rtcp" | "rudp")
+                        || svc.listener.as_ref().is_some_and(|l| !l.chain.is_empty());
+                    if listens_on_addr(listener)
+                        && !reverse
+                        && super::self_loop::is_own_address(&svc.addr, &n.addr)
+                    {
+                        c.errors.push(format!(
+                            "{node_owner}: addr \"{}\" is the service's own address; forwarding there would loop",
+                            n.addr
+                        ));
+                    }
                 }
             }
         }

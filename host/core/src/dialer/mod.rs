@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpStream;
 
+pub mod loops;
+
 /// Opens a TCP connection to `addr` (`host:port`), with Nagle off as GOST
 /// sets it, since proxy handshakes are small writes that wait for replies.
 /// Each resolved address is tried in turn, as `TcpStream::connect` does.
@@ -48,7 +50,10 @@ async fn connect(a: SocketAddr) -> io::Result<TcpStream> {
     }
     match stream.take_error()? {
         Some(e) => Err(e),
-        None => Ok(stream),
+        None => {
+            loops::record(stream.local_addr()?, a);
+            Ok(stream)
+        }
     }
 }
 

@@ -289,10 +289,12 @@ impl Granted {
             let res = relay::relay(self.client, self.upstream, ctx, &opts).await;
             let target = &self.target;
             match &res {
-                Ok(t) => tracing::debug!(service = %ctx.service, client = %ctx.peer, dst = %target,
-                    input = t.input + early, output = t.output, duration = ?start.elapsed(), "socks relay done"),
+                Ok(t) => {
+                    tracing::debug!(service = %ctx.service, client = %ctx.peer, dst = %gost_core::escape::esc(&target),
+                    input = t.input + early, output = t.output, duration = ?start.elapsed(), "socks relay done")
+                }
                 Err(e) => {
-                    tracing::debug!(service = %ctx.service, client = %ctx.peer, dst = %target, error = %e, "socks relay ended")
+                    tracing::debug!(service = %ctx.service, client = %ctx.peer, dst = %gost_core::escape::esc(&target), error = %e, "socks relay ended")
                 }
             }
             res.map(|_| ()).map_err(Into::into)

@@ -206,13 +206,13 @@ impl Targets {
         if let Some(b) = &self.bypass {
             let dst = target.to_string();
             if b.contains("udp", &dst) {
-                tracing::debug!(dst, "udp: datagram to a bypassed target dropped");
+                tracing::debug!(dst = %gost_core::escape::esc(&dst), "udp: datagram to a bypassed target dropped");
                 return;
             }
         }
         if let Some(t) = &mut self.tunnel {
             if let Err(e) = t.send_to(payload, &target.to_string()).await {
-                tracing::debug!(dst = %target, error = %e, "socks5 udp: send through the chain");
+                tracing::debug!(dst = %gost_core::escape::esc(&target), error = %e, "socks5 udp: send through the chain");
             }
             return;
         }
@@ -221,7 +221,7 @@ impl Targets {
             TargetAddr::Domain(host, port) => match self.resolve(&host, port).await {
                 Some(a) => a,
                 None => {
-                    tracing::debug!(host, "socks5 udp: cannot resolve target");
+                    tracing::debug!(host = %gost_core::escape::esc(&host), "socks5 udp: cannot resolve target");
                     return;
                 }
             },
@@ -234,7 +234,7 @@ impl Targets {
             }
         };
         if let Err(e) = sock.send_to(payload, dst).await {
-            tracing::debug!(dst = %dst, error = %e, "socks5 udp: send to target");
+            tracing::debug!(dst = %gost_core::escape::esc(&dst), error = %e, "socks5 udp: send to target");
         }
     }
 

@@ -95,7 +95,7 @@ impl Socks4Handler {
             Ok(r) => r,
             Err(e) => return finish_silent(Err(e)).map(|()| None),
         };
-        tracing::debug!(service = %ctx.service, client = %ctx.peer, cmd = req.cmd, dst = %req.target, user = %req.user_id, "socks4 request");
+        tracing::debug!(service = %ctx.service, client = %ctx.peer, cmd = req.cmd, dst = %gost_core::escape::esc(&req.target), user = %gost_core::escape::esc(&req.user_id), "socks4 request");
         if let Some(auther) = &self.auther {
             if auther.authenticate(&req.user_id, "").is_none() {
                 let _ = hs.write(&reply(REJECTED_USERID, None)).await;

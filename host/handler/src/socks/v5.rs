@@ -152,7 +152,7 @@ impl Socks5Handler {
                 return finish_silent(Err(e)).map(|()| None);
             }
         };
-        tracing::debug!(service = %ctx.service, client = %ctx.peer, cmd = req.cmd, dst = %req.target, user = user.as_deref().unwrap_or(""), "socks5 request");
+        tracing::debug!(service = %ctx.service, client = %ctx.peer, cmd = req.cmd, dst = %gost_core::escape::esc(&req.target), user = user.as_deref().unwrap_or(""), "socks5 request");
         // The rare commands' state is boxed: inline, it would size every
         // CONNECT's handshake.
         match req.cmd {

@@ -12,6 +12,8 @@ pub struct TcpListen {
     inner: TcpListener,
     addr: SocketAddr,
     upgrade: Option<Arc<dyn crate::Upgrade>>,
+    /// Tells the loop check this port is ours while the listener lives.
+    _port: gost_core::dialer::loops::Listening,
 }
 
 impl TcpListen {
@@ -26,6 +28,7 @@ impl TcpListen {
             inner,
             addr,
             upgrade: None,
+            _port: gost_core::dialer::loops::listening(addr.port()),
         })
     }
 
