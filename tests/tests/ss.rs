@@ -490,8 +490,10 @@ fn probes_replays_wrong_passwords_and_truncated_chunks_get_no_answer() {
             );
             thread::sleep(Duration::from_millis(100));
         }
+        // Logged (the logger folds an error repeated word for word within
+        // 10 s, so the count is totalErrs above, not the log's lines).
         let log = s.log();
-        assert!(log.matches("bad first packet").count() >= 7, "{log}");
+        assert!(log.contains("bad first packet"), "{log}");
         assert!(
             !log.contains("hello from the target"),
             "client bytes in the log"
