@@ -551,6 +551,36 @@ fn build_socks5(cfg: &ServiceConfig, deps: HandlerDeps) -> Result<Socks5Handler,
     Ok(Socks5Handler::new(deps.router, deps.auther, opts))
 }
 
+/// A Shadowsocks handler's cipher: `handler.auth` gives the method
+/// (username) and password, which `ss://method:password@` on `-L` fills;
+/// `users` metadata the 2022 identity users.
+#[cfg(feature = "ss")]
+fn ss_cipher(
+    cfg: &ServiceConfig,
+    kind: &'static str,
+) -> Result<gost_chain::ss::Cipher, BuildError> {
+    let empty = gost_core::metadata::Metadata::default();
+    let h = cfg.handler.as_ref();
+    let md = h.map(|h| &h.metadata).unwrap_or(&empty);
+    let auth = h
+        .and_then(|h| h.auth.as_ref())
+        .map(|a| (a.username.as_str(), a.password.as_str()));
+    let cipher =
+        gost_chain::ss::Cipher::server(kind, auth, md).map_err(|e| svc_err(cfg, e.to_string()))?;
+    if md.contains_key("hash") {
+        return Err(svc_err(
+            cfg,
+            format!("{kind}: metadata \"hash\" (node selection by target host) is not supported"),
+        ));
+    }
+    // GOST v2's `key` (the raw key instead of the password) is parsed and
+    // then ignored by GOST v3; say so rather than ignore it silently too.
+    if md.contains_key("key") {
+        tracing::warn!(service = %cfg.name, handler = kind, "metadata \"key\" ignored, as GOST v3 does: the key comes from the password");
+    }
+    Ok(cipher)
+}
+
 /// With a forwarder, relay sends every request to the forwarder's nodes.
 fn build_relay(
     root: &Config,
@@ -914,6 +944,40 @@ fn register(r: &mut Kinds) {
         },
         build: |root, cfg, deps| Ok(Arc::new(build_relay(root, cfg, deps)?)),
         summary: "GOST's relay protocol, TCP and UDP, with a forwarder or not",
+    });
+    #[cfg(feature = "ss")]
+    r.add_handler(HandlerKind {
+        names: &["ss"],
+        caps: HandlerCaps::default(),
+        build: |_, cfg, deps| {
+            let opts = handler_options(cfg, gost_handler::ss::SsOptions::from_metadata)?;
+            let cipher = ss_cipher(cfg, "ss")?;
+            Ok(Arc::new(gost_handler::ss::SsHandler::new(
+                deps.router,
+                cipher,
+                opts,
+            )))
+        },
+        summary: "Shadowsocks TCP: AEAD and 2022 ciphers, 2022 `users`; replays and probes get no answer",
+    });
+    #[cfg(feature = "ss")]
+    r.add_handler(HandlerKind {
+        names: &["ssu"],
+        caps: HandlerCaps {
+            udp: true,
+            ..Default::default()
+        },
+        build: |_, cfg, deps| {
+            let opts = handler_options(cfg, gost_handler::ssu::SsuOptions::from_metadata)?;
+            let cipher = ss_cipher(cfg, "ssu")?;
+            Ok(Arc::new(gost_handler::ssu::SsuHandler::new(
+                deps.router,
+                cipher,
+                opts,
+            )))
+        },
+        summary:
+            "Shadowsocks UDP on a `udp` listener, or GOST's UDP-over-TCP in a Shadowsocks stream",
     });
     r.add_handler(HandlerKind {
         names: &["wasm"],

@@ -8,3 +8,5 @@ pub mod connector;
 pub mod registry;
 pub mod relay;
 pub mod router;
+#[cfg(feature = "ss")]
+pub mod ss;

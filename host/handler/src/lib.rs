@@ -8,6 +8,10 @@ pub mod http;
 pub mod relay;
 pub mod sniffing;
 pub mod socks;
+#[cfg(feature = "ss")]
+pub mod ss;
+#[cfg(feature = "ss")]
+pub mod ssu;
 pub mod stream;
 
 use std::future::Future;

@@ -8,6 +8,8 @@ pub mod http;
 pub mod relay;
 pub mod socks4;
 pub mod socks5;
+#[cfg(feature = "ss")]
+pub mod ss;
 pub mod udp_tun;
 pub mod upstream;
 
@@ -73,6 +75,9 @@ pub enum ConnectorBuildError {
     Unsupported(String),
     #[error("connector metadata: {0}")]
     Metadata(#[from] MetadataError),
+    /// Settings the connector cannot work with (a cipher it lacks).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Username and password a connector presents to its node.
@@ -360,6 +365,8 @@ pub fn register(r: &mut Connectors) {
         build: |_, _| Ok(Box::new(ForwardConnector)),
         summary: "none: the node is the destination",
     });
+    #[cfg(feature = "ss")]
+    ss::register(r);
 }
 
 #[cfg(test)]

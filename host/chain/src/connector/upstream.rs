@@ -62,6 +62,18 @@ impl Upstream {
         }
     }
 
+    /// Puts a protocol layer over the stream, for a connector whose
+    /// protocol transforms every byte after its handshake (ss encrypts):
+    /// the layer gets the lazy stream, so a response still owed by an
+    /// earlier node is read before the layer's first byte.
+    #[cfg(feature = "ss")]
+    pub(crate) fn wrap(&mut self, layer: impl FnOnce(Stream) -> Stream) {
+        // Stands in for the stream while it is moved into the layer.
+        let gone = Stream::boxed(tokio::io::empty(), Default::default());
+        let up = std::mem::replace(self, Upstream::direct(gone));
+        *self = Upstream::direct(layer(up.into_lazy_stream()));
+    }
+
     /// The socket and the relay response still to be read off it first.
     pub fn into_parts(self) -> (Stream, Option<LazyResponse>) {
         (self.stream, self.response)

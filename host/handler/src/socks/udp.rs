@@ -113,7 +113,7 @@ pub(super) async fn associate(
 }
 
 /// Receives on a target-side socket that may not exist yet.
-pub(super) async fn recv_from(
+pub(crate) async fn recv_from(
     sock: Option<&UdpSocket>,
     buf: &mut [u8],
 ) -> io::Result<(usize, SocketAddr)> {
@@ -124,7 +124,7 @@ pub(super) async fn recv_from(
 }
 
 /// Receives from the chain's tunnel, if datagrams go through one.
-pub(super) async fn recv_tunnel(
+pub(crate) async fn recv_tunnel(
     tunnel: Option<&mut UdpTunnel>,
     buf: &mut [u8],
 ) -> io::Result<(usize, SocketAddr)> {
@@ -151,9 +151,9 @@ struct Association<'a> {
 /// first use; or, when the service has a chain, the tunnel from its last
 /// node, which every datagram takes.
 pub(crate) struct Targets {
-    pub(super) v4: Option<UdpSocket>,
-    pub(super) v6: Option<UdpSocket>,
-    pub(super) tunnel: Option<UdpTunnel>,
+    pub(crate) v4: Option<UdpSocket>,
+    pub(crate) v6: Option<UdpSocket>,
+    pub(crate) tunnel: Option<UdpTunnel>,
     resolve_timeout: Duration,
     /// The service's bypass: datagrams to targets it matches are dropped,
     /// as GOST's UDP relay does.
@@ -181,7 +181,7 @@ impl Targets {
 
     /// Targets reached the way `router` goes: through its chain when it
     /// routes datagrams through one, directly otherwise.
-    pub(super) async fn through(router: &Router, client: IpAddr) -> Result<Self, DialError> {
+    pub(crate) async fn through(router: &Router, client: IpAddr) -> Result<Self, DialError> {
         let mut t = Targets::direct(router);
         t.tunnel = router.dial_udp_association(client).await?;
         Ok(t)
@@ -202,7 +202,7 @@ impl Targets {
 
     /// Sends a payload to a target. Failures drop the datagram, as a lost
     /// datagram would be.
-    pub(super) async fn send(&mut self, target: TargetAddr, payload: &[u8]) {
+    pub(crate) async fn send(&mut self, target: TargetAddr, payload: &[u8]) {
         if let Some(b) = &self.bypass {
             let dst = target.to_string();
             if b.contains("udp", &dst) {
