@@ -391,9 +391,9 @@ fn bad_requests_get_gost_errors_and_change_nothing() {
     let msg = refused(api, "POST", "/config/services", Some(svc), 40001);
     assert!(msg.contains("missing"), "{msg}");
     let mut svc = forward("x", port, &echo);
-    svc["handler"] = json!({"type": "ss"});
+    svc["handler"] = json!({"type": "tunnel"});
     let msg = refused(api, "POST", "/config/services", Some(svc), 40001);
-    assert!(msg.contains("'ss'"), "{msg}");
+    assert!(msg.contains("'tunnel'"), "{msg}");
     // Unknown fields are ignored, as GOST's decoder does.
     let mut svc = forward("extra", port, &echo);
     svc["whatever"] = json!(1);
