@@ -571,7 +571,7 @@ fn sighup_and_periodic_reload_apply_the_file() {
     // Renamed on the same address: the old one goes, the new one binds.
     std::fs::write(&file, format!("services:\n{}{}", svc("a", a), svc("b2", b))).unwrap();
     g.signal(libc::SIGHUP);
-    g.wait_log("service=b2");
+    g.wait_log("\"service\":\"b2\"");
     Live::open(b).check(b"renamed");
     // A broken file is logged and the running config kept.
     std::fs::write(&file, "services: [{name: x, addr: 'bad'}]\n").unwrap();

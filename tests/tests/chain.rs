@@ -466,7 +466,7 @@ hops:
     let (code, mut conn) = http_connect(pa, echo);
     assert_eq!(code, 200, "{}", a.log());
     assert_echo(&mut conn, b"via b");
-    b.wait_log(&format!("dst={echo}"));
+    b.wait_log(&format!("\"dst\":\"{echo}\""));
 
     dir.write("nodes.json", &nodes(pc, "http"));
     std::thread::sleep(std::time::Duration::from_millis(1100));
@@ -661,7 +661,7 @@ fn udp_forward_through_a_relay_node_with_auth() {
         echo,
         23,
     );
-    b.wait_log("network=\"udp\"");
+    b.wait_log("\"network\":\"udp\"");
 
     // A wrong password: the relay node refuses, nothing comes back.
     let pc = free_udp_port();
@@ -710,7 +710,7 @@ fn socks5_udp_associate_through_a_relay_node_is_a_clear_failure() {
 fn socks5_requests(g: &Gost, target: SocketAddr) -> usize {
     g.log()
         .lines()
-        .filter(|l| l.contains("socks5 request") && l.contains(&format!("dst={target} ")))
+        .filter(|l| l.contains("socks5 request") && l.contains(&format!("\"dst\":\"{target}\"")))
         .count()
 }
 
@@ -807,7 +807,7 @@ fn assert_state_changes_only_for(a: &Gost, chain: &str) {
         .filter(|l| l.contains("probe state changed"))
         .collect();
     assert!(!changes.is_empty(), "{log}");
-    let want = format!("chain=\"{chain}\"");
+    let want = format!("\"chain\":\"{chain}\"");
     assert!(changes.iter().all(|l| l.contains(&want)), "{log}");
 }
 
@@ -853,9 +853,9 @@ fn chain_group_http_and_tcp_probes_dial_through_their_chain() {
     let a = start(&["-C", &cfg], pa);
     a.wait_log("healthy -> failed");
     // Each probe went through its own chain's node.
-    b.wait_log(&format!("dst={down} "));
+    b.wait_log(&format!("\"dst\":\"{down}\""));
     wait_until("a tcp probe through c", || socks5_requests(&c, echo) >= 1);
-    assert!(!c.log().contains(&format!("dst={down} ")));
+    assert!(!c.log().contains(&format!("\"dst\":\"{down}\"")));
     assert_state_changes_only_for(&a, "via-b");
     let before = socks5_requests(&c, echo);
     connect_n_times(pa, echo, 6);

@@ -104,7 +104,10 @@ fn plugin_debug_lines_follow_the_log_level() {
     g.wait_log(&dialed);
     let log = g.log();
     let line = log.lines().find(|l| l.contains(&dialed)).unwrap();
-    assert!(line.contains("DEBUG") && line.contains("socks5"), "{line}");
+    assert!(
+        line.contains("\"level\":\"debug\"") && line.contains("socks5"),
+        "{line}"
+    );
 }
 
 /// A relay outcome asking the host to write to a client whose write side

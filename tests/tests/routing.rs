@@ -69,7 +69,7 @@ fn hop_bypass_sends_matching_targets_direct_and_others_through_the_chain() {
     );
     assert!(works(pa, direct));
     assert!(!works(pa, chained));
-    a.wait_log(&format!("rule=127.0.0.1:{}", direct.port()));
+    a.wait_log(&format!("\"rule\":\"127.0.0.1:{}\"", direct.port()));
 }
 
 #[test]
@@ -113,7 +113,7 @@ bypasses:
     );
     let _a = start(&["-C", &path], pa);
     assert!(works(pa, via_chain));
-    b.wait_log(&format!("dst={via_chain}"));
+    b.wait_log(&format!("\"dst\":\"{via_chain}\""));
     // B refuses `direct` (its service bypass), so reaching it proves the
     // whitelist sent it around the chain.
     assert!(works(pa, direct));
@@ -268,7 +268,7 @@ fn admission_refuses_a_denied_client_address() {
         matches!(c.read(&mut b), Ok(0) | Err(_)),
         "denied client got data"
     );
-    g.wait_log("rule=127.0.0.0/8");
+    g.wait_log("\"rule\":\"127.0.0.0/8\"");
     assert_echo(&mut connect(allowed), b"allowed");
     assert_echo(&mut connect(white), b"whitelisted");
 }
@@ -552,9 +552,9 @@ chains:
     let (code, mut s) = http_connect(pf, &by_name);
     assert_eq!(code, 200);
     assert_echo(&mut s, b"via a");
-    a.wait_log(&format!("dst={by_name}"));
+    a.wait_log(&format!("\"dst\":\"{by_name}\""));
     assert!(works(pf, echo));
-    b.wait_log(&format!("dst={echo}"));
+    b.wait_log(&format!("\"dst\":\"{echo}\""));
     // A target no entry takes is dialed directly.
     let v6 = std::net::TcpListener::bind("[::1]:0").unwrap();
     let v6_addr = v6.local_addr().unwrap();

@@ -475,7 +475,7 @@ fn socks5_sniffing_forwards_tls_without_sni_quietly() {
     let log = g.log();
     for line in log.lines() {
         assert!(
-            !line.contains(" WARN ") && !line.contains(" ERROR "),
+            !line.contains("\"level\":\"warn\"") && !line.contains("\"level\":\"error\""),
             "{line}\n{log}"
         );
     }

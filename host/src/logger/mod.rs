@@ -53,11 +53,12 @@ fn parse_level(level: &str) -> Result<&'static str, LogError> {
     })
 }
 
-/// Whether the format is JSON (else text).
+/// Whether the format is JSON (else text). JSON when none is set, as
+/// GOST: a log pipeline built for GOST keeps working.
 fn parse_format(format: &str) -> Result<bool, LogError> {
     match format {
-        "" | "text" => Ok(false),
-        "json" => Ok(true),
+        "text" => Ok(false),
+        "" | "json" => Ok(true),
         other => Err(LogError::Format(other.to_string())),
     }
 }
@@ -156,5 +157,19 @@ fn rotation_of(r: &gost_core::config::LogRotationConfig) -> Rotation {
             .map(|d| Duration::from_secs(d * 24 * 3600)),
         local_time: r.local_time,
         compress: r.compress,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_is_the_default_format_as_in_gost() {
+        assert!(parse_format("").unwrap());
+        assert!(parse_format("json").unwrap());
+        assert!(!parse_format("text").unwrap());
+        let err = parse_format("xml").unwrap_err().to_string();
+        assert!(err.contains("'xml'"), "{err}");
     }
 }
