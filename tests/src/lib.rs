@@ -5,6 +5,7 @@
 //! ordinary clients would, and a bug in the async host cannot hide behind
 //! the test's own runtime.
 
+pub mod homed;
 pub mod pki;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -7,64 +7,14 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use gost_e2e::homed::{client, logs, start, via_socks5};
 use gost_e2e::pki::Pki;
 use gost_e2e::*;
 
 const BODY: &str = "hello over mux";
-
-/// A gost process with a HOME of its own (GOST's default certificate is
-/// kept under it).
-struct Proc {
-    g: Gost,
-    _home: TempDir,
-}
-
-impl std::ops::Deref for Proc {
-    type Target = Gost;
-    fn deref(&self) -> &Gost {
-        &self.g
-    }
-}
-
-fn start(args: &[&str], ports: &[u16]) -> Proc {
-    let home = TempDir::new("mux-home");
-    let g = Gost::start_with(Command::new(gost_bin()).args(args).env("HOME", &home.0));
-    for &p in ports {
-        g.wait_tcp(p);
-    }
-    Proc { g, _home: home }
-}
-
-/// A gost client: a socks5 service on a fresh port with the `-F` nodes
-/// of `chain`.
-fn client(chain: &[&str]) -> (Proc, u16) {
-    let port = free_port();
-    let listen = format!("socks5://127.0.0.1:{port}");
-    let mut args = vec!["-L", &listen];
-    for node in chain {
-        args.extend(["-F", node]);
-    }
-    (start(&args, &[port]), port)
-}
-
-fn logs(gs: &[&Gost]) -> String {
-    gs.iter()
-        .enumerate()
-        .map(|(i, g)| format!("--- gost #{i} log:\n{}", g.log()))
-        .collect()
-}
-
-fn via_socks5(port: u16, origin: SocketAddr) -> (bool, String) {
-    curl_body(&[
-        "--socks5",
-        &format!("127.0.0.1:{port}"),
-        &format!("http://{origin}/"),
-    ])
-}
 
 fn assert_fetch(what: &str, got: (bool, String), gs: &[&Gost]) {
     assert_eq!(got, (true, BODY.to_string()), "{what}\n{}", logs(gs));

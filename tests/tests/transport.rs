@@ -13,75 +13,11 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use gost_e2e::homed::{client, logs, spawn, start, via_socks5, Proc};
 use gost_e2e::pki::Pki;
 use gost_e2e::*;
 
 const BODY: &str = "hello over tls";
-
-/// A gost process with a HOME of its own, so that GOST's default
-/// certificate (`$HOME/.gost/auto-ca-*.pem`) is neither taken from nor
-/// left in the user's home, nor shared by processes starting at once.
-struct Proc {
-    g: Gost,
-    _home: TempDir,
-}
-
-impl std::ops::Deref for Proc {
-    type Target = Gost;
-    fn deref(&self) -> &Gost {
-        &self.g
-    }
-}
-
-impl std::ops::DerefMut for Proc {
-    fn deref_mut(&mut self) -> &mut Gost {
-        &mut self.g
-    }
-}
-
-fn spawn(args: &[&str]) -> Proc {
-    let home = TempDir::new("tls-home");
-    let g = Gost::start_with(Command::new(gost_bin()).args(args).env("HOME", &home.0));
-    Proc { g, _home: home }
-}
-
-/// Starts gost and waits for each of `ports`.
-fn start(args: &[&str], ports: &[u16]) -> Proc {
-    let g = spawn(args);
-    for &p in ports {
-        g.wait_tcp(p);
-    }
-    g
-}
-
-/// A gost client: a socks5 service on a fresh port with the `-F` nodes
-/// of `chain`; returns it and its port.
-fn client(chain: &[&str]) -> (Proc, u16) {
-    let port = free_port();
-    let listen = format!("socks5://127.0.0.1:{port}");
-    let mut args = vec!["-L", &listen];
-    for node in chain {
-        args.extend(["-F", node]);
-    }
-    (start(&args, &[port]), port)
-}
-
-/// The logs of `gs`, for failure messages.
-fn logs(gs: &[&Gost]) -> String {
-    gs.iter()
-        .enumerate()
-        .map(|(i, g)| format!("--- gost #{i} log:\n{}", g.log()))
-        .collect()
-}
-
-/// curl through the socks5 proxy on `port` to `origin`.
-fn via_socks5(port: u16, origin: SocketAddr) -> (bool, String) {
-    curl_body(&[
-        "--socks5",
-        &format!("127.0.0.1:{port}"),
-        &format!("http://{origin}/"),
-    ])
-}
 
 fn assert_fetch(what: &str, got: (bool, String), gs: &[&Gost]) {
     assert_eq!(got, (true, BODY.to_string()), "{what}\n{}", logs(gs));
