@@ -9,6 +9,7 @@
 mod duration;
 pub mod limits;
 mod load;
+mod ports;
 pub mod save;
 mod self_loop;
 mod types;
@@ -19,7 +20,7 @@ pub use load::{default_search_paths, Format, Loaded, Source};
 pub use types::*;
 pub use validate::{Kind, DEFAULT_CONNECTOR, DEFAULT_DIALER, DEFAULT_HANDLER, DEFAULT_LISTENER};
 
-pub use validate::{check_host_port, parse_port_range, split_host_port};
+pub use ports::{check_host_port, parse_port_range, split_host_port};
 
 /// The first remote rule source a bypass, admission, hosts or limiter
 /// config names (`redis`, `http` or a `plugin`): gost-rs reads rules only

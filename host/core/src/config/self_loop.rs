@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use super::validate::{parse_port_range, split_host_port};
+use super::ports::{parse_port_range, split_host_port};
 
 /// Loopback names and addresses count as one host: `localhost` may
 /// resolve to either family.
