@@ -15,7 +15,7 @@ use std::io;
 
 /// Whether `c` must not reach a log as it is: controls (C0, DEL, C1),
 /// the line and paragraph separators, and bidirectional formatting marks.
-fn is_unsafe(c: char) -> bool {
+pub fn is_unsafe(c: char) -> bool {
     c.is_control()
         || matches!(
             c,

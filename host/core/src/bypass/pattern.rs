@@ -139,7 +139,8 @@ impl PatternSet {
 
 /// A shell-style wildcard as GOST's glob library reads it: `*` (any run),
 /// `?` (one character), `[abc]`, `[a-z]`, `[!abc]`, and `{a,b}`
-/// alternatives (expanded into one glob each).
+/// alternatives (expanded into one glob each, at most
+/// [`MAX_EXPANSIONS`]).
 #[derive(Debug, Clone)]
 pub struct Glob(Vec<Tok>);
 
@@ -154,8 +155,20 @@ enum Tok {
     },
 }
 
+/// How many globs one pattern's `{a,b}` groups may expand to. Groups
+/// multiply (`{a,b}{c,d}` is four), so a short pattern could otherwise
+/// ask for more memory than the machine has; fuzzing found a 250-byte
+/// one that did.
+pub const MAX_EXPANSIONS: usize = 1024;
+
 impl Glob {
     pub fn parse(pattern: &str) -> Result<Vec<Glob>, String> {
+        let count = expansions(pattern);
+        if count > MAX_EXPANSIONS {
+            return Err(format!(
+                "invalid wildcard {pattern:?}: its {{}} alternatives expand to more than {MAX_EXPANSIONS} patterns"
+            ));
+        }
         expand_braces(pattern)?
             .iter()
             .map(|p| Glob::parse_one(p))
@@ -238,6 +251,22 @@ fn one(tok: &Tok, c: char) -> bool {
         Tok::Class { negate, ranges } => ranges.iter().any(|(a, b)| *a <= c && c <= *b) != *negate,
         Tok::Any => false,
     }
+}
+
+/// How many patterns `p`'s brace groups expand to (saturating), counted
+/// without expanding them; malformed groups count as one, for
+/// [`expand_braces`] to refuse.
+fn expansions(p: &str) -> usize {
+    let mut count: usize = 1;
+    let mut rest = p;
+    while let Some(open) = rest.find('{') {
+        let Some(close) = rest[open..].find('}').map(|i| open + i) else {
+            break;
+        };
+        count = count.saturating_mul(rest[open + 1..close].split(',').count());
+        rest = &rest[close + 1..];
+    }
+    count
 }
 
 /// `a{b,c}d` -> `abd`, `acd`; nested braces are refused.
@@ -337,6 +366,19 @@ mod tests {
         let many = set(&["*a*a*a*a*a*a*a*a*a*a*b"]);
         assert!(hit(&many, &format!("{}:1", "a".repeat(200))).is_none());
         assert!(hit(&many, &format!("{}b:1", "a".repeat(200))).is_some());
+    }
+
+    /// Brace groups multiply; past the cap the pattern is refused by name
+    /// instead of expanded (fuzzing found a short one that ran out of
+    /// memory).
+    #[test]
+    fn brace_expansion_is_capped() {
+        let groups = |n: usize| "{a,b}".repeat(n) + ".test";
+        assert_eq!(Glob::parse(&groups(10)).unwrap().len(), 1024);
+        let e = Glob::parse(&groups(11)).unwrap_err();
+        assert!(e.contains("more than 1024 patterns"), "{e}");
+        let e = Glob::parse(&"{a,b,c,d,e,f,g,h,i,j}".repeat(40)).unwrap_err();
+        assert!(e.contains("more than 1024"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,196 @@
+//! One function per fuzz target, each fed bytes a client, a peer or a
+//! user controls. Besides "no panic, no hang", each checks what must hold
+//! of its parser (a decoded frame encodes back to the same bytes; a body
+//! decoder never claims more bytes than it was given; an escaped value
+//! has no control bytes), so a fuzzer finds wrong answers too.
+//!
+//! The cargo-fuzz binaries in `libfuzzer/` call these with libFuzzer's
+//! inputs (nightly, `fuzz/run.sh`); `tests/corpus.rs` replays the saved
+//! corpus and a bounded number of its mutations on stable, in CI.
+
+mod handlers;
+
+pub use handlers::{handlers, sniffing};
+
+use gost_proto::{http1, relay, smux, socks};
+
+/// Every target by name, as the corpus folders are named.
+pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+    ("socks_udp", socks_udp),
+    ("relay_features", relay_features),
+    ("smux_frames", smux_frames),
+    ("http1_body", http1_body),
+    ("client_hello", client_hello),
+    ("config", config),
+    ("cli", cli),
+    ("values", values),
+    ("escape", escape),
+    ("handlers", handlers),
+    ("sniffing", sniffing),
+];
+
+/// SOCKS5 UDP headers and UDP-over-TCP frames: a parsed address writes
+/// out as bytes that read back as the same address (a domain that is an
+/// IP literal, or an IPv4-mapped IPv6 address, is written in its plain
+/// form once, and from then on unchanged).
+pub fn socks_udp(data: &[u8]) {
+    fn put(addr: &socks::TargetAddr) -> Vec<u8> {
+        let mut out = vec![0, 0, 0];
+        match addr {
+            socks::TargetAddr::Ip(sa) => socks::put_addr(&mut out, *sa),
+            socks::TargetAddr::Domain(host, port) => socks::put_host(&mut out, host, *port),
+        }
+        out
+    }
+    if let Some((addr, end)) = socks::parse_header(data) {
+        assert!(end <= data.len());
+        let once = put(&addr);
+        let (again, _) = socks::parse_header(&once).expect("our own header parses");
+        assert_eq!(put(&again), once, "{addr} does not re-encode stably");
+    }
+    let mut rest = data;
+    while let Ok(Some((_, start, end))) = socks::next_frame(rest) {
+        assert!(start <= end && end <= rest.len() && end > 0);
+        rest = &rest[end..];
+    }
+}
+
+/// A relay request's `TYPE LEN DATA` features and address features.
+pub fn relay_features(data: &[u8]) {
+    let mut rest = data;
+    while let Some((kind, body, next)) = relay::split_feature(rest) {
+        let mut out = Vec::new();
+        relay::put_feature(&mut out, kind, body);
+        assert_eq!(out, rest[..rest.len() - next.len()]);
+        let _ = relay::parse_addr(body);
+        rest = next;
+    }
+}
+
+/// smux frames of either version: each decoded frame encodes back to its
+/// own bytes, and the decoder never reads past what it was given.
+pub fn smux_frames(data: &[u8]) {
+    let Some((&version, mut rest)) = data.split_first() else {
+        return;
+    };
+    while let Ok(Some((frame, used))) = smux::decode(rest, version) {
+        assert!(used <= rest.len() && used >= smux::HEADER_LEN);
+        let mut out = Vec::new();
+        smux::encode(frame, version, &mut out);
+        assert_eq!(out, rest[..used], "{frame:?}");
+        rest = &rest[used..];
+    }
+}
+
+/// An HTTP/1.x body under each framing, cut into the pieces the second
+/// byte chooses: counting (`advance`) and decoding agree, and a decoder
+/// never takes more than it is given or yields more payload than it took.
+pub fn http1_body(data: &[u8]) {
+    let [kind, cut, body @ ..] = data else {
+        return;
+    };
+    let framing = match kind % 3 {
+        0 => http1::Framing::Length(u64::from(*cut) * 7),
+        1 => http1::Framing::Chunked,
+        _ => http1::Framing::UntilClose,
+    };
+    let piece = usize::from(*cut).max(1);
+    let mut counting = http1::Decoder::new(framing);
+    let mut decoding = http1::Decoder::new(framing);
+    let mut payload = Vec::new();
+    let mut rest = body;
+    while !rest.is_empty() {
+        let chunk = &rest[..piece.min(rest.len())];
+        let counted = counting.advance(chunk);
+        let before = payload.len();
+        let decoded = decoding.decode(chunk, &mut payload);
+        assert_eq!(counted, decoded, "advance and decode disagree");
+        let Ok(used) = decoded else {
+            return;
+        };
+        assert!(used <= chunk.len());
+        assert!(payload.len() - before <= used);
+        if used < chunk.len() && (decoding.done() || used == 0) {
+            return;
+        }
+        rest = &rest[used..];
+    }
+}
+
+/// A ClientHello's SNI, as sniffing and the forwarder plugins read it.
+pub fn client_hello(data: &[u8]) {
+    if let Some(name) = gost_handler::sniffing::server_name(data) {
+        assert!(name.len() < data.len());
+    }
+}
+
+/// A config file, YAML or JSON by the first byte, through the checks
+/// that start-up and `POST /config` run.
+pub fn config(data: &[u8]) {
+    let Some((&kind, text)) = data.split_first() else {
+        return;
+    };
+    let Ok(text) = std::str::from_utf8(text) else {
+        return;
+    };
+    let loaded = if kind % 2 == 0 {
+        gost_core::config::Config::from_yaml_str(text)
+    } else {
+        gost_core::config::Config::from_json_str(text)
+    };
+    if let Ok(loaded) = loaded {
+        let _ = gost::factory::check(&loaded.config);
+    }
+}
+
+/// A command line, arguments separated by NUL bytes: parsed, turned into
+/// a config and checked, as `gost -L ... -F ...` is.
+pub fn cli(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let args: Vec<String> = text.split('\0').map(str::to_owned).collect();
+    if let Ok(parsed) = gost::cli::parse_args(&args) {
+        if let Ok(config) = gost::cli::build_config(&parsed) {
+            let _ = gost::factory::check(&config);
+        }
+    }
+}
+
+/// The small text values of config and metadata: durations, port
+/// ranges, host:port, routing rules, bypass globs, sizes, booleans.
+pub fn values(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let _ = gost_core::config::Duration::parse(text);
+    if let Ok((lo, hi)) = gost_core::config::parse_port_range(text) {
+        assert!(lo <= hi);
+    }
+    let _ = gost_core::addr::split_host_port(text);
+    let _ = gost_core::addr::host_and_port(text);
+    let _ = gost_core::routing::rule::parse(text);
+    let _ = gost_core::bypass::pattern::Glob::parse(text);
+    let _ = gost_core::limiter::traffic::parse_size(text);
+    let _ = gost_core::metadata::parse_go_bool(text);
+}
+
+/// Whatever a client sends, its escaped form has no control or
+/// bidirectional characters, so it cannot forge a log line, drive a
+/// terminal or read differently than it is; the log writer's last guard
+/// holds the same over a whole line.
+pub fn escape(data: &[u8]) {
+    use gost_core::escape::{esc, esc_bytes, is_unsafe, LineGuard};
+    use std::io::Write;
+    let shown = esc_bytes(data).to_string();
+    assert!(!shown.chars().any(is_unsafe), "{shown:?}");
+    if let Ok(text) = std::str::from_utf8(data) {
+        let shown = esc(text).to_string();
+        assert!(!shown.chars().any(is_unsafe), "{shown:?}");
+    }
+    let mut line = Vec::new();
+    LineGuard(&mut line).write_all(data).unwrap();
+    let body = line.strip_suffix(b"\n").unwrap_or(&line);
+    let body = String::from_utf8(body.to_vec()).expect("the guard writes UTF-8");
+    assert!(!body.chars().any(is_unsafe), "{body:?}");
+}
