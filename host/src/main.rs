@@ -93,6 +93,10 @@ async fn run(args: &[String]) -> anyhow::Result<ExitCode> {
     for w in &warnings {
         tracing::warn!("{w}");
     }
+    match gost_core::nofile::raise() {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit to its hard limit"),
+    }
     let api_cfg = config.api.clone().filter(|a| !a.addr.is_empty());
     let metrics_cfg = config.metrics.clone().filter(|m| !m.addr.is_empty());
     if let Some(a) = api_cfg.as_ref().filter(|a| {

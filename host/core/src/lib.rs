@@ -16,6 +16,7 @@ pub mod hosts;
 pub mod limiter;
 pub mod metadata;
 pub mod metrics;
+pub mod nofile;
 pub mod repeat;
 pub mod resolver;
 pub mod routing;

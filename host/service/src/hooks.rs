@@ -59,16 +59,14 @@ pub async fn run(service: &str, phase: &'static str, cmds: &[String]) -> Result<
                     phase,
                     cmd: cmd.to_string(),
                 })?;
-        let status = tokio::process::Command::new(&words[0])
-            .args(&words[1..])
-            .stdin(Stdio::null())
-            .status()
-            .await
-            .map_err(|source| HookError::Spawn {
-                phase,
-                cmd: cmd.to_string(),
-                source,
-            })?;
+        let mut command = tokio::process::Command::new(&words[0]);
+        command.args(&words[1..]).stdin(Stdio::null());
+        gost_core::nofile::restore_for_child(&mut command);
+        let status = command.status().await.map_err(|source| HookError::Spawn {
+            phase,
+            cmd: cmd.to_string(),
+            source,
+        })?;
         if !status.success() {
             return Err(HookError::Exit {
                 phase,
