@@ -17,7 +17,7 @@ use gost_core::limiter::conn::ConnPermit;
 use gost_core::stream::Stream;
 use gost_handler::Handler;
 use gost_transport::listener::{Accepted, Conn};
-use gost_transport::Upgrade;
+use gost_transport::{Next, Upgrade};
 
 pub(super) struct Sessions {
     pub name: Arc<str>,
@@ -64,11 +64,17 @@ impl Sessions {
         let mut streams = 0u64;
         loop {
             let next = tokio::select! {
-                s = session.accept() => s,
+                s = session.next() => s,
                 _ = self.cancel.cancelled() => return,
             };
-            let Some(stream) = next else {
-                break;
+            let stream = match next {
+                Next::Stream(s) => s,
+                Next::Refused(reason) => {
+                    tracing::warn!(service = %self.name, client = %peer, reason, "stream refused");
+                    self.add_error();
+                    continue;
+                }
+                Next::End => break,
             };
             streams += 1;
             self.spawn_stream(stream, peer, accepted.local);

@@ -6,6 +6,8 @@
 //! [`register`]. Each transport beyond plain TCP is a cargo feature
 //! (`ws` brings `tls` along, for `wss`; `mux` brings `ws`).
 
+#[cfg(feature = "h2")]
+pub mod h2;
 pub mod kinds;
 pub mod listener;
 #[cfg(feature = "mux")]
@@ -31,6 +33,8 @@ pub fn register(t: &mut kinds::Transports) {
     ws::register(t);
     #[cfg(feature = "mux")]
     mux::register(t);
+    #[cfg(feature = "h2")]
+    h2::register(t);
 }
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -60,9 +64,29 @@ pub trait Streams: Send {
     /// The next stream the peer opened; `None` once the session ended.
     fn accept(&mut self) -> BoxFuture<'_, Option<Stream>>;
 
+    /// The next stream, or a request the transport refused (an HTTP/2
+    /// request for the wrong path), which the service counts as an error
+    /// and logs once; a transport that refuses nothing has `accept`.
+    fn next(&mut self) -> BoxFuture<'_, Next> {
+        Box::pin(async move {
+            match self.accept().await {
+                Some(s) => Next::Stream(s),
+                None => Next::End,
+            }
+        })
+    }
+
     /// Why the session ended, once it has, and whether that was the
     /// peer's fault or a broken connection rather than an orderly close.
     fn end(&self) -> Option<(String, bool)>;
+}
+
+/// What a session gave next.
+pub enum Next {
+    Stream(Stream),
+    /// A request refused, and why (client values escaped).
+    Refused(String),
+    End,
 }
 
 /// Transports stacked in order, each over the previous one's stream
