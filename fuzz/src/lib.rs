@@ -14,8 +14,11 @@ pub use handlers::{handlers, sniffing};
 
 use gost_proto::{http1, relay, smux, socks};
 
+/// A fuzz target: bytes in, a panic for anything that must not happen.
+pub type Target = fn(&[u8]);
+
 /// Every target by name, as the corpus folders are named.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("socks_udp", socks_udp),
     ("relay_features", relay_features),
     ("smux_frames", smux_frames),
