@@ -314,6 +314,9 @@ fn unbuildable_objects(cfg: &Config) -> Vec<String> {
 pub(crate) struct Parts {
     pub(crate) pipeline: Pipeline,
     hooks: Hooks,
+    /// `shutdownGracePeriod`: how long live connections may finish after
+    /// a stop (GOST has no such key and closes them at once).
+    grace: std::time::Duration,
     enable_stats: bool,
     /// Reports to the service's `observer`; it belongs to the running
     /// service, so a change to it restarts the service (see `apply`).
@@ -323,7 +326,8 @@ pub(crate) struct Parts {
 impl Parts {
     pub(crate) fn into_service(self, name: &str, listener: Box<dyn Listener>) -> Service {
         let status = Arc::new(Status::new(name, self.enable_stats));
-        let service = Service::new(name, status, listener, self.pipeline, self.hooks);
+        let service =
+            Service::new(name, status, listener, self.pipeline, self.hooks).with_grace(self.grace);
         match self.observer {
             Some(r) => service.with_observer(r),
             None => service,
@@ -413,6 +417,10 @@ pub(crate) fn build_parts(root: &Config, cfg: &ServiceConfig) -> Result<Parts, B
         .map_err(|e| md_err(cfg, "metadata", e))?
         .unwrap_or(false);
     let hooks = Hooks::from_metadata(md).map_err(|e| md_err(cfg, "metadata", e))?;
+    let grace = md
+        .get_duration("shutdownGracePeriod")
+        .map_err(|e| md_err(cfg, "metadata", e))?
+        .unwrap_or(gost_service::DEFAULT_GRACE);
     let router = gost_chain::router::build(root, cfg, registry())
         .map_err(|e| svc_err(cfg, e.to_string()))?;
     let admission = gost_core::admission::group(root, &cfg.admission, &cfg.admissions)
@@ -459,6 +467,7 @@ pub(crate) fn build_parts(root: &Config, cfg: &ServiceConfig) -> Result<Parts, B
             limiters,
         },
         hooks,
+        grace,
         enable_stats,
         observer: build_observer(root, cfg)?,
     })
