@@ -116,18 +116,28 @@ fn a_stalled_upstream_is_closed_on_both_sides_by_the_idle_timeout() {
     let upstream = l.local_addr().unwrap();
     let (closed_tx, closed_rx) = std::sync::mpsc::channel();
     thread::spawn(move || {
-        let (mut c, _) = l.accept().unwrap();
-        // Reads what comes, answers nothing, and reports when gost closes.
-        let mut buf = [0u8; 1024];
-        let start = Instant::now();
-        c.set_read_timeout(Some(TIMEOUT)).unwrap();
-        loop {
-            match c.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => continue,
-            }
+        for c in l.incoming() {
+            let Ok(mut c) = c else { break };
+            let closed_tx = closed_tx.clone();
+            // Reads what comes, answers nothing, and reports when gost
+            // closes a connection that carried data (not the start-up
+            // probe's).
+            thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                let start = Instant::now();
+                let mut got = 0;
+                c.set_read_timeout(Some(TIMEOUT)).unwrap();
+                loop {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got += n,
+                    }
+                }
+                if got > 0 {
+                    let _ = closed_tx.send(start.elapsed());
+                }
+            });
         }
-        let _ = closed_tx.send(start.elapsed());
     });
     let (_g, port) = forward(upstream, "idleTimeout=1s");
     let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
