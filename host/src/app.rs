@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::factory::{
-    bind_listener, build_parts, build_service, build_sink, check, named_auther, unsupported,
-    warn_unused_forwarder, Parts,
+    bind_listener, build_parts, build_service, build_sink, check, check_service, named_auther,
+    unsupported, warn_unused_forwarder, Parts,
 };
 use gost_core::auth::Auther;
 use gost_core::config::{AutherConfig, Config, ServiceConfig};
@@ -25,7 +25,9 @@ pub use crate::factory::BuildError;
 /// The running program: the effective config and the running services,
 /// which the web API reads and changes.
 pub struct App {
-    config: RwLock<Config>,
+    /// Shared with a change being built off the async workers; replaced
+    /// (or, for a one-service change, edited in place) when it commits.
+    config: RwLock<Arc<Config>>,
     services: Mutex<HashMap<String, Running>>,
     /// Serializes changes: each one diffs against the config the previous
     /// one left.
@@ -97,6 +99,11 @@ impl App {
 
     /// The config as configured, without live status.
     pub fn config(&self) -> Config {
+        Config::clone(&self.config.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The config as it is now, without copying it.
+    fn snapshot(&self) -> Arc<Config> {
         self.config
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -115,9 +122,7 @@ impl App {
     /// the API applies to the next request, as GOST's registry lookups do.
     pub fn auther(&self, name: &str) -> Option<Arc<dyn Auther>> {
         let cfg = self
-            .config
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .snapshot()
             .authers
             .iter()
             .find(|a| a.name == name)
@@ -181,25 +186,90 @@ impl App {
         for svc in &mut new.services {
             svc.status = None;
         }
-        check(&new).map_err(|errs| ApplyError::Invalid(errs.join("; ")))?;
-        let old = self.config();
-        let (old_v, new_v) = (to_value(&old), to_value(&new));
-        let fixed: Vec<&str> = STARTUP_SECTIONS
-            .iter()
-            .copied()
-            .filter(|k| old_v.get(k) != new_v.get(k))
-            .collect();
-        if !fixed.is_empty() {
-            return Err(ApplyError::Invalid(format!(
-                "changing the {} section{} at run time is not supported yet: restart gost",
-                fixed.join(", "),
-                if fixed.len() > 1 { "s" } else { "" }
-            )));
-        }
-        let plan = Plan::new(&old, &new, &old_v, &new_v)?;
-        let loggers =
-            crate::logger::prepare(&new).map_err(|e| ApplyError::Invalid(e.to_string()))?;
+        let old = self.snapshot();
+        let new = Arc::new(new);
+        let (plan, loggers) = off_workers({
+            let (old, new) = (old.clone(), new.clone());
+            move || prepare_config(&old, &new)
+        })
+        .await?;
+        self.commit(plan, &new, &old, Some(loggers)).await?;
+        drop(old);
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = new;
+        Ok(())
+    }
 
+    /// Creates, replaces or deletes the service `name` (`next` is `None`
+    /// to delete), at the cost of that one service: only it is checked
+    /// (against the objects it refers to) and built, off the async
+    /// workers, and the config is edited in place. `exists` refuses the
+    /// change given whether the service exists now (a duplicate create, an
+    /// update or delete of a missing service). A change that touches the
+    /// per-service loggers, which are routed as a whole, takes the path of
+    /// a whole-config change.
+    pub async fn change_service(
+        &self,
+        name: &str,
+        mut next: Option<ServiceConfig>,
+        exists: impl FnOnce(bool) -> Result<(), ApplyError>,
+    ) -> Result<(), ApplyError> {
+        let _writer = self.writer.lock().await;
+        let root = self.snapshot();
+        let index = root.services.iter().position(|s| s.name == name);
+        exists(index.is_some())?;
+        if let Some(n) = &mut next {
+            n.status = None;
+        }
+        let prev = index.map(|i| root.services[i].clone());
+        let logs = |s: &Option<ServiceConfig>| {
+            s.as_ref()
+                .is_some_and(|s| !s.logger.is_empty() || !s.loggers.is_empty())
+        };
+        if logs(&prev) || logs(&next) {
+            let mut new = Config::clone(&root);
+            drop(root);
+            match (index, next) {
+                (Some(i), Some(n)) => new.services[i] = n,
+                (Some(i), None) => drop(new.services.remove(i)),
+                (None, Some(n)) => new.services.push(n),
+                (None, None) => {}
+            }
+            return self.apply_locked(new).await;
+        }
+        if prev == next {
+            return Ok(());
+        }
+        let plan = off_workers({
+            let (root, prev, next) = (root.clone(), prev.clone(), next.clone());
+            move || Plan::for_service(&root, prev.as_ref(), next.as_ref())
+        })
+        .await?;
+        self.commit(plan, &root, &root, None).await?;
+        drop(root);
+        let mut guard = self.config.write().unwrap_or_else(|p| p.into_inner());
+        // Nothing else holds the config now (readers copy it under the
+        // lock), so this edits it without a copy.
+        let cfg = Arc::make_mut(&mut guard);
+        match (index, next) {
+            (Some(i), Some(n)) => cfg.services[i] = n,
+            (Some(i), None) => drop(cfg.services.remove(i)),
+            (None, Some(n)) => cfg.services.push(n),
+            (None, None) => {}
+        }
+        Ok(())
+    }
+
+    /// Runs a planned change: stops what goes away, binds the addresses
+    /// those held, then swaps in new pipelines and sinks and starts new
+    /// services. `root` is the config the new objects come from; if a bind
+    /// fails, the stopped services restart on `old`.
+    async fn commit(
+        &self,
+        plan: Plan,
+        root: &Config,
+        old: &Config,
+        loggers: Option<crate::logger::ServiceLoggers>,
+    ) -> Result<(), ApplyError> {
         // Everything that could be built and bound is; what is left are the
         // addresses that services going away (or restarting) still hold.
         for name in &plan.stops {
@@ -209,13 +279,13 @@ impl App {
         for start in plan.starts {
             let listener = match start.listener {
                 Some(l) => l,
-                None => match bind_listener(&new, start.cfg) {
+                None => match bind_listener(root, &start.cfg) {
                     Ok(l) => l,
                     Err(e) => {
                         // New listeners must go before the old services
                         // bind their addresses again.
                         drop(ready);
-                        self.restore(&old, &plan.stops);
+                        self.restore(old, &plan.stops);
                         tracing::error!(error = %e, "change not applied: every service runs on its previous config");
                         return Err(apply_err(e));
                     }
@@ -226,7 +296,9 @@ impl App {
 
         // Lines of restarted and new services go to their loggers from the
         // first one on.
-        loggers.install();
+        if let Some(loggers) = loggers {
+            loggers.install();
+        }
         {
             let services = lock(&self.services);
             for (name, pipeline) in plan.swaps {
@@ -242,15 +314,9 @@ impl App {
                 }
             }
         }
-        // Plugins are loaded from files the change may not mention: an API
-        // update of an object that names a plugin, or any other change,
-        // picks up a replaced file now rather than at the next poll.
-        // Compiling may take a while: off the async workers.
-        let _ = tokio::task::spawn_blocking(gost_plugin::reload::refresh).await;
         for service in ready {
             self.spawn(service);
         }
-        *self.config.write().unwrap_or_else(|p| p.into_inner()) = new;
         Ok(())
     }
 
@@ -300,6 +366,54 @@ impl App {
     }
 }
 
+/// Runs the building of a change on the blocking pool, away from the
+/// async workers that relay traffic: checking and building a service
+/// (compiling a plugin, reading a file) may take a while.
+async fn off_workers<T: Send + 'static>(
+    build: impl FnOnce() -> Result<T, ApplyError> + Send + 'static,
+) -> Result<T, ApplyError> {
+    tokio::task::spawn_blocking(move || {
+        // Plugins are loaded from files the change may not mention: an
+        // API update of an object that names a plugin, or any other
+        // change, picks up a replaced file now rather than at the next
+        // poll.
+        gost_plugin::reload::refresh();
+        build()
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err(ApplyError::Failed(format!(
+            "building the change failed: {e}"
+        )))
+    })
+}
+
+/// A whole-config change (reload, `POST /config`, any object but a
+/// service) worked out: the config checked and every service it touches
+/// built.
+fn prepare_config(
+    old: &Config,
+    new: &Config,
+) -> Result<(Plan, crate::logger::ServiceLoggers), ApplyError> {
+    check(new).map_err(|errs| ApplyError::Invalid(errs.join("; ")))?;
+    let (old_v, new_v) = (to_value(old), to_value(new));
+    let fixed: Vec<&str> = STARTUP_SECTIONS
+        .iter()
+        .copied()
+        .filter(|k| old_v.get(k) != new_v.get(k))
+        .collect();
+    if !fixed.is_empty() {
+        return Err(ApplyError::Invalid(format!(
+            "changing the {} section{} at run time is not supported yet: restart gost",
+            fixed.join(", "),
+            if fixed.len() > 1 { "s" } else { "" }
+        )));
+    }
+    let plan = Plan::new(old, new, &old_v, &new_v)?;
+    let loggers = crate::logger::prepare(new).map_err(|e| ApplyError::Invalid(e.to_string()))?;
+    Ok((plan, loggers))
+}
+
 /// What a change does, worked out and built before anything running is
 /// touched: a new service starts, a removed one stops, a service whose
 /// address, listener or service metadata changed, or that gains or loses
@@ -307,45 +421,48 @@ impl App {
 /// the new sink, and one whose handler or any object it refers to (chain,
 /// hop, auther, ...) changed gets a new pipeline, while its listener,
 /// status and live connections carry on.
-struct Plan<'a> {
+#[derive(Default)]
+struct Plan {
     swaps: Vec<(String, Pipeline)>,
     /// Services whose observer object changed: its new sink.
     sinks: Vec<(String, Arc<dyn gost_service::observer::Observer>)>,
-    starts: Vec<Start<'a>>,
+    starts: Vec<Start>,
     /// Running services that go away: removed or restarted.
     stops: Vec<String>,
 }
 
 /// A service to (re)start, bound while the change is planned unless a
 /// service that stops holds its port; then it is bound after that stop.
-struct Start<'a> {
-    cfg: &'a ServiceConfig,
+struct Start {
+    cfg: ServiceConfig,
     parts: Parts,
     listener: Option<Box<dyn Listener>>,
 }
 
-impl<'a> Plan<'a> {
+impl Plan {
     /// `old_v` and `new_v` are the two configs as JSON.
     fn new(
         old: &Config,
-        new: &'a Config,
+        new: &Config,
         old_v: &serde_json::Value,
         new_v: &serde_json::Value,
-    ) -> Result<Plan<'a>, ApplyError> {
+    ) -> Result<Plan, ApplyError> {
+        let names: HashMap<&str, &ServiceConfig> =
+            new.services.iter().map(|s| (s.name.as_str(), s)).collect();
+        let before: HashMap<&str, &ServiceConfig> =
+            old.services.iter().map(|s| (s.name.as_str(), s)).collect();
         let mut plan = Plan {
-            swaps: Vec::new(),
-            sinks: Vec::new(),
-            starts: Vec::new(),
             stops: old
                 .services
                 .iter()
-                .filter(|s| !new.services.iter().any(|n| n.name == s.name))
+                .filter(|s| !names.contains_key(s.name.as_str()))
                 .map(|s| s.name.clone())
                 .collect(),
+            ..Plan::default()
         };
         let mut to_start = Vec::new();
         for svc in &new.services {
-            let prev = old.services.iter().find(|s| s.name == svc.name);
+            let prev = before.get(svc.name.as_str()).copied();
             if prev.is_none_or(|p| p != svc) {
                 warn_unused_forwarder(svc);
             }
@@ -353,50 +470,108 @@ impl<'a> Plan<'a> {
                 to_start.push(svc);
                 continue;
             };
-            let (a, b) = (to_value(prev), to_value(svc));
-            // A service that gains or loses its observer starts or stops
-            // reporting, which only a restart does; a changed or renamed
-            // observer is swapped in while the service runs.
-            let reporting = prev.observer.is_empty() != svc.observer.is_empty();
-            let restart = reporting
-                || ["addr", "listener", "metadata"]
-                    .iter()
-                    .any(|k| a.get(k) != b.get(k));
-            if restart {
-                plan.stops.push(svc.name.clone());
+            let changed = |a: &serde_json::Value, b: &serde_json::Value| {
+                handler_dependencies(old_v, a) != handler_dependencies(new_v, b)
+            };
+            if plan.update(old, new, prev, svc, changed)? {
                 to_start.push(svc);
-                continue;
-            }
-            if prev.observer != svc.observer || observer_changed(old, new, svc) {
-                let sink = build_sink(new, svc).map_err(apply_err)?;
-                plan.sinks.push((svc.name.clone(), sink));
-            }
-            if without_observer(&a) != without_observer(&b)
-                || handler_dependencies(old_v, &a) != handler_dependencies(new_v, &b)
-            {
-                let parts = build_parts(new, svc).map_err(apply_err)?;
-                plan.swaps.push((svc.name.clone(), parts.pipeline));
             }
         }
-        let held: Vec<u16> = old
-            .services
+        let held: Vec<u16> = plan
+            .stops
             .iter()
-            .filter(|s| plan.stops.contains(&s.name))
+            .filter_map(|n| before.get(n.as_str()))
             .filter_map(|s| port(&s.addr))
             .collect();
         for cfg in to_start {
-            let parts = build_parts(new, cfg).map_err(apply_err)?;
-            let listener = match port(&cfg.addr) {
-                Some(p) if held.contains(&p) => None,
-                _ => Some(bind_listener(new, cfg).map_err(apply_err)?),
-            };
-            plan.starts.push(Start {
-                cfg,
-                parts,
-                listener,
-            });
+            plan.start(new, cfg, &held)?;
         }
         Ok(plan)
+    }
+
+    /// The plan of a change to the one service `prev` (now) or `next`
+    /// (after), in a config whose other objects stay as they are in
+    /// `root`: only that service is checked and built.
+    fn for_service(
+        root: &Config,
+        prev: Option<&ServiceConfig>,
+        next: Option<&ServiceConfig>,
+    ) -> Result<Plan, ApplyError> {
+        let mut plan = Plan::default();
+        let Some(next) = next else {
+            plan.stops.extend(prev.map(|p| p.name.clone()));
+            return Ok(plan);
+        };
+        check_service(root, next).map_err(|errs| ApplyError::Invalid(errs.join("; ")))?;
+        warn_unused_forwarder(next);
+        // The objects the service refers to are the same before and after,
+        // so its handler changes only if the service's own config does.
+        let restart = match prev {
+            Some(prev) => plan.update(root, root, prev, next, |_, _| false)?,
+            None => true,
+        };
+        if restart {
+            let held: Vec<u16> = prev.and_then(|p| port(&p.addr)).into_iter().collect();
+            plan.start(root, next, &held)?;
+        }
+        Ok(plan)
+    }
+
+    /// Plans the change of a running service from `prev` to `svc`; true
+    /// when it restarts (it is then in `stops`, and the caller starts
+    /// it). `deps_changed` tells whether the objects its handler uses
+    /// changed, given both as JSON.
+    fn update(
+        &mut self,
+        old: &Config,
+        new: &Config,
+        prev: &ServiceConfig,
+        svc: &ServiceConfig,
+        deps_changed: impl Fn(&serde_json::Value, &serde_json::Value) -> bool,
+    ) -> Result<bool, ApplyError> {
+        let (a, b) = (to_value(prev), to_value(svc));
+        // A service that gains or loses its observer starts or stops
+        // reporting, which only a restart does; a changed or renamed
+        // observer is swapped in while the service runs.
+        let reporting = prev.observer.is_empty() != svc.observer.is_empty();
+        let restart = reporting
+            || ["addr", "listener", "metadata"]
+                .iter()
+                .any(|k| a.get(k) != b.get(k));
+        if restart {
+            self.stops.push(svc.name.clone());
+            return Ok(true);
+        }
+        if prev.observer != svc.observer || observer_changed(old, new, svc) {
+            let sink = build_sink(new, svc).map_err(apply_err)?;
+            self.sinks.push((svc.name.clone(), sink));
+        }
+        if without_observer(&a) != without_observer(&b) || deps_changed(&a, &b) {
+            let parts = build_parts(new, svc).map_err(apply_err)?;
+            self.swaps.push((svc.name.clone(), parts.pipeline));
+        }
+        Ok(false)
+    }
+
+    /// Builds a service to start and binds its address, unless a stopping
+    /// service holds that port (`held`): then it is bound after the stop.
+    fn start(
+        &mut self,
+        root: &Config,
+        cfg: &ServiceConfig,
+        held: &[u16],
+    ) -> Result<(), ApplyError> {
+        let parts = build_parts(root, cfg).map_err(apply_err)?;
+        let listener = match port(&cfg.addr) {
+            Some(p) if held.contains(&p) => None,
+            _ => Some(bind_listener(root, cfg).map_err(apply_err)?),
+        };
+        self.starts.push(Start {
+            cfg: cfg.clone(),
+            parts,
+            listener,
+        });
+        Ok(())
     }
 }
 
@@ -553,7 +728,7 @@ pub fn build(config: Config) -> Result<Built, Vec<BuildError>> {
         return Err(errors);
     }
     let app = App {
-        config: RwLock::new(config),
+        config: RwLock::new(Arc::new(config)),
         services: Mutex::default(),
         writer: tokio::sync::Mutex::new(()),
         root: CancellationToken::new(),
@@ -652,6 +827,81 @@ bypasses: [{name: ok, matchers: [example.com]}]
                 .any(|e| e.contains("hop \"h\" with a plugin is not supported as the relay")),
             "{errs:?}"
         );
+    }
+
+    /// A service change must check and build that service alone: an
+    /// existing service that a check of the whole config refuses (and that
+    /// could not be built) is planted in the running config, and creating,
+    /// updating and deleting another service still succeed, while a
+    /// whole-config change trips over the planted one.
+    #[tokio::test]
+    async fn a_service_change_checks_and_builds_that_service_only() {
+        let svc = |name: &str, target: &str| -> ServiceConfig {
+            serde_json::from_value(json!({
+                "name": name, "addr": "127.0.0.1:0", "handler": {"type": "tcp"},
+                "forwarder": {"nodes": [{"name": "t", "addr": target}]},
+            }))
+            .unwrap()
+        };
+        let cfg = Config {
+            services: vec![svc("a", "127.0.0.1:9")],
+            ..Config::default()
+        };
+        let built = build(cfg).map_err(|e| format!("{e:?}")).unwrap();
+        let app = built.app.clone();
+        let shutdown = CancellationToken::new();
+        let run = tokio::spawn(built.run(shutdown.clone()));
+        while lock(&app.services).is_empty() {
+            tokio::task::yield_now().await;
+        }
+        let status_of_a = Arc::as_ptr(&lock(&app.services)["a"].status);
+        let planted: ServiceConfig = serde_json::from_value(json!({
+            "name": "planted", "addr": "127.0.0.1:0",
+            "handler": {"type": "no-such-handler", "chain": "no-such-chain"},
+        }))
+        .unwrap();
+        Arc::make_mut(&mut app.config.write().unwrap())
+            .services
+            .push(planted);
+        let absent = |exists: bool| match exists {
+            false => Ok(()),
+            true => Err(ApplyError::Duplicate("exists".into())),
+        };
+        let present = |exists: bool| match exists {
+            true => Ok(()),
+            false => Err(ApplyError::NotFound("absent".into())),
+        };
+
+        app.change_service("c", Some(svc("c", "127.0.0.1:9")), absent)
+            .await
+            .unwrap();
+        app.change_service("c", Some(svc("c", "127.0.0.1:10")), present)
+            .await
+            .unwrap();
+        let names: Vec<String> = app.config().services.into_iter().map(|s| s.name).collect();
+        assert_eq!(names, ["a", "planted", "c"]);
+        // The running service "a" was not restarted.
+        assert_eq!(Arc::as_ptr(&lock(&app.services)["a"].status), status_of_a);
+        assert!(lock(&app.services).contains_key("c"));
+        app.change_service("c", None, present).await.unwrap();
+        assert!(lock(&app.services).get("c").is_none());
+
+        // The same config as a whole is refused, naming the planted service.
+        let err = app.update(|c| Ok(c.clone())).await.unwrap_err().to_string();
+        assert!(err.contains("service \"planted\""), "{err}");
+        // Refusals of the changed service itself are those of a whole check.
+        let bad: ServiceConfig = serde_json::from_value(json!({
+            "name": "d", "addr": "127.0.0.1:0", "handler": {"type": "tcp", "chain": "nope"},
+        }))
+        .unwrap();
+        let err = app
+            .change_service("d", Some(bad), absent)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "service \"d\": handler.chain \"nope\" not found");
+        shutdown.cancel();
+        run.await.unwrap();
     }
 
     #[test]

@@ -71,33 +71,29 @@ pub fn check(config: &Config) -> Result<(), Vec<String>> {
 }
 
 /// `sniffing` on a handler that does not sniff.
-fn sniffing_unsupported(cfg: &Config) -> Vec<String> {
+fn sniffing_unsupported(svc: &ServiceConfig) -> Option<String> {
     let kinds = kinds();
-    cfg.services
-        .iter()
-        .filter_map(|svc| {
-            let h = svc.handler.as_ref()?;
-            let on = h
-                .metadata
-                .get_bool("sniffing")
-                .ok()
-                .flatten()
-                .unwrap_or(false);
-            let sniffs = kinds.handler(&h.r#type).is_some_and(|k| k.caps.sniffing);
-            (on && !sniffs).then(|| {
-                format!(
-                    "service \"{}\": sniffing is supported by the {} handlers only",
-                    svc.name,
-                    kinds.handler_names(|c| c.sniffing).join(", ")
-                )
-            })
-        })
-        .collect()
+    let h = svc.handler.as_ref()?;
+    let on = h
+        .metadata
+        .get_bool("sniffing")
+        .ok()
+        .flatten()
+        .unwrap_or(false);
+    let sniffs = kinds.handler(&h.r#type).is_some_and(|k| k.caps.sniffing);
+    (on && !sniffs).then(|| {
+        format!(
+            "service \"{}\": sniffing is supported by the {} handlers only",
+            svc.name,
+            kinds.handler_names(|c| c.sniffing).join(", ")
+        )
+    })
 }
 
-/// What this build cannot run yet, each named as the config names it.
-pub(crate) fn unsupported(cfg: &Config) -> Vec<String> {
-    let mut out = cfg.unsupported(|kind, ty| match kind {
+/// Whether this build has the listener, handler, connector, dialer or
+/// plugin type `ty`.
+fn supported(kind: Kind, ty: &str) -> bool {
+    match kind {
         Kind::Listener => registry().listener(ty).is_some(),
         Kind::Handler => kinds().handler(ty).is_some(),
         Kind::Connector => registry().connector(ty).is_some(),
@@ -105,7 +101,32 @@ pub(crate) fn unsupported(cfg: &Config) -> Vec<String> {
         // Where a wasm plugin is not wired in yet, its owner is refused
         // below or as an unsupported section.
         Kind::Plugin => matches!(ty, "wasm" | "http"),
-    });
+    }
+}
+
+/// [`check`] for a change to one service: the service's own checks
+/// against `root`'s other objects, which are unchanged and were checked
+/// when they were set; the same messages in the same order as a check of
+/// the whole config gives for this service.
+pub(crate) fn check_service(root: &Config, svc: &ServiceConfig) -> Result<(), Vec<String>> {
+    let mut errors: Vec<String> = Vec::new();
+    if let Err(errs) = root.validate_service(svc) {
+        errors.extend(errs.into_iter().map(|e| e.to_string()));
+    }
+    errors.extend(Config::unsupported_service(svc, supported));
+    errors.extend(service_unsupported(root, svc));
+    errors.extend(gost_chain::router::unsupported_service(root, svc));
+    errors.extend(sniffing_unsupported(svc));
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// What this build cannot run yet, each named as the config names it.
+pub(crate) fn unsupported(cfg: &Config) -> Vec<String> {
+    let mut out = cfg.unsupported(supported);
     for h in &cfg.hops {
         // Other types than these two are refused as plugin types above.
         if let Some(p) = h.plugin.as_ref().filter(|p| p.r#type == "http") {
@@ -116,80 +137,10 @@ pub(crate) fn unsupported(cfg: &Config) -> Vec<String> {
         }
     }
     for svc in &cfg.services {
-        let name = &svc.name;
-        if let Some(h) = &svc.handler {
-            if h.plugin.is_some() && h.r#type != "wasm" {
-                out.push(format!(
-                    "service \"{name}\": handler.plugin is only used by handler type wasm, not '{}'",
-                    h.r#type
-                ));
-            }
-            let plugin_hop = svc
-                .forwarder
-                .as_ref()
-                .and_then(|f| cfg.hops.iter().find(|hop| hop.name == f.hop))
-                .filter(|hop| hop.plugin.is_some());
-            if let (Some(hop), "relay") = (plugin_hop, h.r#type.as_str()) {
-                out.push(format!(
-                    "service \"{name}\": hop \"{}\" with a plugin is not supported as the relay handler's forwarder yet (tcp, udp and forward handlers use it)",
-                    hop.name
-                ));
-            }
-            let kinds = kinds();
-            let observes = kinds.handler(&h.r#type).is_some_and(|k| k.caps.observer);
-            if !h.observer.is_empty() && !observes {
-                out.push(format!(
-                    "service \"{name}\": handler.observer is not used by handler type '{}' (only by {})",
-                    h.r#type,
-                    kinds.handler_names(|c| c.observer).join(", ")
-                ));
-            }
-            for (what, set) in [("limiter", !h.limiter.is_empty()), ("tls", h.tls.is_some())] {
-                if set {
-                    out.push(format!(
-                        "service \"{name}\": handler.{what} is not supported yet"
-                    ));
-                }
-            }
-        }
-        if let Some(l) = &svc.listener {
-            if !l.auther.is_empty() || !l.authers.is_empty() || l.auth.is_some() {
-                out.push(format!(
-                    "service \"{name}\": listener auth is not supported yet"
-                ));
-            }
-            if let Some(t) = &l.tls {
-                if t.reject_unknown_sni || !t.server_names.is_empty() {
-                    out.push(format!(
-                        "service \"{name}\": listener tls rejectUnknownSNI and serverNames are not supported yet"
-                    ));
-                }
-            }
-            let registry = registry();
-            let uses_tls = registry.listener(&l.r#type).is_some_and(|k| k.uses_tls);
-            if l.tls.is_some() && !uses_tls {
-                out.push(format!(
-                    "service \"{name}\": listener type '{}' does not use a tls block (only {})",
-                    l.r#type,
-                    registry
-                        .listeners()
-                        .iter()
-                        .filter(|k| k.uses_tls)
-                        .flat_map(|k| k.names)
-                        .copied()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-            }
-        }
-        for (what, set) in [("recorders", !svc.recorders.is_empty())] {
-            if set {
-                out.push(format!("service \"{name}\": {what} is not supported yet"));
-            }
-        }
+        out.extend(service_unsupported(cfg, svc));
     }
     out.extend(gost_chain::router::unsupported(cfg));
-    out.extend(sniffing_unsupported(cfg));
+    out.extend(cfg.services.iter().filter_map(sniffing_unsupported));
     out.extend(unbuildable_objects(cfg));
     for section in cfg.non_empty_sections() {
         if !matches!(
@@ -227,6 +178,84 @@ pub(crate) fn unsupported(cfg: &Config) -> Vec<String> {
                     a.name
                 ));
             }
+        }
+    }
+    out
+}
+
+/// What one service's handler and listener ask for that this build
+/// refuses.
+fn service_unsupported(cfg: &Config, svc: &ServiceConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    let name = &svc.name;
+    if let Some(h) = &svc.handler {
+        if h.plugin.is_some() && h.r#type != "wasm" {
+            out.push(format!(
+                "service \"{name}\": handler.plugin is only used by handler type wasm, not '{}'",
+                h.r#type
+            ));
+        }
+        let plugin_hop = svc
+            .forwarder
+            .as_ref()
+            .and_then(|f| cfg.hops.iter().find(|hop| hop.name == f.hop))
+            .filter(|hop| hop.plugin.is_some());
+        if let (Some(hop), "relay") = (plugin_hop, h.r#type.as_str()) {
+            out.push(format!(
+                "service \"{name}\": hop \"{}\" with a plugin is not supported as the relay handler's forwarder yet (tcp, udp and forward handlers use it)",
+                hop.name
+            ));
+        }
+        let kinds = kinds();
+        let observes = kinds.handler(&h.r#type).is_some_and(|k| k.caps.observer);
+        if !h.observer.is_empty() && !observes {
+            out.push(format!(
+                "service \"{name}\": handler.observer is not used by handler type '{}' (only by {})",
+                h.r#type,
+                kinds.handler_names(|c| c.observer).join(", ")
+            ));
+        }
+        for (what, set) in [("limiter", !h.limiter.is_empty()), ("tls", h.tls.is_some())] {
+            if set {
+                out.push(format!(
+                    "service \"{name}\": handler.{what} is not supported yet"
+                ));
+            }
+        }
+    }
+    if let Some(l) = &svc.listener {
+        if !l.auther.is_empty() || !l.authers.is_empty() || l.auth.is_some() {
+            out.push(format!(
+                "service \"{name}\": listener auth is not supported yet"
+            ));
+        }
+        if let Some(t) = &l.tls {
+            if t.reject_unknown_sni || !t.server_names.is_empty() {
+                out.push(format!(
+                    "service \"{name}\": listener tls rejectUnknownSNI and serverNames are not supported yet"
+                ));
+            }
+        }
+        let registry = registry();
+        let uses_tls = registry.listener(&l.r#type).is_some_and(|k| k.uses_tls);
+        if l.tls.is_some() && !uses_tls {
+            out.push(format!(
+                "service \"{name}\": listener type '{}' does not use a tls block (only {})",
+                l.r#type,
+                registry
+                    .listeners()
+                    .iter()
+                    .filter(|k| k.uses_tls)
+                    .flat_map(|k| k.names)
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    for (what, set) in [("recorders", !svc.recorders.is_empty())] {
+        if set {
+            out.push(format!("service \"{name}\": {what} is not supported yet"));
         }
     }
     out
@@ -285,6 +314,9 @@ fn unbuildable_objects(cfg: &Config) -> Vec<String> {
 pub(crate) struct Parts {
     pub(crate) pipeline: Pipeline,
     hooks: Hooks,
+    /// `shutdownGracePeriod`: how long live connections may finish after
+    /// a stop (GOST has no such key and closes them at once).
+    grace: std::time::Duration,
     enable_stats: bool,
     /// Reports to the service's `observer`; it belongs to the running
     /// service, so a change to it restarts the service (see `apply`).
@@ -294,7 +326,8 @@ pub(crate) struct Parts {
 impl Parts {
     pub(crate) fn into_service(self, name: &str, listener: Box<dyn Listener>) -> Service {
         let status = Arc::new(Status::new(name, self.enable_stats));
-        let service = Service::new(name, status, listener, self.pipeline, self.hooks);
+        let service =
+            Service::new(name, status, listener, self.pipeline, self.hooks).with_grace(self.grace);
         match self.observer {
             Some(r) => service.with_observer(r),
             None => service,
@@ -384,6 +417,10 @@ pub(crate) fn build_parts(root: &Config, cfg: &ServiceConfig) -> Result<Parts, B
         .map_err(|e| md_err(cfg, "metadata", e))?
         .unwrap_or(false);
     let hooks = Hooks::from_metadata(md).map_err(|e| md_err(cfg, "metadata", e))?;
+    let grace = md
+        .get_duration("shutdownGracePeriod")
+        .map_err(|e| md_err(cfg, "metadata", e))?
+        .unwrap_or(gost_service::DEFAULT_GRACE);
     let router = gost_chain::router::build(root, cfg, registry())
         .map_err(|e| svc_err(cfg, e.to_string()))?;
     let admission = gost_core::admission::group(root, &cfg.admission, &cfg.admissions)
@@ -430,6 +467,7 @@ pub(crate) fn build_parts(root: &Config, cfg: &ServiceConfig) -> Result<Parts, B
             limiters,
         },
         hooks,
+        grace,
         enable_stats,
         observer: build_observer(root, cfg)?,
     })

@@ -364,42 +364,60 @@ impl UdpUpstream {
     }
 }
 
+/// [`unsupported`] for one service, for a change that touches that
+/// service only (the config's other objects were checked before).
+pub fn unsupported_service(cfg: &Config, svc: &ServiceConfig) -> Vec<String> {
+    let mut out = service_unsupported(svc);
+    out.extend(forwarder_node_unsupported(cfg, svc));
+    out
+}
+
+/// What a service's own listener and handler ask for that this build
+/// cannot do.
+fn service_unsupported(svc: &ServiceConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    let name = &svc.name;
+    let ignore_chain = svc
+        .metadata
+        .get_bool("ignoreChain")
+        .ok()
+        .flatten()
+        .unwrap_or(false);
+    if let Some(l) = &svc.listener {
+        if !ignore_chain && (!l.chain.is_empty() || l.chain_group.is_some()) {
+            out.push(format!(
+                "service \"{name}\": listener chains are not supported yet"
+            ));
+        }
+    }
+    let Some(h) = &svc.handler else {
+        return out;
+    };
+    let chained = !ignore_chain && (!h.chain.is_empty() || h.chain_group.is_some());
+    let md_on = |key: &str| h.metadata.get_bool(key).ok().flatten().unwrap_or(false);
+    if md_on("sniffing.websocket") {
+        out.push(format!(
+            "service \"{name}\": sniffing.websocket is not supported yet (it records WebSocket frames to recorders, which this build does not have)"
+        ));
+    }
+    let socks_bind = matches!(h.r#type.as_str(), "socks5" | "socks" | "auto")
+        && h.metadata.get_bool("bind").ok().flatten().unwrap_or(false);
+    // BIND listens (and UDP-over-TCP with a port binds) on this host,
+    // where GOST would bind on the chain's last node.
+    if chained && socks_bind {
+        out.push(format!(
+            "service \"{name}\": SOCKS5 BIND through a chain is not supported yet"
+        ));
+    }
+    out
+}
+
 /// What the routing side of a config asks for that this build cannot do,
 /// each named as the config names it.
 pub fn unsupported(cfg: &Config) -> Vec<String> {
     let mut out = Vec::new();
     for svc in &cfg.services {
-        let name = &svc.name;
-        let ignore_chain = svc
-            .metadata
-            .get_bool("ignoreChain")
-            .ok()
-            .flatten()
-            .unwrap_or(false);
-        if let Some(l) = &svc.listener {
-            if !ignore_chain && (!l.chain.is_empty() || l.chain_group.is_some()) {
-                out.push(format!(
-                    "service \"{name}\": listener chains are not supported yet"
-                ));
-            }
-        }
-        let Some(h) = &svc.handler else { continue };
-        let chained = !ignore_chain && (!h.chain.is_empty() || h.chain_group.is_some());
-        let md_on = |key: &str| h.metadata.get_bool(key).ok().flatten().unwrap_or(false);
-        if md_on("sniffing.websocket") {
-            out.push(format!(
-                "service \"{name}\": sniffing.websocket is not supported yet (it records WebSocket frames to recorders, which this build does not have)"
-            ));
-        }
-        let socks_bind = matches!(h.r#type.as_str(), "socks5" | "socks" | "auto")
-            && h.metadata.get_bool("bind").ok().flatten().unwrap_or(false);
-        // BIND listens (and UDP-over-TCP with a port binds) on this host,
-        // where GOST would bind on the chain's last node.
-        if chained && socks_bind {
-            out.push(format!(
-                "service \"{name}\": SOCKS5 BIND through a chain is not supported yet"
-            ));
-        }
+        out.extend(service_unsupported(svc));
     }
     for svc in &cfg.services {
         out.extend(forwarder_node_unsupported(cfg, svc));

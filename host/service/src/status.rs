@@ -3,10 +3,11 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use std::time::{SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::{channel, error::TrySendError, Receiver, Sender};
 
 use gost_core::config::{ServiceEvent, ServiceStatus};
 
@@ -14,6 +15,10 @@ use gost_core::stats::Stats;
 
 /// GOST keeps the newest 20 events per service.
 pub const MAX_EVENTS: usize = 20;
+
+/// State changes queued for an observer that has not taken them yet (a
+/// slow or hung observer); later ones are dropped and counted.
+pub const OBSERVER_QUEUE: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -53,7 +58,9 @@ pub struct Status {
     inner: Mutex<Inner>,
     stats: Option<Arc<Stats>>,
     /// Where state changes go when an observer watches the service.
-    watcher: OnceLock<UnboundedSender<(State, String)>>,
+    watcher: OnceLock<Sender<(State, String)>>,
+    /// State changes the observer's full queue could not take.
+    dropped: AtomicU64,
 }
 
 pub fn unix_now() -> i64 {
@@ -76,6 +83,7 @@ impl Status {
             }),
             stats: enable_stats.then(Arc::default),
             watcher: OnceLock::new(),
+            dropped: AtomicU64::new(0),
         };
         status.add_event(format!("service {name} is running"));
         status
@@ -94,16 +102,26 @@ impl Status {
         self.lock().state = state;
         let msg = format!("service {} is {}", self.name, state);
         if let Some(w) = self.watcher.get() {
-            let _ = w.send((state, msg.clone()));
+            if let Err(TrySendError::Full(_)) = w.try_send((state, msg.clone())) {
+                let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if let Some(n) = gost_core::repeat::check((self.name.as_str(), "observer queue")) {
+                    tracing::warn!(service = %self.name, dropped, repeated = n, "observer does not keep up: state change not reported");
+                }
+            }
         }
         self.add_event(msg);
     }
 
     /// State changes from now on, for the service's observer. Only the
     /// first caller gets them.
-    pub fn watch(&self) -> Option<UnboundedReceiver<(State, String)>> {
-        let (tx, rx) = unbounded_channel();
+    pub fn watch(&self) -> Option<Receiver<(State, String)>> {
+        let (tx, rx) = channel(OBSERVER_QUEUE);
         self.watcher.set(tx).ok().map(|_| rx)
+    }
+
+    /// State changes not reported because the observer's queue was full.
+    pub fn observer_drops(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     pub fn add_event(&self, msg: String) {
@@ -159,5 +177,24 @@ mod tests {
         assert_eq!(snap.events.last().unwrap().msg, "e29");
         assert_eq!(snap.events[0].msg, "e10");
         assert!(snap.stats.is_some());
+    }
+
+    #[test]
+    fn an_observer_that_does_not_read_holds_a_bounded_queue() {
+        let s = Status::new("svc", false);
+        let mut rx = s.watch().unwrap();
+        for i in 0..OBSERVER_QUEUE + 10 {
+            s.set_state(if i % 2 == 0 {
+                State::Failed
+            } else {
+                State::Ready
+            });
+        }
+        assert_eq!(s.observer_drops(), 10);
+        // The first changes are kept, in order; the service's own events
+        // are all there regardless.
+        assert_eq!(rx.try_recv().unwrap().0, State::Failed);
+        assert_eq!(rx.try_recv().unwrap().0, State::Ready);
+        assert_eq!(s.snapshot().events.len(), MAX_EVENTS);
     }
 }

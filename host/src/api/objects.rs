@@ -1,8 +1,9 @@
 //! Create, read, update and delete of every named object kind, as GOST's
 //! `/config/<kind>` routes. The objects are handled as JSON against the
-//! config document, so each kind needs one line in [`KINDS`]; every change
+//! config document, so each kind needs one line in [`KINDS`]; a change
 //! goes through `App::update`, which checks the whole resulting config and
-//! applies it live.
+//! applies it live, except a change to one service, which
+//! `App::change_service` checks and applies at the cost of that service.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -15,7 +16,7 @@ use serde_json::{json, Map, Value};
 use super::error::{ApiError, INVALID};
 use super::{ok, ApiState};
 use crate::app::ApplyError;
-use gost_core::config::Config;
+use gost_core::config::{Config, ServiceConfig};
 
 /// Route segment and the singular GOST uses in messages.
 const KINDS: &[(&str, &str)] = &[
@@ -101,19 +102,26 @@ pub async fn create(
         }
         check_name(singular, &name)?;
         obj.insert("name".into(), Value::String(name.clone()));
-        st.app
-            .update(|cfg| {
-                let mut doc = document(cfg);
-                let list = list_mut(&mut doc, &segment);
-                if position(list, &name).is_some() {
-                    return Err(ApplyError::Duplicate(format!(
-                        "{singular} {name} already exists"
-                    )));
-                }
-                list.push(Value::Object(obj));
-                candidate(doc, &segment, singular)
-            })
-            .await?;
+        let duplicate = |exists: bool| match exists {
+            true => Err(ApplyError::Duplicate(format!(
+                "{singular} {name} already exists"
+            ))),
+            false => Ok(()),
+        };
+        if segment == "services" {
+            let svc = parse_service(obj)?;
+            st.app.change_service(&name, Some(svc), duplicate).await?;
+        } else {
+            st.app
+                .update(|cfg| {
+                    let mut doc = document(cfg);
+                    let list = list_mut(&mut doc, &segment);
+                    duplicate(position(list, &name).is_some())?;
+                    list.push(Value::Object(obj));
+                    candidate(doc, &segment, singular)
+                })
+                .await?;
+        }
         tracing::info!(kind = %singular, name = %gost_core::escape::esc(&name), "created through the API");
         Ok(())
     }
@@ -134,15 +142,22 @@ pub async fn update(
         let mut obj = object(body)?;
         check_name(singular, &name)?;
         obj.insert("name".into(), Value::String(name.clone()));
-        st.app
-            .update(|cfg| {
-                let mut doc = document(cfg);
-                let list = list_mut(&mut doc, &segment);
-                let i = position(list, &name).ok_or_else(|| not_found(singular, &name))?;
-                list[i] = Value::Object(obj);
-                candidate(doc, &segment, singular)
-            })
-            .await?;
+        if segment == "services" {
+            let svc = parse_service(obj)?;
+            st.app
+                .change_service(&name, Some(svc), must_exist(singular, &name))
+                .await?;
+        } else {
+            st.app
+                .update(|cfg| {
+                    let mut doc = document(cfg);
+                    let list = list_mut(&mut doc, &segment);
+                    let i = position(list, &name).ok_or_else(|| not_found(singular, &name))?;
+                    list[i] = Value::Object(obj);
+                    candidate(doc, &segment, singular)
+                })
+                .await?;
+        }
         tracing::info!(kind = %singular, name = %gost_core::escape::esc(&name), "updated through the API");
         Ok(())
     }
@@ -158,17 +173,22 @@ pub async fn delete(
         return unknown_kind();
     };
     let name = name.trim().to_string();
-    let result = st
-        .app
-        .update(|cfg| {
-            let mut doc = document(cfg);
-            let list = list_mut(&mut doc, &segment);
-            let i = position(list, &name).ok_or_else(|| not_found(singular, &name))?;
-            list.remove(i);
-            candidate(doc, &segment, singular)
-        })
-        .await
-        .map_err(ApiError::from);
+    let result = if segment == "services" {
+        st.app
+            .change_service(&name, None, must_exist(singular, &name))
+            .await
+    } else {
+        st.app
+            .update(|cfg| {
+                let mut doc = document(cfg);
+                let list = list_mut(&mut doc, &segment);
+                let i = position(list, &name).ok_or_else(|| not_found(singular, &name))?;
+                list.remove(i);
+                candidate(doc, &segment, singular)
+            })
+            .await
+    }
+    .map_err(ApiError::from);
     if result.is_ok() {
         tracing::info!(kind = %singular, name = %gost_core::escape::esc(&name), "deleted through the API");
     }
@@ -184,6 +204,17 @@ fn respond(result: Result<(), ApiError>) -> Response {
 
 fn not_found(singular: &str, name: &str) -> ApplyError {
     ApplyError::NotFound(format!("{singular} {name} not found"))
+}
+
+/// Refuses a change to an object that does not exist.
+fn must_exist<'a>(
+    singular: &'a str,
+    name: &'a str,
+) -> impl FnOnce(bool) -> Result<(), ApplyError> + 'a {
+    move |exists| match exists {
+        true => Ok(()),
+        false => Err(not_found(singular, name)),
+    }
 }
 
 /// The objects of one section, services with their live status.
@@ -236,13 +267,25 @@ fn candidate(doc: Map<String, Value>, segment: &str, singular: &str) -> Result<C
             .and_then(|p| p.split_once(']'))
             .map(|(_, rest)| rest.trim_start_matches('.'))
             .unwrap_or(&path);
-        let inner = e.into_inner();
-        if field.is_empty() || field == "?" {
-            ApplyError::Invalid(format!("invalid {singular}: {inner}"))
-        } else {
-            ApplyError::Invalid(format!("invalid {singular}: {field}: {inner}"))
-        }
+        type_error(singular, field, e.into_inner())
     })
+}
+
+/// A service as the request gives it, with the same errors as
+/// [`candidate`] gives for it inside a whole config.
+fn parse_service(obj: Map<String, Value>) -> Result<ServiceConfig, ApplyError> {
+    serde_path_to_error::deserialize(Value::Object(obj)).map_err(|e| {
+        let path = e.path().to_string();
+        type_error("service", &path, e.into_inner())
+    })
+}
+
+fn type_error(singular: &str, field: &str, inner: serde_json::Error) -> ApplyError {
+    if field.is_empty() || field == "?" || field == "." {
+        ApplyError::Invalid(format!("invalid {singular}: {inner}"))
+    } else {
+        ApplyError::Invalid(format!("invalid {singular}: {field}: {inner}"))
+    }
 }
 
 /// The request body as a JSON object. GOST's Go decoder ignores unknown

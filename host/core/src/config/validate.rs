@@ -7,7 +7,9 @@ use std::collections::HashSet;
 use std::fmt;
 
 use super::ports::check_host_port;
-use super::{ChainGroupConfig, Config, ConfigError, HopConfig, NodeConfig, PluginConfig};
+use super::{
+    ChainGroupConfig, Config, ConfigError, HopConfig, NodeConfig, PluginConfig, ServiceConfig,
+};
 
 /// The kinds of pluggable type names a config selects, for
 /// [`Config::unsupported`].
@@ -127,6 +129,95 @@ impl Checker<'_> {
             self.node(owner, node);
         }
     }
+
+    /// A service's own checks: its address and every reference it makes.
+    /// Nothing here depends on other services, so a change to one service
+    /// checks that service alone ([`Config::validate_service`]).
+    fn service(&mut self, svc: &ServiceConfig) {
+        let owner = format!("service \"{}\"", svc.name);
+        let listener = svc
+            .listener
+            .as_ref()
+            .map(|l| l.r#type.trim())
+            .filter(|t| !t.is_empty());
+        let listener = listener.unwrap_or(DEFAULT_LISTENER);
+        if svc.addr.is_empty() {
+            if !ADDRLESS_LISTENERS.contains(&listener) && !PATH_LISTENERS.contains(&listener) {
+                self.errors.push(format!("{owner}: addr is required"));
+            }
+        } else if listens_on_addr(listener) {
+            if let Err(why) = check_host_port(&svc.addr) {
+                self.errors
+                    .push(format!("{owner}: addr \"{}\": {why}", svc.addr));
+            }
+        }
+
+        self.reference(&owner, "admission", &svc.admission, |c| &c.admissions);
+        self.references(&owner, "admissions", &svc.admissions, |c| &c.admissions);
+        self.reference(&owner, "bypass", &svc.bypass, |c| &c.bypasses);
+        self.references(&owner, "bypasses", &svc.bypasses, |c| &c.bypasses);
+        self.reference(&owner, "resolver", &svc.resolver, |c| &c.resolvers);
+        self.reference(&owner, "hosts", &svc.hosts, |c| &c.hosts);
+        self.reference(&owner, "limiter", &svc.limiter, |c| &c.limiters);
+        self.references(&owner, "quotas", &svc.quotas, |c| &c.quotas);
+        self.reference(&owner, "climiter", &svc.climiter, |c| &c.climiters);
+        self.reference(&owner, "rlimiter", &svc.rlimiter, |c| &c.rlimiters);
+        self.reference(&owner, "logger", &svc.logger, |c| &c.loggers);
+        self.references(&owner, "loggers", &svc.loggers, |c| &c.loggers);
+        self.reference(&owner, "observer", &svc.observer, |c| &c.observers);
+        self.reference(&owner, "rewriter", &svc.rewriter, |c| &c.rewriters);
+        self.reference(&owner, "cache", &svc.cache, |c| &c.caches);
+        for rec in &svc.recorders {
+            self.reference(&owner, "recorder", &rec.name, |c| &c.recorders);
+        }
+        if let Some(h) = &svc.handler {
+            self.reference(&owner, "handler.chain", &h.chain, |c| &c.chains);
+            self.chain_group(&owner, "handler", h.chain_group.as_ref());
+            self.reference(&owner, "handler.auther", &h.auther, |c| &c.authers);
+            self.references(&owner, "handler.authers", &h.authers, |c| &c.authers);
+            self.reference(&owner, "handler.limiter", &h.limiter, |c| &c.limiters);
+            self.reference(&owner, "handler.observer", &h.observer, |c| &c.observers);
+        }
+        if let Some(l) = &svc.listener {
+            self.reference(&owner, "listener.chain", &l.chain, |c| &c.chains);
+            self.chain_group(&owner, "listener", l.chain_group.as_ref());
+            self.reference(&owner, "listener.auther", &l.auther, |c| &c.authers);
+            self.references(&owner, "listener.authers", &l.authers, |c| &c.authers);
+        }
+        if let Some(f) = &svc.forwarder {
+            self.reference(&owner, "forwarder.hop", &f.hop, |c| &c.hops);
+            if f.hop.is_empty() {
+                // GOST's deprecated spelling of `forwarder.hop`.
+                self.reference(&owner, "forwarder.name", &f.name, |c| &c.hops);
+            }
+            for h in f
+                .hop_group
+                .as_ref()
+                .map(|g| g.hops.as_slice())
+                .unwrap_or_default()
+            {
+                self.reference(&owner, "forwarder.hopGroup hop", &h.hop, |c| &c.hops);
+            }
+            for n in &f.nodes {
+                let node_owner = format!("{owner}: forwarder node \"{}\"", n.name);
+                self.reference(&node_owner, "bypass", &n.bypass, |c| &c.bypasses);
+                self.references(&node_owner, "bypasses", &n.bypasses, |c| &c.bypasses);
+                // A reverse listener's addr is bound on the far end of
+                // its chain: a node of the same address is on this host.
+                let reverse = matches!(listener, "rtcp" | "rudp")
+                    || svc.listener.as_ref().is_some_and(|l| !l.chain.is_empty());
+                if listens_on_addr(listener)
+                    && !reverse
+                    && super::self_loop::is_own_address(&svc.addr, &n.addr)
+                {
+                    self.errors.push(format!(
+                        "{node_owner}: addr \"{}\" is the service's own address; forwarding there would loop",
+                        n.addr
+                    ));
+                }
+            }
+        }
+    }
 }
 
 /// The connector and dialer of each node of a hop, and its plugin.
@@ -149,6 +240,40 @@ fn hop_types(owner: &str, hop: &HopConfig, check: &mut dyn FnMut(&str, Kind, &st
             .unwrap_or_default();
         check(&node_owner, Kind::Dialer, dt, DEFAULT_DIALER);
     }
+}
+
+/// Collects `owner: kind type 'x' is not supported` for each type
+/// `is_supported` refuses, an empty type counting as the default.
+fn type_check<'a>(
+    is_supported: &'a impl Fn(Kind, &str) -> bool,
+    out: &'a mut Vec<String>,
+) -> impl FnMut(&str, Kind, &str, &str) + 'a {
+    move |owner, kind, ty, default| {
+        let ty = match ty.trim() {
+            "" => default,
+            t => t,
+        };
+        if !is_supported(kind, ty) {
+            out.push(format!("{owner}: {kind} type '{ty}' is not supported"));
+        }
+    }
+}
+
+/// A service's listener and handler types.
+fn service_types(svc: &ServiceConfig, check: &mut dyn FnMut(&str, Kind, &str, &str)) {
+    let owner = format!("service \"{}\"", svc.name);
+    let lt = svc
+        .listener
+        .as_ref()
+        .map(|l| l.r#type.as_str())
+        .unwrap_or_default();
+    check(&owner, Kind::Listener, lt, DEFAULT_LISTENER);
+    let ht = svc
+        .handler
+        .as_ref()
+        .map(|h| h.r#type.as_str())
+        .unwrap_or_default();
+    check(&owner, Kind::Handler, ht, DEFAULT_HANDLER);
 }
 
 /// `section[i]` lacks a name, or two entries share one: GOST ignores the
@@ -192,110 +317,9 @@ impl Config {
         check_names(&mut errors, "observers", &self.observers, |s| &s.name);
         check_names(&mut errors, "loggers", &self.loggers, |s| &s.name);
 
-        let mut c = Checker {
-            errors,
-            chains: Names::of(&self.chains, |x| &x.name),
-            hops: Names::of(&self.hops, |x| &x.name),
-            authers: Names::of(&self.authers, |x| &x.name),
-            admissions: Names::of(&self.admissions, |x| &x.name),
-            bypasses: Names::of(&self.bypasses, |x| &x.name),
-            resolvers: Names::of(&self.resolvers, |x| &x.name),
-            hosts: Names::of(&self.hosts, |x| &x.name),
-            recorders: Names::of(&self.recorders, |x| &x.name),
-            rewriters: Names::of(&self.rewriters, |x| &x.name),
-            caches: Names::of(&self.caches, |x| &x.name),
-            limiters: Names::of(&self.limiters, |x| &x.name),
-            quotas: Names::of(&self.quotas, |x| &x.name),
-            climiters: Names::of(&self.climiters, |x| &x.name),
-            rlimiters: Names::of(&self.rlimiters, |x| &x.name),
-            observers: Names::of(&self.observers, |x| &x.name),
-            loggers: Names::of(&self.loggers, |x| &x.name),
-        };
-
+        let mut c = self.checker(errors);
         for svc in &self.services {
-            let owner = format!("service \"{}\"", svc.name);
-            let listener = svc
-                .listener
-                .as_ref()
-                .map(|l| l.r#type.trim())
-                .filter(|t| !t.is_empty());
-            let listener = listener.unwrap_or(DEFAULT_LISTENER);
-            if svc.addr.is_empty() {
-                if !ADDRLESS_LISTENERS.contains(&listener) && !PATH_LISTENERS.contains(&listener) {
-                    c.errors.push(format!("{owner}: addr is required"));
-                }
-            } else if listens_on_addr(listener) {
-                if let Err(why) = check_host_port(&svc.addr) {
-                    c.errors
-                        .push(format!("{owner}: addr \"{}\": {why}", svc.addr));
-                }
-            }
-
-            c.reference(&owner, "admission", &svc.admission, |c| &c.admissions);
-            c.references(&owner, "admissions", &svc.admissions, |c| &c.admissions);
-            c.reference(&owner, "bypass", &svc.bypass, |c| &c.bypasses);
-            c.references(&owner, "bypasses", &svc.bypasses, |c| &c.bypasses);
-            c.reference(&owner, "resolver", &svc.resolver, |c| &c.resolvers);
-            c.reference(&owner, "hosts", &svc.hosts, |c| &c.hosts);
-            c.reference(&owner, "limiter", &svc.limiter, |c| &c.limiters);
-            c.references(&owner, "quotas", &svc.quotas, |c| &c.quotas);
-            c.reference(&owner, "climiter", &svc.climiter, |c| &c.climiters);
-            c.reference(&owner, "rlimiter", &svc.rlimiter, |c| &c.rlimiters);
-            c.reference(&owner, "logger", &svc.logger, |c| &c.loggers);
-            c.references(&owner, "loggers", &svc.loggers, |c| &c.loggers);
-            c.reference(&owner, "observer", &svc.observer, |c| &c.observers);
-            c.reference(&owner, "rewriter", &svc.rewriter, |c| &c.rewriters);
-            c.reference(&owner, "cache", &svc.cache, |c| &c.caches);
-            for rec in &svc.recorders {
-                c.reference(&owner, "recorder", &rec.name, |c| &c.recorders);
-            }
-            if let Some(h) = &svc.handler {
-                c.reference(&owner, "handler.chain", &h.chain, |c| &c.chains);
-                c.chain_group(&owner, "handler", h.chain_group.as_ref());
-                c.reference(&owner, "handler.auther", &h.auther, |c| &c.authers);
-                c.references(&owner, "handler.authers", &h.authers, |c| &c.authers);
-                c.reference(&owner, "handler.limiter", &h.limiter, |c| &c.limiters);
-                c.reference(&owner, "handler.observer", &h.observer, |c| &c.observers);
-            }
-            if let Some(l) = &svc.listener {
-                c.reference(&owner, "listener.chain", &l.chain, |c| &c.chains);
-                c.chain_group(&owner, "listener", l.chain_group.as_ref());
-                c.reference(&owner, "listener.auther", &l.auther, |c| &c.authers);
-                c.references(&owner, "listener.authers", &l.authers, |c| &c.authers);
-            }
-            if let Some(f) = &svc.forwarder {
-                c.reference(&owner, "forwarder.hop", &f.hop, |c| &c.hops);
-                if f.hop.is_empty() {
-                    // GOST's deprecated spelling of `forwarder.hop`.
-                    c.reference(&owner, "forwarder.name", &f.name, |c| &c.hops);
-                }
-                for h in f
-                    .hop_group
-                    .as_ref()
-                    .map(|g| g.hops.as_slice())
-                    .unwrap_or_default()
-                {
-                    c.reference(&owner, "forwarder.hopGroup hop", &h.hop, |c| &c.hops);
-                }
-                for n in &f.nodes {
-                    let node_owner = format!("{owner}: forwarder node \"{}\"", n.name);
-                    c.reference(&node_owner, "bypass", &n.bypass, |c| &c.bypasses);
-                    c.references(&node_owner, "bypasses", &n.bypasses, |c| &c.bypasses);
-                    // A reverse listener's addr is bound on the far end of
-                    // its chain: a node of the same address is on this host.
-                    let reverse = matches!(listener, "rtcp" | "rudp")
-                        || svc.listener.as_ref().is_some_and(|l| !l.chain.is_empty());
-                    if listens_on_addr(listener)
-                        && !reverse
-                        && super::self_loop::is_own_address(&svc.addr, &n.addr)
-                    {
-                        c.errors.push(format!(
-                            "{node_owner}: addr \"{}\" is the service's own address; forwarding there would loop",
-                            n.addr
-                        ));
-                    }
-                }
-            }
+            c.service(svc);
         }
 
         for chain in &self.chains {
@@ -337,36 +361,53 @@ impl Config {
         }
     }
 
+    /// The reference checker over this config's named objects (services
+    /// excepted: nothing refers to a service).
+    fn checker(&self, errors: Vec<String>) -> Checker<'_> {
+        Checker {
+            errors,
+            chains: Names::of(&self.chains, |x| &x.name),
+            hops: Names::of(&self.hops, |x| &x.name),
+            authers: Names::of(&self.authers, |x| &x.name),
+            admissions: Names::of(&self.admissions, |x| &x.name),
+            bypasses: Names::of(&self.bypasses, |x| &x.name),
+            resolvers: Names::of(&self.resolvers, |x| &x.name),
+            hosts: Names::of(&self.hosts, |x| &x.name),
+            recorders: Names::of(&self.recorders, |x| &x.name),
+            rewriters: Names::of(&self.rewriters, |x| &x.name),
+            caches: Names::of(&self.caches, |x| &x.name),
+            limiters: Names::of(&self.limiters, |x| &x.name),
+            quotas: Names::of(&self.quotas, |x| &x.name),
+            climiters: Names::of(&self.climiters, |x| &x.name),
+            rlimiters: Names::of(&self.rlimiters, |x| &x.name),
+            observers: Names::of(&self.observers, |x| &x.name),
+            loggers: Names::of(&self.loggers, |x| &x.name),
+        }
+    }
+
+    /// [`Config::validate`]'s checks of one service against this config's
+    /// other objects, for a change that touches that service only: its
+    /// name's uniqueness is the caller's to check.
+    pub fn validate_service(&self, svc: &ServiceConfig) -> Result<(), Vec<ConfigError>> {
+        let mut c = self.checker(Vec::new());
+        c.service(svc);
+        if c.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(c.errors.into_iter().map(ConfigError::Invalid).collect())
+        }
+    }
+
     /// Every type name the config selects that `is_supported` refuses, as
     /// `service "service-0": listener type 'kcp' is not supported`. Absent
     /// types count as GOST's defaults (tcp listener, auto handler, http
     /// connector, tcp dialer).
     pub fn unsupported(&self, is_supported: impl Fn(Kind, &str) -> bool) -> Vec<String> {
         let mut out = Vec::new();
-        let mut check = |owner: &str, kind: Kind, ty: &str, default: &str| {
-            let ty = match ty.trim() {
-                "" => default,
-                t => t,
-            };
-            if !is_supported(kind, ty) {
-                out.push(format!("{owner}: {kind} type '{ty}' is not supported"));
-            }
-        };
+        let mut check = type_check(&is_supported, &mut out);
 
         for svc in &self.services {
-            let owner = format!("service \"{}\"", svc.name);
-            let lt = svc
-                .listener
-                .as_ref()
-                .map(|l| l.r#type.as_str())
-                .unwrap_or_default();
-            check(&owner, Kind::Listener, lt, DEFAULT_LISTENER);
-            let ht = svc
-                .handler
-                .as_ref()
-                .map(|h| h.r#type.as_str())
-                .unwrap_or_default();
-            check(&owner, Kind::Handler, ht, DEFAULT_HANDLER);
+            service_types(svc, &mut check);
         }
 
         for chain in &self.chains {
@@ -458,6 +499,19 @@ impl Config {
         for (owner, ty) in plugins {
             check(&owner, Kind::Plugin, &ty, "");
         }
+        drop(check);
+        out
+    }
+
+    /// [`Config::unsupported`] for one service's own types.
+    pub fn unsupported_service(
+        svc: &ServiceConfig,
+        is_supported: impl Fn(Kind, &str) -> bool,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut check = type_check(&is_supported, &mut out);
+        service_types(svc, &mut check);
+        drop(check);
         out
     }
 

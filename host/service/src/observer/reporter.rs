@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::Receiver;
 use tokio_util::sync::CancellationToken;
 
 use super::{Event, Observer, SinkSlot, StatsEvent};
@@ -65,7 +65,7 @@ impl Reporter {
         service: Arc<str>,
         status: Arc<Status>,
         first: State,
-        mut changes: UnboundedReceiver<(State, String)>,
+        mut changes: Receiver<(State, String)>,
         stop: CancellationToken,
     ) {
         let mut ticker =
