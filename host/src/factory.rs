@@ -520,8 +520,55 @@ pub(crate) fn bind_listener(
             };
             Box::new(UdpListen::bind(addr, opts).map_err(bind_err)?)
         }
+        #[cfg(feature = "mux")]
+        Socket::ReverseTcp => {
+            let router = reverse_router(root, cfg)?;
+            let mux = match lmd {
+                Some(m) => gost_transport::mux::MuxConfig::from_metadata(m, 1)
+                    .map_err(|e| svc_err(cfg, format!("listener.metadata: {e}")))?,
+                None => gost_transport::mux::MuxConfig::default(),
+            };
+            Box::new(gost_chain::reverse::RtcpListener::new(
+                router, &cfg.addr, mux,
+            ))
+        }
+        #[cfg(not(feature = "mux"))]
+        Socket::ReverseTcp => {
+            return Err(svc_err(
+                cfg,
+                "listener type 'rtcp' needs the mux feature, which this build lacks",
+            ))
+        }
+        Socket::ReverseUdp => {
+            let router = reverse_router(root, cfg)?;
+            let opts = match lmd {
+                Some(m) => udp_options(m).map_err(|e| md_err(cfg, "listener.metadata", e))?,
+                None => UdpOptions::default(),
+            };
+            // GOST's rudp sessions live until their ttl, replies or not.
+            let opts = UdpOptions {
+                keepalive: true,
+                ..opts
+            };
+            Box::new(gost_chain::reverse::RudpListener::new(
+                router, &cfg.addr, opts,
+            ))
+        }
     };
     Ok(listener)
+}
+
+/// What a reverse listener binds through: its own chain, which it needs.
+fn reverse_router(root: &Config, cfg: &ServiceConfig) -> Result<Router, BuildError> {
+    let router = gost_chain::router::build_for_listener(root, cfg, registry())
+        .map_err(|e| svc_err(cfg, e.to_string()))?;
+    if router.chain.is_none() {
+        return Err(svc_err(
+            cfg,
+            "a reverse listener (rtcp, rudp) needs listener.chain: the port is bound on the chain's last node",
+        ));
+    }
+    Ok(router)
 }
 
 /// The service's auther, as GOST picks it: the named `handler.auther` and
@@ -574,6 +621,16 @@ fn handler_options<T>(
     parse(md).map_err(|e| md_err(cfg, "handler.metadata", e))
 }
 
+/// The handler's `mux.*` for the session of a multiplexed BIND (smux
+/// version 1 unless set, as GOST's handlers have it).
+#[cfg(feature = "mux")]
+fn bind_mux(cfg: &ServiceConfig) -> Result<gost_transport::mux::MuxConfig, BuildError> {
+    let empty = gost_core::metadata::Metadata::default();
+    let md = cfg.handler.as_ref().map(|h| &h.metadata).unwrap_or(&empty);
+    gost_transport::mux::MuxConfig::from_metadata(md, 1)
+        .map_err(|e| svc_err(cfg, format!("handler.metadata: {e}")))
+}
+
 fn build_http_handler(cfg: &ServiceConfig, deps: HandlerDeps) -> Result<HttpHandler, BuildError> {
     let opts = handler_options(cfg, HttpOptions::from_metadata)?;
     Ok(HttpHandler::new(deps.router, deps.auther, opts))
@@ -585,7 +642,12 @@ fn build_socks4(cfg: &ServiceConfig, deps: HandlerDeps) -> Result<Socks4Handler,
 }
 
 fn build_socks5(cfg: &ServiceConfig, deps: HandlerDeps) -> Result<Socks5Handler, BuildError> {
-    let opts = handler_options(cfg, Socks5Options::from_metadata)?;
+    #[allow(unused_mut)]
+    let mut opts = handler_options(cfg, Socks5Options::from_metadata)?;
+    #[cfg(feature = "mux")]
+    {
+        opts.mux = bind_mux(cfg)?;
+    }
     Ok(Socks5Handler::new(deps.router, deps.auther, opts))
 }
 
@@ -625,7 +687,12 @@ fn build_relay(
     cfg: &ServiceConfig,
     deps: HandlerDeps,
 ) -> Result<RelayHandler, BuildError> {
-    let opts = handler_options(cfg, RelayHandlerOptions::from_metadata)?;
+    #[allow(unused_mut)]
+    let mut opts = handler_options(cfg, RelayHandlerOptions::from_metadata)?;
+    #[cfg(feature = "mux")]
+    {
+        opts.mux = bind_mux(cfg)?;
+    }
     let forward = match &cfg.forwarder {
         Some(_) => Some(build_forward_handler(root, cfg, deps.router.clone())?),
         None => None,
@@ -921,6 +988,27 @@ fn register(r: &mut Kinds) {
         },
         build: forwarding,
         summary: "UDP port forwarding, a session per client address",
+    });
+    r.add_handler(HandlerKind {
+        names: &["rtcp"],
+        caps: HandlerCaps {
+            forwarder: true,
+            sniffing: true,
+            ..Default::default()
+        },
+        build: forwarding,
+        summary:
+            "reverse TCP forwarding: an `rtcp` listener's connections to the forwarder's nodes",
+    });
+    r.add_handler(HandlerKind {
+        names: &["rudp"],
+        caps: HandlerCaps {
+            udp: true,
+            forwarder: true,
+            ..Default::default()
+        },
+        build: forwarding,
+        summary: "reverse UDP forwarding: an `rudp` listener's sessions to the forwarder's nodes",
     });
     r.add_handler(HandlerKind {
         names: &["http"],

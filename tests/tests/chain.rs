@@ -702,7 +702,7 @@ fn socks5_udp_associate_through_a_relay_node_is_a_clear_failure() {
     );
     let (reply, _c) = socks5_request(pa, 3, SocketAddr::from(([0, 0, 0, 0], 0)));
     assert_eq!(reply[1], 1, "general failure: {reply:?}");
-    a.wait_log("UDP BIND: status 3 (forbidden)");
+    a.wait_log("BIND: status 3 (forbidden)");
 }
 
 /// How many connections to `target` the socks5 gost behind `g` (started

@@ -197,10 +197,10 @@ fn ipv4_addr(a: SocketAddr) -> Vec<u8> {
 
 /// With `bind=true` a UDP BIND is answered at once with the bound address,
 /// then carries socks5 UDP-over-TCP frames to and from any target, every
-/// byte counted in the service's stats; a TCP BIND is refused "service
-/// unavailable" with an error naming it.
+/// byte counted in the service's stats; a TCP BIND to a port in use is
+/// refused "service unavailable" with an error naming it.
 #[test]
-fn udp_bind_relays_frames_to_any_target_and_tcp_bind_is_refused() {
+fn udp_bind_relays_frames_to_any_target_and_tcp_bind_to_a_port_in_use_is_refused() {
     let (echo1, echo2) = (udp_echo_server(), udp_echo_server());
     let (p, api) = (free_port(), free_port());
     let g = Gost::start(&[
@@ -244,10 +244,12 @@ fn udp_bind_relays_frames_to_any_target_and_tcp_bind_is_refused() {
     assert_eq!(delta("outputBytes"), 14 + framed, "{st}");
     assert_eq!(delta("totalErrs"), 0, "{st}");
 
-    let (mut c, status) = request(p, 2, &[addr_feature(echo1)]);
+    // A TCP BIND to a port in use.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (mut c, status) = request(p, 2, &[addr_feature(taken.local_addr().unwrap())]);
     assert_eq!(status, 5, "TCP BIND refused");
     assert!(closed(&mut c));
-    g.wait_log("TCP BIND is not supported");
+    g.wait_log("relay: BIND on 127.0.0.1");
     let errs = base["totalErrs"].as_u64().unwrap() + 1;
     wait_service(api, "service-0", |s| {
         s["status"]["stats"]["totalErrs"] == errs

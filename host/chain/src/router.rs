@@ -13,6 +13,7 @@ use crate::connector::upstream::Upstream;
 
 use crate::chain::build::ChainBuildError;
 use crate::chain::{route, Chain, Chainer, Route};
+use crate::connector::bind::{BindNetwork, Bound};
 use crate::connector::udp_tun::UdpTunnel;
 use gost_core::bypass::{BypassError, BypassGroup};
 use gost_core::config::{Config, ServiceConfig};
@@ -119,6 +120,32 @@ pub fn build(
         if !ignore_chain {
             router.chain = crate::chain::build::chainer(root, h, registry)?.map(Arc::new);
         }
+    }
+    Ok(router)
+}
+
+/// The router a reverse listener (`rtcp`, `rudp`) binds through: the
+/// service's `dialTimeout` and the listener's chain or chain group.
+pub fn build_for_listener(
+    root: &Config,
+    svc: &ServiceConfig,
+    registry: &'static crate::registry::Registry,
+) -> Result<Router, RouterBuildError> {
+    let mut router = Router::default();
+    if let Some(t) = svc
+        .metadata
+        .get_duration("dialTimeout")?
+        .filter(|t| !t.is_zero())
+    {
+        router.dial_timeout = t;
+    }
+    if let Some(l) = &svc.listener {
+        let through = gost_core::config::HandlerConfig {
+            chain: l.chain.clone(),
+            chain_group: l.chain_group.clone(),
+            ..Default::default()
+        };
+        router.chain = crate::chain::build::chainer(root, &through, registry)?.map(Arc::new);
     }
     Ok(router)
 }
@@ -301,6 +328,37 @@ impl Router {
         self.timed_udp("", work).await
     }
 
+    /// A BIND at `addr` on the last node of the service's chain, for
+    /// reverse forwarding; there is nothing to bind without a chain.
+    pub async fn bind(&self, network: BindNetwork, addr: &str) -> Result<Bound, DialError> {
+        let net = match network {
+            BindNetwork::Tcp => "tcp",
+            BindNetwork::Udp => "udp",
+        };
+        let io = |source| DialError::Io {
+            network: net,
+            addr: addr.to_string(),
+            source,
+        };
+        let any = std::net::IpAddr::from([0u8; 4]);
+        let Some((chain, nodes)) = self.route_for(net, addr, gost_core::addr::host_of(addr), any)
+        else {
+            return Err(io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "reverse forwarding needs a chain to bind through",
+            )));
+        };
+        let work = route::bind(&chain.name, &nodes, network, addr);
+        match tokio::time::timeout(self.dial_timeout, work).await {
+            Ok(r) => finish_route(&chain, addr, r).map_err(io),
+            Err(_) => Err(DialError::Timeout {
+                network: net,
+                addr: addr.to_string(),
+                timeout: self.dial_timeout,
+            }),
+        }
+    }
+
     async fn timed_udp<T>(
         &self,
         addr: &str,
@@ -384,7 +442,8 @@ fn service_unsupported(svc: &ServiceConfig) -> Vec<String> {
         .flatten()
         .unwrap_or(false);
     if let Some(l) = &svc.listener {
-        if !ignore_chain && (!l.chain.is_empty() || l.chain_group.is_some()) {
+        let reverse = matches!(l.r#type.as_str(), "rtcp" | "rudp");
+        if !reverse && !ignore_chain && (!l.chain.is_empty() || l.chain_group.is_some()) {
             out.push(format!(
                 "service \"{name}\": listener chains are not supported yet"
             ));

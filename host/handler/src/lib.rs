@@ -5,6 +5,8 @@ pub mod auto;
 pub mod file;
 pub mod forward;
 pub mod http;
+#[cfg(feature = "mux")]
+mod mbind;
 pub mod relay;
 pub mod sniffing;
 pub mod socks;

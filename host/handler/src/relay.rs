@@ -19,9 +19,11 @@
 //! connector carries a SOCKS5 UDP association) binds a UDP socket here at
 //! the requested address, answers at once with its address in an address
 //! feature, then carries datagrams to and from any target as socks5
-//! UDP-over-TCP frames (`LEN(2) FRAG ATYP ADDR PORT DATA`). GOST's TCP
-//! BIND needs its multiplexed session, which gost-rs has not: it is
-//! answered "service unavailable".
+//! UDP-over-TCP frames (`LEN(2) FRAG ATYP ADDR PORT DATA`). A TCP BIND
+//! (reverse forwarding, `rtcp`) listens strictly at the requested address
+//! (a port in use is answered "service unavailable"), answers with the
+//! bound address, then serves the port's peers over an smux session on
+//! the connection ([`crate::mbind`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,6 +62,9 @@ pub struct RelayHandlerOptions {
     pub nodelay: bool,
     /// `bind`: serve BIND requests (GOST refuses them by default).
     pub bind: bool,
+    /// `mux.*`: the session of a TCP BIND.
+    #[cfg(feature = "mux")]
+    pub mux: gost_transport::mux::MuxConfig,
 }
 
 impl RelayHandlerOptions {
@@ -80,6 +85,8 @@ impl RelayHandlerOptions {
                 .unwrap_or(DEFAULT_UDP_BUFFER),
             nodelay: md.get_bool("nodelay")?.unwrap_or(false),
             bind: md.get_bool("bind")?.unwrap_or(false),
+            #[cfg(feature = "mux")]
+            mux: gost_transport::mux::MuxConfig::default(),
         })
     }
 }
@@ -213,13 +220,7 @@ impl RelayHandler {
             return Ok(());
         }
         if !req.udp {
-            let _ = client
-                .write_all(&response(STATUS_SERVICE_UNAVAILABLE))
-                .await;
-            return Err(HandlerError::Protocol(
-                "relay: TCP BIND is not supported (it needs GOST's multiplexed session); UDP BIND is"
-                    .into(),
-            ));
+            return self.bind_tcp(client, ctx, req).await;
         }
         let at = if req.addr.is_empty() {
             "0.0.0.0:0"
@@ -257,6 +258,62 @@ impl RelayHandler {
         .await?;
         tracing::debug!(service = %ctx.service, client = %ctx.peer, bind = %bound, "relay: udp bind closed");
         Ok(())
+    }
+
+    /// GOST's TCP BIND: a port here whose peers come to the client as
+    /// streams of an smux session on its connection.
+    #[cfg(feature = "mux")]
+    async fn bind_tcp(
+        &self,
+        mut client: ClientStream,
+        ctx: &ConnContext,
+        req: &Request,
+    ) -> Result<(), HandlerError> {
+        let at = if req.addr.is_empty() {
+            "0.0.0.0:0"
+        } else {
+            &req.addr
+        };
+        let listener = match crate::mbind::listen(at).await {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = client
+                    .write_all(&response(STATUS_SERVICE_UNAVAILABLE))
+                    .await;
+                return Err(HandlerError::Protocol(format!(
+                    "relay: BIND on {}: {e}",
+                    gost_core::escape::esc(at)
+                )));
+            }
+        };
+        let bound = listener.local_addr()?;
+        client
+            .send(&response_with_addrs(STATUS_OK, &[bound]))
+            .await?;
+        crate::mbind::serve(
+            client.into_inner(),
+            listener,
+            crate::mbind::PeerHeader::Relay,
+            &self.opts.mux,
+            ctx,
+            self.opts.idle_timeout,
+        )
+        .await
+    }
+
+    #[cfg(not(feature = "mux"))]
+    async fn bind_tcp(
+        &self,
+        mut client: ClientStream,
+        _ctx: &ConnContext,
+        _req: &Request,
+    ) -> Result<(), HandlerError> {
+        let _ = client
+            .write_all(&response(STATUS_SERVICE_UNAVAILABLE))
+            .await;
+        Err(HandlerError::Protocol(
+            "relay: TCP BIND needs the mux feature, which this build lacks".into(),
+        ))
     }
 
     /// Forwarder mode: the node the hop picks, whatever the request named.

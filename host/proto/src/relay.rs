@@ -75,6 +75,51 @@ pub fn parse_addr(b: &[u8]) -> Result<String, String> {
     }
 }
 
+/// A response with address features, `VER STATUS FLEN(2) FEATURES`: how
+/// a BIND answers with the bound address, and how each peer a TCP BIND
+/// accepted is announced on its stream (GOST's `tcpHandler`).
+pub fn response_with_addrs(status: u8, addrs: &[std::net::SocketAddr]) -> Vec<u8> {
+    let mut features = Vec::new();
+    for a in addrs {
+        let mut data = Vec::with_capacity(19);
+        match a.ip().to_canonical() {
+            IpAddr::V4(ip) => {
+                data.push(1);
+                data.extend_from_slice(&ip.octets());
+            }
+            IpAddr::V6(ip) => {
+                data.push(4);
+                data.extend_from_slice(&ip.octets());
+            }
+        }
+        data.extend_from_slice(&a.port().to_be_bytes());
+        put_feature(&mut features, FEATURE_ADDR, &data);
+    }
+    let mut out = vec![VERSION, status];
+    out.extend_from_slice(&(features.len() as u16).to_be_bytes());
+    out.extend_from_slice(&features);
+    out
+}
+
+/// A response's status and the addresses of its address features, in
+/// order, from its 4-byte head and its features; an error for a bad
+/// version or a malformed feature.
+pub fn parse_response(head: [u8; 4], mut features: &[u8]) -> Result<(u8, Vec<String>), String> {
+    if head[0] != VERSION {
+        return Err(format!("relay: unsupported version {}", head[0]));
+    }
+    let mut addrs = Vec::new();
+    while !features.is_empty() {
+        let (kind, data, rest) =
+            split_feature(features).ok_or_else(|| "relay: truncated feature".to_string())?;
+        if kind == FEATURE_ADDR {
+            addrs.push(parse_addr(data)?);
+        }
+        features = rest;
+    }
+    Ok((head[1], addrs))
+}
+
 /// GOST's relay status texts, for the error a refused request gives.
 pub fn status_text(status: u8) -> &'static str {
     match status {
@@ -86,5 +131,50 @@ pub fn status_text(status: u8) -> &'static str {
         6 => "host unreachable",
         7 => "network unreachable",
         _ => "internal server error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bytes GOST's relay `tcpHandler` writes on each BIND stream for
+    /// a peer at 127.0.0.1:40000 (relay.Response with one AddrFeature).
+    #[test]
+    fn a_bind_peer_announcement_is_gosts_bytes() {
+        let peer: std::net::SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let b = response_with_addrs(STATUS_OK, &[peer]);
+        assert_eq!(
+            b,
+            [1, 0, 0, 10, FEATURE_ADDR, 0, 7, 1, 127, 0, 0, 1, 0x9c, 0x40]
+        );
+        let (status, addrs) = parse_response([b[0], b[1], b[2], b[3]], &b[4..]).unwrap();
+        assert_eq!(
+            (status, addrs),
+            (STATUS_OK, vec!["127.0.0.1:40000".to_string()])
+        );
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_are_sent_as_ipv4_and_ipv6_as_ipv6() {
+        let mapped: std::net::SocketAddr = "[::ffff:10.0.0.1]:1".parse().unwrap();
+        assert_eq!(response_with_addrs(0, &[mapped])[7], 1);
+        let v6: std::net::SocketAddr = "[::1]:2222".parse().unwrap();
+        let b = response_with_addrs(0, &[v6]);
+        assert_eq!(&b[2..4], &[0, 22]);
+        let (_, addrs) = parse_response([b[0], b[1], b[2], b[3]], &b[4..]).unwrap();
+        assert_eq!(addrs, vec!["[::1]:2222".to_string()]);
+    }
+
+    #[test]
+    fn malformed_responses_are_errors() {
+        assert!(parse_response([2, 0, 0, 0], &[]).is_err());
+        assert!(parse_response([1, 0, 0, 3], &[FEATURE_ADDR, 0, 9]).is_err());
+        assert!(parse_response([1, 0, 0, 5], &[FEATURE_ADDR, 0, 2, 9, 9]).is_err());
+        // Features other than addresses are skipped.
+        assert_eq!(
+            parse_response([1, 3, 0, 5], &[FEATURE_NETWORK, 0, 2, 0, 1]).unwrap(),
+            (3, vec![])
+        );
     }
 }

@@ -20,6 +20,13 @@ pub const REP_CMD_NOT_SUPPORTED: u8 = 0x07;
 pub const REP_ATYP_NOT_SUPPORTED: u8 = 0x08;
 /// GOST marks tunnelled UDP-over-TCP frames with this FRAG value.
 pub const FRAG_TUN: u8 = 0xFF;
+/// GOST's extension commands (go-gost/x `internal/util/socks`): a BIND
+/// whose connection then carries an smux session, each accepted peer a
+/// stream of it opened by the server and starting with a reply naming the
+/// peer; and UDP-over-TCP, a relay for port 0, a socket bound there for
+/// any other port.
+pub const CMD_MUX_BIND: u8 = 0xF2;
+pub const CMD_UDP_TUN: u8 = 0xF3;
 
 /// A target as a SOCKS request names it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -201,6 +201,9 @@ impl Service {
                 Err(e) => {
                     delay = (delay * 2).clamp(Duration::from_secs(1), MAX_ACCEPT_DELAY);
                     tracing::warn!(service = %self.name, error = %e, retry_in = ?delay, "accept failed");
+                    // A reverse listener's BIND failing or ending is news
+                    // for the status too, not only the log.
+                    self.status.add_event(format!("service {}: {e}", self.name));
                     self.status.set_state(State::Failed);
                     tokio::select! {
                         _ = shutdown.cancelled() => return,

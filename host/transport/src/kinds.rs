@@ -14,6 +14,10 @@ use crate::{Dialer, Upgrade};
 pub enum Socket {
     Tcp,
     Udp,
+    /// Nothing bound here: the port is bound on the last node of the
+    /// listener's chain (`rtcp`, `rudp`).
+    ReverseTcp,
+    ReverseUdp,
 }
 
 pub type BuildUpgrade = fn(&ListenerConfig, &Config) -> Result<Arc<dyn Upgrade>, String>;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Node, Route};
+use crate::connector::bind::{BindNetwork, Bound};
 use crate::connector::udp_tun::UdpTunnel;
 use crate::connector::upstream::Upstream;
 use crate::connector::ConnectError;
@@ -90,6 +91,30 @@ pub async fn dial_udp(
         node: last.name.clone(),
         addr: last.addr.clone(),
         next: "udp tunnel".into(),
+        source,
+    })
+}
+
+/// A BIND at `addr` on the last node of a route (GOST's route `Bind`):
+/// the nodes are reached as for a dial, then the last node's connector
+/// asks its node to listen.
+pub async fn bind(
+    chain: &str,
+    route: &Route,
+    network: BindNetwork,
+    addr: &str,
+) -> Result<Bound, RouteError> {
+    let (stream, last) = reach_last_counted(chain, route).await?;
+    let bound = match &last.connector {
+        Some(c) => c.bind(stream, network, addr).await,
+        None => Err(ConnectError::NoBind {
+            connector: "forward",
+        }),
+    };
+    bound.map_err(|source| RouteError::Connect {
+        node: last.name.clone(),
+        addr: last.addr.clone(),
+        next: format!("bind {addr}"),
         source,
     })
 }

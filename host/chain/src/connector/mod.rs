@@ -4,6 +4,7 @@
 //! returns, the stream carries the tunnelled bytes and nothing else, because
 //! each connector reads exactly its protocol's reply and not one byte more.
 
+pub mod bind;
 pub mod http;
 pub mod relay;
 pub mod socks4;
@@ -51,6 +52,11 @@ pub enum ConnectError {
         "{connector} connector: UDP is not supported (use a socks5 or relay node as the last hop)"
     )]
     NoUdp { connector: &'static str },
+    /// GOST's connector of this type has no BIND either.
+    #[error(
+        "{connector} connector: BIND is not supported (reverse forwarding needs a socks5 or relay node as the last hop)"
+    )]
+    NoBind { connector: &'static str },
     #[error("{connector} connector: no reply within {timeout:?}")]
     Timeout {
         connector: &'static str,
@@ -112,6 +118,21 @@ pub trait Connector: Send + Sync + std::fmt::Debug {
     ) -> BoxFuture<'a, Result<udp_tun::UdpTunnel, ConnectError>> {
         let _ = (stream, target, node);
         Box::pin(std::future::ready(Err(ConnectError::NoUdp {
+            connector: self.name(),
+        })))
+    }
+
+    /// Asks the node to listen at `addr` for reverse forwarding (GOST's
+    /// `Binder`): a TCP BIND multiplexed over `stream`, or a UDP BIND whose
+    /// datagrams come back framed on it. Only socks5 and relay can.
+    fn bind<'a>(
+        &'a self,
+        stream: Upstream,
+        network: bind::BindNetwork,
+        addr: &'a str,
+    ) -> BoxFuture<'a, Result<bind::Bound, ConnectError>> {
+        let _ = (stream, network, addr);
+        Box::pin(std::future::ready(Err(ConnectError::NoBind {
             connector: self.name(),
         })))
     }
@@ -191,6 +212,15 @@ impl NodeConnector {
     ) -> Result<udp_tun::UdpTunnel, ConnectError> {
         self.timed(self.inner.udp_tunnel(stream, target, node))
             .await
+    }
+
+    pub async fn bind(
+        &self,
+        stream: Upstream,
+        network: bind::BindNetwork,
+        addr: &str,
+    ) -> Result<bind::Bound, ConnectError> {
+        self.timed(self.inner.bind(stream, network, addr)).await
     }
 }
 

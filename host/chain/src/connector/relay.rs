@@ -11,13 +11,14 @@
 //! socket and answers at once with its address, and datagrams travel as
 //! the socks5 UDP-over-TCP frames that name their target or source.
 
+use super::bind::{wire_addr, BindNetwork, Bound, PeerHeader};
 use super::socks5::encode_addr;
 use super::udp_tun::UdpTunnel;
 use super::upstream::Upstream;
 use super::{write_all, ConnectError, Credentials};
 use gost_proto::relay::{
     parse_addr, put_feature, split_feature, status_text, CMD_BIND, CMD_CONNECT, FEATURE_ADDR,
-    FEATURE_NETWORK, FEATURE_USER_AUTH, FLAG_UDP, NETWORK_UDP, VERSION,
+    FEATURE_NETWORK, FEATURE_USER_AUTH, FLAG_UDP, NETWORK_TCP, NETWORK_UDP, VERSION,
 };
 use gost_transport::BoxFuture;
 
@@ -121,6 +122,70 @@ impl RelayConnector {
     }
 }
 
+impl RelayConnector {
+    /// GOST's BIND request (`connector/relay/bind.go`): user/password when
+    /// set, the network, then the address, in that order.
+    fn bind_request(&self, addr: &str, network: BindNetwork) -> Result<Vec<u8>, ConnectError> {
+        let mut features = Vec::new();
+        if let Some(a) = &self.auth {
+            let (u, p) = (a.username.as_bytes(), a.password.as_bytes());
+            if u.len() > 255 || p.len() > 255 {
+                return Err(ConnectError::Refused {
+                    connector: NAME,
+                    reply: "username or password longer than 255 bytes".into(),
+                });
+            }
+            let mut data = vec![u.len() as u8];
+            data.extend_from_slice(u);
+            data.push(p.len() as u8);
+            data.extend_from_slice(p);
+            put_feature(&mut features, FEATURE_USER_AUTH, &data);
+        }
+        let (cmd, net) = match network {
+            BindNetwork::Tcp => (CMD_BIND, NETWORK_TCP),
+            BindNetwork::Udp => (CMD_BIND | FLAG_UDP, NETWORK_UDP),
+        };
+        put_feature(&mut features, FEATURE_NETWORK, &net.to_be_bytes());
+        let dst = encode_addr(addr).map_err(|e| match e {
+            ConnectError::Address { addr, msg, .. } => ConnectError::Address {
+                connector: NAME,
+                addr,
+                msg,
+            },
+            other => other,
+        })?;
+        put_feature(&mut features, FEATURE_ADDR, &dst);
+        let mut req = vec![VERSION, cmd];
+        req.extend_from_slice(&(features.len() as u16).to_be_bytes());
+        req.extend_from_slice(&features);
+        Ok(req)
+    }
+
+    /// A BIND for reverse forwarding: answered at once with the bound
+    /// address; a TCP BIND's stream then carries the node's smux session,
+    /// a UDP BIND's the datagrams as UDP-over-TCP frames.
+    async fn bind(
+        &self,
+        mut up: Upstream,
+        network: BindNetwork,
+        addr: &str,
+    ) -> Result<Bound, ConnectError> {
+        let addr = wire_addr(addr);
+        write_all(NAME, up.writer(), &self.bind_request(&addr, network)?).await?;
+        let stream = up.settled().await?;
+        let mut head = [0u8; 4];
+        super::read_exact(NAME, stream, &mut head).await?;
+        let mut features = vec![0u8; u16::from_be_bytes([head[2], head[3]]) as usize];
+        super::read_exact(NAME, stream, &mut features).await?;
+        let bound = parse_bind_response(head, &features)?.unwrap_or_default();
+        Ok(Bound {
+            addr: bound,
+            stream: up.into_parts().0,
+            header: PeerHeader::Relay,
+        })
+    }
+}
+
 /// A BIND response `VER STATUS FLEN(2) FEATURES`: the bound address from
 /// its address feature, when it has one; an error for a refusal.
 fn parse_bind_response(head: [u8; 4], mut features: &[u8]) -> Result<Option<String>, ConnectError> {
@@ -134,7 +199,7 @@ fn parse_bind_response(head: [u8; 4], mut features: &[u8]) -> Result<Option<Stri
     if head[1] != 0 {
         return Err(ConnectError::Refused {
             connector: NAME,
-            reply: format!("UDP BIND: status {} ({})", head[1], status_text(head[1])),
+            reply: format!("BIND: status {} ({})", head[1], status_text(head[1])),
         });
     }
     let mut bound = None;
@@ -170,12 +235,102 @@ impl super::Connector for RelayConnector {
     ) -> BoxFuture<'a, Result<UdpTunnel, ConnectError>> {
         Box::pin(self.udp(up, target))
     }
+
+    fn bind<'a>(
+        &'a self,
+        up: Upstream,
+        network: BindNetwork,
+        addr: &'a str,
+    ) -> BoxFuture<'a, Result<Bound, ConnectError>> {
+        Box::pin(RelayConnector::bind(self, up, network, addr))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::connector::upstream::LazyResponse;
+
+    /// GOST's `connector/relay/bind.go` for `rtcp://:2222` with a user:
+    /// auth, then network, then `0.0.0.0:2222`; UDP sets the 0x80 bit and
+    /// network 1.
+    #[test]
+    fn a_bind_request_is_gosts_bytes() {
+        let c = RelayConnector {
+            auth: Some(Credentials {
+                username: "u".into(),
+                password: "p".into(),
+            }),
+            nodelay: false,
+        };
+        let tcp = c
+            .bind_request(&wire_addr(":2222"), BindNetwork::Tcp)
+            .unwrap();
+        assert_eq!(
+            tcp,
+            [
+                1, 2, 0, 22, // VER CMD FLEN
+                1, 0, 4, 1, b'u', 1, b'p', // user/pass
+                4, 0, 2, 0, 0, // network tcp
+                2, 0, 7, 1, 0, 0, 0, 0, 0x08, 0xae, // 0.0.0.0:2222
+            ]
+        );
+        let udp = c.bind_request(&wire_addr(":53"), BindNetwork::Udp).unwrap();
+        assert_eq!(&udp[..2], &[1, 0x82]);
+        assert_eq!(&udp[11..16], &[4, 0, 2, 0, 1]);
+    }
+
+    #[tokio::test]
+    async fn a_bind_reads_its_answer_and_leaves_the_session_bytes() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (a, mut b) = tokio::io::duplex(1024);
+        let c = RelayConnector {
+            auth: None,
+            nodelay: false,
+        };
+        let node = tokio::spawn(async move {
+            let mut req = [0u8; 19];
+            b.read_exact(&mut req).await.unwrap();
+            // OK, bound 0.0.0.0:2222, then the first smux frame.
+            b.write_all(&[
+                1, 0, 0, 10, 2, 0, 7, 1, 0, 0, 0, 0, 0x08, 0xae, 1, 0, 0, 0, 3, 0, 0, 0,
+            ])
+            .await
+            .unwrap();
+            b
+        });
+        let up = Upstream::direct(gost_core::stream::Stream::boxed(a, Default::default()));
+        let mut bound = RelayConnector::bind(&c, up, BindNetwork::Tcp, ":2222")
+            .await
+            .unwrap();
+        assert_eq!(bound.addr, "0.0.0.0:2222");
+        assert_eq!(bound.header, PeerHeader::Relay);
+        let mut frame = [0u8; 8];
+        bound.stream.read_exact(&mut frame).await.unwrap();
+        assert_eq!(frame, [1, 0, 0, 0, 3, 0, 0, 0]);
+        drop(node.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_refused_bind_names_the_status() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (a, mut b) = tokio::io::duplex(1024);
+        let c = RelayConnector {
+            auth: None,
+            nodelay: false,
+        };
+        tokio::spawn(async move {
+            let mut req = [0u8; 19];
+            b.read_exact(&mut req).await.unwrap();
+            b.write_all(&[1, 5, 0, 0]).await.unwrap();
+            b
+        });
+        let up = Upstream::direct(gost_core::stream::Stream::boxed(a, Default::default()));
+        let err = RelayConnector::bind(&c, up, BindNetwork::Tcp, ":2222")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("service unavailable"), "{err}");
+    }
 
     #[test]
     fn request_carries_auth_then_address() {
@@ -264,7 +419,7 @@ mod tests {
         let err = parse_bind_response([1, 3, 0, 0], &[]).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "relay connector: node refused: UDP BIND: status 3 (forbidden)"
+            "relay connector: node refused: BIND: status 3 (forbidden)"
         );
         let err = parse_bind_response([2, 0, 0, 0], &[]).unwrap_err();
         assert_eq!(err.to_string(), "relay connector: bad reply: version 2");

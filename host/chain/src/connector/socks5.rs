@@ -1,6 +1,7 @@
 //! SOCKS5 connector (GOST's `connector/socks/v5`): CONNECT, and UDP
 //! through GOST's UDP-over-TCP tunnel or, with `relay: udp`, a standard
-//! UDP ASSOCIATE (see [`super::udp_tun`]). GOST also
+//! UDP ASSOCIATE (see [`super::udp_tun`]), and GOST's BIND for reverse
+//! forwarding (multiplexed 0xF2, UDP-over-TCP 0xF3 at a port). GOST also
 //! offers its TLS methods (0x80, 0x82) unless `notls` is set; this
 //! connector offers only no-auth and, with credentials, username/password.
 
@@ -8,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use tokio::net::UdpSocket;
 
+use super::bind::{wire_addr, BindNetwork, Bound, PeerHeader};
 use super::udp_tun::{AssociateOptions, UdpTunnel};
 use super::upstream::Upstream;
 use super::{read_exact, split_addr, write_all, ConnectError, Credentials};
@@ -20,7 +22,7 @@ const METHOD_USER_PASS: u8 = 0x02;
 const CMD_CONNECT: u8 = 1;
 const CMD_UDP_ASSOCIATE: u8 = 3;
 /// GOST's UDP-over-TCP extension.
-const CMD_UDP_TUN: u8 = 0xF3;
+const CMD_UDP_TUN: u8 = gost_proto::socks::CMD_UDP_TUN;
 
 #[derive(Debug)]
 pub struct Socks5Connector {
@@ -155,6 +157,28 @@ impl Socks5Connector {
         ))
     }
 
+    /// GOST's BIND for reverse forwarding (`connector/socks/v5/bind.go`):
+    /// the multiplexed BIND (0xF2) for TCP, UDP-over-TCP at a port (0xF3)
+    /// for UDP.
+    async fn bind(
+        &self,
+        mut up: Upstream,
+        network: BindNetwork,
+        addr: &str,
+    ) -> Result<Bound, ConnectError> {
+        let cmd = match network {
+            BindNetwork::Tcp => gost_proto::socks::CMD_MUX_BIND,
+            BindNetwork::Udp => CMD_UDP_TUN,
+        };
+        let dst = encode_addr(&wire_addr(addr))?;
+        let bound = self.request(&mut up, cmd, &dst).await?;
+        Ok(Bound {
+            addr: bound.to_string(),
+            stream: up.into_stream().await?,
+            header: PeerHeader::Socks5,
+        })
+    }
+
     /// Negotiates, sends `cmd` for the encoded address and reads the whole
     /// reply, so nothing of it is left on the stream; answers the bound
     /// address the reply reports.
@@ -247,6 +271,15 @@ impl super::Connector for Socks5Connector {
         node: &'a str,
     ) -> BoxFuture<'a, Result<UdpTunnel, ConnectError>> {
         Box::pin(self.udp(up, node))
+    }
+
+    fn bind<'a>(
+        &'a self,
+        up: Upstream,
+        network: BindNetwork,
+        addr: &'a str,
+    ) -> BoxFuture<'a, Result<Bound, ConnectError>> {
+        Box::pin(Socks5Connector::bind(self, up, network, addr))
     }
 }
 

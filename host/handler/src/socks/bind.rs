@@ -75,3 +75,53 @@ pub(super) async fn bind(
         .relay(ctx, idle_timeout)
         .await
 }
+
+/// GOST's multiplexed BIND (0xF2, `mbind.go`): listen strictly on the
+/// requested address (a port in use is a failure reply), answer with the
+/// control connection's local IP (or `publicAddr`) and the bound port,
+/// then serve the client's peers over an smux session on the connection.
+#[cfg(feature = "mux")]
+pub(super) async fn mux_bind(
+    mut hs: Handshake,
+    ctx: &ConnContext,
+    target: &TargetAddr,
+    public_addr: Option<&str>,
+    mux: &gost_transport::mux::MuxConfig,
+    idle_timeout: Option<Duration>,
+) -> Result<(), HandlerError> {
+    let listener = match crate::mbind::listen(&target.to_string()).await {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = hs.write(&reply(REP_GENERAL_FAILURE, None)).await;
+            return Err(HandlerError::Protocol(format!(
+                "socks5 mbind on {}: {e}",
+                gost_core::escape::esc(&target.to_string())
+            )));
+        }
+    };
+    let port = listener.local_addr()?.port();
+    let first = match public_addr {
+        Some(host) => {
+            let mut out = vec![VERSION, REP_SUCCEEDED, 0];
+            put_host(&mut out, host, port);
+            out
+        }
+        None => {
+            let ip = hs.io.get_ref().local_addr()?.ip().to_canonical();
+            reply(REP_SUCCEEDED, Some(SocketAddr::new(ip, port)))
+        }
+    };
+    hs.write(&first).await?;
+    let (mut control, early) = hs.finish();
+    // Frames the client sent right after its request are the session's.
+    control.unread(&early);
+    crate::mbind::serve(
+        control,
+        listener,
+        crate::mbind::PeerHeader::Socks5,
+        mux,
+        ctx,
+        idle_timeout,
+    )
+    .await
+}

@@ -6,9 +6,10 @@
 //! UDP (ASSOCIATE, and UDP-over-TCP with port 0) and BIND (and
 //! UDP-over-TCP with a port) are off unless enabled (`udp=true`,
 //! `bind=true`); a disabled command is answered "not allowed" (0x02).
-//! GOST's other extensions (TLS methods 0x80/0x82, the multiplexed BIND
-//! 0xF2, Tor's resolve commands) are answered "command not supported" like
-//! any unknown command.
+//! GOST's multiplexed BIND (0xF2, for reverse forwarding: see
+//! [`crate::mbind`]) needs `bind=true` too. GOST's other extensions (TLS
+//! methods 0x80/0x82, Tor's resolve commands) are answered "command not
+//! supported" like any unknown command.
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -41,7 +42,9 @@ const CMD_CONNECT: u8 = 1;
 const CMD_BIND: u8 = 2;
 const CMD_UDP_ASSOCIATE: u8 = 3;
 /// GOST's UDP-over-TCP extension.
-const CMD_UDP_TUN: u8 = 0xF3;
+const CMD_UDP_TUN: u8 = gost_proto::socks::CMD_UDP_TUN;
+#[cfg(feature = "mux")]
+const CMD_MUX_BIND: u8 = gost_proto::socks::CMD_MUX_BIND;
 
 /// GOST's UDP relay buffer when `udp.bufferSize` is not set.
 const DEFAULT_UDP_BUFFER: usize = 4096;
@@ -69,6 +72,9 @@ pub struct Socks5Options {
     /// `publicAddr` (or `socks.publicAddr`): the host BIND reports instead
     /// of the control connection's local IP, for a server behind NAT.
     pub public_addr: Option<String>,
+    /// `mux.*`: the session of a multiplexed BIND.
+    #[cfg(feature = "mux")]
+    pub mux: gost_transport::mux::MuxConfig,
 }
 
 impl Default for Socks5Options {
@@ -81,6 +87,8 @@ impl Default for Socks5Options {
             udp_buffer_size: DEFAULT_UDP_BUFFER,
             bind: false,
             public_addr: None,
+            #[cfg(feature = "mux")]
+            mux: gost_transport::mux::MuxConfig::default(),
         }
     }
 }
@@ -105,6 +113,8 @@ impl Socks5Options {
                 Some(v) if !v.is_empty() => Some(v),
                 _ => md.get_string("publicAddr")?.filter(|v| !v.is_empty()),
             },
+            #[cfg(feature = "mux")]
+            mux: gost_transport::mux::MuxConfig::default(),
         })
     }
 }
@@ -174,6 +184,17 @@ impl Socks5Handler {
             ))
             .await
             .map(|()| None),
+            #[cfg(feature = "mux")]
+            CMD_MUX_BIND if self.opts.bind => Box::pin(super::bind::mux_bind(
+                hs,
+                ctx,
+                &req.target,
+                self.opts.public_addr.as_deref(),
+                &self.opts.mux,
+                self.opts.idle_timeout,
+            ))
+            .await
+            .map(|()| None),
             CMD_UDP_TUN if self.udp_tun_allowed(&req.target) => Box::pin(super::udptun::serve(
                 hs,
                 ctx,
@@ -184,6 +205,12 @@ impl Socks5Handler {
             .await
             .map(|()| None),
             // GOST answers disabled commands and counts no error.
+            #[cfg(feature = "mux")]
+            CMD_MUX_BIND => {
+                hs.write(&reply(REP_NOT_ALLOWED, None)).await?;
+                tracing::debug!(service = %ctx.service, client = %ctx.peer, cmd = req.cmd, "socks5 command not allowed");
+                Ok(None)
+            }
             CMD_UDP_ASSOCIATE | CMD_BIND | CMD_UDP_TUN => {
                 hs.write(&reply(REP_NOT_ALLOWED, None)).await?;
                 tracing::debug!(service = %ctx.service, client = %ctx.peer, cmd = req.cmd, "socks5 command not allowed");

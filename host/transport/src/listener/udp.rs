@@ -60,7 +60,7 @@ impl Drop for UdpListen {
 /// The datagrams of one client address.
 #[derive(Debug)]
 pub struct UdpConn {
-    socket: Arc<UdpSocket>,
+    reply: ReplyTo,
     peer: SocketAddr,
     rx: mpsc::Receiver<Vec<u8>>,
     sessions: Sessions,
@@ -78,7 +78,14 @@ impl UdpConn {
     /// Sends a datagram to the client from the service's own socket, so the
     /// client sees replies from the address it sent to.
     pub async fn send(&self, data: &[u8]) -> io::Result<usize> {
-        self.socket.send_to(data, self.peer).await
+        match &self.reply {
+            ReplyTo::Socket(s) => s.send_to(data, self.peer).await,
+            ReplyTo::Tunnel(tx) => tx
+                .send((data.to_vec(), self.peer))
+                .await
+                .map(|()| data.len())
+                .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "udp tunnel closed")),
+        }
     }
 }
 
@@ -119,6 +126,13 @@ async fn recv_loop(
     accept_tx: mpsc::Sender<io::Result<Accepted>>,
 ) {
     let mut buf = vec![0u8; opts.read_buffer_size.max(1)];
+    let demux = Demux {
+        reply: ReplyTo::Socket(socket.clone()),
+        local,
+        opts,
+        sessions,
+        accept_tx,
+    };
     loop {
         let (n, peer) = match socket.recv_from(&mut buf).await {
             Ok(r) => r,
@@ -126,39 +140,84 @@ async fn recv_loop(
             // Linux; it concerns one client, not the listener.
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
             Err(e) => {
-                let _ = accept_tx.send(Err(e)).await;
+                let _ = demux.accept_tx.send(Err(e)).await;
                 return;
             }
         };
-        let data = buf[..n].to_vec();
-        let mut map = sessions.lock().unwrap_or_else(|p| p.into_inner());
+        demux.dispatch(buf[..n].to_vec(), peer);
+    }
+}
+
+/// Where a session's replies go.
+#[derive(Debug, Clone)]
+enum ReplyTo {
+    /// Out of the listener's own socket.
+    Socket(Arc<UdpSocket>),
+    /// Handed to whoever carries the datagrams (a reverse `rudp`
+    /// listener's tunnel), with the client's address.
+    Tunnel(mpsc::Sender<(Vec<u8>, SocketAddr)>),
+}
+
+/// Sorts datagrams into per-client sessions, a new client becoming a new
+/// accepted connection: the `udp` listener's, and a reverse `rudp`
+/// listener's whose datagrams come framed through a chain.
+pub struct Demux {
+    reply: ReplyTo,
+    local: SocketAddr,
+    opts: UdpOptions,
+    sessions: Sessions,
+    pub accept_tx: mpsc::Sender<io::Result<Accepted>>,
+}
+
+impl Demux {
+    /// For datagrams that do not arrive on a socket of ours: replies go
+    /// to `reply` with the client's address; `local` is the address the
+    /// clients sent to.
+    pub fn tunnelled(
+        local: SocketAddr,
+        opts: UdpOptions,
+        reply: mpsc::Sender<(Vec<u8>, SocketAddr)>,
+        accept_tx: mpsc::Sender<io::Result<Accepted>>,
+    ) -> Self {
+        Demux {
+            reply: ReplyTo::Tunnel(reply),
+            local,
+            opts,
+            sessions: Sessions::default(),
+            accept_tx,
+        }
+    }
+
+    /// One datagram from `peer`: to its session, or to a new one.
+    pub fn dispatch(&self, data: Vec<u8>, peer: SocketAddr) {
+        let mut map = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(tx) = map.get(&peer) {
             if !tx.is_closed() {
                 if tx.try_send(data).is_err() {
                     tracing::warn!(client = %peer, "udp: receive queue full, datagram dropped");
                 }
-                continue;
+                return;
             }
         }
-        let (tx, rx) = mpsc::channel(opts.read_queue_size.max(1));
+        let (tx, rx) = mpsc::channel(self.opts.read_queue_size.max(1));
         let _ = tx.try_send(data);
         let conn = UdpConn {
-            socket: socket.clone(),
+            reply: self.reply.clone(),
             peer,
             rx,
-            sessions: sessions.clone(),
-            keepalive: opts.keepalive,
-            ttl: opts.ttl,
-            max_datagram: opts.read_buffer_size,
+            sessions: self.sessions.clone(),
+            keepalive: self.opts.keepalive,
+            ttl: self.opts.ttl,
+            max_datagram: self.opts.read_buffer_size,
         };
         let accepted = Accepted {
             conn: Conn::Udp(conn),
             peer,
-            local,
+            local: self.local,
         };
         map.insert(peer, tx);
         drop(map);
-        if let Err(e) = accept_tx.try_send(Ok(accepted)) {
+        if let Err(e) = self.accept_tx.try_send(Ok(accepted)) {
             tracing::warn!(client = %peer, "udp: connection queue is full, client discarded");
             // Dropping the rejected conn removes its session entry.
             drop(e);
