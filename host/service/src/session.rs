@@ -67,8 +67,13 @@ impl Sessions {
                 s = session.accept() => s,
                 _ = self.cancel.cancelled() => return,
             };
-            let Some(stream) = next else {
-                break;
+            let stream = match next {
+                None => break,
+                Some(Ok(s)) => s,
+                Some(Err(e)) => {
+                    self.refused(peer, &e);
+                    continue;
+                }
             };
             streams += 1;
             self.spawn_stream(stream, peer, accepted.local);
@@ -98,6 +103,23 @@ impl Sessions {
             };
             report(&service, peer, start, duration, stats.as_deref(), result);
         });
+    }
+
+    /// A stream the transport refused (a gRPC call to another method):
+    /// counted as an error of the service and logged, a repeated message
+    /// once per interval.
+    fn refused(&self, peer: SocketAddr, e: &std::io::Error) {
+        let msg = e.to_string();
+        match gost_core::repeat::check((&*self.name, "transport", &msg)) {
+            Some(0) => {
+                tracing::error!(service = %self.name, client = %peer, error = %msg, "transport")
+            }
+            Some(n) => {
+                tracing::error!(service = %self.name, client = %peer, error = %msg, repeated = n, "transport")
+            }
+            None => {}
+        }
+        self.add_error();
     }
 
     fn add_error(&self) {

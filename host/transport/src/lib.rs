@@ -4,12 +4,17 @@
 //! connection) and its client side ([`Dialer`]), both producing the
 //! [`Stream`] every handler and connector works with, and a line in
 //! [`register`]. Each transport beyond plain TCP is a cargo feature
-//! (`ws` brings `tls` along, for `wss`; `mux` brings `ws`).
+//! (`ws` brings `tls` along, for `wss`; `mux` brings `ws`; `grpc` and `obfs`
+//! bring `tls`).
 
+#[cfg(feature = "grpc")]
+pub mod grpc;
 pub mod kinds;
 pub mod listener;
 #[cfg(feature = "mux")]
 pub mod mux;
+#[cfg(feature = "obfs")]
+pub mod obfs;
 #[cfg(feature = "tls")]
 pub mod tls;
 #[cfg(feature = "ws")]
@@ -31,6 +36,10 @@ pub fn register(t: &mut kinds::Transports) {
     ws::register(t);
     #[cfg(feature = "mux")]
     mux::register(t);
+    #[cfg(feature = "grpc")]
+    grpc::register(t);
+    #[cfg(feature = "obfs")]
+    obfs::register(t);
 }
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -58,7 +67,9 @@ pub trait MultiplexUpgrade: Send + Sync {
 /// The streams a client opens over one accepted connection.
 pub trait Streams: Send {
     /// The next stream the peer opened; `None` once the session ended.
-    fn accept(&mut self) -> BoxFuture<'_, Option<Stream>>;
+    /// An error is one stream refused by the transport (a gRPC call to
+    /// an unknown method), the session going on.
+    fn accept(&mut self) -> BoxFuture<'_, Option<io::Result<Stream>>>;
 
     /// Why the session ended, once it has, and whether that was the
     /// peer's fault or a broken connection rather than an orderly close.
