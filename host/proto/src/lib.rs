@@ -2,7 +2,9 @@
 //! client side of each protocol), as pure parse/encode code: both sides
 //! use the same bytes, and fuzzing needs no sockets.
 
+pub mod grpc;
 pub mod http1;
+pub mod obfs;
 pub mod relay;
 pub mod smux;
 pub mod socks;

@@ -17,7 +17,7 @@ use gost_core::limiter::conn::ConnPermit;
 use gost_core::stream::Stream;
 use gost_handler::Handler;
 use gost_transport::listener::{Accepted, Conn};
-use gost_transport::{Next, Upgrade};
+use gost_transport::Upgrade;
 
 pub(super) struct Sessions {
     pub name: Arc<str>,
@@ -64,17 +64,16 @@ impl Sessions {
         let mut streams = 0u64;
         loop {
             let next = tokio::select! {
-                s = session.next() => s,
+                s = session.accept() => s,
                 _ = self.cancel.cancelled() => return,
             };
             let stream = match next {
-                Next::Stream(s) => s,
-                Next::Refused(reason) => {
-                    tracing::warn!(service = %self.name, client = %peer, reason, "stream refused");
-                    self.add_error();
+                None => break,
+                Some(Ok(s)) => s,
+                Some(Err(e)) => {
+                    self.refused(peer, &e);
                     continue;
                 }
-                Next::End => break,
             };
             streams += 1;
             self.spawn_stream(stream, peer, accepted.local);
@@ -104,6 +103,23 @@ impl Sessions {
             };
             report(&service, peer, start, duration, stats.as_deref(), result);
         });
+    }
+
+    /// A stream the transport refused (a gRPC call to another method):
+    /// counted as an error of the service and logged, a repeated message
+    /// once per interval.
+    fn refused(&self, peer: SocketAddr, e: &std::io::Error) {
+        let msg = e.to_string();
+        match gost_core::repeat::check((&*self.name, "transport", &msg)) {
+            Some(0) => {
+                tracing::error!(service = %self.name, client = %peer, error = %msg, "transport")
+            }
+            Some(n) => {
+                tracing::error!(service = %self.name, client = %peer, error = %msg, repeated = n, "transport")
+            }
+            None => {}
+        }
+        self.add_error();
     }
 
     fn add_error(&self) {

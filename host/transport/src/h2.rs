@@ -33,7 +33,7 @@ pub use stream::{h2_io, H2Stream};
 
 use crate::kinds::{DialerKind, ListenerKind, Socket, Transports};
 use crate::tls::{client_settings, handshake_timeout, server_config, TlsDialer, TlsUpgrade};
-use crate::{within, BoxFuture, Dialer, Multiplex, MultiplexUpgrade, Next, Streams, Upgrade};
+use crate::{within, BoxFuture, Dialer, Multiplex, MultiplexUpgrade, Streams, Upgrade};
 use gost_core::escape::esc;
 use gost_core::metadata::{Metadata, MetadataError};
 use gost_core::stream::{Endpoints, Stream};
@@ -316,24 +316,12 @@ async fn serve(
 }
 
 impl Streams for ServerSession {
-    fn accept(&mut self) -> BoxFuture<'_, Option<Stream>> {
+    fn accept(&mut self) -> BoxFuture<'_, Option<io::Result<Stream>>> {
         Box::pin(async move {
-            loop {
-                match self.rx.recv().await? {
-                    Item::Stream(s) => return Some(s),
-                    Item::Refused(_) => continue,
-                }
-            }
-        })
-    }
-
-    fn next(&mut self) -> BoxFuture<'_, Next> {
-        Box::pin(async move {
-            match self.rx.recv().await {
-                Some(Item::Stream(s)) => Next::Stream(s),
-                Some(Item::Refused(why)) => Next::Refused(why),
-                None => Next::End,
-            }
+            Some(match self.rx.recv().await? {
+                Item::Stream(s) => Ok(s),
+                Item::Refused(why) => Err(io::Error::new(io::ErrorKind::InvalidData, why)),
+            })
         })
     }
 

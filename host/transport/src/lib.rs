@@ -4,14 +4,19 @@
 //! connection) and its client side ([`Dialer`]), both producing the
 //! [`Stream`] every handler and connector works with, and a line in
 //! [`register`]. Each transport beyond plain TCP is a cargo feature
-//! (`ws` brings `tls` along, for `wss`; `mux` brings `ws`).
+//! (`ws` brings `tls` along, for `wss`; `mux` brings `ws`; `grpc` and `obfs`
+//! bring `tls`).
 
 #[cfg(feature = "h2")]
 pub mod h2;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 pub mod kinds;
 pub mod listener;
 #[cfg(feature = "mux")]
 pub mod mux;
+#[cfg(feature = "obfs")]
+pub mod obfs;
 #[cfg(feature = "tls")]
 pub mod tls;
 #[cfg(feature = "ws")]
@@ -35,6 +40,10 @@ pub fn register(t: &mut kinds::Transports) {
     mux::register(t);
     #[cfg(feature = "h2")]
     h2::register(t);
+    #[cfg(feature = "grpc")]
+    grpc::register(t);
+    #[cfg(feature = "obfs")]
+    obfs::register(t);
 }
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -62,31 +71,14 @@ pub trait MultiplexUpgrade: Send + Sync {
 /// The streams a client opens over one accepted connection.
 pub trait Streams: Send {
     /// The next stream the peer opened; `None` once the session ended.
-    fn accept(&mut self) -> BoxFuture<'_, Option<Stream>>;
-
-    /// The next stream, or a request the transport refused (an HTTP/2
-    /// request for the wrong path), which the service counts as an error
-    /// and logs once; a transport that refuses nothing has `accept`.
-    fn next(&mut self) -> BoxFuture<'_, Next> {
-        Box::pin(async move {
-            match self.accept().await {
-                Some(s) => Next::Stream(s),
-                None => Next::End,
-            }
-        })
-    }
+    /// An error is one stream refused by the transport (a gRPC call to
+    /// an unknown method, an HTTP/2 request for the wrong path), the
+    /// session going on; the service counts it and logs it once.
+    fn accept(&mut self) -> BoxFuture<'_, Option<io::Result<Stream>>>;
 
     /// Why the session ended, once it has, and whether that was the
     /// peer's fault or a broken connection rather than an orderly close.
     fn end(&self) -> Option<(String, bool)>;
-}
-
-/// What a session gave next.
-pub enum Next {
-    Stream(Stream),
-    /// A request refused, and why (client values escaped).
-    Refused(String),
-    End,
 }
 
 /// Transports stacked in order, each over the previous one's stream

@@ -389,8 +389,8 @@ impl Session {
 }
 
 impl Streams for Session {
-    fn accept(&mut self) -> BoxFuture<'_, Option<Stream>> {
-        Box::pin(async move { Session::accept(self).await.map(MuxStream::into_stream) })
+    fn accept(&mut self) -> BoxFuture<'_, Option<io::Result<Stream>>> {
+        Box::pin(async move { Session::accept(self).await.map(|s| Ok(s.into_stream())) })
     }
 
     fn end(&self) -> Option<(String, bool)> {
