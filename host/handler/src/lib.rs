@@ -2,10 +2,13 @@
 //! connection, works out the target and relays.
 
 pub mod auto;
+#[cfg(feature = "dns")]
+pub mod dns;
 pub mod file;
 pub mod forward;
 pub mod http;
 pub mod relay;
+pub mod sni;
 pub mod sniffing;
 pub mod socks;
 #[cfg(feature = "ss")]

@@ -5,4 +5,6 @@
 pub mod http1;
 pub mod relay;
 pub mod smux;
+pub mod sni;
 pub mod socks;
+pub mod tls;

@@ -14,6 +14,8 @@ use crate::{Dialer, Upgrade};
 pub enum Socket {
     Tcp,
     Udp,
+    /// GOST's `dns` listener: UDP, or by its `mode` TCP or TLS.
+    Dns,
 }
 
 pub type BuildUpgrade = fn(&ListenerConfig, &Config) -> Result<Arc<dyn Upgrade>, String>;
