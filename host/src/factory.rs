@@ -487,7 +487,11 @@ pub(crate) fn bind_listener(
     };
     // The transport is built before binding: a bad certificate stops the
     // service with a message naming the file, with nothing bound.
-    let upgrade = match kind.upgrade {
+    let (socket, build_upgrade) = match kind.socket {
+        Socket::Dns => dns_listener_socket(cfg, lcfg)?,
+        s => (s, kind.upgrade),
+    };
+    let upgrade = match build_upgrade {
         Some(build) => Some(build(lcfg, root).map_err(|e| svc_err(cfg, format!("listener: {e}")))?),
         None => None,
     };
@@ -499,8 +503,8 @@ pub(crate) fn bind_listener(
         addr: cfg.addr.clone(),
         source,
     };
-    let listener: Box<dyn Listener> = match kind.socket {
-        Socket::Tcp => {
+    let listener: Box<dyn Listener> = match socket {
+        Socket::Tcp | Socket::Dns => {
             let backlog = match lmd {
                 Some(m) => m
                     .get_int("backlog")
@@ -569,6 +573,35 @@ fn reverse_router(root: &Config, cfg: &ServiceConfig) -> Result<Router, BuildErr
         ));
     }
     Ok(router)
+}
+
+/// What GOST's `dns` listener binds for its `mode`: UDP (the default),
+/// TCP, or TCP with the `tls` listener's handshake (DNS over TLS).
+fn dns_listener_socket(
+    cfg: &ServiceConfig,
+    lcfg: &ListenerConfig,
+) -> Result<(Socket, Option<gost_transport::kinds::BuildUpgrade>), BuildError> {
+    let mode = lcfg
+        .metadata
+        .get_string("mode")
+        .map_err(|e| md_err(cfg, "listener.metadata", e))?
+        .unwrap_or_default();
+    match mode.to_ascii_lowercase().as_str() {
+        "" | "udp" => Ok((Socket::Udp, None)),
+        "tcp" => Ok((Socket::Tcp, None)),
+        "tls" => match registry().listener("tls") {
+            Some(tls) => Ok((Socket::Tcp, tls.upgrade)),
+            None => Err(svc_err(cfg, "dns listener mode tls: this build has no tls")),
+        },
+        "https" => Err(svc_err(
+            cfg,
+            "dns listener mode https (DNS over HTTPS) is not supported yet; use udp, tcp or tls",
+        )),
+        other => Err(svc_err(
+            cfg,
+            format!("dns listener mode {other:?} is not one of udp, tcp, tls"),
+        )),
+    }
 }
 
 /// The service's auther, as GOST picks it: the named `handler.auther` and
@@ -1123,6 +1156,36 @@ fn register(r: &mut Kinds) {
             Ok(Arc::new(h))
         },
         summary: "static files from `file.dir`, uploads with `file.put`, Basic auth by the auther",
+    });
+    r.add_handler(HandlerKind {
+        names: &["sni"],
+        caps: HandlerCaps::default(),
+        build: |_, cfg, deps| {
+            let empty = gost_core::metadata::Metadata::default();
+            let md = cfg.handler.as_ref().map_or(&empty, |h| &h.metadata);
+            let opts = gost_handler::sni::SniOptions::from_metadata(md)
+                .map_err(|e| svc_err(cfg, format!("handler: {e}")))?;
+            Ok(Arc::new(gost_handler::sni::SniHandler::new(deps.router, opts)))
+        },
+        summary: "routes by the TLS ClientHello's SNI (port 443) or the HTTP `Host` (port 80); other traffic is dropped",
+    });
+    #[cfg(feature = "dns")]
+    r.add_handler(HandlerKind {
+        names: &["dns"],
+        caps: HandlerCaps {
+            udp: true,
+            ..Default::default()
+        },
+        build: |root, cfg, deps| {
+            let opts = handler_options(cfg, gost_handler::dns::DnsOptions::from_metadata)?;
+            let rate = gost_core::limiter::service_limiters(root, cfg)
+                .map_err(|e| svc_err(cfg, e.to_string()))?
+                .rate;
+            let h = gost_handler::dns::DnsHandler::new(deps.router, rate, opts)
+                .map_err(|e| svc_err(cfg, format!("handler: {e}")))?;
+            Ok(Arc::new(h))
+        },
+        summary: "DNS proxy: upstreams over udp, tcp, tls, https; cache, `bypass`, `hosts`, `rlimiter` per query",
     });
 }
 

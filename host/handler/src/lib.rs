@@ -2,12 +2,15 @@
 //! connection, works out the target and relays.
 
 pub mod auto;
+#[cfg(feature = "dns")]
+pub mod dns;
 pub mod file;
 pub mod forward;
 pub mod http;
 #[cfg(feature = "mux")]
 mod mbind;
 pub mod relay;
+pub mod sni;
 pub mod sniffing;
 pub mod socks;
 #[cfg(feature = "ss")]

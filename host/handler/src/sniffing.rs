@@ -54,14 +54,19 @@ pub async fn guard_tunnel(
         return Ok(());
     }
     let port = if s.protocol == "tls" { 443 } else { 80 };
-    let addr = if gost_core::addr::split_host_port(&s.host).is_ok() {
-        s.host
-    } else if s.host.contains(':') && !s.host.starts_with('[') {
-        format!("[{}]:{port}", s.host)
+    router.check_bypass("tcp", &with_port(&s.host, port))
+}
+
+/// A sniffed host as `host:port`, with `port` when it names none (GOST's
+/// normalizeHost); a bare IPv6 address gets its brackets.
+pub(crate) fn with_port(host: &str, port: u16) -> String {
+    if gost_core::addr::split_host_port(host).is_ok() {
+        host.to_string()
+    } else if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
     } else {
-        format!("{}:{port}", s.host)
-    };
-    router.check_bypass("tcp", &addr)
+        format!("{host}:{port}")
+    }
 }
 
 /// Owned request facts for [`gost_core::routing::Request`].
@@ -304,52 +309,9 @@ fn tls(b: &[u8]) -> Parsed {
     )
 }
 
-/// Walks a ClientHello handshake message (from its type byte) to its SNI
-/// extension; the forwarder plugins' host hint uses it too.
-pub fn server_name(hs: &[u8]) -> Option<String> {
-    let mut r = Reader(hs.get(4..)?);
-    r.take(2 + 32)?;
-    let sid = r.u8()? as usize;
-    r.take(sid)?;
-    let suites = r.u16()? as usize;
-    r.take(suites)?;
-    let comp = r.u8()? as usize;
-    r.take(comp)?;
-    let ext_len = r.u16()? as usize;
-    let mut exts = Reader(r.take(ext_len)?);
-    while let (Some(ty), Some(len)) = (exts.u16(), exts.u16()) {
-        let body = exts.take(len as usize)?;
-        if ty != 0 {
-            continue;
-        }
-        let mut names = Reader(body);
-        let list = names.u16()? as usize;
-        let mut list = Reader(names.take(list)?);
-        while let (Some(kind), Some(n)) = (list.u8(), list.u16()) {
-            let name = list.take(n as usize)?;
-            if kind == 0 {
-                return std::str::from_utf8(name).ok().map(str::to_string);
-            }
-        }
-    }
-    None
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let (head, tail) = (self.0.get(..n)?, self.0.get(n..)?);
-        self.0 = tail;
-        Some(head)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
-    }
-    fn u16(&mut self) -> Option<u16> {
-        self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
-    }
-}
+/// The SNI of a ClientHello handshake message; the forwarder plugins'
+/// host hint uses it too.
+pub use gost_proto::tls::server_name;
 
 #[cfg(test)]
 mod tests {

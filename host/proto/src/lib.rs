@@ -7,4 +7,6 @@ pub mod http1;
 pub mod obfs;
 pub mod relay;
 pub mod smux;
+pub mod sni;
 pub mod socks;
+pub mod tls;

@@ -18,6 +18,8 @@ pub enum Socket {
     /// listener's chain (`rtcp`, `rudp`).
     ReverseTcp,
     ReverseUdp,
+    /// GOST's `dns` listener: UDP, or by its `mode` TCP or TLS.
+    Dns,
 }
 
 pub type BuildUpgrade = fn(&ListenerConfig, &Config) -> Result<Arc<dyn Upgrade>, String>;

@@ -7,10 +7,10 @@
 //! (`ws` brings `tls` along, for `wss`; `mux` brings `ws`; `grpc` and `obfs`
 //! bring `tls`).
 
-#[cfg(feature = "h2")]
-pub mod h2;
 #[cfg(feature = "grpc")]
 pub mod grpc;
+#[cfg(feature = "h2")]
+pub mod h2;
 pub mod kinds;
 pub mod listener;
 #[cfg(feature = "mux")]

@@ -7,6 +7,7 @@
 pub mod bind;
 pub mod http;
 pub mod relay;
+pub mod sni;
 pub mod socks4;
 pub mod socks5;
 #[cfg(feature = "ss")]
@@ -395,6 +396,7 @@ pub fn register(r: &mut Connectors) {
         build: |_, _| Ok(Box::new(ForwardConnector)),
         summary: "none: the node is the destination",
     });
+    sni::register(r);
     #[cfg(feature = "ss")]
     ss::register(r);
 }

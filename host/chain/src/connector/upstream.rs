@@ -63,10 +63,10 @@ impl Upstream {
     }
 
     /// Puts a protocol layer over the stream, for a connector whose
-    /// protocol transforms every byte after its handshake (ss encrypts):
-    /// the layer gets the lazy stream, so a response still owed by an
-    /// earlier node is read before the layer's first byte.
-    #[cfg(feature = "ss")]
+    /// protocol transforms bytes after its handshake (ss encrypts, sni
+    /// rewrites the first message): the layer gets the lazy stream, so a
+    /// response still owed by an earlier node is read before the layer's
+    /// first byte.
     pub(crate) fn wrap(&mut self, layer: impl FnOnce(Stream) -> Stream) {
         // Stands in for the stream while it is moved into the layer.
         let gone = Stream::boxed(tokio::io::empty(), Default::default());

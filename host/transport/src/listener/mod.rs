@@ -75,6 +75,13 @@ pub fn register(r: &mut crate::kinds::Transports) {
         uses_tls: false,
         summary: "UDP, a session per client address",
     });
+    r.add_listener(ListenerKind {
+        names: &["dns"],
+        socket: Socket::Dns,
+        upgrade: None,
+        uses_tls: true,
+        summary: "DNS messages for the `dns` handler: UDP, or `mode: tcp`, or `mode: tls` (DNS over TLS)",
+    });
     r.add_dialer(DialerKind {
         names: &["tcp"],
         build: |_, _| Ok(None),
