@@ -12,7 +12,7 @@ mod handlers;
 
 pub use handlers::{handlers, sniffing};
 
-use gost_proto::{http1, relay, smux, socks};
+use gost_proto::{grpc, http1, obfs, relay, smux, sni, socks, tls};
 
 /// A fuzz target: bytes in, a panic for anything that must not happen.
 pub type Target = fn(&[u8]);
@@ -30,6 +30,10 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("escape", escape),
     ("handlers", handlers),
     ("sniffing", sniffing),
+    ("grpc_messages", grpc_messages),
+    ("obfs_http", obfs_http),
+    ("obfs_tls", obfs_tls),
+    ("sni_rewrite", sni_rewrite),
 ];
 
 /// SOCKS5 UDP headers and UDP-over-TCP frames: a parsed address writes
@@ -196,4 +200,99 @@ pub fn escape(data: &[u8]) {
     let body = line.strip_suffix(b"\n").unwrap_or(&line);
     let body = String::from_utf8(body.to_vec()).expect("the guard writes UTF-8");
     assert!(!body.chars().any(is_unsafe), "{body:?}");
+}
+
+/// gRPC tunnel messages as GOST's peers send them: the length prefix is
+/// checked against the limit, `Chunk.data` is found inside the message,
+/// and data written by `encode_chunk` reads back as itself.
+pub fn grpc_messages(data: &[u8]) {
+    const MAX: usize = 4 << 20;
+    if let Ok(Some(len)) = grpc::message_len(data, MAX) {
+        assert!(len <= MAX);
+        if let Some(msg) = data.get(5..5 + len) {
+            if let Ok(range) = grpc::decode_chunk(msg) {
+                assert!(range.start <= range.end && range.end <= msg.len());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    grpc::encode_chunk(data, &mut out);
+    assert_eq!(out.len(), grpc::chunk_message_len(data.len()));
+    let len = grpc::message_len(&out, usize::MAX)
+        .expect("our own prefix")
+        .expect("a whole prefix");
+    let range = grpc::decode_chunk(&out[5..5 + len]).expect("our own message");
+    assert_eq!(out[5..][range], *data);
+}
+
+/// obfs-http heads: the client's request as the listener reads it, and
+/// the server's answer as the dialer finds its end.
+pub fn obfs_http(data: &[u8]) {
+    if let Ok(Some(req)) = obfs::http::parse_request(data) {
+        assert!(req.head_len <= data.len());
+    }
+    if let Ok(Some(end)) = obfs::http::response_end(data) {
+        assert!(end <= data.len());
+    }
+}
+
+/// obfs-tls: the listener's ClientHello parse, and the dialer's record
+/// reader fed the server's bytes whole and cut into pieces (the second
+/// byte picks the size): both ways give the same data and the same
+/// verdict.
+pub fn obfs_tls(data: &[u8]) {
+    let _ = obfs::tls::parse_client_hello(data);
+    let [_, cut, rest @ ..] = data else {
+        return;
+    };
+    let mut whole = obfs::tls::ServerRecords::default();
+    let mut whole_out = Vec::new();
+    let whole_ok = whole.feed(rest, &mut whole_out).is_ok();
+    let mut pieces = obfs::tls::ServerRecords::default();
+    let mut pieces_out = Vec::new();
+    let mut pieces_ok = true;
+    for piece in rest.chunks(usize::from(*cut).max(1)) {
+        if pieces.feed(piece, &mut pieces_out).is_err() {
+            pieces_ok = false;
+            break;
+        }
+    }
+    assert_eq!(
+        whole_ok, pieces_ok,
+        "the verdict depends on how bytes arrive"
+    );
+    if whole_ok {
+        assert_eq!(
+            whole_out, pieces_out,
+            "the data depends on how bytes arrive"
+        );
+    }
+}
+
+/// The sni connector's rewrites: a rewritten ClientHello is still one
+/// whole record whose hello names the new host, and an HTTP head keeps
+/// its request line.
+pub fn sni_rewrite(data: &[u8]) {
+    const HOST: &str = "rewritten.example";
+    if let Some(out) = sni::rewrite_client_hello(data, HOST) {
+        assert_eq!(
+            tls::record_len(&out),
+            Some(out.len()),
+            "not one whole record"
+        );
+        let had_name = tls::ClientHello::parse(&data[5..]).and_then(|h| h.server_name());
+        if had_name.is_some() {
+            let hello = tls::ClientHello::parse(&out[5..]).expect("our own hello parses");
+            assert_eq!(hello.server_name().as_deref(), Some(HOST));
+        }
+    }
+    // Only a Host line is rewritten: a first line that is not one (the
+    // request line) stays as it was.
+    let out = sni::rewrite_http_host(data, HOST);
+    if let Some(nl) = data.iter().position(|&b| b == b'\n') {
+        let line = &data[..=nl];
+        if !(line.len() >= 5 && line[..5].eq_ignore_ascii_case(b"host:")) {
+            assert!(out.starts_with(line), "the request line changed");
+        }
+    }
 }
