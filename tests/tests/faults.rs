@@ -369,3 +369,76 @@ fn sighup_reload_under_load_drops_no_live_connection() {
     let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
     echo_once(&mut c, b"after");
 }
+
+/// Sends `CONNECT target` on a new connection to `port`; the status code
+/// and the connection, ready to relay when it is 200.
+fn connect_via_http(port: u16, target: &str) -> (u16, TcpStream) {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    write!(c, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(c.read(&mut b).unwrap(), 1, "closed mid-head: {head:?}");
+        head.push(b[0]);
+    }
+    let text = String::from_utf8_lossy(&head);
+    let code = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, c)
+}
+
+/// A nameserver that never answers: a request for a name fails with 503
+/// once the resolver's timeout passes, and while it waits, requests for
+/// addresses through the same service go through at once.
+#[test]
+fn a_dns_timeout_fails_only_the_requests_that_need_a_name() {
+    let echo = tcp_echo_server();
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = free_port();
+    let dir = TempDir::new("dns-timeout");
+    let cfg = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:
+- name: front
+  addr: 127.0.0.1:{port}
+  resolver: r
+  handler: {{type: http}}
+  listener: {{type: tcp}}
+resolvers:
+- name: r
+  nameservers:
+  - {{addr: \"udp://{}\", timeout: 1500ms}}
+",
+            silent.local_addr().unwrap()
+        ),
+    );
+    let g = Gost::start(&["-C", &cfg]);
+    g.wait_tcp(port);
+
+    let waiting = thread::spawn(move || {
+        let start = Instant::now();
+        let (code, _) = connect_via_http(port, &format!("stalled.test:{}", echo.port()));
+        (code, start.elapsed())
+    });
+    thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    let (code, mut c) = connect_via_http(port, &echo.to_string());
+    assert_eq!(code, 200);
+    echo_once(&mut c, b"not held up by the lookup");
+    assert!(
+        start.elapsed() < Duration::from_millis(1000),
+        "an address waited {:?} behind a name's lookup",
+        start.elapsed()
+    );
+
+    let (code, took) = waiting.join().unwrap();
+    assert_eq!(code, 503, "log:\n{}", g.log());
+    assert!(
+        took >= Duration::from_millis(1400) && took < Duration::from_secs(10),
+        "the lookup failed after {took:?}"
+    );
+    let (code, mut c) = connect_via_http(port, &echo.to_string());
+    assert_eq!(code, 200);
+    echo_once(&mut c, b"still serving");
+}
