@@ -7,6 +7,7 @@
 
 pub mod homed;
 pub mod pki;
+pub mod tunnel;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
