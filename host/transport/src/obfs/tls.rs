@@ -24,23 +24,56 @@ fn hello_random() -> [u8; 32] {
     r
 }
 
-/// Writes what is pending to `inner`.
-fn poll_pending(
-    inner: &mut Stream,
-    pending: &mut Vec<u8>,
-    sent: &mut usize,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<()>> {
-    while *sent < pending.len() {
-        let n = ready!(Pin::new(&mut *inner).poll_write(cx, &pending[*sent..]))?;
-        if n == 0 {
-            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+/// The writing half both sides share: the stream and the record being
+/// written to it, which must go out whole before the next.
+struct Out {
+    inner: Stream,
+    pending: Vec<u8>,
+    sent: usize,
+}
+
+impl Out {
+    fn new(inner: Stream) -> Self {
+        Out {
+            inner,
+            pending: Vec::new(),
+            sent: 0,
         }
-        *sent += n;
     }
-    pending.clear();
-    *sent = 0;
-    Poll::Ready(Ok(()))
+
+    /// Writes what is pending.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.sent < self.pending.len() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.sent..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.sent += n;
+        }
+        self.pending.clear();
+        self.sent = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Queues `record`, which carries `n` bytes of the caller's data, and
+    /// starts writing it: the caller's write is done once it is queued.
+    fn send(&mut self, record: Vec<u8>, n: usize, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.pending = record;
+        if let Poll::Ready(Err(e)) = self.poll_drain(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_drain(cx))?;
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_drain(cx))?;
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// The server side: reads the client's hello; its data is read first,
@@ -79,11 +112,9 @@ pub async fn accept(mut stream: Stream) -> io::Result<Stream> {
     let ends = stream.endpoints();
     let mut s = Stream::boxed(
         Server {
-            inner: stream,
+            out: Out::new(stream),
             hello: Some(server_hello(&hello_random(), &hello.session_id)),
             first: true,
-            pending: Vec::new(),
-            sent: 0,
             head: [0; RECORD_HEADER],
             head_len: 0,
             left: 0,
@@ -95,12 +126,10 @@ pub async fn accept(mut stream: Stream) -> io::Result<Stream> {
 }
 
 struct Server {
-    inner: Stream,
+    out: Out,
     /// The ServerHello and ChangeCipherSpec, sent with the first data.
     hello: Option<Vec<u8>>,
     first: bool,
-    pending: Vec<u8>,
-    sent: usize,
     head: [u8; RECORD_HEADER],
     head_len: usize,
     /// Bytes left of the record being read.
@@ -120,7 +149,7 @@ impl AsyncRead for Server {
                 let want = this.left.min(buf.remaining());
                 let dst = buf.initialize_unfilled_to(want);
                 let mut rb = ReadBuf::new(dst);
-                ready!(Pin::new(&mut this.inner).poll_read(cx, &mut rb))?;
+                ready!(Pin::new(&mut this.out.inner).poll_read(cx, &mut rb))?;
                 let n = rb.filled().len();
                 if n == 0 {
                     return Poll::Ready(Err(io::Error::new(
@@ -133,7 +162,7 @@ impl AsyncRead for Server {
                 return Poll::Ready(Ok(()));
             }
             let mut rb = ReadBuf::new(&mut this.head[this.head_len..]);
-            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut rb))?;
+            ready!(Pin::new(&mut this.out.inner).poll_read(cx, &mut rb))?;
             let n = rb.filled().len();
             if n == 0 {
                 if this.head_len == 0 {
@@ -160,48 +189,23 @@ impl AsyncWrite for Server {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        ready!(poll_pending(
-            &mut this.inner,
-            &mut this.pending,
-            &mut this.sent,
-            cx
-        ))?;
+        ready!(this.out.poll_drain(cx))?;
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
         let n = buf.len().min(MAX_DATA);
-        let mut out = this.hello.take().unwrap_or_default();
-        out.extend_from_slice(&data_record(this.first, &buf[..n]));
+        let mut record = this.hello.take().unwrap_or_default();
+        record.extend_from_slice(&data_record(this.first, &buf[..n]));
         this.first = false;
-        this.pending = out;
-        if let Poll::Ready(Err(e)) =
-            poll_pending(&mut this.inner, &mut this.pending, &mut this.sent, cx)
-        {
-            return Poll::Ready(Err(e));
-        }
-        Poll::Ready(Ok(n))
+        this.out.send(record, n, cx)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        ready!(poll_pending(
-            &mut this.inner,
-            &mut this.pending,
-            &mut this.sent,
-            cx
-        ))?;
-        Pin::new(&mut this.inner).poll_flush(cx)
+        self.out.poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        ready!(poll_pending(
-            &mut this.inner,
-            &mut this.pending,
-            &mut this.sent,
-            cx
-        ))?;
-        Pin::new(&mut this.inner).poll_shutdown(cx)
+        self.out.poll_shutdown(cx)
     }
 }
 
@@ -210,29 +214,25 @@ pub fn connect(stream: Stream, host: &str) -> Stream {
     let ends = stream.endpoints();
     Stream::boxed(
         Client {
-            inner: stream,
+            out: Out::new(stream),
             host: host.to_string(),
             hello_sent: false,
-            pending: Vec::new(),
-            sent: 0,
             records: ServerRecords::default(),
-            out: Vec::new(),
-            out_pos: 0,
+            data: Vec::new(),
+            data_pos: 0,
         },
         ends,
     )
 }
 
 struct Client {
-    inner: Stream,
+    out: Out,
     host: String,
     hello_sent: bool,
-    pending: Vec<u8>,
-    sent: usize,
     records: ServerRecords,
     /// Data taken out of the server's records, not yet read.
-    out: Vec<u8>,
-    out_pos: usize,
+    data: Vec<u8>,
+    data_pos: usize,
 }
 
 impl Client {
@@ -250,52 +250,26 @@ impl AsyncWrite for Client {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        ready!(poll_pending(
-            &mut this.inner,
-            &mut this.pending,
-            &mut this.sent,
-            cx
-        ))?;
+        ready!(this.out.poll_drain(cx))?;
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        let n = if this.hello_sent {
+        let (record, n) = if this.hello_sent {
             let n = buf.len().min(MAX_DATA);
-            this.pending = data_record(false, &buf[..n]);
-            n
+            (data_record(false, &buf[..n]), n)
         } else {
             let n = buf.len().min(max_hello_payload(&this.host));
-            this.pending = this.hello(&buf[..n]);
-            n
+            (this.hello(&buf[..n]), n)
         };
-        if let Poll::Ready(Err(e)) =
-            poll_pending(&mut this.inner, &mut this.pending, &mut this.sent, cx)
-        {
-            return Poll::Ready(Err(e));
-        }
-        Poll::Ready(Ok(n))
+        this.out.send(record, n, cx)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        ready!(poll_pending(
-            &mut this.inner,
-            &mut this.pending,
-            &mut this.sent,
-            cx
-        ))?;
-        Pin::new(&mut this.inner).poll_flush(cx)
+        self.out.poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        ready!(poll_pending(
-            &mut this.inner,
-            &mut this.pending,
-            &mut this.sent,
-            cx
-        ))?;
-        Pin::new(&mut this.inner).poll_shutdown(cx)
+        self.out.poll_shutdown(cx)
     }
 }
 
@@ -309,30 +283,25 @@ impl AsyncRead for Client {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if !this.hello_sent {
-            this.pending = this.hello(&[]);
+            this.out.pending = this.hello(&[]);
         }
-        ready!(poll_pending(
-            &mut this.inner,
-            &mut this.pending,
-            &mut this.sent,
-            cx
-        ))?;
-        while this.out_pos == this.out.len() {
-            this.out.clear();
-            this.out_pos = 0;
+        ready!(this.out.poll_drain(cx))?;
+        while this.data_pos == this.data.len() {
+            this.data.clear();
+            this.data_pos = 0;
             let mut chunk = [0u8; 8192];
             let mut rb = ReadBuf::new(&mut chunk);
-            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut rb))?;
+            ready!(Pin::new(&mut this.out.inner).poll_read(cx, &mut rb))?;
             if rb.filled().is_empty() {
                 return Poll::Ready(Ok(()));
             }
             this.records
-                .feed(rb.filled(), &mut this.out)
+                .feed(rb.filled(), &mut this.data)
                 .map_err(|e| preamble_error("otls", e))?;
         }
-        let n = buf.remaining().min(this.out.len() - this.out_pos);
-        buf.put_slice(&this.out[this.out_pos..this.out_pos + n]);
-        this.out_pos += n;
+        let n = buf.remaining().min(this.data.len() - this.data_pos);
+        buf.put_slice(&this.data[this.data_pos..this.data_pos + n]);
+        this.data_pos += n;
         Poll::Ready(Ok(()))
     }
 }
