@@ -237,7 +237,9 @@ impl App {
             return self.apply_locked(new).await;
         }
         if prev == next {
-            return Ok(());
+            // Nothing to rebuild, but an update is also how a user asks
+            // for a replaced plugin file to load now.
+            return off_workers(|| Ok(())).await;
         }
         let plan = off_workers({
             let (root, prev, next) = (root.clone(), prev.clone(), next.clone());
