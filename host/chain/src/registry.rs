@@ -27,7 +27,7 @@ impl Registry {
         BUILTIN.get_or_init(|| {
             let mut r = Registry::default();
             gost_transport::register(&mut r.transports);
-            crate::reverse::register(&mut r.transports);
+            crate::reverse::kinds::register(&mut r.transports);
             crate::connector::register(&mut r.connectors);
             r
         })

@@ -8,6 +8,8 @@
 //! then fails, so the service logs it, records the event, marks itself
 //! failed and retries with back-off until the chain lets it bind again.
 
+pub mod kinds;
+
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -19,30 +21,11 @@ use tokio::task::JoinHandle;
 use crate::connector::bind::{BindNetwork, Bound, PeerHeader};
 use crate::connector::udp_tun::UdpTunnel;
 use crate::router::Router;
-use gost_transport::kinds::{ListenerKind, Socket, Transports};
 use gost_transport::listener::udp::{Demux, UdpOptions};
 use gost_transport::listener::{AcceptFuture, Accepted, Listener};
 
 /// How long a stream of the BIND session may take to announce its peer.
 const PEER_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-
-pub fn register(t: &mut Transports) {
-    #[cfg(feature = "mux")]
-    t.add_listener(ListenerKind {
-        names: &["rtcp"],
-        socket: Socket::ReverseTcp,
-        upgrade: None,
-        uses_tls: false,
-        summary: "reverse TCP forwarding: the port is bound on the chain's last node (socks5 or relay BIND)",
-    });
-    t.add_listener(ListenerKind {
-        names: &["rudp"],
-        socket: Socket::ReverseUdp,
-        upgrade: None,
-        uses_tls: false,
-        summary: "reverse UDP forwarding: the port is bound on the chain's last node (socks5 or relay UDP BIND)",
-    });
-}
 
 /// The address to report before anything is bound: the requested one,
 /// or all interfaces when it cannot be read as a socket address.
