@@ -41,12 +41,7 @@ pub struct GrpcUpgrade {
 impl Upgrade for GrpcUpgrade {
     /// The connection HTTP/2 runs over.
     fn upgrade(&self, stream: Stream) -> BoxFuture<'_, io::Result<Stream>> {
-        Box::pin(async move {
-            match &self.tls {
-                Some(tls) => tls.upgrade(stream).await,
-                None => Ok(stream),
-            }
-        })
+        Box::pin(crate::tls::upgrade_if(self.tls.as_ref(), stream))
     }
 
     fn multiplex(&self) -> Option<&dyn MultiplexUpgrade> {

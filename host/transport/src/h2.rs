@@ -189,12 +189,7 @@ pub struct H2Upgrade {
 impl Upgrade for H2Upgrade {
     /// The connection the HTTP/2 session runs over.
     fn upgrade(&self, stream: Stream) -> BoxFuture<'_, io::Result<Stream>> {
-        Box::pin(async move {
-            match &self.tls {
-                Some(tls) => tls.upgrade(stream).await,
-                None => Ok(stream),
-            }
-        })
+        Box::pin(crate::tls::upgrade_if(self.tls.as_ref(), stream))
     }
 
     fn multiplex(&self) -> Option<&dyn MultiplexUpgrade> {

@@ -49,10 +49,7 @@ impl Upgrade for MuxUpgrade {
                 Carrier::Tcp => Ok(stream),
                 Carrier::Tls(tls) => tls.upgrade(stream).await,
                 Carrier::Ws { tls, opts } => {
-                    let stream = match tls {
-                        Some(tls) => tls.upgrade(stream).await?,
-                        None => stream,
-                    };
+                    let stream = crate::tls::upgrade_if(tls.as_ref(), stream).await?;
                     let ends = stream.endpoints();
                     let ws = crate::ws::stream::accept(stream, opts)
                         .await

@@ -36,6 +36,16 @@ impl TlsUpgrade {
     }
 }
 
+/// TLS over `stream` when the transport is configured with it (`h2`,
+/// `grpc` without `grpcInsecure`, `mws`/`mwss`), the stream as it is
+/// otherwise.
+pub async fn upgrade_if(tls: Option<&TlsUpgrade>, stream: Stream) -> io::Result<Stream> {
+    match tls {
+        Some(tls) => tls.upgrade(stream).await,
+        None => Ok(stream),
+    }
+}
+
 impl Upgrade for TlsUpgrade {
     fn upgrade(&self, stream: Stream) -> BoxFuture<'_, io::Result<Stream>> {
         Box::pin(within("tls", Some(self.timeout), async move {
