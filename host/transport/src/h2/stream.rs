@@ -149,10 +149,19 @@ impl AsyncWrite for H2Stream {
 }
 
 impl Drop for H2Stream {
-    /// A stream dropped before both sides ended is reset, so the peer
-    /// learns the connection is gone instead of waiting on it.
+    /// A stream dropped while the peer is still sending is reset, so the
+    /// peer learns the connection is gone instead of waiting on it. One
+    /// whose peer already ended its side is ended gracefully instead: a
+    /// reset would also discard what is still queued for it (a handler
+    /// that fails on an empty request would lose the 200 sent before).
     fn drop(&mut self) {
-        if !(self.write_done && self.read_done) {
+        if self.write_done {
+            if !self.read_done {
+                self.send.send_reset(Reason::CANCEL);
+            }
+        } else if self.read_done {
+            let _ = self.send.send_data(Bytes::new(), true);
+        } else {
             self.send.send_reset(Reason::CANCEL);
         }
     }
