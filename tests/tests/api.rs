@@ -1155,3 +1155,79 @@ fn a_forwarder_to_the_services_own_address_is_refused() {
     assert!(msg.contains("own address"), "{msg}");
     Live::open(keep);
 }
+
+/// `api.maskSecrets`: reads show `******` for every password and token;
+/// an object read, changed and written back keeps its secrets; a mask
+/// with no secret behind it is refused; a save writes the real values.
+#[test]
+fn masked_secrets_are_hidden_in_reads_and_kept_by_writes() {
+    let dir = TempDir::new("mask");
+    let origin = http_origin("127.0.0.1:0", "masked");
+    let (port, api) = (free_port(), free_port());
+    let file = dir.write(
+        "gost.yaml",
+        &format!(
+            "api: {{addr: \"127.0.0.1:{api}\", maskSecrets: true}}\n\
+             authers:\n- name: users\n  auths: [{{username: u1, password: s3cret-one}}]\n\
+             services:\n- name: proxy\n  addr: 127.0.0.1:{port}\n  handler: {{type: socks5, auther: users}}\n  listener: {{type: tcp}}\n"
+        ),
+    );
+    let g = Gost::start(&["-C", &file]);
+    g.wait_tcp(api);
+    g.wait_tcp(port);
+    let fetch = |user: &str| {
+        curl_body(&[
+            "--proxy",
+            &format!("socks5://{user}@127.0.0.1:{port}"),
+            &format!("http://{origin}/"),
+        ])
+    };
+    assert_eq!(fetch("u1:s3cret-one"), (true, "masked".into()));
+    for format in ["json", "yaml"] {
+        let (code, text) =
+            http_request(api, "GET", &format!("/config?format={format}"), None, None);
+        assert_eq!(code, 200);
+        assert!(!text.contains("s3cret-one"), "{text}");
+        assert!(text.contains("******"), "{text}");
+    }
+    let (code, v) = call(api, "GET", "/config/authers/users", None);
+    assert_eq!(code, 200);
+    let mut users = v["data"].clone();
+    assert_eq!(users["auths"][0]["password"], "******", "{users}");
+    let (_, list) = call(api, "GET", "/config/authers", None);
+    assert_eq!(list["data"]["list"][0]["auths"][0]["password"], "******");
+    // Written back with a user added: the first keeps its password.
+    users["auths"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"username": "u2", "password": "s3cret-two"}));
+    ok(api, "PUT", "/config/authers/users", Some(users.clone()));
+    assert_eq!(fetch("u1:s3cret-one"), (true, "masked".into()));
+    assert_eq!(fetch("u2:s3cret-two"), (true, "masked".into()));
+    assert!(!fetch("u1:******").0, "the mask is not the password");
+    // A mask where there is no secret to keep.
+    users["auths"][1]["password"] = json!("******");
+    users["auths"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"username": "u3", "password": "******"}));
+    let msg = refused(
+        api,
+        "PUT",
+        "/config/authers/users",
+        Some(users.clone()),
+        40001,
+    );
+    assert!(msg.contains("auths[2].password"), "{msg}");
+    users["name"] = json!("copy");
+    let msg = refused(api, "POST", "/config/authers", Some(users), 40001);
+    assert!(msg.contains("auths[0].password"), "{msg}");
+    // The file a save writes keeps the real values.
+    ok(api, "POST", "/config", None);
+    let saved = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        saved.contains("s3cret-one") && saved.contains("s3cret-two"),
+        "{saved}"
+    );
+    assert!(!saved.contains("******"), "{saved}");
+}

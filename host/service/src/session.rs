@@ -14,10 +14,9 @@ use tokio_util::task::TaskTracker;
 
 use super::{conn_context, report, HandlerSlot, Status};
 use gost_core::limiter::conn::ConnPermit;
-use gost_core::stream::Stream;
 use gost_handler::Handler;
 use gost_transport::listener::{Accepted, Conn};
-use gost_transport::Upgrade;
+use gost_transport::{Opened, Upgrade};
 
 pub(super) struct Sessions {
     pub name: Arc<str>,
@@ -67,7 +66,7 @@ impl Sessions {
                 s = session.accept() => s,
                 _ = self.cancel.cancelled() => return,
             };
-            let stream = match next {
+            let opened = match next {
                 None => break,
                 Some(Ok(s)) => s,
                 Some(Err(e)) => {
@@ -76,7 +75,13 @@ impl Sessions {
                 }
             };
             streams += 1;
-            self.spawn_stream(stream, peer, accepted.local);
+            if opened.hops > gost_core::dialer::loops::MAX_HOPS {
+                if let Some(n) = gost_core::repeat::check((&*self.name, "loop")) {
+                    tracing::warn!(service = %self.name, client = %peer, hops = opened.hops, repeated = n, "loop: stream opened by this gost through too many of its own services, refused");
+                }
+                continue;
+            }
+            self.spawn_stream(opened, peer, accepted.local);
         }
         let (reason, in_error) = session.end().unwrap_or_default();
         if in_error {
@@ -87,7 +92,8 @@ impl Sessions {
         }
     }
 
-    fn spawn_stream(&self, stream: Stream, peer: SocketAddr, local: SocketAddr) {
+    fn spawn_stream(&self, opened: Opened, peer: SocketAddr, local: SocketAddr) {
+        let Opened { stream, hops } = opened;
         let active = self.slot.get();
         let handler: Arc<dyn Handler> = active.handler.clone();
         let (ctx, duration) = conn_context(&self.name, &self.status, &active, peer, local);
@@ -98,7 +104,7 @@ impl Sessions {
             let _guard = stats.as_ref().map(|s| s.open_conn());
             let service = ctx.service.clone();
             let result = tokio::select! {
-                r = handler.handle(Conn::Stream(stream), ctx) => r,
+                r = gost_core::dialer::loops::scope(hops, handler.handle(Conn::Stream(stream), ctx)) => r,
                 _ = cancel.cancelled() => return,
             };
             report(&service, peer, start, duration, stats.as_deref(), result);

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::error::{ApiError, SAVE_FAILED};
-use super::{ok, save_path, ApiState};
+use super::{ok, save_path, secrets, ApiState};
 use gost_core::config::Config;
 
 #[derive(Debug, Deserialize)]
@@ -18,7 +18,15 @@ pub struct FormatQuery {
 }
 
 pub async fn get(State(st): State<ApiState>, Query(q): Query<FormatQuery>) -> Response {
-    let cfg = st.app.config_with_status();
+    let mut cfg = st.app.config_with_status();
+    if st.mask_secrets {
+        cfg = match masked(&cfg) {
+            Ok(c) => c,
+            Err(e) => {
+                return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, 500, e).into_response()
+            }
+        };
+    }
     let (body, content_type) = match q.format.as_deref() {
         Some("yaml") => (cfg.to_yaml(), "text/x-yaml"),
         _ => (cfg.to_json(), "application/json"),
@@ -29,6 +37,14 @@ pub async fn get(State(st): State<ApiState>, Query(q): Query<FormatQuery>) -> Re
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, 500, e.to_string()).into_response()
         }
     }
+}
+
+/// `cfg` with its secrets masked, still a config so it prints in the
+/// usual order.
+fn masked(cfg: &Config) -> Result<Config, String> {
+    let mut v = serde_json::to_value(cfg).map_err(|e| e.to_string())?;
+    secrets::mask(&mut v);
+    serde_json::from_value(v).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Deserialize)]

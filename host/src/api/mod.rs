@@ -7,6 +7,7 @@ mod error;
 mod json_errors;
 mod objects;
 mod save_path;
+mod secrets;
 pub mod server;
 
 use std::sync::Arc;
@@ -73,6 +74,7 @@ pub struct ApiState {
     access_log: bool,
     browser: browser::BrowserPolicy,
     save_path_anywhere: bool,
+    mask_secrets: bool,
 }
 
 /// Builds the API router for `cfg`, routes mounted under its `pathPrefix`.
@@ -84,6 +86,7 @@ pub fn router(app: Arc<App>, cfg: &APIConfig) -> Router {
         access,
         access_log: cfg.accesslog,
         save_path_anywhere: cfg.save_path_anywhere,
+        mask_secrets: cfg.mask_secrets,
     };
     let cors = state.browser.cors_layer();
     let routes = Router::new()

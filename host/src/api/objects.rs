@@ -14,7 +14,7 @@ use axum::Json;
 use serde_json::{json, Map, Value};
 
 use super::error::{ApiError, INVALID};
-use super::{ok, ApiState};
+use super::{ok, secrets, ApiState};
 use crate::app::ApplyError;
 use gost_core::config::{Config, ServiceConfig};
 
@@ -59,7 +59,10 @@ pub async fn list(State(st): State<ApiState>, Path(segment): Path<String>) -> Re
     if kind(&segment).is_none() {
         return unknown_kind();
     }
-    let list = section(&st, &segment);
+    let mut list = section(&st, &segment);
+    if st.mask_secrets {
+        list.iter_mut().for_each(secrets::mask);
+    }
     Json(json!({"data": {"count": list.len(), "list": list}})).into_response()
 }
 
@@ -76,7 +79,12 @@ pub async fn get(
         .into_iter()
         .find(|o| o.get("name").and_then(Value::as_str) == Some(name))
     {
-        Some(obj) => Json(json!({ "data": obj })).into_response(),
+        Some(mut obj) => {
+            if st.mask_secrets {
+                secrets::mask(&mut obj);
+            }
+            Json(json!({ "data": obj })).into_response()
+        }
         None => Json(json!({})).into_response(),
     }
 }
@@ -102,6 +110,9 @@ pub async fn create(
         }
         check_name(singular, &name)?;
         obj.insert("name".into(), Value::String(name.clone()));
+        if st.mask_secrets {
+            secrets::unmask(&mut obj, None).map_err(|e| invalid(singular, &e))?;
+        }
         let duplicate = |exists: bool| match exists {
             true => Err(ApplyError::Duplicate(format!(
                 "{singular} {name} already exists"
@@ -142,6 +153,12 @@ pub async fn update(
         let mut obj = object(body)?;
         check_name(singular, &name)?;
         obj.insert("name".into(), Value::String(name.clone()));
+        if st.mask_secrets {
+            let current = section(&st, &segment)
+                .into_iter()
+                .find(|o| o.get("name").and_then(Value::as_str) == Some(&*name));
+            secrets::unmask(&mut obj, current.as_ref()).map_err(|e| invalid(singular, &e))?;
+        }
         if segment == "services" {
             let svc = parse_service(obj)?;
             st.app
@@ -200,6 +217,10 @@ fn respond(result: Result<(), ApiError>) -> Response {
         Ok(()) => ok(),
         Err(e) => e.into_response(),
     }
+}
+
+fn invalid(singular: &str, msg: &str) -> ApiError {
+    ApiError::invalid(format!("invalid {singular}: {msg}"))
 }
 
 fn not_found(singular: &str, name: &str) -> ApplyError {

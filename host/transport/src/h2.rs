@@ -33,7 +33,7 @@ pub use stream::{h2_io, H2Stream};
 
 use crate::kinds::{DialerKind, ListenerKind, Socket, Transports};
 use crate::tls::{client_settings, handshake_timeout, server_config, TlsDialer, TlsUpgrade};
-use crate::{within, BoxFuture, Dialer, Multiplex, MultiplexUpgrade, Streams, Upgrade};
+use crate::{within, BoxFuture, Dialer, Multiplex, MultiplexUpgrade, Opened, Streams, Upgrade};
 use gost_core::escape::esc;
 use gost_core::metadata::{Metadata, MetadataError};
 use gost_core::stream::{Endpoints, Stream};
@@ -220,7 +220,7 @@ impl MultiplexUpgrade for H2Upgrade {
 
 /// What the connection's task hands the service.
 enum Item {
-    Stream(Stream),
+    Stream(Opened),
     Refused(String),
 }
 
@@ -294,8 +294,9 @@ async fn serve(
             // The client reset it already.
             Err(_) => continue,
         };
+        let id = respond.stream_id().as_u32();
         let s = Stream::boxed(H2Stream::new(send, req.into_body()), ends);
-        match tx.try_send(Item::Stream(s)) {
+        match tx.try_send(Item::Stream(Opened::new(s, ends, id))) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 // Dropping the stream resets it, as GOST drops a
@@ -311,7 +312,7 @@ async fn serve(
 }
 
 impl Streams for ServerSession {
-    fn accept(&mut self) -> BoxFuture<'_, Option<io::Result<Stream>>> {
+    fn accept(&mut self) -> BoxFuture<'_, Option<io::Result<Opened>>> {
         Box::pin(async move {
             Some(match self.rx.recv().await? {
                 Item::Stream(s) => Ok(s),
@@ -390,6 +391,7 @@ impl H2Dialer {
         let req = self.opts.request(node_addr, self.tls.is_some())?;
         let mut send = conn.send.clone().ready().await.map_err(h2_io)?;
         let (resp, body) = send.send_request(req, false).map_err(h2_io)?;
+        gost_core::dialer::loops::record_stream(conn.ends, resp.stream_id().as_u32());
         let resp = resp.await.map_err(h2_io)?;
         if resp.status() != StatusCode::OK {
             return Err(io::Error::new(

@@ -68,13 +68,31 @@ pub trait MultiplexUpgrade: Send + Sync {
     fn session(&self, stream: Stream) -> BoxFuture<'_, io::Result<Box<dyn Streams>>>;
 }
 
+/// A stream a peer opened over a session, with the local hops behind it
+/// when this gost opened it ([`gost_core::dialer::loops`]), so a loop
+/// through a pooled session is cut like one through new sockets.
+pub struct Opened {
+    pub stream: Stream,
+    pub hops: u8,
+}
+
+impl Opened {
+    /// Stream `id` of a session over a connection with `ends`.
+    pub fn new(stream: Stream, ends: gost_core::stream::Endpoints, id: u32) -> Opened {
+        Opened {
+            stream,
+            hops: gost_core::dialer::loops::stream_hops(ends, id),
+        }
+    }
+}
+
 /// The streams a client opens over one accepted connection.
 pub trait Streams: Send {
     /// The next stream the peer opened; `None` once the session ended.
     /// An error is one stream refused by the transport (a gRPC call to
     /// an unknown method, an HTTP/2 request for the wrong path), the
     /// session going on; the service counts it and logs it once.
-    fn accept(&mut self) -> BoxFuture<'_, Option<io::Result<Stream>>>;
+    fn accept(&mut self) -> BoxFuture<'_, Option<io::Result<Opened>>>;
 
     /// Why the session ended, once it has, and whether that was the
     /// peer's fault or a broken connection rather than an orderly close.

@@ -127,6 +127,14 @@ pub struct APIConfig {
         skip_serializing_if = "is_default"
     )]
     pub any_content_type: bool,
+    /// gost-rs: show passwords, tokens and passphrases as `******` in the
+    /// API's reads (GOST shows them).
+    #[serde(
+        rename = "maskSecrets",
+        alias = "masksecrets",
+        skip_serializing_if = "is_default"
+    )]
+    pub mask_secrets: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

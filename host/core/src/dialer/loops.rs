@@ -15,12 +15,23 @@
 //! wire. Connections that leave the host, or go to a port none of this
 //! process's TCP listeners uses, are never recorded, so forwarding to
 //! local targets costs one atomic load per dial and per accept.
+//!
+//! A multiplexing transport (mux, h2, gRPC) opens most of its streams
+//! over a session it already has, with no new socket to remember: such a
+//! stream is remembered by its session's socket address and its stream
+//! id, which both ends of a session share, so a loop through a pooled
+//! session is cut the same way. For h2 and gRPC the id is known only once
+//! the request is queued; a peer that reads it before it is remembered
+//! sees a stream without hops, and the loop takes at most another
+//! [`MAX_HOPS`] turns.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use crate::stream::Endpoints;
 
 /// How long a dialed connection is remembered: its other end is accepted
 /// within this time, or the connection was not a loop.
@@ -45,7 +56,30 @@ struct Shard {
     /// The outgoing connection's source address, its destination, when it
     /// was dialed and the local hops it makes.
     dialed: HashMap<SocketAddr, (SocketAddr, Instant, u8)>,
+    /// A stream opened over a session: the session's source address and
+    /// the stream's id, when it was opened and the local hops it makes.
+    streams: HashMap<(SocketAddr, u32), (Instant, u8)>,
     pruned: Instant,
+}
+
+impl Shard {
+    /// Forgets what is older than [`REMEMBER`], at most once per that
+    /// time, keeping the table's count right.
+    fn prune(&mut self, now: Instant, len: &AtomicUsize) {
+        if now.duration_since(self.pruned) < REMEMBER {
+            return;
+        }
+        let before = self.dialed.len() + self.streams.len();
+        self.dialed
+            .retain(|_, (_, at, _)| now.duration_since(*at) < REMEMBER);
+        self.streams
+            .retain(|_, (at, _)| now.duration_since(*at) < REMEMBER);
+        len.fetch_sub(
+            before - self.dialed.len() - self.streams.len(),
+            Ordering::Relaxed,
+        );
+        self.pruned = now;
+    }
 }
 
 struct Table {
@@ -61,6 +95,7 @@ fn table() -> &'static Table {
             .map(|_| {
                 Mutex::new(Shard {
                     dialed: HashMap::new(),
+                    streams: HashMap::new(),
                     pruned: Instant::now(),
                 })
             })
@@ -75,6 +110,18 @@ fn shard(a: &SocketAddr) -> &'static Mutex<Shard> {
 
 fn on_this_host(local: IpAddr, remote: IpAddr) -> bool {
     remote.is_loopback() || remote.is_unspecified() || remote == local
+}
+
+/// Whether a connection from `local` to `remote` may reach one of our
+/// listeners, and so is worth remembering.
+fn maybe_ours(local: SocketAddr, remote: SocketAddr) -> bool {
+    LISTENING[remote.port() as usize].load(Ordering::Relaxed) != 0
+        && on_this_host(local.ip(), remote.ip())
+}
+
+/// The local hops of a connection or stream this task opens now.
+fn next_hops() -> u8 {
+    HOPS.try_with(|h| *h).unwrap_or(0).saturating_add(1)
 }
 
 /// How many of this process's TCP listeners use each port.
@@ -99,24 +146,61 @@ impl Drop for Listening {
 /// Remembers a connection gost dialed from `local` to `remote`, when
 /// `remote` is on this host at a port one of our listeners uses.
 pub fn record(local: SocketAddr, remote: SocketAddr) {
-    if LISTENING[remote.port() as usize].load(Ordering::Relaxed) == 0
-        || !on_this_host(local.ip(), remote.ip())
-    {
+    if !maybe_ours(local, remote) {
         return;
     }
     let t = table();
     let now = Instant::now();
-    let hops = HOPS.try_with(|h| *h).unwrap_or(0).saturating_add(1);
+    let hops = next_hops();
     let mut s = shard(&local).lock().unwrap_or_else(|p| p.into_inner());
-    if now.duration_since(s.pruned) >= REMEMBER {
-        let before = s.dialed.len();
-        s.dialed
-            .retain(|_, (_, at, _)| now.duration_since(*at) < REMEMBER);
-        t.len.fetch_sub(before - s.dialed.len(), Ordering::Relaxed);
-        s.pruned = now;
-    }
+    s.prune(now, &t.len);
     if s.dialed.insert(local, (remote, now, hops)).is_none() {
         t.len.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Remembers a stream gost opened, with id `id`, over a session whose
+/// connection has `ends`, when that connection may reach one of our
+/// listeners.
+pub fn record_stream(ends: Endpoints, id: u32) {
+    let (Some(local), Some(remote)) = (ends.local, ends.peer) else {
+        return;
+    };
+    if !maybe_ours(local, remote) {
+        return;
+    }
+    let t = table();
+    let now = Instant::now();
+    let hops = next_hops();
+    let mut s = shard(&local).lock().unwrap_or_else(|p| p.into_inner());
+    s.prune(now, &t.len);
+    if s.streams.insert((local, id), (now, hops)).is_none() {
+        t.len.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The local hops behind stream `id` that a session accepted over a
+/// connection with `ends` (its local address one of our listeners'):
+/// 0 unless gost itself opened it. Each stream is looked up once.
+pub fn stream_hops(ends: Endpoints, id: u32) -> u8 {
+    let t = table();
+    if t.len.load(Ordering::Relaxed) == 0 {
+        return 0;
+    }
+    let Some(peer) = ends.peer else {
+        return 0;
+    };
+    let mut s = shard(&peer).lock().unwrap_or_else(|p| p.into_inner());
+    match s.streams.remove(&(peer, id)) {
+        Some((at, hops)) => {
+            t.len.fetch_sub(1, Ordering::Relaxed);
+            if at.elapsed() < REMEMBER {
+                hops
+            } else {
+                0
+            }
+        }
+        None => 0,
     }
 }
 
@@ -173,5 +257,35 @@ mod tests {
         let out: SocketAddr = "10.0.0.1:52003".parse().unwrap();
         record(out, "192.0.2.1:41000".parse().unwrap());
         assert_eq!(hops(out, any), 0);
+    }
+
+    #[tokio::test]
+    async fn a_stream_over_a_session_to_ourselves_carries_its_hops_once() {
+        let listen: SocketAddr = "127.0.0.1:41100".parse().unwrap();
+        let from: SocketAddr = "127.0.0.1:52101".parse().unwrap();
+        let client = Endpoints {
+            local: Some(from),
+            peer: Some(listen),
+        };
+        let server = Endpoints {
+            local: Some(listen),
+            peer: Some(from),
+        };
+        record_stream(client, 3);
+        assert_eq!(
+            stream_hops(server, 3),
+            0,
+            "no listener of ours has the port"
+        );
+        let _ours = listening(listen.port());
+        scope(5, async { record_stream(client, 3) }).await;
+        record_stream(client, 5);
+        assert_eq!(stream_hops(server, 3), 6);
+        assert_eq!(stream_hops(server, 3), 0, "looked up once");
+        assert_eq!(stream_hops(server, 5), 1);
+        assert_eq!(stream_hops(server, 7), 0, "never opened");
+        // A session without socket addresses (in memory) is never ours.
+        record_stream(Endpoints::default(), 9);
+        assert_eq!(stream_hops(Endpoints::default(), 9), 0);
     }
 }

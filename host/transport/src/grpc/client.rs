@@ -185,6 +185,7 @@ async fn open(conn: &Conn, target: &Target<'_>) -> io::Result<Stream> {
     let (response, stream) = send
         .send_request(req, false)
         .map_err(|e| io::Error::new(io::ErrorKind::ConnectionReset, format!("grpc: {e}")))?;
+    gost_core::dialer::loops::record_stream(conn.ends, response.stream_id().as_u32());
     let call = CallStream::new(
         Side::Client {
             response: Some(response),

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use super::config::ListenerConfig;
 use super::stream::{status_trailers, Active, CallStream, Report, Side};
 use super::{CONNECTION_WINDOW, STREAM_WINDOW};
-use crate::{BoxFuture, Streams};
+use crate::{BoxFuture, Opened, Streams};
 use gost_core::stream::{Endpoints, Stream};
 use gost_proto::grpc::{status, CONTENT_TYPE};
 
@@ -22,12 +22,12 @@ use gost_proto::grpc::{status, CONTENT_TYPE};
 type End = Arc<Mutex<Option<(String, bool)>>>;
 
 pub struct Connection {
-    calls: mpsc::Receiver<io::Result<Stream>>,
+    calls: mpsc::Receiver<io::Result<Opened>>,
     end: End,
 }
 
 impl Streams for Connection {
-    fn accept(&mut self) -> BoxFuture<'_, Option<io::Result<Stream>>> {
+    fn accept(&mut self) -> BoxFuture<'_, Option<io::Result<Opened>>> {
         Box::pin(self.calls.recv())
     }
 
@@ -155,7 +155,7 @@ fn call(
     active: &Arc<Active>,
     ends: Endpoints,
     report: &Report,
-) -> io::Result<Stream> {
+) -> io::Result<Opened> {
     let (parts, body) = req.into_parts();
     let content_type = parts
         .headers
@@ -226,6 +226,7 @@ fn call(
         .header(http::header::CONTENT_TYPE, CONTENT_TYPE)
         .body(())
         .expect("static response");
+    let id = respond.stream_id().as_u32();
     let send = respond
         .send_response(resp, false)
         .map_err(|e| io::Error::new(io::ErrorKind::ConnectionReset, format!("grpc: {e}")))?;
@@ -237,7 +238,7 @@ fn call(
         send,
         active.clone(),
     );
-    Ok(Stream::boxed(stream, ends))
+    Ok(Opened::new(Stream::boxed(stream, ends), ends, id))
 }
 
 /// The longest a connection may take to send its HTTP/2 preface.

@@ -38,7 +38,7 @@ pub enum Side {
 
 /// Where the server side reports what it refused: the session's queue
 /// of streams, which the service counts an error from.
-pub type Report = tokio::sync::mpsc::Sender<io::Result<gost_core::stream::Stream>>;
+pub type Report = tokio::sync::mpsc::Sender<io::Result<crate::Opened>>;
 
 /// Counts the calls alive on a connection, for the keep-alive and the
 /// idle timeout.

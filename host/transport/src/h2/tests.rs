@@ -152,7 +152,7 @@ async fn listener_serves_gost_requests_and_refuses_others() {
         let session = tokio::spawn(async move {
             let mut s = up.session(b).await.unwrap();
             let r = match s.accept().await {
-                Some(Ok(mut st)) => {
+                Some(Ok(Opened { stream: mut st, .. })) => {
                     let mut buf = [0u8; 4];
                     st.read_exact(&mut buf).await.unwrap();
                     st.write_all(&buf).await.unwrap();
@@ -207,7 +207,7 @@ async fn dialer_and_listener_share_one_connection() {
     let up = upgrade(Some("/x"));
     tokio::spawn(async move {
         let mut s = up.session(b).await.unwrap();
-        while let Some(Ok(mut st)) = s.accept().await {
+        while let Some(Ok(Opened { stream: mut st, .. })) = s.accept().await {
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 64 * 1024];
                 loop {
@@ -265,7 +265,7 @@ async fn a_peer_that_never_reads_stops_the_writer() {
     let (keep_tx, mut keep_rx) = mpsc::channel::<Stream>(1);
     tokio::spawn(async move {
         let mut s = up.session(b).await.unwrap();
-        let st = s.accept().await.unwrap().unwrap();
+        let st = s.accept().await.unwrap().unwrap().stream;
         keep_tx.send(st).await.unwrap();
         // Keep the session (and its connection) alive.
         std::future::pending::<()>().await;
@@ -315,7 +315,7 @@ async fn garbage_and_resets() {
     let up = upgrade(None);
     let server = tokio::spawn(async move {
         let mut s = up.session(b).await.unwrap();
-        let mut st = s.accept().await.unwrap().unwrap();
+        let mut st = s.accept().await.unwrap().unwrap().stream;
         let mut buf = [0u8; 8];
         let e = loop {
             match st.read(&mut buf).await {

@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::{CancellationToken, PollSender};
 
 use super::MuxConfig;
-use crate::{BoxFuture, Streams};
+use crate::{BoxFuture, Opened, Streams};
 use gost_core::stream::{Endpoints, Stream};
 use gost_proto::smux::{self, Cmd, FrameError, WindowUpdate};
 
@@ -349,6 +349,7 @@ impl Session {
         };
         let st = StreamShared::new(sid);
         lock(&sh.streams).insert(sid, st.clone());
+        gost_core::dialer::loops::record_stream(sh.ends, sid);
         let sent = tokio::select! {
             r = sh.data_tx.send(Out::Syn(sid)) => r.is_ok(),
             _ = sh.die.cancelled() => false,
@@ -389,8 +390,12 @@ impl Session {
 }
 
 impl Streams for Session {
-    fn accept(&mut self) -> BoxFuture<'_, Option<io::Result<Stream>>> {
-        Box::pin(async move { Session::accept(self).await.map(|s| Ok(s.into_stream())) })
+    fn accept(&mut self) -> BoxFuture<'_, Option<io::Result<Opened>>> {
+        Box::pin(async move {
+            let s = Session::accept(self).await?;
+            let id = s.id();
+            Some(Ok(Opened::new(s.into_stream(), self.shared.ends, id)))
+        })
     }
 
     fn end(&self) -> Option<(String, bool)> {
