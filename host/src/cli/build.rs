@@ -682,11 +682,11 @@ fn build_services(ctx: &ArgCtx, url: &GoUrl, prefix: &str) -> Result<Vec<Service
         ..Default::default()
     };
     if handler_cfg.r#type == "wasm" {
-        handler_cfg.plugin = Some(wasm_plugin(ctx, &mut handler_cfg.metadata)?);
+        handler_cfg.plugin = Some(Box::new(wasm_plugin(ctx, &mut handler_cfg.metadata)?));
     }
     let mut listener_cfg = ListenerConfig {
         r#type: listener,
-        tls,
+        tls: tls.map(Box::new),
         metadata: Metadata::from(listener_md),
         ..Default::default()
     };

@@ -135,7 +135,7 @@ fn listener(
     let tls = if md.insecure {
         None
     } else {
-        let mut server = (*server_config(cfg.tls.as_ref(), root)?).clone();
+        let mut server = (*server_config(cfg.tls.as_deref(), root)?).clone();
         if server.alpn_protocols.is_empty() {
             server.alpn_protocols = vec![ALPN_H2.as_bytes().to_vec()];
         }

@@ -483,7 +483,7 @@ fn h2_server_tls(
     cfg: &gost_core::config::ListenerConfig,
     root: &gost_core::config::Config,
 ) -> Result<TlsUpgrade, String> {
-    let mut c = (*server_config(cfg.tls.as_ref(), root)?).clone();
+    let mut c = (*server_config(cfg.tls.as_deref(), root)?).clone();
     if c.alpn_protocols.is_empty() {
         c.alpn_protocols = vec![b"h2".to_vec()];
     }

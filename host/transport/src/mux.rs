@@ -181,7 +181,7 @@ pub fn register(r: &mut Transports) {
         names: &["mtls"],
         socket: Socket::Tcp,
         upgrade: Some(|cfg, root| {
-            let tls = TlsUpgrade::new(server_config(cfg.tls.as_ref(), root)?);
+            let tls = TlsUpgrade::new(server_config(cfg.tls.as_deref(), root)?);
             Ok(Arc::new(MuxUpgrade {
                 carrier: Carrier::Tls(tls),
                 cfg: listener_mux(cfg, 1)?,
@@ -209,7 +209,7 @@ pub fn register(r: &mut Transports) {
         names: &["mwss"],
         socket: Socket::Tcp,
         upgrade: Some(|cfg, root| {
-            let tls = TlsUpgrade::new(server_config(cfg.tls.as_ref(), root)?);
+            let tls = TlsUpgrade::new(server_config(cfg.tls.as_deref(), root)?);
             Ok(Arc::new(MuxUpgrade {
                 carrier: Carrier::Ws {
                     tls: Some(tls),

@@ -239,7 +239,7 @@ pub fn register(r: &mut Transports) {
         socket: Socket::Tcp,
         upgrade: Some(|cfg, root| {
             Ok(Arc::new(TlsUpgrade::new(server_config(
-                cfg.tls.as_ref(),
+                cfg.tls.as_deref(),
                 root,
             )?)))
         }),

@@ -97,7 +97,7 @@ pub fn register(r: &mut Transports) {
         upgrade: Some(|cfg, root| {
             let opts = WsOptions::from_metadata(&cfg.metadata)
                 .map_err(|e| format!("listener metadata: {e}"))?;
-            let tls = TlsUpgrade::new(server_config(cfg.tls.as_ref(), root)?);
+            let tls = TlsUpgrade::new(server_config(cfg.tls.as_deref(), root)?);
             Ok(Arc::new(Stacked(vec![
                 Arc::new(tls),
                 Arc::new(WsUpgrade { opts }),

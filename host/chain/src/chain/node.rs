@@ -139,12 +139,16 @@ impl Node {
     /// stand for `filter` when that is absent, as in GOST.
     pub fn from_forward_config(cfg: &ForwardNodeConfig, root: &Config) -> Result<Self, NodeError> {
         let mut node = Self::common(&cfg.name, &cfg.addr, &cfg.network, &cfg.metadata)?;
-        let filter = cfg.filter.clone().unwrap_or_else(|| NodeFilterConfig {
-            host: cfg.host.clone(),
-            protocol: cfg.protocol.clone(),
-            path: cfg.path.clone(),
-        });
-        node.set_routing(filter, cfg.matcher.as_ref(), root)?;
+        let filter = cfg
+            .filter
+            .as_deref()
+            .cloned()
+            .unwrap_or_else(|| NodeFilterConfig {
+                host: cfg.host.clone(),
+                protocol: cfg.protocol.clone(),
+                path: cfg.path.clone(),
+            });
+        node.set_routing(filter, cfg.matcher.as_deref(), root)?;
         Ok(node)
     }
 
@@ -213,7 +217,7 @@ impl Node {
                 registry.dialer_names().join(", ")
             )));
         };
-        let dialer = (kind.build)(dialer_cfg, cfg.tls.as_ref())
+        let dialer = (kind.build)(dialer_cfg, cfg.tls.as_deref())
             .map_err(|e| unsupported(format!("dialer: {e}")))?;
         let mut node = Self::common(&cfg.name, &cfg.addr, &cfg.network, &cfg.metadata)?;
         node.dialer = dialer;
@@ -230,8 +234,8 @@ impl Node {
             source,
         })?);
         node.set_routing(
-            cfg.filter.clone().unwrap_or_default(),
-            cfg.matcher.as_ref(),
+            cfg.filter.as_deref().cloned().unwrap_or_default(),
+            cfg.matcher.as_deref(),
             root,
         )?;
         Ok(node)

@@ -25,6 +25,19 @@ fn is_default<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
 }
 
+/// A node list without the spare capacity a growing `Vec` keeps: most
+/// lists hold one node, and a node's config is large, so the spare room
+/// would be most of a configured service's memory.
+fn shrunk<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let mut v = Vec::<T>::deserialize(d)?;
+    v.shrink_to_fit();
+    Ok(v)
+}
+
 /// A map of header names to values, sorted like Go's encoders sort maps.
 pub type StringMap = BTreeMap<String, String>;
 
@@ -702,7 +715,7 @@ pub struct ListenerConfig {
         alias = "chaingroup",
         skip_serializing_if = "is_default"
     )]
-    pub chain_group: Option<ChainGroupConfig>,
+    pub chain_group: Option<Box<ChainGroupConfig>>,
     #[serde(skip_serializing_if = "is_default")]
     pub auther: String,
     #[serde(skip_serializing_if = "is_default")]
@@ -710,7 +723,7 @@ pub struct ListenerConfig {
     #[serde(skip_serializing_if = "is_default")]
     pub auth: Option<AuthConfig>,
     #[serde(skip_serializing_if = "is_default")]
-    pub tls: Option<TLSConfig>,
+    pub tls: Option<Box<TLSConfig>>,
     #[serde(skip_serializing_if = "is_default")]
     pub metadata: Metadata,
 }
@@ -728,7 +741,7 @@ pub struct HandlerConfig {
         alias = "chaingroup",
         skip_serializing_if = "is_default"
     )]
-    pub chain_group: Option<ChainGroupConfig>,
+    pub chain_group: Option<Box<ChainGroupConfig>>,
     #[serde(skip_serializing_if = "is_default")]
     pub auther: String,
     #[serde(skip_serializing_if = "is_default")]
@@ -736,14 +749,14 @@ pub struct HandlerConfig {
     #[serde(skip_serializing_if = "is_default")]
     pub auth: Option<AuthConfig>,
     #[serde(skip_serializing_if = "is_default")]
-    pub tls: Option<TLSConfig>,
+    pub tls: Option<Box<TLSConfig>>,
     #[serde(skip_serializing_if = "is_default")]
     pub limiter: String,
     #[serde(skip_serializing_if = "is_default")]
     pub observer: String,
     /// (gost-rs) The component of a `wasm` handler.
     #[serde(skip_serializing_if = "is_default")]
-    pub plugin: Option<PluginConfig>,
+    pub plugin: Option<Box<PluginConfig>>,
     #[serde(skip_serializing_if = "is_default")]
     pub metadata: Metadata,
 }
@@ -760,6 +773,7 @@ pub struct ForwarderConfig {
     pub hop: String,
     #[serde(skip_serializing_if = "is_default")]
     pub selector: Option<SelectorConfig>,
+    #[serde(deserialize_with = "shrunk")]
     pub nodes: Vec<ForwardNodeConfig>,
     #[serde(
         rename = "hopGroup",
@@ -813,18 +827,18 @@ pub struct ForwardNodeConfig {
     pub path: String,
     /// Deprecated by GOST: use `matcher`.
     #[serde(skip_serializing_if = "is_default")]
-    pub filter: Option<NodeFilterConfig>,
+    pub filter: Option<Box<NodeFilterConfig>>,
     #[serde(skip_serializing_if = "is_default")]
-    pub matcher: Option<NodeMatcherConfig>,
+    pub matcher: Option<Box<NodeMatcherConfig>>,
     /// Deprecated by GOST: use `http.auth`.
     #[serde(skip_serializing_if = "is_default")]
     pub auth: Option<AuthConfig>,
     #[serde(skip_serializing_if = "is_default")]
-    pub http: Option<HTTPNodeConfig>,
+    pub http: Option<Box<HTTPNodeConfig>>,
     #[serde(skip_serializing_if = "is_default")]
-    pub tls: Option<TLSNodeConfig>,
+    pub tls: Option<Box<TLSNodeConfig>>,
     #[serde(skip_serializing_if = "is_default")]
-    pub probe: Option<ProbeConfig>,
+    pub probe: Option<Box<ProbeConfig>>,
     #[serde(skip_serializing_if = "is_default")]
     pub metadata: Metadata,
 }
@@ -1357,7 +1371,7 @@ pub struct HopConfig {
     pub resolver: String,
     #[serde(skip_serializing_if = "is_default")]
     pub hosts: String,
-    #[serde(skip_serializing_if = "is_default")]
+    #[serde(skip_serializing_if = "is_default", deserialize_with = "shrunk")]
     pub nodes: Vec<NodeConfig>,
     #[serde(skip_serializing_if = "is_default")]
     pub reload: Duration,
@@ -1404,15 +1418,15 @@ pub struct NodeConfig {
     pub sockopts: Option<SockOptsConfig>,
     /// Deprecated by GOST: use `matcher`.
     #[serde(skip_serializing_if = "is_default")]
-    pub filter: Option<NodeFilterConfig>,
+    pub filter: Option<Box<NodeFilterConfig>>,
     #[serde(skip_serializing_if = "is_default")]
-    pub matcher: Option<NodeMatcherConfig>,
+    pub matcher: Option<Box<NodeMatcherConfig>>,
     #[serde(skip_serializing_if = "is_default")]
-    pub http: Option<HTTPNodeConfig>,
+    pub http: Option<Box<HTTPNodeConfig>>,
     #[serde(skip_serializing_if = "is_default")]
-    pub tls: Option<TLSNodeConfig>,
+    pub tls: Option<Box<TLSNodeConfig>>,
     #[serde(skip_serializing_if = "is_default")]
-    pub probe: Option<ProbeConfig>,
+    pub probe: Option<Box<ProbeConfig>>,
     #[serde(skip_serializing_if = "is_default")]
     pub metadata: Metadata,
 }

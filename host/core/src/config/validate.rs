@@ -172,7 +172,7 @@ impl Checker<'_> {
         }
         if let Some(h) = &svc.handler {
             self.reference(&owner, "handler.chain", &h.chain, |c| &c.chains);
-            self.chain_group(&owner, "handler", h.chain_group.as_ref());
+            self.chain_group(&owner, "handler", h.chain_group.as_deref());
             self.reference(&owner, "handler.auther", &h.auther, |c| &c.authers);
             self.references(&owner, "handler.authers", &h.authers, |c| &c.authers);
             self.reference(&owner, "handler.limiter", &h.limiter, |c| &c.limiters);
@@ -180,7 +180,7 @@ impl Checker<'_> {
         }
         if let Some(l) = &svc.listener {
             self.reference(&owner, "listener.chain", &l.chain, |c| &c.chains);
-            self.chain_group(&owner, "listener", l.chain_group.as_ref());
+            self.chain_group(&owner, "listener", l.chain_group.as_deref());
             self.reference(&owner, "listener.auther", &l.auther, |c| &c.authers);
             self.references(&owner, "listener.authers", &l.authers, |c| &c.authers);
         }
