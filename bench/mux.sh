@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Multiplexing benchmark on loopback: a gost-rs SOCKS5 server over
 # multiplexed TLS (socks5+mtls://, one smux session carrying every
-# connection) against the same server over plain TLS (socks5+tls://, one
-# TLS connection per proxied connection), measured in ONE run with
-# interleaved rounds and reported as medians with ratios to plain TLS.
+# connection), over HTTP/2 (socks5+h2://) and over gRPC (socks5+grpc://),
+# each with one TLS connection carrying every proxied connection, against
+# the same server over plain TLS (socks5+tls://, one TLS connection per
+# proxied connection), measured in ONE run with interleaved rounds and
+# reported as medians with ratios to plain TLS.
 # See bench/README.md.
 #
 #   bench/mux.sh            full run (3 rounds, 5,000 idle streams, 500 idle sessions)
@@ -16,7 +18,7 @@
 
 set -uo pipefail
 
-ALL_SYSTEMS="socks5-tls socks5-mtls"
+ALL_SYSTEMS="socks5-tls socks5-mtls socks5-h2 socks5-grpc"
 OPTIONAL_SYSTEMS="mtls-sessions"
 
 usage() {
@@ -56,7 +58,7 @@ KA_CONNS=50     # keep-alive connections, one request outstanding each
 CR_WORKERS=32   # concurrent connect/SOCKS5/request/close loops
 
 bench_paths mux
-build_binaries socks5-tls socks5-mtls mtls-sessions
+build_binaries socks5-tls socks5-mtls socks5-h2 socks5-grpc mtls-sessions
 
 raise_fd_limit
 setup_run mux
@@ -74,7 +76,7 @@ start_pair() {
     PROXY_PID=""; CLIENT_PID=""
     PROXY_PORT=$("$LG" freeport) || return 1
     CLIENT_PORT=$("$LG" freeport) || return 1
-    case "$sys" in socks5-tls) scheme=socks5+tls ;; *) scheme=socks5+mtls ;; esac
+    case "$sys" in mtls-sessions) scheme=socks5+mtls ;; *) scheme=socks5+${sys#socks5-} ;; esac
     taskset -c "$PROXY_CPU" "$GOST" -L "$scheme://127.0.0.1:$PROXY_PORT?certFile=$CERT&keyFile=$KEY" \
         >"$TMP/$sys.log" 2>&1 &
     await_proxy "$sys" $! || return 1
@@ -153,7 +155,7 @@ run_system() {
     header_common "gost-rs multiplexing benchmark"
     echo "pinning: server under test on core $PROXY_CPU; gost client (-F), load generator and target servers on core $LOAD_CPU (taskset)"
     echo "systems: $SYSTEMS; rounds: $ROUNDS (interleaved, order rotated each round)"
-    echo "bulk: 1 stream upload for ${BULK_S} s; keep-alive: $KA_CONNS conns, ${WINDOW} s; new connections: $CR_WORKERS workers, ${WINDOW} s; idle: $IDLE_N connections (mtls: streams of one session); mtls-sessions: $SESSIONS sessions of one stream each"
+    echo "bulk: 1 stream upload for ${BULK_S} s; keep-alive: $KA_CONNS conns, ${WINDOW} s; new connections: $CR_WORKERS workers, ${WINDOW} s; idle: $IDLE_N connections (mtls, h2, grpc: streams of one session); mtls-sessions: $SESSIONS sessions of one stream each"
     echo "certificate: ECDSA P-256, self-signed, made with openssl for this run; smux version 1, GOST's defaults"
     echo "gost: $(shown "$GOST")"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -164,7 +166,7 @@ cat "$TMP/header.txt" >&2
 run_rounds
 
 TABLE=$(
-    echo "Reference: socks5-tls. Both run a gost-rs client in front of the server (on the load core); the server's cost is what differs: a TLS handshake per connection (tls) or a stream opened in a live session (mtls)."
+    echo "Reference: socks5-tls. Each runs a gost-rs client in front of the server (on the load core); the server's cost is what differs: a TLS handshake per connection (tls) or a stream opened in a live session (mtls, h2, grpc)."
     echo "Idle memory is the server's per held connection; mtls-sessions holds one connection per session, so its figure less socks5-mtls's is the cost of a session."
     echo
     "$LG" report "$TMP/results.jsonl" --baseline socks5-tls --reference socks5-tls 2>/dev/null ||
