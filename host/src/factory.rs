@@ -495,9 +495,13 @@ pub(crate) fn bind_listener(
         Some(build) => Some(build(lcfg, root).map_err(|e| svc_err(cfg, format!("listener: {e}")))?),
         None => None,
     };
-    let addr = resolve_bind_addr(&cfg.addr)
-        .map_err(|e| svc_err(cfg, format!("addr \"{}\": {e}", cfg.addr)))?;
     let lmd = cfg.listener.as_ref().map(|l| &l.metadata);
+    // A unix socket's address is a path, not a host and port.
+    let addr = match socket {
+        Socket::Unix | Socket::ReverseUnix => gost_core::context::UNIX_PEER,
+        _ => resolve_bind_addr(&cfg.addr)
+            .map_err(|e| svc_err(cfg, format!("addr \"{}\": {e}", cfg.addr)))?,
+    };
     let bind_err = |source| BuildError::Bind {
         service: cfg.name.clone(),
         addr: cfg.addr.clone(),
@@ -523,6 +527,33 @@ pub(crate) fn bind_listener(
                 None => UdpOptions::default(),
             };
             Box::new(UdpListen::bind(addr, opts).map_err(bind_err)?)
+        }
+        Socket::Unix => {
+            let mode = match lmd {
+                Some(m) => gost_transport::unix::mode_from_metadata(m)
+                    .map_err(|e| md_err(cfg, "listener.metadata", e))?,
+                None => None,
+            };
+            Box::new(gost_transport::unix::UnixListen::bind(&cfg.addr, mode).map_err(bind_err)?)
+        }
+        #[cfg(feature = "mux")]
+        Socket::ReverseUnix => {
+            let router = reverse_router(root, cfg)?;
+            let mux = match lmd {
+                Some(m) => gost_transport::mux::MuxConfig::from_metadata(m, 1)
+                    .map_err(|e| svc_err(cfg, format!("listener.metadata: {e}")))?,
+                None => gost_transport::mux::MuxConfig::default(),
+            };
+            Box::new(gost_chain::reverse::RtcpListener::unix(
+                router, &cfg.addr, mux,
+            ))
+        }
+        #[cfg(not(feature = "mux"))]
+        Socket::ReverseUnix => {
+            return Err(svc_err(
+                cfg,
+                "listener type 'runix' needs the mux feature, which this build lacks",
+            ))
         }
         #[cfg(feature = "mux")]
         Socket::ReverseTcp => {
@@ -569,7 +600,7 @@ fn reverse_router(root: &Config, cfg: &ServiceConfig) -> Result<Router, BuildErr
     if router.chain.is_none() {
         return Err(svc_err(
             cfg,
-            "a reverse listener (rtcp, rudp) needs listener.chain: the port is bound on the chain's last node",
+            "a reverse listener (rtcp, rudp, runix) needs listener.chain: the port is bound on the chain's last node",
         ));
     }
     Ok(router)
@@ -1042,6 +1073,37 @@ fn register(r: &mut Kinds) {
         },
         build: forwarding,
         summary: "reverse UDP forwarding: an `rudp` listener's sessions to the forwarder's nodes",
+    });
+    #[cfg(feature = "mux")]
+    r.add_handler(HandlerKind {
+        names: &["runix"],
+        caps: HandlerCaps {
+            forwarder: true,
+            sniffing: true,
+            ..Default::default()
+        },
+        build: forwarding,
+        summary: "reverse unix socket forwarding: a `runix` listener's connections to the forwarder's nodes over TCP",
+    });
+    r.add_handler(HandlerKind {
+        names: &["unix"],
+        caps: HandlerCaps {
+            forwarder: true,
+            ..Default::default()
+        },
+        build: |root, cfg, deps| {
+            let opts = handler_options(cfg, gost_handler::unix::UnixOptions::from_metadata)?;
+            let forward = match &cfg.forwarder {
+                Some(_) => Some(build_forward_handler(root, cfg, deps.router.clone())?),
+                None => None,
+            };
+            Ok(Arc::new(gost_handler::unix::UnixHandler::new(
+                deps.router,
+                forward,
+                opts,
+            )))
+        },
+        summary: "to a unix socket: the forwarder's node (a path), or through the chain to its last node",
     });
     r.add_handler(HandlerKind {
         names: &["http"],

@@ -18,6 +18,7 @@ pub mod ss;
 #[cfg(feature = "ss")]
 pub mod ssu;
 pub mod stream;
+pub mod unix;
 
 use std::future::Future;
 use std::pin::Pin;

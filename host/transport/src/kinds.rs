@@ -18,6 +18,11 @@ pub enum Socket {
     /// listener's chain (`rtcp`, `rudp`).
     ReverseTcp,
     ReverseUdp,
+    /// A unix socket at the path the service's address names (`unix`).
+    Unix,
+    /// Nothing bound here: the socket is bound on the last node of the
+    /// listener's chain (`runix`).
+    ReverseUnix,
     /// GOST's `dns` listener: UDP, or by its `mode` TCP or TLS.
     Dns,
 }

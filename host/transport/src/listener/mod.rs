@@ -47,6 +47,12 @@ pub trait Listener: Send + Sync {
     /// The address as the OS reports it, e.g. `[::]:8080`.
     fn local_addr(&self) -> SocketAddr;
 
+    /// The address for the service's status and logs: the socket address,
+    /// or a unix listener's path.
+    fn addr_text(&self) -> String {
+        self.local_addr().to_string()
+    }
+
     /// Waits for the next client. An error is either temporary (the service
     /// marks itself failed and retries with back-off) or final.
     fn accept(&self) -> AcceptFuture<'_>;
