@@ -521,6 +521,32 @@ pub(crate) fn bind_listener(
                     .with_upgrade(upgrade),
             )
         }
+        Socket::Redirect => {
+            let empty = gost_core::metadata::Metadata::default();
+            let m = lmd.unwrap_or(&empty);
+            let flag = |k: &str| {
+                m.get_bool(k)
+                    .map_err(|e| md_err(cfg, "listener.metadata", e))
+            };
+            if flag("mptcp")?.unwrap_or(false) {
+                return Err(svc_err(cfg, "listener.metadata: mptcp is not supported"));
+            }
+            let opts = gost_transport::listener::tcp::ListenOpts {
+                transparent: flag("tproxy")?.unwrap_or(false),
+                reuse_port: flag("reuseport")?.unwrap_or(false),
+            };
+            let backlog = m
+                .get_int("backlog")
+                .map_err(|e| md_err(cfg, "listener.metadata", e))?;
+            Box::new(
+                TcpListen::bind_with(
+                    addr,
+                    backlog.filter(|b| *b > 0).unwrap_or(1024) as u32,
+                    opts,
+                )
+                .map_err(bind_err)?,
+            )
+        }
         Socket::Udp => {
             let opts = match lmd {
                 Some(m) => udp_options(m).map_err(|e| md_err(cfg, "listener.metadata", e))?,
@@ -1084,6 +1110,22 @@ fn register(r: &mut Kinds) {
         },
         build: forwarding,
         summary: "reverse unix socket forwarding: a `runix` listener's connections to the forwarder's nodes over TCP",
+    });
+    r.add_handler(HandlerKind {
+        names: &["red", "redir", "redirect"],
+        caps: HandlerCaps {
+            sniffing: true,
+            ..Default::default()
+        },
+        build: |_, cfg, deps| {
+            let opts =
+                handler_options(cfg, gost_handler::redirect::RedirectOptions::from_metadata)?;
+            Ok(Arc::new(gost_handler::redirect::RedirectHandler::new(
+                deps.router,
+                opts,
+            )))
+        },
+        summary: "transparent TCP proxy: the original destination from SO_ORIGINAL_DST (REDIRECT) or, with `tproxy`, the socket (TPROXY); `sniffing` routes by Host/SNI",
     });
     r.add_handler(HandlerKind {
         names: &["unix"],

@@ -9,6 +9,7 @@ pub mod forward;
 pub mod http;
 #[cfg(feature = "mux")]
 mod mbind;
+pub mod redirect;
 pub mod relay;
 pub mod sni;
 pub mod sniffing;

@@ -88,6 +88,13 @@ pub fn register(r: &mut crate::kinds::Transports) {
         uses_tls: true,
         summary: "DNS messages for the `dns` handler: UDP, or `mode: tcp`, or `mode: tls` (DNS over TLS)",
     });
+    r.add_listener(ListenerKind {
+        names: &["red", "redir", "redirect"],
+        socket: Socket::Redirect,
+        upgrade: None,
+        uses_tls: false,
+        summary: "transparent TCP proxy: connections iptables/nftables REDIRECT (or with `tproxy` TPROXY) here",
+    });
     r.add_dialer(DialerKind {
         names: &["tcp"],
         build: |_, _| Ok(None),
