@@ -797,7 +797,7 @@ bypasses: [{name: ok, matchers: [example.com]}]
         .unwrap();
         assert_eq!(
             unsupported(&cfg),
-            ["service \"h\": sniffing is supported by the tcp, forward, rtcp, http, socks4, socks4a, socks5, socks, auto handlers only"]
+            ["service \"h\": sniffing is supported by the tcp, forward, rtcp, runix, red, redir, redirect, http, socks4, socks4a, socks5, socks, auto handlers only"]
         );
     }
 

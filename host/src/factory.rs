@@ -495,9 +495,13 @@ pub(crate) fn bind_listener(
         Some(build) => Some(build(lcfg, root).map_err(|e| svc_err(cfg, format!("listener: {e}")))?),
         None => None,
     };
-    let addr = resolve_bind_addr(&cfg.addr)
-        .map_err(|e| svc_err(cfg, format!("addr \"{}\": {e}", cfg.addr)))?;
     let lmd = cfg.listener.as_ref().map(|l| &l.metadata);
+    // A unix socket's address is a path, not a host and port.
+    let addr = match socket {
+        Socket::Unix | Socket::ReverseUnix => gost_core::context::UNIX_PEER,
+        _ => resolve_bind_addr(&cfg.addr)
+            .map_err(|e| svc_err(cfg, format!("addr \"{}\": {e}", cfg.addr)))?,
+    };
     let bind_err = |source| BuildError::Bind {
         service: cfg.name.clone(),
         addr: cfg.addr.clone(),
@@ -517,12 +521,65 @@ pub(crate) fn bind_listener(
                     .with_upgrade(upgrade),
             )
         }
+        Socket::Redirect => {
+            let empty = gost_core::metadata::Metadata::default();
+            let m = lmd.unwrap_or(&empty);
+            let flag = |k: &str| {
+                m.get_bool(k)
+                    .map_err(|e| md_err(cfg, "listener.metadata", e))
+            };
+            if flag("mptcp")?.unwrap_or(false) {
+                return Err(svc_err(cfg, "listener.metadata: mptcp is not supported"));
+            }
+            let opts = gost_transport::listener::tcp::ListenOpts {
+                transparent: flag("tproxy")?.unwrap_or(false),
+                reuse_port: flag("reuseport")?.unwrap_or(false),
+            };
+            let backlog = m
+                .get_int("backlog")
+                .map_err(|e| md_err(cfg, "listener.metadata", e))?;
+            Box::new(
+                TcpListen::bind_with(
+                    addr,
+                    backlog.filter(|b| *b > 0).unwrap_or(1024) as u32,
+                    opts,
+                )
+                .map_err(bind_err)?,
+            )
+        }
         Socket::Udp => {
             let opts = match lmd {
                 Some(m) => udp_options(m).map_err(|e| md_err(cfg, "listener.metadata", e))?,
                 None => UdpOptions::default(),
             };
             Box::new(UdpListen::bind(addr, opts).map_err(bind_err)?)
+        }
+        Socket::Unix => {
+            let mode = match lmd {
+                Some(m) => gost_transport::unix::mode_from_metadata(m)
+                    .map_err(|e| md_err(cfg, "listener.metadata", e))?,
+                None => None,
+            };
+            Box::new(gost_transport::unix::UnixListen::bind(&cfg.addr, mode).map_err(bind_err)?)
+        }
+        #[cfg(feature = "mux")]
+        Socket::ReverseUnix => {
+            let router = reverse_router(root, cfg)?;
+            let mux = match lmd {
+                Some(m) => gost_transport::mux::MuxConfig::from_metadata(m, 1)
+                    .map_err(|e| svc_err(cfg, format!("listener.metadata: {e}")))?,
+                None => gost_transport::mux::MuxConfig::default(),
+            };
+            Box::new(gost_chain::reverse::RtcpListener::unix(
+                router, &cfg.addr, mux,
+            ))
+        }
+        #[cfg(not(feature = "mux"))]
+        Socket::ReverseUnix => {
+            return Err(svc_err(
+                cfg,
+                "listener type 'runix' needs the mux feature, which this build lacks",
+            ))
         }
         #[cfg(feature = "mux")]
         Socket::ReverseTcp => {
@@ -569,7 +626,7 @@ fn reverse_router(root: &Config, cfg: &ServiceConfig) -> Result<Router, BuildErr
     if router.chain.is_none() {
         return Err(svc_err(
             cfg,
-            "a reverse listener (rtcp, rudp) needs listener.chain: the port is bound on the chain's last node",
+            "a reverse listener (rtcp, rudp, runix) needs listener.chain: the port is bound on the chain's last node",
         ));
     }
     Ok(router)
@@ -1042,6 +1099,53 @@ fn register(r: &mut Kinds) {
         },
         build: forwarding,
         summary: "reverse UDP forwarding: an `rudp` listener's sessions to the forwarder's nodes",
+    });
+    #[cfg(feature = "mux")]
+    r.add_handler(HandlerKind {
+        names: &["runix"],
+        caps: HandlerCaps {
+            forwarder: true,
+            sniffing: true,
+            ..Default::default()
+        },
+        build: forwarding,
+        summary: "reverse unix socket forwarding: a `runix` listener's connections to the forwarder's nodes over TCP",
+    });
+    r.add_handler(HandlerKind {
+        names: &["red", "redir", "redirect"],
+        caps: HandlerCaps {
+            sniffing: true,
+            ..Default::default()
+        },
+        build: |_, cfg, deps| {
+            let opts =
+                handler_options(cfg, gost_handler::redirect::RedirectOptions::from_metadata)?;
+            Ok(Arc::new(gost_handler::redirect::RedirectHandler::new(
+                deps.router,
+                opts,
+            )))
+        },
+        summary: "transparent TCP proxy: the original destination from SO_ORIGINAL_DST (REDIRECT) or, with `tproxy`, the socket (TPROXY); `sniffing` routes by Host/SNI",
+    });
+    r.add_handler(HandlerKind {
+        names: &["unix"],
+        caps: HandlerCaps {
+            forwarder: true,
+            ..Default::default()
+        },
+        build: |root, cfg, deps| {
+            let opts = handler_options(cfg, gost_handler::unix::UnixOptions::from_metadata)?;
+            let forward = match &cfg.forwarder {
+                Some(_) => Some(build_forward_handler(root, cfg, deps.router.clone())?),
+                None => None,
+            };
+            Ok(Arc::new(gost_handler::unix::UnixHandler::new(
+                deps.router,
+                forward,
+                opts,
+            )))
+        },
+        summary: "to a unix socket: the forwarder's node (a path), or through the chain to its last node",
     });
     r.add_handler(HandlerKind {
         names: &["http"],

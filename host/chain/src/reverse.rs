@@ -47,10 +47,12 @@ fn bind_failed(kind: &str, addr: &str, e: impl std::fmt::Display) -> io::Error {
 }
 
 /// `rtcp`: a TCP port on the chain's last node; each connection to it is a
-/// stream of the smux session the BIND's connection carries.
+/// stream of the smux session the BIND's connection carries. `runix` is
+/// the same with a unix socket on the node (a relay node's unix BIND).
 #[cfg(feature = "mux")]
 pub struct RtcpListener {
     router: Router,
+    network: BindNetwork,
     addr: String,
     local: SocketAddr,
     mux: gost_transport::mux::MuxConfig,
@@ -70,10 +72,31 @@ impl RtcpListener {
     pub fn new(router: Router, addr: &str, mux: gost_transport::mux::MuxConfig) -> Self {
         RtcpListener {
             router,
+            network: BindNetwork::Tcp,
             addr: addr.to_string(),
             local: requested_local(addr),
             mux,
             active: Mutex::new(None),
+        }
+    }
+
+    /// `runix`: `path` is the unix socket bound on the far side; its
+    /// clients are unix clients (`@`).
+    pub fn unix(router: Router, path: &str, mux: gost_transport::mux::MuxConfig) -> Self {
+        RtcpListener {
+            router,
+            network: BindNetwork::Unix,
+            addr: path.to_string(),
+            local: gost_core::context::UNIX_PEER,
+            mux,
+            active: Mutex::new(None),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self.network {
+            BindNetwork::Unix => "runix",
+            _ => "rtcp",
         }
     }
 
@@ -83,13 +106,17 @@ impl RtcpListener {
             let a = match active.as_mut() {
                 Some(a) => a,
                 None => {
+                    let kind = self.kind();
                     let bound = self
                         .router
-                        .bind(BindNetwork::Tcp, &self.addr)
+                        .bind(self.network, &self.addr)
                         .await
-                        .map_err(|e| bind_failed("rtcp", &self.addr, e))?;
-                    tracing::info!(addr = %gost_core::escape::esc(&self.addr), bound = %gost_core::escape::esc(&bound.addr), "rtcp: bound on the chain's last node");
-                    let local = bound_local(&bound, self.local);
+                        .map_err(|e| bind_failed(kind, &self.addr, e))?;
+                    tracing::info!(addr = %gost_core::escape::esc(&self.addr), bound = %gost_core::escape::esc(&bound.addr), "{kind}: bound on the chain's last node");
+                    let local = match self.network {
+                        BindNetwork::Unix => self.local,
+                        _ => bound_local(&bound, self.local),
+                    };
                     active.insert(Active {
                         header: bound.header,
                         local,
@@ -103,14 +130,18 @@ impl RtcpListener {
                 return Err(io::Error::new(
                     io::ErrorKind::ConnectionAborted,
                     format!(
-                        "rtcp: the bind of {} ended ({end}); binding again",
+                        "{}: the bind of {} ended ({end}); binding again",
+                        self.kind(),
                         gost_core::escape::esc(&self.addr)
                     ),
                 ));
             };
             let mut stream = stream.into_stream();
             let header = a.header;
-            match tokio::time::timeout(PEER_HEADER_TIMEOUT, read_peer(&mut stream, header)).await {
+            let unix = self.network == BindNetwork::Unix;
+            match tokio::time::timeout(PEER_HEADER_TIMEOUT, read_peer(&mut stream, header, unix))
+                .await
+            {
                 Ok(Ok(peer)) => {
                     return Ok(Accepted {
                         conn: gost_transport::listener::Conn::Stream(stream),
@@ -119,10 +150,10 @@ impl RtcpListener {
                     })
                 }
                 Ok(Err(e)) => {
-                    tracing::warn!(addr = %gost_core::escape::esc(&self.addr), error = %e, "rtcp: a stream with a bad peer header, dropped")
+                    tracing::warn!(addr = %gost_core::escape::esc(&self.addr), error = %e, "{}: a stream with a bad peer header, dropped", self.kind())
                 }
                 Err(_) => {
-                    tracing::warn!(addr = %gost_core::escape::esc(&self.addr), "rtcp: a stream without its peer header, dropped")
+                    tracing::warn!(addr = %gost_core::escape::esc(&self.addr), "{}: a stream without its peer header, dropped", self.kind())
                 }
             }
         }
@@ -135,15 +166,24 @@ impl Listener for RtcpListener {
         self.local
     }
 
+    fn addr_text(&self) -> String {
+        match self.network {
+            BindNetwork::Unix => self.addr.clone(),
+            _ => self.local.to_string(),
+        }
+    }
+
     fn accept(&self) -> AcceptFuture<'_> {
         Box::pin(self.next())
     }
 }
 
-/// The peer a stream of a multiplexed BIND announces before its bytes.
+/// The peer a stream of a multiplexed BIND announces before its bytes;
+/// on a unix BIND the peer is a unix client, whatever name it has.
 async fn read_peer(
     stream: &mut gost_core::stream::Stream,
     header: PeerHeader,
+    unix: bool,
 ) -> io::Result<SocketAddr> {
     let bad = |msg: String| io::Error::new(io::ErrorKind::InvalidData, msg);
     let mut head = [0u8; 4];
@@ -183,6 +223,9 @@ async fn read_peer(
                 .ok_or_else(|| bad("relay peer response: no address".into()))?
         }
     };
+    if unix {
+        return Ok(gost_core::context::UNIX_PEER);
+    }
     addr.parse()
         .map_err(|_| bad(format!("peer address {}", gost_core::escape::esc(&addr))))
 }

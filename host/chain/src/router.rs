@@ -203,6 +203,37 @@ impl Router {
         Err(last.expect("at least one attempt"))
     }
 
+    /// A stream to the unix socket at `path`: through the service's chain
+    /// the last node's (GOST's `Router.Dial` with network `unix`),
+    /// directly otherwise.
+    pub async fn dial_unix(&self, path: &str, client: IpAddr) -> Result<Upstream, DialError> {
+        let io = |source| DialError::Io {
+            network: "unix",
+            addr: path.to_string(),
+            source,
+        };
+        let work = async {
+            match self.route_for("unix", path, path, client) {
+                Some((chain, nodes)) => finish_route(
+                    &chain,
+                    path,
+                    route::dial_unix(&chain.name, &nodes, path).await,
+                ),
+                None => gost_transport::unix::connect(path)
+                    .await
+                    .map(Upstream::direct),
+            }
+        };
+        match tokio::time::timeout(self.dial_timeout, Box::pin(work)).await {
+            Ok(r) => r.map_err(io),
+            Err(_) => Err(DialError::Timeout {
+                network: "unix",
+                addr: path.to_string(),
+                timeout: self.dial_timeout,
+            }),
+        }
+    }
+
     /// Refuses a target the service's bypass matches.
     pub fn check_bypass(&self, network: &'static str, addr: &str) -> Result<(), DialError> {
         if self
@@ -334,6 +365,7 @@ impl Router {
         let net = match network {
             BindNetwork::Tcp => "tcp",
             BindNetwork::Udp => "udp",
+            BindNetwork::Unix => "unix",
         };
         let io = |source| DialError::Io {
             network: net,
@@ -442,7 +474,7 @@ fn service_unsupported(svc: &ServiceConfig) -> Vec<String> {
         .flatten()
         .unwrap_or(false);
     if let Some(l) = &svc.listener {
-        let reverse = matches!(l.r#type.as_str(), "rtcp" | "rudp");
+        let reverse = matches!(l.r#type.as_str(), "rtcp" | "rudp" | "runix");
         if !reverse && !ignore_chain && (!l.chain.is_empty() || l.chain_group.is_some()) {
             out.push(format!(
                 "service \"{name}\": listener chains are not supported yet"

@@ -22,3 +22,28 @@ pub struct ConnContext {
     /// service has a limiter.
     pub traffic: Option<Arc<ConnTraffic>>,
 }
+
+/// The address that stands for a unix socket's client, which has no IP
+/// address and no port: the unspecified IPv4 address with port 0, which
+/// no TCP or UDP peer has. Shown as GOST shows an unnamed unix peer, `@`
+/// (see [`Client`]); the `hash` selector, admission and per-client
+/// limiters see all unix clients as this one address.
+pub const UNIX_PEER: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::UNSPECIFIED,
+    0,
+));
+
+/// A client address for logs: `@` for a unix socket's client, as GOST
+/// writes it, the address otherwise.
+#[derive(Debug, Clone, Copy)]
+pub struct Client(pub SocketAddr);
+
+impl std::fmt::Display for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0 == UNIX_PEER {
+            f.write_str("@")
+        } else {
+            self.0.fmt(f)
+        }
+    }
+}

@@ -112,8 +112,7 @@ impl ForwardHandler {
                 tried.push(node);
                 continue;
             }
-            let addr = with_default_port(&node.addr);
-            match dial(addr).await {
+            match dial(node_target(network, &node.addr)).await {
                 Ok(c) => {
                     node.marker.reset();
                     tracing::debug!(service = %ctx.service, client = %ctx.peer, node = %node.name, dst = %node.addr, network, "forward");
@@ -159,7 +158,7 @@ impl ForwardHandler {
         let mut dials: FuturesUnordered<_> = pool
             .into_iter()
             .map(|node| {
-                let d = dial(with_default_port(&node.addr));
+                let d = dial(node_target(network, &node.addr));
                 async move { (d.await, node) }
             })
             .collect();
@@ -321,6 +320,16 @@ pub async fn relay_udp(
 
 /// GOST forwards to `host` alone as `host:0`; keep the same rule so a
 /// missing port fails at dial time with the address shown.
+/// What a node's address is dialed as: a unix socket's path as it is,
+/// a host without a port with port 0.
+fn node_target(network: &str, addr: &str) -> String {
+    if network == "unix" {
+        addr.to_string()
+    } else {
+        with_default_port(addr)
+    }
+}
+
 fn with_default_port(addr: &str) -> String {
     if gost_core::addr::split_host_port(addr).is_ok() {
         addr.to_string()

@@ -9,6 +9,7 @@ pub mod forward;
 pub mod http;
 #[cfg(feature = "mux")]
 mod mbind;
+pub mod redirect;
 pub mod relay;
 pub mod sni;
 pub mod sniffing;
@@ -18,6 +19,7 @@ pub mod ss;
 #[cfg(feature = "ss")]
 pub mod ssu;
 pub mod stream;
+pub mod unix;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -104,9 +104,12 @@ pub struct RelayHandler {
 struct Request {
     cmd: u8,
     user: Option<(String, String)>,
-    /// `host:port`, IPv6 in brackets; empty when the request names none.
+    /// `host:port`, IPv6 in brackets, or a unix socket's path; empty
+    /// when the request names none.
     addr: String,
     udp: bool,
+    /// The network feature named a unix socket (GOST's `unix` network).
+    unix: bool,
 }
 
 impl RelayHandler {
@@ -156,7 +159,13 @@ impl RelayHandler {
                 }
             }
         }
-        let network = if req.udp { "udp" } else { "tcp" };
+        let network = if req.udp {
+            "udp"
+        } else if req.unix {
+            "unix"
+        } else {
+            "tcp"
+        };
         tracing::debug!(service = %ctx.service, client = %ctx.peer, cmd = req.cmd, dst = %gost_core::escape::esc(&req.addr), network, "relay request");
         if let Some(fwd) = &self.forward {
             return self.forward(client, fwd, &ctx, network).await;
@@ -194,7 +203,23 @@ impl RelayHandler {
             };
             return self.relay_udp(client, &mut sock, ctx).await;
         }
-        let upstream = match Box::pin(self.router.dial_tcp(&req.addr, ctx.peer.ip())).await {
+        let dialed = if req.unix {
+            // As GOST: the socket on this host, not through the chain.
+            match self.router.check_bypass("unix", &req.addr) {
+                Ok(()) => gost_transport::unix::connect(&req.addr)
+                    .await
+                    .map(Upstream::direct)
+                    .map_err(|source| DialError::Io {
+                        network: "unix",
+                        addr: req.addr.clone(),
+                        source,
+                    }),
+                Err(e) => Err(e),
+            }
+        } else {
+            Box::pin(self.router.dial_tcp(&req.addr, ctx.peer.ip())).await
+        };
+        let upstream = match dialed {
             Ok(s) => s,
             Err(e) => {
                 let _ = client.send(&response(dial_failure(&e))).await;
@@ -260,8 +285,9 @@ impl RelayHandler {
         Ok(())
     }
 
-    /// GOST's TCP BIND: a port here whose peers come to the client as
-    /// streams of an smux session on its connection.
+    /// GOST's TCP BIND: a port here (or with network `unix` a unix
+    /// socket, `runix`) whose peers come to the client as streams of an
+    /// smux session on its connection.
     #[cfg(feature = "mux")]
     async fn bind_tcp(
         &self,
@@ -269,12 +295,17 @@ impl RelayHandler {
         ctx: &ConnContext,
         req: &Request,
     ) -> Result<(), HandlerError> {
-        let at = if req.addr.is_empty() {
+        let at = if req.addr.is_empty() && !req.unix {
             "0.0.0.0:0"
         } else {
             &req.addr
         };
-        let listener = match crate::mbind::listen(at).await {
+        let listened = if req.unix {
+            crate::mbind::listen_unix(at)
+        } else {
+            crate::mbind::listen(at).await
+        };
+        let listener = match listened {
             Ok(l) => l,
             Err(e) => {
                 let _ = client
@@ -286,10 +317,13 @@ impl RelayHandler {
                 )));
             }
         };
-        let bound = listener.local_addr()?;
-        client
-            .send(&response_with_addrs(STATUS_OK, &[bound]))
-            .await?;
+        let answer = match listener.local_addr()? {
+            Some(bound) => response_with_addrs(STATUS_OK, &[bound]),
+            None => response_with_name(STATUS_OK, at).ok_or_else(|| {
+                HandlerError::Protocol("relay: BIND: unix socket path over 255 bytes".into())
+            })?,
+        };
+        client.send(&answer).await?;
         crate::mbind::serve(
             client.into_inner(),
             listener,
@@ -338,8 +372,12 @@ impl RelayHandler {
             };
             return self.relay_udp(client, &mut sock, ctx).await;
         }
-        let (upstream, _node) = match Box::pin(fwd.dial(ctx, "tcp", |a| async move {
-            self.router.dial_tcp(&a, ctx.peer.ip()).await
+        let (upstream, _node) = match Box::pin(fwd.dial(ctx, network, |a| async move {
+            if network == "unix" {
+                self.router.dial_unix(&a, ctx.peer.ip()).await
+            } else {
+                self.router.dial_tcp(&a, ctx.peer.ip()).await
+            }
         }))
         .await
         {
@@ -457,6 +495,7 @@ fn parse_request(cmd: u8, mut features: &[u8]) -> Result<Request, String> {
                 match id {
                     NETWORK_TCP => {}
                     NETWORK_UDP => req.udp = true,
+                    NETWORK_UNIX => req.unix = true,
                     other => return Err(format!("relay: network {other:#x} is not supported")),
                 }
             }
@@ -465,6 +504,13 @@ fn parse_request(cmd: u8, mut features: &[u8]) -> Result<Request, String> {
             FEATURE_TUNNEL => {}
             other => return Err(format!("relay: unknown feature {other}")),
         }
+    }
+    if req.unix {
+        if req.udp {
+            return Err("relay: UDP over a unix socket is not supported".into());
+        }
+        // A unix socket's path travels as a name with port 0.
+        req.addr = host_only(&req.addr).to_string();
     }
     Ok(req)
 }

@@ -17,6 +17,8 @@ pub const FEATURE_NETWORK: u8 = 0x04;
 
 pub const NETWORK_TCP: u16 = 0x00;
 pub const NETWORK_UDP: u16 = 0x01;
+/// A unix socket: the address feature's host is its path, the port 0.
+pub const NETWORK_UNIX: u16 = 0x10;
 
 pub const STATUS_OK: u8 = 0x00;
 pub const STATUS_BAD_REQUEST: u8 = 0x01;
@@ -73,6 +75,36 @@ pub fn parse_addr(b: &[u8]) -> Result<String, String> {
         }
         other => Err(format!("relay: unknown address type {other}")),
     }
+}
+
+/// An address feature's data for a name with no port, as GOST's
+/// `AddrFeature.ParseFrom` makes it from a unix socket's path (or from a
+/// unix peer's `@`): a domain name and port 0. `None` past 255 bytes.
+pub fn name_addr(name: &str) -> Option<Vec<u8>> {
+    let len = u8::try_from(name.len()).ok()?;
+    let mut data = Vec::with_capacity(name.len() + 4);
+    data.extend_from_slice(&[3, len]);
+    data.extend_from_slice(name.as_bytes());
+    data.extend_from_slice(&[0, 0]);
+    Some(data)
+}
+
+/// A response with one address feature naming `name` (see [`name_addr`]):
+/// how a unix BIND answers with its path and announces each peer.
+pub fn response_with_name(status: u8, name: &str) -> Option<Vec<u8>> {
+    let data = name_addr(name)?;
+    let mut features = Vec::new();
+    put_feature(&mut features, FEATURE_ADDR, &data);
+    let mut out = vec![VERSION, status];
+    out.extend_from_slice(&(features.len() as u16).to_be_bytes());
+    out.extend_from_slice(&features);
+    Some(out)
+}
+
+/// The host of an address as [`parse_addr`] writes it, for the networks
+/// whose address is the host alone (unix): `host:port` without `:port`.
+pub fn host_only(addr: &str) -> &str {
+    addr.rsplit_once(':').map_or(addr, |(h, _)| h)
 }
 
 /// A response with address features, `VER STATUS FLEN(2) FEATURES`: how
@@ -164,6 +196,20 @@ mod tests {
         assert_eq!(&b[2..4], &[0, 22]);
         let (_, addrs) = parse_response([b[0], b[1], b[2], b[3]], &b[4..]).unwrap();
         assert_eq!(addrs, vec!["[::1]:2222".to_string()]);
+    }
+
+    /// GOST's relay connector asking for `/tmp/a.sock` over unix: the
+    /// path as a domain name with port 0; a unix peer is announced as `@`.
+    #[test]
+    fn unix_paths_travel_as_names_with_port_zero() {
+        assert_eq!(name_addr("/a").unwrap(), [3, 2, b'/', b'a', 0, 0]);
+        let b = response_with_name(STATUS_OK, "@").unwrap();
+        assert_eq!(b, [1, 0, 0, 8, FEATURE_ADDR, 0, 5, 3, 1, b'@', 0, 0]);
+        let (_, addrs) = parse_response([b[0], b[1], b[2], b[3]], &b[4..]).unwrap();
+        assert_eq!(addrs, vec!["@:0".to_string()]);
+        assert_eq!(host_only(&addrs[0]), "@");
+        assert_eq!(host_only("/tmp/a:b.sock:0"), "/tmp/a:b.sock");
+        assert!(name_addr(&"x".repeat(256)).is_none());
     }
 
     #[test]

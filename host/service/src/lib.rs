@@ -132,7 +132,7 @@ impl Service {
             self.status.add_event(format!("service {name}: {e}"));
         }
         self.status.set_state(State::Ready);
-        let addr = self.listener.local_addr();
+        let addr = self.listener.addr_text();
         self.status
             .add_event(format!("service {name} is listening on {addr}"));
         tracing::info!(service = %name, %addr, "listening");
@@ -219,14 +219,14 @@ impl Service {
             let hops = gost_core::dialer::loops::hops(accepted.peer, accepted.local);
             if hops > gost_core::dialer::loops::MAX_HOPS {
                 if let Some(n) = gost_core::repeat::check((&*self.name, "loop")) {
-                    tracing::warn!(service = %self.name, client = %accepted.peer, hops, repeated = n, "loop: connection dialed by this gost through too many of its own services, refused");
+                    tracing::warn!(service = %self.name, client = %gost_core::context::Client(accepted.peer), hops, repeated = n, "loop: connection dialed by this gost through too many of its own services, refused");
                 }
                 continue;
             }
             let active = self.handler.get();
             if let Some(adm) = &active.admission {
                 if !adm.admit(accepted.peer.ip()) {
-                    tracing::debug!(service = %self.name, client = %accepted.peer, "refused by admission");
+                    tracing::debug!(service = %self.name, client = %gost_core::context::Client(accepted.peer), "refused by admission");
                     continue;
                 }
             }
@@ -282,7 +282,7 @@ impl Service {
                             // (a port probe, a health check) is not an
                             // error, as in GOST.
                             Err(e) if gost_chain::relay::is_disconnect(&e) => {
-                                tracing::debug!(service = %service, client = %peer, error = %e, "transport");
+                                tracing::debug!(service = %service, client = %gost_core::context::Client(peer), error = %e, "transport");
                                 return;
                             }
                             // GOST counts any other failed transport
@@ -290,8 +290,8 @@ impl Service {
                             Err(e) => {
                                 let msg = e.to_string();
                                 match gost_core::repeat::check((&*service, "transport", &msg)) {
-                                    Some(0) => tracing::error!(service = %service, client = %peer, error = %msg, "transport"),
-                                    Some(n) => tracing::error!(service = %service, client = %peer, error = %msg, repeated = n, "transport"),
+                                    Some(0) => tracing::error!(service = %service, client = %gost_core::context::Client(peer), error = %msg, "transport"),
+                                    Some(n) => tracing::error!(service = %service, client = %gost_core::context::Client(peer), error = %msg, repeated = n, "transport"),
                                     None => {}
                                 }
                                 if let Some(s) = &stats {
@@ -363,10 +363,10 @@ fn report(
             let msg = e.to_string();
             match gost_core::repeat::check((service, "handler", &msg)) {
                 Some(0) => {
-                    tracing::error!(service = %service, client = %peer, error = %msg, "handler")
+                    tracing::error!(service = %service, client = %gost_core::context::Client(peer), error = %msg, "handler")
                 }
                 Some(n) => {
-                    tracing::error!(service = %service, client = %peer, error = %msg, repeated = n, "handler")
+                    tracing::error!(service = %service, client = %gost_core::context::Client(peer), error = %msg, repeated = n, "handler")
                 }
                 None => {}
             }
@@ -374,7 +374,7 @@ fn report(
                 s.add_error();
             }
         } else {
-            tracing::debug!(service = %service, client = %peer, error = %e, "handler");
+            tracing::debug!(service = %service, client = %gost_core::context::Client(peer), error = %e, "handler");
         }
     }
 }

@@ -18,6 +18,13 @@ pub enum Socket {
     /// listener's chain (`rtcp`, `rudp`).
     ReverseTcp,
     ReverseUdp,
+    /// TCP for GOST's `red` listener: `tproxy` and `reuseport` metadata.
+    Redirect,
+    /// A unix socket at the path the service's address names (`unix`).
+    Unix,
+    /// Nothing bound here: the socket is bound on the last node of the
+    /// listener's chain (`runix`).
+    ReverseUnix,
     /// GOST's `dns` listener: UDP, or by its `mode` TCP or TLS.
     Dns,
 }

@@ -19,6 +19,7 @@ pub mod mux;
 pub mod obfs;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod unix;
 #[cfg(feature = "ws")]
 pub mod ws;
 
@@ -32,6 +33,7 @@ use gost_core::stream::Stream;
 /// Adds the listeners and dialers of every transport compiled in.
 pub fn register(t: &mut kinds::Transports) {
     listener::register(t);
+    unix::register(t);
     #[cfg(feature = "tls")]
     tls::register(t);
     #[cfg(feature = "ws")]

@@ -70,6 +70,26 @@ pub async fn dial(chain: &str, route: &Route, target: &str) -> Result<Upstream, 
     Ok(stream)
 }
 
+/// A stream through a route to the unix socket at `path` on the last
+/// node (GOST's route `Dial` with network `unix`), which its connector
+/// asks for: a relay node connects to the socket, a `unix` node is it.
+pub async fn dial_unix(chain: &str, route: &Route, path: &str) -> Result<Upstream, RouteError> {
+    let (mut stream, last) = reach_last_counted(chain, route).await?;
+    let connected = match &last.connector {
+        Some(c) => c.connect_unix(&mut stream, path).await,
+        None => Err(ConnectError::NoUnix {
+            connector: "forward",
+        }),
+    };
+    connected.map_err(|source| RouteError::Connect {
+        node: last.name.clone(),
+        addr: last.addr.clone(),
+        next: path.to_string(),
+        source,
+    })?;
+    Ok(stream)
+}
+
 /// A UDP tunnel through a route (at least one node) of the chain named
 /// `chain` from the last node to `target`, or to any target when `None`
 /// (GOST's route `Dial` with network `udp`): the nodes are reached as for

@@ -9,6 +9,8 @@ use gost_core::stream::Stream;
 pub enum BindNetwork {
     Tcp,
     Udp,
+    /// A unix socket at a path on the node (`runix`), multiplexed as TCP.
+    Unix,
 }
 
 /// The header that starts each stream of a multiplexed TCP BIND.
@@ -27,6 +29,15 @@ pub struct Bound {
     pub addr: String,
     pub stream: Stream,
     pub header: PeerHeader,
+}
+
+/// The address a BIND asks for: GOST's `0.0.0.0` defaults for TCP and
+/// UDP, a unix socket's path as it is.
+pub fn wire_addr_for(network: BindNetwork, addr: &str) -> String {
+    match network {
+        BindNetwork::Unix => addr.to_string(),
+        _ => wire_addr(addr),
+    }
 }
 
 /// GOST's connectors ask for `0.0.0.0:port` when the address has no host

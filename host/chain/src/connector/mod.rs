@@ -58,6 +58,11 @@ pub enum ConnectError {
         "{connector} connector: BIND is not supported (reverse forwarding needs a socks5 or relay node as the last hop)"
     )]
     NoBind { connector: &'static str },
+    /// Only GOST's relay connector can ask its node for a unix socket.
+    #[error(
+        "{connector} connector: unix sockets are not supported (use a relay or unix node as the last hop)"
+    )]
+    NoUnix { connector: &'static str },
     #[error("{connector} connector: no reply within {timeout:?}")]
     Timeout {
         connector: &'static str,
@@ -107,6 +112,20 @@ pub trait Connector: Send + Sync + std::fmt::Debug {
         stream: &'a mut Upstream,
         addr: &'a str,
     ) -> BoxFuture<'a, Result<(), ConnectError>>;
+
+    /// Asks the node at the other end of `stream` to connect to the unix
+    /// socket at `path` (GOST's `Connect` with network `unix`): the relay
+    /// connector can, and the `unix` connector, whose node is the socket.
+    fn connect_unix<'a>(
+        &'a self,
+        stream: &'a mut Upstream,
+        path: &'a str,
+    ) -> BoxFuture<'a, Result<(), ConnectError>> {
+        let _ = (stream, path);
+        Box::pin(std::future::ready(Err(ConnectError::NoUnix {
+            connector: self.name(),
+        })))
+    }
 
     /// Asks the node for a UDP tunnel, to `target` alone when given, else
     /// to any target. `node` is the address of the node `stream` reaches.
@@ -205,6 +224,14 @@ impl NodeConnector {
         self.timed(self.inner.connect(stream, addr)).await
     }
 
+    pub async fn connect_unix(
+        &self,
+        stream: &mut Upstream,
+        path: &str,
+    ) -> Result<(), ConnectError> {
+        self.timed(self.inner.connect_unix(stream, path)).await
+    }
+
     pub async fn udp_tunnel(
         &self,
         stream: Upstream,
@@ -239,6 +266,33 @@ impl Connector for ForwardConnector {
         &'a self,
         _stream: &'a mut Upstream,
         _addr: &'a str,
+    ) -> BoxFuture<'a, Result<(), ConnectError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// GOST's `unix` connector: the node is the unix socket its `unix`
+/// dialer reached, so nothing is said, whatever the target.
+#[derive(Debug)]
+pub struct UnixConnector;
+
+impl Connector for UnixConnector {
+    fn name(&self) -> &'static str {
+        "unix"
+    }
+
+    fn connect<'a>(
+        &'a self,
+        _stream: &'a mut Upstream,
+        _addr: &'a str,
+    ) -> BoxFuture<'a, Result<(), ConnectError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn connect_unix<'a>(
+        &'a self,
+        _stream: &'a mut Upstream,
+        _path: &'a str,
     ) -> BoxFuture<'a, Result<(), ConnectError>> {
         Box::pin(std::future::ready(Ok(())))
     }
@@ -395,6 +449,12 @@ pub fn register(r: &mut Connectors) {
         udp: false,
         build: |_, _| Ok(Box::new(ForwardConnector)),
         summary: "none: the node is the destination",
+    });
+    r.add(ConnectorKind {
+        names: &["unix"],
+        udp: false,
+        build: |_, _| Ok(Box::new(UnixConnector)),
+        summary: "none: the node is a unix socket (with the `unix` dialer), the destination",
     });
     sni::register(r);
     #[cfg(feature = "ss")]

@@ -11,14 +11,14 @@
 //! socket and answers at once with its address, and datagrams travel as
 //! the socks5 UDP-over-TCP frames that name their target or source.
 
-use super::bind::{wire_addr, BindNetwork, Bound, PeerHeader};
+use super::bind::{wire_addr_for, BindNetwork, Bound, PeerHeader};
 use super::socks5::encode_addr;
 use super::udp_tun::UdpTunnel;
 use super::upstream::Upstream;
 use super::{write_all, ConnectError, Credentials};
 use gost_proto::relay::{
     parse_addr, put_feature, split_feature, status_text, CMD_BIND, CMD_CONNECT, FEATURE_ADDR,
-    FEATURE_NETWORK, FEATURE_USER_AUTH, FLAG_UDP, NETWORK_TCP, NETWORK_UDP, VERSION,
+    FEATURE_NETWORK, FEATURE_USER_AUTH, FLAG_UDP, NETWORK_TCP, NETWORK_UDP, NETWORK_UNIX, VERSION,
 };
 use gost_transport::BoxFuture;
 
@@ -35,9 +35,40 @@ impl RelayConnector {
     /// `VER CMD FLEN(2) FEATURES`, each feature `TYPE LEN(2) DATA`; for
     /// UDP the command's 0x80 bit and the network feature, as GOST sends.
     fn request(&self, cmd: u8, addr: &str, udp: bool) -> Result<Vec<u8>, ConnectError> {
+        let dst = encode_addr(addr).map_err(|e| match e {
+            ConnectError::Address { addr, msg, .. } => ConnectError::Address {
+                connector: NAME,
+                addr,
+                msg,
+            },
+            other => other,
+        })?;
+        let (cmd, net) = if udp {
+            (cmd | FLAG_UDP, Some(NETWORK_UDP))
+        } else {
+            (cmd, None)
+        };
+        self.request_to(cmd, net, &dst)
+    }
+
+    /// GOST's CONNECT to a unix socket: the network feature, then the
+    /// path as a name with port 0.
+    fn unix_request(&self, path: &str) -> Result<Vec<u8>, ConnectError> {
+        let dst = name_feature(path)?;
+        self.request_to(CMD_CONNECT, Some(NETWORK_UNIX), &dst)
+    }
+
+    /// `VER CMD FLEN(2) FEATURES`: the network (when given), the user,
+    /// then the target's address feature data `dst`.
+    fn request_to(
+        &self,
+        cmd: u8,
+        network: Option<u16>,
+        dst: &[u8],
+    ) -> Result<Vec<u8>, ConnectError> {
         let mut features = Vec::new();
-        if udp {
-            put_feature(&mut features, FEATURE_NETWORK, &NETWORK_UDP.to_be_bytes());
+        if let Some(net) = network {
+            put_feature(&mut features, FEATURE_NETWORK, &net.to_be_bytes());
         }
         if let Some(a) = &self.auth {
             let (u, p) = (a.username.as_bytes(), a.password.as_bytes());
@@ -53,16 +84,7 @@ impl RelayConnector {
             data.extend_from_slice(p);
             put_feature(&mut features, FEATURE_USER_AUTH, &data);
         }
-        let dst = encode_addr(addr).map_err(|e| match e {
-            ConnectError::Address { addr, msg, .. } => ConnectError::Address {
-                connector: NAME,
-                addr,
-                msg,
-            },
-            other => other,
-        })?;
-        put_feature(&mut features, FEATURE_ADDR, &dst);
-        let cmd = if udp { cmd | FLAG_UDP } else { cmd };
+        put_feature(&mut features, FEATURE_ADDR, dst);
         let mut req = vec![VERSION, cmd];
         req.extend_from_slice(&(features.len() as u16).to_be_bytes());
         req.extend_from_slice(&features);
@@ -70,7 +92,14 @@ impl RelayConnector {
     }
 
     pub async fn handshake(&self, up: &mut Upstream, addr: &str) -> Result<(), ConnectError> {
-        write_all(NAME, up.writer(), &self.request(CMD_CONNECT, addr, false)?).await?;
+        self.send_connect(up, self.request(CMD_CONNECT, addr, false)?)
+            .await
+    }
+
+    /// Writes a CONNECT request and owes its response, or with `nodelay`
+    /// reads it.
+    async fn send_connect(&self, up: &mut Upstream, req: Vec<u8>) -> Result<(), ConnectError> {
+        write_all(NAME, up.writer(), &req).await?;
         up.owe_response();
         if self.nodelay {
             up.settle().await?;
@@ -144,16 +173,20 @@ impl RelayConnector {
         let (cmd, net) = match network {
             BindNetwork::Tcp => (CMD_BIND, NETWORK_TCP),
             BindNetwork::Udp => (CMD_BIND | FLAG_UDP, NETWORK_UDP),
+            BindNetwork::Unix => (CMD_BIND, NETWORK_UNIX),
         };
         put_feature(&mut features, FEATURE_NETWORK, &net.to_be_bytes());
-        let dst = encode_addr(addr).map_err(|e| match e {
-            ConnectError::Address { addr, msg, .. } => ConnectError::Address {
-                connector: NAME,
-                addr,
-                msg,
-            },
-            other => other,
-        })?;
+        let dst = match network {
+            BindNetwork::Unix => name_feature(addr)?,
+            _ => encode_addr(addr).map_err(|e| match e {
+                ConnectError::Address { addr, msg, .. } => ConnectError::Address {
+                    connector: NAME,
+                    addr,
+                    msg,
+                },
+                other => other,
+            })?,
+        };
         put_feature(&mut features, FEATURE_ADDR, &dst);
         let mut req = vec![VERSION, cmd];
         req.extend_from_slice(&(features.len() as u16).to_be_bytes());
@@ -170,20 +203,32 @@ impl RelayConnector {
         network: BindNetwork,
         addr: &str,
     ) -> Result<Bound, ConnectError> {
-        let addr = wire_addr(addr);
+        let addr = wire_addr_for(network, addr);
         write_all(NAME, up.writer(), &self.bind_request(&addr, network)?).await?;
         let stream = up.settled().await?;
         let mut head = [0u8; 4];
         super::read_exact(NAME, stream, &mut head).await?;
         let mut features = vec![0u8; u16::from_be_bytes([head[2], head[3]]) as usize];
         super::read_exact(NAME, stream, &mut features).await?;
-        let bound = parse_bind_response(head, &features)?.unwrap_or_default();
+        let mut bound = parse_bind_response(head, &features)?.unwrap_or_default();
+        if network == BindNetwork::Unix {
+            bound = gost_proto::relay::host_only(&bound).to_string();
+        }
         Ok(Bound {
             addr: bound,
             stream: up.into_parts().0,
             header: PeerHeader::Relay,
         })
     }
+}
+
+/// A unix socket's path as an address feature's data.
+fn name_feature(path: &str) -> Result<Vec<u8>, ConnectError> {
+    gost_proto::relay::name_addr(path).ok_or_else(|| ConnectError::Address {
+        connector: NAME,
+        addr: path.to_string(),
+        msg: "a unix socket path must be at most 255 bytes".into(),
+    })
 }
 
 /// A BIND response `VER STATUS FLEN(2) FEATURES`: the bound address from
@@ -227,6 +272,14 @@ impl super::Connector for RelayConnector {
         Box::pin(self.handshake(up, addr))
     }
 
+    fn connect_unix<'a>(
+        &'a self,
+        up: &'a mut Upstream,
+        path: &'a str,
+    ) -> BoxFuture<'a, Result<(), ConnectError>> {
+        Box::pin(async move { self.send_connect(up, self.unix_request(path)?).await })
+    }
+
     fn udp_tunnel<'a>(
         &'a self,
         up: Upstream,
@@ -249,7 +302,28 @@ impl super::Connector for RelayConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connector::bind::wire_addr;
     use crate::connector::upstream::LazyResponse;
+
+    /// GOST's relay connector for a unix target (`connector/relay`
+    /// `Connect` with network `unix`) and a `runix` BIND: the network
+    /// feature 0x10, the path as a name with port 0.
+    #[test]
+    fn unix_requests_are_gosts_bytes() {
+        let c = RelayConnector {
+            auth: None,
+            nodelay: false,
+        };
+        assert_eq!(
+            c.unix_request("/s").unwrap(),
+            [1, 1, 0, 14, 4, 0, 2, 0, 0x10, 2, 0, 6, 3, 2, b'/', b's', 0, 0]
+        );
+        assert_eq!(
+            c.bind_request("/s", BindNetwork::Unix).unwrap(),
+            [1, 2, 0, 14, 4, 0, 2, 0, 0x10, 2, 0, 6, 3, 2, b'/', b's', 0, 0]
+        );
+        assert!(c.unix_request(&"a".repeat(256)).is_err());
+    }
 
     /// GOST's `connector/relay/bind.go` for `rtcp://:2222` with a user:
     /// auth, then network, then `0.0.0.0:2222`; UDP sets the 0x80 bit and

@@ -169,6 +169,8 @@ impl Socks5Connector {
         let cmd = match network {
             BindNetwork::Tcp => gost_proto::socks::CMD_MUX_BIND,
             BindNetwork::Udp => CMD_UDP_TUN,
+            // GOST's socks5 connector binds TCP and UDP only.
+            BindNetwork::Unix => return Err(ConnectError::NoUnix { connector: NAME }),
         };
         let dst = encode_addr(&wire_addr(addr))?;
         let bound = self.request(&mut up, cmd, &dst).await?;

@@ -4,7 +4,7 @@
 
 use gost_transport::kinds::{ListenerKind, Socket, Transports};
 
-/// Adds `rtcp` (with smux, the `mux` feature) and `rudp`.
+/// Adds `rtcp` and `runix` (with smux, the `mux` feature) and `rudp`.
 pub fn register(t: &mut Transports) {
     #[cfg(feature = "mux")]
     t.add_listener(ListenerKind {
@@ -13,6 +13,14 @@ pub fn register(t: &mut Transports) {
         upgrade: None,
         uses_tls: false,
         summary: "reverse TCP forwarding: the port is bound on the chain's last node (socks5 or relay BIND)",
+    });
+    #[cfg(feature = "mux")]
+    t.add_listener(ListenerKind {
+        names: &["runix"],
+        socket: Socket::ReverseUnix,
+        upgrade: None,
+        uses_tls: false,
+        summary: "reverse unix socket forwarding: the socket is bound on the chain's last node (relay BIND)",
     });
     t.add_listener(ListenerKind {
         names: &["rudp"],

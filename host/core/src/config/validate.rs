@@ -204,7 +204,7 @@ impl Checker<'_> {
                 self.references(&node_owner, "bypasses", &n.bypasses, |c| &c.bypasses);
                 // A reverse listener's addr is bound on the far end of
                 // its chain: a node of the same address is on this host.
-                let reverse = matches!(listener, "rtcp" | "rudp")
+                let reverse = matches!(listener, "rtcp" | "rudp" | "runix")
                     || svc.listener.as_ref().is_some_and(|l| !l.chain.is_empty());
                 if listens_on_addr(listener)
                     && !reverse

@@ -99,7 +99,7 @@ pub(super) async fn mux_bind(
             )));
         }
     };
-    let port = listener.local_addr()?.port();
+    let port = listener.local_addr()?.map_or(0, |a| a.port());
     let first = match public_addr {
         Some(host) => {
             let mut out = vec![VERSION, REP_SUCCEEDED, 0];

@@ -47,6 +47,12 @@ pub trait Listener: Send + Sync {
     /// The address as the OS reports it, e.g. `[::]:8080`.
     fn local_addr(&self) -> SocketAddr;
 
+    /// The address for the service's status and logs: the socket address,
+    /// or a unix listener's path.
+    fn addr_text(&self) -> String {
+        self.local_addr().to_string()
+    }
+
     /// Waits for the next client. An error is either temporary (the service
     /// marks itself failed and retries with back-off) or final.
     fn accept(&self) -> AcceptFuture<'_>;
@@ -81,6 +87,13 @@ pub fn register(r: &mut crate::kinds::Transports) {
         upgrade: None,
         uses_tls: true,
         summary: "DNS messages for the `dns` handler: UDP, or `mode: tcp`, or `mode: tls` (DNS over TLS)",
+    });
+    r.add_listener(ListenerKind {
+        names: &["red", "redir", "redirect"],
+        socket: Socket::Redirect,
+        upgrade: None,
+        uses_tls: false,
+        summary: "transparent TCP proxy: connections iptables/nftables REDIRECT (or with `tproxy` TPROXY) here",
     });
     r.add_dialer(DialerKind {
         names: &["tcp"],

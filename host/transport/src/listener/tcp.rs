@@ -16,10 +16,37 @@ pub struct TcpListen {
     _port: gost_core::dialer::loops::Listening,
 }
 
+/// Socket options of GOST's `red` listener.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ListenOpts {
+    /// `IP_TRANSPARENT` (and `IPV6_TRANSPARENT`): accept connections
+    /// TPROXY steers here for addresses that are not this host's.
+    pub transparent: bool,
+    /// `SO_REUSEPORT`.
+    pub reuse_port: bool,
+}
+
 impl TcpListen {
     pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<Self> {
+        Self::bind_with(addr, backlog, ListenOpts::default())
+    }
+
+    pub fn bind_with(addr: SocketAddr, backlog: u32, opts: ListenOpts) -> io::Result<Self> {
         let s = super::new_socket(addr, socket2::Type::STREAM)?;
         s.set_reuse_address(true)?;
+        if opts.transparent {
+            let named = |e: io::Error| io::Error::new(e.kind(), format!("IP_TRANSPARENT: {e}"));
+            if addr.is_ipv4() {
+                s.set_ip_transparent_v4(true).map_err(named)?;
+            } else {
+                s.set_ip_transparent_v6(true).map_err(named)?;
+                // A dual-stack socket takes IPv4 connections too.
+                s.set_ip_transparent_v4(true).map_err(named)?;
+            }
+        }
+        if opts.reuse_port {
+            s.set_reuse_port(true)?;
+        }
         s.bind(&addr.into())?;
         s.listen(backlog as i32)?;
         let inner = TcpListener::from_std(s.into())?;

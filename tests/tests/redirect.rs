@@ -1,0 +1,260 @@
+//! The transparent proxy (`red`) in a network namespace of its own, with
+//! real nftables rules: an nftables `redirect` (iptables REDIRECT) steers
+//! a client's connections to gost, which finds their destination with
+//! SO_ORIGINAL_DST; a `tproxy` rule (TPROXY, with its policy routing)
+//! delivers them to a transparent listener, whose socket address is the
+//! destination; with `sniffing` the HTTP Host names the target. The
+//! client runs as `nobody` so the rules match its connections and not
+//! gost's own. The origin, gost and the client all run inside the
+//! namespace, which is deleted afterwards, pass or fail.
+//!
+//! Needs root (to create the namespace) and nftables (installed with
+//! apt-get the first time it is missing); without them each test says
+//! why and passes without running. The manual steps are in
+//! docs/handlers.md.
+
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use gost_e2e::*;
+
+/// A network namespace, deleted when dropped.
+struct Netns(String);
+
+impl Netns {
+    /// A fresh namespace with its loopback up; `None` (with the reason
+    /// printed) when this machine does not allow it.
+    fn create(tag: &str) -> Option<Netns> {
+        // SAFETY: geteuid(2) has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: creating a network namespace needs root");
+            return None;
+        }
+        if !nft_available() {
+            eprintln!("skipped: nftables (nft) is missing and could not be installed");
+            return None;
+        }
+        let name = format!("gost-{tag}-{}", std::process::id());
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("skipped: `ip netns add` failed (no permission for network namespaces?)");
+            return None;
+        }
+        let ns = Netns(name);
+        ns.ip(&["link", "set", "lo", "up"]);
+        Some(ns)
+    }
+
+    /// Runs `ip -n NS args`, which must succeed.
+    fn ip(&self, args: &[&str]) {
+        let st = Command::new("ip")
+            .args(["-n", &self.0])
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip {args:?} in {}", self.0);
+    }
+
+    /// Loads an nftables ruleset into the namespace.
+    fn nft(&self, rules: &str) {
+        use std::io::Write;
+        let mut c = self
+            .exec("nft")
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(rules.as_bytes()).unwrap();
+        assert!(c.wait().unwrap().success(), "nft rules:\n{rules}");
+    }
+
+    fn exec(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0, program]);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn nft_available() -> bool {
+    let found = || {
+        Command::new("nft")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    if !found() {
+        INSTALL.call_once(|| {
+            let _ = Command::new("sh")
+                .args([
+                    "-c",
+                    "apt-get update -qq && apt-get install -y -qq nftables >/dev/null",
+                ])
+                .status();
+        });
+    }
+    found()
+}
+
+/// A child process killed when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An HTTP origin in the namespace on every address at `port`, serving
+/// `index.html` with `body`.
+fn origin(ns: &Netns, dir: &TempDir, port: u16, body: &str) -> Killed {
+    dir.write("index.html", body);
+    Killed(
+        ns.exec("python3")
+            .args(["-m", "http.server", &port.to_string(), "--bind", "0.0.0.0"])
+            .arg("--directory")
+            .arg(&dir.0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3"),
+    )
+}
+
+/// curl as `nobody` in the namespace, retried until `want` comes back.
+fn curl_as_nobody(ns: &Netns, args: &[&str], want: &str, g: &Gost) {
+    let start = Instant::now();
+    loop {
+        let out = ns
+            .exec("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "curl"])
+            .args(["-s", "-m", "5"])
+            .args(args)
+            .output()
+            .unwrap();
+        let body = String::from_utf8_lossy(&out.stdout);
+        if body.contains(want) {
+            return;
+        }
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "curl {args:?} never got {want:?} (last: {body:?}); log:\n{}",
+            g.log()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn gost_in(ns: &Netns, args: &[&str]) -> Gost {
+    Gost::start_with(ns.exec(gost_bin().to_str().unwrap()).args(args))
+}
+
+/// REDIRECT: the client's connection to the origin lands on gost, which
+/// reads the original destination with SO_ORIGINAL_DST and dials it.
+#[test]
+fn red_finds_the_redirected_destination() {
+    let Some(ns) = Netns::create("red") else {
+        return;
+    };
+    let dir = TempDir::new("red-www");
+    let (origin_port, red) = (free_port(), free_port());
+    let _origin = origin(&ns, &dir, origin_port, "hello from the origin");
+    ns.nft(&format!(
+        "table ip gost {{\n chain out {{\n  type nat hook output priority -100;\n  \
+         meta skuid 65534 tcp dport {origin_port} redirect to :{red}\n }}\n}}\n"
+    ));
+    let g = gost_in(&ns, &["-D", "-L", &format!("red://127.0.0.1:{red}")]);
+    curl_as_nobody(
+        &ns,
+        &[&format!("http://127.0.0.1:{origin_port}/")],
+        "hello from the origin",
+        &g,
+    );
+    g.wait_log(&format!(r#""dst":"127.0.0.1:{origin_port}""#));
+}
+
+/// TPROXY: the connection keeps its destination as the accepted socket's
+/// local address on a transparent listener (`tproxy` on listener and
+/// handler, as `?tproxy=true` sets both).
+#[test]
+fn red_tproxy_takes_the_socket_address() {
+    let Some(ns) = Netns::create("tproxy") else {
+        return;
+    };
+    let dir = TempDir::new("tproxy-www");
+    let (origin_port, red) = (free_port(), free_port());
+    let _origin = origin(&ns, &dir, origin_port, "hello through tproxy");
+    // Marked packets of the client are routed back in through lo, where
+    // the prerouting rule hands them to gost's transparent socket.
+    ns.ip(&["rule", "add", "fwmark", "1", "lookup", "100"]);
+    ns.ip(&[
+        "route",
+        "add",
+        "local",
+        "0.0.0.0/0",
+        "dev",
+        "lo",
+        "table",
+        "100",
+    ]);
+    ns.nft(&format!(
+        "table ip gost {{\n chain pre {{\n  type filter hook prerouting priority -150;\n  \
+         meta mark 1 tcp dport {origin_port} tproxy to 127.0.0.1:{red}\n }}\n \
+         chain out {{\n  type route hook output priority -150;\n  \
+         meta skuid 65534 tcp dport {origin_port} meta mark set 1\n }}\n}}\n"
+    ));
+    let g = gost_in(
+        &ns,
+        &["-D", "-L", &format!("red://127.0.0.1:{red}?tproxy=true")],
+    );
+    curl_as_nobody(
+        &ns,
+        &[&format!("http://127.0.0.1:{origin_port}/")],
+        "hello through tproxy",
+        &g,
+    );
+    g.wait_log(&format!(r#""dst":"127.0.0.1:{origin_port}""#));
+}
+
+/// `sniffing`: the HTTP Host names the target, on the original port.
+#[test]
+fn red_sniffing_dials_the_host_the_request_names() {
+    let Some(ns) = Netns::create("redsniff") else {
+        return;
+    };
+    let dir = TempDir::new("redsniff-www");
+    let (origin_port, red) = (free_port(), free_port());
+    let _origin = origin(&ns, &dir, origin_port, "hello by host name");
+    ns.nft(&format!(
+        "table ip gost {{\n chain out {{\n  type nat hook output priority -100;\n  \
+         meta skuid 65534 tcp dport {origin_port} redirect to :{red}\n }}\n}}\n"
+    ));
+    let g = gost_in(
+        &ns,
+        &["-D", "-L", &format!("red://127.0.0.1:{red}?sniffing=true")],
+    );
+    curl_as_nobody(
+        &ns,
+        &[
+            "-H",
+            "Host: 127.0.0.2",
+            &format!("http://127.0.0.1:{origin_port}/"),
+        ],
+        "hello by host name",
+        &g,
+    );
+    g.wait_log(&format!(r#""dst":"127.0.0.2:{origin_port}""#));
+}
