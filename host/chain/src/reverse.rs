@@ -93,7 +93,10 @@ impl RtcpListener {
                     active.insert(Active {
                         header: bound.header,
                         local,
-                        session: gost_transport::mux::Session::server(bound.stream, &self.mux),
+                        session: gost_transport::mux::Session::server(
+                            bound.stream,
+                            bound.mux.as_ref().unwrap_or(&self.mux),
+                        ),
                     })
                 }
             };

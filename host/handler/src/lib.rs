@@ -18,6 +18,8 @@ pub mod ss;
 #[cfg(feature = "ss")]
 pub mod ssu;
 pub mod stream;
+#[cfg(feature = "tunnel")]
+pub mod tunnel;
 
 use std::future::Future;
 use std::pin::Pin;

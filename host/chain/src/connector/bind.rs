@@ -27,6 +27,10 @@ pub struct Bound {
     pub addr: String,
     pub stream: Stream,
     pub header: PeerHeader,
+    /// The session's settings when the connector has its own (tunnel);
+    /// otherwise the listener's.
+    #[cfg(feature = "mux")]
+    pub mux: Option<gost_transport::mux::MuxConfig>,
 }
 
 /// GOST's connectors ask for `0.0.0.0:port` when the address has no host
