@@ -8,6 +8,8 @@ mod json_errors;
 mod objects;
 mod save_path;
 pub mod server;
+#[cfg(feature = "tunnel")]
+mod tunnels;
 
 use std::sync::Arc;
 
@@ -96,7 +98,10 @@ pub fn router(app: Arc<App>, cfg: &APIConfig) -> Router {
                 .put(objects::update)
                 .delete(objects::delete),
         )
-        .layer(DefaultBodyLimit::max(objects::BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(objects::BODY_LIMIT));
+    #[cfg(feature = "tunnel")]
+    let routes = routes.route("/tunnels", get(tunnels::list));
+    let routes = routes
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware,

@@ -543,7 +543,15 @@ impl TunnelHandler {
             },
         };
         let id = ConnectorId::new(rand::random(), req.udp, tunnel.weight());
-        if let Err(full) = self.shared.pool.room(&tunnel) {
+        let answer = encode(
+            STATUS_OK,
+            &[
+                Feature::Addr(format!("{host}:{port}")),
+                Feature::Tunnel(id.0),
+            ],
+        )
+        .map_err(HandlerError::Protocol)?;
+        if let Err(full) = self.shared.pool.reserve(&tunnel) {
             self.shared.count_refused();
             let _ = stream
                 .write_all_now(&status(STATUS_SERVICE_UNAVAILABLE))
@@ -558,15 +566,10 @@ impl TunnelHandler {
                 }
             )));
         }
-        let answer = encode(
-            STATUS_OK,
-            &[
-                Feature::Addr(format!("{host}:{port}")),
-                Feature::Tunnel(id.0),
-            ],
-        )
-        .map_err(HandlerError::Protocol)?;
-        stream.write_all_now(&answer).await?;
+        if let Err(e) = stream.write_all_now(&answer).await {
+            self.shared.pool.unreserve(&tunnel);
+            return Err(e.into());
+        }
         let c = Arc::new(Connector {
             id,
             tunnel,
@@ -574,12 +577,7 @@ impl TunnelHandler {
             peer: ctx.peer,
             since: SystemTime::now(),
         });
-        if self.shared.pool.add(c.clone()).is_err() {
-            self.shared.count_refused();
-            return Err(HandlerError::Protocol(format!(
-                "tunnel: registration for tunnel {tunnel} refused: full"
-            )));
-        }
+        self.shared.pool.add(c.clone());
         let network = if req.udp { "udp" } else { "tcp" };
         tracing::info!(service = %ctx.service, client = %ctx.peer, tunnel = %tunnel, connector = %id, weight = id.weight(), network, endpoint = %esc(&host), "tunnel: client registered");
         c.session.closed().await;

@@ -47,6 +47,9 @@ impl Connector {
 #[derive(Default)]
 pub struct Tunnel {
     connectors: Vec<Arc<Connector>>,
+    /// Registrations answered but not added yet: counted against the
+    /// bounds, so clients registering at once cannot pass them together.
+    pending: usize,
     pub stats: Arc<Stats>,
 }
 
@@ -95,31 +98,37 @@ impl Pool {
         self.tunnels.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether one more client of `tunnel` may register.
-    pub fn room(&self, tunnel: &TunnelId) -> Result<(), Full> {
-        Self::check(&mut self.lock(), tunnel)
-    }
-
-    fn check(map: &mut HashMap<[u8; 16], Tunnel>, tunnel: &TunnelId) -> Result<(), Full> {
+    /// Holds a place for one more client of `tunnel`, to be taken by
+    /// [`Pool::add`] or given back by [`Pool::unreserve`].
+    pub fn reserve(&self, tunnel: &TunnelId) -> Result<(), Full> {
+        let mut map = self.lock();
         for t in map.values_mut() {
             t.connectors.retain(|c| !c.session.is_closed());
         }
-        let total: usize = map.values().map(|t| t.connectors.len()).sum();
+        let total: usize = map.values().map(|t| t.connectors.len() + t.pending).sum();
         if total >= MAX_CONNECTORS {
             return Err(Full::Service);
         }
-        let here = map.get(&tunnel.key()).map_or(0, |t| t.connectors.len());
-        if here >= MAX_PER_TUNNEL {
+        let t = map.entry(tunnel.key()).or_default();
+        if t.connectors.len() + t.pending >= MAX_PER_TUNNEL {
             return Err(Full::Tunnel);
         }
+        t.pending += 1;
         Ok(())
     }
 
-    pub fn add(&self, c: Arc<Connector>) -> Result<(), Full> {
+    pub fn unreserve(&self, tunnel: &TunnelId) {
+        if let Some(t) = self.lock().get_mut(&tunnel.key()) {
+            t.pending = t.pending.saturating_sub(1);
+        }
+    }
+
+    /// Adds a client whose place [`Pool::reserve`] held.
+    pub fn add(&self, c: Arc<Connector>) {
         let mut map = self.lock();
-        Self::check(&mut map, &c.tunnel)?;
-        map.entry(c.tunnel.key()).or_default().connectors.push(c);
-        Ok(())
+        let t = map.entry(c.tunnel.key()).or_default();
+        t.pending = t.pending.saturating_sub(1);
+        t.connectors.push(c);
     }
 
     /// Removes `id`; a tunnel left without connectors keeps its counters
@@ -245,7 +254,8 @@ mod tests {
         let (b, _kb) = connector(t, 2, false, 3).await;
         let (u, _ku) = connector(t, 3, true, 0).await;
         for c in [&a, &b, &u] {
-            pool.add(c.clone()).unwrap();
+            pool.reserve(&t).unwrap();
+            pool.add(c.clone());
         }
         let picked: Vec<u8> = (0..4)
             .map(|i| pool.get(&t, false, i).unwrap().0.id.0[0])
@@ -253,7 +263,8 @@ mod tests {
         assert_eq!(picked, [1, 2, 2, 2]);
         assert_eq!(pool.get(&t, true, 7).unwrap().0.id.0[0], 3);
         let (m, _km) = connector(t, 4, false, 255).await;
-        pool.add(m).unwrap();
+        pool.reserve(&t).unwrap();
+        pool.add(m);
         for i in 0..10 {
             assert_eq!(pool.get(&t, false, i).unwrap().0.id.0[0], 4);
         }
@@ -269,17 +280,22 @@ mod tests {
         let t = TunnelId::parse("3f8e5b56-6a8b-4a4f-9a35-2a2bbc3f0f01").unwrap();
         let pool = Pool::default();
         let (a, ka) = connector(t, 1, false, 1).await;
-        pool.add(a.clone()).unwrap();
+        pool.reserve(&t).unwrap();
+        pool.add(a.clone());
         drop(ka);
         a.session.closed().await;
         assert!(pool.get(&t, false, 0).is_none());
         let mut keep = Vec::new();
-        for n in 0..MAX_PER_TUNNEL {
+        for n in 0..MAX_PER_TUNNEL - 1 {
             let (c, k) = connector(t, n as u8, false, 1).await;
             keep.push(k);
-            pool.add(c).unwrap();
+            pool.reserve(&t).unwrap();
+            pool.add(c);
         }
-        let (c, _k) = connector(t, 200, false, 1).await;
-        assert_eq!(pool.add(c), Err(Full::Tunnel));
+        // A place held but not taken yet counts.
+        pool.reserve(&t).unwrap();
+        assert_eq!(pool.reserve(&t), Err(Full::Tunnel));
+        pool.unreserve(&t);
+        pool.reserve(&t).unwrap();
     }
 }
