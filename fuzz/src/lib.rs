@@ -12,7 +12,7 @@ mod handlers;
 
 pub use handlers::{handlers, sniffing};
 
-use gost_proto::{grpc, http1, obfs, relay, smux, sni, socks, tls};
+use gost_proto::{grpc, http1, obfs, relay, smux, sni, socks, tls, tunnel};
 
 /// A fuzz target: bytes in, a panic for anything that must not happen.
 pub type Target = fn(&[u8]);
@@ -21,6 +21,7 @@ pub type Target = fn(&[u8]);
 pub const TARGETS: &[(&str, Target)] = &[
     ("socks_udp", socks_udp),
     ("relay_features", relay_features),
+    ("tunnel_features", tunnel_features),
     ("smux_frames", smux_frames),
     ("http1_body", http1_body),
     ("client_hello", client_hello),
@@ -71,6 +72,32 @@ pub fn relay_features(data: &[u8]) {
         assert_eq!(out, rest[..rest.len() - next.len()]);
         let _ = relay::parse_addr(body);
         rest = next;
+    }
+}
+
+/// The tunnel side's features (user/pass, addresses, tunnel ids,
+/// network): whatever parses encodes again to bytes that parse (a name
+/// may come back as an address: `1.2.3.4` sent as a name is re-sent as
+/// IPv4, as GOST does), and a tunnel id's text parses back to the same 16
+/// bytes.
+pub fn tunnel_features(data: &[u8]) {
+    let Ok(features) = tunnel::parse_features(data) else {
+        return;
+    };
+    if let Ok(b) = tunnel::encode(1, &features) {
+        let again = tunnel::parse_features(&b[4..]).expect("re-encoded features parse");
+        assert_eq!(again.len(), features.len());
+    }
+    for f in &features {
+        if let tunnel::Feature::Tunnel(id) = f {
+            let t = tunnel::TunnelId(*id);
+            if !t.is_zero() {
+                assert_eq!(
+                    tunnel::TunnelId::parse(&t.to_string()).map(|p| p.key()),
+                    Some(t.key())
+                );
+            }
+        }
     }
 }
 

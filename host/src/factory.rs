@@ -156,6 +156,7 @@ pub(crate) fn unsupported(cfg: &Config) -> Vec<String> {
                 | "bypasses"
                 | "admissions"
                 | "hosts"
+                | "ingresses"
                 | "resolvers"
                 | "climiters"
                 | "rlimiters"
@@ -289,6 +290,10 @@ fn unbuildable_objects(cfg: &Config) -> Vec<String> {
     for h in &cfg.hosts {
         let r = gost_core::hosts::find(cfg, &h.name);
         note("hosts", &h.name, r.map(drop).map_err(|e| text(&e)));
+    }
+    for i in &cfg.ingresses {
+        let r = build_ingress(i);
+        note("ingress", &i.name, r.map(drop).map_err(|e| text(&e)));
     }
     for r in &cfg.resolvers {
         let res = gost_core::resolver::find(cfg, &r.name);
@@ -808,6 +813,47 @@ fn build_wasm_handler(
     Ok(h)
 }
 
+/// An ingress of the `ingresses` section; its endpoints must be tunnel
+/// ids.
+fn build_ingress(
+    cfg: &gost_core::config::IngressConfig,
+) -> Result<gost_core::ingress::Ingress, gost_core::ingress::IngressError> {
+    gost_core::ingress::Ingress::from_config(cfg, |e| {
+        gost_proto::tunnel::TunnelId::parse(e).is_some()
+    })
+}
+
+/// `handler: {type: tunnel}`: the ingress it names (`ingress`) or its
+/// inline `tunnel` rules, and its entry point, bound now.
+#[cfg(feature = "tunnel")]
+fn build_tunnel(
+    root: &Config,
+    cfg: &ServiceConfig,
+    deps: HandlerDeps,
+) -> Result<Arc<dyn Handler>, BuildError> {
+    use gost_handler::tunnel::{TunnelHandler, TunnelOptions};
+    let empty = gost_core::metadata::Metadata::default();
+    let md = cfg.handler.as_ref().map_or(&empty, |h| &h.metadata);
+    let opts =
+        TunnelOptions::from_metadata(md).map_err(|e| svc_err(cfg, format!("handler: {e}")))?;
+    let ingress = match &opts.ingress {
+        Some(name) => {
+            let i = root
+                .ingresses
+                .iter()
+                .find(|i| &i.name == name)
+                .ok_or_else(|| svc_err(cfg, format!("handler: ingress \"{name}\" not found")))?;
+            Some(Arc::new(
+                build_ingress(i).map_err(|e| svc_err(cfg, e.to_string()))?,
+            ))
+        }
+        None => None,
+    };
+    let h = TunnelHandler::new(&cfg.name, opts, ingress, deps.auther)
+        .map_err(|e| svc_err(cfg, format!("handler: tunnel entry point: {e}")))?;
+    Ok(Arc::new(h))
+}
+
 fn udp_options(md: &gost_core::metadata::Metadata) -> Result<UdpOptions, MetadataError> {
     let d = UdpOptions::default();
     let pos =
@@ -1272,6 +1318,17 @@ fn register(r: &mut Kinds) {
             Ok(Arc::new(gost_handler::sni::SniHandler::new(deps.router, opts)))
         },
         summary: "routes by the TLS ClientHello's SNI (port 443) or the HTTP `Host` (port 80); other traffic is dropped",
+    });
+    #[cfg(feature = "tunnel")]
+    r.add_handler(HandlerKind {
+        names: &["tunnel"],
+        caps: HandlerCaps {
+            udp: true,
+            bind: true,
+            ..Default::default()
+        },
+        build: build_tunnel,
+        summary: "GOST's reverse tunnels: clients register tunnel ids (BIND), visitors reach them by id or through the ingress; an entry point routes HTTP by Host and TLS by SNI",
     });
     #[cfg(feature = "dns")]
     r.add_handler(HandlerKind {

@@ -50,7 +50,10 @@ async fn scrape(State(st): State<MetricsState>, headers: HeaderMap) -> Response 
         .into_iter()
         .map(|s| s.as_str())
         .collect();
-    let text = render(enable(), &states);
+    #[allow(unused_mut)]
+    let mut text = render(enable(), &states);
+    #[cfg(feature = "tunnel")]
+    text.push_str(&tunnel_metrics());
     (
         [
             (
@@ -62,4 +65,74 @@ async fn scrape(State(st): State<MetricsState>, headers: HeaderMap) -> Response 
         text,
     )
         .into_response()
+}
+
+/// gost-rs's own series for the tunnel handler (GOST has none): clients
+/// registered, visitor connections and bytes per tunnel, and requests
+/// refused per service.
+#[cfg(feature = "tunnel")]
+fn tunnel_metrics() -> String {
+    use std::fmt::Write;
+    let counts = gost_handler::tunnel::tunnel_counts();
+    if counts.is_empty() {
+        return String::new();
+    }
+    let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    let mut out = String::new();
+    let series: [(&str, &str, &str); 5] = [
+        (
+            "gost_tunnel_clients",
+            "gauge",
+            "Clients registered with the tunnel",
+        ),
+        (
+            "gost_tunnel_conns_total",
+            "counter",
+            "Visitor connections through the tunnel",
+        ),
+        (
+            "gost_tunnel_conns_current",
+            "gauge",
+            "Visitor connections open through the tunnel",
+        ),
+        (
+            "gost_tunnel_input_bytes_total",
+            "counter",
+            "Bytes read from the tunnel's visitors",
+        ),
+        (
+            "gost_tunnel_output_bytes_total",
+            "counter",
+            "Bytes written to the tunnel's visitors",
+        ),
+    ];
+    for (i, (name, kind, help)) in series.iter().enumerate() {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (svc, _, tunnels) in &counts {
+            for (id, clients, stats) in tunnels {
+                let s = stats.snapshot();
+                let v = [
+                    *clients as u64,
+                    s.total_conns,
+                    s.current_conns,
+                    s.input_bytes,
+                    s.output_bytes,
+                ][i];
+                let _ = writeln!(
+                    out,
+                    "{name}{{service=\"{}\",tunnel=\"{id}\"}} {v}",
+                    esc(svc)
+                );
+            }
+        }
+    }
+    let _ = writeln!(out, "# HELP gost_tunnel_refused_total Tunnel requests and visitors refused\n# TYPE gost_tunnel_refused_total counter");
+    for (svc, refused, _) in &counts {
+        let _ = writeln!(
+            out,
+            "gost_tunnel_refused_total{{service=\"{}\"}} {refused}",
+            esc(svc)
+        );
+    }
+    out
 }

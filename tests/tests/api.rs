@@ -289,14 +289,7 @@ fn kinds_this_build_cannot_run_are_refused_and_change_nothing() {
     let (_g, keep, api) = start();
     let mut live = Live::open(keep);
     let before = api_config(api);
-    for kind in [
-        "ingresses",
-        "routers",
-        "recorders",
-        "sds",
-        "quotas",
-        "caches",
-    ] {
+    for kind in ["routers", "recorders", "sds", "quotas", "caches"] {
         let msg = refused(
             api,
             "POST",
@@ -391,9 +384,9 @@ fn bad_requests_get_gost_errors_and_change_nothing() {
     let msg = refused(api, "POST", "/config/services", Some(svc), 40001);
     assert!(msg.contains("missing"), "{msg}");
     let mut svc = forward("x", port, &echo);
-    svc["handler"] = json!({"type": "tunnel"});
+    svc["handler"] = json!({"type": "router"});
     let msg = refused(api, "POST", "/config/services", Some(svc), 40001);
-    assert!(msg.contains("'tunnel'"), "{msg}");
+    assert!(msg.contains("'router'"), "{msg}");
     // Unknown fields are ignored, as GOST's decoder does.
     let mut svc = forward("extra", port, &echo);
     svc["whatever"] = json!(1);

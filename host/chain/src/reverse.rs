@@ -120,7 +120,10 @@ impl RtcpListener {
                     active.insert(Active {
                         header: bound.header,
                         local,
-                        session: gost_transport::mux::Session::server(bound.stream, &self.mux),
+                        session: gost_transport::mux::Session::server(
+                            bound.stream,
+                            bound.mux.as_ref().unwrap_or(&self.mux),
+                        ),
                     })
                 }
             };
@@ -278,8 +281,25 @@ impl RudpListener {
                 let (accept_tx, accept_rx) = mpsc::channel(self.opts.backlog.max(1));
                 let (reply_tx, reply_rx) = mpsc::channel(self.opts.read_queue_size.max(1));
                 let demux = Demux::tunnelled(local, self.opts.clone(), reply_tx, accept_tx);
-                let tunnel = UdpTunnel::new(bound.stream);
-                let task = tokio::spawn(carry(tunnel, demux, reply_rx, self.opts.read_buffer_size));
+                #[cfg(feature = "mux")]
+                let task = match &bound.mux {
+                    // A tunnel connector's UDP BIND: a stream per visitor.
+                    Some(mux) => tokio::spawn(carry_streams(
+                        gost_transport::mux::Session::server(bound.stream, mux),
+                        bound.header,
+                        demux,
+                        reply_rx,
+                    )),
+                    None => {
+                        let tunnel = UdpTunnel::new(bound.stream);
+                        tokio::spawn(carry(tunnel, demux, reply_rx, self.opts.read_buffer_size))
+                    }
+                };
+                #[cfg(not(feature = "mux"))]
+                let task = {
+                    let tunnel = UdpTunnel::new(bound.stream);
+                    tokio::spawn(carry(tunnel, demux, reply_rx, self.opts.read_buffer_size))
+                };
                 active.insert(Tunnelled { accept_rx, task })
             }
         };
@@ -334,6 +354,90 @@ async fn carry(
             Some((data, to)) = replies.recv() => {
                 if let Err(e) = tunnel.send_to(&data, &to.to_string()).await {
                     break e;
+                }
+            }
+        }
+    };
+    let _ = demux.accept_tx.send(Err(end)).await;
+}
+
+/// The datagrams of a tunnel connector's UDP BIND: each visitor is a
+/// stream of the session, starting with the header naming it, then
+/// `LEN(2) DATA` frames both ways (GOST's `bindUDPConn`). Ends, saying why
+/// on the accept queue, when the session does.
+#[cfg(feature = "mux")]
+async fn carry_streams(
+    mut session: gost_transport::mux::Session,
+    header: PeerHeader,
+    demux: Demux,
+    mut replies: mpsc::Receiver<(Vec<u8>, SocketAddr)>,
+) {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    type Writers = Arc<std::sync::Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>;
+    let writers: Writers = Default::default();
+    let demux = Arc::new(demux);
+    let mut visitors = tokio::task::JoinSet::new();
+    let end = loop {
+        tokio::select! {
+            s = session.accept() => {
+                let Some(s) = s else {
+                    break io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        session.end().unwrap_or_else(|| "closed".into()),
+                    );
+                };
+                let (demux, writers) = (demux.clone(), writers.clone());
+                visitors.spawn(async move {
+                    let mut stream = s.into_stream();
+                    let peer = match tokio::time::timeout(PEER_HEADER_TIMEOUT, read_peer(&mut stream, header, false)).await {
+                        Ok(Ok(p)) => p,
+                        _ => {
+                            tracing::warn!("rudp: a tunnel stream without a good peer header, dropped");
+                            return;
+                        }
+                    };
+                    let (mut rd, mut wr) = tokio::io::split(stream);
+                    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
+                    writers.lock().unwrap_or_else(|p| p.into_inner()).insert(peer, tx);
+                    let write = async move {
+                        use tokio::io::AsyncWriteExt;
+                        while let Some(d) = rx.recv().await {
+                            let mut frame = Vec::with_capacity(d.len() + 2);
+                            frame.extend_from_slice(&(d.len() as u16).to_be_bytes());
+                            frame.extend_from_slice(&d);
+                            if wr.write_all(&frame).await.is_err() {
+                                return;
+                            }
+                        }
+                    };
+                    let read = async {
+                        let mut len = [0u8; 2];
+                        while rd.read_exact(&mut len).await.is_ok() {
+                            let mut d = vec![0u8; u16::from_be_bytes(len) as usize];
+                            if rd.read_exact(&mut d).await.is_err() {
+                                return;
+                            }
+                            demux.dispatch(d, peer);
+                        }
+                    };
+                    tokio::select! {
+                        _ = write => {}
+                        _ = read => {}
+                    }
+                    writers.lock().unwrap_or_else(|p| p.into_inner()).remove(&peer);
+                });
+            }
+            Some(_) = visitors.join_next(), if !visitors.is_empty() => {}
+            Some((data, to)) = replies.recv() => {
+                if data.len() > u16::MAX as usize {
+                    continue;
+                }
+                let w = writers.lock().unwrap_or_else(|p| p.into_inner()).get(&to).cloned();
+                if let Some(w) = w {
+                    if w.try_send(data).is_err() {
+                        tracing::debug!(client = %to, "rudp: visitor's queue full, datagram dropped");
+                    }
                 }
             }
         }

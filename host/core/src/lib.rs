@@ -13,6 +13,7 @@ pub mod context;
 pub mod dialer;
 pub mod escape;
 pub mod hosts;
+pub mod ingress;
 pub mod limiter;
 pub mod metadata;
 pub mod metrics;

@@ -19,6 +19,8 @@ pub mod ss;
 #[cfg(feature = "ss")]
 pub mod ssu;
 pub mod stream;
+#[cfg(feature = "tunnel")]
+pub mod tunnel;
 pub mod unix;
 
 use std::future::Future;

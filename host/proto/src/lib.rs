@@ -10,3 +10,4 @@ pub mod smux;
 pub mod sni;
 pub mod socks;
 pub mod tls;
+pub mod tunnel;

@@ -9,6 +9,8 @@ mod objects;
 mod save_path;
 mod secrets;
 pub mod server;
+#[cfg(feature = "tunnel")]
+mod tunnels;
 
 use std::sync::Arc;
 
@@ -99,7 +101,10 @@ pub fn router(app: Arc<App>, cfg: &APIConfig) -> Router {
                 .put(objects::update)
                 .delete(objects::delete),
         )
-        .layer(DefaultBodyLimit::max(objects::BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(objects::BODY_LIMIT));
+    #[cfg(feature = "tunnel")]
+    let routes = routes.route("/tunnels", get(tunnels::list));
+    let routes = routes
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware,

@@ -29,6 +29,10 @@ pub struct Bound {
     pub addr: String,
     pub stream: Stream,
     pub header: PeerHeader,
+    /// The session's settings when the connector has its own (tunnel);
+    /// otherwise the listener's.
+    #[cfg(feature = "mux")]
+    pub mux: Option<gost_transport::mux::MuxConfig>,
 }
 
 /// The address a BIND asks for: GOST's `0.0.0.0` defaults for TCP and

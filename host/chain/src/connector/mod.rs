@@ -12,6 +12,7 @@ pub mod socks4;
 pub mod socks5;
 #[cfg(feature = "ss")]
 pub mod ss;
+pub mod tunnel;
 pub mod udp_tun;
 pub mod upstream;
 
@@ -457,6 +458,7 @@ pub fn register(r: &mut Connectors) {
         summary: "none: the node is a unix socket (with the `unix` dialer), the destination",
     });
     sni::register(r);
+    tunnel::register(r);
     #[cfg(feature = "ss")]
     ss::register(r);
 }

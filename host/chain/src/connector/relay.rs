@@ -218,6 +218,8 @@ impl RelayConnector {
             addr: bound,
             stream: up.into_parts().0,
             header: PeerHeader::Relay,
+            #[cfg(feature = "mux")]
+            mux: None,
         })
     }
 }

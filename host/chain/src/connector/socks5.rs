@@ -178,6 +178,8 @@ impl Socks5Connector {
             addr: bound.to_string(),
             stream: up.into_stream().await?,
             header: PeerHeader::Socks5,
+            #[cfg(feature = "mux")]
+            mux: None,
         })
     }
 

@@ -1,0 +1,180 @@
+//! GOST's ingress (`x/ingress`): rules from a host name to a tunnel id,
+//! which the tunnel handler and its entry point use to pick the tunnel a
+//! visitor reaches.
+//!
+//! As in GOST, a rule `*.example.com` (or `.example.com`) matches every
+//! name under `example.com` and `example.com` itself; a rule for an exact
+//! name wins over a wildcard, and a nearer wildcard over a farther one.
+
+use std::collections::HashMap;
+
+use crate::config::{IngressConfig, IngressRuleConfig};
+
+#[derive(Debug, Clone, Default)]
+pub struct Ingress {
+    name: String,
+    /// Keyed by the host name with a leading `*` removed.
+    rules: HashMap<String, IngressRuleConfig>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngressError {
+    #[error("ingress \"{name}\": {what} is not supported yet (rules only)")]
+    Loader { name: String, what: &'static str },
+    #[error("ingress \"{name}\": rule for {host:?}: endpoint {endpoint:?} is not a tunnel id (a UUID, `$` in front for a private tunnel)")]
+    Endpoint {
+        name: String,
+        host: String,
+        endpoint: String,
+    },
+}
+
+impl Ingress {
+    /// `endpoint_ok` tells whether an endpoint is a tunnel id, checked by
+    /// the caller which knows the id's form.
+    pub fn from_config(
+        cfg: &IngressConfig,
+        endpoint_ok: impl Fn(&str) -> bool,
+    ) -> Result<Ingress, IngressError> {
+        for (what, set) in [
+            ("file", cfg.file.is_some()),
+            ("redis", cfg.redis.is_some()),
+            ("http", cfg.http.is_some()),
+            ("plugin", cfg.plugin.is_some()),
+        ] {
+            if set {
+                return Err(IngressError::Loader {
+                    name: cfg.name.clone(),
+                    what,
+                });
+            }
+        }
+        let mut ing = Ingress {
+            name: cfg.name.clone(),
+            rules: HashMap::new(),
+        };
+        for r in &cfg.rules {
+            // GOST skips rules with either half empty.
+            if r.hostname.is_empty() || r.endpoint.is_empty() {
+                continue;
+            }
+            if !endpoint_ok(&r.endpoint) {
+                return Err(IngressError::Endpoint {
+                    name: cfg.name.clone(),
+                    host: r.hostname.clone(),
+                    endpoint: r.endpoint.clone(),
+                });
+            }
+            ing.insert(r.clone());
+        }
+        Ok(ing)
+    }
+
+    /// An ingress of inline rules (the tunnel handler's `tunnel` option,
+    /// `host:id,host:id`).
+    pub fn inline(name: &str, rules: impl IntoIterator<Item = IngressRuleConfig>) -> Ingress {
+        let mut ing = Ingress {
+            name: name.to_string(),
+            rules: HashMap::new(),
+        };
+        for r in rules {
+            ing.insert(r);
+        }
+        ing
+    }
+
+    fn insert(&mut self, r: IngressRuleConfig) {
+        let key = r.hostname.strip_prefix('*').unwrap_or(&r.hostname);
+        self.rules.insert(key.to_ascii_lowercase(), r);
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// GOST's `GetRule`: the rule for `host` (a port is ignored).
+    pub fn get(&self, host: &str) -> Option<&IngressRuleConfig> {
+        let host = crate::addr::split_host_port(host)
+            .map(|(h, _)| h)
+            .unwrap_or(host);
+        if host.is_empty() {
+            return None;
+        }
+        let host = host.to_ascii_lowercase();
+        if let Some(r) = self
+            .rules
+            .get(&host)
+            .or_else(|| self.rules.get(&format!(".{host}")))
+        {
+            return Some(r);
+        }
+        let mut s = host.as_str();
+        while let Some(i) = s.find('.').filter(|i| *i > 0) {
+            if let Some(r) = self.rules.get(&s[i..]) {
+                return Some(r);
+            }
+            s = &s[i + 1..];
+        }
+        None
+    }
+
+    /// The endpoint (tunnel id) for `host`.
+    pub fn endpoint(&self, host: &str) -> Option<&str> {
+        self.get(host).map(|r| r.endpoint.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(h: &str, e: &str) -> IngressRuleConfig {
+        IngressRuleConfig {
+            hostname: h.into(),
+            endpoint: e.into(),
+        }
+    }
+
+    #[test]
+    fn exact_names_then_the_nearest_wildcard() {
+        let ing = Ingress::inline(
+            "i",
+            [
+                rule("example.com", "a"),
+                rule("*.example.com", "b"),
+                rule(".sub.example.com", "c"),
+                rule("other.org", "d"),
+            ],
+        );
+        assert_eq!(ing.endpoint("example.com:80"), Some("a"));
+        assert_eq!(ing.endpoint("www.example.com"), Some("b"));
+        assert_eq!(ing.endpoint("x.sub.example.com:443"), Some("c"));
+        assert_eq!(ing.endpoint("sub.example.com"), Some("c"));
+        assert_eq!(ing.endpoint("OTHER.org"), Some("d"));
+        assert_eq!(ing.endpoint("x.other.org"), None);
+        assert_eq!(ing.endpoint("example.net"), None);
+        assert_eq!(ing.endpoint(""), None);
+    }
+
+    #[test]
+    fn loaders_and_bad_endpoints_are_refused() {
+        let cfg = IngressConfig {
+            name: "i".into(),
+            rules: vec![rule("a.com", "nope"), rule("", "x")],
+            ..Default::default()
+        };
+        let err = Ingress::from_config(&cfg, |e| e != "nope").unwrap_err();
+        assert!(err.to_string().contains("\"nope\""), "{err}");
+        let cfg = IngressConfig {
+            name: "i".into(),
+            file: Some(Default::default()),
+            ..Default::default()
+        };
+        let err = Ingress::from_config(&cfg, |_| true).unwrap_err();
+        assert!(err.to_string().contains("file"), "{err}");
+    }
+}
