@@ -216,12 +216,10 @@ fn service_unsupported(cfg: &Config, svc: &ServiceConfig) -> Vec<String> {
                 kinds.handler_names(|c| c.observer).join(", ")
             ));
         }
-        for (what, set) in [("limiter", !h.limiter.is_empty()), ("tls", h.tls.is_some())] {
-            if set {
-                out.push(format!(
-                    "service \"{name}\": handler.{what} is not supported yet"
-                ));
-            }
+        if h.tls.is_some() {
+            out.push(format!(
+                "service \"{name}\": handler.tls is not supported yet"
+            ));
         }
     }
     if let Some(l) = &svc.listener {
@@ -432,6 +430,12 @@ pub(crate) fn build_parts(root: &Config, cfg: &ServiceConfig) -> Result<Parts, B
         .map_err(|e| svc_err(cfg, e.to_string()))?;
     let limiters =
         gost_core::limiter::service_limiters(root, cfg).map_err(|e| svc_err(cfg, e.to_string()))?;
+    if let Some(h) = cfg.handler.as_ref().filter(|h| !h.limiter.is_empty()) {
+        gost_core::limiter::handler_limiter(root, &h.limiter)
+            .map_err(|e| svc_err(cfg, format!("handler.limiter: {e}")))?;
+        tracing::warn!(service = %cfg.name, limiter = %h.limiter,
+            "handler.limiter paces nothing with inline or file limits: GOST asks a handler's limiter per client, which only a limiter plugin answers; use the service's limiter");
+    }
     let handler_type = cfg
         .handler
         .as_ref()

@@ -546,8 +546,8 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
     out
 }
 
-/// Forwarder node options this build does not apply yet (node `filter`
-/// and `matcher` work, with the handler's `sniffing`).
+/// Forwarder node options this build does not apply yet (node `filter`,
+/// `matcher` and `http.failCodes` work, with the handler's `sniffing`).
 fn forwarder_node_unsupported(cfg: &Config, svc: &ServiceConfig) -> Vec<String> {
     let Some(fwd) = &svc.forwarder else {
         return Vec::new();
@@ -561,10 +561,32 @@ fn forwarder_node_unsupported(cfg: &Config, svc: &ServiceConfig) -> Vec<String> 
                 .iter()
                 .map(gost_core::config::ForwardNodeConfig::from)
         });
+    let sniffing = svc.handler.as_ref().is_some_and(|h| {
+        matches!(h.r#type.as_str(), "tcp" | "forward")
+            && h.metadata.get_bool("sniffing").ok().flatten() == Some(true)
+    });
     let mut out = Vec::new();
     for n in fwd.nodes.iter().cloned().chain(from_hop) {
+        // failCodes is the one `http` option applied (it needs the HTTP
+        // responses, which only a sniffing tcp/forward handler sees).
+        let (http_rest, fail_codes) = match &n.http {
+            Some(h) => (
+                gost_core::config::HTTPNodeConfig {
+                    fail_codes: String::new(),
+                    ..(**h).clone()
+                } != Default::default(),
+                !h.fail_codes.trim().is_empty(),
+            ),
+            None => (false, false),
+        };
+        if fail_codes && !sniffing {
+            out.push(format!(
+                "service \"{}\": forwarder node \"{}\": http.failCodes needs a tcp or forward handler with sniffing: true",
+                svc.name, n.name
+            ));
+        }
         for (what, set) in [
-            ("http", n.http.is_some()),
+            ("http (other than failCodes)", http_rest),
             ("tls", n.tls.is_some()),
             ("probe", n.probe.is_some()),
             ("bypass", !n.bypass.is_empty() || !n.bypasses.is_empty()),

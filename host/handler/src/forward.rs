@@ -251,6 +251,17 @@ impl ForwardHandler {
             }
             r => r?,
         };
+        if sniffed.protocol == "http" && !node.fail_codes.is_empty() {
+            let stream = upstream.into_lazy_stream();
+            let ends = stream.endpoints();
+            let watch = super::failcodes::FailCodeWatch::new(
+                stream,
+                Arc::clone(&node),
+                Arc::clone(&ctx.service),
+                &sniffed.method,
+            );
+            return Ok((Upstream::direct(Stream::boxed(watch, ends)), node));
+        }
         Ok((upstream, node))
     }
 

@@ -1145,7 +1145,7 @@ fn is_hop_by_hop(name: &str, conn_tokens: &[String]) -> bool {
 
 /// The body framing of a message (RFC 9112 6.3), `None` when the message
 /// carries no body fields at all.
-fn body_framing(headers: &[(String, Vec<u8>)]) -> Result<Option<Framing>, String> {
+pub(crate) fn body_framing(headers: &[(String, Vec<u8>)]) -> Result<Option<Framing>, String> {
     let mut codings: Vec<String> = Vec::new();
     let mut length: Option<u64> = None;
     for (name, value) in headers {

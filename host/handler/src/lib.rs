@@ -4,6 +4,7 @@
 pub mod auto;
 #[cfg(feature = "dns")]
 pub mod dns;
+mod failcodes;
 pub mod file;
 pub mod forward;
 pub mod http;

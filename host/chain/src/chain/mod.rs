@@ -5,6 +5,7 @@
 //! router reaches a target, one node picked from each hop.
 
 pub mod build;
+pub mod failcodes;
 pub mod group;
 pub mod loader;
 pub mod node;

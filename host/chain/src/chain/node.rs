@@ -91,6 +91,8 @@ pub struct Node {
     /// `matcher.bodySize` when the rule looks at the body, else 0: how much
     /// of an HTTP request body a sniffer reads before selecting.
     pub body_size: usize,
+    /// `http.failCodes`: upstream statuses that mark the node failed.
+    pub fail_codes: super::failcodes::FailCodes,
     /// Targets this node does not carry.
     pub bypass: Option<std::sync::Arc<gost_core::bypass::BypassGroup>>,
     /// Resolve the node's own address (the node's, else its hop's).
@@ -132,6 +134,11 @@ pub enum NodeError {
     },
     #[error("node \"{node}\": {msg}")]
     Unsupported { node: String, msg: String },
+    #[error("node \"{node}\": {source}")]
+    FailCodes {
+        node: String,
+        source: super::failcodes::FailCodesError,
+    },
 }
 
 impl Node {
@@ -149,6 +156,15 @@ impl Node {
                 path: cfg.path.clone(),
             });
         node.set_routing(filter, cfg.matcher.as_deref(), root)?;
+        if let Some(http) = &cfg.http {
+            node.fail_codes =
+                super::failcodes::FailCodes::parse(&http.fail_codes).map_err(|source| {
+                    NodeError::FailCodes {
+                        node: cfg.name.clone(),
+                        source,
+                    }
+                })?;
+        }
         Ok(node)
     }
 

@@ -92,6 +92,19 @@ pub fn service_limiters(
     })
 }
 
+/// Checks a handler's `limiter` (GOST's handler-level traffic limiter).
+/// GOST asks it per authenticated client (scope `client`, keyed by the
+/// client's id), and its built-in limiter, inline `limits` or a `file`,
+/// answers no limit for that scope: only a limiter plugin can. So the
+/// named limiter must exist and parse, and it paces nothing (the caller
+/// says so in the log).
+pub fn handler_limiter(root: &Config, name: &str) -> Result<(), LimiterError> {
+    if let Some(cfg) = find(&root.limiters, "limiter", name)? {
+        TrafficLimiter::from_config(cfg)?;
+    }
+    Ok(())
+}
+
 /// Parsed limit lines.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Limits {
