@@ -9,7 +9,7 @@ use gost_chain::chain::selector::Selector;
 use gost_chain::chain::{Hop, Node};
 use gost_chain::registry::Registry;
 use gost_chain::router::Router;
-use gost_core::auth::{Auther, AutherGroup, StaticAuther, TableAuther};
+use gost_core::auth::Auther;
 use gost_core::config::{
     AutherConfig, Config, ForwardNodeConfig, Kind, ListenerConfig, SelectorConfig, ServiceConfig,
 };
@@ -223,7 +223,9 @@ fn service_unsupported(cfg: &Config, svc: &ServiceConfig) -> Vec<String> {
         }
     }
     if let Some(l) = &svc.listener {
-        if !l.auther.is_empty() || !l.authers.is_empty() || l.auth.is_some() {
+        let listener_auth = !l.auther.is_empty() || !l.authers.is_empty() || l.auth.is_some();
+        // The sshd listener authenticates its SSH clients itself.
+        if listener_auth && l.r#type != "sshd" {
             out.push(format!(
                 "service \"{name}\": listener auth is not supported yet"
             ));
@@ -675,39 +677,12 @@ fn dns_listener_socket(
 /// (`user:pass@` on `-L`). Names were checked by `Config::validate`.
 fn build_auther(root: &Config, cfg: &ServiceConfig) -> Option<Arc<dyn Auther>> {
     let h = cfg.handler.as_ref()?;
-    let named: Vec<Arc<dyn Auther>> = std::iter::once(&h.auther)
-        .chain(&h.authers)
-        .filter(|n| !n.is_empty())
-        .filter_map(|n| root.authers.iter().find(|a| &a.name == n))
-        .map(named_auther)
-        .collect();
-    if !named.is_empty() {
-        return Some(Arc::new(AutherGroup(named)));
-    }
-    let auth = h.auth.as_ref()?;
-    if auth.username.is_empty() && auth.password.is_empty() {
-        return None;
-    }
-    Some(Arc::new(StaticAuther::new([(
-        auth.username.clone(),
-        auth.password.clone(),
-    )])))
+    gost_core::auth::from_config(root, &h.auther, &h.authers, h.auth.as_ref())
 }
 
 /// An auther of the top-level `authers` section.
 pub fn named_auther(a: &AutherConfig) -> Arc<dyn Auther> {
-    let users = a
-        .auths
-        .iter()
-        .filter(|u| !u.username.is_empty())
-        .map(|u| (u.username.clone(), u.password.clone()));
-    let file = a
-        .file
-        .as_ref()
-        .filter(|f| !f.path.is_empty())
-        .map(|f| f.path.clone().into());
-    let reload = Some(a.reload.0).filter(|r| !r.is_zero());
-    Arc::new(TableAuther::new(&a.name, users, file, reload))
+    gost_core::auth::named(a)
 }
 
 /// Parses the handler's metadata into a handler's typed options.
@@ -1310,6 +1285,16 @@ fn register(r: &mut Kinds) {
             Ok(Arc::new(h))
         },
         summary: "static files from `file.dir`, uploads with `file.put`, Basic auth by the auther",
+    });
+    #[cfg(feature = "ssh")]
+    r.add_handler(HandlerKind {
+        names: &["sshd"],
+        caps: HandlerCaps::default(),
+        build: |_, cfg, deps| {
+            let opts = handler_options(cfg, gost_handler::sshd::SshdOptions::from_metadata)?;
+            Ok(Arc::new(gost_handler::sshd::SshdHandler::new(deps.router, opts)))
+        },
+        summary: "the sshd listener's port forwarding: `direct-tcpip` through the router, `tcpip-forward` bound on this host",
     });
     r.add_handler(HandlerKind {
         names: &["sni"],

@@ -8,10 +8,12 @@
 //! socket, not on decrypted or de-framed bytes. The next reads return the
 //! rewound bytes first, whoever reads.
 
+use std::any::Any;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -42,6 +44,9 @@ fn no_address() -> io::Error {
 /// stream stays as small as a TCP one.
 struct Layered<T: ?Sized> {
     ends: Endpoints,
+    /// What the transport knows of this stream that its bytes do not say
+    /// (see [`Stream::with_extension`]).
+    ext: Option<Arc<dyn Any + Send + Sync>>,
     io: T,
 }
 
@@ -90,8 +95,37 @@ impl Stream {
     /// are (see [`Stream::endpoints`]).
     pub fn boxed(io: impl Io, ends: Endpoints) -> Self {
         Stream {
-            io: Transport::Boxed(Box::new(Layered { ends, io })),
+            io: Transport::Boxed(Box::new(Layered {
+                ends,
+                ext: None,
+                io,
+            })),
             rewind: None,
+        }
+    }
+
+    /// A transport's stream that carries more than bytes: the target an
+    /// SSH client asked its `direct-tcpip` channel for, the session a
+    /// `tcpip-forward` request came on. The handler written for that
+    /// transport reads it with [`Stream::extension`]; any other handler
+    /// sees the bytes only.
+    pub fn with_extension(io: impl Io, ends: Endpoints, ext: Arc<dyn Any + Send + Sync>) -> Self {
+        Stream {
+            io: Transport::Boxed(Box::new(Layered {
+                ends,
+                ext: Some(ext),
+                io,
+            })),
+            rewind: None,
+        }
+    }
+
+    /// What the transport attached with [`Stream::with_extension`], when
+    /// it is a `T`.
+    pub fn extension<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        match &self.io {
+            Transport::Boxed(b) => b.ext.clone()?.downcast::<T>().ok(),
+            Transport::Tcp(_) => None,
         }
     }
 

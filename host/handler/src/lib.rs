@@ -17,6 +17,8 @@ pub mod sniffing;
 pub mod socks;
 #[cfg(feature = "ss")]
 pub mod ss;
+#[cfg(feature = "ssh")]
+pub mod sshd;
 #[cfg(feature = "ss")]
 pub mod ssu;
 pub mod stream;

@@ -17,6 +17,8 @@ pub mod listener;
 pub mod mux;
 #[cfg(feature = "obfs")]
 pub mod obfs;
+#[cfg(feature = "ssh")]
+pub mod ssh;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod unix;
@@ -46,6 +48,8 @@ pub fn register(t: &mut kinds::Transports) {
     grpc::register(t);
     #[cfg(feature = "obfs")]
     obfs::register(t);
+    #[cfg(feature = "ssh")]
+    ssh::register(t);
 }
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -12,6 +12,8 @@ pub mod socks4;
 pub mod socks5;
 #[cfg(feature = "ss")]
 pub mod ss;
+#[cfg(feature = "ssh")]
+pub mod sshd;
 pub mod tunnel;
 pub mod udp_tun;
 pub mod upstream;
@@ -461,6 +463,8 @@ pub fn register(r: &mut Connectors) {
     tunnel::register(r);
     #[cfg(feature = "ss")]
     ss::register(r);
+    #[cfg(feature = "ssh")]
+    sshd::register(r);
 }
 
 #[cfg(test)]

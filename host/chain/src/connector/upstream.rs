@@ -74,6 +74,12 @@ impl Upstream {
         *self = Upstream::direct(layer(up.into_lazy_stream()));
     }
 
+    /// The stream, for a connector that reads what its transport attached
+    /// (the sshd connector's SSH session).
+    pub(crate) fn stream(&self) -> &Stream {
+        &self.stream
+    }
+
     /// The socket and the relay response still to be read off it first.
     pub fn into_parts(self) -> (Stream, Option<LazyResponse>) {
         (self.stream, self.response)

@@ -142,6 +142,50 @@ pub fn parse_users(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The auther of a handler or listener, as GOST picks it: the named
+/// `auther` and `authers` (tried in order), or else `auth` (`user:pass@`
+/// on `-L`). Names were checked by `Config::validate`.
+pub fn from_config(
+    root: &crate::config::Config,
+    auther: &str,
+    authers: &[String],
+    auth: Option<&crate::config::AuthConfig>,
+) -> Option<Arc<dyn Auther>> {
+    let named: Vec<Arc<dyn Auther>> = std::iter::once(auther)
+        .chain(authers.iter().map(String::as_str))
+        .filter(|n| !n.is_empty())
+        .filter_map(|n| root.authers.iter().find(|a| a.name == n))
+        .map(named)
+        .collect();
+    if !named.is_empty() {
+        return Some(Arc::new(AutherGroup(named)));
+    }
+    let auth = auth?;
+    if auth.username.is_empty() && auth.password.is_empty() {
+        return None;
+    }
+    Some(Arc::new(StaticAuther::new([(
+        auth.username.clone(),
+        auth.password.clone(),
+    )])))
+}
+
+/// An auther of the top-level `authers` section.
+pub fn named(a: &crate::config::AutherConfig) -> Arc<dyn Auther> {
+    let users = a
+        .auths
+        .iter()
+        .filter(|u| !u.username.is_empty())
+        .map(|u| (u.username.clone(), u.password.clone()));
+    let file = a
+        .file
+        .as_ref()
+        .filter(|f| !f.path.is_empty())
+        .map(|f| f.path.clone().into());
+    let reload = Some(a.reload.0).filter(|r| !r.is_zero());
+    Arc::new(TableAuther::new(&a.name, users, file, reload))
+}
+
 /// Several authers (`handler.authers`): the first that accepts decides.
 pub struct AutherGroup(pub Vec<Arc<dyn Auther>>);
 

@@ -1,0 +1,261 @@
+//! The `sshd` dialer (go-gost/x `dialer/sshd`): one SSH session per node,
+//! made on first use and again once it has died, authenticated with the
+//! node's `user:pass` and/or `privateKeyFile`. Its stream carries no
+//! bytes: the `sshd` connector opens a `direct-tcpip` channel on the
+//! session ([`SshClient`]) for each connection. As in GOST, the server's
+//! host key is not checked.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::client::{AuthResult, Config, Handle};
+use russh::keys::{PrivateKey, PrivateKeyWithHashAlg};
+use tokio::sync::Mutex;
+
+use gost_core::config::DialerConfig;
+use gost_core::stream::{Endpoints, Stream};
+
+use super::{keys, NoData};
+use crate::{BoxFuture, Dialer, Multiplex};
+
+/// GOST's keep-alive defaults (`internal/util/ssh`).
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_RETRIES: usize = 1;
+
+/// A live SSH session to an `sshd` node, for the connector.
+pub struct SshClient {
+    handle: Handle<ClientSide>,
+    ends: Endpoints,
+}
+
+impl SshClient {
+    /// A `direct-tcpip` channel to `addr` (`host:port`), from
+    /// `0.0.0.0:0` as Go's SSH client says.
+    pub async fn direct_tcpip(&self, addr: &str) -> io::Result<Stream> {
+        let (host, port) = gost_core::addr::host_and_port(addr)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let channel = self
+            .handle
+            .channel_open_direct_tcpip(host, u32::from(port), "0.0.0.0", 0)
+            .await
+            .map_err(|e| match e {
+                russh::Error::ChannelOpenFailure(reason) => io::Error::new(
+                    io::ErrorKind::ConnectionRefused,
+                    format!("sshd node refused the direct-tcpip channel: {reason:?}"),
+                ),
+                other => io::Error::other(format!("direct-tcpip channel: {other}")),
+            })?;
+        Ok(Stream::boxed(channel.into_stream(), self.ends))
+    }
+}
+
+struct ClientSide;
+
+impl russh::client::Handler for ClientSide {
+    type Error = russh::Error;
+
+    /// GOST's dialer takes any host key (`InsecureIgnoreHostKey`).
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+#[derive(Debug)]
+struct Login {
+    user: String,
+    password: Option<String>,
+    key: Option<Arc<PrivateKey>>,
+}
+
+pub struct SshdDialer {
+    config: Arc<Config>,
+    login: Login,
+    handshake_timeout: Option<Duration>,
+    sessions: Mutex<HashMap<String, Arc<SshClient>>>,
+}
+
+impl std::fmt::Debug for SshdDialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshdDialer")
+            .field("user", &self.login.user)
+            .field("key", &self.login.key.is_some())
+            .finish()
+    }
+}
+
+impl SshdDialer {
+    pub fn from_config(cfg: &DialerConfig) -> Result<Self, String> {
+        let md = &cfg.metadata;
+        let err = |e: gost_core::metadata::MetadataError| format!("dialer metadata: {e}");
+        if md.get_bool("passphraseFromKeyring").map_err(err)? == Some(true) {
+            return Err(
+                "sshd dialer: passphraseFromKeyring is not supported; give passphrase".into(),
+            );
+        }
+        let key = match md
+            .get_string("privateKeyFile")
+            .map_err(err)?
+            .filter(|k| !k.is_empty())
+        {
+            Some(path) => {
+                let pass = md.get_string("passphrase").map_err(err)?;
+                Some(Arc::new(
+                    keys::load_private_key(&path, pass.as_deref())
+                        .map_err(|e| format!("sshd dialer: {e}"))?,
+                ))
+            }
+            None => None,
+        };
+        let (user, password) = match &cfg.auth {
+            Some(a) => (
+                a.username.clone(),
+                Some(a.password.clone()).filter(|p| !p.is_empty()),
+            ),
+            None => (String::new(), None),
+        };
+        let mut config = Config {
+            nodelay: true,
+            inactivity_timeout: None,
+            ..Default::default()
+        };
+        if md.get_bool("keepalive").map_err(err)? == Some(true) {
+            let interval = match md.get_duration("keepalive.interval").map_err(err)? {
+                Some(d) => Some(d),
+                None => md.get_duration("ttl").map_err(err)?,
+            };
+            config.keepalive_interval = Some(
+                interval
+                    .filter(|d| !d.is_zero())
+                    .unwrap_or(KEEPALIVE_INTERVAL),
+            );
+            config.keepalive_max = md
+                .get_int("keepalive.retries")
+                .map_err(err)?
+                .filter(|n| *n > 0)
+                .map_or(KEEPALIVE_RETRIES, |n| n as usize);
+        }
+        Ok(SshdDialer {
+            config: Arc::new(config),
+            login: Login {
+                user,
+                password,
+                key,
+            },
+            handshake_timeout: md
+                .get_duration("handshakeTimeout")
+                .map_err(err)?
+                .filter(|d| !d.is_zero()),
+            sessions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    async fn new_session(&self, stream: Stream) -> io::Result<SshClient> {
+        let ends = stream.endpoints();
+        let mut handle = russh::client::connect_stream(self.config.clone(), stream, ClientSide)
+            .await
+            .map_err(|e| ssh_io("handshake", e))?;
+        let login = &self.login;
+        let mut ok = false;
+        if let Some(p) = &login.password {
+            ok = accepted(handle.authenticate_password(&login.user, p).await)?;
+        }
+        if let (false, Some(key)) = (ok, &login.key) {
+            let hash = handle
+                .best_supported_rsa_hash()
+                .await
+                .map_err(|e| ssh_io("authentication", e))?
+                .flatten();
+            let key = PrivateKeyWithHashAlg::new(key.clone(), hash);
+            ok = accepted(handle.authenticate_publickey(&login.user, key).await)?;
+        }
+        if !ok && login.password.is_none() && login.key.is_none() {
+            ok = accepted(handle.authenticate_none(&login.user).await)?;
+        }
+        if !ok {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "sshd node refused the login of user \"{}\"",
+                    gost_core::escape::esc(&login.user)
+                ),
+            ));
+        }
+        Ok(SshClient { handle, ends })
+    }
+
+    async fn session(
+        &self,
+        node_addr: &str,
+        connect: BoxFuture<'_, io::Result<Stream>>,
+    ) -> io::Result<Arc<SshClient>> {
+        let mut sessions = self.sessions.lock().await;
+        if let Some(s) = sessions.get(node_addr) {
+            if !s.handle.is_closed() {
+                return Ok(s.clone());
+            }
+            sessions.remove(node_addr);
+        }
+        let made = async { self.new_session(connect.await?).await };
+        let client = match self.handshake_timeout {
+            Some(t) => tokio::time::timeout(t, made).await.map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("sshd handshake: not done within {t:?}"),
+                )
+            })??,
+            None => made.await?,
+        };
+        let client = Arc::new(client);
+        sessions.insert(node_addr.to_string(), client.clone());
+        Ok(client)
+    }
+}
+
+fn accepted(r: Result<AuthResult, russh::Error>) -> io::Result<bool> {
+    r.map(|r| r.success())
+        .map_err(|e| ssh_io("authentication", e))
+}
+
+fn ssh_io(what: &str, e: russh::Error) -> io::Error {
+    match e {
+        russh::Error::IO(e) => io::Error::new(e.kind(), format!("sshd {what}: {e}")),
+        other => io::Error::other(format!("sshd {what}: {other}")),
+    }
+}
+
+impl Dialer for SshdDialer {
+    fn handshake<'a>(
+        &'a self,
+        stream: Stream,
+        node_addr: &'a str,
+    ) -> BoxFuture<'a, io::Result<Stream>> {
+        self.open(node_addr, Box::pin(async move { Ok(stream) }))
+    }
+
+    fn multiplex(&self) -> Option<&dyn Multiplex> {
+        Some(self)
+    }
+}
+
+impl Multiplex for SshdDialer {
+    fn open<'a>(
+        &'a self,
+        node_addr: &'a str,
+        connect: BoxFuture<'a, io::Result<Stream>>,
+    ) -> BoxFuture<'a, io::Result<Stream>> {
+        Box::pin(async move {
+            let client = self.session(node_addr, connect).await?;
+            let ends = client.ends;
+            Ok(Stream::with_extension(
+                NoData("the sshd dialer's connection carries no data itself: use the sshd connector (sshd://)"),
+                ends,
+                client,
+            ))
+        })
+    }
+}
