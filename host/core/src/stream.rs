@@ -8,6 +8,7 @@
 //! socket, not on decrypted or de-framed bytes. The next reads return the
 //! rewound bytes first, whoever reads.
 
+use std::any::Any;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -42,6 +43,9 @@ fn no_address() -> io::Error {
 /// stream stays as small as a TCP one.
 struct Layered<T: ?Sized> {
     ends: Endpoints,
+    /// What the transport hands the stream's user besides bytes (see
+    /// [`Stream::boxed_with`]).
+    attached: Option<Box<dyn Any + Send + Sync>>,
     io: T,
 }
 
@@ -90,8 +94,42 @@ impl Stream {
     /// are (see [`Stream::endpoints`]).
     pub fn boxed(io: impl Io, ends: Endpoints) -> Self {
         Stream {
-            io: Transport::Boxed(Box::new(Layered { ends, io })),
+            io: Transport::Boxed(Box::new(Layered {
+                ends,
+                attached: None,
+                io,
+            })),
             rewind: None,
+        }
+    }
+
+    /// A boxed stream carrying a value for its user to take, as GOST's
+    /// connections carry a context: the `http2` listener hands its
+    /// handler the HTTP/2 request to answer, the `http2` dialer its
+    /// connector the HTTP/2 connection to send a `CONNECT` on. Neither is
+    /// a byte stream, so the value cannot travel as bytes.
+    pub fn boxed_with(io: impl Io, ends: Endpoints, attached: Box<dyn Any + Send + Sync>) -> Self {
+        Stream {
+            io: Transport::Boxed(Box::new(Layered {
+                ends,
+                attached: Some(attached),
+                io,
+            })),
+            rewind: None,
+        }
+    }
+
+    /// Takes the value [`Stream::boxed_with`] attached, when it is a `T`.
+    pub fn take_attached<T: Any>(&mut self) -> Option<Box<T>> {
+        let Transport::Boxed(b) = &mut self.io else {
+            return None;
+        };
+        match b.attached.take()?.downcast::<T>() {
+            Ok(v) => Some(v),
+            Err(other) => {
+                b.attached = Some(other);
+                None
+            }
         }
     }
 

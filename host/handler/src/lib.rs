@@ -7,6 +7,8 @@ pub mod dns;
 pub mod file;
 pub mod forward;
 pub mod http;
+#[cfg(feature = "h2")]
+pub mod http2;
 #[cfg(feature = "mux")]
 mod mbind;
 pub mod relay;

@@ -11,6 +11,8 @@
 pub mod grpc;
 #[cfg(feature = "h2")]
 pub mod h2;
+#[cfg(feature = "h2")]
+pub mod http2;
 pub mod kinds;
 pub mod listener;
 #[cfg(feature = "mux")]
@@ -40,6 +42,8 @@ pub fn register(t: &mut kinds::Transports) {
     mux::register(t);
     #[cfg(feature = "h2")]
     h2::register(t);
+    #[cfg(feature = "h2")]
+    http2::register(t);
     #[cfg(feature = "grpc")]
     grpc::register(t);
     #[cfg(feature = "obfs")]
