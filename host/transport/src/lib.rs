@@ -19,6 +19,8 @@ pub mod listener;
 pub mod mux;
 #[cfg(feature = "obfs")]
 pub mod obfs;
+#[cfg(feature = "pht")]
+pub mod pht;
 #[cfg(feature = "tls")]
 pub mod tls;
 #[cfg(feature = "ws")]
@@ -48,6 +50,8 @@ pub fn register(t: &mut kinds::Transports) {
     grpc::register(t);
     #[cfg(feature = "obfs")]
     obfs::register(t);
+    #[cfg(feature = "pht")]
+    pht::register(t);
 }
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
