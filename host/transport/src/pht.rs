@@ -162,11 +162,19 @@ impl Shared {
             .contains(token)
     }
 
+    /// Ends a tunnel: the handler reads its end (as GOST closes the
+    /// pipe), and the token is remembered to be refused.
     fn end(&self, token: &str) {
-        self.tunnels
+        let gone = self
+            .tunnels
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(token);
+        if let Some(t) = gone {
+            tokio::spawn(async move {
+                let _ = t.push.lock().await.shutdown().await;
+            });
+        }
         let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
         if ended.1.insert(token.to_string()) {
             ended.0.push_back(token.to_string());
