@@ -1182,6 +1182,20 @@ fn register(r: &mut Kinds) {
         build: |_, cfg, deps| Ok(Arc::new(build_http_handler(cfg, deps)?)),
         summary: "HTTP proxy: CONNECT and plain requests, keep-alive, `auth`",
     });
+    #[cfg(feature = "h2")]
+    r.add_handler(HandlerKind {
+        names: &["http2"],
+        caps: HandlerCaps::default(),
+        build: |_, cfg, deps| {
+            let opts = handler_options(cfg, gost_handler::http2::Http2Options::from_metadata)?;
+            Ok(Arc::new(gost_handler::http2::Http2Handler::new(
+                deps.router,
+                deps.auther,
+                opts,
+            )))
+        },
+        summary: "HTTP/2 proxy over the `http2` listener: CONNECT and plain requests, `auth`",
+    });
     r.add_handler(HandlerKind {
         names: &["socks4", "socks4a"],
         caps: HandlerCaps {

@@ -136,9 +136,10 @@ pub fn python_plugin(name: &str, world: &str) -> String {
 }
 
 /// A Python interpreter with the `websockets` package (a WebSocket
-/// client that is not ours), from a virtual environment under
-/// `plugins/target` that is made, and the package installed from PyPI at
-/// the version `tests/requirements.txt` pins, on first use.
+/// client that is not ours) and `h2` (an HTTP/2 client that is not ours),
+/// from a virtual environment under `plugins/target` that is made, and
+/// the packages installed from PyPI at the versions
+/// `tests/requirements.txt` pins, on first use.
 pub fn python_with_websockets() -> PathBuf {
     static VENV: Once = Once::new();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -149,7 +150,7 @@ pub fn python_with_websockets() -> PathBuf {
     let python = venv.join("bin").join("python");
     VENV.call_once(|| {
         let ready = Command::new(&python)
-            .args(["-c", "import websockets"])
+            .args(["-c", "import websockets, h2"])
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
@@ -170,7 +171,7 @@ pub fn python_with_websockets() -> PathBuf {
             .arg(root.join("tests").join("requirements.txt"))
             .status()
             .is_ok_and(|s| s.success());
-        assert!(installed, "pip could not install websockets");
+        assert!(installed, "pip could not install tests/requirements.txt");
     });
     python
 }

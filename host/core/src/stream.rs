@@ -13,7 +13,6 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -44,9 +43,9 @@ fn no_address() -> io::Error {
 /// stream stays as small as a TCP one.
 struct Layered<T: ?Sized> {
     ends: Endpoints,
-    /// What the transport knows of this stream that its bytes do not say
-    /// (see [`Stream::with_extension`]).
-    ext: Option<Arc<dyn Any + Send + Sync>>,
+    /// What the transport hands the stream's user besides bytes (see
+    /// [`Stream::boxed_with`]).
+    attached: Option<Box<dyn Any + Send + Sync>>,
     io: T,
 }
 
@@ -97,35 +96,50 @@ impl Stream {
         Stream {
             io: Transport::Boxed(Box::new(Layered {
                 ends,
-                ext: None,
+                attached: None,
                 io,
             })),
             rewind: None,
         }
     }
 
-    /// A transport's stream that carries more than bytes: the target an
-    /// SSH client asked its `direct-tcpip` channel for, the session a
-    /// `tcpip-forward` request came on. The handler written for that
-    /// transport reads it with [`Stream::extension`]; any other handler
-    /// sees the bytes only.
-    pub fn with_extension(io: impl Io, ends: Endpoints, ext: Arc<dyn Any + Send + Sync>) -> Self {
+    /// A boxed stream carrying a value for its user, as GOST's
+    /// connections carry a context: the `http2` listener hands its
+    /// handler the HTTP/2 request to answer, the `http2` dialer its
+    /// connector the HTTP/2 connection to send a `CONNECT` on, the `sshd`
+    /// listener its handler the target of a `direct-tcpip` channel. None
+    /// of these is bytes, so they cannot travel in the stream. A handler
+    /// or connector written for another transport sees the bytes only.
+    pub fn boxed_with(io: impl Io, ends: Endpoints, attached: Box<dyn Any + Send + Sync>) -> Self {
         Stream {
             io: Transport::Boxed(Box::new(Layered {
                 ends,
-                ext: Some(ext),
+                attached: Some(attached),
                 io,
             })),
             rewind: None,
         }
     }
 
-    /// What the transport attached with [`Stream::with_extension`], when
-    /// it is a `T`.
-    pub fn extension<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+    /// The value [`Stream::boxed_with`] attached, when it is a `T`.
+    pub fn attached<T: Any>(&self) -> Option<&T> {
         match &self.io {
-            Transport::Boxed(b) => b.ext.clone()?.downcast::<T>().ok(),
+            Transport::Boxed(b) => b.attached.as_ref()?.downcast_ref::<T>(),
             Transport::Tcp(_) => None,
+        }
+    }
+
+    /// Takes the value [`Stream::boxed_with`] attached, when it is a `T`.
+    pub fn take_attached<T: Any>(&mut self) -> Option<Box<T>> {
+        let Transport::Boxed(b) = &mut self.io else {
+            return None;
+        };
+        match b.attached.take()?.downcast::<T>() {
+            Ok(v) => Some(v),
+            Err(other) => {
+                b.attached = Some(other);
+                None
+            }
         }
     }
 

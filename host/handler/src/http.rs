@@ -146,7 +146,7 @@ impl HttpOptions {
     }
 }
 
-fn parse_probe_resist(v: &str) -> Result<ProbeResist, MetadataError> {
+pub(crate) fn parse_probe_resist(v: &str) -> Result<ProbeResist, MetadataError> {
     let bad = || MetadataError {
         key: "probeResist".into(),
         value: serde_json::Value::from(v).to_string(),
@@ -168,7 +168,9 @@ fn parse_probe_resist(v: &str) -> Result<ProbeResist, MetadataError> {
 
 /// `header: {Name: value}`; values must be plain strings that are valid
 /// in a header field, since they are written verbatim into responses.
-fn parse_header_map(v: &serde_json::Value) -> Result<Vec<(String, String)>, MetadataError> {
+pub(crate) fn parse_header_map(
+    v: &serde_json::Value,
+) -> Result<Vec<(String, String)>, MetadataError> {
     let bad = || MetadataError {
         key: "header".into(),
         value: v.to_string(),
@@ -1371,7 +1373,7 @@ impl Exchange {
 
 /// The status for a target the router could not reach: GOST answers a
 /// target its bypass refuses with 403, any other failure with 503.
-fn dial_status(e: &gost_chain::router::DialError) -> u16 {
+pub(crate) fn dial_status(e: &gost_chain::router::DialError) -> u16 {
     if e.is_bypass() {
         403
     } else {

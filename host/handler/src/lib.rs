@@ -8,6 +8,8 @@ mod failcodes;
 pub mod file;
 pub mod forward;
 pub mod http;
+#[cfg(feature = "h2")]
+pub mod http2;
 #[cfg(feature = "mux")]
 mod mbind;
 pub mod redirect;

@@ -47,13 +47,14 @@ impl SshdHandler {
         SshdHandler { router, opts }
     }
 
-    async fn serve(&self, stream: Stream, ctx: ConnContext) -> Result<(), HandlerError> {
-        if let Some(target) = stream.extension::<DirectTcpip>() {
-            return self.direct(stream, &target.addr(), ctx).await;
+    async fn serve(&self, mut stream: Stream, ctx: ConnContext) -> Result<(), HandlerError> {
+        if let Some(target) = stream.attached::<DirectTcpip>() {
+            let addr = target.addr();
+            return self.direct(stream, &addr, ctx).await;
         }
-        if let Some(forward) = stream.extension::<RemoteForward>() {
+        if let Some(forward) = stream.take_attached::<RemoteForward>() {
             drop(stream);
-            return self.remote(forward, ctx).await;
+            return self.remote(Arc::from(forward), ctx).await;
         }
         Err(HandlerError::Protocol(
             "the sshd handler serves the sshd listener's channels only (listener type sshd)".into(),

@@ -327,10 +327,10 @@ impl Streams for ServerSession {
 }
 
 /// A client connection to a node and whether its task saw it end.
-struct ClientConn {
-    send: SendRequest<Bytes>,
-    ends: Endpoints,
-    closed: Arc<AtomicBool>,
+pub(crate) struct ClientConn {
+    pub(crate) send: SendRequest<Bytes>,
+    pub(crate) ends: Endpoints,
+    pub(crate) closed: Arc<AtomicBool>,
 }
 
 /// The client side: one HTTP/2 connection per node, a stream per
@@ -353,6 +353,42 @@ impl std::fmt::Debug for H2Dialer {
 }
 
 impl H2Dialer {
+    pub(crate) fn new(tls: Option<TlsDialer>, opts: H2DialerOptions) -> Self {
+        H2Dialer {
+            tls,
+            opts,
+            conns: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The live connection to `node_addr` (a handle on it), or a new one
+    /// over the stream `connect` makes.
+    pub(crate) async fn pooled(
+        &self,
+        node_addr: &str,
+        connect: BoxFuture<'_, io::Result<Stream>>,
+    ) -> io::Result<ClientConn> {
+        let mut conns = self.conns.lock().await;
+        if let Some(c) = conns.get(node_addr) {
+            if !c.closed.load(Ordering::Acquire) {
+                return Ok(ClientConn {
+                    send: c.send.clone(),
+                    ends: c.ends,
+                    closed: c.closed.clone(),
+                });
+            }
+            conns.remove(node_addr);
+        }
+        let c = self.connect(connect.await?, node_addr).await?;
+        let handle = ClientConn {
+            send: c.send.clone(),
+            ends: c.ends,
+            closed: c.closed.clone(),
+        };
+        conns.insert(node_addr.to_string(), c);
+        Ok(handle)
+    }
+
     /// A new HTTP/2 connection over `raw` (after TLS for `h2`), its
     /// task spawned.
     async fn connect(&self, raw: Stream, node_addr: &str) -> io::Result<ClientConn> {
@@ -479,7 +515,7 @@ impl Multiplex for H2Dialer {
 
 /// The listener's TLS config with ALPN `h2` unless the `tls` block names
 /// protocols itself.
-fn h2_server_tls(
+pub(crate) fn h2_server_tls(
     cfg: &gost_core::config::ListenerConfig,
     root: &gost_core::config::Config,
 ) -> Result<TlsUpgrade, String> {
@@ -496,11 +532,7 @@ fn listener_opts(md: &Metadata) -> Result<H2ListenerOptions, String> {
 
 fn dialer(tls: Option<TlsDialer>, md: &Metadata) -> Result<Arc<dyn Dialer>, String> {
     let opts = H2DialerOptions::from_metadata(md).map_err(|e| format!("dialer metadata: {e}"))?;
-    Ok(Arc::new(H2Dialer {
-        tls,
-        opts,
-        conns: tokio::sync::Mutex::new(HashMap::new()),
-    }))
+    Ok(Arc::new(H2Dialer::new(tls, opts)))
 }
 
 pub fn register(r: &mut Transports) {

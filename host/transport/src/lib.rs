@@ -11,12 +11,16 @@
 pub mod grpc;
 #[cfg(feature = "h2")]
 pub mod h2;
+#[cfg(feature = "h2")]
+pub mod http2;
 pub mod kinds;
 pub mod listener;
 #[cfg(feature = "mux")]
 pub mod mux;
 #[cfg(feature = "obfs")]
 pub mod obfs;
+#[cfg(feature = "pht")]
+pub mod pht;
 #[cfg(feature = "ssh")]
 pub mod ssh;
 #[cfg(feature = "tls")]
@@ -44,12 +48,16 @@ pub fn register(t: &mut kinds::Transports) {
     mux::register(t);
     #[cfg(feature = "h2")]
     h2::register(t);
+    #[cfg(feature = "h2")]
+    http2::register(t);
     #[cfg(feature = "grpc")]
     grpc::register(t);
     #[cfg(feature = "obfs")]
     obfs::register(t);
     #[cfg(feature = "ssh")]
     ssh::register(t);
+    #[cfg(feature = "pht")]
+    pht::register(t);
 }
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -6,6 +6,8 @@
 
 pub mod bind;
 pub mod http;
+#[cfg(feature = "h2")]
+pub mod http2;
 pub mod relay;
 pub mod sni;
 pub mod socks4;
@@ -458,6 +460,13 @@ pub fn register(r: &mut Connectors) {
         udp: false,
         build: |_, _| Ok(Box::new(UnixConnector)),
         summary: "none: the node is a unix socket (with the `unix` dialer), the destination",
+    });
+    #[cfg(feature = "h2")]
+    r.add(ConnectorKind {
+        names: &["http2"],
+        udp: false,
+        build: |md, c| Ok(Box::new(http2::Http2Connector::new(c.auth, md)?)),
+        summary: "HTTP/2 CONNECT over the `http2` dialer, with `auth` and extra `header`s",
     });
     sni::register(r);
     tunnel::register(r);

@@ -30,7 +30,11 @@ impl Connector for SshdConnector {
         addr: &'a str,
     ) -> BoxFuture<'a, Result<(), ConnectError>> {
         Box::pin(async move {
-            let Some(client) = stream.stream().extension::<SshClient>() else {
+            let Some(client) = stream
+                .stream()
+                .attached::<std::sync::Arc<SshClient>>()
+                .cloned()
+            else {
                 return Err(ConnectError::Io {
                     connector: "sshd",
                     source: io::Error::new(

@@ -155,11 +155,14 @@ impl Drop for H2Stream {
     /// reset would also discard what is still queued for it (a handler
     /// that fails on an empty request would lose the 200 sent before).
     fn drop(&mut self) {
+        // A peer that ended its side before we read anything (a request
+        // without a body) is done too.
+        let read_done = self.read_done || self.recv.is_end_stream();
         if self.write_done {
-            if !self.read_done {
+            if !read_done {
                 self.send.send_reset(Reason::CANCEL);
             }
-        } else if self.read_done {
+        } else if read_done {
             let _ = self.send.send_data(Bytes::new(), true);
         } else {
             self.send.send_reset(Reason::CANCEL);

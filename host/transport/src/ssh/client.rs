@@ -251,10 +251,10 @@ impl Multiplex for SshdDialer {
         Box::pin(async move {
             let client = self.session(node_addr, connect).await?;
             let ends = client.ends;
-            Ok(Stream::with_extension(
+            Ok(Stream::boxed_with(
                 NoData("the sshd dialer's connection carries no data itself: use the sshd connector (sshd://)"),
                 ends,
-                client,
+                Box::new(client),
             ))
         })
     }

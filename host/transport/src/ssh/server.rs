@@ -449,10 +449,10 @@ impl russh::server::Handler for ServerSide {
             host: host.to_string(),
             port,
         };
-        permit.send(Stream::with_extension(
+        permit.send(Stream::boxed_with(
             channel.into_stream(),
             self.ends,
-            Arc::new(target),
+            Box::new(target),
         ));
         Ok(())
     }
@@ -476,10 +476,10 @@ impl russh::server::Handler for ServerSide {
             reply: Mutex::new(Some(reply)),
             done: done.clone(),
         };
-        permit.send(Stream::with_extension(
+        permit.send(Stream::boxed_with(
             NoData("a tcpip-forward request carries no data; the sshd handler serves it"),
             self.ends,
-            Arc::new(forward),
+            Box::new(forward),
         ));
         match tokio::time::timeout(FORWARD_REPLY_TIMEOUT, answer).await {
             Ok(Ok(Ok(bound))) => {
