@@ -271,9 +271,16 @@ impl MultiplexUpgrade for SshdUpgrade {
     }
 }
 
+/// A client gone before its version line (a port probe, a health check)
+/// keeps a disconnect's kind, so the service does not count it as an
+/// error, as GOST does not.
 fn ssh_error(e: russh::Error) -> io::Error {
     match e {
         russh::Error::IO(e) => e,
+        russh::Error::Disconnect => io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "sshd: client disconnected before the handshake",
+        ),
         other => io::Error::other(format!("sshd: {other}")),
     }
 }
