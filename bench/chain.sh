@@ -14,32 +14,14 @@ set -uo pipefail
 
 ALL_SYSTEMS="direct gost-1hop gost-2hop"
 
-usage() {
-    cat <<EOF2
-usage: bench/chain.sh [options]
-  --quick            short smoke run (2 rounds, 2 s per metric)
-  --rounds N         repetitions; every round runs every system in turn (default 3)
-  --systems "LIST"   subset/order of: $ALL_SYSTEMS (default: all)
-  --seconds S        measured window of the connection-rate test (default 8)
-  --no-build         use the existing release binaries
-  -h, --help         this text
-environment:
-  CARGO_TARGET_DIR   where the release binaries are (default: <repo>/target)
-  GOST_BIN           gost binary to test (default: \$CARGO_TARGET_DIR/release/gost)
-EOF2
-}
+usage() { usage_common chain.sh; }
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
 parse_args "$@"
 
-if [ "$QUICK" = 1 ]; then
-    ROUNDS=${ROUNDS:-2}; WINDOW=${WINDOW:-2}; BULK_S=2; WARMUP=0.3
-else
-    ROUNDS=${ROUNDS:-3}; WINDOW=${WINDOW:-8}; BULK_S=5; WARMUP=0.5
-fi
-CR_WORKERS=32   # concurrent connect/CONNECT/request/close loops
+run_settings
 
 bench_paths chain
 build_binaries gost-1hop gost-2hop

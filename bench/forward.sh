@@ -18,24 +18,14 @@ ALL_SYSTEMS="direct gost haproxy socat"
 OPTIONAL_SYSTEMS="gost-bp haproxy-bp gost-old"
 
 usage() {
+    usage_common forward.sh "1,000 idle connections"
     cat <<'EOF'
-usage: bench/forward.sh [options]
-  --quick            short smoke run (2 rounds, 2 s per metric, 1,000 idle connections)
-  --rounds N         repetitions; every round runs every system in turn (default 3)
-  --systems "LIST"   subset/order of: direct gost haproxy socat (default: all),
-                     plus gost-bp and haproxy-bp, the busy-polling variants,
-                     and gost-old (GOST_OLD_BIN)
-  --idle-conns N     idle connections held for the memory metric (default 9000)
-  --seconds S        measured window of keep-alive and connection-rate tests (default 8)
-  --no-build         use the existing release binaries
-  -h, --help         this text
-environment:
-  CARGO_TARGET_DIR   where the release binaries are (default: <repo>/target)
-  GOST_BIN           gost binary to test (default: $CARGO_TARGET_DIR/release/gost)
   GOST_EXTRA_ARGS    extra arguments for gost, e.g. "-C bench.yaml" (default: none)
   SINK_RCVBUF        fixed SO_RCVBUF of the bulk sink in bytes (default: kernel autotuning)
   BUSY_POLL          GOST_BUSY_POLL window of gost-bp (default: 1ms)
   GOST_OLD_BIN       the gost binary of system gost-old (an earlier build)
+systems: direct gost haproxy socat by default; gost-bp and haproxy-bp are
+the busy-polling variants, gost-old runs GOST_OLD_BIN
 EOF
 }
 
@@ -45,15 +35,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 IDLE_OPTION=1
 parse_args "$@"
 
-if [ "$QUICK" = 1 ]; then
-    ROUNDS=${ROUNDS:-2}; IDLE_N=${IDLE_N:-1000}; WINDOW=${WINDOW:-2}
-    BULK_S=2; WARMUP=0.3; SETTLE=0.5; HOLD=1.0
-else
-    ROUNDS=${ROUNDS:-3}; IDLE_N=${IDLE_N:-9000}; WINDOW=${WINDOW:-8}
-    BULK_S=5; WARMUP=0.5; SETTLE=1.0; HOLD=1.5
-fi
-KA_CONNS=50     # keep-alive connections, one request outstanding each
-CR_WORKERS=32   # concurrent connect/request/close loops
+run_settings
 
 bench_paths forward
 build_binaries gost gost-bp

@@ -20,38 +20,15 @@ set -uo pipefail
 
 ALL_SYSTEMS="socks5-tls http2 relay-pht"
 
-usage() {
-    cat <<EOF2
-usage: bench/http2.sh [options]
-  --quick            short smoke run (2 rounds, 2 s per metric, 500 idle connections)
-  --rounds N         repetitions; every round runs every system in turn (default 3)
-  --systems "LIST"   subset/order of: $ALL_SYSTEMS (default: all)
-  --idle-conns N     idle connections held for the per-connection memory metric (default 2000)
-  --seconds S        measured window of keep-alive and connection-rate tests (default 8)
-  --no-build         use the existing binaries
-  -h, --help         this text
-environment:
-  CARGO_TARGET_DIR   where the release binaries are (default: <repo>/target)
-  GOST_BIN           gost binary to test, not built (default: \$CARGO_TARGET_DIR/release/gost)
-  LOADGEN_BIN        load generator binary, not built (default: \$CARGO_TARGET_DIR/release/loadgen)
-EOF2
-}
+usage() { usage_common http2.sh "500 idle connections"; }
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
-IDLE_OPTION=1
+IDLE_OPTION=1; IDLE_QUICK=500; IDLE_FULL=2000
 parse_args "$@"
 
-if [ "$QUICK" = 1 ]; then
-    ROUNDS=${ROUNDS:-2}; IDLE_N=${IDLE_N:-500}; WINDOW=${WINDOW:-2}
-    BULK_S=2; WARMUP=0.3; SETTLE=0.5; HOLD=1.0
-else
-    ROUNDS=${ROUNDS:-3}; IDLE_N=${IDLE_N:-2000}; WINDOW=${WINDOW:-8}
-    BULK_S=5; WARMUP=0.5; SETTLE=1.0; HOLD=1.5
-fi
-KA_CONNS=50     # keep-alive connections, one request outstanding each
-CR_WORKERS=32   # concurrent connect/SOCKS5/request/close loops
+run_settings
 
 bench_paths http2
 build_binaries socks5-tls http2 relay-pht

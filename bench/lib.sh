@@ -150,6 +150,45 @@ parse_args() {
     done
 }
 
+# usage_common NAME [QUICK_DETAIL]: the options and environment every
+# script takes, the start of its usage(); with IDLE_OPTION=1 also
+# --idle-conns, whose full-run default is IDLE_FULL (9000).
+usage_common() {
+    cat <<EOF
+usage: bench/$1 [options]
+  --quick            short smoke run (2 rounds, 2 s per metric${2:+, $2})
+  --rounds N         repetitions; every round runs every system in turn (default 3)
+  --systems "LIST"   subset/order of: $ALL_SYSTEMS${OPTIONAL_SYSTEMS:+ $OPTIONAL_SYSTEMS} (default: all)
+EOF
+    if [ "${IDLE_OPTION:-0}" = 1 ]; then
+        echo "  --idle-conns N     idle connections held for the memory metric (default ${IDLE_FULL:-9000})"
+    fi
+    cat <<'EOF'
+  --seconds S        measured window of the timed tests (default 8)
+  --no-build         use the existing binaries
+  -h, --help         this text
+environment:
+  CARGO_TARGET_DIR   where the release binaries are (default: <repo>/target)
+  GOST_BIN           gost binary to test, not built (default: $CARGO_TARGET_DIR/release/gost)
+  LOADGEN_BIN        load generator binary, not built (default: $CARGO_TARGET_DIR/release/loadgen)
+EOF
+}
+
+# run_settings: the rounds, windows and loads of a quick or a full run;
+# what the command line gave (--rounds, --seconds, --idle-conns) wins.
+# Idle connections default to IDLE_QUICK (1000) and IDLE_FULL (9000).
+run_settings() {
+    if [ "$QUICK" = 1 ]; then
+        ROUNDS=${ROUNDS:-2}; IDLE_N=${IDLE_N:-${IDLE_QUICK:-1000}}; WINDOW=${WINDOW:-2}
+        BULK_S=2; WARMUP=0.3; SETTLE=0.5; HOLD=1.0
+    else
+        ROUNDS=${ROUNDS:-3}; IDLE_N=${IDLE_N:-${IDLE_FULL:-9000}}; WINDOW=${WINDOW:-8}
+        BULK_S=5; WARMUP=0.5; SETTLE=1.0; HOLD=1.5
+    fi
+    KA_CONNS=50     # keep-alive connections, one request outstanding each
+    CR_WORKERS=32   # concurrent connect/handshake/request/close loops
+}
+
 # bench_paths NAME: binaries, and the results file of this run of NAME.
 # GOST_BIN and LOADGEN_BIN name prebuilt binaries (not built then).
 bench_paths() {

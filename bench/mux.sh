@@ -22,40 +22,20 @@ ALL_SYSTEMS="socks5-tls socks5-mtls socks5-h2 socks5-grpc"
 OPTIONAL_SYSTEMS="mtls-sessions"
 
 usage() {
-    cat <<EOF2
-usage: bench/mux.sh [options]
-  --quick            short smoke run (2 rounds, 2 s per metric, 1,000 idle streams, 200 sessions)
-  --rounds N         repetitions; every round runs every system in turn (default 3)
-  --systems "LIST"   subset/order of: $ALL_SYSTEMS $OPTIONAL_SYSTEMS
-                     (default: all; mtls-sessions is the idle-session metric alone)
-  --idle-conns N     idle connections held for the per-connection memory metric (default 5000)
-  --seconds S        measured window of keep-alive and connection-rate tests (default 8)
-  --no-build         use the existing binaries
-  -h, --help         this text
-environment:
-  CARGO_TARGET_DIR   where the release binaries are (default: <repo>/target)
-  GOST_BIN           gost binary to test, not built (default: \$CARGO_TARGET_DIR/release/gost)
-  LOADGEN_BIN        load generator binary, not built (default: \$CARGO_TARGET_DIR/release/loadgen)
-  SESSIONS           idle sessions for the per-session memory metric (default 500)
-EOF2
+    usage_common mux.sh "1,000 idle streams, 200 sessions"
+    echo "  SESSIONS           idle sessions for the per-session memory metric (default 500)"
+    echo "(mtls-sessions is the idle-session metric alone)"
 }
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
-IDLE_OPTION=1
+IDLE_OPTION=1; IDLE_FULL=5000
 parse_args "$@"
 case " $SYSTEMS " in *" socks5-mtls "*) SYSTEMS="$SYSTEMS mtls-sessions" ;; esac
 
-if [ "$QUICK" = 1 ]; then
-    ROUNDS=${ROUNDS:-2}; IDLE_N=${IDLE_N:-1000}; WINDOW=${WINDOW:-2}; SESSIONS=${SESSIONS:-200}
-    BULK_S=2; WARMUP=0.3; SETTLE=0.5; HOLD=1.0
-else
-    ROUNDS=${ROUNDS:-3}; IDLE_N=${IDLE_N:-5000}; WINDOW=${WINDOW:-8}; SESSIONS=${SESSIONS:-500}
-    BULK_S=5; WARMUP=0.5; SETTLE=1.0; HOLD=1.5
-fi
-KA_CONNS=50     # keep-alive connections, one request outstanding each
-CR_WORKERS=32   # concurrent connect/SOCKS5/request/close loops
+run_settings
+if [ "$QUICK" = 1 ]; then SESSIONS=${SESSIONS:-200}; else SESSIONS=${SESSIONS:-500}; fi
 
 bench_paths mux
 build_binaries socks5-tls socks5-mtls socks5-h2 socks5-grpc mtls-sessions

@@ -15,18 +15,13 @@ set -uo pipefail
 ALL_SYSTEMS="direct native wasm wasm-isolated"
 
 usage() {
-    cat <<EOF2
-usage: bench/plugin.sh [options]
-  --quick            short smoke run (2 rounds, 2 s per metric)
-  --rounds N         repetitions; every round runs every system in turn (default 3)
-  --systems "LIST"   subset/order of: $ALL_SYSTEMS (default: all)
-  --seconds S        measured window of keep-alive and connection-rate tests (default 8)
-  --no-build         use the existing release binaries and plugins
-  -h, --help         this text
+    usage_common plugin.sh
+    cat <<'EOF2'
 systems:
   native          gost -L socks5://...
   wasm            gost -L wasm://...?plugin=socks5.wasm (warm instances, the default)
   wasm-isolated   the same with isolation=per-connection (a fresh instance each)
+(--no-build also uses the existing plugins)
 EOF2
 }
 
@@ -35,13 +30,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$ROOT/bench/lib.sh"
 parse_args "$@"
 
-if [ "$QUICK" = 1 ]; then
-    ROUNDS=${ROUNDS:-2}; WINDOW=${WINDOW:-2}; BULK_S=2; WARMUP=0.3
-else
-    ROUNDS=${ROUNDS:-3}; WINDOW=${WINDOW:-8}; BULK_S=5; WARMUP=0.5
-fi
-KA_CONNS=50
-CR_WORKERS=32
+run_settings
 
 bench_paths plugin
 PLUGIN=$ROOT/plugins/target/wasm32-wasip2/release/socks5.wasm

@@ -17,22 +17,9 @@ set -uo pipefail
 ALL_SYSTEMS="direct gost-tls haproxy-tls stunnel gost-socks5-tls gost-relay-tls"
 
 usage() {
-    cat <<EOF2
-usage: bench/tls.sh [options]
-  --quick            short smoke run (2 rounds, 2 s per metric, 1,000 idle connections)
-  --rounds N         repetitions; every round runs every system in turn (default 3)
-  --systems "LIST"   subset/order of: $ALL_SYSTEMS (default: all)
-  --idle-conns N     idle TLS connections held for the memory metric (default 9000)
-  --seconds S        measured window of keep-alive and connection-rate tests (default 8)
-  --no-build         use the existing binaries
-  -h, --help         this text
-environment:
-  CARGO_TARGET_DIR   where the release binaries are (default: <repo>/target)
-  GOST_BIN           gost binary to test, not built (default: \$CARGO_TARGET_DIR/release/gost)
-  LOADGEN_BIN        load generator binary, not built (default: \$CARGO_TARGET_DIR/release/loadgen)
-  GOST_EXTRA_ARGS    extra arguments for gost, e.g. "-C bench.yaml" (default: none)
-  SINK_RCVBUF        fixed SO_RCVBUF of the bulk sink in bytes (default: kernel autotuning)
-EOF2
+    usage_common tls.sh "1,000 idle connections"
+    echo "  GOST_EXTRA_ARGS    extra arguments for gost, e.g. \"-C bench.yaml\" (default: none)"
+    echo "  SINK_RCVBUF        fixed SO_RCVBUF of the bulk sink in bytes (default: kernel autotuning)"
 }
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -41,15 +28,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 IDLE_OPTION=1
 parse_args "$@"
 
-if [ "$QUICK" = 1 ]; then
-    ROUNDS=${ROUNDS:-2}; IDLE_N=${IDLE_N:-1000}; WINDOW=${WINDOW:-2}
-    BULK_S=2; WARMUP=0.3; SETTLE=0.5; HOLD=1.0
-else
-    ROUNDS=${ROUNDS:-3}; IDLE_N=${IDLE_N:-9000}; WINDOW=${WINDOW:-8}
-    BULK_S=5; WARMUP=0.5; SETTLE=1.0; HOLD=1.5
-fi
-KA_CONNS=50     # keep-alive connections, one request outstanding each
-CR_WORKERS=32   # concurrent connect/TLS handshake/request/close loops
+run_settings
 
 bench_paths tls
 

@@ -18,21 +18,9 @@ set -uo pipefail
 ALL_SYSTEMS="direct socks5 socks5+ws socks5+wss"
 
 usage() {
-    cat <<EOF2
-usage: bench/ws.sh [options]
-  --quick            short smoke run (2 rounds, 2 s per metric)
-  --rounds N         repetitions; every round runs every system in turn (default 3)
-  --systems "LIST"   subset/order of: $ALL_SYSTEMS (default: all)
-  --seconds S        measured window of the connection-rate test (default 8)
-  --no-build         use the existing binaries
-  -h, --help         this text
-environment:
-  CARGO_TARGET_DIR   where the release binaries are (default: <repo>/target)
-  GOST_BIN           gost binary to test, not built (default: \$CARGO_TARGET_DIR/release/gost)
-  LOADGEN_BIN        load generator binary, not built (default: \$CARGO_TARGET_DIR/release/loadgen)
-  GOST_EXTRA_ARGS    extra arguments for both gost processes (default: none)
-  SINK_RCVBUF        fixed SO_RCVBUF of the bulk sink in bytes (default: kernel autotuning)
-EOF2
+    usage_common ws.sh
+    echo "  GOST_EXTRA_ARGS    extra arguments for both gost processes (default: none)"
+    echo "  SINK_RCVBUF        fixed SO_RCVBUF of the bulk sink in bytes (default: kernel autotuning)"
 }
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -40,12 +28,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$ROOT/bench/lib.sh"
 parse_args "$@"
 
-if [ "$QUICK" = 1 ]; then
-    ROUNDS=${ROUNDS:-2}; WINDOW=${WINDOW:-2}; BULK_S=2; WARMUP=0.3
-else
-    ROUNDS=${ROUNDS:-3}; WINDOW=${WINDOW:-8}; BULK_S=5; WARMUP=0.5
-fi
-CR_WORKERS=32   # concurrent connect/SOCKS5/request/close loops
+run_settings
 
 bench_paths ws
 build_binaries socks5 socks5+ws socks5+wss
