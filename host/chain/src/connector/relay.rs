@@ -235,30 +235,46 @@ fn name_feature(path: &str) -> Result<Vec<u8>, ConnectError> {
 
 /// A BIND response `VER STATUS FLEN(2) FEATURES`: the bound address from
 /// its address feature, when it has one; an error for a refusal.
-fn parse_bind_response(head: [u8; 4], mut features: &[u8]) -> Result<Option<String>, ConnectError> {
-    let bad = |msg: String| ConnectError::BadReply {
-        connector: NAME,
-        msg,
-    };
+fn parse_bind_response(head: [u8; 4], features: &[u8]) -> Result<Option<String>, ConnectError> {
+    let mut bound = None;
+    for (kind, data) in bind_answer(NAME, "BIND", head, features)? {
+        if kind == FEATURE_ADDR {
+            bound = Some(parse_addr(data).map_err(|msg| bad_reply(NAME, msg))?);
+        }
+    }
+    Ok(bound)
+}
+
+fn bad_reply(connector: &'static str, msg: String) -> ConnectError {
+    ConnectError::BadReply { connector, msg }
+}
+
+/// The features of a relay BIND answer (the relay and tunnel connectors'
+/// `VER STATUS FLEN(2) FEATURES`), once its version is known and its
+/// status says yes; `what` names the request in a refusal.
+pub(super) fn bind_answer<'f>(
+    connector: &'static str,
+    what: &str,
+    head: [u8; 4],
+    mut features: &'f [u8],
+) -> Result<Vec<(u8, &'f [u8])>, ConnectError> {
     if head[0] != VERSION {
-        return Err(bad(format!("version {}", head[0])));
+        return Err(bad_reply(connector, format!("version {}", head[0])));
     }
     if head[1] != 0 {
         return Err(ConnectError::Refused {
-            connector: NAME,
-            reply: format!("BIND: status {} ({})", head[1], status_text(head[1])),
+            connector,
+            reply: format!("{what}: status {} ({})", head[1], status_text(head[1])),
         });
     }
-    let mut bound = None;
+    let mut out = Vec::new();
     while !features.is_empty() {
-        let (kind, data, rest) =
-            split_feature(features).ok_or_else(|| bad("truncated feature".into()))?;
-        if kind == FEATURE_ADDR {
-            bound = Some(parse_addr(data).map_err(bad)?);
-        }
+        let (kind, data, rest) = split_feature(features)
+            .ok_or_else(|| bad_reply(connector, "truncated feature".into()))?;
+        out.push((kind, data));
         features = rest;
     }
-    Ok(bound)
+    Ok(out)
 }
 
 impl super::Connector for RelayConnector {

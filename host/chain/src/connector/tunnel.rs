@@ -15,8 +15,7 @@ use super::upstream::Upstream;
 use super::{write_all, ConnectError, ConnectorBuildError, ConnectorKind, Connectors, Credentials};
 use gost_core::metadata::Metadata;
 use gost_proto::relay::{
-    split_feature, status_text, CMD_BIND, CMD_CONNECT, FEATURE_ADDR, FEATURE_TUNNEL, FLAG_UDP,
-    NETWORK_UDP, VERSION,
+    CMD_BIND, CMD_CONNECT, FEATURE_ADDR, FEATURE_TUNNEL, FLAG_UDP, NETWORK_UDP,
 };
 use gost_proto::tunnel::{encode, Feature, TunnelId};
 use gost_transport::BoxFuture;
@@ -194,39 +193,25 @@ fn refused(msg: String) -> ConnectError {
 /// A BIND answer: the endpoint (visitors' address) and the connector id.
 fn parse_bind_response(
     head: [u8; 4],
-    mut features: &[u8],
+    features: &[u8],
 ) -> Result<(String, gost_proto::tunnel::ConnectorId), ConnectError> {
-    let bad = |msg: String| ConnectError::BadReply {
-        connector: NAME,
-        msg,
-    };
-    if head[0] != VERSION {
-        return Err(bad(format!("version {}", head[0])));
-    }
-    if head[1] != 0 {
-        return Err(ConnectError::Refused {
-            connector: NAME,
-            reply: format!(
-                "create tunnel: status {} ({})",
-                head[1],
-                status_text(head[1])
-            ),
-        });
-    }
     let mut bound = String::new();
     let mut connector = gost_proto::tunnel::ConnectorId::default();
-    while !features.is_empty() {
-        let (kind, data, rest) =
-            split_feature(features).ok_or_else(|| bad("truncated feature".into()))?;
+    for (kind, data) in super::relay::bind_answer(NAME, "create tunnel", head, features)? {
         match kind {
-            FEATURE_ADDR => bound = gost_proto::relay::parse_addr(data).map_err(bad)?,
+            FEATURE_ADDR => {
+                bound =
+                    gost_proto::relay::parse_addr(data).map_err(|msg| ConnectError::BadReply {
+                        connector: NAME,
+                        msg,
+                    })?
+            }
             FEATURE_TUNNEL if data.len() >= 16 => {
                 let n = data.len().min(20);
                 connector.0[..n].copy_from_slice(&data[..n]);
             }
             _ => {}
         }
-        features = rest;
     }
     Ok((bound, connector))
 }
