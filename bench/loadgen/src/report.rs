@@ -71,6 +71,18 @@ const METRICS: &[Metric] = &[
         param: None,
     },
     Metric {
+        test: "dns",
+        field: "qps",
+        title: "DNS queries/s, warm cache",
+        param: Some(("outstanding", "outstanding")),
+    },
+    Metric {
+        test: "dns",
+        field: "queries_per_cpu_s",
+        title: "DNS queries per proxy CPU-s",
+        param: None,
+    },
+    Metric {
         test: "idle",
         field: "pss_kib_per_conn",
         title: "Idle connection, PSS KiB/conn",
