@@ -558,6 +558,23 @@ pub(crate) fn bind_listener(
                 .map_err(bind_err)?,
             )
         }
+        Socket::RedirectUdp => {
+            // GOST's redu sessions idle out after 30s unless `ttl` says.
+            let dflt = UdpOptions {
+                ttl: std::time::Duration::from_secs(30),
+                ..UdpOptions::default()
+            };
+            let opts = match lmd {
+                Some(m) => {
+                    udp_options_from(m, dflt).map_err(|e| md_err(cfg, "listener.metadata", e))?
+                }
+                None => dflt,
+            };
+            Box::new(
+                gost_transport::listener::redu::RedirectUdpListen::bind(addr, opts)
+                    .map_err(bind_err)?,
+            )
+        }
         Socket::Udp => {
             let opts = match lmd {
                 Some(m) => udp_options(m).map_err(|e| md_err(cfg, "listener.metadata", e))?,
@@ -834,7 +851,14 @@ fn build_tunnel(
 }
 
 fn udp_options(md: &gost_core::metadata::Metadata) -> Result<UdpOptions, MetadataError> {
-    let d = UdpOptions::default();
+    udp_options_from(md, UdpOptions::default())
+}
+
+/// The UDP listener keys over defaults `d`.
+fn udp_options_from(
+    md: &gost_core::metadata::Metadata,
+    d: UdpOptions,
+) -> Result<UdpOptions, MetadataError> {
     let pos =
         |v: Option<i64>, dflt: usize| v.filter(|v| *v > 0).map(|v| v as usize).unwrap_or(dflt);
     Ok(UdpOptions {
@@ -1151,6 +1175,15 @@ fn register(r: &mut Kinds) {
             )))
         },
         summary: "transparent TCP proxy: the original destination from SO_ORIGINAL_DST (REDIRECT) or, with `tproxy`, the socket (TPROXY); `sniffing` routes by Host/SNI",
+    });
+    r.add_handler(HandlerKind {
+        names: &["redu"],
+        caps: HandlerCaps {
+            udp: true,
+            ..Default::default()
+        },
+        build: |_, _, deps| Ok(Arc::new(gost_handler::redu::RedirectUdpHandler::new(deps.router))),
+        summary: "transparent UDP proxy: each `redu` session to its original destination, directly or through the chain",
     });
     r.add_handler(HandlerKind {
         names: &["unix"],

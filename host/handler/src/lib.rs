@@ -13,6 +13,7 @@ pub mod http2;
 #[cfg(feature = "mux")]
 mod mbind;
 pub mod redirect;
+pub mod redu;
 pub mod relay;
 pub mod sni;
 pub mod sniffing;

@@ -20,6 +20,9 @@ pub enum Socket {
     ReverseUdp,
     /// TCP for GOST's `red` listener: `tproxy` and `reuseport` metadata.
     Redirect,
+    /// UDP for GOST's `redu` listener: transparent, with each datagram's
+    /// original destination.
+    RedirectUdp,
     /// A unix socket at the path the service's address names (`unix`).
     Unix,
     /// Nothing bound here: the socket is bound on the last node of the
