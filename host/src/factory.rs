@@ -582,6 +582,31 @@ pub(crate) fn bind_listener(
             };
             Box::new(UdpListen::bind(addr, opts).map_err(bind_err)?)
         }
+        #[cfg(feature = "tun")]
+        Socket::Tun => {
+            let empty = gost_core::metadata::Metadata::default();
+            let config = gost_transport::tun::TunConfig::from_metadata(lmd.unwrap_or(&empty))
+                .map_err(|e| svc_err(cfg, e))?;
+            let handler = cfg
+                .handler
+                .as_ref()
+                .map(|h| h.r#type.as_str())
+                .unwrap_or_default();
+            if handler != "tun" {
+                return Err(svc_err(
+                    cfg,
+                    format!("the tun listener works with the tun handler only, not {handler:?}"),
+                ));
+            }
+            Box::new(gost_transport::tun::TunListen::bind(addr, config).map_err(bind_err)?)
+        }
+        #[cfg(not(feature = "tun"))]
+        Socket::Tun => {
+            return Err(svc_err(
+                cfg,
+                "listener type 'tun' needs the tun feature, which this build lacks",
+            ))
+        }
         Socket::Unix => {
             let mode = match lmd {
                 Some(m) => gost_transport::unix::mode_from_metadata(m)
@@ -687,6 +712,36 @@ fn dns_listener_socket(
             format!("dns listener mode {other:?} is not one of udp, tcp, tls"),
         )),
     }
+}
+
+/// The addresses of the forwarder's nodes (its own, or its hop's), for
+/// handlers that dial them themselves (`tun`).
+#[cfg(feature = "tun")]
+fn forwarder_addrs(root: &Config, cfg: &ServiceConfig) -> Result<Vec<String>, BuildError> {
+    let Some(fwd) = &cfg.forwarder else {
+        return Ok(Vec::new());
+    };
+    let addrs: Vec<String> = if fwd.hop.is_empty() {
+        fwd.nodes.iter().map(|n| n.addr.clone()).collect()
+    } else {
+        root.hops
+            .iter()
+            .find(|h| h.name == fwd.hop)
+            .ok_or_else(|| svc_err(cfg, format!("forwarder.hop \"{}\" not found", fwd.hop)))?
+            .nodes
+            .iter()
+            .map(|n| n.addr.clone())
+            .collect()
+    };
+    for a in &addrs {
+        if gost_core::addr::split_host_port(a).is_err() {
+            return Err(svc_err(
+                cfg,
+                format!("forwarder node {a:?}: the tun handler needs host:port (GOST's raw IP tunnel is not supported)"),
+            ));
+        }
+    }
+    Ok(addrs)
 }
 
 /// The service's auther, as GOST picks it: the named `handler.auther` and
@@ -1184,6 +1239,32 @@ fn register(r: &mut Kinds) {
         },
         build: |_, _, deps| Ok(Arc::new(gost_handler::redu::RedirectUdpHandler::new(deps.router))),
         summary: "transparent UDP proxy: each `redu` session to its original destination, directly or through the chain",
+    });
+    #[cfg(feature = "tun")]
+    r.add_handler(HandlerKind {
+        names: &["tun"],
+        caps: HandlerCaps {
+            udp: true,
+            forwarder: true,
+            ..Default::default()
+        },
+        build: |root, cfg, deps| {
+            let listener = cfg.listener.as_ref().map(|l| l.r#type.as_str()).unwrap_or_default();
+            if listener != "tun" {
+                return Err(svc_err(
+                    cfg,
+                    format!("the tun handler works with the tun listener only, not {listener:?}"),
+                ));
+            }
+            let opts = handler_options(cfg, gost_handler::tun::TunOptions::from_metadata)?;
+            Ok(Arc::new(gost_handler::tun::TunHandler::new(
+                deps.router,
+                deps.auther,
+                forwarder_addrs(root, cfg)?,
+                opts,
+            )))
+        },
+        summary: "GOST's TUN tunnel: the `tun` listener's device joined to a UDP tunnel of IP packets; a client (with a forwarder: the server) or the server",
     });
     r.add_handler(HandlerKind {
         names: &["unix"],

@@ -15,110 +15,12 @@
 //! why and passes without running. The manual steps are in
 //! docs/handlers.md.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use gost_e2e::netns::{gost_in, system_python, Killed, Netns};
 use gost_e2e::*;
-
-/// A network namespace, deleted when dropped.
-struct Netns(String);
-
-impl Netns {
-    /// A fresh namespace with its loopback up; `None` (with the reason
-    /// printed) when this machine does not allow it.
-    fn create(tag: &str) -> Option<Netns> {
-        // SAFETY: geteuid(2) has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: creating a network namespace needs root");
-            return None;
-        }
-        if !nft_available() {
-            eprintln!("skipped: nftables (nft) is missing and could not be installed");
-            return None;
-        }
-        let name = format!("gost-{tag}-{}", std::process::id());
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!("skipped: `ip netns add` failed (no permission for network namespaces?)");
-            return None;
-        }
-        let ns = Netns(name);
-        ns.ip(&["link", "set", "lo", "up"]);
-        Some(ns)
-    }
-
-    /// Runs `ip -n NS args`, which must succeed.
-    fn ip(&self, args: &[&str]) {
-        let st = Command::new("ip")
-            .args(["-n", &self.0])
-            .args(args)
-            .status()
-            .unwrap();
-        assert!(st.success(), "ip {args:?} in {}", self.0);
-    }
-
-    /// Loads an nftables ruleset into the namespace.
-    fn nft(&self, rules: &str) {
-        use std::io::Write;
-        let mut c = self
-            .exec("nft")
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .spawn()
-            .unwrap();
-        c.stdin.take().unwrap().write_all(rules.as_bytes()).unwrap();
-        assert!(c.wait().unwrap().success(), "nft rules:\n{rules}");
-    }
-
-    fn exec(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.0, program]);
-        c
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn nft_available() -> bool {
-    let found = || {
-        Command::new("nft")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    static INSTALL: std::sync::Once = std::sync::Once::new();
-    if !found() {
-        INSTALL.call_once(|| {
-            let _ = Command::new("sh")
-                .args([
-                    "-c",
-                    "apt-get update -qq && apt-get install -y -qq nftables >/dev/null",
-                ])
-                .status();
-        });
-    }
-    found()
-}
-
-/// A child process killed when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// An HTTP origin in the namespace on every address at `port`, serving
 /// `index.html` with `body`.
@@ -158,10 +60,6 @@ fn curl_as_nobody(ns: &Netns, args: &[&str], want: &str, g: &Gost) {
         );
         thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn gost_in(ns: &Netns, args: &[&str]) -> Gost {
-    Gost::start_with(ns.exec(gost_bin().to_str().unwrap()).args(args))
 }
 
 /// REDIRECT: the client's connection to the origin lands on gost, which
@@ -319,16 +217,6 @@ fn udp_exchange_as_nobody(ns: &Netns, dst: &str, count: u32, g: &Gost) -> u16 {
             g.log()
         );
         thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// A python3 that `nobody` may run: a per-user install (pyenv's shims
-/// under root's home) is not readable by it.
-fn system_python() -> &'static str {
-    if std::path::Path::new("/usr/bin/python3").exists() {
-        "/usr/bin/python3"
-    } else {
-        "python3"
     }
 }
 

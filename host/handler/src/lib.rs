@@ -25,6 +25,8 @@ pub mod sshd;
 #[cfg(feature = "ss")]
 pub mod ssu;
 pub mod stream;
+#[cfg(feature = "tun")]
+pub mod tun;
 #[cfg(feature = "tunnel")]
 pub mod tunnel;
 pub mod unix;

@@ -28,6 +28,8 @@ pub enum Socket {
     /// Nothing bound here: the socket is bound on the last node of the
     /// listener's chain (`runix`).
     ReverseUnix,
+    /// A TUN device (`tun`); the handler binds the tunnel's UDP port.
+    Tun,
     /// GOST's `dns` listener: UDP, or by its `mode` TCP or TLS.
     Dns,
 }
