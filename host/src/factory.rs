@@ -583,28 +583,40 @@ pub(crate) fn bind_listener(
             Box::new(UdpListen::bind(addr, opts).map_err(bind_err)?)
         }
         #[cfg(feature = "tun")]
-        Socket::Tun => {
+        Socket::Tun | Socket::Tap => {
             let empty = gost_core::metadata::Metadata::default();
-            let config = gost_transport::tun::TunConfig::from_metadata(lmd.unwrap_or(&empty))
-                .map_err(|e| svc_err(cfg, e))?;
+            let (kind, config) = if socket == Socket::Tap {
+                (
+                    "tap",
+                    gost_transport::tun::TunConfig::tap_from_metadata(lmd.unwrap_or(&empty)),
+                )
+            } else {
+                (
+                    "tun",
+                    gost_transport::tun::TunConfig::from_metadata(lmd.unwrap_or(&empty)),
+                )
+            };
+            let config = config.map_err(|e| svc_err(cfg, e))?;
             let handler = cfg
                 .handler
                 .as_ref()
                 .map(|h| h.r#type.as_str())
                 .unwrap_or_default();
-            if handler != "tun" {
+            if handler != kind {
                 return Err(svc_err(
                     cfg,
-                    format!("the tun listener works with the tun handler only, not {handler:?}"),
+                    format!(
+                        "the {kind} listener works with the {kind} handler only, not {handler:?}"
+                    ),
                 ));
             }
             Box::new(gost_transport::tun::TunListen::bind(addr, config).map_err(bind_err)?)
         }
         #[cfg(not(feature = "tun"))]
-        Socket::Tun => {
+        Socket::Tun | Socket::Tap => {
             return Err(svc_err(
                 cfg,
-                "listener type 'tun' needs the tun feature, which this build lacks",
+                "listener types 'tun' and 'tap' need the tun feature, which this build lacks",
             ))
         }
         Socket::Unix => {
@@ -715,7 +727,7 @@ fn dns_listener_socket(
 }
 
 /// The addresses of the forwarder's nodes (its own, or its hop's), for
-/// handlers that dial them themselves (`tun`).
+/// handlers that dial them themselves (`tun`, `tap`).
 #[cfg(feature = "tun")]
 fn forwarder_addrs(root: &Config, cfg: &ServiceConfig) -> Result<Vec<String>, BuildError> {
     let Some(fwd) = &cfg.forwarder else {
@@ -737,7 +749,9 @@ fn forwarder_addrs(root: &Config, cfg: &ServiceConfig) -> Result<Vec<String>, Bu
         if gost_core::addr::split_host_port(a).is_err() {
             return Err(svc_err(
                 cfg,
-                format!("forwarder node {a:?}: the tun handler needs host:port (GOST's raw IP tunnel is not supported)"),
+                format!(
+                    "forwarder node {a:?}: needs host:port (GOST's raw IP tunnel is not supported)"
+                ),
             ));
         }
     }
@@ -1265,6 +1279,36 @@ fn register(r: &mut Kinds) {
             )))
         },
         summary: "GOST's TUN tunnel: the `tun` listener's device joined to a UDP tunnel of IP packets; a client (with a forwarder: the server) or the server",
+    });
+    #[cfg(feature = "tun")]
+    r.add_handler(HandlerKind {
+        names: &["tap"],
+        caps: HandlerCaps {
+            udp: true,
+            forwarder: true,
+            ..Default::default()
+        },
+        build: |root, cfg, deps| {
+            let listener = cfg.listener.as_ref().map(|l| l.r#type.as_str()).unwrap_or_default();
+            if listener != "tap" {
+                return Err(svc_err(
+                    cfg,
+                    format!("the tap handler works with the tap listener only, not {listener:?}"),
+                ));
+            }
+            let key = handler_options(cfg, |m| m.get_string("key"))?;
+            if key.is_some_and(|k| !k.is_empty()) {
+                return Err(svc_err(
+                    cfg,
+                    "tap handler: `key` (GOST's Shadowsocks cipher on the frames) is not supported; use an encrypted chain",
+                ));
+            }
+            Ok(Arc::new(gost_handler::tap::TapHandler::new(
+                deps.router,
+                forwarder_addrs(root, cfg)?,
+            )))
+        },
+        summary: "GOST's TAP tunnel: the `tap` listener's device joined to a UDP tunnel of Ethernet frames; a client (with a forwarder: the server) or the server",
     });
     r.add_handler(HandlerKind {
         names: &["unix"],

@@ -222,3 +222,61 @@ fn tun_routes_go_through_the_gateway_client() {
     assert!(table.contains("dev gtun0"), "{table}");
     assert_ping(&s_ns, "10.200.0.5", &[&s, &c]);
 }
+
+/// TAP: Ethernet frames (ARP included) across the tunnel; ping and TCP
+/// between the two devices, directly and with the client through a
+/// socks5 node; the device is gone once gost stops.
+#[test]
+fn tap_carries_frames_and_removes_its_device() {
+    let Some((s_ns, c_ns)) = pair("tap") else {
+        return;
+    };
+    let (port, socks) = (free_udp_port(), free_port());
+    let s = gost_in(
+        &s_ns,
+        &[
+            "-D",
+            "-L",
+            &format!("tap://:{port}?net=192.168.124.1/24&name=gtap0"),
+        ],
+    );
+    let mut c = gost_in(
+        &c_ns,
+        &[
+            "-D",
+            "-L",
+            &format!("tap://:0/10.99.0.1:{port}?net=192.168.124.2/24&name=gtap0"),
+        ],
+    );
+    assert_ping(&c_ns, "192.168.124.1", &[&s, &c]);
+    let tcp = free_port();
+    let _g = greeter(&s_ns, "192.168.124.1", tcp);
+    let start = Instant::now();
+    while tcp_hello(&c_ns, "192.168.124.1", tcp) != "hello over tun" {
+        assert!(start.elapsed() < TIMEOUT, "no TCP across the tap tunnel");
+        thread::sleep(Duration::from_millis(100));
+    }
+    c.stop();
+    let start = Instant::now();
+    while c_ns.ip_output(&["link", "show", "gtap0"]).is_some() {
+        assert!(start.elapsed() < TIMEOUT, "the device outlived gost");
+        thread::sleep(Duration::from_millis(50));
+    }
+    // The same client through a chain.
+    let node = gost_in(
+        &c_ns,
+        &["-D", "-L", &format!("socks5://127.0.0.1:{socks}?udp=true")],
+    );
+    let c = gost_in(
+        &c_ns,
+        &[
+            "-D",
+            "-L",
+            &format!("tap://:0/10.99.0.1:{port}?net=192.168.124.2/24&name=gtap0"),
+            "-F",
+            &format!("socks5://127.0.0.1:{socks}"),
+        ],
+    );
+    assert_ping(&c_ns, "192.168.124.1", &[&s, &c, &node]);
+    node.wait_log("socks5 udp-over-tcp");
+}

@@ -26,6 +26,8 @@ pub mod sshd;
 pub mod ssu;
 pub mod stream;
 #[cfg(feature = "tun")]
+pub mod tap;
+#[cfg(feature = "tun")]
 pub mod tun;
 #[cfg(feature = "tunnel")]
 pub mod tunnel;

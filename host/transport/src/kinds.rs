@@ -30,6 +30,8 @@ pub enum Socket {
     ReverseUnix,
     /// A TUN device (`tun`); the handler binds the tunnel's UDP port.
     Tun,
+    /// A TAP device (`tap`), the same for Ethernet frames.
+    Tap,
     /// GOST's `dns` listener: UDP, or by its `mode` TCP or TLS.
     Dns,
 }

@@ -36,6 +36,8 @@ pub struct Route {
 /// The listener's options (GOST's keys, each also with a `tun.` prefix).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TunConfig {
+    /// A TAP device (Ethernet frames, the `tap` listener) rather than TUN.
+    pub tap: bool,
     /// `name`: the device's name; the kernel picks one (`tunN`) if empty.
     pub name: String,
     /// `net`: the device's address and prefix.
@@ -53,18 +55,29 @@ impl TunConfig {
     /// GOST's keys; what this build does not do (more than one `net`, an
     /// IPv6 `net`, `dns`, a named `router`) is refused with a message.
     pub fn from_metadata(md: &Metadata) -> Result<Self, String> {
+        Self::parse(md, false)
+    }
+
+    /// The `tap` listener's keys: the same, without the `tun.` prefixes.
+    pub fn tap_from_metadata(md: &Metadata) -> Result<Self, String> {
+        Self::parse(md, true)
+    }
+
+    fn parse(md: &Metadata, tap: bool) -> Result<Self, String> {
+        let kind = if tap { "tap" } else { "tun" };
         let get = |k: &str| -> Result<Option<String>, String> {
             match md.get_string(k).map_err(|e| e.to_string())? {
                 Some(v) => Ok(Some(v)),
-                None => md
+                None if !tap => md
                     .get_string(&format!("tun.{k}"))
                     .map_err(|e| e.to_string()),
+                None => Ok(None),
             }
         };
         for refused in ["dns", "router"] {
             if get(refused)?.is_some_and(|v| !v.trim().is_empty()) {
                 return Err(format!(
-                    "tun listener: `{refused}` is not supported by this build"
+                    "{kind} listener: `{refused}` is not supported by this build"
                 ));
             }
         }
@@ -75,15 +88,14 @@ impl TunConfig {
                 continue;
             }
             let net: IpNet = s.parse().map_err(|_| {
-                format!("tun listener: net {s:?} is not an address with a prefix (CIDR)")
+                format!("{kind} listener: net {s:?} is not an address with a prefix (CIDR)")
             })?;
             nets.push(net);
         }
         if nets.len() > 1 || nets.iter().any(|n| n.addr().is_ipv6()) {
-            return Err(
-                "tun listener: only one IPv4 `net` is supported by this build (IPv6 and several addresses are not)"
-                    .into(),
-            );
+            return Err(format!(
+                "{kind} listener: only one IPv4 `net` is supported by this build (IPv6 and several addresses are not)"
+            ));
         }
         let mtu = match md
             .get_int("mtu")
@@ -91,14 +103,14 @@ impl TunConfig {
             .or(md.get_int("tun.mtu").map_err(|e| e.to_string())?)
         {
             Some(m) if m > 0 => {
-                u16::try_from(m).map_err(|_| format!("tun listener: mtu {m} is too large"))?
+                u16::try_from(m).map_err(|_| format!("{kind} listener: mtu {m} is too large"))?
             }
             _ => DEFAULT_MTU,
         };
         let parse_ip = |key: &str, s: &str| -> Result<IpAddr, String> {
             s.trim()
                 .parse()
-                .map_err(|_| format!("tun listener: {key} {s:?} is not an IP address"))
+                .map_err(|_| format!("{kind} listener: {key} {s:?} is not an IP address"))
         };
         let gateway = match get("gw")? {
             Some(g) if !g.trim().is_empty() => Some(parse_ip("gw", &g)?),
@@ -109,7 +121,7 @@ impl TunConfig {
             // refuse it; GOST skips such entries silently, we say so.
             s.parse::<IpNet>()
                 .map(|n| n.trunc())
-                .map_err(|_| format!("tun listener: {key} {s:?} is not a CIDR"))
+                .map_err(|_| format!("{kind} listener: {key} {s:?} is not a CIDR"))
         };
         let mut routes = Vec::new();
         for s in get("route")?.unwrap_or_default().split(',') {
@@ -146,9 +158,12 @@ impl TunConfig {
             });
         }
         if routes.iter().any(|r| r.net.addr().is_ipv6()) {
-            return Err("tun listener: IPv6 routes are not supported by this build".into());
+            return Err(format!(
+                "{kind} listener: IPv6 routes are not supported by this build"
+            ));
         }
         Ok(TunConfig {
+            tap,
             name: get("name")?.unwrap_or_default(),
             net: nets.first().copied(),
             mtu,
@@ -240,6 +255,9 @@ fn create(config: &TunConfig) -> io::Result<Device> {
     if let Some(net) = config.net {
         c.address(net.addr()).netmask(net.netmask());
     }
+    if config.tap {
+        c.layer(tun::Layer::L2);
+    }
     c.mtu(config.mtu).up();
     let device =
         tun::create_as_async(&c).map_err(|e| io::Error::other(format!("tun device: {e}")))?;
@@ -253,7 +271,7 @@ fn create(config: &TunConfig) -> io::Result<Device> {
             )
         })?;
     }
-    tracing::info!(name = %name, net = ?config.net.map(|n| n.to_string()), mtu = config.mtu, routes = config.routes.len(), "tun device up");
+    tracing::info!(name = %name, tap = config.tap, net = ?config.net.map(|n| n.to_string()), mtu = config.mtu, routes = config.routes.len(), "tun device up");
     Ok(Device { device, name })
 }
 
@@ -374,8 +392,15 @@ mod routes {
     }
 }
 
-/// The `tun` listener kind.
+/// The `tun` and `tap` listener kinds.
 pub fn register(r: &mut crate::kinds::Transports) {
+    r.add_listener(crate::kinds::ListenerKind {
+        names: &["tap"],
+        socket: crate::kinds::Socket::Tap,
+        upgrade: None,
+        uses_tls: false,
+        summary: "a TAP device (Ethernet frames; `net`, `mtu`, `name`, `route`, `routes`, `gw`) for the `tap` handler's UDP tunnel",
+    });
     r.add_listener(crate::kinds::ListenerKind {
         names: &["tun"],
         socket: crate::kinds::Socket::Tun,
