@@ -8,7 +8,9 @@
 //!
 //! The accepted connection is a [`Stream`] that carries no bytes: the
 //! device and its settings travel attached to it as a [`TunConn`], which
-//! only the `tun` handler takes (the factory pairs the two).
+//! only the `tun` handler takes (the factory pairs the two). The `tap`
+//! listener is the same with a TAP device (Ethernet frames), for the
+//! `tap` handler.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -271,7 +273,7 @@ fn create(config: &TunConfig) -> io::Result<Device> {
             )
         })?;
     }
-    tracing::info!(name = %name, tap = config.tap, net = ?config.net.map(|n| n.to_string()), mtu = config.mtu, routes = config.routes.len(), "tun device up");
+    tracing::info!(name = %name, tap = config.tap, net = %config.net.map(|n| n.to_string()).unwrap_or_default(), mtu = config.mtu, routes = config.routes.len(), "tun device up");
     Ok(Device { device, name })
 }
 
