@@ -558,12 +558,66 @@ pub(crate) fn bind_listener(
                 .map_err(bind_err)?,
             )
         }
+        Socket::RedirectUdp => {
+            // GOST's redu sessions idle out after 30s unless `ttl` says.
+            let dflt = UdpOptions {
+                ttl: std::time::Duration::from_secs(30),
+                ..UdpOptions::default()
+            };
+            let opts = match lmd {
+                Some(m) => {
+                    udp_options_from(m, dflt).map_err(|e| md_err(cfg, "listener.metadata", e))?
+                }
+                None => dflt,
+            };
+            Box::new(
+                gost_transport::listener::redu::RedirectUdpListen::bind(addr, opts)
+                    .map_err(bind_err)?,
+            )
+        }
         Socket::Udp => {
             let opts = match lmd {
                 Some(m) => udp_options(m).map_err(|e| md_err(cfg, "listener.metadata", e))?,
                 None => UdpOptions::default(),
             };
             Box::new(UdpListen::bind(addr, opts).map_err(bind_err)?)
+        }
+        #[cfg(feature = "tun")]
+        Socket::Tun | Socket::Tap => {
+            let empty = gost_core::metadata::Metadata::default();
+            let (kind, config) = if socket == Socket::Tap {
+                (
+                    "tap",
+                    gost_transport::tun::TunConfig::tap_from_metadata(lmd.unwrap_or(&empty)),
+                )
+            } else {
+                (
+                    "tun",
+                    gost_transport::tun::TunConfig::from_metadata(lmd.unwrap_or(&empty)),
+                )
+            };
+            let config = config.map_err(|e| svc_err(cfg, e))?;
+            let handler = cfg
+                .handler
+                .as_ref()
+                .map(|h| h.r#type.as_str())
+                .unwrap_or_default();
+            if handler != kind {
+                return Err(svc_err(
+                    cfg,
+                    format!(
+                        "the {kind} listener works with the {kind} handler only, not {handler:?}"
+                    ),
+                ));
+            }
+            Box::new(gost_transport::tun::TunListen::bind(addr, config).map_err(bind_err)?)
+        }
+        #[cfg(not(feature = "tun"))]
+        Socket::Tun | Socket::Tap => {
+            return Err(svc_err(
+                cfg,
+                "listener types 'tun' and 'tap' need the tun feature, which this build lacks",
+            ))
         }
         Socket::Unix => {
             let mode = match lmd {
@@ -670,6 +724,38 @@ fn dns_listener_socket(
             format!("dns listener mode {other:?} is not one of udp, tcp, tls"),
         )),
     }
+}
+
+/// The addresses of the forwarder's nodes (its own, or its hop's), for
+/// handlers that dial them themselves (`tun`, `tap`).
+#[cfg(feature = "tun")]
+fn forwarder_addrs(root: &Config, cfg: &ServiceConfig) -> Result<Vec<String>, BuildError> {
+    let Some(fwd) = &cfg.forwarder else {
+        return Ok(Vec::new());
+    };
+    let addrs: Vec<String> = if fwd.hop.is_empty() {
+        fwd.nodes.iter().map(|n| n.addr.clone()).collect()
+    } else {
+        root.hops
+            .iter()
+            .find(|h| h.name == fwd.hop)
+            .ok_or_else(|| svc_err(cfg, format!("forwarder.hop \"{}\" not found", fwd.hop)))?
+            .nodes
+            .iter()
+            .map(|n| n.addr.clone())
+            .collect()
+    };
+    for a in &addrs {
+        if gost_core::addr::split_host_port(a).is_err() {
+            return Err(svc_err(
+                cfg,
+                format!(
+                    "forwarder node {a:?}: needs host:port (GOST's raw IP tunnel is not supported)"
+                ),
+            ));
+        }
+    }
+    Ok(addrs)
 }
 
 /// The service's auther, as GOST picks it: the named `handler.auther` and
@@ -834,7 +920,14 @@ fn build_tunnel(
 }
 
 fn udp_options(md: &gost_core::metadata::Metadata) -> Result<UdpOptions, MetadataError> {
-    let d = UdpOptions::default();
+    udp_options_from(md, UdpOptions::default())
+}
+
+/// The UDP listener keys over defaults `d`.
+fn udp_options_from(
+    md: &gost_core::metadata::Metadata,
+    d: UdpOptions,
+) -> Result<UdpOptions, MetadataError> {
     let pos =
         |v: Option<i64>, dflt: usize| v.filter(|v| *v > 0).map(|v| v as usize).unwrap_or(dflt);
     Ok(UdpOptions {
@@ -1151,6 +1244,71 @@ fn register(r: &mut Kinds) {
             )))
         },
         summary: "transparent TCP proxy: the original destination from SO_ORIGINAL_DST (REDIRECT) or, with `tproxy`, the socket (TPROXY); `sniffing` routes by Host/SNI",
+    });
+    r.add_handler(HandlerKind {
+        names: &["redu"],
+        caps: HandlerCaps {
+            udp: true,
+            ..Default::default()
+        },
+        build: |_, _, deps| Ok(Arc::new(gost_handler::redu::RedirectUdpHandler::new(deps.router))),
+        summary: "transparent UDP proxy: each `redu` session to its original destination, directly or through the chain",
+    });
+    #[cfg(feature = "tun")]
+    r.add_handler(HandlerKind {
+        names: &["tun"],
+        caps: HandlerCaps {
+            udp: true,
+            forwarder: true,
+            ..Default::default()
+        },
+        build: |root, cfg, deps| {
+            let listener = cfg.listener.as_ref().map(|l| l.r#type.as_str()).unwrap_or_default();
+            if listener != "tun" {
+                return Err(svc_err(
+                    cfg,
+                    format!("the tun handler works with the tun listener only, not {listener:?}"),
+                ));
+            }
+            let opts = handler_options(cfg, gost_handler::tun::TunOptions::from_metadata)?;
+            Ok(Arc::new(gost_handler::tun::TunHandler::new(
+                deps.router,
+                deps.auther,
+                forwarder_addrs(root, cfg)?,
+                opts,
+            )))
+        },
+        summary: "GOST's TUN tunnel: the `tun` listener's device joined to a UDP tunnel of IP packets; a client (with a forwarder: the server) or the server",
+    });
+    #[cfg(feature = "tun")]
+    r.add_handler(HandlerKind {
+        names: &["tap"],
+        caps: HandlerCaps {
+            udp: true,
+            forwarder: true,
+            ..Default::default()
+        },
+        build: |root, cfg, deps| {
+            let listener = cfg.listener.as_ref().map(|l| l.r#type.as_str()).unwrap_or_default();
+            if listener != "tap" {
+                return Err(svc_err(
+                    cfg,
+                    format!("the tap handler works with the tap listener only, not {listener:?}"),
+                ));
+            }
+            let key = handler_options(cfg, |m| m.get_string("key"))?;
+            if key.is_some_and(|k| !k.is_empty()) {
+                return Err(svc_err(
+                    cfg,
+                    "tap handler: `key` (GOST's Shadowsocks cipher on the frames) is not supported; use an encrypted chain",
+                ));
+            }
+            Ok(Arc::new(gost_handler::tap::TapHandler::new(
+                deps.router,
+                forwarder_addrs(root, cfg)?,
+            )))
+        },
+        summary: "GOST's TAP tunnel: the `tap` listener's device joined to a UDP tunnel of Ethernet frames; a client (with a forwarder: the server) or the server",
     });
     r.add_handler(HandlerKind {
         names: &["unix"],

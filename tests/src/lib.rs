@@ -6,6 +6,7 @@
 //! the test's own runtime.
 
 pub mod homed;
+pub mod netns;
 pub mod pki;
 pub mod tunnel;
 

@@ -3,7 +3,9 @@
 //! a client's connections to gost, which finds their destination with
 //! SO_ORIGINAL_DST; a `tproxy` rule (TPROXY, with its policy routing)
 //! delivers them to a transparent listener, whose socket address is the
-//! destination; with `sniffing` the HTTP Host names the target. The
+//! destination; with `sniffing` the HTTP Host names the target. `redu`
+//! gets datagrams by TPROXY and relays them to their original
+//! destination, directly or through a socks5 node, until `ttl`. The
 //! client runs as `nobody` so the rules match its connections and not
 //! gost's own. The origin, gost and the client all run inside the
 //! namespace, which is deleted afterwards, pass or fail.
@@ -13,110 +15,12 @@
 //! why and passes without running. The manual steps are in
 //! docs/handlers.md.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use gost_e2e::netns::{gost_in, system_python, Killed, Netns};
 use gost_e2e::*;
-
-/// A network namespace, deleted when dropped.
-struct Netns(String);
-
-impl Netns {
-    /// A fresh namespace with its loopback up; `None` (with the reason
-    /// printed) when this machine does not allow it.
-    fn create(tag: &str) -> Option<Netns> {
-        // SAFETY: geteuid(2) has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: creating a network namespace needs root");
-            return None;
-        }
-        if !nft_available() {
-            eprintln!("skipped: nftables (nft) is missing and could not be installed");
-            return None;
-        }
-        let name = format!("gost-{tag}-{}", std::process::id());
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!("skipped: `ip netns add` failed (no permission for network namespaces?)");
-            return None;
-        }
-        let ns = Netns(name);
-        ns.ip(&["link", "set", "lo", "up"]);
-        Some(ns)
-    }
-
-    /// Runs `ip -n NS args`, which must succeed.
-    fn ip(&self, args: &[&str]) {
-        let st = Command::new("ip")
-            .args(["-n", &self.0])
-            .args(args)
-            .status()
-            .unwrap();
-        assert!(st.success(), "ip {args:?} in {}", self.0);
-    }
-
-    /// Loads an nftables ruleset into the namespace.
-    fn nft(&self, rules: &str) {
-        use std::io::Write;
-        let mut c = self
-            .exec("nft")
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .spawn()
-            .unwrap();
-        c.stdin.take().unwrap().write_all(rules.as_bytes()).unwrap();
-        assert!(c.wait().unwrap().success(), "nft rules:\n{rules}");
-    }
-
-    fn exec(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.0, program]);
-        c
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn nft_available() -> bool {
-    let found = || {
-        Command::new("nft")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    static INSTALL: std::sync::Once = std::sync::Once::new();
-    if !found() {
-        INSTALL.call_once(|| {
-            let _ = Command::new("sh")
-                .args([
-                    "-c",
-                    "apt-get update -qq && apt-get install -y -qq nftables >/dev/null",
-                ])
-                .status();
-        });
-    }
-    found()
-}
-
-/// A child process killed when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// An HTTP origin in the namespace on every address at `port`, serving
 /// `index.html` with `body`.
@@ -156,10 +60,6 @@ fn curl_as_nobody(ns: &Netns, args: &[&str], want: &str, g: &Gost) {
         );
         thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn gost_in(ns: &Netns, args: &[&str]) -> Gost {
-    Gost::start_with(ns.exec(gost_bin().to_str().unwrap()).args(args))
 }
 
 /// REDIRECT: the client's connection to the origin lands on gost, which
@@ -257,4 +157,169 @@ fn red_sniffing_dials_the_host_the_request_names() {
         &g,
     );
     g.wait_log(&format!(r#""dst":"127.0.0.2:{origin_port}""#));
+}
+
+/// A UDP echo target in the namespace on every address at `port`,
+/// answering `echo:` and the datagram. It shares the port with gost's
+/// per-session sockets bound to the original destination, so it sets
+/// SO_REUSEADDR as they do.
+fn udp_echo(ns: &Netns, port: u16) -> Killed {
+    let script = format!(
+        "import socket\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('0.0.0.0', {port}))\n\
+         while True:\n    d, a = s.recvfrom(65535)\n    s.sendto(b'echo:' + d, a)\n"
+    );
+    Killed(
+        ns.exec("python3")
+            .args(["-c", &script])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("python3"),
+    )
+}
+
+/// As `nobody`, from one socket: `count` datagrams to `dst`, each answered
+/// by the echo from `dst` itself (the reply's source is the original
+/// destination). Retried until gost is up; returns the client's port.
+fn udp_exchange_as_nobody(ns: &Netns, dst: &str, count: u32, g: &Gost) -> u16 {
+    let (host, port) = dst.rsplit_once(':').unwrap();
+    let script = format!(
+        "import socket, sys\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.settimeout(1)\n\
+         s.bind(('127.0.0.1', 0))\n\
+         for i in range({count}):\n    \
+             m = b'ping-%d' % i\n    \
+             s.sendto(m, ('{host}', {port}))\n    \
+             d, a = s.recvfrom(65535)\n    \
+             assert d == b'echo:' + m, d\n    \
+             assert a == ('{host}', {port}), a\n\
+         print(s.getsockname()[1])\n"
+    );
+    let start = Instant::now();
+    loop {
+        let out = ns
+            .exec("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(system_python())
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        }
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "the UDP exchange with {dst} failed: {}; log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            g.log()
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// TPROXY for UDP: `nobody`'s datagrams to `port` go to the transparent
+/// socket at `redu`.
+fn tproxy_udp_rules(ns: &Netns, port: u16, redu: u16) {
+    ns.ip(&["rule", "add", "fwmark", "1", "lookup", "100"]);
+    ns.ip(&[
+        "route",
+        "add",
+        "local",
+        "0.0.0.0/0",
+        "dev",
+        "lo",
+        "table",
+        "100",
+    ]);
+    ns.nft(&format!(
+        "table ip gost {{\n chain pre {{\n  type filter hook prerouting priority -150;\n  \
+         meta mark 1 udp dport {port} tproxy to 127.0.0.1:{redu}\n }}\n \
+         chain out {{\n  type route hook output priority -150;\n  \
+         meta skuid 65534 udp dport {port} meta mark set 1\n }}\n}}\n"
+    ));
+}
+
+/// redu: datagrams each way between a client and a UDP target that TPROXY
+/// steers through gost; replies come from the target's address.
+#[test]
+fn redu_relays_datagrams_to_the_original_destination() {
+    let Some(ns) = Netns::create("redu") else {
+        return;
+    };
+    let (target, redu) = (free_udp_port(), free_udp_port());
+    let _echo = udp_echo(&ns, target);
+    tproxy_udp_rules(&ns, target, redu);
+    let g = gost_in(&ns, &["-D", "-L", &format!("redu://127.0.0.1:{redu}")]);
+    let dst = format!("127.0.0.1:{target}");
+    udp_exchange_as_nobody(&ns, &dst, 3, &g);
+    g.wait_log(&format!(r#""dst":"{dst}""#));
+}
+
+/// redu through a chain: the session goes over a socks5 node's UDP relay.
+#[test]
+fn redu_relays_through_a_socks5_chain() {
+    let Some(ns) = Netns::create("reduchain") else {
+        return;
+    };
+    let (target, redu, socks) = (free_udp_port(), free_udp_port(), free_port());
+    let _echo = udp_echo(&ns, target);
+    tproxy_udp_rules(&ns, target, redu);
+    let node = gost_in(
+        &ns,
+        &["-D", "-L", &format!("socks5://127.0.0.1:{socks}?udp=true")],
+    );
+    let g = gost_in(
+        &ns,
+        &[
+            "-D",
+            "-L",
+            &format!("redu://127.0.0.1:{redu}"),
+            "-F",
+            &format!("socks5://127.0.0.1:{socks}"),
+        ],
+    );
+    let dst = format!("127.0.0.1:{target}");
+    udp_exchange_as_nobody(&ns, &dst, 3, &g);
+    // The socks5 node carried it, over GOST's UDP-over-TCP.
+    node.wait_log("socks5 udp-over-tcp");
+}
+
+/// A session idle for `ttl` ends; the client's next datagram opens a new one.
+#[test]
+fn redu_session_ends_at_its_ttl() {
+    let Some(ns) = Netns::create("reduttl") else {
+        return;
+    };
+    let (target, redu) = (free_udp_port(), free_udp_port());
+    let _echo = udp_echo(&ns, target);
+    tproxy_udp_rules(&ns, target, redu);
+    let g = gost_in(
+        &ns,
+        &["-D", "-L", &format!("redu://127.0.0.1:{redu}?ttl=1s")],
+    );
+    let dst = format!("127.0.0.1:{target}");
+    let client = udp_exchange_as_nobody(&ns, &dst, 2, &g);
+    // The client's session (an earlier attempt's may end first).
+    let start = Instant::now();
+    while !g.log().lines().any(|l| {
+        l.contains("redu: session ended")
+            && l.contains(&format!(r#""client":"127.0.0.1:{client}""#))
+    }) {
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "the session never ended; log:\n{}",
+            g.log()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    // It idled out after its ttl (1s from the last reply, just before
+    // `start`), not at once and not at the default 30s.
+    let waited = start.elapsed();
+    assert!(
+        waited > Duration::from_millis(500) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
 }

@@ -13,6 +13,7 @@ pub mod http2;
 #[cfg(feature = "mux")]
 mod mbind;
 pub mod redirect;
+pub mod redu;
 pub mod relay;
 pub mod sni;
 pub mod sniffing;
@@ -24,6 +25,10 @@ pub mod sshd;
 #[cfg(feature = "ss")]
 pub mod ssu;
 pub mod stream;
+#[cfg(feature = "tun")]
+pub mod tap;
+#[cfg(feature = "tun")]
+pub mod tun;
 #[cfg(feature = "tunnel")]
 pub mod tunnel;
 pub mod unix;

@@ -10,4 +10,5 @@ pub mod smux;
 pub mod sni;
 pub mod socks;
 pub mod tls;
+pub mod tun;
 pub mod tunnel;

@@ -20,11 +20,18 @@ pub enum Socket {
     ReverseUdp,
     /// TCP for GOST's `red` listener: `tproxy` and `reuseport` metadata.
     Redirect,
+    /// UDP for GOST's `redu` listener: transparent, with each datagram's
+    /// original destination.
+    RedirectUdp,
     /// A unix socket at the path the service's address names (`unix`).
     Unix,
     /// Nothing bound here: the socket is bound on the last node of the
     /// listener's chain (`runix`).
     ReverseUnix,
+    /// A TUN device (`tun`); the handler binds the tunnel's UDP port.
+    Tun,
+    /// A TAP device (`tap`), the same for Ethernet frames.
+    Tap,
     /// GOST's `dns` listener: UDP, or by its `mode` TCP or TLS.
     Dns,
 }

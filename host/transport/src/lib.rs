@@ -25,6 +25,8 @@ pub mod pht;
 pub mod ssh;
 #[cfg(feature = "tls")]
 pub mod tls;
+#[cfg(feature = "tun")]
+pub mod tun;
 pub mod unix;
 #[cfg(feature = "ws")]
 pub mod ws;
@@ -58,6 +60,8 @@ pub fn register(t: &mut kinds::Transports) {
     ssh::register(t);
     #[cfg(feature = "pht")]
     pht::register(t);
+    #[cfg(feature = "tun")]
+    tun::register(t);
 }
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -2,6 +2,7 @@
 //! connections and hands them to the service, which passes them on to the
 //! handler.
 
+pub mod redu;
 pub mod tcp;
 pub mod udp;
 
@@ -94,6 +95,13 @@ pub fn register(r: &mut crate::kinds::Transports) {
         upgrade: None,
         uses_tls: false,
         summary: "transparent TCP proxy: connections iptables/nftables REDIRECT (or with `tproxy` TPROXY) here",
+    });
+    r.add_listener(ListenerKind {
+        names: &["redu"],
+        socket: Socket::RedirectUdp,
+        upgrade: None,
+        uses_tls: false,
+        summary: "transparent UDP proxy: datagrams TPROXY steers here, a session per client and original destination",
     });
     r.add_dialer(DialerKind {
         names: &["tcp"],

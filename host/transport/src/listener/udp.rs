@@ -43,7 +43,9 @@ impl Default for UdpOptions {
     }
 }
 
-type Sessions = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>;
+/// Sessions by client address and the address it sent to: one local
+/// address for a `udp` listener, each original destination for `redu`.
+pub(super) type Sessions = Arc<Mutex<HashMap<(SocketAddr, SocketAddr), mpsc::Sender<Vec<u8>>>>>;
 
 pub struct UdpListen {
     addr: SocketAddr,
@@ -62,6 +64,7 @@ impl Drop for UdpListen {
 pub struct UdpConn {
     reply: ReplyTo,
     peer: SocketAddr,
+    local: SocketAddr,
     rx: mpsc::Receiver<Vec<u8>>,
     sessions: Sessions,
     pub keepalive: bool,
@@ -80,6 +83,7 @@ impl UdpConn {
     pub async fn send(&self, data: &[u8]) -> io::Result<usize> {
         match &self.reply {
             ReplyTo::Socket(s) => s.send_to(data, self.peer).await,
+            ReplyTo::Connected(s) => s.send(data).await,
             ReplyTo::Tunnel(tx) => tx
                 .send((data.to_vec(), self.peer))
                 .await
@@ -95,8 +99,9 @@ impl Drop for UdpConn {
         let mut map = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         // Only remove our own entry: a new session for the same client may
         // already have replaced it.
-        if map.get(&self.peer).is_some_and(|tx| tx.is_closed()) {
-            map.remove(&self.peer);
+        let key = (self.peer, self.local);
+        if map.get(&key).is_some_and(|tx| tx.is_closed()) {
+            map.remove(&key);
         }
     }
 }
@@ -153,6 +158,10 @@ async fn recv_loop(
 enum ReplyTo {
     /// Out of the listener's own socket.
     Socket(Arc<UdpSocket>),
+    /// Out of a socket of the session's own, connected to the client
+    /// (`redu`: bound to the original destination, so replies come from
+    /// the address the client sent to).
+    Connected(Arc<UdpSocket>),
     /// Handed to whoever carries the datagrams (a reverse `rudp`
     /// listener's tunnel), with the client's address.
     Tunnel(mpsc::Sender<(Vec<u8>, SocketAddr)>),
@@ -191,7 +200,7 @@ impl Demux {
     /// One datagram from `peer`: to its session, or to a new one.
     pub fn dispatch(&self, data: Vec<u8>, peer: SocketAddr) {
         let mut map = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tx) = map.get(&peer) {
+        if let Some(tx) = map.get(&(peer, self.local)) {
             if !tx.is_closed() {
                 if tx.try_send(data).is_err() {
                     tracing::warn!(client = %peer, "udp: receive queue full, datagram dropped");
@@ -204,6 +213,7 @@ impl Demux {
         let conn = UdpConn {
             reply: self.reply.clone(),
             peer,
+            local: self.local,
             rx,
             sessions: self.sessions.clone(),
             keepalive: self.opts.keepalive,
@@ -215,12 +225,36 @@ impl Demux {
             peer,
             local: self.local,
         };
-        map.insert(peer, tx);
+        map.insert((peer, self.local), tx);
         drop(map);
         if let Err(e) = self.accept_tx.try_send(Ok(accepted)) {
             tracing::warn!(client = %peer, "udp: connection queue is full, client discarded");
             // Dropping the rejected conn removes its session entry.
             drop(e);
+        }
+    }
+}
+
+impl UdpConn {
+    /// The session of a `redu` listener: datagrams arrive on `rx`, replies
+    /// leave through `socket`; dropped, it leaves `sessions`.
+    pub(super) fn connected(
+        socket: Arc<UdpSocket>,
+        peer: SocketAddr,
+        local: SocketAddr,
+        rx: mpsc::Receiver<Vec<u8>>,
+        sessions: Sessions,
+        opts: &UdpOptions,
+    ) -> UdpConn {
+        UdpConn {
+            reply: ReplyTo::Connected(socket),
+            peer,
+            local,
+            rx,
+            sessions,
+            keepalive: opts.keepalive,
+            ttl: opts.ttl,
+            max_datagram: opts.read_buffer_size,
         }
     }
 }
