@@ -147,7 +147,8 @@ impl RelayHandler {
             };
         if let Some(auther) = &self.auther {
             let (user, pass) = req.user.clone().unwrap_or_default();
-            match auther.authenticate(&user, &pass) {
+            let who = gost_core::auth::AuthRequest::new(&user, &pass).from(&ctx.service, ctx.peer);
+            match auther.authenticate(who).await {
                 Some(id) => {
                     tracing::debug!(service = %ctx.service, client = %ctx.peer, client_id = id, "relay: authenticated")
                 }

@@ -415,7 +415,8 @@ impl TunnelHandler {
         };
         if let Some(auther) = &self.auther {
             let (user, pass) = req.user.clone().unwrap_or_default();
-            if auther.authenticate(&user, &pass).is_none() {
+            let who = gost_core::auth::AuthRequest::new(&user, &pass).from(&ctx.service, ctx.peer);
+            if auther.authenticate(who).await.is_none() {
                 return self
                     .refuse(
                         stream,
