@@ -241,3 +241,94 @@ fn failing_plugins_fall_back_as_gost_and_leave_other_services_alone() {
         );
     }
 }
+
+/// Bypass, hosts and resolver plugins on a socks5 service: a bypassed
+/// target is refused, a name only the plugin knows is reached through its
+/// address, and a plugin that is down falls back as GOST's client does
+/// (bypass: bypassed; hosts: not mapped; resolver: not resolved).
+#[test]
+fn bypass_hosts_and_resolver_plugins_route_socks5_targets() {
+    let plugin = PluginServer::start();
+    let http = http_origin("127.0.0.1:0", BODY);
+    let down = free_port();
+    let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
+    let (g, _d) = start_config(
+        &format!(
+            "services:
+- {{name: by, addr: 127.0.0.1:{}, bypass: by, handler: {{type: socks5}}, listener: {{type: tcp}}}}
+- {{name: ho, addr: 127.0.0.1:{}, hosts: ho, handler: {{type: socks5}}, listener: {{type: tcp}}}}
+- {{name: re, addr: 127.0.0.1:{}, resolver: re, handler: {{type: socks5}}, listener: {{type: tcp}}}}
+- {{name: by-down, addr: 127.0.0.1:{}, bypass: by-down, handler: {{type: socks5}}, listener: {{type: tcp}}}}
+- {{name: ho-down, addr: 127.0.0.1:{}, hosts: ho-down, handler: {{type: socks5}}, listener: {{type: tcp}}}}
+- {{name: re-down, addr: 127.0.0.1:{}, resolver: re-down, handler: {{type: socks5}}, listener: {{type: tcp}}}}
+bypasses:
+- {{name: by, plugin: {{type: http, addr: \"{}\"}}}}
+- {{name: by-down, plugin: {{type: http, addr: \"http://127.0.0.1:{down}/bypass\"}}}}
+hosts:
+- {{name: ho, plugin: {{type: http, addr: \"{}\"}}}}
+- {{name: ho-down, plugin: {{type: http, addr: \"http://127.0.0.1:{down}/hosts\"}}}}
+resolvers:
+- {{name: re, plugin: {{type: http, addr: \"{}\"}}}}
+- {{name: re-down, plugin: {{type: http, addr: \"http://127.0.0.1:{down}/resolver\"}}}}
+",
+            ports[0],
+            ports[1],
+            ports[2],
+            ports[3],
+            ports[4],
+            ports[5],
+            plugin.url("/bypass"),
+            plugin.url("/hosts"),
+            plugin.url("/resolver"),
+        ),
+        &ports,
+    );
+    let port = http.port();
+    let get =
+        |svc: usize, host: &str| through_socks5(ports[svc], "", &format!("http://{host}:{port}/"));
+
+    // bypass: the plugin bypasses "bypassed.*" only.
+    let (ok, body) = get(0, "127.0.0.1");
+    assert!(ok && body == BODY, "{body:?}\n{}", g.log());
+    let (ok, _) = get(0, "bypassed.test");
+    assert!(!ok, "a bypassed target was dialed");
+    // hosts and resolver: "echo.test" is 127.0.0.1; other names are not.
+    for svc in [1, 2] {
+        let (ok, body) = get(svc, "echo.test");
+        assert!(ok && body == BODY, "service {svc}: {body:?}\n{}", g.log());
+        let (ok, _) = get(svc, "unknown.test");
+        assert!(!ok, "service {svc}: an unknown name was reached");
+    }
+    // Down: the bypass fails open (everything is bypassed), hosts maps
+    // nothing, the resolver resolves nothing.
+    let (ok, _) = get(3, "127.0.0.1");
+    assert!(!ok, "a down bypass plugin did not bypass");
+    for svc in [4, 5] {
+        let (ok, _) = get(svc, "echo.test");
+        assert!(!ok, "service {svc}: resolved with the plugin down");
+    }
+    // An IP target needs no hosts or resolver, plugin or not.
+    let (ok, body) = get(4, "127.0.0.1");
+    assert!(ok && body == BODY, "{body:?}");
+
+    let reqs = plugin.requests();
+    let by = reqs.iter().find(|r| r["path"] == "/bypass").unwrap();
+    assert_eq!(by["body"]["service"], "by");
+    assert_eq!(by["body"]["network"], "tcp");
+    assert_eq!(by["body"]["addr"], format!("127.0.0.1:{port}"));
+    let ho = reqs.iter().find(|r| r["path"] == "/hosts").unwrap();
+    assert_eq!(ho["body"]["host"], "echo.test");
+    let log = g.log();
+    for (name, fallback) in [
+        ("by-down", "bypassed"),
+        ("ho-down", "not mapped"),
+        ("re-down", "not resolved"),
+    ] {
+        assert!(
+            log.lines().any(|l| l.contains("plugin call failed")
+                && l.contains(name)
+                && l.contains(fallback)),
+            "{name}: no failure line\n{log}"
+        );
+    }
+}

@@ -206,7 +206,7 @@ impl RelayHandler {
         }
         let dialed = if req.unix {
             // As GOST: the socket on this host, not through the chain.
-            match self.router.check_bypass("unix", &req.addr) {
+            match self.router.check_bypass("unix", &req.addr).await {
                 Ok(()) => gost_transport::unix::connect(&req.addr)
                     .await
                     .map(Upstream::direct)

@@ -167,8 +167,16 @@ mod tests {
         let a = auther(Arc::new(StaticAuther::new([("alice".into(), "pw".into())])));
         let conn = Arc::new(Stats::default());
         CONN.scope((conn.clone(), table.clone()), async {
-            assert!(a.authenticate(AuthRequest::new("alice", "bad")).await.is_none());
-            assert_eq!(a.authenticate(AuthRequest::new("alice", "pw")).await.as_deref(), Some("alice"));
+            assert!(a
+                .authenticate(AuthRequest::new("alice", "bad"))
+                .await
+                .is_none());
+            assert_eq!(
+                a.authenticate(AuthRequest::new("alice", "pw"))
+                    .await
+                    .as_deref(),
+                Some("alice")
+            );
         })
         .await;
         conn.add_input(4);
@@ -183,6 +191,9 @@ mod tests {
         // Unchanged since: nothing to report.
         assert!(table.events(false).is_empty());
         // Outside a connection the auther still answers.
-        assert!(a.authenticate(AuthRequest::new("alice", "pw")).await.is_some());
+        assert!(a
+            .authenticate(AuthRequest::new("alice", "pw"))
+            .await
+            .is_some());
     }
 }
