@@ -13,6 +13,8 @@ Paths (the test names the behaviour in the plugin addr):
   /bypass     ok (bypassed) when the target host starts with "bypassed."
   /hosts      "echo.test" -> 127.0.0.1, others ok false
   /resolver   "echo.test" -> 127.0.0.1, others ok false
+  GET /ingress?host=H&service=S   "example.local" -> the tunnel id in
+              INGRESS_ENDPOINT below, others an empty endpoint
   /slow/...   sleeps 3 s, then answers as the rest of the path
   /garbage/.. answers 200 with a body that is not JSON
   /huge/...   answers 200 with a 1 MiB JSON body
@@ -24,8 +26,10 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
 
 LOG_LOCK = threading.Lock()
+INGRESS_ENDPOINT = "6be39003-f4fa-49e4-a6ef-1997684d160e"
 
 
 def decide(path, body):
@@ -60,6 +64,24 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def record(self, body):
+        with LOG_LOCK, open(sys.argv[1], "a") as f:
+            f.write(json.dumps({
+                "path": self.path,
+                "auth": self.headers.get("Authorization", ""),
+                "body": body,
+            }) + "\n")
+
+    def do_GET(self):
+        self.record(None)
+        url = urlparse(self.path)
+        query = parse_qs(url.query)
+        if url.path != "/ingress":
+            return self.answer(404, b"{}")
+        host = query.get("host", [""])[0].split(":")[0]
+        endpoint = INGRESS_ENDPOINT if host == "example.local" else ""
+        self.answer(200, json.dumps({"endpoint": endpoint}).encode())
+
     def do_POST(self):
         n = int(self.headers.get("Content-Length", "0"))
         raw = self.rfile.read(n)
@@ -67,12 +89,7 @@ class Handler(BaseHTTPRequestHandler):
             body = json.loads(raw)
         except ValueError:
             body = None
-        with LOG_LOCK, open(sys.argv[1], "a") as f:
-            f.write(json.dumps({
-                "path": self.path,
-                "auth": self.headers.get("Authorization", ""),
-                "body": body,
-            }) + "\n")
+        self.record(body)
         path = self.path
         if path.startswith("/slow/"):
             time.sleep(3)

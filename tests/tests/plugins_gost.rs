@@ -332,3 +332,79 @@ resolvers:
         );
     }
 }
+
+/// GOST's ingress e2e case with the rule from an ingress plugin: the
+/// mapped Host reaches the private target through the tunnel, an unmapped
+/// one gets 502 and never reaches it; the plugin is asked with GET and the
+/// host and service in the query, as GOST asks.
+#[test]
+fn ingress_plugin_routes_tunnel_visitors() {
+    const TID: &str = "6be39003-f4fa-49e4-a6ef-1997684d160e";
+    let plugin = PluginServer::start();
+    let origin = http_origin("127.0.0.1:0", BODY);
+    let (port, entry) = (free_port(), free_port());
+    let (server, _d1) = start_config(
+        &format!(
+            "services:
+- name: public
+  addr: 127.0.0.1:{port}
+  handler: {{type: tunnel, metadata: {{entrypoint: 127.0.0.1:{entry}, ingress: ing}}}}
+  listener: {{type: tcp}}
+ingresses:
+- name: ing
+  plugin: {{type: http, addr: \"{}\"}}
+",
+            plugin.url("/ingress")
+        ),
+        &[port, entry],
+    );
+    let (_client, _d2) = start_config(
+        &format!(
+            "services:
+- name: private
+  addr: :0
+  handler: {{type: rtcp}}
+  listener: {{type: rtcp, chain: c}}
+  forwarder: {{nodes: [{{addr: {origin}}}]}}
+chains:
+- name: c
+  hops:
+  - nodes:
+    - addr: 127.0.0.1:{port}
+      connector: {{type: tunnel, metadata: {{tunnel.id: {TID}}}}}
+"
+        ),
+        &[],
+    );
+    let get = |host: &str| {
+        curl_body(&[
+            "-H",
+            &format!("Host: {host}"),
+            "-w",
+            "\n%{http_code}",
+            &format!("http://127.0.0.1:{entry}/"),
+        ])
+        .1
+    };
+    let start = Instant::now();
+    while !get("example.local").contains(BODY) {
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "the mapped host never reached the target\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let other = get("nomapped.local");
+    assert!(other.ends_with("502") && !other.contains(BODY), "{other}");
+    let reqs = plugin.requests();
+    let asked = reqs
+        .iter()
+        .filter_map(|r| r["path"].as_str())
+        .find(|p| p.contains("nomapped.local"))
+        .expect("the plugin was asked for the unmapped host");
+    assert!(
+        asked.starts_with("/ingress?") && asked.contains("service=public"),
+        "{asked}"
+    );
+}

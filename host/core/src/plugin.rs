@@ -53,6 +53,8 @@ pub enum CallError {
     Http(#[from] hyper::Error),
     #[error("HTTP status {0}")]
     Status(u16),
+    #[error("request: {0}")]
+    Request(hyper::http::Error),
     #[error("answer larger than {MAX_ANSWER} bytes")]
     TooLarge,
     #[error("answer is not the expected JSON: {0}")]
@@ -68,6 +70,7 @@ impl CallError {
             CallError::Timeout(_) => "timeout",
             CallError::Http(_) => "http",
             CallError::Status(_) => "status",
+            CallError::Request(_) => "request",
             CallError::TooLarge => "too-large",
             CallError::Json(_) => "json",
         }
@@ -118,7 +121,10 @@ impl HttpPlugin {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
-        if crate::config::split_host_port(authority).is_err() || rest.contains("://") {
+        if crate::config::split_host_port(authority).is_err()
+            || rest.contains("://")
+            || hyper::Uri::try_from(path).is_err()
+        {
             return Err(PluginError::Addr {
                 owner,
                 addr: cfg.addr.clone(),
@@ -153,7 +159,43 @@ impl HttpPlugin {
         req: &Q,
         fallback: &'static str,
     ) -> Result<A, CallError> {
-        let r = match tokio::time::timeout(self.timeout, self.exchange(req)).await {
+        let body = serde_json::to_vec(req)?;
+        let path = self.path.clone();
+        self.timed(
+            self.exchange(hyper::Method::POST, &path, Some(body)),
+            fallback,
+        )
+        .await
+    }
+
+    /// GETs the plugin's URL with `query` added, as GOST's ingress plugin
+    /// asks for a rule; failures as in [`HttpPlugin::call`].
+    pub async fn get<A: DeserializeOwned>(
+        &self,
+        query: &[(&str, &str)],
+        fallback: &'static str,
+    ) -> Result<A, CallError> {
+        let (path, old) = match self.path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (self.path.as_str(), None),
+        };
+        let target = {
+            let mut q = url::form_urlencoded::Serializer::new(old.unwrap_or("").to_string());
+            for (k, v) in query {
+                q.append_pair(k, v);
+            }
+            format!("{path}?{}", q.finish())
+        };
+        self.timed(self.exchange(hyper::Method::GET, &target, None), fallback)
+            .await
+    }
+
+    async fn timed<A>(
+        &self,
+        work: impl std::future::Future<Output = Result<A, CallError>>,
+        fallback: &'static str,
+    ) -> Result<A, CallError> {
+        let r = match tokio::time::timeout(self.timeout, work).await {
             Ok(r) => r,
             Err(_) => Err(CallError::Timeout(self.timeout)),
         };
@@ -171,9 +213,15 @@ impl HttpPlugin {
         r
     }
 
-    async fn exchange<Q: Serialize, A: DeserializeOwned>(&self, req: &Q) -> Result<A, CallError> {
-        let body = serde_json::to_vec(req)?;
-        let mut builder = hyper::Request::post(self.path.as_str())
+    async fn exchange<A: DeserializeOwned>(
+        &self,
+        method: hyper::Method,
+        target: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<A, CallError> {
+        let mut builder = hyper::Request::builder()
+            .method(method)
+            .uri(target)
             .header(hyper::header::HOST, self.authority.as_str())
             .header(hyper::header::CONTENT_TYPE, "application/json");
         if !self.token.is_empty() {
@@ -183,8 +231,8 @@ impl HttpPlugin {
             );
         }
         let request = builder
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|_| CallError::Status(0))?;
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(CallError::Request)?;
         let mut sender = self.sender().await?;
         let resp = sender.send_request(request).await?;
         let status = resp.status().as_u16();
