@@ -233,8 +233,21 @@ impl HttpPlugin {
         let request = builder
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(CallError::Request)?;
-        let mut sender = self.sender().await?;
-        let resp = sender.send_request(request).await?;
+        let (mut sender, reused) = self.sender().await?;
+        let resp = match sender.try_send_request(request).await {
+            Ok(resp) => resp,
+            // A kept connection the plugin closed while it was idle: the
+            // request was not sent, so it goes once more on a new one,
+            // as Go's client does.
+            Err(mut e) if reused && e.message().is_some() => {
+                let Some(request) = e.take_message() else {
+                    return Err(e.into_error().into());
+                };
+                sender = self.connect().await?;
+                sender.send_request(request).await?
+            }
+            Err(e) => return Err(e.into_error().into()),
+        };
         let status = resp.status().as_u16();
         if status != 200 {
             return Err(CallError::Status(status));
@@ -251,20 +264,25 @@ impl HttpPlugin {
         Ok(serde_json::from_slice(&body)?)
     }
 
-    /// An idle connection that can take a request, or a new one.
-    async fn sender(&self) -> Result<SendRequest<Full<Bytes>>, CallError> {
+    /// An idle connection that can take a request (and `true`), or a new
+    /// one.
+    async fn sender(&self) -> Result<(SendRequest<Full<Bytes>>, bool), CallError> {
         loop {
             let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
             match idle {
                 Some(mut s) if !s.is_closed() => {
                     if s.ready().await.is_ok() {
-                        return Ok(s);
+                        return Ok((s, true));
                     }
                 }
                 Some(_) => {}
                 None => break,
             }
         }
+        Ok((self.connect().await?, false))
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, CallError> {
         let tcp = tokio::net::TcpStream::connect(self.authority.as_str())
             .await
             .map_err(|e| CallError::Connect(self.authority.clone(), e))?;
