@@ -88,7 +88,7 @@ fn through_socks5(port: u16, user: &str, url: &str) -> (bool, String) {
 fn auther_plugin_decides_socks5_logins_and_names_the_client() {
     let plugin = PluginServer::start();
     let http = http_origin("127.0.0.1:0", BODY);
-    let p = free_port();
+    let (p, ph) = (free_port(), free_port());
     let (g, _d) = start_config(
         &format!(
             "services:
@@ -96,13 +96,17 @@ fn auther_plugin_decides_socks5_logins_and_names_the_client() {
   addr: 127.0.0.1:{p}
   handler: {{type: socks5, auther: plug}}
   listener: {{type: tcp}}
+- name: web
+  addr: 127.0.0.1:{ph}
+  handler: {{type: http, auther: plug}}
+  listener: {{type: tcp}}
 authers:
 - name: plug
   plugin: {{type: http, addr: \"{}\", token: s3cret}}
 ",
             plugin.url("/auth")
         ),
-        &[p],
+        &[p, ph],
     );
     let url = format!("http://127.0.0.1:{}/", http.port());
     let (ok, body) = through_socks5(p, "alice:secret", &url);
@@ -114,6 +118,20 @@ authers:
 
     let reqs = plugin.requests();
     assert_eq!(reqs.len(), 3, "{reqs:?}");
+    // The same auther on an HTTP proxy: 200 for bob, 407 for a wrong password.
+    let (ok, body) = curl_body(&["-x", &format!("http://bob:pw@127.0.0.1:{ph}"), &url]);
+    assert!(ok && body == BODY, "{body:?}\n{}", g.log());
+    let (_, code) = curl_body(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-x",
+        &format!("http://bob:nope@127.0.0.1:{ph}"),
+        &url,
+    ]);
+    assert_eq!(code, "407");
+    assert_eq!(plugin.requests()[4]["body"]["service"], "web");
     let first = &reqs[0];
     assert_eq!(first["path"], "/auth");
     assert_eq!(first["auth"], "Bearer s3cret");
