@@ -133,7 +133,11 @@ impl App {
                 return Some(a.clone());
             }
         }
-        let a = named_auther(&cfg);
+        // The config check built it once already; an auther that cannot
+        // be built lets nobody in.
+        let a = named_auther(&cfg)
+            .map_err(|e| tracing::warn!(auther = %name, error = %e, "auther"))
+            .ok()?;
         cache.insert(name.to_string(), (cfg, a.clone()));
         Some(a)
     }

@@ -168,11 +168,7 @@ pub(crate) fn unsupported(cfg: &Config) -> Vec<String> {
         }
     }
     for a in &cfg.authers {
-        for (what, set) in [
-            ("redis", a.redis.is_some()),
-            ("http", a.http.is_some()),
-            ("plugin", a.plugin.is_some()),
-        ] {
+        for (what, set) in [("redis", a.redis.is_some()), ("http", a.http.is_some())] {
             if set {
                 out.push(format!(
                     "auther \"{}\": {what} loader is not supported yet",
@@ -279,6 +275,13 @@ fn unbuildable_objects(cfg: &Config) -> Vec<String> {
         }
     };
     let text = |e: &dyn std::fmt::Display| e.to_string();
+    // A plugin of another type is refused as such above.
+    let http_or_none =
+        |p: &Option<gost_core::config::PluginConfig>| p.as_ref().is_none_or(|p| p.r#type == "http");
+    for a in cfg.authers.iter().filter(|a| http_or_none(&a.plugin)) {
+        let r = gost_core::auth::named(a);
+        note("auther", &a.name, r.map(drop).map_err(|e| text(&e)));
+    }
     for b in &cfg.bypasses {
         let r = gost_core::bypass::Bypass::from_config(b);
         note("bypass", &b.name, r.map(drop).map_err(|e| text(&e)));
@@ -448,7 +451,7 @@ pub(crate) fn build_parts(root: &Config, cfg: &ServiceConfig) -> Result<Parts, B
         .as_ref()
         .map(|h| h.observer.as_str())
         .filter(|o| !o.is_empty());
-    let mut auther = build_auther(root, cfg);
+    let mut auther = build_auther(root, cfg)?;
     if handler_observer.is_some() {
         auther = auther.map(gost_service::observer::clients::auther);
     }
@@ -761,14 +764,17 @@ fn forwarder_addrs(root: &Config, cfg: &ServiceConfig) -> Result<Vec<String>, Bu
 /// The service's auther, as GOST picks it: the named `handler.auther` and
 /// `handler.authers` (tried in order), or else `handler.auth`
 /// (`user:pass@` on `-L`). Names were checked by `Config::validate`.
-fn build_auther(root: &Config, cfg: &ServiceConfig) -> Option<Arc<dyn Auther>> {
-    let h = cfg.handler.as_ref()?;
+fn build_auther(root: &Config, cfg: &ServiceConfig) -> Result<Option<Arc<dyn Auther>>, BuildError> {
+    let Some(h) = cfg.handler.as_ref() else {
+        return Ok(None);
+    };
     gost_core::auth::from_config(root, &h.auther, &h.authers, h.auth.as_ref())
+        .map_err(|e| svc_err(cfg, e.to_string()))
 }
 
 /// An auther of the top-level `authers` section.
-pub fn named_auther(a: &AutherConfig) -> Arc<dyn Auther> {
-    gost_core::auth::named(a)
+pub fn named_auther(a: &AutherConfig) -> Result<Arc<dyn Auther>, String> {
+    gost_core::auth::named(a).map_err(|e| e.to_string())
 }
 
 /// Parses the handler's metadata into a handler's typed options.

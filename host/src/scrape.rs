@@ -37,7 +37,7 @@ pub fn router(app: Arc<App>, cfg: &MetricsConfig) -> Router {
 
 async fn scrape(State(st): State<MetricsState>, headers: HeaderMap) -> Response {
     // As GOST: a bare 401 without a body.
-    if !st.access.allows(&st.app, &headers) {
+    if !st.access.allows(&st.app, &headers).await {
         return (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Basic")],

@@ -42,6 +42,8 @@ pub struct Router {
     /// Handler metadata `hash: host`: the `hash` strategy keys on the
     /// target address instead of the client's IP.
     pub hash_by_target: bool,
+    /// The service's name, which a bypass plugin is told.
+    pub service: Arc<str>,
 }
 
 impl Default for Router {
@@ -54,6 +56,7 @@ impl Default for Router {
             hosts: None,
             resolver: None,
             hash_by_target: false,
+            service: Arc::from(""),
         }
     }
 }
@@ -110,6 +113,7 @@ pub fn build(
     if let Some(t) = md.get_duration("dialTimeout")?.filter(|t| !t.is_zero()) {
         router.dial_timeout = t;
     }
+    router.service = Arc::from(svc.name.as_str());
     router.bypass = gost_core::bypass::group(root, &svc.bypass, &svc.bypasses)?;
     router.hosts = gost_core::hosts::find(root, &svc.hosts)?;
     router.resolver = gost_core::resolver::find(root, &svc.resolver)?;
@@ -167,7 +171,7 @@ impl Router {
     }
 
     async fn dial_tcp_unboxed(&self, addr: &str, client: IpAddr) -> Result<Upstream, DialError> {
-        self.check_bypass("tcp", addr)?;
+        self.check_bypass("tcp", addr).await?;
         let mut last = None;
         for attempt in 0..=self.retries {
             let work = async {
@@ -235,12 +239,12 @@ impl Router {
     }
 
     /// Refuses a target the service's bypass matches.
-    pub fn check_bypass(&self, network: &'static str, addr: &str) -> Result<(), DialError> {
-        if self
-            .bypass
-            .as_ref()
-            .is_some_and(|b| b.contains(network, addr))
-        {
+    pub async fn check_bypass(&self, network: &'static str, addr: &str) -> Result<(), DialError> {
+        let bypassed = match &self.bypass {
+            Some(b) => b.check(&self.service, network, addr).await,
+            None => false,
+        };
+        if bypassed {
             return Err(DialError::Bypassed {
                 network,
                 addr: addr.to_string(),
@@ -301,7 +305,7 @@ impl Router {
     /// target's replies reach it, or through the service's chain a tunnel
     /// from the chain's last node (GOST's UDP-over-TCP).
     pub async fn dial_udp(&self, addr: &str, client: IpAddr) -> Result<UdpUpstream, DialError> {
-        self.check_bypass("udp", addr)?;
+        self.check_bypass("udp", addr).await?;
         let work = async {
             let resolved = gost_core::resolver::resolve_addr(
                 addr,

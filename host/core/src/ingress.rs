@@ -7,14 +7,18 @@
 //! name wins over a wildcard, and a nearer wildcard over a farther one.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::config::{IngressConfig, IngressRuleConfig};
+use crate::plugin::{HttpPlugin, PluginError};
 
 #[derive(Debug, Clone, Default)]
 pub struct Ingress {
     name: String,
     /// Keyed by the host name with a leading `*` removed.
     rules: HashMap<String, IngressRuleConfig>,
+    /// GOST's ingress asks its plugin instead of rules when it has one.
+    plugin: Option<Arc<HttpPlugin>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +31,8 @@ pub enum IngressError {
         host: String,
         endpoint: String,
     },
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
 }
 
 impl Ingress {
@@ -36,11 +42,17 @@ impl Ingress {
         cfg: &IngressConfig,
         endpoint_ok: impl Fn(&str) -> bool,
     ) -> Result<Ingress, IngressError> {
+        if let Some(p) = &cfg.plugin {
+            return Ok(Ingress {
+                name: cfg.name.clone(),
+                rules: HashMap::new(),
+                plugin: Some(Arc::new(HttpPlugin::new("ingress", &cfg.name, p)?)),
+            });
+        }
         for (what, set) in [
             ("file", cfg.file.is_some()),
             ("redis", cfg.redis.is_some()),
             ("http", cfg.http.is_some()),
-            ("plugin", cfg.plugin.is_some()),
         ] {
             if set {
                 return Err(IngressError::Loader {
@@ -52,6 +64,7 @@ impl Ingress {
         let mut ing = Ingress {
             name: cfg.name.clone(),
             rules: HashMap::new(),
+            plugin: None,
         };
         for r in &cfg.rules {
             // GOST skips rules with either half empty.
@@ -76,6 +89,7 @@ impl Ingress {
         let mut ing = Ingress {
             name: name.to_string(),
             rules: HashMap::new(),
+            plugin: None,
         };
         for r in rules {
             ing.insert(r);
@@ -93,7 +107,7 @@ impl Ingress {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
+        self.rules.is_empty() && self.plugin.is_none()
     }
 
     /// GOST's `GetRule`: the rule for `host` (a port is ignored).
@@ -122,9 +136,25 @@ impl Ingress {
         None
     }
 
-    /// The endpoint (tunnel id) for `host`.
-    pub fn endpoint(&self, host: &str) -> Option<&str> {
-        self.get(host).map(|r| r.endpoint.as_str())
+    /// The endpoint (tunnel id) for `host` of `service`'s visitor. A
+    /// plugin is asked as GOST's `ingress/plugin/http.go` asks it: `GET`
+    /// with `host` and `service` in the query, `{"endpoint": ...}` back;
+    /// a failed call or an empty endpoint is no rule, as in GOST.
+    pub async fn endpoint(&self, service: &str, host: &str) -> Option<String> {
+        let Some(p) = &self.plugin else {
+            return self.get(host).map(|r| r.endpoint.clone());
+        };
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            #[serde(default)]
+            endpoint: String,
+        }
+        let mut query = vec![("host", host)];
+        if !service.is_empty() {
+            query.push(("service", service));
+        }
+        let a: Answer = p.get(&query, "no rule").await.ok()?;
+        Some(a.endpoint).filter(|e| !e.is_empty())
     }
 }
 
@@ -139,8 +169,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn exact_names_then_the_nearest_wildcard() {
+    #[tokio::test]
+    async fn exact_names_then_the_nearest_wildcard() {
         let ing = Ingress::inline(
             "i",
             [
@@ -150,14 +180,26 @@ mod tests {
                 rule("other.org", "d"),
             ],
         );
-        assert_eq!(ing.endpoint("example.com:80"), Some("a"));
-        assert_eq!(ing.endpoint("www.example.com"), Some("b"));
-        assert_eq!(ing.endpoint("x.sub.example.com:443"), Some("c"));
-        assert_eq!(ing.endpoint("sub.example.com"), Some("c"));
-        assert_eq!(ing.endpoint("OTHER.org"), Some("d"));
-        assert_eq!(ing.endpoint("x.other.org"), None);
-        assert_eq!(ing.endpoint("example.net"), None);
-        assert_eq!(ing.endpoint(""), None);
+        assert_eq!(
+            ing.endpoint("", "example.com:80").await.as_deref(),
+            Some("a")
+        );
+        assert_eq!(
+            ing.endpoint("", "www.example.com").await.as_deref(),
+            Some("b")
+        );
+        assert_eq!(
+            ing.endpoint("", "x.sub.example.com:443").await.as_deref(),
+            Some("c")
+        );
+        assert_eq!(
+            ing.endpoint("", "sub.example.com").await.as_deref(),
+            Some("c")
+        );
+        assert_eq!(ing.endpoint("", "OTHER.org").await.as_deref(), Some("d"));
+        assert_eq!(ing.endpoint("", "x.other.org").await.as_deref(), None);
+        assert_eq!(ing.endpoint("", "example.net").await.as_deref(), None);
+        assert_eq!(ing.endpoint("", "").await.as_deref(), None);
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod limiter;
 pub mod metadata;
 pub mod metrics;
 pub mod nofile;
+pub mod plugin;
 pub mod repeat;
 pub mod resolver;
 pub mod routing;

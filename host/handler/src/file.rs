@@ -123,7 +123,7 @@ impl FileHandler {
         let method = req.method().clone();
         let uri = req.uri().clone();
         let mut user = None;
-        let resp = match self.authorize(&req) {
+        let resp = match self.authorize(&req, ctx).await {
             None => {
                 let mut r = empty(StatusCode::UNAUTHORIZED);
                 r.headers_mut()
@@ -163,7 +163,11 @@ impl FileHandler {
 
     /// `Some(user)` when the request may go on (`Some(None)` without an
     /// auther), `None` for a 401.
-    fn authorize(&self, req: &Request<Incoming>) -> Option<Option<String>> {
+    async fn authorize(
+        &self,
+        req: &Request<Incoming>,
+        ctx: &ConnContext,
+    ) -> Option<Option<String>> {
         let Some(auther) = &self.auther else {
             return Some(None);
         };
@@ -172,9 +176,10 @@ impl FileHandler {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(crate::http::parse_basic);
-        creds
-            .and_then(|(u, p)| auther.authenticate(&u, &p).map(|_| u))
-            .map(Some)
+        let (u, p) = creds?;
+        let who = gost_core::auth::AuthRequest::new(&u, &p).from(&ctx.service, ctx.peer);
+        auther.authenticate(who).await?;
+        Some(Some(u))
     }
 
     async fn get(&self, req: &Request<Incoming>) -> Response<Body> {

@@ -227,7 +227,7 @@ impl ForwardHandler {
         // As GOST's HTTP sniffer: a request whose Host the service's
         // bypass matches is answered 403 before any node is picked.
         if sniffed.protocol == "http" && !sniffed.host.is_empty() {
-            if let Err(e) = self.router.check_bypass("tcp", &sniffed.host) {
+            if let Err(e) = self.router.check_bypass("tcp", &sniffed.host).await {
                 client
                     .write_all_now(super::http::bare_response(403).as_bytes())
                     .await?;

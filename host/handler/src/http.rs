@@ -261,7 +261,7 @@ impl HttpHandler {
                 }
             };
             tracing::debug!(service = %ctx.service, client = %ctx.peer, method = %gost_core::escape::esc(&req.method), target = %gost_core::escape::esc(&req.target), "http request");
-            match self.authenticate(&req) {
+            match self.authenticate(&req, ctx).await {
                 None => {
                     return Box::pin(self.auth_failed(client, &req, ctx))
                         .await
@@ -333,7 +333,7 @@ impl HttpHandler {
     }
 
     /// `None` when authentication fails; otherwise the user name, if any.
-    fn authenticate(&self, req: &RequestHead) -> Option<Option<String>> {
+    async fn authenticate(&self, req: &RequestHead, ctx: &ConnContext) -> Option<Option<String>> {
         let Some(auther) = &self.auther else {
             return Some(None);
         };
@@ -341,7 +341,12 @@ impl HttpHandler {
             .header("proxy-authorization")
             .and_then(parse_basic)
             .unwrap_or_default();
-        auther.authenticate(&user, &pass).map(Some)
+        auther
+            .authenticate(
+                gost_core::auth::AuthRequest::new(&user, &pass).from(&ctx.service, ctx.peer),
+            )
+            .await
+            .map(Some)
     }
 
     /// A 407 (with the realm), or GOST's probe resistance unless the

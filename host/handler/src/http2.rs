@@ -179,7 +179,8 @@ impl Http2Handler {
                 .and_then(|v| v.to_str().ok())
                 .and_then(parse_basic)
                 .unwrap_or_default();
-            match auther.authenticate(&user, &pass) {
+            let who = gost_core::auth::AuthRequest::new(&user, &pass).from(&ctx.service, ctx.peer);
+            match auther.authenticate(who).await {
                 Some(id) => {
                     tracing::debug!(service = %ctx.service, client = %ctx.peer, user = %esc(&id), "authenticated")
                 }

@@ -94,7 +94,7 @@ impl RedirectHandler {
         let original = dst.to_string();
         // GOST checks the bypass on the original destination first, so
         // address rules hold whatever the sniffed name is.
-        self.router.check_bypass("tcp", &original)?;
+        self.router.check_bypass("tcp", &original).await?;
         let upstream = match self.opts.sniffing {
             Some(timeout) => Box::pin(self.dial_sniffed(&mut client, &ctx, dst, timeout)).await?,
             None => Box::pin(self.dial(&ctx, &original)).await?,
@@ -123,7 +123,7 @@ impl RedirectHandler {
         if sniffed.host.is_empty() || self.opts.dial_original {
             if !sniffed.host.is_empty() {
                 let named = sniffed_target(&sniffed.host, dst.port());
-                self.router.check_bypass("tcp", &named)?;
+                self.router.check_bypass("tcp", &named).await?;
             }
             return self.dial(ctx, &original).await;
         }

@@ -147,7 +147,8 @@ impl RelayHandler {
             };
         if let Some(auther) = &self.auther {
             let (user, pass) = req.user.clone().unwrap_or_default();
-            match auther.authenticate(&user, &pass) {
+            let who = gost_core::auth::AuthRequest::new(&user, &pass).from(&ctx.service, ctx.peer);
+            match auther.authenticate(who).await {
                 Some(id) => {
                     tracing::debug!(service = %ctx.service, client = %ctx.peer, client_id = id, "relay: authenticated")
                 }
@@ -205,7 +206,7 @@ impl RelayHandler {
         }
         let dialed = if req.unix {
             // As GOST: the socket on this host, not through the chain.
-            match self.router.check_bypass("unix", &req.addr) {
+            match self.router.check_bypass("unix", &req.addr).await {
                 Ok(()) => gost_transport::unix::connect(&req.addr)
                     .await
                     .map(Upstream::direct)

@@ -101,7 +101,7 @@ impl SniHandler {
             )));
         }
         let addr = crate::sniffing::with_port(&sniffed.host, port);
-        if let Err(e) = self.router.check_bypass("tcp", &addr) {
+        if let Err(e) = self.router.check_bypass("tcp", &addr).await {
             if sniffed.protocol == "http" {
                 client
                     .write_all_now(crate::http::bare_response(403).as_bytes())

@@ -54,7 +54,7 @@ pub async fn guard_tunnel(
         return Ok(());
     }
     let port = if s.protocol == "tls" { 443 } else { 80 };
-    router.check_bypass("tcp", &with_port(&s.host, port))
+    router.check_bypass("tcp", &with_port(&s.host, port)).await
 }
 
 /// A sniffed host as `host:port`, with `port` when it names none (GOST's

@@ -2,7 +2,8 @@
 //! `types` and `runtime` interfaces are generated once (in `common`) and
 //! reused by the others, so one trait impl serves every world.
 //!
-//! Only imports that may wait on the network are async. The others run as
+//! Only imports that may wait on the network (a dial, an auther that may
+//! be a plugin) are async. The others run as
 //! plain host calls: an async import costs a boxed future and a trip
 //! through the fiber's executor on every call, and a handshake makes
 //! several of these calls per connection.
@@ -50,6 +51,6 @@ macro_rules! world {
     };
 }
 
-world!(handler, "handler", "gost:plugin/network.authenticate");
+world!(handler, "handler");
 world!(forwarder, "forwarder");
 world!(observer, "observer");

@@ -280,10 +280,18 @@ impl network::Host for PluginState {
         }
     }
 
-    fn authenticate(&mut self, user: String, password: String) -> wasmtime::Result<Option<String>> {
-        Ok(match self.net.as_ref().and_then(|n| n.auther.as_ref()) {
-            Some(a) => a.authenticate(&user, &password),
-            None => Some(String::new()),
-        })
+    async fn authenticate(
+        &mut self,
+        user: String,
+        password: String,
+    ) -> wasmtime::Result<Option<String>> {
+        let Some(a) = self.net.as_ref().and_then(|n| n.auther.clone()) else {
+            return Ok(Some(String::new()));
+        };
+        let id = a
+            .authenticate(gost_core::auth::AuthRequest::new(&user, &password))
+            .await;
+        self.resume();
+        Ok(id)
     }
 }

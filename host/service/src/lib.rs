@@ -225,7 +225,7 @@ impl Service {
             }
             let active = self.handler.get();
             if let Some(adm) = &active.admission {
-                if !adm.admit(accepted.peer.ip()) {
+                if !adm.check(&self.name, "tcp", accepted.peer).await {
                     tracing::debug!(service = %self.name, client = %gost_core::context::Client(accepted.peer), "refused by admission");
                     continue;
                 }

@@ -52,7 +52,7 @@ impl Access {
     }
 
     /// Checks the request's basic credentials.
-    pub fn allows(&self, app: &App, headers: &HeaderMap) -> bool {
+    pub async fn allows(&self, app: &App, headers: &HeaderMap) -> bool {
         let creds = basic_credentials(headers);
         match self {
             Access::Open => true,
@@ -62,8 +62,12 @@ impl Access {
             }),
             Access::Auther(name) => {
                 let (u, p) = creds.unwrap_or_default();
-                app.auther(name)
-                    .is_some_and(|a: Arc<dyn Auther>| a.authenticate(&u, &p).is_some())
+                let Some(a): Option<Arc<dyn Auther>> = app.auther(name) else {
+                    return false;
+                };
+                a.authenticate(gost_core::auth::AuthRequest::new(&u, &p))
+                    .await
+                    .is_some()
             }
         }
     }
@@ -142,7 +146,7 @@ async fn middleware(
     let uri = req.uri().clone();
     let resp = if let Err(e) = st.browser.check(req.method(), req.headers()) {
         e.into_response()
-    } else if st.access.allows(&st.app, req.headers()) {
+    } else if st.access.allows(&st.app, req.headers()).await {
         json_errors::as_json(next.run(req).await).await
     } else {
         unauthorized()

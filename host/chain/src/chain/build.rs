@@ -30,6 +30,12 @@ pub enum ChainBuildError {
     },
     #[error("{owner}: {msg}")]
     Lookup { owner: String, msg: String },
+    /// A hop or node picks its nodes synchronously; a plugin bypass is
+    /// asked per dial only at the service.
+    #[error(
+        "{owner}: a bypass with a plugin is supported on services only, not on hops and nodes yet"
+    )]
+    PluginBypass { owner: String },
 }
 
 /// The selector a `selector:` block describes; GOST's default is round
@@ -160,10 +166,17 @@ fn bypass(
     one: &str,
     many: &[String],
 ) -> Result<Option<Arc<gost_core::bypass::BypassGroup>>, ChainBuildError> {
-    gost_core::bypass::group(root, one, many).map_err(|source| ChainBuildError::Bypass {
-        owner: owner.to_string(),
-        source,
-    })
+    let group =
+        gost_core::bypass::group(root, one, many).map_err(|source| ChainBuildError::Bypass {
+            owner: owner.to_string(),
+            source,
+        })?;
+    if group.as_ref().is_some_and(|g| g.has_plugin()) {
+        return Err(ChainBuildError::PluginBypass {
+            owner: owner.to_string(),
+        });
+    }
+    Ok(group)
 }
 
 fn hop(

@@ -3,8 +3,10 @@
 //! CIDR and IP-range patterns, inline and from a reloaded file; by default
 //! they deny, with `whitelist` they are the only addresses let in.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+
+use crate::plugin::{HttpPlugin, PluginError};
 
 use crate::bypass::pattern::PatternSet;
 use crate::bypass::rules::{Line, RuleError, Rules};
@@ -18,13 +20,22 @@ pub enum AdmissionError {
     Unsupported { name: String, what: &'static str },
     #[error(transparent)]
     Rule(#[from] RuleError),
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
 }
 
 #[derive(Debug)]
 pub struct Admission {
     pub name: String,
     pub whitelist: bool,
-    rules: Rules<PatternSet>,
+    source: Source,
+}
+
+/// GOST's admission takes its plugin instead of rules when it has one.
+#[derive(Debug)]
+enum Source {
+    Rules(Rules<PatternSet>),
+    Plugin(HttpPlugin),
 }
 
 /// Client addresses are IPs, so a rule must be one too; a host name would
@@ -48,11 +59,16 @@ fn parse_ip_rules(lines: &[Line]) -> Result<PatternSet, RuleError> {
 
 impl Admission {
     pub fn from_config(cfg: &AdmissionConfig) -> Result<Admission, AdmissionError> {
-        if let Some(what) = crate::config::remote_source(
-            cfg.redis.is_some(),
-            cfg.http.is_some(),
-            cfg.plugin.is_some(),
-        ) {
+        if let Some(p) = &cfg.plugin {
+            return Ok(Admission {
+                name: cfg.name.clone(),
+                whitelist: false,
+                source: Source::Plugin(HttpPlugin::new("admission", &cfg.name, p)?),
+            });
+        }
+        if let Some(what) =
+            crate::config::remote_source(cfg.redis.is_some(), cfg.http.is_some(), false)
+        {
             return Err(AdmissionError::Unsupported {
                 name: cfg.name.clone(),
                 what,
@@ -63,21 +79,29 @@ impl Admission {
         Ok(Admission {
             name: cfg.name.clone(),
             whitelist: cfg.whitelist || cfg.reverse,
-            rules: Rules::new(
+            source: Source::Rules(Rules::new(
                 &owner,
                 "matchers",
                 &cfg.matchers,
                 file,
                 cfg.reload.0,
                 parse_ip_rules,
-            )?,
+            )?),
         })
     }
 
-    /// Whether the client at `ip` may connect; a refusal is logged at
-    /// debug level with the rule that made it.
+    pub fn is_plugin(&self) -> bool {
+        matches!(self.source, Source::Plugin(_))
+    }
+
+    /// Whether the client at `ip` may connect by the rules; a refusal is
+    /// logged at debug level with the rule that made it. A plugin
+    /// admission is asked with [`AdmissionGroup::check`] only.
     pub fn admit(&self, ip: IpAddr) -> bool {
-        let set = self.rules.current();
+        let Source::Rules(rules) = &self.source else {
+            return false;
+        };
+        let set = rules.current();
         let addr = ip.to_string();
         let hit = set.find(&addr);
         let admitted = hit.is_some() == self.whitelist;
@@ -107,6 +131,50 @@ impl AdmissionGroup {
             v4 => v4,
         };
         self.0.iter().all(|a| a.admit(ip))
+    }
+
+    pub fn has_plugin(&self) -> bool {
+        self.0.iter().any(Admission::is_plugin)
+    }
+
+    /// Whether the client at `client` may connect to `service`: the rules,
+    /// then each plugin, which GOST's `admission/plugin/http.go` asks with
+    /// `{service, network, addr}`; a failed call denies, as in GOST.
+    pub async fn check(&self, service: &str, network: &str, client: SocketAddr) -> bool {
+        #[derive(serde::Serialize)]
+        struct Request<'a> {
+            service: &'a str,
+            network: &'a str,
+            addr: String,
+        }
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            #[serde(default)]
+            ok: bool,
+        }
+        let ip = match client.ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(client.ip()),
+            v4 => v4,
+        };
+        for a in &self.0 {
+            let ok = match &a.source {
+                Source::Rules(_) => a.admit(ip),
+                Source::Plugin(p) => {
+                    let req = Request {
+                        service,
+                        network,
+                        addr: client.to_string(),
+                    };
+                    p.call::<_, Answer>(&req, "denied")
+                        .await
+                        .is_ok_and(|a| a.ok)
+                }
+            };
+            if !ok {
+                return false;
+            }
+        }
+        true
     }
 }
 

@@ -2,15 +2,50 @@
 //! and names the client, so handlers and observers can tell clients apart.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
+
+use crate::plugin::HttpPlugin;
+
+/// What a client presented, and where from: an auther plugin is told the
+/// service and the client's address, as GOST tells it.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthRequest<'a> {
+    pub user: &'a str,
+    pub password: &'a str,
+    pub service: &'a str,
+    pub client: Option<SocketAddr>,
+}
+
+impl<'a> AuthRequest<'a> {
+    pub fn new(user: &'a str, password: &'a str) -> Self {
+        AuthRequest {
+            user,
+            password,
+            service: "",
+            client: None,
+        }
+    }
+
+    pub fn from(mut self, service: &'a str, client: SocketAddr) -> Self {
+        self.service = service;
+        self.client = Some(client);
+        self
+    }
+}
+
+pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Option<String>> + Send + 'a>>;
 
 /// What a handler asks when a client presents credentials. `Some(id)` lets
 /// the client in; the id is what GOST's handler-level observers report
 /// per client (GOST uses the user name when the auther has no other id).
+/// A future, because a plugin auther asks another process.
 pub trait Auther: Send + Sync {
-    fn authenticate(&self, user: &str, password: &str) -> Option<String>;
+    fn authenticate<'a>(&'a self, req: AuthRequest<'a>) -> AuthFuture<'a>;
 }
 
 /// Fixed users: `handler.auth` / `user:pass@` on `-L`.
@@ -27,9 +62,15 @@ impl StaticAuther {
     }
 }
 
-impl Auther for StaticAuther {
-    fn authenticate(&self, user: &str, password: &str) -> Option<String> {
+impl StaticAuther {
+    fn check(&self, user: &str, password: &str) -> Option<String> {
         (self.users.get(user)? == password).then(|| user.to_string())
+    }
+}
+
+impl Auther for StaticAuther {
+    fn authenticate<'a>(&'a self, req: AuthRequest<'a>) -> AuthFuture<'a> {
+        Box::pin(std::future::ready(self.check(req.user, req.password)))
     }
 }
 
@@ -117,12 +158,51 @@ impl TableAuther {
     }
 }
 
-impl Auther for TableAuther {
-    fn authenticate(&self, user: &str, password: &str) -> Option<String> {
+impl TableAuther {
+    fn check(&self, user: &str, password: &str) -> Option<String> {
         self.reload_if_due();
         let t = self.state.read().ok()?;
         let want = t.users.get(user)?;
         (want.is_empty() || want == password).then(|| user.to_string())
+    }
+}
+
+impl Auther for TableAuther {
+    fn authenticate<'a>(&'a self, req: AuthRequest<'a>) -> AuthFuture<'a> {
+        Box::pin(std::future::ready(self.check(req.user, req.password)))
+    }
+}
+
+/// GOST's auther plugin (`auth/plugin/http.go`): the plugin's `id` names
+/// the client. A failed call denies, as in GOST.
+pub struct PluginAuther(HttpPlugin);
+
+impl Auther for PluginAuther {
+    fn authenticate<'a>(&'a self, req: AuthRequest<'a>) -> AuthFuture<'a> {
+        #[derive(serde::Serialize)]
+        struct Request<'a> {
+            service: &'a str,
+            username: &'a str,
+            password: &'a str,
+            client: String,
+        }
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            #[serde(default)]
+            ok: bool,
+            #[serde(default)]
+            id: String,
+        }
+        Box::pin(async move {
+            let body = Request {
+                service: req.service,
+                username: req.user,
+                password: req.password,
+                client: req.client.map(|c| c.to_string()).unwrap_or_default(),
+            };
+            let a: Answer = self.0.call(&body, "denied").await.ok()?;
+            a.ok.then_some(a.id)
+        })
     }
 }
 
@@ -150,28 +230,38 @@ pub fn from_config(
     auther: &str,
     authers: &[String],
     auth: Option<&crate::config::AuthConfig>,
-) -> Option<Arc<dyn Auther>> {
+) -> Result<Option<Arc<dyn Auther>>, crate::plugin::PluginError> {
     let named: Vec<Arc<dyn Auther>> = std::iter::once(auther)
         .chain(authers.iter().map(String::as_str))
         .filter(|n| !n.is_empty())
         .filter_map(|n| root.authers.iter().find(|a| a.name == n))
         .map(named)
-        .collect();
+        .collect::<Result<_, _>>()?;
     if !named.is_empty() {
-        return Some(Arc::new(AutherGroup(named)));
+        return Ok(Some(Arc::new(AutherGroup(named))));
     }
-    let auth = auth?;
+    let Some(auth) = auth else {
+        return Ok(None);
+    };
     if auth.username.is_empty() && auth.password.is_empty() {
-        return None;
+        return Ok(None);
     }
-    Some(Arc::new(StaticAuther::new([(
+    Ok(Some(Arc::new(StaticAuther::new([(
         auth.username.clone(),
         auth.password.clone(),
-    )])))
+    )]))))
 }
 
-/// An auther of the top-level `authers` section.
-pub fn named(a: &crate::config::AutherConfig) -> Arc<dyn Auther> {
+/// An auther of the top-level `authers` section: its plugin when it has
+/// one (GOST then ignores the other sources), its users otherwise.
+pub fn named(
+    a: &crate::config::AutherConfig,
+) -> Result<Arc<dyn Auther>, crate::plugin::PluginError> {
+    if let Some(p) = &a.plugin {
+        return Ok(Arc::new(PluginAuther(HttpPlugin::new(
+            "auther", &a.name, p,
+        )?)));
+    }
     let users = a
         .auths
         .iter()
@@ -183,15 +273,22 @@ pub fn named(a: &crate::config::AutherConfig) -> Arc<dyn Auther> {
         .filter(|f| !f.path.is_empty())
         .map(|f| f.path.clone().into());
     let reload = Some(a.reload.0).filter(|r| !r.is_zero());
-    Arc::new(TableAuther::new(&a.name, users, file, reload))
+    Ok(Arc::new(TableAuther::new(&a.name, users, file, reload)))
 }
 
 /// Several authers (`handler.authers`): the first that accepts decides.
 pub struct AutherGroup(pub Vec<Arc<dyn Auther>>);
 
 impl Auther for AutherGroup {
-    fn authenticate(&self, user: &str, password: &str) -> Option<String> {
-        self.0.iter().find_map(|a| a.authenticate(user, password))
+    fn authenticate<'a>(&'a self, req: AuthRequest<'a>) -> AuthFuture<'a> {
+        Box::pin(async move {
+            for a in &self.0 {
+                if let Some(id) = a.authenticate(req).await {
+                    return Some(id);
+                }
+            }
+            None
+        })
     }
 }
 
@@ -211,18 +308,12 @@ mod tests {
             ]
         );
         let a = TableAuther::new("a", users, None, None);
-        assert_eq!(
-            a.authenticate("alice", "secret one").as_deref(),
-            Some("alice")
-        );
-        assert_eq!(a.authenticate("alice", "secret"), None);
-        assert_eq!(
-            a.authenticate("carol", "anything").as_deref(),
-            Some("carol")
-        );
-        assert_eq!(a.authenticate("dave", ""), None);
+        assert_eq!(a.check("alice", "secret one").as_deref(), Some("alice"));
+        assert_eq!(a.check("alice", "secret"), None);
+        assert_eq!(a.check("carol", "anything").as_deref(), Some("carol"));
+        assert_eq!(a.check("dave", ""), None);
         let empty = TableAuther::new("e", [], None, None);
-        assert_eq!(empty.authenticate("", ""), None);
+        assert_eq!(empty.check("", ""), None);
     }
 
     #[test]
@@ -230,14 +321,14 @@ mod tests {
         let path = std::env::temp_dir().join(format!("gost-auther-{}", std::process::id()));
         std::fs::write(&path, "u old\n").unwrap();
         let a = TableAuther::new("f", [], Some(path.clone()), Some(Duration::from_secs(1)));
-        assert!(a.authenticate("u", "old").is_some());
+        assert!(a.check("u", "old").is_some());
         std::fs::write(&path, "u new\n").unwrap();
-        assert!(a.authenticate("u", "old").is_some(), "not due yet");
+        assert!(a.check("u", "old").is_some(), "not due yet");
         std::thread::sleep(Duration::from_millis(1100));
-        assert!(a.authenticate("u", "new").is_some());
-        assert!(a.authenticate("u", "old").is_none());
+        assert!(a.check("u", "new").is_some());
+        assert!(a.check("u", "old").is_none());
         std::fs::remove_file(&path).unwrap();
         std::thread::sleep(Duration::from_millis(1100));
-        assert!(a.authenticate("u", "new").is_some(), "kept when unreadable");
+        assert!(a.check("u", "new").is_some(), "kept when unreadable");
     }
 }

@@ -10,6 +10,7 @@ pub mod rules;
 use std::sync::Arc;
 
 use crate::config::{BypassConfig, Config};
+use crate::plugin::{HttpPlugin, PluginError};
 use pattern::PatternSet;
 use rules::{RuleError, Rules};
 
@@ -21,6 +22,8 @@ pub enum BypassError {
     Unsupported { name: String, what: &'static str },
     #[error(transparent)]
     Rule(#[from] RuleError),
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
 }
 
 #[derive(Debug)]
@@ -29,16 +32,31 @@ pub struct Bypass {
     pub whitelist: bool,
     /// Applies only to this network (`tcp`, `udp`) when set.
     pub network: String,
-    rules: Rules<PatternSet>,
+    source: Source,
+}
+
+/// GOST's bypass takes its plugin instead of rules when it has one.
+#[derive(Debug)]
+enum Source {
+    Rules(Rules<PatternSet>),
+    Plugin(HttpPlugin),
 }
 
 impl Bypass {
     pub fn from_config(cfg: &BypassConfig) -> Result<Bypass, BypassError> {
-        if let Some(what) = crate::config::remote_source(
-            cfg.redis.is_some(),
-            cfg.http.is_some(),
-            cfg.plugin.is_some(),
-        ) {
+        if let Some(p) = &cfg.plugin {
+            // GOST's plugin bypass is never a whitelist and applies to
+            // every network.
+            return Ok(Bypass {
+                name: cfg.name.clone(),
+                whitelist: false,
+                network: String::new(),
+                source: Source::Plugin(HttpPlugin::new("bypass", &cfg.name, p)?),
+            });
+        }
+        if let Some(what) =
+            crate::config::remote_source(cfg.redis.is_some(), cfg.http.is_some(), false)
+        {
             return Err(BypassError::Unsupported {
                 name: cfg.name.clone(),
                 what,
@@ -50,24 +68,34 @@ impl Bypass {
             name: cfg.name.clone(),
             whitelist: cfg.whitelist || cfg.reverse,
             network: cfg.network.clone(),
-            rules: Rules::new(
+            source: Source::Rules(Rules::new(
                 &owner,
                 "matchers",
                 &cfg.matchers,
                 file,
                 cfg.reload.0,
                 PatternSet::parse,
-            )?,
+            )?),
         })
     }
 
-    /// Whether `addr` (`host:port`) over `network` is bypassed. The
-    /// decision and the rule that made it are logged at debug level.
+    pub fn is_plugin(&self) -> bool {
+        matches!(self.source, Source::Plugin(_))
+    }
+
+    /// Whether `addr` (`host:port`) over `network` is bypassed by the
+    /// rules. The decision and the rule that made it are logged at debug
+    /// level. A plugin bypass is asked with [`BypassGroup::check`] only,
+    /// and where a sync answer is needed it is refused when the config is
+    /// built.
     pub fn contains(&self, network: &str, addr: &str) -> bool {
         if !self.network.is_empty() && self.network != network {
             return false;
         }
-        let set = self.rules.current();
+        let Source::Rules(rules) = &self.source else {
+            return false;
+        };
+        let set = rules.current();
         if set.0.is_empty() {
             // GOST: a network-only bypass takes all of that network.
             return !self.network.is_empty() && !self.whitelist;
@@ -104,6 +132,56 @@ impl BypassGroup {
             .iter()
             .filter(|b| !b.whitelist)
             .any(|b| b.contains(network, addr))
+    }
+
+    pub fn has_plugin(&self) -> bool {
+        self.0.iter().any(|b| b.is_plugin())
+    }
+
+    /// [`BypassGroup::contains`], with each plugin asked as GOST's
+    /// `bypass/plugin/http.go` asks it (`{service, network, addr, client,
+    /// host, path}`, `ok` true bypasses). A failed call bypasses, as in
+    /// GOST (its client fails open).
+    pub async fn check(&self, service: &str, network: &str, addr: &str) -> bool {
+        if self.contains(network, addr) {
+            return true;
+        }
+        #[derive(serde::Serialize)]
+        struct Request<'a> {
+            service: &'a str,
+            network: &'a str,
+            addr: &'a str,
+            client: &'a str,
+            host: &'a str,
+            path: &'a str,
+        }
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            #[serde(default)]
+            ok: bool,
+        }
+        for b in &self.0 {
+            let Source::Plugin(p) = &b.source else {
+                continue;
+            };
+            let req = Request {
+                service,
+                network,
+                addr,
+                client: "",
+                host: "",
+                path: "",
+            };
+            let bypassed = p
+                .call::<_, Answer>(&req, "bypassed")
+                .await
+                .map_or(true, |a| a.ok);
+            tracing::debug!(bypass = %b.name, addr = %crate::escape::esc(addr), bypassed, "plugin");
+            if bypassed {
+                return true;
+            }
+        }
+        false
     }
 }
 

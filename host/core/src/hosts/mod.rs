@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::bypass::rules::{Line, RuleError, Rules};
 use crate::config::{Config, HostsConfig};
+use crate::plugin::{HttpPlugin, PluginError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostsError {
@@ -16,6 +17,8 @@ pub enum HostsError {
     Unsupported { name: String, what: &'static str },
     #[error(transparent)]
     Rule(#[from] RuleError),
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
 }
 
 /// Lower-case host name (or `.domain`, or `.` for every name) to IPs, and
@@ -78,16 +81,27 @@ impl Table {
 #[derive(Debug)]
 pub struct Hosts {
     pub name: String,
-    rules: Rules<Table>,
+    source: Source,
+}
+
+/// GOST's hosts takes its plugin instead of mappings when it has one.
+#[derive(Debug)]
+enum Source {
+    Rules(Rules<Table>),
+    Plugin(HttpPlugin),
 }
 
 impl Hosts {
     pub fn from_config(cfg: &HostsConfig) -> Result<Hosts, HostsError> {
-        if let Some(what) = crate::config::remote_source(
-            cfg.redis.is_some(),
-            cfg.http.is_some(),
-            cfg.plugin.is_some(),
-        ) {
+        if let Some(p) = &cfg.plugin {
+            return Ok(Hosts {
+                name: cfg.name.clone(),
+                source: Source::Plugin(HttpPlugin::new("hosts", &cfg.name, p)?),
+            });
+        }
+        if let Some(what) =
+            crate::config::remote_source(cfg.redis.is_some(), cfg.http.is_some(), false)
+        {
             return Err(HostsError::Unsupported {
                 name: cfg.name.clone(),
                 what,
@@ -109,20 +123,27 @@ impl Hosts {
         let file = cfg.file.as_ref().map(|f| f.path.as_str());
         Ok(Hosts {
             name: cfg.name.clone(),
-            rules: Rules::new(
+            source: Source::Rules(Rules::new(
                 &owner,
                 "mappings",
                 &inline,
                 file,
                 cfg.reload.0,
                 Table::parse,
-            )?,
+            )?),
         })
     }
 
     /// The IPs mapped to `host`, filtered to one family for `ip4`/`ip6`.
-    pub fn lookup(&self, network: &str, host: &str) -> Vec<IpAddr> {
-        let table = self.rules.current();
+    /// A plugin is asked as GOST's `hosts/plugin/http.go` asks it, with
+    /// `{network, host, client}`; a failed call maps nothing (the resolver
+    /// is asked next), as in GOST.
+    pub async fn lookup(&self, network: &str, host: &str) -> Vec<IpAddr> {
+        let rules = match &self.source {
+            Source::Rules(rules) => rules,
+            Source::Plugin(p) => return plugin_lookup(p, network, host, "not mapped").await,
+        };
+        let table = rules.current();
         let Some((ips, at)) = table.lookup(host) else {
             return Vec::new();
         };
@@ -139,6 +160,39 @@ impl Hosts {
             tracing::debug!(hosts = %self.name, host, ?ips, at = %at, "host mapper");
         }
         ips
+    }
+}
+
+/// GOST's request and answer of the hosts and resolver plugins, which are
+/// the same: `ok` false or a failed call gives no addresses, and entries
+/// that are not IPs are skipped.
+pub(crate) async fn plugin_lookup(
+    p: &HttpPlugin,
+    network: &str,
+    host: &str,
+    fallback: &'static str,
+) -> Vec<IpAddr> {
+    #[derive(serde::Serialize)]
+    struct Request<'a> {
+        network: &'a str,
+        host: &'a str,
+        client: &'a str,
+    }
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        #[serde(default)]
+        ips: Vec<String>,
+        #[serde(default)]
+        ok: bool,
+    }
+    let req = Request {
+        network,
+        host,
+        client: "",
+    };
+    match p.call::<_, Answer>(&req, fallback).await {
+        Ok(a) if a.ok => a.ips.iter().filter_map(|s| s.parse().ok()).collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -174,29 +228,29 @@ mod tests {
         })
     }
 
-    #[test]
-    fn exact_alias_domain_and_family() {
+    #[tokio::test]
+    async fn exact_alias_domain_and_family() {
         let h = hosts(&[
             ("10.0.0.1", "example.com", &["www.example.com"]),
             ("::1", "example.com", &[]),
             ("10.0.0.9", ".lan", &[]),
         ])
         .unwrap();
-        assert_eq!(h.lookup("ip", "EXAMPLE.com").len(), 2);
+        assert_eq!(h.lookup("ip", "EXAMPLE.com").await.len(), 2);
         assert_eq!(
-            h.lookup("ip4", "example.com"),
+            h.lookup("ip4", "example.com").await,
             ["10.0.0.1".parse::<IpAddr>().unwrap()]
         );
         assert_eq!(
-            h.lookup("ip6", "example.com"),
+            h.lookup("ip6", "example.com").await,
             ["::1".parse::<IpAddr>().unwrap()]
         );
-        assert_eq!(h.lookup("ip", "www.example.com").len(), 1);
+        assert_eq!(h.lookup("ip", "www.example.com").await.len(), 1);
         assert_eq!(
-            h.lookup("ip", "nas.lan"),
+            h.lookup("ip", "nas.lan").await,
             ["10.0.0.9".parse::<IpAddr>().unwrap()]
         );
-        assert!(h.lookup("ip", "other.org").is_empty());
+        assert!(h.lookup("ip", "other.org").await.is_empty());
     }
 
     #[test]

@@ -28,8 +28,8 @@ pub enum ResolverError {
         addr: String,
         msg: String,
     },
-    #[error("resolver \"{0}\": plugin is not supported yet")]
-    Plugin(String),
+    #[error(transparent)]
+    Plugin(#[from] crate::plugin::PluginError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,14 +210,22 @@ type CacheKey = (usize, String, RecordType);
 #[derive(Debug)]
 pub struct Resolver {
     pub name: String,
+    /// GOST's resolver asks its plugin instead of nameservers when it has
+    /// one.
+    plugin: Option<crate::plugin::HttpPlugin>,
     servers: Vec<Nameserver>,
     cache: Mutex<HashMap<CacheKey, (Vec<IpAddr>, Instant)>>,
 }
 
 impl Resolver {
     pub fn from_config(cfg: &ResolverConfig) -> Result<Resolver, ResolverError> {
-        if cfg.plugin.is_some() {
-            return Err(ResolverError::Plugin(cfg.name.clone()));
+        if let Some(p) = &cfg.plugin {
+            return Ok(Resolver {
+                name: cfg.name.clone(),
+                plugin: Some(crate::plugin::HttpPlugin::new("resolver", &cfg.name, p)?),
+                servers: Vec::new(),
+                cache: Mutex::new(HashMap::new()),
+            });
         }
         let servers = cfg
             .nameservers
@@ -232,6 +240,7 @@ impl Resolver {
             .collect::<Result<_, _>>()?;
         Ok(Resolver {
             name: cfg.name.clone(),
+            plugin: None,
             servers,
             cache: Mutex::new(HashMap::new()),
         })
@@ -299,6 +308,18 @@ impl Resolver {
         {
             return Ok(vec![ip]);
         }
+        if let Some(p) = &self.plugin {
+            // GOST's `resolver/plugin/http.go`: a failed call or `ok`
+            // false is a failed resolution, so the dial fails.
+            let ips = crate::hosts::plugin_lookup(p, network, host, "not resolved").await;
+            if ips.is_empty() {
+                return Err(format!(
+                    "resolver {}: {host}: the plugin gave no address",
+                    self.name
+                ));
+            }
+            return Ok(ips);
+        }
         let mut errors = Vec::new();
         for idx in 0..self.servers.len() {
             match self.resolve_on(idx, host, network).await {
@@ -358,8 +379,10 @@ pub async fn resolve_addr(
         std::net::IpAddr::V4(v4) => format!("{v4}:{port}"),
         std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
     };
-    if let Some(ip) = hosts.and_then(|h| h.lookup("ip", host).first().copied()) {
-        return Ok(with_port(ip));
+    if let Some(h) = hosts {
+        if let Some(ip) = h.lookup("ip", host).await.first() {
+            return Ok(with_port(*ip));
+        }
     }
     if let Some(r) = resolver {
         return match r.resolve("ip", host).await {

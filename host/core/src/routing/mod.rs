@@ -367,6 +367,11 @@ fn leaf(name: &str, args: &[String], root: &Config) -> Result<Leaf, String> {
             let group = crate::bypass::group(root, a0, &[])
                 .map_err(|e| format!("matcher {canon}: {e}"))?
                 .ok_or_else(|| format!("matcher {canon}: no bypass named"))?;
+            if group.has_plugin() {
+                return Err(format!(
+                    "matcher {canon}: a bypass with a plugin is not supported in routing rules yet"
+                ));
+            }
             Leaf::Bypass(group)
         }
         "Admission" => {
@@ -374,6 +379,11 @@ fn leaf(name: &str, args: &[String], root: &Config) -> Result<Leaf, String> {
             let group = crate::admission::group(root, a0, &[])
                 .map_err(|e| format!("matcher {canon}: {e}"))?
                 .ok_or_else(|| format!("matcher {canon}: no admission named"))?;
+            if group.has_plugin() {
+                return Err(format!(
+                    "matcher {canon}: an admission with a plugin is not supported in routing rules yet"
+                ));
+            }
             Leaf::Admission(group)
         }
         _ => unreachable!("every name in NAMES is compiled above"),

@@ -236,17 +236,17 @@ impl Inner {
         };
         let name = q.name().to_ascii();
         let bare = name.trim_end_matches('.');
-        if q.query_class() == DNSClass::IN
-            && self
-                .router
-                .bypass
-                .as_ref()
-                .is_some_and(|b| b.contains("udp", bare))
-        {
+        let bypassed = match &self.router.bypass {
+            Some(b) if q.query_class() == DNSClass::IN => {
+                b.check(&self.router.service, "udp", bare).await
+            }
+            _ => false,
+        };
+        if bypassed {
             tracing::debug!(name = %esc(bare), "dns: bypass");
             return encode(&reply_to(&mq));
         }
-        if let Some(m) = self.hosts_answer(&mq, bare) {
+        if let Some(m) = self.hosts_answer(&mq, bare).await {
             return encode(&m);
         }
         let single = mq.queries().len() == 1;
@@ -329,7 +329,7 @@ impl Inner {
     }
 
     /// GOST's host mapper answer: A or AAAA of a class IN name in `hosts`.
-    fn hosts_answer(&self, mq: &Message, bare: &str) -> Option<Message> {
+    async fn hosts_answer(&self, mq: &Message, bare: &str) -> Option<Message> {
         let hosts = self.router.hosts.as_ref()?;
         let q = mq.queries().first()?;
         let network = match (q.query_class(), q.query_type()) {
@@ -337,7 +337,7 @@ impl Inner {
             (DNSClass::IN, RecordType::AAAA) => "ip6",
             _ => return None,
         };
-        let ips = hosts.lookup(network, bare);
+        let ips = hosts.lookup(network, bare).await;
         if ips.is_empty() {
             return None;
         }

@@ -158,6 +158,8 @@ pub(crate) struct Targets {
     /// The service's bypass: datagrams to targets it matches are dropped,
     /// as GOST's UDP relay does.
     bypass: Option<std::sync::Arc<gost_core::bypass::BypassGroup>>,
+    /// The service's name, which a bypass plugin is told.
+    service: std::sync::Arc<str>,
     /// The service's hosts and resolver, consulted before the system's,
     /// as for its TCP dials.
     hosts: Option<std::sync::Arc<gost_core::hosts::Hosts>>,
@@ -174,6 +176,7 @@ impl Targets {
             tunnel: None,
             resolve_timeout: router.dial_timeout,
             bypass: router.bypass.clone(),
+            service: router.service.clone(),
             hosts: router.hosts.clone(),
             resolver: router.resolver.clone(),
         }
@@ -205,7 +208,7 @@ impl Targets {
     pub(crate) async fn send(&mut self, target: TargetAddr, payload: &[u8]) {
         if let Some(b) = &self.bypass {
             let dst = target.to_string();
-            if b.contains("udp", &dst) {
+            if b.check(&self.service, "udp", &dst).await {
                 tracing::debug!(dst = %gost_core::escape::esc(&dst), "udp: datagram to a bypassed target dropped");
                 return;
             }

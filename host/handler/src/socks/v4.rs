@@ -97,7 +97,9 @@ impl Socks4Handler {
         };
         tracing::debug!(service = %ctx.service, client = %ctx.peer, cmd = req.cmd, dst = %gost_core::escape::esc(&req.target), user = %gost_core::escape::esc(&req.user_id), "socks4 request");
         if let Some(auther) = &self.auther {
-            if auther.authenticate(&req.user_id, "").is_none() {
+            let who =
+                gost_core::auth::AuthRequest::new(&req.user_id, "").from(&ctx.service, ctx.peer);
+            if auther.authenticate(who).await.is_none() {
                 let _ = hs.write(&reply(REJECTED_USERID, None)).await;
                 return Err(protocol(format!(
                     "socks4: user id {:?} rejected",

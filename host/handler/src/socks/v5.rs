@@ -151,7 +151,7 @@ impl Socks5Handler {
         ctx: &ConnContext,
     ) -> Result<Option<Granted>, HandlerError> {
         let mut hs = Handshake::new(stream, ctx, self.opts.read_timeout);
-        let user = match self.negotiate(&mut hs).await {
+        let user = match self.negotiate(&mut hs, ctx).await {
             Ok(u) => u,
             Err(e) => return finish_silent(Err(e)).map(|()| None),
         };
@@ -239,7 +239,11 @@ impl Socks5Handler {
 
     /// Method selection and, with an auther, RFC 1929 user/password.
     /// Returns the client id the auther gave, if any.
-    async fn negotiate(&self, hs: &mut Handshake) -> Result<Option<String>, ReadError> {
+    async fn negotiate(
+        &self,
+        hs: &mut Handshake,
+        ctx: &ConnContext,
+    ) -> Result<Option<String>, ReadError> {
         let version = hs.u8().await?;
         if version != VERSION {
             // Not SOCKS5: no reply the client could read.
@@ -280,7 +284,12 @@ impl Socks5Handler {
         let user = String::from_utf8_lossy(hs.bytes(n).await?).into_owned();
         let n = hs.u8().await? as usize;
         let pass = String::from_utf8_lossy(hs.bytes(n).await?).into_owned();
-        match auther.authenticate(&user, &pass) {
+        match auther
+            .authenticate(
+                gost_core::auth::AuthRequest::new(&user, &pass).from(&ctx.service, ctx.peer),
+            )
+            .await
+        {
             Some(id) => {
                 hs.write(&[USER_PASS_VERSION, USER_PASS_OK]).await?;
                 Ok(Some(id))

@@ -136,9 +136,11 @@ async fn serve(shared: &Shared, mut stream: Stream, ctx: &ConnContext) -> Result
         )));
     }
     let host = sniffing::with_port(&sniffed.host, port);
-    let tunnel = shared
-        .ingress()
-        .and_then(|i| i.endpoint(&host).map(str::to_string))
+    let endpoint = match shared.ingress() {
+        Some(i) => i.endpoint(&shared.service, &host).await,
+        None => None,
+    };
+    let tunnel = endpoint
         .and_then(|e| TunnelId::parse(&e))
         .filter(|t| !t.is_private());
     let Some(tunnel) = tunnel else {

@@ -415,7 +415,8 @@ impl TunnelHandler {
         };
         if let Some(auther) = &self.auther {
             let (user, pass) = req.user.clone().unwrap_or_default();
-            if auther.authenticate(&user, &pass).is_none() {
+            let who = gost_core::auth::AuthRequest::new(&user, &pass).from(&ctx.service, ctx.peer);
+            if auther.authenticate(who).await.is_none() {
                 return self
                     .refuse(
                         stream,
@@ -458,12 +459,11 @@ impl TunnelHandler {
         tunnel: TunnelId,
     ) -> Result<(), HandlerError> {
         let host = gost_core::addr::host_of(&req.dst);
-        let routed = self
-            .shared
-            .ingress()
-            .filter(|_| !host.is_empty())
-            .and_then(|i| i.endpoint(host).map(str::to_string))
-            .and_then(|e| TunnelId::parse(&e));
+        let endpoint = match self.shared.ingress().filter(|_| !host.is_empty()) {
+            Some(i) => i.endpoint(&self.shared.service, host).await,
+            None => None,
+        };
+        let routed = endpoint.and_then(|e| TunnelId::parse(&e));
         let public = self
             .opts
             .entrypoint_id
@@ -534,7 +534,7 @@ impl TunnelHandler {
         let host = match self.shared.ingress() {
             None => endpoint.clone(),
             Some(_) if unspecified => endpoint.clone(),
-            Some(ing) => match ing.endpoint(host) {
+            Some(ing) => match ing.endpoint(&self.shared.service, host).await {
                 // Another tunnel owns the name: the hash, not a hijack.
                 Some(owner) if owner.trim_start_matches('$') != tunnel.to_string() => {
                     endpoint.clone()

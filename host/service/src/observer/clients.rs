@@ -95,10 +95,15 @@ pub fn auther(inner: Arc<dyn Auther>) -> Arc<dyn Auther> {
 struct ClientAuther(Arc<dyn Auther>);
 
 impl Auther for ClientAuther {
-    fn authenticate(&self, user: &str, password: &str) -> Option<String> {
-        let id = self.0.authenticate(user, password)?;
-        let _ = CONN.try_with(|(conn, table)| conn.attach_client(table.client(&id)));
-        Some(id)
+    fn authenticate<'a>(
+        &'a self,
+        req: gost_core::auth::AuthRequest<'a>,
+    ) -> gost_core::auth::AuthFuture<'a> {
+        Box::pin(async move {
+            let id = self.0.authenticate(req).await?;
+            let _ = CONN.try_with(|(conn, table)| conn.attach_client(table.client(&id)));
+            Some(id)
+        })
     }
 }
 
@@ -151,7 +156,7 @@ impl Handler for Observed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gost_core::auth::StaticAuther;
+    use gost_core::auth::{AuthRequest, StaticAuther};
 
     #[tokio::test]
     async fn a_login_counts_for_its_client() {
@@ -162,8 +167,16 @@ mod tests {
         let a = auther(Arc::new(StaticAuther::new([("alice".into(), "pw".into())])));
         let conn = Arc::new(Stats::default());
         CONN.scope((conn.clone(), table.clone()), async {
-            assert!(a.authenticate("alice", "bad").is_none());
-            assert_eq!(a.authenticate("alice", "pw").as_deref(), Some("alice"));
+            assert!(a
+                .authenticate(AuthRequest::new("alice", "bad"))
+                .await
+                .is_none());
+            assert_eq!(
+                a.authenticate(AuthRequest::new("alice", "pw"))
+                    .await
+                    .as_deref(),
+                Some("alice")
+            );
         })
         .await;
         conn.add_input(4);
@@ -178,6 +191,9 @@ mod tests {
         // Unchanged since: nothing to report.
         assert!(table.events(false).is_empty());
         // Outside a connection the auther still answers.
-        assert!(a.authenticate("alice", "pw").is_some());
+        assert!(a
+            .authenticate(AuthRequest::new("alice", "pw"))
+            .await
+            .is_some());
     }
 }

@@ -194,7 +194,8 @@ impl SshdUpgrade {
                 &cfg.auther,
                 &cfg.authers,
                 cfg.auth.as_ref(),
-            ),
+            )
+            .map_err(|e| e.to_string())?,
             keys,
         };
         let config = Config {
@@ -398,11 +399,14 @@ impl russh::server::Handler for ServerSide {
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        let ok = self
-            .access
-            .auther
-            .as_ref()
-            .is_some_and(|a| a.authenticate(user, password).is_some());
+        let ok = match &self.access.auther {
+            Some(a) => {
+                let mut req = gost_core::auth::AuthRequest::new(user, password);
+                req.client = self.peer;
+                a.authenticate(req).await.is_some()
+            }
+            None => false,
+        };
         Ok(self.decide(user, ok, "password"))
     }
 

@@ -1,0 +1,118 @@
+"""A GOST HTTP plugin server for the tests, written from GOST's
+definitions (go-gost/x */plugin/http.go, go-gost/plugin */example/http):
+each decision is a POST of a JSON body, answered 200 with a JSON body.
+
+Usage: gost_http_plugin.py REQUEST_LOG
+Prints the port it listens on (127.0.0.1), then serves until killed. Every
+request is appended to REQUEST_LOG as one JSON line {"path", "auth", "body"}.
+
+Paths (the test names the behaviour in the plugin addr):
+  /auth       users alice:secret (id "id-alice") and bob:pw (id "id-bob")
+  /admit      ok when the client address is on 127.0.0.1
+  /deny       ok false
+  /bypass     ok (bypassed) when the target host starts with "bypassed."
+  /hosts      "echo.test" -> 127.0.0.1, others ok false
+  /resolver   "echo.test" -> 127.0.0.1, others ok false
+  GET /ingress?host=H&service=S   "example.local" -> the tunnel id in
+              INGRESS_ENDPOINT below, others an empty endpoint
+  /slow/...   sleeps 3 s, then answers as the rest of the path
+  /garbage/.. answers 200 with a body that is not JSON
+  /huge/...   answers 200 with a 1 MiB JSON body
+  /status/..  answers 500
+"""
+
+import json
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+LOG_LOCK = threading.Lock()
+INGRESS_ENDPOINT = "6be39003-f4fa-49e4-a6ef-1997684d160e"
+
+
+def decide(path, body):
+    if path == "/auth":
+        users = {"alice": "secret", "bob": "pw"}
+        user = body.get("username", "")
+        ok = user in users and users[user] == body.get("password")
+        return {"ok": ok, "id": "id-" + user if ok else ""}
+    if path == "/admit":
+        return {"ok": body.get("addr", "").startswith("127.0.0.1:")}
+    if path == "/deny":
+        return {"ok": False}
+    if path == "/bypass":
+        return {"ok": body.get("addr", "").startswith("bypassed.")}
+    if path in ("/hosts", "/resolver"):
+        if body.get("host") == "echo.test":
+            return {"ok": True, "ips": ["127.0.0.1"]}
+        return {"ok": False}
+    return None
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def answer(self, status, data):
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def record(self, body):
+        with LOG_LOCK, open(sys.argv[1], "a") as f:
+            f.write(json.dumps({
+                "path": self.path,
+                "auth": self.headers.get("Authorization", ""),
+                "body": body,
+            }) + "\n")
+
+    def do_GET(self):
+        self.record(None)
+        url = urlparse(self.path)
+        query = parse_qs(url.query)
+        if url.path != "/ingress":
+            return self.answer(404, b"{}")
+        host = query.get("host", [""])[0].split(":")[0]
+        endpoint = INGRESS_ENDPOINT if host == "example.local" else ""
+        self.answer(200, json.dumps({"endpoint": endpoint}).encode())
+
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length", "0"))
+        raw = self.rfile.read(n)
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        self.record(body)
+        path = self.path
+        if path.startswith("/slow/"):
+            time.sleep(3)
+            path = path[len("/slow"):]
+        if path.startswith("/garbage/"):
+            return self.answer(200, b"<html>not json</html>")
+        if path.startswith("/huge/"):
+            filler = "x" * (1 << 20)
+            return self.answer(200, json.dumps({"ok": True, "pad": filler}).encode())
+        if path.startswith("/status/"):
+            return self.answer(500, b'{"ok": true}')
+        result = decide(path, body or {})
+        if result is None:
+            return self.answer(404, b"{}")
+        self.answer(200, json.dumps(result).encode())
+
+
+def main():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    print(server.server_address[1], flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
