@@ -162,6 +162,7 @@ pub(crate) fn unsupported(cfg: &Config) -> Vec<String> {
                 | "rlimiters"
                 | "limiters"
                 | "observers"
+                | "recorders"
                 | "tls"
         ) {
             out.push(format!("config section '{section}' is not supported yet"));
@@ -189,6 +190,16 @@ pub(crate) fn unsupported(cfg: &Config) -> Vec<String> {
 fn service_unsupported(cfg: &Config, svc: &ServiceConfig) -> Vec<String> {
     let mut out = Vec::new();
     let name = &svc.name;
+    for r in &svc.recorders {
+        if !gost_core::recorder::RECORDS.contains(&r.record.as_str()) {
+            out.push(format!(
+                "service \"{name}\": {}",
+                gost_core::recorder::RecorderError::Record {
+                    record: gost_core::escape::esc(&r.record).to_string()
+                }
+            ));
+        }
+    }
     if let Some(h) = &svc.handler {
         if h.plugin.is_some() && h.r#type != "wasm" {
             out.push(format!(
@@ -254,11 +265,6 @@ fn service_unsupported(cfg: &Config, svc: &ServiceConfig) -> Vec<String> {
             ));
         }
     }
-    for (what, set) in [("recorders", !svc.recorders.is_empty())] {
-        if set {
-            out.push(format!("service \"{name}\": {what} is not supported yet"));
-        }
-    }
     out
 }
 
@@ -298,6 +304,10 @@ fn unbuildable_objects(cfg: &Config) -> Vec<String> {
     for r in &cfg.resolvers {
         let res = gost_core::resolver::find(cfg, &r.name);
         note("resolver", &r.name, res.map(drop).map_err(|e| text(&e)));
+    }
+    for r in &cfg.recorders {
+        let res = gost_core::recorder::check(r);
+        note("recorder", &r.name, res.map_err(|e| text(&e)));
     }
     for l in &cfg.limiters {
         let r = TrafficLimiter::from_config(l);
@@ -476,6 +486,8 @@ pub(crate) fn build_parts(root: &Config, cfg: &ServiceConfig) -> Result<Parts, B
             handler,
             admission,
             limiters,
+            recorders: gost_core::recorder::for_service(root, cfg)
+                .map_err(|e| svc_err(cfg, e.to_string()))?,
         },
         hooks,
         grace,

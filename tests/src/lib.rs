@@ -7,6 +7,7 @@
 
 pub mod homed;
 pub mod pki;
+pub mod redis;
 pub mod tunnel;
 
 use std::io::{BufRead, BufReader, Read, Write};

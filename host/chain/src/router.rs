@@ -42,6 +42,9 @@ pub struct Router {
     /// Handler metadata `hash: host`: the `hash` strategy keys on the
     /// target address instead of the client's IP.
     pub hash_by_target: bool,
+    /// The service's recorders: each dial's address is recorded, and
+    /// again when the dial fails.
+    pub recorders: Option<Arc<gost_core::recorder::ServiceRecorders>>,
 }
 
 impl Default for Router {
@@ -54,6 +57,7 @@ impl Default for Router {
             hosts: None,
             resolver: None,
             hash_by_target: false,
+            recorders: None,
         }
     }
 }
@@ -96,6 +100,8 @@ pub enum RouterBuildError {
     Hosts(#[from] HostsError),
     #[error("{0}")]
     Resolver(#[from] ResolverError),
+    #[error("{0}")]
+    Recorder(#[from] gost_core::recorder::RecorderError),
 }
 
 /// The router of one service: its `dialTimeout`, and its handler's chain
@@ -113,6 +119,7 @@ pub fn build(
     router.bypass = gost_core::bypass::group(root, &svc.bypass, &svc.bypasses)?;
     router.hosts = gost_core::hosts::find(root, &svc.hosts)?;
     router.resolver = gost_core::resolver::find(root, &svc.resolver)?;
+    router.recorders = gost_core::recorder::for_service(root, svc)?;
     let ignore_chain = md.get_bool("ignoreChain")?.unwrap_or(false);
     if let Some(h) = &svc.handler {
         router.retries = h.retries.max(0) as usize;
@@ -168,6 +175,24 @@ impl Router {
 
     async fn dial_tcp_unboxed(&self, addr: &str, client: IpAddr) -> Result<Upstream, DialError> {
         self.check_bypass("tcp", addr)?;
+        self.record(gost_core::recorder::ROUTER_DIAL_ADDRESS, addr);
+        let r = self.dial_tcp_attempts(addr, client).await;
+        if r.is_err() {
+            self.record(gost_core::recorder::ROUTER_DIAL_ADDRESS_ERROR, addr);
+        }
+        r
+    }
+
+    /// GOST's `Router.record`: the dialed host, without its port.
+    fn record(&self, record: &str, addr: &str) {
+        if let Some(r) = &self.recorders {
+            r.record(record, || {
+                gost_core::recorder::host_of(addr).as_bytes().to_vec()
+            });
+        }
+    }
+
+    async fn dial_tcp_attempts(&self, addr: &str, client: IpAddr) -> Result<Upstream, DialError> {
         let mut last = None;
         for attempt in 0..=self.retries {
             let work = async {
@@ -207,6 +232,15 @@ impl Router {
     /// the last node's (GOST's `Router.Dial` with network `unix`),
     /// directly otherwise.
     pub async fn dial_unix(&self, path: &str, client: IpAddr) -> Result<Upstream, DialError> {
+        self.record(gost_core::recorder::ROUTER_DIAL_ADDRESS, path);
+        let r = self.dial_unix_once(path, client).await;
+        if r.is_err() {
+            self.record(gost_core::recorder::ROUTER_DIAL_ADDRESS_ERROR, path);
+        }
+        r
+    }
+
+    async fn dial_unix_once(&self, path: &str, client: IpAddr) -> Result<Upstream, DialError> {
         let io = |source| DialError::Io {
             network: "unix",
             addr: path.to_string(),
@@ -302,6 +336,15 @@ impl Router {
     /// from the chain's last node (GOST's UDP-over-TCP).
     pub async fn dial_udp(&self, addr: &str, client: IpAddr) -> Result<UdpUpstream, DialError> {
         self.check_bypass("udp", addr)?;
+        self.record(gost_core::recorder::ROUTER_DIAL_ADDRESS, addr);
+        let r = self.dial_udp_once(addr, client).await;
+        if r.is_err() {
+            self.record(gost_core::recorder::ROUTER_DIAL_ADDRESS_ERROR, addr);
+        }
+        r
+    }
+
+    async fn dial_udp_once(&self, addr: &str, client: IpAddr) -> Result<UdpUpstream, DialError> {
         let work = async {
             let resolved = gost_core::resolver::resolve_addr(
                 addr,
