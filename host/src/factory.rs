@@ -169,17 +169,18 @@ pub(crate) fn unsupported(cfg: &Config) -> Vec<String> {
         }
     }
     for a in &cfg.authers {
-        for (what, set) in [
-            ("redis", a.redis.is_some()),
-            ("http", a.http.is_some()),
-            ("plugin", a.plugin.is_some()),
-        ] {
-            if set {
-                out.push(format!(
-                    "auther \"{}\": {what} loader is not supported yet",
-                    a.name
-                ));
-            }
+        if a.plugin.is_some() {
+            out.push(format!(
+                "auther \"{}\": plugin loader is not supported yet",
+                a.name
+            ));
+        }
+        if let Err(e) = gost_core::loader::Source::from_config(
+            a.redis.as_ref(),
+            a.http.as_ref(),
+            gost_core::loader::RedisKind::Hash,
+        ) {
+            out.push(format!("auther \"{}\": {e}", a.name));
         }
     }
     out
@@ -408,6 +409,42 @@ fn named_sink(
         other => return Err(err(format!("plugin type '{other}' is not supported"))),
     };
     Ok(observer)
+}
+
+/// The `file`, `redis` or `http` loader of a forwarder's named hop: its
+/// nodes are forwarder nodes, built as the inline ones are.
+fn forwarder_loader(
+    root: &Config,
+    cfg: &ServiceConfig,
+    hop: &gost_core::config::HopConfig,
+) -> Result<Option<gost_chain::chain::loader::NodeLoader>, BuildError> {
+    let path = hop
+        .file
+        .as_ref()
+        .map(|f| f.path.as_str())
+        .filter(|p| !p.is_empty());
+    let remote = gost_core::loader::Source::from_config(
+        hop.redis.as_ref(),
+        hop.http.as_ref(),
+        gost_core::loader::RedisKind::String,
+    )
+    .map_err(|e| svc_err(cfg, format!("hop \"{}\": {e}", hop.name)))?;
+    if path.is_none() && remote.is_none() {
+        return Ok(None);
+    }
+    let owner = format!("hop \"{}\"", hop.name);
+    let root = Arc::new(root.clone());
+    gost_chain::chain::loader::NodeLoader::new(
+        &owner,
+        path,
+        remote,
+        hop.reload.0,
+        Box::new(move |n| {
+            Node::from_forward_config(&ForwardNodeConfig::from(n), &root).map_err(|e| e.to_string())
+        }),
+    )
+    .map(Some)
+    .map_err(|e| svc_err(cfg, format!("{owner}: {e}")))
 }
 
 /// GOST hands a forwarder only to handlers that forward (tcp, udp, relay,
@@ -963,6 +1000,7 @@ fn build_forward_handler(
             "port forwarding needs a forwarder with at least one node",
         )
     })?;
+    let mut loader = None;
     let (hop_name, node_cfgs, selector_cfg): (
         String,
         Vec<ForwardNodeConfig>,
@@ -974,6 +1012,7 @@ fn build_forward_handler(
             .find(|h| h.name == fwd.hop)
             .ok_or_else(|| svc_err(cfg, format!("forwarder.hop \"{}\" not found", fwd.hop)))?;
         let nodes = hop.nodes.iter().map(ForwardNodeConfig::from).collect();
+        loader = forwarder_loader(root, cfg, hop)?;
         (
             hop.name.clone(),
             nodes,
@@ -982,7 +1021,7 @@ fn build_forward_handler(
     } else {
         (cfg.name.clone(), fwd.nodes.clone(), fwd.selector.as_ref())
     };
-    if node_cfgs.is_empty() {
+    if node_cfgs.is_empty() && loader.is_none() {
         return Err(svc_err(cfg, "forwarder has no nodes"));
     }
     let mut nodes = Vec::with_capacity(node_cfgs.len());
@@ -1002,7 +1041,7 @@ fn build_forward_handler(
         nodes,
         selector: build_selector(cfg, selector_cfg)?,
         bypass: None,
-        file: None,
+        loader,
     };
     let h = cfg.handler.as_ref();
     let opts = ForwardOptions::from_metadata(

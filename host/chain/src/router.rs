@@ -531,7 +531,7 @@ fn service_unsupported(svc: &ServiceConfig) -> Vec<String> {
     let md_on = |key: &str| h.metadata.get_bool(key).ok().flatten().unwrap_or(false);
     if md_on("sniffing.websocket") {
         out.push(format!(
-            "service \"{name}\": sniffing.websocket is not supported yet (it records WebSocket frames to recorders, which this build does not have)"
+            "service \"{name}\": sniffing.websocket is not supported yet (it records WebSocket frames to recorders, which this build's recorders do not write)"
         ));
     }
     let socks_bind = matches!(h.r#type.as_str(), "socks5" | "socks" | "auto")
@@ -574,16 +574,10 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
                 .chains
                 .iter()
                 .any(|c| c.hops.iter().any(|h| &h.name == hop_name));
-        for (what, set) in [
-            ("redis", hop.redis.is_some()),
-            ("http", hop.http.is_some()),
-            ("plugin in a chain", hop.plugin.is_some() && in_chain),
-        ] {
-            if set {
-                out.push(format!(
-                    "{owner}hop \"{hop_name}\": {what} is not supported yet"
-                ));
-            }
+        if hop.plugin.is_some() && in_chain {
+            out.push(format!(
+                "{owner}hop \"{hop_name}\": plugin in a chain is not supported yet"
+            ));
         }
     }
     out
@@ -662,15 +656,15 @@ services:
 - {name: l, addr: ":6", limiter: l, handler: {type: auto, metadata: {udp: true, bind: true}}}
 - {name: lu, addr: ":7", limiter: l, handler: {type: udp}, listener: {type: udp}}
 chains:
-- {name: c, hops: [{name: h, redis: {addr: "r:6379"}, nodes: [{name: n, addr: "x:1"}]}]}
+- {name: c, hops: [{name: h, plugin: {type: http, addr: "r:1"}, nodes: [{name: n, addr: "x:1"}]}]}
 "#,
         )
         .unwrap();
         assert_eq!(
             unsupported(&cfg),
             [
-                "service \"w\": sniffing.websocket is not supported yet (it records WebSocket frames to recorders, which this build does not have)",
-                "chain \"c\": hop \"h\": redis is not supported yet",
+                "service \"w\": sniffing.websocket is not supported yet (it records WebSocket frames to recorders, which this build's recorders do not write)",
+                "chain \"c\": hop \"h\": plugin in a chain is not supported yet",
             ]
         );
     }

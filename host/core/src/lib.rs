@@ -16,6 +16,7 @@ pub mod hosts;
 pub mod httpc;
 pub mod ingress;
 pub mod limiter;
+pub mod loader;
 pub mod metadata;
 pub mod metrics;
 pub mod nofile;

@@ -48,11 +48,7 @@ fn parse_ip_rules(lines: &[Line]) -> Result<PatternSet, RuleError> {
 
 impl Admission {
     pub fn from_config(cfg: &AdmissionConfig) -> Result<Admission, AdmissionError> {
-        if let Some(what) = crate::config::remote_source(
-            cfg.redis.is_some(),
-            cfg.http.is_some(),
-            cfg.plugin.is_some(),
-        ) {
+        if let Some(what) = crate::config::remote_source(cfg.plugin.is_some()) {
             return Err(AdmissionError::Unsupported {
                 name: cfg.name.clone(),
                 what,
@@ -70,7 +66,16 @@ impl Admission {
                 file,
                 cfg.reload.0,
                 parse_ip_rules,
-            )?,
+            )?
+            .with_remote(
+                crate::bypass::rules::source(
+                    &owner,
+                    cfg.redis.as_ref(),
+                    cfg.http.as_ref(),
+                    crate::loader::RedisKind::Set,
+                )?,
+                cfg.reload.0,
+            ),
         })
     }
 

@@ -34,11 +34,7 @@ pub struct Bypass {
 
 impl Bypass {
     pub fn from_config(cfg: &BypassConfig) -> Result<Bypass, BypassError> {
-        if let Some(what) = crate::config::remote_source(
-            cfg.redis.is_some(),
-            cfg.http.is_some(),
-            cfg.plugin.is_some(),
-        ) {
+        if let Some(what) = crate::config::remote_source(cfg.plugin.is_some()) {
             return Err(BypassError::Unsupported {
                 name: cfg.name.clone(),
                 what,
@@ -57,7 +53,16 @@ impl Bypass {
                 file,
                 cfg.reload.0,
                 PatternSet::parse,
-            )?,
+            )?
+            .with_remote(
+                crate::bypass::rules::source(
+                    &owner,
+                    cfg.redis.as_ref(),
+                    cfg.http.as_ref(),
+                    crate::loader::RedisKind::Set,
+                )?,
+                cfg.reload.0,
+            ),
         })
     }
 

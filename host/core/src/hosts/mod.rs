@@ -83,11 +83,7 @@ pub struct Hosts {
 
 impl Hosts {
     pub fn from_config(cfg: &HostsConfig) -> Result<Hosts, HostsError> {
-        if let Some(what) = crate::config::remote_source(
-            cfg.redis.is_some(),
-            cfg.http.is_some(),
-            cfg.plugin.is_some(),
-        ) {
+        if let Some(what) = crate::config::remote_source(cfg.plugin.is_some()) {
             return Err(HostsError::Unsupported {
                 name: cfg.name.clone(),
                 what,
@@ -116,7 +112,16 @@ impl Hosts {
                 file,
                 cfg.reload.0,
                 Table::parse,
-            )?,
+            )?
+            .with_remote(
+                crate::bypass::rules::source(
+                    &owner,
+                    cfg.redis.as_ref(),
+                    cfg.http.as_ref(),
+                    crate::loader::RedisKind::set_or_list(cfg.redis.as_ref()),
+                )?,
+                cfg.reload.0,
+            ),
         })
     }
 
