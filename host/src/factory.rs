@@ -558,7 +558,7 @@ pub(crate) fn bind_listener(
     let lmd = cfg.listener.as_ref().map(|l| &l.metadata);
     // A unix socket's address is a path, not a host and port.
     let addr = match socket {
-        Socket::Unix | Socket::ReverseUnix => gost_core::context::UNIX_PEER,
+        Socket::Unix | Socket::ReverseUnix | Socket::Stdio => gost_core::context::UNIX_PEER,
         _ => resolve_bind_addr(&cfg.addr)
             .map_err(|e| svc_err(cfg, format!("addr \"{}\": {e}", cfg.addr)))?,
     };
@@ -614,6 +614,7 @@ pub(crate) fn bind_listener(
             };
             Box::new(UdpListen::bind(addr, opts).map_err(bind_err)?)
         }
+        Socket::Stdio => Box::new(gost_transport::stdio::StdioListen::default()),
         Socket::Unix => {
             let mode = match lmd {
                 Some(m) => gost_transport::unix::mode_from_metadata(m)

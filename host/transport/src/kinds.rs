@@ -27,6 +27,8 @@ pub enum Socket {
     ReverseUnix,
     /// GOST's `dns` listener: UDP, or by its `mode` TCP or TLS.
     Dns,
+    /// Standard input and output (`stdio`): nothing bound.
+    Stdio,
 }
 
 pub type BuildUpgrade = fn(&ListenerConfig, &Config) -> Result<Arc<dyn Upgrade>, String>;

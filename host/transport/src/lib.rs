@@ -23,6 +23,7 @@ pub mod obfs;
 pub mod pht;
 #[cfg(feature = "ssh")]
 pub mod ssh;
+pub mod stdio;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod unix;
@@ -40,6 +41,7 @@ use gost_core::stream::Stream;
 pub fn register(t: &mut kinds::Transports) {
     listener::register(t);
     unix::register(t);
+    stdio::register(t);
     #[cfg(feature = "tls")]
     tls::register(t);
     #[cfg(feature = "ws")]
