@@ -244,3 +244,51 @@ fn echo_via(port: u16, msg: &str) -> String {
     let _ = c.read_to_string(&mut back);
     back
 }
+
+#[test]
+fn climiter_limits_come_from_a_redis_set() {
+    let redis = Redis::start();
+    redis.cli(&["SADD", "gost:climits", "$ 1"]);
+    let echo = tcp_echo_server();
+    let port = free_port();
+    let dir = TempDir::new("loader-climiter");
+    let file = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:
+- name: fwd
+  addr: 127.0.0.1:{port}
+  handler: {{type: tcp}}
+  listener: {{type: tcp}}
+  forwarder: {{nodes: [{{name: echo, addr: {echo}}}]}}
+  climiter: one
+climiters:
+- name: one
+  redis: {{addr: {}, key: gost:climits}}
+",
+            redis.addr()
+        ),
+    );
+    let g = Gost::start(&["-C", &file]);
+    g.wait_tcp(port);
+    // The first connection holds the one place (once the readiness
+    // probe's is free); a second is closed at once, without its bytes
+    // coming back.
+    let start = Instant::now();
+    let first = loop {
+        let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(TIMEOUT)).unwrap();
+        c.write_all(b"one").unwrap();
+        let mut b = [0u8; 3];
+        if c.read_exact(&mut b).is_ok() && &b == b"one" {
+            break c;
+        }
+        assert!(start.elapsed() < TIMEOUT, "{}", g.log());
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(echo_via(port, "two"), "", "{}", g.log());
+    drop(first);
+    eventually("the place is free again", &g, || {
+        echo_via(port, "three") == "three"
+    });
+}
