@@ -238,8 +238,9 @@ hops:
 fn echo_via(port: u16, msg: &str) -> String {
     let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
     c.set_read_timeout(Some(TIMEOUT)).unwrap();
-    c.write_all(msg.as_bytes()).unwrap();
-    c.shutdown(Shutdown::Write).unwrap();
+    // A connection the limiter closes at once may refuse the write.
+    let _ = c.write_all(msg.as_bytes());
+    let _ = c.shutdown(Shutdown::Write);
     let mut back = String::new();
     let _ = c.read_to_string(&mut back);
     back
