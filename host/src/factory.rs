@@ -162,19 +162,19 @@ pub(crate) fn unsupported(cfg: &Config) -> Vec<String> {
                 | "rlimiters"
                 | "limiters"
                 | "observers"
+                | "recorders"
                 | "tls"
         ) {
             out.push(format!("config section '{section}' is not supported yet"));
         }
     }
     for a in &cfg.authers {
-        for (what, set) in [("redis", a.redis.is_some()), ("http", a.http.is_some())] {
-            if set {
-                out.push(format!(
-                    "auther \"{}\": {what} loader is not supported yet",
-                    a.name
-                ));
-            }
+        if let Err(e) = gost_core::loader::Source::from_config(
+            a.redis.as_ref(),
+            a.http.as_ref(),
+            gost_core::loader::RedisKind::Hash,
+        ) {
+            out.push(format!("auther \"{}\": {e}", a.name));
         }
     }
     out
@@ -185,6 +185,16 @@ pub(crate) fn unsupported(cfg: &Config) -> Vec<String> {
 fn service_unsupported(cfg: &Config, svc: &ServiceConfig) -> Vec<String> {
     let mut out = Vec::new();
     let name = &svc.name;
+    for r in &svc.recorders {
+        if !gost_core::recorder::RECORDS.contains(&r.record.as_str()) {
+            out.push(format!(
+                "service \"{name}\": {}",
+                gost_core::recorder::RecorderError::Record {
+                    record: gost_core::escape::esc(&r.record).to_string()
+                }
+            ));
+        }
+    }
     if let Some(h) = &svc.handler {
         if h.plugin.is_some() && h.r#type != "wasm" {
             out.push(format!(
@@ -250,11 +260,6 @@ fn service_unsupported(cfg: &Config, svc: &ServiceConfig) -> Vec<String> {
             ));
         }
     }
-    for (what, set) in [("recorders", !svc.recorders.is_empty())] {
-        if set {
-            out.push(format!("service \"{name}\": {what} is not supported yet"));
-        }
-    }
     out
 }
 
@@ -301,6 +306,10 @@ fn unbuildable_objects(cfg: &Config) -> Vec<String> {
     for r in &cfg.resolvers {
         let res = gost_core::resolver::find(cfg, &r.name);
         note("resolver", &r.name, res.map(drop).map_err(|e| text(&e)));
+    }
+    for r in &cfg.recorders {
+        let res = gost_core::recorder::check(r);
+        note("recorder", &r.name, res.map_err(|e| text(&e)));
     }
     for l in &cfg.limiters {
         let r = TrafficLimiter::from_config(l);
@@ -403,6 +412,42 @@ fn named_sink(
     Ok(observer)
 }
 
+/// The `file`, `redis` or `http` loader of a forwarder's named hop: its
+/// nodes are forwarder nodes, built as the inline ones are.
+fn forwarder_loader(
+    root: &Config,
+    cfg: &ServiceConfig,
+    hop: &gost_core::config::HopConfig,
+) -> Result<Option<gost_chain::chain::loader::NodeLoader>, BuildError> {
+    let path = hop
+        .file
+        .as_ref()
+        .map(|f| f.path.as_str())
+        .filter(|p| !p.is_empty());
+    let remote = gost_core::loader::Source::from_config(
+        hop.redis.as_ref(),
+        hop.http.as_ref(),
+        gost_core::loader::RedisKind::String,
+    )
+    .map_err(|e| svc_err(cfg, format!("hop \"{}\": {e}", hop.name)))?;
+    if path.is_none() && remote.is_none() {
+        return Ok(None);
+    }
+    let owner = format!("hop \"{}\"", hop.name);
+    let root = Arc::new(root.clone());
+    gost_chain::chain::loader::NodeLoader::new(
+        &owner,
+        path,
+        remote,
+        hop.reload.0,
+        Box::new(move |n| {
+            Node::from_forward_config(&ForwardNodeConfig::from(n), &root).map_err(|e| e.to_string())
+        }),
+    )
+    .map(Some)
+    .map_err(|e| svc_err(cfg, format!("{owner}: {e}")))
+}
+
 /// GOST hands a forwarder only to handlers that forward (tcp, udp, relay,
 /// ...) and ignores it elsewhere; say so, once per start or change of the
 /// service, instead of ignoring it silently.
@@ -479,6 +524,8 @@ pub(crate) fn build_parts(root: &Config, cfg: &ServiceConfig) -> Result<Parts, B
             handler,
             admission,
             limiters,
+            recorders: gost_core::recorder::for_service(root, cfg)
+                .map_err(|e| svc_err(cfg, e.to_string()))?,
         },
         hooks,
         grace,
@@ -512,7 +559,7 @@ pub(crate) fn bind_listener(
     let lmd = cfg.listener.as_ref().map(|l| &l.metadata);
     // A unix socket's address is a path, not a host and port.
     let addr = match socket {
-        Socket::Unix | Socket::ReverseUnix => gost_core::context::UNIX_PEER,
+        Socket::Unix | Socket::ReverseUnix | Socket::Stdio => gost_core::context::UNIX_PEER,
         _ => resolve_bind_addr(&cfg.addr)
             .map_err(|e| svc_err(cfg, format!("addr \"{}\": {e}", cfg.addr)))?,
     };
@@ -622,6 +669,7 @@ pub(crate) fn bind_listener(
                 "listener types 'tun' and 'tap' need the tun feature, which this build lacks",
             ))
         }
+        Socket::Stdio => Box::new(gost_transport::stdio::StdioListen::default()),
         Socket::Unix => {
             let mode = match lmd {
                 Some(m) => gost_transport::unix::mode_from_metadata(m)
@@ -1050,6 +1098,7 @@ fn build_forward_handler(
             "port forwarding needs a forwarder with at least one node",
         )
     })?;
+    let mut loader = None;
     let (hop_name, node_cfgs, selector_cfg): (
         String,
         Vec<ForwardNodeConfig>,
@@ -1061,6 +1110,7 @@ fn build_forward_handler(
             .find(|h| h.name == fwd.hop)
             .ok_or_else(|| svc_err(cfg, format!("forwarder.hop \"{}\" not found", fwd.hop)))?;
         let nodes = hop.nodes.iter().map(ForwardNodeConfig::from).collect();
+        loader = forwarder_loader(root, cfg, hop)?;
         (
             hop.name.clone(),
             nodes,
@@ -1069,7 +1119,7 @@ fn build_forward_handler(
     } else {
         (cfg.name.clone(), fwd.nodes.clone(), fwd.selector.as_ref())
     };
-    if node_cfgs.is_empty() {
+    if node_cfgs.is_empty() && loader.is_none() {
         return Err(svc_err(cfg, "forwarder has no nodes"));
     }
     let mut nodes = Vec::with_capacity(node_cfgs.len());
@@ -1089,7 +1139,7 @@ fn build_forward_handler(
         nodes,
         selector: build_selector(cfg, selector_cfg)?,
         bypass: None,
-        file: None,
+        loader,
     };
     let h = cfg.handler.as_ref();
     let opts = ForwardOptions::from_metadata(

@@ -8,6 +8,7 @@
 pub mod homed;
 pub mod netns;
 pub mod pki;
+pub mod redis;
 pub mod tunnel;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -289,7 +289,7 @@ fn kinds_this_build_cannot_run_are_refused_and_change_nothing() {
     let (_g, keep, api) = start();
     let mut live = Live::open(keep);
     let before = api_config(api);
-    for kind in ["routers", "recorders", "sds", "quotas", "caches"] {
+    for kind in ["routers", "sds", "quotas", "caches"] {
         let msg = refused(
             api,
             "POST",
@@ -800,7 +800,7 @@ fn every_kind_is_created_read_updated_and_deleted_while_traffic_flows() {
         ),
         (
             "bypasses",
-            json!({"name": "b", "redis": {"addr": "127.0.0.1:6379"}}),
+            json!({"name": "b", "plugin": {"type": "grpc", "addr": "127.0.0.1:1"}}),
         ),
         (
             "hops",
@@ -818,7 +818,7 @@ fn every_kind_is_created_read_updated_and_deleted_while_traffic_flows() {
         ),
         (
             "authers",
-            json!({"name": "a", "http": {"url": "http://127.0.0.1:1"}}),
+            json!({"name": "a", "http": {"url": "https://127.0.0.1:1"}}),
         ),
         (
             "observers",

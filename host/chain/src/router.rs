@@ -44,6 +44,9 @@ pub struct Router {
     pub hash_by_target: bool,
     /// The service's name, which a bypass plugin is told.
     pub service: Arc<str>,
+    /// The service's recorders: each dial's address is recorded, and
+    /// again when the dial fails.
+    pub recorders: Option<Arc<gost_core::recorder::ServiceRecorders>>,
 }
 
 impl Default for Router {
@@ -57,6 +60,7 @@ impl Default for Router {
             resolver: None,
             hash_by_target: false,
             service: Arc::from(""),
+            recorders: None,
         }
     }
 }
@@ -99,6 +103,8 @@ pub enum RouterBuildError {
     Hosts(#[from] HostsError),
     #[error("{0}")]
     Resolver(#[from] ResolverError),
+    #[error("{0}")]
+    Recorder(#[from] gost_core::recorder::RecorderError),
 }
 
 /// The router of one service: its `dialTimeout`, and its handler's chain
@@ -117,6 +123,7 @@ pub fn build(
     router.bypass = gost_core::bypass::group(root, &svc.bypass, &svc.bypasses)?;
     router.hosts = gost_core::hosts::find(root, &svc.hosts)?;
     router.resolver = gost_core::resolver::find(root, &svc.resolver)?;
+    router.recorders = gost_core::recorder::for_service(root, svc)?;
     let ignore_chain = md.get_bool("ignoreChain")?.unwrap_or(false);
     if let Some(h) = &svc.handler {
         router.retries = h.retries.max(0) as usize;
@@ -172,6 +179,24 @@ impl Router {
 
     async fn dial_tcp_unboxed(&self, addr: &str, client: IpAddr) -> Result<Upstream, DialError> {
         self.check_bypass("tcp", addr).await?;
+        self.record(gost_core::recorder::ROUTER_DIAL_ADDRESS, addr);
+        let r = self.dial_tcp_attempts(addr, client).await;
+        if r.is_err() {
+            self.record(gost_core::recorder::ROUTER_DIAL_ADDRESS_ERROR, addr);
+        }
+        r
+    }
+
+    /// GOST's `Router.record`: the dialed host, without its port.
+    fn record(&self, record: &str, addr: &str) {
+        if let Some(r) = &self.recorders {
+            r.record(record, || {
+                gost_core::recorder::host_of(addr).as_bytes().to_vec()
+            });
+        }
+    }
+
+    async fn dial_tcp_attempts(&self, addr: &str, client: IpAddr) -> Result<Upstream, DialError> {
         let mut last = None;
         for attempt in 0..=self.retries {
             let work = async {
@@ -211,6 +236,15 @@ impl Router {
     /// the last node's (GOST's `Router.Dial` with network `unix`),
     /// directly otherwise.
     pub async fn dial_unix(&self, path: &str, client: IpAddr) -> Result<Upstream, DialError> {
+        self.record(gost_core::recorder::ROUTER_DIAL_ADDRESS, path);
+        let r = self.dial_unix_once(path, client).await;
+        if r.is_err() {
+            self.record(gost_core::recorder::ROUTER_DIAL_ADDRESS_ERROR, path);
+        }
+        r
+    }
+
+    async fn dial_unix_once(&self, path: &str, client: IpAddr) -> Result<Upstream, DialError> {
         let io = |source| DialError::Io {
             network: "unix",
             addr: path.to_string(),
@@ -306,6 +340,15 @@ impl Router {
     /// from the chain's last node (GOST's UDP-over-TCP).
     pub async fn dial_udp(&self, addr: &str, client: IpAddr) -> Result<UdpUpstream, DialError> {
         self.check_bypass("udp", addr).await?;
+        self.record(gost_core::recorder::ROUTER_DIAL_ADDRESS, addr);
+        let r = self.dial_udp_once(addr, client).await;
+        if r.is_err() {
+            self.record(gost_core::recorder::ROUTER_DIAL_ADDRESS_ERROR, addr);
+        }
+        r
+    }
+
+    async fn dial_udp_once(&self, addr: &str, client: IpAddr) -> Result<UdpUpstream, DialError> {
         let work = async {
             let resolved = gost_core::resolver::resolve_addr(
                 addr,
@@ -492,7 +535,7 @@ fn service_unsupported(svc: &ServiceConfig) -> Vec<String> {
     let md_on = |key: &str| h.metadata.get_bool(key).ok().flatten().unwrap_or(false);
     if md_on("sniffing.websocket") {
         out.push(format!(
-            "service \"{name}\": sniffing.websocket is not supported yet (it records WebSocket frames to recorders, which this build does not have)"
+            "service \"{name}\": sniffing.websocket is not supported yet (it records WebSocket frames to recorders, which this build's recorders do not write)"
         ));
     }
     let socks_bind = matches!(h.r#type.as_str(), "socks5" | "socks" | "auto")
@@ -535,16 +578,10 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
                 .chains
                 .iter()
                 .any(|c| c.hops.iter().any(|h| &h.name == hop_name));
-        for (what, set) in [
-            ("redis", hop.redis.is_some()),
-            ("http", hop.http.is_some()),
-            ("plugin in a chain", hop.plugin.is_some() && in_chain),
-        ] {
-            if set {
-                out.push(format!(
-                    "{owner}hop \"{hop_name}\": {what} is not supported yet"
-                ));
-            }
+        if hop.plugin.is_some() && in_chain {
+            out.push(format!(
+                "{owner}hop \"{hop_name}\": plugin in a chain is not supported yet"
+            ));
         }
     }
     out
@@ -623,15 +660,15 @@ services:
 - {name: l, addr: ":6", limiter: l, handler: {type: auto, metadata: {udp: true, bind: true}}}
 - {name: lu, addr: ":7", limiter: l, handler: {type: udp}, listener: {type: udp}}
 chains:
-- {name: c, hops: [{name: h, redis: {addr: "r:6379"}, nodes: [{name: n, addr: "x:1"}]}]}
+- {name: c, hops: [{name: h, plugin: {type: http, addr: "r:1"}, nodes: [{name: n, addr: "x:1"}]}]}
 "#,
         )
         .unwrap();
         assert_eq!(
             unsupported(&cfg),
             [
-                "service \"w\": sniffing.websocket is not supported yet (it records WebSocket frames to recorders, which this build does not have)",
-                "chain \"c\": hop \"h\": redis is not supported yet",
+                "service \"w\": sniffing.websocket is not supported yet (it records WebSocket frames to recorders, which this build's recorders do not write)",
+                "chain \"c\": hop \"h\": plugin in a chain is not supported yet",
             ]
         );
     }

@@ -101,7 +101,7 @@ impl ForwardHandler {
         if self.hop.selector.strategy == Strategy::Parallel {
             return self.race(ctx, network, &sel, dial).await;
         }
-        let attempts = self.hop.nodes.len().max(1 + self.opts.retries);
+        let attempts = (self.hop.nodes.len() + self.hop.loaded().len()).max(1 + self.opts.retries);
         let mut tried: Vec<Arc<Node>> = Vec::new();
         let mut last_err = None;
         for _ in 0..attempts {
@@ -146,10 +146,12 @@ impl ForwardHandler {
         Fut: std::future::Future<Output = Result<T, gost_chain::router::DialError>>,
     {
         use futures_util::stream::{FuturesUnordered, StreamExt};
+        let loaded = self.hop.loaded();
         let candidates: Vec<&Arc<Node>> = self
             .hop
             .nodes
             .iter()
+            .chain(loaded.iter())
             .filter(|n| n.matches(&sel.request))
             .filter(|n| n.network.as_deref().is_none_or(|x| x == network))
             .collect();

@@ -6,6 +6,7 @@ pub mod grpc;
 pub mod http1;
 pub mod obfs;
 pub mod relay;
+pub mod resp;
 pub mod smux;
 pub mod sni;
 pub mod socks;

@@ -3,6 +3,7 @@
 
 pub mod hooks;
 pub mod observer;
+mod record;
 mod session;
 pub mod status;
 
@@ -34,6 +35,8 @@ pub struct Pipeline {
     pub handler: Arc<dyn Handler>,
     pub admission: Option<Arc<AdmissionGroup>>,
     pub limiters: ServiceLimiters,
+    /// The service's recorders, if it names any.
+    pub recorders: Option<Arc<gost_core::recorder::ServiceRecorders>>,
 }
 
 pub struct HandlerSlot(RwLock<Arc<Pipeline>>);
@@ -224,6 +227,7 @@ impl Service {
                 continue;
             }
             let active = self.handler.get();
+            record::accepted(active.recorders.as_deref(), accepted.peer);
             if let Some(adm) = &active.admission {
                 if !adm.check(&self.name, "tcp", accepted.peer).await {
                     tracing::debug!(service = %self.name, client = %gost_core::context::Client(accepted.peer), "refused by admission");
@@ -254,12 +258,17 @@ impl Service {
                 continue;
             }
             let handler = active.handler.clone();
-            let (ctx, duration) = conn_context(
+            let (mut ctx, duration) = conn_context(
                 &self.name,
                 &self.status,
                 &active,
                 accepted.peer,
                 accepted.local,
+            );
+            let record = record::ConnRecord::start(
+                active.recorders.as_deref(),
+                &mut ctx,
+                accepted.conn.network(),
             );
             let cancel = conn_cancel.clone();
             let upgrade = upgrade.clone();
@@ -307,6 +316,9 @@ impl Service {
                     r = gost_core::dialer::loops::scope(hops, handler.handle(conn, ctx)) => r,
                     _ = cancel.cancelled() => return,
                 };
+                if let Some(r) = record {
+                    r.finish(&result);
+                }
                 report(&service, peer, start, duration, stats.as_deref(), result);
             });
         }

@@ -96,7 +96,8 @@ impl Sessions {
         let Opened { stream, hops } = opened;
         let active = self.slot.get();
         let handler: Arc<dyn Handler> = active.handler.clone();
-        let (ctx, duration) = conn_context(&self.name, &self.status, &active, peer, local);
+        let (mut ctx, duration) = conn_context(&self.name, &self.status, &active, peer, local);
+        let record = super::record::ConnRecord::start(active.recorders.as_deref(), &mut ctx, "tcp");
         let cancel = self.cancel.clone();
         self.conns.spawn(async move {
             let start = Instant::now();
@@ -107,6 +108,9 @@ impl Sessions {
                 r = gost_core::dialer::loops::scope(hops, handler.handle(Conn::Stream(stream), ctx)) => r,
                 _ = cancel.cancelled() => return,
             };
+            if let Some(r) = record {
+                r.finish(&result);
+            }
             report(&service, peer, start, duration, stats.as_deref(), result);
         });
     }

@@ -34,6 +34,8 @@ pub enum Socket {
     Tap,
     /// GOST's `dns` listener: UDP, or by its `mode` TCP or TLS.
     Dns,
+    /// Standard input and output (`stdio`): nothing bound.
+    Stdio,
 }
 
 pub type BuildUpgrade = fn(&ListenerConfig, &Config) -> Result<Arc<dyn Upgrade>, String>;

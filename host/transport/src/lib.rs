@@ -23,6 +23,7 @@ pub mod obfs;
 pub mod pht;
 #[cfg(feature = "ssh")]
 pub mod ssh;
+pub mod stdio;
 #[cfg(feature = "tls")]
 pub mod tls;
 #[cfg(feature = "tun")]
@@ -42,6 +43,7 @@ use gost_core::stream::Stream;
 pub fn register(t: &mut kinds::Transports) {
     listener::register(t);
     unix::register(t);
+    stdio::register(t);
     #[cfg(feature = "tls")]
     tls::register(t);
     #[cfg(feature = "ws")]

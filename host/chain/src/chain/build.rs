@@ -5,7 +5,7 @@ use crate::registry::Registry;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::loader::NodeFile;
+use super::loader::NodeLoader;
 use super::node::NodeError;
 use super::probe::Probe;
 use super::{Chain, Chainer, GroupEntry, Hop, Node, Selector, Strategy};
@@ -186,20 +186,33 @@ fn hop(
     reg: &'static Registry,
 ) -> Result<Hop, ChainBuildError> {
     let owner = format!("{chain_owner}: hop \"{}\"", cfg.name);
-    let file = match cfg.file.as_ref().filter(|f| !f.path.is_empty()) {
-        Some(f) => Some(
-            NodeFile::new(&owner, &f.path, cfg.reload.0, {
+    let path = cfg
+        .file
+        .as_ref()
+        .map(|f| f.path.as_str())
+        .filter(|p| !p.is_empty());
+    let invalid = |msg: String| ChainBuildError::Invalid {
+        owner: owner.clone(),
+        msg,
+    };
+    let remote = gost_core::loader::Source::from_config(
+        cfg.redis.as_ref(),
+        cfg.http.as_ref(),
+        gost_core::loader::RedisKind::String,
+    )
+    .map_err(invalid)?;
+    let loader = if path.is_some() || remote.is_some() {
+        Some(
+            NodeLoader::new(&owner, path, remote, cfg.reload.0, {
                 let (root, hop, owner) = (Arc::new(root.clone()), cfg.clone(), owner.clone());
                 Box::new(move |n| node(&root, &hop, &owner, n, reg).map_err(|e| e.to_string()))
             })
-            .map_err(|msg| ChainBuildError::Invalid {
-                owner: owner.clone(),
-                msg,
-            })?,
-        ),
-        None => None,
+            .map_err(invalid)?,
+        )
+    } else {
+        None
     };
-    if cfg.nodes.is_empty() && file.is_none() {
+    if cfg.nodes.is_empty() && loader.is_none() {
         return Err(ChainBuildError::Invalid {
             owner,
             msg: "no nodes".into(),
@@ -214,7 +227,7 @@ fn hop(
         nodes,
         selector: selector(&owner, cfg.selector.as_ref())?,
         bypass: bypass(root, &owner, &cfg.bypass, &cfg.bypasses)?,
-        file,
+        loader,
     })
 }
 

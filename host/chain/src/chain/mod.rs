@@ -39,17 +39,25 @@ pub struct Hop {
     pub selector: Selector,
     /// Targets this hop (and every later one) leaves alone.
     pub bypass: Option<Arc<BypassGroup>>,
-    /// More nodes from the hop's `file`, re-read every `reload` period.
-    pub file: Option<loader::NodeFile>,
+    /// More nodes from the hop's `file`, `redis` or `http` loader, read
+    /// again every `reload` period.
+    pub loader: Option<loader::NodeLoader>,
 }
 
 impl Hop {
+    /// The nodes of the hop's loader (none without one).
+    pub fn loaded(&self) -> Arc<Vec<Arc<Node>>> {
+        self.loader.as_ref().map(|f| f.nodes()).unwrap_or_default()
+    }
+
     /// Picks a node, skipping those that failed recently and any in
     /// `exclude` (nodes this connection already tried).
     pub fn select(&self, ctx: &SelectContext<'_>, exclude: &[Arc<Node>]) -> Option<Arc<Node>> {
+        let loaded = self.loaded();
         let candidates: Vec<&Arc<Node>> = self
             .nodes
             .iter()
+            .chain(loaded.iter())
             .filter(|n| !exclude.iter().any(|e| Arc::ptr_eq(e, n)))
             .filter(|n| n.matches(&ctx.request))
             .collect();
@@ -107,7 +115,7 @@ impl Hop {
             hash_key,
             request: tcp_request(host),
         };
-        let loaded = self.file.as_ref().map(|f| f.nodes()).unwrap_or_default();
+        let loaded = self.loader.as_ref().map(|f| f.nodes()).unwrap_or_default();
         let candidates = self.eligible(addr, &ctx.request, &loaded)?;
         self.by_priority(&ctx, &candidates)
             .or_else(|| candidates.first().map(|n| Arc::clone(n)))
@@ -118,7 +126,7 @@ impl Hop {
     /// empty when the hop's bypass takes the target.
     pub fn race_for(&self, addr: &str, host: &str) -> Vec<Arc<Node>> {
         let request = tcp_request(host);
-        let loaded = self.file.as_ref().map(|f| f.nodes()).unwrap_or_default();
+        let loaded = self.loader.as_ref().map(|f| f.nodes()).unwrap_or_default();
         let Some(candidates) = self.eligible(addr, &request, &loaded) else {
             return Vec::new();
         };
@@ -182,7 +190,7 @@ mod tests {
             nodes,
             selector: Selector::new(Strategy::Fifo, 0, std::time::Duration::ZERO),
             bypass: None,
-            file: None,
+            loader: None,
         }
     }
 

@@ -16,8 +16,6 @@ use crate::config::{AdmissionConfig, Config};
 pub enum AdmissionError {
     #[error("admission \"{0}\" not found")]
     NotFound(String),
-    #[error("admission \"{name}\": {what} is not supported yet")]
-    Unsupported { name: String, what: &'static str },
     #[error(transparent)]
     Rule(#[from] RuleError),
     #[error(transparent)]
@@ -66,14 +64,6 @@ impl Admission {
                 source: Source::Plugin(HttpPlugin::new("admission", &cfg.name, p)?),
             });
         }
-        if let Some(what) =
-            crate::config::remote_source(cfg.redis.is_some(), cfg.http.is_some(), false)
-        {
-            return Err(AdmissionError::Unsupported {
-                name: cfg.name.clone(),
-                what,
-            });
-        }
         let owner = format!("admission \"{}\"", cfg.name);
         let file = cfg.file.as_ref().map(|f| f.path.as_str());
         Ok(Admission {
@@ -86,7 +76,16 @@ impl Admission {
                 file,
                 cfg.reload.0,
                 parse_ip_rules,
-            )?),
+            )?
+            .with_remote(
+                crate::bypass::rules::source(
+                    &owner,
+                    cfg.redis.as_ref(),
+                    cfg.http.as_ref(),
+                    crate::loader::RedisKind::Set,
+                )?,
+                cfg.reload.0,
+            ),
         })
     }
 

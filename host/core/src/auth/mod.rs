@@ -86,6 +86,9 @@ pub struct TableAuther {
     file: Option<PathBuf>,
     reload: Option<Duration>,
     state: RwLock<Table>,
+    /// A `redis` (hash of user to password) or `http` loader, and the
+    /// users it last gave.
+    remote: crate::loader::Loaded<Vec<(String, String)>>,
 }
 
 #[derive(Debug)]
@@ -114,15 +117,41 @@ impl TableAuther {
                 users: fixed,
                 loaded: Instant::now(),
             }),
+            remote: None,
         };
         a.reload_now();
         a
+    }
+
+    /// Adds the users of a `redis` or `http` loader, read now and then
+    /// every `reload` period (GOST's `reload`, or once when it is 0).
+    pub fn with_remote(mut self, source: crate::loader::Source, reload: Duration) -> Self {
+        let remote =
+            crate::loader::Remote::new(&format!("auther \"{}\"", self.name), source, reload);
+        let first = remote.initial();
+        self.remote = Some((remote, RwLock::new(Vec::new())));
+        if let Some(text) = first {
+            self.take_remote(&text);
+        }
+        self
+    }
+
+    fn take_remote(&self, text: &str) {
+        if let Some((_, good)) = &self.remote {
+            if let Ok(mut g) = good.write() {
+                *g = parse_users(text);
+            }
+            self.reload_now();
+        }
     }
 
     /// Re-reads the file; on failure the previous users stay, so a file
     /// caught mid-rewrite does not lock everyone out.
     fn reload_now(&self) {
         let mut users = self.fixed.clone();
+        if let Some((_, good)) = &self.remote {
+            users.extend(good.read().map(|g| g.clone()).unwrap_or_default());
+        }
         if let Some(path) = &self.file {
             match std::fs::read_to_string(path) {
                 Ok(text) => users.extend(parse_users(&text)),
@@ -144,6 +173,9 @@ impl TableAuther {
     /// Reloading on use instead of on a timer needs no background task,
     /// and a lookup never sees a table older than the period.
     fn reload_if_due(&self) {
+        if let Some(text) = self.remote.as_ref().and_then(|(r, _)| r.poll()) {
+            self.take_remote(&text);
+        }
         let (Some(period), Some(_)) = (self.reload, &self.file) else {
             return;
         };
@@ -273,7 +305,16 @@ pub fn named(
         .filter(|f| !f.path.is_empty())
         .map(|f| f.path.clone().into());
     let reload = Some(a.reload.0).filter(|r| !r.is_zero());
-    Ok(Arc::new(TableAuther::new(&a.name, users, file, reload)))
+    let table = TableAuther::new(&a.name, users, file, reload);
+    // A source that cannot be built was refused by the config check.
+    Ok(match crate::loader::Source::from_config(
+        a.redis.as_ref(),
+        a.http.as_ref(),
+        crate::loader::RedisKind::Hash,
+    ) {
+        Ok(Some(source)) => Arc::new(table.with_remote(source, a.reload.0)),
+        _ => Arc::new(table),
+    })
 }
 
 /// Several authers (`handler.authers`): the first that accepts decides.

@@ -18,8 +18,6 @@ use rules::{RuleError, Rules};
 pub enum BypassError {
     #[error("bypass \"{0}\" not found")]
     NotFound(String),
-    #[error("bypass \"{name}\": {what} is not supported yet")]
-    Unsupported { name: String, what: &'static str },
     #[error(transparent)]
     Rule(#[from] RuleError),
     #[error(transparent)]
@@ -54,14 +52,6 @@ impl Bypass {
                 source: Source::Plugin(HttpPlugin::new("bypass", &cfg.name, p)?),
             });
         }
-        if let Some(what) =
-            crate::config::remote_source(cfg.redis.is_some(), cfg.http.is_some(), false)
-        {
-            return Err(BypassError::Unsupported {
-                name: cfg.name.clone(),
-                what,
-            });
-        }
         let owner = format!("bypass \"{}\"", cfg.name);
         let file = cfg.file.as_ref().map(|f| f.path.as_str());
         Ok(Bypass {
@@ -75,7 +65,16 @@ impl Bypass {
                 file,
                 cfg.reload.0,
                 PatternSet::parse,
-            )?),
+            )?
+            .with_remote(
+                crate::bypass::rules::source(
+                    &owner,
+                    cfg.redis.as_ref(),
+                    cfg.http.as_ref(),
+                    crate::loader::RedisKind::Set,
+                )?,
+                cfg.reload.0,
+            ),
         })
     }
 

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::loader::{Remote, Source};
+
 /// One rule's text and where it was written (`matchers[2]`, `file.txt:7`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
@@ -31,6 +33,9 @@ pub struct Rules<T> {
     reload: Option<Duration>,
     parse: fn(&[Line]) -> Result<T, RuleError>,
     state: RwLock<(Arc<T>, Instant)>,
+    /// A `redis` or `http` loader, and the lines it last gave that were
+    /// taken.
+    remote: crate::loader::Loaded<Vec<Line>>,
 }
 
 impl<T> std::fmt::Debug for Rules<T> {
@@ -40,6 +45,19 @@ impl<T> std::fmt::Debug for Rules<T> {
             .field("file", &self.file)
             .finish()
     }
+}
+
+/// The `redis` or `http` loader of a rule list's config, if any.
+pub fn source(
+    owner: &str,
+    redis: Option<&crate::config::RedisLoader>,
+    http: Option<&crate::config::HTTPLoader>,
+    kind: crate::loader::RedisKind,
+) -> Result<Option<Source>, RuleError> {
+    Source::from_config(redis, http, kind).map_err(|msg| RuleError {
+        at: owner.to_string(),
+        msg,
+    })
 }
 
 /// Lines of a rule file: `#` starts a comment, blank lines are skipped.
@@ -87,7 +105,58 @@ impl<T> Rules<T> {
             reload,
             parse,
             state: RwLock::new((Arc::new(parsed), Instant::now())),
+            remote: None,
         })
+    }
+
+    /// Adds the rules of a `redis` or `http` loader, read now and then
+    /// every `reload` period. A source that cannot be read or gives bad
+    /// rules is logged and leaves the other rules working, as GOST starts.
+    pub fn with_remote(mut self, source: Option<Source>, reload: Duration) -> Self {
+        let Some(source) = source else {
+            return self;
+        };
+        let remote = Remote::new(&self.owner, source, reload);
+        let first = remote.initial();
+        self.remote = Some((remote, RwLock::new(Vec::new())));
+        if let Some(text) = first {
+            self.take_remote(&text);
+        }
+        self
+    }
+
+    /// Swaps in the rules with `text` from the loader, unless they are
+    /// refused.
+    fn take_remote(&self, text: &str) {
+        let Some((remote, good)) = &self.remote else {
+            return;
+        };
+        let lines = file_lines(&remote.source.describe(), text);
+        let parsed = Self::read(&self.fixed, self.file.as_ref()).and_then(|mut all| {
+            all.extend(lines.iter().cloned());
+            (self.parse)(&all)
+        });
+        match parsed {
+            Ok(t) => {
+                if let Ok(mut g) = good.write() {
+                    *g = lines;
+                }
+                if let Ok(mut s) = self.state.write() {
+                    s.0 = Arc::new(t);
+                }
+            }
+            Err(e) => remote.refused(&e),
+        }
+    }
+
+    /// The lines of the inline rules, the file and the loader's last good
+    /// data.
+    fn lines(&self) -> Result<Vec<Line>, RuleError> {
+        let mut lines = Self::read(&self.fixed, self.file.as_ref())?;
+        if let Some((_, good)) = &self.remote {
+            lines.extend(good.read().map(|g| g.clone()).unwrap_or_default());
+        }
+        Ok(lines)
     }
 
     fn read(fixed: &[Line], file: Option<&PathBuf>) -> Result<Vec<Line>, RuleError> {
@@ -106,6 +175,9 @@ impl<T> Rules<T> {
     /// The current rules, re-read first when the reload period has passed.
     /// A reload that fails is logged and the previous rules stay.
     pub fn current(&self) -> Arc<T> {
+        if let Some(text) = self.remote.as_ref().and_then(|(r, _)| r.poll()) {
+            self.take_remote(&text);
+        }
         if let (Some(period), Some(_)) = (self.reload, &self.file) {
             let due = self
                 .state
@@ -113,8 +185,7 @@ impl<T> Rules<T> {
                 .map(|s| s.1.elapsed() >= period)
                 .unwrap_or(false);
             if due {
-                let fresh =
-                    Self::read(&self.fixed, self.file.as_ref()).and_then(|l| (self.parse)(&l));
+                let fresh = self.lines().and_then(|l| (self.parse)(&l));
                 if let Ok(mut s) = self.state.write() {
                     s.1 = Instant::now();
                     match fresh {

@@ -22,17 +22,11 @@ pub use validate::{Kind, DEFAULT_CONNECTOR, DEFAULT_DIALER, DEFAULT_HANDLER, DEF
 
 pub use ports::{check_host_port, parse_port_range, split_host_port};
 
-/// The first remote rule source a bypass, admission, hosts or limiter
-/// config names (`redis`, `http` or a `plugin`): gost-rs reads rules only
-/// inline and from files, so each such source is refused by name.
-pub fn remote_source(redis: bool, http: bool, plugin: bool) -> Option<&'static str> {
-    [
-        ("redis loader", redis),
-        ("http loader", http),
-        ("plugin", plugin),
-    ]
-    .into_iter()
-    .find_map(|(what, set)| set.then_some(what))
+/// The rule source of a bypass, admission, hosts or limiter config that
+/// gost-rs does not read (a `plugin`; `redis` and `http` loaders are
+/// read, see [`crate::loader`]), refused by name.
+pub fn remote_source(plugin: bool) -> Option<&'static str> {
+    plugin.then_some("plugin")
 }
 
 #[derive(Debug, thiserror::Error)]

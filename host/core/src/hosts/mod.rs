@@ -13,8 +13,6 @@ use crate::plugin::{HttpPlugin, PluginError};
 pub enum HostsError {
     #[error("hosts \"{0}\" not found")]
     NotFound(String),
-    #[error("hosts \"{name}\": {what} is not supported yet")]
-    Unsupported { name: String, what: &'static str },
     #[error(transparent)]
     Rule(#[from] RuleError),
     #[error(transparent)]
@@ -99,14 +97,6 @@ impl Hosts {
                 source: Source::Plugin(HttpPlugin::new("hosts", &cfg.name, p)?),
             });
         }
-        if let Some(what) =
-            crate::config::remote_source(cfg.redis.is_some(), cfg.http.is_some(), false)
-        {
-            return Err(HostsError::Unsupported {
-                name: cfg.name.clone(),
-                what,
-            });
-        }
         let inline: Vec<String> = cfg
             .mappings
             .iter()
@@ -130,7 +120,16 @@ impl Hosts {
                 file,
                 cfg.reload.0,
                 Table::parse,
-            )?),
+            )?
+            .with_remote(
+                crate::bypass::rules::source(
+                    &owner,
+                    cfg.redis.as_ref(),
+                    cfg.http.as_ref(),
+                    crate::loader::RedisKind::set_or_list(cfg.redis.as_ref()),
+                )?,
+                cfg.reload.0,
+            ),
         })
     }
 

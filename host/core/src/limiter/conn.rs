@@ -56,7 +56,16 @@ impl ConnLimiter {
                 file,
                 cfg.reload.0,
                 Limits::parse,
-            )?,
+            )?
+            .with_remote(
+                crate::bypass::rules::source(
+                    &owner,
+                    cfg.redis.as_ref(),
+                    cfg.http.as_ref(),
+                    crate::loader::RedisKind::set_or_list(cfg.redis.as_ref()),
+                )?,
+                cfg.reload.0,
+            ),
             counts: Arc::default(),
         })
     }

@@ -46,11 +46,7 @@ fn find<'a>(
         .iter()
         .find(|l| l.name == name)
         .ok_or_else(|| LimiterError::NotFound(name.to_string(), kind))?;
-    if let Some(what) = crate::config::remote_source(
-        cfg.redis.is_some(),
-        cfg.http.is_some(),
-        cfg.plugin.is_some(),
-    ) {
+    if let Some(what) = crate::config::remote_source(cfg.plugin.is_some()) {
         return Err(LimiterError::Unsupported {
             kind,
             name: name.to_string(),
