@@ -321,11 +321,16 @@ impl TunHandler {
         }
         if let Some(auther) = &self.auther {
             let pass = String::from_utf8_lossy(k.passphrase);
-            if !k
-                .ips
-                .iter()
-                .all(|ip| auther.authenticate(&ip.to_string(), &pass).is_some())
-            {
+            let mut allowed = true;
+            for ip in &k.ips {
+                let user = ip.to_string();
+                let who = gost_core::auth::AuthRequest::new(&user, &pass).from(&ctx.service, from);
+                if auther.authenticate(who).await.is_none() {
+                    allowed = false;
+                    break;
+                }
+            }
+            if !allowed {
                 tracing::info!(service = %ctx.service, client = %from, ips = ?k.ips, "tun: keepalive refused (authentication failed)");
                 return;
             }

@@ -85,7 +85,7 @@ impl Admission {
                     crate::loader::RedisKind::Set,
                 )?,
                 cfg.reload.0,
-            ),
+            )),
         })
     }
 

@@ -74,7 +74,7 @@ impl Bypass {
                     crate::loader::RedisKind::Set,
                 )?,
                 cfg.reload.0,
-            ),
+            )),
         })
     }
 

@@ -129,7 +129,7 @@ impl Hosts {
                     crate::loader::RedisKind::set_or_list(cfg.redis.as_ref()),
                 )?,
                 cfg.reload.0,
-            ),
+            )),
         })
     }
 
