@@ -167,6 +167,7 @@ impl Router {
     }
 
     async fn dial_tcp_unboxed(&self, addr: &str, client: IpAddr) -> Result<Upstream, DialError> {
+        gost_core::connections::with_current(|c| c.set_target(addr));
         self.check_bypass("tcp", addr)?;
         let mut last = None;
         for attempt in 0..=self.retries {
@@ -282,6 +283,9 @@ impl Router {
             .as_ref()
             .and_then(|c| c.pick(network, host, hash_key))?;
         let nodes = chain.route(addr, host, hash_key);
+        gost_core::connections::with_current(|c| {
+            c.set_route(&chain.name, nodes.nodes.iter().map(|n| &*n.name))
+        });
         if nodes.nodes.is_empty() {
             tracing::debug!(chain = %chain.name, addr = %gost_core::escape::esc(addr), "route: direct");
             return None;
@@ -301,6 +305,7 @@ impl Router {
     /// target's replies reach it, or through the service's chain a tunnel
     /// from the chain's last node (GOST's UDP-over-TCP).
     pub async fn dial_udp(&self, addr: &str, client: IpAddr) -> Result<UdpUpstream, DialError> {
+        gost_core::connections::with_current(|c| c.set_target(addr));
         self.check_bypass("udp", addr)?;
         let work = async {
             let resolved = gost_core::resolver::resolve_addr(

@@ -3,6 +3,7 @@
 
 mod browser;
 mod config;
+mod connections;
 mod error;
 mod json_errors;
 mod objects;
@@ -100,6 +101,11 @@ pub fn router(app: Arc<App>, cfg: &APIConfig) -> Router {
             get(objects::get)
                 .put(objects::update)
                 .delete(objects::delete),
+        )
+        .route("/connections", get(connections::list))
+        .route(
+            "/connections/{id}",
+            axum::routing::delete(connections::close),
         )
         .layer(DefaultBodyLimit::max(objects::BODY_LIMIT));
     #[cfg(feature = "tunnel")]
