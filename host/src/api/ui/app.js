@@ -123,8 +123,8 @@ function renderServices() {
     const kind = (svc.handler && svc.handler.type || "") + " / " + (svc.listener && svc.listener.type || "tcp");
     body.append(el("tr", { "data-service": svc.name },
       el("th", { scope: "row" }, svc.name),
-      el("td", { class: "state-" + (st.state || "") }, st.state || ""),
-      el("td", {}, svc.addr || ""),
+      el("td", { class: "nowrap state-" + (st.state || "") }, st.state || ""),
+      el("td", { class: "nowrap" }, svc.addr || ""),
       el("td", {}, kind),
       el("td", { class: "num", "data-field": "conns" }, stats ? stats.currentConns + " / " + stats.totalConns : "stats off"),
       el("td", { class: "num", "data-field": "in" }, stats && last ? bytes(Math.round(last.in)) + "/s" : ""),
@@ -136,7 +136,7 @@ function renderServices() {
   for (const svc of services.values()) {
     const list = ((svc.status || {}).events || []).slice(-20).reverse();
     const ul = el("ul", {});
-    for (const e of list) ul.append(el("li", {}, new Date(e.time).toLocaleTimeString() + " " + e.msg));
+    for (const e of list) ul.append(el("li", {}, new Date(e.time * 1000).toLocaleTimeString() + " " + e.msg));
     ev.append(el("details", {}, el("summary", {}, svc.name + " (" + list.length + ")"), ul));
   }
 }
@@ -289,7 +289,11 @@ $("edit").addEventListener("submit", (ev) => {
 });
 $("edit-create").addEventListener("click", async () => {
   await change("POST", "/config/" + kindSel.value, $("edit-yaml").value, "created");
-  if (!$("edit-error").textContent) await fillNames();
+  if ($("edit-error").textContent) return;
+  const yaml = $("edit-yaml").value;
+  await fillNames();
+  $("edit-yaml").value = yaml;
+  $("edit-ok").textContent = "created";
 });
 $("edit-delete").addEventListener("click", async () => {
   const name = nameSel.value;
