@@ -34,9 +34,10 @@ pub async fn index() -> Response {
     file(INDEX, "text/html; charset=utf-8")
 }
 
-/// `/ui` without the slash: relative asset paths need it.
-pub async fn redirect(uri: axum::http::Uri) -> Response {
-    Redirect::permanent(&format!("{}/", uri.path())).into_response()
+/// `/ui` without the slash: relative asset paths need it. Relative, so
+/// it keeps the `pathPrefix` the router does not see.
+pub async fn redirect() -> Response {
+    Redirect::permanent("ui/").into_response()
 }
 
 pub async fn asset(Path(name): Path<String>) -> Response {
