@@ -120,7 +120,8 @@ async function openEditor(kind, name) {
   await page.selectOption("#edit-kind", kind);
   await page.waitForFunction((n) => [...document.querySelectorAll("#edit-name option")].some((o) => o.value === n), name);
   await page.selectOption("#edit-name", name);
-  await page.waitForFunction(() => document.getElementById("edit-yaml").value.includes("addr"));
+  await page.waitForFunction((n) => !document.getElementById("edit").dataset.busy &&
+    document.getElementById("edit-yaml").value.includes("name: " + n), name);
 }
 
 await test("an invalid edit shows the API's error next to the object and changes nothing", async () => {

@@ -248,23 +248,42 @@ async function loadConfig() {
 const kindSel = $("edit-kind"), nameSel = $("edit-name");
 for (const k of KINDS) kindSel.append(el("option", { value: k }, k));
 
-async function fillNames() {
-  const kind = kindSel.value;
-  const keep = nameSel.value;
-  let list = [];
-  try { list = (await api("GET", "/config/" + kind)).data.list; } catch (_) { /* empty */ }
-  nameSel.replaceChildren(...list.map((o) => el("option", { value: o.name }, o.name)));
-  if (list.some((o) => o.name === keep)) nameSel.value = keep;
-  await loadObject();
+// Loads overlap (a page switch and a selection); only the latest may
+// fill the editor, and the form says when none is pending.
+let loadGen = 0, loading = 0;
+async function busy(fn) {
+  loading++;
+  $("edit").dataset.busy = "1";
+  try { return await fn(); } finally {
+    if (--loading === 0) delete $("edit").dataset.busy;
+  }
 }
 
-async function loadObject() {
-  $("edit-error").textContent = "";
-  $("edit-ok").textContent = "";
-  if (!nameSel.value) { $("edit-yaml").value = "name: new-" + kindSel.value.replace(/s$/, "") + "\n"; return; }
-  try {
-    $("edit-yaml").value = await api("GET", "/config/" + kindSel.value + "/" + encodeURIComponent(nameSel.value) + "?format=yaml");
-  } catch (e) { $("edit-error").textContent = e.message; }
+function fillNames() {
+  return busy(async () => {
+    const gen = ++loadGen;
+    const kind = kindSel.value;
+    const keep = nameSel.value;
+    let list = [];
+    try { list = (await api("GET", "/config/" + kind)).data.list; } catch (_) { /* empty */ }
+    if (gen !== loadGen) return;
+    nameSel.replaceChildren(...list.map((o) => el("option", { value: o.name }, o.name)));
+    if (list.some((o) => o.name === keep)) nameSel.value = keep;
+    await loadObject();
+  });
+}
+
+function loadObject() {
+  return busy(async () => {
+    const gen = ++loadGen;
+    $("edit-error").textContent = "";
+    $("edit-ok").textContent = "";
+    if (!nameSel.value) { $("edit-yaml").value = "name: new-" + kindSel.value.replace(/s$/, "") + "\n"; return; }
+    try {
+      const yaml = await api("GET", "/config/" + kindSel.value + "/" + encodeURIComponent(nameSel.value) + "?format=yaml");
+      if (gen === loadGen) $("edit-yaml").value = yaml;
+    } catch (e) { if (gen === loadGen) $("edit-error").textContent = e.message; }
+  });
 }
 kindSel.addEventListener("change", fillNames);
 nameSel.addEventListener("change", loadObject);
