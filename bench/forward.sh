@@ -14,8 +14,10 @@ set -uo pipefail
 ALL_SYSTEMS="direct gost haproxy socat"
 # Busy-polling variants (gost-rs with GOST_BUSY_POLL, haproxy with its
 # busy-polling option), and gost-old (a second gost binary, GOST_OLD_BIN,
-# for an old-against-new run), run only when named in --systems.
-OPTIONAL_SYSTEMS="gost-bp haproxy-bp gost-old"
+# for an old-against-new run), and gost-conns (gost-rs with the web API on,
+# which turns on the registry of live connections; bench/connections.sh),
+# run only when named in --systems.
+OPTIONAL_SYSTEMS="gost-bp haproxy-bp gost-old gost-conns"
 
 usage() {
     usage_common forward.sh "1,000 idle connections"
@@ -25,7 +27,8 @@ usage() {
   BUSY_POLL          GOST_BUSY_POLL window of gost-bp (default: 1ms)
   GOST_OLD_BIN       the gost binary of system gost-old (an earlier build)
 systems: direct gost haproxy socat by default; gost-bp and haproxy-bp are
-the busy-polling variants, gost-old runs GOST_OLD_BIN
+the busy-polling variants, gost-old runs GOST_OLD_BIN, gost-conns runs gost
+with the web API on (so the registry of live connections)
 EOF
 }
 
@@ -38,7 +41,7 @@ parse_args "$@"
 run_settings
 
 bench_paths forward
-build_binaries gost gost-bp
+build_binaries gost gost-bp gost-conns
 
 # ------------------------------------------------------------- peer tools ---
 missing=""
@@ -86,13 +89,14 @@ start_proxy() {
     fi
     PROXY_PORT=$("$LG" freeport) || return 1
     case "$sys" in
-        gost|gost-bp|gost-old)
-            local bp="" bin=$GOST
+        gost|gost-bp|gost-old|gost-conns)
+            local bp="" bin=$GOST api=""
             [ "$sys" = gost-bp ] && bp=${BUSY_POLL:-1ms}
+            [ "$sys" = gost-conns ] && api="-api 127.0.0.1:$("$LG" freeport)"
             [ "$sys" = gost-old ] && bin=${GOST_OLD_BIN:?GOST_OLD_BIN names the binary of gost-old}
             # shellcheck disable=SC2086
             GOST_BUSY_POLL=$bp taskset -c "$PROXY_CPU" "$bin" \
-                -L "tcp://127.0.0.1:$PROXY_PORT/127.0.0.1:$tport" \
+                -L "tcp://127.0.0.1:$PROXY_PORT/127.0.0.1:$tport" $api \
                 ${GOST_EXTRA_ARGS:-} >"$TMP/gost.log" 2>&1 & ;;
         haproxy|haproxy-bp)
             local bp=""
@@ -128,7 +132,7 @@ EOF
 run_system() {
     local sys=$1 round=$2 watch=() label
     label=$sys
-    case "$sys" in gost) label=gost-rs ;; gost-bp) label=gost-rs-bp ;; gost-old) label=gost-rs-old ;; esac
+    case "$sys" in gost) label=gost-rs ;; gost-bp) label=gost-rs-bp ;; gost-old) label=gost-rs-old ;; gost-conns) label=gost-rs-conns ;; esac
     log "== round $round: $label"
 
     # Request tests against the HTTP target, on a fresh proxy so that the
@@ -171,6 +175,7 @@ run_system() {
     has gost && echo "gost: $(shown "$GOST") ${GOST_EXTRA_ARGS:-}"
     has gost-bp && echo "gost-rs-bp: GOST_BUSY_POLL=${BUSY_POLL:-1ms}"
     has gost-old && echo "gost-rs-old: $(shown "${GOST_OLD_BIN:-}")"
+    has gost-conns && echo "gost-rs-conns: gost-rs with -api (registry of live connections on)"
     has haproxy-bp && echo "haproxy-bp: haproxy with busy-polling"
     # Other work on the machine (e.g. compiles) is the main source of noise.
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"

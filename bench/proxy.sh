@@ -14,8 +14,10 @@ set -uo pipefail
 
 ALL_SYSTEMS="direct gost-socks5 microsocks dante gost-http tinyproxy"
 # gost-socks5-old and gost-http-old: a second gost binary (GOST_OLD_BIN),
-# for an old-against-new run; only when named in --systems.
-OPTIONAL_SYSTEMS="gost-socks5-old gost-http-old"
+# for an old-against-new run; gost-socks5-conns: gost-rs with the web API on,
+# which turns on the registry of live connections (bench/connections.sh);
+# only when named in --systems.
+OPTIONAL_SYSTEMS="gost-socks5-old gost-http-old gost-socks5-conns"
 
 usage() {
     usage_common proxy.sh "1,000 idle connections"
@@ -37,14 +39,14 @@ bench_paths proxy
 family() {
     case "$1" in
         direct) echo direct ;;
-        gost-socks5|gost-socks5-old|microsocks|dante) echo socks5 ;;
+        gost-socks5|gost-socks5-old|gost-socks5-conns|microsocks|dante) echo socks5 ;;
         gost-http|gost-http-old|tinyproxy) echo http ;;
     esac
 }
-uses_gost() { has gost-socks5 || has gost-http; }
+uses_gost() { has gost-socks5 || has gost-http || has gost-socks5-conns; }
 
 # ---------------------------------------------------------------- build ---
-build_binaries gost-socks5 gost-http
+build_binaries gost-socks5 gost-http gost-socks5-conns
 
 # ------------------------------------------------------------- peer tools ---
 # system -> command it needs -> Debian package
@@ -97,12 +99,13 @@ start_proxy() {
     [ "$sys" = direct ] && return 0
     PROXY_PORT=$("$LG" freeport) || return 1
     case "$sys" in
-        gost-socks5|gost-http|gost-socks5-old|gost-http-old)
-            local scheme=socks5 bin=$GOST
+        gost-socks5|gost-http|gost-socks5-old|gost-http-old|gost-socks5-conns)
+            local scheme=socks5 bin=$GOST api=""
             case "$sys" in gost-http*) scheme=http ;; esac
             case "$sys" in *-old) bin=${GOST_OLD_BIN:?GOST_OLD_BIN names the binary of $sys} ;; esac
+            case "$sys" in *-conns) api="-api 127.0.0.1:$("$LG" freeport)" ;; esac
             # shellcheck disable=SC2086
-            taskset -c "$PROXY_CPU" "$bin" -L "$scheme://127.0.0.1:$PROXY_PORT" \
+            taskset -c "$PROXY_CPU" "$bin" -L "$scheme://127.0.0.1:$PROXY_PORT" $api \
                 ${GOST_EXTRA_ARGS:-} >"$TMP/$sys.log" 2>&1 & ;;
         microsocks)
             taskset -c "$PROXY_CPU" microsocks -i 127.0.0.1 -p "$PROXY_PORT" \

@@ -497,6 +497,9 @@ pub(crate) fn build_parts(root: &Config, cfg: &ServiceConfig) -> Result<Parts, B
         .map(|h| h.observer.as_str())
         .filter(|o| !o.is_empty());
     let mut auther = build_auther(root, cfg)?;
+    if gost_core::connections::global().is_some() {
+        auther = auther.map(gost_core::connections::auther);
+    }
     if handler_observer.is_some() {
         auther = auther.map(gost_service::observer::clients::auther);
     }

@@ -122,6 +122,11 @@ async fn run(args: &[String]) -> anyhow::Result<ExitCode> {
     // Registered before any port is bound: a signal sent as soon as a port
     // accepts must stop (or reload) gost, not kill it by the default action.
     let stop_signals = StopSignals::new();
+    if api_cfg.is_some() {
+        // Before any service is built: the API lists and closes live
+        // connections, and only those accepted while it is on are listed.
+        gost_core::connections::enable();
+    }
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let built = match app::build(config) {
         Ok(b) => b,

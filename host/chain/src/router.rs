@@ -178,6 +178,7 @@ impl Router {
     }
 
     async fn dial_tcp_unboxed(&self, addr: &str, client: IpAddr) -> Result<Upstream, DialError> {
+        gost_core::connections::with_current(|c| c.set_target(addr));
         self.check_bypass("tcp", addr).await?;
         self.record(gost_core::recorder::ROUTER_DIAL_ADDRESS, addr);
         let r = self.dial_tcp_attempts(addr, client).await;
@@ -320,6 +321,9 @@ impl Router {
             .as_ref()
             .and_then(|c| c.pick(network, host, hash_key))?;
         let nodes = chain.route(addr, host, hash_key);
+        gost_core::connections::with_current(|c| {
+            c.set_route(&chain.name, nodes.nodes.iter().map(|n| &*n.name))
+        });
         if nodes.nodes.is_empty() {
             tracing::debug!(chain = %chain.name, addr = %gost_core::escape::esc(addr), "route: direct");
             return None;
@@ -339,6 +343,7 @@ impl Router {
     /// target's replies reach it, or through the service's chain a tunnel
     /// from the chain's last node (GOST's UDP-over-TCP).
     pub async fn dial_udp(&self, addr: &str, client: IpAddr) -> Result<UdpUpstream, DialError> {
+        gost_core::connections::with_current(|c| c.set_target(addr));
         self.check_bypass("udp", addr).await?;
         self.record(gost_core::recorder::ROUTER_DIAL_ADDRESS, addr);
         let r = self.dial_udp_once(addr, client).await;

@@ -9,6 +9,7 @@ pub mod admission;
 pub mod auth;
 pub mod bypass;
 pub mod config;
+pub mod connections;
 pub mod context;
 pub mod dialer;
 pub mod escape;

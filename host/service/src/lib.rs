@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use gost_core::admission::AdmissionGroup;
+use gost_core::connections;
 use gost_core::limiter::ServiceLimiters;
 use gost_handler::{ConnContext, Handler};
 use gost_transport::listener::{Conn, Listener};
@@ -277,6 +278,7 @@ impl Service {
                 let _permit = permit;
                 let stats = ctx.stats.clone();
                 let _guard = stats.as_ref().map(|s| s.open_conn());
+                let listed = register(&ctx);
                 let service = ctx.service.clone();
                 let peer = ctx.peer;
                 let conn = match (upgrade, accepted.conn) {
@@ -312,9 +314,11 @@ impl Service {
                     }
                     (_, conn) => conn,
                 };
+                let current = listed.as_ref().map(|l| l.conn().clone());
                 let result = tokio::select! {
-                    r = gost_core::dialer::loops::scope(hops, handler.handle(conn, ctx)) => r,
+                    r = gost_core::dialer::loops::scope(hops, connections::scope(current, handler.handle(conn, ctx))) => r,
                     _ = cancel.cancelled() => return,
+                    _ = closed(&listed) => return,
                 };
                 if let Some(r) = record {
                     r.finish(&result);
@@ -325,9 +329,29 @@ impl Service {
     }
 }
 
+/// Lists the connection in the registry of live connections, when the
+/// registry is on (`conn_context` then gives it counters of its own).
+fn register(ctx: &ConnContext) -> Option<connections::Registered> {
+    let registry = connections::global()?;
+    Some(registry.register(ctx.service.clone(), ctx.peer, ctx.stats.clone()?))
+}
+
+/// Resolves when the connection is closed through the registry (the
+/// API's `DELETE /connections/{id}`); never when it is not listed.
+async fn closed(listed: &Option<connections::Registered>) {
+    match listed {
+        Some(l) => {
+            l.conn().closed().await;
+            tracing::info!(service = %l.conn().service, client = %gost_core::context::Client(l.conn().client), id = l.conn().id, "connection closed through the API");
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// A connection's context: the service's counters (linked with the
-/// client's in the metrics, when those are on) and its traffic limiter
-/// buckets; and the metrics' request duration, when on.
+/// client's in the metrics, when those are on, and counters of the
+/// connection's own when the registry of live connections is on) and its
+/// traffic limiter buckets; and the metrics' request duration, when on.
 fn conn_context(
     name: &Arc<str>,
     status: &Status,
@@ -342,6 +366,10 @@ fn conn_context(
         let links = stats.into_iter().chain([client]).collect();
         stats = Some(Arc::new(gost_core::stats::Stats::linked(links)));
         duration = Some(m.request_duration(name));
+    } else if connections::global().is_some() {
+        stats = Some(Arc::new(gost_core::stats::Stats::linked(
+            stats.into_iter().collect(),
+        )));
     }
     let ctx = ConnContext {
         service: name.clone(),

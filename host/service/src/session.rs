@@ -12,7 +12,7 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{conn_context, report, HandlerSlot, Status};
+use super::{closed, conn_context, register, report, HandlerSlot, Status};
 use gost_core::limiter::conn::ConnPermit;
 use gost_handler::Handler;
 use gost_transport::listener::{Accepted, Conn};
@@ -103,10 +103,13 @@ impl Sessions {
             let start = Instant::now();
             let stats = ctx.stats.clone();
             let _guard = stats.as_ref().map(|s| s.open_conn());
+            let listed = register(&ctx);
+            let current = listed.as_ref().map(|l| l.conn().clone());
             let service = ctx.service.clone();
             let result = tokio::select! {
-                r = gost_core::dialer::loops::scope(hops, handler.handle(Conn::Stream(stream), ctx)) => r,
+                r = gost_core::dialer::loops::scope(hops, gost_core::connections::scope(current, handler.handle(Conn::Stream(stream), ctx))) => r,
                 _ = cancel.cancelled() => return,
+                _ = closed(&listed) => return,
             };
             if let Some(r) = record {
                 r.finish(&result);

@@ -45,13 +45,18 @@ fn has_body(h: &HeaderMap) -> bool {
             .is_some_and(|v| v.trim() != "0")
 }
 
+/// JSON, or YAML (the dashboard's object editor): neither is a type a
+/// page may send to another origin without a CORS preflight.
 fn is_json(h: &HeaderMap) -> bool {
     h.get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .map(|t| t.trim().to_ascii_lowercase())
         .is_some_and(|t| {
-            t == "application/json" || (t.starts_with("application/") && t.ends_with("+json"))
+            t == "application/json"
+                || (t.starts_with("application/") && t.ends_with("+json"))
+                || t == "application/yaml"
+                || t == "application/x-yaml"
         })
 }
 
@@ -125,7 +130,7 @@ impl BrowserPolicy {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 INVALID,
-                "a request body must be sent with Content-Type: application/json",
+                "a request body must be sent with Content-Type: application/json (or application/yaml)",
             ));
         }
         Ok(())

@@ -14,7 +14,7 @@ use gost_core::config::Config;
 
 #[derive(Debug, Deserialize)]
 pub struct FormatQuery {
-    format: Option<String>,
+    pub format: Option<String>,
 }
 
 pub async fn get(State(st): State<ApiState>, Query(q): Query<FormatQuery>) -> Response {

@@ -34,6 +34,10 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, INVALID, msg)
     }
 
+    pub fn msg(&self) -> &str {
+        &self.msg
+    }
+
     pub fn status(&self) -> StatusCode {
         self.status
     }

@@ -3,14 +3,17 @@
 
 mod browser;
 mod config;
+mod connections;
 mod error;
 mod json_errors;
 mod objects;
 mod save_path;
 mod secrets;
 pub mod server;
+mod stream;
 #[cfg(feature = "tunnel")]
 mod tunnels;
+mod ui;
 
 use std::sync::Arc;
 
@@ -86,6 +89,7 @@ pub struct ApiState {
 /// Builds the API router for `cfg`, routes mounted under its `pathPrefix`.
 pub fn router(app: Arc<App>, cfg: &APIConfig) -> Router {
     let access = Access::new(&cfg.auther, cfg.auth.as_ref());
+    std::sync::LazyLock::force(&stream::STARTED);
     let state = ApiState {
         app,
         browser: browser::BrowserPolicy::new(cfg, !matches!(access, Access::Open)),
@@ -105,6 +109,16 @@ pub fn router(app: Arc<App>, cfg: &APIConfig) -> Router {
                 .put(objects::update)
                 .delete(objects::delete),
         )
+        .route("/connections", get(connections::list))
+        .route(
+            "/connections/{id}",
+            axum::routing::delete(connections::close),
+        )
+        .route("/stream", get(stream::get))
+        .route("/ui", get(ui::redirect))
+        .route("/ui/", get(ui::index))
+        .route("/ui/{file}", get(ui::asset))
+        .route("/process", get(stream::get_process))
         .layer(DefaultBodyLimit::max(objects::BODY_LIMIT));
     #[cfg(feature = "tunnel")]
     let routes = routes.route("/tunnels", get(tunnels::list));

@@ -7,12 +7,13 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
+use super::config::FormatQuery;
 use super::error::{ApiError, INVALID};
 use super::{ok, secrets, ApiState};
 use crate::app::ApplyError;
@@ -67,9 +68,12 @@ pub async fn list(State(st): State<ApiState>, Path(segment): Path<String>) -> Re
 }
 
 /// An unknown name gives an empty body with 200, as in GOST.
+/// `?format=yaml` (not in GOST) gives the object alone as YAML, for the
+/// dashboard's editor.
 pub async fn get(
     State(st): State<ApiState>,
     Path((segment, name)): Path<(String, String)>,
+    Query(q): Query<FormatQuery>,
 ) -> Response {
     if kind(&segment).is_none() {
         return unknown_kind();
@@ -83,6 +87,13 @@ pub async fn get(
             if st.mask_secrets {
                 secrets::mask(&mut obj);
             }
+            if q.format.as_deref() == Some("yaml") {
+                return match serde_yaml::to_string(&obj) {
+                    Ok(y) => ([(header::CONTENT_TYPE, "text/x-yaml")], y).into_response(),
+                    Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, 500, e.to_string())
+                        .into_response(),
+                };
+            }
             Json(json!({ "data": obj })).into_response()
         }
         None => Json(json!({})).into_response(),
@@ -92,13 +103,14 @@ pub async fn get(
 pub async fn create(
     State(st): State<ApiState>,
     Path(segment): Path<String>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let Some(singular) = kind(&segment) else {
         return unknown_kind();
     };
     let result = async {
-        let mut obj = object(body)?;
+        let mut obj = object(&headers, body)?;
         let name = obj
             .get("name")
             .and_then(Value::as_str)
@@ -143,6 +155,7 @@ pub async fn create(
 pub async fn update(
     State(st): State<ApiState>,
     Path((segment, name)): Path<(String, String)>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let Some(singular) = kind(&segment) else {
@@ -150,7 +163,7 @@ pub async fn update(
     };
     let name = name.trim().to_string();
     let result = async {
-        let mut obj = object(body)?;
+        let mut obj = object(&headers, body)?;
         check_name(singular, &name)?;
         obj.insert("name".into(), Value::String(name.clone()));
         if st.mask_secrets {
@@ -310,13 +323,28 @@ fn type_error(singular: &str, field: &str, inner: serde_json::Error) -> ApplyErr
 }
 
 /// The request body as a JSON object. GOST's Go decoder ignores unknown
-/// fields, and so do we; anything that is not an object is refused.
-fn object(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>, ApiError> {
+/// fields, and so do we; anything that is not an object is refused. A
+/// body sent as `application/yaml` (not in GOST: the dashboard's editor)
+/// is read as YAML, then checked exactly as JSON is.
+fn object(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Map<String, Value>, ApiError> {
     let body = body.map_err(|e| ApiError::new(e.status(), INVALID, e.body_text()))?;
-    match serde_json::from_slice::<Value>(&body) {
+    let yaml = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.contains("yaml"));
+    let parsed = if yaml {
+        serde_yaml::from_slice::<Value>(&body).map_err(|e| format!("invalid YAML: {e}"))
+    } else {
+        serde_json::from_slice::<Value>(&body).map_err(|e| format!("invalid JSON: {e}"))
+    };
+    match parsed {
         Ok(Value::Object(m)) => Ok(m),
+        Ok(_) if yaml => Err(ApiError::invalid("request body must be a YAML mapping")),
         Ok(_) => Err(ApiError::invalid("request body must be a JSON object")),
-        Err(e) => Err(ApiError::invalid(format!("invalid JSON: {e}"))),
+        Err(e) => Err(ApiError::invalid(e)),
     }
 }
 
@@ -348,10 +376,22 @@ mod tests {
 
     #[test]
     fn non_objects_and_bad_json_are_refused() {
-        assert!(object(Ok(Bytes::from_static(b"[1]"))).is_err());
-        assert!(object(Ok(Bytes::from_static(b"{\"name\":"))).is_err());
-        let m = object(Ok(Bytes::from_static(b"{\"name\":\"x\",\"extra\":1}"))).unwrap();
+        let json = HeaderMap::new();
+        assert!(object(&json, Ok(Bytes::from_static(b"[1]"))).is_err());
+        assert!(object(&json, Ok(Bytes::from_static(b"{\"name\":"))).is_err());
+        let m = object(
+            &json,
+            Ok(Bytes::from_static(b"{\"name\":\"x\",\"extra\":1}")),
+        )
+        .unwrap();
         assert_eq!(m["name"], "x");
+        let mut yaml = HeaderMap::new();
+        yaml.insert(header::CONTENT_TYPE, "application/yaml".parse().unwrap());
+        let m = object(&yaml, Ok(Bytes::from_static(b"name: y\naddr: ':1'\n"))).unwrap();
+        assert_eq!(m["addr"], ":1");
+        let e = object(&yaml, Ok(Bytes::from_static(b"name: [\n"))).unwrap_err();
+        assert!(e.msg().starts_with("invalid YAML: "), "{}", e.msg());
+        assert!(object(&yaml, Ok(Bytes::from_static(b"- 1\n"))).is_err());
     }
 
     #[test]

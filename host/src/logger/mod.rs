@@ -4,6 +4,7 @@
 mod json;
 mod rotate;
 mod route;
+pub mod tail;
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -134,9 +135,13 @@ pub fn init(cfg: Option<&LogConfig>, override_level: Option<&str>) -> Result<(),
             .boxed()
     };
     // A second init (tests, or a library user) keeps the first subscriber.
+    let tail_level: tracing::level_filters::LevelFilter = level
+        .parse()
+        .unwrap_or(tracing::level_filters::LevelFilter::INFO);
     let _ = tracing_subscriber::registry()
         .with(fmt)
         .with(route::layer())
+        .with(tail::TailLayer.with_filter(tail_level))
         .try_init();
     Ok(())
 }
