@@ -293,10 +293,16 @@ pub fn auther(inner: Arc<dyn crate::auth::Auther>) -> Arc<dyn crate::auth::Authe
 struct NamingAuther(Arc<dyn crate::auth::Auther>);
 
 impl crate::auth::Auther for NamingAuther {
-    fn authenticate(&self, user: &str, password: &str) -> Option<String> {
-        let id = self.0.authenticate(user, password)?;
-        with_current(|c| c.set_user(user));
-        Some(id)
+    fn authenticate<'a>(
+        &'a self,
+        req: crate::auth::AuthRequest<'a>,
+    ) -> crate::auth::AuthFuture<'a> {
+        Box::pin(async move {
+            let user = req.user;
+            let id = self.0.authenticate(req).await?;
+            with_current(|c| c.set_user(user));
+            Some(id)
+        })
     }
 }
 

@@ -69,23 +69,25 @@ impl Admission {
         Ok(Admission {
             name: cfg.name.clone(),
             whitelist: cfg.whitelist || cfg.reverse,
-            source: Source::Rules(Rules::new(
-                &owner,
-                "matchers",
-                &cfg.matchers,
-                file,
-                cfg.reload.0,
-                parse_ip_rules,
-            )?
-            .with_remote(
-                crate::bypass::rules::source(
+            source: Source::Rules(
+                Rules::new(
                     &owner,
-                    cfg.redis.as_ref(),
-                    cfg.http.as_ref(),
-                    crate::loader::RedisKind::Set,
-                )?,
-                cfg.reload.0,
-            )),
+                    "matchers",
+                    &cfg.matchers,
+                    file,
+                    cfg.reload.0,
+                    parse_ip_rules,
+                )?
+                .with_remote(
+                    crate::bypass::rules::source(
+                        &owner,
+                        cfg.redis.as_ref(),
+                        cfg.http.as_ref(),
+                        crate::loader::RedisKind::Set,
+                    )?,
+                    cfg.reload.0,
+                ),
+            ),
         })
     }
 

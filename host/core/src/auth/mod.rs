@@ -307,14 +307,16 @@ pub fn named(
     let reload = Some(a.reload.0).filter(|r| !r.is_zero());
     let table = TableAuther::new(&a.name, users, file, reload);
     // A source that cannot be built was refused by the config check.
-    Ok(match crate::loader::Source::from_config(
-        a.redis.as_ref(),
-        a.http.as_ref(),
-        crate::loader::RedisKind::Hash,
-    ) {
-        Ok(Some(source)) => Arc::new(table.with_remote(source, a.reload.0)),
-        _ => Arc::new(table),
-    })
+    Ok(
+        match crate::loader::Source::from_config(
+            a.redis.as_ref(),
+            a.http.as_ref(),
+            crate::loader::RedisKind::Hash,
+        ) {
+            Ok(Some(source)) => Arc::new(table.with_remote(source, a.reload.0)),
+            _ => Arc::new(table),
+        },
+    )
 }
 
 /// Several authers (`handler.authers`): the first that accepts decides.

@@ -58,23 +58,25 @@ impl Bypass {
             name: cfg.name.clone(),
             whitelist: cfg.whitelist || cfg.reverse,
             network: cfg.network.clone(),
-            source: Source::Rules(Rules::new(
-                &owner,
-                "matchers",
-                &cfg.matchers,
-                file,
-                cfg.reload.0,
-                PatternSet::parse,
-            )?
-            .with_remote(
-                crate::bypass::rules::source(
+            source: Source::Rules(
+                Rules::new(
                     &owner,
-                    cfg.redis.as_ref(),
-                    cfg.http.as_ref(),
-                    crate::loader::RedisKind::Set,
-                )?,
-                cfg.reload.0,
-            )),
+                    "matchers",
+                    &cfg.matchers,
+                    file,
+                    cfg.reload.0,
+                    PatternSet::parse,
+                )?
+                .with_remote(
+                    crate::bypass::rules::source(
+                        &owner,
+                        cfg.redis.as_ref(),
+                        cfg.http.as_ref(),
+                        crate::loader::RedisKind::Set,
+                    )?,
+                    cfg.reload.0,
+                ),
+            ),
         })
     }
 

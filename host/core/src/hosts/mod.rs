@@ -113,23 +113,25 @@ impl Hosts {
         let file = cfg.file.as_ref().map(|f| f.path.as_str());
         Ok(Hosts {
             name: cfg.name.clone(),
-            source: Source::Rules(Rules::new(
-                &owner,
-                "mappings",
-                &inline,
-                file,
-                cfg.reload.0,
-                Table::parse,
-            )?
-            .with_remote(
-                crate::bypass::rules::source(
+            source: Source::Rules(
+                Rules::new(
                     &owner,
-                    cfg.redis.as_ref(),
-                    cfg.http.as_ref(),
-                    crate::loader::RedisKind::set_or_list(cfg.redis.as_ref()),
-                )?,
-                cfg.reload.0,
-            )),
+                    "mappings",
+                    &inline,
+                    file,
+                    cfg.reload.0,
+                    Table::parse,
+                )?
+                .with_remote(
+                    crate::bypass::rules::source(
+                        &owner,
+                        cfg.redis.as_ref(),
+                        cfg.http.as_ref(),
+                        crate::loader::RedisKind::set_or_list(cfg.redis.as_ref()),
+                    )?,
+                    cfg.reload.0,
+                ),
+            ),
         })
     }
 
