@@ -157,6 +157,7 @@ pub(crate) fn unsupported(cfg: &Config) -> Vec<String> {
                 | "admissions"
                 | "hosts"
                 | "ingresses"
+                | "caches"
                 | "resolvers"
                 | "climiters"
                 | "rlimiters"
@@ -166,6 +167,12 @@ pub(crate) fn unsupported(cfg: &Config) -> Vec<String> {
         ) {
             out.push(format!("config section '{section}' is not supported yet"));
         }
+    }
+    for c in cfg.caches.iter().filter(|c| c.redis.is_some()) {
+        out.push(format!(
+            "cache \"{}\": the redis store is not supported yet (memory is)",
+            c.name
+        ));
     }
     for a in &cfg.authers {
         for (what, set) in [
@@ -221,6 +228,15 @@ fn service_unsupported(cfg: &Config, svc: &ServiceConfig) -> Vec<String> {
                 "service \"{name}\": handler.tls is not supported yet"
             ));
         }
+    }
+    let sniffing_forward = svc.handler.as_ref().is_some_and(|h| {
+        matches!(h.r#type.as_str(), "tcp" | "forward")
+            && h.metadata.get_bool("sniffing").ok().flatten() == Some(true)
+    });
+    if !svc.cache.is_empty() && !sniffing_forward {
+        out.push(format!(
+            "service \"{name}\": cache is used by tcp and forward handlers with sniffing: true only"
+        ));
     }
     if let Some(l) = &svc.listener {
         let listener_auth = !l.auther.is_empty() || !l.authers.is_empty() || l.auth.is_some();
@@ -993,12 +1009,61 @@ fn build_forward_handler(
         file: None,
     };
     let h = cfg.handler.as_ref();
-    let opts = ForwardOptions::from_metadata(
-        h.map(|h| &h.metadata).unwrap_or(&Default::default()),
-        h.map(|h| h.retries).unwrap_or(0),
-    )
-    .map_err(|e| md_err(cfg, "handler.metadata", e))?;
+    let md = h.map(|h| &h.metadata).cloned().unwrap_or_default();
+    let mut opts = ForwardOptions::from_metadata(&md, h.map(|h| h.retries).unwrap_or(0))
+        .map_err(|e| md_err(cfg, "handler.metadata", e))?;
+    if !cfg.cache.is_empty() {
+        let store = cache_store(root, cfg)?;
+        let policy = gost_handler::httpcache::HttpCache::from_metadata(store, &md)
+            .map_err(|e| md_err(cfg, "handler.metadata", e))?;
+        opts.cache = Some(Arc::new(policy));
+    }
     Ok(ForwardHandler::new(Arc::new(hop), router, opts))
+}
+
+/// The named memory store a service's `cache` names, shared with every
+/// other service naming it while its config stays the same (a changed
+/// config starts a new, empty store).
+fn cache_store(
+    root: &Config,
+    cfg: &ServiceConfig,
+) -> Result<Arc<gost_handler::httpcache::MemoryStore>, BuildError> {
+    use gost_handler::httpcache::MemoryStore;
+    type Stores = std::collections::HashMap<
+        String,
+        (gost_core::config::MemoryCache, std::sync::Weak<MemoryStore>),
+    >;
+    static STORES: std::sync::Mutex<Option<Stores>> = std::sync::Mutex::new(None);
+    let c = root
+        .caches
+        .iter()
+        .find(|c| c.name == cfg.cache)
+        .ok_or_else(|| svc_err(cfg, format!("cache \"{}\" not found", cfg.cache)))?;
+    let mem = c.memory.clone().ok_or_else(|| {
+        svc_err(
+            cfg,
+            format!(
+                "cache \"{}\" has no memory block (the one store this build has)",
+                c.name
+            ),
+        )
+    })?;
+    let mut stores = STORES.lock().unwrap_or_else(|p| p.into_inner());
+    let stores = stores.get_or_insert_with(Default::default);
+    stores.retain(|_, (_, w)| w.strong_count() > 0);
+    if let Some(store) = stores
+        .get(&c.name)
+        .filter(|(m, _)| *m == mem)
+        .and_then(|(_, w)| w.upgrade())
+    {
+        return Ok(store);
+    }
+    let store = Arc::new(
+        MemoryStore::from_config(&mem)
+            .map_err(|e| svc_err(cfg, format!("cache \"{}\": {e}", c.name)))?,
+    );
+    stores.insert(c.name.clone(), (mem, Arc::downgrade(&store)));
+    Ok(store)
 }
 
 /// Every kind of object this build makes from config: the registry of
