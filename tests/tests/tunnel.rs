@@ -660,3 +660,136 @@ fn ingress_rules_change_live_through_the_api() {
         logs(&[&client])
     );
 }
+
+/// A keep-alive origin whose bodies carry its name and the request's
+/// `Gost-Sid` and `Gost-Forwarded-Node`.
+fn header_origin(name: &'static str) -> SocketAddr {
+    use std::io::{BufRead, BufReader};
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(c) = c else { break };
+            thread::spawn(move || {
+                let mut w = c.try_clone().unwrap();
+                let mut r = BufReader::new(c);
+                loop {
+                    let (mut sid, mut node) = (String::new(), String::new());
+                    let mut first = true;
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let line = line.trim_end();
+                        if line.is_empty() && !first {
+                            break;
+                        }
+                        first = false;
+                        if let Some((k, v)) = line.split_once(':') {
+                            match k.to_ascii_lowercase().as_str() {
+                                "gost-sid" => sid = v.trim().into(),
+                                "gost-forwarded-node" => node = v.trim().into(),
+                                _ => {}
+                            }
+                        }
+                    }
+                    let body = format!("{name} sid={sid} node={node}");
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if w.write_all(resp.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// One response with a `Content-Length` body off `r`: (status line,
+/// body).
+fn next_response(r: &mut std::io::BufReader<TcpStream>) -> (String, String) {
+    use std::io::BufRead;
+    let (mut status, mut len) = (String::new(), 0usize);
+    loop {
+        let mut line = String::new();
+        assert!(r.read_line(&mut line).unwrap() > 0, "closed");
+        if status.is_empty() {
+            status = line.trim_end().to_string();
+            continue;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().unwrap();
+            }
+        }
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// GOST's entry point is an HTTP reverse proxy: each request of a visitor
+/// connection is routed by its own Host, carries `Gost-Sid` (one per
+/// visitor connection) and `Gost-Forwarded-Node` (the handler's id); a
+/// request already carrying that id has looped and gets 503, a host
+/// without a route 502, and the connection goes on.
+#[test]
+fn the_entry_point_routes_each_http_request_and_adds_gosts_headers() {
+    let dir = TempDir::new("tunnel-per-request");
+    let (a, b) = (header_origin("A"), header_origin("B"));
+    let (port, entry) = (free_port(), free_port());
+    let server_cfg = server_yaml(port, entry, "").replace(
+        "        endpoint: {TID}\n".replace("{TID}", TID).as_str(),
+        &format!("        endpoint: {TID}\n      - hostname: b.local\n        endpoint: {TID2}\n"),
+    );
+    let server = with_config(&dir, "server.yaml", &server_cfg, &[port, entry]);
+    let srv = format!("127.0.0.1:{port}");
+    let ca = with_config(&dir, "a.yaml", &client_yaml(&srv, a, TID, ""), &[]);
+    let cb = with_config(&dir, "b.yaml", &client_yaml(&srv, b, TID2, ""), &[]);
+    wait_host(entry, "example.local", "A sid=", &[&server, &ca]);
+    wait_host(entry, "b.local", "B sid=", &[&server, &cb]);
+    let c = TcpStream::connect(("127.0.0.1", entry)).unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut w = c.try_clone().unwrap();
+    let mut r = std::io::BufReader::new(c);
+    let mut ask = |host: &str, extra: &str| {
+        write!(w, "GET / HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n").unwrap();
+        next_response(&mut r)
+    };
+    let (s1, b1) = ask("example.local", "");
+    let (s2, b2) = ask("b.local", "");
+    assert!(s1.contains("200") && s2.contains("200"), "{s1} {s2}");
+    let field = |body: &str, k: &str| {
+        body.split_whitespace()
+            .find_map(|p| p.strip_prefix(k))
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(b1.starts_with("A ") && b2.starts_with("B "), "{b1} / {b2}");
+    let (sid, node) = (field(&b1, "sid="), field(&b1, "node="));
+    assert_eq!(sid.len(), 20, "{b1}");
+    assert_eq!(node.len(), 36, "{b1}");
+    assert_eq!(
+        (field(&b2, "sid="), field(&b2, "node=")),
+        (sid.clone(), node.clone())
+    );
+    // A visitor's own session id is kept.
+    let (_, b3) = ask("example.local", "Gost-Sid: mine\r\n");
+    assert_eq!(field(&b3, "sid="), "mine", "{b3}");
+    let (s4, _) = ask(
+        "example.local",
+        &format!("Gost-Forwarded-Node: x, {node}\r\n"),
+    );
+    assert!(s4.contains("503"), "{s4}");
+    let (s5, _) = ask("unmapped.local", "");
+    assert!(s5.contains("502"), "{s5}");
+    let (s6, b6) = ask("b.local", "");
+    assert!(s6.contains("200") && b6.starts_with("B "), "{s6} {b6}");
+}

@@ -300,8 +300,11 @@ impl ForwardHandler {
                 .sniffing
                 .unwrap_or(super::sniffing::DEFAULT_TIMEOUT),
             keepalive: self.opts.http_keepalive,
+            reuse_upstream: true,
             body_limit: self.body_limit,
             cache: self.opts.cache.clone(),
+            close_on_refusal: true,
+            prepare: None,
         };
         super::sniffing_http::serve(client, ctx, &opts, |facts| self.route_http(ctx, facts)).await
     }
@@ -313,8 +316,8 @@ impl ForwardHandler {
         &self,
         ctx: &ConnContext,
         facts: super::sniffing::Sniffed,
-    ) -> Result<(Upstream, Arc<Node>), super::sniffing_http::Refused> {
-        use super::sniffing_http::Refused;
+    ) -> Result<super::sniffing_http::Routed, super::sniffing_http::Refused> {
+        use super::sniffing_http::{Refused, Routed};
         if !facts.host.is_empty() {
             let host = super::sniffing::with_port(&facts.host, 80);
             if let Err(e) = self.router.check_bypass("tcp", &host) {
@@ -328,6 +331,10 @@ impl ForwardHandler {
             self.router.dial_tcp(&a, ctx.peer.ip()).await
         })
         .await
+        .map(|(upstream, node)| Routed {
+            stream: upstream.into_lazy_stream(),
+            node: Some(node),
+        })
         .map_err(|error| Refused {
             status: if matches!(error, HandlerError::NoNode) {
                 502

@@ -33,7 +33,6 @@ use crate::sniffing::{self, Sniffed};
 use crate::stream::ClientStream;
 use crate::{ConnContext, HandlerError};
 use gost_chain::chain::Node;
-use gost_chain::connector::upstream::Upstream;
 use gost_core::escape::esc;
 use gost_core::limiter::traffic::ConnTraffic;
 use gost_core::stream::Stream;
@@ -51,9 +50,28 @@ pub struct Options {
     pub sniff_timeout: Duration,
     /// `http.keepalive`: keep the client connection after a response.
     pub keepalive: bool,
+    /// Requests for the Host of the previous one go over its upstream
+    /// connection (else each is routed and dialed anew).
+    pub reuse_upstream: bool,
     /// The largest body prefix a node's matcher reads (0: none does).
     pub body_limit: usize,
     pub cache: Option<Arc<HttpCache>>,
+    /// Whether a request that was not routed ends the connection (the
+    /// forward handlers' sniffer) or the next request is read (the
+    /// tunnel entry point).
+    pub close_on_refusal: bool,
+    /// Run on each request's fields before anything else; an error
+    /// status answers the request instead.
+    pub prepare: Option<Prepare>,
+}
+
+pub type Prepare = Box<dyn Fn(&mut hyper::HeaderMap) -> Result<(), u16> + Send + Sync>;
+
+/// Where a request was routed: the upstream stream, and the forwarder's
+/// node (whose `http` settings and `failCodes` apply) when there is one.
+pub struct Routed {
+    pub stream: Stream,
+    pub node: Option<Arc<Node>>,
 }
 
 /// Why a request was not routed: the status the client gets before the
@@ -66,7 +84,7 @@ pub struct Refused {
 /// The upstream connection of the current `Host`.
 struct Current {
     host: String,
-    node: Arc<Node>,
+    node: Option<Arc<Node>>,
     sender: hyper::client::conn::http1::SendRequest<Body>,
 }
 
@@ -80,7 +98,7 @@ pub async fn serve<R, F>(
 ) -> Result<(), HandlerError>
 where
     R: Fn(Sniffed) -> F + Sync,
-    F: Future<Output = Result<(Upstream, Arc<Node>), Refused>> + Send,
+    F: Future<Output = Result<Routed, Refused>> + Send,
 {
     let current = tokio::sync::Mutex::new(None::<Current>);
     let io = Paced::new(
@@ -107,7 +125,7 @@ where
 
 /// One request and its response.
 async fn exchange<R, F>(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     current: &tokio::sync::Mutex<Option<Current>>,
     ctx: &ConnContext,
     opts: &Options,
@@ -115,8 +133,13 @@ async fn exchange<R, F>(
 ) -> Response<Body>
 where
     R: Fn(Sniffed) -> F + Sync,
-    F: Future<Output = Result<(Upstream, Arc<Node>), Refused>> + Send,
+    F: Future<Output = Result<Routed, Refused>> + Send,
 {
+    if let Some(prepare) = &opts.prepare {
+        if let Err(code) = prepare(req.headers_mut()) {
+            return status(code, opts.close_on_refusal);
+        }
+    }
     let raw_host = request_host(&req);
     let host = if raw_host.is_empty() {
         String::new()
@@ -136,9 +159,10 @@ where
         }
     }
     let mut slot = current.lock().await;
-    let reuse = slot
-        .as_ref()
-        .is_some_and(|c| c.host == host && !c.sender.is_closed());
+    let reuse = opts.reuse_upstream
+        && slot
+            .as_ref()
+            .is_some_and(|c| c.host == host && !c.sender.is_closed());
     let mut req = if reuse {
         req.map(BodyExt::boxed)
     } else {
@@ -150,14 +174,14 @@ where
                 return status(400, true);
             }
         };
-        let (upstream, node) = match route(facts).await {
+        let Routed { stream, node } = match route(facts).await {
             Ok(x) => x,
             Err(r) => {
                 tracing::warn!(service = %ctx.service, client = %ctx.peer, host = %esc(&host), error = %r.error, "http request refused");
-                return status(r.status, true);
+                return status(r.status, opts.close_on_refusal);
             }
         };
-        let io = TokioIo::new(upstream.into_lazy_stream());
+        let io = TokioIo::new(stream);
         let (sender, conn) = match hyper::client::conn::http1::Builder::new()
             .preserve_header_case(true)
             .handshake::<_, Body>(io)
@@ -165,8 +189,8 @@ where
         {
             Ok(x) => x,
             Err(e) => {
-                tracing::warn!(service = %ctx.service, node = %node.name, error = %e, "upstream handshake");
-                return status(503, true);
+                tracing::warn!(service = %ctx.service, host = %esc(&host), error = %e, "upstream handshake");
+                return status(503, opts.close_on_refusal);
             }
         };
         tokio::spawn(conn.with_upgrades());
@@ -176,8 +200,9 @@ where
     let Some(cur) = slot.as_mut() else {
         return status(503, true);
     };
-    let node = Arc::clone(&cur.node);
-    if let Some(http) = &node.http {
+    let node = cur.node.clone();
+    let node_name = node.as_ref().map_or("", |n| n.name.as_str()).to_string();
+    if let Some(http) = node.as_ref().and_then(|n| n.http.as_ref()) {
         rewrite_request(&mut req, http);
     }
     let method = req.method().clone();
@@ -197,16 +222,16 @@ where
             if let Some(resp) =
                 stale.filter(|_| opts.cache.as_ref().is_some_and(|c| c.serve_stale()))
             {
-                tracing::debug!(service = %ctx.service, client = %ctx.peer, node = %node.name, key = %esc(&key), error = %esc(&why), "cache serve-stale");
+                tracing::debug!(service = %ctx.service, client = %ctx.peer, node = %node_name, key = %esc(&key), error = %esc(&why), "cache serve-stale");
                 return cached(resp, opts);
             }
-            tracing::warn!(service = %ctx.service, client = %ctx.peer, node = %node.name, error = %esc(&why), "upstream request failed");
-            return status(503, true);
+            tracing::warn!(service = %ctx.service, client = %ctx.peer, node = %node_name, error = %esc(&why), "upstream request failed");
+            return status(503, opts.close_on_refusal);
         }
     };
     let code = resp.status().as_u16();
     let mut close = false;
-    if node.fail_codes.matches(code) {
+    if let Some(node) = node.as_ref().filter(|n| n.fail_codes.matches(code)) {
         node.marker.mark();
         tracing::warn!(service = %ctx.service, node = %node.name, status = code, "failCodes matched: node marked failed");
         close = true;
@@ -228,7 +253,7 @@ where
         });
         return resp.map(BodyExt::boxed);
     }
-    if let Some(http) = &node.http {
+    if let Some(http) = node.as_ref().and_then(|n| n.http.as_ref()) {
         for (k, v) in &http.response_header {
             set_header(resp.headers_mut(), k, v);
         }

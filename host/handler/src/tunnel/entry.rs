@@ -1,13 +1,15 @@
 //! The tunnel handler's public entry point (GOST's `entrypoint`): a TCP
 //! port where visitors need no GOST client. By the first byte: a relay
 //! request (0x01) names its tunnel itself; a TLS ClientHello is routed by
-//! its SNI and an HTTP request by its `Host`, through the ingress.
-//!
-//! Unlike GOST, whose entry point is an HTTP reverse proxy that routes
-//! each request of a keep-alive connection on its own, a connection here
-//! is routed once, by its first request, and then relayed as it is: the
-//! tunnel client's target sees the visitor's bytes unchanged (no
-//! `Gost-Sid` or `Gost-Forwarded-Node` headers are added).
+//! its SNI, through the ingress, and relayed as bytes; an HTTP
+//! connection is served request by request as GOST's entry point (an
+//! HTTP reverse proxy) does: each request is routed by its `Host`
+//! through the ingress and gets GOST's `Gost-Sid` (the visitor
+//! connection's session id, unless the request has one) and
+//! `Gost-Forwarded-Node` (this handler's id; a request that already
+//! names it has looped through this entry point and gets 503). A host
+//! without a route gets 502, one whose tunnel has no client 503, and the
+//! connection goes on with its next request.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
@@ -17,7 +19,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
 
 use super::{join, read_request, status, stream_head, Shared};
-use crate::sniffing;
+use crate::{sniffing, sniffing_http};
 use crate::{ConnContext, HandlerError};
 use gost_core::escape::esc;
 use gost_core::stream::Stream;
@@ -115,6 +117,9 @@ async fn serve(shared: &Shared, mut stream: Stream, ctx: &ConnContext) -> Result
         return Box::pin(relay_visitor(shared, stream, ctx)).await;
     }
     let sniffed = sniffing::sniff(&mut stream, READ_TIMEOUT, 0).await;
+    if sniffed.protocol == "http" && sniffed.method != "PRI" {
+        return serve_http(shared, stream, ctx).await;
+    }
     let (http, port) = match sniffed.protocol {
         "http" => (true, 80),
         "tls" => (false, 443),
@@ -165,6 +170,176 @@ async fn serve(shared: &Shared, mut stream: Stream, ctx: &ConnContext) -> Result
         .await?;
     tracing::debug!(service = %ctx.service, client = %ctx.peer, host = %esc(&host), tunnel = %tunnel, "tunnel entry point: visitor joined");
     join(stream, up.into_stream(), ctx, stats, None).await
+}
+
+/// GOST's headers on each request through the entry point.
+const HEADER_SID: &str = "Gost-Sid";
+const HEADER_FORWARDED_NODE: &str = "Gost-Forwarded-Node";
+
+/// An HTTP visitor, request by request.
+async fn serve_http(
+    shared: &Shared,
+    stream: Stream,
+    ctx: &ConnContext,
+) -> Result<(), HandlerError> {
+    use hyper::header::{HeaderName, HeaderValue};
+    let sid = session_id();
+    let node = shared.node.clone();
+    let prepare: sniffing_http::Prepare = Box::new(move |h: &mut hyper::HeaderMap| {
+        let looped = h
+            .get(HEADER_FORWARDED_NODE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|n| n.trim() == node));
+        if looped {
+            tracing::warn!(node = %node, "tunnel entry point: forwarding loop, request refused");
+            return Err(503);
+        }
+        let has_sid = h.get(HEADER_SID).is_some_and(|v| !v.is_empty());
+        if !has_sid {
+            if let Ok(v) = HeaderValue::from_str(&sid) {
+                h.insert(HeaderName::from_static("gost-sid"), v);
+            }
+        }
+        if let Ok(v) = HeaderValue::from_str(&node) {
+            h.insert(HeaderName::from_static("gost-forwarded-node"), v);
+        }
+        Ok(())
+    });
+    let opts = sniffing_http::Options {
+        read_timeout: READ_TIMEOUT,
+        sniff_timeout: READ_TIMEOUT,
+        keepalive: true,
+        reuse_upstream: shared
+            .entry_keepalive
+            .load(std::sync::atomic::Ordering::Relaxed),
+        body_limit: 0,
+        cache: None,
+        close_on_refusal: false,
+        prepare: Some(prepare),
+    };
+    sniffing_http::serve(stream, ctx, &opts, |facts| route_http(shared, ctx, facts)).await
+}
+
+/// One HTTP request's tunnel: by its host, through the ingress.
+async fn route_http(
+    shared: &Shared,
+    ctx: &ConnContext,
+    facts: sniffing::Sniffed,
+) -> Result<sniffing_http::Routed, sniffing_http::Refused> {
+    let refused = |status: u16, msg: String| {
+        shared.count_refused();
+        sniffing_http::Refused {
+            status,
+            error: HandlerError::Protocol(msg),
+        }
+    };
+    let host = sniffing::with_port(&facts.host, 80);
+    let tunnel = shared
+        .ingress()
+        .and_then(|i| i.endpoint(&host).map(str::to_string))
+        .and_then(|e| TunnelId::parse(&e))
+        .filter(|t| !t.is_private());
+    let Some(tunnel) = tunnel else {
+        return Err(refused(
+            502,
+            format!("tunnel entry point: no route to host {:?}", esc(&host)),
+        ));
+    };
+    let Some((mut up, _, stats)) = shared.dial(&tunnel, false).await else {
+        return Err(refused(
+            503,
+            format!(
+                "tunnel entry point: host {:?}: tunnel {tunnel} has no connected client",
+                esc(&host)
+            ),
+        ));
+    };
+    let head =
+        stream_head(&ctx.peer.to_string(), &host).map_err(|e| refused(503, e.to_string()))?;
+    up.write_all(&head)
+        .await
+        .map_err(|e| refused(503, e.to_string()))?;
+    tracing::debug!(service = %ctx.service, client = %ctx.peer, host = %esc(&host), tunnel = %tunnel, "tunnel entry point: request routed");
+    Ok(sniffing_http::Routed {
+        stream: Stream::boxed(
+            TunnelCounted::new(up.into_stream(), stats),
+            Default::default(),
+        ),
+        node: None,
+    })
+}
+
+/// GOST's session id form (an xid): 20 characters of base32hex.
+fn session_id() -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuv";
+    (0..20)
+        .map(|_| DIGITS[rand::random::<u8>() as usize % 32] as char)
+        .collect()
+}
+
+/// A stream to a tunnel client, counted in the tunnel's counters as
+/// the visitor's: bytes written to it came from the visitor (input),
+/// bytes read from it go to the visitor (output), and it is one open
+/// connection while it lives.
+struct TunnelCounted {
+    inner: Stream,
+    stats: Arc<gost_core::stats::Stats>,
+    _open: gost_core::stats::OwnedConnGuard,
+}
+
+impl TunnelCounted {
+    fn new(inner: Stream, stats: Arc<gost_core::stats::Stats>) -> Self {
+        let _open = stats.open_conn_owned();
+        TunnelCounted {
+            inner,
+            stats,
+            _open,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for TunnelCounted {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.stats.add_output(n as u64);
+        }
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for TunnelCounted {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, data);
+        if let std::task::Poll::Ready(Ok(n)) = &r {
+            self.stats.add_input(*n as u64);
+        }
+        r
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// What GOST's entry point answers an HTTP visitor whose host has no

@@ -78,6 +78,10 @@ pub struct TunnelOptions {
     /// `mux.*`: the registered clients' sessions (version 2 unless set,
     /// as in GOST).
     pub mux: MuxConfig,
+    /// `entrypoint.keepalive`: an HTTP visitor's requests for one host
+    /// share the stream to the tunnel client (else each request opens
+    /// its own, as GOST's transport without keep-alive does).
+    pub entry_keepalive: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +156,7 @@ impl TunnelOptions {
             rules,
             idle_timeout: md.get_duration("idleTimeout")?.filter(|t| !t.is_zero()),
             mux: MuxConfig::from_metadata(md, 2).map_err(|e| invalid(e.to_string()))?,
+            entry_keepalive: md.get_bool("entrypoint.keepalive")?.unwrap_or(false),
         })
     }
 }
@@ -162,6 +167,10 @@ pub(crate) struct Shared {
     pool: Pool,
     ingress: RwLock<Option<Arc<Ingress>>>,
     entry: Mutex<Option<entry::Entry>>,
+    /// GOST's tunnel handler id (a random UUID): the entry point names
+    /// itself with it in `Gost-Forwarded-Node`.
+    node: String,
+    entry_keepalive: std::sync::atomic::AtomicBool,
     /// Failures counted for the API and metrics: requests refused (bad
     /// request, credentials, no route, no client), registrations refused
     /// (full), clients lost while streams were open.
@@ -313,6 +322,22 @@ fn stream_head(src: &str, dst: &str) -> Result<Vec<u8>, HandlerError> {
     .map_err(HandlerError::Protocol)
 }
 
+/// A random (version 4) UUID in its text form.
+fn random_uuid() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
 /// GOST's endpoint of a tunnel: the first 8 bytes of the MD5 of its id,
 /// in hex.
 fn endpoint_of(tunnel: &TunnelId) -> String {
@@ -349,6 +374,8 @@ impl TunnelHandler {
                         pool: Pool::default(),
                         ingress: RwLock::new(None),
                         entry: Mutex::new(None),
+                        node: random_uuid(),
+                        entry_keepalive: Default::default(),
                         refused: Default::default(),
                     });
                     map.insert(service.to_string(), Arc::downgrade(&s));
@@ -357,6 +384,9 @@ impl TunnelHandler {
             }
         };
         *shared.ingress.write().unwrap_or_else(|p| p.into_inner()) = ingress;
+        shared
+            .entry_keepalive
+            .store(opts.entry_keepalive, std::sync::atomic::Ordering::Relaxed);
         {
             let mut entry = shared.entry.lock().unwrap_or_else(|p| p.into_inner());
             let same = entry.as_ref().map(|e| e.addr.as_str()) == opts.entrypoint.as_deref();
