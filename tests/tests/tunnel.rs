@@ -793,3 +793,55 @@ fn the_entry_point_routes_each_http_request_and_adds_gosts_headers() {
     let (s6, b6) = ask("b.local", "");
     assert!(s6.contains("200") && b6.starts_with("B "), "{s6} {b6}");
 }
+
+/// `entrypoint.proxyProtocol`: a PROXY header (v1 or v2) before the
+/// visitor's bytes is taken off and its source stands for the visitor;
+/// a connection without one is served as it is (go-proxyproto's default).
+#[test]
+fn the_entry_point_takes_proxy_protocol_headers() {
+    let dir = TempDir::new("tunnel-proxy-protocol");
+    let a = header_origin("A");
+    let (port, entry) = (free_port(), free_port());
+    let server = with_config(
+        &dir,
+        "server.yaml",
+        &server_yaml(port, entry, "        entrypoint.proxyProtocol: 2\n"),
+        &[port, entry],
+    );
+    let srv = format!("127.0.0.1:{port}");
+    let client = with_config(&dir, "a.yaml", &client_yaml(&srv, a, TID, ""), &[]);
+    wait_host(entry, "example.local", "A sid=", &[&server, &client]);
+    let ask = |prefix: &[u8], host: &str| {
+        let c = TcpStream::connect(("127.0.0.1", entry)).unwrap();
+        c.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut w = c.try_clone().unwrap();
+        w.write_all(prefix).unwrap();
+        write!(w, "GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").unwrap();
+        next_response(&mut std::io::BufReader::new(c))
+    };
+    let (s, b) = ask(
+        b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 80\r\n",
+        "example.local",
+    );
+    assert!(
+        s.contains("200") && b.starts_with("A "),
+        "{s} {b}\n{}",
+        logs(&[&server])
+    );
+    let (s, _) = ask(
+        b"PROXY TCP4 203.0.113.7 127.0.0.1 40001 80\r\n",
+        "nomapped.local",
+    );
+    assert!(s.contains("502"), "{s}");
+    server.wait_log("203.0.113.7:40001");
+    // v2: signature, PROXY command, TCP over IPv4, 12 address bytes.
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    v2.extend([198, 51, 100, 9, 127, 0, 0, 1]);
+    v2.extend(40002u16.to_be_bytes());
+    v2.extend(80u16.to_be_bytes());
+    let (s, _) = ask(&v2, "nomapped.local");
+    assert!(s.contains("502"), "{s}");
+    server.wait_log("198.51.100.9:40002");
+    let (s, b) = ask(b"", "example.local");
+    assert!(s.contains("200") && b.starts_with("A "), "{s} {b}");
+}

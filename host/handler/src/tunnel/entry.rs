@@ -108,7 +108,32 @@ async fn accept_loop(listener: tokio::net::TcpListener, shared: Weak<Shared>) {
 }
 
 async fn serve(shared: &Shared, mut stream: Stream, ctx: &ConnContext) -> Result<(), HandlerError> {
+    let proxied;
+    let mut ctx = ctx;
+    if shared
+        .entry_proxy_protocol
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        let header = tokio::time::timeout(PROXY_HEADER_TIMEOUT, proxy_header(&mut stream)).await;
+        match header {
+            Ok(Ok(Some(src))) => {
+                proxied = ConnContext {
+                    peer: src,
+                    ..ctx.clone()
+                };
+                ctx = &proxied;
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                shared.count_refused();
+                return Err(e);
+            }
+            Err(_) => return Ok(()),
+        }
+    }
+    // A PROXY header's read may have taken the first bytes already.
     match tokio::time::timeout(READ_TIMEOUT, stream.read_ahead(1)).await {
+        _ if !stream.rewound().is_empty() => {}
         Ok(Ok(n)) if n > 0 => {}
         Ok(Err(e)) => return Err(e.into()),
         _ => return Ok(()),
@@ -170,6 +195,75 @@ async fn serve(shared: &Shared, mut stream: Stream, ctx: &ConnContext) -> Result
         .await?;
     tracing::debug!(service = %ctx.service, client = %ctx.peer, host = %esc(&host), tunnel = %tunnel, "tunnel entry point: visitor joined");
     join(stream, up.into_stream(), ctx, stats, None).await
+}
+
+/// GOST's PROXY protocol listener's wait for the header.
+const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const PROXY_V1: &[u8] = b"PROXY ";
+const PROXY_V2: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
+/// The longest header taken: v1's limit, and v2's fixed part with
+/// addresses and a bounded amount of TLVs.
+const PROXY_MAX: usize = 536;
+
+/// Takes a PROXY protocol header (v1 or v2) off the start of `stream`
+/// when there is one, as go-proxyproto's listener does by default (a
+/// connection without one is served as it is): the source address it
+/// names, or `None` (no header, or one without addresses: `LOCAL`,
+/// `UNKNOWN`).
+async fn proxy_header(stream: &mut Stream) -> Result<Option<SocketAddr>, HandlerError> {
+    use ppp::{HeaderResult, PartialResult};
+    use tokio::io::AsyncReadExt;
+    let bad = |e: String| HandlerError::Protocol(format!("tunnel entry point: PROXY header: {e}"));
+    loop {
+        let b = stream.rewound();
+        let (n1, n2) = (b.len().min(PROXY_V1.len()), b.len().min(PROXY_V2.len()));
+        let v1 = b[..n1] == PROXY_V1[..n1];
+        if !v1 && b[..n2] != PROXY_V2[..n2] {
+            return Ok(None);
+        }
+        if (v1 && n1 == PROXY_V1.len()) || n2 == PROXY_V2.len() {
+            let parsed = HeaderResult::parse(b);
+            if !parsed.is_incomplete() {
+                let (len, src) = match parsed {
+                    HeaderResult::V1(Ok(h)) => (
+                        h.header.len(),
+                        match h.addresses {
+                            ppp::v1::Addresses::Tcp4(a) => {
+                                Some(SocketAddr::from((a.source_address, a.source_port)))
+                            }
+                            ppp::v1::Addresses::Tcp6(a) => {
+                                Some(SocketAddr::from((a.source_address, a.source_port)))
+                            }
+                            ppp::v1::Addresses::Unknown => None,
+                        },
+                    ),
+                    HeaderResult::V2(Ok(h)) => (
+                        h.len(),
+                        match h.addresses {
+                            ppp::v2::Addresses::IPv4(a) => {
+                                Some(SocketAddr::from((a.source_address, a.source_port)))
+                            }
+                            ppp::v2::Addresses::IPv6(a) => {
+                                Some(SocketAddr::from((a.source_address, a.source_port)))
+                            }
+                            _ => None,
+                        },
+                    ),
+                    HeaderResult::V1(Err(e)) => return Err(bad(e.to_string())),
+                    HeaderResult::V2(Err(e)) => return Err(bad(e.to_string())),
+                };
+                let mut header = vec![0u8; len];
+                stream.read_exact(&mut header).await?;
+                return Ok(src);
+            }
+        }
+        if b.len() >= PROXY_MAX {
+            return Err(bad(format!("longer than {PROXY_MAX} bytes")));
+        }
+        if stream.read_ahead(PROXY_MAX).await? == 0 {
+            return Ok(None);
+        }
+    }
 }
 
 /// GOST's headers on each request through the entry point.

@@ -82,6 +82,11 @@ pub struct TunnelOptions {
     /// share the stream to the tunnel client (else each request opens
     /// its own, as GOST's transport without keep-alive does).
     pub entry_keepalive: bool,
+    /// `entrypoint.proxyProtocol` (1 or 2): a visitor connection may
+    /// start with a PROXY protocol header (either version, as GOST's
+    /// listener takes both), whose source address stands for the
+    /// visitor's.
+    pub entry_proxy_protocol: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,11 +109,11 @@ impl TunnelOptions {
                 return Err(invalid(why.into()));
             }
         }
-        if md.get_int("entrypoint.proxyProtocol")?.unwrap_or(0) != 0 {
-            return Err(invalid(
-                "entrypoint.proxyProtocol (PROXY protocol on the entry point) is not supported yet"
-                    .into(),
-            ));
+        let proxy_protocol = md.get_int("entrypoint.proxyProtocol")?.unwrap_or(0);
+        if !(0..=2).contains(&proxy_protocol) {
+            return Err(invalid(format!(
+                "entrypoint.proxyProtocol {proxy_protocol}: expected 0 (off), 1 or 2"
+            )));
         }
         let entrypoint_id = match md.get_string("entrypoint.id")? {
             Some(s) if !s.is_empty() => Some(TunnelId::parse(&s).ok_or_else(|| {
@@ -157,6 +162,7 @@ impl TunnelOptions {
             idle_timeout: md.get_duration("idleTimeout")?.filter(|t| !t.is_zero()),
             mux: MuxConfig::from_metadata(md, 2).map_err(|e| invalid(e.to_string()))?,
             entry_keepalive: md.get_bool("entrypoint.keepalive")?.unwrap_or(false),
+            entry_proxy_protocol: proxy_protocol > 0,
         })
     }
 }
@@ -171,6 +177,7 @@ pub(crate) struct Shared {
     /// itself with it in `Gost-Forwarded-Node`.
     node: String,
     entry_keepalive: std::sync::atomic::AtomicBool,
+    entry_proxy_protocol: std::sync::atomic::AtomicBool,
     /// Failures counted for the API and metrics: requests refused (bad
     /// request, credentials, no route, no client), registrations refused
     /// (full), clients lost while streams were open.
@@ -376,6 +383,7 @@ impl TunnelHandler {
                         entry: Mutex::new(None),
                         node: random_uuid(),
                         entry_keepalive: Default::default(),
+                        entry_proxy_protocol: Default::default(),
                         refused: Default::default(),
                     });
                     map.insert(service.to_string(), Arc::downgrade(&s));
@@ -387,6 +395,10 @@ impl TunnelHandler {
         shared
             .entry_keepalive
             .store(opts.entry_keepalive, std::sync::atomic::Ordering::Relaxed);
+        shared.entry_proxy_protocol.store(
+            opts.entry_proxy_protocol,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         {
             let mut entry = shared.entry.lock().unwrap_or_else(|p| p.into_inner());
             let same = entry.as_ref().map(|e| e.addr.as_str()) == opts.entrypoint.as_deref();
@@ -676,7 +688,7 @@ mod tests {
         for (k, v) in [
             ("sd", serde_json::json!("sd-0")),
             ("entrypoints", serde_json::json!([{"addr": ":80"}])),
-            ("entrypoint.proxyProtocol", serde_json::json!(1)),
+            ("entrypoint.proxyProtocol", serde_json::json!(3)),
             ("entrypoint.id", serde_json::json!("x")),
             ("tunnel", serde_json::json!("a.com")),
             ("tunnel", serde_json::json!("a.com:nope")),
