@@ -831,20 +831,31 @@ fn build_tunnel(
     let md = cfg.handler.as_ref().map_or(&empty, |h| &h.metadata);
     let opts =
         TunnelOptions::from_metadata(md).map_err(|e| svc_err(cfg, format!("handler: {e}")))?;
+    let ingress_named = |name: &str, key: &str| -> Result<Arc<_>, BuildError> {
+        let i = root
+            .ingresses
+            .iter()
+            .find(|i| i.name == name)
+            .ok_or_else(|| svc_err(cfg, format!("handler: {key}: ingress \"{name}\" not found")))?;
+        Ok(Arc::new(
+            build_ingress(i).map_err(|e| svc_err(cfg, e.to_string()))?,
+        ))
+    };
     let ingress = match &opts.ingress {
-        Some(name) => {
-            let i = root
-                .ingresses
-                .iter()
-                .find(|i| &i.name == name)
-                .ok_or_else(|| svc_err(cfg, format!("handler: ingress \"{name}\" not found")))?;
-            Some(Arc::new(
-                build_ingress(i).map_err(|e| svc_err(cfg, e.to_string()))?,
-            ))
-        }
+        Some(name) => Some(ingress_named(name, "ingress")?),
         None => None,
     };
-    let h = TunnelHandler::new(&cfg.name, opts, ingress, deps.auther)
+    let entry_ingresses = opts
+        .entrypoints
+        .iter()
+        .map(|e| {
+            e.ingress
+                .as_deref()
+                .map(|name| ingress_named(name, "entrypoints"))
+                .transpose()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let h = TunnelHandler::new(&cfg.name, opts, ingress, entry_ingresses, deps.auther)
         .map_err(|e| svc_err(cfg, format!("handler: tunnel entry point: {e}")))?;
     Ok(Arc::new(h))
 }

@@ -845,3 +845,27 @@ fn the_entry_point_takes_proxy_protocol_headers() {
     let (s, b) = ask(b"", "example.local");
     assert!(s.contains("200") && b.starts_with("A "), "{s} {b}");
 }
+
+/// `entrypoints`: another entry point with its own ingress, beside the
+/// handler's `entrypoint` with the handler's.
+#[test]
+fn more_entry_points_each_with_its_ingress() {
+    let dir = TempDir::new("tunnel-entrypoints");
+    let (a, b) = (header_origin("A"), header_origin("B"));
+    let (port, entry, entry2) = (free_port(), free_port(), free_port());
+    let extra = format!(
+        "        entrypoints:\n          - addr: 127.0.0.1:{entry2}\n            ingress: ingress-1\n"
+    );
+    let cfg = format!(
+        "{}  - name: ingress-1\n    rules:\n      - hostname: b.local\n        endpoint: {TID2}\n",
+        server_yaml(port, entry, &extra)
+    );
+    let server = with_config(&dir, "server.yaml", &cfg, &[port, entry, entry2]);
+    let srv = format!("127.0.0.1:{port}");
+    let ca = with_config(&dir, "a.yaml", &client_yaml(&srv, a, TID, ""), &[]);
+    let cb = with_config(&dir, "b.yaml", &client_yaml(&srv, b, TID2, ""), &[]);
+    wait_host(entry, "example.local", "A sid=", &[&server, &ca]);
+    wait_host(entry2, "b.local", "B sid=", &[&server, &cb]);
+    assert_eq!(get_host(entry2, "example.local").0, "502");
+    assert_eq!(get_host(entry, "b.local").0, "502");
+}

@@ -12,7 +12,7 @@
 //! connection goes on with its next request.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -22,6 +22,7 @@ use super::{join, read_request, status, stream_head, Shared};
 use crate::{sniffing, sniffing_http};
 use crate::{ConnContext, HandlerError};
 use gost_core::escape::esc;
+use gost_core::ingress::Ingress;
 use gost_core::stream::Stream;
 use gost_proto::relay::{STATUS_BAD_REQUEST, STATUS_OK, STATUS_SERVICE_UNAVAILABLE, VERSION};
 use gost_proto::tunnel::TunnelId;
@@ -36,6 +37,9 @@ const MAX_VISITORS: usize = 16_384;
 pub(crate) struct Entry {
     pub(crate) addr: String,
     pub(crate) local: SocketAddr,
+    /// This entry point's own ingress (`entrypoints`); the handler's
+    /// when `None`.
+    ingress: Arc<RwLock<Option<Arc<Ingress>>>>,
     task: JoinHandle<()>,
 }
 
@@ -48,7 +52,11 @@ impl Drop for Entry {
 impl Entry {
     /// Binds `addr` and serves it for as long as the service's state
     /// lives.
-    pub(crate) fn bind(addr: &str, shared: Weak<Shared>) -> std::io::Result<Entry> {
+    pub(crate) fn bind(
+        addr: &str,
+        ingress: Option<Arc<Ingress>>,
+        shared: Weak<Shared>,
+    ) -> std::io::Result<Entry> {
         let at = gost_transport::listener::resolve_bind_addr(addr)?;
         let std = std::net::TcpListener::bind(at)?;
         std.set_nonblocking(true)?;
@@ -60,16 +68,26 @@ impl Entry {
         };
         let local = listener.local_addr()?;
         tracing::info!(entrypoint = %local, "tunnel: entry point listening");
-        let task = rt.spawn(accept_loop(listener, shared));
+        let ingress = Arc::new(RwLock::new(ingress));
+        let task = rt.spawn(accept_loop(listener, Arc::clone(&ingress), shared));
         Ok(Entry {
             addr: addr.to_string(),
             local,
+            ingress,
             task,
         })
     }
+
+    pub(crate) fn set_ingress(&self, ingress: Option<Arc<Ingress>>) {
+        *self.ingress.write().unwrap_or_else(|p| p.into_inner()) = ingress;
+    }
 }
 
-async fn accept_loop(listener: tokio::net::TcpListener, shared: Weak<Shared>) {
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    own_ingress: Arc<RwLock<Option<Arc<Ingress>>>>,
+    shared: Weak<Shared>,
+) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_VISITORS));
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
@@ -88,6 +106,11 @@ async fn accept_loop(listener: tokio::net::TcpListener, shared: Weak<Shared>) {
         };
         let _ = tcp.set_nodelay(true);
         let local = tcp.local_addr().unwrap_or(peer);
+        let ingress = own_ingress
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .or_else(|| shared.ingress());
         tokio::spawn(async move {
             let ctx = ConnContext {
                 service: format!("{}-ep-{local}", shared.service).into(),
@@ -96,7 +119,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, shared: Weak<Shared>) {
                 stats: None,
                 traffic: None,
             };
-            if let Err(e) = serve(&shared, Stream::from(tcp), &ctx).await {
+            if let Err(e) = serve(&shared, ingress, Stream::from(tcp), &ctx).await {
                 let line = e.to_string();
                 if let Some(left_out) = gost_core::repeat::check(("tunnel-entry", &line)) {
                     tracing::warn!(service = %ctx.service, client = %ctx.peer, error = %line, left_out, "tunnel: entry point refused a visitor");
@@ -107,7 +130,12 @@ async fn accept_loop(listener: tokio::net::TcpListener, shared: Weak<Shared>) {
     }
 }
 
-async fn serve(shared: &Shared, mut stream: Stream, ctx: &ConnContext) -> Result<(), HandlerError> {
+async fn serve(
+    shared: &Shared,
+    ingress: Option<Arc<Ingress>>,
+    mut stream: Stream,
+    ctx: &ConnContext,
+) -> Result<(), HandlerError> {
     let proxied;
     let mut ctx = ctx;
     if shared
@@ -143,7 +171,7 @@ async fn serve(shared: &Shared, mut stream: Stream, ctx: &ConnContext) -> Result
     }
     let sniffed = sniffing::sniff(&mut stream, READ_TIMEOUT, 0).await;
     if sniffed.protocol == "http" && sniffed.method != "PRI" {
-        return serve_http(shared, stream, ctx).await;
+        return serve_http(shared, ingress, stream, ctx).await;
     }
     let (http, port) = match sniffed.protocol {
         "http" => (true, 80),
@@ -166,8 +194,8 @@ async fn serve(shared: &Shared, mut stream: Stream, ctx: &ConnContext) -> Result
         )));
     }
     let host = sniffing::with_port(&sniffed.host, port);
-    let tunnel = shared
-        .ingress()
+    let tunnel = ingress
+        .as_ref()
         .and_then(|i| i.endpoint(&host).map(str::to_string))
         .and_then(|e| TunnelId::parse(&e))
         .filter(|t| !t.is_private());
@@ -273,6 +301,7 @@ const HEADER_FORWARDED_NODE: &str = "Gost-Forwarded-Node";
 /// An HTTP visitor, request by request.
 async fn serve_http(
     shared: &Shared,
+    ingress: Option<Arc<Ingress>>,
     stream: Stream,
     ctx: &ConnContext,
 ) -> Result<(), HandlerError> {
@@ -311,12 +340,17 @@ async fn serve_http(
         close_on_refusal: false,
         prepare: Some(prepare),
     };
-    sniffing_http::serve(stream, ctx, &opts, |facts| route_http(shared, ctx, facts)).await
+    let ingress = ingress.as_deref();
+    sniffing_http::serve(stream, ctx, &opts, |facts| {
+        route_http(shared, ingress, ctx, facts)
+    })
+    .await
 }
 
 /// One HTTP request's tunnel: by its host, through the ingress.
 async fn route_http(
     shared: &Shared,
+    ingress: Option<&Ingress>,
     ctx: &ConnContext,
     facts: sniffing::Sniffed,
 ) -> Result<sniffing_http::Routed, sniffing_http::Refused> {
@@ -328,8 +362,8 @@ async fn route_http(
         }
     };
     let host = sniffing::with_port(&facts.host, 80);
-    let tunnel = shared
-        .ingress()
+    let tunnel = ingress
+        .as_ref()
         .and_then(|i| i.endpoint(&host).map(str::to_string))
         .and_then(|e| TunnelId::parse(&e))
         .filter(|t| !t.is_private());
