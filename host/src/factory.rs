@@ -483,7 +483,14 @@ pub(crate) fn build_parts(root: &Config, cfg: &ServiceConfig) -> Result<Parts, B
             let reporter = handler_options(cfg, |md| {
                 gost_service::observer::reporter::Reporter::from_metadata(sink, md)
             })?;
-            gost_service::observer::clients::observed(handler, &cfg.name, reporter, anonymous)
+            match tunnel_clients(handler_type, &cfg.name) {
+                Some(source) => {
+                    gost_service::observer::clients::reported(handler, &cfg.name, reporter, source)
+                }
+                None => gost_service::observer::clients::observed(
+                    handler, &cfg.name, reporter, anonymous,
+                ),
+            }
         }
         None => handler,
     };
@@ -820,6 +827,36 @@ fn build_ingress(
 
 /// `handler: {type: tunnel}`: the ingress it names (`ingress`) or its
 /// inline `tunnel` rules, and its entry point, bound now.
+/// The tunnel handler reports each tunnel id as a client (GOST's tunnel
+/// handler stats: its visitors' connections and bytes).
+#[cfg(feature = "tunnel")]
+fn tunnel_clients(
+    handler_type: &str,
+    service: &str,
+) -> Option<gost_service::observer::clients::ClientSource> {
+    if handler_type != "tunnel" {
+        return None;
+    }
+    let service = service.to_string();
+    Some(Box::new(move || {
+        let all = gost_handler::tunnel::tunnel_counts();
+        Some(
+            all.into_iter()
+                .filter(|(name, ..)| *name == service)
+                .flat_map(|(_, _, tunnels)| tunnels.into_iter().map(|(t, _, s)| (t, s)))
+                .collect(),
+        )
+    }))
+}
+
+#[cfg(not(feature = "tunnel"))]
+fn tunnel_clients(
+    _handler_type: &str,
+    _service: &str,
+) -> Option<gost_service::observer::clients::ClientSource> {
+    None
+}
+
 #[cfg(feature = "tunnel")]
 fn build_tunnel(
     root: &Config,
@@ -1404,6 +1441,7 @@ fn register(r: &mut Kinds) {
         caps: HandlerCaps {
             udp: true,
             bind: true,
+            observer: true,
             ..Default::default()
         },
         build: build_tunnel,

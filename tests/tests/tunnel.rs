@@ -869,3 +869,89 @@ fn more_entry_points_each_with_its_ingress() {
     assert_eq!(get_host(entry2, "example.local").0, "502");
     assert_eq!(get_host(entry, "b.local").0, "502");
 }
+
+/// An HTTP observer that keeps every POSTed body and answers ok.
+fn observer_sink() -> (u16, Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+    use std::io::{BufRead, BufReader};
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = got.clone();
+    thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(c) = c else { break };
+            let mut r = BufReader::new(c);
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0u8; len];
+            if r.read_exact(&mut body).is_err() {
+                continue;
+            }
+            if let Ok(v) = serde_json::from_slice(&body) {
+                seen.lock().unwrap().push(v);
+            }
+            let _ = r.get_mut().write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}",
+            );
+        }
+    });
+    (port, got)
+}
+
+/// GOST's tunnel handler `handler.observer`: a `handler` stats event per
+/// tunnel id (the client field), counting its visitors' connections and
+/// bytes.
+#[test]
+fn handler_observer_reports_per_tunnel() {
+    let dir = TempDir::new("tunnel-observer");
+    let (origin, _) = counting_origin("hello-gost");
+    let (obs, got) = observer_sink();
+    let (port, entry) = (free_port(), free_port());
+    let extra = "        observer.period: 1s\n";
+    let cfg = server_yaml(port, entry, extra).replace(
+        "      type: tunnel\n",
+        "      type: tunnel\n      observer: web\n",
+    ) + &format!(
+        "observers:\n  - name: web\n    plugin: {{type: http, addr: 127.0.0.1:{obs}/observe}}\n"
+    );
+    let server = with_config(&dir, "server.yaml", &cfg, &[port, entry]);
+    let srv = format!("127.0.0.1:{port}");
+    let client = with_config(&dir, "c.yaml", &client_yaml(&srv, origin, TID, ""), &[]);
+    wait_host(entry, "example.local", "hello-gost", &[&server, &client]);
+    for _ in 0..2 {
+        assert_eq!(get_host(entry, "example.local").0, "200");
+    }
+    let start = Instant::now();
+    loop {
+        let latest = got
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|b| b["events"].as_array().cloned().unwrap_or_default())
+            .rfind(|e| e["kind"] == "handler" && e["client"] == TID);
+        if let Some(ev) = latest {
+            let s = &ev["stats"];
+            if s["totalConns"].as_u64().unwrap_or(0) >= 3 && s["currentConns"] == 0 {
+                assert_eq!(ev["service"], "service-0");
+                assert!(s["outputBytes"].as_u64().unwrap() > 3 * 10, "{ev}");
+                assert!(s["inputBytes"].as_u64().unwrap() > 0, "{ev}");
+                break;
+            }
+        }
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "no per-tunnel event: {:?}\n{}",
+            got.lock().unwrap(),
+            logs(&[&server])
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+}
