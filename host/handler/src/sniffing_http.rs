@@ -278,8 +278,7 @@ fn request_host<B>(req: &Request<B>) -> String {
         .or_else(|| {
             req.headers()
                 .get(HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
+                .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
         })
         .unwrap_or_default()
 }
