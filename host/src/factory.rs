@@ -157,6 +157,7 @@ pub(crate) fn unsupported(cfg: &Config) -> Vec<String> {
                 | "admissions"
                 | "hosts"
                 | "ingresses"
+                | "caches"
                 | "resolvers"
                 | "climiters"
                 | "rlimiters"
@@ -167,6 +168,12 @@ pub(crate) fn unsupported(cfg: &Config) -> Vec<String> {
         ) {
             out.push(format!("config section '{section}' is not supported yet"));
         }
+    }
+    for c in cfg.caches.iter().filter(|c| c.redis.is_some()) {
+        out.push(format!(
+            "cache \"{}\": the redis store is not supported yet (memory is)",
+            c.name
+        ));
     }
     for a in &cfg.authers {
         if let Err(e) = gost_core::loader::Source::from_config(
@@ -227,6 +234,15 @@ fn service_unsupported(cfg: &Config, svc: &ServiceConfig) -> Vec<String> {
                 "service \"{name}\": handler.tls is not supported yet"
             ));
         }
+    }
+    let sniffing_forward = svc.handler.as_ref().is_some_and(|h| {
+        matches!(h.r#type.as_str(), "tcp" | "forward")
+            && h.metadata.get_bool("sniffing").ok().flatten() == Some(true)
+    });
+    if !svc.cache.is_empty() && !sniffing_forward {
+        out.push(format!(
+            "service \"{name}\": cache is used by tcp and forward handlers with sniffing: true only"
+        ));
     }
     if let Some(l) = &svc.listener {
         let listener_auth = !l.auther.is_empty() || !l.authers.is_empty() || l.auth.is_some();
@@ -518,7 +534,14 @@ pub(crate) fn build_parts(root: &Config, cfg: &ServiceConfig) -> Result<Parts, B
             let reporter = handler_options(cfg, |md| {
                 gost_service::observer::reporter::Reporter::from_metadata(sink, md)
             })?;
-            gost_service::observer::clients::observed(handler, &cfg.name, reporter, anonymous)
+            match tunnel_clients(handler_type, &cfg.name) {
+                Some(source) => {
+                    gost_service::observer::clients::reported(handler, &cfg.name, reporter, source)
+                }
+                None => gost_service::observer::clients::observed(
+                    handler, &cfg.name, reporter, anonymous,
+                ),
+            }
         }
         None => handler,
     };
@@ -947,6 +970,36 @@ fn build_ingress(
 
 /// `handler: {type: tunnel}`: the ingress it names (`ingress`) or its
 /// inline `tunnel` rules, and its entry point, bound now.
+/// The tunnel handler reports each tunnel id as a client (GOST's tunnel
+/// handler stats: its visitors' connections and bytes).
+#[cfg(feature = "tunnel")]
+fn tunnel_clients(
+    handler_type: &str,
+    service: &str,
+) -> Option<gost_service::observer::clients::ClientSource> {
+    if handler_type != "tunnel" {
+        return None;
+    }
+    let service = service.to_string();
+    Some(Box::new(move || {
+        let all = gost_handler::tunnel::tunnel_counts();
+        Some(
+            all.into_iter()
+                .filter(|(name, ..)| *name == service)
+                .flat_map(|(_, _, tunnels)| tunnels.into_iter().map(|(t, _, s)| (t, s)))
+                .collect(),
+        )
+    }))
+}
+
+#[cfg(not(feature = "tunnel"))]
+fn tunnel_clients(
+    _handler_type: &str,
+    _service: &str,
+) -> Option<gost_service::observer::clients::ClientSource> {
+    None
+}
+
 #[cfg(feature = "tunnel")]
 fn build_tunnel(
     root: &Config,
@@ -958,20 +1011,31 @@ fn build_tunnel(
     let md = cfg.handler.as_ref().map_or(&empty, |h| &h.metadata);
     let opts =
         TunnelOptions::from_metadata(md).map_err(|e| svc_err(cfg, format!("handler: {e}")))?;
+    let ingress_named = |name: &str, key: &str| -> Result<Arc<_>, BuildError> {
+        let i = root
+            .ingresses
+            .iter()
+            .find(|i| i.name == name)
+            .ok_or_else(|| svc_err(cfg, format!("handler: {key}: ingress \"{name}\" not found")))?;
+        Ok(Arc::new(
+            build_ingress(i).map_err(|e| svc_err(cfg, e.to_string()))?,
+        ))
+    };
     let ingress = match &opts.ingress {
-        Some(name) => {
-            let i = root
-                .ingresses
-                .iter()
-                .find(|i| &i.name == name)
-                .ok_or_else(|| svc_err(cfg, format!("handler: ingress \"{name}\" not found")))?;
-            Some(Arc::new(
-                build_ingress(i).map_err(|e| svc_err(cfg, e.to_string()))?,
-            ))
-        }
+        Some(name) => Some(ingress_named(name, "ingress")?),
         None => None,
     };
-    let h = TunnelHandler::new(&cfg.name, opts, ingress, deps.auther)
+    let entry_ingresses = opts
+        .entrypoints
+        .iter()
+        .map(|e| {
+            e.ingress
+                .as_deref()
+                .map(|name| ingress_named(name, "entrypoints"))
+                .transpose()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let h = TunnelHandler::new(&cfg.name, opts, ingress, entry_ingresses, deps.auther)
         .map_err(|e| svc_err(cfg, format!("handler: tunnel entry point: {e}")))?;
     Ok(Arc::new(h))
 }
@@ -1145,12 +1209,61 @@ fn build_forward_handler(
         loader,
     };
     let h = cfg.handler.as_ref();
-    let opts = ForwardOptions::from_metadata(
-        h.map(|h| &h.metadata).unwrap_or(&Default::default()),
-        h.map(|h| h.retries).unwrap_or(0),
-    )
-    .map_err(|e| md_err(cfg, "handler.metadata", e))?;
+    let md = h.map(|h| &h.metadata).cloned().unwrap_or_default();
+    let mut opts = ForwardOptions::from_metadata(&md, h.map(|h| h.retries).unwrap_or(0))
+        .map_err(|e| md_err(cfg, "handler.metadata", e))?;
+    if !cfg.cache.is_empty() {
+        let store = cache_store(root, cfg)?;
+        let policy = gost_handler::httpcache::HttpCache::from_metadata(store, &md)
+            .map_err(|e| md_err(cfg, "handler.metadata", e))?;
+        opts.cache = Some(Arc::new(policy));
+    }
     Ok(ForwardHandler::new(Arc::new(hop), router, opts))
+}
+
+/// The named memory store a service's `cache` names, shared with every
+/// other service naming it while its config stays the same (a changed
+/// config starts a new, empty store).
+fn cache_store(
+    root: &Config,
+    cfg: &ServiceConfig,
+) -> Result<Arc<gost_handler::httpcache::MemoryStore>, BuildError> {
+    use gost_handler::httpcache::MemoryStore;
+    type Stores = std::collections::HashMap<
+        String,
+        (gost_core::config::MemoryCache, std::sync::Weak<MemoryStore>),
+    >;
+    static STORES: std::sync::Mutex<Option<Stores>> = std::sync::Mutex::new(None);
+    let c = root
+        .caches
+        .iter()
+        .find(|c| c.name == cfg.cache)
+        .ok_or_else(|| svc_err(cfg, format!("cache \"{}\" not found", cfg.cache)))?;
+    let mem = c.memory.clone().ok_or_else(|| {
+        svc_err(
+            cfg,
+            format!(
+                "cache \"{}\" has no memory block (the one store this build has)",
+                c.name
+            ),
+        )
+    })?;
+    let mut stores = STORES.lock().unwrap_or_else(|p| p.into_inner());
+    let stores = stores.get_or_insert_with(Default::default);
+    stores.retain(|_, (_, w)| w.strong_count() > 0);
+    if let Some(store) = stores
+        .get(&c.name)
+        .filter(|(m, _)| *m == mem)
+        .and_then(|(_, w)| w.upgrade())
+    {
+        return Ok(store);
+    }
+    let store = Arc::new(
+        MemoryStore::from_config(&mem)
+            .map_err(|e| svc_err(cfg, format!("cache \"{}\": {e}", c.name)))?,
+    );
+    stores.insert(c.name.clone(), (mem, Arc::downgrade(&store)));
+    Ok(store)
 }
 
 /// Every kind of object this build makes from config: the registry of
@@ -1545,6 +1658,7 @@ fn register(r: &mut Kinds) {
         caps: HandlerCaps {
             udp: true,
             bind: true,
+            observer: true,
             ..Default::default()
         },
         build: build_tunnel,

@@ -289,7 +289,7 @@ fn kinds_this_build_cannot_run_are_refused_and_change_nothing() {
     let (_g, keep, api) = start();
     let mut live = Live::open(keep);
     let before = api_config(api);
-    for kind in ["routers", "sds", "quotas", "caches"] {
+    for kind in ["routers", "sds", "quotas"] {
         let msg = refused(
             api,
             "POST",

@@ -44,7 +44,9 @@ fn status_backend(status: u16) -> SocketAddr {
 }
 
 /// GOST's failcodes.yaml: a fifo forwarder whose first node answers 429.
-fn start(dir: &TempDir, bad: SocketAddr, good: SocketAddr) -> (Gost, u16) {
+/// `keepalive` sets `http.keepalive`, without which GOST's sniffer
+/// closes every connection after its first response.
+fn start(dir: &TempDir, bad: SocketAddr, good: SocketAddr, keepalive: bool) -> (Gost, u16) {
     let port = free_port();
     let cfg = dir.write(
         "gost.yaml",
@@ -57,6 +59,7 @@ fn start(dir: &TempDir, bad: SocketAddr, good: SocketAddr) -> (Gost, u16) {
     metadata:
       sniffing: true
       sniffing.timeout: 2s
+      http.keepalive: {keepalive}
   listener:
     type: tcp
   forwarder:
@@ -98,7 +101,7 @@ fn a_429_excludes_the_node_for_the_following_requests() {
     let bad = status_backend(429);
     let good = http_origin("127.0.0.1:0", "hello-gost");
     let dir = TempDir::new("failcodes");
-    let (g, port) = start(&dir, bad, good);
+    let (g, port) = start(&dir, bad, good, false);
     let (mut ok, mut failed) = (0, 0);
     for _ in 0..20 {
         let body = exchange(
@@ -127,12 +130,12 @@ fn a_keep_alive_connection_ends_after_the_matching_response() {
     let bad = status_backend(429);
     let good = http_origin("127.0.0.1:0", "hello-gost");
     let dir = TempDir::new("failcodes-ka");
-    let (g, port) = start(&dir, bad, good);
+    let (g, port) = start(&dir, bad, good, true);
     let two = "GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n";
     let got = exchange(port, two);
     assert_eq!(
         got,
-        "HTTP/1.1 429 Status\r\nContent-Length: 10\r\n\r\nstatus-429",
+        "HTTP/1.1 429 Status\r\nContent-Length: 10\r\nConnection: close\r\n\r\nstatus-429",
         "log:\n{}",
         g.log()
     );
@@ -150,7 +153,7 @@ fn other_statuses_pass_on_a_kept_connection() {
     let bad = status_backend(503);
     let good = http_origin("127.0.0.1:0", "hello-gost");
     let dir = TempDir::new("failcodes-other");
-    let (g, port) = start(&dir, bad, good);
+    let (g, port) = start(&dir, bad, good, true);
     let two =
         "GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -190,7 +193,18 @@ fn what_failcodes_cannot_do_is_refused() {
         "{err}"
     );
     let err = refused("{type: tcp}", "{failCodes: \"429\"}");
-    assert!(err.contains("http.failCodes needs"), "{err}");
-    let err = refused(sniffing, "{failCodes: \"429\", host: h}");
-    assert!(err.contains("http (other than failCodes)"), "{err}");
+    assert!(
+        err.contains("failCodes, host, requestHeader, responseHeader, rewriteURL) needs"),
+        "{err}"
+    );
+    let err = refused(
+        sniffing,
+        "{failCodes: \"429\", rewriteBody: [{match: a, replacement: b}]}",
+    );
+    assert!(err.contains("http body rewrites and auth"), "{err}");
+    let err = refused(sniffing, "{rewriteURL: [{match: \"(\", replacement: b}]}");
+    assert!(
+        err.contains("rewriteURL") && err.contains("not a regular expression"),
+        "{err}"
+    );
 }

@@ -660,3 +660,298 @@ fn ingress_rules_change_live_through_the_api() {
         logs(&[&client])
     );
 }
+
+/// A keep-alive origin whose bodies carry its name and the request's
+/// `Gost-Sid` and `Gost-Forwarded-Node`.
+fn header_origin(name: &'static str) -> SocketAddr {
+    use std::io::{BufRead, BufReader};
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(c) = c else { break };
+            thread::spawn(move || {
+                let mut w = c.try_clone().unwrap();
+                let mut r = BufReader::new(c);
+                loop {
+                    let (mut sid, mut node) = (String::new(), String::new());
+                    let mut first = true;
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let line = line.trim_end();
+                        if line.is_empty() && !first {
+                            break;
+                        }
+                        first = false;
+                        if let Some((k, v)) = line.split_once(':') {
+                            match k.to_ascii_lowercase().as_str() {
+                                "gost-sid" => sid = v.trim().into(),
+                                "gost-forwarded-node" => node = v.trim().into(),
+                                _ => {}
+                            }
+                        }
+                    }
+                    let body = format!("{name} sid={sid} node={node}");
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if w.write_all(resp.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// One response with a `Content-Length` body off `r`: (status line,
+/// body).
+fn next_response(r: &mut std::io::BufReader<TcpStream>) -> (String, String) {
+    use std::io::BufRead;
+    let (mut status, mut len) = (String::new(), 0usize);
+    loop {
+        let mut line = String::new();
+        assert!(r.read_line(&mut line).unwrap() > 0, "closed");
+        if status.is_empty() {
+            status = line.trim_end().to_string();
+            continue;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().unwrap();
+            }
+        }
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// GOST's entry point is an HTTP reverse proxy: each request of a visitor
+/// connection is routed by its own Host, carries `Gost-Sid` (one per
+/// visitor connection) and `Gost-Forwarded-Node` (the handler's id); a
+/// request already carrying that id has looped and gets 503, a host
+/// without a route 502, and the connection goes on.
+#[test]
+fn the_entry_point_routes_each_http_request_and_adds_gosts_headers() {
+    let dir = TempDir::new("tunnel-per-request");
+    let (a, b) = (header_origin("A"), header_origin("B"));
+    let (port, entry) = (free_port(), free_port());
+    let server_cfg = server_yaml(port, entry, "").replace(
+        "        endpoint: {TID}\n".replace("{TID}", TID).as_str(),
+        &format!("        endpoint: {TID}\n      - hostname: b.local\n        endpoint: {TID2}\n"),
+    );
+    let server = with_config(&dir, "server.yaml", &server_cfg, &[port, entry]);
+    let srv = format!("127.0.0.1:{port}");
+    let ca = with_config(&dir, "a.yaml", &client_yaml(&srv, a, TID, ""), &[]);
+    let cb = with_config(&dir, "b.yaml", &client_yaml(&srv, b, TID2, ""), &[]);
+    wait_host(entry, "example.local", "A sid=", &[&server, &ca]);
+    wait_host(entry, "b.local", "B sid=", &[&server, &cb]);
+    let c = TcpStream::connect(("127.0.0.1", entry)).unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut w = c.try_clone().unwrap();
+    let mut r = std::io::BufReader::new(c);
+    let mut ask = |host: &str, extra: &str| {
+        write!(w, "GET / HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n").unwrap();
+        next_response(&mut r)
+    };
+    let (s1, b1) = ask("example.local", "");
+    let (s2, b2) = ask("b.local", "");
+    assert!(s1.contains("200") && s2.contains("200"), "{s1} {s2}");
+    let field = |body: &str, k: &str| {
+        body.split_whitespace()
+            .find_map(|p| p.strip_prefix(k))
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(b1.starts_with("A ") && b2.starts_with("B "), "{b1} / {b2}");
+    let (sid, node) = (field(&b1, "sid="), field(&b1, "node="));
+    assert_eq!(sid.len(), 20, "{b1}");
+    assert_eq!(node.len(), 36, "{b1}");
+    assert_eq!(
+        (field(&b2, "sid="), field(&b2, "node=")),
+        (sid.clone(), node.clone())
+    );
+    // A visitor's own session id is kept.
+    let (_, b3) = ask("example.local", "Gost-Sid: mine\r\n");
+    assert_eq!(field(&b3, "sid="), "mine", "{b3}");
+    let (s4, _) = ask(
+        "example.local",
+        &format!("Gost-Forwarded-Node: x, {node}\r\n"),
+    );
+    assert!(s4.contains("503"), "{s4}");
+    let (s5, _) = ask("unmapped.local", "");
+    assert!(s5.contains("502"), "{s5}");
+    let (s6, b6) = ask("b.local", "");
+    assert!(s6.contains("200") && b6.starts_with("B "), "{s6} {b6}");
+}
+
+/// `entrypoint.proxyProtocol`: a PROXY header (v1 or v2) before the
+/// visitor's bytes is taken off and its source stands for the visitor;
+/// a connection without one is served as it is (go-proxyproto's default).
+#[test]
+fn the_entry_point_takes_proxy_protocol_headers() {
+    let dir = TempDir::new("tunnel-proxy-protocol");
+    let a = header_origin("A");
+    let (port, entry) = (free_port(), free_port());
+    let server = with_config(
+        &dir,
+        "server.yaml",
+        &server_yaml(port, entry, "        entrypoint.proxyProtocol: 2\n"),
+        &[port, entry],
+    );
+    let srv = format!("127.0.0.1:{port}");
+    let client = with_config(&dir, "a.yaml", &client_yaml(&srv, a, TID, ""), &[]);
+    wait_host(entry, "example.local", "A sid=", &[&server, &client]);
+    let ask = |prefix: &[u8], host: &str| {
+        let c = TcpStream::connect(("127.0.0.1", entry)).unwrap();
+        c.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut w = c.try_clone().unwrap();
+        w.write_all(prefix).unwrap();
+        write!(w, "GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").unwrap();
+        next_response(&mut std::io::BufReader::new(c))
+    };
+    let (s, b) = ask(
+        b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 80\r\n",
+        "example.local",
+    );
+    assert!(
+        s.contains("200") && b.starts_with("A "),
+        "{s} {b}\n{}",
+        logs(&[&server])
+    );
+    let (s, _) = ask(
+        b"PROXY TCP4 203.0.113.7 127.0.0.1 40001 80\r\n",
+        "nomapped.local",
+    );
+    assert!(s.contains("502"), "{s}");
+    server.wait_log("203.0.113.7:40001");
+    // v2: signature, PROXY command, TCP over IPv4, 12 address bytes.
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    v2.extend([198, 51, 100, 9, 127, 0, 0, 1]);
+    v2.extend(40002u16.to_be_bytes());
+    v2.extend(80u16.to_be_bytes());
+    let (s, _) = ask(&v2, "nomapped.local");
+    assert!(s.contains("502"), "{s}");
+    server.wait_log("198.51.100.9:40002");
+    let (s, b) = ask(b"", "example.local");
+    assert!(s.contains("200") && b.starts_with("A "), "{s} {b}");
+}
+
+/// `entrypoints`: another entry point with its own ingress, beside the
+/// handler's `entrypoint` with the handler's.
+#[test]
+fn more_entry_points_each_with_its_ingress() {
+    let dir = TempDir::new("tunnel-entrypoints");
+    let (a, b) = (header_origin("A"), header_origin("B"));
+    let (port, entry, entry2) = (free_port(), free_port(), free_port());
+    let extra = format!(
+        "        entrypoints:\n          - addr: 127.0.0.1:{entry2}\n            ingress: ingress-1\n"
+    );
+    let cfg = format!(
+        "{}  - name: ingress-1\n    rules:\n      - hostname: b.local\n        endpoint: {TID2}\n",
+        server_yaml(port, entry, &extra)
+    );
+    let server = with_config(&dir, "server.yaml", &cfg, &[port, entry, entry2]);
+    let srv = format!("127.0.0.1:{port}");
+    let ca = with_config(&dir, "a.yaml", &client_yaml(&srv, a, TID, ""), &[]);
+    let cb = with_config(&dir, "b.yaml", &client_yaml(&srv, b, TID2, ""), &[]);
+    wait_host(entry, "example.local", "A sid=", &[&server, &ca]);
+    wait_host(entry2, "b.local", "B sid=", &[&server, &cb]);
+    assert_eq!(get_host(entry2, "example.local").0, "502");
+    assert_eq!(get_host(entry, "b.local").0, "502");
+}
+
+/// An HTTP observer that keeps every POSTed body and answers ok.
+fn observer_sink() -> (u16, Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+    use std::io::{BufRead, BufReader};
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = got.clone();
+    thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(c) = c else { break };
+            let mut r = BufReader::new(c);
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0u8; len];
+            if r.read_exact(&mut body).is_err() {
+                continue;
+            }
+            if let Ok(v) = serde_json::from_slice(&body) {
+                seen.lock().unwrap().push(v);
+            }
+            let _ = r.get_mut().write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}",
+            );
+        }
+    });
+    (port, got)
+}
+
+/// GOST's tunnel handler `handler.observer`: a `handler` stats event per
+/// tunnel id (the client field), counting its visitors' connections and
+/// bytes.
+#[test]
+fn handler_observer_reports_per_tunnel() {
+    let dir = TempDir::new("tunnel-observer");
+    let (origin, _) = counting_origin("hello-gost");
+    let (obs, got) = observer_sink();
+    let (port, entry) = (free_port(), free_port());
+    let extra = "        observer.period: 1s\n";
+    let cfg = server_yaml(port, entry, extra).replace(
+        "      type: tunnel\n",
+        "      type: tunnel\n      observer: web\n",
+    ) + &format!(
+        "observers:\n  - name: web\n    plugin: {{type: http, addr: 127.0.0.1:{obs}/observe}}\n"
+    );
+    let server = with_config(&dir, "server.yaml", &cfg, &[port, entry]);
+    let srv = format!("127.0.0.1:{port}");
+    let client = with_config(&dir, "c.yaml", &client_yaml(&srv, origin, TID, ""), &[]);
+    wait_host(entry, "example.local", "hello-gost", &[&server, &client]);
+    for _ in 0..2 {
+        assert_eq!(get_host(entry, "example.local").0, "200");
+    }
+    let start = Instant::now();
+    loop {
+        let latest = got
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|b| b["events"].as_array().cloned().unwrap_or_default())
+            .rfind(|e| e["kind"] == "handler" && e["client"] == TID);
+        if let Some(ev) = latest {
+            let s = &ev["stats"];
+            if s["totalConns"].as_u64().unwrap_or(0) >= 3 && s["currentConns"] == 0 {
+                assert_eq!(ev["service"], "service-0");
+                assert!(s["outputBytes"].as_u64().unwrap() > 3 * 10, "{ev}");
+                assert!(s["inputBytes"].as_u64().unwrap() > 0, "{ev}");
+                break;
+            }
+        }
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "no per-tunnel event: {:?}\n{}",
+            got.lock().unwrap(),
+            logs(&[&server])
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -593,7 +593,7 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
 }
 
 /// Forwarder node options this build does not apply yet (node `filter`,
-/// `matcher` and `http.failCodes` work, with the handler's `sniffing`).
+/// `matcher` and most of `http` work, with the handler's `sniffing`).
 fn forwarder_node_unsupported(cfg: &Config, svc: &ServiceConfig) -> Vec<String> {
     let Some(fwd) = &svc.forwarder else {
         return Vec::new();
@@ -613,26 +613,33 @@ fn forwarder_node_unsupported(cfg: &Config, svc: &ServiceConfig) -> Vec<String> 
     });
     let mut out = Vec::new();
     for n in fwd.nodes.iter().cloned().chain(from_hop) {
-        // failCodes is the one `http` option applied (it needs the HTTP
-        // responses, which only a sniffing tcp/forward handler sees).
-        let (http_rest, fail_codes) = match &n.http {
+        // The body rewrites and `auth` are the `http` options not applied;
+        // the others need the HTTP requests and responses, which only a
+        // sniffing tcp/forward handler sees.
+        let (http_rest, http_used) = match &n.http {
             Some(h) => (
-                gost_core::config::HTTPNodeConfig {
-                    fail_codes: String::new(),
-                    ..(**h).clone()
-                } != Default::default(),
-                !h.fail_codes.trim().is_empty(),
+                !h.rewrite_body.is_empty()
+                    || !h.rewrite_request_body.is_empty()
+                    || !h.rewrite_response_body.is_empty()
+                    || h.auth.is_some(),
+                **h != gost_core::config::HTTPNodeConfig {
+                    rewrite_body: h.rewrite_body.clone(),
+                    rewrite_request_body: h.rewrite_request_body.clone(),
+                    rewrite_response_body: h.rewrite_response_body.clone(),
+                    auth: h.auth.clone(),
+                    ..Default::default()
+                },
             ),
             None => (false, false),
         };
-        if fail_codes && !sniffing {
+        if http_used && !sniffing {
             out.push(format!(
-                "service \"{}\": forwarder node \"{}\": http.failCodes needs a tcp or forward handler with sniffing: true",
+                "service \"{}\": forwarder node \"{}\": http (failCodes, host, requestHeader, responseHeader, rewriteURL) needs a tcp or forward handler with sniffing: true",
                 svc.name, n.name
             ));
         }
         for (what, set) in [
-            ("http (other than failCodes)", http_rest),
+            ("http body rewrites and auth", http_rest),
             ("tls", n.tls.is_some()),
             ("probe", n.probe.is_some()),
             ("bypass", !n.bypass.is_empty() || !n.bypasses.is_empty()),

@@ -66,6 +66,12 @@ impl Stats {
         ConnGuard { stats: self }
     }
 
+    /// [`Self::open_conn`] for a holder that keeps the counters by `Arc`.
+    pub fn open_conn_owned(self: &std::sync::Arc<Self>) -> OwnedConnGuard {
+        self.open();
+        OwnedConnGuard(std::sync::Arc::clone(self))
+    }
+
     fn open(&self) {
         self.total_conns.fetch_add(1, Ordering::Relaxed);
         self.current_conns.fetch_add(1, Ordering::Relaxed);
@@ -135,6 +141,16 @@ impl Stats {
 #[derive(Debug)]
 pub struct ConnGuard<'a> {
     stats: &'a Stats,
+}
+
+/// [`ConnGuard`] holding its counters by `Arc`.
+#[derive(Debug)]
+pub struct OwnedConnGuard(std::sync::Arc<Stats>);
+
+impl Drop for OwnedConnGuard {
+    fn drop(&mut self) {
+        self.0.close_conn();
+    }
 }
 
 impl Drop for ConnGuard<'_> {

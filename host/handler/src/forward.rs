@@ -28,6 +28,14 @@ pub struct ForwardOptions {
     /// `sniffing`: peek the first request to route by its protocol, host,
     /// path and headers; `None` when off.
     pub sniffing: Option<Duration>,
+    /// `readTimeout`: the wait for each response head of a sniffed HTTP
+    /// connection served request by request.
+    pub read_timeout: Option<Duration>,
+    /// `http.keepalive`: such a connection is kept after a response.
+    pub http_keepalive: bool,
+    /// The service's HTTP response cache (service `cache`, handler
+    /// metadata `cache.*`).
+    pub cache: Option<Arc<super::httpcache::HttpCache>>,
 }
 
 impl ForwardOptions {
@@ -36,6 +44,9 @@ impl ForwardOptions {
             idle_timeout: md.get_duration("idleTimeout")?.filter(|d| !d.is_zero()),
             retries: retries.max(0) as usize,
             sniffing: super::sniffing::from_metadata(md)?,
+            read_timeout: md.get_duration("readTimeout")?.filter(|d| !d.is_zero()),
+            http_keepalive: md.get_bool("http.keepalive")?.unwrap_or(false),
+            cache: None,
         })
     }
 }
@@ -46,16 +57,41 @@ pub struct ForwardHandler {
     opts: ForwardOptions,
     /// The largest body prefix a node's matcher looks at (0: none does).
     body_limit: usize,
+    /// A sniffed HTTP connection is served request by request (see
+    /// [`super::sniffing_http`]): something looks at each request (the
+    /// bypass, a node's matcher, filter or `http` settings, the cache).
+    /// Otherwise it is routed by its first request and relayed as bytes,
+    /// the fast path.
+    per_request: bool,
+}
+
+/// How a sniffed connection goes on.
+enum Opened {
+    Relay(Upstream, Arc<Node>),
+    PerRequest,
 }
 
 impl ForwardHandler {
     pub fn new(hop: Arc<Hop>, router: Router, opts: ForwardOptions) -> Self {
         let body_limit = hop.nodes.iter().map(|n| n.body_size).max().unwrap_or(0);
+        let looks = hop.bypass.is_some()
+            || hop.nodes.iter().any(|n| {
+                n.http.is_some()
+                    || !n.fail_codes.is_empty()
+                    || n.matcher.is_some()
+                    || n.bypass.is_some()
+                    || !(n.filter_host.is_empty()
+                        && n.filter_path.is_empty()
+                        && n.filter_protocol.is_empty())
+            });
+        let per_request =
+            opts.sniffing.is_some() && (looks || router.bypass.is_some() || opts.cache.is_some());
         ForwardHandler {
             hop,
             router,
             opts,
             body_limit,
+            per_request,
         }
     }
 
@@ -196,7 +232,10 @@ impl ForwardHandler {
         ctx: ConnContext,
     ) -> impl std::future::Future<Output = Result<(), HandlerError>> + Send + '_ {
         async move {
-            let (upstream, node) = Box::pin(self.open_upstream(&mut client, &ctx)).await?;
+            let (upstream, node) = match Box::pin(self.open_upstream(&mut client, &ctx)).await? {
+                Opened::Relay(upstream, node) => (upstream, node),
+                Opened::PerRequest => return Box::pin(self.serve_http(client, &ctx)).await,
+            };
             let opts = RelayOptions {
                 idle_timeout: self.opts.idle_timeout,
             };
@@ -216,55 +255,96 @@ impl ForwardHandler {
     }
 
     /// Sniffs (when on), then picks and dials a node; what sniffing read
-    /// stays in the client stream, for the relay to send first.
+    /// stays in the client stream, for the relay to send first. An HTTP
+    /// connection that needs each request looked at is left to
+    /// [`Self::serve_http`].
     async fn open_upstream(
         &self,
         client: &mut Stream,
         ctx: &ConnContext,
-    ) -> Result<(Upstream, Arc<Node>), HandlerError> {
+    ) -> Result<Opened, HandlerError> {
         let sniffed = match self.opts.sniffing {
             Some(timeout) => super::sniffing::sniff(client, timeout, self.body_limit).await,
             None => Default::default(),
         };
-        // As GOST's HTTP sniffer: a request whose Host the service's
-        // bypass matches is answered 403 before any node is picked.
-        if sniffed.protocol == "http" && !sniffed.host.is_empty() {
-            if let Err(e) = self.router.check_bypass("tcp", &sniffed.host).await {
-                client
-                    .write_all_now(super::http::bare_response(403).as_bytes())
-                    .await?;
-                tracing::debug!(service = %ctx.service, client = %ctx.peer, host = ?sniffed.host, "bypass");
-                return Err(e.into());
-            }
+        // HTTP/2 with prior knowledge is relayed as bytes, as GOST's
+        // HTTP/1 sniffer cannot read it either.
+        if self.per_request && sniffed.protocol == "http" && sniffed.method != "PRI" {
+            return Ok(Opened::PerRequest);
         }
         let dialed = self
             .dial_for(ctx, "tcp", sniffed.request(), |a| async move {
                 self.router.dial_tcp(&a, ctx.peer.ip()).await
             })
             .await;
-        let (upstream, node) = match dialed {
+        match dialed {
             Err(HandlerError::NoNode) if sniffed.protocol == "http" => {
                 // GOST answers an HTTP request no node takes with 502.
                 client
                     .write_all_now(super::http::bare_response(502).as_bytes())
                     .await?;
                 tracing::warn!(service = %ctx.service, client = %ctx.peer, host = %gost_core::escape::esc(&sniffed.host), path = %gost_core::escape::esc(&sniffed.path), "no node for request");
-                return Err(HandlerError::NoNode);
+                Err(HandlerError::NoNode)
             }
-            r => r?,
-        };
-        if sniffed.protocol == "http" && !node.fail_codes.is_empty() {
-            let stream = upstream.into_lazy_stream();
-            let ends = stream.endpoints();
-            let watch = super::failcodes::FailCodeWatch::new(
-                stream,
-                Arc::clone(&node),
-                Arc::clone(&ctx.service),
-                &sniffed.method,
-            );
-            return Ok((Upstream::direct(Stream::boxed(watch, ends)), node));
+            r => r.map(|(upstream, node)| Opened::Relay(upstream, node)),
         }
-        Ok((upstream, node))
+    }
+
+    /// A sniffed HTTP connection, request by request.
+    async fn serve_http(&self, client: Stream, ctx: &ConnContext) -> Result<(), HandlerError> {
+        let opts = super::sniffing_http::Options {
+            read_timeout: self
+                .opts
+                .read_timeout
+                .unwrap_or(super::sniffing_http::DEFAULT_READ_TIMEOUT),
+            sniff_timeout: self
+                .opts
+                .sniffing
+                .unwrap_or(super::sniffing::DEFAULT_TIMEOUT),
+            keepalive: self.opts.http_keepalive,
+            reuse_upstream: true,
+            body_limit: self.body_limit,
+            cache: self.opts.cache.clone(),
+            close_on_refusal: true,
+            prepare: None,
+        };
+        super::sniffing_http::serve(client, ctx, &opts, |facts| self.route_http(ctx, facts)).await
+    }
+
+    /// Routes one request of [`Self::serve_http`] as GOST's sniffer does:
+    /// a bypassed host gets 403, a request no node takes 502, a node that
+    /// cannot be reached 503.
+    async fn route_http(
+        &self,
+        ctx: &ConnContext,
+        facts: super::sniffing::Sniffed,
+    ) -> Result<super::sniffing_http::Routed, super::sniffing_http::Refused> {
+        use super::sniffing_http::{Refused, Routed};
+        if !facts.host.is_empty() {
+            let host = super::sniffing::with_port(&facts.host, 80);
+            if let Err(e) = self.router.check_bypass("tcp", &host) {
+                return Err(Refused {
+                    status: 403,
+                    error: e.into(),
+                });
+            }
+        }
+        self.dial_for(ctx, "tcp", facts.request(), |a| async move {
+            self.router.dial_tcp(&a, ctx.peer.ip()).await
+        })
+        .await
+        .map(|(upstream, node)| Routed {
+            stream: upstream.into_lazy_stream(),
+            node: Some(node),
+        })
+        .map_err(|error| Refused {
+            status: if matches!(error, HandlerError::NoNode) {
+                502
+            } else {
+                503
+            },
+            error,
+        })
     }
 
     async fn handle_udp(&self, mut client: UdpConn, ctx: ConnContext) -> Result<(), HandlerError> {

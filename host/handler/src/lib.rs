@@ -4,12 +4,12 @@
 pub mod auto;
 #[cfg(feature = "dns")]
 pub mod dns;
-mod failcodes;
 pub mod file;
 pub mod forward;
 pub mod http;
 #[cfg(feature = "h2")]
 pub mod http2;
+pub mod httpcache;
 #[cfg(feature = "mux")]
 mod mbind;
 pub mod redirect;
@@ -17,6 +17,7 @@ pub mod redu;
 pub mod relay;
 pub mod sni;
 pub mod sniffing;
+mod sniffing_http;
 pub mod socks;
 #[cfg(feature = "ss")]
 pub mod ss;

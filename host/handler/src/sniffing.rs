@@ -172,7 +172,7 @@ fn field<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
 /// start, as GOST shows them (a prefix cut mid-stream decodes as far as it
 /// goes; output is capped at [`MAX_BODY_SIZE`]). Other encodings, and a
 /// prefix that decodes to nothing, are left as sent.
-fn decode(headers: &[(String, String)], body: Vec<u8>) -> Vec<u8> {
+pub(crate) fn decode(headers: &[(String, String)], body: Vec<u8>) -> Vec<u8> {
     use std::io::Read;
     let enc = field(headers, "content-encoding").unwrap_or("");
     let reader: Box<dyn Read + '_> = if enc.eq_ignore_ascii_case("gzip") {

@@ -93,6 +93,8 @@ pub struct Node {
     pub body_size: usize,
     /// `http.failCodes`: upstream statuses that mark the node failed.
     pub fail_codes: super::failcodes::FailCodes,
+    /// `http`'s rewrites of a sniffed request and its response.
+    pub http: Option<super::http::NodeHttp>,
     /// Targets this node does not carry.
     pub bypass: Option<std::sync::Arc<gost_core::bypass::BypassGroup>>,
     /// Resolve the node's own address (the node's, else its hop's).
@@ -139,6 +141,11 @@ pub enum NodeError {
         node: String,
         source: super::failcodes::FailCodesError,
     },
+    #[error("node \"{node}\": {source}")]
+    Rewrite {
+        node: String,
+        source: super::http::RewriteError,
+    },
 }
 
 impl Node {
@@ -163,6 +170,11 @@ impl Node {
                         node: cfg.name.clone(),
                         source,
                     }
+                })?;
+            node.http =
+                super::http::NodeHttp::from_config(http).map_err(|source| NodeError::Rewrite {
+                    node: cfg.name.clone(),
+                    source,
                 })?;
         }
         Ok(node)

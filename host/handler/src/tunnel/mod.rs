@@ -78,6 +78,60 @@ pub struct TunnelOptions {
     /// `mux.*`: the registered clients' sessions (version 2 unless set,
     /// as in GOST).
     pub mux: MuxConfig,
+    /// `entrypoint.keepalive`: an HTTP visitor's requests for one host
+    /// share the stream to the tunnel client (else each request opens
+    /// its own, as GOST's transport without keep-alive does).
+    pub entry_keepalive: bool,
+    /// `entrypoint.proxyProtocol` (1 or 2): a visitor connection may
+    /// start with a PROXY protocol header (either version, as GOST's
+    /// listener takes both), whose source address stands for the
+    /// visitor's.
+    pub entry_proxy_protocol: bool,
+    /// `entrypoints`: more entry points, each with its own ingress (by
+    /// name; the handler's when unset).
+    pub entrypoints: Vec<EntrypointConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntrypointConfig {
+    pub addr: String,
+    pub ingress: Option<String>,
+}
+
+/// GOST's `entrypoints` metadata: a list of `{addr, ingress}` (keys in
+/// any case, as Go's JSON decoding takes them); entries without an
+/// address are skipped, as in GOST.
+fn entrypoints(md: &Metadata) -> Result<Vec<EntrypointConfig>, TunnelOptionsError> {
+    let Some(v) = md.get("entrypoints").filter(|v| !v.is_null()) else {
+        return Ok(Vec::new());
+    };
+    let bad = || {
+        TunnelOptionsError::Invalid(format!(
+            "entrypoints: expected a list of {{addr, ingress}}, got {}",
+            esc(&v.to_string())
+        ))
+    };
+    let list = v.as_array().ok_or_else(bad)?;
+    let mut out = Vec::new();
+    for item in list {
+        let obj = item.as_object().ok_or_else(bad)?;
+        let field = |name: &str| -> Result<String, TunnelOptionsError> {
+            match obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
+                None => Ok(String::new()),
+                Some((_, serde_json::Value::String(s))) => Ok(s.trim().to_string()),
+                Some(_) => Err(bad()),
+            }
+        };
+        let addr = field("addr")?;
+        let ingress = field("ingress")?;
+        if !addr.is_empty() {
+            out.push(EntrypointConfig {
+                addr,
+                ingress: (!ingress.is_empty()).then_some(ingress),
+            });
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,19 +147,19 @@ impl TunnelOptions {
         let invalid = |s: String| TunnelOptionsError::Invalid(format!("tunnel handler: {s}"));
         for (key, why) in [
             ("sd", "service discovery (sd) is not supported yet: each tunnel server serves the clients registered with it"),
-            ("entrypoints", "more than one entry point (entrypoints) is not supported yet; use entrypoint"),
             ("sniffing.websocket", "sniffing.websocket (recording WebSocket frames) is not supported"),
         ] {
             if md.get(key).is_some_and(|v| !v.is_null() && v != "" && v != false) {
                 return Err(invalid(why.into()));
             }
         }
-        if md.get_int("entrypoint.proxyProtocol")?.unwrap_or(0) != 0 {
-            return Err(invalid(
-                "entrypoint.proxyProtocol (PROXY protocol on the entry point) is not supported yet"
-                    .into(),
-            ));
+        let proxy_protocol = md.get_int("entrypoint.proxyProtocol")?.unwrap_or(0);
+        if !(0..=2).contains(&proxy_protocol) {
+            return Err(invalid(format!(
+                "entrypoint.proxyProtocol {proxy_protocol}: expected 0 (off), 1 or 2"
+            )));
         }
+        let entrypoints = entrypoints(md)?;
         let entrypoint_id = match md.get_string("entrypoint.id")? {
             Some(s) if !s.is_empty() => Some(TunnelId::parse(&s).ok_or_else(|| {
                 invalid(format!(
@@ -152,6 +206,9 @@ impl TunnelOptions {
             rules,
             idle_timeout: md.get_duration("idleTimeout")?.filter(|t| !t.is_zero()),
             mux: MuxConfig::from_metadata(md, 2).map_err(|e| invalid(e.to_string()))?,
+            entry_keepalive: md.get_bool("entrypoint.keepalive")?.unwrap_or(false),
+            entry_proxy_protocol: proxy_protocol > 0,
+            entrypoints,
         })
     }
 }
@@ -161,7 +218,13 @@ pub(crate) struct Shared {
     service: Arc<str>,
     pool: Pool,
     ingress: RwLock<Option<Arc<Ingress>>>,
-    entry: Mutex<Option<entry::Entry>>,
+    /// The entry points: `entrypoint` first, then `entrypoints`.
+    entry: Mutex<Vec<entry::Entry>>,
+    /// GOST's tunnel handler id (a random UUID): the entry point names
+    /// itself with it in `Gost-Forwarded-Node`.
+    node: String,
+    entry_keepalive: std::sync::atomic::AtomicBool,
+    entry_proxy_protocol: std::sync::atomic::AtomicBool,
     /// Failures counted for the API and metrics: requests refused (bad
     /// request, credentials, no route, no client), registrations refused
     /// (full), clients lost while streams were open.
@@ -313,6 +376,22 @@ fn stream_head(src: &str, dst: &str) -> Result<Vec<u8>, HandlerError> {
     .map_err(HandlerError::Protocol)
 }
 
+/// A random (version 4) UUID in its text form.
+fn random_uuid() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
 /// GOST's endpoint of a tunnel: the first 8 bytes of the MD5 of its id,
 /// in hex.
 fn endpoint_of(tunnel: &TunnelId) -> String {
@@ -328,6 +407,7 @@ impl TunnelHandler {
         service: &str,
         opts: TunnelOptions,
         ingress: Option<Arc<Ingress>>,
+        entry_ingresses: Vec<Option<Arc<Ingress>>>,
         auther: Option<Arc<dyn Auther>>,
     ) -> Result<Self, std::io::Error> {
         let ingress = match ingress {
@@ -348,7 +428,10 @@ impl TunnelHandler {
                         service: service.into(),
                         pool: Pool::default(),
                         ingress: RwLock::new(None),
-                        entry: Mutex::new(None),
+                        entry: Mutex::new(Vec::new()),
+                        node: random_uuid(),
+                        entry_keepalive: Default::default(),
+                        entry_proxy_protocol: Default::default(),
                         refused: Default::default(),
                     });
                     map.insert(service.to_string(), Arc::downgrade(&s));
@@ -357,13 +440,34 @@ impl TunnelHandler {
             }
         };
         *shared.ingress.write().unwrap_or_else(|p| p.into_inner()) = ingress;
+        shared
+            .entry_keepalive
+            .store(opts.entry_keepalive, std::sync::atomic::Ordering::Relaxed);
+        shared.entry_proxy_protocol.store(
+            opts.entry_proxy_protocol,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         {
-            let mut entry = shared.entry.lock().unwrap_or_else(|p| p.into_inner());
-            let same = entry.as_ref().map(|e| e.addr.as_str()) == opts.entrypoint.as_deref();
-            if !same {
-                *entry = None;
-                if let Some(addr) = &opts.entrypoint {
-                    *entry = Some(entry::Entry::bind(addr, Arc::downgrade(&shared))?);
+            // Entry points at the same address are kept (their visitors
+            // stay), with the ingress they are given now.
+            let mut entries = shared.entry.lock().unwrap_or_else(|p| p.into_inner());
+            let mut old: Vec<entry::Entry> = std::mem::take(&mut *entries);
+            let wanted = opts.entrypoint.iter().map(|a| (a.clone(), None)).chain(
+                opts.entrypoints
+                    .iter()
+                    .map(|e| e.addr.clone())
+                    .zip(entry_ingresses),
+            );
+            for (addr, ingress) in wanted {
+                match old.iter().position(|e| e.addr == addr) {
+                    Some(i) => {
+                        let e = old.swap_remove(i);
+                        e.set_ingress(ingress);
+                        entries.push(e);
+                    }
+                    None => {
+                        entries.push(entry::Entry::bind(&addr, ingress, Arc::downgrade(&shared))?)
+                    }
                 }
             }
         }
@@ -374,14 +478,15 @@ impl TunnelHandler {
         })
     }
 
-    /// The entry point's bound address, if it has one.
-    pub fn entrypoint_addr(&self) -> Option<SocketAddr> {
+    /// The entry points' bound addresses, `entrypoint` first.
+    pub fn entrypoint_addrs(&self) -> Vec<SocketAddr> {
         self.shared
             .entry
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
+            .iter()
             .map(|e| e.local)
+            .collect()
     }
 
     async fn serve(&self, mut stream: Stream, ctx: ConnContext) -> Result<(), HandlerError> {
@@ -645,8 +750,9 @@ mod tests {
         };
         for (k, v) in [
             ("sd", serde_json::json!("sd-0")),
-            ("entrypoints", serde_json::json!([{"addr": ":80"}])),
-            ("entrypoint.proxyProtocol", serde_json::json!(1)),
+            ("entrypoints", serde_json::json!({"addr": ":80"})),
+            ("entrypoints", serde_json::json!([{"addr": 80}])),
+            ("entrypoint.proxyProtocol", serde_json::json!(3)),
             ("entrypoint.id", serde_json::json!("x")),
             ("tunnel", serde_json::json!("a.com")),
             ("tunnel", serde_json::json!("a.com:nope")),
@@ -664,6 +770,24 @@ mod tests {
         assert_eq!(o.rules.len(), 2);
         assert_eq!(o.mux.version, 2);
         assert_eq!(o.read_timeout, DEFAULT_READ_TIMEOUT);
+        let o = TunnelOptions::from_metadata(&md(
+            "entrypoints",
+            serde_json::json!([{"Addr": ":8001", "Ingress": "i"}, {"addr": ""}, {"addr": ":8002"}]),
+        ))
+        .unwrap();
+        assert_eq!(
+            o.entrypoints,
+            vec![
+                EntrypointConfig {
+                    addr: ":8001".into(),
+                    ingress: Some("i".into())
+                },
+                EntrypointConfig {
+                    addr: ":8002".into(),
+                    ingress: None
+                },
+            ]
+        );
     }
 
     #[test]

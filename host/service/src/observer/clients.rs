@@ -39,19 +39,14 @@ impl ClientTable {
 
     /// A `handler` stats event for each client whose counters changed.
     pub fn events(&self, reset_traffic: bool) -> Vec<Event> {
-        let all = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        let mut events: Vec<Event> = all
+        let all: Vec<(String, Arc<Stats>)> = self
+            .clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .filter_map(|(client, stats)| {
-                let s = stats_event(stats, reset_traffic)?;
-                let mut ev = Event::stats(&self.service, s);
-                ev.kind = "handler".into();
-                ev.client = client.clone();
-                Some(ev)
-            })
+            .map(|(k, v)| (k.clone(), Arc::clone(v)))
             .collect();
-        events.sort_by(|a, b| a.client.cmp(&b.client));
-        events
+        client_events(&self.service, &all, reset_traffic)
     }
 }
 
@@ -150,6 +145,76 @@ impl Observed {
 impl Handler for Observed {
     fn handle(&self, conn: Conn, ctx: ConnContext) -> HandleFuture<'_> {
         Box::pin(self.serve(conn, ctx))
+    }
+}
+
+/// Where a handler that keeps per-client counters of its own (the tunnel
+/// handler, per tunnel id) gets them for [`reported`]: each client's id
+/// and counters, `None` once the handler is gone.
+pub type ClientSource = Box<dyn Fn() -> Option<Vec<(String, Arc<Stats>)>> + Send + Sync>;
+
+/// A handler whose own per-client counters are reported (GOST's tunnel
+/// handler reports each tunnel id as a client).
+struct Reported {
+    inner: Arc<dyn Handler>,
+    service: String,
+    source: Arc<ClientSource>,
+    reporter: Mutex<Option<Reporter>>,
+    started: OnceLock<()>,
+}
+
+/// Wraps `handler` so that `reporter` reports the clients `source`
+/// gives, from the first connection on (which runs on the runtime).
+pub fn reported(
+    handler: Arc<dyn Handler>,
+    service: &str,
+    reporter: Reporter,
+    source: ClientSource,
+) -> Arc<dyn Handler> {
+    Arc::new(Reported {
+        inner: handler,
+        service: service.into(),
+        source: Arc::new(source),
+        reporter: Mutex::new(Some(reporter)),
+        started: OnceLock::new(),
+    })
+}
+
+/// `handler` stats events of the clients whose counters changed.
+fn client_events(service: &str, clients: &[(String, Arc<Stats>)], reset: bool) -> Vec<Event> {
+    let mut events: Vec<Event> = clients
+        .iter()
+        .filter_map(|(client, stats)| {
+            let s = stats_event(stats, reset)?;
+            let mut ev = Event::stats(service, s);
+            ev.kind = "handler".into();
+            ev.client = client.clone();
+            Some(ev)
+        })
+        .collect();
+    events.sort_by(|a, b| a.client.cmp(&b.client));
+    events
+}
+
+impl Handler for Reported {
+    fn handle(&self, conn: Conn, ctx: ConnContext) -> HandleFuture<'_> {
+        self.started.get_or_init(|| {
+            let taken = self
+                .reporter
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(r) = taken {
+                let service: Arc<str> = self.service.as_str().into();
+                let source = Arc::downgrade(&self.source);
+                let name = self.service.clone();
+                tokio::spawn(r.run_clients(service, move |reset| {
+                    let clients = (source.upgrade()?)()?;
+                    Some(client_events(&name, &clients, reset))
+                }));
+            }
+        });
+        self.inner.handle(conn, ctx)
     }
 }
 
