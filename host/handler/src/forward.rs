@@ -322,7 +322,7 @@ impl ForwardHandler {
         use super::sniffing_http::{Refused, Routed};
         if !facts.host.is_empty() {
             let host = super::sniffing::with_port(&facts.host, 80);
-            if let Err(e) = self.router.check_bypass("tcp", &host) {
+            if let Err(e) = self.router.check_bypass("tcp", &host).await {
                 return Err(Refused {
                     status: 403,
                     error: e.into(),

@@ -364,9 +364,11 @@ async fn route_http(
         }
     };
     let host = sniffing::with_port(&facts.host, 80);
-    let tunnel = ingress
-        .as_ref()
-        .and_then(|i| i.endpoint(&host).map(str::to_string))
+    let endpoint = match ingress {
+        Some(i) => i.endpoint(&shared.service, &host).await,
+        None => None,
+    };
+    let tunnel = endpoint
         .and_then(|e| TunnelId::parse(&e))
         .filter(|t| !t.is_private());
     let Some(tunnel) = tunnel else {
