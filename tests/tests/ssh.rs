@@ -18,7 +18,6 @@ const BODY: &str = "hello over ssh";
 const SSH: &str = "/usr/bin/ssh";
 const SSHD: &str = "/usr/sbin/sshd";
 const SSHPASS: &str = "/usr/bin/sshpass";
-const KEYGEN: &str = "/usr/bin/ssh-keygen";
 
 /// The tools this file drives; missing ones fail the test with the
 /// package to install (the CI script installs them).
@@ -27,20 +26,6 @@ fn need(path: &str, package: &str) {
         std::path::Path::new(path).exists(),
         "{path} is missing: apt-get install {package}"
     );
-}
-
-/// A fresh Ed25519 key pair under `dir`: the private key's path and the
-/// public key's line.
-fn keygen(dir: &TempDir, name: &str) -> (String, String) {
-    need(KEYGEN, "openssh-client");
-    let path = dir.path(name);
-    let out = Command::new(KEYGEN)
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f", &path])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "ssh-keygen: {out:?}");
-    let public = std::fs::read_to_string(format!("{path}.pub")).unwrap();
-    (path, public)
 }
 
 /// OpenSSH client options for a loopback server whose host key is new
@@ -280,8 +265,8 @@ fn bulk_through_ssh_local_forward() {
 #[test]
 fn authorized_keys_let_in_only_listed_keys() {
     let dir = TempDir::new("ssh-keys");
-    let (good, good_pub) = keygen(&dir, "good");
-    let (bad, _) = keygen(&dir, "bad");
+    let (good, good_pub) = ssh_keygen(&dir, "good", "");
+    let (bad, _) = ssh_keygen(&dir, "bad", "");
     let keys = dir.write(
         "authorized_keys",
         &format!("# the one allowed key\n{good_pub}"),
@@ -427,8 +412,8 @@ fn gost_sshd_connector_to_gost_sshd() {
 fn gost_sshd_connector_to_openssh_sshd() {
     need(SSHD, "openssh-server");
     let dir = TempDir::new("openssh-sshd");
-    let (host_key, _) = keygen(&dir, "host_key");
-    let (user_key, user_pub) = keygen(&dir, "user_key");
+    let (host_key, _) = ssh_keygen(&dir, "host_key", "");
+    let (user_key, user_pub) = ssh_keygen(&dir, "user_key", "");
     let keys = dir.write("authorized_keys", &user_pub);
     let p = free_port();
     let config = dir.write(
@@ -502,24 +487,4 @@ fn socks5_to(port: u16, target: SocketAddr) -> TcpStream {
     let s = tunnel::socks5_connect(port, target);
     s.set_read_timeout(Some(TIMEOUT)).unwrap();
     s
-}
-
-/// GOST's `ssh` transport (its own `gost-tunnel` channel type) is not in
-/// this build: a service or node naming it is refused with a message.
-#[test]
-fn the_ssh_tunnel_transport_is_refused() {
-    for args in [
-        vec!["-L", "relay+ssh://127.0.0.1:0"],
-        vec![
-            "-L",
-            "socks5://127.0.0.1:0",
-            "-F",
-            "socks5+ssh://127.0.0.1:1",
-        ],
-    ] {
-        let (status, out, err) = run_gost(&args);
-        assert!(!status.success(), "{args:?} ran");
-        let text = format!("{out}{err}");
-        assert!(text.contains("'ssh'"), "{args:?}: {text}");
-    }
 }

@@ -592,6 +592,12 @@ impl<M: Send> ChannelOpenHandleInner<M> {
         }
     }
 
+    /// The peer's number for the channel (the sender channel of its
+    /// open request), which both ends know.
+    pub fn peer_channel(&self) -> u32 {
+        self.inner.as_ref().map_or(0, |p| p.recipient_channel)
+    }
+
     /// Accept the channel open request.
     pub async fn accept(mut self) {
         if let Some(pending) = self.inner.take() {

@@ -1,9 +1,13 @@
-//! The `sshd` dialer (go-gost/x `dialer/sshd`): one SSH session per node,
-//! made on first use and again once it has died, authenticated with the
-//! node's `user:pass` and/or `privateKeyFile`. Its stream carries no
-//! bytes: the `sshd` connector opens a `direct-tcpip` channel on the
-//! session ([`SshClient`]) for each connection. As in GOST, the server's
-//! host key is not checked.
+//! The `sshd` and `ssh` dialers (go-gost/x `dialer/sshd`, `dialer/ssh`):
+//! one SSH session per node, made on first use and again once it has
+//! died, authenticated with the node's `user:pass` and/or
+//! `privateKeyFile`. As in GOST, the server's host key is not checked.
+//!
+//! `sshd`: the stream carries no bytes; the `sshd` connector opens a
+//! `direct-tcpip` channel on the session ([`SshClient`]) for each
+//! connection. `ssh`: each stream is a `gost-tunnel` channel of its own,
+//! for any connector; a session that cannot open one is dropped, so the
+//! next connection makes a new one.
 
 use std::collections::HashMap;
 use std::io;
@@ -17,6 +21,7 @@ use tokio::sync::Mutex;
 use gost_core::config::DialerConfig;
 use gost_core::stream::{Endpoints, Stream};
 
+use super::server::{Mode, GOST_TUNNEL};
 use super::{keys, NoData};
 use crate::{BoxFuture, Dialer, Multiplex};
 
@@ -73,6 +78,7 @@ struct Login {
 }
 
 pub struct SshdDialer {
+    mode: Mode,
     config: Arc<Config>,
     login: Login,
     handshake_timeout: Option<Duration>,
@@ -82,6 +88,7 @@ pub struct SshdDialer {
 impl std::fmt::Debug for SshdDialer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SshdDialer")
+            .field("mode", &self.mode)
             .field("user", &self.login.user)
             .field("key", &self.login.key.is_some())
             .finish()
@@ -89,13 +96,14 @@ impl std::fmt::Debug for SshdDialer {
 }
 
 impl SshdDialer {
-    pub fn from_config(cfg: &DialerConfig) -> Result<Self, String> {
+    pub fn from_config(mode: Mode, cfg: &DialerConfig) -> Result<Self, String> {
+        let name = mode.name();
         let md = &cfg.metadata;
         let err = |e: gost_core::metadata::MetadataError| format!("dialer metadata: {e}");
         if md.get_bool("passphraseFromKeyring").map_err(err)? == Some(true) {
-            return Err(
-                "sshd dialer: passphraseFromKeyring is not supported; give passphrase".into(),
-            );
+            return Err(format!(
+                "{name} dialer: passphraseFromKeyring is not supported; give passphrase"
+            ));
         }
         let key = match md
             .get_string("privateKeyFile")
@@ -106,7 +114,7 @@ impl SshdDialer {
                 let pass = md.get_string("passphrase").map_err(err)?;
                 Some(Arc::new(
                     keys::load_private_key(&path, pass.as_deref())
-                        .map_err(|e| format!("sshd dialer: {e}"))?,
+                        .map_err(|e| format!("{name} dialer: {e}"))?,
                 ))
             }
             None => None,
@@ -140,6 +148,7 @@ impl SshdDialer {
                 .map_or(KEEPALIVE_RETRIES, |n| n as usize);
         }
         Ok(SshdDialer {
+            mode,
             config: Arc::new(config),
             login: Login {
                 user,
@@ -158,9 +167,13 @@ impl SshdDialer {
         let ends = stream.endpoints();
         let mut handle = russh::client::connect_stream(self.config.clone(), stream, ClientSide)
             .await
-            .map_err(|e| ssh_io("handshake", e))?;
+            .map_err(|e| self.ssh_io("handshake", e))?;
         let login = &self.login;
         let mut ok = false;
+        let accepted = |r: Result<AuthResult, russh::Error>| {
+            r.map(|r| r.success())
+                .map_err(|e| self.ssh_io("authentication", e))
+        };
         if let Some(p) = &login.password {
             ok = accepted(handle.authenticate_password(&login.user, p).await)?;
         }
@@ -168,7 +181,7 @@ impl SshdDialer {
             let hash = handle
                 .best_supported_rsa_hash()
                 .await
-                .map_err(|e| ssh_io("authentication", e))?
+                .map_err(|e| self.ssh_io("authentication", e))?
                 .flatten();
             let key = PrivateKeyWithHashAlg::new(key.clone(), hash);
             ok = accepted(handle.authenticate_publickey(&login.user, key).await)?;
@@ -180,7 +193,8 @@ impl SshdDialer {
             return Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
                 format!(
-                    "sshd node refused the login of user \"{}\"",
+                    "{} node refused the login of user \"{}\"",
+                    self.mode.name(),
                     gost_core::escape::esc(&login.user)
                 ),
             ));
@@ -205,7 +219,7 @@ impl SshdDialer {
             Some(t) => tokio::time::timeout(t, made).await.map_err(|_| {
                 io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("sshd handshake: not done within {t:?}"),
+                    format!("{} handshake: not done within {t:?}", self.mode.name()),
                 )
             })??,
             None => made.await?,
@@ -214,17 +228,54 @@ impl SshdDialer {
         sessions.insert(node_addr.to_string(), client.clone());
         Ok(client)
     }
-}
 
-fn accepted(r: Result<AuthResult, russh::Error>) -> io::Result<bool> {
-    r.map(|r| r.success())
-        .map_err(|e| ssh_io("authentication", e))
-}
+    fn ssh_io(&self, what: &str, e: russh::Error) -> io::Error {
+        let name = self.mode.name();
+        match e {
+            russh::Error::IO(e) => io::Error::new(e.kind(), format!("{name} {what}: {e}")),
+            other => io::Error::other(format!("{name} {what}: {other}")),
+        }
+    }
 
-fn ssh_io(what: &str, e: russh::Error) -> io::Error {
-    match e {
-        russh::Error::IO(e) => io::Error::new(e.kind(), format!("sshd {what}: {e}")),
-        other => io::Error::other(format!("sshd {what}: {other}")),
+    /// A `gost-tunnel` channel over the node's session. The channel's
+    /// number is remembered for the loop detector as soon as russh has
+    /// chosen it, before the server can have seen the request.
+    async fn tunnel(&self, node_addr: &str, client: Arc<SshClient>) -> io::Result<Stream> {
+        let (id_tx, id_rx) = tokio::sync::oneshot::channel();
+        let record = async {
+            if let Ok(id) = id_rx.await {
+                gost_core::dialer::loops::record_stream(client.ends, u32::from(id));
+            }
+        };
+        let open = client.handle.channel_open_custom(GOST_TUNNEL, id_tx);
+        let (opened, ()) = tokio::join!(open, record);
+        match opened {
+            Ok(channel) => Ok(Stream::boxed(channel.into_stream(), client.ends)),
+            Err(e) => {
+                // GOST drops a session that cannot open a channel (often
+                // one dead but not yet known to be): the next connection
+                // makes a new one.
+                let mut sessions = self.sessions.lock().await;
+                if sessions
+                    .get(node_addr)
+                    .is_some_and(|s| Arc::ptr_eq(s, &client))
+                {
+                    sessions.remove(node_addr);
+                }
+                drop(sessions);
+                let _ = client
+                    .handle
+                    .disconnect(russh::Disconnect::ByApplication, "", "")
+                    .await;
+                Err(match e {
+                    russh::Error::ChannelOpenFailure(reason) => io::Error::new(
+                        io::ErrorKind::ConnectionRefused,
+                        format!("ssh node refused the gost-tunnel channel: {reason:?}"),
+                    ),
+                    other => self.ssh_io("gost-tunnel channel", other),
+                })
+            }
+        }
     }
 }
 
@@ -250,6 +301,9 @@ impl Multiplex for SshdDialer {
     ) -> BoxFuture<'a, io::Result<Stream>> {
         Box::pin(async move {
             let client = self.session(node_addr, connect).await?;
+            if self.mode == Mode::Tunnel {
+                return self.tunnel(node_addr, client).await;
+            }
             let ends = client.ends;
             Ok(Stream::boxed_with(
                 NoData("the sshd dialer's connection carries no data itself: use the sshd connector (sshd://)"),

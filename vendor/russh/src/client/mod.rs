@@ -188,6 +188,11 @@ pub enum Msg {
         socket_path: String,
         channel_ref: ChannelRef,
     },
+    ChannelOpenCustom {
+        channel_type: String,
+        channel_ref: ChannelRef,
+        id_sender: oneshot::Sender<ChannelId>,
+    },
     TcpIpForward {
         /// Provide a channel for the reply result to request a reply from the server
         reply_channel: Option<oneshot::Sender<Option<u32>>>,
@@ -799,6 +804,31 @@ impl<H: Handler> Handle<H> {
 
         self.sender
             .send(Msg::ChannelOpenSession { channel_ref })
+            .await
+            .map_err(|_| crate::Error::SendError)?;
+        self.wait_channel_confirmation(receiver, window_size_ref)
+            .await
+    }
+
+    /// Request a channel of any type (an extension, such as GOST's
+    /// `gost-tunnel`), with no type-specific data. The channel's number
+    /// goes to `id_sender` as soon as the request is queued, before the
+    /// server confirms it.
+    pub async fn channel_open_custom<S: Into<String>>(
+        &self,
+        channel_type: S,
+        id_sender: oneshot::Sender<ChannelId>,
+    ) -> Result<Channel<Msg>, crate::Error> {
+        let (sender, receiver) = channel(self.channel_buffer_size);
+        let channel_ref = ChannelRef::new(sender);
+        let window_size_ref = channel_ref.window_size().clone();
+
+        self.sender
+            .send(Msg::ChannelOpenCustom {
+                channel_type: channel_type.into(),
+                channel_ref,
+                id_sender,
+            })
             .await
             .map_err(|_| crate::Error::SendError)?;
         self.wait_channel_confirmation(receiver, window_size_ref)
@@ -1538,6 +1568,15 @@ impl Session {
             } => {
                 let id = self.channel_open_direct_streamlocal(&socket_path)?;
                 self.channels.insert(id, channel_ref);
+            }
+            Msg::ChannelOpenCustom {
+                channel_type,
+                channel_ref,
+                id_sender,
+            } => {
+                let id = self.channel_open_custom(&channel_type)?;
+                self.channels.insert(id, channel_ref);
+                let _ = id_sender.send(id);
             }
             Msg::TcpIpForward {
                 reply_channel,

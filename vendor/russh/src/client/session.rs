@@ -59,6 +59,11 @@ impl Session {
         self.channel_open_generic(b"session", |_| Ok(()))
     }
 
+    /// A channel of any type, with no type-specific data.
+    pub fn channel_open_custom(&mut self, channel_type: &str) -> Result<ChannelId, crate::Error> {
+        self.channel_open_generic(channel_type.as_bytes(), |_| Ok(()))
+    }
+
     pub fn channel_open_x11(
         &mut self,
         originator_address: &str,

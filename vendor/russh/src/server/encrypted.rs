@@ -1880,10 +1880,7 @@ impl Session {
             }
             ChannelType::Unknown { typ } => {
                 debug!("unknown channel type: {typ}");
-                if let Some(ref mut enc) = self.common.encrypted {
-                    msg.unknown_type(&mut enc.write)?;
-                }
-                Ok(())
+                handler.channel_open_unknown(channel, typ, reply, self).await
             }
         }
     }

@@ -443,6 +443,23 @@ pub trait Handler: Sized {
         async { Ok(()) }
     }
 
+    /// Called when a new channel of a type this library does not know is
+    /// requested (an extension, such as GOST's `gost-tunnel`). The default
+    /// rejects it as an unknown channel type.
+    #[allow(unused_variables)]
+    fn channel_open_unknown(
+        &mut self,
+        channel: Channel<Msg>,
+        channel_type: &str,
+        reply: ChannelOpenHandle,
+        session: &mut Session,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        async {
+            reply.reject(ChannelOpenFailure::UnknownChannelType).await;
+            Ok(())
+        }
+    }
+
     /// Called when the client confirmed our request to open a
     /// channel. A channel can only be written to after receiving this
     /// message (this library panics otherwise).
