@@ -25,7 +25,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-pub use client::{SshClient, SshdDialer};
+pub use client::{Forwarded, SshClient, SshdDialer};
 pub use server::{DirectTcpip, Mode, RemoteForward, SshdUpgrade};
 
 use crate::kinds::{DialerKind, ListenerKind, Socket, Transports};

@@ -11,14 +11,16 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use russh::client::{AuthResult, Config, Handle};
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg};
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, Mutex};
 
 use gost_core::config::DialerConfig;
+use gost_core::escape::esc;
 use gost_core::stream::{Endpoints, Stream};
 
 use super::server::{Mode, GOST_TUNNEL};
@@ -29,10 +31,23 @@ use crate::{BoxFuture, Dialer, Multiplex};
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_RETRIES: usize = 1;
 
+/// Connections a `tcpip-forward` brings: each `forwarded-tcpip` channel
+/// the server opens for the bound port, with the address of the peer
+/// that connected there.
+pub type Forwarded = mpsc::Receiver<(Stream, SocketAddr)>;
+
+/// How many forwarded connections wait for the rtcp service to take
+/// them; past that the server's channel is refused.
+const FORWARD_BACKLOG: usize = 128;
+
+/// The remote forwards of a session, by the port bound on the server.
+type Forwards = Arc<std::sync::Mutex<HashMap<u32, mpsc::Sender<(Stream, SocketAddr)>>>>;
+
 /// A live SSH session to an `sshd` node, for the connector.
 pub struct SshClient {
     handle: Handle<ClientSide>,
     ends: Endpoints,
+    forwards: Forwards,
 }
 
 impl SshClient {
@@ -54,9 +69,44 @@ impl SshClient {
             })?;
         Ok(Stream::boxed(channel.into_stream(), self.ends))
     }
+
+    /// Asks the server to listen on `addr` (`host:port`; port 0 lets it
+    /// choose) with a `tcpip-forward` request: the port it bound, and the
+    /// connections it forwards from there.
+    pub async fn tcpip_forward(&self, addr: &str) -> io::Result<(u16, Forwarded)> {
+        let (host, port) = gost_core::addr::host_and_port(addr)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let (tx, rx) = mpsc::channel(FORWARD_BACKLOG);
+        let chosen = self
+            .handle
+            .tcpip_forward(host, u32::from(port))
+            .await
+            .map_err(|e| match e {
+                russh::Error::RequestDenied => io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!("the sshd node refused to listen on {}", esc(addr)),
+                ),
+                other => io::Error::other(format!("tcpip-forward: {other}")),
+            })?;
+        let bound = if port == 0 { chosen } else { u32::from(port) };
+        self.forwards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(bound, tx);
+        let bound = u16::try_from(bound).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the sshd node bound port {bound}"),
+            )
+        })?;
+        Ok((bound, rx))
+    }
 }
 
-struct ClientSide;
+struct ClientSide {
+    forwards: Forwards,
+    ends: Endpoints,
+}
 
 impl russh::client::Handler for ClientSide {
     type Error = russh::Error;
@@ -67,6 +117,54 @@ impl russh::client::Handler for ClientSide {
         _key: &russh::keys::PublicKeyOrCertificate,
     ) -> Result<bool, Self::Error> {
         Ok(true)
+    }
+
+    /// A connection to a port the server listens on for us: handed to
+    /// the forward's rtcp service, or refused when there is none (any
+    /// more) or its queue is full.
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: russh::Channel<russh::client::Msg>,
+        _connected_address: &str,
+        connected_port: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: russh::client::ChannelOpenHandle,
+        _session: &mut russh::client::Session,
+    ) -> Result<(), Self::Error> {
+        let sender = self
+            .forwards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&connected_port)
+            .cloned();
+        let permit = match &sender {
+            Some(tx) => tx.try_reserve().ok(),
+            None => None,
+        };
+        let Some(permit) = permit else {
+            if sender.as_ref().is_some_and(|tx| tx.is_closed()) {
+                self.forwards
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&connected_port);
+            }
+            tracing::debug!(
+                port = connected_port,
+                "sshd: forwarded-tcpip channel refused: no forward takes it"
+            );
+            reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        reply.accept().await;
+        let peer = originator_address
+            .parse::<std::net::IpAddr>()
+            .map(|ip| SocketAddr::new(ip, originator_port as u16))
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        permit.send((Stream::boxed(channel.into_stream(), self.ends), peer));
+        Ok(())
     }
 }
 
@@ -165,7 +263,12 @@ impl SshdDialer {
 
     async fn new_session(&self, stream: Stream) -> io::Result<SshClient> {
         let ends = stream.endpoints();
-        let mut handle = russh::client::connect_stream(self.config.clone(), stream, ClientSide)
+        let forwards = Forwards::default();
+        let side = ClientSide {
+            forwards: forwards.clone(),
+            ends,
+        };
+        let mut handle = russh::client::connect_stream(self.config.clone(), stream, side)
             .await
             .map_err(|e| self.ssh_io("handshake", e))?;
         let login = &self.login;
@@ -195,11 +298,15 @@ impl SshdDialer {
                 format!(
                     "{} node refused the login of user \"{}\"",
                     self.mode.name(),
-                    gost_core::escape::esc(&login.user)
+                    esc(&login.user)
                 ),
             ));
         }
-        Ok(SshClient { handle, ends })
+        Ok(SshClient {
+            handle,
+            ends,
+            forwards,
+        })
     }
 
     async fn session(
