@@ -553,3 +553,23 @@ fn rtcp_through_an_sshd_node_binds_on_the_ssh_server() {
         }
     }
 }
+
+/// An sshd service whose own chain is an sshd node to itself loops
+/// through its pooled session: the hop count each direct-tcpip channel
+/// carries ends it.
+#[test]
+fn a_loop_through_a_pooled_sshd_session_ends_at_the_hop_limit() {
+    let origin = http_origin("127.0.0.1:0", BODY);
+    let port = free_port();
+    let node = format!("sshd://127.0.0.1:{port}");
+    let server = start(&["-L", &node, "-F", &node], &[port]);
+    let (c, p) = client(&[&node]);
+    let started = Instant::now();
+    let (ok, _) = via_socks5(p, origin);
+    assert!(!ok, "a looping request succeeded\n{}", logs(&[&c, &server]));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    server.wait_log("loop:");
+    let started = Instant::now();
+    assert!(!via_socks5(p, origin).0);
+    assert!(started.elapsed() < Duration::from_secs(8));
+}

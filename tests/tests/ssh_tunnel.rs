@@ -332,9 +332,10 @@ for kind, dest in (("direct-tcpip", ("127.0.0.1", 9)), ("x-other", None)):
 t.close()
 "#;
 
-/// `authorizedKeys` on the ssh listener: the listed key, encrypted and
-/// opened with its `passphrase`, gets in; another key and a wrong
-/// passphrase do not.
+/// `authorizedKeys` on the ssh and sshd listeners: the listed key,
+/// encrypted and opened with its `passphrase`, gets in; another key and
+/// a wrong passphrase do not; `passphraseFromKeyring` is refused with a
+/// message (there is no keyring to read here).
 #[test]
 fn authorized_keys_and_an_encrypted_client_key() {
     let dir = TempDir::new("ssh-tunnel-keys");
@@ -342,32 +343,49 @@ fn authorized_keys_and_an_encrypted_client_key() {
     let (other, _) = ssh_keygen(&dir, "other", "");
     let keys = dir.write("authorized_keys", &good_pub);
     let origin = http_origin("127.0.0.1:0", BODY);
-    let p = free_port();
-    let server = start(
-        &[
+    for scheme in ["relay+ssh", "sshd"] {
+        let p = free_port();
+        let server = start(
+            &[
+                "-L",
+                &format!("{scheme}://127.0.0.1:{p}?authorizedKeys={keys}"),
+            ],
+            &[p],
+        );
+        let node = |key: &str, pass: &str| {
+            format!("{scheme}://erin@127.0.0.1:{p}?privateKeyFile={key}&passphrase={pass}")
+        };
+        let (c, cp) = client(&[&node(&good, "s3cret")]);
+        assert_eq!(
+            via_socks5(cp, origin),
+            (true, BODY.to_string()),
+            "{scheme}: {}",
+            logs(&[&c, &server])
+        );
+        let (bad, bp) = client(&[&node(&other, "")]);
+        assert!(
+            !via_socks5(bp, origin).0,
+            "{scheme}: an unlisted key got in"
+        );
+        assert!(bad.log().contains("refused the login"), "{}", bad.log());
+        // A wrong passphrase stops the client at start-up, naming the file.
+        let (status, out, err) =
+            run_gost(&["-L", "socks5://127.0.0.1:0", "-F", &node(&good, "wrong")]);
+        assert!(!status.success(), "{scheme}");
+        assert!(
+            format!("{out}{err}").contains("privateKeyFile"),
+            "{out}{err}"
+        );
+        let (status, out, err) = run_gost(&[
             "-L",
-            &format!("relay+ssh://127.0.0.1:{p}?authorizedKeys={keys}"),
-        ],
-        &[p],
-    );
-    let node = |key: &str, pass: &str| {
-        format!("relay+ssh://erin@127.0.0.1:{p}?privateKeyFile={key}&passphrase={pass}")
-    };
-    let (c, cp) = client(&[&node(&good, "s3cret")]);
-    assert_eq!(
-        via_socks5(cp, origin),
-        (true, BODY.to_string()),
-        "{}",
-        logs(&[&c, &server])
-    );
-    let (bad, bp) = client(&[&node(&other, "")]);
-    assert!(!via_socks5(bp, origin).0, "an unlisted key got in");
-    assert!(bad.log().contains("refused the login"), "{}", bad.log());
-    // A wrong passphrase stops the client at start-up, naming the file.
-    let (status, out, err) = run_gost(&["-L", "socks5://127.0.0.1:0", "-F", &node(&good, "wrong")]);
-    assert!(!status.success());
-    assert!(
-        format!("{out}{err}").contains("privateKeyFile"),
-        "{out}{err}"
-    );
+            "socks5://127.0.0.1:0",
+            "-F",
+            &format!("{}&passphraseFromKeyring=true", node(&good, "")),
+        ]);
+        assert!(!status.success(), "{scheme}");
+        assert!(
+            format!("{out}{err}").contains("passphraseFromKeyring is not supported"),
+            "{out}{err}"
+        );
+    }
 }

@@ -56,18 +56,36 @@ impl SshClient {
     pub async fn direct_tcpip(&self, addr: &str) -> io::Result<Stream> {
         let (host, port) = gost_core::addr::host_and_port(addr)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let channel = self
-            .handle
-            .channel_open_direct_tcpip(host, u32::from(port), "0.0.0.0", 0)
-            .await
-            .map_err(|e| match e {
-                russh::Error::ChannelOpenFailure(reason) => io::Error::new(
-                    io::ErrorKind::ConnectionRefused,
-                    format!("sshd node refused the direct-tcpip channel: {reason:?}"),
-                ),
-                other => io::Error::other(format!("direct-tcpip channel: {other}")),
-            })?;
-        Ok(Stream::boxed(channel.into_stream(), self.ends))
+        // RFC 4254 7.2: host and port to connect, originator and its port.
+        let mut data = Vec::new();
+        for (text, number) in [(host, u32::from(port)), ("0.0.0.0", 0)] {
+            data.extend_from_slice(&(text.len() as u32).to_be_bytes());
+            data.extend_from_slice(text.as_bytes());
+            data.extend_from_slice(&number.to_be_bytes());
+        }
+        self.open("direct-tcpip", data).await.map_err(|e| match e {
+            russh::Error::ChannelOpenFailure(reason) => io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                format!("sshd node refused the direct-tcpip channel: {reason:?}"),
+            ),
+            other => io::Error::other(format!("direct-tcpip channel: {other}")),
+        })
+    }
+
+    /// A channel of `channel_type` with its type-specific `data`. Its
+    /// number is remembered for the loop detector as soon as russh has
+    /// chosen it, before the server can have seen the request, so a loop
+    /// through a pooled session is cut like one through new sockets.
+    async fn open(&self, channel_type: &str, data: Vec<u8>) -> Result<Stream, russh::Error> {
+        let (id_tx, id_rx) = tokio::sync::oneshot::channel();
+        let record = async {
+            if let Ok(id) = id_rx.await {
+                gost_core::dialer::loops::record_stream(self.ends, u32::from(id));
+            }
+        };
+        let open = self.handle.channel_open_custom(channel_type, data, id_tx);
+        let (opened, ()) = tokio::join!(open, record);
+        opened.map(|channel| Stream::boxed(channel.into_stream(), self.ends))
     }
 
     /// Asks the server to listen on `addr` (`host:port`; port 0 lets it
@@ -344,20 +362,11 @@ impl SshdDialer {
         }
     }
 
-    /// A `gost-tunnel` channel over the node's session. The channel's
-    /// number is remembered for the loop detector as soon as russh has
-    /// chosen it, before the server can have seen the request.
+    /// A `gost-tunnel` channel (no type-specific data) over the node's
+    /// session.
     async fn tunnel(&self, node_addr: &str, client: Arc<SshClient>) -> io::Result<Stream> {
-        let (id_tx, id_rx) = tokio::sync::oneshot::channel();
-        let record = async {
-            if let Ok(id) = id_rx.await {
-                gost_core::dialer::loops::record_stream(client.ends, u32::from(id));
-            }
-        };
-        let open = client.handle.channel_open_custom(GOST_TUNNEL, id_tx);
-        let (opened, ()) = tokio::join!(open, record);
-        match opened {
-            Ok(channel) => Ok(Stream::boxed(channel.into_stream(), client.ends)),
+        match client.open(GOST_TUNNEL, Vec::new()).await {
+            Ok(stream) => Ok(stream),
             Err(e) => {
                 // GOST drops a session that cannot open a channel (often
                 // one dead but not yet known to be): the next connection

@@ -190,6 +190,7 @@ pub enum Msg {
     },
     ChannelOpenCustom {
         channel_type: String,
+        data: Vec<u8>,
         channel_ref: ChannelRef,
         id_sender: oneshot::Sender<ChannelId>,
     },
@@ -811,12 +812,13 @@ impl<H: Handler> Handle<H> {
     }
 
     /// Request a channel of any type (an extension, such as GOST's
-    /// `gost-tunnel`), with no type-specific data. The channel's number
-    /// goes to `id_sender` as soon as the request is queued, before the
-    /// server confirms it.
+    /// `gost-tunnel`), `data` being its type-specific data, as encoded on
+    /// the wire. The channel's number goes to `id_sender` as soon as the
+    /// request is queued, before the server confirms it.
     pub async fn channel_open_custom<S: Into<String>>(
         &self,
         channel_type: S,
+        data: Vec<u8>,
         id_sender: oneshot::Sender<ChannelId>,
     ) -> Result<Channel<Msg>, crate::Error> {
         let (sender, receiver) = channel(self.channel_buffer_size);
@@ -826,6 +828,7 @@ impl<H: Handler> Handle<H> {
         self.sender
             .send(Msg::ChannelOpenCustom {
                 channel_type: channel_type.into(),
+                data,
                 channel_ref,
                 id_sender,
             })
@@ -1571,10 +1574,11 @@ impl Session {
             }
             Msg::ChannelOpenCustom {
                 channel_type,
+                data,
                 channel_ref,
                 id_sender,
             } => {
-                let id = self.channel_open_custom(&channel_type)?;
+                let id = self.channel_open_custom(&channel_type, &data)?;
                 self.channels.insert(id, channel_ref);
                 let _ = id_sender.send(id);
             }

@@ -59,9 +59,16 @@ impl Session {
         self.channel_open_generic(b"session", |_| Ok(()))
     }
 
-    /// A channel of any type, with no type-specific data.
-    pub fn channel_open_custom(&mut self, channel_type: &str) -> Result<ChannelId, crate::Error> {
-        self.channel_open_generic(channel_type.as_bytes(), |_| Ok(()))
+    /// A channel of any type, `data` its type-specific data as encoded.
+    pub fn channel_open_custom(
+        &mut self,
+        channel_type: &str,
+        data: &[u8],
+    ) -> Result<ChannelId, crate::Error> {
+        self.channel_open_generic(channel_type.as_bytes(), |write| {
+            write.extend_from_slice(data);
+            Ok(())
+        })
     }
 
     pub fn channel_open_x11(
