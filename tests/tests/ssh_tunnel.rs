@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gost_e2e::homed::{client, logs, start, via_socks5};
+use gost_e2e::homed::{assert_a_loop_is_cut, client, logs, start, via_socks5};
 use gost_e2e::tunnel::{established_on, n, wait_stats};
 use gost_e2e::*;
 
@@ -96,19 +96,7 @@ fn relay_over_ssh_after_a_tls_node_and_a_new_session_after_a_restart() {
 /// the hop count each channel carries ends it.
 #[test]
 fn a_loop_through_a_pooled_ssh_session_ends_at_the_hop_limit() {
-    let origin = http_origin("127.0.0.1:0", BODY);
-    let port = free_port();
-    let node = format!("relay+ssh://127.0.0.1:{port}");
-    let server = start(&["-L", &node, "-F", &node], &[port]);
-    let (c, p) = client(&[&node]);
-    let started = Instant::now();
-    let (ok, _) = via_socks5(p, origin);
-    assert!(!ok, "a looping request succeeded\n{}", logs(&[&c, &server]));
-    assert!(started.elapsed() < Duration::from_secs(20));
-    server.wait_log("loop:");
-    let started = Instant::now();
-    assert!(!via_socks5(p, origin).0);
-    assert!(started.elapsed() < Duration::from_secs(8));
+    assert_a_loop_is_cut(&format!("relay+ssh://127.0.0.1:{}", free_port()));
 }
 
 /// paramiko as the client: it logs in with a password, is refused a
