@@ -25,7 +25,7 @@ use gost_core::stream::{Endpoints, Stream};
 
 use super::server::{Mode, GOST_TUNNEL};
 use super::{keys, NoData};
-use crate::{BoxFuture, Dialer, Multiplex};
+use crate::{BoxFuture, Multiplex};
 
 /// GOST's keep-alive defaults (`internal/util/ssh`).
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
@@ -395,19 +395,7 @@ impl SshdDialer {
     }
 }
 
-impl Dialer for SshdDialer {
-    fn handshake<'a>(
-        &'a self,
-        stream: Stream,
-        node_addr: &'a str,
-    ) -> BoxFuture<'a, io::Result<Stream>> {
-        self.open(node_addr, Box::pin(async move { Ok(stream) }))
-    }
-
-    fn multiplex(&self) -> Option<&dyn Multiplex> {
-        Some(self)
-    }
-}
+pooled_dialer!(SshdDialer);
 
 impl Multiplex for SshdDialer {
     fn open<'a>(
