@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # SSH port forwarding benchmark on loopback: OpenSSH's `ssh -D` (dynamic
 # forwarding, a SOCKS5 port) against gost-rs's sshd service and against
-# OpenSSH's own sshd, in ONE run with interleaved rounds, reported as
-# medians with ratios to OpenSSH's sshd. See bench/README.md.
+# OpenSSH's own sshd, and gost-rs's relay over its `ssh` tunnel transport
+# (a gost client's socks5 port in place of `ssh -D`), in ONE run with
+# interleaved rounds, reported as medians with ratios to OpenSSH's sshd.
+# See bench/README.md.
 #
 #   bench/ssh.sh            full run (3 rounds, 5 s per bulk transfer)
 #   bench/ssh.sh --quick    smoke run (2 rounds, 2 s)
@@ -14,7 +16,7 @@
 
 set -uo pipefail
 
-ALL_SYSTEMS="gost-sshd openssh-sshd"
+ALL_SYSTEMS="gost-sshd openssh-sshd gost-relay-ssh"
 
 usage() {
     cat <<EOF2
@@ -43,7 +45,7 @@ else
 fi
 
 bench_paths ssh
-build_binaries gost-sshd
+build_binaries gost-sshd gost-relay-ssh
 
 for tool in /usr/bin/ssh /usr/sbin/sshd /usr/bin/ssh-keygen; do
     if [ ! -x "$tool" ]; then
@@ -73,9 +75,11 @@ start_server() {
     local sys=$1
     PROXY_PORT=$("$LG" freeport) || return 1
     case "$sys" in
-        gost-sshd)
+        gost-sshd | gost-relay-ssh)
+            local scheme=sshd
+            [ "$sys" = gost-relay-ssh ] && scheme=relay+ssh
             taskset -c "$PROXY_CPU" "$GOST" \
-                -L "sshd://127.0.0.1:$PROXY_PORT?authorizedKeys=$TMP/authorized_keys&privateKeyFile=$TMP/host_key" \
+                -L "$scheme://127.0.0.1:$PROXY_PORT?authorizedKeys=$TMP/authorized_keys&privateKeyFile=$TMP/host_key" \
                 >"$TMP/$sys.log" 2>&1 &
             ;;
         openssh-sshd)
@@ -101,10 +105,20 @@ EOF3
     wait_listening "$PROXY_PID" "$PROXY_PORT" || { note_skip "$sys" "$(start_failure "$TMP/$sys.log")"; return 1; }
 }
 
-# start_client: `ssh -N -D` on the load core, logged in with the run's
-# key; sets CLIENT_PID and CLIENT_PORT.
+# start_client SYSTEM: `ssh -N -D` on the load core, logged in with the
+# run's key (for gost-relay-ssh a gost client's socks5 port whose node is
+# relay over ssh with the same key); sets CLIENT_PID and CLIENT_PORT.
 start_client() {
     CLIENT_PORT=$("$LG" freeport) || return 1
+    if [ "$1" = gost-relay-ssh ]; then
+        taskset -c "$LOAD_CPU" "$GOST" -L "socks5://127.0.0.1:$CLIENT_PORT" \
+            -F "relay+ssh://$USER_NAME@127.0.0.1:$PROXY_PORT?privateKeyFile=$TMP/user_key" \
+            >>"$TMP/ssh-client.log" 2>&1 &
+        CLIENT_PID=$!
+        PIDS+=("$CLIENT_PID")
+        wait_listening "$CLIENT_PID" "$CLIENT_PORT"
+        return
+    fi
     taskset -c "$LOAD_CPU" /usr/bin/ssh -N -F /dev/null -o StrictHostKeyChecking=no \
         -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes -o IdentitiesOnly=yes \
         -o IdentityAgent=none -i "$TMP/user_key" -p "$PROXY_PORT" -l "$USER_NAME" \
@@ -118,7 +132,7 @@ run_system() {
     local sys=$1 round=$2 dir
     log "== round $round: $sys"
     start_server "$sys" || return
-    if start_client; then
+    if start_client "$sys"; then
         for dir in upload download; do
             local args=(--socks5 "127.0.0.1:$CLIENT_PORT" --target "127.0.0.1:$SINK_PORT"
                 --watch-pid "$PROXY_PID" --label "$sys" --round "$round" --seconds "$BULK_S")
@@ -144,7 +158,7 @@ PIDS+=($!)
     header_common "gost-rs SSH port forwarding benchmark"
     echo "pinning: SSH server on core $PROXY_CPU; ssh client (-D), load generator and target servers on core $LOAD_CPU (taskset)"
     echo "systems: $SYSTEMS; rounds: $ROUNDS (interleaved, order rotated each round)"
-    echo "bulk: 1 stream through ssh -D for ${BULK_S} s, upload then download; $(/usr/bin/ssh -V 2>&1)"
+    echo "bulk: 1 stream through ssh -D (gost-relay-ssh: a gost socks5 client) for ${BULK_S} s, upload then download; $(/usr/bin/ssh -V 2>&1)"
     echo "keys: Ed25519 host and user keys made with ssh-keygen for this run; ciphers as OpenSSH's client and each server negotiate"
     echo "gost: $(shown "$GOST")"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"

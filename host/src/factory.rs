@@ -246,8 +246,8 @@ fn service_unsupported(cfg: &Config, svc: &ServiceConfig) -> Vec<String> {
     }
     if let Some(l) = &svc.listener {
         let listener_auth = !l.auther.is_empty() || !l.authers.is_empty() || l.auth.is_some();
-        // The sshd listener authenticates its SSH clients itself.
-        if listener_auth && l.r#type != "sshd" {
+        // The SSH listeners authenticate their clients themselves.
+        if listener_auth && !matches!(l.r#type.as_str(), "ssh" | "sshd") {
             out.push(format!(
                 "service \"{name}\": listener auth is not supported yet"
             ));

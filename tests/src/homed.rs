@@ -71,3 +71,32 @@ pub fn via_socks5(port: u16, origin: SocketAddr) -> (bool, String) {
         &format!("http://{origin}/"),
     ])
 }
+
+/// A service that is its own `node` (`-L node -F node`) loops through
+/// the node's pooled session: a client's request through it must fail
+/// within seconds, the service logging the cut loop, and the next
+/// request must be cut as quickly, not left hanging.
+pub fn assert_a_loop_is_cut(node: &str) {
+    use std::time::{Duration, Instant};
+    let origin = crate::http_origin("127.0.0.1:0", "looped");
+    let port: u16 = node
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.split(['?', '/']).next())
+        .and_then(|p| p.parse().ok())
+        .expect("the node's port");
+    let server = start(&["-L", node, "-F", node], &[port]);
+    let (c, p) = client(&[node]);
+    let started = Instant::now();
+    let (ok, _) = via_socks5(p, origin);
+    assert!(
+        !ok,
+        "{node}: a looping request succeeded\n{}",
+        logs(&[&c, &server])
+    );
+    assert!(started.elapsed() < Duration::from_secs(20), "{node}");
+    server.wait_log("loop:");
+    let started = Instant::now();
+    assert!(!via_socks5(p, origin).0, "{node}");
+    assert!(started.elapsed() < Duration::from_secs(8), "{node}");
+}

@@ -138,7 +138,8 @@ pub fn python_plugin(name: &str, world: &str) -> String {
 }
 
 /// A Python interpreter with the `websockets` package (a WebSocket
-/// client that is not ours) and `h2` (an HTTP/2 client that is not ours),
+/// client that is not ours), `h2` (an HTTP/2 client that is not ours)
+/// and `paramiko` (an SSH client and server that are not ours),
 /// from a virtual environment under `plugins/target` that is made, and
 /// the packages installed from PyPI at the versions
 /// `tests/requirements.txt` pins, on first use.
@@ -152,7 +153,7 @@ pub fn python_with_websockets() -> PathBuf {
     let python = venv.join("bin").join("python");
     VENV.call_once(|| {
         let ready = Command::new(&python)
-            .args(["-c", "import websockets, h2"])
+            .args(["-c", "import websockets, h2, paramiko"])
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
@@ -628,4 +629,25 @@ pub fn curl_body(args: &[&str]) -> (bool, String) {
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
+}
+
+/// A fresh Ed25519 key pair made by OpenSSH's ssh-keygen under `dir`,
+/// encrypted with `passphrase` unless it is empty: the private key's path
+/// and the public key's line.
+pub fn ssh_keygen(dir: &TempDir, name: &str, passphrase: &str) -> (String, String) {
+    let keygen = "/usr/bin/ssh-keygen";
+    assert!(
+        std::path::Path::new(keygen).exists(),
+        "{keygen} is missing: apt-get install openssh-client"
+    );
+    let path = dir.path(name);
+    let out = Command::new(keygen)
+        .args([
+            "-q", "-t", "ed25519", "-N", passphrase, "-C", name, "-f", &path,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ssh-keygen: {out:?}");
+    let public = std::fs::read_to_string(format!("{path}.pub")).unwrap();
+    (path, public)
 }

@@ -95,3 +95,28 @@ pub fn socks5_connect(port: u16, target: SocketAddr) -> TcpStream {
     assert_eq!(reply[1], 0, "SOCKS5 reply {reply:?}");
     c
 }
+
+/// Echoes `size` random bytes through each of `conns` at once (to an
+/// echo server), writing and reading each in threads of its own so
+/// neither side's buffers fill, and checks every byte came back.
+pub fn echo_concurrently(conns: Vec<TcpStream>, size: usize) {
+    let workers: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut s)| {
+            thread::spawn(move || {
+                let msg = crate::random_bytes(size, i as u64);
+                let mut w = s.try_clone().unwrap();
+                let sent = msg.clone();
+                let writer = thread::spawn(move || w.write_all(&sent).unwrap());
+                let mut back = vec![0u8; msg.len()];
+                s.read_exact(&mut back).unwrap();
+                writer.join().unwrap();
+                assert!(back == msg, "connection {i}: bytes differ");
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+}

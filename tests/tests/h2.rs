@@ -8,7 +8,6 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
-use std::thread;
 
 use gost_e2e::homed::{client, logs, start, via_socks5};
 use gost_e2e::pki::Pki;
@@ -75,7 +74,7 @@ fn many_connections_share_one_h2_connection_and_are_counted_each() {
     let node = format!("socks5+h2://127.0.0.1:{b}?{}", verify(&pki));
     let (c, p) = client(&[&node]);
     const CONNS: usize = 30;
-    let mut open: Vec<TcpStream> = (0..CONNS).map(|_| socks5_connect(p, echo)).collect();
+    let open: Vec<TcpStream> = (0..CONNS).map(|_| socks5_connect(p, echo)).collect();
     assert_eq!(
         established_on(b),
         1,
@@ -86,25 +85,7 @@ fn many_connections_share_one_h2_connection_and_are_counted_each() {
         n(s, "currentConns") == CONNS as u64
     });
     assert_eq!(n(&st, "totalErrs"), 0, "{st}");
-    let workers: Vec<_> = open
-        .drain(..)
-        .enumerate()
-        .map(|(i, mut s)| {
-            thread::spawn(move || {
-                let msg = random_bytes(300_000, i as u64);
-                let mut w = s.try_clone().unwrap();
-                let sent = msg.clone();
-                let writer = thread::spawn(move || w.write_all(&sent).unwrap());
-                let mut back = vec![0u8; msg.len()];
-                s.read_exact(&mut back).unwrap();
-                writer.join().unwrap();
-                assert!(back == msg, "connection {i}: bytes differ");
-            })
-        })
-        .collect();
-    for w in workers {
-        w.join().unwrap();
-    }
+    echo_concurrently(open, 300_000);
     let st = wait_stats(api, "service-0", &[&c, &server], |s| {
         n(s, "currentConns") == 0
     });

@@ -8,10 +8,8 @@
 //! plain request; and the refusal of an http2 connector without the
 //! http2 dialer. Certificates are made at test time (`pki`).
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
-use std::thread;
 
 use base64::Engine;
 use gost_e2e::homed::{client, logs, start, via_socks5};
@@ -86,25 +84,7 @@ fn gost_to_gost_over_http2_with_auth_counts_each_connection() {
         "{CONNS} connections should share one HTTP/2 connection\n{}",
         logs(&[&c, &server])
     );
-    let workers: Vec<_> = open
-        .into_iter()
-        .enumerate()
-        .map(|(i, mut s)| {
-            thread::spawn(move || {
-                let msg = random_bytes(200_000, i as u64);
-                let mut w = s.try_clone().unwrap();
-                let sent = msg.clone();
-                let writer = thread::spawn(move || w.write_all(&sent).unwrap());
-                let mut back = vec![0u8; msg.len()];
-                s.read_exact(&mut back).unwrap();
-                writer.join().unwrap();
-                assert!(back == msg, "connection {i}: bytes differ");
-            })
-        })
-        .collect();
-    for w in workers {
-        w.join().unwrap();
-    }
+    echo_concurrently(open, 200_000);
     let st = wait_stats(api, "service-0", &[&c, &server], |s| {
         n(s, "currentConns") == 0 && n(s, "totalConns") == CONNS as u64 + 2
     });

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use gost_e2e::homed::{client, logs, start, via_socks5};
+use gost_e2e::homed::{assert_a_loop_is_cut, client, logs, start, via_socks5};
 use gost_e2e::pki::Pki;
 use gost_e2e::tunnel::*;
 use gost_e2e::*;
@@ -162,4 +162,12 @@ fn requests_byte_for_byte_and_refusals() {
     let big = vec![b'A'; 4 * 1024 * 1024 + 8];
     let (code, _) = post(p, "/push?token=x3", &big);
     assert_eq!(code, 413);
+}
+
+/// A service that is its own pht node loops through new tunnels whose
+/// requests share pooled connections: the hop count each tunnel carries
+/// by its token ends it.
+#[test]
+fn a_loop_through_pht_ends_at_the_hop_limit() {
+    assert_a_loop_is_cut(&format!("relay+pht://127.0.0.1:{}", free_port()));
 }

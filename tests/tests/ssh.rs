@@ -1,9 +1,9 @@
 //! SSH port forwarding (GOST's `sshd` listener, handler, dialer and
 //! connector) against OpenSSH: its `ssh` client (`-D`, `-L`, `-R`, with
 //! a password through sshpass and with keys from ssh-keygen) against our
-//! `sshd` service, and our `sshd` connector against OpenSSH's own sshd,
-//! started here on a free port with its own config. Keys are made at
-//! test time.
+//! `sshd` service, and our `sshd` connector (its channels and its bind
+//! for `rtcp`) against OpenSSH's own sshd, started here on a free port
+//! with its own config, and against our sshd. Keys are made at test time.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -11,14 +11,13 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use gost_e2e::homed::{client, logs, start, via_socks5};
+use gost_e2e::homed::{assert_a_loop_is_cut, client, logs, spawn, start, via_socks5};
 use gost_e2e::*;
 
 const BODY: &str = "hello over ssh";
 const SSH: &str = "/usr/bin/ssh";
 const SSHD: &str = "/usr/sbin/sshd";
 const SSHPASS: &str = "/usr/bin/sshpass";
-const KEYGEN: &str = "/usr/bin/ssh-keygen";
 
 /// The tools this file drives; missing ones fail the test with the
 /// package to install (the CI script installs them).
@@ -27,20 +26,6 @@ fn need(path: &str, package: &str) {
         std::path::Path::new(path).exists(),
         "{path} is missing: apt-get install {package}"
     );
-}
-
-/// A fresh Ed25519 key pair under `dir`: the private key's path and the
-/// public key's line.
-fn keygen(dir: &TempDir, name: &str) -> (String, String) {
-    need(KEYGEN, "openssh-client");
-    let path = dir.path(name);
-    let out = Command::new(KEYGEN)
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f", &path])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "ssh-keygen: {out:?}");
-    let public = std::fs::read_to_string(format!("{path}.pub")).unwrap();
-    (path, public)
 }
 
 /// OpenSSH client options for a loopback server whose host key is new
@@ -280,8 +265,8 @@ fn bulk_through_ssh_local_forward() {
 #[test]
 fn authorized_keys_let_in_only_listed_keys() {
     let dir = TempDir::new("ssh-keys");
-    let (good, good_pub) = keygen(&dir, "good");
-    let (bad, _) = keygen(&dir, "bad");
+    let (good, good_pub) = ssh_keygen(&dir, "good", "");
+    let (bad, _) = ssh_keygen(&dir, "bad", "");
     let keys = dir.write(
         "authorized_keys",
         &format!("# the one allowed key\n{good_pub}"),
@@ -420,45 +405,73 @@ fn gost_sshd_connector_to_gost_sshd() {
     assert_eq!(tunnel::established_on(p), 1, "{}", logs(&[&c, &server]));
 }
 
-/// Our sshd connector against OpenSSH's sshd, started here unprivileged
-/// on a free port with its own host key and authorized keys: key login,
-/// connections as direct-tcpip channels.
+/// OpenSSH's sshd, started here unprivileged on a free port with its
+/// own host key and an authorized user key, killed when dropped.
+struct OpenSshd {
+    _sshd: SshClient,
+    _dir: TempDir,
+    port: u16,
+    /// The user's private key file.
+    user_key: String,
+}
+
+impl OpenSshd {
+    fn start() -> OpenSshd {
+        need(SSHD, "openssh-server");
+        let dir = TempDir::new("openssh-sshd");
+        let (host_key, _) = ssh_keygen(&dir, "host_key", "");
+        let (user_key, user_pub) = ssh_keygen(&dir, "user_key", "");
+        let keys = dir.write("authorized_keys", &user_pub);
+        let p = free_port();
+        let config = dir.write(
+            "sshd_config",
+            &format!(
+                "Port {p}\nListenAddress 127.0.0.1\nHostKey {host_key}\nAuthorizedKeysFile {keys}\n\
+                 PidFile none\nUsePAM no\nStrictModes no\nPasswordAuthentication no\n\
+                 KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin prohibit-password\n\
+                 AllowTcpForwarding yes\nLogLevel ERROR\n"
+            ),
+        );
+        // Privilege separation wants its empty directory (made by the
+        // service's start script, which is not run here).
+        if unsafe_is_root() {
+            let _ = std::fs::create_dir_all("/run/sshd");
+        }
+        let sshd = Command::new(SSHD)
+            .args(["-D", "-e", "-f", &config])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut sshd = SshClient(sshd);
+        sshd.wait_listening(p);
+        OpenSshd {
+            _sshd: sshd,
+            _dir: dir,
+            port: p,
+            user_key,
+        }
+    }
+
+    /// An sshd node for the current user, logging in with the key.
+    fn node(&self) -> String {
+        format!(
+            "sshd://{}@127.0.0.1:{}?privateKeyFile={}",
+            current_user(),
+            self.port,
+            self.user_key
+        )
+    }
+}
+
+/// Our sshd connector against OpenSSH's sshd: key login, connections as
+/// direct-tcpip channels.
 #[test]
 fn gost_sshd_connector_to_openssh_sshd() {
-    need(SSHD, "openssh-server");
-    let dir = TempDir::new("openssh-sshd");
-    let (host_key, _) = keygen(&dir, "host_key");
-    let (user_key, user_pub) = keygen(&dir, "user_key");
-    let keys = dir.write("authorized_keys", &user_pub);
-    let p = free_port();
-    let config = dir.write(
-        "sshd_config",
-        &format!(
-            "Port {p}\nListenAddress 127.0.0.1\nHostKey {host_key}\nAuthorizedKeysFile {keys}\n\
-             PidFile none\nUsePAM no\nStrictModes no\nPasswordAuthentication no\n\
-             KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin prohibit-password\n\
-             AllowTcpForwarding yes\nLogLevel ERROR\n"
-        ),
-    );
-    // Privilege separation wants its empty directory (made by the
-    // service's start script, which is not run here).
-    if unsafe_is_root() {
-        let _ = std::fs::create_dir_all("/run/sshd");
-    }
-    let sshd = Command::new(SSHD)
-        .args(["-D", "-e", "-f", &config])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut sshd = SshClient(sshd);
-    sshd.wait_listening(p);
-    let user = current_user();
-
+    let sshd = OpenSshd::start();
     let origin = http_origin("127.0.0.1:0", BODY);
-    let node = format!("sshd://{user}@127.0.0.1:{p}?privateKeyFile={user_key}");
-    let (c, cp) = client(&[&node]);
+    let (c, cp) = client(&[&sshd.node()]);
     for _ in 0..3 {
         assert_eq!(
             via_socks5(cp, origin),
@@ -504,22 +517,47 @@ fn socks5_to(port: u16, target: SocketAddr) -> TcpStream {
     s
 }
 
-/// GOST's `ssh` transport (its own `gost-tunnel` channel type) is not in
-/// this build: a service or node naming it is refused with a message.
+/// Reverse forwarding through an SSH server (`rtcp` with an `sshd` last
+/// node, the `tcpip-forward` request): the server listens, and each
+/// connection there comes back as a `forwarded-tcpip` channel that the
+/// rtcp service forwards to its target. Against our sshd service and
+/// against OpenSSH's sshd.
 #[test]
-fn the_ssh_tunnel_transport_is_refused() {
-    for args in [
-        vec!["-L", "relay+ssh://127.0.0.1:0"],
-        vec![
-            "-L",
-            "socks5://127.0.0.1:0",
-            "-F",
-            "socks5+ssh://127.0.0.1:1",
-        ],
+fn rtcp_through_an_sshd_node_binds_on_the_ssh_server() {
+    let origin = http_origin("127.0.0.1:0", BODY);
+    let p = free_port();
+    let ours = start(&["-L", &format!("sshd://u:pw@127.0.0.1:{p}")], &[p]);
+    let openssh = OpenSshd::start();
+    for (node, server) in [
+        (format!("sshd://u:pw@127.0.0.1:{p}"), Some(&ours)),
+        (openssh.node(), None),
     ] {
-        let (status, out, err) = run_gost(&args);
-        assert!(!status.success(), "{args:?} ran");
-        let text = format!("{out}{err}");
-        assert!(text.contains("'ssh'"), "{args:?}: {text}");
+        let r = free_port();
+        let c = spawn(&["-L", &format!("rtcp://127.0.0.1:{r}/{origin}"), "-F", &node]);
+        let started = Instant::now();
+        for _ in 0..3 {
+            loop {
+                let got = curl_direct(r);
+                if got == (true, BODY.to_string()) {
+                    break;
+                }
+                let mut gs = vec![&*c];
+                gs.extend(server.map(|s| &**s));
+                assert!(
+                    started.elapsed() < TIMEOUT,
+                    "{node}: {got:?}\n{}",
+                    logs(&gs)
+                );
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
     }
+}
+
+/// An sshd service whose own chain is an sshd node to itself loops
+/// through its pooled session: the hop count each direct-tcpip channel
+/// carries ends it.
+#[test]
+fn a_loop_through_a_pooled_sshd_session_ends_at_the_hop_limit() {
+    assert_a_loop_is_cut(&format!("sshd://127.0.0.1:{}", free_port()));
 }

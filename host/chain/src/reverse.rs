@@ -61,9 +61,18 @@ pub struct RtcpListener {
 
 #[cfg(feature = "mux")]
 struct Active {
-    session: gost_transport::mux::Session,
-    header: PeerHeader,
+    source: Source,
     local: SocketAddr,
+}
+
+/// Where a bind's connections come from: streams of an smux session
+/// that each start with a header naming the peer (socks5, relay, tunnel
+/// nodes), or SSH channels with the peer beside them (an sshd node).
+#[cfg(feature = "mux")]
+enum Source {
+    Mux(gost_transport::mux::Session, PeerHeader),
+    #[cfg(feature = "ssh")]
+    Ssh(gost_transport::ssh::Forwarded),
 }
 
 #[cfg(feature = "mux")]
@@ -100,6 +109,17 @@ impl RtcpListener {
         }
     }
 
+    fn ended(&self, why: &str) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            format!(
+                "{}: the bind of {} ended ({why}); binding again",
+                self.kind(),
+                gost_core::escape::esc(&self.addr)
+            ),
+        )
+    }
+
     async fn next(&self) -> io::Result<Accepted> {
         let mut active = self.active.lock().await;
         loop {
@@ -117,30 +137,52 @@ impl RtcpListener {
                         BindNetwork::Unix => self.local,
                         _ => bound_local(&bound, self.local),
                     };
+                    #[cfg(feature = "ssh")]
+                    let bound = match bound.forwarded {
+                        Some(rx) => {
+                            *active = Some(Active {
+                                source: Source::Ssh(rx),
+                                local,
+                            });
+                            continue;
+                        }
+                        None => bound,
+                    };
                     active.insert(Active {
-                        header: bound.header,
                         local,
-                        session: gost_transport::mux::Session::server(
-                            bound.stream,
-                            bound.mux.as_ref().unwrap_or(&self.mux),
+                        source: Source::Mux(
+                            gost_transport::mux::Session::server(
+                                bound.stream,
+                                bound.mux.as_ref().unwrap_or(&self.mux),
+                            ),
+                            bound.header,
                         ),
                     })
                 }
             };
-            let Some(stream) = a.session.accept().await else {
-                let end = a.session.end().unwrap_or_else(|| "closed".into());
+            let (session, header) = match &mut a.source {
+                Source::Mux(session, header) => (session, *header),
+                #[cfg(feature = "ssh")]
+                Source::Ssh(rx) => match rx.recv().await {
+                    Some((stream, peer)) => {
+                        return Ok(Accepted {
+                            conn: gost_transport::listener::Conn::Stream(stream),
+                            peer,
+                            local: a.local,
+                        })
+                    }
+                    None => {
+                        *active = None;
+                        return Err(self.ended("the SSH session ended"));
+                    }
+                },
+            };
+            let Some(stream) = session.accept().await else {
+                let end = session.end().unwrap_or_else(|| "closed".into());
                 *active = None;
-                return Err(io::Error::new(
-                    io::ErrorKind::ConnectionAborted,
-                    format!(
-                        "{}: the bind of {} ended ({end}); binding again",
-                        self.kind(),
-                        gost_core::escape::esc(&self.addr)
-                    ),
-                ));
+                return Err(self.ended(&end));
             };
             let mut stream = stream.into_stream();
-            let header = a.header;
             let unix = self.network == BindNetwork::Unix;
             match tokio::time::timeout(PEER_HEADER_TIMEOUT, read_peer(&mut stream, header, unix))
                 .await

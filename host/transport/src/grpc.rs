@@ -85,21 +85,7 @@ impl GrpcDialer {
     }
 }
 
-impl Dialer for GrpcDialer {
-    /// Over a stream made elsewhere: it carries a new connection unless
-    /// one to the node is alive, which is used instead.
-    fn handshake<'a>(
-        &'a self,
-        stream: Stream,
-        node_addr: &'a str,
-    ) -> BoxFuture<'a, io::Result<Stream>> {
-        self.open(node_addr, Box::pin(async move { Ok(stream) }))
-    }
-
-    fn multiplex(&self) -> Option<&dyn Multiplex> {
-        Some(self)
-    }
-}
+pooled_dialer!(GrpcDialer);
 
 impl Multiplex for GrpcDialer {
     fn open<'a>(

@@ -442,21 +442,7 @@ impl H2Dialer {
     }
 }
 
-impl Dialer for H2Dialer {
-    /// Over a stream made elsewhere: it carries a new HTTP/2 connection
-    /// unless one to the node is alive, which is used instead.
-    fn handshake<'a>(
-        &'a self,
-        stream: Stream,
-        node_addr: &'a str,
-    ) -> BoxFuture<'a, io::Result<Stream>> {
-        self.open(node_addr, Box::pin(async move { Ok(stream) }))
-    }
-
-    fn multiplex(&self) -> Option<&dyn Multiplex> {
-        Some(self)
-    }
-}
+pooled_dialer!(H2Dialer);
 
 impl Multiplex for H2Dialer {
     fn open<'a>(

@@ -35,7 +35,7 @@ use tokio::sync::mpsc;
 use crate::h2::{h2_io, h2_server_tls, H2Dialer, H2DialerOptions, H2Stream};
 use crate::kinds::{DialerKind, ListenerKind, Socket, Transports};
 use crate::tls::{client_settings, handshake_timeout, TlsDialer, TlsUpgrade};
-use crate::{within, BoxFuture, Dialer, Multiplex, MultiplexUpgrade, Opened, Streams, Upgrade};
+use crate::{within, BoxFuture, Multiplex, MultiplexUpgrade, Opened, Streams, Upgrade};
 use gost_core::escape::esc;
 use gost_core::metadata::Metadata;
 use gost_core::stream::{Endpoints, Stream};
@@ -341,19 +341,7 @@ async fn serve(
 #[derive(Debug)]
 struct Http2Dialer(H2Dialer);
 
-impl Dialer for Http2Dialer {
-    fn handshake<'a>(
-        &'a self,
-        stream: Stream,
-        node_addr: &'a str,
-    ) -> BoxFuture<'a, io::Result<Stream>> {
-        self.open(node_addr, Box::pin(async move { Ok(stream) }))
-    }
-
-    fn multiplex(&self) -> Option<&dyn Multiplex> {
-        Some(self)
-    }
-}
+pooled_dialer!(Http2Dialer);
 
 impl Multiplex for Http2Dialer {
     fn open<'a>(

@@ -7,6 +7,29 @@
 //! (`ws` brings `tls` along, for `wss`; `mux` brings `ws`; `grpc` and `obfs`
 //! bring `tls`).
 
+/// The [`Dialer`] of a pooling dialer (its [`Multiplex`] does the work):
+/// a handshake over a stream made elsewhere (a later node of a chain)
+/// opens a stream as the pool does, the stream carrying a new session
+/// unless one to the node is alive, which is used instead.
+#[allow(unused_macros)]
+macro_rules! pooled_dialer {
+    ($t:ty) => {
+        impl $crate::Dialer for $t {
+            fn handshake<'a>(
+                &'a self,
+                stream: gost_core::stream::Stream,
+                node_addr: &'a str,
+            ) -> $crate::BoxFuture<'a, std::io::Result<gost_core::stream::Stream>> {
+                $crate::Multiplex::open(self, node_addr, Box::pin(async move { Ok(stream) }))
+            }
+
+            fn multiplex(&self) -> Option<&dyn $crate::Multiplex> {
+                Some(self)
+            }
+        }
+    };
+}
+
 #[cfg(feature = "grpc")]
 pub mod grpc;
 #[cfg(feature = "h2")]

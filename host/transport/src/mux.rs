@@ -113,22 +113,7 @@ pub struct MuxDialer {
     pool: SessionPool,
 }
 
-impl Dialer for MuxDialer {
-    /// Over a stream made elsewhere: the stream carries a new session
-    /// unless one to the node is alive, which is used instead (GOST
-    /// refuses the stream then).
-    fn handshake<'a>(
-        &'a self,
-        stream: Stream,
-        node_addr: &'a str,
-    ) -> BoxFuture<'a, io::Result<Stream>> {
-        self.open(node_addr, Box::pin(async move { Ok(stream) }))
-    }
-
-    fn multiplex(&self) -> Option<&dyn Multiplex> {
-        Some(self)
-    }
-}
+pooled_dialer!(MuxDialer);
 
 impl Multiplex for MuxDialer {
     fn open<'a>(

@@ -26,6 +26,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -299,7 +300,7 @@ async fn handle(
         let token = new_token();
         return match shared.lookup(&token, ends) {
             Lookup::Opened(_, s) => {
-                let _ = tx.send(Item::Tunnel(s));
+                let _ = tx.send(Item::Tunnel(s, 0));
                 Response::new(Full::new(Bytes::from(format!("token={token}"))).boxed())
             }
             _ => refuse(
@@ -367,7 +368,7 @@ async fn handle(
         let tunnel = match shared.lookup(&token, ends) {
             Lookup::Found(t) => t,
             Lookup::Opened(t, s) => {
-                let _ = tx.send(Item::Tunnel(s));
+                let _ = tx.send(Item::Tunnel(s, tunnel_hops(ends, &token)));
                 t
             }
             Lookup::Refused(code) => {
@@ -391,7 +392,7 @@ async fn handle(
     let tunnel = match shared.lookup(&token, ends) {
         Lookup::Found(t) => t,
         Lookup::Opened(t, s) => {
-            let _ = tx.send(Item::Tunnel(s));
+            let _ = tx.send(Item::Tunnel(s, tunnel_hops(ends, &token)));
             t
         }
         Lookup::Refused(code) => {
@@ -437,8 +438,36 @@ fn new_token() -> String {
 }
 
 enum Item {
-    Tunnel(Stream),
+    /// A new tunnel, with the local hops behind it.
+    Tunnel(Stream, u8),
     Refused(String),
+}
+
+/// A tunnel's pushes and pulls come on connections of their own, so no
+/// session names it for the loop detector: the client remembers it by
+/// its token, hashed (FNV-1a), as if opened over a connection from the
+/// node's address to itself, which the server knows as its own address.
+fn loop_key(node: SocketAddr, token: &str) -> (Endpoints, u32) {
+    let id = token.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    let ends = Endpoints {
+        local: Some(node),
+        peer: Some(node),
+    };
+    (ends, id)
+}
+
+/// The local hops behind the tunnel of `token`, whose first request came
+/// on a connection with `ends`: 0 unless this gost's client opened it.
+fn tunnel_hops(ends: Endpoints, token: &str) -> u8 {
+    match ends.local {
+        Some(local) => {
+            let (key, id) = loop_key(local, token);
+            gost_core::dialer::loops::stream_hops(key, id)
+        }
+        None => 0,
+    }
 }
 
 /// The server side: each accepted connection serves HTTP/1.1 requests
@@ -465,13 +494,13 @@ struct Session {
 }
 
 impl Streams for Session {
-    /// A tunnel's pushes and pulls come on connections of their own, so
-    /// no session and stream id name it: it carries no hop count, and a
-    /// loop through pht is cut where its connections are dialed.
+    /// A tunnel carries the hops its client remembered by its token
+    /// ([`loop_key`]); one opened by `/authorize` (a token the server
+    /// made) carries none.
     fn accept(&mut self) -> BoxFuture<'_, Option<io::Result<Opened>>> {
         Box::pin(async move {
             Some(match self.rx.recv().await? {
-                Item::Tunnel(stream) => Ok(Opened { stream, hops: 0 }),
+                Item::Tunnel(stream, hops) => Ok(Opened { stream, hops }),
                 Item::Refused(why) => Err(io::Error::new(io::ErrorKind::InvalidData, why)),
             })
         })
@@ -763,6 +792,12 @@ impl Multiplex for PhtDialer {
                 Some(p) => client.authorize(p).await?,
                 None => new_token(),
             };
+            // Remembered here, in the task that asked for the tunnel (its
+            // requests are made from tasks of their own).
+            if let Ok(node) = node_addr.parse::<SocketAddr>() {
+                let (key, id) = loop_key(node, &token);
+                gost_core::dialer::loops::record_stream(key, id);
+            }
             let (app, ours) = tokio::io::duplex(PIPE_BUFFER);
             let (mut from_app, mut to_app) = tokio::io::split(ours);
             let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();

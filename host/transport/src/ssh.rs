@@ -7,9 +7,12 @@
 //! dialer keeps one SSH session per node, which the `sshd` connector asks
 //! for a `direct-tcpip` channel per connection ([`SshClient`]).
 //!
-//! GOST's other SSH transport, `ssh` (its own `gost-tunnel` channel type),
-//! is absent: russh neither opens nor accepts channels of a type it does
-//! not know.
+//!
+//! GOST's tunnel transport `ssh` shares both halves ([`Mode::Tunnel`]):
+//! its listener hands each `gost-tunnel` channel to the service's handler
+//! as a stream, and its dialer opens one per connection over the node's
+//! session. russh knows no channel types beyond RFC 4254's, so it is
+//! vendored with a hook for them (vendor/russh/PATCHES.md).
 
 mod client;
 mod keys;
@@ -22,8 +25,8 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-pub use client::{SshClient, SshdDialer};
-pub use server::{DirectTcpip, RemoteForward, SshdUpgrade};
+pub use client::{Forwarded, SshClient, SshdDialer};
+pub use server::{DirectTcpip, Mode, RemoteForward, SshdUpgrade};
 
 use crate::kinds::{DialerKind, ListenerKind, Socket, Transports};
 
@@ -61,14 +64,30 @@ pub fn register(r: &mut Transports) {
     r.add_listener(ListenerKind {
         names: &["sshd"],
         socket: Socket::Tcp,
-        upgrade: Some(|cfg, root| Ok(Arc::new(SshdUpgrade::from_config(cfg, root)?))),
+        upgrade: Some(|cfg, root| {
+            Ok(Arc::new(SshdUpgrade::from_config(Mode::Sshd, cfg, root)?))
+        }),
         uses_tls: false,
         summary: "an SSH server for port forwarding (`direct-tcpip`, `tcpip-forward`) with the `sshd` handler; password and `authorizedKeys` auth, host key from `privateKeyFile` or generated",
     });
     r.add_dialer(DialerKind {
         names: &["sshd"],
-        build: |cfg, _| Ok(Some(Arc::new(SshdDialer::from_config(cfg)?))),
+        build: |cfg, _| Ok(Some(Arc::new(SshdDialer::from_config(Mode::Sshd, cfg)?))),
         summary:
             "an SSH session per node for the `sshd` connector; password or `privateKeyFile` auth",
+    });
+    r.add_listener(ListenerKind {
+        names: &["ssh"],
+        socket: Socket::Tcp,
+        upgrade: Some(|cfg, root| {
+            Ok(Arc::new(SshdUpgrade::from_config(Mode::Tunnel, cfg, root)?))
+        }),
+        uses_tls: false,
+        summary: "GOST's SSH tunnel: each `gost-tunnel` channel is a connection for the handler; password and `authorizedKeys` auth, host key from `privateKeyFile` or generated",
+    });
+    r.add_dialer(DialerKind {
+        names: &["ssh"],
+        build: |cfg, _| Ok(Some(Arc::new(SshdDialer::from_config(Mode::Tunnel, cfg)?))),
+        summary: "GOST's SSH tunnel: an SSH session per node, a `gost-tunnel` channel per connection; password or `privateKeyFile` auth",
     });
 }

@@ -33,6 +33,10 @@ pub struct Bound {
     /// otherwise the listener's.
     #[cfg(feature = "mux")]
     pub mux: Option<gost_transport::mux::MuxConfig>,
+    /// The sshd connector's bind: the connections come as SSH channels
+    /// the node opens, not over `stream` (which is then unused).
+    #[cfg(feature = "ssh")]
+    pub forwarded: Option<gost_transport::ssh::Forwarded>,
 }
 
 /// The address a BIND asks for: GOST's `0.0.0.0` defaults for TCP and

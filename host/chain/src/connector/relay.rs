@@ -220,6 +220,8 @@ impl RelayConnector {
             header: PeerHeader::Relay,
             #[cfg(feature = "mux")]
             mux: None,
+            #[cfg(feature = "ssh")]
+            forwarded: None,
         })
     }
 }

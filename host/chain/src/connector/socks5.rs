@@ -180,6 +180,8 @@ impl Socks5Connector {
             header: PeerHeader::Socks5,
             #[cfg(feature = "mux")]
             mux: None,
+            #[cfg(feature = "ssh")]
+            forwarded: None,
         })
     }
 

@@ -4,15 +4,16 @@
 //! server that allows TCP forwarding (OpenSSH's sshd, or a gost `sshd`
 //! service).
 //!
-//! GOST's connector also binds (`tcpip-forward`) for reverse
-//! forwarding; that is not done here yet and is refused.
+//! Its bind is reverse forwarding through the SSH server (`rtcp` with an
+//! `sshd` last node): a `tcpip-forward` request makes the server listen,
+//! and each connection there comes back as a `forwarded-tcpip` channel.
 
 use std::io;
 
 use gost_transport::ssh::SshClient;
 use gost_transport::BoxFuture;
 
-use super::bind::{BindNetwork, Bound};
+use super::bind::{wire_addr, BindNetwork, Bound, PeerHeader};
 use super::upstream::Upstream;
 use super::{ConnectError, Connector, ConnectorKind, Connectors};
 
@@ -30,19 +31,7 @@ impl Connector for SshdConnector {
         addr: &'a str,
     ) -> BoxFuture<'a, Result<(), ConnectError>> {
         Box::pin(async move {
-            let Some(client) = stream
-                .stream()
-                .attached::<std::sync::Arc<SshClient>>()
-                .cloned()
-            else {
-                return Err(ConnectError::Io {
-                    connector: "sshd",
-                    source: io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        "the node's dialer is not sshd (use sshd:// or sshd+sshd://)",
-                    ),
-                });
-            };
+            let client = session(stream)?;
             let channel = client
                 .direct_tcpip(addr)
                 .await
@@ -55,20 +44,64 @@ impl Connector for SshdConnector {
         })
     }
 
+    /// GOST binds TCP only (`unix` asks the server for a streamlocal
+    /// forward, which is not done here), at `0.0.0.0` when the address
+    /// has no host.
     fn bind<'a>(
         &'a self,
-        _stream: Upstream,
-        _network: BindNetwork,
-        _addr: &'a str,
+        stream: Upstream,
+        network: BindNetwork,
+        addr: &'a str,
     ) -> BoxFuture<'a, Result<Bound, ConnectError>> {
-        Box::pin(std::future::ready(Err(ConnectError::Io {
+        Box::pin(async move {
+            if network != BindNetwork::Tcp {
+                return Err(ConnectError::NoBind { connector: "sshd" });
+            }
+            let client = session(&stream)?;
+            let want = wire_addr(addr);
+            let (host, _) =
+                gost_core::addr::host_and_port(&want).map_err(|e| ConnectError::Io {
+                    connector: "sshd",
+                    source: io::Error::new(io::ErrorKind::InvalidInput, e),
+                })?;
+            let (port, forwarded) =
+                client
+                    .tcpip_forward(&want)
+                    .await
+                    .map_err(|source| ConnectError::Io {
+                        connector: "sshd",
+                        source,
+                    })?;
+            let bound = if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            };
+            Ok(Bound {
+                addr: bound,
+                stream: stream.into_stream().await?,
+                header: PeerHeader::Relay,
+                #[cfg(feature = "mux")]
+                mux: None,
+                forwarded: Some(forwarded),
+            })
+        })
+    }
+}
+
+/// The SSH session the `sshd` dialer attached to the node's stream.
+fn session(stream: &Upstream) -> Result<std::sync::Arc<SshClient>, ConnectError> {
+    stream
+        .stream()
+        .attached::<std::sync::Arc<SshClient>>()
+        .cloned()
+        .ok_or_else(|| ConnectError::Io {
             connector: "sshd",
             source: io::Error::new(
-                io::ErrorKind::Unsupported,
-                "reverse forwarding (tcpip-forward) through an sshd node is not supported yet; use a socks5 or relay node as the last hop",
+                io::ErrorKind::InvalidInput,
+                "the node's dialer is not sshd (use sshd:// or sshd+sshd://)",
             ),
-        })))
-    }
+        })
 }
 
 pub(super) fn register(r: &mut Connectors) {
@@ -76,6 +109,6 @@ pub(super) fn register(r: &mut Connectors) {
         names: &["sshd"],
         udp: false,
         build: |_, _| Ok(Box::new(SshdConnector)),
-        summary: "SSH `direct-tcpip` channels over the `sshd` dialer's session (OpenSSH's sshd or a gost sshd service)",
+        summary: "SSH `direct-tcpip` channels over the `sshd` dialer's session (OpenSSH's sshd or a gost sshd service); binds for `rtcp` with `tcpip-forward`",
     });
 }

@@ -169,6 +169,8 @@ impl TunnelConnector {
             stream: up.into_parts().0,
             header: PeerHeader::Relay,
             mux: Some(self.mux.clone()),
+            #[cfg(feature = "ssh")]
+            forwarded: None,
         })
     }
 }

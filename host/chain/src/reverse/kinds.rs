@@ -12,7 +12,7 @@ pub fn register(t: &mut Transports) {
         socket: Socket::ReverseTcp,
         upgrade: None,
         uses_tls: false,
-        summary: "reverse TCP forwarding: the port is bound on the chain's last node (socks5 or relay BIND)",
+        summary: "reverse TCP forwarding: the port is bound on the chain's last node (socks5 or relay BIND, an sshd node's `tcpip-forward`)",
     });
     #[cfg(feature = "mux")]
     t.add_listener(ListenerKind {

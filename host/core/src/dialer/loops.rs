@@ -16,7 +16,7 @@
 //! process's TCP listeners uses, are never recorded, so forwarding to
 //! local targets costs one atomic load per dial and per accept.
 //!
-//! A multiplexing transport (mux, h2, gRPC) opens most of its streams
+//! A multiplexing transport (mux, h2, gRPC, SSH) opens most of its streams
 //! over a session it already has, with no new socket to remember: such a
 //! stream is remembered by its session's socket address and its stream
 //! id, which both ends of a session share, so a loop through a pooled

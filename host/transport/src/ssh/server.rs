@@ -1,11 +1,17 @@
-//! The `sshd` listener (go-gost/x `listener/sshd`): an SSH server over
-//! each accepted connection. A `direct-tcpip` channel (`ssh -L`, `ssh -D`)
+//! The `sshd` and `ssh` listeners (go-gost/x `listener/sshd`,
+//! `listener/ssh`): an SSH server over each accepted connection.
+//!
+//! `sshd`: a `direct-tcpip` channel (`ssh -L`, `ssh -D`)
 //! becomes a stream to the handler with the target it names; a
 //! `tcpip-forward` request (`ssh -R`) becomes a stream with no bytes whose
 //! extension the handler binds, answers, and serves with
 //! `forwarded-tcpip` channels until the session ends or the client
 //! cancels it. Anything else (a shell, a subsystem, X11, agent) is
 //! refused.
+//!
+//! `ssh`: each channel of GOST's own type `gost-tunnel` is one stream to
+//! the service's handler, its bytes the proxied connection's; channels
+//! of any other type and every global request are refused, as GOST does.
 //!
 //! Bounds: `backlog` (default 128) streams wait per session for the
 //! service to take them; a channel opened past that is refused with
@@ -40,6 +46,28 @@ const ID_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long the handler has to answer a `tcpip-forward` request (it only
 /// binds a socket).
 const FORWARD_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// GOST's channel type for one tunnelled connection
+/// (go-gost/x `internal/util/ssh`).
+pub const GOST_TUNNEL: &str = "gost-tunnel";
+
+/// Which of GOST's SSH listeners, or dialers, this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `sshd`: port forwarding for OpenSSH clients and the sshd connector.
+    Sshd,
+    /// `ssh`: GOST's tunnel transport (`gost-tunnel` channels).
+    Tunnel,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Sshd => "sshd",
+            Mode::Tunnel => "ssh",
+        }
+    }
+}
 
 /// What a `direct-tcpip` channel asked to reach (RFC 4254 7.2).
 #[derive(Debug)]
@@ -145,6 +173,7 @@ impl Access {
 }
 
 pub struct SshdUpgrade {
+    mode: Mode,
     config: Arc<Config>,
     access: Arc<Access>,
     backlog: usize,
@@ -152,9 +181,11 @@ pub struct SshdUpgrade {
 
 impl SshdUpgrade {
     pub fn from_config(
+        mode: Mode,
         cfg: &ListenerConfig,
         root: &gost_core::config::Config,
     ) -> Result<Self, String> {
+        let name = mode.name();
         let md = &cfg.metadata;
         let get = |k: &str| {
             md.get_string(k)
@@ -166,18 +197,18 @@ impl SshdUpgrade {
             .map_err(|e| format!("listener metadata: {e}"))?
             == Some(true)
         {
-            return Err(
-                "sshd listener: passphraseFromKeyring is not supported; give passphrase".into(),
-            );
+            return Err(format!(
+                "{name} listener: passphraseFromKeyring is not supported; give passphrase"
+            ));
         }
         let host_key = match get("privateKeyFile")? {
             Some(path) => keys::load_private_key(&path, get("passphrase")?.as_deref())
-                .map_err(|e| format!("sshd listener: {e}"))?,
+                .map_err(|e| format!("{name} listener: {e}"))?,
             None => keys::generate_host_key(),
         };
         let keys = match get("authorizedKeys")? {
             Some(path) => {
-                keys::load_authorized_keys(&path).map_err(|e| format!("sshd listener: {e}"))?
+                keys::load_authorized_keys(&path).map_err(|e| format!("{name} listener: {e}"))?
             }
             None => Vec::new(),
         };
@@ -213,6 +244,7 @@ impl SshdUpgrade {
             ..Default::default()
         };
         Ok(SshdUpgrade {
+            mode,
             config: Arc::new(config),
             access: Arc::new(access),
             backlog,
@@ -224,7 +256,7 @@ impl Upgrade for SshdUpgrade {
     fn upgrade(&self, _stream: Stream) -> BoxFuture<'_, io::Result<Stream>> {
         Box::pin(std::future::ready(Err(io::Error::new(
             io::ErrorKind::Unsupported,
-            "the sshd listener's connections are SSH sessions, served as such",
+            "the SSH listeners' connections are SSH sessions, served as such",
         ))))
     }
 
@@ -241,6 +273,7 @@ impl MultiplexUpgrade for SshdUpgrade {
             let closed = CancellationToken::new();
             let state = Arc::new(Mutex::new(AuthState::default()));
             let side = ServerSide {
+                mode: self.mode,
                 ends,
                 peer: ends.peer,
                 access: self.access.clone(),
@@ -258,11 +291,15 @@ impl MultiplexUpgrade for SshdUpgrade {
             .map_err(|_| {
                 io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("sshd: no SSH version line within {ID_TIMEOUT:?}"),
+                    format!(
+                        "{}: no SSH version line within {ID_TIMEOUT:?}",
+                        self.mode.name()
+                    ),
                 )
             })?
             .map_err(ssh_error)?;
             Ok(Box::new(SshdStreams {
+                ends,
                 rx,
                 running: Some(running),
                 end: None,
@@ -293,8 +330,13 @@ struct AuthState {
     refused: Option<String>,
 }
 
+/// A stream for the handler, with the client's number for its channel
+/// when it is one (for the loop detector's hop count).
+type Queued = (Stream, Option<u32>);
+
 struct SshdStreams {
-    rx: mpsc::Receiver<Stream>,
+    ends: Endpoints,
+    rx: mpsc::Receiver<Queued>,
     running: Option<RunningSession<ServerSide>>,
     end: Option<(String, bool)>,
     state: Arc<Mutex<AuthState>>,
@@ -327,10 +369,17 @@ fn is_disconnect(e: &io::Error) -> bool {
 }
 
 impl Streams for SshdStreams {
-    /// Channels carry no hop count: a loop through a pooled SSH session
-    /// is cut only where its sockets are dialed.
+    /// A channel's hops are looked up as late as can be, when the service
+    /// takes it: the dialer learns the channel's number only once it has
+    /// asked for it.
     fn accept(&mut self) -> BoxFuture<'_, Option<io::Result<Opened>>> {
-        let opened = |stream| Ok(Opened { stream, hops: 0 });
+        let ends = self.ends;
+        let opened = move |(stream, id): Queued| {
+            Ok(match id {
+                Some(id) => Opened::new(stream, ends, id),
+                None => Opened { stream, hops: 0 },
+            })
+        };
         Box::pin(async move {
             loop {
                 let Some(running) = self.running.as_mut() else {
@@ -358,10 +407,11 @@ impl Streams for SshdStreams {
 
 /// russh's per-connection handler: authentication and the requests.
 struct ServerSide {
+    mode: Mode,
     ends: Endpoints,
     peer: Option<SocketAddr>,
     access: Arc<Access>,
-    tx: mpsc::Sender<Stream>,
+    tx: mpsc::Sender<Queued>,
     forwards: HashMap<(String, u32), CancellationToken>,
     /// Cancelled when the session ends (this handler is dropped): every
     /// remote forward of the session stops.
@@ -375,13 +425,20 @@ impl ServerSide {
         self.peer.map(|p| p.to_string()).unwrap_or_default()
     }
 
+    /// Refuses a channel of a type this listener does not serve, as GOST
+    /// does: "unknown channel type", logged with what was asked.
+    async fn refuse(&self, channel_type: &str, reply: ChannelOpenHandle) {
+        tracing::warn!(client = %self.client(), channel_type = %esc(channel_type), "{}: unsupported channel type, refused", self.mode.name());
+        reply.reject(ChannelOpenFailure::UnknownChannelType).await;
+    }
+
     fn decide(&self, user: &str, ok: bool, method: &str) -> Auth {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if ok {
             state.authenticated = true;
             return Auth::Accept;
         }
-        tracing::debug!(client = %self.client(), user = %esc(user), method, "sshd: authentication refused");
+        tracing::debug!(client = %self.client(), user = %esc(user), method, "{}: authentication refused", self.mode.name());
         state.refused = Some(user.to_string());
         Auth::reject()
     }
@@ -435,8 +492,7 @@ impl russh::server::Handler for ServerSide {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        tracing::debug!(client = %self.client(), "sshd: session channel refused (port forwarding only)");
-        reply.reject(ChannelOpenFailure::UnknownChannelType).await;
+        self.refuse("session", reply).await;
         Ok(())
     }
 
@@ -450,21 +506,47 @@ impl russh::server::Handler for ServerSide {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if self.mode != Mode::Sshd {
+            self.refuse("direct-tcpip", reply).await;
+            return Ok(());
+        }
         let Ok(permit) = self.tx.try_reserve() else {
             tracing::warn!(client = %self.client(), "sshd: stream queue is full, channel refused");
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return Ok(());
         };
+        let id = reply.peer_channel();
         reply.accept().await;
         let target = DirectTcpip {
             host: host.to_string(),
             port,
         };
-        permit.send(Stream::boxed_with(
-            channel.into_stream(),
-            self.ends,
-            Box::new(target),
+        permit.send((
+            Stream::boxed_with(channel.into_stream(), self.ends, Box::new(target)),
+            Some(id),
         ));
+        Ok(())
+    }
+
+    async fn channel_open_unknown(
+        &mut self,
+        channel: Channel<Msg>,
+        channel_type: &str,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.mode != Mode::Tunnel || channel_type != GOST_TUNNEL {
+            self.refuse(channel_type, reply).await;
+            return Ok(());
+        }
+        let Ok(permit) = self.tx.try_reserve() else {
+            tracing::warn!(client = %self.client(), "ssh: stream queue is full, channel refused");
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        };
+        let id = reply.peer_channel();
+        reply.accept().await;
+        permit.send((Stream::boxed(channel.into_stream(), self.ends), Some(id)));
         Ok(())
     }
 
@@ -474,6 +556,10 @@ impl russh::server::Handler for ServerSide {
         port: &mut u32,
         session: &mut Session,
     ) -> Result<bool, Self::Error> {
+        if self.mode != Mode::Sshd {
+            tracing::debug!(client = %self.client(), "ssh: tcpip-forward refused (gost-tunnel channels only)");
+            return Ok(false);
+        }
         let Ok(permit) = self.tx.try_reserve() else {
             tracing::warn!(client = %self.client(), "sshd: stream queue is full, tcpip-forward refused");
             return Ok(false);
@@ -487,10 +573,13 @@ impl russh::server::Handler for ServerSide {
             reply: Mutex::new(Some(reply)),
             done: done.clone(),
         };
-        permit.send(Stream::boxed_with(
-            NoData("a tcpip-forward request carries no data; the sshd handler serves it"),
-            self.ends,
-            Box::new(forward),
+        permit.send((
+            Stream::boxed_with(
+                NoData("a tcpip-forward request carries no data; the sshd handler serves it"),
+                self.ends,
+                Box::new(forward),
+            ),
+            None,
         ));
         match tokio::time::timeout(FORWARD_REPLY_TIMEOUT, answer).await {
             Ok(Ok(Ok(bound))) => {
