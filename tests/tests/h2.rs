@@ -52,6 +52,34 @@ fn gost_to_gost_over_h2_and_h2c_for_socks5_relay_and_http() {
     }
 }
 
+/// Past the node's 250 concurrent streams the client opens a second
+/// HTTP/2 connection, as GOST's Go client does, instead of holding the
+/// 251st connection until another ends.
+#[test]
+fn past_the_stream_limit_a_second_h2_connection_is_opened() {
+    let pki = Pki::generate("h2-limit");
+    let echo = tcp_echo_server();
+    let b = free_port();
+    let server = start(
+        &[
+            "-L",
+            &format!("socks5+h2://127.0.0.1:{b}?{}", cert_query(&pki)),
+        ],
+        &[b],
+    );
+    let node = format!("socks5+h2://127.0.0.1:{b}?{}", verify(&pki));
+    let (c, p) = client(&[&node]);
+    const CONNS: usize = 260;
+    let open: Vec<TcpStream> = (0..CONNS).map(|_| socks5_connect(p, echo)).collect();
+    assert_eq!(
+        established_on(b),
+        2,
+        "{CONNS} connections should need two HTTP/2 connections\n{}",
+        logs(&[&c, &server])
+    );
+    echo_concurrently(open, 1_000);
+}
+
 /// Many concurrent connections through one client ride one TCP
 /// connection, and the server's stats count each of them.
 #[test]

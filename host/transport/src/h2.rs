@@ -20,7 +20,7 @@ mod stream;
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -326,21 +326,61 @@ impl Streams for ServerSession {
     }
 }
 
-/// A client connection to a node and whether its task saw it end.
+/// A client connection to a node, whether its task saw it end, and how
+/// many of its streams are open (or about to be).
 pub(crate) struct ClientConn {
     pub(crate) send: SendRequest<Bytes>,
     pub(crate) ends: Endpoints,
     pub(crate) closed: Arc<AtomicBool>,
+    open: Arc<AtomicUsize>,
 }
 
-/// The client side: one HTTP/2 connection per node, a stream per
-/// proxied connection.
+impl ClientConn {
+    /// Whether the node lets one more stream open now: past its
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`, h2 would hold the new stream
+    /// until another ends, so the pool opens another connection instead,
+    /// as Go's client (GOST's) does.
+    fn has_room(&self) -> bool {
+        !self.closed.load(Ordering::Acquire)
+            && self.open.load(Ordering::Acquire) < self.send.current_max_send_streams()
+    }
+
+    /// A handle for one stream, counted open until its slot drops.
+    fn handle(&self) -> Pooled {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        Pooled {
+            send: self.send.clone(),
+            ends: self.ends,
+            slot: StreamSlot(self.open.clone()),
+        }
+    }
+}
+
+/// One stream's place in its connection's count: held by the stream
+/// (attached to it), given back when the stream, or a failed open, drops.
+pub(crate) struct StreamSlot(Arc<AtomicUsize>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A pooled connection's handle for one stream.
+pub(crate) struct Pooled {
+    pub(crate) send: SendRequest<Bytes>,
+    pub(crate) ends: Endpoints,
+    pub(crate) slot: StreamSlot,
+}
+
+/// The client side: an HTTP/2 connection per node (another when the
+/// node's stream limit is reached), a stream per proxied connection.
 pub struct H2Dialer {
     tls: Option<TlsDialer>,
     opts: H2DialerOptions,
     /// Held across making a connection, so that connections starting at
     /// once share the one new HTTP/2 connection.
-    conns: tokio::sync::Mutex<HashMap<String, ClientConn>>,
+    conns: tokio::sync::Mutex<HashMap<String, Vec<ClientConn>>>,
 }
 
 impl std::fmt::Debug for H2Dialer {
@@ -361,31 +401,22 @@ impl H2Dialer {
         }
     }
 
-    /// The live connection to `node_addr` (a handle on it), or a new one
-    /// over the stream `connect` makes.
+    /// A stream's handle on a live connection to `node_addr` with room
+    /// for it, or on a new one over the stream `connect` makes.
     pub(crate) async fn pooled(
         &self,
         node_addr: &str,
         connect: BoxFuture<'_, io::Result<Stream>>,
-    ) -> io::Result<ClientConn> {
+    ) -> io::Result<Pooled> {
         let mut conns = self.conns.lock().await;
-        if let Some(c) = conns.get(node_addr) {
-            if !c.closed.load(Ordering::Acquire) {
-                return Ok(ClientConn {
-                    send: c.send.clone(),
-                    ends: c.ends,
-                    closed: c.closed.clone(),
-                });
-            }
-            conns.remove(node_addr);
+        let list = conns.entry(node_addr.to_string()).or_default();
+        list.retain(|c| !c.closed.load(Ordering::Acquire));
+        if let Some(c) = list.iter().find(|c| c.has_room()) {
+            return Ok(c.handle());
         }
         let c = self.connect(connect.await?, node_addr).await?;
-        let handle = ClientConn {
-            send: c.send.clone(),
-            ends: c.ends,
-            closed: c.closed.clone(),
-        };
-        conns.insert(node_addr.to_string(), c);
+        let handle = c.handle();
+        list.push(c);
         Ok(handle)
     }
 
@@ -419,11 +450,16 @@ impl H2Dialer {
             }
             flag.store(true, Ordering::Release);
         });
-        Ok(ClientConn { send, ends, closed })
+        Ok(ClientConn {
+            send,
+            ends,
+            closed,
+            open: Arc::default(),
+        })
     }
 
     /// A stream over `conn`: the request, then the node's answer.
-    async fn stream(&self, conn: &ClientConn, node_addr: &str) -> io::Result<Stream> {
+    async fn stream(&self, conn: Pooled, node_addr: &str) -> io::Result<Stream> {
         let req = self.opts.request(node_addr, self.tls.is_some())?;
         let mut send = conn.send.clone().ready().await.map_err(h2_io)?;
         let (resp, body) = send.send_request(req, false).map_err(h2_io)?;
@@ -435,9 +471,10 @@ impl H2Dialer {
                 format!("h2: the node answered {}", resp.status()),
             ));
         }
-        Ok(Stream::boxed(
+        Ok(Stream::boxed_with(
             H2Stream::new(body, resp.into_body()),
             conn.ends,
+            Box::new(conn.slot),
         ))
     }
 }
@@ -451,50 +488,32 @@ impl Multiplex for H2Dialer {
         connect: BoxFuture<'a, io::Result<Stream>>,
     ) -> BoxFuture<'a, io::Result<Stream>> {
         Box::pin(async move {
-            let mut conns = self.conns.lock().await;
-            if let Some(c) = conns.get(node_addr) {
-                if !c.closed.load(Ordering::Acquire) {
-                    let c = ClientConn {
-                        send: c.send.clone(),
-                        ends: c.ends,
-                        closed: c.closed.clone(),
-                    };
-                    drop(conns);
-                    match self.stream(&c, node_addr).await {
-                        Ok(s) => return Ok(s),
-                        // A refusal by a live node is its answer.
-                        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return Err(e),
-                        Err(e) => {
-                            tracing::debug!(node = %esc(node_addr), error = %e, "h2: connection lost, opening a new one");
+            // A live connection with room is tried once: a stream that
+            // fails on it (not the node's refusal) drops it from the pool,
+            // and the stream goes on another connection, new if need be.
+            let first = {
+                let mut conns = self.conns.lock().await;
+                let list = conns.entry(node_addr.to_string()).or_default();
+                list.retain(|c| !c.closed.load(Ordering::Acquire));
+                list.iter()
+                    .find(|c| c.has_room())
+                    .map(|c| (c.handle(), c.closed.clone()))
+            };
+            if let Some((handle, closed)) = first {
+                match self.stream(handle, node_addr).await {
+                    Ok(s) => return Ok(s),
+                    // A refusal by a live node is its answer.
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return Err(e),
+                    Err(e) => {
+                        tracing::debug!(node = %esc(node_addr), error = %e, "h2: connection lost, opening a new one");
+                        if let Some(list) = self.conns.lock().await.get_mut(node_addr) {
+                            list.retain(|c| !Arc::ptr_eq(&c.closed, &closed));
                         }
                     }
-                    conns = self.conns.lock().await;
-                    if conns
-                        .get(node_addr)
-                        .is_some_and(|cur| Arc::ptr_eq(&cur.closed, &c.closed))
-                    {
-                        conns.remove(node_addr);
-                    }
-                } else {
-                    conns.remove(node_addr);
                 }
             }
-            if let Some(c) = conns.get(node_addr) {
-                if !c.closed.load(Ordering::Acquire) {
-                    let c = ClientConn {
-                        send: c.send.clone(),
-                        ends: c.ends,
-                        closed: c.closed.clone(),
-                    };
-                    drop(conns);
-                    return self.stream(&c, node_addr).await;
-                }
-            }
-            let raw = connect.await?;
-            let c = self.connect(raw, node_addr).await?;
-            let s = self.stream(&c, node_addr).await?;
-            conns.insert(node_addr.to_string(), c);
-            Ok(s)
+            let handle = self.pooled(node_addr, connect).await?;
+            self.stream(handle, node_addr).await
         })
     }
 }

@@ -114,6 +114,7 @@ impl AsyncRead for RequestBody {
 pub struct Client {
     send: SendRequest<Bytes>,
     ends: Endpoints,
+    slot: crate::h2::StreamSlot,
 }
 
 /// Why a `CONNECT` did not become a tunnel.
@@ -165,9 +166,10 @@ impl Client {
         if resp.status() != StatusCode::OK {
             return Err(ConnectError::Refused(resp.status()));
         }
-        Ok(Stream::boxed(
+        Ok(Stream::boxed_with(
             H2Stream::new(body, resp.into_body()),
             self.ends,
+            Box::new(self.slot),
         ))
     }
 }
@@ -354,6 +356,7 @@ impl Multiplex for Http2Dialer {
             let client = Client {
                 send: c.send,
                 ends: c.ends,
+                slot: c.slot,
             };
             Ok(Stream::boxed_with(
                 Exchange(DIALER_ONLY),
