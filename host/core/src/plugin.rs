@@ -205,7 +205,7 @@ impl HttpPlugin {
                 crate::repeat::check(("plugin", self.kind, &self.name, e.kind()))
             {
                 tracing::warn!(
-                    kind = self.kind, name = %esc(&self.name), error = %e, failures, left_out,
+                    kind = self.kind, name = %esc(&self.name), error = %esc(&e.to_string()), failures, left_out,
                     "plugin call failed: {fallback}"
                 );
             }

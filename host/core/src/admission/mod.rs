@@ -78,15 +78,12 @@ impl Admission {
                     cfg.reload.0,
                     parse_ip_rules,
                 )?
-                .with_remote(
-                    crate::bypass::rules::source(
-                        &owner,
-                        cfg.redis.as_ref(),
-                        cfg.http.as_ref(),
-                        crate::loader::RedisKind::Set,
-                    )?,
+                .with_loaders(
+                    cfg.redis.as_ref(),
+                    cfg.http.as_ref(),
+                    crate::loader::RedisKind::Set,
                     cfg.reload.0,
-                ),
+                )?,
             ),
         })
     }

@@ -67,15 +67,12 @@ impl Bypass {
                     cfg.reload.0,
                     PatternSet::parse,
                 )?
-                .with_remote(
-                    crate::bypass::rules::source(
-                        &owner,
-                        cfg.redis.as_ref(),
-                        cfg.http.as_ref(),
-                        crate::loader::RedisKind::Set,
-                    )?,
+                .with_loaders(
+                    cfg.redis.as_ref(),
+                    cfg.http.as_ref(),
+                    crate::loader::RedisKind::Set,
                     cfg.reload.0,
-                ),
+                )?,
             ),
         })
     }

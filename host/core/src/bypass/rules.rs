@@ -112,6 +112,18 @@ impl<T> Rules<T> {
     /// Adds the rules of a `redis` or `http` loader, read now and then
     /// every `reload` period. A source that cannot be read or gives bad
     /// rules is logged and leaves the other rules working, as GOST starts.
+    /// [`Rules::with_remote`] for a config's `redis` and `http` loaders.
+    pub fn with_loaders(
+        self,
+        redis: Option<&crate::config::RedisLoader>,
+        http: Option<&crate::config::HTTPLoader>,
+        kind: crate::loader::RedisKind,
+        reload: Duration,
+    ) -> Result<Self, RuleError> {
+        let source = source(&self.owner, redis, http, kind)?;
+        Ok(self.with_remote(source, reload))
+    }
+
     pub fn with_remote(mut self, source: Option<Source>, reload: Duration) -> Self {
         let Some(source) = source else {
             return self;

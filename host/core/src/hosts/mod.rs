@@ -122,15 +122,12 @@ impl Hosts {
                     cfg.reload.0,
                     Table::parse,
                 )?
-                .with_remote(
-                    crate::bypass::rules::source(
-                        &owner,
-                        cfg.redis.as_ref(),
-                        cfg.http.as_ref(),
-                        crate::loader::RedisKind::set_or_list(cfg.redis.as_ref()),
-                    )?,
+                .with_loaders(
+                    cfg.redis.as_ref(),
+                    cfg.http.as_ref(),
+                    crate::loader::RedisKind::set_or_list(cfg.redis.as_ref()),
                     cfg.reload.0,
-                ),
+                )?,
             ),
         })
     }

@@ -57,15 +57,12 @@ impl ConnLimiter {
                 cfg.reload.0,
                 Limits::parse,
             )?
-            .with_remote(
-                crate::bypass::rules::source(
-                    &owner,
-                    cfg.redis.as_ref(),
-                    cfg.http.as_ref(),
-                    crate::loader::RedisKind::set_or_list(cfg.redis.as_ref()),
-                )?,
+            .with_loaders(
+                cfg.redis.as_ref(),
+                cfg.http.as_ref(),
+                crate::loader::RedisKind::set_or_list(cfg.redis.as_ref()),
                 cfg.reload.0,
-            ),
+            )?,
             counts: Arc::default(),
         })
     }

@@ -56,15 +56,12 @@ impl RateLimiter {
                 cfg.reload.0,
                 Limits::parse,
             )?
-            .with_remote(
-                crate::bypass::rules::source(
-                    &owner,
-                    cfg.redis.as_ref(),
-                    cfg.http.as_ref(),
-                    crate::loader::RedisKind::set_or_list(cfg.redis.as_ref()),
-                )?,
+            .with_loaders(
+                cfg.redis.as_ref(),
+                cfg.http.as_ref(),
+                crate::loader::RedisKind::set_or_list(cfg.redis.as_ref()),
                 cfg.reload.0,
-            ),
+            )?,
             buckets: Mutex::default(),
         })
     }

@@ -205,15 +205,12 @@ impl TrafficLimiter {
             cfg.reload.0,
             TrafficLimits::parse,
         )?
-        .with_remote(
-            crate::bypass::rules::source(
-                &owner,
-                cfg.redis.as_ref(),
-                cfg.http.as_ref(),
-                crate::loader::RedisKind::set_or_list(cfg.redis.as_ref()),
-            )?,
+        .with_loaders(
+            cfg.redis.as_ref(),
+            cfg.http.as_ref(),
+            crate::loader::RedisKind::set_or_list(cfg.redis.as_ref()),
             cfg.reload.0,
-        );
+        )?;
         let current = rules.current();
         Ok(TrafficLimiter {
             name: cfg.name.clone(),
