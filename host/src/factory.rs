@@ -157,6 +157,7 @@ pub(crate) fn unsupported(cfg: &Config) -> Vec<String> {
                 | "admissions"
                 | "hosts"
                 | "ingresses"
+                | "sds"
                 | "caches"
                 | "resolvers"
                 | "climiters"
@@ -318,6 +319,10 @@ fn unbuildable_objects(cfg: &Config) -> Vec<String> {
     for i in &cfg.ingresses {
         let r = build_ingress(i);
         note("ingress", &i.name, r.map(drop).map_err(|e| text(&e)));
+    }
+    for s in cfg.sds.iter().filter(|s| http_or_none(&s.plugin)) {
+        let r = gost_core::sd::from_config(s);
+        note("sd", &s.name, r.map(drop).map_err(|e| text(&e)));
     }
     for r in &cfg.resolvers {
         let res = gost_core::resolver::find(cfg, &r.name);
@@ -1035,7 +1040,18 @@ fn build_tunnel(
                 .transpose()
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let h = TunnelHandler::new(&cfg.name, opts, ingress, entry_ingresses, deps.auther)
+    let sd = match &opts.sd {
+        Some(name) => {
+            let c = root
+                .sds
+                .iter()
+                .find(|s| s.name == *name)
+                .ok_or_else(|| svc_err(cfg, format!("handler: sd: sd \"{name}\" not found")))?;
+            Some(gost_core::sd::from_config(c).map_err(|e| svc_err(cfg, e.to_string()))?)
+        }
+        None => None,
+    };
+    let h = TunnelHandler::new(&cfg.name, opts, ingress, entry_ingresses, deps.auther, sd)
         .map_err(|e| svc_err(cfg, format!("handler: tunnel entry point: {e}")))?;
     Ok(Arc::new(h))
 }

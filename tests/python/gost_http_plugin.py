@@ -15,6 +15,9 @@ Paths (the test names the behaviour in the plugin addr):
   /resolver   "echo.test" -> 127.0.0.1, others ok false
   GET /ingress?host=H&service=S   "example.local" -> the tunnel id in
               INGRESS_ENDPOINT below, others an empty endpoint
+  /sd         GOST's sd plugin: POST registers the service in the body,
+              PUT renews it, DELETE deregisters it (by id, name and node),
+              GET ?name=N answers {"services": [...]} registered under N
   /slow/...   sleeps 3 s, then answers as the rest of the path
   /garbage/.. answers 200 with a body that is not JSON
   /huge/...   answers 200 with a 1 MiB JSON body
@@ -29,6 +32,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 LOG_LOCK = threading.Lock()
+SD_LOCK = threading.Lock()
+# (name, id, node) -> service, as registered
+SD_SERVICES = {}
 INGRESS_ENDPOINT = "6be39003-f4fa-49e4-a6ef-1997684d160e"
 
 
@@ -67,15 +73,47 @@ class Handler(BaseHTTPRequestHandler):
     def record(self, body):
         with LOG_LOCK, open(sys.argv[1], "a") as f:
             f.write(json.dumps({
+                "method": self.command,
                 "path": self.path,
                 "auth": self.headers.get("Authorization", ""),
                 "body": body,
             }) + "\n")
 
+    def read_json(self):
+        n = int(self.headers.get("Content-Length", "0"))
+        raw = self.rfile.read(n)
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return None
+
+    def sd_change(self):
+        body = self.read_json()
+        self.record(body)
+        if self.path != "/sd" or not isinstance(body, dict):
+            return self.answer(404, b"{}")
+        key = (body.get("name", ""), body.get("id", ""), body.get("node", ""))
+        with SD_LOCK:
+            if self.command == "POST":
+                SD_SERVICES[key] = body
+            elif self.command == "DELETE":
+                SD_SERVICES.pop(key, None)
+            elif key not in SD_SERVICES:
+                return self.answer(404, b"{}")
+        self.answer(200, b"{}")
+
+    do_PUT = sd_change
+    do_DELETE = sd_change
+
     def do_GET(self):
         self.record(None)
         url = urlparse(self.path)
         query = parse_qs(url.query)
+        if url.path == "/sd":
+            name = query.get("name", [""])[0]
+            with SD_LOCK:
+                found = [s for (n, _, _), s in SD_SERVICES.items() if n == name]
+            return self.answer(200, json.dumps({"services": found}).encode())
         if url.path != "/ingress":
             return self.answer(404, b"{}")
         host = query.get("host", [""])[0].split(":")[0]
@@ -83,6 +121,8 @@ class Handler(BaseHTTPRequestHandler):
         self.answer(200, json.dumps({"endpoint": endpoint}).encode())
 
     def do_POST(self):
+        if self.path == "/sd":
+            return self.sd_change()
         n = int(self.headers.get("Content-Length", "0"))
         raw = self.rfile.read(n)
         try:

@@ -8,6 +8,7 @@
 pub mod homed;
 pub mod netns;
 pub mod pki;
+pub mod plugin_server;
 pub mod redis;
 pub mod tunnel;
 

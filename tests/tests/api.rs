@@ -289,7 +289,7 @@ fn kinds_this_build_cannot_run_are_refused_and_change_nothing() {
     let (_g, keep, api) = start();
     let mut live = Live::open(keep);
     let before = api_config(api);
-    for kind in ["routers", "sds", "quotas"] {
+    for kind in ["routers", "quotas"] {
         let msg = refused(
             api,
             "POST",
@@ -758,6 +758,12 @@ fn every_kind_is_created_read_updated_and_deleted_while_traffic_flows() {
             json!({"plugin": []}),
         ),
         (
+            "sds",
+            json!({"plugin": {"type": "http", "addr": "http://127.0.0.1:9/sd"}}),
+            json!({}),
+            json!({"plugin": "http"}),
+        ),
+        (
             "loggers",
             json!({"log": {"output": "none"}}),
             json!({"log": {"output": "none", "level": "debug", "format": "json"}}),
@@ -825,6 +831,10 @@ fn every_kind_is_created_read_updated_and_deleted_while_traffic_flows() {
             json!({"name": "o", "plugin": {"type": "grpc", "addr": "127.0.0.1:1"}}),
         ),
         ("loggers", json!({"name": "l", "log": {"level": "loud"}})),
+        (
+            "sds",
+            json!({"name": "s", "plugin": {"type": "http", "addr": "ftp://127.0.0.1:1"}}),
+        ),
     ] {
         let name = format!("\"{}\"", body["name"].as_str().unwrap());
         let msg = refused(api, "POST", &format!("/config/{kind}"), Some(body), 40001);

@@ -27,6 +27,7 @@ pub mod redis;
 pub mod repeat;
 pub mod resolver;
 pub mod routing;
+pub mod sd;
 pub mod stats;
 pub mod stream;
 

@@ -190,6 +190,28 @@ impl HttpPlugin {
             .await
     }
 
+    /// Sends `req` with `method` and takes a `200` as success, the
+    /// answer's body unread beyond its size limit: GOST's sd plugin
+    /// registers (`POST`), renews (`PUT`) and deregisters (`DELETE`) so.
+    /// Failures as in [`HttpPlugin::call`].
+    pub async fn send<Q: Serialize>(
+        &self,
+        method: hyper::Method,
+        req: &Q,
+        fallback: &'static str,
+    ) -> Result<(), CallError> {
+        let body = serde_json::to_vec(req)?;
+        let path = self.path.clone();
+        self.timed(
+            async {
+                self.exchange_bytes(method, &path, Some(body)).await?;
+                Ok(())
+            },
+            fallback,
+        )
+        .await
+    }
+
     async fn timed<A>(
         &self,
         work: impl std::future::Future<Output = Result<A, CallError>>,
@@ -219,6 +241,16 @@ impl HttpPlugin {
         target: &str,
         body: Option<Vec<u8>>,
     ) -> Result<A, CallError> {
+        let body = self.exchange_bytes(method, target, body).await?;
+        Ok(serde_json::from_slice(&body)?)
+    }
+
+    async fn exchange_bytes(
+        &self,
+        method: hyper::Method,
+        target: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Bytes, CallError> {
         let mut builder = hyper::Request::builder()
             .method(method)
             .uri(target)
@@ -261,7 +293,7 @@ impl HttpPlugin {
             })?
             .to_bytes();
         self.give_back(sender);
-        Ok(serde_json::from_slice(&body)?)
+        Ok(body)
     }
 
     /// An idle connection that can take a request (and `true`), or a new

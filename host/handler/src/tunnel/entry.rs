@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
 
-use super::{join, read_request, status, stream_head, Shared};
+use super::{join, read_request, status, stream_head, Dialed, Shared};
 use crate::{sniffing, sniffing_http};
 use crate::{ConnContext, HandlerError};
 use gost_core::escape::esc;
@@ -211,7 +211,7 @@ async fn serve(
             esc(&host)
         )));
     };
-    let Some((mut up, _, stats)) = shared.dial(&tunnel, false).await else {
+    let Some((dialed, stats)) = shared.dial(&tunnel, false).await else {
         shared.count_refused();
         if http {
             let _ = stream.write_all_now(UNAVAILABLE).await;
@@ -221,10 +221,18 @@ async fn serve(
             esc(&host)
         )));
     };
-    up.write_all(&stream_head(&ctx.peer.to_string(), &host)?)
-        .await?;
+    let up = match dialed {
+        Dialed::Local(mut up, _) => {
+            up.write_all(&stream_head(&ctx.peer.to_string(), &host)?)
+                .await?;
+            up.into_stream()
+        }
+        // The bytes read so far are still in the visitor's stream and go
+        // to the other node's entry point first.
+        Dialed::Remote(up, _) => Stream::from(up),
+    };
     tracing::debug!(service = %ctx.service, client = %ctx.peer, host = %esc(&host), tunnel = %tunnel, "tunnel entry point: visitor joined");
-    join(stream, up.into_stream(), ctx, stats, None).await
+    join(stream, up, ctx, stats, None).await
 }
 
 /// GOST's PROXY protocol listener's wait for the header.
@@ -377,7 +385,7 @@ async fn route_http(
             format!("tunnel entry point: no route to host {:?}", esc(&host)),
         ));
     };
-    let Some((mut up, _, stats)) = shared.dial(&tunnel, false).await else {
+    let Some((dialed, stats)) = shared.dial(&tunnel, false).await else {
         return Err(refused(
             503,
             format!(
@@ -386,17 +394,23 @@ async fn route_http(
             ),
         ));
     };
-    let head =
-        stream_head(&ctx.peer.to_string(), &host).map_err(|e| refused(503, e.to_string()))?;
-    up.write_all(&head)
-        .await
-        .map_err(|e| refused(503, e.to_string()))?;
+    let up = match dialed {
+        Dialed::Local(mut up, _) => {
+            let head = stream_head(&ctx.peer.to_string(), &host)
+                .map_err(|e| refused(503, e.to_string()))?;
+            up.write_all(&head)
+                .await
+                .map_err(|e| refused(503, e.to_string()))?;
+            up.into_stream()
+        }
+        // The other node's entry point takes the request as HTTP and
+        // routes it by its own ingress; `Gost-Forwarded-Node` names this
+        // node, so a request sent back here is refused as a loop.
+        Dialed::Remote(up, _) => Stream::from(up),
+    };
     tracing::debug!(service = %ctx.service, client = %ctx.peer, host = %esc(&host), tunnel = %tunnel, "tunnel entry point: request routed");
     Ok(sniffing_http::Routed {
-        stream: Stream::boxed(
-            TunnelCounted::new(up.into_stream(), stats),
-            Default::default(),
-        ),
+        stream: Stream::boxed(TunnelCounted::new(up, stats), Default::default()),
         node: None,
     })
 }
@@ -506,7 +520,7 @@ async fn relay_visitor(
             "tunnel entry point: relay request without a tunnel id".into(),
         ));
     };
-    let Some((mut up, _, stats)) = shared.dial(&tunnel, req.udp).await else {
+    let Some((dialed, stats)) = shared.dial(&tunnel, req.udp).await else {
         shared.count_refused();
         let _ = stream
             .write_all_now(&status(STATUS_SERVICE_UNAVAILABLE))
@@ -515,7 +529,19 @@ async fn relay_visitor(
             "tunnel entry point: tunnel {tunnel} has no connected client"
         )));
     };
-    stream.write_all_now(&status(STATUS_OK)).await?;
-    up.write_all(&stream_head(&req.src, &req.dst)?).await?;
-    join(stream, up.into_stream(), ctx, stats, None).await
+    let up = match dialed {
+        Dialed::Local(mut up, _) => {
+            stream.write_all_now(&status(STATUS_OK)).await?;
+            up.write_all(&stream_head(&req.src, &req.dst)?).await?;
+            up.into_stream()
+        }
+        // The request goes on as it came, and the other node answers it
+        // (GOST writes its local stream head there instead, which the
+        // other entry point cannot read as a request).
+        Dialed::Remote(mut up, _) => {
+            up.write_all(&req.raw).await?;
+            Stream::from(up)
+        }
+    };
+    join(stream, up, ctx, stats, None).await
 }

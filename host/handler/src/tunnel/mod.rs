@@ -16,6 +16,14 @@
 //!   a TLS ClientHello routed by its SNI, or HTTP routed by its `Host`,
 //!   both through the ingress (see [`entry`]).
 //!
+//! - With an `sd` (service discovery, GOST's `sds:`), each client is
+//!   registered there under its tunnel id with this handler's node id and
+//!   entry point address, renewed every `tunnel.ttl` and deregistered
+//!   when it leaves; a visitor for a tunnel with no client here is sent
+//!   on to the entry point of another node that has one, as GOST's
+//!   `Dialer` does: the request as it came (a relay request, or the
+//!   HTTP or TLS bytes), for that node to route.
+//!
 //! The state (registered clients, the entry point's listener) belongs to
 //! the service, not to one build of the handler: a change of the
 //! ingress or of other settings rebuilds the handler, and the clients
@@ -38,6 +46,7 @@ use gost_core::auth::Auther;
 use gost_core::escape::esc;
 use gost_core::ingress::Ingress;
 use gost_core::metadata::{Metadata, MetadataError};
+use gost_core::sd::Sd;
 use gost_core::stats::Stats;
 use gost_core::stream::Stream;
 use gost_proto::relay::{
@@ -55,6 +64,10 @@ use pool::{Connector, ConnectorInfo, Pool};
 const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(15);
 /// How many connectors a visitor's stream is tried on (GOST's `Retry`).
 const DIAL_TRIES: usize = 3;
+/// GOST's `tunnel.ttl` default: how often registrations are renewed.
+const DEFAULT_TTL: Duration = Duration::from_secs(15);
+/// GOST's wait for another node's entry point.
+const REMOTE_DIAL_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone)]
 pub struct TunnelOptions {
@@ -90,6 +103,10 @@ pub struct TunnelOptions {
     /// `entrypoints`: more entry points, each with its own ingress (by
     /// name; the handler's when unset).
     pub entrypoints: Vec<EntrypointConfig>,
+    /// `sd`: the name of the sd object clients are registered with.
+    pub sd: Option<String>,
+    /// `tunnel.ttl`: how often the clients' sd registrations are renewed.
+    pub ttl: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -145,11 +162,14 @@ pub enum TunnelOptionsError {
 impl TunnelOptions {
     pub fn from_metadata(md: &Metadata) -> Result<Self, TunnelOptionsError> {
         let invalid = |s: String| TunnelOptionsError::Invalid(format!("tunnel handler: {s}"));
-        for (key, why) in [
-            ("sd", "service discovery (sd) is not supported yet: each tunnel server serves the clients registered with it"),
-            ("sniffing.websocket", "sniffing.websocket (recording WebSocket frames) is not supported"),
-        ] {
-            if md.get(key).is_some_and(|v| !v.is_null() && v != "" && v != false) {
+        for (key, why) in [(
+            "sniffing.websocket",
+            "sniffing.websocket (recording WebSocket frames) is not supported",
+        )] {
+            if md
+                .get(key)
+                .is_some_and(|v| !v.is_null() && v != "" && v != false)
+            {
                 return Err(invalid(why.into()));
             }
         }
@@ -209,6 +229,11 @@ impl TunnelOptions {
             entry_keepalive: md.get_bool("entrypoint.keepalive")?.unwrap_or(false),
             entry_proxy_protocol: proxy_protocol > 0,
             entrypoints,
+            sd: md.get_string("sd")?.filter(|s| !s.is_empty()),
+            ttl: md
+                .get_duration("tunnel.ttl")?
+                .filter(|t| !t.is_zero())
+                .unwrap_or(DEFAULT_TTL),
         })
     }
 }
@@ -229,6 +254,19 @@ pub(crate) struct Shared {
     /// request, credentials, no route, no client), registrations refused
     /// (full), clients lost while streams were open.
     refused: std::sync::atomic::AtomicU64,
+    sd: RwLock<Option<Arc<dyn Sd>>>,
+    /// GOST's `entrypoint` as written: the address registered in the sd.
+    entry_addr: RwLock<String>,
+}
+
+/// Where a visitor's connection goes.
+pub(crate) enum Dialed {
+    /// A stream of one of this node's clients, which the visitor's
+    /// stream head goes first on.
+    Local(gost_transport::mux::MuxStream, Arc<Connector>),
+    /// Another node's entry point (from the sd), which takes the
+    /// visitor's request as it came.
+    Remote(tokio::net::TcpStream, String),
 }
 
 impl Shared {
@@ -244,24 +282,68 @@ impl Shared {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// A stream to one of `tunnel`'s connectors for a visitor, and the
-    /// tunnel's counters.
-    async fn dial(
-        &self,
-        tunnel: &TunnelId,
-        udp: bool,
-    ) -> Option<(gost_transport::mux::MuxStream, Arc<Connector>, Arc<Stats>)> {
+    fn sd(&self) -> Option<Arc<dyn Sd>> {
+        self.sd.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A stream to one of `tunnel`'s connectors for a visitor, or failing
+    /// that another node's entry point the sd names, and the tunnel's
+    /// counters.
+    async fn dial(&self, tunnel: &TunnelId, udp: bool) -> Option<(Dialed, Arc<Stats>)> {
         for _ in 0..DIAL_TRIES {
-            let (c, stats) = self.pool.get(tunnel, udp, rand::random())?;
+            let Some((c, stats)) = self.pool.get(tunnel, udp, rand::random()) else {
+                break;
+            };
             match c.session.open().await {
-                Ok(s) => return Some((s, c, stats)),
+                Ok(s) => return Some((Dialed::Local(s, c), stats)),
                 Err(e) => {
                     tracing::debug!(service = %self.service, tunnel = %tunnel, connector = %c.id, error = %e, "tunnel: connector's session gone");
                     self.pool.remove(&c.tunnel, &c.id);
                 }
             }
         }
-        None
+        let sd = self.sd()?;
+        let name = tunnel.to_string();
+        let network = if udp { "udp" } else { "tcp" };
+        let services = match sd.get(&name).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(service = %self.service, tunnel = %tunnel, error = %e, "tunnel: sd lookup failed");
+                return None;
+            }
+        };
+        let other = services
+            .into_iter()
+            .find(|s| s.node != self.node && s.network == network && !s.address.is_empty())?;
+        let addr = remote_addr(&other.address);
+        let tcp = match tokio::time::timeout(
+            REMOTE_DIAL_TIMEOUT,
+            gost_core::dialer::dial_tcp(&addr),
+        )
+        .await
+        {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => {
+                tracing::warn!(service = %self.service, tunnel = %tunnel, node = %esc(&other.node), address = %esc(&addr), error = %e, "tunnel: other node's entry point unreachable");
+                return None;
+            }
+            Err(_) => {
+                tracing::warn!(service = %self.service, tunnel = %tunnel, node = %esc(&other.node), address = %esc(&addr), "tunnel: other node's entry point did not answer in time");
+                return None;
+            }
+        };
+        tracing::debug!(service = %self.service, tunnel = %tunnel, node = %esc(&other.node), address = %esc(&addr), "tunnel: visitor sent to another node");
+        Some((Dialed::Remote(tcp, other.node), self.pool.stats(tunnel)))
+    }
+}
+
+/// An entry point address as GOST's dialer takes it: no host, or an
+/// unspecified one, is this machine.
+fn remote_addr(addr: &str) -> String {
+    match gost_core::addr::split_host_port(addr) {
+        Ok(("" | "0.0.0.0", port)) => format!("127.0.0.1:{port}"),
+        Ok(("::", port)) => format!("[::1]:{port}"),
+        _ => addr.to_string(),
     }
 }
 
@@ -311,6 +393,8 @@ struct Request {
     src: String,
     dst: String,
     tunnel: Option<TunnelId>,
+    /// The request as read, which goes on as it is to another node.
+    raw: Vec<u8>,
 }
 
 impl Request {
@@ -355,8 +439,11 @@ async fn read_request(stream: &mut Stream) -> Result<Request, HandlerError> {
     }
     let mut features = vec![0u8; u16::from_be_bytes([head[2], head[3]]) as usize];
     stream.read_exact(&mut features).await?;
-    let features = parse_features(&features).map_err(HandlerError::Protocol)?;
-    Ok(Request::from_features(head[1], features))
+    let parsed = parse_features(&features).map_err(HandlerError::Protocol)?;
+    let mut req = Request::from_features(head[1], parsed);
+    req.raw = head.to_vec();
+    req.raw.extend_from_slice(&features);
+    Ok(req)
 }
 
 fn status(code: u8) -> [u8; 4] {
@@ -409,6 +496,7 @@ impl TunnelHandler {
         ingress: Option<Arc<Ingress>>,
         entry_ingresses: Vec<Option<Arc<Ingress>>>,
         auther: Option<Arc<dyn Auther>>,
+        sd: Option<Arc<dyn Sd>>,
     ) -> Result<Self, std::io::Error> {
         let ingress = match ingress {
             Some(i) => Some(i),
@@ -433,6 +521,8 @@ impl TunnelHandler {
                         entry_keepalive: Default::default(),
                         entry_proxy_protocol: Default::default(),
                         refused: Default::default(),
+                        sd: RwLock::new(None),
+                        entry_addr: RwLock::new(String::new()),
                     });
                     map.insert(service.to_string(), Arc::downgrade(&s));
                     s
@@ -440,6 +530,9 @@ impl TunnelHandler {
             }
         };
         *shared.ingress.write().unwrap_or_else(|p| p.into_inner()) = ingress;
+        *shared.sd.write().unwrap_or_else(|p| p.into_inner()) = sd;
+        *shared.entry_addr.write().unwrap_or_else(|p| p.into_inner()) =
+            opts.entrypoint.clone().unwrap_or_default();
         shared
             .entry_keepalive
             .store(opts.entry_keepalive, std::sync::atomic::Ordering::Relaxed);
@@ -610,7 +703,7 @@ impl TunnelHandler {
                 return Err(HandlerError::Protocol(msg));
             }
         };
-        let Some((mut up, c, stats)) = self.shared.dial(&target, req.udp).await else {
+        let Some((dialed, stats)) = self.shared.dial(&target, req.udp).await else {
             self.shared.count_refused();
             let _ = stream
                 .write_all_now(&status(STATUS_SERVICE_UNAVAILABLE))
@@ -620,10 +713,21 @@ impl TunnelHandler {
                 if req.udp { "udp" } else { "tcp" }
             )));
         };
-        stream.write_all_now(&status(STATUS_OK)).await?;
-        up.write_all(&stream_head(&req.src, &req.dst)?).await?;
-        tracing::debug!(service = %ctx.service, client = %ctx.peer, tunnel = %target, connector = %c.id, dst = %esc(&req.dst), "tunnel: visitor joined");
-        join(stream, up.into_stream(), ctx, stats, self.opts.idle_timeout).await
+        let up = match dialed {
+            Dialed::Local(mut up, c) => {
+                stream.write_all_now(&status(STATUS_OK)).await?;
+                up.write_all(&stream_head(&req.src, &req.dst)?).await?;
+                tracing::debug!(service = %ctx.service, client = %ctx.peer, tunnel = %target, connector = %c.id, dst = %esc(&req.dst), "tunnel: visitor joined");
+                up.into_stream()
+            }
+            // The other node answers the visitor itself.
+            Dialed::Remote(mut up, node) => {
+                up.write_all(&req.raw).await?;
+                tracing::debug!(service = %ctx.service, client = %ctx.peer, tunnel = %target, node = %esc(&node), dst = %esc(&req.dst), "tunnel: visitor sent to another node");
+                Stream::from(up)
+            }
+        };
+        join(stream, up, ctx, stats, self.opts.idle_timeout).await
     }
 
     async fn bind(
@@ -685,7 +789,10 @@ impl TunnelHandler {
         self.shared.pool.add(c.clone());
         let network = if req.udp { "udp" } else { "tcp" };
         tracing::info!(service = %ctx.service, client = %ctx.peer, tunnel = %tunnel, connector = %id, weight = id.weight(), network, endpoint = %esc(&host), "tunnel: client registered");
-        c.session.closed().await;
+        match self.shared.sd() {
+            Some(sd) => self.registered(&*sd, &c, network).await,
+            None => c.session.closed().await,
+        }
         self.shared.pool.remove(&tunnel, &id);
         let end = c.session.end().unwrap_or_else(|| "closed".into());
         tracing::info!(service = %ctx.service, client = %ctx.peer, tunnel = %tunnel, connector = %id, end = %end, "tunnel: client left");
@@ -696,6 +803,49 @@ impl TunnelHandler {
             )));
         }
         Ok(())
+    }
+}
+
+impl TunnelHandler {
+    /// Keeps `c` registered in `sd` while its session lasts, as GOST's
+    /// handler does: registered with the node and the entry point,
+    /// renewed every `tunnel.ttl`, deregistered at the end (the last two
+    /// naming only the connector, tunnel and node). A failed call is
+    /// logged (by the plugin client) and the client stays served here.
+    async fn registered(&self, sd: &dyn Sd, c: &Connector, network: &str) {
+        let mut service = gost_core::sd::Service {
+            id: c.id.to_string(),
+            name: c.tunnel.to_string(),
+            node: self.shared.node.clone(),
+            network: network.to_string(),
+            address: self
+                .shared
+                .entry_addr
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        };
+        if let Err(e) = sd.register(&service).await {
+            tracing::debug!(service = %self.shared.service, tunnel = %c.tunnel, connector = %c.id, error = %e, "tunnel: sd register failed");
+        }
+        service.network.clear();
+        service.address.clear();
+        let mut tick = tokio::time::interval(self.opts.ttl);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = c.session.closed() => break,
+                _ = tick.tick() => {
+                    if let Err(e) = sd.renew(&service).await {
+                        tracing::debug!(service = %self.shared.service, tunnel = %c.tunnel, connector = %c.id, error = %e, "tunnel: sd renew failed");
+                    }
+                }
+            }
+        }
+        if let Err(e) = sd.deregister(&service).await {
+            tracing::debug!(service = %self.shared.service, tunnel = %c.tunnel, connector = %c.id, error = %e, "tunnel: sd deregister failed");
+        }
     }
 }
 
@@ -749,7 +899,6 @@ mod tests {
             m
         };
         for (k, v) in [
-            ("sd", serde_json::json!("sd-0")),
             ("entrypoints", serde_json::json!({"addr": ":80"})),
             ("entrypoints", serde_json::json!([{"addr": 80}])),
             ("entrypoint.proxyProtocol", serde_json::json!(3)),
