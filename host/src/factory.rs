@@ -158,6 +158,7 @@ pub(crate) fn unsupported(cfg: &Config) -> Vec<String> {
                 | "hosts"
                 | "ingresses"
                 | "sds"
+                | "routers"
                 | "caches"
                 | "resolvers"
                 | "climiters"
@@ -319,6 +320,10 @@ fn unbuildable_objects(cfg: &Config) -> Vec<String> {
     for i in &cfg.ingresses {
         let r = build_ingress(i);
         note("ingress", &i.name, r.map(drop).map_err(|e| text(&e)));
+    }
+    for r in cfg.routers.iter().filter(|r| http_or_none(&r.plugin)) {
+        let res = gost_core::router::Router::from_config(r);
+        note("router", &r.name, res.map(drop).map_err(|e| text(&e)));
     }
     for s in cfg.sds.iter().filter(|s| http_or_none(&s.plugin)) {
         let r = gost_core::sd::from_config(s);
@@ -963,6 +968,30 @@ fn build_wasm_handler(
     Ok(h)
 }
 
+/// The router a `tun` listener names (`router`, `tun.router`), put in
+/// its slot now: the running server reads routes from the slot, so a
+/// changed router takes effect without a new device.
+#[cfg(feature = "tun")]
+fn tun_router(
+    root: &Config,
+    cfg: &ServiceConfig,
+) -> Result<Option<gost_core::router::Slot>, BuildError> {
+    let empty = gost_core::metadata::Metadata::default();
+    let md = cfg.listener.as_ref().map_or(&empty, |l| &l.metadata);
+    let tun = gost_transport::tun::TunConfig::from_metadata(md).map_err(|e| svc_err(cfg, e))?;
+    let Some(name) = tun.router else {
+        return Ok(None);
+    };
+    let rc = root
+        .routers
+        .iter()
+        .find(|r| r.name == name)
+        .ok_or_else(|| svc_err(cfg, format!("listener: router \"{name}\" not found")))?;
+    let router =
+        gost_core::router::Router::from_config(rc).map_err(|e| svc_err(cfg, e.to_string()))?;
+    Ok(Some(gost_core::router::publish(router)))
+}
+
 /// An ingress of the `ingresses` section; its endpoints must be tunnel
 /// ids.
 fn build_ingress(
@@ -1464,6 +1493,7 @@ fn register(r: &mut Kinds) {
                 deps.auther,
                 forwarder_addrs(root, cfg)?,
                 opts,
+                tun_router(root, cfg)?,
             )))
         },
         summary: "GOST's TUN tunnel: the `tun` listener's device joined to a UDP tunnel of IP packets; a client (with a forwarder: the server) or the server",

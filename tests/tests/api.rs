@@ -289,7 +289,8 @@ fn kinds_this_build_cannot_run_are_refused_and_change_nothing() {
     let (_g, keep, api) = start();
     let mut live = Live::open(keep);
     let before = api_config(api);
-    for kind in ["routers", "quotas"] {
+    {
+        let kind = "quotas";
         let msg = refused(
             api,
             "POST",
@@ -758,6 +759,12 @@ fn every_kind_is_created_read_updated_and_deleted_while_traffic_flows() {
             json!({"plugin": []}),
         ),
         (
+            "routers",
+            json!({"routes": [{"dst": "10.0.0.0/8", "gateway": "192.168.123.2"}]}),
+            json!({"plugin": {"type": "http", "addr": "http://127.0.0.1:9/router"}}),
+            json!({"routes": {"dst": "10.0.0.0/8"}}),
+        ),
+        (
             "sds",
             json!({"plugin": {"type": "http", "addr": "http://127.0.0.1:9/sd"}}),
             json!({}),
@@ -834,6 +841,14 @@ fn every_kind_is_created_read_updated_and_deleted_while_traffic_flows() {
         (
             "sds",
             json!({"name": "s", "plugin": {"type": "http", "addr": "ftp://127.0.0.1:1"}}),
+        ),
+        (
+            "routers",
+            json!({"name": "r", "routes": [{"dst": "not-a-net", "gateway": "10.0.0.1"}]}),
+        ),
+        (
+            "routers",
+            json!({"name": "r", "file": {"path": "/nonexistent"}}),
         ),
     ] {
         let name = format!("\"{}\"", body["name"].as_str().unwrap());

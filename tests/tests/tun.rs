@@ -280,3 +280,74 @@ fn tap_carries_frames_and_removes_its_device() {
     assert_ping(&c_ns, "192.168.124.1", &[&s, &c, &node]);
     node.wait_log("socks5 udp-over-tcp");
 }
+
+/// The server's listener names a `routers` object (GOST's
+/// `router`/`tun.router`): packets for a network the listener routes into
+/// the device without a gateway go to the client the router names as
+/// gateway. A router changed through the web API takes effect at once,
+/// with the same device (no new one is made for a change of routes).
+#[test]
+fn tun_router_names_the_gateway_client_and_changes_live() {
+    let Some((s_ns, c_ns)) = pair("tunrtr") else {
+        return;
+    };
+    let dir = TempDir::new("tun-router");
+    let api = dir.path("api.sock");
+    let port = free_udp_port();
+    let yaml = format!(
+        "api:
+  addr: unix://{api}
+services:
+  - name: tun
+    addr: :{port}
+    handler:
+      type: tun
+    listener:
+      type: tun
+      metadata:
+        net: 192.168.123.1/24
+        name: gtun0
+        route: 10.200.0.0/16
+        router: router-0
+routers:
+  - name: router-0
+    routes:
+      - dst: 10.200.0.0/16
+        gateway: 192.168.123.2
+"
+    );
+    let file = dir.write("server.yaml", &yaml);
+    let s = gost_in(&s_ns, &["-D", "-C", &file]);
+    c_ns.ip(&["addr", "add", "10.200.0.5/32", "dev", "lo"]);
+    let c = gost_in(&c_ns, &["-D", "-L", &client_url(port, "")]);
+    s.wait_log("tun server listening");
+    c.wait_log("tun: keepalive answered");
+    assert_ping(&s_ns, "10.200.0.5", &[&s, &c]);
+    let index = || {
+        s_ns.ip_output(&["-o", "link", "show", "gtun0"])
+            .and_then(|l| l.split(':').next().map(str::to_string))
+            .expect("the server's device")
+    };
+    let before = index();
+    let put = |gateway: &str| {
+        let body = format!(r#"{{"routes": [{{"dst": "10.200.0.0/16", "gateway": "{gateway}"}}]}}"#);
+        let out = std::process::Command::new("/usr/bin/curl")
+            .args(["-s", "--max-time", "5", "--unix-socket", &api, "-X", "PUT"])
+            .args(["-H", "Content-Type: application/json", "-d"])
+            .arg(&body)
+            .arg("http://gost/config/routers/router-0")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(text.contains("\"OK\""), "{text}\n{}", s.log());
+    };
+    // A gateway no client has: the network's packets are dropped.
+    put("192.168.123.9");
+    let start = Instant::now();
+    while ping(&s_ns, "10.200.0.5", 1) {
+        assert!(start.elapsed() < TIMEOUT, "the new route was not applied");
+    }
+    put("192.168.123.2");
+    assert_ping(&s_ns, "10.200.0.5", &[&s, &c]);
+    assert_eq!(index(), before, "a router change made a new device");
+}

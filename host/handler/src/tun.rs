@@ -101,6 +101,8 @@ pub struct TunHandler {
     /// The server's clients by tunnel address (GOST keeps them across
     /// devices, as the handler outlives each).
     clients: Mutex<HashMap<IpAddr, SocketAddr>>,
+    /// The listener's `router`, read at each packet its own routes miss.
+    router_table: Option<gost_core::router::Slot>,
 }
 
 impl TunHandler {
@@ -109,6 +111,7 @@ impl TunHandler {
         auther: Option<Arc<dyn Auther>>,
         targets: Vec<String>,
         opts: TunOptions,
+        router_table: Option<gost_core::router::Slot>,
     ) -> Self {
         TunHandler {
             router,
@@ -117,6 +120,7 @@ impl TunHandler {
             next: AtomicUsize::new(0),
             opts,
             clients: Mutex::default(),
+            router_table,
         }
     }
 
@@ -262,7 +266,7 @@ impl TunHandler {
                         tracing::debug!(len = n, "tun: not an IP packet, discarded");
                         continue;
                     };
-                    match self.route_for(dst, &tun.config) {
+                    match self.route_for(dst, &tun.config).await {
                         Some(addr) => {
                             if let Err(e) = sock.send_to(pkt, addr).await {
                                 if e.kind() != io::ErrorKind::ConnectionRefused {
@@ -289,7 +293,7 @@ impl TunHandler {
                         continue;
                     };
                     if !self.opts.p2p {
-                        if let Some(addr) = self.route_for(dst, &tun.config) {
+                        if let Some(addr) = self.route_for(dst, &tun.config).await {
                             if let Err(e) = sock.send_to(pkt, addr).await {
                                 if e.kind() != io::ErrorKind::ConnectionRefused {
                                     return Ok(e);
@@ -357,21 +361,30 @@ impl TunHandler {
     }
 
     /// The client that owns `dst`, or the one that is the gateway of the
-    /// listener's route to it (the longest prefix).
-    fn route_for(&self, dst: IpAddr, config: &TunConfig) -> Option<SocketAddr> {
+    /// listener's route to it (the longest prefix), or else of the
+    /// listener's `router`'s route (GOST's `findRouteFor`).
+    async fn route_for(&self, dst: IpAddr, config: &TunConfig) -> Option<SocketAddr> {
+        {
+            let clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+            if self.opts.p2p {
+                return clients.get(&IpAddr::from(Ipv6Addr::UNSPECIFIED)).copied();
+            }
+            if let Some(a) = clients.get(&dst) {
+                return Some(*a);
+            }
+            let gw = config
+                .routes
+                .iter()
+                .filter(|r| r.net.contains(&dst))
+                .max_by_key(|r| r.net.prefix_len())
+                .and_then(|r| r.gateway);
+            if let Some(gw) = gw {
+                return clients.get(&gw).copied();
+            }
+        }
+        let table = gost_core::router::current(self.router_table.as_ref()?)?;
+        let gw = table.route(dst).await?.gateway_ip()?;
         let clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if self.opts.p2p {
-            return clients.get(&IpAddr::from(Ipv6Addr::UNSPECIFIED)).copied();
-        }
-        if let Some(a) = clients.get(&dst) {
-            return Some(*a);
-        }
-        let gw = config
-            .routes
-            .iter()
-            .filter(|r| r.net.contains(&dst))
-            .max_by_key(|r| r.net.prefix_len())?
-            .gateway?;
         clients.get(&gw).copied()
     }
 }

@@ -51,11 +51,14 @@ pub struct TunConfig {
     /// `route` (a comma list of CIDRs via `gw`) and `routes` (each
     /// `CIDR [gateway]`).
     pub routes: Vec<Route>,
+    /// `router` (TUN only): the name of a `routers` object the server
+    /// asks for the gateway client of a destination its own routes miss.
+    pub router: Option<String>,
 }
 
 impl TunConfig {
     /// GOST's keys; what this build does not do (more than one `net`, an
-    /// IPv6 `net`, `dns`, a named `router`) is refused with a message.
+    /// IPv6 `net`, `dns`) is refused with a message.
     pub fn from_metadata(md: &Metadata) -> Result<Self, String> {
         Self::parse(md, false)
     }
@@ -76,7 +79,8 @@ impl TunConfig {
                 None => Ok(None),
             }
         };
-        for refused in ["dns", "router"] {
+        let refused: &[&str] = if tap { &["dns", "router"] } else { &["dns"] };
+        for &refused in refused {
             if get(refused)?.is_some_and(|v| !v.trim().is_empty()) {
                 return Err(format!(
                     "{kind} listener: `{refused}` is not supported by this build"
@@ -171,6 +175,12 @@ impl TunConfig {
             mtu,
             gateway,
             routes,
+            router: match tap {
+                true => None,
+                false => get("router")?
+                    .map(|r| r.trim().to_string())
+                    .filter(|r| !r.is_empty()),
+            },
         })
     }
 }
@@ -408,7 +418,7 @@ pub fn register(r: &mut crate::kinds::Transports) {
         socket: crate::kinds::Socket::Tun,
         upgrade: None,
         uses_tls: false,
-        summary: "a TUN device (`net`, `mtu`, `name`, `route`, `routes`, `gw`) for the `tun` handler's UDP tunnel",
+        summary: "a TUN device (`net`, `mtu`, `name`, `route`, `routes`, `gw`, `router`) for the `tun` handler's UDP tunnel",
     });
 }
 
@@ -456,7 +466,6 @@ mod tests {
             ("net", "fd::1/64"),
             ("net", "10.0.0.1/24,10.1.0.1/24"),
             ("dns", "1.1.1.1"),
-            ("router", "router-0"),
             ("route", "fd::/64"),
             ("net", "10.0.0.1"),
         ] {
