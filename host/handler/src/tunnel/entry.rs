@@ -27,8 +27,8 @@ use gost_core::stream::Stream;
 use gost_proto::relay::{STATUS_BAD_REQUEST, STATUS_OK, STATUS_SERVICE_UNAVAILABLE, VERSION};
 use gost_proto::tunnel::TunnelId;
 
-/// GOST's `entrypoint.readTimeout` default: the visitor's first request
-/// (relay request, ClientHello or HTTP head) must arrive within this.
+/// The visitor's first request (relay request, ClientHello or HTTP head)
+/// must arrive within this (GOST waits without limit).
 const READ_TIMEOUT: Duration = Duration::from_secs(15);
 /// Most visitor connections the entry point serves at once; more wait in
 /// the listen backlog.
@@ -339,7 +339,10 @@ async fn serve_http(
         Ok(())
     });
     let opts = sniffing_http::Options {
-        read_timeout: READ_TIMEOUT,
+        read_timeout: *shared
+            .entry_read_timeout
+            .read()
+            .unwrap_or_else(|p| p.into_inner()),
         sniff_timeout: READ_TIMEOUT,
         keepalive: true,
         reuse_upstream: shared

@@ -64,6 +64,8 @@ use pool::{Connector, ConnectorInfo, Pool};
 const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(15);
 /// How many connectors a visitor's stream is tried on (GOST's `Retry`).
 const DIAL_TRIES: usize = 3;
+/// GOST's `entrypoint.readTimeout` default.
+const DEFAULT_ENTRY_READ_TIMEOUT: Duration = Duration::from_secs(15);
 /// GOST's `tunnel.ttl` default: how often registrations are renewed.
 const DEFAULT_TTL: Duration = Duration::from_secs(15);
 /// GOST's wait for another node's entry point.
@@ -95,6 +97,9 @@ pub struct TunnelOptions {
     /// share the stream to the tunnel client (else each request opens
     /// its own, as GOST's transport without keep-alive does).
     pub entry_keepalive: bool,
+    /// `entrypoint.readTimeout`: the entry point's wait for the tunnel
+    /// client's response head to an HTTP request (GOST's default 15s).
+    pub entry_read_timeout: Duration,
     /// `entrypoint.proxyProtocol` (1 or 2): a visitor connection may
     /// start with a PROXY protocol header (either version, as GOST's
     /// listener takes both), whose source address stands for the
@@ -162,10 +167,16 @@ pub enum TunnelOptionsError {
 impl TunnelOptions {
     pub fn from_metadata(md: &Metadata) -> Result<Self, TunnelOptionsError> {
         let invalid = |s: String| TunnelOptionsError::Invalid(format!("tunnel handler: {s}"));
-        for (key, why) in [(
-            "sniffing.websocket",
-            "sniffing.websocket (recording WebSocket frames) is not supported",
-        )] {
+        for (key, why) in [
+            (
+                "sniffing.websocket",
+                "sniffing.websocket (recording WebSocket frames) is not supported",
+            ),
+            (
+                "entrypoint.compression",
+                "entrypoint.compression (gzip between the entry point and the tunnel client) is not supported yet",
+            ),
+        ] {
             if md
                 .get(key)
                 .is_some_and(|v| !v.is_null() && v != "" && v != false)
@@ -227,6 +238,10 @@ impl TunnelOptions {
             idle_timeout: md.get_duration("idleTimeout")?.filter(|t| !t.is_zero()),
             mux: MuxConfig::from_metadata(md, 2).map_err(|e| invalid(e.to_string()))?,
             entry_keepalive: md.get_bool("entrypoint.keepalive")?.unwrap_or(false),
+            entry_read_timeout: md
+                .get_duration("entrypoint.readTimeout")?
+                .filter(|t| !t.is_zero())
+                .unwrap_or(DEFAULT_ENTRY_READ_TIMEOUT),
             entry_proxy_protocol: proxy_protocol > 0,
             entrypoints,
             sd: md.get_string("sd")?.filter(|s| !s.is_empty()),
@@ -249,6 +264,7 @@ pub(crate) struct Shared {
     /// itself with it in `Gost-Forwarded-Node`.
     node: String,
     entry_keepalive: std::sync::atomic::AtomicBool,
+    entry_read_timeout: RwLock<Duration>,
     entry_proxy_protocol: std::sync::atomic::AtomicBool,
     /// Failures counted for the API and metrics: requests refused (bad
     /// request, credentials, no route, no client), registrations refused
@@ -519,6 +535,7 @@ impl TunnelHandler {
                         entry: Mutex::new(Vec::new()),
                         node: random_uuid(),
                         entry_keepalive: Default::default(),
+                        entry_read_timeout: RwLock::new(DEFAULT_ENTRY_READ_TIMEOUT),
                         entry_proxy_protocol: Default::default(),
                         refused: Default::default(),
                         sd: RwLock::new(None),
@@ -536,6 +553,10 @@ impl TunnelHandler {
         shared
             .entry_keepalive
             .store(opts.entry_keepalive, std::sync::atomic::Ordering::Relaxed);
+        *shared
+            .entry_read_timeout
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = opts.entry_read_timeout;
         shared.entry_proxy_protocol.store(
             opts.entry_proxy_protocol,
             std::sync::atomic::Ordering::Relaxed,
@@ -899,6 +920,8 @@ mod tests {
             m
         };
         for (k, v) in [
+            ("entrypoint.compression", serde_json::json!(true)),
+            ("entrypoint.readTimeout", serde_json::json!("soon")),
             ("entrypoints", serde_json::json!({"addr": ":80"})),
             ("entrypoints", serde_json::json!([{"addr": 80}])),
             ("entrypoint.proxyProtocol", serde_json::json!(3)),
@@ -919,6 +942,7 @@ mod tests {
         assert_eq!(o.rules.len(), 2);
         assert_eq!(o.mux.version, 2);
         assert_eq!(o.read_timeout, DEFAULT_READ_TIMEOUT);
+        assert_eq!(o.entry_read_timeout, DEFAULT_ENTRY_READ_TIMEOUT);
         let o = TunnelOptions::from_metadata(&md(
             "entrypoints",
             serde_json::json!([{"Addr": ":8001", "Ingress": "i"}, {"addr": ""}, {"addr": ":8002"}]),
