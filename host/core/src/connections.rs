@@ -136,8 +136,8 @@ impl Conn {
 
     /// Resolves once [`Registry::close`] was called for this connection
     /// (also if it was called before this was awaited).
-    pub async fn closed(&self) {
-        self.close.notified().await
+    pub fn closed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.close.notified()
     }
 }
 
@@ -270,12 +270,13 @@ tokio::task_local! {
     static CURRENT: Arc<Conn>;
 }
 
-/// Runs a connection's handler with `conn` as the connection it serves,
-/// so the router and auther can say what they learn about it.
-pub async fn scope<F: std::future::Future>(conn: Option<Arc<Conn>>, f: F) -> F::Output {
+/// Runs `f` (one poll of a connection's handler) with `conn` as the
+/// connection it serves, so the router and auther can say what they
+/// learn about it. Set per poll, as [`crate::dialer::loops::enter`].
+pub fn enter<R>(conn: Option<&Arc<Conn>>, f: impl FnOnce() -> R) -> R {
     match conn {
-        Some(c) => CURRENT.scope(c, f).await,
-        None => f.await,
+        Some(c) => CURRENT.sync_scope(c.clone(), f),
+        None => f(),
     }
 }
 
@@ -367,12 +368,11 @@ mod tests {
             "127.0.0.1:1".parse().unwrap(),
             Arc::new(Stats::default()),
         );
-        scope(Some(g.conn().clone()), async {
+        enter(Some(g.conn()), || {
             with_current(|c| c.set_user("alice"));
             with_current(|c| c.set_target("<img src=x>\n:80"));
             with_current(|c| c.set_route("c", ["n1", "n2"].into_iter()));
-        })
-        .await;
+        });
         let info = g.conn().info();
         assert_eq!(info.user.as_deref(), Some("alice"));
         // Client-controlled text is escaped as for logs.

@@ -1,6 +1,7 @@
 //! A service = listener + handler (+ forwarder inside the handler), with
 //! its status, events, stats and hooks (GOST's `service` package).
 
+mod conn;
 pub mod hooks;
 pub mod observer;
 mod record;
@@ -17,7 +18,7 @@ use gost_core::admission::AdmissionGroup;
 use gost_core::connections;
 use gost_core::limiter::ServiceLimiters;
 use gost_handler::{ConnContext, Handler};
-use gost_transport::listener::{Conn, Listener};
+use gost_transport::listener::Listener;
 
 pub use hooks::Hooks;
 pub use status::{State, Status};
@@ -258,7 +259,6 @@ impl Service {
                 conns.spawn(sessions.serve(up.clone(), accepted, permit));
                 continue;
             }
-            let handler = active.handler.clone();
             let (mut ctx, duration) = conn_context(
                 &self.name,
                 &self.status,
@@ -271,81 +271,26 @@ impl Service {
                 &mut ctx,
                 accepted.conn.network(),
             );
-            let cancel = conn_cancel.clone();
-            let upgrade = upgrade.clone();
-            conns.spawn(async move {
-                let start = Instant::now();
-                let _permit = permit;
-                let stats = ctx.stats.clone();
-                let _guard = stats.as_ref().map(|s| s.open_conn());
-                let listed = register(&ctx);
-                let service = ctx.service.clone();
-                let peer = ctx.peer;
-                let conn = match (upgrade, accepted.conn) {
-                    (Some(up), Conn::Stream(s)) => {
-                        let upgraded = tokio::select! {
-                            r = up.upgrade(s) => r,
-                            _ = cancel.cancelled() => return,
-                        };
-                        match upgraded {
-                            Ok(s) => Conn::Stream(s),
-                            // A client that closes before its first byte
-                            // (a port probe, a health check) is not an
-                            // error, as in GOST.
-                            Err(e) if gost_chain::relay::is_disconnect(&e) => {
-                                tracing::debug!(service = %service, client = %gost_core::context::Client(peer), error = %e, "transport");
-                                return;
-                            }
-                            // GOST counts any other failed transport
-                            // handshake as a server error of the service.
-                            Err(e) => {
-                                let msg = e.to_string();
-                                match gost_core::repeat::check((&*service, "transport", &msg)) {
-                                    Some(0) => tracing::error!(service = %service, client = %gost_core::context::Client(peer), error = %msg, "transport"),
-                                    Some(n) => tracing::error!(service = %service, client = %gost_core::context::Client(peer), error = %msg, repeated = n, "transport"),
-                                    None => {}
-                                }
-                                if let Some(s) = &stats {
-                                    s.add_error();
-                                }
-                                return;
-                            }
-                        }
-                    }
-                    (_, conn) => conn,
-                };
-                let current = listed.as_ref().map(|l| l.conn().clone());
-                let result = tokio::select! {
-                    r = gost_core::dialer::loops::scope(hops, connections::scope(current, handler.handle(conn, ctx))) => r,
-                    _ = cancel.cancelled() => return,
-                    _ = closed(&listed) => return,
-                };
-                if let Some(r) = record {
-                    r.finish(&result);
-                }
-                report(&service, peer, start, duration, stats.as_deref(), result);
-            });
+            let start = conn::ConnStart {
+                handler: active.handler.clone(),
+                conn: accepted.conn,
+                ctx,
+                upgrade: upgrade.clone(),
+                permit,
+                record,
+                duration,
+                hops,
+            };
+            conns.spawn(conn::serve(Box::new(start), conn_cancel.clone()));
         }
     }
 }
 
 /// Lists the connection in the registry of live connections, when the
 /// registry is on (`conn_context` then gives it counters of its own).
-fn register(ctx: &ConnContext) -> Option<connections::Registered> {
+pub(crate) fn register(ctx: &ConnContext) -> Option<connections::Registered> {
     let registry = connections::global()?;
     Some(registry.register(ctx.service.clone(), ctx.peer, ctx.stats.clone()?))
-}
-
-/// Resolves when the connection is closed through the registry (the
-/// API's `DELETE /connections/{id}`); never when it is not listed.
-async fn closed(listed: &Option<connections::Registered>) {
-    match listed {
-        Some(l) => {
-            l.conn().closed().await;
-            tracing::info!(service = %l.conn().service, client = %gost_core::context::Client(l.conn().client), id = l.conn().id, "connection closed through the API");
-        }
-        None => std::future::pending().await,
-    }
 }
 
 /// A connection's context: the service's counters (linked with the
@@ -387,7 +332,7 @@ fn conn_context(
 
 /// Records how a handler's connection ended: its duration, and a server
 /// error logged and counted.
-fn report(
+pub(crate) fn report(
     service: &str,
     peer: std::net::SocketAddr,
     start: Instant,
