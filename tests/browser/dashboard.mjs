@@ -3,7 +3,8 @@
 // Environment: UI (the dashboard's URL), API_USER, API_PASS, FWD_PORT (a
 // forwarding service "fwd" with stats, to an echo server), ECHO (that
 // server's address), NEW_PORT (a free port for a service the test adds),
-// SHOTS (where screenshots go), CHROMIUM (the browser binary).
+// CHAINED_PORT (a service "chained" whose chain "c" has one node, "gone",
+// that nothing listens for), SHOTS (where screenshots go), CHROMIUM (the browser binary).
 import { chromium } from "playwright-core";
 import net from "node:net";
 import fs from "node:fs";
@@ -12,6 +13,7 @@ import path from "node:path";
 const env = (k) => { const v = process.env[k]; if (!v) throw new Error("missing " + k); return v; };
 const UI = env("UI"), USER = env("API_USER"), PASS = env("API_PASS");
 const FWD = Number(env("FWD_PORT")), NEW = Number(env("NEW_PORT")), ECHO = env("ECHO");
+const CHAINED = Number(env("CHAINED_PORT"));
 const SHOTS = env("SHOTS");
 fs.mkdirSync(SHOTS, { recursive: true });
 
@@ -89,6 +91,20 @@ await test("the overview shows the services and their counters move with traffic
   if (await page.locator('#services tr[data-service="fwd"] svg.spark polyline').count() !== 2) throw new Error("no sparkline");
   await page.screenshot({ path: path.join(SHOTS, "overview.png"), fullPage: true });
   s.destroy();
+});
+
+await test("a chain node that fails is shown dead until its failTimeout ends", async () => {
+  await page.goto(UI + "#overview");
+  const cell = page.locator('#health tr[data-node="chained/c/h/gone"] [data-field="health"]');
+  await cell.waitFor({ timeout: 5000 });
+  if (await cell.textContent() !== "ok") throw new Error("before any connection: " + await cell.textContent());
+  const s = await client(CHAINED);
+  await closed(s, 5000);
+  await page.locator('#health tr[data-node="chained/c/h/gone"] [data-field="health"]', { hasText: "dead until" })
+    .waitFor({ timeout: 5000 });
+  const fails = await page.locator('#health tr[data-node="chained/c/h/gone"] [data-field="fails"]').textContent();
+  if (Number(fails) < 1) throw new Error("failures " + fails);
+  await page.locator("#health").screenshot({ path: path.join(SHOTS, "health.png") });
 });
 
 await test("names are shown as text, never run", async () => {

@@ -73,7 +73,7 @@ function show() {
     if (p === page) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   }
   if (page === "config") loadConfig();
-  if (page === "plugins" || page === "overview") refreshConfig();
+  if (page === "plugins") refreshConfig();
 }
 window.addEventListener("hashchange", show);
 
@@ -152,29 +152,52 @@ function renderProcess(p) {
   fact("PID", p.pid);
 }
 
+// Node health from the stream's `health` events: one row per node of
+// each service's chains and forwarder, and one per chain of a group.
+let health = [];
+function until(ms) { return new Date(ms).toLocaleTimeString(); }
+function healthCell(x) {
+  if (x.failed) return el("td", { class: "bad", "data-field": "health" }, "dead until " + until(x.deadUntil));
+  return el("td", { class: "good", "data-field": "health" }, "ok");
+}
 function renderChains() {
   const box = $("chains");
   box.replaceChildren();
-  if (!config) return;
-  const hops = new Map((config.hops || []).map((h) => [h.name, h]));
-  const table = el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "Chain"), el("th", {}, "Hop"), el("th", {}, "Nodes"))));
+  if (!health.length) { box.append(el("p", {}, "No chains or forwarders.")); return; }
+  const head = el("tr", {}, ...["Service", "Chain", "Hop", "Node", "Address", "Failures", "Health", "Probe"].map((h) => el("th", {}, h)));
   const tb = el("tbody", {});
-  for (const c of config.chains || []) {
-    for (const hop of c.hops || []) {
-      const h = hop.nodes ? hop : hops.get(hop.name) || hop;
-      const nodes = (h.nodes || []).map((n) => n.name + " " + (n.addr || "") +
-        (n.connector ? " (" + n.connector.type + (n.dialer ? "+" + n.dialer.type : "") + ")" : "")).join(", ");
-      tb.append(el("tr", {}, el("td", {}, c.name), el("td", {}, hop.name), el("td", {}, nodes)));
+  // `key` names the row for scripts: service/chain/hop/node.
+  const row = (key, chain, hop, x, addr, probe) => {
+    const last = x.lastFailure ? "last failure " + until(x.lastFailure) : "never failed";
+    tb.append(el("tr", { "data-node": key.join("/") },
+      el("td", {}, key[0]), el("td", {}, chain), el("td", {}, hop), el("td", {}, x.name), el("td", {}, addr),
+      el("td", { class: "num", "data-field": "fails", title: last }, x.fails), healthCell(x), el("td", {}, probe)));
+  };
+  const hops = (item, chain, list) => {
+    for (const h of list) {
+      for (const n of h.nodes) {
+        row([item.service, chain, h.name, n.name], chain, h.name + " (" + h.strategy + ")", n, n.addr + (n.backup ? " backup" : ""), "");
+      }
+    }
+  };
+  for (const item of health) {
+    if (item.hops) hops(item, "forwarder", item.hops);
+    for (const c of item.chains || []) {
+      if (item.group) {
+        const p = c.probe;
+        const probe = !p ? "" : !p.time ? p.type + " " + p.addr + ": not yet" :
+          p.type + " " + p.addr + ": " + (p.ok ? "ok in " + p.latencyMs + " ms" : "failed: " + p.error) + " at " + until(p.time);
+        const r = { name: "(chain)", fails: c.fails, failed: c.failed, deadUntil: c.deadUntil, lastFailure: c.lastFailure };
+        row([item.service, c.name, "", ""], c.name + " (group " + item.group.strategy + ")", "", r, "", probe);
+      }
+      hops(item, c.name, c.hops);
     }
   }
-  table.append(tb);
-  box.append((config.chains || []).length ? table : el("p", {}, "No chains."));
-  box.append(el("p", { class: "muted" }, "Node health (failures, dead marks) is not reported by this build."));
+  box.append(el("div", { class: "scroll" }, el("table", { id: "health" }, el("thead", {}, head), tb)));
 }
 
 async function refreshConfig() {
   try { config = await api("GET", "/config"); } catch (e) { return; }
-  renderChains();
   renderPlugins();
 }
 
@@ -358,7 +381,7 @@ function connect() {
 let data = null;
 function openData() {
   if (data) return;
-  data = new EventSource(BASE + "/stream?topics=services,connections,process");
+  data = new EventSource(BASE + "/stream?topics=services,connections,health,process");
   wire(data, true);
 }
 function closeData() { if (data) { data.close(); data = null; } }
@@ -378,6 +401,10 @@ function wire(s, all) {
     for (const svc of d.changed) services.set(svc.name, svc);
     for (const n of d.removed) { services.delete(n); history.delete(n); }
     renderServices();
+  });
+  s.addEventListener("health", (e) => {
+    health = JSON.parse(e.data).list;
+    renderChains();
   });
   s.addEventListener("connections", (e) => {
     const d = JSON.parse(e.data);
