@@ -8,6 +8,8 @@
 //! until its failTimeout ends; names stay text; a connection closed from
 //! the page closes; an invalid edit shows the API's error next to the
 //! object and changes nothing; a valid edit starts a new service; the
+//! form editor shows a bad address's error next to the address field and
+//! moves the service to a new address; the
 //! logs page tails the log; the page fits a phone and starts with the
 //! navigation under the keyboard. Screenshots of each page go under the
 //! test's temp folder.
@@ -81,7 +83,7 @@ fn the_dashboard_works_in_a_browser() {
     let dir = browser_tools();
     let echo = tcp_echo_server();
     let (api, fwd, odd, new) = (free_port(), free_port(), free_port(), free_port());
-    let (chained, dead) = (free_port(), free_port());
+    let (chained, dead, moved) = (free_port(), free_port(), free_port());
     let tmp = TempDir::new("dashboard");
     let cfg = tmp.write(
         "gost.yaml",
@@ -134,6 +136,7 @@ chains:
         .env("FWD_PORT", fwd.to_string())
         .env("NEW_PORT", new.to_string())
         .env("CHAINED_PORT", chained.to_string())
+        .env("MOVED_PORT", moved.to_string())
         .env("ECHO", echo.to_string())
         .env("SHOTS", &shots)
         .env("CHROMIUM", chromium_path())
@@ -150,11 +153,18 @@ chains:
         "browser tests failed:\n{text}\ngost log:\n{}",
         g.log()
     );
-    for page in ["overview", "connections", "config-error", "logs", "phone"] {
+    for page in [
+        "overview",
+        "connections",
+        "config-error",
+        "config-form-error",
+        "logs",
+        "phone",
+    ] {
         assert!(shots.join(format!("{page}.png")).exists(), "{page}.png");
     }
     if let Some(keep) = std::env::var_os("DASHBOARD_SHOTS") {
-        for page in ["overview", "connections", "config-error"] {
+        for page in ["overview", "connections", "config-form-error"] {
             std::fs::copy(
                 shots.join(format!("{page}.png")),
                 Path::new(&keep).join(format!("dashboard-{page}.png")),
