@@ -122,8 +122,16 @@ def main():
                 threading.Thread(target=churn, args=(conns, svc, a.churn, stop), daemon=True).start()
                 time.sleep(2)
             tag = " (churn)" if churning else ""
-            cpu, rss = window(g.pid, a.secs)
-            rows.append(("no subscriber" + tag, cpu, rss, "", ""))
+            # As long as the stalled case, to tell what the subscriber adds
+            # from what churn alone does to the heap.
+            at = [rss_kib(g.pid)]
+            cpus = []
+            for _ in range(3):
+                cpu, rss = window(g.pid, a.secs)
+                cpus.append(cpu)
+                at.append(rss)
+            rss_at["no subscriber" + tag] = at
+            rows.append(("no subscriber" + tag, sum(cpus) / len(cpus), at[-1], "", ""))
             r = Reader(api)
             r.start()
             time.sleep(2)  # the first tick sends every tracked connection
@@ -143,7 +151,7 @@ def main():
                 cpu, rss = window(g.pid, a.secs)
                 cpus.append(cpu)
                 at.append(rss)
-            rss_at[tag] = at
+            rss_at["stalled subscriber" + tag] = at
             rows.append(("one subscriber never reading" + tag, sum(cpus) / len(cpus), at[-1], "0", "0"))
             slow.close()
             stop.set()
@@ -155,7 +163,7 @@ def main():
         for name, cpu, rss, kb, ev in rows:
             print(f"| {name} | {cpu:.3f} | {rss / 1024:.1f} | {kb} | {ev} |")
         for tag, at in rss_at.items():
-            print(f"RSS with the stalled subscriber{tag} at 0, 1, 2, 3 windows (MiB): "
+            print(f"RSS, {tag}, at 0, 1, 2, 3 windows (MiB): "
                   + ", ".join(f"{x / 1024:.1f}" for x in at))
         for c in conns:
             c.close()
