@@ -530,9 +530,17 @@ mod tests {
         let entry = GroupEntry::new(Arc::new(direct_chain()), None, Some(p));
         let marker = entry.probe_marker.clone();
         start(&entry);
+        let last = entry.probe_last.clone();
+        let outcome = move || last.lock().unwrap().clone();
         wait_for(|| marker.count() >= 2).await;
+        let failed = outcome().expect("a check ran");
+        assert!(failed
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("exited")));
         std::fs::write(&flag, b"").unwrap();
         wait_for(|| marker.count() == 0).await;
+        wait_for(|| outcome().is_some_and(|o| o.error.is_none())).await;
         // The task shares the marker; once it ends, only this copy is left.
         drop(entry);
         wait_for(|| Arc::strong_count(&marker) == 1).await;
