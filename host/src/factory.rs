@@ -1218,7 +1218,9 @@ fn build_forward_handler(
             .map_err(|e| md_err(cfg, "handler.metadata", e))?;
         opts.cache = Some(Arc::new(policy));
     }
-    Ok(ForwardHandler::new(Arc::new(hop), router, opts))
+    let hop = Arc::new(hop);
+    gost_chain::chain::health::watch_forwarder(&cfg.name, &hop);
+    Ok(ForwardHandler::new(hop, router, opts))
 }
 
 /// The named memory store a service's `cache` names, shared with every

@@ -130,6 +130,13 @@ pub fn build(
         router.hash_by_target = h.metadata.get_string("hash")?.as_deref() == Some("host");
         if !ignore_chain {
             router.chain = crate::chain::build::chainer(root, h, registry)?.map(Arc::new);
+            if let Some(c) = &router.chain {
+                crate::chain::health::watch_chainer(
+                    &svc.name,
+                    crate::chain::health::Use::Handler,
+                    c,
+                );
+            }
         }
     }
     Ok(router)
@@ -157,6 +164,9 @@ pub fn build_for_listener(
             ..Default::default()
         };
         router.chain = crate::chain::build::chainer(root, &through, registry)?.map(Arc::new);
+        if let Some(c) = &router.chain {
+            crate::chain::health::watch_chainer(&svc.name, crate::chain::health::Use::Listener, c);
+        }
     }
     Ok(router)
 }
