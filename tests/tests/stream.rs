@@ -172,9 +172,9 @@ fn a_failed_node_shows_in_the_health_route_and_the_stream() {
         "-api",
         &format!("127.0.0.1:{api}"),
     ]);
-    for p in [a, api] {
-        g.wait_tcp(p);
-    }
+    // Not `wait_tcp(a)`: a connection there would dial the dead node.
+    g.wait_tcp(api);
+    wait_service(api, "service-0", |s| s["status"]["state"] == "ready");
     let node = |list: &Value| -> Value {
         let item = list
             .as_array()

@@ -15,14 +15,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use tokio::sync::futures::Notified;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use gost_core::connections::{self, Conn as Listed};
 use gost_core::context::Client;
 use gost_core::limiter::conn::ConnPermit;
 use gost_core::metrics::Histogram;
-use gost_core::stats::Stats;
+use gost_core::stats::{OwnedConnGuard, Stats};
 use gost_handler::{ConnContext, HandleFuture, Handler};
 use gost_transport::listener::Conn;
 use gost_transport::Upgrade;
@@ -32,7 +31,8 @@ use super::record::ConnRecord;
 /// What a connection's task needs before its handler starts.
 pub(crate) struct ConnStart {
     pub handler: Arc<dyn Handler>,
-    pub conn: Conn,
+    /// `None` only while the listener's transport runs on it.
+    pub conn: Option<Conn>,
     pub ctx: ConnContext,
     /// The listener's transport, run on the connection first.
     pub upgrade: Option<Arc<dyn Upgrade>>,
@@ -44,62 +44,109 @@ pub(crate) struct ConnStart {
     pub hops: u8,
 }
 
+/// What the task keeps for after the handler: none of it is borrowed
+/// while the handler runs, which lets the compiler keep it once.
+struct Tail {
+    /// Boxed: a connection limiter is the exception.
+    _permit: Option<Box<ConnPermit>>,
+    record: Option<Box<ConnRecord>>,
+    timing: Option<(Arc<Histogram>, Instant)>,
+    /// Counts the connection open, and holds the counters it counts in.
+    counted: Option<OwnedConnGuard>,
+    service: Arc<str>,
+    peer: SocketAddr,
+}
+
 /// Serves one connection until its handler returns, the service stops
 /// (`cancel`) or the API closes it.
 #[allow(clippy::manual_async_fn)]
 pub(crate) fn serve(
-    start: Box<ConnStart>,
+    mut start: Box<ConnStart>,
     cancel: CancellationToken,
 ) -> impl Future<Output = ()> + Send + 'static {
     async move {
-        let ConnStart {
-            handler,
-            conn,
-            ctx,
-            upgrade,
-            permit,
-            record,
-            duration,
-            hops,
-        } = *start;
-        let _permit = permit;
-        let begun = Instant::now();
-        let stats = ctx.stats.clone();
-        let _guard = stats.as_ref().map(|s| s.open_conn());
-        let listed = super::register(&ctx);
-        let service = ctx.service.clone();
-        let peer = ctx.peer;
-        let conn = match (upgrade, conn) {
-            (Some(up), Conn::Stream(s)) => {
-                let upgraded = {
-                    let upgrading = up.upgrade(s);
-                    tokio::select! {
-                        r = upgrading => r,
-                        _ = cancel.cancelled() => return,
-                    }
-                };
-                match upgraded {
-                    Ok(s) => Conn::Stream(s),
-                    Err(e) => return upgrade_failed(&service, peer, stats.as_deref(), e),
+        if let Some(up) = start.upgrade.take() {
+            let Some(Conn::Stream(s)) = start.conn.take() else {
+                return;
+            };
+            let upgraded = tokio::select! {
+                r = up.upgrade(s) => r,
+                _ = cancel.cancelled() => return,
+            };
+            match upgraded {
+                Ok(s) => start.conn = Some(Conn::Stream(s)),
+                Err(e) => {
+                    let ctx = &start.ctx;
+                    return upgrade_failed(&ctx.service, ctx.peer, ctx.stats.as_deref(), e);
                 }
             }
-            (_, conn) => conn,
+        }
+        let (handler, conn, ctx, hops, tail, listed) = begin(*start, &cancel);
+        let Some(conn) = conn else {
+            return;
         };
+        let stop = listed.as_ref().map_or(&cancel, |l| l.conn().stop());
         let serving = Serving {
             handling: handler.handle(conn, ctx),
             listed: listed.as_ref().map(|l| l.conn()),
             hops,
-            stop: cancel.cancelled(),
-            closed: listed.as_ref().map(|l| l.conn().closed()),
+            stop: stop.cancelled(),
         };
         let Some(result) = serving.await else {
+            if let Some(l) = listed.as_ref().filter(|_| !cancel.is_cancelled()) {
+                let l = l.conn();
+                tracing::info!(service = %l.service, client = %Client(l.client), id = l.id, "connection closed through the API");
+            }
             return;
         };
+        let Tail {
+            record,
+            timing,
+            counted,
+            service,
+            peer,
+            ..
+        } = tail;
         if let Some(r) = record {
             r.finish(&result);
         }
-        super::report(&service, peer, begun, duration, stats.as_deref(), result);
+        let stats = counted.as_ref().map(|c| c.stats());
+        report(&service, peer, timing, stats, result);
     }
+}
+
+type Begun = (
+    Arc<dyn Handler>,
+    Option<Conn>,
+    ConnContext,
+    u8,
+    Tail,
+    Option<connections::Registered>,
+);
+
+/// Takes the start apart outside the async block: a value borrowed there
+/// stays in the task for its whole life, moved out or not.
+fn begin(start: ConnStart, cancel: &CancellationToken) -> Begun {
+    let ConnStart {
+        handler,
+        conn,
+        ctx,
+        upgrade: _,
+        permit,
+        record,
+        duration,
+        hops,
+    } = start;
+    let listed = register(&ctx, cancel);
+    let tail = Tail {
+        _permit: permit.map(Box::new),
+        record,
+        timing: duration.map(|h| (h, Instant::now())),
+        counted: ctx.stats.as_ref().map(|s| s.open_conn_owned()),
+        service: ctx.service.clone(),
+        peer: ctx.peer,
+    };
+    (handler, conn, ctx, hops, tail, listed)
 }
 
 /// A failed transport handshake: a client that closes before its first
@@ -128,16 +175,15 @@ fn upgrade_failed(service: &str, peer: SocketAddr, stats: Option<&Stats>, e: std
 pin_project_lite::pin_project! {
     /// The handler's future with the connection's task-locals (its local
     /// hop count, its registry entry) set around each poll, raced against
-    /// the service's stop and the API's close; `None` when one of those
-    /// ended it. The handler goes first: it is what usually woke the task.
+    /// the connection's stop (the service's, or its own in the registry,
+    /// a child of the service's); `None` when that ended it. The handler
+    /// goes first: it is what usually woke the task.
     struct Serving<'a> {
         handling: HandleFuture<'a>,
         listed: Option<&'a Arc<Listed>>,
         hops: u8,
         #[pin]
         stop: WaitForCancellationFuture<'a>,
-        #[pin]
-        closed: Option<Notified<'a>>,
     }
 }
 
@@ -157,14 +203,46 @@ impl Future for Serving<'_> {
         if this.stop.poll(cx).is_ready() {
             return Poll::Ready(None);
         }
-        if let Some(closed) = this.closed.as_pin_mut() {
-            if closed.poll(cx).is_ready() {
-                if let Some(l) = listed {
-                    tracing::info!(service = %l.service, client = %Client(l.client), id = l.id, "connection closed through the API");
-                }
-                return Poll::Ready(None);
-            }
-        }
         Poll::Pending
+    }
+}
+
+/// Lists the connection in the registry of live connections, when the
+/// registry is on (`conn_context` then gives it counters of its own).
+fn register(ctx: &ConnContext, stop: &CancellationToken) -> Option<connections::Registered> {
+    let registry = connections::global()?;
+    Some(registry.register(ctx.service.clone(), ctx.peer, ctx.stats.clone()?, stop))
+}
+
+/// Records how a handler's connection ended: its duration, and a server
+/// error logged and counted.
+fn report(
+    service: &str,
+    peer: SocketAddr,
+    timing: Option<(Arc<Histogram>, Instant)>,
+    stats: Option<&Stats>,
+    result: Result<(), gost_handler::HandlerError>,
+) {
+    if let Some((h, start)) = timing {
+        h.observe(start.elapsed());
+    }
+    if let Err(e) = result {
+        if e.is_server_error() {
+            let msg = e.to_string();
+            match gost_core::repeat::check((service, "handler", &msg)) {
+                Some(0) => {
+                    tracing::error!(service = %service, client = %Client(peer), error = %msg, "handler")
+                }
+                Some(n) => {
+                    tracing::error!(service = %service, client = %Client(peer), error = %msg, repeated = n, "handler")
+                }
+                None => {}
+            }
+            if let Some(s) = stats {
+                s.add_error();
+            }
+        } else {
+            tracing::debug!(service = %service, client = %Client(peer), error = %e, "handler");
+        }
     }
 }

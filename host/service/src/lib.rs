@@ -9,7 +9,7 @@ mod session;
 pub mod status;
 
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -273,7 +273,7 @@ impl Service {
             );
             let start = conn::ConnStart {
                 handler: active.handler.clone(),
-                conn: accepted.conn,
+                conn: Some(accepted.conn),
                 ctx,
                 upgrade: upgrade.clone(),
                 permit,
@@ -284,13 +284,6 @@ impl Service {
             conns.spawn(conn::serve(Box::new(start), conn_cancel.clone()));
         }
     }
-}
-
-/// Lists the connection in the registry of live connections, when the
-/// registry is on (`conn_context` then gives it counters of its own).
-pub(crate) fn register(ctx: &ConnContext) -> Option<connections::Registered> {
-    let registry = connections::global()?;
-    Some(registry.register(ctx.service.clone(), ctx.peer, ctx.stats.clone()?))
 }
 
 /// A connection's context: the service's counters (linked with the
@@ -328,40 +321,6 @@ fn conn_context(
             .map(|t| Arc::new(t.for_conn(peer.ip()))),
     };
     (ctx, duration)
-}
-
-/// Records how a handler's connection ended: its duration, and a server
-/// error logged and counted.
-pub(crate) fn report(
-    service: &str,
-    peer: std::net::SocketAddr,
-    start: Instant,
-    duration: Option<Arc<gost_core::metrics::Histogram>>,
-    stats: Option<&gost_core::stats::Stats>,
-    result: Result<(), gost_handler::HandlerError>,
-) {
-    if let Some(h) = duration {
-        h.observe(start.elapsed());
-    }
-    if let Err(e) = result {
-        if e.is_server_error() {
-            let msg = e.to_string();
-            match gost_core::repeat::check((service, "handler", &msg)) {
-                Some(0) => {
-                    tracing::error!(service = %service, client = %gost_core::context::Client(peer), error = %msg, "handler")
-                }
-                Some(n) => {
-                    tracing::error!(service = %service, client = %gost_core::context::Client(peer), error = %msg, repeated = n, "handler")
-                }
-                None => {}
-            }
-            if let Some(s) = stats {
-                s.add_error();
-            }
-        } else {
-            tracing::debug!(service = %service, client = %gost_core::context::Client(peer), error = %e, "handler");
-        }
-    }
 }
 
 /// Lets the observer send what is queued, for at most the grace period.
