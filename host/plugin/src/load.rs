@@ -12,6 +12,7 @@ use wasmtime::{Engine, Store};
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
+use super::output::{LastWords, PluginOutput, Which};
 use super::spec::PluginSpec;
 use super::state::{Identity, MemoryLimit, NetCtx, PluginState};
 use super::{PluginError, Runtime, WIT_VERSION};
@@ -231,11 +232,15 @@ pub fn new_store(
                 msg: format!("dir {}: {e}", dir.display()),
             })?;
     }
+    let last_words = LastWords::default();
+    wasi.stdout(PluginOutput::new(&id, Which::Stdout, last_words.clone()))
+        .stderr(PluginOutput::new(&id, Which::Stderr, last_words.clone()));
     let limit = MemoryLimit {
         max: spec.memory,
         hit: false,
     };
     let mut store = Store::new(engine, PluginState::new(id, wasi.build(), limit, net));
+    store.data_mut().last_words = last_words;
     store.limiter(|s| &mut s.limits);
     store.set_max_component_handles(MAX_HANDLES);
     let deadline = spec.deadline;
