@@ -231,3 +231,71 @@ fn plugin_new_builds_checks_and_loads() {
     c.read_exact(&mut b).unwrap();
     assert_eq!(&b, b"ping", "{}", g.log());
 }
+
+/// A handler written in Python (plugins/python/tunnel, built with
+/// componentize-py): the token-tunnel protocol, proxying to an echo
+/// server; a bad token gets the protocol's refusal, and the service
+/// counts it as an error.
+#[test]
+fn python_handler_tunnels_to_its_target() {
+    let wasm = python_plugin("tunnel", "handler");
+    let echo = tcp_echo_server();
+    let (port, api) = (free_port(), free_port());
+    let dir = TempDir::new("python-handler");
+    let file = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:
+- name: py-tunnel
+  addr: 127.0.0.1:{port}
+  handler:
+    type: wasm
+    plugin:
+      type: wasm
+      path: {wasm}
+      config: {{tokens: [s3cret]}}
+  metadata: {{enableStats: true}}
+api: {{addr: 127.0.0.1:{api}}}
+"
+        ),
+    );
+    let g = Gost::start(&["-C", &file]);
+    // The interpreter inside the component is large: compiling it on the
+    // first run takes much longer than a Rust plugin.
+    let start = std::time::Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "never listened: {}",
+            g.log()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    for i in 0..3 {
+        let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(TIMEOUT)).unwrap();
+        // The request line and the first payload in one write.
+        c.write_all(format!("TUNNEL s3cret {echo}\nhello {i}").as_bytes())
+            .unwrap();
+        let want = format!("OK\nhello {i}");
+        let mut got = vec![0u8; want.len()];
+        c.read_exact(&mut got)
+            .unwrap_or_else(|e| panic!("{e}: {}", g.log()));
+        assert_eq!(String::from_utf8_lossy(&got), want);
+        c.write_all(b" more").unwrap();
+        let mut more = [0u8; 5];
+        c.read_exact(&mut more).unwrap();
+        assert_eq!(&more, b" more");
+    }
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    c.write_all(format!("TUNNEL wrong {echo}\n").as_bytes())
+        .unwrap();
+    let mut reply = String::new();
+    let _ = c.read_to_string(&mut reply);
+    assert_eq!(reply, "ERR bad token\n");
+    let svc = wait_service(api, "py-tunnel", |s| {
+        s["status"]["stats"]["totalErrs"] == 1 && s["status"]["stats"]["currentConns"] == 0
+    });
+    assert_eq!(svc["status"]["stats"]["totalConns"], 5, "{svc}");
+}

@@ -209,7 +209,10 @@ struct Bucket {
     left_out: u64,
 }
 
-static BUCKETS: Mutex<Option<HashMap<(Arc<str>, Arc<str>), Bucket>>> = Mutex::new(None);
+/// Each plugin and service's budget, by (plugin, service).
+type Buckets = HashMap<(Arc<str>, Arc<str>), Bucket>;
+
+static BUCKETS: Mutex<Option<Buckets>> = Mutex::new(None);
 
 /// Whether the plugin may write a line now: `Some(n)` with the lines left
 /// out before it, or `None` to leave this one out too.
