@@ -53,7 +53,9 @@ impl LastWords {
         let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = g.as_mut() {
             if s.len() < MAX_LINE {
-                s.push_str(if s.ends_with(':') { " " } else { " / " });
+                // The first line of the message follows the place it
+                // was raised; later ones are set apart.
+                s.push_str(if s.contains(": ") { " / " } else { ": " });
                 s.push_str(line);
                 truncate(s, MAX_LINE);
             }
