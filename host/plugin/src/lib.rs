@@ -14,6 +14,7 @@ pub mod forwarder;
 pub mod handler;
 pub mod load;
 pub mod observer;
+pub mod output;
 pub mod reload;
 pub mod sniff;
 pub mod spec;
