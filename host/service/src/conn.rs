@@ -31,8 +31,7 @@ use super::record::ConnRecord;
 /// What a connection's task needs before its handler starts.
 pub(crate) struct ConnStart {
     pub handler: Arc<dyn Handler>,
-    /// `None` only while the listener's transport runs on it.
-    pub conn: Option<Conn>,
+    pub conn: Conn,
     pub ctx: ConnContext,
     /// The listener's transport, run on the connection first.
     pub upgrade: Option<Arc<dyn Upgrade>>,
@@ -61,29 +60,19 @@ struct Tail {
 /// (`cancel`) or the API closes it.
 #[allow(clippy::manual_async_fn)]
 pub(crate) fn serve(
-    mut start: Box<ConnStart>,
+    start: Box<ConnStart>,
     cancel: CancellationToken,
 ) -> impl Future<Output = ()> + Send + 'static {
     async move {
-        if let Some(up) = start.upgrade.take() {
-            let Some(Conn::Stream(s)) = start.conn.take() else {
-                return;
-            };
-            let upgraded = tokio::select! {
-                r = up.upgrade(s) => r,
-                _ = cancel.cancelled() => return,
-            };
-            match upgraded {
-                Ok(s) => start.conn = Some(Conn::Stream(s)),
-                Err(e) => {
-                    let ctx = &start.ctx;
-                    return upgrade_failed(&ctx.service, ctx.peer, ctx.stats.as_deref(), e);
-                }
-            }
-        }
-        let (handler, conn, ctx, hops, tail, listed) = begin(*start, &cancel);
-        let Some(conn) = conn else {
-            return;
+        let (handler, conn, ctx, hops, tail, listed, upgrade) = begin(*start, &cancel);
+        let (conn, ctx) = match upgrade {
+            None => (conn, ctx),
+            // Boxed: its state would otherwise size every connection's
+            // task, upgraded or not, for the connection's whole life.
+            Some(up) => match Box::pin(upgraded(up, conn, ctx, &cancel)).await {
+                Some(done) => done,
+                None => return,
+            },
         };
         let stop = listed.as_ref().map_or(&cancel, |l| l.conn().stop());
         let serving = Serving {
@@ -117,11 +106,12 @@ pub(crate) fn serve(
 
 type Begun = (
     Arc<dyn Handler>,
-    Option<Conn>,
+    Conn,
     ConnContext,
     u8,
     Tail,
     Option<connections::Registered>,
+    Option<Arc<dyn Upgrade>>,
 );
 
 /// Takes the start apart outside the async block: a value borrowed there
@@ -131,7 +121,7 @@ fn begin(start: ConnStart, cancel: &CancellationToken) -> Begun {
         handler,
         conn,
         ctx,
-        upgrade: _,
+        upgrade,
         permit,
         record,
         duration,
@@ -146,7 +136,33 @@ fn begin(start: ConnStart, cancel: &CancellationToken) -> Begun {
         service: ctx.service.clone(),
         peer: ctx.peer,
     };
-    (handler, conn, ctx, hops, tail, listed)
+    (handler, conn, ctx, hops, tail, listed, upgrade)
+}
+
+/// Runs the listener's transport on the connection (counted and listed
+/// already, as GOST counts a connection from its accept): the context
+/// back with the transport's stream, or `None` when it failed or the
+/// service stopped first.
+async fn upgraded(
+    up: Arc<dyn Upgrade>,
+    conn: Conn,
+    ctx: ConnContext,
+    cancel: &CancellationToken,
+) -> Option<(Conn, ConnContext)> {
+    let Conn::Stream(s) = conn else {
+        return Some((conn, ctx));
+    };
+    let upgraded = tokio::select! {
+        r = up.upgrade(s) => r,
+        _ = cancel.cancelled() => return None,
+    };
+    match upgraded {
+        Ok(s) => Some((Conn::Stream(s), ctx)),
+        Err(e) => {
+            upgrade_failed(&ctx.service, ctx.peer, ctx.stats.as_deref(), e);
+            None
+        }
+    }
 }
 
 /// A failed transport handshake: a client that closes before its first

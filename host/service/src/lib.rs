@@ -273,7 +273,7 @@ impl Service {
             );
             let start = conn::ConnStart {
                 handler: active.handler.clone(),
-                conn: Some(accepted.conn),
+                conn: accepted.conn,
                 ctx,
                 upgrade: upgrade.clone(),
                 permit,

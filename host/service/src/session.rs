@@ -98,7 +98,7 @@ impl Sessions {
         let record = super::record::ConnRecord::start(active.recorders.as_deref(), &mut ctx, "tcp");
         let start = ConnStart {
             handler: active.handler.clone(),
-            conn: Some(Conn::Stream(stream)),
+            conn: Conn::Stream(stream),
             ctx,
             upgrade: None,
             permit: None,
