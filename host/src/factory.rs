@@ -140,6 +140,18 @@ pub(crate) fn unsupported(cfg: &Config) -> Vec<String> {
             ));
         }
     }
+    for o in &cfg.observers {
+        if let Some(p) = o
+            .plugin
+            .as_ref()
+            .filter(|p| !matches!(p.r#type.as_str(), "http" | "wasm"))
+        {
+            out.push(format!(
+                "observer \"{}\": plugin type '{}' is not supported yet (http, wasm)",
+                o.name, p.r#type
+            ));
+        }
+    }
     for svc in &cfg.services {
         out.extend(service_unsupported(cfg, svc));
     }

@@ -431,7 +431,14 @@ fn failing_grpc_plugins_fall_back_and_leave_other_services_alone() {
             .lines()
             .filter(|l| l.contains("plugin call failed") && l.contains(&format!("\"{name}\"")))
             .collect();
-        assert_eq!(lines.len(), 1, "{name}: want one line\n{log}");
+        // Two calls failing the same way write one line; the server that
+        // is not HTTP/2 may fail the second call another way (the kept
+        // connection closed), which is a line of its own.
+        let want = if name == "a4" { 1..=2 } else { 1..=1 };
+        assert!(
+            want.contains(&lines.len()),
+            "{name}: want {want:?} lines\n{log}"
+        );
         assert!(
             lines[0].contains(what) && lines[0].contains("denied"),
             "{name}: {}",
