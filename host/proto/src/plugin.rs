@@ -242,40 +242,6 @@ impl Call for RecordRequest {
     const GRPC_PATH: &'static str = "/proto.Recorder/Record";
 }
 
-/// `limiter.proto` (traffic): `Limiter.Limit`, asked for a connection's
-/// rates.
-#[derive(Clone, PartialEq, prost::Message, Serialize)]
-pub struct LimitRequest {
-    #[prost(string, tag = "1")]
-    pub network: String,
-    #[prost(string, tag = "2")]
-    pub addr: String,
-    #[prost(string, tag = "3")]
-    pub client: String,
-    #[prost(string, tag = "4")]
-    pub src: String,
-    #[prost(string, tag = "5")]
-    pub service: String,
-    #[prost(string, tag = "6")]
-    pub scope: String,
-}
-
-/// Bytes per second from (`in`) and to (`out`) the client; 0 or less:
-/// no limit.
-#[derive(Clone, PartialEq, prost::Message, Deserialize)]
-#[serde(default)]
-pub struct LimitReply {
-    #[prost(int64, tag = "1")]
-    pub r#in: i64,
-    #[prost(int64, tag = "2")]
-    pub out: i64,
-}
-
-impl Call for LimitRequest {
-    type Reply = LimitReply;
-    const GRPC_PATH: &'static str = "/proto.Limiter/Limit";
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,7 +308,5 @@ mod tests {
             v,
             serde_json::json!({"data": "MS4yLjMuNA==", "metadata": "bnVsbA=="})
         );
-        let lim = LimitRequest::http_reply(br#"{"in": 1024, "out": -1}"#).unwrap();
-        assert_eq!((lim.r#in, lim.out), (1024, -1));
     }
 }
