@@ -100,7 +100,11 @@ fn supported(kind: Kind, ty: &str) -> bool {
         Kind::Dialer => registry().dialer(ty).is_some(),
         // Where a wasm plugin is not wired in yet, its owner is refused
         // below or as an unsupported section.
-        Kind::Plugin => matches!(ty, "wasm" | "http"),
+        // An empty type is GOST's default, gRPC.
+        Kind::Plugin => {
+            matches!(ty, "wasm" | "http")
+                || (cfg!(feature = "grpc-plugin") && matches!(ty, "grpc" | ""))
+        }
     }
 }
 
@@ -128,11 +132,23 @@ pub(crate) fn check_service(root: &Config, svc: &ServiceConfig) -> Result<(), Ve
 pub(crate) fn unsupported(cfg: &Config) -> Vec<String> {
     let mut out = cfg.unsupported(supported);
     for h in &cfg.hops {
-        // Other types than these two are refused as plugin types above.
-        if let Some(p) = h.plugin.as_ref().filter(|p| p.r#type == "http") {
+        // Types this build lacks are refused as plugin types above.
+        if let Some(p) = h.plugin.as_ref().filter(|p| p.r#type != "wasm") {
             out.push(format!(
                 "hop \"{}\": plugin type '{}' is not supported yet",
                 h.name, p.r#type
+            ));
+        }
+    }
+    for o in &cfg.observers {
+        if let Some(p) = o
+            .plugin
+            .as_ref()
+            .filter(|p| !matches!(p.r#type.as_str(), "http" | "wasm"))
+        {
+            out.push(format!(
+                "observer \"{}\": plugin type '{}' is not supported yet (http, wasm)",
+                o.name, p.r#type
             ));
         }
     }
@@ -297,9 +313,11 @@ fn unbuildable_objects(cfg: &Config) -> Vec<String> {
     };
     let text = |e: &dyn std::fmt::Display| e.to_string();
     // A plugin of another type is refused as such above.
-    let http_or_none =
-        |p: &Option<gost_core::config::PluginConfig>| p.as_ref().is_none_or(|p| p.r#type == "http");
-    for a in cfg.authers.iter().filter(|a| http_or_none(&a.plugin)) {
+    let remote_or_none = |p: &Option<gost_core::config::PluginConfig>| {
+        p.as_ref()
+            .is_none_or(|p| matches!(p.r#type.as_str(), "http" | "grpc" | ""))
+    };
+    for a in cfg.authers.iter().filter(|a| remote_or_none(&a.plugin)) {
         let r = gost_core::auth::named(a);
         note("auther", &a.name, r.map(drop).map_err(|e| text(&e)));
     }

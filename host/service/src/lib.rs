@@ -231,7 +231,7 @@ impl Service {
             let active = self.handler.get();
             record::accepted(active.recorders.as_deref(), accepted.peer);
             if let Some(adm) = &active.admission {
-                if !adm.check(&self.name, "tcp", accepted.peer).await {
+                if !adm.check(&self.name, accepted.peer).await {
                     tracing::debug!(service = %self.name, client = %gost_core::context::Client(accepted.peer), "refused by admission");
                     continue;
                 }

@@ -32,6 +32,8 @@ pub(super) enum Sink {
         headers: Vec<(String, String)>,
         timeout: Duration,
     },
+    /// GOST's recorder plugin: one call per record.
+    Plugin(crate::plugin::Plugin),
     Redis {
         opts: RedisOptions,
         key: String,
@@ -61,8 +63,10 @@ impl Sink {
     }
 
     pub(super) fn from_config(cfg: &RecorderConfig) -> Result<Self, String> {
-        if cfg.plugin.is_some() {
-            return Err("plugin recorders are not supported yet".into());
+        if let Some(p) = &cfg.plugin {
+            let plugin =
+                crate::plugin::Plugin::new("recorder", &cfg.name, p).map_err(|e| e.to_string())?;
+            return Ok(Sink::Plugin(plugin));
         }
         if let Some(f) = cfg.file.as_ref().filter(|f| !f.path.is_empty()) {
             if f.rotation.is_some() {
@@ -228,6 +232,19 @@ impl Sink {
                     ));
                 }
                 Ok(())
+            }
+            // GOST sends the recorder object's metadata; gost-rs's
+            // records carry none, which GOST sends as `null`.
+            Sink::Plugin(p) => {
+                let req = gost_proto::plugin::RecordRequest {
+                    data: rec.to_vec(),
+                    metadata: b"null".to_vec(),
+                };
+                match p.call(req, "record dropped").await {
+                    Ok(a) if a.ok => Ok(()),
+                    Ok(_) => Err("the plugin answered ok: false".into()),
+                    Err(e) => Err(e.to_string()),
+                }
             }
             Sink::Redis {
                 opts,
