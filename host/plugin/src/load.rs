@@ -22,6 +22,9 @@ pub enum World {
     Handler,
     Forwarder,
     Observer,
+    Connector,
+    Transport,
+    Datagram,
 }
 
 impl World {
@@ -30,6 +33,9 @@ impl World {
             World::Handler => "handler",
             World::Forwarder => "forwarder",
             World::Observer => "observer",
+            World::Connector => "connector",
+            World::Transport => "transport",
+            World::Datagram => "datagram",
         }
     }
 
@@ -38,6 +44,9 @@ impl World {
             World::Handler => "handle",
             World::Forwarder => "select",
             World::Observer => "observe",
+            World::Connector => "connect",
+            World::Transport => "encode",
+            World::Datagram => "on-datagram",
         }
     }
 }
@@ -68,6 +77,9 @@ pub fn prepare<T>(
         World::Handler => &rt.handler_linker,
         World::Forwarder => &rt.forwarder_linker,
         World::Observer => &rt.observer_linker,
+        World::Connector => &rt.connector_linker,
+        World::Transport => &rt.transport_linker,
+        World::Datagram => &rt.datagram_linker,
     };
     linker
         .instantiate_pre(&component)
