@@ -970,6 +970,17 @@ fn build_wasm_handler(
         .ok_or_else(|| svc_err(cfg, "handler type 'wasm' needs handler.plugin"))?;
     let spec =
         gost_plugin::PluginSpec::from_config(plugin).map_err(|e| svc_err(cfg, e.to_string()))?;
+    // On a UDP listener the plugin is of the datagram world.
+    let udp = cfg
+        .listener
+        .as_ref()
+        .and_then(|l| registry().listener(l.r#type.trim()))
+        .is_some_and(|k| k.socket == Socket::Udp);
+    if udp {
+        let h = gost_plugin::datagram::build(spec, &cfg.name, deps.router)
+            .map_err(|e| svc_err(cfg, e.to_string()))?;
+        return Ok(h);
+    }
     let opts = handler_options(cfg, gost_plugin::handler::WasmHandlerOptions::from_metadata)?;
     let h = gost_plugin::handler::build(spec, &cfg.name, deps, opts)
         .map_err(|e| svc_err(cfg, e.to_string()))?;
@@ -1352,7 +1363,7 @@ pub fn kinds() -> &'static Kinds {
     static KINDS: OnceLock<Kinds> = OnceLock::new();
     KINDS.get_or_init(|| {
         let mut kinds = Kinds {
-            registry: Registry::builtin(),
+            registry: Box::leak(Box::new(Registry::builtin_with(gost_plugin::register))),
             handlers: Vec::new(),
         };
         register(&mut kinds);
@@ -1634,11 +1645,12 @@ fn register(r: &mut Kinds) {
     r.add_handler(HandlerKind {
         names: &["wasm"],
         caps: HandlerCaps {
+            udp: true,
             observer: true,
             ..Default::default()
         },
         build: |_, cfg, deps| build_wasm_handler(cfg, deps),
-        summary: "a WebAssembly component of the `handler` world",
+        summary: "a WebAssembly component of the `handler` world; of the `datagram` world on a `udp` listener",
     });
     r.add_handler(HandlerKind {
         names: &["file"],

@@ -76,14 +76,14 @@ fn new(args: &[String]) -> Result<(), String> {
             "--world" => {
                 let w = it.next().ok_or("--world needs a value")?;
                 world = Some(
-                    World::ALL
+                    TEMPLATED
                         .into_iter()
                         .find(|x| x.name() == w)
                         .ok_or_else(|| {
                             format!(
                                 "--world '{}' is not one of: {}",
                                 gost_core::escape::esc(w),
-                                World::ALL.map(|w| w.name()).join(", ")
+                                TEMPLATED.map(|w| w.name()).join(", ")
                             )
                         })?,
                 );
@@ -139,7 +139,10 @@ fn new(args: &[String]) -> Result<(), String> {
         "Cargo.toml",
         &cargo_toml(&crate_name, world, &sdk_path.to_string_lossy()),
     )?;
-    write("src/lib.rs", template(world))?;
+    let Some(code) = template(world) else {
+        return Err(format!("no template for the {} world yet", world.name()));
+    };
+    write("src/lib.rs", code)?;
     write(".gitignore", "/target\n")?;
     if sdk.is_none() {
         for (rel, text) in SDK {
@@ -168,8 +171,8 @@ fn valid_crate_name(n: &str) -> bool {
 
 fn cargo_toml(name: &str, world: World, sdk: &str) -> String {
     let extra = match world {
-        World::Handler | World::Forwarder => "",
         World::Observer => "serde_json = \"1\"\n",
+        _ => "",
     };
     format!(
         r#"[package]
@@ -200,11 +203,15 @@ strip = true
     )
 }
 
-fn template(world: World) -> &'static str {
+/// The worlds `plugin new` has a template for.
+const TEMPLATED: [World; 3] = [World::Handler, World::Forwarder, World::Observer];
+
+fn template(world: World) -> Option<&'static str> {
     match world {
-        World::Handler => HANDLER,
-        World::Forwarder => FORWARDER,
-        World::Observer => OBSERVER,
+        World::Handler => Some(HANDLER),
+        World::Forwarder => Some(FORWARDER),
+        World::Observer => Some(OBSERVER),
+        World::Connector | World::Transport | World::Datagram => None,
     }
 }
 

@@ -338,3 +338,180 @@ macro_rules! export_observer {
             <$ty as $crate::observer::Observer>::observe;
     };
 }
+
+#[cfg(feature = "connector")]
+pub mod connector {
+    //! The `connector` world: the client side of a protocol, one call per
+    //! connection a chain makes through the node.
+
+    #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)] // generated export shims
+    pub mod bindings {
+        wit_bindgen::generate!({
+            world: "connector",
+            path: "wit",
+            with: {
+                "gost:plugin/types@0.3.0": crate::common::gost::plugin::types,
+                "gost:plugin/runtime@0.3.0": crate::common::gost::plugin::runtime,
+            },
+            pub_export_macro: true,
+            default_bindings_module: "gost_plugin_sdk::connector::bindings",
+            export_macro_name: "export_connector_world",
+        });
+    }
+
+    pub use bindings::{ConnectRequest, Connected};
+
+    impl Connected {
+        /// The node's stream with nothing read past the node's reply.
+        pub fn new(node: crate::Conn) -> Self {
+            Connected {
+                node,
+                early: Vec::new(),
+            }
+        }
+    }
+
+    /// A protocol's client side. `connect` speaks the handshake on `node`
+    /// (the stream to the chain node, already through its dialer) and
+    /// hands it back for the host to relay.
+    pub trait Connector {
+        fn connect(req: ConnectRequest, node: crate::Conn) -> Result<Connected, String>;
+    }
+}
+
+#[cfg(feature = "connector")]
+pub use connector::Connector;
+
+/// Exports a [`Connector`] implementation as the plugin's `connect`.
+#[cfg(feature = "connector")]
+#[macro_export]
+macro_rules! export_connector {
+    ($ty:ident) => {
+        impl $crate::connector::bindings::Guest for $ty {
+            fn connect(
+                req: $crate::connector::ConnectRequest,
+                node: $crate::Conn,
+            ) -> ::std::result::Result<$crate::connector::Connected, ::std::string::String> {
+                <$ty as $crate::connector::Connector>::connect(req, node)
+            }
+        }
+        $crate::connector::bindings::export_connector_world!($ty);
+    };
+}
+
+#[cfg(feature = "transport")]
+pub mod transport {
+    //! The `transport` world: wraps one connection's bytes both ways.
+
+    #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)] // generated export shims
+    pub mod bindings {
+        wit_bindgen::generate!({
+            world: "transport",
+            path: "wit",
+            with: {
+                "gost:plugin/types@0.3.0": crate::common::gost::plugin::types,
+                "gost:plugin/runtime@0.3.0": crate::common::gost::plugin::runtime,
+            },
+            pub_export_macro: true,
+            default_bindings_module: "gost_plugin_sdk::transport::bindings",
+            export_macro_name: "export_transport_world",
+        });
+    }
+
+    pub use bindings::Side;
+
+    /// A transport. An instance serves one connection at a time, from
+    /// `start` until it closes, so it keeps that connection's state in
+    /// statics and resets them in `start`.
+    pub trait Transport {
+        /// Bytes to send before any other; none by default.
+        fn start(_side: Side) -> Result<Vec<u8>, String> {
+            Ok(Vec::new())
+        }
+        /// The user's bytes to the wire's.
+        fn encode(data: Vec<u8>) -> Result<Vec<u8>, String>;
+        /// The wire's bytes to the user's: what is complete so far.
+        fn decode(data: Vec<u8>) -> Result<Vec<u8>, String>;
+    }
+}
+
+#[cfg(feature = "transport")]
+pub use transport::Transport;
+
+/// Exports a [`Transport`] implementation as the plugin's `start`,
+/// `encode` and `decode`.
+#[cfg(feature = "transport")]
+#[macro_export]
+macro_rules! export_transport {
+    ($ty:ident) => {
+        impl $crate::transport::bindings::Guest for $ty {
+            fn start(
+                side: $crate::transport::Side,
+            ) -> ::std::result::Result<::std::vec::Vec<u8>, ::std::string::String> {
+                <$ty as $crate::transport::Transport>::start(side)
+            }
+            fn encode(
+                data: ::std::vec::Vec<u8>,
+            ) -> ::std::result::Result<::std::vec::Vec<u8>, ::std::string::String> {
+                <$ty as $crate::transport::Transport>::encode(data)
+            }
+            fn decode(
+                data: ::std::vec::Vec<u8>,
+            ) -> ::std::result::Result<::std::vec::Vec<u8>, ::std::string::String> {
+                <$ty as $crate::transport::Transport>::decode(data)
+            }
+        }
+        $crate::transport::bindings::export_transport_world!($ty);
+    };
+}
+
+#[cfg(feature = "datagram")]
+pub mod datagram {
+    //! The `datagram` world: a UDP protocol handler, one call per datagram.
+
+    #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)] // generated export shims
+    pub mod bindings {
+        wit_bindgen::generate!({
+            world: "datagram",
+            path: "wit",
+            with: {
+                "gost:plugin/types@0.3.0": crate::common::gost::plugin::types,
+                "gost:plugin/runtime@0.3.0": crate::common::gost::plugin::runtime,
+            },
+            pub_export_macro: true,
+            default_bindings_module: "gost_plugin_sdk::datagram::bindings",
+            export_macro_name: "export_datagram_world",
+        });
+    }
+
+    pub use bindings::{DatagramInfo, ForwardTo, Verdict};
+
+    /// A UDP protocol handler: what to do with each datagram a client
+    /// sends.
+    pub trait Datagram {
+        fn on_datagram(info: DatagramInfo, data: Vec<u8>) -> Verdict;
+    }
+}
+
+#[cfg(feature = "datagram")]
+pub use datagram::Datagram;
+
+/// Exports a [`Datagram`] implementation as the plugin's `on-datagram`.
+#[cfg(feature = "datagram")]
+#[macro_export]
+macro_rules! export_datagram {
+    ($ty:ident) => {
+        impl $crate::datagram::bindings::Guest for $ty {
+            fn on_datagram(
+                info: $crate::datagram::DatagramInfo,
+                data: ::std::vec::Vec<u8>,
+            ) -> $crate::datagram::Verdict {
+                <$ty as $crate::datagram::Datagram>::on_datagram(info, data)
+            }
+        }
+        $crate::datagram::bindings::export_datagram_world!($ty);
+    };
+}

@@ -23,17 +23,30 @@ pub enum World {
     Handler,
     Forwarder,
     Observer,
+    Connector,
+    Transport,
+    Datagram,
 }
 
 impl World {
     /// Every world, in the order `gost plugin check` tries them.
-    pub const ALL: [World; 3] = [World::Handler, World::Forwarder, World::Observer];
+    pub const ALL: [World; 6] = [
+        World::Handler,
+        World::Forwarder,
+        World::Observer,
+        World::Connector,
+        World::Transport,
+        World::Datagram,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             World::Handler => "handler",
             World::Forwarder => "forwarder",
             World::Observer => "observer",
+            World::Connector => "connector",
+            World::Transport => "transport",
+            World::Datagram => "datagram",
         }
     }
 
@@ -42,6 +55,9 @@ impl World {
             World::Handler => "handle",
             World::Forwarder => "select",
             World::Observer => "observe",
+            World::Connector => "connect",
+            World::Transport => "encode",
+            World::Datagram => "on-datagram",
         }
     }
 }
@@ -72,6 +88,9 @@ pub fn prepare<T>(
         World::Handler => &rt.handler_linker,
         World::Forwarder => &rt.forwarder_linker,
         World::Observer => &rt.observer_linker,
+        World::Connector => &rt.connector_linker,
+        World::Transport => &rt.transport_linker,
+        World::Datagram => &rt.datagram_linker,
     };
     linker
         .instantiate_pre(&component)
@@ -138,6 +157,9 @@ pub fn inspect(path: &Path) -> Result<Inspection, PluginError> {
                 World::Handler => &rt.handler_linker,
                 World::Forwarder => &rt.forwarder_linker,
                 World::Observer => &rt.observer_linker,
+                World::Connector => &rt.connector_linker,
+                World::Transport => &rt.transport_linker,
+                World::Datagram => &rt.datagram_linker,
             };
             linker
                 .instantiate_pre(&component)

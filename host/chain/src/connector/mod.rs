@@ -68,6 +68,13 @@ pub enum ConnectError {
         "{connector} connector: unix sockets are not supported (use a relay or unix node as the last hop)"
     )]
     NoUnix { connector: &'static str },
+    /// A plugin connector failed: it trapped, ran out of its limits or
+    /// reported an error.
+    #[error("{connector} connector: {msg}")]
+    Plugin {
+        connector: &'static str,
+        msg: String,
+    },
     #[error("{connector} connector: no reply within {timeout:?}")]
     Timeout {
         connector: &'static str,
@@ -167,6 +174,8 @@ pub trait Connector: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone, Default)]
 pub struct Common {
     pub auth: Option<Credentials>,
+    /// (gost-rs) The component of a `wasm` connector.
+    pub plugin: Option<gost_core::config::PluginConfig>,
 }
 
 /// A chain node's connector, with its `timeout` (metadata) bounding each
@@ -194,6 +203,7 @@ impl NodeConnector {
                     username: a.username.clone(),
                     password: a.password.clone(),
                 }),
+            plugin: cfg.plugin.as_deref().cloned(),
         };
         let timeout = cfg
             .metadata
