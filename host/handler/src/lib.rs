@@ -15,6 +15,8 @@ mod mbind;
 pub mod redirect;
 pub mod redu;
 pub mod relay;
+#[cfg(feature = "serial")]
+pub mod serial;
 pub mod sni;
 pub mod sniffing;
 mod sniffing_http;
