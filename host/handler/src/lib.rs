@@ -23,6 +23,8 @@ mod sniffing_http;
 pub mod socks;
 #[cfg(feature = "ss")]
 pub mod ss;
+#[cfg(feature = "ss")]
+mod ss_buf;
 #[cfg(feature = "ssh")]
 pub mod sshd;
 #[cfg(feature = "ss")]
