@@ -603,7 +603,9 @@ pub(crate) fn bind_listener(
     let lmd = cfg.listener.as_ref().map(|l| &l.metadata);
     // A unix socket's address is a path, not a host and port.
     let addr = match socket {
-        Socket::Unix | Socket::ReverseUnix | Socket::Stdio => gost_core::context::UNIX_PEER,
+        Socket::Unix | Socket::ReverseUnix | Socket::Stdio | Socket::Serial => {
+            gost_core::context::UNIX_PEER
+        }
         _ => resolve_bind_addr(&cfg.addr)
             .map_err(|e| svc_err(cfg, format!("addr \"{}\": {e}", cfg.addr)))?,
     };
@@ -714,6 +716,28 @@ pub(crate) fn bind_listener(
             ))
         }
         Socket::Stdio => Box::new(gost_transport::stdio::StdioListen::default()),
+        #[cfg(feature = "serial")]
+        Socket::Serial => {
+            let read_timeout = match lmd {
+                Some(m) => gost_transport::serial::read_timeout_from(
+                    m,
+                    &["timeout", "serial.timeout", "listener.serial.timeout"],
+                )
+                .map_err(|e| md_err(cfg, "listener.metadata", e))?,
+                None => None,
+            };
+            Box::new(
+                gost_transport::serial::SerialListen::bind(&cfg.addr, read_timeout)
+                    .map_err(bind_err)?,
+            )
+        }
+        #[cfg(not(feature = "serial"))]
+        Socket::Serial => {
+            return Err(svc_err(
+                cfg,
+                "listener type 'serial' needs the serial feature, which this build lacks",
+            ))
+        }
         Socket::Unix => {
             let mode = match lmd {
                 Some(m) => gost_transport::unix::mode_from_metadata(m)
@@ -1532,6 +1556,48 @@ fn register(r: &mut Kinds) {
             )))
         },
         summary: "to a unix socket: the forwarder's node (a path), or through the chain to its last node",
+    });
+    #[cfg(feature = "serial")]
+    r.add_handler(HandlerKind {
+        names: &["serial"],
+        caps: HandlerCaps {
+            forwarder: true,
+            ..Default::default()
+        },
+        build: |root, cfg, deps| {
+            let opts = handler_options(cfg, gost_handler::serial::SerialOptions::from_metadata)?;
+            let forward = match &cfg.forwarder {
+                Some(_) if deps.router.chain.is_some() => {
+                    return Err(svc_err(
+                        cfg,
+                        "serial handler: a forwarder's serial port through a chain (a remote port behind a relay node) is not supported; forward to a port on this host, or send the connection through the chain without a forwarder",
+                    ))
+                }
+                Some(_) => {
+                    // The ports' settings are the service's own on a
+                    // serial listener, GOST's defaults elsewhere.
+                    let listener = cfg.listener.as_ref().map(|l| l.r#type.as_str());
+                    let port = if listener == Some("serial") {
+                        gost_transport::serial::SerialConfig::parse(&cfg.addr)
+                            .map_err(|e| svc_err(cfg, e.to_string()))?
+                    } else {
+                        gost_transport::serial::SerialConfig {
+                            name: String::new(),
+                            baud: gost_transport::serial::DEFAULT_BAUD,
+                            parity: Default::default(),
+                        }
+                    };
+                    Some((build_forward_handler(root, cfg, deps.router.clone())?, port))
+                }
+                None => None,
+            };
+            Ok(Arc::new(gost_handler::serial::SerialHandler::new(
+                deps.router,
+                forward,
+                opts,
+            )))
+        },
+        summary: "to a serial port on this host (the forwarder's node, with the service's baud rate and parity), or through the chain to its last node",
     });
     r.add_handler(HandlerKind {
         names: &["http"],

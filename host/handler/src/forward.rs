@@ -413,10 +413,10 @@ pub async fn relay_udp(
 
 /// GOST forwards to `host` alone as `host:0`; keep the same rule so a
 /// missing port fails at dial time with the address shown.
-/// What a node's address is dialed as: a unix socket's path as it is,
-/// a host without a port with port 0.
+/// What a node's address is dialed as: a unix socket's path or a serial
+/// port as it is, a host without a port with port 0.
 fn node_target(network: &str, addr: &str) -> String {
-    if network == "unix" {
+    if network == "unix" || network == "serial" {
         addr.to_string()
     } else {
         with_default_port(addr)

@@ -286,6 +286,27 @@ impl Connector for ForwardConnector {
     }
 }
 
+/// GOST's `serial` connector: the node is the serial port its `serial`
+/// dialer opened, so nothing is said, whatever the target.
+#[cfg(feature = "serial")]
+#[derive(Debug)]
+pub struct SerialConnector;
+
+#[cfg(feature = "serial")]
+impl Connector for SerialConnector {
+    fn name(&self) -> &'static str {
+        "serial"
+    }
+
+    fn connect<'a>(
+        &'a self,
+        _stream: &'a mut Upstream,
+        _addr: &'a str,
+    ) -> BoxFuture<'a, Result<(), ConnectError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
 /// GOST's `unix` connector: the node is the unix socket its `unix`
 /// dialer reached, so nothing is said, whatever the target.
 #[derive(Debug)]
@@ -460,10 +481,17 @@ pub fn register(r: &mut Connectors) {
         summary: "GOST's relay protocol, TCP and UDP; lazy unless `nodelay`",
     });
     r.add(ConnectorKind {
-        names: &["forward"],
+        names: &["forward", "tcp"],
         udp: false,
         build: |_, _| Ok(Box::new(ForwardConnector)),
-        summary: "none: the node is the destination",
+        summary: "none: the node is the destination (GOST's `tcp` connector is the same)",
+    });
+    #[cfg(feature = "serial")]
+    r.add(ConnectorKind {
+        names: &["serial"],
+        udp: false,
+        build: |_, _| Ok(Box::new(SerialConnector)),
+        summary: "none: the node is a serial port (with the `serial` dialer), the destination",
     });
     r.add(ConnectorKind {
         names: &["unix"],
