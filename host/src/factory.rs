@@ -516,6 +516,13 @@ pub(crate) fn build_parts(root: &Config, cfg: &ServiceConfig) -> Result<Parts, B
     if gost_core::connections::global().is_some() {
         auther = auther.map(gost_core::connections::auther);
     }
+    if cfg
+        .recorders
+        .iter()
+        .any(|r| r.record == gost_core::recorder::HANDLER)
+    {
+        auther = auther.map(gost_core::recorder::auther);
+    }
     if handler_observer.is_some() {
         auther = auther.map(gost_service::observer::clients::auther);
     }

@@ -148,6 +148,7 @@ impl ForwardHandler {
                 tried.push(node);
                 continue;
             }
+            gost_core::recorder::note(|r| r.node = node.name.clone());
             match dial(node_target(network, &node.addr)).await {
                 Ok(c) => {
                     node.marker.reset();
@@ -205,6 +206,12 @@ impl ForwardHandler {
             match res {
                 Ok(c) => {
                     node.marker.reset();
+                    // The dials ran side by side, each noting its
+                    // target; the record keeps the winner's.
+                    gost_core::recorder::note(|r| {
+                        r.node = node.name.clone();
+                        r.host = node_target(network, &node.addr);
+                    });
                     tracing::debug!(service = %ctx.service, client = %ctx.peer, node = %node.name, dst = %node.addr, network, "forward (parallel)");
                     return Ok((c, Arc::clone(node)));
                 }
@@ -267,6 +274,9 @@ impl ForwardHandler {
             Some(timeout) => super::sniffing::sniff(client, timeout, self.body_limit).await,
             None => Default::default(),
         };
+        if self.opts.sniffing.is_some() {
+            gost_core::recorder::note(|r| r.proto = sniffed.protocol.to_string());
+        }
         // HTTP/2 with prior knowledge is relayed as bytes, as GOST's
         // HTTP/1 sniffer cannot read it either.
         if self.per_request && sniffed.protocol == "http" && sniffed.method != "PRI" {

@@ -315,8 +315,9 @@ impl Service {
                     (_, conn) => conn,
                 };
                 let current = listed.as_ref().map(|l| l.conn().clone());
+                let notes = record.as_ref().map(|r| r.notes());
                 let result = tokio::select! {
-                    r = gost_core::dialer::loops::scope(hops, connections::scope(current, handler.handle(conn, ctx))) => r,
+                    r = gost_core::dialer::loops::scope(hops, connections::scope(current, gost_core::recorder::scope(notes, handler.handle(conn, ctx)))) => r,
                     _ = cancel.cancelled() => return,
                     _ = closed(&listed) => return,
                 };

@@ -105,9 +105,10 @@ impl Sessions {
             let _guard = stats.as_ref().map(|s| s.open_conn());
             let listed = register(&ctx);
             let current = listed.as_ref().map(|l| l.conn().clone());
+            let notes = record.as_ref().map(|r| r.notes());
             let service = ctx.service.clone();
             let result = tokio::select! {
-                r = gost_core::dialer::loops::scope(hops, gost_core::connections::scope(current, handler.handle(Conn::Stream(stream), ctx))) => r,
+                r = gost_core::dialer::loops::scope(hops, gost_core::connections::scope(current, gost_core::recorder::scope(notes, handler.handle(Conn::Stream(stream), ctx)))) => r,
                 _ = cancel.cancelled() => return,
                 _ = closed(&listed) => return,
             };

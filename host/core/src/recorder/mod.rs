@@ -9,6 +9,7 @@
 //! logged at most once per [`crate::repeat::WINDOW`], and a sink that
 //! fails says so once per failure streak.
 
+mod notes;
 mod record;
 mod sink;
 
@@ -19,7 +20,11 @@ use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::mpsc;
 
 use crate::config::{Config, RecorderConfig, ServiceConfig};
-pub use record::{rfc3339_nano, sid, HandlerRecord};
+pub use notes::{auther, current, emit, note, noting, scope, Notes};
+pub use record::{
+    add_header, canonical, forwarded_client_ip, rfc3339_nano, sid, DnsRecord, HandlerRecord,
+    Header, HttpMessage, HttpRecord, TlsRecord, WebsocketRecord,
+};
 use sink::Sink;
 
 /// Records GOST defines for services, by the name a service's
