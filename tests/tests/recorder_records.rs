@@ -248,3 +248,121 @@ recorders:
     assert_eq!(r["host"], closed.to_string());
     assert_eq!((r["src"].as_str(), r["dst"].as_str()), (Some(""), Some("")));
 }
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// One request on its own connection; the response's body.
+fn request(port: u16, req: &str) -> String {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    c.write_all(req.as_bytes()).unwrap();
+    let mut resp = String::new();
+    let _ = c.read_to_string(&mut resp);
+    resp
+}
+
+#[test]
+fn sniffed_http_is_recorded_request_by_request_with_gosts_http_sub_record() {
+    let origin = http_origin("127.0.0.1:0", "from the origin");
+    let dir = TempDir::new("recorder-http");
+    let recs = dir.path("records.txt");
+    let (sniff, cached) = (free_port(), free_port());
+    let file = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:
+- name: sniff
+  addr: 127.0.0.1:{sniff}
+  handler: {{type: tcp, metadata: {{sniffing: true}}}}
+  listener: {{type: tcp}}
+  forwarder: {{nodes: [{{name: web, addr: {origin}}}]}}
+  recorders:
+  - name: recs
+    record: recorder.service.handler
+    metadata: {{http.body: true, http.maxBodySize: 4}}
+- name: cached
+  addr: 127.0.0.1:{cached}
+  cache: c
+  handler: {{type: tcp, metadata: {{sniffing: true, cache.ttl: 60s}}}}
+  listener: {{type: tcp}}
+  forwarder: {{nodes: [{{name: web, addr: {origin}}}]}}
+  recorders: [{{name: recs, record: recorder.service.handler}}]
+caches: [{{name: c, memory: {{ttl: 60s}}}}]
+recorders:
+- name: recs
+  file: {{path: {recs}, sep: \"\\n\"}}
+"
+        ),
+    );
+    let g = Gost::start(&["-C", &file]);
+    g.wait_tcp(sniff);
+    g.wait_tcp(cached);
+    let resp = request(
+        sniff,
+        "POST /submit?x=1 HTTP/1.1\r\nHost: app.test\r\nX-Forwarded-For: 198.51.100.7\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+    );
+    assert!(resp.ends_with("from the origin"), "{resp}");
+    for _ in 0..2 {
+        let resp = request(
+            cached,
+            "GET /page HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+        );
+        assert!(resp.ends_with("from the origin"), "{resp}");
+    }
+
+    let with_http = |r: &[Value], s: &str| -> Vec<Value> {
+        r.iter()
+            .filter(|x| x["service"] == s && x["http"].is_object())
+            .cloned()
+            .collect()
+    };
+    let recs = wait_records(&recs, |r| {
+        with_http(r, "sniff").len() == 1 && with_http(r, "cached").len() == 2
+    });
+    let r = &with_http(&recs, "sniff")[0];
+    let o = origin.to_string();
+    assert_eq!(r["proto"], "http", "{r}");
+    assert_eq!(r["node"], "web");
+    assert_eq!(r["host"], o.as_str());
+    assert_eq!(r["dst"], o.as_str());
+    assert_eq!(r["clientIP"], "198.51.100.7");
+    let h = &r["http"];
+    assert_eq!(h["host"], "app.test", "{h}");
+    assert_eq!(h["method"], "POST");
+    assert_eq!(h["proto"], "HTTP/1.1");
+    assert_eq!(h["scheme"], "");
+    assert_eq!(h["uri"], "/submit?x=1");
+    assert_eq!(h["cached"], false);
+    assert_eq!(h["statusCode"], 200);
+    // Bodies: the first `http.maxBodySize` bytes, base64; the length is
+    // the whole body's.
+    assert_eq!(h["request"]["body"], b64("hell"));
+    assert_eq!(h["request"]["contentLength"], 5);
+    assert_eq!(h["request"]["header"]["X-Forwarded-For"][0], "198.51.100.7");
+    assert!(h["request"]["header"].get("Host").is_none(), "{h}");
+    assert_eq!(h["response"]["body"], b64("from"));
+    assert_eq!(h["response"]["contentLength"], 15);
+    assert_eq!(h["response"]["header"]["Content-Length"][0], "15");
+    assert!(r["inputBytes"].as_u64().unwrap() > 0 && r["outputBytes"].as_u64().unwrap() > 15);
+    // No record of the whole connection beside the request's.
+    assert_eq!(
+        recs.iter()
+            .filter(|x| x["service"] == "sniff" && x["inputBytes"].as_u64() > Some(0))
+            .count(),
+        1,
+        "{recs:#?}"
+    );
+
+    // Without `http.body` no body is kept; the second GET came from the
+    // cache.
+    let c = with_http(&recs, "cached");
+    assert_eq!(c[0]["http"]["request"]["body"], Value::Null);
+    assert_eq!(c[0]["http"]["response"]["body"], Value::Null);
+    assert_eq!(c[0]["http"]["cached"], false);
+    assert_eq!(c[1]["http"]["cached"], true, "{:#}", c[1]);
+    assert_eq!(c[1]["http"]["statusCode"], 200);
+    assert_eq!(c[1]["http"]["uri"], "/page");
+}

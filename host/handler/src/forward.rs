@@ -84,8 +84,13 @@ impl ForwardHandler {
                         && n.filter_path.is_empty()
                         && n.filter_protocol.is_empty())
             });
-        let per_request =
-            opts.sniffing.is_some() && (looks || router.bypass.is_some() || opts.cache.is_some());
+        // GOST's sniffer writes a handler record per request.
+        let records = router
+            .recorders
+            .as_ref()
+            .is_some_and(|r| r.get(gost_core::recorder::HANDLER).is_some());
+        let per_request = opts.sniffing.is_some()
+            && (looks || router.bypass.is_some() || opts.cache.is_some() || records);
         ForwardHandler {
             hop,
             router,

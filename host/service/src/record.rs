@@ -43,7 +43,8 @@ impl ConnRecord {
         ctx: &mut ConnContext,
         network: &str,
     ) -> Option<Self> {
-        let recorder = recorders?.get(recorder::HANDLER)?.clone();
+        let recorders = recorders?;
+        let recorder = recorders.get(recorder::HANDLER)?.clone();
         let stats = Arc::new(Stats::linked(ctx.stats.take().into_iter().collect()));
         ctx.stats = Some(stats.clone());
         let shown = |a: std::net::SocketAddr| gost_core::context::Client(a).to_string();
@@ -61,7 +62,12 @@ impl ConnRecord {
             ..Default::default()
         };
         Some(ConnRecord {
-            notes: Arc::new(Notes::new(rec, recorder, stats)),
+            notes: Arc::new(Notes::new(
+                rec,
+                recorder,
+                stats,
+                recorders.body_limit(recorder::HANDLER),
+            )),
             start: Instant::now(),
         })
     }

@@ -46,6 +46,12 @@ pub const RECORDS: &[&str] = &[
 /// Records queued per recorder before new ones are dropped.
 pub const QUEUE: usize = 4096;
 
+/// GOST's bounds on the HTTP body prefix a handler record keeps (with
+/// the service recorder's metadata `http.body`): `http.maxBodySize`
+/// defaults to the first and is capped at the second.
+pub const DEFAULT_BODY_SIZE: usize = 64 * 1024;
+pub const MAX_BODY_SIZE: usize = 1024 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum RecorderError {
     #[error("recorder \"{name}\": {msg}")]
@@ -54,6 +60,8 @@ pub enum RecorderError {
     NotFound(String),
     #[error("recorders: record '{record}' is not one this build writes ({})", RECORDS.join(", "))]
     Record { record: String },
+    #[error("recorders: {0}")]
+    Metadata(#[from] crate::metadata::MetadataError),
 }
 
 /// One named recorder: its queue, and the task writing it out, started
@@ -159,7 +167,8 @@ pub fn check(cfg: &RecorderConfig) -> Result<(), RecorderError> {
 /// A service's recorders by record.
 #[derive(Debug, Default)]
 pub struct ServiceRecorders {
-    by_record: Vec<(String, Arc<Recorder>)>,
+    /// Each record's recorder, with the HTTP body prefix its records keep.
+    by_record: Vec<(String, Arc<Recorder>, usize)>,
 }
 
 impl ServiceRecorders {
@@ -167,8 +176,16 @@ impl ServiceRecorders {
     pub fn get(&self, record: &str) -> Option<&Arc<Recorder>> {
         self.by_record
             .iter()
-            .find(|(r, _)| r == record)
-            .map(|(_, rec)| rec)
+            .find(|(r, _, _)| r == record)
+            .map(|(_, rec, _)| rec)
+    }
+
+    /// The HTTP body prefix `record`'s records keep (0: none).
+    pub fn body_limit(&self, record: &str) -> usize {
+        self.by_record
+            .iter()
+            .find(|(r, _, _)| r == record)
+            .map_or(0, |(_, _, b)| *b)
     }
 
     /// Records `data` if the service records `record`; GOST writes no
@@ -198,7 +215,15 @@ pub fn for_service(
                 record: crate::escape::esc(&o.record).to_string(),
             });
         }
-        by_record.push((o.record.clone(), find(root, &o.name)?));
+        let body = if o.metadata.get_bool("http.body")?.unwrap_or(false) {
+            match o.metadata.get_int("http.maxBodySize")?.unwrap_or(0) {
+                n if n <= 0 => DEFAULT_BODY_SIZE,
+                n => (n as usize).min(MAX_BODY_SIZE),
+            }
+        } else {
+            0
+        };
+        by_record.push((o.record.clone(), find(root, &o.name)?, body));
     }
     Ok(Some(Arc::new(ServiceRecorders { by_record })))
 }

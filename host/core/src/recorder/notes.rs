@@ -25,16 +25,35 @@ pub struct Notes {
     taken: std::sync::atomic::AtomicBool,
     recorder: Arc<Recorder>,
     stats: Arc<Stats>,
+    body_limit: usize,
 }
 
 impl Notes {
-    pub fn new(rec: HandlerRecord, recorder: Arc<Recorder>, stats: Arc<Stats>) -> Self {
+    /// `body_limit`: the HTTP body prefix records keep (0: none).
+    pub fn new(
+        rec: HandlerRecord,
+        recorder: Arc<Recorder>,
+        stats: Arc<Stats>,
+        body_limit: usize,
+    ) -> Self {
         Notes {
             rec: Mutex::new(rec),
             taken: Default::default(),
             recorder,
             stats,
+            body_limit,
         }
+    }
+
+    pub fn body_limit(&self) -> usize {
+        self.body_limit
+    }
+
+    /// Leaves the connection's own record out: the handler writes
+    /// records for its parts, or (as GOST's sniffer when a request is
+    /// refused) none.
+    pub fn take(&self) {
+        self.taken.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn rec(&self) -> std::sync::MutexGuard<'_, HandlerRecord> {
@@ -43,7 +62,7 @@ impl Notes {
 
     /// See [`emit`].
     pub fn emit(&self, started: (SystemTime, Instant), f: impl FnOnce(&mut HandlerRecord)) {
-        self.taken.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.take();
         let mut rec = self.rec().clone();
         let s = self.stats.snapshot();
         rec.input_bytes = s.input_bytes;
