@@ -366,3 +366,80 @@ recorders:
     assert_eq!(c[1]["http"]["statusCode"], 200);
     assert_eq!(c[1]["http"]["uri"], "/page");
 }
+
+/// A ClientHello record naming `sni` and offering ALPN `h2`, `http/1.1`.
+fn client_hello(sni: &str) -> Vec<u8> {
+    let mut name = vec![0u8];
+    name.extend((sni.len() as u16).to_be_bytes());
+    name.extend(sni.as_bytes());
+    let mut ext = vec![0, 0];
+    ext.extend(((name.len() + 2) as u16).to_be_bytes());
+    ext.extend((name.len() as u16).to_be_bytes());
+    ext.extend(name);
+    let alpn: &[u8] = b"\x02h2\x08http/1.1";
+    ext.extend([0, 16]);
+    ext.extend(((alpn.len() + 2) as u16).to_be_bytes());
+    ext.extend((alpn.len() as u16).to_be_bytes());
+    ext.extend(alpn);
+    let mut body = vec![3, 3];
+    body.extend([9u8; 32]);
+    body.extend([0, 0, 2, 0x13, 1, 1, 0]);
+    body.extend((ext.len() as u16).to_be_bytes());
+    body.extend(ext);
+    let mut hs = vec![1, 0];
+    hs.extend((body.len() as u16).to_be_bytes());
+    hs.extend(body);
+    let mut rec = vec![0x16, 3, 1];
+    rec.extend((hs.len() as u16).to_be_bytes());
+    rec.extend(hs);
+    rec
+}
+
+#[test]
+fn sniffed_tls_is_recorded_with_gosts_tls_sub_record() {
+    let echo_addr = tcp_echo_server();
+    let dir = TempDir::new("recorder-tls");
+    let recs = dir.path("records.txt");
+    let port = free_port();
+    let file = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:
+- name: tls
+  addr: 127.0.0.1:{port}
+  handler: {{type: tcp, metadata: {{sniffing: true}}}}
+  listener: {{type: tcp}}
+  forwarder: {{nodes: [{{name: echo, addr: {echo_addr}}}]}}
+  recorders: [{{name: recs, record: recorder.service.handler}}]
+recorders:
+- name: recs
+  file: {{path: {recs}, sep: \"\\n\"}}
+"
+        ),
+    );
+    let g = Gost::start(&["-C", &file]);
+    g.wait_tcp(port);
+    let hello = client_hello("secure.test");
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    c.write_all(&hello).unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    c.read_to_end(&mut back).unwrap();
+    assert_eq!(back, hello);
+    let recs = wait_records(&recs, |r| of(r, "tls").is_some());
+    let r = of(&recs, "tls").unwrap();
+    assert_eq!(r["proto"], "tls", "{r}");
+    assert_eq!(r["host"], "secure.test:443");
+    assert_eq!(r["node"], "echo");
+    assert_eq!(r["dst"], echo_addr.to_string());
+    let t = &r["tls"];
+    assert_eq!(t["serverName"], "secure.test", "{t}");
+    assert_eq!(t["proto"], "h2");
+    let hex: String = hello.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(t["clientHello"], hex);
+    for k in ["cipherSuite", "version", "serverHello"] {
+        assert_eq!(t[k], "", "{k}");
+    }
+    assert_eq!(t["compressionMethod"], 0);
+}

@@ -292,6 +292,9 @@ impl ForwardHandler {
                 self.router.dial_tcp(&a, ctx.peer.ip()).await
             })
             .await;
+        if sniffed.protocol == "tls" && gost_core::recorder::noting() {
+            note_client_hello(client.rewound(), &sniffed.host);
+        }
         match dialed {
             Err(HandlerError::NoNode) if sniffed.protocol == "http" => {
                 // GOST answers an HTTP request no node takes with 502.
@@ -430,6 +433,31 @@ pub async fn relay_udp(
 /// missing port fails at dial time with the address shown.
 /// What a node's address is dialed as: a unix socket's path as it is,
 /// a host without a port with port 0.
+/// GOST's `tls` sub-record of a sniffed ClientHello (the record as
+/// hex, its server name and first ALPN protocol), and the server name as
+/// the record's `host`. The ServerHello's fields are not read: the relay
+/// passes the upstream's bytes on untouched.
+fn note_client_hello(rewound: &[u8], sni: &str) {
+    let Some(rec) = gost_proto::tls::record_len(rewound).and_then(|n| rewound.get(..n)) else {
+        return;
+    };
+    let Some(hello) = gost_proto::tls::ClientHello::parse(&rec[5..]) else {
+        return;
+    };
+    let tls = gost_core::recorder::TlsRecord {
+        server_name: sni.to_string(),
+        proto: hello.alpn().into_iter().next().unwrap_or_default(),
+        client_hello: rec.iter().map(|b| format!("{b:02x}")).collect(),
+        ..Default::default()
+    };
+    gost_core::recorder::note(|r| {
+        if !sni.is_empty() {
+            r.host = super::sniffing::with_port(sni, 443);
+        }
+        r.tls = Some(Box::new(tls));
+    });
+}
+
 fn node_target(network: &str, addr: &str) -> String {
     if network == "unix" {
         addr.to_string()
