@@ -443,3 +443,35 @@ recorders:
     }
     assert_eq!(t["compressionMethod"], 0);
 }
+
+#[test]
+fn a_file_recorder_with_rotation_starts_and_writes() {
+    let echo_addr = tcp_echo_server();
+    let dir = TempDir::new("recorder-rotation");
+    let recs = dir.path("rot/records.log");
+    let port = free_port();
+    let file = dir.write(
+        "gost.yaml",
+        &format!(
+            "services:
+- name: fwd
+  addr: 127.0.0.1:{port}
+  handler: {{type: tcp}}
+  listener: {{type: tcp}}
+  forwarder: {{nodes: [{{name: echo, addr: {echo_addr}}}]}}
+  recorders: [{{name: recs, record: recorder.service.handler}}]
+recorders:
+- name: recs
+  file:
+    path: {recs}
+    sep: \"\\n\"
+    rotation: {{maxSize: 1, maxAge: 1, maxBackups: 3, localTime: true, compress: true}}
+"
+        ),
+    );
+    let g = Gost::start(&["-C", &file]);
+    g.wait_tcp(port);
+    echo(TcpStream::connect(("127.0.0.1", port)).unwrap(), 10);
+    let recs = wait_records(&recs, |r| of(r, "fwd").is_some());
+    assert_eq!(of(&recs, "fwd").unwrap()["node"], "echo");
+}

@@ -243,6 +243,7 @@ pub fn host_of(addr: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sink::Sink;
 
     #[test]
     fn dialed_addresses_are_recorded_without_the_port() {
@@ -274,6 +275,41 @@ mod tests {
             a.get(HANDLER).unwrap(),
             b.get(HANDLER).unwrap()
         ));
+    }
+
+    #[tokio::test]
+    async fn a_file_with_rotation_rotates_as_lumberjack_does() {
+        let dir = std::env::temp_dir().join(format!("gost-rec-rotate-{}", sid()));
+        let path = dir.join("sub/records.log");
+        let cfg: RecorderConfig = serde_json::from_value(serde_json::json!({
+            "name": "rot",
+            "file": {"path": path.to_str().unwrap(), "sep": "\n",
+                     "rotation": {"maxSize": 1, "maxBackups": 2}}
+        }))
+        .unwrap();
+        let mut sink = Sink::from_config(&cfg).unwrap();
+        // 300 KiB records: the fourth takes the file past 1 MB.
+        for i in 0..10u8 {
+            let rec = vec![b'a' + i; 300 * 1024];
+            sink.write(&rec).await.unwrap();
+        }
+        let names: Vec<String> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        let backups: Vec<&String> = names.iter().filter(|n| *n != "records.log").collect();
+        assert_eq!(backups.len(), 2, "{names:?}");
+        assert!(
+            backups
+                .iter()
+                .all(|n| n.starts_with("records-") && n.ends_with(".log")),
+            "{names:?}"
+        );
+        let live = std::fs::read(&path).unwrap();
+        assert!(live.len() <= 1024 * 1024 && !live.is_empty());
+        // The live file holds the latest records, each with its separator.
+        assert!(live.ends_with(b"j\n"), "{}", live.len());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]
