@@ -166,7 +166,7 @@ where
     let key = cache_key(&req, &raw_host);
     let mut stale = None;
     if let Some(cache) = opts.cache.as_ref().filter(|c| c.cacheable_request(&req)) {
-        match cache.lookup(&key) {
+        match cache.lookup(&key).await {
             Some((resp, false)) => {
                 tracing::debug!(service = %ctx.service, client = %ctx.peer, key = %esc(&key), "cache hit");
                 if let Some(r) = record {
