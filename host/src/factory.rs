@@ -185,12 +185,6 @@ pub(crate) fn unsupported(cfg: &Config) -> Vec<String> {
             out.push(format!("config section '{section}' is not supported yet"));
         }
     }
-    for c in cfg.caches.iter().filter(|c| c.redis.is_some()) {
-        out.push(format!(
-            "cache \"{}\": the redis store is not supported yet (memory is)",
-            c.name
-        ));
-    }
     for a in &cfg.authers {
         if let Err(e) = gost_core::loader::Source::from_config(
             a.redis.as_ref(),
@@ -533,6 +527,13 @@ pub(crate) fn build_parts(root: &Config, cfg: &ServiceConfig) -> Result<Parts, B
     let mut auther = build_auther(root, cfg)?;
     if gost_core::connections::global().is_some() {
         auther = auther.map(gost_core::connections::auther);
+    }
+    if cfg
+        .recorders
+        .iter()
+        .any(|r| r.record == gost_core::recorder::HANDLER)
+    {
+        auther = auther.map(gost_core::recorder::auther);
     }
     if handler_observer.is_some() {
         auther = auther.map(gost_service::observer::clients::auther);
@@ -1276,14 +1277,15 @@ fn build_forward_handler(
     Ok(ForwardHandler::new(hop, router, opts))
 }
 
-/// The named memory store a service's `cache` names, shared with every
-/// other service naming it while its config stays the same (a changed
-/// config starts a new, empty store).
+/// The named store a service's `cache` names: `memory` (GOST reads it
+/// first), shared with every other service naming it while its config
+/// stays the same (a changed config starts a new, empty store), or
+/// `redis`.
 fn cache_store(
     root: &Config,
     cfg: &ServiceConfig,
-) -> Result<Arc<gost_handler::httpcache::MemoryStore>, BuildError> {
-    use gost_handler::httpcache::MemoryStore;
+) -> Result<gost_handler::httpcache::Store, BuildError> {
+    use gost_handler::httpcache::{MemoryStore, RedisStore, Store};
     type Stores = std::collections::HashMap<
         String,
         (gost_core::config::MemoryCache, std::sync::Weak<MemoryStore>),
@@ -1294,15 +1296,18 @@ fn cache_store(
         .iter()
         .find(|c| c.name == cfg.cache)
         .ok_or_else(|| svc_err(cfg, format!("cache \"{}\" not found", cfg.cache)))?;
-    let mem = c.memory.clone().ok_or_else(|| {
-        svc_err(
-            cfg,
-            format!(
-                "cache \"{}\" has no memory block (the one store this build has)",
-                c.name
-            ),
-        )
-    })?;
+    let mem = match (&c.memory, &c.redis) {
+        (Some(m), _) => m.clone(),
+        (None, Some(r)) if !r.addr.is_empty() => {
+            return Ok(Store::Redis(Arc::new(RedisStore::from_config(r))))
+        }
+        _ => {
+            return Err(svc_err(
+                cfg,
+                format!("cache \"{}\" needs a memory block or redis.addr", c.name),
+            ))
+        }
+    };
     let mut stores = STORES.lock().unwrap_or_else(|p| p.into_inner());
     let stores = stores.get_or_insert_with(Default::default);
     stores.retain(|_, (_, w)| w.strong_count() > 0);
@@ -1311,14 +1316,14 @@ fn cache_store(
         .filter(|(m, _)| *m == mem)
         .and_then(|(_, w)| w.upgrade())
     {
-        return Ok(store);
+        return Ok(Store::Memory(store));
     }
     let store = Arc::new(
         MemoryStore::from_config(&mem)
             .map_err(|e| svc_err(cfg, format!("cache \"{}\": {e}", c.name)))?,
     );
     stores.insert(c.name.clone(), (mem, Arc::downgrade(&store)));
-    Ok(store)
+    Ok(Store::Memory(store))
 }
 
 /// Every kind of object this build makes from config: the registry of

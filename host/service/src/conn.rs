@@ -21,6 +21,7 @@ use gost_core::connections::{self, Conn as Listed};
 use gost_core::context::Client;
 use gost_core::limiter::conn::ConnPermit;
 use gost_core::metrics::Histogram;
+use gost_core::recorder::Notes;
 use gost_core::stats::{OwnedConnGuard, Stats};
 use gost_handler::{ConnContext, HandleFuture, Handler};
 use gost_transport::listener::Conn;
@@ -36,6 +37,8 @@ pub(crate) struct ConnStart {
     /// The listener's transport, run on the connection first.
     pub upgrade: Option<Arc<dyn Upgrade>>,
     pub permit: Option<ConnPermit>,
+    /// Boxed: a recorded connection is the exception, and inline the
+    /// record would grow every connection's task past its size class.
     pub record: Option<Box<ConnRecord>>,
     /// The metrics' request duration, when on.
     pub duration: Option<Arc<Histogram>>,
@@ -78,6 +81,7 @@ pub(crate) fn serve(
         let serving = Serving {
             handling: handler.handle(conn, ctx),
             listed: listed.as_ref().map(|l| l.conn()),
+            notes: tail.record.as_ref().map(|r| r.notes()),
             hops,
             stop: stop.cancelled(),
         };
@@ -197,6 +201,7 @@ pin_project_lite::pin_project! {
     struct Serving<'a> {
         handling: HandleFuture<'a>,
         listed: Option<&'a Arc<Listed>>,
+        notes: Option<&'a Arc<Notes>>,
         hops: u8,
         #[pin]
         stop: WaitForCancellationFuture<'a>,
@@ -210,8 +215,11 @@ impl Future for Serving<'_> {
         let this = self.project();
         let handling = this.handling;
         let listed = *this.listed;
+        let notes = *this.notes;
         let polled = gost_core::dialer::loops::enter(*this.hops, || {
-            connections::enter(listed, || handling.as_mut().poll(cx))
+            connections::enter(listed, || {
+                gost_core::recorder::enter(notes, || handling.as_mut().poll(cx))
+            })
         });
         if let Poll::Ready(r) = polled {
             return Poll::Ready(Some(r));

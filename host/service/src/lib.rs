@@ -277,7 +277,7 @@ impl Service {
                 ctx,
                 upgrade: upgrade.clone(),
                 permit,
-                record,
+                record: record.map(Box::new),
                 duration,
                 hops,
             };

@@ -102,7 +102,7 @@ impl Sessions {
             ctx,
             upgrade: None,
             permit: None,
-            record,
+            record: record.map(Box::new),
             duration,
             hops,
         };

@@ -141,7 +141,12 @@ impl SerialConfig {
             Parity::Odd => tokio_serial::Parity::Odd,
             Parity::Even => tokio_serial::Parity::Even,
         };
-        let mut port = tokio_serial::new(&self.name, self.baud)
+        // GOST opens ports without TIOCEXCL or an exclusive lock: a second
+        // open (another connection to the same port) is not refused. Set
+        // on the builder: dropped after the open, a lock taken meanwhile
+        // refused an open made at the same time.
+        let port = tokio_serial::new(&self.name, self.baud)
+            .exclusive(false)
             .data_bits(tokio_serial::DataBits::Eight)
             .stop_bits(tokio_serial::StopBits::One)
             .flow_control(tokio_serial::FlowControl::None)
@@ -159,15 +164,6 @@ impl SerialConfig {
                     format!("serial port {}: {}", esc(&self.name), esc(&e.description)),
                 )
             })?;
-        // GOST opens ports without TIOCEXCL: a second open (another
-        // connection to the same port) is not refused.
-        port.set_exclusive(false).map_err(|e| {
-            io::Error::other(format!(
-                "serial port {}: {}",
-                esc(&self.name),
-                esc(&e.description)
-            ))
-        })?;
         Ok(Stream::boxed(
             SerialIo {
                 port,
