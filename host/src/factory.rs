@@ -100,7 +100,11 @@ fn supported(kind: Kind, ty: &str) -> bool {
         Kind::Dialer => registry().dialer(ty).is_some(),
         // Where a wasm plugin is not wired in yet, its owner is refused
         // below or as an unsupported section.
-        Kind::Plugin => matches!(ty, "wasm" | "http"),
+        // An empty type is GOST's default, gRPC.
+        Kind::Plugin => {
+            matches!(ty, "wasm" | "http")
+                || (cfg!(feature = "grpc-plugin") && matches!(ty, "grpc" | ""))
+        }
     }
 }
 
@@ -128,11 +132,23 @@ pub(crate) fn check_service(root: &Config, svc: &ServiceConfig) -> Result<(), Ve
 pub(crate) fn unsupported(cfg: &Config) -> Vec<String> {
     let mut out = cfg.unsupported(supported);
     for h in &cfg.hops {
-        // Other types than these two are refused as plugin types above.
-        if let Some(p) = h.plugin.as_ref().filter(|p| p.r#type == "http") {
+        // Types this build lacks are refused as plugin types above.
+        if let Some(p) = h.plugin.as_ref().filter(|p| p.r#type != "wasm") {
             out.push(format!(
                 "hop \"{}\": plugin type '{}' is not supported yet",
                 h.name, p.r#type
+            ));
+        }
+    }
+    for o in &cfg.observers {
+        if let Some(p) = o
+            .plugin
+            .as_ref()
+            .filter(|p| !matches!(p.r#type.as_str(), "http" | "wasm"))
+        {
+            out.push(format!(
+                "observer \"{}\": plugin type '{}' is not supported yet (http, wasm)",
+                o.name, p.r#type
             ));
         }
     }
@@ -170,12 +186,6 @@ pub(crate) fn unsupported(cfg: &Config) -> Vec<String> {
         ) {
             out.push(format!("config section '{section}' is not supported yet"));
         }
-    }
-    for c in cfg.caches.iter().filter(|c| c.redis.is_some()) {
-        out.push(format!(
-            "cache \"{}\": the redis store is not supported yet (memory is)",
-            c.name
-        ));
     }
     for a in &cfg.authers {
         if let Err(e) = gost_core::loader::Source::from_config(
@@ -299,9 +309,11 @@ fn unbuildable_objects(cfg: &Config) -> Vec<String> {
     };
     let text = |e: &dyn std::fmt::Display| e.to_string();
     // A plugin of another type is refused as such above.
-    let http_or_none =
-        |p: &Option<gost_core::config::PluginConfig>| p.as_ref().is_none_or(|p| p.r#type == "http");
-    for a in cfg.authers.iter().filter(|a| http_or_none(&a.plugin)) {
+    let remote_or_none = |p: &Option<gost_core::config::PluginConfig>| {
+        p.as_ref()
+            .is_none_or(|p| matches!(p.r#type.as_str(), "http" | "grpc" | ""))
+    };
+    for a in cfg.authers.iter().filter(|a| remote_or_none(&a.plugin)) {
         let r = gost_core::auth::named(a);
         note("auther", &a.name, r.map(drop).map_err(|e| text(&e)));
     }
@@ -321,11 +333,11 @@ fn unbuildable_objects(cfg: &Config) -> Vec<String> {
         let r = build_ingress(i);
         note("ingress", &i.name, r.map(drop).map_err(|e| text(&e)));
     }
-    for r in cfg.routers.iter().filter(|r| http_or_none(&r.plugin)) {
+    for r in cfg.routers.iter().filter(|r| remote_or_none(&r.plugin)) {
         let res = gost_core::router::Router::from_config(r);
         note("router", &r.name, res.map(drop).map_err(|e| text(&e)));
     }
-    for s in cfg.sds.iter().filter(|s| http_or_none(&s.plugin)) {
+    for s in cfg.sds.iter().filter(|s| remote_or_none(&s.plugin)) {
         let r = gost_core::sd::from_config(s);
         note("sd", &s.name, r.map(drop).map_err(|e| text(&e)));
     }
@@ -526,6 +538,13 @@ pub(crate) fn build_parts(root: &Config, cfg: &ServiceConfig) -> Result<Parts, B
     if gost_core::connections::global().is_some() {
         auther = auther.map(gost_core::connections::auther);
     }
+    if cfg
+        .recorders
+        .iter()
+        .any(|r| r.record == gost_core::recorder::HANDLER)
+    {
+        auther = auther.map(gost_core::recorder::auther);
+    }
     if handler_observer.is_some() {
         auther = auther.map(gost_service::observer::clients::auther);
     }
@@ -595,7 +614,9 @@ pub(crate) fn bind_listener(
     let lmd = cfg.listener.as_ref().map(|l| &l.metadata);
     // A unix socket's address is a path, not a host and port.
     let addr = match socket {
-        Socket::Unix | Socket::ReverseUnix | Socket::Stdio => gost_core::context::UNIX_PEER,
+        Socket::Unix | Socket::ReverseUnix | Socket::Stdio | Socket::Serial => {
+            gost_core::context::UNIX_PEER
+        }
         _ => resolve_bind_addr(&cfg.addr)
             .map_err(|e| svc_err(cfg, format!("addr \"{}\": {e}", cfg.addr)))?,
     };
@@ -706,6 +727,28 @@ pub(crate) fn bind_listener(
             ))
         }
         Socket::Stdio => Box::new(gost_transport::stdio::StdioListen::default()),
+        #[cfg(feature = "serial")]
+        Socket::Serial => {
+            let read_timeout = match lmd {
+                Some(m) => gost_transport::serial::read_timeout_from(
+                    m,
+                    &["timeout", "serial.timeout", "listener.serial.timeout"],
+                )
+                .map_err(|e| md_err(cfg, "listener.metadata", e))?,
+                None => None,
+            };
+            Box::new(
+                gost_transport::serial::SerialListen::bind(&cfg.addr, read_timeout)
+                    .map_err(bind_err)?,
+            )
+        }
+        #[cfg(not(feature = "serial"))]
+        Socket::Serial => {
+            return Err(svc_err(
+                cfg,
+                "listener type 'serial' needs the serial feature, which this build lacks",
+            ))
+        }
         Socket::Unix => {
             let mode = match lmd {
                 Some(m) => gost_transport::unix::mode_from_metadata(m)
@@ -962,6 +1005,17 @@ fn build_wasm_handler(
         .ok_or_else(|| svc_err(cfg, "handler type 'wasm' needs handler.plugin"))?;
     let spec =
         gost_plugin::PluginSpec::from_config(plugin).map_err(|e| svc_err(cfg, e.to_string()))?;
+    // On a UDP listener the plugin is of the datagram world.
+    let udp = cfg
+        .listener
+        .as_ref()
+        .and_then(|l| registry().listener(l.r#type.trim()))
+        .is_some_and(|k| k.socket == Socket::Udp);
+    if udp {
+        let h = gost_plugin::datagram::build(spec, &cfg.name, deps.router)
+            .map_err(|e| svc_err(cfg, e.to_string()))?;
+        return Ok(h);
+    }
     let opts = handler_options(cfg, gost_plugin::handler::WasmHandlerOptions::from_metadata)?;
     let h = gost_plugin::handler::build(spec, &cfg.name, deps, opts)
         .map_err(|e| svc_err(cfg, e.to_string()))?;
@@ -1263,17 +1317,20 @@ fn build_forward_handler(
             .map_err(|e| md_err(cfg, "handler.metadata", e))?;
         opts.cache = Some(Arc::new(policy));
     }
-    Ok(ForwardHandler::new(Arc::new(hop), router, opts))
+    let hop = Arc::new(hop);
+    gost_chain::chain::health::watch_forwarder(&cfg.name, &hop);
+    Ok(ForwardHandler::new(hop, router, opts))
 }
 
-/// The named memory store a service's `cache` names, shared with every
-/// other service naming it while its config stays the same (a changed
-/// config starts a new, empty store).
+/// The named store a service's `cache` names: `memory` (GOST reads it
+/// first), shared with every other service naming it while its config
+/// stays the same (a changed config starts a new, empty store), or
+/// `redis`.
 fn cache_store(
     root: &Config,
     cfg: &ServiceConfig,
-) -> Result<Arc<gost_handler::httpcache::MemoryStore>, BuildError> {
-    use gost_handler::httpcache::MemoryStore;
+) -> Result<gost_handler::httpcache::Store, BuildError> {
+    use gost_handler::httpcache::{MemoryStore, RedisStore, Store};
     type Stores = std::collections::HashMap<
         String,
         (gost_core::config::MemoryCache, std::sync::Weak<MemoryStore>),
@@ -1284,15 +1341,18 @@ fn cache_store(
         .iter()
         .find(|c| c.name == cfg.cache)
         .ok_or_else(|| svc_err(cfg, format!("cache \"{}\" not found", cfg.cache)))?;
-    let mem = c.memory.clone().ok_or_else(|| {
-        svc_err(
-            cfg,
-            format!(
-                "cache \"{}\" has no memory block (the one store this build has)",
-                c.name
-            ),
-        )
-    })?;
+    let mem = match (&c.memory, &c.redis) {
+        (Some(m), _) => m.clone(),
+        (None, Some(r)) if !r.addr.is_empty() => {
+            return Ok(Store::Redis(Arc::new(RedisStore::from_config(r))))
+        }
+        _ => {
+            return Err(svc_err(
+                cfg,
+                format!("cache \"{}\" needs a memory block or redis.addr", c.name),
+            ))
+        }
+    };
     let mut stores = STORES.lock().unwrap_or_else(|p| p.into_inner());
     let stores = stores.get_or_insert_with(Default::default);
     stores.retain(|_, (_, w)| w.strong_count() > 0);
@@ -1301,14 +1361,14 @@ fn cache_store(
         .filter(|(m, _)| *m == mem)
         .and_then(|(_, w)| w.upgrade())
     {
-        return Ok(store);
+        return Ok(Store::Memory(store));
     }
     let store = Arc::new(
         MemoryStore::from_config(&mem)
             .map_err(|e| svc_err(cfg, format!("cache \"{}\": {e}", c.name)))?,
     );
     stores.insert(c.name.clone(), (mem, Arc::downgrade(&store)));
-    Ok(store)
+    Ok(Store::Memory(store))
 }
 
 /// Every kind of object this build makes from config: the registry of
@@ -1377,7 +1437,7 @@ pub fn kinds() -> &'static Kinds {
     static KINDS: OnceLock<Kinds> = OnceLock::new();
     KINDS.get_or_init(|| {
         let mut kinds = Kinds {
-            registry: Registry::builtin(),
+            registry: Box::leak(Box::new(Registry::builtin_with(gost_plugin::register))),
             handlers: Vec::new(),
         };
         register(&mut kinds);
@@ -1548,6 +1608,48 @@ fn register(r: &mut Kinds) {
         },
         summary: "to a unix socket: the forwarder's node (a path), or through the chain to its last node",
     });
+    #[cfg(feature = "serial")]
+    r.add_handler(HandlerKind {
+        names: &["serial"],
+        caps: HandlerCaps {
+            forwarder: true,
+            ..Default::default()
+        },
+        build: |root, cfg, deps| {
+            let opts = handler_options(cfg, gost_handler::serial::SerialOptions::from_metadata)?;
+            let forward = match &cfg.forwarder {
+                Some(_) if deps.router.chain.is_some() => {
+                    return Err(svc_err(
+                        cfg,
+                        "serial handler: a forwarder's serial port through a chain (a remote port behind a relay node) is not supported; forward to a port on this host, or send the connection through the chain without a forwarder",
+                    ))
+                }
+                Some(_) => {
+                    // The ports' settings are the service's own on a
+                    // serial listener, GOST's defaults elsewhere.
+                    let listener = cfg.listener.as_ref().map(|l| l.r#type.as_str());
+                    let port = if listener == Some("serial") {
+                        gost_transport::serial::SerialConfig::parse(&cfg.addr)
+                            .map_err(|e| svc_err(cfg, e.to_string()))?
+                    } else {
+                        gost_transport::serial::SerialConfig {
+                            name: String::new(),
+                            baud: gost_transport::serial::DEFAULT_BAUD,
+                            parity: Default::default(),
+                        }
+                    };
+                    Some((build_forward_handler(root, cfg, deps.router.clone())?, port))
+                }
+                None => None,
+            };
+            Ok(Arc::new(gost_handler::serial::SerialHandler::new(
+                deps.router,
+                forward,
+                opts,
+            )))
+        },
+        summary: "to a serial port on this host (the forwarder's node, with the service's baud rate and parity), or through the chain to its last node",
+    });
     r.add_handler(HandlerKind {
         names: &["http"],
         caps: HandlerCaps {
@@ -1660,11 +1762,12 @@ fn register(r: &mut Kinds) {
     r.add_handler(HandlerKind {
         names: &["wasm"],
         caps: HandlerCaps {
+            udp: true,
             observer: true,
             ..Default::default()
         },
         build: |_, cfg, deps| build_wasm_handler(cfg, deps),
-        summary: "a WebAssembly component of the `handler` world",
+        summary: "a WebAssembly component of the `handler` world; of the `datagram` world on a `udp` listener",
     });
     r.add_handler(HandlerKind {
         names: &["file"],

@@ -11,4 +11,5 @@ pub mod cli;
 pub mod factory;
 pub mod logger;
 pub mod multiprocess;
+pub mod plugin_tool;
 pub mod scrape;

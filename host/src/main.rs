@@ -13,6 +13,9 @@ use gost_core::{config, metrics};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "plugin") {
+        return gost::plugin_tool::run(&args[1..]);
+    }
     let groups = cli::split_groups(&args);
     let busy_poll = match relay::busy_poll::window_from_env() {
         Ok(w) => w,

@@ -41,18 +41,34 @@
 //! Build it with `cargo build --release --target wasm32-wasip2` and point a
 //! service at the `.wasm` file: `handler: {type: wasm, plugin: {type: wasm,
 //! path: greeter.wasm}}`.
+//!
+//! Built for any other target (as `cargo test` does), the host's side is
+//! the mock in [`testing`]: the same types and functions, answered by a
+//! [`testing::MockHost`] the test sets up, so plugin logic is unit-tested
+//! natively.
 
 #[doc(hidden)]
 pub mod common {
     wit_bindgen::generate!({
         world: "common",
-        path: "../wit",
+        path: "wit",
     });
 }
 
+#[cfg(target_family = "wasm")]
 pub use common::gost::plugin::runtime::config as config_json;
+#[cfg(target_family = "wasm")]
 pub use common::gost::plugin::runtime::{log, log_enabled};
-pub use common::gost::plugin::types::{Conn, Level};
+#[cfg(target_family = "wasm")]
+pub use common::gost::plugin::types::Conn;
+pub use common::gost::plugin::types::Level;
+#[cfg(not(target_family = "wasm"))]
+pub use testing::host::{config_json, log, log_enabled};
+#[cfg(not(target_family = "wasm"))]
+pub use testing::MockConn as Conn;
+
+#[cfg(not(target_family = "wasm"))]
+pub mod testing;
 
 /// The stream a handler reads and writes; the host owns the socket.
 pub type Stream = Conn;
@@ -86,7 +102,7 @@ pub mod handler {
     pub mod bindings {
         wit_bindgen::generate!({
             world: "handler",
-            path: "../wit",
+            path: "wit",
             with: {
                 "gost:plugin/types@0.3.0": crate::common::gost::plugin::types,
                 "gost:plugin/runtime@0.3.0": crate::common::gost::plugin::runtime,
@@ -98,13 +114,21 @@ pub mod handler {
         });
     }
 
+    #[cfg(target_family = "wasm")]
     pub use crate::common::gost::plugin::types::ConnInfo;
+    #[cfg(not(target_family = "wasm"))]
+    pub use crate::testing::host::{authenticate, dial};
+    #[cfg(not(target_family = "wasm"))]
+    pub use crate::testing::{ConnInfo, Outcome, RelayStreams};
+    #[cfg(target_family = "wasm")]
     pub use bindings::gost::plugin::network::{authenticate, dial};
+    #[cfg(target_family = "wasm")]
     pub use bindings::{Outcome, RelayStreams};
 
     mod buf_conn;
     pub use buf_conn::BufConn;
 
+    #[cfg(target_family = "wasm")]
     impl RelayStreams {
         /// Both streams with nothing to write before the relay.
         pub fn new(client: crate::Conn, upstream: crate::Conn) -> Self {
@@ -132,7 +156,9 @@ pub mod handler {
 pub use handler::Handler;
 
 /// Exports a [`Handler`] implementation as the plugin's `handle` function.
-#[cfg(feature = "handler")]
+/// Built natively (for `cargo test`), it only checks the signature: the
+/// [`testing`] host calls the handler itself.
+#[cfg(all(feature = "handler", target_family = "wasm"))]
 #[macro_export]
 macro_rules! export_handler {
     ($ty:ident) => {
@@ -148,6 +174,15 @@ macro_rules! export_handler {
     };
 }
 
+#[cfg(all(feature = "handler", not(target_family = "wasm")))]
+#[macro_export]
+macro_rules! export_handler {
+    ($ty:ident) => {
+        const _: fn(&$crate::handler::ConnInfo, $crate::Conn) -> $crate::handler::Outcome =
+            <$ty as $crate::handler::Handler>::handle;
+    };
+}
+
 #[cfg(feature = "forwarder")]
 pub mod forwarder {
     //! The `forwarder` world: picks a node for each connection.
@@ -157,7 +192,7 @@ pub mod forwarder {
     pub mod bindings {
         wit_bindgen::generate!({
             world: "forwarder",
-            path: "../wit",
+            path: "wit",
             with: {
                 "gost:plugin/types@0.3.0": crate::common::gost::plugin::types,
                 "gost:plugin/runtime@0.3.0": crate::common::gost::plugin::runtime,
@@ -183,8 +218,8 @@ pub mod forwarder {
 pub use forwarder::Forwarder;
 
 /// Exports a [`Forwarder`] implementation as the plugin's `select` and
-/// `feedback` functions.
-#[cfg(feature = "forwarder")]
+/// `feedback` functions. Built natively, it only checks the signatures.
+#[cfg(all(feature = "forwarder", target_family = "wasm"))]
 #[macro_export]
 macro_rules! export_forwarder {
     ($ty:ident) => {
@@ -203,6 +238,17 @@ macro_rules! export_forwarder {
     };
 }
 
+#[cfg(all(feature = "forwarder", not(target_family = "wasm")))]
+#[macro_export]
+macro_rules! export_forwarder {
+    ($ty:ident) => {
+        const _: fn(
+            $crate::forwarder::RequestInfo,
+            ::std::vec::Vec<$crate::forwarder::Node>,
+        ) -> $crate::forwarder::Selection = <$ty as $crate::forwarder::Forwarder>::select;
+    };
+}
+
 #[cfg(feature = "observer")]
 pub mod observer {
     //! The `observer` world: receives GOST's status and stats events.
@@ -212,7 +258,7 @@ pub mod observer {
     pub mod bindings {
         wit_bindgen::generate!({
             world: "observer",
-            path: "../wit",
+            path: "wit",
             with: {
                 "gost:plugin/types@0.3.0": crate::common::gost::plugin::types,
                 "gost:plugin/runtime@0.3.0": crate::common::gost::plugin::runtime,
@@ -266,7 +312,8 @@ pub mod observer {
 pub use observer::Observer;
 
 /// Exports an [`Observer`] implementation as the plugin's `observe` function.
-#[cfg(feature = "observer")]
+/// Built natively, it only checks the signature.
+#[cfg(all(feature = "observer", target_family = "wasm"))]
 #[macro_export]
 macro_rules! export_observer {
     ($ty:ident) => {
@@ -278,5 +325,196 @@ macro_rules! export_observer {
             }
         }
         $crate::observer::bindings::export_observer_world!($ty);
+    };
+}
+
+#[cfg(all(feature = "observer", not(target_family = "wasm")))]
+#[macro_export]
+macro_rules! export_observer {
+    ($ty:ident) => {
+        const _: fn(
+            ::std::vec::Vec<$crate::observer::Event>,
+        ) -> ::std::result::Result<(), ::std::string::String> =
+            <$ty as $crate::observer::Observer>::observe;
+    };
+}
+
+#[cfg(feature = "connector")]
+pub mod connector {
+    //! The `connector` world: the client side of a protocol, one call per
+    //! connection a chain makes through the node.
+
+    #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)] // generated export shims
+    pub mod bindings {
+        wit_bindgen::generate!({
+            world: "connector",
+            path: "wit",
+            with: {
+                "gost:plugin/types@0.3.0": crate::common::gost::plugin::types,
+                "gost:plugin/runtime@0.3.0": crate::common::gost::plugin::runtime,
+            },
+            pub_export_macro: true,
+            default_bindings_module: "gost_plugin_sdk::connector::bindings",
+            export_macro_name: "export_connector_world",
+        });
+    }
+
+    pub use bindings::{ConnectRequest, Connected};
+
+    // The mock host of native builds has no stream to hand back: a
+    // connector's logic is tested in wasm (the e2e tests) only.
+    #[cfg(target_family = "wasm")]
+    impl Connected {
+        /// The node's stream with nothing read past the node's reply.
+        pub fn new(node: crate::Conn) -> Self {
+            Connected {
+                node,
+                early: Vec::new(),
+            }
+        }
+    }
+
+    /// A protocol's client side. `connect` speaks the handshake on `node`
+    /// (the stream to the chain node, already through its dialer) and
+    /// hands it back for the host to relay.
+    pub trait Connector {
+        fn connect(req: ConnectRequest, node: crate::Conn) -> Result<Connected, String>;
+    }
+}
+
+#[cfg(feature = "connector")]
+pub use connector::Connector;
+
+/// Exports a [`Connector`] implementation as the plugin's `connect`.
+#[cfg(feature = "connector")]
+#[macro_export]
+macro_rules! export_connector {
+    ($ty:ident) => {
+        impl $crate::connector::bindings::Guest for $ty {
+            fn connect(
+                req: $crate::connector::ConnectRequest,
+                node: $crate::Conn,
+            ) -> ::std::result::Result<$crate::connector::Connected, ::std::string::String> {
+                <$ty as $crate::connector::Connector>::connect(req, node)
+            }
+        }
+        $crate::connector::bindings::export_connector_world!($ty);
+    };
+}
+
+#[cfg(feature = "transport")]
+pub mod transport {
+    //! The `transport` world: wraps one connection's bytes both ways.
+
+    #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)] // generated export shims
+    pub mod bindings {
+        wit_bindgen::generate!({
+            world: "transport",
+            path: "wit",
+            with: {
+                "gost:plugin/types@0.3.0": crate::common::gost::plugin::types,
+                "gost:plugin/runtime@0.3.0": crate::common::gost::plugin::runtime,
+            },
+            pub_export_macro: true,
+            default_bindings_module: "gost_plugin_sdk::transport::bindings",
+            export_macro_name: "export_transport_world",
+        });
+    }
+
+    pub use bindings::Side;
+
+    /// A transport. An instance serves one connection at a time, from
+    /// `start` until it closes, so it keeps that connection's state in
+    /// statics and resets them in `start`.
+    pub trait Transport {
+        /// Bytes to send before any other; none by default.
+        fn start(_side: Side) -> Result<Vec<u8>, String> {
+            Ok(Vec::new())
+        }
+        /// The user's bytes to the wire's.
+        fn encode(data: Vec<u8>) -> Result<Vec<u8>, String>;
+        /// The wire's bytes to the user's: what is complete so far.
+        fn decode(data: Vec<u8>) -> Result<Vec<u8>, String>;
+    }
+}
+
+#[cfg(feature = "transport")]
+pub use transport::Transport;
+
+/// Exports a [`Transport`] implementation as the plugin's `start`,
+/// `encode` and `decode`.
+#[cfg(feature = "transport")]
+#[macro_export]
+macro_rules! export_transport {
+    ($ty:ident) => {
+        impl $crate::transport::bindings::Guest for $ty {
+            fn start(
+                side: $crate::transport::Side,
+            ) -> ::std::result::Result<::std::vec::Vec<u8>, ::std::string::String> {
+                <$ty as $crate::transport::Transport>::start(side)
+            }
+            fn encode(
+                data: ::std::vec::Vec<u8>,
+            ) -> ::std::result::Result<::std::vec::Vec<u8>, ::std::string::String> {
+                <$ty as $crate::transport::Transport>::encode(data)
+            }
+            fn decode(
+                data: ::std::vec::Vec<u8>,
+            ) -> ::std::result::Result<::std::vec::Vec<u8>, ::std::string::String> {
+                <$ty as $crate::transport::Transport>::decode(data)
+            }
+        }
+        $crate::transport::bindings::export_transport_world!($ty);
+    };
+}
+
+#[cfg(feature = "datagram")]
+pub mod datagram {
+    //! The `datagram` world: a UDP protocol handler, one call per datagram.
+
+    #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)] // generated export shims
+    pub mod bindings {
+        wit_bindgen::generate!({
+            world: "datagram",
+            path: "wit",
+            with: {
+                "gost:plugin/types@0.3.0": crate::common::gost::plugin::types,
+                "gost:plugin/runtime@0.3.0": crate::common::gost::plugin::runtime,
+            },
+            pub_export_macro: true,
+            default_bindings_module: "gost_plugin_sdk::datagram::bindings",
+            export_macro_name: "export_datagram_world",
+        });
+    }
+
+    pub use bindings::{DatagramInfo, ForwardTo, Verdict};
+
+    /// A UDP protocol handler: what to do with each datagram a client
+    /// sends.
+    pub trait Datagram {
+        fn on_datagram(info: DatagramInfo, data: Vec<u8>) -> Verdict;
+    }
+}
+
+#[cfg(feature = "datagram")]
+pub use datagram::Datagram;
+
+/// Exports a [`Datagram`] implementation as the plugin's `on-datagram`.
+#[cfg(feature = "datagram")]
+#[macro_export]
+macro_rules! export_datagram {
+    ($ty:ident) => {
+        impl $crate::datagram::bindings::Guest for $ty {
+            fn on_datagram(
+                info: $crate::datagram::DatagramInfo,
+                data: ::std::vec::Vec<u8>,
+            ) -> $crate::datagram::Verdict {
+                <$ty as $crate::datagram::Datagram>::on_datagram(info, data)
+            }
+        }
+        $crate::datagram::bindings::export_datagram_world!($ty);
     };
 }

@@ -12,9 +12,11 @@ Paths (the test names the behaviour in the plugin addr):
   /deny       ok false
   /bypass     ok (bypassed) when the target host starts with "bypassed."
   /hosts      "echo.test" -> 127.0.0.1, others ok false
+  /recorder   ok (the record is in the request log)
   /resolver   "echo.test" -> 127.0.0.1, others ok false
   GET /ingress?host=H&service=S   "example.local" -> the tunnel id in
               INGRESS_ENDPOINT below, others an empty endpoint
+  PUT /ingress  (SetRule) ok
   /sd         GOST's sd plugin: POST registers the service in the body,
               PUT renews it, DELETE deregisters it (by id, name and node),
               GET ?name=N answers {"services": [...]} registered under N
@@ -50,6 +52,8 @@ def decide(path, body):
         return {"ok": False}
     if path == "/bypass":
         return {"ok": body.get("addr", "").startswith("bypassed.")}
+    if path == "/recorder":
+        return {"ok": True}
     if path in ("/hosts", "/resolver"):
         if body.get("host") == "echo.test":
             return {"ok": True, "ips": ["127.0.0.1"]}
@@ -119,6 +123,17 @@ class Handler(BaseHTTPRequestHandler):
         host = query.get("host", [""])[0].split(":")[0]
         endpoint = INGRESS_ENDPOINT if host == "example.local" else ""
         self.answer(200, json.dumps({"endpoint": endpoint}).encode())
+
+    def do_PUT(self):
+        n = int(self.headers.get("Content-Length", "0"))
+        try:
+            body = json.loads(self.rfile.read(n))
+        except ValueError:
+            body = None
+        self.record(body)
+        if self.path != "/ingress":
+            return self.answer(404, b"{}")
+        self.answer(200, b'{"ok": true}')
 
     def do_POST(self):
         if self.path == "/sd":

@@ -140,7 +140,8 @@ pub fn python_plugin(name: &str, world: &str) -> String {
 
 /// A Python interpreter with the `websockets` package (a WebSocket
 /// client that is not ours), `h2` (an HTTP/2 client that is not ours)
-/// and `paramiko` (an SSH client and server that are not ours),
+/// `paramiko` (an SSH client and server that are not ours) and `grpcio`
+/// with `grpcio-tools` (gRPC and protobuf that are not ours),
 /// from a virtual environment under `plugins/target` that is made, and
 /// the packages installed from PyPI at the versions
 /// `tests/requirements.txt` pins, on first use.
@@ -154,7 +155,7 @@ pub fn python_with_websockets() -> PathBuf {
     let python = venv.join("bin").join("python");
     VENV.call_once(|| {
         let ready = Command::new(&python)
-            .args(["-c", "import websockets, h2, paramiko"])
+            .args(["-c", "import websockets, h2, paramiko, grpc, grpc_tools"])
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success());

@@ -813,7 +813,7 @@ fn every_kind_is_created_read_updated_and_deleted_while_traffic_flows() {
         ),
         (
             "bypasses",
-            json!({"name": "b", "plugin": {"type": "grpc", "addr": "127.0.0.1:1"}}),
+            json!({"name": "b", "plugin": {"type": "grpc", "addr": "http://127.0.0.1:1"}}),
         ),
         (
             "hops",
@@ -827,7 +827,7 @@ fn every_kind_is_created_read_updated_and_deleted_while_traffic_flows() {
         ),
         (
             "admissions",
-            json!({"name": "a", "plugin": {"type": "grpc", "addr": "127.0.0.1:1"}}),
+            json!({"name": "a", "plugin": {"type": "soap", "addr": "127.0.0.1:1"}}),
         ),
         (
             "authers",

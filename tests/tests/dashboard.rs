@@ -4,9 +4,12 @@
 //! gost with API auth, a forwarding service with stats and a service
 //! whose name is markup. The browser script (tests/browser/dashboard.mjs)
 //! checks: auth is required; the overview shows the services and their
-//! counters move with traffic; names stay text; a connection closed from
+//! counters move with traffic; a chain node that fails is shown dead
+//! until its failTimeout ends; names stay text; a connection closed from
 //! the page closes; an invalid edit shows the API's error next to the
 //! object and changes nothing; a valid edit starts a new service; the
+//! form editor shows a bad address's error next to the address field and
+//! moves the service to a new address; the
 //! logs page tails the log; the page fits a phone and starts with the
 //! navigation under the keyboard. Screenshots of each page go under the
 //! test's temp folder.
@@ -80,6 +83,7 @@ fn the_dashboard_works_in_a_browser() {
     let dir = browser_tools();
     let echo = tcp_echo_server();
     let (api, fwd, odd, new) = (free_port(), free_port(), free_port(), free_port());
+    let (chained, dead, moved) = (free_port(), free_port(), free_port());
     let tmp = TempDir::new("dashboard");
     let cfg = tmp.write(
         "gost.yaml",
@@ -100,6 +104,17 @@ services:
     handler: {{type: tcp}}
     listener: {{type: tcp}}
     forwarder: {{nodes: [{{name: echo, addr: "{echo}"}}]}}
+  - name: chained
+    addr: 127.0.0.1:{chained}
+    handler: {{type: tcp, chain: c}}
+    listener: {{type: tcp}}
+    forwarder: {{nodes: [{{name: echo, addr: "{echo}"}}]}}
+chains:
+  - name: c
+    hops:
+      - name: h
+        selector: {{strategy: fifo, maxFails: 1, failTimeout: 60s}}
+        nodes: [{{name: gone, addr: "127.0.0.1:{dead}", connector: {{type: socks5}}}}]
 "#
         ),
     );
@@ -107,6 +122,9 @@ services:
     for p in [api, fwd, odd] {
         g.wait_tcp(p);
     }
+    // Not probed: its first connection must be the page test's, which
+    // marks the chain's node failed.
+    g.wait_log(&format!("127.0.0.1:{chained}"));
     let shots = Path::new(&tmp.0).join("screenshots");
     let out = Command::new("timeout")
         .arg("120")
@@ -117,6 +135,8 @@ services:
         .env("API_PASS", "s3cret")
         .env("FWD_PORT", fwd.to_string())
         .env("NEW_PORT", new.to_string())
+        .env("CHAINED_PORT", chained.to_string())
+        .env("MOVED_PORT", moved.to_string())
         .env("ECHO", echo.to_string())
         .env("SHOTS", &shots)
         .env("CHROMIUM", chromium_path())
@@ -133,11 +153,18 @@ services:
         "browser tests failed:\n{text}\ngost log:\n{}",
         g.log()
     );
-    for page in ["overview", "connections", "config-error", "logs", "phone"] {
+    for page in [
+        "overview",
+        "connections",
+        "config-error",
+        "config-form-error",
+        "logs",
+        "phone",
+    ] {
         assert!(shots.join(format!("{page}.png")).exists(), "{page}.png");
     }
     if let Some(keep) = std::env::var_os("DASHBOARD_SHOTS") {
-        for page in ["overview", "connections", "config-error"] {
+        for page in ["overview", "connections", "config-form-error"] {
             std::fs::copy(
                 shots.join(format!("{page}.png")),
                 Path::new(&keep).join(format!("dashboard-{page}.png")),

@@ -366,4 +366,11 @@ chains:
         asked.starts_with("/ingress?") && asked.contains("service=public"),
         "{asked}"
     );
+    // SetRule: the tunnel handler PUTs the registered tunnel's endpoint.
+    let set = reqs
+        .iter()
+        .find(|r| r["body"]["endpoint"] == TID)
+        .expect("the plugin was told the registration");
+    assert_eq!(set["path"], "/ingress");
+    assert_eq!(set["body"]["service"], "public");
 }

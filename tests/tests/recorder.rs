@@ -173,7 +173,10 @@ recorders:
     assert_eq!(rec["service"], "fwd");
     assert_eq!(rec["network"], "tcp");
     assert_eq!(rec["outputBytes"], 1000);
-    assert_eq!(rec["clientIP"], "127.0.0.1");
+    // GOST fills clientIP only from an HTTP request's forwarding headers.
+    assert_eq!(rec["clientIP"], "");
+    assert_eq!(rec["host"], echo.to_string());
+    assert_eq!(rec["dst"], echo.to_string());
     assert_eq!(rec["local"], format!("127.0.0.1:{port}"));
     assert!(rec["remote"].as_str().unwrap().starts_with("127.0.0.1:"));
     assert_eq!(rec["sid"].as_str().unwrap().len(), 20);

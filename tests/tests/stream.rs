@@ -158,6 +158,69 @@ fn the_stream_carries_services_connections_process_and_logs() {
     g.stop();
 }
 
+/// A chain node that cannot be reached is marked: `GET /health` and the
+/// stream's `health` event show its failure and how long it is skipped.
+#[test]
+fn a_failed_node_shows_in_the_health_route_and_the_stream() {
+    let echo = tcp_echo_server();
+    let (api, a, dead) = (free_port(), free_port(), free_port());
+    let mut g = Gost::start(&[
+        "-L",
+        &format!("tcp://127.0.0.1:{a}/{echo}"),
+        "-F",
+        &format!("socks5://127.0.0.1:{dead}?failTimeout=30s"),
+        "-api",
+        &format!("127.0.0.1:{api}"),
+    ]);
+    // Not `wait_tcp(a)`: a connection there would dial the dead node.
+    g.wait_tcp(api);
+    wait_service(api, "service-0", |s| s["status"]["state"] == "ready");
+    let node = |list: &Value| -> Value {
+        let item = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["service"] == "service-0" && v["for"] == "handler")
+            .unwrap_or_else(|| panic!("no chain of service-0 in {list}"))
+            .clone();
+        assert_eq!(item["chains"][0]["name"], "chain-0", "{item}");
+        let hop = &item["chains"][0]["hops"][0];
+        assert_eq!(
+            (hop["name"].as_str(), hop["maxFails"].as_u64()),
+            (Some("hop-0"), Some(1))
+        );
+        hop["nodes"][0].clone()
+    };
+    let mut s = Sse::open(api, "?topics=health", None);
+    assert_eq!(s.next().0, "hello");
+    let first = s.until("health", |n, _| n == "health");
+    let n = node(&first["list"]);
+    assert_eq!(
+        (n["fails"].as_u64(), n["failed"].as_bool()),
+        (Some(0), Some(false)),
+        "{n}"
+    );
+
+    let mut c = TcpStream::connect(("127.0.0.1", a)).unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let _ = c.read(&mut [0u8; 1]);
+    let marked = s.until("health", |n, d| {
+        n == "health" && node(&d["list"])["failed"] == true
+    });
+    let n = node(&marked["list"]);
+    assert_eq!(n["addr"], format!("127.0.0.1:{dead}"));
+    assert!(n["fails"].as_u64() >= Some(1), "{n}");
+    let (code, body) = http_get(api, "/health?service=service-0", None);
+    assert_eq!(code, 200, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    let n = node(&body["data"]["list"]);
+    let dead_for = n["deadUntil"].as_u64().unwrap() - n["lastFailure"].as_u64().unwrap();
+    assert_eq!(dead_for, 30_000, "{n}");
+    let (_, body) = http_get(api, "/health?service=other", None);
+    assert!(body.contains(r#""count":0"#), "{body}");
+    g.stop();
+}
+
 #[test]
 fn the_stream_needs_the_apis_auth() {
     let api = free_port();

@@ -24,13 +24,19 @@ impl Registry {
     /// built once.
     pub fn builtin() -> &'static Registry {
         static BUILTIN: OnceLock<Registry> = OnceLock::new();
-        BUILTIN.get_or_init(|| {
-            let mut r = Registry::default();
-            gost_transport::register(&mut r.transports);
-            crate::reverse::kinds::register(&mut r.transports);
-            crate::connector::register(&mut r.connectors);
-            r
-        })
+        BUILTIN.get_or_init(|| Registry::builtin_with(|_, _| {}))
+    }
+
+    /// The built-in kinds and those `extend` adds: the program adds the
+    /// plugin kinds (`wasm` listener, dialer and connector), whose crate
+    /// sits above this one.
+    pub fn builtin_with(extend: impl FnOnce(&mut Transports, &mut Connectors)) -> Registry {
+        let mut r = Registry::default();
+        gost_transport::register(&mut r.transports);
+        crate::reverse::kinds::register(&mut r.transports);
+        crate::connector::register(&mut r.connectors);
+        extend(&mut r.transports, &mut r.connectors);
+        r
     }
 
     /// The connector a config names; an empty type is GOST's `http`.

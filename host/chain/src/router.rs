@@ -107,6 +107,34 @@ pub enum RouterBuildError {
     Recorder(#[from] gost_core::recorder::RecorderError),
 }
 
+/// GOST's handlers record the target they dial (`host`, `network`), and
+/// the route as the router writes it: with no chain, the target alone
+/// (after `hosts` and the resolver, see [`note_resolved`]).
+fn note_target(network: &str, addr: &str) {
+    gost_core::recorder::note(|r| {
+        r.network = network.to_string();
+        r.host = addr.to_string();
+        r.route = addr.to_string();
+        r.src_addr.clear();
+        r.dst_addr.clear();
+    });
+}
+
+/// The route's last part: the target as dialed, after `hosts` and the
+/// resolver.
+fn note_resolved(resolved: &str) {
+    gost_core::recorder::note(|r| r.route = resolved.to_string());
+}
+
+/// The upstream connection's own addresses (`src`, `dst`): to the target,
+/// or to the chain's first node.
+fn note_ends(local: Option<SocketAddr>, peer: Option<SocketAddr>) {
+    gost_core::recorder::note(|r| {
+        r.src_addr = local.map(|a| a.to_string()).unwrap_or_default();
+        r.dst_addr = peer.map(|a| a.to_string()).unwrap_or_default();
+    });
+}
+
 /// The router of one service: its `dialTimeout`, and its handler's chain
 /// or chain group and `retries` unless metadata `ignoreChain` is set.
 pub fn build(
@@ -130,6 +158,13 @@ pub fn build(
         router.hash_by_target = h.metadata.get_string("hash")?.as_deref() == Some("host");
         if !ignore_chain {
             router.chain = crate::chain::build::chainer(root, h, registry)?.map(Arc::new);
+            if let Some(c) = &router.chain {
+                crate::chain::health::watch_chainer(
+                    &svc.name,
+                    crate::chain::health::Use::Handler,
+                    c,
+                );
+            }
         }
     }
     Ok(router)
@@ -157,6 +192,9 @@ pub fn build_for_listener(
             ..Default::default()
         };
         router.chain = crate::chain::build::chainer(root, &through, registry)?.map(Arc::new);
+        if let Some(c) = &router.chain {
+            crate::chain::health::watch_chainer(&svc.name, crate::chain::health::Use::Listener, c);
+        }
     }
     Ok(router)
 }
@@ -179,11 +217,13 @@ impl Router {
 
     async fn dial_tcp_unboxed(&self, addr: &str, client: IpAddr) -> Result<Upstream, DialError> {
         gost_core::connections::with_current(|c| c.set_target(addr));
+        note_target("tcp", addr);
         self.check_bypass("tcp", addr).await?;
         self.record(gost_core::recorder::ROUTER_DIAL_ADDRESS, addr);
         let r = self.dial_tcp_attempts(addr, client).await;
-        if r.is_err() {
-            self.record(gost_core::recorder::ROUTER_DIAL_ADDRESS_ERROR, addr);
+        match &r {
+            Ok(up) => note_ends(up.local_addr().ok(), up.peer_addr().ok()),
+            Err(_) => self.record(gost_core::recorder::ROUTER_DIAL_ADDRESS_ERROR, addr),
         }
         r
     }
@@ -207,6 +247,7 @@ impl Router {
                     self.resolver.as_deref(),
                 )
                 .await?;
+                note_resolved(&resolved);
                 self.try_dial_tcp(&resolved, gost_core::addr::host_of(addr), client)
                     .await
             };
@@ -237,10 +278,12 @@ impl Router {
     /// the last node's (GOST's `Router.Dial` with network `unix`),
     /// directly otherwise.
     pub async fn dial_unix(&self, path: &str, client: IpAddr) -> Result<Upstream, DialError> {
+        note_target("unix", path);
         self.record(gost_core::recorder::ROUTER_DIAL_ADDRESS, path);
         let r = self.dial_unix_once(path, client).await;
-        if r.is_err() {
-            self.record(gost_core::recorder::ROUTER_DIAL_ADDRESS_ERROR, path);
+        match &r {
+            Ok(up) => note_ends(up.local_addr().ok(), up.peer_addr().ok()),
+            Err(_) => self.record(gost_core::recorder::ROUTER_DIAL_ADDRESS_ERROR, path),
         }
         r
     }
@@ -324,6 +367,14 @@ impl Router {
         gost_core::connections::with_current(|c| {
             c.set_route(&chain.name, nodes.nodes.iter().map(|n| &*n.name))
         });
+        if gost_core::recorder::noting() {
+            let mut route = String::new();
+            for n in &nodes.nodes {
+                route.push_str(&format!("{}@{} > ", n.name, n.addr));
+            }
+            route.push_str(addr);
+            gost_core::recorder::note(|r| r.route = route);
+        }
         if nodes.nodes.is_empty() {
             tracing::debug!(chain = %chain.name, addr = %gost_core::escape::esc(addr), "route: direct");
             return None;
@@ -344,11 +395,14 @@ impl Router {
     /// from the chain's last node (GOST's UDP-over-TCP).
     pub async fn dial_udp(&self, addr: &str, client: IpAddr) -> Result<UdpUpstream, DialError> {
         gost_core::connections::with_current(|c| c.set_target(addr));
+        note_target("udp", addr);
         self.check_bypass("udp", addr).await?;
         self.record(gost_core::recorder::ROUTER_DIAL_ADDRESS, addr);
         let r = self.dial_udp_once(addr, client).await;
-        if r.is_err() {
-            self.record(gost_core::recorder::ROUTER_DIAL_ADDRESS_ERROR, addr);
+        match &r {
+            Ok(UdpUpstream::Direct(s)) => note_ends(s.local_addr().ok(), s.peer_addr().ok()),
+            Ok(_) => {}
+            Err(_) => self.record(gost_core::recorder::ROUTER_DIAL_ADDRESS_ERROR, addr),
         }
         r
     }
@@ -361,6 +415,7 @@ impl Router {
                 self.resolver.as_deref(),
             )
             .await?;
+            note_resolved(&resolved);
             if let Some((chain, nodes)) =
                 self.route_for("udp", &resolved, gost_core::addr::host_of(addr), client)
             {

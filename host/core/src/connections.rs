@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
-use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::stats::Stats;
 
@@ -44,7 +44,8 @@ pub struct Conn {
     opened: Instant,
     stats: Arc<Stats>,
     learned: Mutex<Learned>,
-    close: Notify,
+    /// Cancelled by [`Registry::close`], and with the service's stop.
+    close: CancellationToken,
 }
 
 /// What the handler learns about a connection while serving it.
@@ -134,10 +135,10 @@ impl Conn {
         }
     }
 
-    /// Resolves once [`Registry::close`] was called for this connection
-    /// (also if it was called before this was awaited).
-    pub async fn closed(&self) {
-        self.close.notified().await
+    /// Cancelled once [`Registry::close`] was called for this connection,
+    /// or its service stopped.
+    pub fn stop(&self) -> &CancellationToken {
+        &self.close
     }
 }
 
@@ -186,12 +187,14 @@ impl Registry {
     }
 
     /// Adds a connection whose bytes count in `stats`; it stays listed
-    /// until the returned guard is dropped.
+    /// until the returned guard is dropped. Its [`Conn::stop`] is a child
+    /// of the service's `stop`, so the connection waits on one token.
     pub fn register(
         &'static self,
         service: Arc<str>,
         client: SocketAddr,
         stats: Arc<Stats>,
+        stop: &CancellationToken,
     ) -> Registered {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let conn = Arc::new(Conn {
@@ -202,7 +205,7 @@ impl Registry {
             opened: Instant::now(),
             stats,
             learned: Mutex::default(),
-            close: Notify::new(),
+            close: stop.child_token(),
         });
         self.shard(id).insert(id, conn.clone());
         Registered {
@@ -216,7 +219,7 @@ impl Registry {
         let conn = self.shard(id).get(&id).cloned();
         match conn {
             Some(c) => {
-                c.close.notify_one();
+                c.close.cancel();
                 true
             }
             None => false,
@@ -270,12 +273,13 @@ tokio::task_local! {
     static CURRENT: Arc<Conn>;
 }
 
-/// Runs a connection's handler with `conn` as the connection it serves,
-/// so the router and auther can say what they learn about it.
-pub async fn scope<F: std::future::Future>(conn: Option<Arc<Conn>>, f: F) -> F::Output {
+/// Runs `f` (one poll of a connection's handler) with `conn` as the
+/// connection it serves, so the router and auther can say what they
+/// learn about it. Set per poll, as [`crate::dialer::loops::enter`].
+pub fn enter<R>(conn: Option<&Arc<Conn>>, f: impl FnOnce() -> R) -> R {
     match conn {
-        Some(c) => CURRENT.scope(c, f).await,
-        None => f.await,
+        Some(c) => CURRENT.sync_scope(c.clone(), f),
+        None => f(),
     }
 }
 
@@ -318,8 +322,18 @@ mod tests {
     fn entries_live_as_long_as_their_guard() {
         let r = registry();
         let stats = Arc::new(Stats::default());
-        let a = r.register("a".into(), "127.0.0.1:1".parse().unwrap(), stats.clone());
-        let b = r.register("b".into(), "127.0.0.1:2".parse().unwrap(), stats);
+        let a = r.register(
+            "a".into(),
+            "127.0.0.1:1".parse().unwrap(),
+            stats.clone(),
+            &CancellationToken::new(),
+        );
+        let b = r.register(
+            "b".into(),
+            "127.0.0.1:2".parse().unwrap(),
+            stats,
+            &CancellationToken::new(),
+        );
         assert_eq!(r.len(), 2);
         assert_eq!(r.list(Some("b")).len(), 1);
         let ids: Vec<u64> = r.list(None).iter().map(|c| c.id).collect();
@@ -336,7 +350,12 @@ mod tests {
         let r = registry();
         let service = Arc::new(Stats::default());
         let conn = Arc::new(Stats::linked(vec![service.clone()]));
-        let g = r.register("s".into(), "127.0.0.1:1".parse().unwrap(), conn.clone());
+        let g = r.register(
+            "s".into(),
+            "127.0.0.1:1".parse().unwrap(),
+            conn.clone(),
+            &CancellationToken::new(),
+        );
         conn.add_input(5);
         conn.add_output(7);
         let info = g.conn().info();
@@ -351,12 +370,31 @@ mod tests {
             "s".into(),
             "127.0.0.1:1".parse().unwrap(),
             Arc::new(Stats::default()),
+            &CancellationToken::new(),
         );
         assert!(r.close(g.conn().id));
-        tokio::time::timeout(std::time::Duration::from_secs(1), g.conn().closed())
-            .await
-            .expect("woken");
+        tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            g.conn().stop().cancelled(),
+        )
+        .await
+        .expect("woken");
         assert!(!r.close(u64::MAX));
+    }
+
+    #[test]
+    fn a_service_stop_stops_its_listed_connections() {
+        let r = registry();
+        let service = CancellationToken::new();
+        let g = r.register(
+            "s".into(),
+            "127.0.0.1:1".parse().unwrap(),
+            Arc::new(Stats::default()),
+            &service,
+        );
+        assert!(!g.conn().stop().is_cancelled());
+        service.cancel();
+        assert!(g.conn().stop().is_cancelled());
     }
 
     #[tokio::test]
@@ -366,13 +404,13 @@ mod tests {
             "s".into(),
             "127.0.0.1:1".parse().unwrap(),
             Arc::new(Stats::default()),
+            &CancellationToken::new(),
         );
-        scope(Some(g.conn().clone()), async {
+        enter(Some(g.conn()), || {
             with_current(|c| c.set_user("alice"));
             with_current(|c| c.set_target("<img src=x>\n:80"));
             with_current(|c| c.set_route("c", ["n1", "n2"].into_iter()));
-        })
-        .await;
+        });
         let info = g.conn().info();
         assert_eq!(info.user.as_deref(), Some("alice"));
         // Client-controlled text is escaped as for logs.

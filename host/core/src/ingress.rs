@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::{IngressConfig, IngressRuleConfig};
-use crate::plugin::{HttpPlugin, PluginError};
+use crate::plugin::{Plugin, PluginError};
 
 #[derive(Debug, Clone, Default)]
 pub struct Ingress {
@@ -18,7 +18,7 @@ pub struct Ingress {
     /// Keyed by the host name with a leading `*` removed.
     rules: HashMap<String, IngressRuleConfig>,
     /// GOST's ingress asks its plugin instead of rules when it has one.
-    plugin: Option<Arc<HttpPlugin>>,
+    plugin: Option<Arc<Plugin>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +46,7 @@ impl Ingress {
             return Ok(Ingress {
                 name: cfg.name.clone(),
                 rules: HashMap::new(),
-                plugin: Some(Arc::new(HttpPlugin::new("ingress", &cfg.name, p)?)),
+                plugin: Some(Arc::new(Plugin::new("ingress", &cfg.name, p)?)),
             });
         }
         for (what, set) in [
@@ -137,24 +137,38 @@ impl Ingress {
     }
 
     /// The endpoint (tunnel id) for `host` of `service`'s visitor. A
-    /// plugin is asked as GOST's `ingress/plugin/http.go` asks it: `GET`
-    /// with `host` and `service` in the query, `{"endpoint": ...}` back;
+    /// plugin is asked as GOST's `ingress/plugin` asks it (over HTTP a
+    /// `GET` with `host` and `service` in the query, `{"endpoint": ...}`
+    /// back);
     /// a failed call or an empty endpoint is no rule, as in GOST.
     pub async fn endpoint(&self, service: &str, host: &str) -> Option<String> {
         let Some(p) = &self.plugin else {
             return self.get(host).map(|r| r.endpoint.clone());
         };
-        #[derive(serde::Deserialize)]
-        struct Answer {
-            #[serde(default)]
-            endpoint: String,
-        }
-        let mut query = vec![("host", host)];
-        if !service.is_empty() {
-            query.push(("service", service));
-        }
-        let a: Answer = p.get(&query, "no rule").await.ok()?;
+        let req = gost_proto::plugin::GetRuleRequest {
+            host: host.to_string(),
+            service: service.to_string(),
+        };
+        let a = p.call(req, "no rule").await.ok()?;
         Some(a.endpoint).filter(|e| !e.is_empty())
+    }
+
+    /// GOST's `SetRule`: tells the plugin that `host` now reaches the
+    /// tunnel `endpoint` (a client of `service` registered it). Rules of
+    /// the config are not changed, as GOST's own ingress ignores it; the
+    /// plugin's answer is only logged.
+    pub async fn set_rule(&self, service: &str, host: &str, endpoint: &str) {
+        let Some(p) = &self.plugin else {
+            return;
+        };
+        let req = gost_proto::plugin::SetRuleRequest {
+            host: host.to_string(),
+            endpoint: endpoint.to_string(),
+            service: service.to_string(),
+        };
+        if let Ok(a) = p.call(req, "rule not set").await {
+            tracing::debug!(ingress = %crate::escape::esc(&self.name), host = %crate::escape::esc(host), endpoint, ok = a.ok, "ingress: rule set");
+        }
     }
 }
 

@@ -26,6 +26,7 @@ pub mod recorder;
 pub mod redis;
 pub mod repeat;
 pub mod resolver;
+pub mod rotate;
 pub mod router;
 pub mod routing;
 pub mod sd;

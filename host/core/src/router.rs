@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use ipnet::IpNet;
 
 use crate::config::RouterConfig;
-use crate::plugin::{HttpPlugin, PluginError};
+use crate::plugin::{Plugin, PluginError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
@@ -74,7 +74,7 @@ pub enum RouterError {
 pub struct Router {
     name: String,
     routes: Vec<Route>,
-    plugin: Option<HttpPlugin>,
+    plugin: Option<Plugin>,
 }
 
 impl Router {
@@ -87,7 +87,7 @@ impl Router {
             return Ok(Router {
                 name: cfg.name.clone(),
                 routes: Vec::new(),
-                plugin: Some(HttpPlugin::new("router", &cfg.name, p)?),
+                plugin: Some(Plugin::new_http("router", &cfg.name, p)?),
             });
         }
         for (what, set) in [
@@ -153,7 +153,7 @@ impl Router {
             #[serde(default)]
             gateway: String,
         }
-        let a: Answer = p.get(&[("dst", &text)], "no route").await.ok()?;
+        let a: Answer = p.get_json(&[("dst", &text)], "no route").await.ok()?;
         let d = if a.dst.is_empty() { a.net } else { a.dst };
         Route::parse(&d, &a.gateway)
     }

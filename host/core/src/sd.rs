@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use serde::{Deserialize, Serialize};
 
 use crate::config::SDConfig;
-use crate::plugin::{CallError, HttpPlugin, PluginError};
+use crate::plugin::{CallError, Plugin, PluginError};
 
 /// One registered instance, in GOST's JSON form (its HTTP plugin's
 /// `sdService`).
@@ -63,7 +63,7 @@ pub trait Sd: Send + Sync + std::fmt::Debug {
 pub fn from_config(cfg: &SDConfig) -> Result<Arc<dyn Sd>, SdError> {
     match &cfg.plugin {
         Some(p) => Ok(Arc::new(HttpSd {
-            plugin: HttpPlugin::new("sd", &cfg.name, p)?,
+            plugin: Plugin::new_http("sd", &cfg.name, p)?,
             name: cfg.name.clone(),
         })),
         None => Ok(MemorySd::named(&cfg.name)),
@@ -76,7 +76,7 @@ pub fn from_config(cfg: &SDConfig) -> Result<Arc<dyn Sd>, SdError> {
 /// `{"services": [...]}`.
 #[derive(Debug)]
 pub struct HttpSd {
-    plugin: HttpPlugin,
+    plugin: Plugin,
     name: String,
 }
 
@@ -95,7 +95,7 @@ impl HttpSd {
         fallback: &'static str,
     ) -> Result<(), SdError> {
         self.plugin
-            .send(method, service, fallback)
+            .send_json(method, service, fallback)
             .await
             .map_err(|e| self.err(e))
     }
@@ -123,7 +123,7 @@ impl Sd for HttpSd {
             }
             let a: Answer = self
                 .plugin
-                .get(&[("name", name)], "no other node")
+                .get_json(&[("name", name)], "no other node")
                 .await
                 .map_err(|e| self.err(e))?;
             Ok(a.services.into_iter().flatten().collect())

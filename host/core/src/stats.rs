@@ -147,6 +147,12 @@ pub struct ConnGuard<'a> {
 #[derive(Debug)]
 pub struct OwnedConnGuard(std::sync::Arc<Stats>);
 
+impl OwnedConnGuard {
+    pub fn stats(&self) -> &Stats {
+        &self.0
+    }
+}
+
 impl Drop for OwnedConnGuard {
     fn drop(&mut self) {
         self.0.close_conn();

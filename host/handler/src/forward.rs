@@ -84,8 +84,13 @@ impl ForwardHandler {
                         && n.filter_path.is_empty()
                         && n.filter_protocol.is_empty())
             });
-        let per_request =
-            opts.sniffing.is_some() && (looks || router.bypass.is_some() || opts.cache.is_some());
+        // GOST's sniffer writes a handler record per request.
+        let records = router
+            .recorders
+            .as_ref()
+            .is_some_and(|r| r.get(gost_core::recorder::HANDLER).is_some());
+        let per_request = opts.sniffing.is_some()
+            && (looks || router.bypass.is_some() || opts.cache.is_some() || records);
         ForwardHandler {
             hop,
             router,
@@ -148,6 +153,7 @@ impl ForwardHandler {
                 tried.push(node);
                 continue;
             }
+            gost_core::recorder::note(|r| r.node = node.name.clone());
             match dial(node_target(network, &node.addr)).await {
                 Ok(c) => {
                     node.marker.reset();
@@ -205,6 +211,12 @@ impl ForwardHandler {
             match res {
                 Ok(c) => {
                     node.marker.reset();
+                    // The dials ran side by side, each noting its
+                    // target; the record keeps the winner's.
+                    gost_core::recorder::note(|r| {
+                        r.node = node.name.clone();
+                        r.host = node_target(network, &node.addr);
+                    });
                     tracing::debug!(service = %ctx.service, client = %ctx.peer, node = %node.name, dst = %node.addr, network, "forward (parallel)");
                     return Ok((c, Arc::clone(node)));
                 }
@@ -267,6 +279,9 @@ impl ForwardHandler {
             Some(timeout) => super::sniffing::sniff(client, timeout, self.body_limit).await,
             None => Default::default(),
         };
+        if self.opts.sniffing.is_some() {
+            gost_core::recorder::note(|r| r.proto = sniffed.protocol.to_string());
+        }
         // HTTP/2 with prior knowledge is relayed as bytes, as GOST's
         // HTTP/1 sniffer cannot read it either.
         if self.per_request && sniffed.protocol == "http" && sniffed.method != "PRI" {
@@ -277,6 +292,9 @@ impl ForwardHandler {
                 self.router.dial_tcp(&a, ctx.peer.ip()).await
             })
             .await;
+        if sniffed.protocol == "tls" && gost_core::recorder::noting() {
+            note_client_hello(client.rewound(), &sniffed.host);
+        }
         match dialed {
             Err(HandlerError::NoNode) if sniffed.protocol == "http" => {
                 // GOST answers an HTTP request no node takes with 502.
@@ -413,10 +431,35 @@ pub async fn relay_udp(
 
 /// GOST forwards to `host` alone as `host:0`; keep the same rule so a
 /// missing port fails at dial time with the address shown.
-/// What a node's address is dialed as: a unix socket's path as it is,
-/// a host without a port with port 0.
+/// GOST's `tls` sub-record of a sniffed ClientHello (the record as
+/// hex, its server name and first ALPN protocol), and the server name as
+/// the record's `host`. The ServerHello's fields are not read: the relay
+/// passes the upstream's bytes on untouched.
+fn note_client_hello(rewound: &[u8], sni: &str) {
+    let Some(rec) = gost_proto::tls::record_len(rewound).and_then(|n| rewound.get(..n)) else {
+        return;
+    };
+    let Some(hello) = gost_proto::tls::ClientHello::parse(&rec[5..]) else {
+        return;
+    };
+    let tls = gost_core::recorder::TlsRecord {
+        server_name: sni.to_string(),
+        proto: hello.alpn().into_iter().next().unwrap_or_default(),
+        client_hello: rec.iter().map(|b| format!("{b:02x}")).collect(),
+        ..Default::default()
+    };
+    gost_core::recorder::note(|r| {
+        if !sni.is_empty() {
+            r.host = super::sniffing::with_port(sni, 443);
+        }
+        r.tls = Some(Box::new(tls));
+    });
+}
+
+/// What a node's address is dialed as: a unix socket's path or a serial
+/// port as it is, a host without a port with port 0.
 fn node_target(network: &str, addr: &str) -> String {
-    if network == "unix" {
+    if network == "unix" || network == "serial" {
         addr.to_string()
     } else {
         with_default_port(addr)

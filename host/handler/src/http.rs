@@ -261,6 +261,9 @@ impl HttpHandler {
                 }
             };
             tracing::debug!(service = %ctx.service, client = %ctx.peer, method = %gost_core::escape::esc(&req.method), target = %gost_core::escape::esc(&req.target), "http request");
+            if let Some(ip) = gost_core::recorder::forwarded_client_ip(|n| req.header(n)) {
+                gost_core::recorder::note(|r| r.client_ip = ip.to_string());
+            }
             match self.authenticate(&req, ctx).await {
                 None => {
                     return Box::pin(self.auth_failed(client, &req, ctx))

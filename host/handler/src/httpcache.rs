@@ -11,6 +11,14 @@
 //! ([`DEFAULT_MAX_BYTES`] when unset; GOST leaves it unbounded), the
 //! oldest (or least recently used) going first. Expired entries stay for
 //! serve-stale until evicted or swept (`cleanupInterval`).
+//!
+//! The `redis` store (GOST's `cache/redis.go`) keeps each response as
+//! one Redis string under `<key prefix><method> <host> <target>`: the
+//! response as HTTP/1.1 bytes (status line, fields, body), as GOST stores
+//! the response it wrote, with Redis's own expiry (`PX`). As in GOST an
+//! expired entry is gone, so `cache.serveStale` has nothing to serve from
+//! it. A Redis that cannot be reached makes every lookup a miss and every
+//! store a loss, said once per failure streak in the log.
 
 use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
@@ -183,10 +191,184 @@ impl Inner {
     }
 }
 
+/// A `caches` entry's store: `memory` (shared by the services naming
+/// it) or `redis`.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Memory(Arc<MemoryStore>),
+    Redis(Arc<RedisStore>),
+}
+
+/// GOST's default key prefix of the redis store.
+pub const DEFAULT_REDIS_PREFIX: &str = "gost:cache:";
+
+/// A `redis` store: one connection, made again when it breaks.
+pub struct RedisStore {
+    opts: gost_core::redis::RedisOptions,
+    prefix: String,
+    ttl: Option<Duration>,
+    conn: tokio::sync::Mutex<Option<gost_core::redis::RedisConn>>,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("addr", &self.opts.addr)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+impl RedisStore {
+    pub fn from_config(cfg: &gost_core::config::RedisCache) -> Self {
+        RedisStore {
+            opts: gost_core::redis::RedisOptions {
+                addr: cfg.addr.clone(),
+                db: cfg.db,
+                username: cfg.username.clone(),
+                password: cfg.password.clone(),
+            },
+            prefix: if cfg.key.is_empty() {
+                DEFAULT_REDIS_PREFIX.to_string()
+            } else {
+                cfg.key.clone()
+            },
+            ttl: (!cfg.ttl.is_zero()).then_some(cfg.ttl.0),
+            conn: tokio::sync::Mutex::new(None),
+            failing: Default::default(),
+        }
+    }
+
+    /// One command; a broken connection is made again once.
+    async fn command(&self, args: &[&[u8]]) -> Option<gost_proto::resp::Reply> {
+        use std::sync::atomic::Ordering;
+        let mut conn = self.conn.lock().await;
+        let mut last = None;
+        for _ in 0..2 {
+            if conn.is_none() {
+                match gost_core::redis::RedisConn::connect(&self.opts).await {
+                    Ok(c) => *conn = Some(c),
+                    Err(e) => {
+                        last = Some(e);
+                        break;
+                    }
+                }
+            }
+            let Some(c) = conn.as_mut() else { break };
+            match c.command(args).await {
+                Ok(r) => {
+                    if self.failing.swap(false, Ordering::Relaxed) {
+                        tracing::info!(redis = %gost_core::escape::esc(&self.opts.addr), "cache: redis is back");
+                    }
+                    return Some(r);
+                }
+                Err(e) => {
+                    *conn = None;
+                    let server = matches!(e, gost_core::redis::RedisError::Server { .. });
+                    last = Some(e);
+                    if server {
+                        break;
+                    }
+                }
+            }
+        }
+        if !self.failing.swap(true, Ordering::Relaxed) {
+            if let Some(e) = last {
+                tracing::warn!(error = %e, "cache: redis cannot be used, requests go to the upstream until it is back");
+            }
+        }
+        None
+    }
+
+    async fn get(&self, key: &str) -> Option<Response<Bytes>> {
+        let k = format!("{}{key}", self.prefix);
+        match self.command(&[b"GET", k.as_bytes()]).await? {
+            gost_proto::resp::Reply::Bulk(Some(b)) => {
+                let parsed = parse_response(&b);
+                if parsed.is_none() {
+                    tracing::debug!(key = %gost_core::escape::esc(&k), "cache: redis entry is not an HTTP response, ignored");
+                }
+                parsed
+            }
+            _ => None,
+        }
+    }
+
+    async fn set(&self, key: String, data: Vec<u8>, ttl: Option<Duration>) {
+        let k = format!("{}{key}", self.prefix);
+        match ttl.or(self.ttl).map(|t| t.as_millis().max(1).to_string()) {
+            Some(ms) => {
+                self.command(&[b"SET", k.as_bytes(), &data, b"PX", ms.as_bytes()])
+                    .await
+            }
+            None => self.command(&[b"SET", k.as_bytes(), &data]).await,
+        };
+    }
+}
+
+/// A response as HTTP/1.1 bytes: its fields with the body's length.
+fn encode_response(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    )
+    .into_bytes();
+    for (k, v) in headers {
+        if k == hyper::header::CONTENT_LENGTH || k == hyper::header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(k.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// A stored response: ours, or GOST's (the bytes it wrote to its
+/// client, a chunked body included).
+fn parse_response(b: &[u8]) -> Option<Response<Bytes>> {
+    use gost_proto::http1::{Decoder, Framing};
+    let mut fields = [httparse::EMPTY_HEADER; 128];
+    let mut r = httparse::Response::new(&mut fields);
+    let httparse::Status::Complete(len) = r.parse(b).ok()? else {
+        return None;
+    };
+    let status = StatusCode::from_u16(r.code?).ok()?;
+    let mut headers = HeaderMap::new();
+    let mut chunked = false;
+    for h in r.headers.iter() {
+        let name = hyper::header::HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+        if name == hyper::header::TRANSFER_ENCODING {
+            chunked = true;
+            continue;
+        }
+        headers.append(name, hyper::header::HeaderValue::from_bytes(h.value).ok()?);
+    }
+    let rest = &b[len..];
+    let body = if chunked {
+        let mut out = Vec::new();
+        let mut dec = Decoder::new(Framing::Chunked);
+        dec.decode(rest, &mut out).ok()?;
+        headers.insert(hyper::header::CONTENT_LENGTH, out.len().into());
+        out
+    } else {
+        rest.to_vec()
+    };
+    let mut resp = Response::new(Bytes::from(body));
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    Some(resp)
+}
+
 /// One service's policy over a shared store.
 #[derive(Debug)]
 pub struct HttpCache {
-    store: Arc<MemoryStore>,
+    store: Store,
     ttl: Option<Duration>,
     status_ttl: HashMap<u16, Duration>,
     serve_stale: bool,
@@ -198,7 +380,7 @@ impl HttpCache {
     /// The policy in handler metadata: `cache.ttl`, `cache.status.<code>`
     /// (a TTL per status), `cache.serveStale`, `cache.methods` (GET and
     /// HEAD when unset), `cache.maxBodyBytes`.
-    pub fn from_metadata(store: Arc<MemoryStore>, md: &Metadata) -> Result<Self, MetadataError> {
+    pub fn from_metadata(store: Store, md: &Metadata) -> Result<Self, MetadataError> {
         let mut status_ttl = HashMap::new();
         for code in 100u16..600 {
             if let Some(d) = md.get_duration(&format!("cache.status.{code}"))? {
@@ -250,8 +432,12 @@ impl HttpCache {
     }
 
     /// The response kept under `key` and whether it has expired.
-    pub fn lookup(&self, key: &str) -> Option<(Response<Bytes>, bool)> {
-        let (e, stale) = self.store.get(key)?;
+    pub async fn lookup(&self, key: &str) -> Option<(Response<Bytes>, bool)> {
+        let store = match &self.store {
+            Store::Memory(m) => m,
+            Store::Redis(r) => return r.get(key).await.map(|resp| (resp, false)),
+        };
+        let (e, stale) = store.get(key)?;
         let mut resp = Response::new(e.body);
         *resp.status_mut() = e.status;
         *resp.headers_mut() = e.headers;
@@ -279,6 +465,15 @@ impl HttpCache {
 
     fn store(&self, key: String, status: StatusCode, headers: HeaderMap, body: Vec<u8>) {
         let ttl = self.status_ttl.get(&status.as_u16()).copied().or(self.ttl);
+        let store = match &self.store {
+            Store::Memory(m) => m,
+            Store::Redis(r) => {
+                let data = encode_response(status, &headers, &body);
+                let r = Arc::clone(r);
+                tokio::spawn(async move { r.set(key, data, ttl).await });
+                return;
+            }
+        };
         let entry = Entry {
             status,
             headers,
@@ -287,7 +482,7 @@ impl HttpCache {
             seq: 0,
             size: 0,
         };
-        self.store.set(key, entry, ttl);
+        store.set(key, entry, ttl);
     }
 }
 
@@ -430,7 +625,8 @@ mod tests {
     async fn a_response_is_kept_once_its_body_ends_within_the_limit() {
         let md: Metadata =
             serde_json::from_str(r#"{"cache.ttl": "60s", "cache.maxBodyBytes": 8}"#).unwrap();
-        let cache = Arc::new(HttpCache::from_metadata(store(0, 0, ""), &md).unwrap());
+        let cache =
+            Arc::new(HttpCache::from_metadata(Store::Memory(store(0, 0, "")), &md).unwrap());
         assert!(cache.cacheable(&Method::GET, 301) && !cache.cacheable(&Method::POST, 200));
         assert!(!cache.cacheable(&Method::GET, 404));
         for (key, body) in [("small", &b"1234"[..]), ("big", &b"123456789"[..])] {
@@ -443,9 +639,38 @@ mod tests {
             let got = teed.into_body().collect().await.unwrap().to_bytes();
             assert_eq!(got, body);
         }
-        let (resp, stale) = cache.lookup("small").unwrap();
+        let (resp, stale) = cache.lookup("small").await.unwrap();
         assert!(!stale);
         assert_eq!(resp.body(), &Bytes::from_static(b"1234"));
-        assert!(cache.lookup("big").is_none());
+        assert!(cache.lookup("big").await.is_none());
+    }
+
+    #[test]
+    fn responses_are_stored_as_http_bytes_and_gosts_chunked_ones_read() {
+        let mut h = HeaderMap::new();
+        h.insert("x-a", "1".parse().unwrap());
+        h.insert("transfer-encoding", "chunked".parse().unwrap());
+        let b = encode_response(StatusCode::MOVED_PERMANENTLY, &h, b"body");
+        assert_eq!(
+            b,
+            b"HTTP/1.1 301 Moved Permanently\r\nx-a: 1\r\nContent-Length: 4\r\n\r\nbody"
+        );
+        let r = parse_response(&b).unwrap();
+        assert_eq!(
+            (r.status().as_u16(), r.body().as_ref()),
+            (301, &b"body"[..])
+        );
+        assert_eq!(r.headers()["x-a"], "1");
+        let go =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n1\r\nd\r\n0\r\n\r\n";
+        let r = parse_response(go).unwrap();
+        assert_eq!(r.body().as_ref(), b"abcd");
+        assert_eq!(r.headers()["content-length"], "4");
+        assert!(r.headers().get("transfer-encoding").is_none());
+        assert!(parse_response(b"not http").is_none());
+        assert!(
+            parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+                .is_none()
+        );
     }
 }

@@ -15,12 +15,16 @@ mod mbind;
 pub mod redirect;
 pub mod redu;
 pub mod relay;
+#[cfg(feature = "serial")]
+pub mod serial;
 pub mod sni;
 pub mod sniffing;
 mod sniffing_http;
 pub mod socks;
 #[cfg(feature = "ss")]
 pub mod ss;
+#[cfg(feature = "ss")]
+mod ss_buf;
 #[cfg(feature = "ssh")]
 pub mod sshd;
 #[cfg(feature = "ss")]

@@ -50,6 +50,7 @@ pub async fn guard_tunnel(
         return Ok(());
     }
     let s = peek(client, early, tokio::time::Instant::now() + timeout).await;
+    gost_core::recorder::note(|r| r.proto = s.protocol.to_string());
     if s.host.is_empty() {
         return Ok(());
     }

@@ -101,32 +101,47 @@ where
     F: Future<Output = Result<Routed, Refused>> + Send,
 {
     let current = tokio::sync::Mutex::new(None::<Current>);
+    let written = Written::default();
     let io = Paced::new(
         ClientStream::new(client, ctx.stats.clone()),
         ctx.traffic.clone(),
     );
     let service = hyper::service::service_fn(|req| {
-        let exchange = exchange(req, &current, ctx, opts, &route);
+        let exchange = exchange(req, &current, &written, ctx, opts, &route);
         async move { Ok::<_, std::convert::Infallible>(exchange.await) }
     });
     // Fields keep the case they arrived in; the ones the sniffer adds are
     // written as Go writes them, and no `Date` is added that the upstream
     // did not send.
-    hyper::server::conn::http1::Builder::new()
+    let served = hyper::server::conn::http1::Builder::new()
         .preserve_header_case(true)
         .title_case_headers(true)
         .auto_date_header(false)
         .keep_alive(opts.keepalive)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades()
-        .await
-        .map_err(|e| HandlerError::Io(io::Error::other(e)))
+        .await;
+    flush(&written);
+    served.map_err(|e| HandlerError::Io(io::Error::other(e)))
+}
+
+/// A request whose response body hyper took to the end, recorded once
+/// its bytes are written: at the next request, or when the connection
+/// ends.
+type Written = Arc<std::sync::Mutex<Option<Exchange>>>;
+
+fn flush(written: &Written) {
+    let done = written.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(x) = done {
+        x.emit(None);
+    }
 }
 
 /// One request and its response.
 async fn exchange<R, F>(
     mut req: Request<Incoming>,
     current: &tokio::sync::Mutex<Option<Current>>,
+    written: &Written,
     ctx: &ConnContext,
     opts: &Options,
     route: &R,
@@ -140,6 +155,8 @@ where
             return status(code, opts.close_on_refusal);
         }
     }
+    flush(written);
+    let mut record = Exchange::start(&req);
     let raw_host = request_host(&req);
     let host = if raw_host.is_empty() {
         String::new()
@@ -149,9 +166,12 @@ where
     let key = cache_key(&req, &raw_host);
     let mut stale = None;
     if let Some(cache) = opts.cache.as_ref().filter(|c| c.cacheable_request(&req)) {
-        match cache.lookup(&key) {
+        match cache.lookup(&key).await {
             Some((resp, false)) => {
                 tracing::debug!(service = %ctx.service, client = %ctx.peer, key = %esc(&key), "cache hit");
+                if let Some(r) = record {
+                    r.cached(&resp);
+                }
                 return cached(resp, opts);
             }
             Some((resp, true)) => stale = Some(resp),
@@ -205,6 +225,9 @@ where
     if let Some(http) = node.as_ref().and_then(|n| n.http.as_ref()) {
         rewrite_request(&mut req, http);
     }
+    if let Some(r) = record.as_mut() {
+        req = r.tap_request(req);
+    }
     let method = req.method().clone();
     let client_upgrade = hyper::upgrade::on(&mut req);
     let sent = async {
@@ -223,7 +246,14 @@ where
                 stale.filter(|_| opts.cache.as_ref().is_some_and(|c| c.serve_stale()))
             {
                 tracing::debug!(service = %ctx.service, client = %ctx.peer, node = %node_name, key = %esc(&key), error = %esc(&why), "cache serve-stale");
+                if let Some(mut r) = record {
+                    r.http.status_code = resp.status().as_u16();
+                    r.emit(None);
+                }
                 return cached(resp, opts);
+            }
+            if let Some(r) = record {
+                r.emit(Some(format!("read response: {why}")));
             }
             tracing::warn!(service = %ctx.service, client = %ctx.peer, node = %node_name, error = %esc(&why), "upstream request failed");
             return status(503, opts.close_on_refusal);
@@ -239,6 +269,10 @@ where
     }
     drop(slot);
     if code == 101 {
+        if let Some(mut r) = record {
+            r.response_head(&resp);
+            r.emit(None);
+        }
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
         let service = Arc::clone(&ctx.service);
         tokio::spawn(async move {
@@ -262,10 +296,213 @@ where
         resp.headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
     }
-    let resp = resp.map(BodyExt::boxed);
+    let resp = match record {
+        Some(mut r) => {
+            r.response_head(&resp);
+            resp.map(|b| r.tap_response(b.boxed(), written.clone()))
+        }
+        None => resp.map(BodyExt::boxed),
+    };
     match opts.cache.as_ref() {
         Some(cache) if cache.cacheable(&method, code) => cache.tee(resp, key),
         _ => resp,
+    }
+}
+
+/// What the connection's handler record keeps of one request (GOST's
+/// sniffer writes one record per request, with its `http` sub-record):
+/// the request line and fields, the response's status and fields, and
+/// with the recorder's `http.body` each body's first bytes. The record
+/// is written once the response is (see [`Written`]), so its bytes count
+/// the response.
+struct Exchange {
+    notes: Arc<gost_core::recorder::Notes>,
+    started: (std::time::SystemTime, std::time::Instant),
+    http: gost_core::recorder::HttpRecord,
+    request_body: Option<Arc<std::sync::Mutex<Captured>>>,
+}
+
+#[derive(Default)]
+struct Captured {
+    data: Vec<u8>,
+    len: u64,
+}
+
+impl Exchange {
+    /// `None` when the connection is not recorded. From the first request
+    /// on the connection's own record is left out, as GOST leaves it.
+    fn start<B>(req: &Request<B>) -> Option<Self> {
+        use gost_core::recorder::{self, HttpMessage, HttpRecord};
+        let notes = recorder::current()?;
+        notes.take();
+        let field = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok());
+        if let Some(ip) = recorder::forwarded_client_ip(field) {
+            recorder::note(|r| r.client_ip = ip.to_string());
+        }
+        let http = HttpRecord {
+            host: request_host(req),
+            method: req.method().to_string(),
+            proto: format!("{:?}", req.version()),
+            scheme: req.uri().scheme_str().unwrap_or("").to_string(),
+            uri: req.uri().to_string(),
+            request: HttpMessage {
+                content_length: content_length(req.headers(), 0),
+                // Go takes `Host` out of a request's fields.
+                header: Some({
+                    let mut h = header(req.headers());
+                    h.remove("Host");
+                    h
+                }),
+                body: None,
+            },
+            ..Default::default()
+        };
+        Some(Exchange {
+            notes,
+            started: (std::time::SystemTime::now(), std::time::Instant::now()),
+            http,
+            request_body: None,
+        })
+    }
+
+    /// The request with its body's first bytes kept, when the recorder
+    /// keeps bodies.
+    fn tap_request(&mut self, req: Request<Body>) -> Request<Body> {
+        let limit = self.notes.body_limit();
+        if limit == 0 {
+            return req;
+        }
+        let cap = Arc::new(std::sync::Mutex::new(Captured::default()));
+        self.request_body = Some(cap.clone());
+        req.map(|b| {
+            Tap {
+                inner: b,
+                cap,
+                limit,
+                on_end: None,
+            }
+            .boxed()
+        })
+    }
+
+    fn response_head<B>(&mut self, resp: &Response<B>) {
+        self.http.status_code = resp.status().as_u16();
+        self.http.response.header = Some(header(resp.headers()));
+        self.http.response.content_length = match resp.status().as_u16() {
+            204 | 304 => 0,
+            _ => content_length(resp.headers(), -1),
+        };
+    }
+
+    fn cached(mut self, resp: &Response<Bytes>) {
+        self.response_head(resp);
+        self.http.cached = true;
+        self.http.response.content_length = resp.body().len() as i64;
+        self.emit(None);
+    }
+
+    /// The response body, handing the record to `written` when it is
+    /// done.
+    fn tap_response(self, body: Body, written: Written) -> Body {
+        Tap {
+            inner: body,
+            cap: Arc::default(),
+            limit: self.notes.body_limit(),
+            on_end: Some((self, written)),
+        }
+        .boxed()
+    }
+
+    fn emit(mut self, err: Option<String>) {
+        if let Some(cap) = &self.request_body {
+            let cap = cap.lock().unwrap_or_else(|p| p.into_inner());
+            self.http.request.content_length = cap.len as i64;
+            self.http.request.body = (!cap.data.is_empty()).then(|| cap.data.clone());
+        }
+        let http = std::mem::take(&mut self.http);
+        self.notes.emit(self.started, |r| {
+            r.http = Some(Box::new(http));
+            if let Some(e) = err {
+                r.err = e;
+            }
+        });
+    }
+}
+
+/// Go's `ContentLength` of a message: its `Content-Length`, -1 when
+/// chunked, else `none` (0 for a request, -1, read to the end, for a
+/// response).
+fn content_length(h: &hyper::HeaderMap, none: i64) -> i64 {
+    if h.get(hyper::header::TRANSFER_ENCODING).is_some() {
+        return -1;
+    }
+    h.get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(none)
+}
+
+fn header(h: &hyper::HeaderMap) -> gost_core::recorder::Header {
+    let mut out = gost_core::recorder::Header::new();
+    for (k, v) in h {
+        gost_core::recorder::add_header(
+            &mut out,
+            k.as_str(),
+            &String::from_utf8_lossy(v.as_bytes()),
+        );
+    }
+    out
+}
+
+/// A body passed through whole, its first `limit` bytes kept; a
+/// response's writes the request's record when it ends or is dropped.
+struct Tap {
+    inner: Body,
+    cap: Arc<std::sync::Mutex<Captured>>,
+    limit: usize,
+    on_end: Option<(Exchange, Written)>,
+}
+
+impl hyper::body::Body for Tap {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &r {
+            if let Some(d) = f.data_ref() {
+                let mut cap = self.cap.lock().unwrap_or_else(|p| p.into_inner());
+                cap.len += d.len() as u64;
+                let room = self.limit.saturating_sub(cap.data.len());
+                cap.data.extend_from_slice(&d[..room.min(d.len())]);
+            }
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        if let Some((mut x, written)) = self.on_end.take() {
+            if self.limit > 0 {
+                let cap = self.cap.lock().unwrap_or_else(|p| p.into_inner());
+                x.http.response.content_length = cap.len as i64;
+                x.http.response.body = (!cap.data.is_empty()).then(|| cap.data.clone());
+            }
+            flush(&written);
+            *written.lock().unwrap_or_else(|p| p.into_inner()) = Some(x);
+        }
     }
 }
 

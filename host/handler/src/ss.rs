@@ -21,6 +21,7 @@ use gost_core::metadata::{Metadata, MetadataError};
 use gost_core::stream::Stream;
 use gost_transport::listener::Conn;
 
+use crate::ss_buf::{Gather, ReadAhead};
 use crate::{ConnContext, HandleFuture, Handler, HandlerError};
 
 /// GOST's default for `readTimeout`: the first packet must be in by then.
@@ -105,15 +106,15 @@ pub(crate) async fn accept(
     s.unread(&first[..n]);
     let mut ss = ProxyServerStream::from_stream_with_user_manager(
         server_context(),
-        s,
+        ReadAhead::new(s),
         cipher.method(),
         cipher.key(),
         cipher.users.clone(),
     );
     let err = match tokio::time::timeout_at(deadline, ss.handshake()).await {
         Ok(Ok(target)) => {
-            let ends = ss.get_ref().endpoints();
-            return Ok((Stream::boxed(ss, ends), target.to_string()));
+            let ends = ss.get_ref().get_ref().endpoints();
+            return Ok((Stream::boxed(Gather::new(ss), ends), target.to_string()));
         }
         Err(_) => {
             return Err(HandlerError::Protocol(format!(
@@ -127,7 +128,7 @@ pub(crate) async fn accept(
         }
         Ok(Err(e)) => e,
     };
-    let mut raw = ss.into_inner();
+    let mut raw = ss.into_inner().into_inner();
     let held = hold(&mut raw, read_timeout).await;
     Err(HandlerError::Protocol(format!(
         "ss: bad first packet ({err}); {held} more bytes read and dropped, no answer"

@@ -54,3 +54,6 @@ macro_rules! world {
 world!(handler, "handler");
 world!(forwarder, "forwarder");
 world!(observer, "observer");
+world!(connector, "connector");
+world!(transport, "transport");
+world!(datagram, "datagram");

@@ -19,7 +19,7 @@ use super::bindings::forwarder::{
 use super::load::{self, World};
 use super::spec::PluginSpec;
 use super::state::{Identity, PluginState};
-use super::{describe_error, runtime, sniff, PluginError};
+use super::{runtime, sniff, PluginError};
 use gost_chain::chain::Node;
 use gost_chain::relay::{self, RelayOptions};
 use gost_chain::router::Router;
@@ -113,7 +113,7 @@ impl WasmForwardHandler {
             let world = pre
                 .instantiate_async(&mut store)
                 .await
-                .map_err(|e| self.err(describe_error(&e)))?;
+                .map_err(|e| self.err(store.data().describe_failure(&e)))?;
             *slot = Some(Instance {
                 store,
                 world,
@@ -128,11 +128,7 @@ impl WasmForwardHandler {
         match f(store, world).await {
             Ok(r) => Ok(r),
             Err(e) => {
-                let what = if store.data().limits.hit {
-                    format!("out of memory (limit {} bytes)", self.spec.memory)
-                } else {
-                    describe_error(&e)
-                };
+                let what = store.data().describe_failure(&e);
                 *slot = None;
                 Err(self.err(what))
             }

@@ -18,7 +18,7 @@ use super::conn::{ConnInfoRes, ConnRes};
 use super::load::{self, World};
 use super::spec::{Isolation, PluginSpec};
 use super::state::{Identity, NetCtx, PluginState};
-use super::{describe_error, runtime, PluginError};
+use super::{runtime, PluginError};
 use gost_chain::relay::{self, RelayOptions};
 use gost_core::metadata::{Metadata, MetadataError};
 use gost_handler::stream::ClientStream;
@@ -185,11 +185,7 @@ impl WasmHandler {
     }
 
     fn plugin_error(&self, store: &Store<PluginState>, e: &wasmtime::Error) -> HandlerError {
-        let what = if store.data().limits.hit {
-            format!("out of memory (limit {} bytes)", self.spec.memory)
-        } else {
-            describe_error(e)
-        };
+        let what = store.data().describe_failure(e);
         HandlerError::Plugin(format!(
             "plugin {}: {}",
             self.spec.name,

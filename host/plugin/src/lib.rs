@@ -10,14 +10,19 @@
 
 pub mod bindings;
 pub mod conn;
+pub mod connector;
+pub mod datagram;
 pub mod forwarder;
 pub mod handler;
 pub mod load;
 pub mod observer;
+pub mod output;
+pub mod pool;
 pub mod reload;
 pub mod sniff;
 pub mod spec;
 pub mod state;
+pub mod transport;
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -55,6 +60,9 @@ pub struct Runtime {
     pub handler_linker: Linker<PluginState>,
     pub forwarder_linker: Linker<PluginState>,
     pub observer_linker: Linker<PluginState>,
+    pub connector_linker: Linker<PluginState>,
+    pub transport_linker: Linker<PluginState>,
+    pub datagram_linker: Linker<PluginState>,
 }
 
 /// The process-wide runtime, created on first use so a config without
@@ -108,7 +116,21 @@ impl Runtime {
             &mut observer_linker,
             |s| s,
         )?;
+        macro_rules! linker {
+            ($world:ident, $ty:ident) => {{
+                let mut l = Linker::new(&engine);
+                wasmtime_wasi::p2::add_to_linker_async(&mut l)?;
+                bindings::$world::$ty::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+                    &mut l,
+                    |s| s,
+                )?;
+                l
+            }};
+        }
         Ok(Runtime {
+            connector_linker: linker!(connector, Connector),
+            transport_linker: linker!(transport, Transport),
+            datagram_linker: linker!(datagram, Datagram),
             engine,
             handler_linker,
             forwarder_linker,
@@ -132,6 +154,38 @@ fn engine_config(pooling: bool) -> Config {
         c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     c
+}
+
+/// The registry's plugin kinds: the `wasm` connector, listener and dialer.
+pub fn register(
+    transports: &mut gost_transport::kinds::Transports,
+    connectors: &mut gost_chain::connector::Connectors,
+) {
+    use gost_transport::kinds::{DialerKind, ListenerKind, Socket};
+    transports.add_listener(ListenerKind {
+        names: &["wasm"],
+        socket: Socket::Tcp,
+        upgrade: Some(|cfg, _| {
+            let pool = transport::pool(cfg.plugin.as_deref(), "listener")?;
+            Ok(std::sync::Arc::new(transport::WasmUpgrade(pool)))
+        }),
+        uses_tls: false,
+        summary: "(gost-rs) a plugin of the transport world wraps each connection's bytes",
+    });
+    transports.add_dialer(DialerKind {
+        names: &["wasm"],
+        build: |cfg, _| {
+            let pool = transport::pool(cfg.plugin.as_deref(), "dialer")?;
+            Ok(Some(std::sync::Arc::new(transport::WasmDialer(pool))))
+        },
+        summary: "(gost-rs) a plugin of the transport world wraps the node connection's bytes",
+    });
+    connectors.add(gost_chain::connector::ConnectorKind {
+        names: &["wasm"],
+        udp: false,
+        build: connector::build,
+        summary: "(gost-rs) a plugin of the connector world: its handshake, then the native relay",
+    });
 }
 
 /// A plugin failure in words for the log: traps, deadlines and memory

@@ -12,6 +12,7 @@ use wasmtime::{Engine, Store};
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
+use super::output::{LastWords, PluginOutput, Which};
 use super::spec::PluginSpec;
 use super::state::{Identity, MemoryLimit, NetCtx, PluginState};
 use super::{PluginError, Runtime, WIT_VERSION};
@@ -22,14 +23,30 @@ pub enum World {
     Handler,
     Forwarder,
     Observer,
+    Connector,
+    Transport,
+    Datagram,
 }
 
 impl World {
-    fn name(self) -> &'static str {
+    /// Every world, in the order `gost plugin check` tries them.
+    pub const ALL: [World; 6] = [
+        World::Handler,
+        World::Forwarder,
+        World::Observer,
+        World::Connector,
+        World::Transport,
+        World::Datagram,
+    ];
+
+    pub fn name(self) -> &'static str {
         match self {
             World::Handler => "handler",
             World::Forwarder => "forwarder",
             World::Observer => "observer",
+            World::Connector => "connector",
+            World::Transport => "transport",
+            World::Datagram => "datagram",
         }
     }
 
@@ -38,6 +55,9 @@ impl World {
             World::Handler => "handle",
             World::Forwarder => "select",
             World::Observer => "observe",
+            World::Connector => "connect",
+            World::Transport => "encode",
+            World::Datagram => "on-datagram",
         }
     }
 }
@@ -68,6 +88,9 @@ pub fn prepare<T>(
         World::Handler => &rt.handler_linker,
         World::Forwarder => &rt.forwarder_linker,
         World::Observer => &rt.observer_linker,
+        World::Connector => &rt.connector_linker,
+        World::Transport => &rt.transport_linker,
+        World::Datagram => &rt.datagram_linker,
     };
     linker
         .instantiate_pre(&component)
@@ -76,6 +99,82 @@ pub fn prepare<T>(
             path: spec.name.to_string(),
             msg: format!("{e:#}"),
         })
+}
+
+/// What `gost plugin check` tells about a file.
+#[derive(Debug)]
+pub struct Inspection {
+    /// The world whose export the file has, if any.
+    pub world: Option<World>,
+    /// The `gost:plugin` version its imports name.
+    pub wit_version: Option<String>,
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+    /// Config settings the plugin needs to do all it may try, each with
+    /// the import that says so.
+    pub grants: Vec<(&'static str, String)>,
+    /// `Ok` when the file would load as `world`, else why not.
+    pub verdict: Result<(), String>,
+}
+
+/// Reads the component at `path` and tells what it is and whether it
+/// would load, without running any of its code. An unreadable file or one
+/// that is not a component is an error.
+pub fn inspect(path: &Path) -> Result<Inspection, PluginError> {
+    let err = |msg: String| PluginError::Load {
+        path: path.display().to_string(),
+        msg,
+    };
+    let rt = super::runtime()?;
+    let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    check_header(&bytes).map_err(err)?;
+    let component = compile(&rt.engine, &bytes).map_err(|e| err(format!("{e:#}")))?;
+    let ty = component.component_type();
+    let imports: Vec<String> = ty.imports(&rt.engine).map(|(n, _)| n.to_string()).collect();
+    let exports: Vec<String> = ty.exports(&rt.engine).map(|(n, _)| n.to_string()).collect();
+    let wit_version = imports
+        .iter()
+        .find_map(|n| n.strip_prefix("gost:plugin/")?.split_once('@'))
+        .map(|(_, v)| v.to_string());
+    let world = World::ALL
+        .into_iter()
+        .find(|w| exports.iter().any(|e| e == w.export()));
+    let mut grants = Vec::new();
+    for (prefix, grant) in [("wasi:sockets/", "connect"), ("wasi:filesystem/", "dir")] {
+        if let Some(i) = imports.iter().find(|i| i.starts_with(prefix)) {
+            grants.push((grant, i.clone()));
+        }
+    }
+    let verdict = match world {
+        None => Err(format!(
+            "exports none of {}, so it is no gost:plugin world",
+            World::ALL
+                .map(|w| format!("`{}` ({})", w.export(), w.name()))
+                .join(", ")
+        )),
+        Some(w) => check_world(&rt.engine, &component, w).and_then(|()| {
+            let linker = match w {
+                World::Handler => &rt.handler_linker,
+                World::Forwarder => &rt.forwarder_linker,
+                World::Observer => &rt.observer_linker,
+                World::Connector => &rt.connector_linker,
+                World::Transport => &rt.transport_linker,
+                World::Datagram => &rt.datagram_linker,
+            };
+            linker
+                .instantiate_pre(&component)
+                .map(|_| ())
+                .map_err(|e| format!("{e:#}"))
+        }),
+    };
+    Ok(Inspection {
+        world,
+        wit_version,
+        imports,
+        exports,
+        grants,
+        verdict,
+    })
 }
 
 /// The file must be a component, not a core module or something else.
@@ -231,11 +330,15 @@ pub fn new_store(
                 msg: format!("dir {}: {e}", dir.display()),
             })?;
     }
+    let last_words = LastWords::default();
+    wasi.stdout(PluginOutput::new(&id, Which::Stdout, last_words.clone()))
+        .stderr(PluginOutput::new(&id, Which::Stderr, last_words.clone()));
     let limit = MemoryLimit {
         max: spec.memory,
         hit: false,
     };
     let mut store = Store::new(engine, PluginState::new(id, wasi.build(), limit, net));
+    store.data_mut().last_words = last_words;
     store.limiter(|s| &mut s.limits);
     store.set_max_component_handles(MAX_HANDLES);
     let deadline = spec.deadline;

@@ -10,7 +10,7 @@ use super::bindings::observer::{
 use super::load::{self, World};
 use super::spec::PluginSpec;
 use super::state::{Identity, PluginState};
-use super::{describe_error, runtime, PluginError};
+use super::{runtime, PluginError};
 use gost_service::observer::{Event, ObserveFuture, Observer, ObserverError};
 
 pub struct WasmObserver {
@@ -61,7 +61,7 @@ impl WasmObserver {
             let world = pre
                 .instantiate_async(&mut store)
                 .await
-                .map_err(|e| self.err(describe_error(&e)))?;
+                .map_err(|e| self.err(store.data().describe_failure(&e)))?;
             *slot = Some(Instance {
                 store,
                 world,
@@ -81,11 +81,7 @@ impl WasmObserver {
             Ok(Ok(())) => Ok(()),
             Ok(Err(msg)) => Err(self.err(msg)),
             Err(e) => {
-                let what = if store.data().limits.hit {
-                    format!("out of memory (limit {} bytes)", self.spec.memory)
-                } else {
-                    describe_error(&e)
-                };
+                let what = store.data().describe_failure(&e);
                 *slot = None;
                 Err(self.err(what))
             }

@@ -49,6 +49,8 @@ pub struct PluginState {
     /// `conn` resources alive in the table. An instance that keeps one
     /// after its call returned is not reused.
     pub live_conns: usize,
+    /// What the guest said on stderr as it panicked, for the trap's error.
+    pub last_words: super::output::LastWords,
 }
 
 impl PluginState {
@@ -61,6 +63,7 @@ impl PluginState {
             net,
             resumed_at: Instant::now(),
             live_conns: 0,
+            last_words: Default::default(),
         }
     }
 
@@ -88,6 +91,20 @@ impl PluginState {
     pub fn end_lend(&mut self, info: Resource<ConnInfoRes>) -> wasmtime::Result<()> {
         self.table.delete(info)?;
         Ok(())
+    }
+
+    /// Why a call failed, in words for the log: running out of memory,
+    /// a deadline, or a trap with the guest's panic message when it wrote
+    /// one.
+    pub fn describe_failure(&self, e: &wasmtime::Error) -> String {
+        if self.limits.hit {
+            return format!("out of memory (limit {} bytes)", self.limits.max);
+        }
+        let what = super::describe_error(e);
+        match self.last_words.get() {
+            Some(words) => format!("{what} ({words})"),
+            None => what,
+        }
     }
 
     fn resume(&mut self) {

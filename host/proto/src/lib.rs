@@ -5,6 +5,7 @@
 pub mod grpc;
 pub mod http1;
 pub mod obfs;
+pub mod plugin;
 pub mod relay;
 pub mod resp;
 pub mod smux;

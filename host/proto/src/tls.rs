@@ -83,6 +83,29 @@ impl<'a> ClientHello<'a> {
     }
 }
 
+impl ClientHello<'_> {
+    /// The protocols of the `application_layer_protocol_negotiation`
+    /// extension, in the client's order.
+    pub fn alpn(&self) -> Vec<String> {
+        let Some((_, body)) = self.extensions().find(|(ty, _)| *ty == ALPN) else {
+            return Vec::new();
+        };
+        let mut r = Reader(body);
+        let Some(list) = r.u16().and_then(|n| r.take(n as usize)) else {
+            return Vec::new();
+        };
+        let mut list = Reader(list);
+        std::iter::from_fn(|| {
+            let n = list.u8()? as usize;
+            Some(String::from_utf8_lossy(list.take(n)?).into_owned())
+        })
+        .collect()
+    }
+}
+
+/// The extension type of `application_layer_protocol_negotiation`.
+pub const ALPN: u16 = 16;
+
 /// The SNI of a ClientHello handshake message (from its type byte).
 pub fn server_name(hs: &[u8]) -> Option<String> {
     ClientHello::parse(hs)?.server_name()
@@ -163,6 +186,7 @@ pub(crate) mod tests {
         let hello = ClientHello::parse(&rec[5..]).unwrap();
         let types: Vec<u16> = hello.extensions().map(|(t, _)| t).collect();
         assert_eq!(types, [0, 0x10]);
+        assert_eq!(hello.alpn(), ["h2"]);
         assert_eq!(server_name(&rec[5..rec.len() - 1]), None);
         let mut not_hello = rec.clone();
         not_hello[5] = 2;
@@ -181,6 +205,7 @@ pub(crate) mod tests {
                 m[i] = v;
                 if let Some(h) = ClientHello::parse(&m[5..]) {
                     let _ = h.server_name();
+                    let _ = h.alpn();
                     let _ = h.extensions().count();
                 }
             }

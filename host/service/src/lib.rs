@@ -1,6 +1,7 @@
 //! A service = listener + handler (+ forwarder inside the handler), with
 //! its status, events, stats and hooks (GOST's `service` package).
 
+mod conn;
 pub mod hooks;
 pub mod observer;
 mod record;
@@ -8,7 +9,7 @@ mod session;
 pub mod status;
 
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -17,7 +18,7 @@ use gost_core::admission::AdmissionGroup;
 use gost_core::connections;
 use gost_core::limiter::ServiceLimiters;
 use gost_handler::{ConnContext, Handler};
-use gost_transport::listener::{Conn, Listener};
+use gost_transport::listener::Listener;
 
 pub use hooks::Hooks;
 pub use status::{State, Status};
@@ -230,7 +231,7 @@ impl Service {
             let active = self.handler.get();
             record::accepted(active.recorders.as_deref(), accepted.peer);
             if let Some(adm) = &active.admission {
-                if !adm.check(&self.name, "tcp", accepted.peer).await {
+                if !adm.check(&self.name, accepted.peer).await {
                     tracing::debug!(service = %self.name, client = %gost_core::context::Client(accepted.peer), "refused by admission");
                     continue;
                 }
@@ -258,7 +259,6 @@ impl Service {
                 conns.spawn(sessions.serve(up.clone(), accepted, permit));
                 continue;
             }
-            let handler = active.handler.clone();
             let (mut ctx, duration) = conn_context(
                 &self.name,
                 &self.status,
@@ -271,80 +271,18 @@ impl Service {
                 &mut ctx,
                 accepted.conn.network(),
             );
-            let cancel = conn_cancel.clone();
-            let upgrade = upgrade.clone();
-            conns.spawn(async move {
-                let start = Instant::now();
-                let _permit = permit;
-                let stats = ctx.stats.clone();
-                let _guard = stats.as_ref().map(|s| s.open_conn());
-                let listed = register(&ctx);
-                let service = ctx.service.clone();
-                let peer = ctx.peer;
-                let conn = match (upgrade, accepted.conn) {
-                    (Some(up), Conn::Stream(s)) => {
-                        let upgraded = tokio::select! {
-                            r = up.upgrade(s) => r,
-                            _ = cancel.cancelled() => return,
-                        };
-                        match upgraded {
-                            Ok(s) => Conn::Stream(s),
-                            // A client that closes before its first byte
-                            // (a port probe, a health check) is not an
-                            // error, as in GOST.
-                            Err(e) if gost_chain::relay::is_disconnect(&e) => {
-                                tracing::debug!(service = %service, client = %gost_core::context::Client(peer), error = %e, "transport");
-                                return;
-                            }
-                            // GOST counts any other failed transport
-                            // handshake as a server error of the service.
-                            Err(e) => {
-                                let msg = e.to_string();
-                                match gost_core::repeat::check((&*service, "transport", &msg)) {
-                                    Some(0) => tracing::error!(service = %service, client = %gost_core::context::Client(peer), error = %msg, "transport"),
-                                    Some(n) => tracing::error!(service = %service, client = %gost_core::context::Client(peer), error = %msg, repeated = n, "transport"),
-                                    None => {}
-                                }
-                                if let Some(s) = &stats {
-                                    s.add_error();
-                                }
-                                return;
-                            }
-                        }
-                    }
-                    (_, conn) => conn,
-                };
-                let current = listed.as_ref().map(|l| l.conn().clone());
-                let result = tokio::select! {
-                    r = gost_core::dialer::loops::scope(hops, connections::scope(current, handler.handle(conn, ctx))) => r,
-                    _ = cancel.cancelled() => return,
-                    _ = closed(&listed) => return,
-                };
-                if let Some(r) = record {
-                    r.finish(&result);
-                }
-                report(&service, peer, start, duration, stats.as_deref(), result);
-            });
+            let start = conn::ConnStart {
+                handler: active.handler.clone(),
+                conn: accepted.conn,
+                ctx,
+                upgrade: upgrade.clone(),
+                permit,
+                record: record.map(Box::new),
+                duration,
+                hops,
+            };
+            conns.spawn(conn::serve(Box::new(start), conn_cancel.clone()));
         }
-    }
-}
-
-/// Lists the connection in the registry of live connections, when the
-/// registry is on (`conn_context` then gives it counters of its own).
-fn register(ctx: &ConnContext) -> Option<connections::Registered> {
-    let registry = connections::global()?;
-    Some(registry.register(ctx.service.clone(), ctx.peer, ctx.stats.clone()?))
-}
-
-/// Resolves when the connection is closed through the registry (the
-/// API's `DELETE /connections/{id}`); never when it is not listed.
-async fn closed(listed: &Option<connections::Registered>) {
-    match listed {
-        Some(l) => {
-            l.conn().closed().await;
-            tracing::info!(service = %l.conn().service, client = %gost_core::context::Client(l.conn().client), id = l.conn().id, "connection closed through the API");
-        }
-        None => std::future::pending().await,
     }
 }
 
@@ -383,40 +321,6 @@ fn conn_context(
             .map(|t| Arc::new(t.for_conn(peer.ip()))),
     };
     (ctx, duration)
-}
-
-/// Records how a handler's connection ended: its duration, and a server
-/// error logged and counted.
-fn report(
-    service: &str,
-    peer: std::net::SocketAddr,
-    start: Instant,
-    duration: Option<Arc<gost_core::metrics::Histogram>>,
-    stats: Option<&gost_core::stats::Stats>,
-    result: Result<(), gost_handler::HandlerError>,
-) {
-    if let Some(h) = duration {
-        h.observe(start.elapsed());
-    }
-    if let Err(e) = result {
-        if e.is_server_error() {
-            let msg = e.to_string();
-            match gost_core::repeat::check((service, "handler", &msg)) {
-                Some(0) => {
-                    tracing::error!(service = %service, client = %gost_core::context::Client(peer), error = %msg, "handler")
-                }
-                Some(n) => {
-                    tracing::error!(service = %service, client = %gost_core::context::Client(peer), error = %msg, repeated = n, "handler")
-                }
-                None => {}
-            }
-            if let Some(s) = stats {
-                s.add_error();
-            }
-        } else {
-            tracing::debug!(service = %service, client = %gost_core::context::Client(peer), error = %e, "handler");
-        }
-    }
 }
 
 /// Lets the observer send what is queued, for at most the grace period.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use gost_core::context::{ConnContext, UNIX_PEER};
-use gost_core::recorder::{self, HandlerRecord, Recorder, ServiceRecorders};
+use gost_core::recorder::{self, HandlerRecord, Notes, ServiceRecorders};
 use gost_core::stats::Stats;
 
 /// The client's IP as GOST records it (`@` for a unix socket's client).
@@ -25,59 +25,60 @@ pub(crate) fn accepted(recorders: Option<&ServiceRecorders>, peer: std::net::Soc
     }
 }
 
-/// A connection's handler record, written when the handler returns.
+/// A connection's handler record, filled by the handler and the router
+/// while the handler runs (in [`recorder::enter`]) and written when it
+/// returns.
 pub(crate) struct ConnRecord {
-    recorder: Arc<Recorder>,
-    rec: HandlerRecord,
+    notes: Arc<Notes>,
     start: Instant,
-    stats: Arc<Stats>,
 }
 
 impl ConnRecord {
     /// Starts the record if the service records its handler: the
     /// connection gets counters of its own (adding into the service's),
-    /// so the record has its bytes. Boxed: every connection's task holds
-    /// the result, recorded or not, and the record itself is some 380
-    /// bytes, which inline would grow each idle connection by as much.
+    /// so the record has its bytes. The record itself lives in the
+    /// notes' allocation, so a connection's task holds two words for it.
     pub(crate) fn start(
         recorders: Option<&ServiceRecorders>,
         ctx: &mut ConnContext,
         network: &str,
-    ) -> Option<Box<Self>> {
-        let recorder = recorders?.get(recorder::HANDLER)?.clone();
+    ) -> Option<Self> {
+        let recorders = recorders?;
+        let recorder = recorders.get(recorder::HANDLER)?.clone();
         let stats = Arc::new(Stats::linked(ctx.stats.take().into_iter().collect()));
         ctx.stats = Some(stats.clone());
         let shown = |a: std::net::SocketAddr| gost_core::context::Client(a).to_string();
         let remote = shown(ctx.peer);
+        // As GOST's handlers start it: `src`, `dst` and `host` wait for
+        // the dial, `clientIP` for an HTTP request's forwarding headers.
         let rec = HandlerRecord {
             service: ctx.service.to_string(),
             network: network.into(),
             remote_addr: remote.clone(),
             local_addr: shown(ctx.local),
-            client_addr: remote.clone(),
-            src_addr: remote,
-            dst_addr: shown(ctx.local),
-            client_ip: client_ip(ctx.peer),
+            client_addr: remote,
             sid: recorder::sid(),
             time: recorder::rfc3339_nano(SystemTime::now()),
             ..Default::default()
         };
-        Some(Box::new(ConnRecord {
-            recorder,
-            rec,
+        Some(ConnRecord {
+            notes: Arc::new(Notes::new(
+                rec,
+                recorder,
+                stats,
+                recorders.body_limit(recorder::HANDLER),
+            )),
             start: Instant::now(),
-            stats,
-        }))
+        })
     }
 
-    pub(crate) fn finish(mut self: Box<Self>, result: &Result<(), gost_handler::HandlerError>) {
-        let s = self.stats.snapshot();
-        self.rec.input_bytes = s.input_bytes;
-        self.rec.output_bytes = s.output_bytes;
-        self.rec.set_duration(self.start.elapsed());
-        if let Err(e) = result {
-            self.rec.err = e.to_string();
-        }
-        self.recorder.record(self.rec.to_json());
+    /// The notes the handler's task fills.
+    pub(crate) fn notes(&self) -> &Arc<Notes> {
+        &self.notes
+    }
+
+    pub(crate) fn finish(self, result: &Result<(), gost_handler::HandlerError>) {
+        let err = result.as_ref().err().map(|e| e.to_string());
+        self.notes.finish(self.start, err);
     }
 }

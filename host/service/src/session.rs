@@ -7,14 +7,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{closed, conn_context, register, report, HandlerSlot, Status};
+use super::conn::ConnStart;
+use super::{conn_context, HandlerSlot, Status};
 use gost_core::limiter::conn::ConnPermit;
-use gost_handler::Handler;
 use gost_transport::listener::{Accepted, Conn};
 use gost_transport::{Opened, Upgrade};
 
@@ -95,27 +94,20 @@ impl Sessions {
     fn spawn_stream(&self, opened: Opened, peer: SocketAddr, local: SocketAddr) {
         let Opened { stream, hops } = opened;
         let active = self.slot.get();
-        let handler: Arc<dyn Handler> = active.handler.clone();
         let (mut ctx, duration) = conn_context(&self.name, &self.status, &active, peer, local);
         let record = super::record::ConnRecord::start(active.recorders.as_deref(), &mut ctx, "tcp");
-        let cancel = self.cancel.clone();
-        self.conns.spawn(async move {
-            let start = Instant::now();
-            let stats = ctx.stats.clone();
-            let _guard = stats.as_ref().map(|s| s.open_conn());
-            let listed = register(&ctx);
-            let current = listed.as_ref().map(|l| l.conn().clone());
-            let service = ctx.service.clone();
-            let result = tokio::select! {
-                r = gost_core::dialer::loops::scope(hops, gost_core::connections::scope(current, handler.handle(Conn::Stream(stream), ctx))) => r,
-                _ = cancel.cancelled() => return,
-                _ = closed(&listed) => return,
-            };
-            if let Some(r) = record {
-                r.finish(&result);
-            }
-            report(&service, peer, start, duration, stats.as_deref(), result);
-        });
+        let start = ConnStart {
+            handler: active.handler.clone(),
+            conn: Conn::Stream(stream),
+            ctx,
+            upgrade: None,
+            permit: None,
+            record: record.map(Box::new),
+            duration,
+            hops,
+        };
+        self.conns
+            .spawn(super::conn::serve(Box::new(start), self.cancel.clone()));
     }
 
     /// A stream the transport refused (a gRPC call to another method):

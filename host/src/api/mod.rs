@@ -5,6 +5,7 @@ mod browser;
 mod config;
 mod connections;
 mod error;
+mod health;
 mod json_errors;
 mod objects;
 mod save_path;
@@ -114,6 +115,7 @@ pub fn router(app: Arc<App>, cfg: &APIConfig) -> Router {
             "/connections/{id}",
             axum::routing::delete(connections::close),
         )
+        .route("/health", get(health::get))
         .route("/stream", get(stream::get))
         .route("/ui", get(ui::redirect))
         .route("/ui/", get(ui::index))

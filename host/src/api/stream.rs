@@ -40,14 +40,15 @@ pub static STARTED: LazyLock<Instant> = LazyLock::new(Instant::now);
 
 #[derive(Debug, Deserialize)]
 pub struct StreamQuery {
-    /// Comma-separated: services, connections, process, logs (default all).
+    /// Comma-separated: services, connections, health, process, logs
+    /// (default all).
     topics: Option<String>,
     service: Option<String>,
     /// The least severe log level sent (default: every line logged).
     level: Option<String>,
 }
 
-const TOPICS: &[&str] = &["services", "connections", "process", "logs"];
+const TOPICS: &[&str] = &["services", "connections", "health", "process", "logs"];
 
 struct Feed {
     st: ApiState,
@@ -58,6 +59,8 @@ struct Feed {
     logs: Option<broadcast::Receiver<Arc<LogLine>>>,
     services: HashMap<String, Value>,
     conns: HashMap<u64, (u64, u64)>,
+    /// The node health list last sent.
+    health: Option<Vec<Value>>,
     pending: VecDeque<Event>,
 }
 
@@ -108,6 +111,7 @@ pub async fn get(State(st): State<ApiState>, Query(q): Query<StreamQuery>) -> Re
         tick,
         services: HashMap::new(),
         conns: HashMap::new(),
+        health: None,
         pending: VecDeque::from([hello]),
     };
     let stream = futures_util::stream::unfold(feed, |mut f| async move {
@@ -172,6 +176,9 @@ impl Feed {
         if self.topics.contains("connections") {
             self.connections_delta(time);
         }
+        if self.topics.contains("health") {
+            self.health_delta(time);
+        }
         if self.topics.contains("process") {
             self.pending.push_back(event("process", &process(time)));
         }
@@ -210,6 +217,18 @@ impl Feed {
                 &json!({"time": time, "changed": changed, "removed": removed}),
             ));
         }
+    }
+
+    /// The whole list, when it differs from the one last sent: it is as
+    /// small as the chains configured.
+    fn health_delta(&mut self, time: u64) {
+        let list = super::health::list(self.service.as_deref());
+        if self.health.as_ref() == Some(&list) {
+            return;
+        }
+        self.pending
+            .push_back(event("health", &json!({"time": time, "list": list})));
+        self.health = Some(list);
     }
 
     fn connections_delta(&mut self, time: u64) {

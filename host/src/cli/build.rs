@@ -524,7 +524,7 @@ fn build_services(ctx: &ArgCtx, url: &GoUrl, prefix: &str) -> Result<Vec<Service
         if !registry::is_handler(h) {
             return Err(ctx.err(format!("unknown handler '{h}'")));
         }
-        if !registry::is_listener(l) {
+        if !registry::is_listener(l) && l != "wasm" {
             return Err(ctx.err(format!("unknown listener '{l}'")));
         }
     }
@@ -532,7 +532,9 @@ fn build_services(ctx: &ArgCtx, url: &GoUrl, prefix: &str) -> Result<Vec<Service
     let is_path_addr = is_path_based && url.host.is_empty();
 
     let mut handler = if registry::is_handler(h) { h } else { "auto" }.to_string();
-    let listener = if registry::is_listener(l) {
+    // (gost-rs) `socks5+wasm://:1080?transport=FILE`: a transport plugin;
+    // `wasm://` alone is the wasm handler over TCP.
+    let listener = if registry::is_listener(l) || (l == "wasm" && h != l) {
         l
     } else if handler == "ssu" {
         "udp"
@@ -682,7 +684,12 @@ fn build_services(ctx: &ArgCtx, url: &GoUrl, prefix: &str) -> Result<Vec<Service
         ..Default::default()
     };
     if handler_cfg.r#type == "wasm" {
-        handler_cfg.plugin = Some(Box::new(wasm_plugin(ctx, &mut handler_cfg.metadata)?));
+        handler_cfg.plugin = Some(Box::new(wasm_plugin(
+            ctx,
+            &mut handler_cfg.metadata,
+            "plugin",
+            "handler",
+        )?));
     }
     let mut listener_cfg = ListenerConfig {
         r#type: listener,
@@ -690,6 +697,14 @@ fn build_services(ctx: &ArgCtx, url: &GoUrl, prefix: &str) -> Result<Vec<Service
         metadata: Metadata::from(listener_md),
         ..Default::default()
     };
+    if listener_cfg.r#type == "wasm" {
+        listener_cfg.plugin = Some(Box::new(wasm_plugin(
+            ctx,
+            &mut listener_cfg.metadata,
+            "transport",
+            "listener",
+        )?));
+    }
     if matches!(listener_cfg.r#type.as_str(), "ssh" | "sshd") {
         listener_cfg.auth = handler_cfg.auth.take();
     }
@@ -705,8 +720,14 @@ fn build_services(ctx: &ArgCtx, url: &GoUrl, prefix: &str) -> Result<Vec<Service
 }
 
 /// (gost-rs) `-L wasm://:1080?plugin=FILE&isolation=per-connection`: the
-/// handler's component and its isolation, taken out of the metadata.
-fn wasm_plugin(ctx: &ArgCtx, md: &mut Metadata) -> Result<PluginConfig, CliError> {
+/// handler's component (the connector's with `-F`) named by `key`, and its
+/// isolation, taken out of the metadata.
+fn wasm_plugin(
+    ctx: &ArgCtx,
+    md: &mut Metadata,
+    key: &str,
+    what: &str,
+) -> Result<PluginConfig, CliError> {
     let mut take = |key: &str| -> Result<String, CliError> {
         let v = md
             .get_string(key)
@@ -715,9 +736,9 @@ fn wasm_plugin(ctx: &ArgCtx, md: &mut Metadata) -> Result<PluginConfig, CliError
         md.remove(key);
         Ok(v)
     };
-    let path = take("plugin")?;
+    let path = take(key)?;
     if path.is_empty() {
-        return Err(ctx.err("the wasm handler needs plugin=FILE (a component)".to_string()));
+        return Err(ctx.err(format!("the wasm {what} needs {key}=FILE (a component)")));
     }
     Ok(PluginConfig {
         r#type: "wasm".into(),
@@ -828,7 +849,7 @@ fn build_node(ctx: &ArgCtx, url: &GoUrl, m: &mut Map) -> Result<(NodeConfig, boo
         if !registry::is_connector(c) {
             return Err(ctx.err(format!("unknown connector '{c}'")));
         }
-        if !registry::is_dialer(d) {
+        if !registry::is_dialer(d) && d != "wasm" {
             return Err(ctx.err(format!("unknown dialer '{d}'")));
         }
     }
@@ -837,7 +858,7 @@ fn build_node(ctx: &ArgCtx, url: &GoUrl, m: &mut Map) -> Result<(NodeConfig, boo
         || url.scheme.split('+').any(|s| PATH_PROTOCOLS.contains(&s));
     let md = Metadata::from(m.clone());
     let connector = if registry::is_connector(c) { c } else { "http" };
-    let dialer = if registry::is_dialer(d) {
+    let dialer = if registry::is_dialer(d) || (d == "wasm" && c != d) {
         d
     } else if connector == "ssu" {
         "udp"
@@ -912,6 +933,22 @@ fn build_node(ctx: &ArgCtx, url: &GoUrl, m: &mut Map) -> Result<(NodeConfig, boo
         }),
         ..Default::default()
     };
+    if let Some(d) = node.dialer.as_mut().filter(|d| d.r#type == "wasm") {
+        d.plugin = Some(Box::new(wasm_plugin(
+            ctx,
+            &mut d.metadata,
+            "transport",
+            "dialer",
+        )?));
+    }
+    if let Some(c) = node.connector.as_mut().filter(|c| c.r#type == "wasm") {
+        c.plugin = Some(Box::new(wasm_plugin(
+            ctx,
+            &mut c.metadata,
+            "plugin",
+            "connector",
+        )?));
+    }
     if matches!(dialer, "ssh" | "sshd") {
         if let (Some(c), Some(d)) = (node.connector.as_mut(), node.dialer.as_mut()) {
             d.auth = c.auth.take();

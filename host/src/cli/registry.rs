@@ -23,7 +23,7 @@ pub const LISTENERS: &[&str] = &[
 
 pub const CONNECTORS: &[&str] = &[
     "direct", "forward", "http", "http2", "masque", "relay", "router", "serial", "sni", "socks",
-    "socks4", "socks4a", "socks5", "ss", "sshd", "ssu", "tcp", "tunnel", "unix", "virtual",
+    "socks4", "socks4a", "socks5", "ss", "sshd", "ssu", "tcp", "tunnel", "unix", "virtual", "wasm",
 ];
 
 pub const DIALERS: &[&str] = &[

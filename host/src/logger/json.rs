@@ -76,7 +76,7 @@ impl Fields {
 
 /// `2006-01-02T15:04:05.000Z`, GOST's timestamp format in UTC.
 fn time_now() -> String {
-    let micros = super::rotate::rfc3339(std::time::SystemTime::now());
+    let micros = gost_core::rotate::rfc3339(std::time::SystemTime::now());
     // `...:SS.uuuuuuZ` to `...:SS.mmmZ`.
     format!("{}Z", &micros[..micros.len() - 4])
 }

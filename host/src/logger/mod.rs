@@ -2,14 +2,12 @@
 //! and the named `loggers` a service can send its log lines to.
 
 mod json;
-mod rotate;
 mod route;
 pub mod tail;
 
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -18,7 +16,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use gost_core::config::LogConfig;
 
-pub use rotate::{RotatingFile, Rotation};
+pub use gost_core::rotate::{RotatingFile, Rotation};
 pub use route::{prepare, ServiceLoggers};
 
 #[derive(Debug, thiserror::Error)]
@@ -81,9 +79,9 @@ fn open_output(cfg: Option<&LogConfig>) -> Result<Box<dyn Write + Send>, LogErro
                 source,
             };
             match rotation {
-                Some(r) => {
-                    Box::new(RotatingFile::open(path.as_ref(), rotation_of(r)).map_err(err)?)
-                }
+                Some(r) => Box::new(
+                    RotatingFile::open(path.as_ref(), Rotation::from_config(r)).map_err(err)?,
+                ),
                 None => {
                     // As GOST: the directory is created when missing.
                     let p = std::path::Path::new(path);
@@ -144,25 +142,6 @@ pub fn init(cfg: Option<&LogConfig>, override_level: Option<&str>) -> Result<(),
         .with(tail::TailLayer.with_filter(tail_level))
         .try_init();
     Ok(())
-}
-
-/// lumberjack's options: sizes in megabytes, ages in days, 0 for "no
-/// limit" (size: 100 MB).
-fn rotation_of(r: &gost_core::config::LogRotationConfig) -> Rotation {
-    let mb = u64::try_from(r.max_size)
-        .ok()
-        .filter(|m| *m > 0)
-        .unwrap_or(rotate::DEFAULT_MAX_SIZE_MB);
-    Rotation {
-        max_size: mb.saturating_mul(1024 * 1024),
-        max_backups: usize::try_from(r.max_backups).unwrap_or(0),
-        max_age: u64::try_from(r.max_age)
-            .ok()
-            .filter(|d| *d > 0)
-            .map(|d| Duration::from_secs(d * 24 * 3600)),
-        local_time: r.local_time,
-        compress: r.compress,
-    }
 }
 
 #[cfg(test)]

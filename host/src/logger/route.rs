@@ -282,5 +282,5 @@ fn text(fields: &Fields, level: &Level) -> String {
 }
 
 fn now() -> String {
-    super::rotate::rfc3339(SystemTime::now())
+    gost_core::rotate::rfc3339(SystemTime::now())
 }

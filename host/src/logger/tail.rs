@@ -80,7 +80,7 @@ impl<S: Subscriber> Layer<S> for TailLayer {
             fields.insert(k.to_string(), v);
         }
         let line = LogLine {
-            time: super::rotate::rfc3339(std::time::SystemTime::now()),
+            time: gost_core::rotate::rfc3339(std::time::SystemTime::now()),
             level: match *level {
                 Level::ERROR => "error",
                 Level::WARN => "warn",

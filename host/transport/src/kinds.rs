@@ -36,6 +36,8 @@ pub enum Socket {
     Dns,
     /// Standard input and output (`stdio`): nothing bound.
     Stdio,
+    /// A serial port (`serial`), opened at the service's address.
+    Serial,
 }
 
 pub type BuildUpgrade = fn(&ListenerConfig, &Config) -> Result<Arc<dyn Upgrade>, String>;

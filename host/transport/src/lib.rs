@@ -44,6 +44,8 @@ pub mod mux;
 pub mod obfs;
 #[cfg(feature = "pht")]
 pub mod pht;
+#[cfg(feature = "serial")]
+pub mod serial;
 #[cfg(feature = "ssh")]
 pub mod ssh;
 pub mod stdio;
@@ -67,6 +69,8 @@ pub fn register(t: &mut kinds::Transports) {
     listener::register(t);
     unix::register(t);
     stdio::register(t);
+    #[cfg(feature = "serial")]
+    serial::register(t);
     #[cfg(feature = "tls")]
     tls::register(t);
     #[cfg(feature = "ws")]

@@ -4,8 +4,10 @@
 //! `w` writes after shutting its write side, `r` shuts its write side and
 //! then asks the host to write to the client before relaying (to a
 //! connection back to the same service), `i` answers with what its
-//! `conn-info` says (`service network client-addr local-addr`), anything
-//! else is echoed back and the connection is done.
+//! `conn-info` says (`service network client-addr local-addr`), `o`
+//! prints to stdout and stderr (a short line each, a 5,000-byte line and
+//! then 1,000 short lines) before it echoes, anything else is echoed back
+//! and the connection is done.
 
 use std::io::{Read, Write};
 
@@ -63,6 +65,16 @@ impl Handler for Faulty {
                     info.local_addr()
                 );
                 let _ = client.write_all(line.as_bytes());
+                Outcome::Done
+            }
+            b'o' => {
+                println!("to stdout from {}", info.service());
+                eprintln!("to stderr");
+                println!("{}", "x".repeat(5000));
+                for i in 0..1000 {
+                    println!("flood {i}");
+                }
+                let _ = client.write_all(b"o");
                 Outcome::Done
             }
             other => {

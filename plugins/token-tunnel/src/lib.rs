@@ -70,3 +70,57 @@ fn refuse(mut client: Conn, why: &str) -> Outcome {
 }
 
 gost_plugin_sdk::export_handler!(TokenTunnel);
+
+/// The protocol against the SDK's mock host, natively: `cargo test`.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gost_plugin_sdk::testing::MockHost;
+
+    fn host() -> MockHost {
+        MockHost::new()
+            .config(r#"{"tokens": ["s3cret"]}"#)
+            .upstream("10.0.0.1:80", &[])
+    }
+
+    #[test]
+    fn a_good_token_is_relayed_with_its_early_bytes() {
+        let run = host().handle::<TokenTunnel>(&[b"TUNNEL s3cret 10.0.0.1:80\nGET / HTTP/1.0\r\n"]);
+        assert!(matches!(run.outcome, Outcome::Relay(_)), "{run:?}");
+        assert_eq!(run.client.written(), b"OK\n");
+        let (addr, upstream) = &run.dialed[0];
+        assert_eq!(addr, "10.0.0.1:80");
+        assert_eq!(upstream.written(), b"GET / HTTP/1.0\r\n");
+        assert_eq!(run.logs.len(), 1);
+        assert!(run.logs[0].1.ends_with("-> 10.0.0.1:80"), "{:?}", run.logs);
+    }
+
+    #[test]
+    fn refusals_say_why() {
+        for (line, why) in [
+            (&b"TUNNEL wrong 10.0.0.1:80\n"[..], "bad token"),
+            (b"HELLO\n", "bad request line"),
+            (b"TUNNEL s3cret 10.0.0.1:80 extra\n", "bad request line"),
+        ] {
+            let run = host().handle::<TokenTunnel>(&[line]);
+            assert!(
+                matches!(&run.outcome, Outcome::Fail(w) if w == why),
+                "{run:?}"
+            );
+            assert_eq!(run.client.written(), format!("ERR {why}\n").as_bytes());
+            assert!(run.dialed.is_empty());
+        }
+        let run = host().handle::<TokenTunnel>(&[b"TUNNEL s3cret 10.0.0.2:80\n"]);
+        assert!(
+            matches!(&run.outcome, Outcome::Fail(w) if w.contains("refused")),
+            "{run:?}"
+        );
+        assert!(run.client.written().starts_with(b"ERR "));
+    }
+
+    #[test]
+    fn a_line_split_across_reads_is_one_request() {
+        let run = host().handle::<TokenTunnel>(&[b"TUNNEL s3c", b"ret 10.0.0.1", b":80\n"]);
+        assert!(matches!(run.outcome, Outcome::Relay(_)), "{run:?}");
+    }
+}

@@ -96,6 +96,8 @@ pub struct GroupEntry {
     /// connection that got through clear a failing probe. Shared with the
     /// probe task.
     pub probe_marker: Arc<Marker>,
+    /// The latest check's outcome, for the API's node health.
+    pub probe_last: Arc<std::sync::Mutex<Option<super::probe::Outcome>>>,
     /// Cancelled when the entry is dropped (its group replaced or gone),
     /// which ends the probe task at once, an in-flight check included.
     pub(super) probe_stop: CancellationToken,
@@ -108,6 +110,7 @@ impl GroupEntry {
             matcher,
             probe,
             probe_marker: Arc::default(),
+            probe_last: Arc::default(),
             probe_stop: CancellationToken::new(),
         }
     }

@@ -7,6 +7,7 @@
 pub mod build;
 pub mod failcodes;
 pub mod group;
+pub mod health;
 pub mod http;
 pub mod loader;
 pub mod node;

@@ -46,6 +46,11 @@ impl Marker {
         self.count.load(Ordering::Relaxed)
     }
 
+    /// How long ago the last failure was; `None` when it never failed.
+    pub fn last_failure_ago(&self) -> Option<Duration> {
+        (self.last_ms.load(Ordering::Relaxed) != 0).then(|| self.since_last())
+    }
+
     fn since_last(&self) -> Duration {
         let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
         self.epoch.elapsed().saturating_sub(last)

@@ -54,6 +54,15 @@ pub enum ProbeError {
     Exit(std::process::ExitStatus),
 }
 
+/// One check's result, kept for the API: when it ran, how long it took,
+/// and why it failed.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub at: std::time::SystemTime,
+    pub latency: Duration,
+    pub error: Option<String>,
+}
+
 impl Probe {
     /// The probe a `probe:` block describes. GOST drops a probe it cannot
     /// run; here it is refused so the mistake is seen at start-up.
@@ -91,7 +100,7 @@ impl Probe {
         })
     }
 
-    fn type_name(&self) -> &'static str {
+    pub fn type_name(&self) -> &'static str {
         match self.kind {
             ProbeKind::Tcp => "tcp",
             ProbeKind::Http { .. } => "http",
@@ -256,14 +265,21 @@ pub fn start(entry: &GroupEntry) {
     };
     let chain = entry.chain.clone();
     let marker = entry.probe_marker.clone();
+    let last = entry.probe_last.clone();
     let stop = entry.probe_stop.clone();
     rt.spawn(async move {
-        stop.run_until_cancelled(run(&probe, &chain, &marker)).await;
+        stop.run_until_cancelled(run(&probe, &chain, &marker, &last))
+            .await;
         tracing::debug!(chain = %chain.name, "chain group probe stopped: group dropped");
     });
 }
 
-async fn run(probe: &Probe, chain: &Chain, marker: &Marker) {
+async fn run(
+    probe: &Probe,
+    chain: &Chain,
+    marker: &Marker,
+    last: &std::sync::Mutex<Option<Outcome>>,
+) {
     let mut ticker = tokio::time::interval(probe.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut healthy = true;
@@ -273,7 +289,13 @@ async fn run(probe: &Probe, chain: &Chain, marker: &Marker) {
         ticker.tick().await;
         let started = Instant::now();
         let result = probe.check(chain).await;
-        let latency_ms = started.elapsed().as_millis() as u64;
+        let latency = started.elapsed();
+        let latency_ms = latency.as_millis() as u64;
+        *last.lock().unwrap_or_else(|p| p.into_inner()) = Some(Outcome {
+            at: std::time::SystemTime::now(),
+            latency,
+            error: result.as_ref().err().map(ToString::to_string),
+        });
         match &result {
             Ok(()) => {
                 marker.reset();
@@ -508,9 +530,17 @@ mod tests {
         let entry = GroupEntry::new(Arc::new(direct_chain()), None, Some(p));
         let marker = entry.probe_marker.clone();
         start(&entry);
+        let last = entry.probe_last.clone();
+        let outcome = move || last.lock().unwrap().clone();
         wait_for(|| marker.count() >= 2).await;
+        let failed = outcome().expect("a check ran");
+        assert!(failed
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("exited")));
         std::fs::write(&flag, b"").unwrap();
         wait_for(|| marker.count() == 0).await;
+        wait_for(|| outcome().is_some_and(|o| o.error.is_none())).await;
         // The task shares the marker; once it ends, only this copy is left.
         drop(entry);
         wait_for(|| Arc::strong_count(&marker) == 1).await;

@@ -68,6 +68,13 @@ pub enum ConnectError {
         "{connector} connector: unix sockets are not supported (use a relay or unix node as the last hop)"
     )]
     NoUnix { connector: &'static str },
+    /// A plugin connector failed: it trapped, ran out of its limits or
+    /// reported an error.
+    #[error("{connector} connector: {msg}")]
+    Plugin {
+        connector: &'static str,
+        msg: String,
+    },
     #[error("{connector} connector: no reply within {timeout:?}")]
     Timeout {
         connector: &'static str,
@@ -167,6 +174,8 @@ pub trait Connector: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone, Default)]
 pub struct Common {
     pub auth: Option<Credentials>,
+    /// (gost-rs) The component of a `wasm` connector.
+    pub plugin: Option<gost_core::config::PluginConfig>,
 }
 
 /// A chain node's connector, with its `timeout` (metadata) bounding each
@@ -194,6 +203,7 @@ impl NodeConnector {
                     username: a.username.clone(),
                     password: a.password.clone(),
                 }),
+            plugin: cfg.plugin.as_deref().cloned(),
         };
         let timeout = cfg
             .metadata
@@ -265,6 +275,27 @@ pub struct ForwardConnector;
 impl Connector for ForwardConnector {
     fn name(&self) -> &'static str {
         "forward"
+    }
+
+    fn connect<'a>(
+        &'a self,
+        _stream: &'a mut Upstream,
+        _addr: &'a str,
+    ) -> BoxFuture<'a, Result<(), ConnectError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// GOST's `serial` connector: the node is the serial port its `serial`
+/// dialer opened, so nothing is said, whatever the target.
+#[cfg(feature = "serial")]
+#[derive(Debug)]
+pub struct SerialConnector;
+
+#[cfg(feature = "serial")]
+impl Connector for SerialConnector {
+    fn name(&self) -> &'static str {
+        "serial"
     }
 
     fn connect<'a>(
@@ -450,10 +481,17 @@ pub fn register(r: &mut Connectors) {
         summary: "GOST's relay protocol, TCP and UDP; lazy unless `nodelay`",
     });
     r.add(ConnectorKind {
-        names: &["forward"],
+        names: &["forward", "tcp"],
         udp: false,
         build: |_, _| Ok(Box::new(ForwardConnector)),
-        summary: "none: the node is the destination",
+        summary: "none: the node is the destination (GOST's `tcp` connector is the same)",
+    });
+    #[cfg(feature = "serial")]
+    r.add(ConnectorKind {
+        names: &["serial"],
+        udp: false,
+        build: |_, _| Ok(Box::new(SerialConnector)),
+        summary: "none: the node is a serial port (with the `serial` dialer), the destination",
     });
     r.add(ConnectorKind {
         names: &["unix"],

@@ -74,6 +74,17 @@ impl Upstream {
         *self = Upstream::direct(layer(up.into_lazy_stream()));
     }
 
+    /// Hands back bytes a handshake read past the node's reply (a plugin
+    /// connector's): the next reads return them first. Any response still
+    /// owed is read before, since it comes first on the wire.
+    pub async fn unread(&mut self, bytes: &[u8]) -> Result<(), ConnectError> {
+        if !bytes.is_empty() {
+            self.settle().await?;
+            self.stream.unread(bytes);
+        }
+        Ok(())
+    }
+
     /// The stream, for a connector that reads what its transport attached
     /// (the sshd connector's SSH session).
     pub(crate) fn stream(&self) -> &Stream {

@@ -6,7 +6,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use crate::plugin::{HttpPlugin, PluginError};
+use crate::plugin::{Plugin, PluginError};
 
 use crate::bypass::pattern::PatternSet;
 use crate::bypass::rules::{Line, RuleError, Rules};
@@ -33,7 +33,7 @@ pub struct Admission {
 #[derive(Debug)]
 enum Source {
     Rules(Rules<PatternSet>),
-    Plugin(HttpPlugin),
+    Plugin(Plugin),
 }
 
 /// Client addresses are IPs, so a rule must be one too; a host name would
@@ -61,7 +61,7 @@ impl Admission {
             return Ok(Admission {
                 name: cfg.name.clone(),
                 whitelist: false,
-                source: Source::Plugin(HttpPlugin::new("admission", &cfg.name, p)?),
+                source: Source::Plugin(Plugin::new("admission", &cfg.name, p)?),
             });
         }
         let owner = format!("admission \"{}\"", cfg.name);
@@ -135,21 +135,11 @@ impl AdmissionGroup {
         self.0.iter().any(Admission::is_plugin)
     }
 
-    /// Whether the client at `client` may connect to `service`: the rules,
-    /// then each plugin, which GOST's `admission/plugin/http.go` asks with
-    /// `{service, network, addr}`; a failed call denies, as in GOST.
-    pub async fn check(&self, service: &str, network: &str, client: SocketAddr) -> bool {
-        #[derive(serde::Serialize)]
-        struct Request<'a> {
-            service: &'a str,
-            network: &'a str,
-            addr: String,
-        }
-        #[derive(serde::Deserialize)]
-        struct Answer {
-            #[serde(default)]
-            ok: bool,
-        }
+    /// Whether the client at `client` may connect to `service` (over TCP,
+    /// the only network GOST admits): the rules, then each plugin, which
+    /// GOST's `admission/plugin` asks with `{service, network, addr}`; a
+    /// failed call denies, as in GOST.
+    pub async fn check(&self, service: &str, client: SocketAddr) -> bool {
         let ip = match client.ip() {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(client.ip()),
             v4 => v4,
@@ -158,14 +148,11 @@ impl AdmissionGroup {
             let ok = match &a.source {
                 Source::Rules(_) => a.admit(ip),
                 Source::Plugin(p) => {
-                    let req = Request {
-                        service,
-                        network,
+                    let req = gost_proto::plugin::AdmissionRequest {
+                        service: service.to_string(),
                         addr: client.to_string(),
                     };
-                    p.call::<_, Answer>(&req, "denied")
-                        .await
-                        .is_ok_and(|a| a.ok)
+                    p.call(req, "denied").await.is_ok_and(|a| a.ok)
                 }
             };
             if !ok {

@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::plugin::HttpPlugin;
+use crate::plugin::Plugin;
 
 /// What a client presented, and where from: an auther plugin is told the
 /// service and the client's address, as GOST tells it.
@@ -205,34 +205,20 @@ impl Auther for TableAuther {
     }
 }
 
-/// GOST's auther plugin (`auth/plugin/http.go`): the plugin's `id` names
-/// the client. A failed call denies, as in GOST.
-pub struct PluginAuther(HttpPlugin);
+/// GOST's auther plugin (`auth/plugin/http.go`, `grpc.go`): the plugin's
+/// `id` names the client. A failed call denies, as in GOST.
+pub struct PluginAuther(Plugin);
 
 impl Auther for PluginAuther {
     fn authenticate<'a>(&'a self, req: AuthRequest<'a>) -> AuthFuture<'a> {
-        #[derive(serde::Serialize)]
-        struct Request<'a> {
-            service: &'a str,
-            username: &'a str,
-            password: &'a str,
-            client: String,
-        }
-        #[derive(serde::Deserialize)]
-        struct Answer {
-            #[serde(default)]
-            ok: bool,
-            #[serde(default)]
-            id: String,
-        }
         Box::pin(async move {
-            let body = Request {
-                service: req.service,
-                username: req.user,
-                password: req.password,
+            let body = gost_proto::plugin::AuthenticateRequest {
+                service: req.service.to_string(),
+                username: req.user.to_string(),
+                password: req.password.to_string(),
                 client: req.client.map(|c| c.to_string()).unwrap_or_default(),
             };
-            let a: Answer = self.0.call(&body, "denied").await.ok()?;
+            let a = self.0.call(body, "denied").await.ok()?;
             a.ok.then_some(a.id)
         })
     }
@@ -290,9 +276,7 @@ pub fn named(
     a: &crate::config::AutherConfig,
 ) -> Result<Arc<dyn Auther>, crate::plugin::PluginError> {
     if let Some(p) = &a.plugin {
-        return Ok(Arc::new(PluginAuther(HttpPlugin::new(
-            "auther", &a.name, p,
-        )?)));
+        return Ok(Arc::new(PluginAuther(Plugin::new("auther", &a.name, p)?)));
     }
     let users = a
         .auths

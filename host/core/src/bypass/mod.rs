@@ -10,7 +10,7 @@ pub mod rules;
 use std::sync::Arc;
 
 use crate::config::{BypassConfig, Config};
-use crate::plugin::{HttpPlugin, PluginError};
+use crate::plugin::{Plugin, PluginError};
 use pattern::PatternSet;
 use rules::{RuleError, Rules};
 
@@ -37,7 +37,7 @@ pub struct Bypass {
 #[derive(Debug)]
 enum Source {
     Rules(Rules<PatternSet>),
-    Plugin(HttpPlugin),
+    Plugin(Plugin),
 }
 
 impl Bypass {
@@ -49,7 +49,7 @@ impl Bypass {
                 name: cfg.name.clone(),
                 whitelist: false,
                 network: String::new(),
-                source: Source::Plugin(HttpPlugin::new("bypass", &cfg.name, p)?),
+                source: Source::Plugin(Plugin::new("bypass", &cfg.name, p)?),
             });
         }
         let owner = format!("bypass \"{}\"", cfg.name);
@@ -137,43 +137,24 @@ impl BypassGroup {
     }
 
     /// [`BypassGroup::contains`], with each plugin asked as GOST's
-    /// `bypass/plugin/http.go` asks it (`{service, network, addr, client,
+    /// `bypass/plugin` asks it (`{service, network, addr, client,
     /// host, path}`, `ok` true bypasses). A failed call bypasses, as in
     /// GOST (its client fails open).
     pub async fn check(&self, service: &str, network: &str, addr: &str) -> bool {
         if self.contains(network, addr) {
             return true;
         }
-        #[derive(serde::Serialize)]
-        struct Request<'a> {
-            service: &'a str,
-            network: &'a str,
-            addr: &'a str,
-            client: &'a str,
-            host: &'a str,
-            path: &'a str,
-        }
-        #[derive(serde::Deserialize)]
-        struct Answer {
-            #[serde(default)]
-            ok: bool,
-        }
         for b in &self.0 {
             let Source::Plugin(p) = &b.source else {
                 continue;
             };
-            let req = Request {
-                service,
-                network,
-                addr,
-                client: "",
-                host: "",
-                path: "",
+            let req = gost_proto::plugin::BypassRequest {
+                service: service.to_string(),
+                network: network.to_string(),
+                addr: addr.to_string(),
+                ..Default::default()
             };
-            let bypassed = p
-                .call::<_, Answer>(&req, "bypassed")
-                .await
-                .map_or(true, |a| a.ok);
+            let bypassed = p.call(req, "bypassed").await.map_or(true, |a| a.ok);
             tracing::debug!(bypass = %b.name, addr = %crate::escape::esc(addr), bypassed, "plugin");
             if bypassed {
                 return true;

@@ -724,6 +724,9 @@ pub struct ListenerConfig {
     pub auth: Option<AuthConfig>,
     #[serde(skip_serializing_if = "is_default")]
     pub tls: Option<Box<TLSConfig>>,
+    /// (gost-rs) The component of a `wasm` listener (a transport plugin).
+    #[serde(skip_serializing_if = "is_default")]
+    pub plugin: Option<Box<PluginConfig>>,
     #[serde(skip_serializing_if = "is_default")]
     pub metadata: Metadata,
 }
@@ -1044,6 +1047,9 @@ pub struct DialerConfig {
     pub auth: Option<AuthConfig>,
     #[serde(skip_serializing_if = "is_default")]
     pub tls: Option<TLSConfig>,
+    /// (gost-rs) The component of a `wasm` dialer (a transport plugin).
+    #[serde(skip_serializing_if = "is_default")]
+    pub plugin: Option<Box<PluginConfig>>,
     #[serde(skip_serializing_if = "is_default")]
     pub metadata: Metadata,
 }
@@ -1056,6 +1062,9 @@ pub struct ConnectorConfig {
     pub auth: Option<AuthConfig>,
     #[serde(skip_serializing_if = "is_default")]
     pub tls: Option<TLSConfig>,
+    /// (gost-rs) The component of a `wasm` connector.
+    #[serde(skip_serializing_if = "is_default")]
+    pub plugin: Option<Box<PluginConfig>>,
     #[serde(skip_serializing_if = "is_default")]
     pub metadata: Metadata,
 }

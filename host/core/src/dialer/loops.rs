@@ -47,9 +47,11 @@ tokio::task_local! {
     static HOPS: u8;
 }
 
-/// Runs a connection's handler knowing it is `hops` local hops deep.
-pub async fn scope<F: std::future::Future>(hops: u8, f: F) -> F::Output {
-    HOPS.scope(hops, f).await
+/// Runs `f` (one poll of a connection's handler) knowing the connection
+/// is `hops` local hops deep. Set per poll rather than with an async
+/// scope: the scope's future would take room in every connection's task.
+pub fn enter<R>(hops: u8, f: impl FnOnce() -> R) -> R {
+    HOPS.sync_scope(hops, f)
 }
 
 struct Shard {
@@ -248,7 +250,7 @@ mod tests {
         assert_eq!(hops(from, any), 1);
         // A dial made while serving a connection 3 hops deep is the 4th.
         let deeper: SocketAddr = "127.0.0.1:52004".parse().unwrap();
-        scope(3, async { record(deeper, listen) }).await;
+        enter(3, || record(deeper, listen));
         assert_eq!(hops(deeper, listen), 4);
         // Another listener, another client port: not ours.
         assert_eq!(hops(from, "127.0.0.1:41001".parse().unwrap()), 0);
@@ -278,7 +280,7 @@ mod tests {
             "no listener of ours has the port"
         );
         let _ours = listening(listen.port());
-        scope(5, async { record_stream(client, 3) }).await;
+        enter(5, || record_stream(client, 3));
         record_stream(client, 5);
         assert_eq!(stream_hops(server, 3), 6);
         assert_eq!(stream_hops(server, 3), 0, "looked up once");

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::bypass::rules::{Line, RuleError, Rules};
 use crate::config::{Config, HostsConfig};
-use crate::plugin::{HttpPlugin, PluginError};
+use crate::plugin::{Plugin, PluginError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostsError {
@@ -86,7 +86,7 @@ pub struct Hosts {
 #[derive(Debug)]
 enum Source {
     Rules(Rules<Table>),
-    Plugin(HttpPlugin),
+    Plugin(Plugin),
 }
 
 impl Hosts {
@@ -94,7 +94,7 @@ impl Hosts {
         if let Some(p) = &cfg.plugin {
             return Ok(Hosts {
                 name: cfg.name.clone(),
-                source: Source::Plugin(HttpPlugin::new("hosts", &cfg.name, p)?),
+                source: Source::Plugin(Plugin::new("hosts", &cfg.name, p)?),
             });
         }
         let inline: Vec<String> = cfg
@@ -139,7 +139,14 @@ impl Hosts {
     pub async fn lookup(&self, network: &str, host: &str) -> Vec<IpAddr> {
         let rules = match &self.source {
             Source::Rules(rules) => rules,
-            Source::Plugin(p) => return plugin_lookup(p, network, host, "not mapped").await,
+            Source::Plugin(p) => {
+                let req = gost_proto::plugin::LookupRequest {
+                    network: network.to_string(),
+                    host: host.to_string(),
+                    client: String::new(),
+                };
+                return plugin_ips(p.call(req, "not mapped").await);
+            }
         };
         let table = rules.current();
         let Some((ips, at)) = table.lookup(host) else {
@@ -161,34 +168,13 @@ impl Hosts {
     }
 }
 
-/// GOST's request and answer of the hosts and resolver plugins, which are
-/// the same: `ok` false or a failed call gives no addresses, and entries
-/// that are not IPs are skipped.
-pub(crate) async fn plugin_lookup(
-    p: &HttpPlugin,
-    network: &str,
-    host: &str,
-    fallback: &'static str,
+/// The answer of a hosts or resolver plugin, which are the same: `ok`
+/// false or a failed call gives no addresses, and entries that are not IPs
+/// are skipped.
+pub(crate) fn plugin_ips(
+    answer: Result<gost_proto::plugin::LookupReply, crate::plugin::CallError>,
 ) -> Vec<IpAddr> {
-    #[derive(serde::Serialize)]
-    struct Request<'a> {
-        network: &'a str,
-        host: &'a str,
-        client: &'a str,
-    }
-    #[derive(serde::Deserialize)]
-    struct Answer {
-        #[serde(default)]
-        ips: Vec<String>,
-        #[serde(default)]
-        ok: bool,
-    }
-    let req = Request {
-        network,
-        host,
-        client: "",
-    };
-    match p.call::<_, Answer>(&req, fallback).await {
+    match answer {
         Ok(a) if a.ok => a.ips.iter().filter_map(|s| s.parse().ok()).collect(),
         _ => Vec::new(),
     }

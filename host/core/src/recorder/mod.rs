@@ -9,6 +9,7 @@
 //! logged at most once per [`crate::repeat::WINDOW`], and a sink that
 //! fails says so once per failure streak.
 
+mod notes;
 mod record;
 mod sink;
 
@@ -19,7 +20,11 @@ use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::mpsc;
 
 use crate::config::{Config, RecorderConfig, ServiceConfig};
-pub use record::{rfc3339_nano, sid, HandlerRecord};
+pub use notes::{auther, current, emit, enter, note, noting, Notes};
+pub use record::{
+    add_header, canonical, forwarded_client_ip, rfc3339_nano, sid, DnsRecord, HandlerRecord,
+    Header, HttpMessage, HttpRecord, TlsRecord, WebsocketRecord,
+};
 use sink::Sink;
 
 /// Records GOST defines for services, by the name a service's
@@ -41,6 +46,12 @@ pub const RECORDS: &[&str] = &[
 /// Records queued per recorder before new ones are dropped.
 pub const QUEUE: usize = 4096;
 
+/// GOST's bounds on the HTTP body prefix a handler record keeps (with
+/// the service recorder's metadata `http.body`): `http.maxBodySize`
+/// defaults to the first and is capped at the second.
+pub const DEFAULT_BODY_SIZE: usize = 64 * 1024;
+pub const MAX_BODY_SIZE: usize = 1024 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum RecorderError {
     #[error("recorder \"{name}\": {msg}")]
@@ -49,6 +60,8 @@ pub enum RecorderError {
     NotFound(String),
     #[error("recorders: record '{record}' is not one this build writes ({})", RECORDS.join(", "))]
     Record { record: String },
+    #[error("recorders: {0}")]
+    Metadata(#[from] crate::metadata::MetadataError),
 }
 
 /// One named recorder: its queue, and the task writing it out, started
@@ -154,7 +167,8 @@ pub fn check(cfg: &RecorderConfig) -> Result<(), RecorderError> {
 /// A service's recorders by record.
 #[derive(Debug, Default)]
 pub struct ServiceRecorders {
-    by_record: Vec<(String, Arc<Recorder>)>,
+    /// Each record's recorder, with the HTTP body prefix its records keep.
+    by_record: Vec<(String, Arc<Recorder>, usize)>,
 }
 
 impl ServiceRecorders {
@@ -162,8 +176,16 @@ impl ServiceRecorders {
     pub fn get(&self, record: &str) -> Option<&Arc<Recorder>> {
         self.by_record
             .iter()
-            .find(|(r, _)| r == record)
-            .map(|(_, rec)| rec)
+            .find(|(r, _, _)| r == record)
+            .map(|(_, rec, _)| rec)
+    }
+
+    /// The HTTP body prefix `record`'s records keep (0: none).
+    pub fn body_limit(&self, record: &str) -> usize {
+        self.by_record
+            .iter()
+            .find(|(r, _, _)| r == record)
+            .map_or(0, |(_, _, b)| *b)
     }
 
     /// Records `data` if the service records `record`; GOST writes no
@@ -193,7 +215,15 @@ pub fn for_service(
                 record: crate::escape::esc(&o.record).to_string(),
             });
         }
-        by_record.push((o.record.clone(), find(root, &o.name)?));
+        let body = if o.metadata.get_bool("http.body")?.unwrap_or(false) {
+            match o.metadata.get_int("http.maxBodySize")?.unwrap_or(0) {
+                n if n <= 0 => DEFAULT_BODY_SIZE,
+                n => (n as usize).min(MAX_BODY_SIZE),
+            }
+        } else {
+            0
+        };
+        by_record.push((o.record.clone(), find(root, &o.name)?, body));
     }
     Ok(Some(Arc::new(ServiceRecorders { by_record })))
 }
@@ -213,6 +243,7 @@ pub fn host_of(addr: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sink::Sink;
 
     #[test]
     fn dialed_addresses_are_recorded_without_the_port() {
@@ -244,6 +275,41 @@ mod tests {
             a.get(HANDLER).unwrap(),
             b.get(HANDLER).unwrap()
         ));
+    }
+
+    #[tokio::test]
+    async fn a_file_with_rotation_rotates_as_lumberjack_does() {
+        let dir = std::env::temp_dir().join(format!("gost-rec-rotate-{}", sid()));
+        let path = dir.join("sub/records.log");
+        let cfg: RecorderConfig = serde_json::from_value(serde_json::json!({
+            "name": "rot",
+            "file": {"path": path.to_str().unwrap(), "sep": "\n",
+                     "rotation": {"maxSize": 1, "maxBackups": 2}}
+        }))
+        .unwrap();
+        let mut sink = Sink::from_config(&cfg).unwrap();
+        // 300 KiB records: the fourth takes the file past 1 MB.
+        for i in 0..10u8 {
+            let rec = vec![b'a' + i; 300 * 1024];
+            sink.write(&rec).await.unwrap();
+        }
+        let names: Vec<String> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        let backups: Vec<&String> = names.iter().filter(|n| *n != "records.log").collect();
+        assert_eq!(backups.len(), 2, "{names:?}");
+        assert!(
+            backups
+                .iter()
+                .all(|n| n.starts_with("records-") && n.ends_with(".log")),
+            "{names:?}"
+        );
+        let live = std::fs::read(&path).unwrap();
+        assert!(live.len() <= 1024 * 1024 && !live.is_empty());
+        // The live file holds the latest records, each with its separator.
+        assert!(live.ends_with(b"j\n"), "{}", live.len());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]

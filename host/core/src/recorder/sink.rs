@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use crate::config::RecorderConfig;
 use crate::httpc::{self, Target};
 use crate::redis::{RedisConn, RedisOptions};
+use crate::rotate::{RotatingFile, Rotation};
 
 /// Bounds a TCP connect and write, and an HTTP request, when the config
 /// sets no `timeout` (GOST waits without end; a queue cannot).
@@ -23,6 +24,14 @@ pub(super) enum Sink {
         sep: Vec<u8>,
         file: Option<tokio::fs::File>,
     },
+    /// A file with `rotation`: lumberjack's rules, as GOST's recorder
+    /// uses them ([`crate::rotate`]); written off the runtime's threads.
+    Rotating {
+        path: String,
+        sep: Vec<u8>,
+        rotation: Rotation,
+        file: Option<Arc<std::sync::Mutex<RotatingFile>>>,
+    },
     Tcp {
         addr: String,
         timeout: Duration,
@@ -32,6 +41,8 @@ pub(super) enum Sink {
         headers: Vec<(String, String)>,
         timeout: Duration,
     },
+    /// GOST's recorder plugin: one call per record.
+    Plugin(crate::plugin::Plugin),
     Redis {
         opts: RedisOptions,
         key: String,
@@ -61,12 +72,19 @@ impl Sink {
     }
 
     pub(super) fn from_config(cfg: &RecorderConfig) -> Result<Self, String> {
-        if cfg.plugin.is_some() {
-            return Err("plugin recorders are not supported yet".into());
+        if let Some(p) = &cfg.plugin {
+            let plugin =
+                crate::plugin::Plugin::new("recorder", &cfg.name, p).map_err(|e| e.to_string())?;
+            return Ok(Sink::Plugin(plugin));
         }
         if let Some(f) = cfg.file.as_ref().filter(|f| !f.path.is_empty()) {
-            if f.rotation.is_some() {
-                return Err("file.rotation is not supported for recorders yet".into());
+            if let Some(r) = &f.rotation {
+                return Ok(Sink::Rotating {
+                    path: f.path.clone(),
+                    sep: f.sep.clone().into_bytes(),
+                    rotation: Rotation::from_config(r),
+                    file: None,
+                });
             }
             return Ok(Sink::File {
                 path: f.path.clone(),
@@ -164,7 +182,7 @@ impl Sink {
         }
     }
 
-    async fn write(&mut self, rec: &[u8]) -> Result<(), String> {
+    pub(super) async fn write(&mut self, rec: &[u8]) -> Result<(), String> {
         match self {
             Sink::File { path, sep, file } => {
                 if file.is_none() {
@@ -194,6 +212,42 @@ impl Sink {
                     return Err(format!("file {}: {e}", crate::escape::esc(&path)));
                 }
                 Ok(())
+            }
+            Sink::Rotating {
+                path,
+                sep,
+                rotation,
+                file,
+            } => {
+                let shown = format!("file {}", crate::escape::esc(path.as_str()));
+                let f = match file {
+                    Some(f) => f.clone(),
+                    None => {
+                        let (p, r) = (std::path::PathBuf::from(&*path), rotation.clone());
+                        let opened = tokio::task::spawn_blocking(move || RotatingFile::open(&p, r))
+                            .await
+                            .map_err(|e| format!("{shown}: {e}"))?
+                            .map_err(|e| format!("{shown}: {e}"))?;
+                        file.insert(Arc::new(std::sync::Mutex::new(opened))).clone()
+                    }
+                };
+                let mut line = Vec::with_capacity(rec.len() + sep.len());
+                line.extend_from_slice(rec);
+                line.extend_from_slice(sep);
+                let r = tokio::task::spawn_blocking(move || {
+                    use std::io::Write;
+                    let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
+                    f.write_all(&line).and_then(|()| f.flush())
+                })
+                .await;
+                match r {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => {
+                        *file = None;
+                        Err(format!("{shown}: {e}"))
+                    }
+                    Err(e) => Err(format!("{shown}: {e}")),
+                }
             }
             // One connection per record, as GOST does: the receiver sees
             // a record end where its connection does.
@@ -228,6 +282,19 @@ impl Sink {
                     ));
                 }
                 Ok(())
+            }
+            // GOST sends the recorder object's metadata; gost-rs's
+            // records carry none, which GOST sends as `null`.
+            Sink::Plugin(p) => {
+                let req = gost_proto::plugin::RecordRequest {
+                    data: rec.to_vec(),
+                    metadata: b"null".to_vec(),
+                };
+                match p.call(req, "record dropped").await {
+                    Ok(a) if a.ok => Ok(()),
+                    Ok(_) => Err("the plugin answered ok: false".into()),
+                    Err(e) => Err(e.to_string()),
+                }
             }
             Sink::Redis {
                 opts,

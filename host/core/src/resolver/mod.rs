@@ -212,7 +212,7 @@ pub struct Resolver {
     pub name: String,
     /// GOST's resolver asks its plugin instead of nameservers when it has
     /// one.
-    plugin: Option<crate::plugin::HttpPlugin>,
+    plugin: Option<crate::plugin::Plugin>,
     servers: Vec<Nameserver>,
     cache: Mutex<HashMap<CacheKey, (Vec<IpAddr>, Instant)>>,
 }
@@ -222,7 +222,7 @@ impl Resolver {
         if let Some(p) = &cfg.plugin {
             return Ok(Resolver {
                 name: cfg.name.clone(),
-                plugin: Some(crate::plugin::HttpPlugin::new("resolver", &cfg.name, p)?),
+                plugin: Some(crate::plugin::Plugin::new("resolver", &cfg.name, p)?),
                 servers: Vec::new(),
                 cache: Mutex::new(HashMap::new()),
             });
@@ -311,7 +311,12 @@ impl Resolver {
         if let Some(p) = &self.plugin {
             // GOST's `resolver/plugin/http.go`: a failed call or `ok`
             // false is a failed resolution, so the dial fails.
-            let ips = crate::hosts::plugin_lookup(p, network, host, "not resolved").await;
+            let req = gost_proto::plugin::ResolveRequest {
+                network: network.to_string(),
+                host: host.to_string(),
+                client: String::new(),
+            };
+            let ips = crate::hosts::plugin_ips(p.call(req, "not resolved").await);
             if ips.is_empty() {
                 return Err(format!(
                     "resolver {}: {host}: the plugin gave no address",

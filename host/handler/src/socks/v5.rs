@@ -163,6 +163,12 @@ impl Socks5Handler {
             }
         };
         tracing::debug!(service = %ctx.service, client = %ctx.peer, cmd = req.cmd, dst = %gost_core::escape::esc(&req.target), user = user.as_deref().unwrap_or(""), "socks5 request");
+        gost_core::recorder::note(|r| {
+            r.host = req.target.to_string();
+            if matches!(req.cmd, CMD_UDP_ASSOCIATE | CMD_UDP_TUN) {
+                r.network = "udp".into();
+            }
+        });
         // The rare commands' state is boxed: inline, it would size every
         // CONNECT's handshake.
         match req.cmd {

@@ -808,6 +808,14 @@ impl TunnelHandler {
             since: SystemTime::now(),
         });
         self.shared.pool.add(c.clone());
+        if let Some(ing) = self.shared.ingress() {
+            // As GOST: the plugin learns both names of the tunnel.
+            let id = tunnel.to_string();
+            ing.set_rule(&self.shared.service, &endpoint, &id).await;
+            if host != endpoint {
+                ing.set_rule(&self.shared.service, &host, &id).await;
+            }
+        }
         let network = if req.udp { "udp" } else { "tcp" };
         tracing::info!(service = %ctx.service, client = %ctx.peer, tunnel = %tunnel, connector = %id, weight = id.weight(), network, endpoint = %esc(&host), "tunnel: client registered");
         match self.shared.sd() {

@@ -73,7 +73,7 @@ function show() {
     if (p === page) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   }
   if (page === "config") loadConfig();
-  if (page === "plugins" || page === "overview") refreshConfig();
+  if (page === "plugins") refreshConfig();
 }
 window.addEventListener("hashchange", show);
 
@@ -152,29 +152,52 @@ function renderProcess(p) {
   fact("PID", p.pid);
 }
 
+// Node health from the stream's `health` events: one row per node of
+// each service's chains and forwarder, and one per chain of a group.
+let health = [];
+function until(ms) { return new Date(ms).toLocaleTimeString(); }
+function healthCell(x) {
+  if (x.failed) return el("td", { class: "bad", "data-field": "health" }, "dead until " + until(x.deadUntil));
+  return el("td", { class: "good", "data-field": "health" }, "ok");
+}
 function renderChains() {
   const box = $("chains");
   box.replaceChildren();
-  if (!config) return;
-  const hops = new Map((config.hops || []).map((h) => [h.name, h]));
-  const table = el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "Chain"), el("th", {}, "Hop"), el("th", {}, "Nodes"))));
+  if (!health.length) { box.append(el("p", {}, "No chains or forwarders.")); return; }
+  const head = el("tr", {}, ...["Service", "Chain", "Hop", "Node", "Address", "Failures", "Health", "Probe"].map((h) => el("th", {}, h)));
   const tb = el("tbody", {});
-  for (const c of config.chains || []) {
-    for (const hop of c.hops || []) {
-      const h = hop.nodes ? hop : hops.get(hop.name) || hop;
-      const nodes = (h.nodes || []).map((n) => n.name + " " + (n.addr || "") +
-        (n.connector ? " (" + n.connector.type + (n.dialer ? "+" + n.dialer.type : "") + ")" : "")).join(", ");
-      tb.append(el("tr", {}, el("td", {}, c.name), el("td", {}, hop.name), el("td", {}, nodes)));
+  // `key` names the row for scripts: service/chain/hop/node.
+  const row = (key, chain, hop, x, addr, probe) => {
+    const last = x.lastFailure ? "last failure " + until(x.lastFailure) : "never failed";
+    tb.append(el("tr", { "data-node": key.join("/") },
+      el("td", {}, key[0]), el("td", {}, chain), el("td", {}, hop), el("td", {}, x.name), el("td", {}, addr),
+      el("td", { class: "num", "data-field": "fails", title: last }, x.fails), healthCell(x), el("td", {}, probe)));
+  };
+  const hops = (item, chain, list) => {
+    for (const h of list) {
+      for (const n of h.nodes) {
+        row([item.service, chain, h.name, n.name], chain, h.name + " (" + h.strategy + ")", n, n.addr + (n.backup ? " backup" : ""), "");
+      }
+    }
+  };
+  for (const item of health) {
+    if (item.hops) hops(item, "forwarder", item.hops);
+    for (const c of item.chains || []) {
+      if (item.group) {
+        const p = c.probe;
+        const probe = !p ? "" : !p.time ? p.type + " " + p.addr + ": not yet" :
+          p.type + " " + p.addr + ": " + (p.ok ? "ok in " + p.latencyMs + " ms" : "failed: " + p.error) + " at " + until(p.time);
+        const r = { name: "(chain)", fails: c.fails, failed: c.failed, deadUntil: c.deadUntil, lastFailure: c.lastFailure };
+        row([item.service, c.name, "", ""], c.name + " (group " + item.group.strategy + ")", "", r, "", probe);
+      }
+      hops(item, c.name, c.hops);
     }
   }
-  table.append(tb);
-  box.append((config.chains || []).length ? table : el("p", {}, "No chains."));
-  box.append(el("p", { class: "muted" }, "Node health (failures, dead marks) is not reported by this build."));
+  box.append(el("div", { class: "scroll" }, el("table", { id: "health" }, el("thead", {}, head), tb)));
 }
 
 async function refreshConfig() {
   try { config = await api("GET", "/config"); } catch (e) { return; }
-  renderChains();
   renderPlugins();
 }
 
@@ -273,45 +296,202 @@ function fillNames() {
   });
 }
 
+// ---------------------------------------------------------------- form ---
+// The form shows every field the object sets (nested blocks and list
+// entries flattened to dotted paths) and a few common ones it does not;
+// Apply writes back only the fields changed, over the object as loaded,
+// through the same routes and checks as the YAML editor.
+const HINTS = {
+  services: ["addr", "handler.type", "handler.chain", "handler.auther", "listener.type", "bypass", "admission", "limiter", "climiter", "rlimiter", "resolver", "hosts", "observer"],
+  chains: [],
+  hops: ["selector.strategy", "selector.maxFails:number", "selector.failTimeout", "bypass"],
+  bypasses: ["whitelist:bool", "matchers:list"],
+  admissions: ["whitelist:bool", "matchers:list"],
+  limiters: ["limits:list"], climiters: ["limits:list"], rlimiters: ["limits:list"],
+};
+const SECRET = /^(password|token|passphrase)$/;
+let loaded = null;   // the object as loaded (JSON), the form's base
+let fields = [];     // {path, type, value, input, error}
+
+function typeOf(v) {
+  if (typeof v === "boolean") return "bool";
+  if (typeof v === "number") return "number";
+  if (Array.isArray(v)) return "list";
+  return "string";
+}
+
+function flatten(v, path, out) {
+  const scalars = (a) => a.every((x) => x === null || typeof x !== "object");
+  if (v && typeof v === "object" && !Array.isArray(v)) {
+    for (const [k, x] of Object.entries(v)) if (!(path.length === 0 && k === "status")) flatten(x, path.concat(k), out);
+  } else if (Array.isArray(v) && !scalars(v)) {
+    v.forEach((x, i) => flatten(x, path.concat(i), out));
+  } else if (v !== null) {
+    out.push({ path, type: typeOf(v), value: v });
+  }
+  return out;
+}
+
+function buildForm(obj) {
+  loaded = obj;
+  const list = flatten(obj, [], []);
+  const have = new Set(list.map((f) => f.path.join(".")));
+  for (const h of ["name"].concat(HINTS[kindSel.value] || [])) {
+    const [p, type] = h.split(":");
+    if (!have.has(p)) list.push({ path: p.split("."), type: type || "string", value: undefined });
+  }
+  list.sort((a, b) => (b.path.join(".") === "name") - (a.path.join(".") === "name"));
+  const box = $("edit-fields");
+  box.replaceChildren();
+  fields = list.map((f, i) => {
+    const id = "f-" + i, key = f.path.join(".");
+    let input;
+    if (f.type === "bool") {
+      input = el("input", { type: "checkbox", id });
+      input.checked = f.value === true;
+    } else if (f.type === "list") {
+      input = el("textarea", { id, rows: Math.min(6, Math.max(2, (f.value || []).length + 1)), spellcheck: "false" });
+      input.value = (f.value || []).join("\n");
+    } else {
+      const secret = SECRET.test(String(f.path[f.path.length - 1]));
+      input = el("input", { id, type: secret ? "password" : "text", spellcheck: "false", inputmode: f.type === "number" ? "decimal" : "text" });
+      input.value = f.value === undefined ? "" : String(f.value);
+    }
+    const error = el("p", { id: id + "-error", class: "error", role: "alert" });
+    input.setAttribute("aria-describedby", id + "-error");
+    const label = el("label", { for: id }, key.replace(/\.(\d+)(?=\.|$)/g, "[$1]") + (f.type === "list" ? " (one per line)" : ""));
+    box.append(el("div", { class: "field " + f.type, "data-path": key }, label, input, error));
+    return Object.assign(f, { input, error });
+  });
+}
+
+// The input's value as the config takes it; `undefined` removes the key.
+function formValue(f) {
+  if (f.type === "bool") return f.input.checked;
+  if (f.type === "list") {
+    const items = f.input.value.split("\n").map((x) => x.trim()).filter((x) => x);
+    return items.length || f.value !== undefined ? items : undefined;
+  }
+  const text = f.input.value.trim();
+  if (text === "") return undefined;
+  // A number field keeps what was typed when it is not a number: the
+  // API names the field in its error.
+  if (f.type === "number" && text !== "" && !isNaN(Number(text))) return Number(text);
+  return text;
+}
+
+function same(a, b) { return JSON.stringify(a) === JSON.stringify(b); }
+
+function fromForm() {
+  const obj = JSON.parse(JSON.stringify(loaded || {}));
+  delete obj.status;
+  for (const f of fields) {
+    const v = formValue(f);
+    const was = f.type === "bool" ? f.value === true : f.value;
+    if (same(v, was)) continue;
+    let o = obj;
+    for (const k of f.path.slice(0, -1)) {
+      if (o[k] === null || typeof o[k] !== "object") o[k] = {};
+      o = o[k];
+    }
+    const last = f.path[f.path.length - 1];
+    if (v === undefined) delete o[last]; else o[last] = v;
+  }
+  return JSON.stringify(obj);
+}
+
+// The field an API error names: its dotted path ("handler.retries"), the
+// path in words ("handler type"), or its last key ("addr"), the longest
+// found winning. `null` when none is named.
+function fieldOf(msg) {
+  let best = null, score = 0;
+  const has = (w) => new RegExp("(^|[^\\w.])" + w.replace(/[.*+?^${}()|[\]\\]/g, "\\$&") + "($|[^\\w])").test(msg);
+  for (const f of fields) {
+    const dotted = f.path.join("."), words = f.path.join(" "), last = String(f.path[f.path.length - 1]);
+    for (const [w, s] of [[dotted, 2 * dotted.length + 1], [words, 2 * words.length + 1], [last, last.length]]) {
+      if (s > score && isNaN(Number(w)) && has(w)) { best = f; score = s; }
+    }
+  }
+  return best;
+}
+
+function clearErrors() {
+  $("edit-error").textContent = "";
+  $("edit-ok").textContent = "";
+  for (const f of fields) { f.error.textContent = ""; f.input.removeAttribute("aria-invalid"); }
+}
+
+function showError(msg) {
+  const f = formMode() ? fieldOf(msg) : null;
+  if (!f) { $("edit-error").textContent = msg; return; }
+  f.error.textContent = msg;
+  f.input.setAttribute("aria-invalid", "true");
+  f.input.focus();
+}
+
+function formMode() { return $("mode-form").checked; }
+function showMode() {
+  $("edit-fields").hidden = !formMode();
+  $("edit-yaml-box").hidden = formMode();
+}
+for (const m of ["mode-form", "mode-yaml"]) $(m).addEventListener("change", showMode);
+showMode();
+
 function loadObject() {
   return busy(async () => {
     const gen = ++loadGen;
-    $("edit-error").textContent = "";
-    $("edit-ok").textContent = "";
-    if (!nameSel.value) { $("edit-yaml").value = "name: new-" + kindSel.value.replace(/s$/, "") + "\n"; return; }
+    clearErrors();
+    if (!nameSel.value) {
+      const name = "new-" + kindSel.value.replace(/s$/, "");
+      $("edit-yaml").value = "name: " + name + "\n";
+      buildForm({ name });
+      return;
+    }
+    const path = "/config/" + kindSel.value + "/" + encodeURIComponent(nameSel.value);
     try {
-      const yaml = await api("GET", "/config/" + kindSel.value + "/" + encodeURIComponent(nameSel.value) + "?format=yaml");
-      if (gen === loadGen) $("edit-yaml").value = yaml;
+      const [obj, yaml] = await Promise.all([api("GET", path), api("GET", path + "?format=yaml")]);
+      if (gen !== loadGen) return;
+      $("edit-yaml").value = yaml;
+      buildForm(obj.data);
     } catch (e) { if (gen === loadGen) $("edit-error").textContent = e.message; }
   });
 }
 kindSel.addEventListener("change", fillNames);
 nameSel.addEventListener("change", loadObject);
 
+// The body of an apply or create, from the form or the YAML editor.
+function edited() {
+  return formMode() ? [fromForm(), "application/json"] : [$("edit-yaml").value, "application/yaml"];
+}
+
 async function change(method, path, body, done) {
-  $("edit-error").textContent = "";
-  $("edit-ok").textContent = "";
+  clearErrors();
   try {
-    await api(method, path, body, "application/yaml");
+    await api(method, path, body && body[0], body && body[1]);
     $("edit-ok").textContent = done;
     $("config-yaml").textContent = await api("GET", "/config?format=yaml");
+    return true;
   } catch (e) {
-    $("edit-error").textContent = e.message;
+    showError(e.message);
+    return false;
   }
 }
 
-$("edit").addEventListener("submit", (ev) => {
+$("edit").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const name = nameSel.value;
   if (!name) { $("edit-error").textContent = "no object selected: use Create as new"; return; }
-  change("PUT", "/config/" + kindSel.value + "/" + encodeURIComponent(name), $("edit-yaml").value, "applied " + name);
+  if (await change("PUT", "/config/" + kindSel.value + "/" + encodeURIComponent(name), edited(), "applied " + name)) {
+    await loadObject();
+    $("edit-ok").textContent = "applied " + name;
+  }
 });
 $("edit-create").addEventListener("click", async () => {
-  await change("POST", "/config/" + kindSel.value, $("edit-yaml").value, "created");
-  if ($("edit-error").textContent) return;
+  const body = edited();
+  if (!await change("POST", "/config/" + kindSel.value, body, "created")) return;
   const yaml = $("edit-yaml").value;
   await fillNames();
-  $("edit-yaml").value = yaml;
+  if (!formMode()) $("edit-yaml").value = yaml;
   $("edit-ok").textContent = "created";
 });
 $("edit-delete").addEventListener("click", async () => {
@@ -358,7 +538,7 @@ function connect() {
 let data = null;
 function openData() {
   if (data) return;
-  data = new EventSource(BASE + "/stream?topics=services,connections,process");
+  data = new EventSource(BASE + "/stream?topics=services,connections,health,process");
   wire(data, true);
 }
 function closeData() { if (data) { data.close(); data = null; } }
@@ -378,6 +558,10 @@ function wire(s, all) {
     for (const svc of d.changed) services.set(svc.name, svc);
     for (const n of d.removed) { services.delete(n); history.delete(n); }
     renderServices();
+  });
+  s.addEventListener("health", (e) => {
+    health = JSON.parse(e.data).list;
+    renderChains();
   });
   s.addEventListener("connections", (e) => {
     const d = JSON.parse(e.data);

@@ -1,5 +1,5 @@
-//! A log file that rotates by size, with lumberjack's rules (the library
-//! GOST uses for `log.rotation`): when a write would take the file past
+//! A file that rotates by size, with lumberjack's rules (the library
+//! GOST uses for `log.rotation` and a file recorder's `rotation`): when a write would take the file past
 //! `maxSize` megabytes, it is renamed to `<name>-<time>.<ext>` and a new
 //! one is started; then backups beyond `maxBackups` (0: all kept) or older
 //! than `maxAge` days (0: kept) are removed, oldest first; with `compress`,
@@ -23,6 +23,27 @@ pub struct Rotation {
     pub max_age: Option<Duration>,
     pub local_time: bool,
     pub compress: bool,
+}
+
+impl Rotation {
+    /// lumberjack's options: sizes in megabytes, ages in days, 0 (or
+    /// less) for "no limit" (size: 100 MB).
+    pub fn from_config(r: &crate::config::LogRotationConfig) -> Self {
+        let mb = u64::try_from(r.max_size)
+            .ok()
+            .filter(|m| *m > 0)
+            .unwrap_or(DEFAULT_MAX_SIZE_MB);
+        Rotation {
+            max_size: mb.saturating_mul(1024 * 1024),
+            max_backups: usize::try_from(r.max_backups).unwrap_or(0),
+            max_age: u64::try_from(r.max_age)
+                .ok()
+                .filter(|d| *d > 0)
+                .map(|d| Duration::from_secs(d * 24 * 3600)),
+            local_time: r.local_time,
+            compress: r.compress,
+        }
+    }
 }
 
 pub struct RotatingFile {
