@@ -11,85 +11,25 @@
 //! from our own message types would agree with our mistakes), and it costs
 //! a cached pip install instead of compiling a gRPC server into the tests.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use gost_e2e::plugin_server::PluginServer;
 use gost_e2e::*;
 use serde_json::Value;
 
 const BODY: &str = "hello from the origin";
 
 /// The Python gRPC plugin server in one mode; killed when dropped.
-struct GrpcPlugin {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-    _dir: TempDir,
+fn grpc_plugin(mode: &str) -> PluginServer {
+    grpc_plugin_with(mode, &[])
 }
 
-impl GrpcPlugin {
-    fn start(mode: &str) -> GrpcPlugin {
-        Self::start_with(mode, &[])
-    }
-
-    fn start_with(mode: &str, extra: &[&str]) -> GrpcPlugin {
-        let python = python_with_websockets();
-        let dir = TempDir::new("grpc-plugin");
-        let log = PathBuf::from(dir.path("requests.jsonl"));
-        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("python")
-            .join("gost_grpc_plugin.py");
-        let mut child = Command::new(python)
-            .arg(&script)
-            .arg(&log)
-            .arg(mode)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("run the gRPC plugin server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line.trim().parse().expect("plugin server port");
-        GrpcPlugin {
-            child,
-            port,
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// The calls the server got, in order.
-    fn requests(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    fn calls_of(&self, method: &str) -> Vec<Value> {
-        self.requests()
-            .into_iter()
-            .filter(|r| r["method"] == method)
-            .collect()
-    }
-}
-
-impl Drop for GrpcPlugin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn grpc_plugin_with(mode: &str, extra: &[&str]) -> PluginServer {
+    let python = python_with_websockets();
+    let args: Vec<&str> = [mode].into_iter().chain(extra.iter().copied()).collect();
+    PluginServer::spawn(python.as_os_str(), "gost_grpc_plugin.py", &args)
 }
 
 fn start_config(yaml: &str, ports: &[u16]) -> (Gost, TempDir) {
@@ -108,7 +48,7 @@ fn through_socks5(port: u16, user: &str, url: &str) -> (bool, String) {
 
 #[test]
 fn auther_and_admission_plugins_decide_over_grpc() {
-    let plugin = GrpcPlugin::start("normal");
+    let plugin = grpc_plugin("normal");
     let http = http_origin("127.0.0.1:0", BODY);
     let (p, ph, pa, pd) = (free_port(), free_port(), free_port(), free_port());
     let (g, _d) = start_config(
@@ -200,7 +140,7 @@ admissions:
 /// GOST's fallbacks when the plugin is down.
 #[test]
 fn bypass_hosts_and_resolver_plugins_route_over_grpc() {
-    let plugin = GrpcPlugin::start("normal");
+    let plugin = grpc_plugin("normal");
     let http = http_origin("127.0.0.1:0", BODY);
     let down = free_port();
     let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
@@ -283,7 +223,7 @@ resolvers:
 #[test]
 fn ingress_plugin_routes_tunnel_visitors_and_learns_registrations() {
     const TID: &str = "6be39003-f4fa-49e4-a6ef-1997684d160e";
-    let plugin = GrpcPlugin::start("normal");
+    let plugin = grpc_plugin("normal");
     let origin = http_origin("127.0.0.1:0", BODY);
     let (port, entry) = (free_port(), free_port());
     let (server, _d1) = start_config(
@@ -374,9 +314,9 @@ fn junk_server() -> u16 {
 /// outlasts the timeout, and a service without the plugin is unaffected.
 #[test]
 fn failing_grpc_plugins_fall_back_and_leave_other_services_alone() {
-    let slow = GrpcPlugin::start("slow");
-    let garbage = GrpcPlugin::start("garbage");
-    let huge = GrpcPlugin::start("huge");
+    let slow = grpc_plugin("slow");
+    let garbage = grpc_plugin("garbage");
+    let huge = grpc_plugin("huge");
     let http = http_origin("127.0.0.1:0", BODY);
     let kinds = [
         format!("127.0.0.1:{}", free_port()),
@@ -453,8 +393,8 @@ fn failing_grpc_plugins_fall_back_and_leave_other_services_alone() {
 /// recorder whose plugin is down costs the service nothing.
 #[test]
 fn recorder_plugins_receive_records_over_grpc_and_http() {
-    let grpc = GrpcPlugin::start("normal");
-    let http_plugin = HttpPluginServer::start();
+    let grpc = grpc_plugin("normal");
+    let http_plugin = PluginServer::start();
     let http = http_origin("127.0.0.1:0", BODY);
     let (p, pdown) = (free_port(), free_port());
     let (g, _d) = start_config(
@@ -530,59 +470,4 @@ recorders:
 fn base64_decode(s: &str) -> Vec<u8> {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.decode(s).unwrap()
-}
-
-/// The HTTP plugin server of `plugins_gost.rs` (`gost_http_plugin.py`).
-struct HttpPluginServer {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-    _dir: TempDir,
-}
-
-impl HttpPluginServer {
-    fn start() -> HttpPluginServer {
-        let dir = TempDir::new("http-plugin");
-        let log = PathBuf::from(dir.path("requests.jsonl"));
-        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("python")
-            .join("gost_http_plugin.py");
-        let mut child = Command::new("python3")
-            .arg(&script)
-            .arg(&log)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("run python3");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line.trim().parse().expect("plugin server port");
-        HttpPluginServer {
-            child,
-            port,
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn requests(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-}
-
-impl Drop for HttpPluginServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
